@@ -1,0 +1,1 @@
+"""TDS Connector: a trusted data space node."""

@@ -1,0 +1,1 @@
+"""Participant identity: keys, DIDs, Data Integrity proofs and the signed self-description."""

@@ -1,0 +1,123 @@
+"""W3C Data Integrity proofs with the ``eddsa-jcs-2022`` cryptosuite.
+
+The one signer and verifier of JSON documents in the project (self-descriptions, agreements, manifests,
+usage receipts). Algorithm per *Data Integrity EdDSA Cryptosuites v1.0* §3.3:
+
+    hashData  = SHA-256(JCS(proofConfig)) || SHA-256(JCS(unsecuredDocument))
+    proofValue = multibase-base58btc(Ed25519-sign(hashData))
+
+``proofConfig`` is the proof without ``proofValue``; when the document has an ``@context`` the proof
+carries the same ``@context`` (§3.3.5). Canonical bytes come from RFC 8785 (``rfc8785``), never from a
+JSON encoder's own output. Pure: the creation time is an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import rfc8785
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from connector.identity.multikey import MultikeyError, decode_multibase, encode_multibase
+
+CRYPTOSUITE = "eddsa-jcs-2022"
+PROOF_TYPE = "DataIntegrityProof"
+
+JsonObject = dict[str, Any]
+
+
+class ProofError(Exception):
+    """A proof that is missing, malformed, from the wrong key, or does not match the document."""
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 canonical JSON bytes."""
+    try:
+        return bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise ProofError(f"document cannot be canonicalized: {exc}") from exc
+
+
+def _hash_data(document: Mapping[str, Any], proof_config: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(canonical(proof_config)).digest() + hashlib.sha256(canonical(document)).digest()
+
+
+def sign(
+    document: Mapping[str, Any],
+    key: SigningKey,
+    *,
+    verification_method: str,
+    created: str,
+    proof_purpose: str = "assertionMethod",
+    proof_property: str = "proof",
+) -> JsonObject:
+    """Return a copy of *document* with an ``eddsa-jcs-2022`` proof under *proof_property*.
+
+    *created* is an XML Schema dateTime string (the caller owns the clock). An existing proof under the
+    same property is replaced, so re-signing is idempotent.
+    """
+    unsecured = {k: v for k, v in document.items() if k != proof_property}
+    proof: JsonObject = {
+        "type": PROOF_TYPE,
+        "cryptosuite": CRYPTOSUITE,
+        "created": created,
+        "verificationMethod": verification_method,
+        "proofPurpose": proof_purpose,
+    }
+    if "@context" in unsecured:
+        proof["@context"] = unsecured["@context"]
+    signature = key.sign(_hash_data(unsecured, proof)).signature
+    proof["proofValue"] = encode_multibase(signature)
+    return {**unsecured, proof_property: proof}
+
+
+def proof_of(document: Mapping[str, Any], proof_property: str = "proof") -> JsonObject:
+    proof = document.get(proof_property)
+    if not isinstance(proof, dict):
+        raise ProofError(f"document has no '{proof_property}' object")
+    if proof.get("type") != PROOF_TYPE or proof.get("cryptosuite") != CRYPTOSUITE:
+        raise ProofError(f"proof is not a {PROOF_TYPE} with cryptosuite {CRYPTOSUITE}")
+    for field in ("verificationMethod", "proofValue", "created", "proofPurpose"):
+        if not isinstance(proof.get(field), str):
+            raise ProofError(f"proof.{field} is missing or not a string")
+    return proof
+
+
+def verify(
+    document: Mapping[str, Any],
+    resolve_key: Callable[[str], VerifyKey],
+    *,
+    proof_property: str = "proof",
+    expected_purpose: str | None = "assertionMethod",
+) -> JsonObject:
+    """Verify the proof under *proof_property* and return it.
+
+    *resolve_key* maps the proof's ``verificationMethod`` to an Ed25519 key (it raises
+    :class:`ProofError` for an unknown or unacceptable method). Raises :class:`ProofError` on any failure.
+    """
+    proof = proof_of(document, proof_property)
+    if expected_purpose is not None and proof["proofPurpose"] != expected_purpose:
+        raise ProofError(f"proof purpose is {proof['proofPurpose']!r}, expected {expected_purpose!r}")
+    unsecured = {k: v for k, v in document.items() if k != proof_property}
+    # §3.3.2 step 5: a proof @context must be a prefix of the document's @context.
+    if "@context" in proof:
+        doc_ctx = unsecured.get("@context")
+        proof_ctx = proof["@context"]
+        doc_list = doc_ctx if isinstance(doc_ctx, list) else [doc_ctx]
+        proof_list = proof_ctx if isinstance(proof_ctx, list) else [proof_ctx]
+        if doc_list[: len(proof_list)] != proof_list:
+            raise ProofError("proof @context does not match the document @context")
+    config = {k: v for k, v in proof.items() if k != "proofValue"}
+    try:
+        signature = decode_multibase(proof["proofValue"])
+    except MultikeyError as exc:
+        raise ProofError(f"proofValue: {exc}") from exc
+    key = resolve_key(proof["verificationMethod"])
+    try:
+        key.verify(_hash_data(unsecured, config), signature)
+    except (BadSignatureError, ValueError) as exc:
+        raise ProofError("signature does not match the document") from exc
+    return proof
