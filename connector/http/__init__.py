@@ -1,1 +1,1 @@
-"""http"""
+"""HTTP: the public (peer) listener, the management listener, request signing and the outbound guard."""

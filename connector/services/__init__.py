@@ -1,1 +1,1 @@
-"""services"""
+"""Services: the async glue between the pure cores, the store and the network."""

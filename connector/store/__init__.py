@@ -1,1 +1,1 @@
-"""store"""
+"""Storage: SQLite schema and migrations, the writer thread, repositories."""

@@ -1,0 +1,132 @@
+"""Node configuration: a TOML file (``tds.toml``) in the node's data folder.
+
+Unknown keys are errors (a typo should not be silently ignored); every error names the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from connector.errors import ConfigError, validation_error_path
+
+CONFIG_FILE = "tds.toml"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+REGION_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})*$")
+
+
+class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    public_url: str
+    host: str = "127.0.0.1"
+    port: int = 8181
+    management_host: str = "127.0.0.1"
+    management_port: int = 8182
+    dev_mode: bool = False
+    trusted_networks: list[str] = []
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Bounds on what the node accepts from peers and fetches from them.
+    max_request_bytes: int = 4 * 1024 * 1024
+    outbound_timeout_s: float = 10.0
+    outbound_max_redirects: int = 3
+    outbound_max_response_bytes: int = 4 * 1024 * 1024
+
+
+class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: str
+    legal_name: str
+    region: str = "CN"
+    industry: str = ""
+    contact: str = ""
+    did_method: Literal["web", "key"] = "web"
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    node: NodeSection
+    participant: ParticipantSection
+
+    @property
+    def public_url(self) -> str:
+        return self.node.public_url.rstrip("/")
+
+
+def _check(config: Config) -> None:
+    node, part = config.node, config.participant
+    url = urlsplit(node.public_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError("node.public_url must be an http(s) URL with a host", path="node.public_url")
+    if url.query or url.fragment:
+        raise ConfigError("node.public_url must not have a query or fragment", path="node.public_url")
+    if url.scheme == "http" and not node.dev_mode and not node.trusted_networks:
+        raise ConfigError(
+            "node.public_url must be https unless node.dev_mode is true or peers are on node.trusted_networks",
+            path="node.public_url",
+        )
+    for field, port in (("node.port", node.port), ("node.management_port", node.management_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{field} must be between 0 and 65535", path=field)
+    for i, net in enumerate(node.trusted_networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"node.trusted_networks[{i}]: {exc}", path=f"node.trusted_networks[{i}]") from exc
+    if not NAME_RE.match(part.name):
+        raise ConfigError(
+            "participant.name must be 1-63 lowercase letters, digits or '-'", path="participant.name"
+        )
+    if not part.legal_name.strip():
+        raise ConfigError("participant.legal_name must not be empty", path="participant.legal_name")
+    if not REGION_RE.match(part.region):
+        raise ConfigError(
+            "participant.region must be an ISO 3166 code such as CN or CN-GD", path="participant.region"
+        )
+
+
+def parse_config(text: str) -> Config:
+    """Parse and check configuration text; raise :class:`ConfigError` naming the field."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from exc
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        path, text_part = validation_error_path(str(exc))
+        raise ConfigError(f"{path}: {text_part}" if path else text_part, path=path) from exc
+    _check(config)
+    return config
+
+
+def load_config(data_dir: Path) -> Config:
+    path = data_dir / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no {CONFIG_FILE} in {data_dir} (run `tds init --dir {data_dir}` first)") from exc
+    return parse_config(text)
+
+
+def render_config(config: Config) -> str:
+    """TOML text for a config (written by ``tds init``)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines: list[str] = []
+    for section in ("node", "participant"):
+        lines.append(f"[{section}]")
+        for key, v in msgspec.structs.asdict(getattr(config, section)).items():
+            lines.append(f"{key} = {value(v)}")
+        lines.append("")
+    return "\n".join(lines)

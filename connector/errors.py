@@ -1,0 +1,108 @@
+"""The connector's error hierarchy.
+
+Families follow who is at fault (see STYLE.md "Errors"). Each class carries the HTTP status it maps to
+and, for DSP routes, the DSP error type; the one error middleware (``connector.http.middleware``) turns
+any of them into a JSON response. Expected outcomes such as a policy deny are values, not errors.
+"""
+
+from __future__ import annotations
+
+
+class TdsError(Exception):
+    """Base of every error the connector raises on purpose."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+class ConfigError(TdsError):
+    """The node's configuration is invalid (names the field)."""
+
+    code = "config"
+
+
+class BadRequest(TdsError):
+    """A request whose shape or content is wrong (names the field path)."""
+
+    status = 400
+    code = "bad-request"
+
+
+class Unauthorized(TdsError):
+    """A request without valid credentials: missing, malformed, expired, replayed or wrong signature/token."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(TdsError):
+    """Unknown resource, or one the caller may not see (never leaks which)."""
+
+    status = 404
+    code = "not-found"
+
+
+class Conflict(TdsError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(TdsError):
+    status = 413
+    code = "too-large"
+
+
+class LocalProtocolError(TdsError):
+    """We were asked to do something the protocol does not allow (our own misuse)."""
+
+    status = 400
+    code = "local-protocol-error"
+
+
+class RemoteProtocolError(TdsError):
+    """A peer sent something the protocol does not allow."""
+
+    status = 400
+    code = "remote-protocol-error"
+
+
+class PeerError(TdsError):
+    """A peer could not be reached, refused us, or answered with something unusable."""
+
+    status = 502
+    code = "peer-error"
+
+
+class OutboundRefused(PeerError):
+    """An outbound URL that the node's outbound guard refuses (scheme, address range, size, redirects)."""
+
+    status = 400
+    code = "outbound-refused"
+
+
+class StorageError(TdsError):
+    status = 503
+    code = "storage"
+
+
+def validation_error_path(message: str) -> tuple[str | None, str]:
+    """Split a msgspec validation message into (dotted field path, short message).
+
+    ``"Expected `int`, got `str` - at `$.node.port`"`` → ``("node.port", "Expected `int`, got `str`")``;
+    unknown and missing fields are appended to the path they were found at.
+    """
+    import re
+
+    text, _, where = message.partition(" - at ")
+    match = re.match(r"`\$\.?([^`]*)`", where)
+    path = match.group(1) if match and match.group(1) else None
+    named = re.search(r"(unknown|missing required) field `([^`]*)`", text)
+    if named:
+        path = f"{path}.{named.group(2)}" if path else named.group(2)
+        text = f"{named.group(1)} field"
+    return path, text

@@ -1,0 +1,97 @@
+"""The one place where errors become HTTP responses, plus request bounds and metrics.
+
+A :class:`~connector.errors.TdsError` becomes its status with a JSON body. Under a DSP base the body is
+the DSP error type of that protocol area (``CatalogError``, ``ContractNegotiationError``,
+``TransferError``); elsewhere ``{"error", "message", "path"}``. Anything unexpected is logged with its
+traceback and answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from connector.errors import BadRequest, PayloadTooLarge, TdsError
+from connector.logging import get_logger
+
+DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
+_DSP_AREA = re.compile(r"/api/dsp/2025-1/(catalog|negotiations|transfers)\b")
+_DSP_ERROR_TYPE = {"catalog": "CatalogError", "negotiations": "ContractNegotiationError",
+                   "transfers": "TransferError"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = get_logger(component="http")
+
+
+def error_body(request: web.Request, exc: TdsError) -> dict[str, Any]:
+    match = _DSP_AREA.search(request.path)
+    if match:
+        body: dict[str, Any] = {
+            "@context": [DSP_CONTEXT],
+            "@type": _DSP_ERROR_TYPE[match.group(1)],
+            "code": str(exc.status),
+            "reason": [exc.message],
+        }
+        body.update(getattr(exc, "dsp_fields", {}) or {})
+        return body
+    body = {"error": exc.code, "message": exc.message}
+    if exc.path:
+        body["path"] = exc.path
+    return body
+
+
+def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except TdsError as exc:
+            status = exc.status
+            if status >= 500:
+                log.warning("request failed", method=request.method, path=request.path, error=exc.message)
+            else:
+                log.info("request refused", method=request.method, path=request.path, status=status,
+                         reason=exc.message)
+            return web.json_response(error_body(request, exc), status=status)
+        except web.HTTPRequestEntityTooLarge as exc:
+            status = 413
+            err = PayloadTooLarge(f"request body exceeds {exc.max_size} bytes")
+            return web.json_response(error_body(request, err), status=413)
+        except web.HTTPException as exc:
+            status = exc.status
+            if exc.status >= 400 and exc.content_type != "application/json":
+                err = TdsError(exc.reason)
+                err.status, err.code = exc.status, exc.reason.lower().replace(" ", "-")
+                return web.json_response(error_body(request, err), status=exc.status)
+            raise
+        except Exception:
+            log.exception("unhandled error", method=request.method, path=request.path)
+            err = TdsError("internal error")
+            return web.json_response(error_body(request, err), status=500)
+        finally:
+            if requests_total is not None:
+                requests_total.labels(listener=listener, status=str(status)).inc()
+
+    return middleware
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON (already bounded by the app's client_max_size)."""
+    from connector.http.auth import BODY
+
+    body = request.get(BODY)
+    raw = body if body is not None else await request.read()
+    if not raw:
+        raise BadRequest("request body is empty; a JSON object is required")
+    import json
+
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not JSON: {exc}") from exc

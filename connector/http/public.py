@@ -1,0 +1,79 @@
+"""The public listener: what peers see.
+
+Per participant, under ``/participants/NAME/``: the DID document, the DSP version document, the signed
+self-description, and the DSP base ``…/api/dsp/2025-1`` (every request there is signed; see
+``connector.http.auth``). The node root serves ``/.well-known/dspace-version`` for the first participant,
+also at ``/api/dsp/.well-known/dspace-version``; plus ``/healthz`` and ``/metrics`` for operators.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from connector.errors import NotFound
+from connector.http.auth import CALLER_DID
+from connector.http.middleware import read_json
+
+if TYPE_CHECKING:
+    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+
+JSONLD = "application/json"
+
+
+def routes(node: Node) -> list[web.RouteDef]:
+    def participant(request: web.Request) -> ParticipantRuntime:
+        found = node.participants.get(request.match_info["name"])
+        if found is None:
+            raise NotFound("no such participant")
+        return found
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def metrics(_: web.Request) -> web.Response:
+        body, content_type = node.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def root_version(_: web.Request) -> web.Response:
+        first = node.first_participant()
+        if first is None:
+            raise NotFound("this node hosts no participant yet")
+        return web.json_response(first.version_document())
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response(participant(request).version_document())
+
+    async def did_json(request: web.Request) -> web.Response:
+        p = participant(request)
+        if not p.did.startswith("did:web:"):
+            raise NotFound("this participant uses did:key; its DID document is derived from the DID")
+        return web.json_response(p.did_document(), content_type="application/did+json")
+
+    async def self_description(request: web.Request) -> web.Response:
+        return web.json_response(participant(request).self_description(datetime.now(UTC)))
+
+    async def handshake(request: web.Request) -> web.Response:
+        """``POST …/api/dsp/2025-1/tds/handshake``: exchange verified self-descriptions.
+
+        The caller (authenticated by its request signature) sends its own self-description; the node
+        verifies it, records the peer, and answers with its own.
+        """
+        p = participant(request)
+        body = await read_json(request)
+        own = await node.federation.accept_handshake(p, request[CALLER_DID], body)
+        return web.json_response(own)
+
+    return [
+        web.get("/healthz", healthz),
+        web.get("/metrics", metrics),
+        web.get("/.well-known/dspace-version", root_version),
+        web.get("/api/dsp/.well-known/dspace-version", root_version),
+        web.get("/participants/{name}/.well-known/dspace-version", version),
+        web.get("/participants/{name}/did.json", did_json),
+        web.get("/participants/{name}/.well-known/tds/self-description", self_description),
+        web.post("/participants/{name}/api/dsp/2025-1/tds/handshake", handshake),
+    ]

@@ -1,0 +1,21 @@
+"""Prometheus metrics of one node (a registry per node, so several nodes can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests_total = Counter(
+            "tds_http_requests", "HTTP requests answered", ["listener", "status"], registry=self.registry
+        )
+        self.signature_failures = Counter(
+            "tds_signature_failures", "Peer requests refused for their RFC 9421 signature", registry=self.registry
+        )
+        self.participants = Gauge("tds_participants", "Participants hosted by this node", registry=self.registry)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

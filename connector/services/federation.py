@@ -1,0 +1,125 @@
+"""Federation: finding a peer's DSP endpoint and exchanging verified self-descriptions.
+
+``verify_peer`` is what ``tds peer verify PEER`` and the demo use: it finds the peer's DSP base (from a
+node root URL through the version document, from a DSP base URL directly, or from a ``did:web`` through
+its DID document), sends a signed handshake with our own self-description, and verifies the peer's
+answer: the proof must verify against the key in the peer's DID document, the credential must be valid
+now, and the DSP endpoint it names must be the one we called (so a node cannot pass off another's
+identity). Verified peers are stored per participant.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from connector.errors import BadRequest, PeerError, Unauthorized
+from connector.identity import credentials
+from connector.identity import did as dids
+from connector.logging import get_logger
+from connector.store.repository import Peer
+
+if TYPE_CHECKING:
+    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+
+DSP_SUFFIX = "/api/dsp/2025-1"
+log = get_logger(component="federation")
+
+
+class FederationService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def check_self_description(self, document: Any) -> credentials.Subject:
+        """Verify a self-description against its issuer's DID document (resolved now)."""
+        if not isinstance(document, dict):
+            raise credentials.SelfDescriptionError("self-description is not a JSON object")
+        method = credentials.verification_method(document)
+        try:
+            did, _ = dids.split_did_url(method)
+            issuer_document = await self.node.resolver.resolve(did)
+        except dids.DidError as exc:
+            raise credentials.SelfDescriptionError(str(exc)) from exc
+        return credentials.verify(document, issuer_document, now=datetime.now(UTC))
+
+    async def dsp_base_of(self, peer: str) -> str:
+        """The DSP 2025-1 base URL of *peer*: a node root URL, a participant URL, a DSP base or a did:web."""
+        peer = peer.strip().rstrip("/")
+        if peer.startswith("did:"):
+            if peer.startswith("did:key:"):
+                raise BadRequest("a did:key names no endpoint; give the peer's URL instead", path="peer")
+            try:
+                document = await self.node.resolver.resolve(peer)
+            except dids.DidError as exc:
+                raise BadRequest(str(exc), path="peer") from exc
+            services = document.get("service", [])
+            for service in services if isinstance(services, list) else []:
+                endpoint = service.get("serviceEndpoint") if isinstance(service, dict) else None
+                if isinstance(service, dict) and service.get("type") == "DataService" and isinstance(endpoint, str):
+                    return await self._from_version_document(endpoint)
+            raise PeerError(f"the DID document of {peer} names no DataService endpoint")
+        if not peer.startswith(("http://", "https://")):
+            raise BadRequest("peer must be an http(s) URL or a did:web", path="peer")
+        if peer.endswith(DSP_SUFFIX):
+            return peer
+        return await self._from_version_document(f"{peer}/.well-known/dspace-version")
+
+    async def _from_version_document(self, url: str) -> str:
+        document = await self.node.client.get_json(url)
+        versions = document.get("protocolVersions") if isinstance(document, dict) else None
+        for entry in versions if isinstance(versions, list) else []:
+            if isinstance(entry, dict) and entry.get("version") == "2025-1" and isinstance(entry.get("path"), str):
+                parts = urlsplit(url)
+                path = entry["path"]
+                return path.rstrip("/") if "://" in path else f"{parts.scheme}://{parts.netloc}{path}".rstrip("/")
+        raise PeerError(f"{url} lists no DSP 2025-1 endpoint")
+
+    async def verify_peer(self, participant: ParticipantRuntime, peer: str) -> tuple[credentials.Subject, str]:
+        """Handshake with *peer* over a signed request; return its verified subject and DSP base."""
+        dsp_base = await self.dsp_base_of(peer)
+        now = datetime.now(UTC)
+        response = await self.node.client.request(
+            "POST", f"{dsp_base}/tds/handshake", json_body=participant.self_description(now),
+            signer=participant.signer,
+        )
+        if response.status != 200:
+            raise PeerError(f"{dsp_base} refused the handshake with {response.status}: {response.body[:300]!r}")
+        try:
+            subject = await self.check_self_description(response.json())
+        except credentials.SelfDescriptionError as exc:
+            raise PeerError(f"{dsp_base} answered with a self-description that does not verify: {exc}") from exc
+        if subject.dsp_endpoint.rstrip("/") != dsp_base:
+            raise PeerError(
+                f"{dsp_base} answered with the self-description of {subject.id}, "
+                f"whose DSP endpoint is {subject.dsp_endpoint}"
+            )
+        if peer.startswith("did:") and subject.id != peer:
+            raise PeerError(f"{dsp_base} answered as {subject.id}, not {peer}")
+        await self._remember(participant, subject, response.json(), now)
+        log.info("peer verified", participant=participant.name, peer=subject.id, legal_name=subject.legal_name,
+                 region=subject.region)
+        return subject, dsp_base
+
+    async def accept_handshake(
+        self, participant: ParticipantRuntime, caller_did: str, document: Any
+    ) -> dict[str, Any]:
+        try:
+            subject = await self.check_self_description(document)
+        except credentials.SelfDescriptionError as exc:
+            raise BadRequest(f"self-description does not verify: {exc}") from exc
+        if subject.id != caller_did:
+            raise Unauthorized("the self-description was issued by another DID than the request's signer")
+        now = datetime.now(UTC)
+        await self._remember(participant, subject, document, now)
+        log.info("handshake accepted", participant=participant.name, peer=subject.id)
+        return participant.self_description(now)
+
+    async def _remember(
+        self, participant: ParticipantRuntime, subject: credentials.Subject, document: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        peer = Peer(subject.id, subject.legal_name, subject.region, subject.industry, subject.dsp_endpoint,
+                    credentials.utc_text(now))
+        await self.node.repo.save_peer(participant.id, peer, document)

@@ -1,0 +1,128 @@
+"""The ``tds`` command as a user runs it: init, info, serve (as a subprocess, stopped with SIGTERM), demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from connector.testing import free_port
+
+TDS = [sys.executable, "-m", "connector"]
+
+
+def _init(tmp_path: Path, *extra: str) -> tuple[Path, int]:
+    port = free_port()
+    data = tmp_path / "node"
+    result = CliRunner().invoke(main, ["init", "--dir", str(data), "--name", "acme", "--legal-name", "ACME Co.",
+                                       "--port", str(port), "--management-port", str(free_port()),
+                                       "--region", "CN-GD", "--dev", *extra])
+    assert result.exit_code == 0, result.output
+    return data, port
+
+
+def test_init_writes_config_keys_and_token_with_private_modes(tmp_path):
+    data, port = _init(tmp_path)
+    for path in (data / "keys/acme/ed25519.key", data / "keys/acme/x25519.key", data / "management.token",
+                 data / "tds.toml"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert f'public_url = "http://127.0.0.1:{port}"' in (data / "tds.toml").read_text()
+
+
+def test_init_twice_is_a_readable_error(tmp_path):
+    data, _ = _init(tmp_path)
+    result = CliRunner().invoke(main, ["init", "--dir", str(data), "--name", "acme", "--dev"])
+    assert result.exit_code == 2 and "already" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--name", "Bad Name", "--dev"], "participant.name"),
+        (["--name", "a", "--region", "china", "--dev"], "participant.region"),
+        (["--name", "a"], "pass --dev"),
+    ],
+)
+def test_init_errors_name_the_field(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["init", "--dir", str(tmp_path / "n"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_info_prints_dids_endpoints_and_fingerprints_without_secrets(tmp_path):
+    data, port = _init(tmp_path)
+    result = CliRunner().invoke(main, ["info", "--dir", str(data)])
+    assert result.exit_code == 0
+    assert f"did:web:127.0.0.1%3A{port}:participants:acme" in result.output
+    assert f"http://127.0.0.1:{port}/participants/acme/api/dsp/2025-1" in result.output
+    seed = (data / "keys/acme/ed25519.key").read_bytes()
+    token = (data / "management.token").read_text().strip()
+    assert seed.hex() not in result.output and token not in result.output
+
+
+def test_bad_config_file_is_one_line(tmp_path):
+    data, _ = _init(tmp_path)
+    cfg = data / "tds.toml"
+    cfg.write_text(cfg.read_text().replace("port = ", "prot = ", 1))
+    for command in (["info", "--dir", str(data)], ["serve", "--dir", str(data)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2
+        assert result.output.strip() == "error: node.prot: unknown field"
+
+
+def _wait_for(url: str, proc: subprocess.Popen, deadline_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "node exited"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            time.sleep(0.05)  # ok-sleep: polling a subprocess's port with a deadline
+    raise AssertionError(f"{url} did not answer within {deadline_s}s")
+
+
+def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path):
+    data, port = _init(tmp_path)
+    with subprocess.Popen([*TDS, "serve", "--dir", str(data)], stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert _wait_for(f"http://127.0.0.1:{port}/healthz", proc) == {"status": "ok"}
+            env = {**os.environ, "TDS_DIR": str(data)}
+            out = subprocess.run([*TDS, "peers"], env=env, capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0 and "no verified peers" in out.stdout
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+            logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    events = [e["event"] for e in logs]
+    assert "node started" in events and "shutting down" in events and "node stopped" in events
+    token = (data / "management.token").read_text().strip()
+    assert all(token not in json.dumps(e) for e in logs)
+
+
+def test_commands_on_a_stopped_node_say_so(tmp_path):
+    data, _ = _init(tmp_path)
+    result = CliRunner().invoke(main, ["peers", "--dir", str(data)])
+    assert result.exit_code == 2 and "cannot reach" in result.output
+
+
+async def test_demo_runs_and_both_nodes_verify_each_other():
+    from connector.demo import run_demo
+
+    lines: list[str] = []
+    await run_demo(say=lines.append)
+    text = "\n".join(lines)
+    assert text.count("verified: ") == 2
+    assert "Demo finished" in text

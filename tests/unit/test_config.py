@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from connector.config import parse_config, render_config
+from connector.errors import ConfigError
+
+GOOD = """
+[node]
+public_url = "https://tds.example.com"
+port = 8181
+trusted_networks = ["10.0.0.0/8"]
+
+[participant]
+name = "acme"
+legal_name = "ACME Co."
+region = "CN-GD"
+"""
+
+
+def test_good_config_round_trips():
+    config = parse_config(GOOD)
+    assert config.node.port == 8181 and config.participant.region == "CN-GD"
+    assert config.node.dev_mode is False and config.node.management_host == "127.0.0.1"
+    assert parse_config(render_config(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("port = 8181", 'port = "x"'), "node.port"),
+        (("port = 8181", "prot = 8181"), "node.prot"),
+        (("port = 8181", "port = 70000"), "node.port"),
+        (('region = "CN-GD"', 'region = "china"'), "participant.region"),
+        (('name = "acme"', 'name = "ACME Co"'), "participant.name"),
+        (('"https://tds.example.com"\nport = 8181\ntrusted_networks = ["10.0.0.0/8"]',
+          '"http://tds.example.com"'), "node.public_url"),
+        (('"https://tds.example.com"', '"ftp://x"'), "node.public_url"),
+        (('["10.0.0.0/8"]', '["10.0.0.0/33"]'), "node.trusted_networks[0]"),
+        (('legal_name = "ACME Co."\n', ""), "participant.legal_name"),
+    ],
+)
+def test_errors_name_the_field(change, field):
+    text = GOOD.replace(*change)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.path == field
+    assert field.split("[")[0] in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_http_public_url_needs_dev_mode():
+    text = GOOD.replace('"https://tds.example.com"', '"http://127.0.0.1:8181"').replace(
+        "port = 8181", "port = 8181\ndev_mode = true"
+    )
+    assert parse_config(text).node.dev_mode
+
+
+def test_not_toml():
+    with pytest.raises(ConfigError, match="TOML"):
+        parse_config("[node\n")

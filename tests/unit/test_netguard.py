@@ -1,0 +1,61 @@
+"""The outbound guard refuses what a peer must not make the node call."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.errors import OutboundRefused
+from connector.http.netguard import OutboundPolicy, check_address, check_url
+
+STRICT = OutboundPolicy.build(False, [])
+DEV = OutboundPolicy.build(True, [])
+TRUSTING = OutboundPolicy.build(False, ["10.20.0.0/16", "fd00::/8"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/x", "https://localhost.localdomain.invalid@127.0.0.1/", "https://10.0.0.5/",
+        "https://192.168.1.1/", "https://172.16.0.1/", "https://169.254.169.254/latest/meta-data/",
+        "https://[::1]/", "https://[fe80::1]/", "https://[::ffff:127.0.0.1]/", "https://0.0.0.0/",
+        "https://100.64.0.1/", "https://224.0.0.1/",
+    ],
+)
+def test_internal_targets_are_refused_outside_dev_mode(url):
+    with pytest.raises(OutboundRefused):
+        check_url(url, STRICT)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://x/", "ftp://a/b", "//x/y", "javascript:alert(1)"])
+def test_only_http_and_https(url):
+    with pytest.raises(OutboundRefused, match=r"http|host"):
+        check_url(url, DEV)
+
+
+def test_dev_mode_allows_loopback_and_plain_http():
+    assert check_url("http://127.0.0.1:8181/x", DEV).port == 8181
+
+
+def test_plain_http_to_public_address_is_refused_outside_dev_mode():
+    with pytest.raises(OutboundRefused, match="plain http"):
+        check_url("http://93.184.216.34/", STRICT)
+    assert check_url("https://93.184.216.34/", STRICT).hostname == "93.184.216.34"
+
+
+def test_trusted_networks_are_allowed_even_over_http():
+    check_url("http://10.20.3.4:8181/", TRUSTING)
+    check_address("fd00::1", TRUSTING)
+    with pytest.raises(OutboundRefused):
+        check_url("https://10.21.0.1/", TRUSTING)
+
+
+def test_host_names_are_left_to_resolve_time_checks():
+    assert check_url("https://partner.example.com/x", STRICT).hostname == "partner.example.com"
+    with pytest.raises(OutboundRefused):
+        check_address("127.0.0.1", STRICT)
+
+
+@pytest.mark.parametrize("url", ["https://user:pw@example.com/", "https://example.com:0/", "https://x" + "a" * 3000])
+def test_other_bad_urls(url):
+    with pytest.raises(OutboundRefused):
+        check_url(url, STRICT)
