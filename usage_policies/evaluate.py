@@ -163,7 +163,8 @@ Check = Callable[[Request, World, datetime], ConstraintReport]
 Premise = Callable[[Request, World, datetime], PremiseReport]
 
 
-def _expand_action(name: str) -> str:
+def expand_action(name: str) -> str:
+    """``use``, ``odrl:use`` → the ODRL IRI; other IRIs unchanged."""
     if name.startswith("odrl:"):
         return ODRL + name[5:]
     if ":" not in name:
@@ -359,11 +360,11 @@ def _compile_action(action: Action) -> Premise:
         requested = request.action
         ok = matches.get(requested)
         if ok is None:
-            ok = matches[requested] = action_matches(name, _expand_action(requested))
+            ok = matches[requested] = action_matches(name, expand_action(requested))
         if not ok:
             return PremiseReport(
                 kind=PremiseKind.ACTION, satisfaction=UNSATISFIED, expected=name, actual=requested,
-                reason=f"action {_short(_expand_action(requested))!r} is not covered by "
+                reason=f"action {_short(expand_action(requested))!r} is not covered by "
                 f"{_short(name)!r}",
             )
         refined = tuple(r(request, world, now) for r in refinement)
