@@ -1,0 +1,562 @@
+"""Policy evaluation: ``evaluate(policy, request, world, now) -> Decision``.
+
+Pure: the evaluation time ``now`` and the state of the world are arguments; nothing is read from a
+clock, a file or the network. A policy is compiled once (right operands parsed, operands and operators
+looked up) and the compiled form is memoised, so repeated decisions cost only the comparisons.
+
+Rule activation (FORCE compliance-report model, the ODRL Formal Semantics draft's vocabulary):
+
+* A rule's *premises* are its target, assignee and action (when it has them; a rule without them
+  matches every request) and each of its constraints. Target and party match by equality or by
+  ``odrl:partOf`` membership in ``World.part_of``; the action matches along the ODRL 2.2 vocabulary's
+  ``includedIn`` hierarchy (read ⊂ use, write ≡ modify ⊂ use, sell ⊂ transfer but not use).
+* Logical constraints: ``and`` = all, ``or`` = at least one, ``xone`` = exactly one, ``andSequence`` =
+  all (at one instant there is no order to check). Children are always evaluated and reported.
+* A prohibition is active when all its premises hold.
+* A permission is active when all its premises hold and none of its duties blocks it.
+
+**Duty semantics (an explicit choice).** Each duty is classified by *when* it is due:
+
+* *before use* — the duty carries the ODRL idiom ``event lt|lteq odrl:policyUsage`` (ODRL 2.2 vocabulary,
+  ``policyUsage``), or its action is one that only makes sense beforehand (``obtainConsent``,
+  ``reviewPolicy``). Such a duty is a pre-condition: the permission is inactive until the world
+  reports it *Fulfilled*.
+* *with or after use* — every other duty (``inform``, ``acceptTracking`` (log), ``delete`` later,
+  ``compensate`` per use, …). Its state does not block the use unless the world reports it
+  *Violated*; a permit carries it in :attr:`Decision.duties`, and :mod:`usage_policies.enforce` turns
+  it into effects for the node to carry out. This is the FORCE suite's expectation ("given that
+  eventually the duty is fulfilled": an unset duty does not block, a violated one does), so it is the
+  default for all of its cases.
+
+Decision: an active permission and no active prohibition → ``permit``. An active prohibition →
+``deny``, unless a permission is active too, when the policy's conflict strategy decides (ODRL 2.2
+§2.8; ``perm`` → permit, ``prohibit`` → deny, ``invalid`` (the default) → deny, the policy is void).
+No active rule → ``deny`` when the policy has permissions (closed world: nothing permits the request),
+``not-applicable`` when it has only prohibitions and none applies.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
+
+import msgspec
+
+from usage_policies import operands as _ops
+from usage_policies.model import (
+    ODRL,
+    TDS,
+    Action,
+    AnyConstraint,
+    AssetCollection,
+    ConflictStrategy,
+    Constraint,
+    Duty,
+    Literal,
+    LogicalConstraint,
+    LogicalOperand,
+    PartyCollection,
+    Permission,
+    Policy,
+    Prohibition,
+    Ref,
+    action_matches,
+    rule_with_policy_defaults,
+)
+from usage_policies.report import (
+    Activation,
+    ConstraintReport,
+    DeonticState,
+    DutyReport,
+    DutyState,
+    DutyTiming,
+    PolicyReport,
+    PremiseKind,
+    PremiseReport,
+    RuleKind,
+    RuleReport,
+    Satisfaction,
+)
+from usage_policies.values import DataClass, ValueKind, coerce, parse_data_class, show
+
+SATISFIED = Satisfaction.SATISFIED
+UNSATISFIED = Satisfaction.UNSATISFIED
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True):
+    """Who wants to do what with which asset, and the context of the attempt.
+
+    ``action`` may be a full IRI or an ODRL term (``"use"``, ``"odrl:use"``). ``use_count`` is the
+    number of uses already made under the agreement (``odrl:count`` resolves to ``use_count + 1``, the
+    count including this attempt); ``first_use`` the time of the first use (``odrl:elapsedTime`` runs
+    from it). ``context`` carries values for left operands the engine does not know, by IRI.
+    """
+
+    party: str | None = None
+    action: str = ODRL + "use"
+    target: str | None = None
+    purpose: str | None = None
+    region: str | None = None
+    connector: str | None = None
+    recipient: str | None = None
+    export_destination: str | None = None
+    event: str | None = None
+    pay_amount: Decimal | None = None
+    pay_unit: str | None = None
+    percentage: Decimal | None = None
+    use_count: int = 0
+    first_use: datetime | None = None
+    data_class: str | None = None
+    context: Mapping[str, object] = msgspec.field(default_factory=dict)
+    uid: str | None = None
+    rule_uid: str | None = None
+
+
+class World(msgspec.Struct, frozen=True, kw_only=True):
+    """The state of the world the evaluation needs, supplied by the caller (the node's store).
+
+    * ``part_of``: member IRI → collections it is ``odrl:partOf`` (party and asset collections);
+    * ``duty_states``: duty ``uid`` → :class:`DutyState`;
+    * ``data_classes``: asset → data class (``general``/``important``/``core``/``personal``);
+    * ``party_regions``: participant → region code (``tds:exportDestination`` of a recipient);
+    * ``region_parents``: extra region edges, child → parent (beside ISO 3166-2 prefixes and EU);
+    * ``concept_parents``: taxonomy for ``isA`` (e.g. purposes), concept → broader concepts;
+    * ``references``: values of ``rightOperandReference`` IRIs.
+    """
+
+    part_of: Mapping[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    duty_states: Mapping[str, DutyState] = msgspec.field(default_factory=dict)
+    data_classes: Mapping[str, str] = msgspec.field(default_factory=dict)
+    party_regions: Mapping[str, str] = msgspec.field(default_factory=dict)
+    region_parents: Mapping[str, str] = msgspec.field(default_factory=dict)
+    concept_parents: Mapping[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    references: Mapping[str, object] = msgspec.field(default_factory=dict)
+
+
+EMPTY_WORLD = World()
+
+
+class Outcome(enum.Enum):
+    PERMIT = "permit"
+    DENY = "deny"
+    NOT_APPLICABLE = "not-applicable"
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The answer: outcome, human-readable reasons, the full report, and the duties due with a permit."""
+
+    outcome: Outcome
+    reasons: list[str]
+    report: PolicyReport
+    duties: tuple[Duty, ...] = ()
+
+    @property
+    def permitted(self) -> bool:
+        return self.outcome is Outcome.PERMIT
+
+
+# --- Compilation ---------------------------------------------------------------------------------------
+
+Check = Callable[[Request, World, datetime], ConstraintReport]
+Premise = Callable[[Request, World, datetime], PremiseReport]
+
+
+def expand_action(name: str) -> str:
+    """``use``, ``odrl:use`` → the ODRL IRI; other IRIs unchanged."""
+    if name.startswith("odrl:"):
+        return ODRL + name[5:]
+    if ":" not in name:
+        return ODRL + name
+    return name
+
+
+def _fail(uid: str | None, left_operand: str, operator: str, reason: str) -> Check:
+    report = ConstraintReport(
+        constraint=uid, satisfaction=UNSATISFIED, left_operand=left_operand, operator=operator, reason=reason
+    )
+    return lambda request, world, now: report
+
+
+def _coerce_term(term: Literal | Ref, data_type: str | None, kind: ValueKind) -> object:
+    if isinstance(term, Ref):
+        if kind is ValueKind.DATA_CLASS:
+            return parse_data_class(term.iri)
+        return term.iri
+    return coerce(term.value, term.datatype or data_type, kind)
+
+
+def _compile_atomic(c: Constraint) -> Check:
+    operand = _ops.get_operand(c.left_operand)
+    operator = _ops.get_operator(c.operator)
+    uid, lo, op_iri = c.uid, c.left_operand, c.operator
+    if operator is None:
+        return _fail(uid, lo, op_iri, f"unknown operator {op_iri}")
+    kind = operand.kind if operand is not None else ValueKind.STRING
+    try:
+        right = tuple(_coerce_term(t, c.data_type, kind) for t in c.right_operand)
+    except ValueError as exc:
+        return _fail(uid, lo, op_iri, f"right operand of {_short(lo)} is unreadable: {exc}")
+    if operand is None:
+        operand_def = _ops.context_operand(lo)
+        label = _short(lo)
+        missing = f"unknown left operand {lo}: not registered and not given in the request"
+    else:
+        operand_def = operand
+        label = operand.label
+        missing = f"{label} is not given"
+    resolve = operand_def.resolve
+    reference = c.right_operand_reference
+    apply, wording = operator.apply, operator.wording
+    unit = c.unit if lo == ODRL + "payAmount" else None
+    shown_right: object = right[0] if len(right) == 1 else right
+
+    def check(request: Request, world: World, now: datetime) -> ConstraintReport:
+        rhs, rhs_shown = right, shown_right
+        if reference is not None:
+            value = world.references.get(reference)
+            if value is None:
+                return ConstraintReport(
+                    constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                    reason=f"right operand reference {reference} is not known",
+                )
+            try:
+                rhs = tuple(
+                    coerce(v, None, kind) if isinstance(v, str) else v
+                    for v in (value if isinstance(value, tuple | list) else (value,))
+                )
+            except ValueError as exc:
+                return ConstraintReport(
+                    constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                    reason=f"right operand reference {reference} is unreadable: {exc}",
+                )
+            rhs_shown = rhs[0] if len(rhs) == 1 else rhs
+        try:
+            left = resolve(request, world, now)
+        except ValueError as exc:
+            return ConstraintReport(
+                constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                right_value=rhs_shown, reason=f"{label} cannot be read: {exc}",
+            )
+        if left is None:
+            return ConstraintReport(
+                constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                right_value=rhs_shown, reason=f"{missing}, policy requires {wording}{show(rhs_shown)}",
+            )
+        try:
+            ok = apply(left, rhs, operand_def, world)
+        except (TypeError, ValueError) as exc:
+            return ConstraintReport(
+                constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                left_value=left, right_value=rhs_shown,
+                reason=f"{label} {show(left)} cannot be compared with {show(rhs_shown)}: {exc}",
+            )
+        if ok and unit is not None and request.pay_unit is not None and request.pay_unit != unit:
+            return ConstraintReport(
+                constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                left_value=left, right_value=rhs_shown,
+                reason=f"{label} is in {request.pay_unit}, policy requires {unit}",
+            )
+        if ok:
+            return ConstraintReport(
+                constraint=uid, satisfaction=SATISFIED, left_operand=lo, operator=op_iri,
+                left_value=left, right_value=rhs_shown,
+            )
+        return ConstraintReport(
+            constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+            left_value=left, right_value=rhs_shown,
+            reason=f"{label} is {show(left)}, policy requires {wording}{show(rhs_shown)}",
+        )
+
+    return check
+
+
+def _compile_logical(c: LogicalConstraint) -> Check:
+    children = tuple(compile_constraint(ch) for ch in c.constraints)
+    uid, operand = c.uid, c.operand
+
+    def check(request: Request, world: World, now: datetime) -> ConstraintReport:
+        reports = tuple(child(request, world, now) for child in children)
+        n = sum(1 for r in reports if r.satisfaction is SATISFIED)
+        if operand is LogicalOperand.OR:
+            ok = n > 0
+        elif operand is LogicalOperand.XONE:
+            ok = n == 1
+        else:  # and, andSequence
+            ok = n == len(reports)
+        return ConstraintReport(
+            constraint=uid, satisfaction=SATISFIED if ok else UNSATISFIED, logical_operand=operand,
+            children=reports, reason=None if ok else _logical_reason(operand, reports, n),
+        )
+
+    return check
+
+
+def _logical_reason(operand: LogicalOperand, reports: tuple[ConstraintReport, ...], n: int) -> str:
+    failing = [r.reason for r in reports if r.satisfaction is UNSATISFIED and r.reason]
+    if operand is LogicalOperand.XONE and n > 1:
+        return f"{n} alternatives hold, the policy requires exactly one"
+    if operand in (LogicalOperand.OR, LogicalOperand.XONE):
+        example = f", e.g. {failing[0]}" if failing else ""
+        return f"none of the {len(reports)} alternatives holds{example}"
+    return "; ".join(failing[:3]) + ("; …" if len(failing) > 3 else "")
+
+
+def compile_constraint(c: AnyConstraint) -> Check:
+    """A function from (request, world, now) to the constraint's report."""
+    if isinstance(c, LogicalConstraint):
+        return _compile_logical(c)
+    return _compile_atomic(c)
+
+
+def _short(iri: str) -> str:
+    for prefix, short in ((ODRL, ""), (TDS, "tds:")):
+        if iri.startswith(prefix):
+            return short + iri[len(prefix):]
+    return iri
+
+
+def _compile_membership(
+    kind: PremiseKind, expected: str | PartyCollection | AssetCollection, field: str
+) -> Premise:
+    noun = "target" if kind is PremiseKind.TARGET else "party"
+    refinement: tuple[Check, ...] = ()
+    if isinstance(expected, str):
+        uid = expected
+    else:
+        uid, refinement = expected.uid, tuple(compile_constraint(r) for r in expected.refinement)
+
+    def premise(request: Request, world: World, now: datetime) -> PremiseReport:
+        actual: str | None = getattr(request, field)
+        refined: tuple[ConstraintReport, ...] = ()
+        if actual is None:
+            ok = False
+        elif actual == uid or uid in world.part_of.get(actual, ()):
+            ok = True
+        elif refinement:
+            refined = tuple(r(request, world, now) for r in refinement)
+            ok = all(r.satisfaction is SATISFIED for r in refined)
+        else:
+            ok = False
+        if ok:
+            return PremiseReport(kind=kind, satisfaction=SATISFIED, expected=uid, actual=actual,
+                                 refinements=refined)
+        return PremiseReport(
+            kind=kind, satisfaction=UNSATISFIED, expected=uid, actual=actual, refinements=refined,
+            reason=f"{noun} is {actual!r}, rule is about {uid!r}" if actual is not None
+            else f"request names no {noun}, rule is about {uid!r}",
+        )
+
+    return premise
+
+
+def _compile_action(action: Action) -> Premise:
+    name = action.name
+    refinement = tuple(compile_constraint(r) for r in action.refinement)
+    matches: dict[str, bool] = {}
+
+    def premise(request: Request, world: World, now: datetime) -> PremiseReport:
+        requested = request.action
+        ok = matches.get(requested)
+        if ok is None:
+            ok = matches[requested] = action_matches(name, expand_action(requested))
+        if not ok:
+            return PremiseReport(
+                kind=PremiseKind.ACTION, satisfaction=UNSATISFIED, expected=name, actual=requested,
+                reason=f"action {_short(expand_action(requested))!r} is not covered by "
+                f"{_short(name)!r}",
+            )
+        refined = tuple(r(request, world, now) for r in refinement)
+        if all(r.satisfaction is SATISFIED for r in refined):
+            return PremiseReport(kind=PremiseKind.ACTION, satisfaction=SATISFIED, expected=name,
+                                 actual=requested, refinements=refined)
+        reasons = "; ".join(r.reason or "" for r in refined if r.satisfaction is UNSATISFIED)
+        return PremiseReport(
+            kind=PremiseKind.ACTION, satisfaction=UNSATISFIED, expected=name, actual=requested,
+            refinements=refined, reason=f"refinement of {_short(name)!r} not met: {reasons}",
+        )
+
+    return premise
+
+
+# Duties whose action only makes sense before the use (see the module docstring).
+BEFORE_USE_ACTIONS = frozenset({ODRL + "obtainConsent", ODRL + "reviewPolicy"})
+_POLICY_USAGE = ODRL + "policyUsage"
+
+
+def duty_timing(duty: Duty) -> DutyTiming:
+    """When *duty* is due: before the use (a pre-condition) or with / after it (an effect)."""
+    for c in duty.constraints:
+        if isinstance(c, Constraint) and c.left_operand == ODRL + "event" and any(
+            isinstance(t, Ref) and t.iri == _POLICY_USAGE for t in c.right_operand
+        ):
+            if c.operator in (ODRL + "lt", ODRL + "lteq"):
+                return DutyTiming.BEFORE_USE
+            return DutyTiming.WITH_OR_AFTER_USE
+    if duty.action.name in BEFORE_USE_ACTIONS:
+        return DutyTiming.BEFORE_USE
+    return DutyTiming.WITH_OR_AFTER_USE
+
+
+_UNKNOWN_DUTY = DutyState()
+
+
+def _duty_report(duty: Duty, world: World) -> DutyReport:
+    timing = duty_timing(duty)
+    state = world.duty_states.get(duty.uid, _UNKNOWN_DUTY) if duty.uid is not None else _UNKNOWN_DUTY
+    name = _short(duty.action.name)
+    if state.deontic is DeonticState.VIOLATED:
+        return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=True,
+                          reason=f"duty {name!r} has been violated")
+    if timing is DutyTiming.BEFORE_USE and state.deontic is not DeonticState.FULFILLED:
+        return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=True,
+                          reason=f"duty {name!r} must be fulfilled before use")
+    return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=False)
+
+
+class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
+    kind: RuleKind
+    rule: Permission | Prohibition
+    label: str
+    premises: tuple[Premise, ...]
+    constraints: tuple[Check, ...]
+    duties: tuple[Duty, ...]
+
+
+class CompiledPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    policy: Policy
+    rules: tuple[_CompiledRule, ...]
+    has_permissions: bool
+    generation: int
+
+
+def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) -> _CompiledRule:
+    rule = rule_with_policy_defaults(policy, rule)
+    premises: list[Premise] = []
+    if rule.target is not None:
+        premises.append(_compile_membership(PremiseKind.TARGET, rule.target, "target"))
+    if rule.assignee is not None:
+        premises.append(_compile_membership(PremiseKind.PARTY, rule.assignee, "party"))
+    if rule.action is not None:
+        premises.append(_compile_action(rule.action))
+    is_permission = isinstance(rule, Permission)
+    kind = RuleKind.PERMISSION if is_permission else RuleKind.PROHIBITION
+    noun = "permission" if is_permission else "prohibition"
+    return _CompiledRule(
+        kind=kind,
+        rule=rule,
+        label=f"{noun} {rule.uid}" if rule.uid else f"{noun} #{index + 1}",
+        premises=tuple(premises),
+        constraints=tuple(compile_constraint(c) for c in rule.constraints),
+        duties=rule.duties if isinstance(rule, Permission) else rule.remedies,
+    )
+
+
+def compile_policy(policy: Policy) -> CompiledPolicy:
+    """Compile *policy* for repeated evaluation (``evaluate`` does this and memoises it)."""
+    rules = [_compile_rule(policy, r, i) for i, r in enumerate(policy.permissions)]
+    rules += [_compile_rule(policy, r, i) for i, r in enumerate(policy.prohibitions)]
+    return CompiledPolicy(
+        policy=policy, rules=tuple(rules), has_permissions=bool(policy.permissions),
+        generation=_ops.generation(),
+    )
+
+
+_CACHE: dict[int, CompiledPolicy] = {}
+_CACHE_SIZE = 512
+
+
+def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
+    if isinstance(policy, CompiledPolicy):
+        return policy if policy.generation == _ops.generation() else compile_policy(policy.policy)
+    hit = _CACHE.get(id(policy))
+    if hit is not None and hit.policy is policy and hit.generation == _ops.generation():
+        return hit
+    compiled = compile_policy(policy)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[id(policy)] = compiled  # holds the policy, so its id cannot be reused while cached
+    return compiled
+
+
+# --- Evaluation ----------------------------------------------------------------------------------------
+
+
+def _rule_report(rule: _CompiledRule, request: Request, world: World, now: datetime) -> RuleReport:
+    premises = tuple(p(request, world, now) for p in rule.premises)
+    constraints = tuple(c(request, world, now) for c in rule.constraints)
+    conditions = tuple(_duty_report(d, world) for d in rule.duties) if rule.duties else ()
+    active = all(p.satisfaction is SATISFIED for p in premises) and all(
+        c.satisfaction is SATISFIED for c in constraints
+    )
+    if active and rule.kind is RuleKind.PERMISSION and any(d.blocking for d in conditions):
+        active = False
+    return RuleReport(
+        kind=rule.kind, rule=rule.rule.uid, rule_request=request.rule_uid,
+        activation=Activation.ACTIVE if active else Activation.INACTIVE,
+        premises=premises, constraints=constraints, conditions=conditions,
+    )
+
+
+def _why_inactive(label: str, report: RuleReport) -> str:
+    parts = [p.reason for p in report.premises if p.satisfaction is UNSATISFIED and p.reason]
+    parts += [c.reason for c in report.constraints if c.satisfaction is UNSATISFIED and c.reason]
+    parts += [d.reason for d in report.conditions if d.blocking and d.reason]
+    return f"{label} does not apply: " + "; ".join(parts)
+
+
+def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, now: datetime) -> Decision:
+    """Decide *request* against *policy* at time *now* in *world*, with reasons and a full report."""
+    compiled = _compiled(policy)
+    pol = compiled.policy
+    reports = tuple(_rule_report(r, request, world, now) for r in compiled.rules)
+    report = PolicyReport(policy=pol.uid, policy_request=request.uid, created=now, rules=reports)
+    permits = [i for i, r in enumerate(reports) if r.kind is RuleKind.PERMISSION and r.active]
+    prohibits = [i for i, r in enumerate(reports) if r.kind is RuleKind.PROHIBITION and r.active]
+    rules = compiled.rules
+    if prohibits and permits:
+        strategy = pol.conflict or ConflictStrategy.INVALID
+        both = f"{rules[permits[0]].label} and {rules[prohibits[0]].label} both apply"
+        if strategy is ConflictStrategy.PERM:
+            outcome, reasons = Outcome.PERMIT, [f"{both}; conflict strategy 'perm' lets the permission win"]
+        elif strategy is ConflictStrategy.PROHIBIT:
+            outcome, reasons = Outcome.DENY, [f"{both}; conflict strategy 'prohibit': the prohibition wins"]
+        else:
+            outcome, reasons = Outcome.DENY, [f"{both}; conflict strategy 'invalid': the policy is void"]
+    elif prohibits:
+        outcome = Outcome.DENY
+        reasons = [f"{rules[i].label} forbids this" for i in prohibits]
+    elif permits:
+        outcome = Outcome.PERMIT
+        reasons = [f"{rules[permits[0]].label} allows this"]
+    elif compiled.has_permissions:
+        outcome = Outcome.DENY
+        reasons = [
+            _why_inactive(rules[i].label, r) for i, r in enumerate(reports) if r.kind is RuleKind.PERMISSION
+        ]
+    else:
+        outcome = Outcome.NOT_APPLICABLE
+        reasons = ["no rule of the policy applies to this request"]
+    duties: tuple[Duty, ...] = ()
+    if outcome is Outcome.PERMIT:
+        due = [
+            d for i in permits for d in rules[i].duties if duty_timing(d) is DutyTiming.WITH_OR_AFTER_USE
+        ]
+        duties = (*due, *pol.obligations)
+    return Decision(outcome=outcome, reasons=reasons, report=report, duties=duties)
+
+
+__all__ = [
+    "EMPTY_WORLD",
+    "CompiledPolicy",
+    "DataClass",
+    "Decision",
+    "DutyState",
+    "Outcome",
+    "Request",
+    "World",
+    "compile_policy",
+    "duty_timing",
+    "evaluate",
+]

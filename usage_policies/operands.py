@@ -1,0 +1,325 @@
+"""Registries of left operands and operators (ODRL 2.2 §2.5.1), the engine's extension points.
+
+A left operand is resolved from the request, the state of the world and ``now`` by a resolver
+registered under its IRI; the node adds its own with :func:`register_operand` without touching the
+engine. A left operand that is neither registered nor given in ``Request.context`` makes its
+constraint *not satisfied* with a reason: never an exception, never silently true.
+
+Built in (ODRL 2.2 vocabulary § Constraint Left Operands, plus project operands):
+
+==========================  ==============================================================  ==========
+operand                     value                                                           kind
+==========================  ==============================================================  ==========
+``odrl:dateTime``           ``now``                                                         dateTime
+``odrl:elapsedTime``        span from ``Request.first_use`` (or ``now``) to ``now``         duration
+``odrl:count``              ``Request.use_count + 1``: uses *including* the attempted one   integer
+``odrl:purpose``            ``Request.purpose``                                             IRI/string
+``odrl:spatial``            ``Request.region``, a region code with a hierarchy              region
+``odrl:recipient``          ``Request.recipient``                                           IRI
+``odrl:systemDevice``       ``Request.connector``                                           IRI
+``odrl:event``              ``Request.event``                                               IRI
+``odrl:payAmount``          ``Request.pay_amount``                                          decimal
+``odrl:percentage``         ``Request.percentage``                                          decimal
+``tds:dataClass``           ``Request.data_class`` or ``World.data_classes[target]``        data class
+``tds:exportDestination``   ``Request.export_destination`` or region of the recipient       region
+==========================  ==============================================================  ==========
+
+Regions: ISO 3166 codes, with ``CN-GD-GZ ⊂ CN-GD ⊂ CN`` read from the hyphens, ``EU`` holding its
+member states, and more edges from ``World.region_parents``. ``eq`` compares codes exactly;
+``isPartOf``, ``isA``, ``isAnyOf``, ``isNoneOf`` and ``hasPart`` follow the hierarchy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+
+from usage_policies.model import ODRL, TDS
+from usage_policies.values import DataClass, Elapsed, ValueKind, compare, parse_data_class, values_equal
+
+if TYPE_CHECKING:
+    from usage_policies.evaluate import Request, World
+
+DATA_CLASS = TDS + "dataClass"
+EXPORT_DESTINATION = TDS + "exportDestination"
+
+
+class OperandResolver(Protocol):
+    """Returns the current value of a left operand, or None when the request does not tell."""
+
+    def __call__(self, request: Request, world: World, now: datetime, /) -> object | None: ...
+
+
+Within = Callable[[object, object, "World"], bool]
+
+
+class LeftOperand(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered left operand: how to resolve it and how to read values compared with it."""
+
+    iri: str
+    resolve: OperandResolver
+    kind: ValueKind = ValueKind.STRING
+    label: str = ""
+    within: Within | None = None  # hierarchy for isA/isPartOf/isAnyOf…: is the left value within right?
+
+
+_OPERANDS: dict[str, LeftOperand] = {}
+_generation = [0]
+
+
+def generation() -> int:
+    """Bumped on every change of either registry, so compiled policies know when to recompile."""
+    return _generation[0]
+
+
+def register_operand(
+    iri: str,
+    resolver: OperandResolver,
+    *,
+    kind: ValueKind = ValueKind.STRING,
+    label: str | None = None,
+    within: Within | None = None,
+) -> LeftOperand:
+    """Register (or replace) the resolver of left operand *iri*. Policies compiled before keep theirs."""
+    operand = LeftOperand(iri=iri, resolve=resolver, kind=kind, label=label or _short(iri), within=within)
+    _OPERANDS[iri] = operand
+    _generation[0] += 1
+    return operand
+
+
+def unregister_operand(iri: str) -> None:
+    _OPERANDS.pop(iri, None)
+    _generation[0] += 1
+
+
+def get_operand(iri: str) -> LeftOperand | None:
+    return _OPERANDS.get(iri)
+
+
+def _short(iri: str) -> str:
+    return iri.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+
+# --- Regions ------------------------------------------------------------------------------------------
+
+EU_MEMBERS = frozenset({
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT",
+    "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+})
+
+
+def region_parent(code: str, world: World | None = None) -> str | None:
+    """The region directly containing *code*: an explicit edge first, then the ISO 3166-2 prefix."""
+    if world is not None and code in world.region_parents:
+        return world.region_parents[code]
+    if "-" in code:
+        return code.rsplit("-", 1)[0]
+    if code in EU_MEMBERS:
+        return "EU"
+    return None
+
+
+def region_within(code: object, container: object, world: World | None = None) -> bool:
+    """True when region *code* is *container* or lies inside it (CN-GD-GZ ⊂ CN-GD ⊂ CN)."""
+    if not isinstance(code, str) or not isinstance(container, str):
+        return False
+    current: str | None = code.upper()
+    target = container.upper()
+    seen = 0
+    while current is not None and seen < 32:
+        if current == target:
+            return True
+        current = region_parent(current, world)
+        seen += 1
+    return False
+
+
+def concept_within(value: object, container: object, world: World) -> bool:
+    """``isA`` over a taxonomy from ``World.concept_parents`` (e.g. purposes)."""
+    if value == container:
+        return True
+    if not isinstance(value, str):
+        return False
+    frontier, seen = [value], {value}
+    while frontier:
+        for parent in world.concept_parents.get(frontier.pop(), ()):
+            if parent == container:
+                return True
+            if parent not in seen:
+                seen.add(parent)
+                frontier.append(parent)
+    return False
+
+
+# --- Built-in left operands ----------------------------------------------------------------------------
+
+
+def _elapsed(request: Request, world: World, now: datetime) -> Elapsed:
+    return Elapsed(start=request.first_use or now, end=now)
+
+
+def _data_class(request: Request, world: World, now: datetime) -> DataClass | None:
+    name = request.data_class
+    if name is None and request.target is not None:
+        name = world.data_classes.get(request.target)
+    return parse_data_class(name) if name is not None else None
+
+
+def _export_destination(request: Request, world: World, now: datetime) -> str | None:
+    if request.export_destination is not None:
+        return request.export_destination
+    if request.recipient is not None:
+        return world.party_regions.get(request.recipient)
+    return None
+
+
+def _install_builtins() -> None:
+    reg = register_operand
+    reg(ODRL + "dateTime", lambda r, w, now: now, kind=ValueKind.DATETIME, label="date-time")
+    reg(ODRL + "elapsedTime", _elapsed, kind=ValueKind.DURATION, label="elapsed time")
+    reg(ODRL + "count", lambda r, w, now: r.use_count + 1, kind=ValueKind.INTEGER, label="use count")
+    reg(ODRL + "purpose", lambda r, w, now: r.purpose, kind=ValueKind.IRI, label="purpose",
+        within=concept_within)
+    reg(ODRL + "spatial", lambda r, w, now: r.region, kind=ValueKind.REGION, label="region",
+        within=region_within)
+    reg(ODRL + "recipient", lambda r, w, now: r.recipient, kind=ValueKind.IRI, label="recipient")
+    reg(ODRL + "systemDevice", lambda r, w, now: r.connector, kind=ValueKind.IRI, label="connector")
+    reg(ODRL + "event", lambda r, w, now: r.event, kind=ValueKind.IRI, label="event")
+    reg(ODRL + "payAmount", lambda r, w, now: r.pay_amount, kind=ValueKind.DECIMAL, label="pay amount")
+    reg(ODRL + "percentage", lambda r, w, now: r.percentage, kind=ValueKind.DECIMAL, label="percentage")
+    reg(DATA_CLASS, _data_class, kind=ValueKind.DATA_CLASS, label="data class")
+    reg(EXPORT_DESTINATION, _export_destination, kind=ValueKind.REGION, label="export destination",
+        within=region_within)
+
+
+_install_builtins()
+
+
+def context_operand(iri: str) -> LeftOperand:
+    """An operand read from ``Request.context[iri]``: the request supplies values the engine lacks."""
+    return LeftOperand(iri=iri, resolve=lambda r, w, now: r.context.get(iri), label=_short(iri))
+
+
+# --- Operators (ODRL 2.2 §2.5.1 Operators, plus the DSP 2025-1 contract schema enum) -------------------
+
+
+class OperatorFunction(Protocol):
+    """Decides ``left OP right``. Raises TypeError/ValueError when the values do not fit the operator."""
+
+    def __call__(
+        self, left: object, right: tuple[object, ...], operand: LeftOperand, world: World, /,
+    ) -> bool: ...
+
+
+class Operator(msgspec.Struct, frozen=True, kw_only=True):
+    iri: str
+    apply: OperatorFunction
+    wording: str  # how a reason says it: "policy requires <wording><right>"
+
+
+_OPERATORS: dict[str, Operator] = {}
+
+
+def register_operator(iri: str, apply: OperatorFunction, *, wording: str = "") -> Operator:
+    op = Operator(iri=iri, apply=apply, wording=wording)
+    _OPERATORS[iri] = op
+    _generation[0] += 1
+    return op
+
+
+def get_operator(iri: str) -> Operator | None:
+    return _OPERATORS.get(iri)
+
+
+def _one(right: tuple[object, ...]) -> object:
+    if len(right) != 1:
+        raise ValueError(f"this operator takes one right operand, got {len(right)}")
+    return right[0]
+
+
+def _as_set(value: object) -> tuple[object, ...]:
+    if isinstance(value, tuple | list | set | frozenset):
+        return tuple(value)
+    return (value,)
+
+
+def _in(value: object, container: object, operand: LeftOperand, world: World) -> bool:
+    if operand.within is not None:
+        return operand.within(value, container, world)
+    return values_equal(value, container)
+
+
+def _eq(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    r = _one(right)
+    if isinstance(left, tuple | list | frozenset | set):
+        return len(left) == 1 and values_equal(next(iter(left)), r)
+    return left == r if type(left) is type(r) and type(left) is not Elapsed else values_equal(left, r)
+
+
+def _neq(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    return not _eq(left, right, operand, world)
+
+
+def _ordered(test: Callable[[int], bool]) -> OperatorFunction:
+    def apply(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+        return test(compare(left, _one(right)))
+
+    return apply
+
+
+def _is_a(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    return _in(left, _one(right), operand, world)
+
+
+def _is_part_of(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    # Left (a value or a set) lies within the right operand (a value or a set).
+    return all(any(_in(v, r, operand, world) for r in right) for v in _as_set(left))
+
+
+def _has_part(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    # Left (a set or a region) contains every right value.
+    values = _as_set(left)
+    return all(any(_in(r, v, operand, world) for v in values) for r in right)
+
+
+def _is_any_of(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    return any(_in(v, r, operand, world) for v in _as_set(left) for r in right)
+
+
+def _is_all_of(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    # "A given value is all of the right operand": every right value is among the left values.
+    values = _as_set(left)
+    return all(any(values_equal(v, r) for v in values) for r in right)
+
+
+def _is_none_of(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
+    return not _is_any_of(left, right, operand, world)
+
+
+def _install_operators() -> None:
+    reg = register_operator
+    reg(ODRL + "eq", _eq, wording="")
+    reg(ODRL + "neq", _neq, wording="not ")
+    reg(ODRL + "lt", _ordered(lambda c: c < 0), wording="less than ")
+    reg(ODRL + "lteq", _ordered(lambda c: c <= 0), wording="at most ")
+    reg(ODRL + "gt", _ordered(lambda c: c > 0), wording="more than ")
+    reg(ODRL + "gteq", _ordered(lambda c: c >= 0), wording="at least ")
+    # ``term-lteq`` is in the DSP 2025-1 contract schema's operator enum without a definition; it is
+    # read as ``lteq`` so that a schema-valid policy is never rejected.
+    reg(ODRL + "term-lteq", _ordered(lambda c: c <= 0), wording="at most ")
+    reg(ODRL + "isA", _is_a, wording="a kind of ")
+    reg(ODRL + "isPartOf", _is_part_of, wording="within ")
+    reg(ODRL + "hasPart", _has_part, wording="to include ")
+    reg(ODRL + "isAnyOf", _is_any_of, wording="one of ")
+    reg(ODRL + "isAllOf", _is_all_of, wording="all of ")
+    reg(ODRL + "isNoneOf", _is_none_of, wording="none of ")
+
+
+_install_operators()
+
+
+def builtin_operand_iris() -> Iterable[str]:
+    return tuple(_OPERANDS)

@@ -1,0 +1,270 @@
+"""Builders for the common usage-policy classes of data spaces.
+
+Each builder returns a DSP 2025-1 ``Offer`` for one asset (``negotiation/contract-schema.json``,
+``MessageOffer``: ``@type`` ``Offer`` with a ``target``), ready for a catalog or a contract offer
+message. :func:`combine` joins several into one offer whose permission needs all their constraints and
+carries all their duties, e.g. ``combine(purpose(t, "R&D"), max_uses(t, 10), log_each_use(t))``.
+
+The ``@id`` defaults to a name-based UUID of the content, so the same policy always gets the same id.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from usage_policies.values import parse_duration, show
+
+JsonObject = dict[str, Any]
+
+DATA_CLASSES = ("general", "important", "core", "personal")
+XSD_DATETIME = "http://www.w3.org/2001/XMLSchema#dateTime"
+XSD_DURATION = "http://www.w3.org/2001/XMLSchema#duration"
+XSD_DECIMAL = "http://www.w3.org/2001/XMLSchema#decimal"
+TDS_DATA_CLASS = "https://w3id.org/tds/v1#dataClass"
+TDS_EXPORT_DESTINATION = "https://w3id.org/tds/v1#exportDestination"
+
+
+def _uid(body: JsonObject) -> str:
+    digest = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'tds-policy:' + digest)}"
+
+
+def offer(
+    target: str,
+    *,
+    permissions: Sequence[JsonObject] = (),
+    prohibitions: Sequence[JsonObject] = (),
+    obligations: Sequence[JsonObject] = (),
+    uid: str | None = None,
+    assigner: str | None = None,
+    conflict: str | None = None,
+) -> JsonObject:
+    """A DSP ``Offer`` with the given rules (at least one permission or prohibition)."""
+    if not permissions and not prohibitions:
+        raise ValueError("an offer needs at least one permission or prohibition")
+    body: JsonObject = {"@type": "Offer", "target": target}
+    if assigner is not None:
+        body["assigner"] = assigner
+    if conflict is not None:
+        body["odrl:conflict"] = {"@id": f"odrl:{conflict}"}
+    if permissions:
+        body["permission"] = [dict(p) for p in permissions]
+    if prohibitions:
+        body["prohibition"] = [dict(p) for p in prohibitions]
+    if obligations:
+        body["obligation"] = [dict(o) for o in obligations]
+    return {"@id": uid or _uid(body), **body}
+
+
+def constraint(left_operand: str, operator: str, right_operand: Any) -> JsonObject:
+    return {"leftOperand": left_operand, "operator": operator, "rightOperand": right_operand}
+
+
+def _datetime(value: datetime | str) -> JsonObject:
+    text = show(value) if isinstance(value, datetime) else value
+    return {"@value": text, "@type": XSD_DATETIME}
+
+
+def _duration(iso8601: str) -> JsonObject:
+    parse_duration(iso8601)  # reject a malformed duration here, not at the consumer
+    return {"@value": iso8601, "@type": XSD_DURATION}
+
+
+def _one_or_many(values: str | Sequence[str]) -> tuple[str, Any]:
+    items = [values] if isinstance(values, str) else list(values)
+    if not items:
+        raise ValueError("at least one value is needed")
+    return ("eq", items[0]) if len(items) == 1 else ("isAnyOf", items)
+
+
+def _permission(
+    constraints: Sequence[JsonObject] = (), duties: Sequence[JsonObject] = (), action: str = "use"
+) -> JsonObject:
+    rule: JsonObject = {"action": action}
+    if constraints:
+        rule["constraint"] = list(constraints)
+    if duties:
+        rule["duty"] = list(duties)
+    return rule
+
+
+def allow(target: str, *, action: str = "use", assigner: str | None = None) -> JsonObject:
+    """Anyone who holds the agreement may *action* (default ``use``) the asset."""
+    return offer(target, permissions=[_permission(action=action)], assigner=assigner)
+
+
+def prohibit(
+    target: str, action: str | Sequence[str], *, allow_action: str = "use", assigner: str | None = None
+) -> JsonObject:
+    """Use is allowed, *action* (e.g. ``odrl:distribute``) is not; the prohibition wins (§2.8)."""
+    actions = [action] if isinstance(action, str) else list(action)
+    return offer(
+        target, permissions=[_permission(action=allow_action)],
+        prohibitions=[{"action": a} for a in actions], assigner=assigner, conflict="prohibit",
+    )
+
+
+def restrict_to(target: str, consumers: str | Sequence[str], *, assigner: str | None = None) -> JsonObject:
+    """Only the named consumer(s) (participant DIDs) may use the asset."""
+    parties = [consumers] if isinstance(consumers, str) else list(consumers)
+    return offer(target, permissions=[{"action": "use", "assignee": p} for p in parties], assigner=assigner)
+
+
+def purpose(target: str, purposes: str | Sequence[str], *, assigner: str | None = None) -> JsonObject:
+    """Use only for the given purpose(s) (``odrl:purpose``; ``isA`` taxonomy via World)."""
+    op, value = _one_or_many(purposes)
+    rule = _permission([constraint("odrl:purpose", op, value)])
+    return offer(target, permissions=[rule], assigner=assigner)
+
+
+def region(target: str, regions: str | Sequence[str], *, assigner: str | None = None) -> JsonObject:
+    """Use only inside the region(s); sub-regions count (CN-GD-GZ is inside CN)."""
+    values = [regions] if isinstance(regions, str) else list(regions)
+    return offer(
+        target, permissions=[_permission([constraint("odrl:spatial", "isAnyOf", values)])], assigner=assigner
+    )
+
+
+def no_export_outside(target: str, home: str, *, assigner: str | None = None) -> JsonObject:
+    """Data may only go to participants located in *home* (``tds:exportDestination``)."""
+    return offer(
+        target, permissions=[_permission([constraint(TDS_EXPORT_DESTINATION, "isPartOf", home)])],
+        assigner=assigner,
+    )
+
+
+def max_uses(target: str, n: int, *, assigner: str | None = None) -> JsonObject:
+    """At most *n* uses (``odrl:count`` counts the attempted use, so ``lteq n``)."""
+    if n < 1:
+        raise ValueError("max_uses needs n >= 1")
+    return offer(target, permissions=[_permission([constraint("odrl:count", "lteq", n)])], assigner=assigner)
+
+
+def during(
+    target: str, start: datetime | str, end: datetime | str, *, assigner: str | None = None
+) -> JsonObject:
+    """Use from *start* (inclusive) until *end* (exclusive)."""
+    return offer(
+        target,
+        permissions=[_permission([
+            constraint("odrl:dateTime", "gteq", _datetime(start)),
+            constraint("odrl:dateTime", "lt", _datetime(end)),
+        ])],
+        assigner=assigner,
+    )
+
+
+def for_duration(target: str, iso8601: str, *, assigner: str | None = None) -> JsonObject:
+    """Use for a duration after the first use (``odrl:elapsedTime lteq``, e.g. ``P30D``)."""
+    return offer(
+        target, permissions=[_permission([constraint("odrl:elapsedTime", "lteq", _duration(iso8601))])],
+        assigner=assigner,
+    )
+
+
+def use_and_delete_after(
+    target: str, iso8601: str | None = None, *, assigner: str | None = None
+) -> JsonObject:
+    """Use for the duration since first use, then delete (right after each use when None)."""
+    duty: JsonObject = {"action": "odrl:delete"}
+    constraints = []
+    if iso8601 is not None:
+        duty["constraint"] = constraints = [constraint("odrl:elapsedTime", "lteq", _duration(iso8601))]
+    return offer(target, permissions=[_permission(constraints, duties=[duty])], assigner=assigner)
+
+
+def log_each_use(target: str, *, assigner: str | None = None) -> JsonObject:
+    """Every use is logged (duty ``odrl:acceptTracking``, carried out as a signed log entry)."""
+    rule = _permission(duties=[{"action": "odrl:acceptTracking"}])
+    return offer(target, permissions=[rule], assigner=assigner)
+
+
+def inform_on_use(
+    target: str, *, informed_party: str | None = None, assigner: str | None = None
+) -> JsonObject:
+    """The provider (or *informed_party*) is informed of every use (duty ``odrl:inform``)."""
+    duty: JsonObject = {"action": "odrl:inform"}
+    if informed_party is not None:
+        duty["odrl:informedParty"] = informed_party
+    return offer(target, permissions=[_permission(duties=[duty])], assigner=assigner)
+
+
+def price_per_use(
+    target: str, amount: Decimal | str, currency: str, *, assigner: str | None = None
+) -> JsonObject:
+    """Each use costs *amount* in *currency* (an IRI, e.g. ``http://dbpedia.org/resource/Euro``)."""
+    value = Decimal(amount)
+    if not value.is_finite() or value < 0:
+        raise ValueError("price must be a non-negative number")
+    duty = {
+        "action": "odrl:compensate",
+        "constraint": [{**constraint("odrl:payAmount", "eq", {"@value": str(value), "@type": XSD_DECIMAL}),
+                        "unit": currency}],
+    }
+    return offer(target, permissions=[_permission(duties=[duty])], assigner=assigner)
+
+
+def data_class_defaults(
+    target: str, data_class: str, *, home: str = "CN", assigner: str | None = None,
+    purposes: str | Sequence[str] | None = None,
+) -> JsonObject:
+    """The default policy for a data class (``tds:dataClass``), strictest last:
+
+    * ``general``: use, each use logged;
+    * ``important``: and no export outside *home*, the provider informed of each use;
+    * ``core``: and use only inside *home*, no distribution or sale;
+    * ``personal``: use for the given *purposes* only, no export outside *home*, logged and informed,
+      and deleted a year after first use.
+    """
+    if data_class not in DATA_CLASSES:
+        raise ValueError(f"data class must be one of {DATA_CLASSES}")
+    parts = [log_each_use(target)]
+    if data_class in ("important", "core", "personal"):
+        parts += [no_export_outside(target, home), inform_on_use(target)]
+    if data_class == "core":
+        parts += [region(target, home), prohibit(target, ["odrl:distribute", "odrl:sell"])]
+    if data_class == "personal":
+        if not purposes:
+            raise ValueError("personal data needs the purposes it may be used for")
+        parts += [purpose(target, purposes), use_and_delete_after(target, "P1Y")]
+    return combine(*parts, assigner=assigner)
+
+
+def combine(*offers: JsonObject, uid: str | None = None, assigner: str | None = None) -> JsonObject:
+    """One offer for the same target: a single ``use`` permission with every constraint and duty of the
+    parts' ``use`` permissions, the other permissions and all prohibitions as they are."""
+    if not offers:
+        raise ValueError("nothing to combine")
+    targets = {o["target"] for o in offers}
+    if len(targets) != 1:
+        raise ValueError("combined offers must have the same target")
+    constraints: list[JsonObject] = []
+    duties: list[JsonObject] = []
+    assignees: list[str] = []
+    others: list[JsonObject] = []
+    prohibitions: list[JsonObject] = []
+    conflict = None
+    for o in offers:
+        for p in o.get("permission", []):
+            if p.get("action") == "use" and set(p) <= {"action", "constraint", "duty", "assignee"}:
+                constraints += [c for c in p.get("constraint", []) if c not in constraints]
+                duties += [d for d in p.get("duty", []) if d not in duties]
+                if "assignee" in p and p["assignee"] not in assignees:
+                    assignees.append(p["assignee"])
+            elif p not in others:
+                others.append(p)
+        prohibitions += [p for p in o.get("prohibition", []) if p not in prohibitions]
+        conflict = conflict or o.get("odrl:conflict", {}).get("@id", "").removeprefix("odrl:") or None
+    use = _permission(constraints, duties)
+    # restrict_to's assignees bind every merged constraint and duty: one permission per consumer.
+    permissions = [{**use, "assignee": a} for a in assignees] or [use]
+    return offer(
+        next(iter(targets)), permissions=[*permissions, *others], prohibitions=prohibitions, uid=uid,
+        assigner=assigner or next((o["assigner"] for o in offers if "assigner" in o), None),
+        conflict=conflict,
+    )
