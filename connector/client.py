@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,7 +54,8 @@ class ManagementClient:
         url = f"{self.base_url}/api/management/v1{path}"
         try:
             async with self._session.request(method, url, json=body) as resp:
-                data = await resp.json(content_type=None) if resp.content_length != 0 else None
+                raw = await resp.read()
+                data = json.loads(raw) if raw else None
                 if resp.status >= 400:
                     data = data if isinstance(data, dict) else {}
                     raise ClientError(resp.status, str(data.get("message", resp.reason)), data.get("path"))
@@ -69,3 +71,52 @@ class ManagementClient:
 
     async def peers(self) -> list[dict[str, Any]]:
         return (await self._call("GET", "/peers"))["peers"]  # type: ignore[no-any-return]
+
+    # catalog entries
+
+    async def add_asset(self, asset: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", "/assets", asset)  # type: ignore[no-any-return]
+
+    async def add_policy(self, policy_id: str, policy: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", "/policies", {"id": policy_id, "policy": policy})  # type: ignore[no-any-return]
+
+    async def add_contract_definition(
+        self, definition_id: str, *, access_policy_id: str, contract_policy_id: str, assets: list[str]
+    ) -> dict[str, Any]:
+        body = {"id": definition_id, "accessPolicyId": access_policy_id, "contractPolicyId": contract_policy_id,
+                "assets": assets}
+        return await self._call("POST", "/contract-definitions", body)  # type: ignore[no-any-return]
+
+    async def entries(self, kind: str) -> list[dict[str, Any]]:
+        """``kind``: assets, policies or contract-definitions."""
+        return await self._call("GET", f"/{kind}")  # type: ignore[no-any-return]
+
+    async def delete_entry(self, kind: str, entry_id: str) -> None:
+        await self._call("DELETE", f"/{kind}/{entry_id}")
+
+    # peers' catalogs, negotiations, agreements
+
+    async def catalog(self, peer: str) -> dict[str, Any]:
+        return await self._call("POST", "/catalog/query", {"peer": peer})  # type: ignore[no-any-return]
+
+    async def negotiate(self, peer: str, offer_id: str) -> dict[str, Any]:
+        return await self._call("POST", "/negotiations", {"peer": peer, "offerId": offer_id})  # type: ignore[no-any-return]
+
+    async def negotiation(self, negotiation_id: str, *, wait_s: float | None = None) -> dict[str, Any]:
+        query = f"?wait={wait_s}" if wait_s is not None else ""
+        return await self._call("GET", f"/negotiations/{negotiation_id}{query}")  # type: ignore[no-any-return]
+
+    async def negotiations(self, state: str | None = None) -> list[dict[str, Any]]:
+        query = f"?state={state}" if state else ""
+        return await self._call("GET", f"/negotiations{query}")  # type: ignore[no-any-return]
+
+    async def terminate_negotiation(self, negotiation_id: str, reason: str) -> dict[str, Any]:
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/negotiations/{negotiation_id}/terminate", {"reason": reason}
+        )
+
+    async def agreements(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/agreements")  # type: ignore[no-any-return]
+
+    async def agreement(self, agreement_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/agreements/{agreement_id}")  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ from aiohttp import web
 from connector.bootstrap import DB_FILE, keys_dir, participant_did
 from connector.config import Config, load_config
 from connector.errors import ConfigError
-from connector.http import management, public
+from connector.http import dsp, management, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
 from connector.http.netguard import OutboundPolicy
@@ -22,9 +22,11 @@ from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
+from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
+from connector.services.negotiation import NegotiationService
 from connector.store.db import Store
-from connector.store.repository import SqliteRepository
+from connector.store.repository import ContractRepository, SqliteRepository
 
 log = get_logger(component="node")
 
@@ -36,6 +38,7 @@ class Node:
         self.metrics = Metrics()
         self.store = Store(data_dir / DB_FILE)
         self.repo = SqliteRepository(self.store)
+        self.contracts = ContractRepository(self.store)
         node_cfg = self.config.node
         self.policy = OutboundPolicy.build(node_cfg.dev_mode, node_cfg.trusted_networks)
         self.client = PeerClient(
@@ -47,6 +50,10 @@ class Node:
         self.participants: dict[str, ParticipantRuntime] = {}
         self.resolver = DidResolver(self.client, dev_mode=node_cfg.dev_mode, local=self._local_did_document)
         self.federation = FederationService(self)
+        self.catalog = CatalogService(self)
+        self.negotiations = NegotiationService(self)
+        #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
+        self.conformance_callers: frozenset[str] = frozenset()
         self._runners: list[web.AppRunner] = []
         self.public_port: int | None = None
         self.management_port: int | None = None
@@ -62,6 +69,9 @@ class Node:
             if p.id == participant_id:
                 return p
         return None
+
+    def conformance_caller(self, caller: str) -> bool:
+        return caller in self.conformance_callers
 
     def _local_did_document(self, did: str) -> dict[str, object] | None:
         for p in self.participants.values():
@@ -97,6 +107,7 @@ class Node:
             client_max_size=self.config.node.max_request_bytes,
         )
         app.add_routes(public.routes(self))
+        app.add_routes(dsp.routes(self))
         return app
 
     def management_app(self) -> web.Application:
@@ -135,9 +146,13 @@ class Node:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self.started_at is None:
+            return
+        self.started_at = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.negotiations.close()
         await self.client.close()
         await self.store.close()
         log.info("node stopped")

@@ -37,11 +37,45 @@ class RunningNode:
 
 
 class NodeFactory:
-    """Start nodes in the current event loop; :meth:`close` stops every one of them."""
+    """Start nodes in the current event loop; :meth:`close` stops every one of them.
 
-    def __init__(self, root: Path) -> None:
+    With ``validate=True`` every DSP message a node sends, and every DSP body it receives in answer, is
+    checked against the DSP 2025-1 schemas; the problems are collected in :attr:`invalid`.
+    """
+
+    def __init__(self, root: Path, *, validate: bool = True) -> None:
         self.root = root
         self.nodes: list[RunningNode] = []
+        self.validate = validate
+        self.invalid: list[str] = []
+        self.sent: list[dict[str, Any]] = []
+
+    def _watch(self, node: Node) -> None:
+        if not self.validate:
+            return
+        original = node.client.request
+
+        async def request(method: str, url: str, **kwargs: Any) -> Any:
+            body = kwargs.get("json_body")
+            if isinstance(body, dict) and "@type" in body:
+                self.sent.append(body)
+                self._check(body, f"{method} {url}")
+            response = await original(method, url, **kwargs)
+            if "/api/dsp/" in url and response.body[:1] == b"{":
+                data = response.json()
+                if isinstance(data, dict) and data.get("@type") in SCHEMA_FILES:
+                    self._check(data, f"answer to {method} {url}")
+            return response
+
+        node.client.request = request  # type: ignore[method-assign]
+
+    def _check(self, message: dict[str, Any], where: str) -> None:
+        if message.get("@type") not in SCHEMA_FILES:
+            return
+        try:
+            dsp_validator().validate(message)
+        except Exception as exc:
+            self.invalid.append(f"{where}: {message.get('@type')}: {str(exc).splitlines()[0]}")
 
     async def start(self, name: str, *, dev_mode: bool = True, region: str = "CN-GD", legal_name: str | None = None,
                     trusted_networks: tuple[str, ...] = (), did_method: str = "web") -> RunningNode:
@@ -51,6 +85,7 @@ class NodeFactory:
                            management_port=free_port(), region=region, dev_mode=dev_mode,
                            trusted_networks=trusted_networks, did_method=did_method)
         node = Node(data_dir, result.config)
+        self._watch(node)
         await node.start()
         running = RunningNode(node, ManagementClient(node.management_url, result.token), result.token, data_dir)
         self.nodes.append(running)
@@ -59,6 +94,7 @@ class NodeFactory:
     async def restart(self, running: RunningNode) -> RunningNode:
         await running.node.stop()
         node = Node(running.data_dir)
+        self._watch(node)
         await node.start()
         running.node = node
         return running
@@ -68,3 +104,71 @@ class NodeFactory:
             await running.client.close()
             await running.node.stop()
         self.nodes.clear()
+
+
+# -- DSP schema validation (tests only: needs the `test` extra's jsonschema) -----------------------------
+
+SCHEMA_FILES = {
+    "CatalogRequestMessage": "catalog/catalog-request-message-schema.json",
+    "DatasetRequestMessage": "catalog/dataset-request-message-schema.json",
+    "Catalog": "catalog/catalog-schema.json",
+    "Dataset": "catalog/dataset-schema.json",
+    "CatalogError": "catalog/catalog-error-schema.json",
+    "ContractRequestMessage": "negotiation/contract-request-message-schema.json",
+    "ContractOfferMessage": "negotiation/contract-offer-message-schema.json",
+    "ContractAgreementMessage": "negotiation/contract-agreement-message-schema.json",
+    "ContractAgreementVerificationMessage": "negotiation/contract-agreement-verification-message-schema.json",
+    "ContractNegotiationEventMessage": "negotiation/contract-negotiation-event-message-schema.json",
+    "ContractNegotiationTerminationMessage": "negotiation/contract-negotiation-termination-message-schema.json",
+    "ContractNegotiation": "negotiation/contract-negotiation-schema.json",
+    "ContractNegotiationError": "negotiation/contract-negotiation-error-schema.json",
+    "TransferRequestMessage": "transfer/transfer-request-message-schema.json",
+    "TransferStartMessage": "transfer/transfer-start-message-schema.json",
+    "TransferSuspensionMessage": "transfer/transfer-suspension-message-schema.json",
+    "TransferCompletionMessage": "transfer/transfer-completion-message-schema.json",
+    "TransferTerminationMessage": "transfer/transfer-termination-message-schema.json",
+    "TransferProcess": "transfer/transfer-process-schema.json",
+    "TransferError": "transfer/transfer-error-schema.json",
+}
+
+
+def shared_dir() -> Path:
+    """``shared/`` beside the repository (where the DSP artifacts and conformance data live)."""
+    return Path(__file__).resolve().parents[2] / "shared"
+
+
+class DspValidator:
+    """Validates a DSP message against the 2025-1 schema for its ``@type`` (with the ``#definitions/``
+    fix from the artifacts' INDEX.md)."""
+
+    def __init__(self, root: Path) -> None:
+        import json
+
+        from jsonschema import Draft201909Validator
+        from referencing import Registry, Resource
+
+        resources = []
+        self._schemas: dict[str, Any] = {}
+        for path in sorted(root.glob("*/*-schema.json")):
+            text = path.read_text().replace('#definitions/', '#/definitions/')
+            schema = json.loads(text)
+            resources.append((schema["$id"], Resource.from_contents(schema)))
+            self._schemas[str(path.relative_to(root))] = schema
+        self._registry = Registry().with_resources(resources)
+        self._validator_class = Draft201909Validator
+
+    def validate(self, message: dict[str, Any], type_name: str | None = None) -> None:
+        """Raise ``jsonschema.ValidationError`` if *message* is not valid for its type."""
+        name = type_name or str(message.get("@type"))
+        schema = self._schemas[SCHEMA_FILES[name]]
+        self._validator_class(schema, registry=self._registry).validate(message)
+
+
+_VALIDATOR: DspValidator | None = None
+
+
+def dsp_validator() -> DspValidator:
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        _VALIDATOR = DspValidator(shared_dir() / "dsp-2025-1")
+    return _VALIDATOR

@@ -8,13 +8,15 @@ unknown fields, so a typo is a 400 naming the field.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from connector.errors import BadRequest, NotFound, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
+from connector.services.policy import PolicySyntaxError, check_policy
+from connector.store.records import Asset, ContractDefinition, PolicyRecord
 
 if TYPE_CHECKING:
     from connector.node import Node
@@ -25,8 +27,59 @@ S = TypeVar("S", bound=msgspec.Struct)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+DataClass = Literal["general", "important", "core", "personal"]
+
+
 class VerifyPeerRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    peer: str
+    peer: Annotated[str, msgspec.Meta(max_length=2048)]
+
+
+class AssetIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    id: Id
+    title: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    description: Annotated[str, msgspec.Meta(max_length=5000)] = ""
+    content_type: Annotated[str, msgspec.Meta(max_length=200)] = "application/octet-stream"
+    data_class: DataClass = "general"
+    keywords: Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=50)] = []
+    data_address: dict[str, Any] = {}
+
+
+class PolicyIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: Id
+    policy: dict[str, Any]
+
+
+class ContractDefinitionIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    id: Id
+    access_policy_id: Id
+    contract_policy_id: Id
+    assets: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=10000)]
+
+
+class CatalogQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    peer: Annotated[str, msgspec.Meta(max_length=2048)]
+
+
+class NegotiationStart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    peer: Annotated[str, msgspec.Meta(max_length=2048)]
+    offer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class TerminateIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+def camel(record: msgspec.Struct, drop: tuple[str, ...] = ("participant_id",)) -> dict[str, Any]:
+    """A record as management-API JSON: camelCase top-level keys; nested JSON left as it is."""
+    out = {}
+    for key, value in msgspec.structs.asdict(record).items():
+        if key in drop:
+            continue
+        head, *rest = key.split("_")
+        out[head + "".join(w.title() for w in rest)] = msgspec.to_builtins(value)
+    return out
 
 
 def decode_body(raw: bytes, kind: type[S]) -> S:
@@ -85,8 +138,183 @@ def routes(node: Node) -> list[web.RouteDef]:
         peers = await node.repo.peers(participant(request).id)
         return web.json_response({"peers": msgspec.to_builtins(peers)})
 
+    def now() -> str:
+        from datetime import UTC, datetime
+
+        return datetime.now(UTC).isoformat(timespec="seconds")
+
+    # catalog entries ------------------------------------------------------------------------------
+
+    async def add_asset(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), AssetIn)
+        record = Asset(id=body.id, title=body.title, description=body.description, content_type=body.content_type,
+                       data_class=body.data_class, keywords=list(body.keywords), data_address=body.data_address,
+                       created_at=now())
+        await node.contracts.add_entry(participant(request).id, record)
+        return web.json_response(camel(record), status=201)
+
+    async def add_policy(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), PolicyIn)
+        policy = body.policy
+        if "@id" not in policy and "uid" not in policy:
+            policy = {**policy, "@id": f"urn:tds:policy:{body.id}"}
+        try:
+            check_policy(policy)
+        except PolicySyntaxError as exc:
+            problems = getattr(exc, "problems", [])
+            first = problems[0][0] if problems else ""
+            raise BadRequest(f"policy is not valid ODRL: {exc}", path=f"$.policy{first.lstrip('$')}") from exc
+        record = PolicyRecord(id=body.id, policy=policy, created_at=now())
+        await node.contracts.add_entry(participant(request).id, record)
+        return web.json_response(camel(record), status=201)
+
+    async def add_definition(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), ContractDefinitionIn)
+        p = participant(request)
+        for field, policy_id in (("accessPolicyId", body.access_policy_id),
+                                 ("contractPolicyId", body.contract_policy_id)):
+            if await node.contracts.entry(p.id, PolicyRecord, policy_id) is None:
+                raise BadRequest(f"no policy {policy_id!r}", path=f"$.{field}")
+        known = {a.id for a in await node.contracts.entries(p.id, Asset)}
+        for i, asset_id in enumerate(body.assets):
+            if asset_id not in known:
+                raise BadRequest(f"no asset {asset_id!r}", path=f"$.assets[{i}]")
+        record = ContractDefinition(id=body.id, access_policy_id=body.access_policy_id,
+                                    contract_policy_id=body.contract_policy_id, assets=list(body.assets),
+                                    created_at=now())
+        await node.contracts.add_entry(p.id, record)
+        return web.json_response(camel(record), status=201)
+
+    def entry_routes(path: str, kind: type[Any], add: Any) -> list[web.RouteDef]:
+        async def list_all(request: web.Request) -> web.Response:
+            rows = await node.contracts.entries(participant(request).id, kind)
+            return web.json_response([camel(r) for r in rows])
+
+        async def get_one(request: web.Request) -> web.Response:
+            found = await node.contracts.entry(participant(request).id, kind, request.match_info["id"])
+            if found is None:
+                raise NotFound(f"no such {path[:-1]}")
+            return web.json_response(camel(found))
+
+        async def delete_one(request: web.Request) -> web.Response:
+            if not await node.contracts.delete_entry(participant(request).id, kind, request.match_info["id"]):
+                raise NotFound(f"no such {path[:-1]}")
+            return web.Response(status=204)
+
+        return [
+            web.post(f"{PREFIX}/{path}", add),
+            web.get(f"{PREFIX}/{path}", list_all),
+            web.get(f"{PREFIX}/{path}/{{id}}", get_one),
+            web.delete(f"{PREFIX}/{path}/{{id}}", delete_one),
+        ]
+
+    # a peer's catalog ----------------------------------------------------------------------------
+
+    async def query_catalog(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), CatalogQuery)
+        p = participant(request)
+        dsp = await node.federation.dsp_base_of(body.peer)
+        from connector.errors import PeerError
+        from connector.protocol import messages as m
+
+        datasets: list[Any] = []
+        url: str | None = f"{dsp}/catalog/request"
+        catalog: Any = {}
+        pages = 0
+        while url and pages < 50:
+            resp = await node.client.request("POST", url, json_body=m.encode(m.CatalogRequestMessage()),
+                                             signer=p.signer)
+            if resp.status != 200:
+                raise PeerError(f"{dsp} refused the catalog request with {resp.status}")
+            catalog = resp.json()
+            datasets += catalog.get("dataset", []) if isinstance(catalog, dict) else []
+            url = _next_link(resp.headers.get("Link", ""))
+            pages += 1
+        if isinstance(catalog, dict):
+            catalog = {**catalog, "dataset": datasets}
+        return web.json_response(catalog)
+
+    # negotiations --------------------------------------------------------------------------------
+
+    async def start_negotiation(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), NegotiationStart)
+        record = await node.negotiations.start(participant(request), body.peer, body.offer_id)
+        return web.json_response(camel(record), status=201)
+
+    async def list_negotiations(request: web.Request) -> web.Response:
+        states = [s for s in request.query.get("state", "").split(",") if s]
+        rows = await node.contracts.negotiations(participant(request).id, states=states or None,
+                                                 limit=_limit(request))
+        return web.json_response([camel(r) for r in rows])
+
+    async def get_negotiation(request: web.Request) -> web.Response:
+        p = participant(request)
+        negotiation_id = request.match_info["id"]
+        wait = request.query.get("wait")
+        if wait is not None:
+            try:
+                seconds = min(max(float(wait), 0.0), 120.0)
+            except ValueError as exc:
+                raise BadRequest("wait must be a number of seconds", path="wait") from exc
+            record = await node.negotiations.wait(p.id, negotiation_id, seconds)
+        else:
+            record = await node.contracts.negotiation(p.id, negotiation_id)
+        if record is None:
+            raise NotFound("no such negotiation")
+        body = camel(record)
+        body["history"] = [msgspec.to_builtins(e) for e in await node.contracts.events(p.id, record.id)]
+        return web.json_response(body)
+
+    async def terminate_negotiation(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), TerminateIn)
+        record = await node.negotiations.terminate(participant(request), request.match_info["id"], body.reason)
+        return web.json_response(camel(record))
+
+    async def accept_negotiation(request: web.Request) -> web.Response:
+        p = participant(request)
+        await node.negotiations.accept(p, request.match_info["id"])
+        record = await node.contracts.negotiation(p.id, request.match_info["id"])
+        assert record is not None
+        return web.json_response(camel(record))
+
+    async def list_agreements(request: web.Request) -> web.Response:
+        rows = await node.contracts.agreements(participant(request).id)
+        return web.json_response([camel(r) for r in rows])
+
+    async def get_agreement(request: web.Request) -> web.Response:
+        found = await node.contracts.agreement(participant(request).id, request.match_info["id"])
+        if found is None:
+            raise NotFound("no such agreement")
+        return web.json_response(camel(found))
+
     return [
+        *entry_routes("assets", Asset, add_asset),
+        *entry_routes("policies", PolicyRecord, add_policy),
+        *entry_routes("contract-definitions", ContractDefinition, add_definition),
+        web.post(f"{PREFIX}/catalog/query", query_catalog),
+        web.post(f"{PREFIX}/negotiations", start_negotiation),
+        web.get(f"{PREFIX}/negotiations", list_negotiations),
+        web.get(f"{PREFIX}/negotiations/{{id}}", get_negotiation),
+        web.post(f"{PREFIX}/negotiations/{{id}}/terminate", terminate_negotiation),
+        web.post(f"{PREFIX}/negotiations/{{id}}/accept", accept_negotiation),
+        web.get(f"{PREFIX}/agreements", list_agreements),
+        web.get(f"{PREFIX}/agreements/{{id}}", get_agreement),
         web.get(f"{PREFIX}/participant", get_participant),
         web.post(f"{PREFIX}/peers/verify", verify_peer),
         web.get(f"{PREFIX}/peers", list_peers),
     ]
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise BadRequest("limit must be an integer from 1 to 1000", path="limit")
+    return int(raw)
+
+
+def _next_link(header: str) -> str | None:
+    for part in header.split(","):
+        url, _, params = part.partition(";")
+        if 'rel="next"' in params:
+            return url.strip().strip("<>")
+    return None

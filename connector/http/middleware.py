@@ -23,6 +23,9 @@ _DSP_ERROR_TYPE = {"catalog": "CatalogError", "negotiations": "ContractNegotiati
                    "transfers": "TransferError"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The process ids a DSP request named (set by the DSP handlers), echoed in its error body.
+PIDS = web.RequestKey("tds_pids", dict)
+_PID_FIELDS = {"negotiations": ("providerPid", "consumerPid"), "transfers": ("providerPid", "consumerPid")}
 log = get_logger(component="http")
 
 
@@ -35,7 +38,10 @@ def error_body(request: web.Request, exc: TdsError) -> dict[str, Any]:
             "code": str(exc.status),
             "reason": [exc.message],
         }
-        body.update(getattr(exc, "dsp_fields", {}) or {})
+        # ContractNegotiationError / TransferError require both pids (DSP 2025-1 schemas): echo what the
+        # request named, or an empty string for what it did not.
+        for field in _PID_FIELDS.get(match.group(1), ()):
+            body[field] = (getattr(exc, "dsp_fields", {}) or {}).get(field) or request.get(PIDS, {}).get(field) or ""
         return body
     body = {"error": exc.code, "message": exc.message}
     if exc.path:

@@ -47,4 +47,78 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (participant_id, did)
         )""",
     ],
+    # 2: catalog (assets, policies, contract definitions), negotiations with their history, agreements
+    [
+        """CREATE TABLE assets (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT '',
+            content_type TEXT NOT NULL DEFAULT 'application/octet-stream',
+            data_class TEXT NOT NULL DEFAULT 'general',
+            keywords TEXT NOT NULL DEFAULT '[]',
+            data_address TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE policies (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE contract_definitions (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            access_policy_id TEXT NOT NULL,
+            contract_policy_id TEXT NOT NULL,
+            assets TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE negotiations (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            state TEXT NOT NULL,
+            provider_pid TEXT,
+            consumer_pid TEXT,
+            counterparty_did TEXT NOT NULL,
+            counterparty_address TEXT NOT NULL DEFAULT '',
+            asset_id TEXT NOT NULL DEFAULT '',
+            offer_id TEXT NOT NULL DEFAULT '',
+            offer TEXT NOT NULL DEFAULT '{}',
+            requested TEXT NOT NULL DEFAULT '{}',
+            agreement TEXT,
+            reason TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX negotiations_state ON negotiations(participant_id, state)",
+        """CREATE TABLE negotiation_events (
+            participant_id TEXT NOT NULL,
+            negotiation_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (participant_id, negotiation_id, seq)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE agreements (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            negotiation_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            provider_did TEXT NOT NULL,
+            consumer_did TEXT NOT NULL,
+            asset_id TEXT NOT NULL,
+            agreement TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        "CREATE UNIQUE INDEX agreements_negotiation ON agreements(participant_id, negotiation_id)",
+    ],
 ]

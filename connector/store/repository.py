@@ -14,7 +14,18 @@ from typing import Any, Protocol
 import msgspec
 import sqlite_utils
 
+from connector.errors import Conflict
 from connector.store.db import Store
+from connector.store.records import (
+    AgreementRecord,
+    Asset,
+    ContractDefinition,
+    NegotiationEvent,
+    NegotiationRecord,
+    PolicyRecord,
+    from_row,
+    to_row,
+)
 
 
 class Participant(msgspec.Struct, frozen=True):
@@ -133,12 +144,7 @@ class SqliteRepository:
         row = {"participant_id": participant_id, **msgspec.structs.asdict(peer),
                "self_description": msgspec.json.encode(self_description).decode()}
 
-        def upsert(db: sqlite_utils.Database) -> None:
-            columns = ", ".join(row)
-            marks = ", ".join("?" for _ in row)
-            db.execute(f"INSERT OR REPLACE INTO peers ({columns}) VALUES ({marks})", list(row.values()))
-
-        await self.store.write(upsert)
+        await self.store.write(lambda db: _insert(db, "peers", row, replace=True))
 
     async def peers(self, participant_id: str) -> list[Peer]:
         def query(db: sqlite_utils.Database) -> list[Peer]:
@@ -149,10 +155,204 @@ class SqliteRepository:
         return await self.store.read(query)
 
 
-def add_participant_sync(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
+class CatalogSnapshot(msgspec.Struct, frozen=True):
+    assets: dict[str, Asset]
+    policies: dict[str, PolicyRecord]
+    definitions: list[ContractDefinition]
+
+
+_CATALOG_TABLES: dict[type[Any], str] = {
+    Asset: "assets",
+    PolicyRecord: "policies",
+    ContractDefinition: "contract_definitions",
+}
+
+
+def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    columns, marks = ", ".join(row), ", ".join("?" for _ in row)
+    db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
+
+
+class ContractRepository:
+    """Catalog entries, negotiations and agreements; every call is scoped to one participant."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # catalog entries (assets, policies, contract definitions)
+
+    async def add_entry(self, participant_id: str, record: Asset | PolicyRecord | ContractDefinition) -> None:
+        table = _CATALOG_TABLES[type(record)]
+        row = to_row(record, participant_id=participant_id)
+
+        def insert(db: sqlite_utils.Database) -> None:
+            try:
+                _insert(db, table, row)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"{table[:-1].replace('_', ' ')} {record.id!r} already exists", path="id") from exc
+
+        await self.store.write(insert)
+
+    async def entries(self, participant_id: str, kind: type[Any]) -> list[Any]:
+        table = _CATALOG_TABLES[kind]
+
+        def query(db: sqlite_utils.Database) -> list[Any]:
+            rows = db.query(f"SELECT * FROM {table} WHERE participant_id = ? ORDER BY id", [participant_id])
+            return [from_row(kind, row) for row in rows]
+
+        return await self.store.read(query)
+
+    async def entry(self, participant_id: str, kind: type[Any], entry_id: str) -> Any | None:
+        table = _CATALOG_TABLES[kind]
+
+        def query(db: sqlite_utils.Database) -> Any | None:
+            rows = list(db.query(f"SELECT * FROM {table} WHERE participant_id = ? AND id = ?",
+                                 [participant_id, entry_id]))
+            return from_row(kind, rows[0]) if rows else None
+
+        return await self.store.read(query)
+
+    async def delete_entry(self, participant_id: str, kind: type[Any], entry_id: str) -> bool:
+        table = _CATALOG_TABLES[kind]
+
+        def delete(db: sqlite_utils.Database) -> bool:
+            cursor = db.execute(f"DELETE FROM {table} WHERE participant_id = ? AND id = ?", [participant_id, entry_id])
+            return bool(cursor.rowcount)
+
+        return await self.store.write(delete)
+
+    async def catalog(self, participant_id: str) -> CatalogSnapshot:
+        """Everything the catalog needs, in one read (three queries, none per asset)."""
+
+        def query(db: sqlite_utils.Database) -> CatalogSnapshot:
+            def load(kind: type[Any]) -> list[Any]:
+                table = _CATALOG_TABLES[kind]
+                return [from_row(kind, r) for r in db.query(
+                    f"SELECT * FROM {table} WHERE participant_id = ? ORDER BY id", [participant_id])]
+
+            return CatalogSnapshot(
+                {a.id: a for a in load(Asset)}, {p.id: p for p in load(PolicyRecord)}, load(ContractDefinition)
+            )
+
+        return await self.store.read(query)
+
+    # negotiations
+
+    async def create_negotiation(self, record: NegotiationRecord, event: str, detail: str = "") -> None:
+        row = to_row(record)
+
+        def insert(db: sqlite_utils.Database) -> None:
+            _insert(db, "negotiations", row)
+            _event(db, record.participant_id, record.id, record.updated_at, event, detail)
+
+        await self.store.write(insert)
+
+    async def update_negotiation(
+        self, record: NegotiationRecord, *, expected_state: str, event: str, detail: str = "",
+        agreement: AgreementRecord | None = None,
+    ) -> bool:
+        """Commit *record* if the stored state is still *expected_state* (compare and set)."""
+        row = to_row(record)
+
+        def update(db: sqlite_utils.Database) -> bool:
+            columns = [k for k in row if k not in ("participant_id", "id")]
+            cursor = db.execute(
+                f"UPDATE negotiations SET {', '.join(f'{c} = ?' for c in columns)} "
+                "WHERE participant_id = ? AND id = ? AND state = ?",
+                [row[c] for c in columns] + [record.participant_id, record.id, expected_state],
+            )
+            if not cursor.rowcount:
+                return False
+            _event(db, record.participant_id, record.id, record.updated_at, event, detail)
+            if agreement is not None:
+                _insert(db, "agreements", to_row(agreement, participant_id=record.participant_id), replace=True)
+            return True
+
+        return await self.store.write(update)
+
+    async def set_provider_pid(self, participant_id: str, negotiation_id: str, provider_pid: str) -> None:
+        """Record the provider's pid learnt from its 201 answer (unless a later message already did)."""
+        await self.store.write(lambda db: db.execute(
+            "UPDATE negotiations SET provider_pid = ? WHERE participant_id = ? AND id = ? AND provider_pid IS NULL",
+            [provider_pid, participant_id, negotiation_id]))
+
+    async def add_event(self, participant_id: str, negotiation_id: str, at: str, kind: str, detail: str) -> None:
+        await self.store.write(lambda db: _event(db, participant_id, negotiation_id, at, kind, detail))
+
+    async def negotiation(self, participant_id: str, negotiation_id: str) -> NegotiationRecord | None:
+        def query(db: sqlite_utils.Database) -> NegotiationRecord | None:
+            rows = list(db.query("SELECT * FROM negotiations WHERE participant_id = ? AND id = ?",
+                                 [participant_id, negotiation_id]))
+            return from_row(NegotiationRecord, rows[0]) if rows else None
+
+        return await self.store.read(query)
+
+    async def negotiations(
+        self, participant_id: str, *, states: list[str] | None = None, limit: int = 100, offset: int = 0
+    ) -> list[NegotiationRecord]:
+        def query(db: sqlite_utils.Database) -> list[NegotiationRecord]:
+            where, params = "participant_id = ?", [participant_id]
+            if states:
+                where += f" AND state IN ({', '.join('?' for _ in states)})"
+                params += states
+            rows = db.query(f"SELECT * FROM negotiations WHERE {where} ORDER BY created_at DESC, id "
+                            "LIMIT ? OFFSET ?", [*params, limit, offset])
+            return [from_row(NegotiationRecord, r) for r in rows]
+
+        return await self.store.read(query)
+
+    async def all_active_negotiations(self) -> list[NegotiationRecord]:
+        """Every non-terminal negotiation of every participant (for resuming after a restart)."""
+
+        def query(db: sqlite_utils.Database) -> list[NegotiationRecord]:
+            rows = db.query("SELECT * FROM negotiations WHERE state NOT IN ('FINALIZED', 'TERMINATED')")
+            return [from_row(NegotiationRecord, r) for r in rows]
+
+        return await self.store.read(query)
+
+    async def events(self, participant_id: str, negotiation_id: str) -> list[NegotiationEvent]:
+        def query(db: sqlite_utils.Database) -> list[NegotiationEvent]:
+            rows = db.query("SELECT seq, at, kind, detail FROM negotiation_events WHERE participant_id = ? "
+                            "AND negotiation_id = ? ORDER BY seq", [participant_id, negotiation_id])
+            return [NegotiationEvent(**r) for r in rows]
+
+        return await self.store.read(query)
+
+    # agreements
+
+    async def agreements(self, participant_id: str, *, state: str | None = "FINALIZED") -> list[AgreementRecord]:
+        def query(db: sqlite_utils.Database) -> list[AgreementRecord]:
+            sql = "SELECT * FROM agreements WHERE participant_id = ?"
+            params: list[Any] = [participant_id]
+            if state:
+                sql += " AND state = ?"
+                params.append(state)
+            return [from_row(AgreementRecord, r) for r in db.query(sql + " ORDER BY created_at DESC", params)]
+
+        return await self.store.read(query)
+
+    async def agreement(self, participant_id: str, agreement_id: str) -> AgreementRecord | None:
+        def query(db: sqlite_utils.Database) -> AgreementRecord | None:
+            rows = list(db.query("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
+                                 [participant_id, agreement_id]))
+            return from_row(AgreementRecord, rows[0]) if rows else None
+
+        return await self.store.read(query)
+
+
+def _event(db: sqlite_utils.Database, participant_id: str, negotiation_id: str, at: str, kind: str,
+           detail: str) -> None:
     db.execute(
-        f"INSERT INTO participants ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", list(row.values())
+        "INSERT INTO negotiation_events (participant_id, negotiation_id, seq, at, kind, detail) "
+        "SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM negotiation_events "
+        "WHERE participant_id = ? AND negotiation_id = ?",
+        [participant_id, negotiation_id, at, kind, detail[:2000], participant_id, negotiation_id],
     )
+
+
+def add_participant_sync(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
+    _insert(db, "participants", row)
 
 
 def add_token_sync(

@@ -10,3 +10,4 @@ async def nodes(tmp_path):
     factory = NodeFactory(tmp_path)
     yield factory
     await factory.close()
+    assert factory.invalid == [], "messages that do not validate against the DSP schemas"

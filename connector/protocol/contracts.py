@@ -1,0 +1,89 @@
+"""Offers and agreements as they travel in DSP messages (pure).
+
+ODRL terms are compared after the policy engine has read them, so the same terms written differently
+(``odrl:eq``, ``eq`` or the full IRI; one permission or a list) compare equal. What is compared is the
+*terms*: the rules, their constraints and duties — not the offer id, target, parties or timestamp.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import rfc8785
+
+from connector.protocol.errors import MessageError
+from usage_policies import NotRepresentableError, PolicySyntaxError, parse_policy, to_dsp
+from usage_policies.model import PolicyType
+
+_IDENTITY_KEYS = frozenset(
+    {"@id", "@type", "@context", "uid", "target", "assigner", "assignee", "timestamp", "profile"}
+)
+RULE_KEYS = ("permission", "prohibition", "obligation")
+
+
+def read_policy(policy: Any, field: str) -> dict[str, Any]:
+    """Normalise an ODRL policy object through the engine; raise MessageError listing every problem.
+
+    A stored ``Set`` is carried as an ``Offer`` (DSP carries only offers and agreements).
+    """
+    if not isinstance(policy, dict):
+        raise MessageError(f"{field} must be an ODRL policy object", path=field)
+    try:
+        parsed = parse_policy(policy)
+        if parsed.type is PolicyType.SET:
+            parsed = msgspec.structs.replace(parsed, type=PolicyType.OFFER)
+        return to_dsp(parsed)
+    except (PolicySyntaxError, NotRepresentableError) as exc:
+        raise MessageError(f"{field} is not a valid ODRL policy: {exc}", path=field) from exc
+
+
+def terms(policy: dict[str, Any]) -> dict[str, Any]:
+    """The terms of a normalised policy (rules only)."""
+    return {k: v for k, v in policy.items() if k not in _IDENTITY_KEYS and not k.startswith("https://w3id.org/tds/")}
+
+
+def same_terms(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two normalised policies state the same rules (RFC 8785 canonical comparison)."""
+    return bytes(rfc8785.dumps(terms(a))) == bytes(rfc8785.dumps(terms(b)))
+
+
+def catalog_offer(policy: dict[str, Any], offer_id: str) -> dict[str, Any]:
+    """An ``Offer`` for a dataset's ``hasPolicy`` (contract-schema ``Offer``: no target)."""
+    return {"@id": offer_id, "@type": "Offer", **_rules(policy)}
+
+
+def message_offer(policy: dict[str, Any], offer_id: str, target: str) -> dict[str, Any]:
+    """An ``Offer`` inside a negotiation message (contract-schema ``MessageOffer``: with target)."""
+    return {"@id": offer_id, "@type": "Offer", "target": target, **_rules(policy)}
+
+
+def agreement(
+    policy: dict[str, Any], *, agreement_id: str, target: str, assigner: str, assignee: str, timestamp: str
+) -> dict[str, Any]:
+    """An ``Agreement`` (DSP 2025-1 §7.3.3: target, assigner, assignee and timestamp are required)."""
+    return {
+        "@id": agreement_id,
+        "@type": "Agreement",
+        "target": target,
+        "assigner": assigner,
+        "assignee": assignee,
+        "timestamp": timestamp,
+        **_rules(policy),
+    }
+
+
+def _rules(policy: dict[str, Any]) -> dict[str, Any]:
+    rules = {k: policy[k] for k in RULE_KEYS if policy.get(k)}
+    if not rules.get("permission") and not rules.get("prohibition"):
+        rules.setdefault("permission", [])
+    return rules
+
+
+def offer_parts(offer_id: str) -> tuple[str, str | None]:
+    """Our offer ids are ``CONTRACT_DEFINITION:ASSET[:VERSION]``; other parts are ignored."""
+    head, sep, rest = offer_id.partition(":")
+    if not sep or not head:
+        return offer_id, None
+    asset = rest.split(":", 1)[0] if rest else None
+    return head, asset or None

@@ -1,0 +1,126 @@
+"""The catalog a participant shows to a peer (DSP 2025-1 §6): DCAT datasets with the offers the peer
+may see, decided by each contract definition's access policy against the peer's verified identity.
+
+One snapshot read per request (no per-asset queries); the access policy is evaluated once per contract
+definition, not per asset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import rfc8785
+
+from connector.protocol import contracts
+from connector.protocol.messages import CONTEXT
+from connector.services.policy import PeerFacts, decide_access
+from connector.store.records import Asset, ContractDefinition
+from connector.store.repository import CatalogSnapshot
+
+if TYPE_CHECKING:
+    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+
+TDS = "https://w3id.org/tds/v1#"
+FORMATS = ("HttpData-PULL",)
+
+
+@dataclass(frozen=True)
+class Offered:
+    definition: ContractDefinition
+    asset: Asset
+    offer_id: str
+    policy: dict[str, Any]
+
+
+def offer_id(definition: ContractDefinition, asset_id: str, policy: dict[str, Any]) -> str:
+    """``CD:ASSET:VERSION``; the version changes when the contract policy does."""
+    version = hashlib.sha256(bytes(rfc8785.dumps(contracts.terms(policy)))).hexdigest()[:12]
+    return f"{definition.id}:{asset_id}:{version}"
+
+
+class CatalogService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def peer_facts(self, participant: ParticipantRuntime, did: str) -> PeerFacts:
+        for peer in await self.node.repo.peers(participant.id):
+            if peer.did == did:
+                return PeerFacts(did, peer.region, peer.legal_name)
+        return PeerFacts(did)
+
+    async def offers_for(self, participant: ParticipantRuntime, peer: PeerFacts) -> list[Offered]:
+        snapshot = await self.node.contracts.catalog(participant.id)
+        return visible_offers(snapshot, peer, datetime.now(UTC))
+
+    def service(self, participant: ParticipantRuntime) -> dict[str, Any]:
+        return {"@id": f"{participant.did}#dsp", "@type": "DataService", "endpointURL": participant.dsp_base}
+
+    def dataset(self, participant: ParticipantRuntime, asset: Asset, offers: list[Offered]) -> dict[str, Any]:
+        service_id = f"{participant.did}#dsp"
+        dataset: dict[str, Any] = {
+            "@id": asset.id,
+            "@type": "Dataset",
+            "hasPolicy": [contracts.catalog_offer(o.policy, o.offer_id) for o in offers],
+            "distribution": [{"@type": "Distribution", "format": f, "accessService": service_id} for f in FORMATS],
+        }
+        if asset.title:
+            dataset["dct:title"] = asset.title
+        if asset.description:
+            dataset["dct:description"] = asset.description
+        if asset.keywords:
+            dataset["dcat:keyword"] = asset.keywords
+        dataset["dcat:mediaType"] = asset.content_type
+        dataset[TDS + "dataClass"] = asset.data_class
+        return dataset
+
+    async def catalog(
+        self, participant: ParticipantRuntime, caller: str, *, offset: int = 0, limit: int = 100
+    ) -> tuple[dict[str, Any], int]:
+        """The catalog page for *caller*, and the total number of datasets it may see."""
+        offers = await self.offers_for(participant, await self.peer_facts(participant, caller))
+        by_asset: dict[str, list[Offered]] = {}
+        for o in offers:
+            by_asset.setdefault(o.asset.id, []).append(o)
+        ids = sorted(by_asset)
+        page = ids[offset : offset + limit]
+        catalog: dict[str, Any] = {
+            "@context": list(CONTEXT),
+            "@id": f"{participant.did}#catalog",
+            "@type": "Catalog",
+            "participantId": participant.did,
+            "service": [self.service(participant)],
+        }
+        if page:
+            catalog["dataset"] = [self.dataset(participant, by_asset[i][0].asset, by_asset[i]) for i in page]
+        return catalog, len(ids)
+
+    async def find_dataset(
+        self, participant: ParticipantRuntime, caller: str, dataset_id: str
+    ) -> dict[str, Any] | None:
+        offers = [o for o in await self.offers_for(participant, await self.peer_facts(participant, caller))
+                  if o.asset.id == dataset_id]
+        if not offers:
+            return None
+        return {"@context": list(CONTEXT), **self.dataset(participant, offers[0].asset, offers)}
+
+
+def visible_offers(snapshot: CatalogSnapshot, peer: PeerFacts, now: datetime) -> list[Offered]:
+    """Offers whose access policy permits *peer* now (pure)."""
+    out: list[Offered] = []
+    for definition in snapshot.definitions:
+        access = snapshot.policies.get(definition.access_policy_id)
+        contract = snapshot.policies.get(definition.contract_policy_id)
+        if access is None or contract is None:
+            continue
+        if not decide_access(access.policy, peer, target=None, now=now).permitted:
+            continue
+        policy = contracts.read_policy(contract.policy, "policy")
+        for asset_id in definition.assets:
+            asset = snapshot.assets.get(asset_id)
+            if asset is not None:
+                out.append(Offered(definition, asset, offer_id(definition, asset_id, policy), policy))
+    return out

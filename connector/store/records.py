@@ -1,0 +1,94 @@
+"""Rows of the business tables as frozen structs (JSON columns decoded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Asset(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    title: str = ""
+    description: str = ""
+    content_type: str = "application/octet-stream"
+    data_class: str = "general"
+    keywords: list[str] = []
+    data_address: dict[str, Any] = {}
+    created_at: str = ""
+
+
+class PolicyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    policy: dict[str, Any]
+    created_at: str = ""
+
+
+class ContractDefinition(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    access_policy_id: str
+    contract_policy_id: str
+    assets: list[str]
+    created_at: str = ""
+
+
+class NegotiationRecord(msgspec.Struct, frozen=True, kw_only=True):
+    participant_id: str
+    id: str
+    role: str
+    state: str
+    counterparty_did: str
+    provider_pid: str | None = None
+    consumer_pid: str | None = None
+    counterparty_address: str = ""
+    asset_id: str = ""
+    offer_id: str = ""
+    offer: dict[str, Any] = {}
+    requested: dict[str, Any] = {}
+    agreement: dict[str, Any] | None = None
+    reason: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+
+class NegotiationEvent(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    at: str
+    kind: str
+    detail: str = ""
+
+
+class AgreementRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    negotiation_id: str
+    role: str
+    provider_did: str
+    consumer_did: str
+    asset_id: str
+    agreement: dict[str, Any]
+    state: str
+    created_at: str = ""
+
+
+JSON_COLUMNS = frozenset({"keywords", "data_address", "policy", "assets", "offer", "requested", "agreement"})
+
+
+def to_row(record: msgspec.Struct, **extra: Any) -> dict[str, Any]:
+    row = msgspec.structs.asdict(record)
+    for key in JSON_COLUMNS & row.keys():
+        if row[key] is not None:
+            row[key] = msgspec.json.encode(row[key]).decode()
+    row.update(extra)
+    return row
+
+
+def from_row(kind: type[Any], row: dict[str, Any]) -> Any:
+    names = {f.name for f in msgspec.structs.fields(kind)}
+    data = {}
+    for key, value in row.items():
+        if key not in names:
+            continue
+        if key in JSON_COLUMNS and isinstance(value, str):
+            value = msgspec.json.decode(value)
+        data[key] = value
+    return kind(**data)
