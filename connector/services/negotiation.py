@@ -156,6 +156,13 @@ class NegotiationService:
         provider_did = provider_did or catalog_did
         if not provider_did:
             raise PeerError(f"{dsp} names no participant id in its catalog")
+        return await self.request(participant, dsp, provider_did, offer, offer_id, asset_id)
+
+    async def request(
+        self, participant: ParticipantRuntime, dsp: str, provider_did: str, offer: dict[str, Any], offer_id: str,
+        asset_id: str,
+    ) -> NegotiationRecord:
+        """Open a negotiation as consumer: commit REQUESTED, then send the initial ContractRequestMessage."""
         pid = new_pid()
         requested = contracts.message_offer(offer, offer_id, asset_id)
         record = NegotiationRecord(
