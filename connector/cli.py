@@ -200,6 +200,229 @@ def peers(data_dir: Path | None, node_url: str | None, token: str | None, as_jso
         click.echo(f"{p['did']}  {p['legal_name']}  {p['region']}  verified {p['verified_at']}")
 
 
+def _call(data_dir: Path | None, node_url: str | None, token: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with _client(data_dir, node_url, token) as client:
+            return await fn(client)
+
+    return _run(go())
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@main.group()
+def asset() -> None:
+    """Assets: the datasets this participant offers."""
+
+
+@asset.command("add")
+@click.argument("asset_id", metavar="ID")
+@click.option("--title", default="")
+@click.option("--description", default="")
+@click.option("--content-type", default="application/octet-stream", show_default=True)
+@click.option("--data-class", type=click.Choice(["general", "important", "core", "personal"]), default="general",
+              show_default=True)
+@click.option("--keyword", "keywords", multiple=True)
+@click.option("--file", "file_path", type=click.Path(path_type=Path), help="Where the bytes are (a local file).")
+@node_options
+def asset_add(asset_id: str, title: str, description: str, content_type: str, data_class: str,
+              keywords: tuple[str, ...], file_path: Path | None, data_dir: Path | None, node_url: str | None,
+              token: str | None) -> None:
+    """Register an asset."""
+    body: dict[str, Any] = {"id": asset_id, "title": title, "description": description, "contentType": content_type,
+                            "dataClass": data_class, "keywords": list(keywords)}
+    if file_path is not None:
+        body["dataAddress"] = {"type": "file", "path": str(file_path.resolve())}
+    _call(data_dir, node_url, token, lambda c: c.add_asset(body))
+    click.echo(f"asset {asset_id} added")
+
+
+@main.group()
+def policy() -> None:
+    """Policies (ODRL): from a JSON-LD file or built from the common templates."""
+
+
+@policy.command("add")
+@click.argument("policy_id", metavar="ID")
+@click.option("--file", "file_path", type=click.Path(exists=True, path_type=Path), help="ODRL JSON-LD file.")
+@click.option("--purpose", "purposes", multiple=True, help="Allowed purpose (repeatable).")
+@click.option("--max-uses", type=int, help="At most N uses.")
+@click.option("--for-duration", help="Use within this ISO 8601 duration of the first use, e.g. P30D.")
+@click.option("--region", "regions", multiple=True, help="Only participants in this region (e.g. CN-GD).")
+@click.option("--no-export-outside", help="The data may not leave this region (e.g. CN).")
+@click.option("--consumer", "consumers", multiple=True, help="Only this participant DID (repeatable).")
+@click.option("--log-uses", is_flag=True, help="Duty: log each use.")
+@click.option("--inform", is_flag=True, help="Duty: inform the provider of each use.")
+@node_options
+def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...], max_uses: int | None,
+               for_duration: str | None, regions: tuple[str, ...], no_export_outside: str | None,
+               consumers: tuple[str, ...], log_uses: bool, inform: bool, data_dir: Path | None,
+               node_url: str | None, token: str | None) -> None:
+    """Add a policy. Without --file and without template options: allow use."""
+    if file_path is not None:
+        try:
+            body = json.loads(file_path.read_text())
+        except ValueError as exc:
+            _fail(f"{file_path} is not JSON: {exc}")
+            return
+    else:
+        body = policy_from_options(purposes, max_uses, for_duration, regions, no_export_outside, consumers,
+                                   log_uses, inform)
+    _call(data_dir, node_url, token, lambda c: c.add_policy(policy_id, body))
+    click.echo(f"policy {policy_id} added")
+
+
+def policy_from_options(purposes: tuple[str, ...], max_uses: int | None, for_duration: str | None,
+                        regions: tuple[str, ...], no_export_outside: str | None, consumers: tuple[str, ...],
+                        log_uses: bool, inform: bool) -> dict[str, Any]:
+    """Combine the templates named by the options into one policy (without a target: the offer sets it)."""
+    from usage_policies import templates as t
+
+    target = "urn:tds:target"
+    parts = [t.allow(target)]
+    if purposes:
+        parts.append(t.purpose(target, list(purposes)))
+    if max_uses is not None:
+        parts.append(t.max_uses(target, max_uses))
+    if for_duration:
+        parts.append(t.for_duration(target, for_duration))
+    if regions:
+        parts.append(t.region(target, list(regions)))
+    if no_export_outside:
+        parts.append(t.no_export_outside(target, no_export_outside))
+    if consumers:
+        parts.append(t.restrict_to(target, list(consumers)))
+    if log_uses:
+        parts.append(t.log_each_use(target))
+    if inform:
+        parts.append(t.inform_on_use(target))
+    combined = t.combine(*parts)
+    combined.pop("target", None)
+    combined.pop("@id", None)
+    return combined
+
+
+@main.group()
+def offer() -> None:
+    """Offers (contract definitions): assets offered under an access policy and a contract policy."""
+
+
+@offer.command("add")
+@click.argument("offer_id", metavar="ID")
+@click.option("--access", "access_policy", required=True, help="Policy deciding who sees the offer.")
+@click.option("--contract", "contract_policy", required=True, help="Usage policy agreed for the data.")
+@click.option("--asset", "assets", multiple=True, required=True, help="Asset id (repeatable).")
+@node_options
+def offer_add(offer_id: str, access_policy: str, contract_policy: str, assets: tuple[str, ...],
+              data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Offer assets under an access policy and a contract policy."""
+    _call(data_dir, node_url, token, lambda c: c.add_contract_definition(
+        offer_id, access_policy_id=access_policy, contract_policy_id=contract_policy, assets=list(assets)))
+    click.echo(f"offer {offer_id} added for {', '.join(assets)}")
+
+
+@main.command()
+@click.argument("peer_ref", metavar="PEER")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def catalog(peer_ref: str, as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Show PEER's catalog (what it offers to this participant)."""
+    result = _call(data_dir, node_url, token, lambda c: c.catalog(peer_ref))
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"catalog of {result.get('participantId')}")
+    datasets = result.get("dataset", [])
+    if not datasets:
+        click.echo("  (nothing offered to you)")
+    for dataset in datasets:
+        title = dataset.get("dct:title", "")
+        click.echo(f"  dataset {dataset['@id']}  {title}")
+        for offer_ in dataset.get("hasPolicy", []):
+            click.echo(f"    offer {offer_['@id']}")
+            for rule in offer_.get("permission", []):
+                constraints = ", ".join(f"{c.get('leftOperand')} {c.get('operator')} {c.get('rightOperand')}"
+                                        for c in rule.get("constraint", []) if "leftOperand" in c)
+                click.echo(f"      permission {rule.get('action')}" + (f" if {constraints}" if constraints else ""))
+
+
+@main.command()
+@click.argument("peer_ref", metavar="PEER")
+@click.argument("offer_id")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for a final state.")
+@node_options
+def negotiate(peer_ref: str, offer_id: str, timeout: float, data_dir: Path | None, node_url: str | None,
+              token: str | None) -> None:
+    """Negotiate OFFER_ID with PEER; wait for the final state and print it with the reason."""
+
+    async def go(client: Any) -> dict[str, Any]:
+        started = await client.negotiate(peer_ref, offer_id)
+        return await client.negotiation(started["id"], wait_s=timeout)  # type: ignore[no-any-return]
+
+    final = _call(data_dir, node_url, token, go)
+    click.echo(f"negotiation {final['id']}: {final['state']}")
+    if final.get("reason"):
+        click.echo(f"  reason: {final['reason']}")
+    agreement = final.get("agreement") or {}
+    if final["state"] == "FINALIZED" and agreement:
+        click.echo(f"  agreement {agreement['@id']} for {agreement['target']}")
+        click.echo(f"  between {agreement['assigner']} (provider) and {agreement['assignee']} (consumer)")
+    if final["state"] != "FINALIZED":
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def agreements(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """List this participant's finalized agreements."""
+    rows = _call(data_dir, node_url, token, lambda c: c.agreements())
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no agreements yet")
+    for row in rows:
+        click.echo(f"{row['id']}  {row['role']:8}  {row['assetId']}  "
+                   f"provider {row['providerDid']}  consumer {row['consumerDid']}")
+
+
+@main.group()
+def negotiation() -> None:
+    """Negotiations: show one with its history, or terminate it."""
+
+
+@negotiation.command("show")
+@click.argument("negotiation_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def negotiation_show(negotiation_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                     token: str | None) -> None:
+    """Show a negotiation's state, reason and history."""
+    record = _call(data_dir, node_url, token, lambda c: c.negotiation(negotiation_id))
+    if as_json:
+        _print_json(record)
+        return
+    click.echo(f"negotiation {record['id']} ({record['role']}) with {record['counterpartyDid']}: {record['state']}")
+    if record.get("reason"):
+        click.echo(f"  reason: {record['reason']}")
+    for event in record.get("history", []):
+        click.echo(f"  {event['at']}  {event['kind']:12}  {event['detail']}")
+
+
+@negotiation.command("terminate")
+@click.argument("negotiation_id", metavar="ID")
+@click.option("--reason", required=True)
+@node_options
+def negotiation_terminate(negotiation_id: str, reason: str, data_dir: Path | None, node_url: str | None,
+                          token: str | None) -> None:
+    """Terminate a negotiation, telling the peer why."""
+    record = _call(data_dir, node_url, token, lambda c: c.terminate_negotiation(negotiation_id, reason))
+    click.echo(f"negotiation {record['id']}: {record['state']}")
+
+
 @main.command()
 @click.option("--keep-running", is_flag=True, help="Leave the nodes up and print their URLs and tokens.")
 def demo(keep_running: bool) -> None:

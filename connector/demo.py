@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,47 @@ async def start_demo_node(root: Path, name: str, legal_name: str, region: str, i
     node = Node(root / name, result.config)
     await node.start()
     return DemoNode(node, ManagementClient(node.management_url, result.token), result.token)
+
+
+async def publish_and_negotiate(provider: DemoNode, consumer: DemoNode, say: Callable[[str], None]) -> str:
+    """The provider publishes a dataset under a usage policy; the consumer finds it and negotiates."""
+    from usage_policies import templates
+
+    await provider.client.add_asset({
+        "id": "qi-2026-q3", "title": "Quality inspection results, 2026 Q3", "contentType": "text/csv",
+        "dataClass": "important", "keywords": ["quality", "inspection"],
+    })
+    target = "qi-2026-q3"
+    usage = templates.combine(templates.purpose(target, "R&D"), templates.max_uses(target, 3),
+                              templates.for_duration(target, "P30D"), templates.log_each_use(target))
+    await provider.client.add_policy("members", {"@type": "Set", "permission": [{"action": "use"}]})
+    await provider.client.add_policy("rnd-3-uses", usage)
+    await provider.client.add_contract_definition("qi-offer", access_policy_id="members",
+                                                  contract_policy_id="rnd-3-uses", assets=[target])
+    say("ACME publishes 'Quality inspection results, 2026 Q3' (class: important) under a usage policy:")
+    say("  purpose R&D, at most 3 uses, within 30 days of the first use, log each use.")
+    catalog = await consumer.client.catalog(provider.node.config.public_url)
+    datasets = catalog.get("dataset", [])
+    if not datasets:
+        raise DemoFailed("the consumer's catalog view is empty")
+    offer_id = datasets[0]["hasPolicy"][0]["@id"]
+    say(f"Pearl River Parts finds it in ACME's catalog: dataset {datasets[0]['@id']}, offer {offer_id}")
+    started = time.perf_counter()
+    negotiation = await consumer.client.negotiate(provider.node.config.public_url, offer_id)
+    final = await consumer.client.negotiation(negotiation["id"], wait_s=15)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if final["state"] != "FINALIZED":
+        raise DemoFailed(f"negotiation ended {final['state']}: {final.get('reason')}")
+    agreement = final["agreement"]
+    say(f"They negotiate over DSP 2025-1: REQUESTED -> AGREED -> VERIFIED -> FINALIZED in {elapsed_ms:.0f} ms")
+    say(f"  agreement {agreement['@id']}, signed off at {agreement['timestamp']}")
+    say(f"  provider {agreement['assigner']}")
+    say(f"  consumer {agreement['assignee']}")
+    theirs = [a["id"] for a in await provider.client.agreements()]
+    if agreement["@id"] not in theirs:
+        raise DemoFailed("the provider does not hold the same agreement")
+    say("  both nodes hold the same agreement.")
+    return str(agreement["@id"])
 
 
 async def run_demo(say: Callable[[str], None] = print, keep_running: bool = False) -> None:
@@ -72,13 +114,14 @@ async def run_demo(say: Callable[[str], None] = print, keep_running: bool = Fals
                 say(f"{me['legalName']} now knows {len(known)} verified peer(s): {names}")
                 if len(known) != 1:
                     raise DemoFailed(f"{me['name']} should know exactly one peer")
+            await publish_and_negotiate(acme, parts, say)
             if keep_running:
                 for n in nodes:
                     say(f"  {n.node.config.participant.name}: public {n.node.config.public_url}, "
                         f"management {n.node.management_url}, token {n.token}")
                 say("Nodes keep running; press Ctrl+C to stop.")
                 await asyncio.Event().wait()
-            say("Demo finished: both nodes verified each other. Stopping the nodes.")
+            say("Demo finished: two nodes verified each other and agreed on a usage contract. Stopping the nodes.")
         finally:
             for n in nodes:
                 await n.client.close()

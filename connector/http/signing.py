@@ -16,6 +16,7 @@ checks what a single request proves.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import secrets
@@ -109,8 +110,11 @@ def sign_request(
     message = _Message(method, url, out)
     created = dt.datetime.fromtimestamp(int(now), tz=dt.UTC)
     lib = _lib()
-    signer = lib.Signer(signature_algorithm=lib.Algorithm, key_resolver=_OneKey(key_id, private=key))
-    signer.sign(
+    signer = lib.Signer(signature_algorithm=lib.Algorithm)
+    # prepare() builds the RFC 9421 signature base (and the Content-Digest); the Ed25519 signature is
+    # made here, and the two headers are written directly: the library's apply() would only rebuild the
+    # same base to check that the message did not change in between, which it cannot here.
+    prepared = signer.prepare(
         message,
         key_id=key_id,
         created=created,
@@ -120,7 +124,10 @@ def sign_request(
         covered_component_ids=("@method", "@target-uri"),
         body=body if body else None,
     )
-    return message.headers
+    signature = base64.b64encode(key.sign(prepared.signature_base).signature).decode("ascii")
+    out["Signature-Input"] = f"{LABEL}={prepared.signature_params}"
+    out["Signature"] = f"{LABEL}=:{signature}:"
+    return out
 
 
 @dataclass(frozen=True)

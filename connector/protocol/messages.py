@@ -11,6 +11,7 @@ policy engine reads them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -144,6 +145,11 @@ def normalise(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _field_names(kind: type[Message]) -> frozenset[str]:
+    return frozenset(f.encode_name for f in msgspec.structs.fields(kind))
+
+
 def decode(obj: Any, kind: type[M]) -> M:
     """Read a DSP message of type *kind* from parsed JSON; raise :class:`MessageError` naming the field."""
     if not isinstance(obj, dict):
@@ -156,7 +162,7 @@ def decode(obj: Any, kind: type[M]) -> M:
     contexts = context if isinstance(context, list) else [context]
     if DSP_CONTEXT not in contexts:
         raise MessageError(f"@context must be an array containing {DSP_CONTEXT}", path="@context")
-    known = {f.encode_name for f in msgspec.structs.fields(kind)}
+    known = _field_names(kind)
     try:
         return msgspec.convert({k: v for k, v in data.items() if k in known}, kind)
     except msgspec.ValidationError as exc:

@@ -80,7 +80,7 @@ class NegotiationService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._changed = asyncio.Condition()
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[NegotiationRecord]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Conformance mode: a script that names the next step for a negotiation ("offer", "agree",
         #: "terminate", "accept", "counter-request", "verify", "finalize", "wait"), or None for the default.
@@ -104,9 +104,12 @@ class NegotiationService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _notify(self, record: NegotiationRecord) -> None:
+        if State(record.state) not in TERMINAL:
+            return
+        for future in self._waiters.pop((record.participant_id, record.id), []):
+            if not future.done():
+                future.set_result(record)
 
     async def _commit(
         self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "",
@@ -120,25 +123,28 @@ class NegotiationService:
         if old.state != new.state:
             log.info("negotiation state", participant=new.participant_id, id=new.id, role=new.role,
                      old=old.state, new=new.state, reason=new.reason or None)
-        await self._notify()
+        self._notify(new)
         return new
 
     async def wait(self, participant_id: str, negotiation_id: str, timeout_s: float) -> NegotiationRecord | None:
         """Wait until the negotiation is in a terminal state (or *timeout_s* passes); return it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        async with self._changed:
-            while True:
-                record = await self.node.contracts.negotiation(participant_id, negotiation_id)
-                if record is None or State(record.state) in TERMINAL:
-                    return record
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return record
-                try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    return await self.node.contracts.negotiation(participant_id, negotiation_id)
+        key = (participant_id, negotiation_id)
+        future: asyncio.Future[NegotiationRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
+        try:
+            record = await self.node.contracts.negotiation(participant_id, negotiation_id)
+            if record is None or State(record.state) in TERMINAL or timeout_s <= 0:
+                return record
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                return await self.node.contracts.negotiation(participant_id, negotiation_id)
+        finally:
+            waiters = self._waiters.get(key, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(key, None)
 
     # -- consumer: starting a negotiation ------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 - Every write runs as a job on the single writer thread. The writer drains the jobs that are waiting,
   runs each inside its own SAVEPOINT (one job's failure rolls back only that job) and commits them all
-  with one COMMIT, so concurrent writers share one fsync (``synchronous=FULL``: a commit that returned is
-  on disk). The event loop never blocks on SQLite.
+  with one COMMIT, so concurrent writers share one commit. The event loop never blocks on SQLite.
+- Durability: in WAL mode every commit that returned survives a crash of the node's process
+  (``synchronous=NORMAL``). A job that must also survive a power loss or an OS crash (the usage log, for
+  instance) asks for ``durable=True``; its whole batch is then committed with ``synchronous=FULL``, i.e.
+  fsynced before the job's caller continues.
 - Reads run on a small thread pool; each thread has its own read connection (WAL lets them read while
   the writer writes).
 - One database for all participants of the node; every business table carries ``participant_id``.
@@ -26,7 +29,7 @@ from connector.errors import StorageError
 from connector.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
-Job = tuple[Callable[[sqlite_utils.Database], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+Job = tuple[Callable[[sqlite_utils.Database], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]
 
 MAX_BATCH = 512
 
@@ -37,7 +40,7 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
     conn.execute("PRAGMA foreign_keys = ON")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA synchronous = NORMAL")
     else:
         conn.execute("PRAGMA query_only = ON")
     return sqlite_utils.Database(conn)
@@ -100,13 +103,16 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
-        """Run *fn* on the writer thread inside a transaction; return once it is committed to disk."""
+    async def write(self, fn: Callable[[sqlite_utils.Database], T], *, durable: bool = False) -> T:
+        """Run *fn* on the writer thread inside a transaction; return once it is committed.
+
+        ``durable=True``: committed with an fsync (survives a power loss, not only a process crash).
+        """
         if self._writer is None:
             raise StorageError("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, loop, future))
+        self._queue.put((fn, loop, future, durable))
         return await future
 
     def _run_writer(self, db: sqlite_utils.Database) -> None:
@@ -130,9 +136,12 @@ class Store:
 
     def _commit_batch(self, db: sqlite_utils.Database, batch: list[Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        durable = any(job[3] for job in batch)
         try:
+            if durable:
+                db.execute("PRAGMA synchronous = FULL")
             db.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in batch:
+            for fn, _, _, _ in batch:
                 db.execute("SAVEPOINT job")
                 try:
                     result = fn(db)
@@ -151,7 +160,10 @@ class Store:
                 db.execute("ROLLBACK")
             error = StorageError(f"commit failed: {exc}")
             outcomes = [(False, error)] * len(batch)
-        for (_, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
+        finally:
+            if durable:
+                db.execute("PRAGMA synchronous = NORMAL")
+        for (_, loop, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             loop.call_soon_threadsafe(_settle, future, ok, value)
 
     # -- reads --------------------------------------------------------------------------------------

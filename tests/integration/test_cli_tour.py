@@ -1,0 +1,54 @@
+"""The CLI tour against running nodes: publish, browse, negotiate, list agreements."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+
+async def tds(node, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connector", *args, "--node", node.node.management_url, "--token", node.token,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_publish_browse_negotiate(nodes, tmp_path):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    data = tmp_path / "qi.csv"
+    data.write_text("part,defects\nA,0\n")
+    code, out = await tds(provider, "asset", "add", "qi-2026", "--title", "Quality inspection", "--file", str(data),
+                          "--data-class", "important", "--keyword", "quality")
+    assert code == 0, out
+    assert (await tds(provider, "policy", "add", "open"))[0] == 0
+    code, out = await tds(provider, "policy", "add", "rnd", "--purpose", "R&D", "--max-uses", "3", "--log-uses")
+    assert code == 0, out
+    code, out = await tds(provider, "offer", "add", "qi", "--access", "open", "--contract", "rnd", "--asset", "qi-2026")
+    assert code == 0 and "offer qi added" in out
+    code, out = await tds(consumer, "catalog", provider.public_url)
+    assert code == 0 and "dataset qi-2026  Quality inspection" in out and "odrl:purpose eq R&D" in out
+    offer_id = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("offer "))
+    code, out = await tds(consumer, "negotiate", provider.public_url, offer_id)
+    assert code == 0, out
+    assert ": FINALIZED" in out and "for qi-2026" in out
+    code, out = await tds(consumer, "agreements")
+    assert code == 0 and "consumer  qi-2026" in out
+    negotiation_id = (await consumer.client.negotiations())[0]["id"]
+    code, out = await tds(consumer, "negotiation", "show", negotiation_id)
+    assert code == 0 and "FINALIZED" in out and "ContractAgreementMessage" in out
+
+
+async def test_negotiate_unknown_offer_is_a_readable_error(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    code, out = await tds(consumer, "negotiate", provider.public_url, "nope:nothing")
+    assert code == 2 and out.startswith("error: ") and "Traceback" not in out
+
+
+async def test_bad_policy_file_names_the_field(nodes, tmp_path):
+    provider = await nodes.start("acme")
+    bad = tmp_path / "p.json"
+    bad.write_text('{"@type": "Set", "permission": [{"action": "use", "constraint": [{"operator": "eq"}]}]}')
+    code, out = await tds(provider, "policy", "add", "bad", "--file", str(bad))
+    assert code == 2 and "field $.policy" in out
