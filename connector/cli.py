@@ -197,7 +197,7 @@ def peers(data_dir: Path | None, node_url: str | None, token: str | None, as_jso
     if not rows:
         click.echo("no verified peers yet (try: tds peer verify URL)")
     for p in rows:
-        click.echo(f"{p['did']}  {p['legal_name']}  {p['region']}  verified {p['verified_at']}")
+        click.echo(f"{p['did']}  {p['legalName']}  {p['region']}  verified {p['verifiedAt']}")
 
 
 def _call(data_dir: Path | None, node_url: str | None, token: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:

@@ -110,7 +110,7 @@ async def run_demo(say: Callable[[str], None] = print, keep_running: bool = Fals
             for n in nodes:
                 known = await n.client.peers()
                 me = await n.client.participant()
-                names = ", ".join(p["legal_name"] for p in known)
+                names = ", ".join(p["legalName"] for p in known)
                 say(f"{me['legalName']} now knows {len(known)} verified peer(s): {names}")
                 if len(known) != 1:
                     raise DemoFailed(f"{me['name']} should know exactly one peer")

@@ -12,7 +12,7 @@ from aiohttp import web
 from connector.bootstrap import DB_FILE, keys_dir, participant_did
 from connector.config import Config, load_config
 from connector.errors import ConfigError
-from connector.http import dsp, management, public
+from connector.http import dsp, management, openapi, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
 from connector.http.netguard import OutboundPolicy
@@ -116,7 +116,18 @@ class Node:
                          management.token_middleware(self)],
             client_max_size=self.config.node.max_request_bytes,
         )
-        app.add_routes(management.routes(self))
+        table = management.routes(self)
+        app.add_routes([web.route(r.method, management.PREFIX + r.path, r.handler) for r in table])
+        spec = openapi.document(table)
+
+        async def openapi_json(_: web.Request) -> web.Response:
+            return web.json_response(spec)
+
+        async def docs(_: web.Request) -> web.Response:
+            return web.Response(text=openapi.DOCS_HTML, content_type="text/html")
+
+        app.add_routes([web.get(f"{management.PREFIX}/openapi.json", openapi_json),
+                        web.get(f"{management.PREFIX}/docs", docs)])
         return app
 
     async def start(self) -> None:

@@ -8,21 +8,32 @@ unknown fields, so a typo is a 400 naming the field.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from connector.errors import BadRequest, NotFound, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
+from connector.identity.credentials import Subject
 from connector.services.policy import PolicySyntaxError, check_policy
-from connector.store.records import Asset, ContractDefinition, PolicyRecord
+from connector.store.records import (
+    AgreementRecord,
+    Asset,
+    ContractDefinition,
+    NegotiationEvent,
+    NegotiationRecord,
+    PolicyRecord,
+)
+from connector.store.repository import Peer
 
 if TYPE_CHECKING:
     from connector.node import Node
     from connector.participant import ParticipantRuntime
 
 PREFIX = "/api/management/v1"
+#: The API's own description needs no token: it holds no data.
+PUBLIC_PATHS = frozenset({f"{PREFIX}/openapi.json", f"{PREFIX}/docs"})
 S = TypeVar("S", bound=msgspec.Struct)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,7 +108,7 @@ def decode_body(raw: bytes, kind: type[S]) -> S:
 def token_middleware(node: Node) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(PREFIX):
+        if request.path.startswith(PREFIX) and request.path not in PUBLIC_PATHS:
             token = await authenticate_token(node, request)
             request[TOKEN] = token
         return await handler(request)
@@ -105,7 +116,50 @@ def token_middleware(node: Node) -> Any:
     return middleware
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+class Route(NamedTuple):
+    """A management route and what the OpenAPI document says of it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str = ""
+    body: type[Any] | None = None
+    response: Any = None
+    status: int = 200
+    query: dict[str, str] = {}
+    example: dict[str, Any] | None = None
+
+
+class ParticipantOut(msgspec.Struct, frozen=True, rename="camel"):
+    name: str
+    did: str
+    legal_name: str
+    region: str
+    industry: str
+    dsp_endpoint: str
+    did_document: str | None
+    self_description: str
+    version_document: str
+    fingerprints: dict[str, str]
+    application: str
+
+
+class VerifyPeerOut(msgspec.Struct, frozen=True, rename="camel"):
+    verified: bool
+    dsp_endpoint: str
+    peer: Subject
+
+
+class PeersOut(msgspec.Struct, frozen=True):
+    peers: list[Peer]
+
+
+class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
+    history: list[NegotiationEvent] = []
+
+
+def routes(node: Node) -> list[Route]:
     def participant(request: web.Request) -> ParticipantRuntime:
         token = request[TOKEN]
         found = node.participant_by_id(token.participant_id) if token.participant_id else None
@@ -136,7 +190,7 @@ def routes(node: Node) -> list[web.RouteDef]:
 
     async def list_peers(request: web.Request) -> web.Response:
         peers = await node.repo.peers(participant(request).id)
-        return web.json_response({"peers": msgspec.to_builtins(peers)})
+        return web.json_response({"peers": [camel(p) for p in peers]})
 
     def now() -> str:
         from datetime import UTC, datetime
@@ -185,7 +239,9 @@ def routes(node: Node) -> list[web.RouteDef]:
         await node.contracts.add_entry(p.id, record)
         return web.json_response(camel(record), status=201)
 
-    def entry_routes(path: str, kind: type[Any], add: Any) -> list[web.RouteDef]:
+    def entry_routes(
+        path: str, noun: str, kind: type[Any], add: Any, body: type[Any], example: dict[str, Any]
+    ) -> list[Route]:
         async def list_all(request: web.Request) -> web.Response:
             rows = await node.contracts.entries(participant(request).id, kind)
             return web.json_response([camel(r) for r in rows])
@@ -193,19 +249,20 @@ def routes(node: Node) -> list[web.RouteDef]:
         async def get_one(request: web.Request) -> web.Response:
             found = await node.contracts.entry(participant(request).id, kind, request.match_info["id"])
             if found is None:
-                raise NotFound(f"no such {path[:-1]}")
+                raise NotFound(f"no such {noun}")
             return web.json_response(camel(found))
 
         async def delete_one(request: web.Request) -> web.Response:
             if not await node.contracts.delete_entry(participant(request).id, kind, request.match_info["id"]):
-                raise NotFound(f"no such {path[:-1]}")
+                raise NotFound(f"no such {noun}")
             return web.Response(status=204)
 
         return [
-            web.post(f"{PREFIX}/{path}", add),
-            web.get(f"{PREFIX}/{path}", list_all),
-            web.get(f"{PREFIX}/{path}/{{id}}", get_one),
-            web.delete(f"{PREFIX}/{path}/{{id}}", delete_one),
+            Route("POST", f"/{path}", add, f"Add a {noun}", tag=path, body=body, response=kind, status=201,
+                  example=example),
+            Route("GET", f"/{path}", list_all, f"List {path.replace('-', ' ')}", tag=path, response=list[kind]),
+            Route("GET", f"/{path}/{{id}}", get_one, f"One {noun}", tag=path, response=kind),
+            Route("DELETE", f"/{path}/{{id}}", delete_one, f"Delete a {noun}", tag=path, status=204),
         ]
 
     # a peer's catalog ----------------------------------------------------------------------------
@@ -287,21 +344,38 @@ def routes(node: Node) -> list[web.RouteDef]:
             raise NotFound("no such agreement")
         return web.json_response(camel(found))
 
+    R = Route
     return [
-        *entry_routes("assets", Asset, add_asset),
-        *entry_routes("policies", PolicyRecord, add_policy),
-        *entry_routes("contract-definitions", ContractDefinition, add_definition),
-        web.post(f"{PREFIX}/catalog/query", query_catalog),
-        web.post(f"{PREFIX}/negotiations", start_negotiation),
-        web.get(f"{PREFIX}/negotiations", list_negotiations),
-        web.get(f"{PREFIX}/negotiations/{{id}}", get_negotiation),
-        web.post(f"{PREFIX}/negotiations/{{id}}/terminate", terminate_negotiation),
-        web.post(f"{PREFIX}/negotiations/{{id}}/accept", accept_negotiation),
-        web.get(f"{PREFIX}/agreements", list_agreements),
-        web.get(f"{PREFIX}/agreements/{{id}}", get_agreement),
-        web.get(f"{PREFIX}/participant", get_participant),
-        web.post(f"{PREFIX}/peers/verify", verify_peer),
-        web.get(f"{PREFIX}/peers", list_peers),
+        R("GET", "/participant", get_participant, "The token's participant: DID, endpoints, key fingerprints",
+          tag="participant", response=ParticipantOut),
+        R("POST", "/peers/verify", verify_peer, "Handshake with a peer and verify its signed self-description",
+          tag="peers", body=VerifyPeerRequest, response=VerifyPeerOut,
+          example={"peer": "https://tds.partner.example"}),
+        R("GET", "/peers", list_peers, "Peers this participant has verified", tag="peers", response=PeersOut),
+        *entry_routes("assets", "asset", Asset, add_asset, AssetIn,
+                      {"id": "qi-2026", "title": "Quality inspection 2026", "dataClass": "important"}),
+        *entry_routes("policies", "policy", PolicyRecord, add_policy, PolicyIn,
+                      {"id": "rnd", "policy": {"@type": "Set", "permission": [{"action": "use"}]}}),
+        *entry_routes("contract-definitions", "contract definition", ContractDefinition, add_definition,
+                      ContractDefinitionIn,
+                      {"id": "qi", "accessPolicyId": "members", "contractPolicyId": "rnd", "assets": ["qi-2026"]}),
+        R("POST", "/catalog/query", query_catalog, "A peer's catalog as this participant sees it (all pages)",
+          tag="catalog", body=CatalogQuery, example={"peer": "https://tds.partner.example"}),
+        R("POST", "/negotiations", start_negotiation, "Start a negotiation for a peer's offer (consumer)",
+          tag="negotiations", body=NegotiationStart, response=NegotiationRecord, status=201,
+          example={"peer": "https://tds.partner.example", "offerId": "qi:qi-2026:7c0363c0625f"}),
+        R("GET", "/negotiations", list_negotiations, "Negotiations, newest first", tag="negotiations",
+          response=list[NegotiationRecord], query={"state": "comma-separated states", "limit": "1-1000"}),
+        R("GET", "/negotiations/{id}", get_negotiation, "One negotiation with its history", tag="negotiations",
+          response=NegotiationOut, query={"wait": "seconds to wait for a final state (0-120)"}),
+        R("POST", "/negotiations/{id}/terminate", terminate_negotiation, "Terminate, telling the peer why",
+          tag="negotiations", body=TerminateIn, response=NegotiationRecord,
+          example={"reason": "budget withdrawn"}),
+        R("POST", "/negotiations/{id}/accept", accept_negotiation, "Accept the provider's offer (consumer)",
+          tag="negotiations", response=NegotiationRecord),
+        R("GET", "/agreements", list_agreements, "Finalized agreements", tag="agreements",
+          response=list[AgreementRecord]),
+        R("GET", "/agreements/{id}", get_agreement, "One agreement", tag="agreements", response=AgreementRecord),
     ]
 
 

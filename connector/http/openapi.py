@@ -1,0 +1,170 @@
+"""The management API's OpenAPI 3.1 document, derived from the route table and the msgspec structs.
+
+Nothing here is written by hand that the code already says: paths and methods come from
+``connector.http.management.routes``, request and response schemas from the structs the handlers
+decode and encode (so the document cannot drift from the code). Stored records are shown as the API
+returns them: camelCase properties, without the owning participant's id.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from connector.http.management import PREFIX, Route
+from connector.store.records import (
+    AgreementRecord,
+    Asset,
+    ContractDefinition,
+    NegotiationEvent,
+    NegotiationRecord,
+    PolicyRecord,
+)
+from connector.store.repository import Peer
+
+REF = "#/components/schemas/{name}"
+CAMELISED = {t.__name__ for t in (Asset, PolicyRecord, ContractDefinition, NegotiationRecord, NegotiationEvent,
+                                  AgreementRecord, Peer)} | {"NegotiationOut"}
+ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "error code"},
+        "message": {"type": "string"},
+        "path": {"type": "string", "description": "JSON path of the offending field"},
+    },
+    "required": ["error", "message"],
+}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _camelise(schema: dict[str, Any]) -> dict[str, Any]:
+    props = {_camel(k): v for k, v in schema.get("properties", {}).items() if k != "participant_id"}
+    required = [_camel(r) for r in schema.get("required", []) if r != "participant_id"]
+    out = {**schema, "properties": props}
+    if required:
+        out["required"] = required
+    else:
+        out.pop("required", None)
+    return out
+
+
+def document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, Any]:
+    types: list[Any] = []
+    for route in routes:
+        for kind in (route.body, route.response):
+            if kind is not None and kind not in types:
+                types.append(kind)
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    by_type = dict(zip(types, schemas, strict=True))
+    components = {name: (_camelise(s) if name in CAMELISED else s) for name, s in components.items()}
+    components["Error"] = ERROR
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        op: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": _operation_id(route),
+            "tags": [route.tag] if route.tag else [],
+            "security": [{"bearer": []}],
+            "responses": _responses(route, by_type),
+        }
+        params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in re.findall(r"{(\w+)}", route.path)]
+        params += [{"name": name, "in": "query", "required": False, "description": text,
+                    "schema": {"type": "string"}} for name, text in route.query.items()]
+        if params:
+            op["parameters"] = params
+        if route.body is not None:
+            content: dict[str, Any] = {"schema": by_type[route.body]}
+            if route.example is not None:
+                content["example"] = route.example
+            op["requestBody"] = {"required": True, "content": {"application/json": content}}
+        paths.setdefault(PREFIX + route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "TDS Connector management API",
+            "version": version,
+            "description": "Operators and applications manage one participant per token. Errors are JSON "
+                           "objects naming the offending field.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _operation_id(route: Route) -> str:
+    words = re.sub(r"[{}]", "", route.path).strip("/").replace("-", "/").split("/")
+    return route.method.lower() + "".join(w.title() for w in words if w)
+
+
+def _responses(route: Route, by_type: dict[Any, Any]) -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+    out: dict[str, Any] = {}
+    if route.status == 204:
+        out["204"] = {"description": "done"}
+    else:
+        body: dict[str, Any] = {"description": "OK"}
+        if route.response is not None:
+            body["content"] = {"application/json": {"schema": by_type[route.response]}}
+        else:
+            body["content"] = {"application/json": {"schema": {"type": "object"}}}
+        out[str(route.status)] = body
+    out["400"] = {"description": "invalid request (names the field)", **error}
+    out["401"] = {"description": "missing, unknown or revoked token", **error}
+    if "{" in route.path:
+        out["404"] = {"description": "not found, or not this participant's", **error}
+    if route.body is not None and route.status == 201:
+        out["409"] = {"description": "already exists", **error}
+    if route.path.startswith(("/peers", "/catalog", "/negotiations")) and route.method == "POST":
+        out["502"] = {"description": "the peer could not be reached or answered badly", **error}
+    return out
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>TDS Connector management API</title>
+<style>
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
+h1{font-size:1.4em} h2{font-size:1.1em;margin-top:2em;border-bottom:1px solid #ddd}
+.op{margin:.6em 0;padding:.5em .8em;border:1px solid #e3e3e3;border-radius:6px}
+.m{display:inline-block;min-width:4.5em;font-weight:600} code,pre{background:#f6f6f6;border-radius:4px}
+pre{padding:.6em;overflow:auto;font-size:12px} details summary{cursor:pointer;color:#555}
+</style></head><body>
+<h1>TDS Connector management API</h1>
+<p>Every route needs <code>Authorization: Bearer TOKEN</code>. The machine-readable document is
+<a href="openapi.json">openapi.json</a>.</p>
+<div id="ops">Loading…</div>
+<script>
+fetch("openapi.json").then(r => r.json()).then(doc => {
+  const byTag = {};
+  for (const [path, ops] of Object.entries(doc.paths))
+    for (const [method, op] of Object.entries(ops))
+      (byTag[(op.tags || ["other"])[0]] ||= []).push([method, path, op]);
+  const esc = s => String(s).replace(/[&<>]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;"}[c]));
+  const out = [];
+  for (const [tag, ops] of Object.entries(byTag)) {
+    out.push(`<h2>${esc(tag)}</h2>`);
+    for (const [method, path, op] of ops) {
+      const body = op.requestBody ? op.requestBody.content["application/json"] : null;
+      out.push(`<div class="op"><span class="m">${method.toUpperCase()}</span><code>${esc(path)}</code>
+        <div>${esc(op.summary)}</div>` +
+        (body ? `<details><summary>request body</summary>` +
+          `<pre>${esc(JSON.stringify(body.schema, null, 2))}</pre>` +
+          (body.example ? `<pre>${esc(JSON.stringify(body.example, null, 2))}</pre>` : "") + `</details>` : "") +
+        `<details><summary>responses</summary>` +
+        `<pre>${esc(JSON.stringify(op.responses, null, 2))}</pre></details></div>`);
+    }
+  }
+  out.push(`<h2>schemas</h2><pre>${esc(JSON.stringify(doc.components.schemas, null, 2))}</pre>`);
+  document.getElementById("ops").innerHTML = out.join("");
+});
+</script></body></html>
+"""
