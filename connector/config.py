@@ -35,6 +35,10 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     outbound_timeout_s: float = 10.0
     outbound_max_redirects: int = 3
     outbound_max_response_bytes: int = 4 * 1024 * 1024
+    # Negotiations: how long a message is retried before the negotiation is terminated, and how long the
+    # node waits for the peer's (or its operator's) next move.
+    delivery_timeout_s: float = 60.0
+    negotiation_timeout_s: float = 300.0
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

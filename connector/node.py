@@ -138,6 +138,7 @@ class Node:
         self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port)
         self.management_port = await self._serve(self.management_app(), cfg.management_host, cfg.management_port)
         self.started_at = time.time()
+        await self.negotiations.resume()
         log.info(
             "node started",
             public=f"http://{cfg.host}:{self.public_port}", public_url=self.config.public_url,

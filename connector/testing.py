@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from connector.bootstrap import init_node
 from connector.client import ManagementClient
+from connector.config import CONFIG_FILE, render_config
 from connector.node import Node
 
 
@@ -78,13 +81,19 @@ class NodeFactory:
             self.invalid.append(f"{where}: {message.get('@type')}: {str(exc).splitlines()[0]}")
 
     async def start(self, name: str, *, dev_mode: bool = True, region: str = "CN-GD", legal_name: str | None = None,
-                    trusted_networks: tuple[str, ...] = (), did_method: str = "web") -> RunningNode:
+                    trusted_networks: tuple[str, ...] = (), did_method: str = "web",
+                    **node_settings: Any) -> RunningNode:
+        """Init and start a node; *node_settings* override ``[node]`` config fields (written to its file)."""
         port = free_port()
         data_dir = self.root / name
         result = init_node(data_dir, name=name, legal_name=legal_name or f"{name.title()} Co.", port=port,
                            management_port=free_port(), region=region, dev_mode=dev_mode,
                            trusted_networks=trusted_networks, did_method=did_method)
-        node = Node(data_dir, result.config)
+        config = result.config
+        if node_settings:
+            config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings))
+            (data_dir / CONFIG_FILE).write_text(render_config(config))
+        node = Node(data_dir, config)
         self._watch(node)
         await node.start()
         running = RunningNode(node, ManagementClient(node.management_url, result.token), result.token, data_dir)

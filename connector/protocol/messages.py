@@ -71,12 +71,17 @@ class ContractOfferMessage(Message, frozen=True, kw_only=True):
     callbackAddress: str | None = None
 
 
+PROOF = "https://w3id.org/tds/v1#proof"
+
+
 class ContractAgreementMessage(Message, frozen=True, kw_only=True):
     type: Literal["ContractAgreementMessage"] = msgspec.field(name="@type", default="ContractAgreementMessage")
     providerPid: str
     consumerPid: str
     agreement: dict[str, Any]
     callbackAddress: str | None = None
+    #: The provider's eddsa-jcs-2022 proof over ``agreement`` (project extension; see protocol.agreements).
+    proof: dict[str, Any] | None = msgspec.field(name=PROOF, default=None)
 
 
 class ContractAgreementVerificationMessage(Message, frozen=True, kw_only=True):
@@ -85,6 +90,8 @@ class ContractAgreementVerificationMessage(Message, frozen=True, kw_only=True):
     )
     providerPid: str
     consumerPid: str
+    #: The consumer's eddsa-jcs-2022 proof over the agreement it verifies (project extension).
+    proof: dict[str, Any] | None = msgspec.field(name=PROOF, default=None)
 
 
 class ContractNegotiationEventMessage(Message, frozen=True, kw_only=True):

@@ -1,8 +1,19 @@
 """Contract negotiation, both roles: the shell around ``connector.protocol.negotiation``.
 
-Every step is: check the move against the state table → commit the new state (and its history event)
-→ then send the message that follows from it. Nothing polls: a committed state schedules the node's next
-move at once (``_react``), so a negotiation between two nodes runs as fast as the messages travel.
+Every step is: check the move against the state table → commit the new state, its history event and the
+message that follows from it (the *pending* message) in one transaction → then deliver the message.
+Nothing polls: a committed state schedules the node's next move at once (``_react``); a timer wakes only
+when a retry or a deadline is due.
+
+Crash safety and silent peers:
+- a pending message is retried with exponential backoff and jitter until the peer acknowledges it or
+  ``delivery_timeout_s`` passes, which terminates the negotiation with a reason naming the step and the
+  peer; a restarted node re-delivers what was pending and takes the moves that were its own;
+- a peer that acknowledges but never sends its next message: after ``negotiation_timeout_s`` without
+  progress the negotiation is terminated with a reason naming what was awaited from whom;
+- re-delivered messages are answered without being handled twice: an opening message by the same peer
+  with the same pid returns the existing negotiation; a repeat of the last message received is
+  acknowledged as it was.
 
 Decisions the node takes on its own:
 - as provider, on a request: the offer must exist and be visible to the requester (its access policy
@@ -12,24 +23,36 @@ Decisions the node takes on its own:
 - as consumer: a counter-offer with the terms we asked for is accepted; an agreement must state the
   offered terms, name us as assignee and the provider as assigner, or it is refused; a valid agreement
   is verified at once.
-A delivery that fails terminates the negotiation with a reason that names the step and the peer.
+
+Agreements are signed by both parties (``connector.protocol.agreements``): the provider's proof travels
+with the agreement, the consumer's with its verification; both nodes keep both, with the DID documents
+they were checked against.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, TdsError
+import msgspec
+import rfc8785
+
+from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, TdsError, Unauthorized
+from connector.faults import crash_point
 from connector.http.netguard import check_url
 from connector.logging import get_logger
-from connector.protocol import contracts
+from connector.protocol import agreements, contracts
 from connector.protocol import messages as m
 from connector.protocol.errors import InvalidTransition, MessageError
-from connector.protocol.negotiation import TERMINAL, Kind, Role, State
+from connector.protocol.negotiation import SENDER, TERMINAL, TRANSITIONS, Kind, Role, State
 from connector.protocol.negotiation import receive as table_receive
 from connector.protocol.negotiation import send as table_send
 from connector.services.catalog import visible_offers
@@ -41,7 +64,7 @@ if TYPE_CHECKING:
 
 log = get_logger(component="negotiation")
 
-#: Where each message goes, relative to the receiver's DSP base (provider) or callback (consumer).
+#: Where each message goes, relative to the provider's DSP base or the consumer's callback address.
 PATHS: dict[Kind, str] = {
     Kind.REQUEST: "request",
     Kind.OFFER: "offers",
@@ -51,8 +74,16 @@ PATHS: dict[Kind, str] = {
     Kind.FINALIZED: "events",
     Kind.TERMINATION: "termination",
 }
+STEPS: dict[str, Kind] = {
+    "offer": Kind.OFFER, "agree": Kind.AGREEMENT, "finalize": Kind.FINALIZED, "accept": Kind.ACCEPTED,
+    "verify": Kind.VERIFICATION, "counter-request": Kind.REQUEST, "terminate": Kind.TERMINATION,
+}
+RETRY_BASE_S = 0.2
+RETRY_MAX_S = 10.0
+OPENING = "opening"
 
 Script = Callable[[NegotiationRecord], "str | None"]
+Key = tuple[str, str]
 
 
 def now_text() -> str:
@@ -61,6 +92,20 @@ def now_text() -> str:
 
 def new_pid() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with ±20 % jitter: 0.2 s, 0.4 s, 0.8 s … capped at 10 s."""
+    delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempt - 1))
+    return float(delay * random.uniform(0.8, 1.2))
+
+
+def digest(kind: Kind, body: Any) -> str:
+    try:
+        canonical = bytes(rfc8785.dumps(body))
+    except (TypeError, ValueError, rfc8785.CanonicalizationError):
+        canonical = json.dumps(body, sort_keys=True, default=str).encode()
+    return f"{kind.name}:{hashlib.sha256(canonical).hexdigest()}"
 
 
 class NegotiationError(InvalidTransition):
@@ -79,19 +124,30 @@ class NegotiationError(InvalidTransition):
 class NegotiationService:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._waiters: dict[tuple[str, str], list[asyncio.Future[NegotiationRecord]]] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._waiters: dict[Key, list[asyncio.Future[NegotiationRecord]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._due: dict[Key, float] = {}
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
         #: Conformance mode: a script that names the next step for a negotiation ("offer", "agree",
         #: "terminate", "accept", "counter-request", "verify", "finalize", "wait"), or None for the default.
         self.script: Script | None = None
 
+    @property
+    def delivery_timeout(self) -> float:
+        return self.node.config.node.delivery_timeout_s
+
+    @property
+    def negotiation_timeout(self) -> float:
+        return self.node.config.node.negotiation_timeout_s
+
     # -- plumbing ------------------------------------------------------------------------------------
 
-    def _lock(self, record_key: tuple[str, str]) -> asyncio.Lock:
-        lock = self._locks.get(record_key)
+    def _lock(self, key: Key) -> asyncio.Lock:
+        lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[record_key] = asyncio.Lock()
+            lock = self._locks[key] = asyncio.Lock()
         return lock
 
     def _spawn(self, coro: Any) -> None:
@@ -99,12 +155,31 @@ class NegotiationService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def resume(self) -> int:
+        """After a (re)start: re-deliver pending messages, take our own moves, re-arm deadlines."""
+        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        records = await self.node.contracts.all_active_negotiations()
+        for record in records:
+            participant = self.node.participant_by_id(record.participant_id)
+            if participant is None:
+                continue
+            self._schedule(record)
+            if record.pending is None:
+                self._spawn(self._react(participant, record))
+        if records:
+            log.info("negotiations resumed", count=len(records))
+        return len(records)
+
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *([self._timer] if self._timer else []), return_exceptions=True)
+        self._timer = None
 
     def _notify(self, record: NegotiationRecord) -> None:
+        self._schedule(record)
         if State(record.state) not in TERMINAL:
             return
         for future in self._waiters.pop((record.participant_id, record.id), []):
@@ -115,6 +190,10 @@ class NegotiationService:
         self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "",
         agreement: AgreementRecord | None = None,
     ) -> NegotiationRecord:
+        if new.pending is None and State(new.state) not in TERMINAL:
+            new = _replace(new, expires_at=time.time() + self.negotiation_timeout)
+        elif State(new.state) in TERMINAL:
+            new = _replace(new, expires_at=None)
         new = _replace(new, updated_at=now_text())
         if not await self.node.contracts.update_negotiation(
             new, expected_state=old.state, event=event, detail=detail, agreement=agreement
@@ -146,6 +225,63 @@ class NegotiationService:
             if not waiters:
                 self._waiters.pop(key, None)
 
+    # -- the timer: retries and deadlines ------------------------------------------------------------
+
+    def _schedule(self, record: NegotiationRecord) -> None:
+        key = (record.participant_id, record.id)
+        due = record.next_attempt_at if record.pending is not None else record.expires_at
+        if due is None:
+            self._due.pop(key, None)
+        else:
+            self._due[key] = due
+        self._wake.set()
+
+    async def _run_timer(self) -> None:
+        while True:
+            now = time.time()
+            for key in [k for k, due in self._due.items() if due <= now]:
+                del self._due[key]
+                self._spawn(self._on_due(key))
+            self._wake.clear()
+            timeout = max(0.0, min(self._due.values()) - now) if self._due else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _on_due(self, key: Key) -> None:
+        participant = self.node.participant_by_id(key[0])
+        if participant is None:
+            return
+        try:
+            async with self._lock(key):
+                record = await self.node.contracts.negotiation(*key)
+                if record is None:
+                    return
+                now = time.time()
+                if record.pending is not None:
+                    if (record.next_attempt_at or 0) <= now:
+                        await self._deliver(participant, record)
+                    else:
+                        self._schedule(record)
+                    return
+                if State(record.state) in TERMINAL or record.expires_at is None:
+                    return
+                if record.expires_at > now:
+                    self._schedule(record)
+                    return
+                await self._send(participant, record, Kind.TERMINATION, self._timeout_reason(record))
+        except Exception:
+            log.exception("negotiation timer step failed", id=key[1])
+
+    def _timeout_reason(self, record: NegotiationRecord) -> str:
+        role = Role(record.role)
+        state = State(record.state)
+        theirs = [k.value for k in TRANSITIONS[state] if SENDER[k] is role.other]
+        ours = self._default_step(record) is not None or self.script is not None
+        awaited = f"{', '.join(theirs)} from {record.counterparty_did}" if theirs else "a decision"
+        who = "" if not ours else " (or a decision of this node's operator)"
+        return (f"no progress for {self.negotiation_timeout:.0f} s in state {state.value}: waiting for "
+                f"{awaited}{who}")
+
     # -- consumer: starting a negotiation ------------------------------------------------------------
 
     async def start(self, participant: ParticipantRuntime, peer: str, offer_id: str) -> NegotiationRecord:
@@ -168,31 +304,25 @@ class NegotiationService:
         self, participant: ParticipantRuntime, dsp: str, provider_did: str, offer: dict[str, Any], offer_id: str,
         asset_id: str,
     ) -> NegotiationRecord:
-        """Open a negotiation as consumer: commit REQUESTED, then send the initial ContractRequestMessage."""
+        """Open a negotiation as consumer: commit REQUESTED with the opening request, then deliver it."""
         pid = new_pid()
         requested = contracts.message_offer(offer, offer_id, asset_id)
+        message = m.ContractRequestMessage(consumerPid=pid, offer=requested, callbackAddress=participant.dsp_base)
+        now = time.time()
         record = NegotiationRecord(
             participant_id=participant.id, id=pid, role=Role.CONSUMER.value,
             state=table_send(None, Kind.REQUEST, Role.CONSUMER).value, counterparty_did=provider_did,
-            consumer_pid=pid, counterparty_address=dsp, asset_id=asset_id, offer_id=offer_id,
-            offer=requested, requested=requested, created_at=now_text(), updated_at=now_text(),
+            consumer_pid=pid, counterparty_address=dsp.rstrip("/"), asset_id=asset_id, offer_id=offer_id,
+            offer=requested, requested=requested,
+            pending={"kind": Kind.REQUEST.name, "url": f"{dsp.rstrip('/')}/negotiations/request",
+                     "body": m.encode(message), OPENING: True},
+            next_attempt_at=now, deliver_by=now + self.delivery_timeout,
+            created_at=now_text(), updated_at=now_text(),
         )
-        await self.node.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (initial)")
-        message = m.ContractRequestMessage(consumerPid=pid, offer=requested, callbackAddress=participant.dsp_base)
-        try:
-            response = await self.node.client.request(
-                "POST", f"{dsp}/negotiations/request", json_body=m.encode(message), signer=participant.signer
-            )
-            if response.status != 201:
-                raise PeerError(f"answered {response.status}: {_peer_reason(response.body)}")
-            ack = m.decode(response.json(), m.ContractNegotiation)
-        except (PeerError, MessageError) as exc:
+        await self.node.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (opening)")
+        async with self._lock((participant.id, pid)):
             current = await self.node.contracts.negotiation(participant.id, pid) or record
-            await self._terminate_locally(
-                current, f"the contract request could not be delivered to {dsp}: {exc.message}"
-            )
-            return await self.node.contracts.negotiation(participant.id, pid) or record
-        await self.node.contracts.set_provider_pid(participant.id, pid, ack.providerPid)
+            await self._deliver(participant, current)
         return await self.node.contracts.negotiation(participant.id, pid) or record
 
     async def _find_offer(
@@ -232,6 +362,19 @@ class NegotiationService:
         """A new negotiation: a consumer's first request (we are provider) or a provider's first offer."""
         role = Role.PROVIDER if kind is Kind.REQUEST else Role.CONSUMER
         state = table_receive(None, kind, role.other)
+        if role is Role.PROVIDER:
+            assert isinstance(message, m.ContractRequestMessage)
+            existing = await self.node.contracts.negotiation_by_pid(
+                participant.id, role.value, caller, consumer_pid=message.consumerPid)
+        else:
+            assert isinstance(message, m.ContractOfferMessage)
+            existing = await self.node.contracts.negotiation_by_pid(
+                participant.id, role.value, caller, provider_pid=message.providerPid)
+        if existing is not None:
+            # A re-delivered opening (our answer was lost): answer with the negotiation it opened.
+            await self.node.contracts.add_event(participant.id, existing.id, now_text(), "duplicate",
+                                                f"{kind.value} (opening) received again; answered as before")
+            return existing
         callback = getattr(message, "callbackAddress", None)
         if not callback:
             raise MessageError("callbackAddress is required in the initial message", path="callbackAddress")
@@ -241,8 +384,7 @@ class NegotiationService:
             raise MessageError(f"callbackAddress refused: {exc.message}", path="callbackAddress") from exc
         offer = contracts.read_policy(getattr(message, "offer", None), "offer")
         pid = new_pid()
-        if role is Role.PROVIDER:
-            assert isinstance(message, m.ContractRequestMessage)
+        if isinstance(message, m.ContractRequestMessage):
             provider_pid, consumer_pid = pid, message.consumerPid
         else:
             assert isinstance(message, m.ContractOfferMessage)
@@ -253,11 +395,14 @@ class NegotiationService:
             participant_id=participant.id, id=pid, role=role.value, state=state.value, counterparty_did=caller,
             provider_pid=provider_pid, consumer_pid=consumer_pid, counterparty_address=callback.rstrip("/"),
             asset_id=target, offer_id=offer_id, offer=offer, requested=offer if role is Role.PROVIDER else {},
+            expires_at=time.time() + self.negotiation_timeout, last_in=digest(kind, m.encode(message)),
             created_at=now_text(), updated_at=now_text(),
         )
-        await self.node.contracts.create_negotiation(record, "message-in", f"{kind.value} (initial) from {caller}")
+        await self.node.contracts.create_negotiation(record, "message-in", f"{kind.value} (opening) from {caller}")
+        crash_point("provider-after-storing-request" if role is Role.PROVIDER else "consumer-after-storing-offer")
         log.info("negotiation opened", participant=participant.name, id=pid, role=role.value, peer=caller,
                  offer=offer_id)
+        self._schedule(record)
         self._spawn(self._react(participant, record))
         return record
 
@@ -275,30 +420,52 @@ class NegotiationService:
                 raise NegotiationError("providerPid does not match the negotiation", record)
             if role is Role.CONSUMER and message.consumerPid != record.id:
                 raise NegotiationError("consumerPid does not match the negotiation", record)
+            if role is Role.PROVIDER and record.consumer_pid != message.consumerPid:
+                raise NegotiationError("consumerPid does not match the negotiation", record)
+            received = digest(kind, m.encode(message))
+            if received == record.last_in:
+                await self.node.contracts.add_event(participant.id, record.id, now_text(), "duplicate",
+                                                    f"{kind.value} received again; answered as before")
+                return record
             try:
                 next_state = table_receive(State(record.state), kind, role.other)
             except InvalidTransition as exc:
                 await self.node.contracts.add_event(participant.id, record.id, now_text(), "error",
                                                     f"refused {kind.value}: {exc.message}")
                 raise NegotiationError(exc.message, record) from exc
-            updated = _replace(record, state=next_state.value)
+            updated = _replace(record, state=next_state.value, last_in=received)
             if role is Role.CONSUMER and not record.provider_pid:
                 updated = _replace(updated, provider_pid=message.providerPid)
-            if role is Role.PROVIDER and record.consumer_pid != message.consumerPid:
-                raise NegotiationError("consumerPid does not match the negotiation", record)
             agreement_row: AgreementRecord | None = None
+            detail = f"{kind.value} from {caller}"
             if kind in (Kind.OFFER, Kind.REQUEST):
                 updated = _replace(updated, offer=contracts.read_policy(message.offer, "offer"))
             elif kind is Kind.AGREEMENT:
                 agreement = self._check_agreement(participant, record, message.agreement)
                 updated = _replace(updated, agreement=agreement)
-                agreement_row = _agreement_row(updated, State.AGREED)
+                provider_proof, documents = await self._check_proof(
+                    record, agreement, message.proof, record.counterparty_did)
+                own = self._sign(participant, agreement)
+                documents[participant.did] = participant.did_document()
+                agreement_row = _agreement_row(updated, State.AGREED, provider_proof=provider_proof,
+                                               consumer_proof=own, did_documents=documents)
+                detail += " (signed by the provider)" if provider_proof else " (no provider proof: single-signed)"
+            elif kind is Kind.VERIFICATION:
+                current = await self.node.contracts.agreement(participant.id, _agreement_id(record))
+                if current is not None and record.agreement is not None:
+                    consumer_proof, documents = await self._check_proof(
+                        record, record.agreement, message.proof, record.counterparty_did)
+                    agreement_row = msgspec.structs.replace(
+                        current, state=State.VERIFIED.value, consumer_proof=consumer_proof,
+                        did_documents={**current.did_documents, **documents})
+                    detail += " (signed by the consumer)" if consumer_proof else " (no consumer proof)"
             elif kind is Kind.FINALIZED and record.agreement is not None:
-                agreement_row = _agreement_row(updated, State.FINALIZED)
+                agreement_row = await self._agreement_in_state(participant, record, State.FINALIZED)
             elif kind is Kind.TERMINATION:
                 updated = _replace(updated, reason=_termination_reason(message, "the peer"))
-            updated = await self._commit(record, updated, "message-in", f"{kind.value} from {caller}",
-                                         agreement=agreement_row)
+            updated = await self._commit(record, updated, "message-in", detail, agreement=agreement_row)
+            if kind is Kind.VERIFICATION:
+                crash_point("provider-after-receiving-verification")
         self._spawn(self._react(participant, updated))
         return updated
 
@@ -321,10 +488,39 @@ class NegotiationService:
             raise NegotiationError("the agreement's terms differ from the offer", record)
         if record.asset_id and agreement["target"] != record.asset_id:
             raise NegotiationError(f"the agreement is for {agreement['target']}, not {record.asset_id}", record)
-        if agreement["assignee"] != participant.did and not self.node.conformance_caller(record.counterparty_did):
+        conformance = self.node.conformance_caller(record.counterparty_did)
+        if agreement["assignee"] != participant.did and not conformance:
             raise NegotiationError(f"the agreement's assignee is {agreement['assignee']}, not {participant.did}",
                                    record)
+        if agreement["assigner"] != record.counterparty_did and not conformance:
+            raise NegotiationError(
+                f"the agreement's assigner is {agreement['assigner']}, not {record.counterparty_did}", record)
         return agreement
+
+    async def _check_proof(
+        self, record: NegotiationRecord, agreement: dict[str, Any], proof: Any, party: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """Verify a peer's proof over *agreement* (absent: single-signed). Returns it and the DID document."""
+        if proof is None:
+            return None, {}
+        try:
+            did = agreements.signer_did(proof)
+            document = await self.node.resolver.resolve(did)
+            agreements.verify(agreement, proof, document, party=party)
+        except (agreements.AgreementProofError, TdsError, ValueError) as exc:
+            raise NegotiationError(f"the agreement proof does not verify: {exc}", record) from exc
+        return proof, {party: document}
+
+    def _sign(self, participant: ParticipantRuntime, agreement: dict[str, Any]) -> dict[str, Any]:
+        return agreements.sign(agreement, participant.keys.signing, key_id=participant.key_id, created=now_text())
+
+    async def _agreement_in_state(
+        self, participant: ParticipantRuntime, record: NegotiationRecord, state: State
+    ) -> AgreementRecord:
+        current = await self.node.contracts.agreement(participant.id, _agreement_id(record))
+        if current is None:
+            return _agreement_row(record, state)
+        return msgspec.structs.replace(current, state=state.value)
 
     # -- our own moves -------------------------------------------------------------------------------
 
@@ -354,17 +550,13 @@ class NegotiationService:
         key = (participant.id, negotiation_id)
         async with self._lock(key):
             record = await self.node.contracts.negotiation(participant.id, negotiation_id)
-            if record is None or State(record.state) in TERMINAL:
+            if record is None or State(record.state) in TERMINAL or record.pending is not None:
                 return
             if step == "decide":
                 step, reason, counter = await self._provider_decision(participant, record)
                 if counter is not None:
                     record = _replace(record, offer=counter)
-            kind = {
-                "offer": Kind.OFFER, "agree": Kind.AGREEMENT, "finalize": Kind.FINALIZED, "accept": Kind.ACCEPTED,
-                "verify": Kind.VERIFICATION, "counter-request": Kind.REQUEST, "terminate": Kind.TERMINATION,
-            }[step]
-            await self._send(participant, record, kind, reason)
+            await self._send(participant, record, STEPS[step], reason)
 
     async def _provider_decision(
         self, participant: ParticipantRuntime, record: NegotiationRecord
@@ -399,59 +591,96 @@ class NegotiationService:
 
     async def _send(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind,
                     reason: str = "") -> NegotiationRecord:
+        """Commit our move with its message pending, then deliver it. Call with the negotiation's lock."""
         role = Role(record.role)
-        try:
-            next_state = table_send(State(record.state), kind, role)
-        except TdsError as exc:
-            log.warning("local protocol error", id=record.id, error=exc.message)
-            raise
+        next_state = table_send(State(record.state), kind, role)
         updated = _replace(record, state=next_state.value)
         agreement_row: AgreementRecord | None = None
+        proof: dict[str, Any] | None = None
         if kind is Kind.AGREEMENT:
             agreement = contracts.agreement(
                 record.offer, agreement_id=new_pid(), target=record.asset_id, assigner=participant.did,
                 assignee=record.counterparty_did, timestamp=now_text(),
             )
+            proof = self._sign(participant, agreement)
             updated = _replace(updated, agreement=agreement)
-            agreement_row = _agreement_row(updated, State.AGREED)
+            agreement_row = _agreement_row(updated, State.AGREED, provider_proof=proof,
+                                           did_documents={participant.did: participant.did_document()})
+        elif kind is Kind.VERIFICATION and record.agreement is not None:
+            current = await self.node.contracts.agreement(participant.id, _agreement_id(record))
+            proof = current.consumer_proof if current is not None else self._sign(participant, record.agreement)
+            agreement_row = await self._agreement_in_state(participant, updated, State.VERIFIED)
         elif kind is Kind.FINALIZED and record.agreement is not None:
-            agreement_row = _agreement_row(updated, State.FINALIZED)
+            agreement_row = await self._agreement_in_state(participant, updated, State.FINALIZED)
         elif kind is Kind.TERMINATION:
             updated = _replace(updated, reason=reason or "terminated by the operator")
-        message = self._message(participant, updated, kind, reason)
-        updated = await self._commit(record, updated, "message-out", f"{kind.value}" + (f": {reason}" if reason
-                                     else ""), agreement=agreement_row)
-        url = self._url(updated, kind)
+        message = self._message(updated, kind, reason, proof)
+        now = time.time()
+        updated = _replace(updated, pending={"kind": kind.name, "url": self._url(updated, kind),
+                                             "body": m.encode(message)},
+                           attempts=0, next_attempt_at=now, deliver_by=now + self.delivery_timeout)
+        updated = await self._commit(record, updated, "message-out",
+                                     kind.value + (f": {reason}" if reason else ""), agreement=agreement_row)
+        return await self._deliver(participant, updated)
+
+    async def _deliver(self, participant: ParticipantRuntime, record: NegotiationRecord) -> NegotiationRecord:
+        """One delivery attempt of the pending message; on failure, schedule a retry or give up."""
+        pending = record.pending
+        assert pending is not None
+        kind = Kind[pending["kind"]]
+        url = str(pending["url"])
+        error: str | None = None
+        ack: m.ContractNegotiation | None = None
         try:
-            response = await self.node.client.request("POST", url, json_body=m.encode(message),
+            response = await self.node.client.request("POST", url, json_body=pending["body"],
                                                       signer=participant.signer)
             if response.status >= 300:
-                raise PeerError(f"answered {response.status}: {_peer_reason(response.body)}")
-        except PeerError as exc:
-            step = kind.value
-            await self.node.contracts.add_event(participant.id, updated.id, now_text(), "error",
-                                                f"{step} to {url}: {exc.message}")
+                error = f"answered {response.status}: {_peer_reason(response.body)}"
+                if 400 <= response.status < 500 and response.status not in (401, 408, 409, 425, 429):
+                    # The peer refused the message itself: retrying the same message cannot help.
+                    return await self._give_up(record, kind, url, error, retry=False)
+            elif pending.get(OPENING):
+                ack = m.decode(response.json(), m.ContractNegotiation)
+        except (PeerError, MessageError) as exc:
+            error = exc.message
+        if error is None:
+            crash_point(f"after-delivering-{kind.name.lower()}")
+            updated = _replace(record, pending=None, attempts=0, next_attempt_at=None, deliver_by=None)
+            if ack is not None and not record.provider_pid:
+                updated = _replace(updated, provider_pid=ack.providerPid)
+            # A first-attempt delivery is already in the history as the message-out; a retried one is noted.
+            event = "delivered" if record.attempts else ""
+            updated = await self._commit(record, updated, event,
+                                         f"{kind.value} acknowledged after {record.attempts + 1} attempts")
             if kind is not Kind.TERMINATION:
-                await self._terminate_locally(
-                    updated, f"{step} could not be delivered to {updated.counterparty_did} ({url}): {exc.message}"
-                )
+                self._spawn(self._react(participant, updated))
             return updated
-        if kind is not Kind.TERMINATION:
-            self._spawn(self._react(participant, updated))
+        return await self._give_up(record, kind, url, error, retry=True)
+
+    async def _give_up(self, record: NegotiationRecord, kind: Kind, url: str, error: str,
+                       *, retry: bool) -> NegotiationRecord:
+        attempts = record.attempts + 1
+        now = time.time()
+        delay = backoff(attempts)
+        if retry and record.deliver_by is not None and now + delay <= record.deliver_by:
+            updated = _replace(record, attempts=attempts, next_attempt_at=now + delay)
+            updated = await self._commit(record, updated, "retry",
+                                         f"{kind.value} to {url} failed ({error}); attempt {attempts + 1} "
+                                         f"in {delay:.1f} s")
+            return updated
+        reason = (f"{kind.value} could not be delivered to {record.counterparty_did} ({url}) after {attempts} "
+                  f"attempt(s): {error}")
+        if State(record.state) in TERMINAL:
+            updated = _replace(record, pending=None, next_attempt_at=None, deliver_by=None)
+            return await self._commit(record, updated, "error", reason)
+        updated = _replace(record, state=State.TERMINATED.value, reason=reason, pending=None, next_attempt_at=None,
+                           deliver_by=None)
+        updated = await self._commit(record, updated, "state", f"TERMINATED: {reason}")
+        log.warning("negotiation terminated", id=record.id, reason=reason)
         return updated
 
-    async def _terminate_locally(self, record: NegotiationRecord, reason: str) -> None:
-        if State(record.state) in TERMINAL:
-            return
-        updated = _replace(record, state=State.TERMINATED.value, reason=reason)
-        try:
-            await self._commit(record, updated, "state", f"TERMINATED: {reason}")
-        except NegotiationError:
-            return
-        log.warning("negotiation terminated", id=record.id, reason=reason)
-
-    def _message(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind,
-                 reason: str) -> m.Message:
+    def _message(self, record: NegotiationRecord, kind: Kind, reason: str,
+                 proof: dict[str, Any] | None) -> m.Message:
         provider_pid, consumer_pid = record.provider_pid or "", record.consumer_pid or ""
         if kind is Kind.OFFER:
             return m.ContractOfferMessage(providerPid=provider_pid, consumerPid=consumer_pid, offer=record.offer)
@@ -460,9 +689,10 @@ class NegotiationService:
         if kind is Kind.AGREEMENT:
             assert record.agreement is not None
             return m.ContractAgreementMessage(providerPid=provider_pid, consumerPid=consumer_pid,
-                                              agreement=record.agreement)
+                                              agreement=record.agreement, proof=proof)
         if kind is Kind.VERIFICATION:
-            return m.ContractAgreementVerificationMessage(providerPid=provider_pid, consumerPid=consumer_pid)
+            return m.ContractAgreementVerificationMessage(providerPid=provider_pid, consumerPid=consumer_pid,
+                                                          proof=proof)
         if kind in (Kind.ACCEPTED, Kind.FINALIZED):
             event = "ACCEPTED" if kind is Kind.ACCEPTED else "FINALIZED"
             return m.ContractNegotiationEventMessage(providerPid=provider_pid, consumerPid=consumer_pid,
@@ -487,6 +717,8 @@ class NegotiationService:
                 raise NotFound("no such negotiation")
             if State(record.state) in TERMINAL:
                 raise BadRequest(f"the negotiation is already {record.state}")
+            if record.pending is not None:
+                raise BadRequest("a message of this negotiation is still being delivered; try again shortly")
             return await self._send(participant, record, Kind.TERMINATION, reason)
 
     async def accept(self, participant: ParticipantRuntime, negotiation_id: str) -> None:
@@ -499,20 +731,20 @@ class NegotiationService:
 
 
 def _replace(record: NegotiationRecord, **changes: Any) -> NegotiationRecord:
-    import msgspec
-
     return msgspec.structs.replace(record, **changes)
 
 
-def _agreement_row(record: NegotiationRecord, state: State) -> AgreementRecord:
+def _agreement_id(record: NegotiationRecord) -> str:
+    return str((record.agreement or {}).get("@id", ""))
+
+
+def _agreement_row(record: NegotiationRecord, state: State, **extra: Any) -> AgreementRecord:
     assert record.agreement is not None
-    provider, consumer = (
-        (record.agreement.get("assigner", ""), record.agreement.get("assignee", ""))
-    )
     return AgreementRecord(
-        id=str(record.agreement["@id"]), negotiation_id=record.id, role=record.role, provider_did=str(provider),
-        consumer_did=str(consumer), asset_id=str(record.agreement.get("target", record.asset_id)),
-        agreement=record.agreement, state=state.value, created_at=record.created_at,
+        id=_agreement_id(record), negotiation_id=record.id, role=record.role,
+        provider_did=str(record.agreement.get("assigner", "")), consumer_did=str(record.agreement.get("assignee", "")),
+        asset_id=str(record.agreement.get("target", record.asset_id)), agreement=record.agreement, state=state.value,
+        created_at=record.created_at, **extra,
     )
 
 
@@ -524,8 +756,6 @@ def _termination_reason(message: Any, who: str) -> str:
 
 
 def _peer_reason(body: bytes) -> str:
-    import json
-
     try:
         data = json.loads(body)
     except ValueError:
@@ -537,3 +767,6 @@ def _peer_reason(body: bytes) -> str:
         if reason:
             return str(reason)[:300]
     return "no reason given"
+
+
+__all__ = ["NegotiationError", "NegotiationService", "Unauthorized"]

@@ -47,6 +47,15 @@ class NegotiationRecord(msgspec.Struct, frozen=True, kw_only=True):
     requested: dict[str, Any] = {}
     agreement: dict[str, Any] | None = None
     reason: str = ""
+    #: The message committed but not yet acknowledged by the peer: {"kind", "url", "body"}.
+    pending: dict[str, Any] | None = None
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    deliver_by: float | None = None
+    #: When the negotiation is terminated if nothing happens (the peer's or the operator's move).
+    expires_at: float | None = None
+    #: Digest of the last message received, to answer a re-delivered message without handling it twice.
+    last_in: str = ""
     created_at: str = ""
     updated_at: str = ""
 
@@ -67,10 +76,17 @@ class AgreementRecord(msgspec.Struct, frozen=True, kw_only=True):
     asset_id: str
     agreement: dict[str, Any]
     state: str
+    provider_proof: dict[str, Any] | None = None
+    consumer_proof: dict[str, Any] | None = None
+    #: The parties' DID documents as resolved when their proofs were checked (offline evidence).
+    did_documents: dict[str, Any] = {}
     created_at: str = ""
 
 
-JSON_COLUMNS = frozenset({"keywords", "data_address", "policy", "assets", "offer", "requested", "agreement"})
+JSON_COLUMNS = frozenset({
+    "keywords", "data_address", "policy", "assets", "offer", "requested", "agreement", "pending", "provider_proof",
+    "consumer_proof", "did_documents",
+})
 
 
 def to_row(record: msgspec.Struct, **extra: Any) -> dict[str, Any]:

@@ -264,7 +264,8 @@ class ContractRepository:
             )
             if not cursor.rowcount:
                 return False
-            _event(db, record.participant_id, record.id, record.updated_at, event, detail)
+            if event:
+                _event(db, record.participant_id, record.id, record.updated_at, event, detail)
             if agreement is not None:
                 _insert(db, "agreements", to_row(agreement, participant_id=record.participant_id), replace=True)
             return True
@@ -299,6 +300,21 @@ class ContractRepository:
             rows = db.query(f"SELECT * FROM negotiations WHERE {where} ORDER BY created_at DESC, id "
                             "LIMIT ? OFFSET ?", [*params, limit, offset])
             return [from_row(NegotiationRecord, r) for r in rows]
+
+        return await self.store.read(query)
+
+    async def negotiation_by_pid(
+        self, participant_id: str, role: str, counterparty: str, *, consumer_pid: str | None = None,
+        provider_pid: str | None = None,
+    ) -> NegotiationRecord | None:
+        """A negotiation opened by the same peer with the same pid (to answer a re-delivered opening)."""
+        column, value = ("consumer_pid", consumer_pid) if consumer_pid is not None else ("provider_pid", provider_pid)
+
+        def query(db: sqlite_utils.Database) -> NegotiationRecord | None:
+            rows = list(db.query(
+                f"SELECT * FROM negotiations WHERE participant_id = ? AND {column} = ? AND role = ? "
+                "AND counterparty_did = ?", [participant_id, value, role, counterparty]))
+            return from_row(NegotiationRecord, rows[0]) if rows else None
 
         return await self.store.read(query)
 

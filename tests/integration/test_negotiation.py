@@ -163,7 +163,7 @@ async def test_unknown_process_and_non_party_get_404(nodes):
 
 
 async def test_unreachable_callback_terminates_with_reason(nodes):
-    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    provider, consumer = await nodes.start("acme", delivery_timeout_s=1.0), await nodes.start("parts")
     await publish(provider, contract=OPEN)
     offer = await offer_of(consumer, provider)
     await consumer.node.stop()  # the consumer vanishes right after asking
@@ -172,6 +172,7 @@ async def test_unreachable_callback_terminates_with_reason(nodes):
     assert final["state"] == "TERMINATED"
     assert "ContractAgreementMessage could not be delivered" in final["reason"]
     assert consumer.participant.did in final["reason"]
+    assert "retry" in [e["kind"] for e in final["history"]]
 
 
 async def test_bad_messages_are_400_naming_the_field(nodes):
