@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from importlib import resources
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -63,7 +63,7 @@ JsonObject = dict[str, Any]
 
 
 def _load_context(name: str) -> JsonObject:
-    text = resources.files("usage_policies").joinpath("contexts", name).read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "contexts" / name).read_text(encoding="utf-8")
     context: JsonObject = json.loads(text)["@context"]
     return context
 
