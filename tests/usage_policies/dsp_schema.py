@@ -22,7 +22,10 @@ def _validator() -> Draft201909Validator:
 
 
 def dsp_errors(policy: dict[str, Any]) -> list[str]:
-    return [f"{list(e.absolute_path)}: {e.message[:200]}" for e in _validator().iter_errors(policy)]
+    return [
+        f"{list(e.absolute_path)}: {[c.message[:120] for c in (e.context or [])][-3:] or e.message[:200]}"
+        for e in _validator().iter_errors(policy)
+    ]
 
 
 def dsp_example(relative: str) -> dict[str, Any]:
