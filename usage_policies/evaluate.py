@@ -38,9 +38,11 @@ No active rule → ``deny`` when the policy has permissions (closed world: nothi
 from __future__ import annotations
 
 import enum
+import operator as _op
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -81,8 +83,13 @@ from usage_policies.report import (
 )
 from usage_policies.values import DataClass, ValueKind, coerce, parse_data_class, show
 
+# Enum members as module constants: the hot path reads them on every decision.
 SATISFIED = Satisfaction.SATISFIED
 UNSATISFIED = Satisfaction.UNSATISFIED
+ACTIVE = Activation.ACTIVE
+INACTIVE = Activation.INACTIVE
+PERMISSION = RuleKind.PERMISSION
+ACTION = PremiseKind.ACTION
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -211,6 +218,26 @@ def _compile_atomic(c: Constraint) -> Check:
     apply, wording = operator.apply, operator.wording
     unit = c.unit if lo == ODRL + "payAmount" else None
     shown_right: object = right[0] if len(right) == 1 else right
+    fast = _fast_comparison(op_iri, right) if reference is None and unit is None else None
+    if fast is not None:
+        compare_fast, r0 = fast
+        r_type = type(r0)
+
+        def check_fast(request: Request, world: World, now: datetime) -> ConstraintReport:
+            # Same answer as the general path below, for a value of the right operand's own type.
+            left = resolve(request, world, now)
+            if type(left) is not r_type:
+                return check(request, world, now)
+            if compare_fast(left, r0):
+                return ConstraintReport(
+                    constraint=uid, satisfaction=SATISFIED, left_operand=lo, operator=op_iri,
+                    left_value=left, right_value=r0,
+                )
+            return ConstraintReport(
+                constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                left_value=left, right_value=r0,
+                reason=f"{label} is {show(left)}, policy requires {wording}{show(r0)}",
+            )
 
     def check(request: Request, world: World, now: datetime) -> ConstraintReport:
         rhs, rhs_shown = right, shown_right
@@ -269,7 +296,33 @@ def _compile_atomic(c: Constraint) -> Check:
             reason=f"{label} is {show(left)}, policy requires {wording}{show(rhs_shown)}",
         )
 
-    return check
+    return check_fast if fast is not None else check
+
+
+_Compare = Callable[[Any, Any], bool]
+_EQUALITY: dict[str, _Compare] = {ODRL + "eq": _op.eq, ODRL + "neq": _op.ne}
+_ORDER: dict[str, _Compare] = {
+    ODRL + "lt": _op.lt, ODRL + "lteq": _op.le, ODRL + "term-lteq": _op.le,
+    ODRL + "gt": _op.gt, ODRL + "gteq": _op.ge,
+}
+
+
+def _fast_comparison(
+    op_iri: str, right: tuple[object, ...]
+) -> tuple[_Compare, object] | None:
+    """A direct Python comparison where it agrees with :func:`usage_policies.values.compare`: one right
+    value of a plain type, compared with a left value of the same type (checked at run time)."""
+    if len(right) != 1 or _ops.get_operator(op_iri) is not _BUILTIN_OPERATORS.get(op_iri):
+        return None
+    r0 = right[0]
+    if op_iri in _EQUALITY and type(r0) in (str, int, Decimal, datetime):
+        return _EQUALITY[op_iri], r0
+    if op_iri in _ORDER and type(r0) in (int, Decimal, datetime):
+        return _ORDER[op_iri], r0
+    return None
+
+
+_BUILTIN_OPERATORS = {iri: _ops.get_operator(iri) for iri in (*_EQUALITY, *_ORDER)}
 
 
 def _compile_logical(c: LogicalConstraint) -> Check:
@@ -277,8 +330,11 @@ def _compile_logical(c: LogicalConstraint) -> Check:
     uid, operand = c.uid, c.operand
 
     def check(request: Request, world: World, now: datetime) -> ConstraintReport:
-        reports = tuple(child(request, world, now) for child in children)
-        n = sum(1 for r in reports if r.satisfaction is SATISFIED)
+        reports = tuple([child(request, world, now) for child in children])
+        n = 0
+        for r in reports:
+            if r.satisfaction is SATISFIED:
+                n += 1
         if operand is LogicalOperand.OR:
             ok = n > 0
         elif operand is LogicalOperand.XONE:
@@ -327,8 +383,10 @@ def _compile_membership(
     else:
         uid, refinement = expected.uid, tuple(compile_constraint(r) for r in expected.refinement)
 
+    get_actual = _op.attrgetter(field)
+
     def premise(request: Request, world: World, now: datetime) -> PremiseReport:
-        actual: str | None = getattr(request, field)
+        actual: str | None = get_actual(request)
         refined: tuple[ConstraintReport, ...] = ()
         if actual is None:
             ok = False
@@ -367,9 +425,11 @@ def _compile_action(action: Action) -> Premise:
                 reason=f"action {_short(expand_action(requested))!r} is not covered by "
                 f"{_short(name)!r}",
             )
-        refined = tuple(r(request, world, now) for r in refinement)
+        if not refinement:
+            return PremiseReport(kind=ACTION, satisfaction=SATISFIED, expected=name, actual=requested)
+        refined = tuple([r(request, world, now) for r in refinement])
         if all(r.satisfaction is SATISFIED for r in refined):
-            return PremiseReport(kind=PremiseKind.ACTION, satisfaction=SATISFIED, expected=name,
+            return PremiseReport(kind=ACTION, satisfaction=SATISFIED, expected=name,
                                  actual=requested, refinements=refined)
         reasons = "; ".join(r.reason or "" for r in refined if r.satisfaction is UNSATISFIED)
         return PremiseReport(
@@ -419,6 +479,7 @@ class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
     kind: RuleKind
     rule: Permission | Prohibition
     label: str
+    allows: str
     premises: tuple[Premise, ...]
     constraints: tuple[Check, ...]
     duties: tuple[Duty, ...]
@@ -443,10 +504,12 @@ def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) ->
     is_permission = isinstance(rule, Permission)
     kind = RuleKind.PERMISSION if is_permission else RuleKind.PROHIBITION
     noun = "permission" if is_permission else "prohibition"
+    label = f"{noun} {rule.uid}" if rule.uid else f"{noun} #{index + 1}"
     return _CompiledRule(
         kind=kind,
         rule=rule,
-        label=f"{noun} {rule.uid}" if rule.uid else f"{noun} #{index + 1}",
+        label=label,
+        allows=f"{label} allows this",
         premises=tuple(premises),
         constraints=tuple(compile_constraint(c) for c in rule.constraints),
         duties=rule.duties if isinstance(rule, Permission) else rule.remedies,
@@ -484,17 +547,21 @@ def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
 
 
 def _rule_report(rule: _CompiledRule, request: Request, world: World, now: datetime) -> RuleReport:
-    premises = tuple(p(request, world, now) for p in rule.premises)
-    constraints = tuple(c(request, world, now) for c in rule.constraints)
-    conditions = tuple(_duty_report(d, world) for d in rule.duties) if rule.duties else ()
-    active = all(p.satisfaction is SATISFIED for p in premises) and all(
-        c.satisfaction is SATISFIED for c in constraints
-    )
-    if active and rule.kind is RuleKind.PERMISSION and any(d.blocking for d in conditions):
+    premises = tuple([p(request, world, now) for p in rule.premises])
+    constraints = tuple([c(request, world, now) for c in rule.constraints])
+    conditions = tuple([_duty_report(d, world) for d in rule.duties]) if rule.duties else ()
+    active = True
+    for p in premises:
+        if p.satisfaction is not SATISFIED:
+            active = False
+    for c in constraints:
+        if c.satisfaction is not SATISFIED:
+            active = False
+    if active and conditions and rule.kind is PERMISSION and any(d.blocking for d in conditions):
         active = False
     return RuleReport(
         kind=rule.kind, rule=rule.rule.uid, rule_request=request.rule_uid,
-        activation=Activation.ACTIVE if active else Activation.INACTIVE,
+        activation=ACTIVE if active else INACTIVE,
         premises=premises, constraints=constraints, conditions=conditions,
     )
 
@@ -510,11 +577,14 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
     """Decide *request* against *policy* at time *now* in *world*, with reasons and a full report."""
     compiled = _compiled(policy)
     pol = compiled.policy
-    reports = tuple(_rule_report(r, request, world, now) for r in compiled.rules)
-    report = PolicyReport(policy=pol.uid, policy_request=request.uid, created=now, rules=reports)
-    permits = [i for i, r in enumerate(reports) if r.kind is RuleKind.PERMISSION and r.active]
-    prohibits = [i for i, r in enumerate(reports) if r.kind is RuleKind.PROHIBITION and r.active]
     rules = compiled.rules
+    reports = tuple([_rule_report(r, request, world, now) for r in rules])
+    report = PolicyReport(policy=pol.uid, policy_request=request.uid, created=now, rules=reports)
+    permits: list[int] = []
+    prohibits: list[int] = []
+    for i, r in enumerate(reports):
+        if r.activation is ACTIVE:
+            (permits if r.kind is PERMISSION else prohibits).append(i)
     if prohibits and permits:
         strategy = pol.conflict or ConflictStrategy.INVALID
         both = f"{rules[permits[0]].label} and {rules[prohibits[0]].label} both apply"
@@ -529,7 +599,7 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
         reasons = [f"{rules[i].label} forbids this" for i in prohibits]
     elif permits:
         outcome = Outcome.PERMIT
-        reasons = [f"{rules[permits[0]].label} allows this"]
+        reasons = [rules[permits[0]].allows]
     elif compiled.has_permissions:
         outcome = Outcome.DENY
         reasons = [
