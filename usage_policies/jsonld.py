@@ -1,7 +1,8 @@
 """ODRL policies as JSON-LD, in and out.
 
 ``parse_policy`` reads a policy written as compacted JSON-LD with the W3C ODRL context, with the DSP
-2025-1 contexts (``odrl-profile.jsonld``, ``context.jsonld``; shipped in ``contexts/``, never fetched),
+2025-1 contexts (``odrl-profile.jsonld``, shipped in ``contexts/``, or ``context.jsonld``, which imports
+it; neither is ever fetched),
 with inline prefix/term definitions, with full IRIs (expanded JSON-LD included), or embedded in a DSP
 message without a context of its own. All spellings of a term normalise to one IRI: ``eq``,
 ``odrl:eq`` and ``http://www.w3.org/ns/odrl/2/eq`` are the same operator. A bare term that no context

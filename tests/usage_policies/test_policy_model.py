@@ -14,8 +14,10 @@ from usage_policies.model import (
     Action,
     Permission,
     Policy,
+    Prohibition,
     action_matches,
     canonical_action,
+    inherit,
     rule_with_policy_defaults,
 )
 
@@ -68,3 +70,21 @@ def test_policy_level_target_applies_to_rules_without_one(rule_target, policy_ta
     policy = Policy(uid="urn:x", target=policy_target, permissions=(
         Permission(action=Action(name=ODRL + "use"), target=rule_target),))
     assert rule_with_policy_defaults(policy, policy.permissions[0]).target == expected
+
+
+def test_inherit_adds_parent_rules_with_parent_defaults():
+    parent = Policy(uid="urn:parent", target="urn:a", assigner="did:web:p",
+                    prohibitions=(Prohibition(action=Action(name=ODRL + "distribute")),))
+    child = Policy(uid="urn:child", inherit_from=("urn:parent",),
+                   permissions=(Permission(action=Action(name=ODRL + "use"), target="urn:a"),))
+    merged = inherit(child, {"urn:parent": parent})
+    assert merged.inherit_from == ()
+    assert merged.permissions == child.permissions
+    assert merged.prohibitions == (
+        Prohibition(action=Action(name=ODRL + "distribute"), target="urn:a", assigner="did:web:p"),)
+
+
+def test_inherit_needs_every_parent():
+    child = Policy(uid="urn:child", inherit_from=("urn:missing",))
+    with pytest.raises(KeyError):
+        inherit(child, {})
