@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 import operator as _op
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -462,10 +462,12 @@ def duty_timing(duty: Duty) -> DutyTiming:
 _UNKNOWN_DUTY = DutyState()
 
 
-def _duty_report(duty: Duty, world: World) -> DutyReport:
+def _duty_report(duty: Duty, world: World, can_block: bool = True) -> DutyReport:
     timing = duty_timing(duty)
     state = world.duty_states.get(duty.uid, _UNKNOWN_DUTY) if duty.uid is not None else _UNKNOWN_DUTY
     name = _short(duty.action.name)
+    if not can_block:  # a remedy or a policy obligation: reported, never a condition of a permission
+        return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=False)
     if state.deontic is DeonticState.VIOLATED:
         return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=True,
                           reason=f"duty {name!r} has been violated")
@@ -549,7 +551,9 @@ def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
 def _rule_report(rule: _CompiledRule, request: Request, world: World, now: datetime) -> RuleReport:
     premises = tuple([p(request, world, now) for p in rule.premises])
     constraints = tuple([c(request, world, now) for c in rule.constraints])
-    conditions = tuple([_duty_report(d, world) for d in rule.duties]) if rule.duties else ()
+    conditions = (
+        tuple([_duty_report(d, world, rule.kind is PERMISSION) for d in rule.duties]) if rule.duties else ()
+    )
     active = True
     for p in premises:
         if p.satisfaction is not SATISFIED:
@@ -574,17 +578,30 @@ def _why_inactive(label: str, report: RuleReport) -> str:
 
 
 def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, now: datetime) -> Decision:
-    """Decide *request* against *policy* at time *now* in *world*, with reasons and a full report."""
+    """Decide *request* against *policy* at time *now* in *world*, with reasons and a full report.
+
+    Never raises for what a policy or a request says: unknown operands, values that do not compare and
+    missing context make a constraint unsatisfied, with a reason. A naive *now* is taken as UTC.
+    """
+    if now.tzinfo is None:  # as for literals: a date-time without an offset is UTC
+        now = now.replace(tzinfo=UTC)
     compiled = _compiled(policy)
     pol = compiled.policy
     rules = compiled.rules
     reports = tuple([_rule_report(r, request, world, now) for r in rules])
+    if pol.obligations:
+        # Policy-level obligations (ODRL 2.2 §2.6.4) are reported; they do not decide this request.
+        reports += tuple([
+            RuleReport(kind=RuleKind.OBLIGATION, rule=d.uid, rule_request=None, activation=ACTIVE,
+                       conditions=(_duty_report(d, world, False),))
+            for d in pol.obligations
+        ])
     report = PolicyReport(policy=pol.uid, policy_request=request.uid, created=now, rules=reports)
     permits: list[int] = []
     prohibits: list[int] = []
-    for i, r in enumerate(reports):
-        if r.activation is ACTIVE:
-            (permits if r.kind is PERMISSION else prohibits).append(i)
+    for i, rule in enumerate(rules):
+        if reports[i].activation is ACTIVE:
+            (permits if rule.kind is PERMISSION else prohibits).append(i)
     if prohibits and permits:
         strategy = pol.conflict or ConflictStrategy.INVALID
         both = f"{rules[permits[0]].label} and {rules[prohibits[0]].label} both apply"

@@ -174,3 +174,27 @@ def test_report_renders_as_force_json_ld():
 def test_unknown_duty_state_key_is_unknown_not_fulfilled():
     duty = Duty(action=Action(name=ODRL + "obtainConsent"))  # no uid: the world cannot report on it
     assert duty_timing(duty) is DutyTiming.BEFORE_USE
+
+
+def test_obligations_are_reported_but_do_not_decide():
+    p = policy(permission=[{"action": "use"}], obligation=[{"@id": "urn:ob", "action": "odrl:delete"}])
+    world = World(duty_states={"urn:ob": DutyState(deontic=DeonticState.VIOLATED)})
+    d = decide(p, world)
+    assert d.outcome is Outcome.PERMIT
+    obligation = d.report.rules[-1]
+    assert obligation.kind is RuleKind.OBLIGATION and obligation.rule == "urn:ob"
+    assert obligation.conditions[0].state.deontic is DeonticState.VIOLATED
+
+
+def test_remedies_never_block():
+    p = policy(prohibition=[{"action": "distribute", "remedy": [{"action": "odrl:obtainConsent"}]}])
+    d = decide(p, action="distribute")
+    assert d.outcome is Outcome.DENY
+    assert [c.blocking for c in d.report.rules[0].conditions] == [False]
+
+
+def test_naive_now_is_read_as_utc():
+    p = policy(permission=[{"action": "use", "constraint": [
+        {"leftOperand": "dateTime", "operator": "lt", "rightOperand": "2025-06-01T12:00:01Z"}]}])
+    naive = evaluate(p, Request(action="use"), World(), NOW.replace(tzinfo=None))
+    assert naive.outcome is Outcome.PERMIT
