@@ -179,6 +179,10 @@ def expand_action(name: str) -> str:
     return name
 
 
+# What a resolver may raise for a request it cannot read (the constraint is then not satisfied).
+_RESOLVER_ERRORS = (TypeError, ValueError, LookupError)
+
+
 def _fail(uid: str | None, left_operand: str, operator: str, reason: str) -> Check:
     report = ConstraintReport(
         constraint=uid, satisfaction=UNSATISFIED, left_operand=left_operand, operator=operator, reason=reason
@@ -224,11 +228,16 @@ def _compile_atomic(c: Constraint) -> Check:
         r_type = type(r0)
 
         def check_fast(request: Request, world: World, now: datetime) -> ConstraintReport:
-            # Same answer as the general path below, for a value of the right operand's own type.
-            left = resolve(request, world, now)
+            # Same answer as the general path below, for a value of the right operand's own type;
+            # anything unusual (another type, an error) goes to the general path, which explains it.
+            try:
+                left = resolve(request, world, now)
+                ok = type(left) is r_type and compare_fast(left, r0)
+            except _RESOLVER_ERRORS:
+                return check(request, world, now)
             if type(left) is not r_type:
                 return check(request, world, now)
-            if compare_fast(left, r0):
+            if ok:
                 return ConstraintReport(
                     constraint=uid, satisfaction=SATISFIED, left_operand=lo, operator=op_iri,
                     left_value=left, right_value=r0,
@@ -261,7 +270,7 @@ def _compile_atomic(c: Constraint) -> Check:
             rhs_shown = rhs[0] if len(rhs) == 1 else rhs
         try:
             left = resolve(request, world, now)
-        except ValueError as exc:
+        except _RESOLVER_ERRORS as exc:
             return ConstraintReport(
                 constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
                 right_value=rhs_shown, reason=f"{label} cannot be read: {exc}",

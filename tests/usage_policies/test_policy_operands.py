@@ -160,3 +160,19 @@ def test_right_operand_reference_is_resolved_from_the_world():
     assert run(Request(use_count=4), World(references={"urn:limit": "5"}), NOW).satisfied
     missing = run(Request(use_count=4), World(), NOW)
     assert not missing.satisfied and "urn:limit" in (missing.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("resolver", "reason_part"),
+    [(lambda r, w, now: {}["missing"], "cannot be read"),
+     (lambda r, w, now: datetime(2025, 1, 1), "cannot be compared")],  # naive vs aware
+)
+def test_resolver_trouble_is_a_reason_not_an_exception(resolver, reason_part):
+    iri = "https://w3id.org/tds/v1#lastAudit"
+    register_operand(iri, resolver, kind=ValueKind.DATETIME, label="last audit")
+    try:
+        report = check(iri, "lt", "2026-01-01T00:00:00Z")
+        assert not report.satisfied
+        assert reason_part in (report.reason or "")
+    finally:
+        unregister_operand(iri)
