@@ -10,6 +10,7 @@ from dsp_schema import dsp_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from usage_policies.errors import PolicySyntaxError
 from usage_policies.evaluate import Request, World, compile_constraint, evaluate
 from usage_policies.jsonld import parse_policy, to_dsp
 from usage_policies.model import (
@@ -135,3 +136,27 @@ def test_xone_is_exactly_one(constraints, request, now):
     n = sum(compile_constraint(c)(request, world, now).satisfied for c in constraints)
     xone = LogicalConstraint(operand=LogicalOperand.XONE, constraints=tuple(constraints))
     assert compile_constraint(xone)(request, world, now).satisfied == (n == 1)
+
+
+_KEYS = st.sampled_from([
+    "@id", "@type", "@context", "uid", "permission", "prohibition", "obligation", "action", "target",
+    "assignee", "constraint", "leftOperand", "operator", "rightOperand", "rightOperandReference", "and", "or",
+    "xone", "duty", "refinement", "rdf:value", "dataType", "unit", "conflict", "profile", "@value", "@list",
+])
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=4),
+    st.sampled_from(["use", "eq", "Offer", "urn:x", "odrl:eq", "dateTime", "2025-01-01T00:00:00Z", "perm"]),
+)
+_JSON = st.recursive(
+    _SCALARS, lambda ch: st.one_of(st.lists(ch, max_size=3), st.dictionaries(_KEYS, ch, max_size=5)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _JSON, max_size=6))
+def test_any_json_is_a_policy_or_a_syntax_error(doc):
+    try:
+        parse_policy(doc)
+    except PolicySyntaxError as exc:
+        assert exc.problems and all(path.startswith("$") for path, _ in exc.problems)
