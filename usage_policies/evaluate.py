@@ -32,7 +32,11 @@ Decision: an active permission and no active prohibition → ``permit``. An acti
 ``deny``, unless a permission is active too, when the policy's conflict strategy decides (ODRL 2.2
 §2.8; ``perm`` → permit, ``prohibit`` → deny, ``invalid`` (the default) → deny, the policy is void).
 No active rule → ``deny`` when the policy has permissions (closed world: nothing permits the request),
-``not-applicable`` when it has only prohibitions and none applies.
+``not-applicable`` when it has only prohibitions and none applies. Policy-level obligations are reported
+(``ObligationReport``) and travel with a permit in :attr:`Decision.duties`; they do not decide a request.
+A duty's own constraints say *when* it is due (``event`` vs ``policyUsage``) and by when or how much
+(:mod:`usage_policies.enforce` reads ``dateTime``, ``elapsedTime``, ``payAmount``); they are not
+evaluated as conditions of the permission.
 """
 
 from __future__ import annotations

@@ -223,14 +223,20 @@ class _Parser:
         items = _values(value)
         for i, item in enumerate(items):
             where = f"{path}[{i}]" if isinstance(value, list) else path
-            if isinstance(item, dict) and not set(item) <= {"@id", "uid"}:
-                node = self.normalise(item, where)
+            node = self.normalise(item, where) if isinstance(item, dict) else {}
+            source = node.get(ODRL + "source")
+            refinement = node.get(ODRL + "refinement")
+            types = [
+                self.r.iri(t, vocab=True) for t in _values(node.get("@type", (None, None))[1])
+                if isinstance(t, str)
+            ]
+            collection = ODRL + ("PartyCollection" if party else "AssetCollection")
+            if source or refinement or collection in types:
+                # ODRL 2.2 §2.2.2, §2.3.2: a collection; anything else is the IRI of one party/asset.
                 uid = _node_id(item)
                 if uid is None:
                     self.problem(where, "a collection needs an @id")
                     continue
-                source = node.get(ODRL + "source")
-                refinement = node.get(ODRL + "refinement")
                 cls = PartyCollection if party else AssetCollection
                 out.append(cls(
                     uid=self.r.iri(uid, vocab=False),

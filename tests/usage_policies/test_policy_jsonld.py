@@ -7,7 +7,17 @@ from dsp_schema import dsp_errors, dsp_example
 
 from usage_policies.errors import NotRepresentableError, PolicySyntaxError
 from usage_policies.jsonld import parse_policy, to_dsp
-from usage_policies.model import ODRL, TDS, XSD, AssetCollection, Literal, LogicalOperand, PolicyType, Ref
+from usage_policies.model import (
+    ODRL,
+    TDS,
+    XSD,
+    AssetCollection,
+    Literal,
+    LogicalOperand,
+    PartyCollection,
+    PolicyType,
+    Ref,
+)
 
 DSP_PROFILE = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"
 ODRL_CONTEXT = "http://www.w3.org/ns/odrl.jsonld"
@@ -156,3 +166,15 @@ def test_written_terms_use_the_dsp_profile_or_the_odrl_prefix():
 def test_what_dsp_cannot_carry_is_refused(doc):
     with pytest.raises(NotRepresentableError):
         to_dsp(parse_policy(doc))
+
+
+@pytest.mark.parametrize(
+    ("assignee", "expected"),
+    [({"@id": "did:web:c", "@type": "odrl:Party"}, "did:web:c"),
+     ({"@id": "did:web:c"}, "did:web:c"),
+     ({"@id": "urn:g", "@type": "PartyCollection"}, PartyCollection(uid="urn:g")),
+     ({"@id": "urn:g", "odrl:source": "urn:registry"}, PartyCollection(uid="urn:g", source="urn:registry"))],
+)
+def test_a_party_object_is_a_collection_only_when_it_says_so(assignee, expected):
+    p = parse_policy({"@id": "urn:p", "permission": [{"action": "use", "assignee": assignee}]})
+    assert p.permissions[0].assignee == expected
