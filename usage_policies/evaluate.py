@@ -553,7 +553,7 @@ def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
         return hit
     compiled = compile_policy(policy)
     if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
+        _CACHE.clear()  # simple and safe under threads; recompiling is cheap next to the I/O around it
     _CACHE[id(policy)] = compiled  # holds the policy, so its id cannot be reused while cached
     return compiled
 
@@ -630,6 +630,10 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
     elif permits:
         outcome = Outcome.PERMIT
         reasons = [rules[permits[0]].allows]
+        for i in permits[:1]:
+            for d in reports[i].conditions:
+                if d.timing is DutyTiming.WITH_OR_AFTER_USE:
+                    reasons.append(f"duty {_short(d.action)!r} is due with or after the use")
     elif compiled.has_permissions:
         outcome = Outcome.DENY
         reasons = [

@@ -198,3 +198,8 @@ def test_naive_now_is_read_as_utc():
         {"leftOperand": "dateTime", "operator": "lt", "rightOperand": "2025-06-01T12:00:01Z"}]}])
     naive = evaluate(p, Request(action="use"), World(), NOW.replace(tzinfo=None))
     assert naive.outcome is Outcome.PERMIT
+
+
+def test_permit_reasons_name_the_duties_due():
+    p = policy(permission=[{"action": "use", "duty": [{"action": "odrl:inform"}]}])
+    assert decide(p).reasons == ["permission #1 allows this", "duty 'inform' is due with or after the use"]
