@@ -494,10 +494,11 @@ class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
     kind: RuleKind
     rule: Permission | Prohibition
     label: str
-    allows: str
+    permit_reasons: tuple[str, ...]  # what a permit by this rule says, duties due included
     premises: tuple[Premise, ...]
     constraints: tuple[Check, ...]
     duties: tuple[Duty, ...]
+    due_after: tuple[Duty, ...]  # the duties a permit by this rule carries (with or after the use)
 
 
 class CompiledPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -520,14 +521,20 @@ def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) ->
     kind = RuleKind.PERMISSION if is_permission else RuleKind.PROHIBITION
     noun = "permission" if is_permission else "prohibition"
     label = f"{noun} {rule.uid}" if rule.uid else f"{noun} #{index + 1}"
+    duties = rule.duties if isinstance(rule, Permission) else rule.remedies
+    due_after = tuple(d for d in duties if duty_timing(d) is DutyTiming.WITH_OR_AFTER_USE)
     return _CompiledRule(
         kind=kind,
         rule=rule,
         label=label,
-        allows=f"{label} allows this",
+        permit_reasons=(
+            f"{label} allows this",
+            *(f"duty {_short(d.action.name)!r} is due with or after the use" for d in due_after),
+        ),
         premises=tuple(premises),
         constraints=tuple(compile_constraint(c) for c in rule.constraints),
-        duties=rule.duties if isinstance(rule, Permission) else rule.remedies,
+        duties=duties,
+        due_after=due_after if is_permission else (),
     )
 
 
@@ -629,11 +636,7 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
         reasons = [f"{rules[i].label} forbids this" for i in prohibits]
     elif permits:
         outcome = Outcome.PERMIT
-        reasons = [rules[permits[0]].allows]
-        for i in permits[:1]:
-            for d in reports[i].conditions:
-                if d.timing is DutyTiming.WITH_OR_AFTER_USE:
-                    reasons.append(f"duty {_short(d.action)!r} is due with or after the use")
+        reasons = list(rules[permits[0]].permit_reasons)
     elif compiled.has_permissions:
         outcome = Outcome.DENY
         reasons = [
@@ -644,10 +647,9 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
         reasons = ["no rule of the policy applies to this request"]
     duties: tuple[Duty, ...] = ()
     if outcome is Outcome.PERMIT:
-        due = [
-            d for i in permits for d in rules[i].duties if duty_timing(d) is DutyTiming.WITH_OR_AFTER_USE
-        ]
-        duties = (*due, *pol.obligations)
+        for i in permits:
+            duties += rules[i].due_after
+        duties += pol.obligations
     return Decision(outcome=outcome, reasons=reasons, report=report, duties=duties)
 
 
