@@ -623,6 +623,7 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
         if reports[i].activation is ACTIVE:
             (permits if rule.kind is PERMISSION else prohibits).append(i)
     if prohibits and permits:
+        # ODRL 2.2 vocabulary, odrl:conflict: "If no strategy is specified, the default is invalid."
         strategy = pol.conflict or ConflictStrategy.INVALID
         both = f"{rules[permits[0]].label} and {rules[prohibits[0]].label} both apply"
         if strategy is ConflictStrategy.PERM:
