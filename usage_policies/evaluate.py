@@ -46,6 +46,7 @@ import operator as _op
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -341,19 +342,19 @@ _BUILTIN_OPERATORS = {iri: _ops.get_operator(iri) for iri in (*_EQUALITY, *_ORDE
 def _compile_logical(c: LogicalConstraint) -> Check:
     children = tuple(compile_constraint(ch) for ch in c.constraints)
     uid, operand = c.uid, c.operand
+    # How many satisfied children make the whole satisfied: and/andSequence all, or some, xone one.
+    is_or, is_xone, size = operand is LogicalOperand.OR, operand is LogicalOperand.XONE, len(children)
 
     def check(request: Request, world: World, now: datetime) -> ConstraintReport:
-        reports = tuple([child(request, world, now) for child in children])
+        results = []
         n = 0
-        for r in reports:
+        for child in children:  # no short-circuit: every child is reported
+            r = child(request, world, now)
+            results.append(r)
             if r.satisfaction is SATISFIED:
                 n += 1
-        if operand is LogicalOperand.OR:
-            ok = n > 0
-        elif operand is LogicalOperand.XONE:
-            ok = n == 1
-        else:  # and, andSequence
-            ok = n == len(reports)
+        ok = n > 0 if is_or else (n == 1 if is_xone else n == size)
+        reports = tuple(results)
         return ConstraintReport(
             constraint=uid, satisfaction=SATISFIED if ok else UNSATISFIED, logical_operand=operand,
             children=reports, reason=None if ok else _logical_reason(operand, reports, n),
@@ -569,18 +570,23 @@ def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
 
 
 def _rule_report(rule: _CompiledRule, request: Request, world: World, now: datetime) -> RuleReport:
-    premises = tuple([p(request, world, now) for p in rule.premises])
-    constraints = tuple([c(request, world, now) for c in rule.constraints])
+    active = True
+    premise_list = []
+    for premise in rule.premises:
+        p = premise(request, world, now)
+        premise_list.append(p)
+        if p.satisfaction is not SATISFIED:
+            active = False
+    constraint_list = []
+    for check in rule.constraints:  # every constraint is evaluated and reported, even after a failure
+        c = check(request, world, now)
+        constraint_list.append(c)
+        if c.satisfaction is not SATISFIED:
+            active = False
+    premises, constraints = tuple(premise_list), tuple(constraint_list)
     conditions = (
         tuple([_duty_report(d, world, rule.kind is PERMISSION) for d in rule.duties]) if rule.duties else ()
     )
-    active = True
-    for p in premises:
-        if p.satisfaction is not SATISFIED:
-            active = False
-    for c in constraints:
-        if c.satisfaction is not SATISFIED:
-            active = False
     if active and conditions and rule.kind is PERMISSION and any(d.blocking for d in conditions):
         active = False
     return RuleReport(
@@ -608,7 +614,7 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
     compiled = _compiled(policy)
     pol = compiled.policy
     rules = compiled.rules
-    reports = tuple([_rule_report(r, request, world, now) for r in rules])
+    reports = tuple(map(_rule_report, rules, repeat(request), repeat(world), repeat(now)))
     if pol.obligations:
         # Policy-level obligations (ODRL 2.2 §2.6.4) are reported; they do not decide this request.
         reports += tuple([
