@@ -32,15 +32,22 @@ Decision: an active permission and no active prohibition → ``permit``. An acti
 ``deny``, unless a permission is active too, when the policy's conflict strategy decides (ODRL 2.2
 §2.8; ``perm`` → permit, ``prohibit`` → deny, ``invalid`` (the default) → deny, the policy is void).
 No active rule → ``deny`` when the policy has permissions (closed world: nothing permits the request),
-``not-applicable`` when it has only prohibitions and none applies.
+``not-applicable`` when it has only prohibitions and none applies. Policy-level obligations are reported
+(``ObligationReport``) and travel with a permit in :attr:`Decision.duties`; they do not decide a request.
+A duty's own constraints say *when* it is due (``event`` vs ``policyUsage``) and by when or how much
+(:mod:`usage_policies.enforce` reads ``dateTime``, ``elapsedTime``, ``payAmount``); they are not
+evaluated as conditions of the permission.
 """
 
 from __future__ import annotations
 
 import enum
+import operator as _op
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import repeat
+from typing import Any
 
 import msgspec
 
@@ -81,8 +88,13 @@ from usage_policies.report import (
 )
 from usage_policies.values import DataClass, ValueKind, coerce, parse_data_class, show
 
+# Enum members as module constants: the hot path reads them on every decision.
 SATISFIED = Satisfaction.SATISFIED
 UNSATISFIED = Satisfaction.UNSATISFIED
+ACTIVE = Activation.ACTIVE
+INACTIVE = Activation.INACTIVE
+PERMISSION = RuleKind.PERMISSION
+ACTION = PremiseKind.ACTION
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,6 +184,10 @@ def expand_action(name: str) -> str:
     return name
 
 
+# What a resolver may raise for a request it cannot read (the constraint is then not satisfied).
+_RESOLVER_ERRORS = (TypeError, ValueError, LookupError)
+
+
 def _fail(uid: str | None, left_operand: str, operator: str, reason: str) -> Check:
     report = ConstraintReport(
         constraint=uid, satisfaction=UNSATISFIED, left_operand=left_operand, operator=operator, reason=reason
@@ -211,6 +227,31 @@ def _compile_atomic(c: Constraint) -> Check:
     apply, wording = operator.apply, operator.wording
     unit = c.unit if lo == ODRL + "payAmount" else None
     shown_right: object = right[0] if len(right) == 1 else right
+    fast = _fast_comparison(op_iri, right) if reference is None and unit is None else None
+    if fast is not None:
+        compare_fast, r0 = fast
+        r_type = type(r0)
+
+        def check_fast(request: Request, world: World, now: datetime) -> ConstraintReport:
+            # Same answer as the general path below, for a value of the right operand's own type;
+            # anything unusual (another type, an error) goes to the general path, which explains it.
+            try:
+                left = resolve(request, world, now)
+                ok = type(left) is r_type and compare_fast(left, r0)
+            except _RESOLVER_ERRORS:
+                return check(request, world, now)
+            if type(left) is not r_type:
+                return check(request, world, now)
+            if ok:
+                return ConstraintReport(
+                    constraint=uid, satisfaction=SATISFIED, left_operand=lo, operator=op_iri,
+                    left_value=left, right_value=r0,
+                )
+            return ConstraintReport(
+                constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
+                left_value=left, right_value=r0,
+                reason=f"{label} is {show(left)}, policy requires {wording}{show(r0)}",
+            )
 
     def check(request: Request, world: World, now: datetime) -> ConstraintReport:
         rhs, rhs_shown = right, shown_right
@@ -234,7 +275,7 @@ def _compile_atomic(c: Constraint) -> Check:
             rhs_shown = rhs[0] if len(rhs) == 1 else rhs
         try:
             left = resolve(request, world, now)
-        except ValueError as exc:
+        except _RESOLVER_ERRORS as exc:
             return ConstraintReport(
                 constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
                 right_value=rhs_shown, reason=f"{label} cannot be read: {exc}",
@@ -269,22 +310,51 @@ def _compile_atomic(c: Constraint) -> Check:
             reason=f"{label} is {show(left)}, policy requires {wording}{show(rhs_shown)}",
         )
 
-    return check
+    return check_fast if fast is not None else check
+
+
+_Compare = Callable[[Any, Any], bool]
+_EQUALITY: dict[str, _Compare] = {ODRL + "eq": _op.eq, ODRL + "neq": _op.ne}
+_ORDER: dict[str, _Compare] = {
+    ODRL + "lt": _op.lt, ODRL + "lteq": _op.le, ODRL + "term-lteq": _op.le,
+    ODRL + "gt": _op.gt, ODRL + "gteq": _op.ge,
+}
+
+
+def _fast_comparison(
+    op_iri: str, right: tuple[object, ...]
+) -> tuple[_Compare, object] | None:
+    """A direct Python comparison where it agrees with :func:`usage_policies.values.compare`: one right
+    value of a plain type, compared with a left value of the same type (checked at run time)."""
+    if len(right) != 1 or _ops.get_operator(op_iri) is not _BUILTIN_OPERATORS.get(op_iri):
+        return None
+    r0 = right[0]
+    if op_iri in _EQUALITY and type(r0) in (str, int, Decimal, datetime):
+        return _EQUALITY[op_iri], r0
+    if op_iri in _ORDER and type(r0) in (int, Decimal, datetime):
+        return _ORDER[op_iri], r0
+    return None
+
+
+_BUILTIN_OPERATORS = {iri: _ops.get_operator(iri) for iri in (*_EQUALITY, *_ORDER)}
 
 
 def _compile_logical(c: LogicalConstraint) -> Check:
     children = tuple(compile_constraint(ch) for ch in c.constraints)
     uid, operand = c.uid, c.operand
+    # How many satisfied children make the whole satisfied: and/andSequence all, or some, xone one.
+    is_or, is_xone, size = operand is LogicalOperand.OR, operand is LogicalOperand.XONE, len(children)
 
     def check(request: Request, world: World, now: datetime) -> ConstraintReport:
-        reports = tuple(child(request, world, now) for child in children)
-        n = sum(1 for r in reports if r.satisfaction is SATISFIED)
-        if operand is LogicalOperand.OR:
-            ok = n > 0
-        elif operand is LogicalOperand.XONE:
-            ok = n == 1
-        else:  # and, andSequence
-            ok = n == len(reports)
+        results = []
+        n = 0
+        for child in children:  # no short-circuit: every child is reported
+            r = child(request, world, now)
+            results.append(r)
+            if r.satisfaction is SATISFIED:
+                n += 1
+        ok = n > 0 if is_or else (n == 1 if is_xone else n == size)
+        reports = tuple(results)
         return ConstraintReport(
             constraint=uid, satisfaction=SATISFIED if ok else UNSATISFIED, logical_operand=operand,
             children=reports, reason=None if ok else _logical_reason(operand, reports, n),
@@ -327,8 +397,10 @@ def _compile_membership(
     else:
         uid, refinement = expected.uid, tuple(compile_constraint(r) for r in expected.refinement)
 
+    get_actual = _op.attrgetter(field)
+
     def premise(request: Request, world: World, now: datetime) -> PremiseReport:
-        actual: str | None = getattr(request, field)
+        actual: str | None = get_actual(request)
         refined: tuple[ConstraintReport, ...] = ()
         if actual is None:
             ok = False
@@ -367,9 +439,11 @@ def _compile_action(action: Action) -> Premise:
                 reason=f"action {_short(expand_action(requested))!r} is not covered by "
                 f"{_short(name)!r}",
             )
-        refined = tuple(r(request, world, now) for r in refinement)
+        if not refinement:
+            return PremiseReport(kind=ACTION, satisfaction=SATISFIED, expected=name, actual=requested)
+        refined = tuple([r(request, world, now) for r in refinement])
         if all(r.satisfaction is SATISFIED for r in refined):
-            return PremiseReport(kind=PremiseKind.ACTION, satisfaction=SATISFIED, expected=name,
+            return PremiseReport(kind=ACTION, satisfaction=SATISFIED, expected=name,
                                  actual=requested, refinements=refined)
         reasons = "; ".join(r.reason or "" for r in refined if r.satisfaction is UNSATISFIED)
         return PremiseReport(
@@ -402,10 +476,12 @@ def duty_timing(duty: Duty) -> DutyTiming:
 _UNKNOWN_DUTY = DutyState()
 
 
-def _duty_report(duty: Duty, world: World) -> DutyReport:
+def _duty_report(duty: Duty, world: World, can_block: bool = True) -> DutyReport:
     timing = duty_timing(duty)
     state = world.duty_states.get(duty.uid, _UNKNOWN_DUTY) if duty.uid is not None else _UNKNOWN_DUTY
     name = _short(duty.action.name)
+    if not can_block:  # a remedy or a policy obligation: reported, never a condition of a permission
+        return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=False)
     if state.deontic is DeonticState.VIOLATED:
         return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=True,
                           reason=f"duty {name!r} has been violated")
@@ -419,9 +495,11 @@ class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
     kind: RuleKind
     rule: Permission | Prohibition
     label: str
+    permit_reasons: tuple[str, ...]  # what a permit by this rule says, duties due included
     premises: tuple[Premise, ...]
     constraints: tuple[Check, ...]
     duties: tuple[Duty, ...]
+    due_after: tuple[Duty, ...]  # the duties a permit by this rule carries (with or after the use)
 
 
 class CompiledPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -443,13 +521,21 @@ def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) ->
     is_permission = isinstance(rule, Permission)
     kind = RuleKind.PERMISSION if is_permission else RuleKind.PROHIBITION
     noun = "permission" if is_permission else "prohibition"
+    label = f"{noun} {rule.uid}" if rule.uid else f"{noun} #{index + 1}"
+    duties = rule.duties if isinstance(rule, Permission) else rule.remedies
+    due_after = tuple(d for d in duties if duty_timing(d) is DutyTiming.WITH_OR_AFTER_USE)
     return _CompiledRule(
         kind=kind,
         rule=rule,
-        label=f"{noun} {rule.uid}" if rule.uid else f"{noun} #{index + 1}",
+        label=label,
+        permit_reasons=(
+            f"{label} allows this",
+            *(f"duty {_short(d.action.name)!r} is due with or after the use" for d in due_after),
+        ),
         premises=tuple(premises),
         constraints=tuple(compile_constraint(c) for c in rule.constraints),
-        duties=rule.duties if isinstance(rule, Permission) else rule.remedies,
+        duties=duties,
+        due_after=due_after if is_permission else (),
     )
 
 
@@ -475,7 +561,7 @@ def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
         return hit
     compiled = compile_policy(policy)
     if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
+        _CACHE.clear()  # simple and safe under threads; recompiling is cheap next to the I/O around it
     _CACHE[id(policy)] = compiled  # holds the policy, so its id cannot be reused while cached
     return compiled
 
@@ -484,17 +570,28 @@ def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
 
 
 def _rule_report(rule: _CompiledRule, request: Request, world: World, now: datetime) -> RuleReport:
-    premises = tuple(p(request, world, now) for p in rule.premises)
-    constraints = tuple(c(request, world, now) for c in rule.constraints)
-    conditions = tuple(_duty_report(d, world) for d in rule.duties) if rule.duties else ()
-    active = all(p.satisfaction is SATISFIED for p in premises) and all(
-        c.satisfaction is SATISFIED for c in constraints
+    active = True
+    premise_list = []
+    for premise in rule.premises:
+        p = premise(request, world, now)
+        premise_list.append(p)
+        if p.satisfaction is not SATISFIED:
+            active = False
+    constraint_list = []
+    for check in rule.constraints:  # every constraint is evaluated and reported, even after a failure
+        c = check(request, world, now)
+        constraint_list.append(c)
+        if c.satisfaction is not SATISFIED:
+            active = False
+    premises, constraints = tuple(premise_list), tuple(constraint_list)
+    conditions = (
+        tuple([_duty_report(d, world, rule.kind is PERMISSION) for d in rule.duties]) if rule.duties else ()
     )
-    if active and rule.kind is RuleKind.PERMISSION and any(d.blocking for d in conditions):
+    if active and conditions and rule.kind is PERMISSION and any(d.blocking for d in conditions):
         active = False
     return RuleReport(
         kind=rule.kind, rule=rule.rule.uid, rule_request=request.rule_uid,
-        activation=Activation.ACTIVE if active else Activation.INACTIVE,
+        activation=ACTIVE if active else INACTIVE,
         premises=premises, constraints=constraints, conditions=conditions,
     )
 
@@ -507,15 +604,32 @@ def _why_inactive(label: str, report: RuleReport) -> str:
 
 
 def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, now: datetime) -> Decision:
-    """Decide *request* against *policy* at time *now* in *world*, with reasons and a full report."""
+    """Decide *request* against *policy* at time *now* in *world*, with reasons and a full report.
+
+    Never raises for what a policy or a request says: unknown operands, values that do not compare and
+    missing context make a constraint unsatisfied, with a reason. A naive *now* is taken as UTC.
+    """
+    if now.tzinfo is None:  # as for literals: a date-time without an offset is UTC
+        now = now.replace(tzinfo=UTC)
     compiled = _compiled(policy)
     pol = compiled.policy
-    reports = tuple(_rule_report(r, request, world, now) for r in compiled.rules)
-    report = PolicyReport(policy=pol.uid, policy_request=request.uid, created=now, rules=reports)
-    permits = [i for i, r in enumerate(reports) if r.kind is RuleKind.PERMISSION and r.active]
-    prohibits = [i for i, r in enumerate(reports) if r.kind is RuleKind.PROHIBITION and r.active]
     rules = compiled.rules
+    reports = tuple(map(_rule_report, rules, repeat(request), repeat(world), repeat(now)))
+    if pol.obligations:
+        # Policy-level obligations (ODRL 2.2 §2.6.4) are reported; they do not decide this request.
+        reports += tuple([
+            RuleReport(kind=RuleKind.OBLIGATION, rule=d.uid, rule_request=None, activation=ACTIVE,
+                       conditions=(_duty_report(d, world, False),))
+            for d in pol.obligations
+        ])
+    report = PolicyReport(policy=pol.uid, policy_request=request.uid, created=now, rules=reports)
+    permits: list[int] = []
+    prohibits: list[int] = []
+    for i, rule in enumerate(rules):
+        if reports[i].activation is ACTIVE:
+            (permits if rule.kind is PERMISSION else prohibits).append(i)
     if prohibits and permits:
+        # ODRL 2.2 vocabulary, odrl:conflict: "If no strategy is specified, the default is invalid."
         strategy = pol.conflict or ConflictStrategy.INVALID
         both = f"{rules[permits[0]].label} and {rules[prohibits[0]].label} both apply"
         if strategy is ConflictStrategy.PERM:
@@ -529,7 +643,7 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
         reasons = [f"{rules[i].label} forbids this" for i in prohibits]
     elif permits:
         outcome = Outcome.PERMIT
-        reasons = [f"{rules[permits[0]].label} allows this"]
+        reasons = list(rules[permits[0]].permit_reasons)
     elif compiled.has_permissions:
         outcome = Outcome.DENY
         reasons = [
@@ -540,10 +654,9 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
         reasons = ["no rule of the policy applies to this request"]
     duties: tuple[Duty, ...] = ()
     if outcome is Outcome.PERMIT:
-        due = [
-            d for i in permits for d in rules[i].duties if duty_timing(d) is DutyTiming.WITH_OR_AFTER_USE
-        ]
-        duties = (*due, *pol.obligations)
+        for i in permits:
+            duties += rules[i].due_after
+        duties += pol.obligations
     return Decision(outcome=outcome, reasons=reasons, report=report, duties=duties)
 
 

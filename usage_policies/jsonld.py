@@ -1,7 +1,8 @@
 """ODRL policies as JSON-LD, in and out.
 
 ``parse_policy`` reads a policy written as compacted JSON-LD with the W3C ODRL context, with the DSP
-2025-1 contexts (``odrl-profile.jsonld``, ``context.jsonld``; shipped in ``contexts/``, never fetched),
+2025-1 contexts (``odrl-profile.jsonld``, shipped in ``contexts/``, or ``context.jsonld``, which imports
+it; neither is ever fetched),
 with inline prefix/term definitions, with full IRIs (expanded JSON-LD included), or embedded in a DSP
 message without a context of its own. All spellings of a term normalise to one IRI: ``eq``,
 ``odrl:eq`` and ``http://www.w3.org/ns/odrl/2/eq`` are the same operator. A bare term that no context
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from importlib import resources
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -63,7 +64,7 @@ JsonObject = dict[str, Any]
 
 
 def _load_context(name: str) -> JsonObject:
-    text = resources.files("usage_policies").joinpath("contexts", name).read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "contexts" / name).read_text(encoding="utf-8")
     context: JsonObject = json.loads(text)["@context"]
     return context
 
@@ -222,14 +223,20 @@ class _Parser:
         items = _values(value)
         for i, item in enumerate(items):
             where = f"{path}[{i}]" if isinstance(value, list) else path
-            if isinstance(item, dict) and not set(item) <= {"@id", "uid"}:
-                node = self.normalise(item, where)
+            node = self.normalise(item, where) if isinstance(item, dict) else {}
+            source = node.get(ODRL + "source")
+            refinement = node.get(ODRL + "refinement")
+            types = [
+                self.r.iri(t, vocab=True) for t in _values(node.get("@type", (None, None))[1])
+                if isinstance(t, str)
+            ]
+            collection = ODRL + ("PartyCollection" if party else "AssetCollection")
+            if source or refinement or collection in types:
+                # ODRL 2.2 §2.2.2, §2.3.2: a collection; anything else is the IRI of one party/asset.
                 uid = _node_id(item)
                 if uid is None:
                     self.problem(where, "a collection needs an @id")
                     continue
-                source = node.get(ODRL + "source")
-                refinement = node.get(ODRL + "refinement")
                 cls = PartyCollection if party else AssetCollection
                 out.append(cls(
                     uid=self.r.iri(uid, vocab=False),

@@ -13,7 +13,7 @@ apply to every rule that does not set its own (:func:`rule_with_policy_defaults`
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TypeAlias
 
 import msgspec
@@ -258,3 +258,31 @@ def action_ancestors(name: str) -> frozenset[str]:
 def action_matches(rule_action: str, requested: str) -> bool:
     """True when a rule about *rule_action* covers a request for *requested* (read ⊂ use, sell ⊄ use)."""
     return canonical_action(rule_action) in action_ancestors(requested)
+
+
+def inherit(child: Policy, parents: Mapping[str, Policy]) -> Policy:
+    """ODRL 2.2 §2.9: *child* with the rules of every policy it ``inheritFrom``s, looked up in *parents*.
+
+    Parent rules get the parent's policy-level target/assigner/assignee first (§2.7.1), so they keep
+    their meaning inside the child. A parent missing from *parents* raises ``KeyError``: evaluating a
+    policy without the rules it inherits would be wrong, and fetching it is the caller's I/O. The
+    child's conflict strategy wins; without one, the first parent's applies.
+    """
+    permissions: list[Permission | Prohibition] = list(child.permissions)
+    prohibitions: list[Permission | Prohibition] = list(child.prohibitions)
+    obligations: list[Duty] = []
+    conflict = child.conflict
+    for uid in child.inherit_from:
+        parent = inherit(parents[uid], parents) if parents[uid].inherit_from else parents[uid]
+        permissions += [rule_with_policy_defaults(parent, r) for r in parent.permissions]
+        prohibitions += [rule_with_policy_defaults(parent, r) for r in parent.prohibitions]
+        obligations += parent.obligations
+        conflict = conflict or parent.conflict
+    return msgspec.structs.replace(
+        child,
+        inherit_from=(),
+        permissions=tuple(p for p in permissions if isinstance(p, Permission)),
+        prohibitions=tuple(p for p in prohibitions if isinstance(p, Prohibition)),
+        obligations=(*child.obligations, *obligations),
+        conflict=conflict,
+    )

@@ -265,7 +265,10 @@ def _neq(left: object, right: tuple[object, ...], operand: LeftOperand, world: W
 
 def _ordered(test: Callable[[int], bool]) -> OperatorFunction:
     def apply(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
-        return test(compare(left, _one(right)))
+        r = _one(right)
+        if isinstance(left, str) or isinstance(r, str):
+            raise TypeError("strings and IRIs have no order")
+        return test(compare(left, r))
 
     return apply
 

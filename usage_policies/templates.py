@@ -25,6 +25,7 @@ DATA_CLASSES = ("general", "important", "core", "personal")
 XSD_DATETIME = "http://www.w3.org/2001/XMLSchema#dateTime"
 XSD_DURATION = "http://www.w3.org/2001/XMLSchema#duration"
 XSD_DECIMAL = "http://www.w3.org/2001/XMLSchema#decimal"
+XSD_INTEGER = "http://www.w3.org/2001/XMLSchema#integer"
 TDS_DATA_CLASS = "https://w3id.org/tds/v1#dataClass"
 TDS_EXPORT_DESTINATION = "https://w3id.org/tds/v1#exportDestination"
 
@@ -142,7 +143,9 @@ def max_uses(target: str, n: int, *, assigner: str | None = None) -> JsonObject:
     """At most *n* uses (``odrl:count`` counts the attempted use, so ``lteq n``)."""
     if n < 1:
         raise ValueError("max_uses needs n >= 1")
-    return offer(target, permissions=[_permission([constraint("odrl:count", "lteq", n)])], assigner=assigner)
+    count = {"@value": str(n), "@type": XSD_INTEGER}  # DSP right operands are strings or objects
+    rule = _permission([constraint("odrl:count", "lteq", count)])
+    return offer(target, permissions=[rule], assigner=assigner)
 
 
 def during(

@@ -1,0 +1,90 @@
+"""The model's action hierarchy against the ODRL 2.2 vocabulary, and policy-level defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rdflib import Graph, Namespace
+
+from usage_policies.model import (
+    ACTION_INCLUDED_IN,
+    ACTION_SYNONYMS,
+    ODRL,
+    Action,
+    Permission,
+    Policy,
+    Prohibition,
+    action_matches,
+    canonical_action,
+    inherit,
+    rule_with_policy_defaults,
+)
+
+VOCAB = Path(__file__).resolve().parents[2] / ".." / "shared" / "odrl-tests" / "vocab" / "ODRL22.ttl"
+ODRL_NS = Namespace(ODRL)
+SKOS = Namespace("http://www.w3.org/2004/02/skos/core#")
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Graph:
+    return Graph().parse(VOCAB, format="turtle")
+
+
+def test_included_in_table_is_the_vocabulary(vocab):
+    edges = vocab.subject_objects(ODRL_NS.includedIn)
+    from_ttl = {canonical_action(str(s)): canonical_action(str(o)) for s, o in edges}
+    assert from_ttl == ACTION_INCLUDED_IN
+
+
+def test_every_action_synonym_is_an_exact_match_in_the_vocabulary(vocab):
+    pairs = {(str(s), str(o)) for s, o in vocab.subject_objects(SKOS.exactMatch)}
+    for name, representative in ACTION_SYNONYMS.items():
+        assert (name, representative) in pairs
+
+
+@pytest.mark.parametrize(
+    ("rule_action", "requested", "covered"),
+    [
+        ("use", "read", True),
+        ("use", "write", True),  # write ≡ modify ⊂ use
+        ("modify", "write", True),
+        ("write", "modify", True),
+        ("use", "sell", False),  # sell ⊂ transfer, not use
+        ("transfer", "sell", True),
+        ("read", "use", False),
+        ("use", "display", True),  # display ⊂ play ⊂ use
+        ("read", "read", True),
+        ("use", "pay", True),  # pay ≡ compensate ⊂ use
+    ],
+)
+def test_action_hierarchy(rule_action, requested, covered):
+    assert action_matches(ODRL + rule_action, ODRL + requested) is covered
+
+
+@pytest.mark.parametrize(
+    ("rule_target", "policy_target", "expected"),
+    [(None, "urn:p", "urn:p"), ("urn:r", "urn:p", "urn:r"), (None, None, None)],
+)
+def test_policy_level_target_applies_to_rules_without_one(rule_target, policy_target, expected):
+    policy = Policy(uid="urn:x", target=policy_target, permissions=(
+        Permission(action=Action(name=ODRL + "use"), target=rule_target),))
+    assert rule_with_policy_defaults(policy, policy.permissions[0]).target == expected
+
+
+def test_inherit_adds_parent_rules_with_parent_defaults():
+    parent = Policy(uid="urn:parent", target="urn:a", assigner="did:web:p",
+                    prohibitions=(Prohibition(action=Action(name=ODRL + "distribute")),))
+    child = Policy(uid="urn:child", inherit_from=("urn:parent",),
+                   permissions=(Permission(action=Action(name=ODRL + "use"), target="urn:a"),))
+    merged = inherit(child, {"urn:parent": parent})
+    assert merged.inherit_from == ()
+    assert merged.permissions == child.permissions
+    assert merged.prohibitions == (
+        Prohibition(action=Action(name=ODRL + "distribute"), target="urn:a", assigner="did:web:p"),)
+
+
+def test_inherit_needs_every_parent():
+    child = Policy(uid="urn:child", inherit_from=("urn:missing",))
+    with pytest.raises(KeyError):
+        inherit(child, {})

@@ -1,0 +1,102 @@
+"""Templates: each produces a DSP-valid offer that the engine reads back and enforces as named."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from dsp_schema import dsp_errors
+
+from usage_policies import templates as t
+from usage_policies.evaluate import Outcome, Request, World, evaluate
+from usage_policies.jsonld import parse_policy, to_dsp
+
+A = "urn:asset:a"
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+EURO = "http://dbpedia.org/resource/Euro"
+
+ALL = {
+    "allow": t.allow(A),
+    "prohibit": t.prohibit(A, "odrl:distribute"),
+    "restrict_to": t.restrict_to(A, ["did:web:b", "did:web:c"]),
+    "purpose": t.purpose(A, ["R&D", "safety"]),
+    "region": t.region(A, "CN"),
+    "no_export_outside": t.no_export_outside(A, "CN"),
+    "max_uses": t.max_uses(A, 3),
+    "during": t.during(A, "2025-01-01T00:00:00Z", datetime(2026, 1, 1, tzinfo=UTC)),
+    "for_duration": t.for_duration(A, "P30D"),
+    "use_and_delete_after": t.use_and_delete_after(A, "P7D"),
+    "log_each_use": t.log_each_use(A),
+    "inform_on_use": t.inform_on_use(A),
+    "price_per_use": t.price_per_use(A, "1.50", EURO),
+    **{f"data_class_defaults[{c}]": t.data_class_defaults(A, c, purposes="R&D")
+       for c in ("general", "important", "core", "personal")},
+    "combine": t.combine(t.restrict_to(A, "did:web:b"), t.purpose(A, "R&D"), t.max_uses(A, 2)),
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_template_is_dsp_valid_and_round_trips(name):
+    offer = ALL[name]
+    assert dsp_errors(offer) == []
+    policy = parse_policy(offer)
+    assert parse_policy(to_dsp(policy)) == policy
+
+
+def test_ids_are_stable_and_content_based():
+    assert t.max_uses(A, 3)["@id"] == t.max_uses(A, 3)["@id"] != t.max_uses(A, 4)["@id"]
+
+
+def decide(offer: dict, world: World | None = None, **request) -> Outcome:
+    fields = {"party": "did:web:b", "action": "use", "target": A, **request}
+    return evaluate(parse_policy(offer), Request(**fields), world or World(), NOW).outcome
+
+
+@pytest.mark.parametrize(
+    ("name", "request_fields", "outcome"),
+    [
+        ("allow", {}, Outcome.PERMIT),
+        ("prohibit", {"action": "odrl:distribute"}, Outcome.DENY),
+        ("prohibit", {"action": "odrl:read"}, Outcome.PERMIT),
+        ("restrict_to", {"party": "did:web:c"}, Outcome.PERMIT),
+        ("restrict_to", {"party": "did:web:z"}, Outcome.DENY),
+        ("purpose", {"purpose": "safety"}, Outcome.PERMIT),
+        ("purpose", {"purpose": "ads"}, Outcome.DENY),
+        ("region", {"region": "CN-GD-GZ"}, Outcome.PERMIT),
+        ("region", {"region": "DE"}, Outcome.DENY),
+        ("no_export_outside", {"export_destination": "CN-SH"}, Outcome.PERMIT),
+        ("no_export_outside", {"export_destination": "US"}, Outcome.DENY),
+        ("max_uses", {"use_count": 2}, Outcome.PERMIT),
+        ("max_uses", {"use_count": 3}, Outcome.DENY),
+        ("during", {}, Outcome.PERMIT),
+        ("for_duration", {"first_use": datetime(2025, 5, 2, 12, tzinfo=UTC)}, Outcome.PERMIT),
+        ("for_duration", {"first_use": datetime(2025, 5, 1, tzinfo=UTC)}, Outcome.DENY),
+        ("data_class_defaults[core]", {"region": "CN", "export_destination": "CN"}, Outcome.PERMIT),
+        ("data_class_defaults[core]", {"region": "CN", "export_destination": "CN", "action": "odrl:sell"},
+         Outcome.DENY),
+        ("data_class_defaults[core]", {"region": "US", "export_destination": "CN"}, Outcome.DENY),
+        ("data_class_defaults[personal]", {"purpose": "R&D", "export_destination": "CN"}, Outcome.PERMIT),
+        ("data_class_defaults[personal]", {"purpose": "ads", "export_destination": "CN"}, Outcome.DENY),
+        ("combine", {"purpose": "R&D", "use_count": 1}, Outcome.PERMIT),
+        ("combine", {"purpose": "R&D", "use_count": 2}, Outcome.DENY),
+        ("combine", {"purpose": "R&D", "party": "did:web:z"}, Outcome.DENY),
+    ],
+)
+def test_template_means_what_it_says(name, request_fields, outcome):
+    assert decide(ALL[name], **request_fields) is outcome
+
+
+def test_during_excludes_its_end():
+    offer = t.during(A, "2025-01-01T00:00:00Z", "2025-06-01T12:00:00Z")
+    assert decide(offer) is Outcome.DENY
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: t.max_uses(A, 0), lambda: t.for_duration(A, "30 days"), lambda: t.price_per_use(A, "-1", EURO),
+     lambda: t.data_class_defaults(A, "secret"), lambda: t.data_class_defaults(A, "personal"),
+     lambda: t.combine(t.allow(A), t.allow("urn:other")), lambda: t.purpose(A, [])],
+)
+def test_builders_reject_nonsense(build):
+    with pytest.raises(ValueError):
+        build()

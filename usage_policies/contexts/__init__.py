@@ -1,0 +1,1 @@
+"""JSON-LD contexts shipped with the engine (read at import, never fetched)."""
