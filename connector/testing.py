@@ -166,6 +166,15 @@ class DspValidator:
         self._registry = Registry().with_resources(resources)
         self._validator_class = Draft201909Validator
 
+    def policy_errors(self, policy: dict[str, Any]) -> list[str]:
+        """Problems of an ODRL policy against the DSP policy schema (``contract-schema.json``)."""
+        schema = self._schemas["negotiation/contract-schema.json"]
+        validator = self._validator_class(schema, registry=self._registry)
+        return [
+            f"{list(e.absolute_path)}: {[c.message[:120] for c in (e.context or [])][-3:] or e.message[:200]}"
+            for e in validator.iter_errors(policy)
+        ]
+
     def validate(self, message: dict[str, Any], type_name: str | None = None) -> None:
         """Raise ``jsonschema.ValidationError`` if *message* is not valid for its type."""
         name = type_name or str(message.get("@type"))

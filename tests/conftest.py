@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-from pathlib import Path
+from connector.logging import configure
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-from connector.logging import configure  # noqa: E402
-
+# Tests log JSON lines like a running node (and never render tracebacks with their locals).
 configure("debug")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 
 from rdflib import RDF, BNode, Graph, Namespace, URIRef
 from rdflib import Literal as RdfLiteral
 from rdflib.term import Node
 
+from connector.testing import shared_dir
 from usage_policies.evaluate import DutyState, Request, World
 from usage_policies.model import (
     Action,
@@ -35,7 +35,7 @@ from usage_policies.model import (
 from usage_policies.report import DeonticState, PerformanceState
 from usage_policies.values import parse_datetime
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+SHARED = shared_dir()
 SUITE = SHARED / "odrl-tests" / "force-test-suite"
 
 ODRL = Namespace("http://www.w3.org/ns/odrl/2/")

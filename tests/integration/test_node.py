@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
 import jsonschema
@@ -17,8 +16,9 @@ from connector.http import signing
 from connector.http.outbound import PeerClient, Signer
 from connector.identity import credentials
 from connector.identity import did as dids
+from connector.testing import shared_dir
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = shared_dir()
 
 
 async def _get(url: str) -> tuple[int, dict]:

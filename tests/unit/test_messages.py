@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from connector.protocol import messages as m
 from connector.protocol.errors import MessageError
-from connector.testing import dsp_validator
+from connector.testing import dsp_validator, shared_dir
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "dsp-2025-1"
+SHARED = shared_dir() / "dsp-2025-1"
 EXAMPLES = sorted((SHARED / "negotiation" / "example").glob("*.json")) + sorted(
     (SHARED / "catalog" / "example").glob("*request*.json")
 )

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey, VerifyKey
 
 from connector.identity import proof
 from connector.identity.multikey import ED25519_PRIV, ED25519_PUB, decode_multikey
+from connector.testing import shared_dir
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "eddsa-jcs-2022"
+VECTORS = shared_dir() / "vectors" / "eddsa-jcs-2022"
 
 
 @pytest.fixture(scope="module")

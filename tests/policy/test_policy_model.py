@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from rdflib import Graph, Namespace
 
+from connector.testing import shared_dir
 from usage_policies.model import (
     ACTION_INCLUDED_IN,
     ACTION_SYNONYMS,
@@ -21,7 +20,7 @@ from usage_policies.model import (
     rule_with_policy_defaults,
 )
 
-VOCAB = Path(__file__).resolve().parents[2] / ".." / "shared" / "odrl-tests" / "vocab" / "ODRL22.ttl"
+VOCAB = shared_dir() / "odrl-tests" / "vocab" / "ODRL22.ttl"
 ODRL_NS = Namespace(ODRL)
 SKOS = Namespace("http://www.w3.org/2004/02/skos/core#")
 
