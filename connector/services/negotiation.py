@@ -187,7 +187,9 @@ class NegotiationService:
             )
             return await self.node.contracts.negotiation(participant.id, pid) or record
         await self.node.contracts.set_provider_pid(participant.id, pid, ack.providerPid)
-        return await self.node.contracts.negotiation(participant.id, pid) or record
+        opened = await self.node.contracts.negotiation(participant.id, pid) or record
+        self._spawn(self._react(participant, opened))  # the script (or default) may move on from REQUESTED
+        return opened
 
     async def _find_offer(
         self, participant: ParticipantRuntime, dsp: str, offer_id: str
