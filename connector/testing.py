@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connector.bootstrap import init_node
+import msgspec
+
+from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
+from connector.config import CONFIG_FILE, ConformanceSection, parse_config, render_config
 from connector.node import Node
 
 
@@ -78,13 +81,20 @@ class NodeFactory:
             self.invalid.append(f"{where}: {message.get('@type')}: {str(exc).splitlines()[0]}")
 
     async def start(self, name: str, *, dev_mode: bool = True, region: str = "CN-GD", legal_name: str | None = None,
-                    trusted_networks: tuple[str, ...] = (), did_method: str = "web") -> RunningNode:
+                    trusted_networks: tuple[str, ...] = (), did_method: str = "web",
+                    conformance: ConformanceSection | None = None) -> RunningNode:
+        """Initialise and start a node; *conformance* adds a ``[conformance]`` section to its config."""
         port = free_port()
         data_dir = self.root / name
         result = init_node(data_dir, name=name, legal_name=legal_name or f"{name.title()} Co.", port=port,
                            management_port=free_port(), region=region, dev_mode=dev_mode,
                            trusted_networks=trusted_networks, did_method=did_method)
-        node = Node(data_dir, result.config)
+        config = result.config
+        if conformance is not None:
+            text = render_config(msgspec.structs.replace(config, conformance=conformance))
+            config = parse_config(text)
+            write_secret_text(data_dir / CONFIG_FILE, text)
+        node = Node(data_dir, config)
         self._watch(node)
         await node.start()
         running = RunningNode(node, ManagementClient(node.management_url, result.token), result.token, data_dir)
