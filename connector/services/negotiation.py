@@ -188,7 +188,8 @@ class NegotiationService:
             return await self.node.contracts.negotiation(participant.id, pid) or record
         await self.node.contracts.set_provider_pid(participant.id, pid, ack.providerPid)
         opened = await self.node.contracts.negotiation(participant.id, pid) or record
-        self._spawn(self._react(participant, opened))  # the script (or default) may move on from REQUESTED
+        if opened.state == State.REQUESTED.value:  # otherwise the provider's answer has already scheduled it
+            self._spawn(self._react(participant, opened))  # the script (or default) may move on from REQUESTED
         return opened
 
     async def _find_offer(
