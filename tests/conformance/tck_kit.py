@@ -28,6 +28,7 @@ AGENT_ID = "TCK_PARTICIPANT"
 #: ``dataspacetck.dsp.default.wait``: every expected callback must arrive within it.
 WAIT_S = 5.0
 CONFORMANCE = ConformanceSection(authorization=AUTHORIZATION, agent_id=AGENT_ID)
+KNOWN_CONTEXTS = {DSP_CONTEXT, "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"}
 
 
 def offer_id(dataset: str) -> str:
@@ -88,6 +89,10 @@ class Kit:
         if not isinstance(body, dict) or body.get("@type") not in SCHEMA_FILES:
             self.invalid.append(f"{where}: not a known DSP type: {str(body)[:200]}")
             return
+        # The kit expands JSON-LD with the two DSP contexts it holds locally; any other context would fail.
+        context = body.get("@context")
+        if not isinstance(context, list) or not set(map(str, context)) <= KNOWN_CONTEXTS:
+            self.invalid.append(f"{where}: @context must be a list of the DSP contexts, not {context!r}")
         try:
             dsp_validator().validate(body)
         except Exception as exc:
