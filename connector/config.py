@@ -52,7 +52,8 @@ class ConformanceSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
     #: The exact ``Authorization`` header value the kit sends (``…http.headers.authorization``).
     authorization: str
-    #: The kit's participant id (``dataspacetck.dsp.connector.agent.id`` / ``TCK_PARTICIPANT``).
+    #: The kit's own participant id (``TCK_PARTICIPANT`` in the kit), i.e. who a request with that header is.
+    #: Not the kit's ``dataspacetck.dsp.connector.agent.id``, which names the node under test.
     agent_id: str = "TCK_PARTICIPANT"
     #: Seed the kit's assets, policy ``P123`` and contract definition ``CD123`` for the first participant.
     seed: bool = True

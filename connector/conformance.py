@@ -23,8 +23,8 @@ scenario is fixed by the dataset id (as EDC's ``tck-extension`` does with ``Data
 Kit settings for a node at ``PUBLIC_URL`` whose first participant is ``NAME``:
 ``dataspacetck.dsp.connector.http.url = PUBLIC_URL/participants/NAME/api/dsp/2025-1``,
 ``…http.base.url = PUBLIC_URL/api/dsp``, ``…http.headers.authorization = <conformance.authorization>``,
-``…agent.id = <conformance.agent_id>``,
-``…negotiation.initiate.url = PUBLIC_URL/conformance/negotiations/initiate``.
+``…negotiation.initiate.url = PUBLIC_URL/conformance/negotiations/initiate``, and ``…agent.id`` = the
+participant's DID (the kit's name for the node under test; ``conformance.agent_id`` is the kit's own id).
 """
 
 from __future__ import annotations
