@@ -177,7 +177,9 @@ class NegotiationService:
             response = await self.node.client.request(
                 "POST", f"{dsp}/negotiations/request", json_body=m.encode(message), signer=participant.signer
             )
-            if response.status != 201:
+            # DSP 2025-1 §7 asks for 201 Created, but what matters is the ContractNegotiation it carries:
+            # peers that answer 200 with it (the compatibility kit does) have opened the negotiation too.
+            if not 200 <= response.status < 300:
                 raise PeerError(f"answered {response.status}: {_peer_reason(response.body)}")
             ack = m.decode(response.json(), m.ContractNegotiation)
         except (PeerError, MessageError) as exc:

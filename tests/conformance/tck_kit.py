@@ -107,7 +107,9 @@ class Kit:
         if request.path == "/negotiations/request":  # the CUT opens a negotiation with the kit as provider
             pid = self.provider_pids[body["consumerPid"]] = new_pid()
             ack = message("ContractNegotiation", providerPid=pid, consumerPid=body["consumerPid"], state="REQUESTED")
-            return web.json_response(ack, status=201)
+            # 200, not 201: the kit's callback endpoint answers every handled message with 200
+            # (DefaultCallbackEndpoint.DelegatingProtocolHandler), the initial request included.
+            return web.json_response(ack, status=200)
         return web.Response(status=200)
 
     async def next_message(self, what: str) -> tuple[str, dict[str, Any]]:
