@@ -50,9 +50,23 @@ class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     did_method: Literal["web", "key"] = "web"
 
 
+class ConformanceSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Conformance mode (``connector.conformance``): a test fixture for the DSP compatibility kit, never
+    for production. Present only when the ``[conformance]`` section is; needs ``node.dev_mode``."""
+
+    #: The exact ``Authorization`` header value the kit sends (``…http.headers.authorization``).
+    authorization: str
+    #: The kit's own participant id (``TCK_PARTICIPANT`` in the kit), i.e. who a request with that header is.
+    #: Not the kit's ``dataspacetck.dsp.connector.agent.id``, which names the node under test.
+    agent_id: str = "TCK_PARTICIPANT"
+    #: Seed the kit's assets, policy ``P123`` and contract definition ``CD123`` for the first participant.
+    seed: bool = True
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     node: NodeSection
     participant: ParticipantSection
+    conformance: ConformanceSection | None = None
 
     @property
     def public_url(self) -> str:
@@ -89,6 +103,15 @@ def _check(config: Config) -> None:
         raise ConfigError(
             "participant.region must be an ISO 3166 code such as CN or CN-GD", path="participant.region"
         )
+    if config.conformance is not None:
+        if not node.dev_mode:
+            raise ConfigError("conformance mode is a test fixture and needs node.dev_mode = true",
+                              path="conformance")
+        if len(config.conformance.authorization.strip()) < 8:
+            raise ConfigError("conformance.authorization must be at least 8 characters",
+                              path="conformance.authorization")
+        if not config.conformance.agent_id.strip():
+            raise ConfigError("conformance.agent_id must not be empty", path="conformance.agent_id")
 
 
 def parse_config(text: str) -> Config:
@@ -128,7 +151,9 @@ def render_config(config: Config) -> str:
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines: list[str] = []
-    for section in ("node", "participant"):
+    for section in ("node", "participant", "conformance"):
+        if getattr(config, section) is None:
+            continue
         lines.append(f"[{section}]")
         for key, v in msgspec.structs.asdict(getattr(config, section)).items():
             lines.append(f"{key} = {value(v)}")

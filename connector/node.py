@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -27,6 +28,9 @@ from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
 from connector.store.db import Store
 from connector.store.repository import ContractRepository, SqliteRepository
+
+if TYPE_CHECKING:
+    from connector.conformance import ConformanceMode
 
 log = get_logger(component="node")
 
@@ -54,6 +58,12 @@ class Node:
         self.negotiations = NegotiationService(self)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
+        # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.
+        self.conformance: ConformanceMode | None = None
+        if self.config.conformance is not None:
+            from connector.conformance import ConformanceMode
+
+            self.conformance = ConformanceMode(self, self.config.conformance)
         self._runners: list[web.AppRunner] = []
         self.public_port: int | None = None
         self.management_port: int | None = None
@@ -108,6 +118,8 @@ class Node:
         )
         app.add_routes(public.routes(self))
         app.add_routes(dsp.routes(self))
+        if self.conformance is not None:
+            app.add_routes(self.conformance.routes())
         return app
 
     def management_app(self) -> web.Application:
@@ -134,6 +146,8 @@ class Node:
         started = time.perf_counter()
         await self.store.open()
         await self._load_participants()
+        if self.conformance is not None:
+            await self.conformance.seed()
         cfg = self.config.node
         self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port)
         self.management_port = await self._serve(self.management_app(), cfg.management_host, cfg.management_port)

@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-from connector.bootstrap import init_node
+from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
-from connector.config import CONFIG_FILE, render_config
+from connector.config import CONFIG_FILE, ConformanceSection, parse_config, render_config
 from connector.node import Node
 
 
@@ -82,17 +82,21 @@ class NodeFactory:
 
     async def start(self, name: str, *, dev_mode: bool = True, region: str = "CN-GD", legal_name: str | None = None,
                     trusted_networks: tuple[str, ...] = (), did_method: str = "web",
-                    **node_settings: Any) -> RunningNode:
-        """Init and start a node; *node_settings* override ``[node]`` config fields (written to its file)."""
+                    conformance: ConformanceSection | None = None, **node_settings: Any) -> RunningNode:
+        """Initialise and start a node; *node_settings* override ``[node]`` config fields and *conformance*
+        adds a ``[conformance]`` section (both written to its config file and read back)."""
         port = free_port()
         data_dir = self.root / name
         result = init_node(data_dir, name=name, legal_name=legal_name or f"{name.title()} Co.", port=port,
                            management_port=free_port(), region=region, dev_mode=dev_mode,
                            trusted_networks=trusted_networks, did_method=did_method)
         config = result.config
-        if node_settings:
-            config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings))
-            (data_dir / CONFIG_FILE).write_text(render_config(config))
+        if node_settings or conformance is not None:
+            config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings),
+                                             conformance=conformance)
+            text = render_config(config)
+            config = parse_config(text)
+            write_secret_text(data_dir / CONFIG_FILE, text)
         node = Node(data_dir, config)
         self._watch(node)
         await node.start()

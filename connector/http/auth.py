@@ -7,10 +7,15 @@
   verified caller DID is put on the request as ``request["caller_did"]``.
 - Operators and applications: management requests carry ``Authorization: Bearer <token>``; tokens are
   stored hashed and name their participant and application.
+- Conformance mode only (``[conformance]`` in the config, ``connector.conformance``): a DSP request
+  without a signature must carry exactly the configured static ``Authorization`` value (the compatibility
+  kit cannot sign); the caller is then the kit's configured agent id. Without that section this path
+  does not exist.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -50,6 +55,9 @@ def _is_public_dsp_path(path: str) -> bool:
 
 
 async def authenticate_peer(node: Node, request: web.Request) -> str:
+    conformance = node.config.conformance
+    if conformance is not None and "Signature-Input" not in request.headers:
+        return await _authenticate_static(request, conformance.authorization, conformance.agent_id)
     now = time.time()
     sig = signing.read_signature_input(request.headers)
     signing.check_times(sig, now)
@@ -69,6 +77,21 @@ async def authenticate_peer(node: Node, request: web.Request) -> str:
     request[BODY] = body
     log.debug("peer request verified", caller=caller, path=request.path)
     return caller
+
+
+def static_authorization_matches(expected: str, header: str | None) -> bool:
+    """Whether *header* is exactly *expected* (constant-time, so timing tells nothing about the value)."""
+    return header is not None and hmac.compare_digest(header.encode(), expected.encode())
+
+
+async def _authenticate_static(request: web.Request, expected: str, agent_id: str) -> str:
+    # Conformance mode only (see the module docstring): stands in for the RFC 9421 signature.
+    if not static_authorization_matches(expected, request.headers.get("Authorization")):
+        raise Unauthorized("request is neither signed (RFC 9421) nor carries the conformance Authorization value")
+    request[CALLER_DID] = agent_id
+    request[BODY] = await request.read()
+    log.debug("conformance request accepted", caller=agent_id, path=request.path)
+    return agent_id
 
 
 async def authenticate_token(node: Node, request: web.Request) -> Token:

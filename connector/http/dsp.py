@@ -91,6 +91,7 @@ def routes(node: Node) -> list[web.RouteDef]:
         record = await node.contracts.negotiation(p.id, request.match_info["pid"])
         if record is None or not node.negotiations._is_party(record, request[CALLER_DID]):
             raise NotFound("no such negotiation")
+        node.negotiations.read_by_peer(record)
         return _ack(record)
 
     async def initial_request(request: web.Request) -> web.Response:

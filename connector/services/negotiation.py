@@ -11,9 +11,11 @@ Crash safety and silent peers:
   peer; a restarted node re-delivers what was pending and takes the moves that were its own;
 - a peer that acknowledges but never sends its next message: after ``negotiation_timeout_s`` without
   progress the negotiation is terminated with a reason naming what was awaited from whom;
-- re-delivered messages are answered without being handled twice: an opening message by the same peer
-  with the same pid returns the existing negotiation; a repeat of the last message received is
-  acknowledged as it was.
+- no message is handled twice: an opening message re-delivered by the same peer with the same pid
+  returns the negotiation it opened; any other message is checked against the state table, so a repeat
+  is refused. When a message we re-deliver (its first answer was lost) is refused, the node asks the
+  peer for its view of the process (DSP ``GET …/negotiations/:pid``); if the peer is already where our
+  message leads, the message had arrived and counts as delivered.
 
 Decisions the node takes on its own:
 - as provider, on a request: the offer must exist and be visible to the requester (its access policy
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import random
 import time
@@ -43,7 +44,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import rfc8785
 
 from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, TdsError, Unauthorized
 from connector.faults import crash_point
@@ -100,14 +100,6 @@ def backoff(attempt: int) -> float:
     return float(delay * random.uniform(0.8, 1.2))
 
 
-def digest(kind: Kind, body: Any) -> str:
-    try:
-        canonical = bytes(rfc8785.dumps(body))
-    except (TypeError, ValueError, rfc8785.CanonicalizationError):
-        canonical = json.dumps(body, sort_keys=True, default=str).encode()
-    return f"{kind.name}:{hashlib.sha256(canonical).hexdigest()}"
-
-
 class NegotiationError(InvalidTransition):
     """A refused negotiation message; carries the pids for the ``ContractNegotiationError`` body."""
 
@@ -133,6 +125,18 @@ class NegotiationService:
         #: Conformance mode: a script that names the next step for a negotiation ("offer", "agree",
         #: "terminate", "accept", "counter-request", "verify", "finalize", "wait"), or None for the default.
         self.script: Script | None = None
+        #: Conformance mode: told when a peer reads a negotiation (``GET …/negotiations/:pid``).
+        self.on_read: Callable[[NegotiationRecord], None] | None = None
+
+    def read_by_peer(self, record: NegotiationRecord) -> None:
+        if self.on_read is not None:
+            self.on_read(record)
+
+    def poke(self, record: NegotiationRecord) -> None:
+        """Reconsider the node's next move for *record* (used when a script's condition changed)."""
+        participant = self.node.participant_by_id(record.participant_id)
+        if participant is not None:
+            self._spawn(self._react(participant, record))
 
     @property
     def delivery_timeout(self) -> float:
@@ -322,8 +326,8 @@ class NegotiationService:
         await self.node.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (opening)")
         async with self._lock((participant.id, pid)):
             current = await self.node.contracts.negotiation(participant.id, pid) or record
-            await self._deliver(participant, current)
-        return await self.node.contracts.negotiation(participant.id, pid) or record
+            # The record as this delivery left it (the node's next move may already be under way).
+            return await self._deliver(participant, current)
 
     async def _find_offer(
         self, participant: ParticipantRuntime, dsp: str, offer_id: str
@@ -395,8 +399,7 @@ class NegotiationService:
             participant_id=participant.id, id=pid, role=role.value, state=state.value, counterparty_did=caller,
             provider_pid=provider_pid, consumer_pid=consumer_pid, counterparty_address=callback.rstrip("/"),
             asset_id=target, offer_id=offer_id, offer=offer, requested=offer if role is Role.PROVIDER else {},
-            expires_at=time.time() + self.negotiation_timeout, last_in=digest(kind, m.encode(message)),
-            created_at=now_text(), updated_at=now_text(),
+            expires_at=time.time() + self.negotiation_timeout, created_at=now_text(), updated_at=now_text(),
         )
         await self.node.contracts.create_negotiation(record, "message-in", f"{kind.value} (opening) from {caller}")
         crash_point("provider-after-storing-request" if role is Role.PROVIDER else "consumer-after-storing-offer")
@@ -422,18 +425,13 @@ class NegotiationService:
                 raise NegotiationError("consumerPid does not match the negotiation", record)
             if role is Role.PROVIDER and record.consumer_pid != message.consumerPid:
                 raise NegotiationError("consumerPid does not match the negotiation", record)
-            received = digest(kind, m.encode(message))
-            if received == record.last_in:
-                await self.node.contracts.add_event(participant.id, record.id, now_text(), "duplicate",
-                                                    f"{kind.value} received again; answered as before")
-                return record
             try:
                 next_state = table_receive(State(record.state), kind, role.other)
             except InvalidTransition as exc:
                 await self.node.contracts.add_event(participant.id, record.id, now_text(), "error",
                                                     f"refused {kind.value}: {exc.message}")
                 raise NegotiationError(exc.message, record) from exc
-            updated = _replace(record, state=next_state.value, last_in=received)
+            updated = _replace(record, state=next_state.value)
             if role is Role.CONSUMER and not record.provider_pid:
                 updated = _replace(updated, provider_pid=message.providerPid)
             agreement_row: AgreementRecord | None = None
@@ -532,7 +530,7 @@ class NegotiationService:
                 step = self._default_step(record)
             if step is None or step == "wait":
                 return
-            await self._do(participant, record.id, step)
+            await self._do(participant, record.id, step, expected_state=record.state)
         except Exception:
             log.exception("negotiation step failed", id=record.id)
 
@@ -546,11 +544,15 @@ class NegotiationService:
             return "verify"
         return None
 
-    async def _do(self, participant: ParticipantRuntime, negotiation_id: str, step: str, reason: str = "") -> None:
+    async def _do(self, participant: ParticipantRuntime, negotiation_id: str, step: str, reason: str = "",
+                  *, expected_state: str | None = None) -> None:
+        """Take *step*, unless the negotiation moved on since the step was chosen for *expected_state*."""
         key = (participant.id, negotiation_id)
         async with self._lock(key):
             record = await self.node.contracts.negotiation(participant.id, negotiation_id)
             if record is None or State(record.state) in TERMINAL or record.pending is not None:
+                return
+            if expected_state is not None and record.state != expected_state:
                 return
             if step == "decide":
                 step, reason, counter = await self._provider_decision(participant, record)
@@ -634,11 +636,16 @@ class NegotiationService:
         try:
             response = await self.node.client.request("POST", url, json_body=pending["body"],
                                                       signer=participant.signer)
+            # Any 2xx acknowledges. DSP 2025-1 asks for 201 on an opening message, but what matters is the
+            # ContractNegotiation it carries: peers that answer 200 (the compatibility kit does) opened it too.
             if response.status >= 300:
                 error = f"answered {response.status}: {_peer_reason(response.body)}"
                 if 400 <= response.status < 500 and response.status not in (401, 408, 409, 425, 429):
-                    # The peer refused the message itself: retrying the same message cannot help.
-                    return await self._give_up(record, kind, url, error, retry=False)
+                    if await self._peer_is_past(participant, record):
+                        error = None  # it had arrived before (its answer was lost): delivered
+                    else:
+                        # The peer refused the message itself: retrying the same message cannot help.
+                        return await self._give_up(record, kind, url, error, retry=False)
             elif pending.get(OPENING):
                 ack = m.decode(response.json(), m.ContractNegotiation)
         except (PeerError, MessageError) as exc:
@@ -656,6 +663,23 @@ class NegotiationService:
                 self._spawn(self._react(participant, updated))
             return updated
         return await self._give_up(record, kind, url, error, retry=True)
+
+    async def _peer_is_past(self, participant: ParticipantRuntime, record: NegotiationRecord) -> bool:
+        """Whether the peer's view of the process is already where our pending message leads (or one step
+        further), i.e. an earlier delivery of the same message arrived."""
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        if not remote_pid or (record.pending or {}).get(OPENING):
+            return False
+        try:
+            response = await self.node.client.request(
+                "GET", f"{record.counterparty_address}/negotiations/{remote_pid}", signer=participant.signer)
+            if response.status != 200:
+                return False
+            theirs = State(m.decode(response.json(), m.ContractNegotiation).state)
+        except (PeerError, MessageError, ValueError):
+            return False
+        ours = State(record.state)
+        return theirs is ours or theirs in TRANSITIONS[ours].values()
 
     async def _give_up(self, record: NegotiationRecord, kind: Kind, url: str, error: str,
                        *, retry: bool) -> NegotiationRecord:

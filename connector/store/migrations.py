@@ -97,7 +97,6 @@ MIGRATIONS: list[list[str]] = [
             next_attempt_at REAL,
             deliver_by REAL,
             expires_at REAL,
-            last_in TEXT NOT NULL DEFAULT '',
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
             PRIMARY KEY (participant_id, id)

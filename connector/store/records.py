@@ -54,8 +54,6 @@ class NegotiationRecord(msgspec.Struct, frozen=True, kw_only=True):
     deliver_by: float | None = None
     #: When the negotiation is terminated if nothing happens (the peer's or the operator's move).
     expires_at: float | None = None
-    #: Digest of the last message received, to answer a re-delivered message without handling it twice.
-    last_in: str = ""
     created_at: str = ""
     updated_at: str = ""
 

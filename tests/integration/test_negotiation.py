@@ -131,6 +131,18 @@ async def test_consumer_terminates_with_reason(nodes):
     assert "budget withdrawn" in theirs["reason"]
 
 
+async def test_script_decides_the_consumers_move_right_after_requesting(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    await publish(provider)
+    provider.node.negotiations.script = lambda record: "wait"
+    # the consumer withdraws as soon as its request is acknowledged (REQUESTED is its own state to leave)
+    consumer.node.negotiations.script = lambda record: "terminate" if record.state == "REQUESTED" else "wait"
+    started = await consumer.client.negotiate(provider.public_url, await offer_of(consumer, provider))
+    mine = await consumer.client.negotiation(started["id"], wait_s=5)
+    theirs = await provider.client.negotiation(mine["providerPid"], wait_s=5)
+    assert mine["state"] == theirs["state"] == "TERMINATED"
+
+
 async def test_illegal_transition_is_400_and_state_unchanged(nodes):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     await publish(provider)

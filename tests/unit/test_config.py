@@ -59,3 +59,31 @@ def test_http_public_url_needs_dev_mode():
 def test_not_toml():
     with pytest.raises(ConfigError, match="TOML"):
         parse_config("[node\n")
+
+
+DEV = GOOD.replace("port = 8181", "port = 8181\ndev_mode = true")
+CONFORMANCE = '\n[conformance]\nauthorization = "static-kit-value"\nagent_id = "TCK_PARTICIPANT"\n'
+
+
+def test_conformance_section_is_optional_and_round_trips():
+    assert parse_config(DEV).conformance is None
+    config = parse_config(DEV + CONFORMANCE)
+    assert config.conformance is not None and config.conformance.agent_id == "TCK_PARTICIPANT"
+    assert config.conformance.seed is True
+    assert parse_config(render_config(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (GOOD + CONFORMANCE, "conformance"),  # a test fixture: never without dev_mode
+        (DEV + CONFORMANCE.replace("agent_id", "agent"), "conformance.agent"),
+        (DEV + CONFORMANCE.replace('"static-kit-value"', '"short"'), "conformance.authorization"),
+        (DEV + CONFORMANCE.replace('"TCK_PARTICIPANT"', '" "'), "conformance.agent_id"),
+        (DEV + "\n[conformance]\n", "conformance.authorization"),
+    ],
+)
+def test_conformance_errors_name_the_field(text, field):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.path == field

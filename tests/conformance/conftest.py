@@ -1,0 +1,30 @@
+"""Prints the DSP compatibility kit's pass count per scenario group at the end of the run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+GROUPS = ("MET", "CAT", "CN", "CN_C")
+_SCENARIO = re.compile(r"test_dsp_tck\.py::test_scenario\[(?P<id>(?P<group>[A-Z_]+):\d\d-\d\d)\]$")
+_outcomes: dict[str, tuple[str, bool]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    match = _SCENARIO.search(report.nodeid)
+    if match is None:
+        return
+    group, ok = match["group"], _outcomes.get(report.nodeid, ("", True))[1]
+    if report.failed or (report.when == "call" and not report.passed):
+        ok = False
+    _outcomes[report.nodeid] = (group, ok)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _outcomes:
+        return
+    for group in GROUPS:
+        results = [ok for g, ok in _outcomes.values() if g == group]
+        if results:
+            terminalreporter.write_line(f"DSP TCK {group}: {sum(results)}/{len(results)}")
