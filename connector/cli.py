@@ -385,8 +385,69 @@ def agreements(as_json: bool, data_dir: Path | None, node_url: str | None, token
     if not rows:
         click.echo("no agreements yet")
     for row in rows:
-        click.echo(f"{row['id']}  {row['role']:8}  {row['assetId']}  "
+        signed = sum(1 for k in ("providerProof", "consumerProof") if row.get(k))
+        label = "dual-signed" if signed == 2 else f"{signed} signature(s)"
+        click.echo(f"{row['id']}  {row['role']:8}  {row['assetId']}  {label}  "
                    f"provider {row['providerDid']}  consumer {row['consumerDid']}")
+
+
+@main.group()
+def agreement() -> None:
+    """One agreement: export its evidence, or check who signed it."""
+
+
+@agreement.command("export")
+@click.argument("agreement_id", metavar="ID")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (default: stdout).")
+@node_options
+def agreement_export(agreement_id: str, output: Path | None, data_dir: Path | None, node_url: str | None,
+                     token: str | None) -> None:
+    """Write the agreement with both proofs and the parties' DID documents (JSON)."""
+    evidence = _call(data_dir, node_url, token, lambda c: c.agreement_evidence(agreement_id))
+    text = json.dumps(evidence, indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n")
+        click.echo(f"evidence of {agreement_id} written to {output}")
+
+
+@agreement.command("verify")
+@click.argument("agreement_id", metavar="ID", required=False)
+@click.option("--file", "file_path", type=click.Path(exists=True, path_type=Path),
+              help="An evidence file (from `tds agreement export`); checked without any network.")
+@node_options
+def agreement_verify(agreement_id: str | None, file_path: Path | None, data_dir: Path | None, node_url: str | None,
+                     token: str | None) -> None:
+    """Check an agreement's proofs offline and print who signed what. Exits 1 if a proof is invalid."""
+    from connector.protocol import agreements as evidence_check
+
+    if file_path is not None:
+        try:
+            evidence = json.loads(file_path.read_text())
+        except ValueError as exc:
+            _fail(f"{file_path} is not JSON: {exc}")
+            return
+    elif agreement_id:
+        evidence = _call(data_dir, node_url, token, lambda c: c.agreement_evidence(agreement_id))
+    else:
+        _fail("give an agreement ID or --file EVIDENCE.json")
+        return
+    try:
+        results = evidence_check.check_bundle(evidence)
+    except evidence_check.AgreementProofError as exc:
+        _fail(str(exc))
+        return
+    agreement_ = evidence["agreement"]
+    click.echo(f"agreement {agreement_.get('@id')} for {agreement_.get('target')}, timestamp "
+               f"{agreement_.get('timestamp')}")
+    for r in results:
+        mark = {"valid": "signed", "invalid": "INVALID", "missing": "not signed"}[r.status]
+        click.echo(f"  {r.role:8} {r.did}: {mark}" + (f" ({r.detail})" if r.detail else ""))
+    valid = sum(r.status == "valid" for r in results)
+    click.echo("  dual-signed" if valid == 2 else f"  {valid} of 2 parties signed")
+    if any(r.status == "invalid" for r in results):
+        sys.exit(1)
 
 
 @main.group()

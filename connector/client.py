@@ -118,5 +118,8 @@ class ManagementClient:
     async def agreements(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/agreements")  # type: ignore[no-any-return]
 
+    async def agreement_evidence(self, agreement_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/agreements/{agreement_id}/evidence")  # type: ignore[no-any-return]
+
     async def agreement(self, agreement_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/agreements/{agreement_id}")  # type: ignore[no-any-return]

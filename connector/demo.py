@@ -78,7 +78,12 @@ async def publish_and_negotiate(provider: DemoNode, consumer: DemoNode, say: Cal
     theirs = [a["id"] for a in await provider.client.agreements()]
     if agreement["@id"] not in theirs:
         raise DemoFailed("the provider does not hold the same agreement")
-    say("  both nodes hold the same agreement.")
+    from connector.protocol.agreements import check_bundle
+
+    checks = check_bundle(await provider.client.agreement_evidence(agreement["@id"]))
+    if [c.status for c in checks] != ["valid", "valid"]:
+        raise DemoFailed(f"the agreement is not signed by both parties: {checks}")
+    say("  both nodes hold the same agreement, signed by both parties (eddsa-jcs-2022 proofs checked).")
     return str(agreement["@id"])
 
 

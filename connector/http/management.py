@@ -16,6 +16,7 @@ from aiohttp import web
 from connector.errors import BadRequest, NotFound, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
 from connector.identity.credentials import Subject
+from connector.protocol import agreements
 from connector.services.policy import PolicySyntaxError, check_policy
 from connector.store.records import (
     AgreementRecord,
@@ -153,6 +154,17 @@ class VerifyPeerOut(msgspec.Struct, frozen=True, rename="camel"):
 
 class PeersOut(msgspec.Struct, frozen=True):
     peers: list[Peer]
+
+
+class EvidenceOut(msgspec.Struct, frozen=True):
+    """An agreement evidence bundle (``connector.protocol.agreements``); check it with
+    ``tds agreement verify --file``."""
+
+    agreement: dict[str, Any]
+    providerProof: dict[str, Any] | None
+    consumerProof: dict[str, Any] | None
+    didDocuments: dict[str, Any]
+    type: str = msgspec.field(name="@type", default=agreements.BUNDLE_TYPE)
 
 
 class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
@@ -338,6 +350,13 @@ def routes(node: Node) -> list[Route]:
         rows = await node.contracts.agreements(participant(request).id)
         return web.json_response([camel(r) for r in rows])
 
+    async def agreement_evidence(request: web.Request) -> web.Response:
+        found = await node.contracts.agreement(participant(request).id, request.match_info["id"])
+        if found is None:
+            raise NotFound("no such agreement")
+        return web.json_response(agreements.bundle(found.agreement, found.provider_proof, found.consumer_proof,
+                                                   found.did_documents))
+
     async def get_agreement(request: web.Request) -> web.Response:
         found = await node.contracts.agreement(participant(request).id, request.match_info["id"])
         if found is None:
@@ -376,6 +395,9 @@ def routes(node: Node) -> list[Route]:
         R("GET", "/agreements", list_agreements, "Finalized agreements", tag="agreements",
           response=list[AgreementRecord]),
         R("GET", "/agreements/{id}", get_agreement, "One agreement", tag="agreements", response=AgreementRecord),
+        R("GET", "/agreements/{id}/evidence", agreement_evidence,
+          "The agreement with both parties' proofs and DID documents, to check offline", tag="agreements",
+          response=EvidenceOut),
     ]
 
 

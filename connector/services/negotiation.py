@@ -432,6 +432,9 @@ class NegotiationService:
                                                     f"refused {kind.value}: {exc.message}")
                 raise NegotiationError(exc.message, record) from exc
             updated = _replace(record, state=next_state.value)
+            if record.pending is not None:
+                # The peer moved on from where our pending message took it: it has that message.
+                updated = _replace(updated, pending=None, attempts=0, next_attempt_at=None, deliver_by=None)
             if role is Role.CONSUMER and not record.provider_pid:
                 updated = _replace(updated, provider_pid=message.providerPid)
             agreement_row: AgreementRecord | None = None

@@ -125,5 +125,5 @@ async def test_demo_runs_and_both_nodes_verify_each_other():
     await run_demo(say=lines.append)
     text = "\n".join(lines)
     assert text.count("verified: ") == 2
-    assert "-> FINALIZED in" in text and "both nodes hold the same agreement" in text
+    assert "-> FINALIZED in" in text and "signed by both parties" in text
     assert "Demo finished" in text

@@ -270,3 +270,89 @@ async def _signed_get(node, url):
     headers = signing.sign_request("GET", url, None, key=p.keys.signing, key_id=p.key_id, now=time.time())
     async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
         return r.status, await r.json(content_type=None)
+
+
+async def test_agreement_is_dual_signed_and_checks_offline(nodes, tmp_path):
+    from connector.protocol import agreements
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    await publish(provider)
+    started = await consumer.client.negotiate(provider.public_url, await offer_of(consumer, provider))
+    final = await consumer.client.negotiation(started["id"], wait_s=10)
+    assert final["state"] == "FINALIZED"
+    agreement_id = final["agreement"]["@id"]
+    await provider.client.negotiation(final["providerPid"], wait_s=10)
+    for node in (provider, consumer):
+        evidence = await node.client.agreement_evidence(agreement_id)
+        results = agreements.check_bundle(evidence)
+        assert [(r.role, r.status) for r in results] == [("provider", "valid"), ("consumer", "valid")], results
+        assert set(evidence["didDocuments"]) == {provider.participant.did, consumer.participant.did}
+    # the same proofs on both sides
+    mine = await consumer.client.agreement_evidence(agreement_id)
+    theirs = await provider.client.agreement_evidence(agreement_id)
+    assert mine["providerProof"] == theirs["providerProof"] and mine["consumerProof"] == theirs["consumerProof"]
+
+
+async def test_bad_provider_proof_is_refused(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    await publish(provider)
+    # the provider's node signs with a key that is not in its DID document
+    from nacl.signing import SigningKey
+
+    original = provider.node.negotiations._sign
+
+    def forged(participant, agreement):
+        proof = original(participant, agreement)
+        from connector.protocol import agreements as a
+
+        return a.sign(agreement, SigningKey.generate(), key_id=proof["verificationMethod"], created=proof["created"])
+
+    provider.node.negotiations._sign = forged
+    started = await consumer.client.negotiate(provider.public_url, await offer_of(consumer, provider))
+    theirs = await provider.client.negotiation(started["providerPid"], wait_s=10)
+    assert theirs["state"] == "TERMINATED"
+    assert "proof does not verify" in theirs["reason"]
+    mine = await consumer.client.negotiation(started["id"])
+    assert mine["state"] == "REQUESTED"  # the agreement was refused: state unchanged on the consumer
+    assert await consumer.client.agreements() == []
+
+
+async def test_silent_peer_times_out_with_a_reason(nodes):
+    provider = await nodes.start("acme")
+    consumer = await nodes.start("parts", negotiation_timeout_s=0.5)
+    await publish(provider)
+    provider.node.negotiations.script = lambda record: "wait"  # acknowledges, then never answers
+    started = await consumer.client.negotiate(provider.public_url, await offer_of(consumer, provider))
+    final = await consumer.client.negotiation(started["id"], wait_s=10)
+    assert final["state"] == "TERMINATED"
+    assert "no progress" in final["reason"] and "REQUESTED" in final["reason"]
+    assert provider.participant.did in final["reason"]
+    theirs = await provider.client.negotiation(started["providerPid"], wait_s=5)
+    assert theirs["state"] == "TERMINATED"  # told why
+
+
+async def test_agreement_verify_cli_offline(nodes, tmp_path):
+    import asyncio
+    import json
+    import sys
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    await publish(provider)
+    started = await consumer.client.negotiate(provider.public_url, await offer_of(consumer, provider))
+    final = await consumer.client.negotiation(started["id"], wait_s=10)
+    evidence = await consumer.client.agreement_evidence(final["agreement"]["@id"])
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(evidence))
+    evidence["agreement"]["permission"][0]["action"] = "transfer"
+    bad.write_text(json.dumps(evidence))
+
+    async def verify(path):
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "connector", "agreement", "verify",
+                                                    "--file", str(path), stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return proc.returncode, out.decode()
+
+    code, out = await verify(good)
+    assert code == 0 and "dual-signed" in out and f"provider {provider.participant.did}: signed" in out
+    code, out = await verify(bad)
+    assert code == 1 and "INVALID" in out
