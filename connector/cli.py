@@ -450,6 +450,101 @@ def agreement_verify(agreement_id: str | None, file_path: Path | None, data_dir:
         sys.exit(1)
 
 
+@main.command("use")
+@click.argument("agreement_id", metavar="AGREEMENT")
+@click.option("--use-id", required=True, help="Your id for this use: a retry with the same id is not counted again.")
+@click.option("--action", default="use", show_default=True)
+@click.option("--purpose", default="")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the data here (default: decide only).")
+@node_options
+def use_command(agreement_id: str, use_id: str, action: str, purpose: str, output: Path | None,
+                data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Use received data through the usage API: decided, counted and logged first. Exits 1 on a deny."""
+    if output is None:
+        result = _call(data_dir, node_url, token, lambda c: c.use(agreement_id, use_id, action=action,
+                                                                   purpose=purpose))
+        _print_decision(result)
+        if result.get("decision") != "permit":
+            sys.exit(1)
+        return
+
+    async def fetch(client: Any) -> int:
+        size = 0
+        tmp = output.with_name(output.name + ".part")
+        with tmp.open("wb") as fh:
+            async for chunk in client.use_data(agreement_id, use_id, action=action, purpose=purpose):
+                fh.write(chunk)
+                size += len(chunk)
+        tmp.replace(output)
+        return size
+
+    size = _call(data_dir, node_url, token, fetch)
+    click.echo(f"permit: {size} bytes written to {output}")
+
+
+def _print_decision(result: dict[str, Any]) -> None:
+    click.echo(f"{result.get('decision')}: use #{result.get('seq')} logged" +
+               (" (a retry: not counted again)" if result.get("repeated") else ""))
+    for reason in result.get("reasons", []):
+        click.echo(f"  {reason}")
+
+
+@main.group()
+def usage() -> None:
+    """Uses of received data."""
+
+
+@usage.command("show")
+@click.argument("agreement_id", metavar="AGREEMENT")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def usage_show(agreement_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+               token: str | None) -> None:
+    """Uses so far, what is left of the allowance, and the latest decisions with their reasons."""
+    summary = _call(data_dir, node_url, token, lambda c: c.usage(agreement_id))
+    if as_json:
+        _print_json(summary)
+        return
+    allowance = summary["allowance"]
+    click.echo(f"agreement {agreement_id} ({summary['target']}): {summary['uses']} use(s)"
+               + (f", first {summary['firstUse']}" if summary.get("firstUse") else ""))
+    if "usesLeft" in allowance:
+        click.echo(f"  {allowance['usesLeft']} of {allowance['usesAllowed']} uses left")
+    if "secondsLeft" in allowance:
+        click.echo(f"  {allowance['secondsLeft'] // 86400} days left (until {allowance['useUntil']})")
+    elif "usePeriod" in allowance:
+        click.echo(f"  {allowance['usePeriod']} from the first use")
+    for entry in summary["latest"]:
+        reasons = "; ".join(entry.get("reasons", []))
+        click.echo(f"  #{entry['seq']} {entry['at']} {entry.get('decision') or entry['kind']} "
+                   f"{entry.get('action', '')} {entry.get('purpose', '')} [{entry.get('application', '')}]"
+                   + (f": {reasons}" if reasons else ""))
+
+
+@main.group("log")
+def log_group() -> None:
+    """The signed usage log."""
+
+
+@log_group.command("verify")
+@click.argument("agreement_id", metavar="AGREEMENT")
+@node_options
+def log_verify(agreement_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Check the agreement's usage log: the hash chain and every signed head. Names the first bad entry."""
+    from connector.services.usage import check_log
+
+    data = _call(data_dir, node_url, token, lambda c: c.usage_log(agreement_id))
+    problem = check_log(data["entries"], data["heads"], data["didDocument"])
+    if problem is not None:
+        click.echo(f"usage log of {agreement_id}: BROKEN at entry #{problem.seq} (position {problem.index}): "
+                   f"{problem.problem}")
+        sys.exit(1)
+    n = len(data["entries"])
+    last = data["entries"][-1]["hash"] if n else "-"
+    click.echo(f"usage log of {agreement_id}: {n} entries, chain intact, {len(data['heads'])} signed head(s); "
+               f"head {last}")
+
+
 @main.group()
 def negotiation() -> None:
     """Negotiations: show one with its history, or terminate it."""

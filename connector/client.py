@@ -16,11 +16,12 @@ from connector.config import load_config
 class ClientError(Exception):
     """The management API refused a call or could not be reached."""
 
-    def __init__(self, status: int, message: str, path: str | None = None) -> None:
+    def __init__(self, status: int, message: str, path: str | None = None, body: Any = None) -> None:
         super().__init__(f"{message} (field {path})" if path else message)
         self.status = status
         self.message = message
         self.path = path
+        self.body = body
 
 
 class ManagementClient:
@@ -58,7 +59,8 @@ class ManagementClient:
                 data = json.loads(raw) if raw else None
                 if resp.status >= 400:
                     data = data if isinstance(data, dict) else {}
-                    raise ClientError(resp.status, str(data.get("message", resp.reason)), data.get("path"))
+                    message = data.get("message") or "; ".join(data.get("reasons", [])) or resp.reason
+                    raise ClientError(resp.status, str(message), data.get("path"), body=data)
                 return data
         except aiohttp.ClientConnectionError as exc:
             raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
@@ -117,6 +119,40 @@ class ManagementClient:
 
     async def agreements(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/agreements")  # type: ignore[no-any-return]
+
+    async def use(self, agreement_id: str, use_id: str, *, action: str = "use", purpose: str = "",
+                  deliver: bool = False) -> dict[str, Any]:
+        """Decide, count and log one use (``deliver=False``: no data returned). A deny comes back as a dict
+        with ``decision: deny`` and the reasons, not as an error."""
+        body = {"agreementId": agreement_id, "useId": use_id, "action": action, "purpose": purpose,
+                "deliver": deliver}
+        try:
+            return await self._call("POST", "/usage", body)  # type: ignore[no-any-return]
+        except ClientError as exc:
+            if exc.status == 403 and exc.body is not None:
+                return exc.body
+            raise
+
+    async def use_data(self, agreement_id: str, use_id: str, *, action: str = "use", purpose: str = "",
+                       chunk_size: int = 1 << 20) -> Any:
+        """Yield the data of a permitted use in chunks; raise :class:`ClientError` (403) on a deny."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        body = {"agreementId": agreement_id, "useId": use_id, "action": action, "purpose": purpose,
+                "deliver": True}
+        async with self._session.post(f"{self.base_url}/api/management/v1/usage", json=body) as resp:
+            if resp.status != 200 or resp.content_type == "application/json":
+                data = json.loads(await resp.read() or b"{}")
+                raise ClientError(resp.status, "; ".join(data.get("reasons", [])) or str(data.get("message")),
+                                  data.get("path"), body=data)
+            async for chunk in resp.content.iter_chunked(chunk_size):
+                yield chunk
+
+    async def usage(self, agreement_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/usage/{agreement_id}")  # type: ignore[no-any-return]
+
+    async def usage_log(self, agreement_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/usage/{agreement_id}/log")  # type: ignore[no-any-return]
 
     async def agreement_evidence(self, agreement_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/agreements/{agreement_id}/evidence")  # type: ignore[no-any-return]

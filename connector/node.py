@@ -26,6 +26,7 @@ from connector.participant import ParticipantRuntime
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
+from connector.services.usage import UsageService
 from connector.store.db import Store
 from connector.store.repository import ContractRepository, SqliteRepository
 
@@ -56,6 +57,7 @@ class Node:
         self.federation = FederationService(self)
         self.catalog = CatalogService(self)
         self.negotiations = NegotiationService(self)
+        self.usage = UsageService(self)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
         # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.
@@ -78,6 +80,10 @@ class Node:
         for p in self.participants.values():
             if p.id == participant_id:
                 return p
+        return None
+
+    def usage_payload(self, participant: ParticipantRuntime, agreement_id: str) -> Path | None:
+        """The received data of an agreement, if any has been received and verified."""
         return None
 
     def conformance_caller(self, caller: str) -> bool:

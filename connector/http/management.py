@@ -130,6 +130,8 @@ class Route(NamedTuple):
     status: int = 200
     query: dict[str, str] = {}
     example: dict[str, Any] | None = None
+    #: Other answers a caller must expect: status -> what it means.
+    answers: dict[int, str] = {}
 
 
 class ParticipantOut(msgspec.Struct, frozen=True, rename="camel"):
@@ -165,6 +167,30 @@ class EvidenceOut(msgspec.Struct, frozen=True):
     consumerProof: dict[str, Any] | None
     didDocuments: dict[str, Any]
     type: str = msgspec.field(name="@type", default=agreements.BUNDLE_TYPE)
+
+
+class UseIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    agreement_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    use_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    action: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "use"
+    purpose: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    #: False: decide, count and log only (the data is not returned).
+    deliver: bool = True
+
+
+class UseOut(msgspec.Struct, frozen=True, rename="camel"):
+    decision: str
+    reasons: list[str]
+    seq: int
+    entry_hash: str
+    repeated: bool
+    effects: list[str]
+
+
+class UsageLogOut(msgspec.Struct, frozen=True, rename="camel"):
+    entries: list[dict[str, Any]]
+    heads: list[dict[str, Any]]
+    did_document: dict[str, Any]
 
 
 class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
@@ -357,6 +383,37 @@ def routes(node: Node) -> list[Route]:
         return web.json_response(agreements.bundle(found.agreement, found.provider_proof, found.consumer_proof,
                                                    found.did_documents))
 
+    # usage of received data --------------------------------------------------------------------------
+
+    async def use(request: web.Request) -> web.StreamResponse:
+        body = decode_body(await request.read(), UseIn)
+        p = participant(request)
+        payload = node.usage_payload(p, body.agreement_id) if body.deliver else None
+        if body.deliver and payload is None:
+            from connector.errors import Conflict
+
+            raise Conflict("no data has been received for this agreement (nothing was counted)")
+        outcome = await node.usage.use(p, application=request[TOKEN].application, agreement_id=body.agreement_id,
+                                       action=body.action, purpose=body.purpose, use_id=body.use_id)
+        result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=outcome.entry.seq,
+                        entry_hash=outcome.entry.hash, repeated=outcome.repeated, effects=outcome.effects)
+        if not outcome.permitted or payload is None:
+            return web.json_response(msgspec.to_builtins(result), status=200 if outcome.permitted else 403)
+        headers = {"X-TDS-Decision": "permit", "X-TDS-Log-Seq": str(outcome.entry.seq),
+                   "X-TDS-Log-Hash": outcome.entry.hash}
+        return web.FileResponse(payload, headers=headers)
+
+    async def usage_summary(request: web.Request) -> web.Response:
+        return web.json_response(await node.usage.summary(participant(request), request.match_info["id"]))
+
+    async def usage_log(request: web.Request) -> web.Response:
+        p = participant(request)
+        if await node.contracts.agreement(p.id, request.match_info["id"]) is None:
+            raise NotFound("no such agreement")
+        entries, heads = await node.usage.log_of(p, request.match_info["id"])
+        return web.json_response({"entries": [msgspec.to_builtins(e) for e in entries], "heads": heads,
+                                  "didDocument": p.did_document()})
+
     async def get_agreement(request: web.Request) -> web.Response:
         found = await node.contracts.agreement(participant(request).id, request.match_info["id"])
         if found is None:
@@ -395,6 +452,16 @@ def routes(node: Node) -> list[Route]:
         R("GET", "/agreements", list_agreements, "Finalized agreements", tag="agreements",
           response=list[AgreementRecord]),
         R("GET", "/agreements/{id}", get_agreement, "One agreement", tag="agreements", response=AgreementRecord),
+        R("POST", "/usage", use, "Use received data: decided by the agreement's policy, counted and logged "
+          "before any byte is released; a deny (403) carries the reasons", tag="usage", body=UseIn,
+          response=UseOut, example={"agreementId": "urn:uuid:…", "useId": "report-2026-11-23-1",
+                                    "action": "use", "purpose": "R&D"},
+          answers={403: "denied by the policy (a UseOut with the reasons)", 404: "no such agreement",
+                   409: "the agreement is not FINALIZED, or no data was received (nothing counted)"}),
+        R("GET", "/usage/{id}", usage_summary, "Uses of an agreement's data, allowance left, latest decisions",
+          tag="usage"),
+        R("GET", "/usage/{id}/log", usage_log, "The agreement's hash-chained usage log with its signed heads",
+          tag="usage", response=UsageLogOut),
         R("GET", "/agreements/{id}/evidence", agreement_evidence,
           "The agreement with both parties' proofs and DID documents, to check offline", tag="agreements",
           response=EvidenceOut),

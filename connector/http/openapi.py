@@ -126,6 +126,12 @@ def _responses(route: Route, by_type: dict[Any, Any]) -> dict[str, Any]:
         out["409"] = {"description": "already exists", **error}
     if route.path.startswith(("/peers", "/catalog", "/negotiations")) and route.method == "POST":
         out["502"] = {"description": "the peer could not be reached or answered badly", **error}
+    for status, text in route.answers.items():
+        if status == 403 and route.response is not None:  # a decision, not an error: same shape as 200
+            out[str(status)] = {"description": text,
+                                "content": {"application/json": {"schema": by_type[route.response]}}}
+        else:
+            out[str(status)] = {"description": text, **error}
     return out
 
 

@@ -78,6 +78,9 @@ class Store:
         self._lock = threading.Lock()
         self.commits = 0
         self.jobs = 0
+        #: Run on the writer thread at the end of every batch, inside its transaction, before COMMIT (the
+        #: usage log signs its chain heads there: once per commit group).
+        self.batch_hooks: list[Callable[[sqlite_utils.Database], None]] = []
 
     def open_sync(self) -> None:
         """Create or migrate the database and start the writer thread."""
@@ -152,10 +155,12 @@ class Store:
                 else:
                     db.execute("RELEASE job")
                     outcomes.append((True, result))
+            for hook in self.batch_hooks:
+                hook(db)
             db.execute("COMMIT")
             self.commits += 1
             self.jobs += len(batch)
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if db.conn.in_transaction:
                 db.execute("ROLLBACK")
             error = StorageError(f"commit failed: {exc}")

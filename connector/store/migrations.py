@@ -131,4 +131,32 @@ MIGRATIONS: list[list[str]] = [
         ) WITHOUT ROWID""",
         "CREATE UNIQUE INDEX agreements_negotiation ON agreements(participant_id, negotiation_id)",
     ],
+    # 3: usage enforcement on the consumer side: counters, the hash-chained usage log, signed chain heads
+    [
+        """CREATE TABLE usage_counters (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            use_count INTEGER NOT NULL DEFAULT 0,
+            first_use_at TEXT,
+            PRIMARY KEY (participant_id, agreement_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE usage_log (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            use_id TEXT NOT NULL DEFAULT '',
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            PRIMARY KEY (participant_id, agreement_id, seq)
+        ) WITHOUT ROWID""",
+        "CREATE UNIQUE INDEX usage_log_use ON usage_log(participant_id, agreement_id, use_id) WHERE use_id != ''",
+        """CREATE TABLE usage_heads (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            head TEXT NOT NULL,
+            PRIMARY KEY (participant_id, agreement_id, seq)
+        ) WITHOUT ROWID""",
+    ],
 ]

@@ -1,0 +1,154 @@
+"""Usage enforcement on the consumer's node: decided, counted exactly once, logged and signed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+
+import pytest
+
+from connector.bootstrap import init_node
+from connector.client import ManagementClient
+from connector.services.usage import check_log
+from connector.testing import NodeProcess, free_port
+from usage_policies import templates
+
+
+async def agreement_between(provider, consumer_client, consumer_url_peer, *, uses=3, purpose="R&D") -> str:
+    target = "qi"
+    await provider.client.add_asset({"id": target})
+    await provider.client.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
+    usage = templates.combine(templates.purpose(target, purpose), templates.max_uses(target, uses),
+                              templates.for_duration(target, "P30D"), templates.log_each_use(target))
+    await provider.client.add_policy("rnd", usage)
+    await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="rnd",
+                                                  assets=[target])
+    catalog = await consumer_client.catalog(consumer_url_peer)
+    offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
+    started = await consumer_client.negotiate(consumer_url_peer, offer)
+    final = await consumer_client.negotiation(started["id"], wait_s=15)
+    assert final["state"] == "FINALIZED", final
+    return str(final["agreement"]["@id"])
+
+
+async def test_uses_up_to_the_limit_then_denied_with_reasons(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_between(provider, consumer.client, provider.public_url)
+    for i in range(3):
+        result = await consumer.client.use(agreement, f"use-{i}", purpose="R&D")
+        assert result["decision"] == "permit" and result["seq"] == i + 1
+    fourth = await consumer.client.use(agreement, "use-3", purpose="R&D")
+    assert fourth["decision"] == "deny" and any("count" in r for r in fourth["reasons"]), fourth
+    wrong = await consumer.client.use(agreement, "use-4", purpose="marketing")
+    assert wrong["decision"] == "deny" and any("purpose" in r for r in wrong["reasons"]), wrong
+    summary = await consumer.client.usage(agreement)
+    assert summary["uses"] == 3
+    assert summary["allowance"]["usesLeft"] == 0 and summary["allowance"]["usesAllowed"] == 3
+    assert 29 * 86400 < summary["allowance"]["secondsLeft"] <= 30 * 86400
+    assert [e["decision"] for e in summary["latest"]] == ["deny", "deny", "permit", "permit", "permit"]
+
+
+async def test_retry_with_the_same_use_id_is_not_counted_again(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_between(provider, consumer.client, provider.public_url)
+    first = await consumer.client.use(agreement, "report-1", purpose="R&D")
+    again = await consumer.client.use(agreement, "report-1", purpose="R&D")
+    assert again["repeated"] and again["seq"] == first["seq"] and again["entryHash"] == first["entryHash"]
+    assert (await consumer.client.usage(agreement))["uses"] == 1
+
+
+async def test_counters_exact_under_200_concurrent_uses_with_retries(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_between(provider, consumer.client, provider.public_url, uses=150)
+    ids = [f"u{i}" for i in range(200)]
+    results = await asyncio.gather(*(consumer.client.use(agreement, i, purpose="R&D") for i in ids))
+    retries = await asyncio.gather(*(consumer.client.use(agreement, i, purpose="R&D") for i in ids[::3]))
+    assert sum(r["decision"] == "permit" for r in results) == 150
+    assert all(r["repeated"] for r in retries)
+    by_id = dict(zip(ids, results, strict=True))
+    assert all(r["decision"] == by_id[i]["decision"] for i, r in zip(ids[::3], retries, strict=True))
+    assert (await consumer.client.usage(agreement))["uses"] == 150
+    log = await consumer.client.usage_log(agreement)
+    assert len(log["entries"]) == 200
+    assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
+    assert len(log["heads"]) < 200  # concurrent uses shared commit groups (one signed head per group)
+
+
+@pytest.mark.parametrize(
+    ("edit", "seq"),
+    [
+        ("UPDATE usage_log SET entry = replace(entry, '\"deny\"', '\"permit\"') WHERE seq = 4", 4),
+        ("DELETE FROM usage_log WHERE seq = 2", 3),
+        ("UPDATE usage_log SET seq = -1 WHERE seq = 2; UPDATE usage_log SET seq = 2 WHERE seq = 3; "
+         "UPDATE usage_log SET seq = 3 WHERE seq = -1", 3),
+    ],
+    ids=["edited", "deleted", "reordered"],
+)
+async def test_tampered_log_is_caught_by_log_verify(nodes, edit, seq):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_between(provider, consumer.client, provider.public_url)
+    for i in range(5):
+        await consumer.client.use(agreement, f"u{i}", purpose="R&D")
+    log = await consumer.client.usage_log(agreement)
+    assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
+    with sqlite3.connect(consumer.data_dir / "tds.db") as db:
+        db.executescript(edit)
+    code, out = await tds(consumer, "log", "verify", agreement)
+    assert code == 1 and f"BROKEN at entry #{seq}" in out, out
+
+
+async def tds(node, *args: str) -> tuple[int, str]:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connector", *args, "--node", node.node.management_url, "--token", node.token,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_log_verify_and_usage_show_cli(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_between(provider, consumer.client, provider.public_url)
+    code, out = await tds(consumer, "use", agreement, "--use-id", "cli-1", "--purpose", "R&D")
+    assert code == 0 and out.startswith("permit: use #1 logged")
+    code, out = await tds(consumer, "use", agreement, "--use-id", "cli-2", "--purpose", "sales")
+    assert code == 1 and out.startswith("deny") and "purpose" in out
+    code, out = await tds(consumer, "usage", "show", agreement)
+    assert code == 0 and "2 of 3 uses left" in out and "days left" in out
+    code, out = await tds(consumer, "log", "verify", agreement)
+    assert code == 0 and "2 entries, chain intact" in out
+
+
+@pytest.mark.parametrize("crash_at", ["usage-before-commit", "usage-after-commit"])
+async def test_kill_9_around_the_commit(nodes, tmp_path, crash_at):
+    provider = await nodes.start("acme")
+    data = tmp_path / "consumer"
+    init_node(data, name="parts", legal_name="Parts", port=free_port(), management_port=free_port(), dev_mode=True)
+    consumer = NodeProcess(data)
+    await consumer.start(crash_at=crash_at)
+    client = ManagementClient.for_data_dir(data)
+    try:
+        agreement = await agreement_between(provider, client, provider.public_url)
+        with pytest.raises(Exception):  # noqa: B017 - the connection dies with the process
+            await client.use(agreement, "the-use", purpose="R&D")
+        assert await consumer.exited() == -signal.SIGKILL
+        await client.close()
+        await consumer.start()
+        summary = await client.usage(agreement)
+        log = await client.usage_log(agreement)
+        if crash_at == "usage-before-commit":
+            assert summary["uses"] == 0 and log["entries"] == []  # no trace
+        else:
+            assert summary["uses"] == 1 and [e["use_id"] for e in log["entries"]] == ["the-use"]
+        retry = await client.use(agreement, "the-use", purpose="R&D")
+        assert retry["decision"] == "permit"
+        assert retry["repeated"] is (crash_at == "usage-after-commit")
+        summary = await client.usage(agreement)
+        log = await client.usage_log(agreement)
+        assert summary["uses"] == 1 and len(log["entries"]) == 1  # counted once, logged once
+        assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
+    finally:
+        await client.close()
+        await consumer.stop()
