@@ -116,16 +116,17 @@ class UsageService:
         application: str, action: str, purpose: str, use_id: str, now: datetime,
     ) -> UseOutcome:
         pid = participant.id
-        earlier = list(db.query("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
-                                "AND use_id = ?", [pid, agreement.id, use_id]))
+        # Plain sqlite3 on the hot path (sqlite-utils wraps each query in a savepoint of its own).
+        earlier = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
+                                  "AND use_id = ?", [pid, agreement.id, use_id]).fetchone()
         if earlier:
-            entry = msgspec.json.decode(earlier[0]["entry"], type=ledger.Entry)
+            entry = msgspec.json.decode(earlier[0], type=ledger.Entry)
             return UseOutcome(entry.decision, list(entry.reasons), entry, repeated=True, effects=list(entry.effects))
-        counters = list(db.query("SELECT use_count, first_use_at FROM usage_counters WHERE participant_id = ? "
-                                 "AND agreement_id = ?", [pid, agreement.id]))
-        use_count = int(counters[0]["use_count"]) if counters else 0
-        first_use = (datetime.fromisoformat(counters[0]["first_use_at"].replace("Z", "+00:00"))
-                     if counters and counters[0]["first_use_at"] else None)
+        counters = db.conn.execute("SELECT use_count, first_use_at FROM usage_counters WHERE participant_id = ? "
+                                   "AND agreement_id = ?", [pid, agreement.id]).fetchone()
+        use_count = int(counters[0]) if counters else 0
+        first_use = (datetime.fromisoformat(counters[1].replace("Z", "+00:00"))
+                     if counters and counters[1] else None)
         request = Request(
             party=participant.did, action=action, target=agreement.asset_id, purpose=purpose or None,
             region=participant.record.region, recipient=participant.did,
@@ -140,7 +141,7 @@ class UsageService:
                              decision="permit" if permitted else "deny", reasons=list(planned.decision.reasons),
                              effects=effects)
         if permitted:
-            db.execute(
+            db.conn.execute(
                 "INSERT INTO usage_counters (participant_id, agreement_id, use_count, first_use_at) "
                 "VALUES (?, ?, 1, ?) ON CONFLICT (participant_id, agreement_id) DO UPDATE SET "
                 "use_count = use_count + 1, first_use_at = COALESCE(first_use_at, excluded.first_use_at)",
@@ -153,7 +154,7 @@ class UsageService:
         # Always the head as this transaction sees it: a rolled-back job leaves nothing to forget.
         head = _head(db, participant_id, agreement_id)
         entry = ledger.append(head, agreement=agreement_id, **fields)
-        db.execute(
+        db.conn.execute(
             "INSERT INTO usage_log (participant_id, agreement_id, seq, use_id, at, kind, entry) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [participant_id, agreement_id, entry.seq, entry.use_id, entry.at, entry.kind,
@@ -268,9 +269,9 @@ def check_log(entries: list[dict[str, Any]], heads: list[dict[str, Any]],
 
 
 def _head(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> ledger.Entry | None:
-    rows = list(db.query("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
-                         "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]))
-    return msgspec.json.decode(rows[0]["entry"], type=ledger.Entry) if rows else None
+    row = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
+    return msgspec.json.decode(row[0], type=ledger.Entry) if row else None
 
 
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
