@@ -14,6 +14,7 @@ from connector.config import CONFIG_FILE, Config, NodeSection, ParticipantSectio
 from connector.errors import ConfigError
 from connector.identity import did as dids
 from connector.identity.keys import ParticipantKeys, save_keys
+from connector.protocol.export_control import ExportRule
 from connector.store.db import Store
 from connector.store.repository import Participant, add_participant_sync, add_token_sync
 
@@ -77,6 +78,10 @@ def init_node(
             did_method="key" if did_method == "key" else "web",
         ),
     )
+    if region == "CN" or region.startswith("CN-"):
+        # The default rule set of a node in China: core and personal data stay in the country.
+        config = msgspec.structs.replace(
+            config, export_control=[ExportRule(region="CN", data_classes=["core", "personal"])])
     text = render_config(config)
     config = parse_config(text)  # the same checks as at start, with field names in the errors
     keys = ParticipantKeys.generate()

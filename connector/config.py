@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from connector.errors import ConfigError, validation_error_path
+from connector.protocol.export_control import ExportRule
 
 CONFIG_FILE = "tds.toml"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -67,6 +68,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     node: NodeSection
     participant: ParticipantSection
     conformance: ConformanceSection | None = None
+    #: ``[[export_control]]`` rules: data of these classes held in this region may not leave it.
+    export_control: list[ExportRule] = []
 
     @property
     def public_url(self) -> str:
@@ -103,6 +106,14 @@ def _check(config: Config) -> None:
         raise ConfigError(
             "participant.region must be an ISO 3166 code such as CN or CN-GD", path="participant.region"
         )
+    for i, rule in enumerate(config.export_control):
+        if not REGION_RE.match(rule.region):
+            raise ConfigError("export_control region must be an ISO 3166 code such as CN",
+                              path=f"export_control[{i}].region")
+        for c in rule.data_classes:
+            if c not in ("general", "important", "core", "personal"):
+                raise ConfigError(f"unknown data class {c!r} (general, important, core, personal)",
+                                  path=f"export_control[{i}].data_classes")
     if config.conformance is not None:
         if not node.dev_mode:
             raise ConfigError("conformance mode is a test fixture and needs node.dev_mode = true",
@@ -156,6 +167,11 @@ def render_config(config: Config) -> str:
             continue
         lines.append(f"[{section}]")
         for key, v in msgspec.structs.asdict(getattr(config, section)).items():
+            lines.append(f"{key} = {value(v)}")
+        lines.append("")
+    for rule in config.export_control:
+        lines.append("[[export_control]]")
+        for key, v in msgspec.structs.asdict(rule).items():
             lines.append(f"{key} = {value(v)}")
         lines.append("")
     return "\n".join(lines)

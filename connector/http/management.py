@@ -326,7 +326,9 @@ def routes(node: Node) -> list[Route]:
             url = _next_link(resp.headers.get("Link", ""))
             pages += 1
         if isinstance(catalog, dict):
-            catalog = {**catalog, "dataset": datasets}
+            catalog = {k: v for k, v in catalog.items() if k != "dataset"}
+            if datasets:
+                catalog["dataset"] = datasets
         return web.json_response(catalog)
 
     # negotiations --------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ definition, not per asset.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
-from connector.protocol import contracts
+from connector.protocol import contracts, export_control
+from connector.protocol.export_control import ExportRule
 from connector.protocol.messages import CONTEXT
 from connector.services.policy import PeerFacts, decide_access
 from connector.store.records import Asset, ContractDefinition
@@ -54,7 +56,8 @@ class CatalogService:
 
     async def offers_for(self, participant: ParticipantRuntime, peer: PeerFacts) -> list[Offered]:
         snapshot = await self.node.contracts.catalog(participant.id)
-        return visible_offers(snapshot, peer, datetime.now(UTC))
+        return visible_offers(snapshot, peer, datetime.now(UTC), export_rules=self.node.config.export_control,
+                              holder_region=participant.record.region)
 
     def service(self, participant: ParticipantRuntime) -> dict[str, Any]:
         return {"@id": f"{participant.did}#dsp", "@type": "DataService", "endpointURL": participant.dsp_base}
@@ -108,8 +111,11 @@ class CatalogService:
         return {"@context": list(CONTEXT), **self.dataset(participant, offers[0].asset, offers)}
 
 
-def visible_offers(snapshot: CatalogSnapshot, peer: PeerFacts, now: datetime) -> list[Offered]:
-    """Offers whose access policy permits *peer* now (pure)."""
+def visible_offers(
+    snapshot: CatalogSnapshot, peer: PeerFacts, now: datetime, *, export_rules: Sequence[ExportRule] = (),
+    holder_region: str = "",
+) -> list[Offered]:
+    """Offers whose access policy permits *peer* now and that export control lets reach it (pure)."""
     out: list[Offered] = []
     for definition in snapshot.definitions:
         access = snapshot.policies.get(definition.access_policy_id)
@@ -121,6 +127,8 @@ def visible_offers(snapshot: CatalogSnapshot, peer: PeerFacts, now: datetime) ->
         policy = contracts.read_policy(contract.policy, "policy")
         for asset_id in definition.assets:
             asset = snapshot.assets.get(asset_id)
-            if asset is not None:
-                out.append(Offered(definition, asset, offer_id(definition, asset_id, policy), policy))
+            if asset is None or export_control.refusal(export_rules, data_class=asset.data_class,
+                                                       holder_region=holder_region, recipient_region=peer.region):
+                continue
+            out.append(Offered(definition, asset, offer_id(definition, asset_id, policy), policy))
     return out

@@ -49,7 +49,7 @@ from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, T
 from connector.faults import crash_point
 from connector.http.netguard import check_url
 from connector.logging import get_logger
-from connector.protocol import agreements, contracts
+from connector.protocol import agreements, contracts, export_control
 from connector.protocol import messages as m
 from connector.protocol.errors import InvalidTransition, MessageError
 from connector.protocol.negotiation import SENDER, TERMINAL, TRANSITIONS, Kind, Role, State
@@ -574,6 +574,12 @@ class NegotiationService:
         if definition is None or asset_id not in definition.assets:
             return "terminate", f"offer {record.offer_id!r} is not in this catalog", None
         facts = await self.node.catalog.peer_facts(participant, record.counterparty_did)
+        asset = snapshot.assets.get(asset_id)
+        refused = export_control.refusal(
+            self.node.config.export_control, data_class=asset.data_class if asset else "general",
+            holder_region=participant.record.region, recipient_region=facts.region)
+        if refused:
+            return "terminate", refused, None
         now = datetime.now(UTC)
         offered = [o for o in visible_offers(snapshot, facts, now)
                    if o.definition.id == definition_id and o.asset.id == asset_id]

@@ -356,3 +356,23 @@ async def test_agreement_verify_cli_offline(nodes, tmp_path):
     assert code == 0 and "dual-signed" in out and f"provider {provider.participant.did}: signed" in out
     code, out = await verify(bad)
     assert code == 1 and "INVALID" in out
+
+
+async def test_export_control_hides_and_refuses_core_data_abroad(nodes):
+    provider = await nodes.start("acme", region="CN-GD")
+    domestic = await nodes.start("parts", region="CN-BJ")
+    foreign = await nodes.start("partner", region="DE-BY")
+    assert provider.node.config.export_control[0].region == "CN"  # the default rule of a node in China
+    await provider.client.add_asset({"id": "line-7", "dataClass": "core"})
+    await provider.client.add_policy("open", OPEN)
+    await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="open",
+                                                  assets=["line-7"])
+    for peer in (domestic, foreign):
+        await peer.client.verify_peer(provider.public_url)
+    assert [d["@id"] for d in (await domestic.client.catalog(provider.public_url))["dataset"]] == ["line-7"]
+    assert (await foreign.client.catalog(provider.public_url)).get("dataset", []) == []
+    offer = await offer_of(domestic, provider)
+    ack = await _raw_request(foreign, provider, offer, "line-7")
+    final = await _wait_provider(provider, ack)
+    assert final["state"] == "TERMINATED"
+    assert "export control" in final["reason"] and "DE-BY" in final["reason"]
