@@ -412,6 +412,17 @@ def agreement_export(agreement_id: str, output: Path | None, data_dir: Path | No
         click.echo(f"evidence of {agreement_id} written to {output}")
 
 
+@agreement.command("revoke")
+@click.argument("agreement_id", metavar="ID")
+@click.option("--reason", required=True)
+@node_options
+def agreement_revoke(agreement_id: str, reason: str, data_dir: Path | None, node_url: str | None,
+                     token: str | None) -> None:
+    """Revoke an agreement (provider): the consumer's node blocks use and deletes the data."""
+    result = _call(data_dir, node_url, token, lambda c: c.revoke(agreement_id, reason))
+    click.echo(f"agreement {result['agreementId']}: {result['state']} ({reason}); the consumer is being told")
+
+
 @agreement.command("verify")
 @click.argument("agreement_id", metavar="ID", required=False)
 @click.option("--file", "file_path", type=click.Path(exists=True, path_type=Path),
@@ -519,6 +530,35 @@ def usage_show(agreement_id: str, as_json: bool, data_dir: Path | None, node_url
         click.echo(f"  #{entry['seq']} {entry['at']} {entry.get('decision') or entry['kind']} "
                    f"{entry.get('action', '')} {entry.get('purpose', '')} [{entry.get('application', '')}]"
                    + (f": {reasons}" if reasons else ""))
+
+
+@usage.command("report")
+@click.argument("agreement_id", metavar="AGREEMENT")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def usage_report(agreement_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                 token: str | None) -> None:
+    """The provider's view: the consumer's signed receipts, uses per day and purpose, anomalies."""
+    report = _call(data_dir, node_url, token, lambda c: c.usage_report(agreement_id))
+    if as_json:
+        _print_json(report)
+        return
+    click.echo(f"agreement {agreement_id} ({report['target']}) used by {report['consumer']}")
+    click.echo(f"  {report['receivedEntries']} signed log entries received ({report['signedHeads']} signed heads), "
+               f"last {report['lastReceiptAt'] or 'never'}" + ("  OVERDUE" if report["overdue"] else ""))
+    click.echo(f"  {report['uses']} use(s), {report['denied']} denied")
+    allowance = report["allowance"]
+    if "usesLeft" in allowance:
+        click.echo(f"  {allowance['usesLeft']} of {allowance['usesAllowed']} uses left")
+    for day, purposes in report["usesPerDay"].items():
+        click.echo(f"  {day}: " + ", ".join(f"{n} for {p}" for p, n in purposes.items()))
+    for duty in report["duties"]:
+        click.echo(f"  #{duty['seq']} {duty['at']} {duty['kind']}: {duty['detail']}")
+    for anomaly in report["anomalies"]:
+        click.echo(f"  ANOMALY {anomaly['at']} {anomaly['kind']}: {anomaly['detail']}")
+    if report.get("revocation"):
+        r = report["revocation"]
+        click.echo(f"  revoked {r['revokedAt']} ({r['reason']}): {r['status']}")
 
 
 @main.group("log")

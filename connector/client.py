@@ -154,6 +154,12 @@ class ManagementClient:
     async def usage_log(self, agreement_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/usage/{agreement_id}/log")  # type: ignore[no-any-return]
 
+    async def revoke(self, agreement_id: str, reason: str) -> dict[str, Any]:
+        return await self._call("POST", f"/agreements/{agreement_id}/revoke", {"reason": reason})  # type: ignore[no-any-return]
+
+    async def usage_report(self, agreement_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/agreements/{agreement_id}/usage-report")  # type: ignore[no-any-return]
+
     async def agreement_evidence(self, agreement_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/agreements/{agreement_id}/evidence")  # type: ignore[no-any-return]
 

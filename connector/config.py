@@ -40,6 +40,9 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # node waits for the peer's (or its operator's) next move.
     delivery_timeout_s: float = 60.0
     negotiation_timeout_s: float = 300.0
+    # Usage receipts: a provider flags an agreement with no receipt for this long (after it was agreed, or
+    # after the last receipt).
+    receipts_overdue_s: float = 86400.0
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -26,6 +26,7 @@ from connector.participant import ParticipantRuntime
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
+from connector.services.receipts import ReceiptService
 from connector.services.usage import UsageService
 from connector.store.db import Store
 from connector.store.repository import ContractRepository, SqliteRepository
@@ -58,6 +59,7 @@ class Node:
         self.catalog = CatalogService(self)
         self.negotiations = NegotiationService(self)
         self.usage = UsageService(self)
+        self.receipts = ReceiptService(self)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
         # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.
@@ -85,6 +87,10 @@ class Node:
     def usage_payload(self, participant: ParticipantRuntime, agreement_id: str) -> Path | None:
         """The received data of an agreement, if any has been received and verified."""
         return None
+
+    async def delete_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> int:
+        """Delete what was received under an agreement; return the number of bytes removed."""
+        return 0
 
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers
@@ -159,6 +165,7 @@ class Node:
         self.management_port = await self._serve(self.management_app(), cfg.management_host, cfg.management_port)
         self.started_at = time.time()
         await self.negotiations.resume()
+        await self.receipts.resume()
         log.info(
             "node started",
             public=f"http://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
@@ -185,6 +192,7 @@ class Node:
             await runner.cleanup()
         self._runners.clear()
         await self.negotiations.close()
+        await self.receipts.close()
         await self.client.close()
         await self.store.close()
         log.info("node stopped")

@@ -416,6 +416,14 @@ def routes(node: Node) -> list[Route]:
         return web.json_response({"entries": [msgspec.to_builtins(e) for e in entries], "heads": heads,
                                   "didDocument": p.did_document()})
 
+    async def revoke_agreement(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), TerminateIn)
+        return web.json_response(await node.receipts.revoke(participant(request), request.match_info["id"],
+                                                            body.reason))
+
+    async def usage_report(request: web.Request) -> web.Response:
+        return web.json_response(await node.receipts.report(participant(request), request.match_info["id"]))
+
     async def get_agreement(request: web.Request) -> web.Response:
         found = await node.contracts.agreement(participant(request).id, request.match_info["id"])
         if found is None:
@@ -464,6 +472,13 @@ def routes(node: Node) -> list[Route]:
           tag="usage"),
         R("GET", "/usage/{id}/log", usage_log, "The agreement's hash-chained usage log with its signed heads",
           tag="usage", response=UsageLogOut),
+        R("POST", "/agreements/{id}/revoke", revoke_agreement,
+          "Revoke an agreement (provider): the consumer's node blocks use, deletes the data and answers with a "
+          "signed deletion receipt", tag="agreements", body=TerminateIn, example={"reason": "contract ended"},
+          answers={409: "the agreement is not FINALIZED"}),
+        R("GET", "/agreements/{id}/usage-report", usage_report,
+          "The consumer's signed usage receipts (provider): uses per day and purpose, allowance left, anomalies",
+          tag="agreements"),
         R("GET", "/agreements/{id}/evidence", agreement_evidence,
           "The agreement with both parties' proofs and DID documents, to check offline", tag="agreements",
           response=EvidenceOut),

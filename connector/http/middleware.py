@@ -46,6 +46,7 @@ def error_body(request: web.Request, exc: TdsError) -> dict[str, Any]:
     body = {"error": exc.code, "message": exc.message}
     if exc.path:
         body["path"] = exc.path
+    body.update(getattr(exc, "details", None) or {})
     return body
 
 

@@ -67,7 +67,20 @@ def routes(node: Node) -> list[web.RouteDef]:
         own = await node.federation.accept_handshake(p, request[CALLER_DID], body)
         return web.json_response(own)
 
+    async def usage_receipts(request: web.Request) -> web.Response:
+        """``POST …/api/dsp/2025-1/tds/usage-receipts``: a consumer's usage log entries and signed heads."""
+        answer = await node.receipts.receive(participant(request), request[CALLER_DID], await read_json(request))
+        return web.json_response(answer)
+
+    async def revocations(request: web.Request) -> web.Response:
+        """``POST …/api/dsp/2025-1/tds/revocations``: the provider revokes an agreement."""
+        answer = await node.receipts.on_revocation(participant(request), request[CALLER_DID],
+                                                   await read_json(request))
+        return web.json_response(answer)
+
     return [
+        web.post("/participants/{name}/api/dsp/2025-1/tds/usage-receipts", usage_receipts),
+        web.post("/participants/{name}/api/dsp/2025-1/tds/revocations", revocations),
         web.get("/healthz", healthz),
         web.get("/metrics", metrics),
         web.get("/.well-known/dspace-version", root_version),

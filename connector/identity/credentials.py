@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from connector.identity import did as dids
 from connector.identity import proof
@@ -101,16 +101,10 @@ def verify(credential: dict[str, Any], issuer_document: dict[str, Any], *, now: 
         raise SelfDescriptionError(f"self-description is not valid now (valid {valid_from} to {valid_until})")
     method = verification_method(credential)
 
-    def resolve(vm: str) -> VerifyKey:
-        try:
-            return VerifyKey(dids.verification_key(issuer_document, vm, "assertionMethod"))
-        except dids.DidError as exc:
-            raise proof.ProofError(str(exc)) from exc
-
     try:
         if dids.split_did_url(method)[0] != issuer:
             raise SelfDescriptionError("proof was made by a key of another DID")
-        proof.verify(credential, resolve)
+        proof.verify(credential, proof.key_resolver(issuer_document))
     except (proof.ProofError, dids.DidError) as exc:
         raise SelfDescriptionError(f"proof does not verify: {exc}") from exc
     try:

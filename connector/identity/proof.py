@@ -86,6 +86,19 @@ def proof_of(document: Mapping[str, Any], proof_property: str = "proof") -> Json
     return proof
 
 
+def key_resolver(did_document: Mapping[str, Any], relationship: str = "assertionMethod") -> Callable[[str], VerifyKey]:
+    """``resolve_key`` for :func:`verify`: keys the DID document lists for *relationship*."""
+    from connector.identity import did as dids
+
+    def resolve(vm: str) -> VerifyKey:
+        try:
+            return VerifyKey(dids.verification_key(dict(did_document), vm, relationship))
+        except dids.DidError as exc:
+            raise ProofError(str(exc)) from exc
+
+    return resolve
+
+
 def verify(
     document: Mapping[str, Any],
     resolve_key: Callable[[str], VerifyKey],

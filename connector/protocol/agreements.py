@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from connector.identity import did as dids
 from connector.identity import proof as proofs
@@ -50,15 +50,9 @@ def verify(agreement: dict[str, Any], proof: Any, did_document: dict[str, Any], 
     if did != party:
         raise AgreementProofError(f"the proof was made by {did}, not by {party}")
     key_id = str(proof["verificationMethod"])
-
-    def resolve(vm: str) -> VerifyKey:
-        try:
-            return VerifyKey(dids.verification_key(did_document, vm, "assertionMethod"))
-        except dids.DidError as exc:
-            raise proofs.ProofError(str(exc)) from exc
-
     try:
-        proofs.verify({**agreement, PROOF_PROPERTY: proof}, resolve, proof_property=PROOF_PROPERTY)
+        proofs.verify({**agreement, PROOF_PROPERTY: proof}, proofs.key_resolver(did_document),
+                      proof_property=PROOF_PROPERTY)
     except proofs.ProofError as exc:
         raise AgreementProofError(f"proof by {party} does not verify: {exc}") from exc
     return key_id

@@ -92,6 +92,7 @@ class UsageService:
         )
         crash_point("usage-after-commit")
         if not outcome.repeated:
+            self.node.receipts.notify(participant.id, agreement_id)
             log.info("use decided", participant=participant.name, agreement=agreement_id, action=action,
                      purpose=purpose, application=application, decision=outcome.decision, seq=outcome.entry.seq)
         return outcome
@@ -100,6 +101,8 @@ class UsageService:
         agreement = await self.node.contracts.agreement(participant.id, agreement_id)
         if agreement is None or agreement.role != "consumer":
             raise NotFound("no such agreement (as consumer)")
+        if agreement.state == "REVOKED":
+            raise Conflict("the provider revoked this agreement: its data may no longer be used")
         if agreement.state != "FINALIZED":
             raise Conflict(f"the agreement is {agreement.state}, not FINALIZED")
         return agreement
@@ -233,22 +236,12 @@ class UsageService:
 def head_verifier(did_document: dict[str, Any]) -> Any:
     """A ``verify_head`` for :func:`usage_policies.ledger.check_chain`: the head must be signed by the
     DID document's subject with a key it lists for assertions."""
-    from nacl.signing import VerifyKey
-
-    from connector.identity import did as dids
-
     signer = did_document.get("id")
+    resolve = proof.key_resolver(did_document)
 
     def verify(head: dict[str, Any]) -> bool:
         if head.get("signer") != signer:
             return False
-
-        def resolve(vm: str) -> VerifyKey:
-            try:
-                return VerifyKey(dids.verification_key(did_document, vm, "assertionMethod"))
-            except dids.DidError as exc:
-                raise proof.ProofError(str(exc)) from exc
-
         try:
             proof.verify(head, resolve)
         except proof.ProofError:

@@ -158,5 +158,48 @@ MIGRATIONS: list[list[str]] = [
             head TEXT NOT NULL,
             PRIMARY KEY (participant_id, agreement_id, seq)
         ) WITHOUT ROWID""",
+        # consumer side: how far the provider has acknowledged each agreement's log
+        """CREATE TABLE receipt_cursors (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            acked_seq INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (participant_id, agreement_id)
+        ) WITHOUT ROWID""",
+        # provider side: the consumer's log as received, and what was wrong with it
+        """CREATE TABLE received_entries (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            entry TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, agreement_id, seq)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE received_heads (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            head TEXT NOT NULL,
+            PRIMARY KEY (participant_id, agreement_id, seq)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE receipt_anomalies (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )""",
+        "CREATE INDEX receipt_anomalies_agreement ON receipt_anomalies(participant_id, agreement_id)",
+        """CREATE TABLE revocations (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            revoked_at TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            receipt TEXT,
+            PRIMARY KEY (participant_id, agreement_id)
+        ) WITHOUT ROWID""",
     ],
 ]

@@ -1,0 +1,439 @@
+"""Measurable and controllable: usage receipts to the provider, and revocation by the provider.
+
+Receipts (consumer → provider). After every commit of its usage log, the consumer's node sends the
+agreement's new entries with their signed chain heads to the provider's node, in batches ending at a
+signed head, over the project's DSP extension ``POST …/api/dsp/2025-1/tds/usage-receipts`` (an RFC
+9421-signed request, like every DSP request). The provider checks that the signer is the agreement's
+consumer, that the entries continue what it already holds (sequence numbers and hashes) and that every
+head signature verifies; it stores what is right and flags what is not:
+
+- *gap*: entries are missing before the batch (the provider answers with the sequence number it expects,
+  and the consumer resends from there);
+- *reorder*: sequence numbers go backwards;
+- *fork*: an entry the provider already holds arrives with another hash;
+- *forged*: an entry does not match its hash, its chain, or a signed head.
+
+A consumer that was offline catches up on start. The provider flags an agreement whose receipts are
+overdue (``node.receipts_overdue_s`` after the agreement or the last receipt).
+
+Revocation (provider → consumer). ``tds agreement revoke`` marks the agreement REVOKED on the provider
+and sends ``POST …/tds/revocations`` (signed request; the revocation also carries an ``eddsa-jcs-2022``
+proof). The consumer's node blocks every further use at once, deletes the agreement's data, logs the
+revocation and the deletion in the usage log, and answers with a deletion receipt: the signed log entry.
+Undelivered revocations are retried until acknowledged, across restarts. (DSP termination is not
+reused: it is not allowed after FINALIZED.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import sqlite_utils
+
+from connector.errors import BadRequest, Conflict, NotFound, PeerError, Unauthorized
+from connector.identity import proof
+from connector.logging import get_logger
+from connector.services.usage import allowance, head_verifier, now_text
+from usage_policies import ledger
+
+if TYPE_CHECKING:
+    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+    from connector.store.records import AgreementRecord
+
+log = get_logger(component="receipts")
+BATCH = 500
+RETRY_MAX_S = 60.0
+REVOCATION_TYPE = "https://w3id.org/tds/v1#AgreementRevocation"
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(RETRY_MAX_S, 0.2 * 2 ** max(0, attempt - 1)) * random.uniform(0.8, 1.2))
+
+
+class ReceiptService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._senders: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._again: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def resume(self) -> None:
+        """On start: send what providers have not acknowledged; re-deliver pending revocations."""
+
+        def query(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            behind = list(db.query(
+                "SELECT l.participant_id, l.agreement_id FROM usage_log l "
+                "LEFT JOIN receipt_cursors c ON c.participant_id = l.participant_id "
+                "AND c.agreement_id = l.agreement_id GROUP BY l.participant_id, l.agreement_id "
+                "HAVING MAX(l.seq) > COALESCE(MAX(c.acked_seq), 0)"))
+            pending = list(db.query("SELECT participant_id, agreement_id FROM revocations "
+                                    "WHERE role = 'provider' AND status = 'pending'"))
+            return behind, pending
+
+        behind, pending = await self.node.store.read(query)
+        for row in behind:
+            self.notify(row["participant_id"], row["agreement_id"])
+        for row in pending:
+            self._spawn(self._deliver_revocation(row["participant_id"], row["agreement_id"]))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- consumer: sending receipts ------------------------------------------------------------------
+
+    def notify(self, participant_id: str, agreement_id: str) -> None:
+        """New log entries exist for this agreement: send them (coalesced with a send in progress)."""
+        key = (participant_id, agreement_id)
+        running = self._senders.get(key)
+        if running is not None and not running.done():
+            self._again.add(key)
+            return
+        self._senders[key] = self._spawn(self._send_loop(key))
+
+    async def _send_loop(self, key: tuple[str, str]) -> None:
+        attempt = 0
+        while True:
+            self._again.discard(key)
+            try:
+                more = await self._send_batch(*key)
+            except (PeerError, Conflict) as exc:
+                attempt += 1
+                await self._set_error(key, exc.message)
+                log.info("usage receipts not delivered; retrying", agreement=key[1], error=exc.message,
+                         attempt=attempt)
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            except NotFound:
+                return
+            attempt = 0
+            if not more and key not in self._again:
+                return
+
+    async def _set_error(self, key: tuple[str, str], error: str) -> None:
+        await self.node.store.write(lambda db: db.execute(
+            "INSERT INTO receipt_cursors (participant_id, agreement_id, last_error) VALUES (?, ?, ?) "
+            "ON CONFLICT (participant_id, agreement_id) DO UPDATE SET last_error = excluded.last_error",
+            [key[0], key[1], error[:500]]))
+
+    async def _send_batch(self, participant_id: str, agreement_id: str) -> bool:
+        """Send the next batch; True if more entries remain."""
+        participant = self.node.participant_by_id(participant_id)
+        agreement = await self.node.contracts.agreement(participant_id, agreement_id)
+        if participant is None or agreement is None or agreement.role != "consumer":
+            raise NotFound("no such agreement")
+        negotiation = await self.node.contracts.negotiation(participant_id, agreement.negotiation_id)
+        if negotiation is None:
+            raise NotFound("no negotiation for the agreement")
+
+        def query(db: sqlite_utils.Database) -> tuple[int, list[str], list[str]]:
+            row = db.conn.execute("SELECT acked_seq FROM receipt_cursors WHERE participant_id = ? AND "
+                                  "agreement_id = ?", [participant_id, agreement_id]).fetchone()
+            acked = int(row[0]) if row else 0
+            heads = [r[0] for r in db.conn.execute(
+                "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq > ? "
+                "ORDER BY seq", [participant_id, agreement_id, acked])]
+            last = None
+            for raw in heads:
+                seq = msgspec.json.decode(raw)["seq"]
+                if last is None or seq <= acked + BATCH:
+                    last = seq
+            entries = [r[0] for r in db.conn.execute(
+                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? AND seq > ? "
+                "AND seq <= ? ORDER BY seq", [participant_id, agreement_id, acked, last or acked])]
+            used = [h for h in heads if msgspec.json.decode(h)["seq"] <= (last or acked)]
+            return acked, entries, used
+
+        acked, entries, heads = await self.node.store.read(query)
+        if not entries:
+            return False
+        body = {
+            "@type": "https://w3id.org/tds/v1#UsageReceipts",
+            "agreementId": agreement_id,
+            "entries": [msgspec.json.decode(e) for e in entries],
+            "heads": [msgspec.json.decode(h) for h in heads],
+        }
+        url = f"{negotiation.counterparty_address}/tds/usage-receipts"
+        response = await self.node.client.request("POST", url, json_body=body, signer=participant.signer)
+        answer = response.json() if response.body[:1] == b"{" else {}
+        if response.status == 409 and isinstance(answer.get("expectedSeq"), int):
+            # The provider lacks entries before this batch: resend from where it is.
+            new_acked = max(0, int(answer["expectedSeq"]) - 1)
+        elif response.status != 200:
+            raise PeerError(f"{url} answered {response.status}: {answer.get('message') or answer.get('reason')}")
+        else:
+            new_acked = int(answer.get("acceptedThrough", acked))
+        await self.node.store.write(lambda db: db.execute(
+            "INSERT INTO receipt_cursors (participant_id, agreement_id, acked_seq, last_error) VALUES (?, ?, ?, '') "
+            "ON CONFLICT (participant_id, agreement_id) DO UPDATE SET acked_seq = excluded.acked_seq, "
+            "last_error = ''", [participant_id, agreement_id, new_acked]))
+        if response.status == 409:
+            return True
+        last_sent = body["entries"][-1]["seq"]
+        return bool(new_acked >= last_sent and await self._has_more(participant_id, agreement_id, new_acked))
+
+    async def _has_more(self, participant_id: str, agreement_id: str, acked: int) -> bool:
+        def query(db: sqlite_utils.Database) -> bool:
+            row = db.conn.execute("SELECT MAX(seq) FROM usage_log WHERE participant_id = ? AND agreement_id = ?",
+                                  [participant_id, agreement_id]).fetchone()
+            return bool(row and row[0] and row[0] > acked)
+
+        return await self.node.store.read(query)
+
+    # -- provider: receiving receipts ------------------------------------------------------------------
+
+    async def receive(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("agreementId"), str):
+            raise BadRequest("usage receipts need an agreementId", path="agreementId")
+        agreement = await self.node.contracts.agreement(participant.id, body["agreementId"])
+        if agreement is None or agreement.role != "provider" or agreement.consumer_did != caller:
+            raise NotFound("no such agreement")
+        raw_entries, heads = body.get("entries"), body.get("heads", [])
+        if not isinstance(raw_entries, list) or not isinstance(heads, list) or len(raw_entries) > BATCH * 2:
+            raise BadRequest(f"entries and heads must be lists (at most {BATCH * 2} entries)", path="entries")
+        try:
+            entries = [msgspec.convert(e, ledger.Entry) for e in raw_entries]
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"an entry is malformed: {exc}", path="entries") from exc
+        document = await self.node.resolver.resolve(caller)
+        verify = head_verifier(document)
+        key = (participant.id, agreement.id)
+
+        def store(db: sqlite_utils.Database) -> dict[str, Any]:
+            known = {row[0]: row[1] for row in db.conn.execute(
+                "SELECT seq, entry FROM received_entries WHERE participant_id = ? AND agreement_id = ?", key)}
+            last = max(known, default=0)
+            start = msgspec.json.decode(known[last], type=ledger.Entry) if last else None
+            fresh: list[ledger.Entry] = []
+            for entry in entries:
+                if entry.seq <= last:
+                    if ledger.entry_hash(entry) != entry.hash:
+                        return self._anomaly(db, key, "forged", f"entry #{entry.seq}: content does not match "
+                                                                "its hash")
+                    held = msgspec.json.decode(known[entry.seq], type=ledger.Entry) if entry.seq in known else None
+                    if held is None or held.hash != entry.hash:
+                        return self._anomaly(db, key, "fork", f"entry #{entry.seq} arrived with another hash than "
+                                                              "the one already received")
+                    continue
+                fresh.append(entry)
+            if not fresh:
+                return {"acceptedThrough": last}
+            if any(b.seq <= a.seq for a, b in itertools.pairwise(fresh)):
+                return self._anomaly(db, key, "reorder", "sequence numbers do not increase")
+            if fresh[0].seq > last + 1:
+                answer = self._anomaly(db, key, "gap", f"entries #{last + 1} to #{fresh[0].seq - 1} are missing")
+                return {**answer, "expectedSeq": last + 1}
+            problem = ledger.check_chain(fresh, heads, verify_head=verify, start=start)
+            if problem is not None:
+                kind = "gap" if "missing" in problem.problem else "forged"
+                return self._anomaly(db, key, kind, f"entry #{problem.seq}: {problem.problem}")
+            received = now_text(datetime.now(UTC))
+            for entry in fresh:
+                db.conn.execute("INSERT INTO received_entries (participant_id, agreement_id, seq, entry, received_at) "
+                                "VALUES (?, ?, ?, ?, ?)",
+                                [*key, entry.seq, msgspec.json.encode(entry).decode(), received])
+            for head in heads:
+                if isinstance(head.get("seq"), int) and head["seq"] > last:
+                    db.conn.execute("INSERT OR REPLACE INTO received_heads (participant_id, agreement_id, seq, head) "
+                                    "VALUES (?, ?, ?, ?)", [*key, head["seq"], msgspec.json.encode(head).decode()])
+            return {"acceptedThrough": fresh[-1].seq}
+
+        answer = await self.node.store.write(store)
+        if "anomaly" in answer:
+            log.warning("usage receipt anomaly", participant=participant.name, agreement=agreement.id,
+                        kind=answer["anomaly"], detail=answer["message"])
+            err = Conflict(answer["message"])
+            err.details = {k: v for k, v in answer.items() if k != "message"}  # type: ignore[attr-defined]
+            raise err
+        return answer
+
+    def _anomaly(self, db: sqlite_utils.Database, key: tuple[str, str], kind: str, detail: str) -> dict[str, Any]:
+        db.conn.execute("INSERT INTO receipt_anomalies (participant_id, agreement_id, at, kind, detail) "
+                        "VALUES (?, ?, ?, ?, ?)", [*key, now_text(datetime.now(UTC)), kind, detail])
+        return {"anomaly": kind, "message": f"{kind}: {detail}"}
+
+    async def report(self, participant: ParticipantRuntime, agreement_id: str) -> dict[str, Any]:
+        """What the provider knows, with proof, about the use of its data under this agreement."""
+        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+        if agreement is None or agreement.role != "provider":
+            raise NotFound("no such agreement (as provider)")
+        key = (participant.id, agreement_id)
+
+        def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]], list[dict[str, Any]],
+                                                      str | None, dict[str, Any] | None]:
+            entries = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
+                "SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
+            heads = [msgspec.json.decode(r[0]) for r in db.conn.execute(
+                "SELECT head FROM received_heads WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
+            anomalies = [{"at": r[0], "kind": r[1], "detail": r[2]} for r in db.conn.execute(
+                "SELECT at, kind, detail FROM receipt_anomalies WHERE participant_id = ? AND agreement_id = ? "
+                "ORDER BY rowid", key)]
+            last = db.conn.execute("SELECT MAX(received_at) FROM received_entries WHERE participant_id = ? AND "
+                                   "agreement_id = ?", key).fetchone()[0]
+            row = db.conn.execute("SELECT reason, revoked_at, status, receipt FROM revocations WHERE "
+                                  "participant_id = ? AND agreement_id = ?", key).fetchone()
+            revocation = ({"reason": row[0], "revokedAt": row[1], "status": row[2],
+                           "deletionReceipt": msgspec.json.decode(row[3]) if row[3] else None} if row else None)
+            return entries, heads, anomalies, last, revocation
+
+        entries, heads, anomalies, last, revocation = await self.node.store.read(query)
+        per_day: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        permits = [e for e in entries if e.kind == "use" and e.decision == "permit"]
+        for e in permits:
+            per_day[e.at[:10]][e.purpose or "(none)"] += 1
+        now = datetime.now(UTC)
+        overdue_s = self.node.config.node.receipts_overdue_s
+        since = last or agreement.created_at
+        overdue = False
+        with contextlib.suppress(ValueError):
+            overdue = (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds() > overdue_s
+        return {
+            "agreementId": agreement_id,
+            "consumer": agreement.consumer_did,
+            "target": agreement.asset_id,
+            "receivedEntries": len(entries),
+            "signedHeads": len(heads),
+            "lastReceiptAt": last,
+            "overdue": overdue and (revocation is None or revocation["status"] != "acknowledged"),
+            "uses": len(permits),
+            "denied": sum(1 for e in entries if e.kind == "use" and e.decision == "deny"),
+            "usesPerDay": {day: dict(purposes) for day, purposes in sorted(per_day.items())},
+            "allowance": allowance(agreement.agreement, len(permits), permits[0].at if permits else None, now),
+            "duties": [{"seq": e.seq, "at": e.at, "kind": e.kind, "detail": "; ".join(e.reasons)}
+                       for e in entries if e.kind != "use"],
+            "anomalies": anomalies,
+            "revocation": revocation,
+        }
+
+    # -- revocation ------------------------------------------------------------------------------------
+
+    async def revoke(self, participant: ParticipantRuntime, agreement_id: str, reason: str) -> dict[str, Any]:
+        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+        if agreement is None or agreement.role != "provider":
+            raise NotFound("no such agreement (as provider)")
+        if agreement.state not in ("FINALIZED", "REVOKED"):
+            raise Conflict(f"only a FINALIZED agreement can be revoked (it is {agreement.state})")
+        at = now_text(datetime.now(UTC))
+
+        def mark(db: sqlite_utils.Database) -> None:
+            db.execute("UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
+                       [participant.id, agreement_id])
+            db.execute("INSERT OR IGNORE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, "
+                       "status) VALUES (?, ?, 'provider', ?, ?, 'pending')", [participant.id, agreement_id, reason, at])
+
+        await self.node.store.write(mark, durable=True)
+        log.info("agreement revoked", participant=participant.name, agreement=agreement_id, reason=reason)
+        self._spawn(self._deliver_revocation(participant.id, agreement_id))
+        return {"agreementId": agreement_id, "state": "REVOKED", "reason": reason}
+
+    async def _deliver_revocation(self, participant_id: str, agreement_id: str) -> None:
+        participant = self.node.participant_by_id(participant_id)
+        agreement = await self.node.contracts.agreement(participant_id, agreement_id)
+        if participant is None or agreement is None:
+            return
+        negotiation = await self.node.contracts.negotiation(participant_id, agreement.negotiation_id)
+        if negotiation is None:
+            return
+        row = await self.node.store.read(lambda db: db.conn.execute(
+            "SELECT reason, revoked_at FROM revocations WHERE participant_id = ? AND agreement_id = ?",
+            [participant_id, agreement_id]).fetchone())
+        document = {"@type": REVOCATION_TYPE, "agreementId": agreement_id, "reason": row[0], "revokedAt": row[1],
+                    "revokedBy": participant.did}
+        signed = proof.sign(document, participant.keys.signing, verification_method=participant.key_id,
+                            created=row[1])
+        url = f"{negotiation.counterparty_address}/tds/revocations"
+        attempt = 0
+        while True:
+            try:
+                response = await self.node.client.request("POST", url, json_body=signed, signer=participant.signer)
+                if response.status == 200:
+                    receipt = response.json().get("deletionReceipt")
+                    await self._acknowledged(participant, agreement, receipt)
+                    return
+                error = f"answered {response.status}"
+            except PeerError as exc:
+                error = exc.message
+            attempt += 1
+            await self.node.store.write(lambda db: db.execute(
+                "UPDATE revocations SET attempts = attempts + 1 WHERE participant_id = ? AND agreement_id = ?",
+                [participant_id, agreement_id]))
+            log.info("revocation not delivered; retrying", agreement=agreement_id, error=error, attempt=attempt)
+            await asyncio.sleep(_backoff(attempt))
+
+    async def _acknowledged(self, participant: ParticipantRuntime, agreement: AgreementRecord, receipt: Any) -> None:
+        """Keep the consumer's deletion receipt if it verifies (a signed log entry and head)."""
+        valid = False
+        if isinstance(receipt, dict) and isinstance(receipt.get("entry"), dict):
+            try:
+                entry = msgspec.convert(receipt["entry"], ledger.Entry)
+                head = receipt.get("head") or {}
+                document = await self.node.resolver.resolve(agreement.consumer_did)
+                valid = (entry.kind == "delete" and ledger.entry_hash(entry) == entry.hash
+                         and head.get("hash") == entry.hash and head_verifier(document)(head))
+            except (msgspec.ValidationError, PeerError, ValueError):
+                valid = False
+        status = "acknowledged" if valid else "acknowledged-without-valid-receipt"
+        await self.node.store.write(lambda db: db.execute(
+            "UPDATE revocations SET status = ?, receipt = ? WHERE participant_id = ? AND agreement_id = ?",
+            [status, msgspec.json.encode(receipt).decode() if receipt else None, participant.id, agreement.id]))
+        log.info("revocation acknowledged", agreement=agreement.id, deletion_receipt_valid=valid)
+
+    async def on_revocation(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
+        """Consumer side: block, delete, log, answer with the deletion receipt."""
+        if not isinstance(body, dict) or not isinstance(body.get("agreementId"), str):
+            raise BadRequest("a revocation names the agreementId", path="agreementId")
+        agreement = await self.node.contracts.agreement(participant.id, body["agreementId"])
+        if agreement is None or agreement.role != "consumer" or agreement.provider_did != caller:
+            raise NotFound("no such agreement")
+        document = await self.node.resolver.resolve(caller)
+        try:
+            proof.verify(body, proof.key_resolver(document))
+        except proof.ProofError as exc:
+            raise Unauthorized(f"the revocation's proof does not verify: {exc}") from exc
+        reason = str(body.get("reason", ""))[:1000]
+        deleted = await self.node.delete_agreement_data(participant, agreement.id)
+        now = datetime.now(UTC)
+        usage = self.node.usage
+
+        def apply(db: sqlite_utils.Database) -> dict[str, Any]:
+            row = db.conn.execute("SELECT receipt FROM revocations WHERE participant_id = ? AND agreement_id = ?",
+                                  [participant.id, agreement.id]).fetchone()
+            if row and row[0]:
+                return dict(msgspec.json.decode(row[0]))  # revoked before: the same receipt again
+            db.execute("UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
+                       [participant.id, agreement.id])
+            usage.append_duty(db, participant.id, agreement.id, "revoked", f"revoked by the provider: {reason}", now)
+            entry = usage.append_duty(db, participant.id, agreement.id, "delete",
+                                      f"data deleted after revocation ({deleted} bytes)", now)
+            return {"entry": msgspec.to_builtins(entry)}
+
+        receipt = await self.node.store.write(apply, durable=True)
+        if "head" not in receipt:
+            head = await self.node.store.read(lambda db: db.conn.execute(
+                "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq = ?",
+                [participant.id, agreement.id, receipt["entry"]["seq"]]).fetchone())
+            receipt = {**receipt, "head": msgspec.json.decode(head[0]) if head else None}
+            await self.node.store.write(lambda db: db.execute(
+                "INSERT OR REPLACE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, status, "
+                "receipt) VALUES (?, ?, 'consumer', ?, ?, 'applied', ?)",
+                [participant.id, agreement.id, reason, now_text(now), msgspec.json.encode(receipt).decode()]))
+            log.info("agreement revoked by the provider: use blocked, data deleted", agreement=agreement.id,
+                     bytes_deleted=deleted)
+            self.notify(participant.id, agreement.id)
+        return {"deletionReceipt": receipt}
+
