@@ -257,3 +257,20 @@ def test_every_route_with_an_id_is_probed():
     for route in management.routes(Fake()):  # type: ignore[arg-type]
         for name in re.findall(r"{(\w+)}", route.path):
             assert name == "id", f"{route.path}: name path parameters {{id}} so that the probes cover them"
+
+
+async def test_a_participant_may_bring_its_own_did(nodes):
+    host = await nodes.start("acme")
+    admin = nodes.client(host, host.admin_token)
+    added = await admin.add_participant("sme-own", legal_name="Own DID Ltd.", region="CN",
+                                        did="did:web:sme-own.example.com")
+    assert added["did"] == "did:web:sme-own.example.com"
+    client = nodes.client(host, added["token"])
+    async with aiohttp.ClientSession() as s, s.get(f"{host.public_url}/participants/sme-own/did.json") as r:
+        document = await r.json(content_type=None)
+    assert document["id"] == "did:web:sme-own.example.com"  # to be published under its own domain
+    await nodes.restart(host)  # a brought DID does not move with the node's public URL
+    assert (await client.participant())["did"] == "did:web:sme-own.example.com"
+    with pytest.raises(ClientError) as info:
+        await admin.add_participant("sme-bad", legal_name="X", region="CN", did="did:key:z6Mk")
+    assert info.value.status == 400 and info.value.path == "$.did"
