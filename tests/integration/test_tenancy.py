@@ -144,7 +144,7 @@ async def test_isolation_probes_over_every_management_route(nodes):
     await publish(alpha, "alpha-asset", "alpha-cd")
     await publish(bravo, "bravo-secret-asset", "bravo-secret-cd")
     await publish(ext, "ext-data", "ext-cd")
-    await negotiate(bravo, ext)  # hosted consumer, external provider: bravo holds a negotiation and an agreement
+    bravo_negotiation = await negotiate(bravo, ext)  # hosted consumer, external provider
     await bravo.client.verify_peer(ext.public_url)
     await bravo.client.create_token("bravo-app")
     table = management.routes(host.node)
@@ -183,6 +183,12 @@ async def test_isolation_probes_over_every_management_route(nodes):
     # and a peer sees each participant's catalog alone
     datasets = [d["@id"] for d in (await ext.client.catalog(alpha.public_url))["dataset"]]
     assert datasets == ["alpha-asset"]
+    # on the DSP side, the participant is the one in the path: bravo's negotiation is not alpha's, even for
+    # the peer that is a party to it
+    pid = bravo_negotiation["id"]
+    assert (await _signed_get(ext, f"{bravo.participant.dsp_base}/negotiations/{pid}"))[0] == 200
+    status, body = await _signed_get(ext, f"{alpha.participant.dsp_base}/negotiations/{pid}")
+    assert status == 404 and body["@type"] == "ContractNegotiationError"
 
 
 async def test_hosted_participants_negotiate_with_each_other_and_with_peers(nodes):
@@ -249,7 +255,14 @@ async def _signed_catalog(node, url):
         return r.status, await r.json(content_type=None), dict(r.headers)
 
 
-def test_every_route_with_an_id_is_probed():
+async def _signed_get(node, url):
+    p = node.participant
+    headers = signing.sign_request("GET", url, None, key=p.keys.signing, key_id=p.key_id, now=time.time())
+    async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
+        return r.status, await r.json(content_type=None)
+
+
+def test_path_parameters_are_named_id_so_the_probes_cover_them():
     # The probe above derives everything from the table; this only guards the convention it relies on.
     class Fake:
         participants: dict = {}
