@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import sqlite3
 import time
@@ -112,20 +113,23 @@ class Node:
                 raise Conflict(f"participant {name!r} already exists", path="name")
             if (keys_dir(self.data_dir, name)).exists():
                 raise Conflict(f"keys for {name!r} already exist in the data folder", path="name")
-            keys = await asyncio.to_thread(new_participant_keys, self.data_dir, name)
-            own_did = participant_did(self.config, keys, name, "web")
             if did is not None and did in self._by_did:
                 raise Conflict(f"{did} is already hosted here", path="did")
+            keys = await asyncio.to_thread(new_participant_keys, self.data_dir, name)
+            own_did = participant_did(self.config, keys, name, "web")
             now = datetime.now(UTC).isoformat(timespec="seconds")
             record = Participant(id=name, name=name, did=did or own_did, legal_name=legal_name, region=region,
                                  industry=industry, contact=contact, created_at=now,
                                  brought_did=did is not None and did != own_did)
-            try:
-                await self.repo.add_participant(record)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"participant {name!r} or DID {record.did} already exists", path="name") from exc
             token = new_token()
-            await self.repo.add_token(token, record.id, "cli", admin=False, now=now)
+            try:
+                await self.repo.add_participant(record, first_token=token)
+            except BaseException as exc:
+                # Not hosted after all: its keys must not block a later attempt under the same name.
+                await asyncio.to_thread(shutil.rmtree, keys_dir(self.data_dir, name), True)
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise Conflict(f"participant {name!r} or DID {record.did} already exists", path="name") from exc
+                raise
             runtime = self._serve_participant(record, keys)
         log.info("participant added", participant=name, did=record.did)
         return runtime, token

@@ -76,7 +76,7 @@ def token_hash(token: str) -> str:
 
 
 class Repository(Protocol):
-    async def add_participant(self, participant: Participant) -> None: ...
+    async def add_participant(self, participant: Participant, *, first_token: str | None = None) -> None: ...
     async def participants(self) -> list[Participant]: ...
     async def participant_by_name(self, name: str) -> Participant | None: ...
     async def add_token(self, token: str, participant_id: str | None, application: str, *, admin: bool,
@@ -94,9 +94,16 @@ class SqliteRepository:
 
     # participants
 
-    async def add_participant(self, participant: Participant) -> None:
+    async def add_participant(self, participant: Participant, *, first_token: str | None = None) -> None:
+        """Add a participant and, in the same transaction, its first management token (application "cli")."""
         row = msgspec.structs.asdict(participant)
-        await self.store.write(lambda db: add_participant_sync(db, row))
+
+        def insert(db: sqlite_utils.Database) -> None:
+            add_participant_sync(db, row)
+            if first_token is not None:
+                add_token_sync(db, first_token, participant.id, "cli", False, participant.created_at)
+
+        await self.store.write(insert)
 
     async def participants(self) -> list[Participant]:
         def query(db: sqlite_utils.Database) -> list[Participant]:

@@ -287,3 +287,8 @@ async def test_a_participant_may_bring_its_own_did(nodes):
     with pytest.raises(ClientError) as info:
         await admin.add_participant("sme-bad", legal_name="X", region="CN", did="did:key:z6Mk")
     assert info.value.status == 400 and info.value.path == "$.did"
+    with pytest.raises(ClientError) as info:  # a DID already hosted here
+        await admin.add_participant("sme-twin", legal_name="X", region="CN", did="did:web:sme-own.example.com")
+    assert info.value.status == 409
+    assert not (host.data_dir / "keys" / "sme-twin").exists()  # nothing left behind: the name stays free
+    assert (await admin.add_participant("sme-twin", legal_name="X", region="CN"))["name"] == "sme-twin"
