@@ -42,7 +42,7 @@ from connector.testing import free_port  # noqa: E402
 
 SIZES = (1, 100, 1000)
 REQUESTS = 400
-WARMUP = 50
+WARMUP = 200
 OPEN = {"@id": "urn:tds:policy:open", "@type": "Set", "permission": [{"action": "use"}]}
 
 
