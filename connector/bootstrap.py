@@ -1,4 +1,8 @@
-"""``tds init``: create a node's data folder — config, keys, database and a first management token."""
+"""``tds init``: create a node's data folder — config, node key, the first participant's keys, database, a
+first management token for that participant and the node's admin token.
+
+The helpers here are also what the node uses to add a participant at run time (one way to make keys and
+DIDs)."""
 
 from __future__ import annotations
 
@@ -13,13 +17,15 @@ import msgspec
 from connector.config import CONFIG_FILE, Config, NodeSection, ParticipantSection, parse_config, render_config
 from connector.errors import ConfigError
 from connector.identity import did as dids
-from connector.identity.keys import ParticipantKeys, save_keys
+from connector.identity.keys import ParticipantKeys, load_node_key, save_keys
 from connector.protocol.export_control import ExportRule
 from connector.store.db import Store
 from connector.store.repository import Participant, add_participant_sync, add_token_sync
 
 DB_FILE = "tds.db"
 TOKEN_FILE = "management.token"
+#: The node's admin token: manages participants, reads no participant's data.
+ADMIN_TOKEN_FILE = "admin.token"
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,36 @@ class InitResult:
     config: Config
     token: str
     did: str
+    admin_token: str
 
 
 def keys_dir(data_dir: Path, participant: str) -> Path:
     return data_dir / "keys" / participant
+
+
+def keys_root(data_dir: Path) -> Path:
+    return data_dir / "keys"
+
+
+def node_key(data_dir: Path, *, create: bool = False) -> bytes | None:
+    """The node key that seals participants' keys; None for a folder made before there was one."""
+    root = keys_root(data_dir)
+    if not create and not (root / "node.key").exists():
+        return None
+    return load_node_key(root, create=create)
+
+
+def new_participant_keys(data_dir: Path, name: str) -> ParticipantKeys:
+    """Generate a participant's keys and store them sealed with the node key (made if missing)."""
+    keys = ParticipantKeys.generate()
+    key = node_key(data_dir, create=True)
+    assert key is not None
+    save_keys(keys_dir(data_dir, name), keys, key)
+    return keys
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def participant_did(config: Config, keys: ParticipantKeys, name: str, method: str) -> str:
@@ -84,10 +116,9 @@ def init_node(
             config, export_control=[ExportRule(region="CN", data_classes=["core", "personal"])])
     text = render_config(config)
     config = parse_config(text)  # the same checks as at start, with field names in the errors
-    keys = ParticipantKeys.generate()
-    save_keys(keys_dir(data_dir, name), keys)
+    keys = new_participant_keys(data_dir, name)
     did = participant_did(config, keys, name, did_method)
-    token = secrets.token_urlsafe(32)
+    token, admin_token = new_token(), new_token()
     now = datetime.now(UTC).isoformat(timespec="seconds")
     record = Participant(id=name, name=name, did=did, legal_name=config.participant.legal_name, region=region,
                          industry=industry, contact=contact, created_at=now)
@@ -99,15 +130,18 @@ def init_node(
         migrate(db)  # type: ignore[arg-type]
         add_participant_sync(db, msgspec.structs.asdict(record))  # type: ignore[arg-type]
         add_token_sync(db, token, name, "cli", admin=False, now=now)  # type: ignore[arg-type]
+        add_token_sync(db, admin_token, None, "admin", admin=True, now=now)  # type: ignore[arg-type]
 
     store.read_sync(setup)
     write_secret_text(data_dir / TOKEN_FILE, token + "\n")
+    write_secret_text(data_dir / ADMIN_TOKEN_FILE, admin_token + "\n")
     write_secret_text(data_dir / CONFIG_FILE, text)
-    return InitResult(config, token, did)
+    return InitResult(config, token, did, admin_token)
 
 
-def read_token(data_dir: Path) -> str:
+def read_token(data_dir: Path, *, admin: bool = False) -> str:
+    name = ADMIN_TOKEN_FILE if admin else TOKEN_FILE
     try:
-        return (data_dir / TOKEN_FILE).read_text().strip()
+        return (data_dir / name).read_text().strip()
     except FileNotFoundError as exc:
-        raise ConfigError(f"no {TOKEN_FILE} in {data_dir}") from exc
+        raise ConfigError(f"no {name} in {data_dir}") from exc

@@ -35,7 +35,7 @@ def _run(coro: Awaitable[T]) -> T:
         raise  # unreachable
 
 
-def _client(data_dir: Path | None, node: str | None, token: str | None) -> Any:
+def _client(data_dir: Path | None, node: str | None, token: str | None, *, admin: bool = False) -> Any:
     from connector.client import ManagementClient
 
     if node and token:
@@ -43,7 +43,7 @@ def _client(data_dir: Path | None, node: str | None, token: str | None) -> Any:
     if data_dir is None:
         _fail("give --dir DIR (a node's data folder) or both --node URL and --token TOKEN")
     try:
-        client = ManagementClient.for_data_dir(data_dir)  # type: ignore[arg-type]
+        client = ManagementClient.for_data_dir(data_dir, admin=admin)  # type: ignore[arg-type]
     except ConfigError as exc:
         _fail(str(exc))
         raise
@@ -84,7 +84,7 @@ def init(data_dir: Path, name: str, legal_name: str | None, port: int, managemen
          public_url: str | None, region: str, industry: str, contact: str, did_method: str, dev: bool,
          trusted: tuple[str, ...]) -> None:
     """Create a node: config, keys (mode 0600) and a first management token."""
-    from connector.bootstrap import TOKEN_FILE, init_node
+    from connector.bootstrap import ADMIN_TOKEN_FILE, TOKEN_FILE, init_node
 
     try:
         result = init_node(data_dir, name=name, legal_name=legal_name, port=port, management_port=management_port,
@@ -98,6 +98,7 @@ def init(data_dir: Path, name: str, legal_name: str | None, port: int, managemen
     click.echo(f"  participant  {name}  {result.did}")
     click.echo(f"  public URL   {result.config.public_url}")
     click.echo(f"  token        written to {data_dir / TOKEN_FILE} (mode 0600)")
+    click.echo(f"  admin token  written to {data_dir / ADMIN_TOKEN_FILE} (mode 0600; hosts participants)")
     click.echo(f"Start it with: tds serve --dir {data_dir}")
 
 
@@ -128,14 +129,14 @@ def serve(data_dir: Path) -> None:
 @click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar="TDS_DIR")
 def info(data_dir: Path) -> None:
     """Print the node's DIDs, endpoints and key fingerprints (from its data folder)."""
-    from connector.bootstrap import keys_dir, participant_did
+    from connector.bootstrap import keys_dir, node_key, participant_did
     from connector.config import load_config
     from connector.identity.keys import load_keys
 
     try:
         config = load_config(data_dir)
         name = config.participant.name
-        keys = load_keys(keys_dir(data_dir, name))
+        keys = load_keys(keys_dir(data_dir, name), node_key(data_dir))
     except (ConfigError, OSError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -200,12 +201,90 @@ def peers(data_dir: Path | None, node_url: str | None, token: str | None, as_jso
         click.echo(f"{p['did']}  {p['legalName']}  {p['region']}  verified {p['verifiedAt']}")
 
 
-def _call(data_dir: Path | None, node_url: str | None, token: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+def _call(data_dir: Path | None, node_url: str | None, token: str | None, fn: Callable[[Any], Awaitable[T]],
+          *, admin: bool = False) -> T:
     async def go() -> T:
-        async with _client(data_dir, node_url, token) as client:
+        async with _client(data_dir, node_url, token, admin=admin) as client:
             return await fn(client)
 
     return _run(go())
+
+
+@main.group()
+def participant() -> None:
+    """Participants this node hosts (needs the node's admin token: DIR/admin.token or --token)."""
+
+
+@participant.command("add")
+@click.argument("name")
+@click.option("--legal-name", required=True, help="Legal name shown in the self-description.")
+@click.option("--region", required=True, help="ISO 3166 region, e.g. CN-GD.")
+@click.option("--industry", default="", help="Industry named in the self-description.")
+@click.option("--contact", default="", help="Contact named in the self-description.")
+@click.option("--did", help="A did:web the participant controls (default: a did:web under this node).")
+@node_options
+def participant_add(name: str, legal_name: str, region: str, industry: str, contact: str, did: str | None,
+                    data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Host participant NAME on the running node: own DID, keys, endpoints and a first token."""
+    added = _call(data_dir, node_url, token, lambda c: c.add_participant(
+        name, legal_name=legal_name, region=region, industry=industry, contact=contact, did=did), admin=True)
+    click.echo(f"participant {added['name']} added: {added['did']}")
+    click.echo(f"  DSP endpoint  {added['dspEndpoint']}")
+    click.echo(f"  DID document  {added['didDocument']}")
+    click.echo(f"  token         {added['token']}")
+    click.echo("  (shown once: hand it to the participant, who should create its own with `tds token create` "
+               "and revoke this one)")
+
+
+@participant.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def participant_list(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """List the participants this node hosts."""
+    rows = _call(data_dir, node_url, token, lambda c: c.participants(), admin=True)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['name']}  {row['did']}  {row['legalName']}  {row['region']}")
+
+
+@main.group()
+def token() -> None:
+    """This participant's management tokens, one per application."""
+
+
+@token.command("create")
+@click.argument("application")
+@node_options
+def token_create(application: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Create a token for APPLICATION; it is printed once and only its hash is kept."""
+    created = _call(data_dir, node_url, token, lambda c: c.create_token(application))
+    click.echo(f"token {created['id']} for {created['application']}:")
+    click.echo(created["token"])
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def token_list(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """List this participant's tokens (ids and applications, never the values)."""
+    rows = _call(data_dir, node_url, token, lambda c: c.tokens())
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        state = f"revoked {row['revokedAt']}" if row.get("revokedAt") else "active"
+        click.echo(f"{row['id']}  {row['application']}  created {row['createdAt']}  {state}")
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@node_options
+def token_revoke(token_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Revoke token ID at once."""
+    _call(data_dir, node_url, token, lambda c: c.revoke_token(token_id))
+    click.echo(f"token {token_id} revoked")
 
 
 def _print_json(value: Any) -> None:

@@ -32,11 +32,12 @@ class ManagementClient:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> ManagementClient:
+    def for_data_dir(cls, data_dir: Path, *, admin: bool = False) -> ManagementClient:
+        """A client for the node in *data_dir* with its first participant's token, or the admin token."""
         config = load_config(data_dir)
         host = config.node.management_host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return cls(f"http://{host}:{config.node.management_port}", read_token(data_dir))
+        return cls(f"http://{host}:{config.node.management_port}", read_token(data_dir, admin=admin))
 
     async def __aenter__(self) -> ManagementClient:
         return self
@@ -64,6 +65,31 @@ class ManagementClient:
                 return data
         except aiohttp.ClientConnectionError as exc:
             raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
+
+    # hosting (admin token)
+
+    async def add_participant(self, name: str, *, legal_name: str, region: str, industry: str = "",
+                              contact: str = "", did: str | None = None) -> dict[str, Any]:
+        """Host a participant; the answer holds its first token (shown once)."""
+        body: dict[str, Any] = {"name": name, "legalName": legal_name, "region": region, "industry": industry,
+                                "contact": contact}
+        if did is not None:
+            body["did"] = did
+        return await self._call("POST", "/participants", body)  # type: ignore[no-any-return]
+
+    async def participants(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/participants")  # type: ignore[no-any-return]
+
+    # the participant's own tokens
+
+    async def create_token(self, application: str) -> dict[str, Any]:
+        return await self._call("POST", "/tokens", {"application": application})  # type: ignore[no-any-return]
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/tokens")  # type: ignore[no-any-return]
+
+    async def revoke_token(self, token_id: str) -> None:
+        await self._call("DELETE", f"/tokens/{token_id}")
 
     async def participant(self) -> dict[str, Any]:
         return await self._call("GET", "/participant")  # type: ignore[no-any-return]

@@ -43,6 +43,12 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Usage receipts: a provider flags an agreement with no receipt for this long (after it was agreed, or
     # after the last receipt).
     receipts_overdue_s: float = 86400.0
+    # Fair use between the participants a node hosts (token buckets): management API requests per
+    # participant (the admin token counts as one more), and DSP requests per calling peer.
+    management_rate_per_s: float = 100.0
+    management_burst: int = 1000
+    dsp_rate_per_s: float = 100.0
+    dsp_burst: int = 500
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -94,6 +100,11 @@ def _check(config: Config) -> None:
     for field, port in (("node.port", node.port), ("node.management_port", node.management_port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{field} must be between 0 and 65535", path=field)
+    for field, value in (("node.management_rate_per_s", node.management_rate_per_s),
+                         ("node.management_burst", node.management_burst),
+                         ("node.dsp_rate_per_s", node.dsp_rate_per_s), ("node.dsp_burst", node.dsp_burst)):
+        if not value > 0:
+            raise ConfigError(f"{field} must be greater than 0", path=field)
     for i, net in enumerate(node.trusted_networks):
         try:
             ipaddress.ip_network(net, strict=False)

@@ -40,6 +40,13 @@ class Unauthorized(TdsError):
     code = "unauthorized"
 
 
+class Forbidden(TdsError):
+    """Valid credentials for something else: a participant's token on an admin route."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(TdsError):
     """Unknown resource, or one the caller may not see (never leaks which)."""
 
@@ -55,6 +62,17 @@ class Conflict(TdsError):
 class PayloadTooLarge(TdsError):
     status = 413
     code = "too-large"
+
+
+class TooManyRequests(TdsError):
+    """A caller went over its fair-use rate; ``retry_after`` (seconds) becomes the Retry-After header."""
+
+    status = 429
+    code = "too-many-requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LocalProtocolError(TdsError):

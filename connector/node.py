@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from connector.bootstrap import DB_FILE, keys_dir, participant_did
+from connector.bootstrap import DB_FILE, keys_dir, new_participant_keys, new_token, node_key, participant_did
 from connector.config import Config, load_config
-from connector.errors import ConfigError
+from connector.errors import ConfigError, Conflict
 from connector.http import dsp, management, openapi, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
 from connector.http.netguard import OutboundPolicy
 from connector.http.outbound import PeerClient
-from connector.identity.keys import load_keys
+from connector.http.ratelimit import RateLimiter
+from connector.identity.keys import ParticipantKeys, load_keys
 from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
@@ -29,7 +33,7 @@ from connector.services.negotiation import NegotiationService
 from connector.services.receipts import ReceiptService
 from connector.services.usage import UsageService
 from connector.store.db import Store
-from connector.store.repository import ContractRepository, SqliteRepository
+from connector.store.repository import ContractRepository, Participant, SqliteRepository
 
 if TYPE_CHECKING:
     from connector.conformance import ConformanceMode
@@ -46,7 +50,7 @@ class Node:
         self.repo = SqliteRepository(self.store)
         self.contracts = ContractRepository(self.store)
         node_cfg = self.config.node
-        self.policy = OutboundPolicy.build(node_cfg.dev_mode, node_cfg.trusted_networks)
+        self.policy = OutboundPolicy.build(node_cfg.dev_mode, node_cfg.trusted_networks, self.config.public_url)
         self.client = PeerClient(
             self.policy,
             timeout_s=node_cfg.outbound_timeout_s,
@@ -54,6 +58,12 @@ class Node:
             max_response_bytes=node_cfg.outbound_max_response_bytes,
         )
         self.participants: dict[str, ParticipantRuntime] = {}
+        self._by_id: dict[str, ParticipantRuntime] = {}
+        self._by_did: dict[str, ParticipantRuntime] = {}
+        self._adding = asyncio.Lock()
+        #: Fair use: management requests per participant token, DSP requests per calling peer.
+        self.management_limit = RateLimiter(node_cfg.management_rate_per_s, node_cfg.management_burst)
+        self.dsp_limit = RateLimiter(node_cfg.dsp_rate_per_s, node_cfg.dsp_burst)
         self.resolver = DidResolver(self.client, dev_mode=node_cfg.dev_mode, local=self._local_did_document)
         self.federation = FederationService(self)
         self.catalog = CatalogService(self)
@@ -79,10 +89,7 @@ class Node:
         return next(iter(self.participants.values()), None)
 
     def participant_by_id(self, participant_id: str) -> ParticipantRuntime | None:
-        for p in self.participants.values():
-            if p.id == participant_id:
-                return p
-        return None
+        return self._by_id.get(participant_id)
 
     def usage_payload(self, participant: ParticipantRuntime, agreement_id: str) -> Path | None:
         """The received data of an agreement, if any has been received and verified."""
@@ -96,21 +103,63 @@ class Node:
         return caller in self.conformance_callers
 
     def _local_did_document(self, did: str) -> dict[str, object] | None:
-        for p in self.participants.values():
-            if p.did == did:
-                return p.did_document()
-        return None
+        found = self._by_did.get(did)
+        return found.did_document() if found is not None else None
+
+    def _serve_participant(self, record: Participant, keys: ParticipantKeys) -> ParticipantRuntime:
+        runtime = ParticipantRuntime(record, keys, self.config.public_url)
+        self.participants[record.name] = runtime
+        self._by_id[record.id] = runtime
+        self._by_did[record.did] = runtime
+        self.metrics.participants.set(len(self.participants))
+        return runtime
+
+    async def add_participant(
+        self, name: str, *, legal_name: str, region: str, industry: str = "", contact: str = "",
+        did: str | None = None,
+    ) -> tuple[ParticipantRuntime, str]:
+        """Host a new participant: keys sealed with the node key, its DID (a did:web under this node unless
+        it brings one), a first management token (returned once). Served at once, without a restart."""
+        async with self._adding:
+            if name in self.participants or await self.repo.participant_by_name(name) is not None:
+                raise Conflict(f"participant {name!r} already exists", path="name")
+            if (keys_dir(self.data_dir, name)).exists():
+                raise Conflict(f"keys for {name!r} already exist in the data folder", path="name")
+            if did is not None and did in self._by_did:
+                raise Conflict(f"{did} is already hosted here", path="did")
+            keys = await asyncio.to_thread(new_participant_keys, self.data_dir, name)
+            own_did = participant_did(self.config, keys, name, "web")
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            record = Participant(id=name, name=name, did=did or own_did, legal_name=legal_name, region=region,
+                                 industry=industry, contact=contact, created_at=now,
+                                 brought_did=did is not None and did != own_did)
+            token = new_token()
+            try:
+                await self.repo.add_participant(record, first_token=token)
+            except BaseException as exc:
+                # Not hosted after all: its keys must not block a later attempt under the same name.
+                await asyncio.to_thread(shutil.rmtree, keys_dir(self.data_dir, name), True)
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise Conflict(f"participant {name!r} or DID {record.did} already exists", path="name") from exc
+                raise
+            runtime = self._serve_participant(record, keys)
+        log.info("participant added", participant=name, did=record.did)
+        return runtime, token
 
     async def _load_participants(self) -> None:
         records = await self.repo.participants()
         if not records:
             raise ConfigError(f"the database in {self.data_dir} has no participant (was `tds init` run?)")
+        try:
+            sealing_key = node_key(self.data_dir)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"node key: {exc}") from exc
         for record in records:
             try:
-                keys = load_keys(keys_dir(self.data_dir, record.name))
+                keys = load_keys(keys_dir(self.data_dir, record.name), sealing_key)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"keys of participant {record.name!r}: {exc}") from exc
-            if record.did.startswith("did:web:"):
+            if record.did.startswith("did:web:") and not record.brought_did:
                 expected = participant_did(self.config, keys, record.name, "web")
                 if expected != record.did:
                     raise ConfigError(
@@ -118,8 +167,7 @@ class Node:
                         "a did:web moves with the public URL",
                         path="node.public_url",
                     )
-            self.participants[record.name] = ParticipantRuntime(record, keys, self.config.public_url)
-        self.metrics.participants.set(len(self.participants))
+            self._serve_participant(record, keys)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

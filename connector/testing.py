@@ -27,6 +27,7 @@ class RunningNode:
     client: ManagementClient
     token: str
     data_dir: Path
+    admin_token: str = ""
 
     @property
     def participant(self) -> Any:
@@ -37,6 +38,29 @@ class RunningNode:
     @property
     def public_url(self) -> str:
         return self.node.config.public_url
+
+
+@dataclass
+class HostedParticipant:
+    """A participant added to a running node through the admin API, with a client on its own token."""
+
+    host: RunningNode
+    name: str
+    client: ManagementClient
+    token: str
+
+    @property
+    def node(self) -> Node:
+        return self.host.node
+
+    @property
+    def participant(self) -> Any:
+        return self.host.node.participants[self.name]
+
+    @property
+    def public_url(self) -> str:
+        """The participant's own URL (``…/participants/NAME``): what a peer is given to reach it."""
+        return str(self.participant.base_url)
 
 
 class NodeFactory:
@@ -52,6 +76,7 @@ class NodeFactory:
         self.validate = validate
         self.invalid: list[str] = []
         self.sent: list[dict[str, Any]] = []
+        self._clients: list[ManagementClient] = []
 
     def _watch(self, node: Node) -> None:
         if not self.validate:
@@ -100,9 +125,24 @@ class NodeFactory:
         node = Node(data_dir, config)
         self._watch(node)
         await node.start()
-        running = RunningNode(node, ManagementClient(node.management_url, result.token), result.token, data_dir)
+        running = RunningNode(node, ManagementClient(node.management_url, result.token), result.token, data_dir,
+                              result.admin_token)
         self.nodes.append(running)
         return running
+
+    def client(self, running: RunningNode, token: str) -> ManagementClient:
+        """A management client on *running* with *token* (closed by :meth:`close`)."""
+        client = ManagementClient(running.node.management_url, token)
+        self._clients.append(client)
+        return client
+
+    async def host(self, running: RunningNode, name: str, *, region: str = "CN-GD", legal_name: str | None = None,
+                   industry: str = "") -> HostedParticipant:
+        """Host participant *name* on *running* through the admin API."""
+        admin = self.client(running, running.admin_token)
+        added = await admin.add_participant(name, legal_name=legal_name or f"{name.title()} Co.", region=region,
+                                            industry=industry)
+        return HostedParticipant(running, name, self.client(running, added["token"]), added["token"])
 
     async def restart(self, running: RunningNode) -> RunningNode:
         await running.node.stop()
@@ -113,6 +153,9 @@ class NodeFactory:
         return running
 
     async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+        self._clients.clear()
         for running in reversed(self.nodes):
             await running.client.close()
             await running.node.stop()

@@ -6,7 +6,10 @@
   public URL, and the nonce must be new (persisted, so a restart does not reopen the window). The
   verified caller DID is put on the request as ``request["caller_did"]``.
 - Operators and applications: management requests carry ``Authorization: Bearer <token>``; tokens are
-  stored hashed and name their participant and application.
+  stored hashed (SHA-256 of 256 random bits, looked up by that hash, so no secret is compared byte by
+  byte) and name their participant and application. The node's admin token names no participant.
+- Fair use (``connector.http.ratelimit``): after authentication, each calling peer (by verified DID) and
+  each participant's tokens (together) draw from their own token bucket; over it, 429 with Retry-After.
 - Conformance mode only (``[conformance]`` in the config, ``connector.conformance``): a DSP request
   without a signature must carry exactly the configured static ``Authorization`` value (the compatibility
   kit cannot sign); the caller is then the kit's configured agent id. Without that section this path
@@ -23,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from connector.errors import Unauthorized
+from connector.errors import TooManyRequests, Unauthorized
 from connector.http import signing
+from connector.http.ratelimit import RateLimiter, retry_after
 from connector.logging import get_logger
 from connector.store.repository import Token
 
@@ -43,7 +47,8 @@ def signed_request_middleware(node: Node) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if DSP_PATH.match(request.path) and not _is_public_dsp_path(request.path):
-            await authenticate_peer(node, request)
+            caller = await authenticate_peer(node, request)
+            check_rate(node.dsp_limit, caller, "DSP requests from this peer")
         return await handler(request)
 
     return middleware
@@ -79,6 +84,15 @@ async def authenticate_peer(node: Node, request: web.Request) -> str:
     return caller
 
 
+def check_rate(limiter: RateLimiter, key: str, what: str) -> None:
+    """Take one request from *key*'s bucket or raise 429 saying when to come back."""
+    wait = limiter.take(key, time.monotonic())
+    if wait > 0:
+        seconds = retry_after(wait)
+        raise TooManyRequests(f"too many {what}: at most {limiter.rate:g} per second (bursts of "
+                              f"{limiter.burst}); retry after {seconds} s", retry_after=seconds)
+
+
 def static_authorization_matches(expected: str, header: str | None) -> bool:
     """Whether *header* is exactly *expected* (constant-time, so timing tells nothing about the value)."""
     return header is not None and hmac.compare_digest(header.encode(), expected.encode())
@@ -99,7 +113,12 @@ async def authenticate_token(node: Node, request: web.Request) -> Token:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("management API needs 'Authorization: Bearer <token>'")
-    found = await node.repo.find_token(token.strip())
+    token = token.strip()
+    if len(token) > 512:
+        raise Unauthorized("unknown or revoked token")
+    found = await node.repo.find_token(token)
     if found is None:
         raise Unauthorized("unknown or revoked token")
+    key = found.participant_id if found.participant_id is not None else f"admin:{found.id}"
+    check_rate(node.management_limit, key, "management requests for this participant")
     return found

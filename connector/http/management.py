@@ -1,8 +1,11 @@
 """The management API (``/api/management/v1``) for operators and applications.
 
 Listens on its own port (127.0.0.1 by default). Every route needs ``Authorization: Bearer <token>``; the
-token decides the participant, never the request body. Request bodies are msgspec structs that forbid
-unknown fields, so a typo is a 400 naming the field.
+token decides the participant, never the request body. A participant's resource that does not exist for
+the token's participant is 404, whether or not another participant has one by that id. The node's admin
+token reaches only the admin routes (``Route.admin``: hosting participants); it reads no participant's
+data (404 on those routes), and a participant's token on an admin route is 403. Request bodies are
+msgspec structs that forbid unknown fields, so a typo is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 import msgspec
 from aiohttp import web
 
-from connector.errors import BadRequest, NotFound, validation_error_path
+from connector.config import NAME_RE, REGION_RE
+from connector.errors import BadRequest, Conflict, Forbidden, NotFound, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
 from connector.identity.credentials import Subject
 from connector.protocol import agreements
@@ -26,7 +30,7 @@ from connector.store.records import (
     NegotiationRecord,
     PolicyRecord,
 )
-from connector.store.repository import Peer
+from connector.store.repository import Peer, TokenInfo
 
 if TYPE_CHECKING:
     from connector.node import Node
@@ -83,6 +87,53 @@ class TerminateIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
+class ParticipantIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    name: Annotated[str, msgspec.Meta(pattern=NAME_RE.pattern)]
+    legal_name: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    region: Annotated[str, msgspec.Meta(pattern=REGION_RE.pattern, max_length=20)]
+    industry: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    contact: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    #: A did:web the participant already controls; it must publish the DID document the node serves.
+    did: Annotated[str, msgspec.Meta(pattern="^did:web:[A-Za-z0-9.%:_~-]+$", max_length=512)] | None = None
+
+
+class ParticipantAdded(msgspec.Struct, frozen=True, rename="camel"):
+    name: str
+    did: str
+    dsp_endpoint: str
+    did_document: str
+    created_at: str
+    #: The participant's first management token, shown only here. Hand it to the participant, who should
+    #: create its own tokens and revoke this one.
+    token: str
+
+
+class ParticipantSummary(msgspec.Struct, frozen=True, rename="camel"):
+    name: str
+    did: str
+    legal_name: str
+    region: str
+    industry: str
+    dsp_endpoint: str
+    created_at: str
+
+
+class TokenIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    application: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class TokenCreated(msgspec.Struct, frozen=True, rename="camel"):
+    id: str
+    application: str
+    created_at: str
+    #: The token itself: shown only here; the node keeps only its hash.
+    token: str
+
+
+#: Active management tokens a participant may hold at once.
+MAX_TOKENS = 100
+
+
 def camel(record: msgspec.Struct, drop: tuple[str, ...] = ("participant_id",)) -> dict[str, Any]:
     """A record as management-API JSON: camelCase top-level keys; nested JSON left as it is."""
     out = {}
@@ -132,6 +183,8 @@ class Route(NamedTuple):
     example: dict[str, Any] | None = None
     #: Other answers a caller must expect: status -> what it means.
     answers: dict[int, str] = {}
+    #: Only the node's admin token may call it (a participant's token gets 403).
+    admin: bool = False
 
 
 class ParticipantOut(msgspec.Struct, frozen=True, rename="camel"):
@@ -204,6 +257,55 @@ def routes(node: Node) -> list[Route]:
         if found is None:
             raise NotFound("this token is not bound to a participant")
         return found
+
+    def admin_only(handler: Handler) -> Handler:
+        async def checked(request: web.Request) -> web.StreamResponse:
+            if not request[TOKEN].admin:
+                raise Forbidden("only the node's admin token may manage participants")
+            return await handler(request)
+
+        return checked
+
+    def summary(p: ParticipantRuntime) -> ParticipantSummary:
+        r = p.record
+        return ParticipantSummary(name=p.name, did=p.did, legal_name=r.legal_name, region=r.region,
+                                  industry=r.industry, dsp_endpoint=p.dsp_base, created_at=r.created_at)
+
+    async def add_participant(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), ParticipantIn)
+        if not body.legal_name.strip():
+            raise BadRequest("legalName must not be blank", path="$.legalName")
+        p, token = await node.add_participant(body.name, legal_name=body.legal_name.strip(), region=body.region,
+                                              industry=body.industry, contact=body.contact, did=body.did)
+        out = ParticipantAdded(name=p.name, did=p.did, dsp_endpoint=p.dsp_base, did_document=f"{p.base_url}/did.json",
+                               created_at=p.record.created_at, token=token)
+        return web.json_response(msgspec.to_builtins(out), status=201)
+
+    async def list_participants(_: web.Request) -> web.Response:
+        return web.json_response([msgspec.to_builtins(summary(p)) for p in node.participants.values()])
+
+    # the participant's own management tokens ------------------------------------------------------
+
+    async def create_token(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), TokenIn)
+        p = participant(request)
+        active = [t for t in await node.repo.tokens(p.id) if t.revoked_at is None]
+        if len(active) >= MAX_TOKENS:
+            raise Conflict(f"this participant already has {MAX_TOKENS} active tokens; revoke one first")
+        from connector.bootstrap import new_token
+
+        value, created = new_token(), now()
+        token_id = await node.repo.add_token(value, p.id, body.application, admin=False, now=created)
+        out = TokenCreated(id=token_id, application=body.application, created_at=created, token=value)
+        return web.json_response(msgspec.to_builtins(out), status=201)
+
+    async def list_tokens(request: web.Request) -> web.Response:
+        return web.json_response([camel(t) for t in await node.repo.tokens(participant(request).id)])
+
+    async def revoke_token(request: web.Request) -> web.Response:
+        if not await node.repo.revoke_token(participant(request).id, request.match_info["id"], now()):
+            raise NotFound("no such token")
+        return web.Response(status=204)
 
     async def get_participant(request: web.Request) -> web.Response:
         p = participant(request)
@@ -432,6 +534,17 @@ def routes(node: Node) -> list[Route]:
 
     R = Route
     return [
+        R("POST", "/participants", admin_only(add_participant),
+          "Host a new participant: its DID, keys and endpoints, and a first token (admin)", tag="admin",
+          body=ParticipantIn, response=ParticipantAdded, status=201, admin=True,
+          example={"name": "sme-one", "legalName": "SME One Ltd.", "region": "CN-GD", "industry": "parts"}),
+        R("GET", "/participants", admin_only(list_participants), "The participants this node hosts (admin)",
+          tag="admin", response=list[ParticipantSummary], admin=True),
+        R("POST", "/tokens", create_token, "Create a management token for an application (shown once)",
+          tag="tokens", body=TokenIn, response=TokenCreated, status=201, example={"application": "erp-sync"}),
+        R("GET", "/tokens", list_tokens, "This participant's tokens (never their values)", tag="tokens",
+          response=list[TokenInfo]),
+        R("DELETE", "/tokens/{id}", revoke_token, "Revoke a token", tag="tokens", status=204),
         R("GET", "/participant", get_participant, "The token's participant: DID, endpoints, key fingerprints",
           tag="participant", response=ParticipantOut),
         R("POST", "/peers/verify", verify_peer, "Handshake with a peer and verify its signed self-description",

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connector.errors import BadRequest, PayloadTooLarge, TdsError
+from connector.errors import BadRequest, PayloadTooLarge, TdsError, TooManyRequests
 from connector.logging import get_logger
 
 DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
@@ -65,7 +65,8 @@ def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
             else:
                 log.info("request refused", method=request.method, path=request.path, status=status,
                          reason=exc.message)
-            return web.json_response(error_body(request, exc), status=status)
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+            return web.json_response(error_body(request, exc), status=status, headers=headers)
         except web.HTTPRequestEntityTooLarge as exc:
             status = 413
             err = PayloadTooLarge(f"request body exceeds {exc.max_size} bytes")

@@ -5,7 +5,12 @@ http(s) is allowed; plain http only in dev mode or towards a trusted network; an
 loopback, link-local, multicast, reserved or unspecified ranges are refused unless the node runs in dev
 mode or the address lies in one of its ``trusted_networks``. The address check runs on every address a
 host name resolves to, at connect time (see ``connector.http.outbound``), so DNS cannot smuggle a private
-address past it. Pure.
+address past it.
+
+One exception: the node's own public origin (scheme, host and port of ``node.public_url``, exactly). The
+participants a node hosts talk to each other over it, as they would to any peer, even when it lies on a
+private or loopback address outside dev mode. Nothing else on that address is allowed (another port, or
+the other scheme, is still refused). Pure.
 """
 
 from __future__ import annotations
@@ -21,14 +26,27 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def origin(parts: SplitResult) -> str:
+    """``scheme://host:port`` with the default port made explicit and the host lower-cased (RFC 6454)."""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    return f"{parts.scheme}://[{host}]:{port}" if ":" in host else f"{parts.scheme}://{host}:{port}"
+
+
 @dataclass(frozen=True)
 class OutboundPolicy:
     dev_mode: bool = False
     trusted_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    #: The node's own public origin (see the module docstring), or None.
+    own_origin: str | None = None
 
     @classmethod
-    def build(cls, dev_mode: bool, trusted: Iterable[str]) -> OutboundPolicy:
-        return cls(dev_mode, tuple(ipaddress.ip_network(n, strict=False) for n in trusted))
+    def build(cls, dev_mode: bool, trusted: Iterable[str], public_url: str | None = None) -> OutboundPolicy:
+        own = origin(urlsplit(public_url)) if public_url else None
+        return cls(dev_mode, tuple(ipaddress.ip_network(n, strict=False) for n in trusted), own)
+
+    def is_own_origin(self, parts: SplitResult) -> bool:
+        return self.own_origin is not None and origin(parts) == self.own_origin
 
     def is_trusted(self, address: IPAddress) -> bool:
         return any(address in net for net in self.trusted_networks)
@@ -92,6 +110,6 @@ def check_url(url: str, policy: OutboundPolicy) -> SplitResult:
     if port == 0:
         raise OutboundRefused("port 0 is not allowed")
     literal = literal_address(parts.hostname)
-    if literal is not None:
+    if literal is not None and not policy.is_own_origin(parts):
         check_address(literal, policy, plain_http=parts.scheme == "http")
     return parts

@@ -22,11 +22,11 @@ from connector.store.records import (
     NegotiationRecord,
     PolicyRecord,
 )
-from connector.store.repository import Peer
+from connector.store.repository import Peer, TokenInfo
 
 REF = "#/components/schemas/{name}"
 CAMELISED = {t.__name__ for t in (Asset, PolicyRecord, ContractDefinition, NegotiationRecord, NegotiationEvent,
-                                  AgreementRecord, Peer)} | {"NegotiationOut"}
+                                  AgreementRecord, Peer, TokenInfo)} | {"NegotiationOut"}
 ERROR = {
     "type": "object",
     "properties": {
@@ -120,8 +120,13 @@ def _responses(route: Route, by_type: dict[Any, Any]) -> dict[str, Any]:
         out[str(route.status)] = body
     out["400"] = {"description": "invalid request (names the field)", **error}
     out["401"] = {"description": "missing, unknown or revoked token", **error}
-    if "{" in route.path:
-        out["404"] = {"description": "not found, or not this participant's", **error}
+    if route.admin:
+        out["403"] = {"description": "not the node's admin token", **error}
+    else:
+        out["404"] = {"description": "not found, or not this participant's (the admin token reads no "
+                                     "participant's data)", **error}
+    out["429"] = {"description": "over this participant's request rate; see Retry-After", **error,
+                  "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
     if route.body is not None and route.status == 201:
         out["409"] = {"description": "already exists", **error}
     if route.path.startswith(("/peers", "/catalog", "/negotiations")) and route.method == "POST":

@@ -26,6 +26,8 @@ from connector.http import signing
 from connector.http.netguard import OutboundPolicy, check_address, check_url
 
 _plain_http: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_plain_http", default=False)
+#: Set while a request goes to the node's own public origin, which the guard allows (see netguard).
+_own_origin: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_own_origin", default=False)
 
 
 class GuardedResolver(AbstractResolver):
@@ -39,6 +41,8 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
+        if _own_origin.get():
+            return list(results)
         allowed: list[ResolveResult] = []
         refusal: OutboundRefused | None = None
         for result in results:
@@ -127,6 +131,7 @@ class PeerClient:
                     method, url, body, key=signer.key, key_id=signer.key_id, now=time.time(), headers=send_headers
                 )
             token = _plain_http.set(parts.scheme == "http")
+            own = _own_origin.set(self.policy.is_own_origin(parts))
             try:
                 async with self.session.request(
                     method, url, data=body, headers=send_headers, allow_redirects=False
@@ -148,6 +153,7 @@ class PeerClient:
                     raise cause from None
                 raise PeerError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
             finally:
+                _own_origin.reset(own)
                 _plain_http.reset(token)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse, url: str) -> bytes:

@@ -1,7 +1,11 @@
 """A participant's key pair files: an Ed25519 signing key and a separate X25519 key-agreement key.
 
-Keys are 32-byte seeds stored raw in files with mode 0600 in the node's data folder. They are never
-logged: ``repr`` of :class:`ParticipantKeys` shows only fingerprints.
+Keys live in files with mode 0600 in the node's data folder. A node hosts many participants, so each
+participant's keys are sealed at rest with the node key (``keys/node.key``, 32 random bytes, 0600):
+XSalsa20-Poly1305 (PyNaCl ``SecretBox``), bound to the file's role by its associated name, so a sealed
+signing key cannot be swapped for the agreement key unnoticed. A file holding a raw 32-byte seed (written
+before the node key existed) is still read. Keys are never logged: ``repr`` of :class:`ParticipantKeys`
+shows only fingerprints.
 """
 
 from __future__ import annotations
@@ -11,13 +15,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey
+from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
+from nacl.utils import random as random_bytes
 
 from connector.identity.multikey import ED25519_PUB, X25519_PUB, encode_multikey
 
 SIGNING_FILE = "ed25519.key"
 AGREEMENT_FILE = "x25519.key"
+NODE_KEY_FILE = "node.key"
+#: Sealed file: magic, then the SecretBox output (24-byte nonce, ciphertext with its 16-byte tag).
+SEALED_MAGIC = b"tds-sealed-1\n"
+SEED_BYTES = 32
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -71,23 +82,56 @@ def _write_secret(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _read_secret(path: Path) -> bytes:
+def _read_private(path: Path) -> bytes:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise PermissionError(f"{path} is readable by others (mode {mode:o}); expected 0600")
-    data = path.read_bytes()
-    if len(data) != 32:
-        raise ValueError(f"{path} does not hold a 32-byte key")
+    return path.read_bytes()
+
+
+def load_node_key(folder: Path, *, create: bool = False) -> bytes:
+    """The node key in *folder* (``DATA/keys``); with ``create=True`` it is made if missing."""
+    path = folder / NODE_KEY_FILE
+    if create and not path.exists():
+        _write_secret(path, random_bytes(SecretBox.KEY_SIZE))
+    data = _read_private(path)
+    if len(data) != SecretBox.KEY_SIZE:
+        raise ValueError(f"{path} does not hold a {SecretBox.KEY_SIZE}-byte node key")
     return data
 
 
-def save_keys(folder: Path, keys: ParticipantKeys) -> None:
-    """Write both keys into *folder* (mode 0600). Refuses to overwrite existing keys."""
-    _write_secret(folder / SIGNING_FILE, bytes(keys.signing))
-    _write_secret(folder / AGREEMENT_FILE, bytes(keys.agreement))
+def _seal(node_key: bytes, role: str, seed: bytes) -> bytes:
+    # The role goes into the plaintext so that swapping the two files of a participant is detected.
+    return SEALED_MAGIC + bytes(SecretBox(node_key).encrypt(role.encode() + b"\0" + seed))
 
 
-def load_keys(folder: Path) -> ParticipantKeys:
+def _unseal(path: Path, node_key: bytes | None, role: str) -> bytes:
+    data = _read_private(path)
+    if len(data) == SEED_BYTES and not data.startswith(SEALED_MAGIC):
+        return data  # written before keys were sealed
+    if not data.startswith(SEALED_MAGIC):
+        raise ValueError(f"{path} holds neither a sealed key nor a 32-byte seed")
+    if node_key is None:
+        raise ValueError(f"{path} is sealed but no node key was given")
+    try:
+        plain = SecretBox(node_key).decrypt(data[len(SEALED_MAGIC):])
+    except CryptoError as exc:
+        raise ValueError(f"{path} cannot be opened with this node's key") from exc
+    label, _, seed = plain.partition(b"\0")
+    if label != role.encode() or len(seed) != SEED_BYTES:
+        raise ValueError(f"{path} does not hold the participant's {role} key")
+    return seed
+
+
+def save_keys(folder: Path, keys: ParticipantKeys, node_key: bytes) -> None:
+    """Write both keys into *folder*, sealed with *node_key* (mode 0600). Refuses to overwrite keys."""
+    _write_secret(folder / SIGNING_FILE, _seal(node_key, "ed25519", bytes(keys.signing)))
+    _write_secret(folder / AGREEMENT_FILE, _seal(node_key, "x25519", bytes(keys.agreement)))
+
+
+def load_keys(folder: Path, node_key: bytes | None) -> ParticipantKeys:
+    """Read both keys from *folder*, unsealing them with *node_key* (raw seeds are read as they are)."""
     return ParticipantKeys(
-        SigningKey(_read_secret(folder / SIGNING_FILE)), PrivateKey(_read_secret(folder / AGREEMENT_FILE))
+        SigningKey(_unseal(folder / SIGNING_FILE, node_key, "ed25519")),
+        PrivateKey(_unseal(folder / AGREEMENT_FILE, node_key, "x25519")),
     )

@@ -202,4 +202,12 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (participant_id, agreement_id)
         ) WITHOUT ROWID""",
     ],
+    # 4: tenancy: management tokens get a public id (listed and revoked by it, scoped to their participant);
+    #    a participant may bring its own DID instead of a did:web under the node
+    [
+        "ALTER TABLE tokens ADD COLUMN id TEXT",
+        "UPDATE tokens SET id = substr(hash, 1, 16) WHERE id IS NULL",
+        "CREATE UNIQUE INDEX tokens_id ON tokens(id)",
+        "ALTER TABLE participants ADD COLUMN brought_did INTEGER NOT NULL DEFAULT 0",
+    ],
 ]

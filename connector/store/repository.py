@@ -8,6 +8,7 @@ business data is scoped by ``participant_id``.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import sqlite3
 from typing import Any, Protocol
 
@@ -37,12 +38,28 @@ class Participant(msgspec.Struct, frozen=True):
     industry: str = ""
     contact: str = ""
     created_at: str = ""
+    #: True when the participant brought its own DID instead of a did:web under the node.
+    brought_did: bool = False
+
+
+def _participant(row: dict[str, Any]) -> Participant:
+    return Participant(**{**row, "brought_did": bool(row.get("brought_did", 0))})
 
 
 class Token(msgspec.Struct, frozen=True):
     participant_id: str | None
     application: str
     admin: bool
+    id: str = ""
+
+
+class TokenInfo(msgspec.Struct, frozen=True):
+    """A management token as it is listed: never its value, which is shown once when it is created."""
+
+    id: str
+    application: str
+    created_at: str
+    revoked_at: str | None = None
 
 
 class Peer(msgspec.Struct, frozen=True):
@@ -59,11 +76,11 @@ def token_hash(token: str) -> str:
 
 
 class Repository(Protocol):
-    async def add_participant(self, participant: Participant) -> None: ...
+    async def add_participant(self, participant: Participant, *, first_token: str | None = None) -> None: ...
     async def participants(self) -> list[Participant]: ...
     async def participant_by_name(self, name: str) -> Participant | None: ...
     async def add_token(self, token: str, participant_id: str | None, application: str, *, admin: bool,
-                        now: str) -> None: ...
+                        now: str) -> str: ...
     async def find_token(self, token: str) -> Token | None: ...
     async def remember_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
     async def save_peer(self, participant_id: str, peer: Peer, self_description: dict[str, Any]) -> None: ...
@@ -77,20 +94,27 @@ class SqliteRepository:
 
     # participants
 
-    async def add_participant(self, participant: Participant) -> None:
+    async def add_participant(self, participant: Participant, *, first_token: str | None = None) -> None:
+        """Add a participant and, in the same transaction, its first management token (application "cli")."""
         row = msgspec.structs.asdict(participant)
-        await self.store.write(lambda db: add_participant_sync(db, row))
+
+        def insert(db: sqlite_utils.Database) -> None:
+            add_participant_sync(db, row)
+            if first_token is not None:
+                add_token_sync(db, first_token, participant.id, "cli", False, participant.created_at)
+
+        await self.store.write(insert)
 
     async def participants(self) -> list[Participant]:
         def query(db: sqlite_utils.Database) -> list[Participant]:
-            return [Participant(**row) for row in db.query("SELECT * FROM participants ORDER BY created_at, name")]
+            return [_participant(row) for row in db.query("SELECT * FROM participants ORDER BY created_at, name")]
 
         return await self.store.read(query)
 
     async def participant_by_name(self, name: str) -> Participant | None:
         def query(db: sqlite_utils.Database) -> Participant | None:
             rows = list(db.query("SELECT * FROM participants WHERE name = ?", [name]))
-            return Participant(**rows[0]) if rows else None
+            return _participant(rows[0]) if rows else None
 
         return await self.store.read(query)
 
@@ -98,8 +122,29 @@ class SqliteRepository:
 
     async def add_token(
         self, token: str, participant_id: str | None, application: str, *, admin: bool, now: str
-    ) -> None:
-        await self.store.write(lambda db: add_token_sync(db, token, participant_id, application, admin, now))
+    ) -> str:
+        """Store *token* hashed; return its public id."""
+        return await self.store.write(lambda db: add_token_sync(db, token, participant_id, application, admin, now))
+
+    async def tokens(self, participant_id: str) -> list[TokenInfo]:
+        """The participant's tokens (revoked ones too, newest first); never the values."""
+
+        def query(db: sqlite_utils.Database) -> list[TokenInfo]:
+            rows = db.query("SELECT id, application, created_at, revoked_at FROM tokens WHERE participant_id = ? "
+                            "AND admin = 0 ORDER BY created_at DESC, id", [participant_id])
+            return [TokenInfo(**row) for row in rows]
+
+        return await self.store.read(query)
+
+    async def revoke_token(self, participant_id: str, token_id: str, now: str) -> bool:
+        """Revoke one of the participant's tokens; False if it has no such (unrevoked) token."""
+
+        def revoke(db: sqlite_utils.Database) -> bool:
+            cursor = db.execute("UPDATE tokens SET revoked_at = ? WHERE participant_id = ? AND id = ? AND admin = 0 "
+                                "AND revoked_at IS NULL", [now, participant_id, token_id])
+            return bool(cursor.rowcount)
+
+        return await self.store.write(revoke)
 
     async def find_token(self, token: str) -> Token | None:
         digest = token_hash(token)
@@ -107,13 +152,14 @@ class SqliteRepository:
         def query(db: sqlite_utils.Database) -> Token | None:
             rows = list(
                 db.query(
-                    "SELECT participant_id, application, admin FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+                    "SELECT id, participant_id, application, admin FROM tokens WHERE hash = ? AND revoked_at IS NULL",
                     [digest],
                 )
             )
             if not rows:
                 return None
-            return Token(rows[0]["participant_id"], rows[0]["application"], bool(rows[0]["admin"]))
+            row = rows[0]
+            return Token(row["participant_id"], row["application"], bool(row["admin"]), row["id"])
 
         return await self.store.read(query)
 
@@ -373,8 +419,10 @@ def add_participant_sync(db: sqlite_utils.Database, row: dict[str, Any]) -> None
 
 def add_token_sync(
     db: sqlite_utils.Database, token: str, participant_id: str | None, application: str, admin: bool, now: str
-) -> None:
+) -> str:
+    token_id = "tok-" + secrets.token_hex(8)
     db.execute(
-        "INSERT INTO tokens (hash, participant_id, application, admin, created_at) VALUES (?, ?, ?, ?, ?)",
-        [token_hash(token), participant_id, application, int(admin), now],
+        "INSERT INTO tokens (id, hash, participant_id, application, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [token_id, token_hash(token), participant_id, application, int(admin), now],
     )
+    return token_id

@@ -34,7 +34,7 @@ def _init(tmp_path: Path, *extra: str) -> tuple[Path, int]:
 def test_init_writes_config_keys_and_token_with_private_modes(tmp_path):
     data, port = _init(tmp_path)
     for path in (data / "keys/acme/ed25519.key", data / "keys/acme/x25519.key", data / "management.token",
-                 data / "tds.toml"):
+                 data / "admin.token", data / "keys/node.key", data / "tds.toml"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert f'public_url = "http://127.0.0.1:{port}"' in (data / "tds.toml").read_text()
 
@@ -126,4 +126,6 @@ async def test_demo_runs_and_both_nodes_verify_each_other():
     text = "\n".join(lines)
     assert text.count("verified: ") == 2
     assert "-> FINALIZED in" in text and "signed by both parties" in text
+    assert text.count(":participants:gz-sensors") >= 1 and "Enterprise -> SME:" in text
+    assert text.count("SME -> SME:") == 2 and "gets 404 on their data" in text
     assert "Demo finished" in text

@@ -52,3 +52,31 @@ async def test_bad_policy_file_names_the_field(nodes, tmp_path):
     bad.write_text('{"@type": "Set", "permission": [{"action": "use", "constraint": [{"operator": "eq"}]}]}')
     code, out = await tds(provider, "policy", "add", "bad", "--file", str(bad))
     assert code == 2 and "field $.policy" in out
+
+
+async def _tds(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "connector", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_hosting_a_participant_and_its_tokens(nodes):
+    host = await nodes.start("acme")
+    code, out = await _tds("participant", "add", "sme-one", "--legal-name", "SME One Ltd.", "--region", "CN-GD",
+                           "--dir", str(host.data_dir))  # the admin token from DIR/admin.token
+    assert code == 0, out
+    assert ":participants:sme-one" in out and "/participants/sme-one/api/dsp/2025-1" in out
+    sme_token = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("token "))
+    own = ("--node", host.node.management_url, "--token", sme_token)
+    code, out = await _tds("token", "create", "erp-sync", *own)
+    assert code == 0 and "for erp-sync" in out, out
+    token_id, value = out.split()[1], out.strip().splitlines()[-1]
+    code, out = await _tds("token", "list", *own)
+    assert code == 0 and token_id in out and "erp-sync" in out and value not in out and sme_token not in out
+    code, out = await _tds("token", "revoke", token_id, *own)
+    assert code == 0 and "revoked" in out
+    code, out = await _tds("token", "list", "--node", host.node.management_url, "--token", value)
+    assert code == 2 and "revoked" in out
+    code, out = await _tds("participant", "add", "sme-two", "--legal-name", "X", "--region", "CN", *own)
+    assert code == 2 and "admin token" in out

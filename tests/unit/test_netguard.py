@@ -59,3 +59,26 @@ def test_host_names_are_left_to_resolve_time_checks():
 def test_other_bad_urls(url):
     with pytest.raises(OutboundRefused):
         check_url(url, STRICT)
+
+
+OWN = OutboundPolicy.build(False, [], "http://127.0.0.1:8181/")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8181/participants/sme/api/dsp/2025-1/catalog/request",
+                                 "HTTP://127.0.0.1:8181/x"])
+def test_the_nodes_own_public_origin_is_allowed(url):
+    check_url(url, OWN)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8182/", "https://127.0.0.1:8181/", "http://127.0.0.2:8181/",
+                                 "http://127.0.0.1/", "http://[::1]:8181/"])
+def test_only_exactly_the_own_origin(url):
+    with pytest.raises(OutboundRefused):
+        check_url(url, OWN)
+
+
+def test_own_origin_default_ports():
+    policy = OutboundPolicy.build(False, [], "https://10.0.0.7")
+    check_url("https://10.0.0.7:443/participants/a", policy)
+    with pytest.raises(OutboundRefused):
+        check_url("https://10.0.0.7:8443/", policy)
