@@ -17,7 +17,8 @@ FORBIDDEN = {"asyncio", "aiohttp", "sqlite3", "sqlite_utils", "time", "socket", 
 @pytest.mark.parametrize(
     "name",
     ["parse_policy", "to_dsp", "evaluate", "Decision", "Request", "World", "PolicySyntaxError", "plan_use",
-     "templates", "Outcome", "UsageState", "UseDecision"],
+     "templates", "Outcome", "UsageState", "UseDecision", "check_history", "events_from_log", "Event",
+     "MonitoringResult", "Violation"],
 )
 def test_public_api(name):
     assert name in usage_policies.__all__
