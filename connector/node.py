@@ -214,6 +214,7 @@ class Node:
         self.started_at = time.time()
         await self.negotiations.resume()
         await self.receipts.resume()
+        await self.usage.start()
         log.info(
             "node started",
             public=f"http://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
@@ -241,6 +242,7 @@ class Node:
         self._runners.clear()
         await self.negotiations.close()
         await self.receipts.close()
+        await self.usage.close()
         await self.client.close()
         await self.store.close()
         log.info("node stopped")

@@ -16,7 +16,10 @@ of data is released. So:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -77,6 +80,9 @@ class UsageService:
         #: chains touched by the current commit group (writer thread only)
         self._touched: set[tuple[str, str]] = set()
         node.store.batch_hooks.append(self._sign_heads)
+        self._deadlines_changed = False
+        self._wake = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
 
     # -- the decision, in one writer-thread job ------------------------------------------------------
 
@@ -91,6 +97,9 @@ class UsageService:
             durable=True,
         )
         crash_point("usage-after-commit")
+        if self._deadlines_changed:
+            self._deadlines_changed = False
+            self._wake.set()
         if not outcome.repeated:
             self.node.receipts.notify(participant.id, agreement_id)
             log.info("use decided", participant=participant.name, agreement=agreement_id, action=action,
@@ -143,6 +152,15 @@ class UsageService:
                              purpose=purpose, application=application,
                              decision="permit" if permitted else "deny", reasons=list(planned.decision.reasons),
                              effects=effects)
+        for effect in planned.effects if permitted else ():
+            if isinstance(effect, DeleteAt):
+                # The earliest deadline wins; it survives restarts in the store.
+                db.conn.execute(
+                    "INSERT INTO scheduled_duties (participant_id, agreement_id, kind, due_at) VALUES (?, ?, "
+                    "'delete', ?) ON CONFLICT (participant_id, agreement_id, kind) DO UPDATE SET "
+                    "due_at = MIN(due_at, excluded.due_at) WHERE done_at IS NULL",
+                    [pid, agreement.id, effect.time.timestamp()])
+                self._deadlines_changed = True
         if permitted:
             db.conn.execute(
                 "INSERT INTO usage_counters (participant_id, agreement_id, use_count, first_use_at) "
@@ -188,6 +206,57 @@ class UsageService:
             db.execute("INSERT OR REPLACE INTO usage_heads (participant_id, agreement_id, seq, head) "
                        "VALUES (?, ?, ?, ?)",
                        [participant_id, agreement_id, entry.seq, msgspec.json.encode(signed).decode()])
+
+    # -- duties on schedule ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run the duty scheduler; a deadline missed while the node was down runs at once."""
+        self._scheduler = asyncio.get_running_loop().create_task(self._run_scheduler())
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
+
+    async def _run_scheduler(self) -> None:
+        while True:
+            self._wake.clear()
+            due = await self.node.store.read(lambda db: db.conn.execute(
+                "SELECT participant_id, agreement_id, kind, due_at FROM scheduled_duties WHERE done_at IS NULL "
+                "ORDER BY due_at").fetchall())
+            now = time.time()
+            for participant_id, agreement_id, kind, due_at in due:
+                if due_at > now:
+                    break
+                try:
+                    await self.carry_out(participant_id, agreement_id, kind)
+                except Exception:
+                    log.exception("scheduled duty failed", agreement=agreement_id, kind=kind)
+            pending = [d[3] for d in due if d[3] > now]
+            timeout = max(0.0, min(pending) - time.time()) if pending else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def carry_out(self, participant_id: str, agreement_id: str, kind: str) -> None:
+        """Delete the agreement's data (its key first, then the bytes) and log it as a signed entry."""
+        participant = self.node.participant_by_id(participant_id)
+        if participant is None or kind != "delete":
+            return
+        deleted = await self.node.delete_agreement_data(participant, agreement_id)
+        at = datetime.now(UTC)
+
+        def record(db: sqlite_utils.Database) -> None:
+            self.append_duty(db, participant_id, agreement_id, "delete",
+                             f"data deleted on schedule ({deleted} bytes)", at)
+            db.conn.execute("UPDATE scheduled_duties SET done_at = ? WHERE participant_id = ? AND agreement_id = ? "
+                            "AND kind = ?", [now_text(at), participant_id, agreement_id, kind])
+
+        await self.node.store.write(record, durable=True)
+        log.info("data deleted on schedule", participant=participant.name, agreement=agreement_id,
+                 bytes_deleted=deleted)
+        self.node.receipts.notify(participant_id, agreement_id)
 
     # -- reading --------------------------------------------------------------------------------------
 

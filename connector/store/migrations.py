@@ -201,6 +201,15 @@ MIGRATIONS: list[list[str]] = [
             receipt TEXT,
             PRIMARY KEY (participant_id, agreement_id)
         ) WITHOUT ROWID""",
+        # duties carried out later, on schedule (deletion at a deadline)
+        """CREATE TABLE scheduled_duties (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            done_at TEXT,
+            PRIMARY KEY (participant_id, agreement_id, kind)
+        ) WITHOUT ROWID""",
     ],
     # 4: tenancy: management tokens get a public id (listed and revoked by it, scoped to their participant);
     #    a participant may bring its own DID instead of a did:web under the node

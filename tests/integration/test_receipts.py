@@ -164,3 +164,41 @@ async def test_revocation_reaches_an_offline_consumer(nodes):
         return r if r["revocation"]["status"] == "acknowledged" else None
 
     assert await eventually(acknowledged, 30)
+
+
+async def test_deletion_on_schedule_survives_a_restart(nodes):
+    from usage_policies import templates
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    await provider.client.add_asset({"id": "qi"})
+    await provider.client.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
+    await provider.client.add_policy("brief", templates.use_and_delete_after("qi", "PT1S"))
+    await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="brief",
+                                                  assets=["qi"])
+    offer = (await consumer.client.catalog(provider.public_url))["dataset"][0]["hasPolicy"][0]["@id"]
+    started = await consumer.client.negotiate(provider.public_url, offer)
+    agreement = (await consumer.client.negotiation(started["id"], wait_s=10))["agreement"]["@id"]
+    first = time.monotonic()
+    result = await consumer.client.use(agreement, "u0")
+    assert result["decision"] == "permit" and any(e.startswith("delete at") for e in result["effects"]), result
+    await consumer.node.stop()  # down when the deadline passes
+    # ok-sleep: the deletion deadline (a wall-clock time) must pass while the node is down
+    await asyncio.sleep(max(0.0, first + 1.5 - time.monotonic()))  # ok-sleep
+    await nodes.restart(consumer)
+
+    async def deleted():
+        summary = await consumer.client.usage(agreement)
+        return summary if summary["latest"][0]["kind"] == "delete" else None
+
+    summary = await eventually(deleted)
+    assert "on schedule" in summary["latest"][0]["reasons"][0]
+    log = await consumer.client.usage_log(agreement)
+    from connector.services.usage import check_log
+
+    assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
+
+    async def provider_knows():
+        report = await provider.client.usage_report(agreement)
+        return report if any(d["kind"] == "delete" for d in report["duties"]) else None
+
+    assert await eventually(provider_knows)
