@@ -1,0 +1,31 @@
+"""Each example in examples/ runs and tells its story."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXPECTED = {
+    "onboard_sme.py": ["hosted Lingnan Sensors Ltd.", "negotiation FINALIZED", "sees none of the SME's assets"],
+    "cross_border.py": ["domestic SME sees ['line-7-process']", "foreign partner sees []",
+                        "TERMINATED", "may not leave CN"],
+}
+
+
+def test_every_example_is_tested():
+    assert {p.name for p in EXAMPLES.glob("*.py")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_example_runs(name):
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(EXAMPLES / name), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    for line in EXPECTED[name]:
+        assert line in text, (line, text)
