@@ -95,9 +95,7 @@ def init_node(
     dev_mode: bool = False,
     trusted_networks: tuple[str, ...] = (),
 ) -> InitResult:
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if (data_dir / CONFIG_FILE).exists():
-        raise ConfigError(f"{data_dir / CONFIG_FILE} already exists; this folder already holds a node")
+    _check_new(data_dir)
     url = public_url or f"http://127.0.0.1:{port}"
     config = Config(
         node=NodeSection(
@@ -116,6 +114,26 @@ def init_node(
             config, export_control=[ExportRule(region="CN", data_classes=["core", "personal"])])
     text = render_config(config)
     config = parse_config(text)  # the same checks as at start, with field names in the errors
+    return _create(data_dir, config, text, name, did_method)
+
+
+def init_from_config(data_dir: Path, text: str) -> InitResult:
+    """Create a node in *data_dir* whose settings all come from *text* (a whole ``tds.toml``, written as
+    given, comments included): how a container starts a node from a mounted config file."""
+    config = parse_config(text)
+    _check_new(data_dir)
+    return _create(data_dir, config, text, config.participant.name, config.participant.did_method)
+
+
+def _check_new(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (data_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"{data_dir / CONFIG_FILE} already exists; this folder already holds a node")
+
+
+def _create(data_dir: Path, config: Config, text: str, name: str, did_method: str) -> InitResult:
+    """Keys, database, tokens and config file of a new node."""
+    region, industry, contact = config.participant.region, config.participant.industry, config.participant.contact
     keys = new_participant_keys(data_dir, name)
     did = participant_did(config, keys, name, did_method)
     token, admin_token = new_token(), new_token()

@@ -68,7 +68,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, help="Data folder to create.")
-@click.option("--name", required=True, help="Participant name (lowercase letters, digits, '-').")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Take every setting from this tds.toml (copied into DIR) instead of the options below.")
+@click.option("--name", help="Participant name (lowercase letters, digits, '-'). Required without --config.")
 @click.option("--legal-name", help="Legal name shown in the self-description (default: NAME).")
 @click.option("--port", type=int, default=8181, show_default=True, help="Public (DSP) port.")
 @click.option("--management-port", type=int, help="Management API port (default: PORT+1).")
@@ -80,20 +82,39 @@ def main() -> None:
 @click.option("--did-method", type=click.Choice(["web", "key"]), default="web", show_default=True)
 @click.option("--dev", is_flag=True, help="Dev mode: allow plain http and loopback peers.")
 @click.option("--trusted-network", "trusted", multiple=True, help="CIDR the node may call although private.")
-def init(data_dir: Path, name: str, legal_name: str | None, port: int, management_port: int | None, host: str,
-         public_url: str | None, region: str, industry: str, contact: str, did_method: str, dev: bool,
-         trusted: tuple[str, ...]) -> None:
+def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name: str | None, port: int,
+         management_port: int | None, host: str, public_url: str | None, region: str, industry: str, contact: str,
+         did_method: str, dev: bool, trusted: tuple[str, ...]) -> None:
     """Create a node: config, keys (mode 0600) and a first management token."""
-    from connector.bootstrap import ADMIN_TOKEN_FILE, TOKEN_FILE, init_node
+    from click.core import ParameterSource
 
-    try:
-        result = init_node(data_dir, name=name, legal_name=legal_name, port=port, management_port=management_port,
-                           host=host, public_url=public_url, region=region, industry=industry, contact=contact,
-                           did_method=did_method, dev_mode=dev, trusted_networks=trusted)
-    except ConfigError as exc:
-        hint = " (pass --dev for a local node, or --public-url https://...)" if "https" in exc.message else ""
-        _fail(exc.message + hint)
+    from connector.bootstrap import ADMIN_TOKEN_FILE, TOKEN_FILE, init_from_config, init_node
+
+    ctx = click.get_current_context()
+    if config_file is not None:
+        given = [f"--{p.replace('_', '-')}" for p in ctx.params if p not in ("data_dir", "config_file")
+                 and ctx.get_parameter_source(p) is ParameterSource.COMMANDLINE]
+        if given:
+            _fail(f"--config takes every setting from the file; leave out {', '.join(given)}")
+        try:
+            result = init_from_config(data_dir, config_file.read_text(encoding="utf-8"))
+        except ConfigError as exc:
+            _fail(f"{config_file}: {exc.message}")
+            return
+        name = result.config.participant.name
+    elif name is None:
+        _fail("give --name NAME (or --config FILE)")
         return
+    else:
+        try:
+            result = init_node(data_dir, name=name, legal_name=legal_name, port=port,
+                               management_port=management_port, host=host, public_url=public_url, region=region,
+                               industry=industry, contact=contact, did_method=did_method, dev_mode=dev,
+                               trusted_networks=trusted)
+        except ConfigError as exc:
+            hint = " (pass --dev for a local node, or --public-url https://...)" if "https" in exc.message else ""
+            _fail(exc.message + hint)
+            return
     click.echo(f"Created node in {data_dir}")
     click.echo(f"  participant  {name}  {result.did}")
     click.echo(f"  public URL   {result.config.public_url}")

@@ -49,6 +49,12 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     management_burst: int = 1000
     dsp_rate_per_s: float = 100.0
     dsp_burst: int = 500
+    # HTTPS on the public listener: a PEM certificate chain and its private key (both or neither; the key
+    # file must not be readable by others). Without them the node serves plain http, e.g. behind a proxy.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: PEM file of the CAs trusted for outbound HTTPS instead of the system store (a private CA).
+    tls_ca: str | None = None
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -105,6 +111,13 @@ def _check(config: Config) -> None:
                          ("node.dsp_rate_per_s", node.dsp_rate_per_s), ("node.dsp_burst", node.dsp_burst)):
         if not value > 0:
             raise ConfigError(f"{field} must be greater than 0", path=field)
+    if (node.tls_cert is None) != (node.tls_key is None):
+        missing = "node.tls_key" if node.tls_key is None else "node.tls_cert"
+        raise ConfigError("node.tls_cert and node.tls_key go together: give both or neither", path=missing)
+    for field, path in (("node.tls_cert", node.tls_cert), ("node.tls_key", node.tls_key),
+                        ("node.tls_ca", node.tls_ca)):
+        if path is not None and not path.strip():
+            raise ConfigError(f"{field} must be a file path (leave it out for none)", path=field)
     for i, net in enumerate(node.trusted_networks):
         try:
             ipaddress.ip_network(net, strict=False)
@@ -181,6 +194,8 @@ def render_config(config: Config) -> str:
             continue
         lines.append(f"[{section}]")
         for key, v in msgspec.structs.asdict(getattr(config, section)).items():
+            if v is None:  # optional and unset: TOML has no null
+                continue
             lines.append(f"{key} = {value(v)}")
         lines.append("")
     for rule in config.export_control:

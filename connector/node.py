@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import signal
 import sqlite3
+import ssl
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from connector.http.middleware import error_middleware
 from connector.http.netguard import OutboundPolicy
 from connector.http.outbound import PeerClient
 from connector.http.ratelimit import RateLimiter
+from connector.http.tls import client_context, server_context
 from connector.identity.keys import ParticipantKeys, load_keys
 from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
@@ -56,6 +58,7 @@ class Node:
             timeout_s=node_cfg.outbound_timeout_s,
             max_redirects=node_cfg.outbound_max_redirects,
             max_response_bytes=node_cfg.outbound_max_response_bytes,
+            ssl_context=client_context(node_cfg.tls_ca),
         )
         self.participants: dict[str, ParticipantRuntime] = {}
         self._by_id: dict[str, ParticipantRuntime] = {}
@@ -204,12 +207,14 @@ class Node:
 
     async def start(self) -> None:
         started = time.perf_counter()
+        cfg = self.config.node
+        # Before anything is opened: a bad certificate or key fails the start cleanly.
+        tls = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
         await self.store.open()
         await self._load_participants()
         if self.conformance is not None:
             await self.conformance.seed()
-        cfg = self.config.node
-        self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port)
+        self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port, tls)
         self.management_port = await self._serve(self.management_app(), cfg.management_host, cfg.management_port)
         self.started_at = time.time()
         await self.negotiations.resume()
@@ -217,16 +222,16 @@ class Node:
         await self.usage.start()
         log.info(
             "node started",
-            public=f"http://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
+            public=f"{'https' if tls else 'http'}://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
             management=f"http://{cfg.management_host}:{self.management_port}",
             participants=[p.did for p in self.participants.values()], dev_mode=cfg.dev_mode,
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+    async def _serve(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
         await site.start()
         self._runners.append(runner)
         server = site._server

@@ -15,6 +15,20 @@ from connector.config import CONFIG_FILE, ConformanceSection, parse_config, rend
 from connector.node import Node
 
 
+def write_tls(ca: Any, folder: Path, *hosts: str) -> dict[str, str]:
+    """A certificate for *hosts* from *ca* (a ``trustme.CA``), its key (mode 0600) and the CA, written to
+    *folder*; returns the ``[node]`` settings naming them (``tls_cert``, ``tls_key``, ``tls_ca``)."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cert = ca.issue_cert(*hosts)
+    (folder / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    write_secret_text(folder / "key.pem", cert.private_key_pem.bytes().decode())
+    os.chmod(folder / "key.pem", 0o600)
+    (folder / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    return {"tls_cert": str(folder / "cert.pem"), "tls_key": str(folder / "key.pem"), "tls_ca": str(folder / "ca.pem")}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,10 +121,14 @@ class NodeFactory:
 
     async def start(self, name: str, *, dev_mode: bool = True, region: str = "CN-GD", legal_name: str | None = None,
                     trusted_networks: tuple[str, ...] = (), did_method: str = "web",
-                    conformance: ConformanceSection | None = None, **node_settings: Any) -> RunningNode:
+                    conformance: ConformanceSection | None = None, https: bool = False,
+                    **node_settings: Any) -> RunningNode:
         """Initialise and start a node; *node_settings* override ``[node]`` config fields and *conformance*
-        adds a ``[conformance]`` section (both written to its config file and read back)."""
+        adds a ``[conformance]`` section (both written to its config file and read back). With *https* the
+        public URL is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and ``tls_key`` too)."""
         port = free_port()
+        if https:
+            node_settings["public_url"] = f"https://127.0.0.1:{port}"
         data_dir = self.root / name
         result = init_node(data_dir, name=name, legal_name=legal_name or f"{name.title()} Co.", port=port,
                            management_port=free_port(), region=region, dev_mode=dev_mode,

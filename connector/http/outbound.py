@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -90,8 +91,11 @@ class PeerClient:
         timeout_s: float = 10.0,
         max_redirects: int = 3,
         max_response_bytes: int = 4 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.policy = policy
+        #: Trust for outbound HTTPS (``node.tls_ca``); None: the system store.
+        self.ssl_context = ssl_context
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_redirects = max_redirects
         self.max_response_bytes = max_response_bytes
@@ -100,7 +104,8 @@ class PeerClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=100)
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=100,
+                                             ssl=self.ssl_context if self.ssl_context is not None else True)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False, timeout=self.timeout)
         return self._session
 

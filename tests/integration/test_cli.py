@@ -45,6 +45,44 @@ def test_init_twice_is_a_readable_error(tmp_path):
     assert result.exit_code == 2 and "already" in result.output and "Traceback" not in result.output
 
 
+CONFIG = """# a node's settings, kept as written
+[node]
+public_url = "https://tds.example.com"
+trusted_networks = ["10.20.0.0/16"]
+
+[participant]
+name = "acme"
+legal_name = "ACME Co."
+region = "DE-BY"
+"""
+
+
+def test_init_from_a_config_file_keeps_it_as_written(tmp_path):
+    (tmp_path / "acme.toml").write_text(CONFIG)
+    data = tmp_path / "node"
+    result = CliRunner().invoke(main, ["init", "--dir", str(data), "--config", str(tmp_path / "acme.toml")])
+    assert result.exit_code == 0, result.output
+    assert "did:web:tds.example.com:participants:acme" in result.output
+    assert (data / "tds.toml").read_text() == CONFIG
+    for path in (data / "tds.toml", data / "admin.token", data / "keys/acme/ed25519.key"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--name", "acme"], "leave out --name"),
+        ([], "node.public_url"),
+    ],
+)
+def test_init_from_a_config_file_refuses_other_settings_and_bad_files(tmp_path, args, message):
+    (tmp_path / "acme.toml").write_text(CONFIG if args else CONFIG.replace("https", "ftp"))
+    result = CliRunner().invoke(main, ["init", "--dir", str(tmp_path / "n"), "--config", str(tmp_path / "acme.toml"),
+                                       *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "n" / "tds.toml").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -87,3 +87,18 @@ def test_conformance_errors_name_the_field(text, field):
     with pytest.raises(ConfigError) as info:
         parse_config(text)
     assert info.value.path == field
+
+
+@pytest.mark.parametrize(("given", "missing"), [("tls_cert", "node.tls_key"), ("tls_key", "node.tls_cert")])
+def test_tls_cert_and_key_go_together(given, missing):
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace("port = 8181", f'port = 8181\n{given} = "/etc/tds/x.pem"'))
+    assert info.value.path == missing
+
+
+def test_tls_settings_round_trip_and_unset_ones_are_left_out():
+    text = GOOD.replace("port = 8181", 'port = 8181\ntls_cert = "/c.pem"\ntls_key = "/k.pem"\ntls_ca = "/ca.pem"')
+    config = parse_config(text)
+    assert (config.node.tls_cert, config.node.tls_key, config.node.tls_ca) == ("/c.pem", "/k.pem", "/ca.pem")
+    assert parse_config(render_config(config)) == config
+    assert "tls_" not in render_config(parse_config(GOOD))
