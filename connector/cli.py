@@ -225,7 +225,8 @@ def asset() -> None:
 @click.option("--data-class", type=click.Choice(["general", "important", "core", "personal"]), default="general",
               show_default=True)
 @click.option("--keyword", "keywords", multiple=True)
-@click.option("--file", "file_path", type=click.Path(path_type=Path), help="Where the bytes are (a local file).")
+@click.option("--file", "file_path", type=click.Path(path_type=Path),
+              help="Where the bytes are (a local file under the node's data roots).")
 @node_options
 def asset_add(asset_id: str, title: str, description: str, content_type: str, data_class: str,
               keywords: tuple[str, ...], file_path: Path | None, data_dir: Path | None, node_url: str | None,
@@ -234,7 +235,7 @@ def asset_add(asset_id: str, title: str, description: str, content_type: str, da
     body: dict[str, Any] = {"id": asset_id, "title": title, "description": description, "contentType": content_type,
                             "dataClass": data_class, "keywords": list(keywords)}
     if file_path is not None:
-        body["dataAddress"] = {"type": "file", "path": str(file_path.resolve())}
+        body["dataAddress"] = {"type": "File", "path": str(file_path.resolve())}
     _call(data_dir, node_url, token, lambda c: c.add_asset(body))
     click.echo(f"asset {asset_id} added")
 

@@ -39,6 +39,12 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # node waits for the peer's (or its operator's) next move.
     delivery_timeout_s: float = 60.0
     negotiation_timeout_s: float = 300.0
+    # Transfers: folders (relative to the data folder, or absolute) that assets' local data addresses must
+    # lie in (default: the data folder's files/); how long a transfer token lives; how often a chunk that
+    # fails verification is fetched again before the transfer is terminated.
+    data_roots: list[str] = []
+    transfer_token_ttl_s: float = 900.0
+    transfer_chunk_retries: int = 3
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

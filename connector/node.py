@@ -23,11 +23,13 @@ from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
+from connector.services import dataplane
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
+from connector.services.transfer import TransferService
 from connector.store.db import Store
-from connector.store.repository import ContractRepository, SqliteRepository
+from connector.store.repository import ContractRepository, SqliteRepository, TransferRepository
 
 if TYPE_CHECKING:
     from connector.conformance import ConformanceMode
@@ -43,6 +45,7 @@ class Node:
         self.store = Store(data_dir / DB_FILE)
         self.repo = SqliteRepository(self.store)
         self.contracts = ContractRepository(self.store)
+        self.transfers_repo = TransferRepository(self.store)
         node_cfg = self.config.node
         self.policy = OutboundPolicy.build(node_cfg.dev_mode, node_cfg.trusted_networks)
         self.client = PeerClient(
@@ -56,6 +59,7 @@ class Node:
         self.federation = FederationService(self)
         self.catalog = CatalogService(self)
         self.negotiations = NegotiationService(self)
+        self.transfers = TransferService(self)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
         # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.
@@ -118,6 +122,7 @@ class Node:
         )
         app.add_routes(public.routes(self))
         app.add_routes(dsp.routes(self))
+        app.add_routes(dataplane.routes(self))
         if self.conformance is not None:
             app.add_routes(self.conformance.routes())
         return app
@@ -153,6 +158,7 @@ class Node:
         self.management_port = await self._serve(self.management_app(), cfg.management_host, cfg.management_port)
         self.started_at = time.time()
         await self.negotiations.resume()
+        await self.transfers.resume()
         log.info(
             "node started",
             public=f"http://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
@@ -179,6 +185,7 @@ class Node:
             await runner.cleanup()
         self._runners.clear()
         await self.negotiations.close()
+        await self.transfers.close()
         await self.client.close()
         await self.store.close()
         log.info("node stopped")

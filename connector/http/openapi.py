@@ -124,7 +124,7 @@ def _responses(route: Route, by_type: dict[Any, Any]) -> dict[str, Any]:
         out["404"] = {"description": "not found, or not this participant's", **error}
     if route.body is not None and route.status == 201:
         out["409"] = {"description": "already exists", **error}
-    if route.path.startswith(("/peers", "/catalog", "/negotiations")) and route.method == "POST":
+    if route.path.startswith(("/peers", "/catalog", "/negotiations", "/transfers")) and route.method == "POST":
         out["502"] = {"description": "the peer could not be reached or answered badly", **error}
     return out
 

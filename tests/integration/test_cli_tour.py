@@ -15,9 +15,10 @@ async def tds(node, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
-async def test_publish_browse_negotiate(nodes, tmp_path):
+async def test_publish_browse_negotiate(nodes):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
-    data = tmp_path / "qi.csv"
+    data = provider.data_dir / "files" / "qi.csv"  # under the provider's data roots
+    data.parent.mkdir(exist_ok=True)
     data.write_text("part,defects\nA,0\n")
     code, out = await tds(provider, "asset", "add", "qi-2026", "--title", "Quality inspection", "--file", str(data),
                           "--data-class", "important", "--keyword", "quality")
