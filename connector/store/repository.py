@@ -349,6 +349,11 @@ class ContractRepository:
 
         return await self.store.read(query)
 
+    async def add_agreement(self, participant_id: str, agreement: AgreementRecord) -> None:
+        """Store an agreement made outside a negotiation of this node (conformance mode's seeded ones)."""
+        row = to_row(agreement, participant_id=participant_id)
+        await self.store.write(lambda db: _insert(db, "agreements", row, replace=True))
+
     async def agreement(self, participant_id: str, agreement_id: str) -> AgreementRecord | None:
         def query(db: sqlite_utils.Database) -> AgreementRecord | None:
             rows = list(db.query("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
