@@ -129,8 +129,12 @@ def routes(node: Node) -> list[web.RouteDef]:
             headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
         response = web.StreamResponse(status=206 if offset else 200, headers=headers)
         await response.prepare(request)
-        await stream_file(path, offset, size, response)
-        await response.write_eof()
+        try:
+            await stream_file(path, offset, size, response)
+            await response.write_eof()
+        except ConnectionError as exc:
+            # The consumer went away (it resumes with a Range request): not an error of this node.
+            log.info("data stream ended by the consumer", id=record.id, error=str(exc)[:200])
         return response
 
     return [web.get(base, data), web.get(f"{base}/manifest", manifest)]
@@ -204,6 +208,9 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     deadline = time.time() + node.config.node.delivery_timeout_s
     attempt = 0
     received = record.received
+    if received:
+        await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                            f"resuming the pull at byte {received} of {manifest.size}")
     while received < manifest.size or (manifest.size == 0 and not target.exists()):
         try:
             received = await _stream_once(service, participant, record, manifest, endpoint, headers, target,
@@ -226,6 +233,9 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
                 raise PullFailed(f"the provider's data endpoint failed for "
                                  f"{node.config.node.delivery_timeout_s:.0f} s: {exc}") from None
             log.info("pull interrupted; resuming", id=record.id, at=received, error=str(exc)[:200])
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                                f"stream interrupted ({str(exc)[:200]}); resuming at byte {received} "
+                                                f"in {delay:.1f} s")
             await asyncio.sleep(delay)
     await _finish(service, participant, record, manifest, target)
 

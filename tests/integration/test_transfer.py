@@ -18,10 +18,7 @@ OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
 async def agreed(provider, consumer, *, size=3 * 1024 * 1024 + 123, contract=OPEN, name="qi.bin"):
     """Publish a file on the provider, negotiate it; return (agreement id, the file's bytes' SHA-256)."""
-    files = provider.data_dir / "files"
-    files.mkdir(exist_ok=True)
-    data = os.urandom(size)
-    (files / name).write_bytes(data)
+    sha = await asyncio.to_thread(write_random, provider.data_dir / "files" / name, size)
     await provider.client.add_asset({"id": "qi-2026", "title": "QI", "contentType": "application/octet-stream",
                                      "dataAddress": {"type": "File", "path": name}})
     await provider.client.add_policy("open", OPEN)
@@ -33,13 +30,33 @@ async def agreed(provider, consumer, *, size=3 * 1024 * 1024 + 123, contract=OPE
     started = await consumer.client.negotiate(provider.public_url, offer)
     final = await consumer.client.negotiation(started["id"], wait_s=10)
     assert final["state"] == "FINALIZED", final
-    return final["agreement"]["@id"], hashlib.sha256(data).hexdigest()
+    return final["agreement"]["@id"], sha
 
 
 async def provider_view(provider):
     """The provider's transfer once final (the consumer's final state is committed before it is sent)."""
     [theirs] = await provider.client.transfers()
     return await provider.client.transfer(theirs["id"], wait_s=10)
+
+
+def write_random(path, size):
+    """Write *size* random bytes in blocks; return their SHA-256."""
+    path.parent.mkdir(exist_ok=True)
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for at in range(0, size, 8 * 1024 * 1024):
+            block = os.urandom(min(8 * 1024 * 1024, size - at))
+            digest.update(block)
+            f.write(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def vault_files(node):
