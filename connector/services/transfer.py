@@ -10,7 +10,9 @@ verified chunk. A refused re-delivery is reconciled through the peer's view (``G
 Decisions the node takes on its own:
 - as provider, on a request: the agreement must be FINALIZED, ours, and with the caller as consumer
   (otherwise 400 with a ``TransferError``); the agreement's policy must permit the use now (policy
-  engine; a refusal terminates the process with the engine's reasons); the asset's data address must
+  engine, ``decide_transfer``: dates, regions, export rules and parties must hold now, while purpose and
+  use counts are left to the consumer's usage control; a refusal terminates the process with the
+  engine's reasons); the asset's data address must
   resolve inside the data roots. Then it starts the transfer (``HttpData-PULL``): a start message with
   the data endpoint and a short-lived token bound to the agreement, the transfer and the consumer's DID,
   and a signed envelope over the manifest (``connector.payload.manifest``).
@@ -398,12 +400,11 @@ class TransferService:
         agreement = await self.node.contracts.agreement(participant.id, record.agreement_id)
         if agreement is None or agreement.state != "FINALIZED":
             raise Refusal(f"agreement {record.agreement_id} is no longer FINALIZED")
-        from connector.services.policy import PolicySyntaxError, decide_access
+        from connector.services.policy import PolicySyntaxError, decide_transfer
 
         facts = await self.node.catalog.peer_facts(participant, record.counterparty_did)
         try:
-            decision = decide_access(agreement.agreement, facts, target=agreement.asset_id, now=datetime.now(UTC),
-                                     action="use", export_destination=facts.region)
+            decision = decide_transfer(agreement.agreement, facts, target=agreement.asset_id, now=datetime.now(UTC))
         except PolicySyntaxError as exc:
             raise Refusal(f"the agreement's policy cannot be evaluated: {exc}") from exc
         if not decision.permitted:
