@@ -21,6 +21,7 @@ is ever visible under its final name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import os
@@ -207,49 +208,44 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     failures: dict[int, int] = {}
     deadline = time.time() + node.config.node.delivery_timeout_s
     attempt = 0
-    received = record.received
-    if received:
+    progress = _Progress(record.received)
+    if progress.received:
         await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
-                                            f"resuming the pull at byte {received} of {manifest.size}")
-    while received < manifest.size or (manifest.size == 0 and not target.exists()):
+                                            f"resuming the pull at byte {progress.received} of {manifest.size}")
+    while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
         try:
-            received = await _stream_once(service, participant, record, manifest, endpoint, headers, target,
-                                          received)
+            await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress)
             deadline = time.time() + node.config.node.delivery_timeout_s
             attempt = 0
         except _BadChunk as exc:
             failures[exc.index] = failures.get(exc.index, 0) + 1
-            received = exc.received
             if failures[exc.index] > retries:
                 raise PullFailed(f"chunk {exc.index} failed verification {failures[exc.index]} times "
                                  f"({exc.why}); giving up") from None
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
                                                 f"chunk {exc.index} {exc.why}; fetching it again")
         except (PeerError, OSError, ConnectionError) as exc:
-            received = getattr(exc, "received", received)
             attempt += 1
             delay = backoff(attempt)
             if time.time() + delay > deadline:
                 raise PullFailed(f"the provider's data endpoint failed for "
                                  f"{node.config.node.delivery_timeout_s:.0f} s: {exc}") from None
-            log.info("pull interrupted; resuming", id=record.id, at=received, error=str(exc)[:200])
+            log.info("pull interrupted; resuming", id=record.id, at=progress.received, error=str(exc)[:200])
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
-                                                f"stream interrupted ({str(exc)[:200]}); resuming at byte {received} "
-                                                f"in {delay:.1f} s")
+                                                f"stream interrupted ({str(exc)[:200]}); resuming at byte "
+                                                f"{progress.received} in {delay:.1f} s")
             await asyncio.sleep(delay)
     await _finish(service, participant, record, manifest, target)
 
 
 class _BadChunk(Exception):
-    def __init__(self, index: int, received: int, why: str) -> None:
+    def __init__(self, index: int, why: str) -> None:
         super().__init__(why)
-        self.index, self.received, self.why = index, received, why
+        self.index, self.why = index, why
 
 
 class _Dropped(PeerError):
-    def __init__(self, message: str, received: int) -> None:
-        super().__init__(message)
-        self.received = received
+    """The stream broke off (connection lost, short body, unexpected status): resume from the last chunk."""
 
 
 async def _fetch_manifest(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
@@ -282,59 +278,93 @@ async def _fetch_manifest(service: TransferService, participant: ParticipantRunt
     return updated
 
 
+class _Progress:
+    """The resume point of a pull: bytes verified and written, in order."""
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+
+
 async def _stream_once(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                        manifest: manifests.Manifest, endpoint: str, headers: dict[str, str], target: Path,
-                       received: int) -> int:
-    """One GET from *received* on; returns the new resume point (raises with it on failure)."""
+                       progress: _Progress) -> None:
+    """One GET from the resume point on, advancing *progress* as chunks are verified and written.
+
+    A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
+    event loop receives chunk *n+1* into the other of two reusable buffers (memory: two chunks).
+    """
     node = service.node
+    loop = asyncio.get_running_loop()
     send = dict(headers)
-    if received:
-        send["Range"] = f"bytes={received}-"
-    buffer = bytearray(manifest.chunk_size)
-    view = memoryview(buffer)
+    if progress.received:
+        send["Range"] = f"bytes={progress.received}-"
+    buffers = [memoryview(bytearray(manifest.chunk_size)), memoryview(bytearray(manifest.chunk_size))]
     half = manifest.size // 2
-    checkpoint = received
-    out = await asyncio.to_thread(_open_partial, target, received)
+    checkpoint = progress.received
+    out = await asyncio.to_thread(_open_partial, target, progress.received)
+    pending: asyncio.Future[bool] | None = None
+    pending_index = pending_length = 0
+
+    def check_and_write(chunk: memoryview, index: int) -> bool:
+        if not manifests.chunk_ok(manifest, index, chunk):
+            return False
+        out.write(chunk)
+        return True
+
+    async def settle() -> None:
+        nonlocal pending, checkpoint
+        if pending is None:
+            return
+        job, pending = pending, None
+        if not await job:
+            raise _BadChunk(pending_index, "did not match its digest")
+        progress.received += pending_length
+        if progress.received - checkpoint >= CHECKPOINT_BYTES:
+            out.flush()
+            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+            checkpoint = progress.received
+            if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
+                crash_point("consumer-mid-pull")
+
     with out:
         try:
             async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
                 if resp.status == 401:
                     raise PullFailed("the provider refused the transfer token")
-                expected = 206 if received else 200
-                if resp.status != expected:
-                    raise _Dropped(f"the data endpoint answered {resp.status}", received)
-                index = received // manifest.chunk_size
-                while received < manifest.size:
+                if resp.status != (206 if progress.received else 200):
+                    raise _Dropped(f"the data endpoint answered {resp.status}")
+                fetched, turn = progress.received, 0
+                while fetched < manifest.size:
+                    index = fetched // manifest.chunk_size
                     want = manifest.chunk_length(index)
+                    view = buffers[turn]
                     filled = 0
                     while filled < want:
                         data = await resp.content.read(want - filled)
                         if not data:
-                            raise _BadChunk(index, received, "the stream ended early") if filled else _Dropped(
-                                "the stream ended early", received)
+                            await settle()
+                            raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
+                                "the stream ended early")
                         view[filled:filled + len(data)] = data
                         filled += len(data)
-                    chunk = view[:want]
-                    if not manifests.chunk_ok(manifest, index, chunk):
-                        raise _BadChunk(index, received, "did not match its digest")
-                    out.write(chunk)
-                    received += want
-                    index += 1
-                    if received - checkpoint >= CHECKPOINT_BYTES:
-                        out.flush()
-                        await node.transfers_repo.set_received(participant.id, record.id, received)
-                        checkpoint = received
-                        if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
-                            crash_point("consumer-mid-pull")
+                    await settle()  # the other buffer is free again once its chunk is written
+                    pending = loop.run_in_executor(None, check_and_write, view[:want], index)
+                    pending_index, pending_length = index, want
+                    fetched += want
+                    turn ^= 1
+                await settle()
         except PeerError as exc:
             if isinstance(exc, _Dropped):
                 raise
-            raise _Dropped(exc.message, received) from exc
+            raise _Dropped(exc.message) from exc
         finally:
+            if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
+                with contextlib.suppress(Exception):
+                    if await pending:
+                        progress.received += pending_length
             out.flush()
-            if received != checkpoint:
-                await node.transfers_repo.set_received(participant.id, record.id, received)
-    return received
+            if progress.received != checkpoint:
+                await node.transfers_repo.set_received(participant.id, record.id, progress.received)
 
 
 def _open_partial(target: Path, received: int) -> Any:
