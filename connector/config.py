@@ -41,10 +41,12 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     negotiation_timeout_s: float = 300.0
     # Transfers: folders (relative to the data folder, or absolute) that assets' local data addresses must
     # lie in (default: the data folder's files/); how long a transfer token lives; how often a chunk that
-    # fails verification is fetched again before the transfer is terminated.
+    # fails verification is fetched again before the transfer is terminated; how long a pull may go
+    # without a verified chunk (the provider unreachable or its stream breaking off) before it is.
     data_roots: list[str] = []
     transfer_token_ttl_s: float = 900.0
     transfer_chunk_retries: int = 3
+    transfer_stall_timeout_s: float = 60.0
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -206,7 +206,7 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     retries = node.config.node.transfer_chunk_retries
     failures: dict[int, int] = {}
-    deadline = time.time() + node.config.node.delivery_timeout_s
+    deadline = time.time() + node.config.node.transfer_stall_timeout_s
     attempt = 0
     progress = _Progress(record.received)
     if progress.received:
@@ -215,7 +215,7 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
         try:
             await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress)
-            deadline = time.time() + node.config.node.delivery_timeout_s
+            deadline = time.time() + node.config.node.transfer_stall_timeout_s
             attempt = 0
         except _BadChunk as exc:
             failures[exc.index] = failures.get(exc.index, 0) + 1
@@ -229,7 +229,7 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
             delay = backoff(attempt)
             if time.time() + delay > deadline:
                 raise PullFailed(f"the provider's data endpoint failed for "
-                                 f"{node.config.node.delivery_timeout_s:.0f} s: {exc}") from None
+                                 f"{node.config.node.transfer_stall_timeout_s:.0f} s: {exc}") from None
             log.info("pull interrupted; resuming", id=record.id, at=progress.received, error=str(exc)[:200])
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
                                                 f"stream interrupted ({str(exc)[:200]}); resuming at byte "

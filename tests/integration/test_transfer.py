@@ -192,7 +192,7 @@ async def test_a_stream_that_keeps_breaking_terminates_and_leaves_nothing(nodes,
     from connector.services import dataplane
 
     provider = await nodes.start("acme")
-    consumer = await nodes.start("parts", delivery_timeout_s=1.5)
+    consumer = await nodes.start("parts", transfer_stall_timeout_s=1.5)
     agreement_id, _ = await agreed(provider, consumer)
     monkeypatch.setattr(dataplane, "stream_file", _truncate_first(10_000))
     started = await consumer.client.start_transfer(agreement_id)
@@ -225,7 +225,8 @@ async def _held_transfer(nodes):
     agreement_id, _ = await agreed(provider, consumer, size=100_000)
     consumer.node.transfers.script = lambda r: "wait" if r.state == "STARTED" else None
     started = await consumer.client.start_transfer(agreement_id)
-    for _ in range(200):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
         record = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
         if record.state == "STARTED" and record.data_address and record.pending is None:
             return provider, consumer, record
