@@ -27,6 +27,8 @@ from connector.errors import OutboundRefused, PeerError
 from connector.http import signing
 from connector.http.netguard import OutboundPolicy, check_address, check_url
 
+#: How much of a streamed body is buffered before the socket is read again (fewer wake-ups per MiB).
+STREAM_BUFFER = 1024 * 1024
 _plain_http: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_plain_http", default=False)
 
 
@@ -169,7 +171,8 @@ class PeerClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
         token = _plain_http.set(parts.scheme == "http")
         try:
-            async with self.session.get(url, headers=send_headers, allow_redirects=False, timeout=timeout) as resp:
+            async with self.session.get(url, headers=send_headers, allow_redirects=False, timeout=timeout,
+                                        read_bufsize=STREAM_BUFFER) as resp:
                 yield resp
         except OutboundRefused:
             raise

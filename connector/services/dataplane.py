@@ -51,7 +51,6 @@ log = get_logger(component="dataplane")
 PIECE = 1024 * 1024
 #: Commit the resume point at least every this many bytes.
 CHECKPOINT_BYTES = 16 * 1024 * 1024
-MAX_MANIFEST_BYTES = 80 * 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d{1,15})-$")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
