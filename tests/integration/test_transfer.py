@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 
@@ -12,6 +13,7 @@ import pytest
 
 from connector.http import signing
 from connector.payload import manifest as manifests
+from connector.testing import dsp_validator
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
@@ -82,11 +84,13 @@ async def test_pull_transfer_completes_and_payload_verifies(nodes):
     assert [p for p in vault_files(consumer) if "/." in p] == []
 
 
-@pytest.mark.parametrize("path", ["../tds.toml", "/etc/passwd"])
+@pytest.mark.parametrize("path", ["../tds.toml", "/etc/passwd", "escape", "files/../../tds.toml"])
 async def test_data_address_outside_the_roots_is_refused(nodes, path):
     provider = await nodes.start("acme")
     from connector.client import ClientError
 
+    (provider.data_dir / "files").mkdir(exist_ok=True)
+    (provider.data_dir / "files" / "escape").symlink_to(provider.data_dir / "tds.toml")  # a symlink leading out
     with pytest.raises(ClientError) as info:
         await provider.client.add_asset({"id": "x", "dataAddress": {"type": "File", "path": path}})
     assert info.value.status == 400
@@ -283,3 +287,22 @@ async def test_suspend_and_resume_by_the_consumer(nodes):
     assert final["state"] == "COMPLETED", final
     theirs = await provider_view(provider)
     assert theirs["state"] == "COMPLETED"
+
+
+async def test_a_transfer_of_another_consumers_agreement_is_refused(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement_id, _ = await agreed(provider, consumer, size=1000)
+    other = await nodes.start("north")
+    p = other.participant
+    body = json.dumps({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "TransferRequestMessage",
+                       "consumerPid": "urn:uuid:north-1", "agreementId": agreement_id, "format": "HttpData-PULL",
+                       "callbackAddress": p.dsp_base}).encode()
+    url = f"{provider.participant.dsp_base}/transfers/request"
+    headers = signing.sign_request("POST", url, body, key=p.keys.signing, key_id=p.key_id, now=time.time(),
+                                   headers={"Content-Type": "application/json"})
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as resp:
+        answer = await resp.json()
+    assert resp.status == 400 and answer["@type"] == "TransferError", answer
+    dsp_validator().validate(answer)
+    assert answer["consumerPid"] == "urn:uuid:north-1" and "no agreement" in answer["reason"][0]
+    assert await provider.client.transfers() == []
