@@ -161,6 +161,11 @@ class TransferService:
         self._pulls.clear()
 
     async def commit(self, old: TransferRecord, new: TransferRecord, event: str, detail: str = "") -> TransferRecord:
+        waiting = new.role == Role.CONSUMER.value and new.state == State.REQUESTED.value and new.pending is None
+        if waiting and new.expires_at is None:
+            new = _replace(new, expires_at=time.time() + self.node.config.node.transfer_start_timeout_s)
+        elif not waiting:
+            new = _replace(new, expires_at=None)
         new = _replace(new, updated_at=now_text())
         if not await self.node.transfers_repo.update(new, expected_state=old.state, event=event, detail=detail):
             raise TransferError("the transfer changed concurrently; retry", old, status=409)
@@ -198,14 +203,15 @@ class TransferService:
             if not waiters:
                 self._waiters.pop(key, None)
 
-    # -- the timer: delivery retries -----------------------------------------------------------------
+    # -- the timer: delivery retries, and the consumer's wait for a start ----------------------------
 
     def _schedule(self, record: TransferRecord) -> None:
         key = (record.participant_id, record.id)
-        if record.pending is None or record.next_attempt_at is None:
+        due = record.next_attempt_at if record.pending is not None else record.expires_at
+        if due is None:
             self._due.pop(key, None)
         else:
-            self._due[key] = record.next_attempt_at
+            self._due[key] = due
         self._wake.set()
 
     async def _run_timer(self) -> None:
@@ -226,12 +232,23 @@ class TransferService:
         try:
             async with self.lock(key):
                 record = await self.node.transfers_repo.get(*key)
-                if record is None or record.pending is None:
+                if record is None or State(record.state) in TERMINAL:
                     return
-                if (record.next_attempt_at or 0) <= time.time():
-                    await self._deliver(participant, record)
-                else:
+                now = time.time()
+                if record.pending is not None:
+                    if (record.next_attempt_at or 0) <= now:
+                        await self._deliver(participant, record)
+                    else:
+                        self._schedule(record)
+                    return
+                if record.expires_at is None:
+                    return
+                if record.expires_at > now:
                     self._schedule(record)
+                    return
+                timeout = self.node.config.node.transfer_start_timeout_s
+                await self._send(participant, record, Kind.TERMINATION,
+                                 f"{record.counterparty_did} did not start the transfer within {timeout:.0f} s")
         except Exception:
             log.exception("transfer timer step failed", id=key[1])
 

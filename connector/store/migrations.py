@@ -158,6 +158,7 @@ MIGRATIONS: list[list[str]] = [
             attempts INTEGER NOT NULL DEFAULT 0,
             next_attempt_at REAL,
             deliver_by REAL,
+            expires_at REAL,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
             PRIMARY KEY (participant_id, id)

@@ -112,6 +112,8 @@ class TransferRecord(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     next_attempt_at: float | None = None
     deliver_by: float | None = None
+    #: Consumer: when a REQUESTED transfer the provider has not started is terminated.
+    expires_at: float | None = None
     created_at: str = ""
     updated_at: str = ""
 

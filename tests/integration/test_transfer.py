@@ -306,3 +306,17 @@ async def test_a_transfer_of_another_consumers_agreement_is_refused(nodes):
     dsp_validator().validate(answer)
     assert answer["consumerPid"] == "urn:uuid:north-1" and "no agreement" in answer["reason"][0]
     assert await provider.client.transfers() == []
+
+
+async def test_a_transfer_the_provider_never_starts_is_terminated_with_the_reason(nodes):
+    provider = await nodes.start("acme")
+    consumer = await nodes.start("parts", transfer_start_timeout_s=0.5)
+    agreement_id, _ = await agreed(provider, consumer, size=1000)
+    provider.node.transfers.script = lambda r: "wait"  # a provider that acknowledges, then says nothing
+    started = await consumer.client.start_transfer(agreement_id)
+    assert started["state"] == "REQUESTED"
+    final = await consumer.client.transfer(started["id"], wait_s=10)
+    assert final["state"] == "TERMINATED"
+    assert "did not start the transfer within" in final["reason"], final["reason"]
+    theirs = await provider_view(provider)
+    assert theirs["state"] == "TERMINATED"
