@@ -38,7 +38,7 @@ from connector.http.auth import authenticate_signed
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.protocol.transfer import Kind, State
-from connector.services.negotiation import backoff, now_text
+from connector.services.delivery import backoff, now_text
 from connector.services.transfer import MANIFEST_PROPERTY, TransferService, _property, _replace, token_hash
 from connector.store.records import TransferRecord
 

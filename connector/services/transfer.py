@@ -47,7 +47,7 @@ from connector.protocol.transfer import TERMINAL, TRANSITIONS, Kind, Role, State
 from connector.protocol.transfer import receive as table_receive
 from connector.protocol.transfer import send as table_send
 from connector.services import addresses
-from connector.services.negotiation import _peer_reason, _termination_reason, backoff, new_pid, now_text
+from connector.services.delivery import backoff, message_reason, new_pid, now_text, peer_reason
 from connector.store.records import Asset, TransferRecord
 
 if TYPE_CHECKING:
@@ -357,8 +357,8 @@ class TransferService:
             if kind is Kind.START and role is Role.CONSUMER and message.dataAddress is not None:
                 updated = _replace(updated, data_address=message.dataAddress)
             elif kind in (Kind.TERMINATION, Kind.SUSPENSION):
-                updated = _replace(updated, reason=_termination_reason(message, "the peer").replace(
-                    "terminated", "suspended" if kind is Kind.SUSPENSION else "terminated", 1))
+                verb = "suspended" if kind is Kind.SUSPENSION else "terminated"
+                updated = _replace(updated, reason=message_reason(message, "the peer", verb))
             elif kind is Kind.START and role is Role.PROVIDER:
                 updated = _replace(updated, reason="")
             updated = await self.commit(record, updated, "message-in", f"{kind.value} from {caller}")
@@ -528,7 +528,7 @@ class TransferService:
             response = await self.node.client.request("POST", url, json_body=pending["body"],
                                                       signer=participant.signer)
             if response.status >= 300:
-                error = f"answered {response.status}: {_peer_reason(response.body)}"
+                error = f"answered {response.status}: {peer_reason(response.body)}"
                 if 400 <= response.status < 500 and response.status not in (401, 408, 409, 425, 429):
                     if await self._peer_is_past(participant, record):
                         error = None
