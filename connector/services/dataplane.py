@@ -129,12 +129,17 @@ def routes(node: Node) -> list[web.RouteDef]:
             headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
         response = web.StreamResponse(status=206 if offset else 200, headers=headers)
         await response.prepare(request)
+        key, task = (record.participant_id, record.id), asyncio.current_task()
+        assert task is not None
+        node.transfers.serving(key, task)
         try:
             await stream_file(path, offset, size, response)
             await response.write_eof()
         except ConnectionError as exc:
             # The consumer went away (it resumes with a Range request): not an error of this node.
             log.info("data stream ended by the consumer", id=record.id, error=str(exc)[:200])
+        finally:
+            node.transfers.served(key, task)
         return response
 
     return [web.get(base, data), web.get(f"{base}/manifest", manifest)]

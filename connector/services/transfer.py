@@ -110,6 +110,8 @@ class TransferService:
         self._waiters: dict[Key, list[asyncio.Future[TransferRecord]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pulls: dict[Key, asyncio.Task[None]] = {}
+        #: Provider: the data responses being streamed per transfer (cut off when it leaves STARTED).
+        self._streams: dict[Key, set[asyncio.Task[Any]]] = {}
         self._due: dict[Key, float] = {}
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
@@ -172,6 +174,8 @@ class TransferService:
         if old.state != new.state:
             log.info("transfer state", participant=new.participant_id, id=new.id, role=new.role, old=old.state,
                      new=new.state, reason=new.reason or None)
+            if new.state != State.STARTED.value:
+                self._cut_streams((new.participant_id, new.id))
         self._notify(new)
         return new
 
@@ -599,6 +603,23 @@ class TransferService:
         task = asyncio.get_running_loop().create_task(dataplane.pull(self, participant, record.id))
         self._pulls[key] = task
         task.add_done_callback(lambda t, k=key: self._pulls.pop(k, None) if self._pulls.get(k) is t else None)
+
+    def serving(self, key: Key, task: asyncio.Task[Any]) -> None:
+        """Note a data response being streamed for the transfer *key* (the caller forgets it when done)."""
+        self._streams.setdefault(key, set()).add(task)
+
+    def served(self, key: Key, task: asyncio.Task[Any]) -> None:
+        tasks = self._streams.get(key)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._streams[key]
+
+    def _cut_streams(self, key: Key) -> None:
+        # A suspended, completed or terminated transfer serves no more bytes, not even on an open stream.
+        for task in self._streams.pop(key, set()):
+            if task is not asyncio.current_task():
+                task.cancel()
 
     def _stop_pull(self, key: Key) -> None:
         task = self._pulls.pop(key, None)

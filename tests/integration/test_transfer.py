@@ -223,10 +223,10 @@ async def test_wrong_envelope_signature_is_refused(nodes, monkeypatch):
 # -- the data endpoint's own checks ------------------------------------------------------------------------
 
 
-async def _held_transfer(nodes):
+async def _held_transfer(nodes, size=100_000):
     """A STARTED transfer whose consumer does not pull (so its token stays live): (provider, consumer, record)."""
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
-    agreement_id, _ = await agreed(provider, consumer, size=100_000)
+    agreement_id, _ = await agreed(provider, consumer, size=size)
     consumer.node.transfers.script = lambda r: "wait" if r.state == "STARTED" else None
     started = await consumer.client.start_transfer(agreement_id)
     deadline = time.monotonic() + 20
@@ -320,3 +320,20 @@ async def test_a_transfer_the_provider_never_starts_is_terminated_with_the_reaso
     assert "did not start the transfer within" in final["reason"], final["reason"]
     theirs = await provider_view(provider)
     assert theirs["state"] == "TERMINATED"
+
+
+async def test_an_open_stream_is_cut_off_when_the_transfer_ends(nodes):
+    provider, consumer, record = await _held_transfer(nodes, size=64 * 1024 * 1024)
+    url = record.data_address["endpoint"]
+    token = next(p["value"] for p in record.data_address["endpointProperties"] if p["name"] == "authorization")
+    got = 0
+    headers = _signed_get(consumer.participant, url, token)
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        assert resp.status == 200
+        got += len(await resp.content.readexactly(1024 * 1024))
+        await consumer.client.transfer_action(record.id, "terminate", "enough")
+        await provider_view(provider)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            while chunk := await resp.content.read(1024 * 1024):
+                got += len(chunk)
+    assert got < 64 * 1024 * 1024
