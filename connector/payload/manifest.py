@@ -3,7 +3,8 @@
 A *manifest* describes one version of an asset's bytes: content type, size, chunk size, the digest of
 every chunk and a *root* digest over the chunk digests (``H(d0 || d1 || …)``, a hash list: it fixes the
 whole payload and costs the consumer no second pass over the bytes). The algorithm is named in the
-manifest; ``sha-256`` always, ``blake3`` when the ``blake3`` package is installed (:data:`ALGORITHMS`).
+manifest and consumers accept both ``blake3`` (the default: about 6 GB/s per core here against 1.7 GB/s
+for SHA-256 with SHA-NI, measured on 1 MiB chunks) and ``sha-256`` (:data:`ALGORITHMS`).
 
 Per transfer the provider signs a small *envelope* (``eddsa-jcs-2022``, the project's one signer in
 ``connector.identity.proof``) that binds the manifest's digest (SHA-256 over its RFC 8785 canonical
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import msgspec
+from blake3 import blake3
 from nacl.signing import SigningKey, VerifyKey
 
 from connector.identity import did as dids
@@ -33,6 +35,7 @@ MANIFEST_TYPE = "https://w3id.org/tds/v1#PayloadManifest"
 ENVELOPE_TYPE = "https://w3id.org/tds/v1#PayloadEnvelope"
 BUNDLE_TYPE = "https://w3id.org/tds/v1#PayloadBundle"
 DEFAULT_CHUNK = 1024 * 1024
+DEFAULT_ALGORITHM = "blake3"
 MIN_CHUNK = 4096
 MAX_CHUNK = 16 * 1024 * 1024
 #: Bounds what a peer's manifest may make us hold in memory (about 70 MB of hex at most).
@@ -44,19 +47,8 @@ class Hash(Protocol):
     def digest(self) -> bytes: ...
 
 
-def _blake3() -> Callable[[], Hash] | None:
-    try:
-        from blake3 import blake3  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return blake3  # type: ignore[no-any-return]
-
-
-#: Digest algorithms by the name a manifest gives them. SHA-256 measured about 1.6 GB/s per core here
-#: (SHA-NI); BLAKE3 is accepted when its package is installed, and not made the default.
-ALGORITHMS: dict[str, Callable[[], Hash]] = {"sha-256": hashlib.sha256}
-if (_b3 := _blake3()) is not None:
-    ALGORITHMS["blake3"] = _b3
+#: Digest algorithms by the name a manifest gives them (32-byte digests both).
+ALGORITHMS: dict[str, Callable[[], Hash]] = {"blake3": blake3, "sha-256": hashlib.sha256}
 
 
 class ManifestError(ValueError):
@@ -96,7 +88,8 @@ def chunk_digest(algorithm: str, data: bytes | memoryview) -> str:
 class ManifestBuilder:
     """Feed the payload's bytes in order (any slicing); :meth:`finish` returns the manifest."""
 
-    def __init__(self, content_type: str, *, chunk_size: int = DEFAULT_CHUNK, algorithm: str = "sha-256") -> None:
+    def __init__(self, content_type: str, *, chunk_size: int = DEFAULT_CHUNK,
+                 algorithm: str = DEFAULT_ALGORITHM) -> None:
         if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
             raise ManifestError(f"chunk size must be from {MIN_CHUNK} to {MAX_CHUNK} bytes")
         self._new = hasher(algorithm)

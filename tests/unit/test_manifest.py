@@ -7,6 +7,7 @@ import os
 
 import msgspec
 import pytest
+from blake3 import blake3
 from nacl.signing import SigningKey
 
 from connector.identity import did as dids
@@ -20,19 +21,23 @@ BINDING = mf.Binding(agreement_id="urn:uuid:a", provider_pid="urn:uuid:p", consu
                      provider=PROVIDER, consumer="did:web:parts.example")
 
 
-def build(data: bytes, chunk: int = 4096, pieces: int = 1000) -> mf.Manifest:
-    builder = mf.ManifestBuilder("application/octet-stream", chunk_size=chunk)
+def build(data: bytes, chunk: int = 4096, pieces: int = 1000, algorithm: str = "blake3") -> mf.Manifest:
+    builder = mf.ManifestBuilder("application/octet-stream", chunk_size=chunk, algorithm=algorithm)
     for i in range(0, len(data), pieces):
         builder.update(data[i:i + pieces])
     return builder.finish()
 
 
+HASHES = {"sha-256": hashlib.sha256, "blake3": blake3}
+
+
+@pytest.mark.parametrize("algorithm", sorted(HASHES))
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096 + 17])
-def test_chunks_and_root_do_not_depend_on_how_the_bytes_were_sliced(size):
+def test_chunks_and_root_do_not_depend_on_how_the_bytes_were_sliced(size, algorithm):
     data = os.urandom(size)
-    a, b = build(data, pieces=1000), build(data, pieces=4096)
-    assert a == b and a.size == size and len(a.chunks) == -(-size // 4096)
-    assert a.chunks == [hashlib.sha256(data[i:i + 4096]).hexdigest() for i in range(0, size, 4096)]
+    a, b = build(data, pieces=1000, algorithm=algorithm), build(data, pieces=4096, algorithm=algorithm)
+    assert a == b and a.size == size and len(a.chunks) == -(-size // 4096) and a.algorithm == algorithm
+    assert a.chunks == [HASHES[algorithm](data[i:i + 4096]).hexdigest() for i in range(0, size, 4096)]
     assert mf.decode(mf.encode(a)) == a
     for i in range(len(a.chunks)):
         assert mf.chunk_ok(a, i, data[i * 4096:(i + 1) * 4096])
