@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 
 import pytest
@@ -10,6 +11,7 @@ from test_transfer import agreed, file_sha256
 
 from connector.bootstrap import DB_FILE
 from connector.client import ClientError
+from connector.payload import manifest as manifests
 from connector.testing import ProcessNode
 
 MIB = 1024 * 1024
@@ -22,6 +24,14 @@ async def processes():
     yield started
     for node in started:
         await node.stop()
+
+
+def matches_its_manifest(path) -> bool:
+    """The payload checked chunk by chunk against the signed manifest saved beside it."""
+    manifest, _, _ = manifests.read_bundle(json.loads(path.with_name(path.name + ".bundle.json").read_text()))
+    with open(path, "rb") as f:
+        ok = all(manifests.chunk_ok(manifest, i, f.read(manifest.chunk_length(i))) for i in range(len(manifest.chunks)))
+        return ok and f.read(1) == b""
 
 
 def stored_transfer(node: ProcessNode) -> tuple[str, str, int]:
@@ -45,6 +55,7 @@ async def test_consumer_killed_mid_pull_resumes_from_the_last_verified_chunk(nod
     final = await consumer.client.transfer(transfer_id, wait_s=30)
     assert final["state"] == "COMPLETED", final
     assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
     assert any(e["kind"] == "resume" and f"at byte {received} " in e["detail"] for e in final["history"])
 
 
@@ -60,6 +71,7 @@ async def test_provider_killed_mid_stream_resumes_after_its_restart(nodes, proce
     final = await consumer.client.transfer(started["id"], wait_s=60)
     assert final["state"] == "COMPLETED", final
     assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
     resumed = [e["detail"] for e in final["history"] if e["kind"] == "resume"]
     assert resumed and "at byte 0 " not in resumed[-1], resumed
 
@@ -78,3 +90,4 @@ async def test_consumer_peak_memory_stays_flat_for_a_large_payload(nodes, proces
     print(f"consumer peak RSS for {size // MIB} MiB: {peak / MIB:.1f} MiB")
     assert peak < 150 * MIB
     assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
