@@ -325,7 +325,8 @@ def asset() -> None:
 @click.option("--data-class", type=click.Choice(["general", "important", "core", "personal"]), default="general",
               show_default=True)
 @click.option("--keyword", "keywords", multiple=True)
-@click.option("--file", "file_path", type=click.Path(path_type=Path), help="Where the bytes are (a local file).")
+@click.option("--file", "file_path", type=click.Path(path_type=Path),
+              help="Where the bytes are (a local file under the node's data roots).")
 @node_options
 def asset_add(asset_id: str, title: str, description: str, content_type: str, data_class: str,
               keywords: tuple[str, ...], file_path: Path | None, data_dir: Path | None, node_url: str | None,
@@ -334,7 +335,7 @@ def asset_add(asset_id: str, title: str, description: str, content_type: str, da
     body: dict[str, Any] = {"id": asset_id, "title": title, "description": description, "contentType": content_type,
                             "dataClass": data_class, "keywords": list(keywords)}
     if file_path is not None:
-        body["dataAddress"] = {"type": "file", "path": str(file_path.resolve())}
+        body["dataAddress"] = {"type": "File", "path": str(file_path.resolve())}
     _call(data_dir, node_url, token, lambda c: c.add_asset(body))
     click.echo(f"asset {asset_id} added")
 
@@ -717,6 +718,149 @@ def negotiation_terminate(negotiation_id: str, reason: str, data_dir: Path | Non
     """Terminate a negotiation, telling the peer why."""
     record = _call(data_dir, node_url, token, lambda c: c.terminate_negotiation(negotiation_id, reason))
     click.echo(f"negotiation {record['id']}: {record['state']}")
+
+
+def manifest_lines(bundle: dict[str, Any]) -> list[str]:
+    """The verified manifest of a bundle, as a few readable lines (raises ManifestError if it does not verify)."""
+    from connector.payload import manifest as manifests
+
+    manifest, envelope, binding = manifests.read_bundle(bundle)
+    return [
+        f"manifest {manifests.digest(manifest)}",
+        f"  {manifest.size} bytes of {manifest.content_type}, {len(manifest.chunks)} chunk(s) of "
+        f"{manifest.chunk_size} bytes, {manifest.algorithm}, root {manifest.root}",
+        f"  signed by the provider {binding.provider} ({envelope['proof']['cryptosuite']}, "
+        f"{envelope['proof']['created']})",
+        f"  for agreement {binding.agreement_id}, consumer {binding.consumer}",
+        f"  transfer {binding.provider_pid} (provider) / {binding.consumer_pid} (consumer)",
+    ]
+
+
+@main.command()
+@click.argument("peer_ref", metavar="PEER")
+@click.argument("agreement_id")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the transfer to end.")
+@node_options
+def transfer(peer_ref: str, agreement_id: str, timeout: float, data_dir: Path | None, node_url: str | None,
+             token: str | None) -> None:
+    """Pull the data of AGREEMENT_ID from PEER with a progress bar; print the verified manifest."""
+    import time
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    async def go(client: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        record = await client.start_transfer(agreement_id, peer_ref)
+        until = time.monotonic() + timeout
+        columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("waiting for the provider", total=None)
+            while time.monotonic() < until:
+                record = await client.transfer(record["id"], wait_s=0.25)  # returns early once final
+                if record.get("size") is not None:
+                    bar.update(task, description="pulling, verified", total=record["size"],
+                               completed=record["received"])
+                if record["state"] in ("COMPLETED", "TERMINATED"):
+                    break
+        bundle = await client.transfer_bundle(record["id"]) if record["state"] == "COMPLETED" else None
+        return record, bundle
+
+    final, bundle = _call(data_dir, node_url, token, go)
+    click.echo(f"transfer {final['id']}: {final['state']}")
+    if final.get("reason"):
+        click.echo(f"  reason: {final['reason']}")
+    if final["state"] != "COMPLETED" or bundle is None:
+        sys.exit(1)
+    click.echo(f"  saved to {final['vaultPath']} (in the node's data folder)")
+    for line in manifest_lines(bundle):
+        click.echo(line)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+@click.pass_context
+def transfers(ctx: click.Context, as_json: bool, data_dir: Path | None, node_url: str | None,
+              token: str | None) -> None:
+    """Transfer processes: list them (no subcommand), show, suspend, resume or terminate one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _call(data_dir, node_url, token, lambda c: c.transfers())
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no transfers yet")
+    for row in rows:
+        progress = f"{row['received']}/{row['size']} bytes" if row.get("size") is not None else ""
+        click.echo(f"{row['id']}  {row['role']:8}  {row['state']:10}  {row['assetId']}  {progress}")
+
+
+@transfers.command("show")
+@click.argument("transfer_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def transfers_show(transfer_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                   token: str | None) -> None:
+    """Show a transfer's state, progress, reason and history."""
+    record = _call(data_dir, node_url, token, lambda c: c.transfer(transfer_id))
+    if as_json:
+        _print_json(record)
+        return
+    click.echo(f"transfer {record['id']} ({record['role']}) with {record['counterpartyDid']}: {record['state']}")
+    click.echo(f"  agreement {record['agreementId']}, asset {record['assetId']}, "
+               f"{record['received']}/{record.get('size')} bytes")
+    if record.get("reason"):
+        click.echo(f"  reason: {record['reason']}")
+    for event in record.get("history", []):
+        click.echo(f"  {event['at']}  {event['kind']:12}  {event['detail']}")
+
+
+def _transfer_action(action: str, summary: str) -> None:
+    @transfers.command(action, help=summary)
+    @click.argument("transfer_id", metavar="ID")
+    @click.option("--reason", default="", help="Told to the peer.")
+    @node_options
+    def command(transfer_id: str, reason: str, data_dir: Path | None, node_url: str | None,
+                token: str | None) -> None:
+        record = _call(data_dir, node_url, token, lambda c: c.transfer_action(transfer_id, action, reason))
+        click.echo(f"transfer {record['id']}: {record['state']}")
+
+
+_transfer_action("suspend", "Suspend a transfer, telling the peer why.")
+_transfer_action("resume", "Resume a suspended transfer.")
+_transfer_action("terminate", "Terminate a transfer, telling the peer why.")
+
+
+@main.group()
+def manifest() -> None:
+    """Payload manifests: check a received payload offline."""
+
+
+@manifest.command("verify")
+@click.argument("file_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def manifest_verify(file_path: Path, bundle_path: Path) -> None:
+    """Check FILE against BUNDLE (the .bundle.json saved beside it): the provider's signature over the
+    manifest, then every chunk. Needs no node and no network (the bundle holds the provider's DID document)."""
+    from connector.payload import manifest as manifests
+
+    try:
+        bundle = json.loads(bundle_path.read_text())
+        lines = manifest_lines(bundle)
+        parsed, _, _ = manifests.read_bundle(bundle)
+    except (ValueError, manifests.ManifestError) as exc:
+        _fail(f"the bundle does not verify: {exc}")
+        raise
+    with file_path.open("rb") as f:
+        for index in range(len(parsed.chunks)):
+            chunk = f.read(parsed.chunk_length(index))
+            if not manifests.chunk_ok(parsed, index, chunk):
+                _fail(f"chunk {index} (bytes {index * parsed.chunk_size}-) does not match the manifest")
+        if f.read(1):
+            _fail(f"the file is longer than the manifest's {parsed.size} bytes")
+    for line in lines:
+        click.echo(line)
+    click.echo(f"OK: {file_path} matches the manifest chunk by chunk")
 
 
 @main.command()

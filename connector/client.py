@@ -191,3 +191,28 @@ class ManagementClient:
 
     async def agreement(self, agreement_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/agreements/{agreement_id}")  # type: ignore[no-any-return]
+
+    # transfers
+
+    async def start_transfer(self, agreement_id: str, peer: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"agreementId": agreement_id}
+        if peer:
+            body["peer"] = peer
+        return await self._call("POST", "/transfers", body)  # type: ignore[no-any-return]
+
+    async def transfer(self, transfer_id: str, *, wait_s: float | None = None) -> dict[str, Any]:
+        query = f"?wait={wait_s}" if wait_s is not None else ""
+        return await self._call("GET", f"/transfers/{transfer_id}{query}")  # type: ignore[no-any-return]
+
+    async def transfers(self, state: str | None = None) -> list[dict[str, Any]]:
+        query = f"?state={state}" if state else ""
+        return await self._call("GET", f"/transfers{query}")  # type: ignore[no-any-return]
+
+    async def transfer_bundle(self, transfer_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/transfers/{transfer_id}/bundle")  # type: ignore[no-any-return]
+
+    async def transfer_action(self, transfer_id: str, action: str, reason: str = "") -> dict[str, Any]:
+        """``action``: suspend, resume or terminate."""
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/transfers/{transfer_id}/{action}", {"reason": reason}
+        )

@@ -55,6 +55,16 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tls_key: str | None = None
     #: PEM file of the CAs trusted for outbound HTTPS instead of the system store (a private CA).
     tls_ca: str | None = None
+    # Transfers: folders (relative to the data folder, or absolute) that assets' local data addresses must
+    # lie in (default: the data folder's files/); how long a transfer token lives; how often a chunk that
+    # fails verification is fetched again before the transfer is terminated; how long a pull may go
+    # without a verified chunk (the provider unreachable or its stream breaking off) before it is; how long
+    # a consumer waits for the provider to start a requested transfer.
+    data_roots: list[str] = []
+    transfer_token_ttl_s: float = 900.0
+    transfer_chunk_retries: int = 3
+    transfer_stall_timeout_s: float = 60.0
+    transfer_start_timeout_s: float = 300.0
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

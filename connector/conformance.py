@@ -18,7 +18,12 @@ scenario is fixed by the dataset id (as EDC's ``tck-extension`` does with ``Data
 - trigger: ``POST /conformance/negotiations/initiate`` (public listener, same static ``Authorization``)
   with ``{datasetId, offerId, providerId, connectorAddress}`` makes the first participant open a
   negotiation as consumer with the kit at ``connectorAddress``. This is the kit's
-  ``dataspacetck.dsp.connector.negotiation.initiate.url``.
+  ``dataspacetck.dsp.connector.negotiation.initiate.url``;
+- transfers: FINALIZED agreements ``ATP0101``… (the node provides ``TP-DATA``, a small seeded file, to the
+  kit) and ``ATPC0101``… (the kit provides, the node consumes) are seeded; :data:`TRANSFER_GUARDS` scripts
+  the node's moves by agreement id (the node never pulls from the kit); ``POST
+  /conformance/transfers/initiate`` with ``{agreementId, format, providerId, connectorAddress}`` makes the
+  first participant request a transfer from the kit (``…transfer.initiate.url``).
 
 Kit settings for a node at ``PUBLIC_URL`` whose first participant is ``NAME``:
 ``dataspacetck.dsp.connector.http.url = PUBLIC_URL/participants/NAME/api/dsp/2025-1``,
@@ -42,7 +47,16 @@ from connector.http.netguard import check_url
 from connector.logging import get_logger
 from connector.protocol import contracts
 from connector.protocol.negotiation import TERMINAL, State
-from connector.store.records import Asset, ContractDefinition, NegotiationRecord, PolicyRecord
+from connector.protocol.transfer import TERMINAL as TRANSFER_TERMINAL
+from connector.protocol.transfer import State as TState
+from connector.store.records import (
+    AgreementRecord,
+    Asset,
+    ContractDefinition,
+    NegotiationRecord,
+    PolicyRecord,
+    TransferRecord,
+)
 
 if TYPE_CHECKING:
     from connector.node import Node
@@ -138,6 +152,71 @@ class Guard:
         return "wait"
 
 
+TREQ, TSTA, TSUS = TState.REQUESTED.value, TState.STARTED.value, TState.SUSPENDED.value
+TP_ASSET = "TP-DATA"
+TP_FILE = "conformance/tp-data.bin"
+
+#: agreement id -> the node's transfer moves in order, each as (state it is taken in, step); the steps are
+#: those of ``TransferService.script``. Ids with an empty sequence never move on their own.
+TRANSFER_GUARDS: dict[str, tuple[tuple[str, str], ...]] = {
+    # CUT as provider (TP:xx-yy uses agreement ATPxxyy)
+    "ATP0101": ((TREQ, "start"), (TSTA, "terminate")),
+    "ATP0102": ((TREQ, "start"), (TSTA, "complete")),
+    "ATP0103": ((TREQ, "start"), (TSTA, "suspend"), (TSUS, "terminate")),
+    "ATP0104": ((TREQ, "start"), (TSTA, "suspend"), (TSUS, "start"), (TSTA, "complete")),
+    "ATP0105": ((TREQ, "terminate"),),
+    "ATP0201": ((TREQ, "start"),),
+    "ATP0202": ((TREQ, "start"),),
+    "ATP0203": ((TREQ, "start"),),
+    "ATP0204": ((TREQ, "start"),),
+    "ATP0205": (),
+    "ATP0301": (),
+    "ATP0302": (),
+    "ATP0303": ((TREQ, "start"),),
+    "ATP0304": ((TREQ, "start"),),
+    "ATP0305": ((TREQ, "start"),),
+    "ATP0306": ((TREQ, "start"),),
+    # CUT as consumer (TP_C:xx-yy uses agreement ATPCxxyy, provided by the kit)
+    "ATPC0101": (), "ATPC0102": (), "ATPC0103": (), "ATPC0104": (), "ATPC0105": (),
+    "ATPC0201": ((TSTA, "terminate"),),
+    "ATPC0202": ((TSTA, "complete"),),
+    "ATPC0203": ((TSTA, "suspend"), (TSUS, "terminate")),
+    "ATPC0204": (),
+    "ATPC0205": ((TREQ, "terminate"),),
+    "ATPC0301": (), "ATPC0302": (), "ATPC0303": (), "ATPC0304": (), "ATPC0305": (), "ATPC0306": (),
+}
+
+
+class TransferGuard:
+    """``TransferService.script`` for the kit's agreements: the next due move, or "wait"."""
+
+    def __init__(self, guards: dict[str, tuple[tuple[str, str], ...]] = TRANSFER_GUARDS) -> None:
+        self._guards = guards
+        self._taken: dict[str, int] = {}
+
+    def __call__(self, record: TransferRecord) -> str | None:
+        moves = self._guards.get(record.agreement_id)
+        if moves is None:
+            return None
+        if TState(record.state) in TRANSFER_TERMINAL:
+            self._taken.pop(record.id, None)
+            return "wait"
+        taken = self._taken.get(record.id, 0)
+        if taken < len(moves) and moves[taken][0] == record.state:
+            self._taken[record.id] = taken + 1
+            return moves[taken][1]
+        return "wait"
+
+
+class InitiateTransfer(msgspec.Struct, frozen=True):
+    """The kit's transfer trigger (``…transfer.initiate.url``)."""
+
+    agreementId: str
+    format: str
+    providerId: str
+    connectorAddress: str
+
+
 class InitiateNegotiation(msgspec.Struct, frozen=True):
     """The kit's negotiation trigger (``HttpConsumerNegotiationClientImpl.initiateRequest``)."""
 
@@ -157,6 +236,7 @@ class ConformanceMode:
         self.guard = Guard()
         node.negotiations.script = self.guard
         node.negotiations.on_read = self._kit_read
+        node.transfers.script = TransferGuard()
 
     def _kit_read(self, record: NegotiationRecord) -> None:
         if self.guard.looked(record):
@@ -174,13 +254,62 @@ class ConformanceMode:
             ContractDefinition(id=DEFINITION_ID, access_policy_id=POLICY_ID, contract_policy_id=POLICY_ID,
                                assets=list(SEEDED_ASSETS), created_at=now),
         ]
+        data = self.node.transfers.roots[0] / TP_FILE
+        data.parent.mkdir(parents=True, exist_ok=True)
+        if not data.exists():
+            data.write_bytes(bytes(range(256)) * 256)
+        entries.append(Asset(id=TP_ASSET, title="Conformance transfer data", created_at=now,
+                             data_address={"type": "File", "path": TP_FILE}))
         for entry in entries:
             if await repo.entry(participant.id, type(entry), entry.id) is None:
                 await repo.add_entry(participant.id, entry)
-        log.info("conformance data seeded", participant=participant.name, assets=len(SEEDED_ASSETS))
+        stamp = now.replace("+00:00", "Z")
+        for agreement_id in TRANSFER_GUARDS:
+            if await repo.agreement(participant.id, agreement_id) is not None:
+                continue
+            ours = not agreement_id.startswith("ATPC")
+            provider, consumer = ((participant.did, self.config.agent_id) if ours
+                                  else (self.config.agent_id, participant.did))
+            policy = {"@id": agreement_id, "@type": "Agreement", "target": TP_ASSET, "assigner": provider,
+                      "assignee": consumer, "timestamp": stamp, "permission": [{"action": "use"}]}
+            await repo.add_agreement(participant.id, AgreementRecord(
+                id=agreement_id, negotiation_id=f"conformance:{agreement_id}", role="provider" if ours else "consumer",
+                provider_did=provider, consumer_did=consumer, asset_id=TP_ASSET, agreement=policy, state="FINALIZED",
+                created_at=now))
+        log.info("conformance data seeded", participant=participant.name, assets=len(SEEDED_ASSETS),
+                 agreements=len(TRANSFER_GUARDS))
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/conformance/negotiations/initiate", self._initiate_negotiation)]
+        return [web.post("/conformance/negotiations/initiate", self._initiate_negotiation),
+                web.post("/conformance/transfers/initiate", self._initiate_transfer)]
+
+    async def _initiate_transfer(self, request: web.Request) -> web.Response:
+        if not static_authorization_matches(self.config.authorization, request.headers.get("Authorization")):
+            raise Unauthorized("the conformance trigger needs the configured Authorization value")
+        try:
+            body = msgspec.json.decode(await request.read(), type=InitiateTransfer)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"not a transfer trigger: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"request body is not JSON: {exc}") from exc
+        participant = self.node.first_participant()
+        if participant is None:
+            raise NotFound("this node hosts no participant yet")
+        agreement = await self.node.contracts.agreement(participant.id, body.agreementId)
+        if agreement is None or agreement.role != "consumer":
+            raise BadRequest(f"no agreement {body.agreementId!r} where this node consumes", path="agreementId")
+        address = body.connectorAddress.rstrip("/")
+        try:
+            check_url(address, self.node.policy)
+        except OutboundRefused as exc:
+            raise BadRequest(f"connectorAddress refused: {exc.message}", path="connectorAddress") from exc
+        record = await self.node.transfers.request(participant, address, body.providerId, agreement.id,
+                                                   agreement.asset_id, body.format)
+        if record.state == TState.TERMINATED.value:
+            raise PeerError(record.reason or "the transfer request could not be delivered")
+        if record.pending is not None:
+            raise PeerError("the transfer request could not be delivered yet; the node keeps retrying")
+        return web.json_response({"consumerPid": record.id, "state": record.state})
 
     async def _initiate_negotiation(self, request: web.Request) -> web.Response:
         if not static_authorization_matches(self.config.authorization, request.headers.get("Authorization")):

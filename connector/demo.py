@@ -1,11 +1,12 @@
-"""``tds demo``: a small data space on loopback, narrated step by step.
+"""``tds demo``: a data space on loopback, told as a story from industry, one line per step with evidence.
 
-Two companies each run a node on free loopback ports in a temporary folder: the leading enterprise (ACME)
-and an SME with its own node (Pearl River Parts). Each fetches the other's signed self-description over a
-signed request and verifies it, and they agree on a usage contract. Then ACME's node hosts two more SMEs
-as separate participants (own DIDs, keys, catalogs and tokens); contracts for data are agreed from the
-enterprise to a hosted SME and between SMEs, hosted and independent, through the same protocol. Every step prints one
-plain line with its evidence; the command exits non-zero if any step did not behave as expected.
+Four nodes start in a temporary folder: ACME, a leading enterprise whose node also hosts two SMEs;
+Pearl River Parts, an SME with its own node; and Isar Optics, a partner in Germany. ACME publishes a
+quality-inspection dataset under a usage policy; a hosted SME finds it, agrees a contract both parties
+sign, pulls the data straight from ACME and verifies every chunk, uses it three times and is refused the
+fourth time; ACME sees every use in signed receipts, then revokes the agreement and gets a signed
+deletion receipt; the German partner is refused by export control. The command exits non-zero if any
+step did not behave as expected.
 """
 
 from __future__ import annotations
@@ -14,200 +15,201 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connector.bootstrap import init_node
-from connector.client import ManagementClient
-from connector.node import Node
-from connector.testing import free_port
+from connector.client import ClientError, ManagementClient
+from connector.testing import NodeFactory, RunningNode
 
-
-@dataclass
-class DemoNode:
-    node: Node
-    client: ManagementClient
-    token: str
-    admin_token: str = ""
+Say = Callable[[str], None]
+DATASET = "qi-2026-q3"
+CSV = "part,line,inspected,defects,defect_rate\n" + "".join(
+    f"P-{i:04d},{1 + i % 7},{400 + (i * 37) % 200},{(i * 13) % 9},{((i * 13) % 9) / (400 + (i * 37) % 200):.4f}\n"
+    for i in range(2000)
+)
 
 
 class DemoFailed(Exception):
     pass
 
 
-async def start_demo_node(root: Path, name: str, legal_name: str, region: str, industry: str) -> DemoNode:
-    port = free_port()
-    result = init_node(root / name, name=name, legal_name=legal_name, port=port, management_port=free_port(),
-                       region=region, industry=industry, dev_mode=True)
-    node = Node(root / name, result.config)
-    await node.start()
-    return DemoNode(node, ManagementClient(node.management_url, result.token), result.token, result.admin_token)
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise DemoFailed(what)
 
 
-async def publish_and_negotiate(provider: DemoNode, consumer: DemoNode, say: Callable[[str], None]) -> str:
-    """The provider publishes a dataset under a usage policy; the consumer finds it and negotiates."""
+async def wait_until(check: Callable[[], Any], what: str, deadline_s: float = 20.0) -> Any:
+    end = time.monotonic() + deadline_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise DemoFailed(f"{what} did not happen within {deadline_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def publish(acme: RunningNode, say: Say) -> None:
     from usage_policies import templates
 
-    await provider.client.add_asset({
-        "id": "qi-2026-q3", "title": "Quality inspection results, 2026 Q3", "contentType": "text/csv",
-        "dataClass": "important", "keywords": ["quality", "inspection"],
+    files = acme.data_dir / "files"
+    files.mkdir(exist_ok=True)
+    (files / f"{DATASET}.csv").write_text(CSV)
+    await acme.client.add_asset({
+        "id": DATASET, "title": "Quality inspection results, 2026 Q3", "contentType": "text/csv",
+        "dataClass": "core", "keywords": ["quality", "inspection"],
+        "dataAddress": {"type": "File", "path": str(files / f"{DATASET}.csv")},
     })
-    target = "qi-2026-q3"
-    usage = templates.combine(templates.purpose(target, "R&D"), templates.max_uses(target, 3),
-                              templates.for_duration(target, "P30D"), templates.log_each_use(target))
-    await provider.client.add_policy("members", {"@type": "Set", "permission": [{"action": "use"}]})
-    await provider.client.add_policy("rnd-3-uses", usage)
-    await provider.client.add_contract_definition("qi-offer", access_policy_id="members",
-                                                  contract_policy_id="rnd-3-uses", assets=[target])
-    say("ACME publishes 'Quality inspection results, 2026 Q3' (class: important) under a usage policy:")
-    say("  purpose R&D, at most 3 uses, within 30 days of the first use, log each use.")
-    catalog = await consumer.client.catalog(provider.node.config.public_url)
-    datasets = catalog.get("dataset", [])
-    if not datasets:
-        raise DemoFailed("the consumer's catalog view is empty")
-    offer_id = datasets[0]["hasPolicy"][0]["@id"]
-    say(f"Pearl River Parts finds it in ACME's catalog: dataset {datasets[0]['@id']}, offer {offer_id}")
-    started = time.perf_counter()
-    negotiation = await consumer.client.negotiate(provider.node.config.public_url, offer_id)
-    final = await consumer.client.negotiation(negotiation["id"], wait_s=15)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    if final["state"] != "FINALIZED":
-        raise DemoFailed(f"negotiation ended {final['state']}: {final.get('reason')}")
-    agreement = final["agreement"]
-    say(f"They negotiate over DSP 2025-1: REQUESTED -> AGREED -> VERIFIED -> FINALIZED in {elapsed_ms:.0f} ms")
-    say(f"  agreement {agreement['@id']}, signed off at {agreement['timestamp']}")
-    say(f"  provider {agreement['assigner']}")
-    say(f"  consumer {agreement['assignee']}")
-    theirs = [a["id"] for a in await provider.client.agreements()]
-    if agreement["@id"] not in theirs:
-        raise DemoFailed("the provider does not hold the same agreement")
+    usage = templates.combine(
+        templates.purpose(DATASET, "R&D"), templates.max_uses(DATASET, 3), templates.for_duration(DATASET, "P30D"),
+        templates.no_export_outside(DATASET, "CN"), templates.log_each_use(DATASET), templates.inform_on_use(DATASET),
+    )
+    await acme.client.add_policy("members", {"@type": "Set", "permission": [{"action": "use"}]})
+    await acme.client.add_policy("qi-terms", usage)
+    await acme.client.add_contract_definition("qi", access_policy_id="members", contract_policy_id="qi-terms",
+                                              assets=[DATASET])
+    say(f"ACME publishes '{DATASET}' (class core, {len(CSV)} bytes) under a usage policy: purpose R&D, at most")
+    say("  3 uses, within 30 days of the first, no export outside CN, log and inform each use.")
+
+
+async def negotiate(consumer: ManagementClient, provider_url: str, say: Say, who: str) -> dict[str, Any]:
     from connector.protocol.agreements import check_bundle
 
-    checks = check_bundle(await provider.client.agreement_evidence(agreement["@id"]))
-    if [c.status for c in checks] != ["valid", "valid"]:
-        raise DemoFailed(f"the agreement is not signed by both parties: {checks}")
-    say("  both nodes hold the same agreement, signed by both parties (eddsa-jcs-2022 proofs checked).")
-    return str(agreement["@id"])
-
-
-async def negotiate_first_offer(consumer: ManagementClient, provider_url: str) -> dict[str, Any]:
-    """Find the first offer in the provider's catalog and negotiate it to a final state."""
+    # Core data goes only to participants whose region ACME knows, from a verified self-description.
+    await consumer.verify_peer(provider_url)
     catalog = await consumer.catalog(provider_url)
     datasets = catalog.get("dataset", [])
-    if not datasets:
-        raise DemoFailed(f"the catalog of {provider_url} is empty")
-    started = await consumer.negotiate(provider_url, datasets[0]["hasPolicy"][0]["@id"])
-    final: dict[str, Any] = await consumer.negotiation(started["id"], wait_s=15)
-    if final["state"] != "FINALIZED":
-        raise DemoFailed(f"negotiation ended {final['state']}: {final.get('reason')}")
+    expect(bool(datasets), f"{who} sees nothing in ACME's catalog")
+    offer = datasets[0]["hasPolicy"][0]["@id"]
+    say(f"{who} introduces itself to ACME (signed handshake) and finds it in the catalog: offer {offer}")
+    started = time.perf_counter()
+    negotiation = await consumer.negotiate(provider_url, offer)
+    final: dict[str, Any] = await consumer.negotiation(negotiation["id"], wait_s=15)
+    expect(final["state"] == "FINALIZED", f"negotiation ended {final['state']}: {final.get('reason')}")
+    agreement = final["agreement"]
+    checks = check_bundle(await consumer.agreement_evidence(agreement["@id"]))
+    expect([c.status for c in checks] == ["valid", "valid"], f"agreement not signed by both: {checks}")
+    say(f"  DSP negotiation REQUESTED -> AGREED -> VERIFIED -> FINALIZED in {(time.perf_counter() - started) * 1e3:.0f}"
+        f" ms; agreement {agreement['@id']}")
+    say("  signed by both parties (eddsa-jcs-2022): " + ", ".join(f"{c.role} {c.did}" for c in checks))
     return final
 
 
-async def host_smes(acme: DemoNode, parts: DemoNode, say: Callable[[str], None],
-                    clients: list[ManagementClient]) -> None:
-    """ACME's node hosts two SMEs; contracts enterprise -> hosted SME and between SMEs. The management
-    clients it opens are appended to *clients* (the caller closes them)."""
-    from connector.client import ClientError
+async def transfer(consumer: ManagementClient, provider_did: str, agreement_id: str, say: Say) -> None:
+    from connector.payload import manifest as manifests
 
-    admin = ManagementClient(acme.node.management_url, acme.admin_token)
-    clients.append(admin)
-    hosted: dict[str, ManagementClient] = {}
-    urls: dict[str, str] = {}
-    say("ACME's node now hosts two SMEs that run nothing themselves (admin token; no restart):")
-    for name, legal, region, industry in (("gz-sensors", "Guangzhou Sensor Works", "CN-GD-GZ", "sensors"),
-                                          ("fs-molds", "Foshan Mould Studio", "CN-GD-FS", "moulds")):
-        added = await admin.add_participant(name, legal_name=legal, region=region, industry=industry)
-        client = ManagementClient(acme.node.management_url, added["token"])
-        clients.append(client)
-        hosted[name] = client
-        urls[name] = added["dspEndpoint"].removesuffix("/api/dsp/2025-1")
-        fingerprint = (await client.participant())["fingerprints"]["ed25519"]
-        say(f"  {legal}: {added['did']}")
-        say(f"    own DSP endpoint {added['dspEndpoint']}, own signing key {fingerprint} (sealed by the node key)")
-    # an independent peer cannot tell a hosted participant from one with its own node
-    verified = await parts.client.verify_peer(urls["fs-molds"])
-    say(f"Pearl River Parts verifies {verified['peer']['legalName']} like any peer: {verified['peer']['id']}")
+    started = time.perf_counter()
+    record = await consumer.start_transfer(agreement_id)
+    final = await consumer.transfer(record["id"], wait_s=30)
+    expect(final["state"] == "COMPLETED", f"transfer ended {final['state']}: {final.get('reason')}")
+    manifest, envelope, binding = manifests.read_bundle(await consumer.transfer_bundle(record["id"]))
+    expect(binding.provider == provider_did and binding.agreement_id == agreement_id, "manifest bound elsewhere")
+    say(f"  pulls it straight from ACME (HttpData-PULL, no broker) in {(time.perf_counter() - started) * 1e3:.0f} ms: "
+        f"{manifest.size} bytes, {len(manifest.chunks)} chunk(s) verified ({manifest.algorithm}) before writing")
+    say(f"  manifest {manifests.digest(manifest)}, signed by ACME ({envelope['proof']['cryptosuite']}) and bound")
+    say("  to this agreement and this consumer; kept in the consumer's vault.")
 
-    final = await negotiate_first_offer(hosted["gz-sensors"], acme.node.config.public_url)
-    say(f"Enterprise -> SME: Guangzhou Sensor Works (hosted) agrees with ACME on {final['agreement']['target']}: "
-        f"{final['agreement']['@id']}")
-    await hosted["fs-molds"].add_asset({"id": "mould-wear-2026", "title": "Mould wear measurements 2026",
-                                        "contentType": "text/csv", "dataClass": "general"})
-    await hosted["fs-molds"].add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
-    await hosted["fs-molds"].add_contract_definition("wear", access_policy_id="open", contract_policy_id="open",
-                                                     assets=["mould-wear-2026"])
-    say("Foshan Mould Studio (hosted) publishes 'Mould wear measurements 2026' in its own catalog.")
-    for consumer, label in ((hosted["gz-sensors"], "Guangzhou Sensor Works (hosted on the same node)"),
-                            (parts.client, "Pearl River Parts (own node)")):
-        final = await negotiate_first_offer(consumer, urls["fs-molds"])
-        say(f"SME -> SME: {label} agrees on {final['agreement']['target']}: {final['agreement']['@id']}")
-    ours = {a["id"] for a in await hosted["fs-molds"].agreements()}
-    with_parts = final["agreement"]["@id"]  # Foshan's agreement with Pearl River Parts, not Guangzhou's business
-    if with_parts not in ours:
-        raise DemoFailed("the hosted provider does not hold the agreement")
+
+async def use(consumer: ManagementClient, agreement_id: str, say: Say) -> None:
+    for i in range(1, 4):
+        size = 0
+        async for chunk in consumer.use_data(agreement_id, f"rnd-report-{i}", purpose="R&D"):
+            size += len(chunk)
+        expect(size == len(CSV), f"use {i} returned {size} bytes")
+        say(f"  use {i} (purpose R&D): permitted, {size} bytes released after the decision was logged")
     try:
-        await hosted["gz-sensors"].agreement(with_parts)
-        raise DemoFailed("a hosted SME could read another one's agreement")
+        async for _ in consumer.use_data(agreement_id, "rnd-report-4", purpose="R&D"):
+            raise DemoFailed("the fourth use was permitted")
     except ClientError as exc:
-        if exc.status != 404:
-            raise
+        expect(exc.status == 403, f"the fourth use failed otherwise: {exc}")
+        say(f"  use 4: refused — {exc.message}")
+    summary = await consumer.usage(agreement_id)
+    log = await consumer.usage_log(agreement_id)
+    from connector.services.usage import check_log
+
+    expect(check_log(log["entries"], log["heads"], log["didDocument"]) is None, "the usage log does not verify")
+    say(f"  usage log: {len(log['entries'])} entries, hash chain and {len(log['heads'])} signed head(s) verify; "
+        f"head {log['entries'][-1]['hash'][:16]}…; {summary['allowance'].get('usesLeft')} uses left")
+
+
+async def report_and_revoke(acme: RunningNode, consumer: ManagementClient, agreement_id: str, say: Say) -> None:
+    async def receipts() -> Any:
+        report = await acme.client.usage_report(agreement_id)
+        return report if report["receivedEntries"] >= 4 else None
+
+    report = await wait_until(receipts, "the usage receipts")
+    day, purposes = next(iter(report["usesPerDay"].items()))
+    say(f"ACME's usage report: {report['receivedEntries']} signed entries received ({report['signedHeads']} signed "
+        f"heads), {report['uses']} uses on {day} for {', '.join(purposes)}, {report['denied']} refused, "
+        f"{len(report['anomalies'])} anomalies")
+    await acme.client.revoke(agreement_id, "quarterly data refresh: this copy is superseded")
+
+    async def acknowledged() -> Any:
+        r = await acme.client.usage_report(agreement_id)
+        return r if (r["revocation"] or {}).get("status") == "acknowledged" else None
+
+    report = await wait_until(acknowledged, "the deletion receipt")
+    receipt = report["revocation"]["deletionReceipt"]
+    say("ACME revokes the agreement: the SME's node deletes its copy and answers with a signed deletion receipt,")
+    say(f"  log entry #{receipt['entry']['seq']} ({receipt['entry']['reasons'][0]}), hash "
+        f"{receipt['entry']['hash'][:16]}…")
     try:
-        await admin.entries("assets")
-        raise DemoFailed("the admin token could read a participant's data")
+        await consumer.use(agreement_id, "after-revocation", purpose="R&D")
+        raise DemoFailed("a use after revocation was accepted")
     except ClientError as exc:
-        if exc.status != 404:
-            raise
-    say(f"Isolation: Foshan holds {len(ours)} agreements; Guangzhou's token on Foshan's agreement with Pearl River")
-    say("  Parts gets 404, and the host's admin token, which added both SMEs, gets 404 on their data.")
+        expect(exc.status == 409, f"unexpected answer after revocation: {exc}")
+        say(f"  a further use is refused: {exc.message}")
 
 
-async def run_demo(say: Callable[[str], None] = print, keep_running: bool = False) -> None:
+async def foreign_partner(acme: RunningNode, isar: RunningNode, say: Say) -> None:
+    await isar.client.verify_peer(acme.public_url)
+    datasets = (await isar.client.catalog(acme.public_url)).get("dataset", [])
+    expect(datasets == [], "the foreign partner saw the core dataset")
+    participant = isar.participant
+    dsp = f"{acme.public_url}/participants/acme/api/dsp/2025-1"
+    record = await isar.node.negotiations.request(
+        participant, dsp, acme.participant.did, {"@id": "qi:x", "@type": "Offer", "permission": [{"action": "use"}]},
+        f"qi:{DATASET}", DATASET)
+    final = await isar.client.negotiation(record.id, wait_s=15)
+    expect(final["state"] == "TERMINATED" and "export control" in final["reason"], f"not refused: {final}")
+    say(f"Isar Optics (DE-BY) does not see the dataset; asking anyway, it is refused: {final['reason']}")
+
+
+async def run_demo(say: Say = print, keep_running: bool = False) -> None:
+    from connector.logging import configure
+
+    configure("warning")
     with tempfile.TemporaryDirectory(prefix="tds-demo-") as tmp:
-        root = Path(tmp)
-        nodes: list[DemoNode] = []
-        extra_clients: list[ManagementClient] = []
+        nodes = NodeFactory(Path(tmp), validate=False)
         try:
-            say("Starting two connector nodes on loopback (dev mode, embedded SQLite in a temporary folder).")
-            acme = await start_demo_node(root, "acme", "ACME Precision Manufacturing Co.", "CN-GD", "manufacturing")
-            nodes.append(acme)
-            parts = await start_demo_node(root, "parts", "Pearl River Parts Ltd.", "CN-GD-GZ", "automotive-parts")
-            nodes.append(parts)
-            for n in nodes:
-                info = await n.client.participant()
-                say(f"  {info['legalName']}: {info['did']}")
-                say(f"    DSP endpoint {info['dspEndpoint']}, signing key {info['fingerprints']['ed25519']}")
-            for a, b in ((acme, parts), (parts, acme)):
-                me = await a.client.participant()
-                peer_url = b.node.config.public_url
-                say(f"{me['legalName']} asks {peer_url} who it is, over an RFC 9421-signed handshake ...")
-                result: dict[str, Any] = await a.client.verify_peer(peer_url)
-                peer = result["peer"]
-                if not result.get("verified"):
-                    raise DemoFailed(f"{me['name']} could not verify {peer_url}")
-                say(f"  verified: {peer['legalName']} ({peer['region']}, {peer['industry']}), {peer['id']}")
-                say("  the self-description's eddsa-jcs-2022 proof matches the key in its DID document,")
-                say("  and the peer verified our own self-description and signature in return.")
-            for n in nodes:
-                known = await n.client.peers()
-                me = await n.client.participant()
-                names = ", ".join(p["legalName"] for p in known)
-                say(f"{me['legalName']} now knows {len(known)} verified peer(s): {names}")
-                if len(known) != 1:
-                    raise DemoFailed(f"{me['name']} should know exactly one peer")
-            await publish_and_negotiate(acme, parts, say)
-            await host_smes(acme, parts, say, extra_clients)
+            say("A data space on loopback (dev mode, embedded SQLite in a temporary folder):")
+            acme = await nodes.start("acme", legal_name="ACME Precision Manufacturing Co.", region="CN-GD")
+            parts = await nodes.start("parts", legal_name="Pearl River Parts Ltd.", region="CN-GD-GZ")
+            isar = await nodes.start("isar", legal_name="Isar Optics GmbH", region="DE-BY")
+            for n, role in ((acme, "leading enterprise"), (parts, "SME, own node"), (isar, "partner in Germany")):
+                say(f"  {n.participant.record.legal_name} ({role}): {n.participant.did}")
+            gz = await nodes.host(acme, "gz-sensors", region="CN-GD-GZ", legal_name="Guangzhou Sensor Works")
+            fs = await nodes.host(acme, "fs-molds", region="CN-GD-FS", legal_name="Foshan Mould Studio")
+            for hosted in (gz, fs):
+                info = await hosted.client.participant()
+                say(f"  {info['legalName']} (SME hosted on ACME's node, own DID and keys): {info['did']}")
+            verified = await parts.client.verify_peer(acme.public_url)
+            say(f"Pearl River Parts verifies ACME over a signed handshake: {verified['peer']['legalName']}, "
+                f"{verified['peer']['region']} (self-description proof checked against the DID document)")
+
+            await publish(acme, say)
+            final = await negotiate(gz.client, acme.public_url, say, "Guangzhou Sensor Works")
+            agreement_id = final["agreement"]["@id"]
+            await transfer(gz.client, acme.participant.did, agreement_id, say)
+            await use(gz.client, agreement_id, say)
+            await report_and_revoke(acme, gz.client, agreement_id, say)
+            await foreign_partner(acme, isar, say)
             if keep_running:
-                for n in nodes:
-                    say(f"  {n.node.config.participant.name}: public {n.node.config.public_url}, "
-                        f"management {n.node.management_url}, token {n.token}")
+                for n in (acme, parts, isar):
+                    say(f"  {n.participant.name}: public {n.public_url}, management {n.node.management_url}, "
+                        f"token {n.token}")
                 say("Nodes keep running; press Ctrl+C to stop.")
                 await asyncio.Event().wait()
-            say("Demo finished: two nodes verified each other and agreed on a usage contract; one node hosts two")
-            say("SMEs, which agreed on data with the enterprise and with other SMEs. Stopping the nodes.")
+            say("Demo finished: every step behaved as expected. Stopping the nodes.")
         finally:
-            for client in extra_clients:
-                await client.close()
-            for n in nodes:
-                await n.client.close()
-                await n.node.stop()
+            await nodes.close()

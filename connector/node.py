@@ -29,13 +29,15 @@ from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
+from connector.services import dataplane
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
 from connector.services.receipts import ReceiptService
+from connector.services.transfer import TransferService
 from connector.services.usage import UsageService
 from connector.store.db import Store
-from connector.store.repository import ContractRepository, Participant, SqliteRepository
+from connector.store.repository import ContractRepository, Participant, SqliteRepository, TransferRepository
 
 if TYPE_CHECKING:
     from connector.conformance import ConformanceMode
@@ -51,6 +53,7 @@ class Node:
         self.store = Store(data_dir / DB_FILE)
         self.repo = SqliteRepository(self.store)
         self.contracts = ContractRepository(self.store)
+        self.transfers_repo = TransferRepository(self.store)
         node_cfg = self.config.node
         self.policy = OutboundPolicy.build(node_cfg.dev_mode, node_cfg.trusted_networks, self.config.public_url)
         self.client = PeerClient(
@@ -73,6 +76,7 @@ class Node:
         self.negotiations = NegotiationService(self)
         self.usage = UsageService(self)
         self.receipts = ReceiptService(self)
+        self.transfers = TransferService(self)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
         # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.
@@ -95,12 +99,32 @@ class Node:
         return self._by_id.get(participant_id)
 
     def usage_payload(self, participant: ParticipantRuntime, agreement_id: str) -> Path | None:
-        """The received data of an agreement, if any has been received and verified."""
-        return None
+        """The received data of an agreement, if a transfer has placed it, verified, in the vault."""
+        from connector.services.dataplane import vault_dir
+
+        folder = vault_dir(self, participant, agreement_id)
+        if not folder.is_dir():
+            return None
+        payloads = sorted(p for p in folder.iterdir()
+                          if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".bundle.json"))
+        return payloads[0] if payloads else None
 
     async def delete_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> int:
-        """Delete what was received under an agreement; return the number of bytes removed."""
-        return 0
+        """Delete everything received under an agreement (its vault folder); return the bytes removed."""
+        import shutil
+
+        from connector.services.dataplane import vault_dir
+
+        folder = vault_dir(self, participant, agreement_id)
+        if not folder.is_dir():
+            return 0
+
+        def remove() -> int:
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder)
+            return size
+
+        return await asyncio.to_thread(remove)
 
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers
@@ -181,6 +205,7 @@ class Node:
         )
         app.add_routes(public.routes(self))
         app.add_routes(dsp.routes(self))
+        app.add_routes(dataplane.routes(self))
         if self.conformance is not None:
             app.add_routes(self.conformance.routes())
         return app
@@ -220,6 +245,7 @@ class Node:
         await self.negotiations.resume()
         await self.receipts.resume()
         await self.usage.start()
+        await self.transfers.resume()
         log.info(
             "node started",
             public=f"{'https' if tls else 'http'}://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
@@ -246,6 +272,7 @@ class Node:
             await runner.cleanup()
         self._runners.clear()
         await self.negotiations.close()
+        await self.transfers.close()
         await self.receipts.close()
         await self.usage.close()
         await self.client.close()

@@ -307,3 +307,88 @@ class NodeProcess:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             await self.exited()
+
+
+# -- nodes as subprocesses (crash tests, memory measurements, benchmarks) --------------------------------
+
+
+class ProcessNode:
+    """A node run as ``python -m connector serve --dir DIR`` in its own process (so that it can be killed
+    with SIGKILL, restarted on the same ports, and its peak memory read from ``/proc``)."""
+
+    def __init__(self, root: Path, name: str, **node_settings: Any) -> None:
+        self.data_dir = root / name
+        result = init_node(self.data_dir, name=name, legal_name=f"{name.title()} Co.", port=free_port(),
+                           management_port=free_port(), region="CN-GD", dev_mode=True)
+        config = result.config
+        if node_settings:
+            config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings))
+            write_secret_text(self.data_dir / CONFIG_FILE, render_config(config))
+        self.config = config
+        self.token = result.token
+        self.did = result.did
+        self.client = ManagementClient(f"http://127.0.0.1:{config.node.management_port}", result.token)
+        self.process: Any = None
+
+    @property
+    def public_url(self) -> str:
+        return self.config.public_url
+
+    async def start(self, env: dict[str, str] | None = None, *, deadline_s: float = 20.0) -> None:
+        import asyncio
+        import os
+        import sys
+        import time
+
+        import aiohttp
+
+        await self.client.close()  # a restarted node: no pooled connection to the old process
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "connector", "serve", "--dir", str(self.data_dir),
+            env={**os.environ, **(env or {})}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        until = time.monotonic() + deadline_s
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < until:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"node {self.data_dir.name} exited with {self.process.returncode}")
+                try:
+                    async with session.get(f"{self.public_url}/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)  # ok-sleep: polling a subprocess's port with a deadline
+        raise RuntimeError(f"node {self.data_dir.name} did not start within {deadline_s} s")
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident set (``VmHWM``), while it runs."""
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc (not Linux?)")
+
+    async def exited(self, timeout_s: float) -> int:
+        import asyncio
+
+        return int(await asyncio.wait_for(self.process.wait(), timeout_s))
+
+    async def kill(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def stop(self) -> None:
+        import asyncio
+        import signal
+
+        await self.client.close()
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                await self.kill()

@@ -63,6 +63,14 @@ async def authenticate_peer(node: Node, request: web.Request) -> str:
     conformance = node.config.conformance
     if conformance is not None and "Signature-Input" not in request.headers:
         return await _authenticate_static(request, conformance.authorization, conformance.agent_id)
+    return await authenticate_signed(node, request)
+
+
+async def authenticate_signed(node: Node, request: web.Request) -> str:
+    """Verify the request's RFC 9421 signature (never the conformance shortcut); return the caller's DID.
+
+    Also used by the data plane, whose requests carry a transfer token in ``Authorization`` besides.
+    """
     now = time.time()
     sig = signing.read_signature_input(request.headers)
     signing.check_times(sig, now)

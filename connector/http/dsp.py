@@ -1,4 +1,5 @@
-"""DSP 2025-1 HTTPS binding routes of each participant: catalog (§6) and contract negotiation (§7).
+"""DSP 2025-1 HTTPS binding routes of each participant: catalog (§6), contract negotiation (§7) and
+transfer process (§8).
 
 Every route sits under ``/participants/NAME/api/dsp/2025-1`` and is reached only through a verified
 RFC 9421 signature (``connector.http.auth``); the verified caller DID decides what the caller may see.
@@ -19,11 +20,12 @@ from connector.http.middleware import PIDS, read_json
 from connector.protocol import messages as m
 from connector.protocol.errors import MessageError
 from connector.protocol.negotiation import Kind
+from connector.protocol.transfer import Kind as TKind
 
 if TYPE_CHECKING:
     from connector.node import Node
     from connector.participant import ParticipantRuntime
-    from connector.store.records import NegotiationRecord
+    from connector.store.records import NegotiationRecord, TransferRecord
 
 M = TypeVar("M", bound=m.Message)
 BASE = "/participants/{name}/api/dsp/2025-1"
@@ -32,6 +34,13 @@ MAX_PAGE = 500
 
 def _ack(record: NegotiationRecord, status: int = 200) -> web.Response:
     body = m.ContractNegotiation(
+        providerPid=record.provider_pid or "", consumerPid=record.consumer_pid or "", state=record.state
+    )
+    return web.json_response(m.encode(body), status=status)
+
+
+def _transfer_ack(record: TransferRecord, status: int = 200) -> web.Response:
+    body = m.TransferProcess(
         providerPid=record.provider_pid or "", consumerPid=record.consumer_pid or "", state=record.state
     )
     return web.json_response(m.encode(body), status=status)
@@ -125,7 +134,43 @@ def routes(node: Node) -> list[web.RouteDef]:
 
         return handler
 
+    # transfer process ------------------------------------------------------------------------------
+
+    async def get_transfer(request: web.Request) -> web.Response:
+        p = participant(request)
+        record = await node.transfers_repo.get(p.id, request.match_info["pid"])
+        caller = request[CALLER_DID]
+        if record is None or not (record.counterparty_did == caller or node.conformance_caller(caller)):
+            raise NotFound("no such transfer process")
+        return _transfer_ack(record)
+
+    async def transfer_request(request: web.Request) -> web.Response:
+        message = await read(request, m.TransferRequestMessage)
+        record = await node.transfers.on_request(participant(request), message, request[CALLER_DID])
+        return _transfer_ack(record, 201)
+
+    def on_transfer(kind: TKind, struct: type[m.Message]) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            message: Any = await read(request, struct)
+            record = await node.transfers.on_message(
+                participant(request), request.match_info["pid"], kind, message, request[CALLER_DID]
+            )
+            return _transfer_ack(record)
+
+        return handler
+
+    transfer_routes = [
+        web.post(f"{BASE}/transfers/request", transfer_request),
+        web.get(f"{BASE}/transfers/{{pid}}", get_transfer),
+        web.post(f"{BASE}/transfers/{{pid}}/start", on_transfer(TKind.START, m.TransferStartMessage)),
+        web.post(f"{BASE}/transfers/{{pid}}/completion", on_transfer(TKind.COMPLETION, m.TransferCompletionMessage)),
+        web.post(f"{BASE}/transfers/{{pid}}/termination",
+                 on_transfer(TKind.TERMINATION, m.TransferTerminationMessage)),
+        web.post(f"{BASE}/transfers/{{pid}}/suspension", on_transfer(TKind.SUSPENSION, m.TransferSuspensionMessage)),
+    ]
+
     return [
+        *transfer_routes,
         web.post(f"{BASE}/catalog/request", catalog_request),
         web.get(f"{BASE}/catalog/datasets/{{id}}", dataset),
         web.post(f"{BASE}/negotiations/request", initial_request),

@@ -29,6 +29,7 @@ from connector.store.records import (
     NegotiationEvent,
     NegotiationRecord,
     PolicyRecord,
+    TransferRecord,
 )
 from connector.store.repository import Peer, TokenInfo
 
@@ -132,6 +133,45 @@ class TokenCreated(msgspec.Struct, frozen=True, rename="camel"):
 
 #: Active management tokens a participant may hold at once.
 MAX_TOKENS = 100
+class TransferStart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    agreement_id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    #: The provider's URL or DSP base; default: where the agreement was negotiated.
+    peer: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+
+
+class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+
+
+class TransferOut(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A transfer process as the management API shows it (never its token or data address)."""
+
+    id: str
+    role: str
+    state: str
+    counterparty_did: str
+    agreement_id: str
+    provider_pid: str | None = None
+    consumer_pid: str | None = None
+    counterparty_address: str = ""
+    asset_id: str = ""
+    format: str = ""
+    token_expires_at: float | None = None
+    manifest: dict[str, Any] | None = None
+    size: int | None = None
+    received: int = 0
+    vault_path: str = ""
+    reason: str = ""
+    attempts: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+    history: list[NegotiationEvent] = []
+
+
+#: What the management API never shows of a transfer: the token (in the data address and in a pending
+#: start message), its hash, and internal delivery bookkeeping.
+TRANSFER_HIDDEN = ("participant_id", "data_address", "token_hash", "pending", "envelope", "next_attempt_at",
+                   "deliver_by")
 
 
 def camel(record: msgspec.Struct, drop: tuple[str, ...] = ("participant_id",)) -> dict[str, Any]:
@@ -344,7 +384,16 @@ def routes(node: Node) -> list[Route]:
         record = Asset(id=body.id, title=body.title, description=body.description, content_type=body.content_type,
                        data_class=body.data_class, keywords=list(body.keywords), data_address=body.data_address,
                        created_at=now())
-        await node.contracts.add_entry(participant(request).id, record)
+        p = participant(request)
+        path = None
+        if body.data_address:
+            from connector.services import addresses
+
+            path = addresses.resolve(body.data_address, node.transfers.roots)
+        await node.contracts.add_entry(p.id, record)
+        if path is not None:
+            # The manifest of this version of the bytes, computed once, now (DSP transfers reuse it).
+            await node.transfers.manifest_for(p, record, path)
         return web.json_response(camel(record), status=201)
 
     async def add_policy(request: web.Request) -> web.Response:
@@ -532,6 +581,56 @@ def routes(node: Node) -> list[Route]:
             raise NotFound("no such agreement")
         return web.json_response(camel(found))
 
+    # transfers -----------------------------------------------------------------------------------
+
+    def transfer_out(record: TransferRecord) -> dict[str, Any]:
+        return camel(record, drop=TRANSFER_HIDDEN)
+
+    async def start_transfer(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), TransferStart)
+        record = await node.transfers.start(participant(request), body.agreement_id, body.peer)
+        return web.json_response(transfer_out(record), status=201)
+
+    async def list_transfers(request: web.Request) -> web.Response:
+        states = [s for s in request.query.get("state", "").split(",") if s]
+        rows = await node.transfers_repo.find(participant(request).id, states=states or None, limit=_limit(request))
+        return web.json_response([transfer_out(r) for r in rows])
+
+    async def get_transfer(request: web.Request) -> web.Response:
+        p = participant(request)
+        transfer_id = request.match_info["id"]
+        wait = request.query.get("wait")
+        if wait is not None:
+            try:
+                seconds = min(max(float(wait), 0.0), 120.0)
+            except ValueError as exc:
+                raise BadRequest("wait must be a number of seconds", path="wait") from exc
+            record = await node.transfers.wait(p.id, transfer_id, seconds)
+        else:
+            record = await node.transfers_repo.get(p.id, transfer_id)
+        if record is None:
+            raise NotFound("no such transfer")
+        body = transfer_out(record)
+        body["history"] = [msgspec.to_builtins(e) for e in await node.transfers_repo.events(p.id, record.id)]
+        return web.json_response(body)
+
+    async def transfer_bundle(request: web.Request) -> web.Response:
+        record = await node.transfers_repo.get(participant(request).id, request.match_info["id"])
+        if record is None:
+            raise NotFound("no such transfer")
+        if record.role != "consumer" or not record.envelope:
+            raise NotFound("this transfer has no verified manifest (yet)")
+        return web.json_response(record.envelope)
+
+    def transfer_action(step: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            raw = await request.read()
+            body = decode_body(raw, ReasonIn) if raw else ReasonIn()
+            record = await node.transfers.act(participant(request), request.match_info["id"], step, body.reason)
+            return web.json_response(transfer_out(record))
+
+        return handler
+
     R = Route
     return [
         R("POST", "/participants", admin_only(add_participant),
@@ -595,6 +694,22 @@ def routes(node: Node) -> list[Route]:
         R("GET", "/agreements/{id}/evidence", agreement_evidence,
           "The agreement with both parties' proofs and DID documents, to check offline", tag="agreements",
           response=EvidenceOut),
+        R("POST", "/transfers", start_transfer, "Pull the data of a finalized agreement (consumer)",
+          tag="transfers", body=TransferStart, response=TransferOut, status=201,
+          example={"agreementId": "urn:uuid:e8dc8655-44c2-46ef-b701-4cffdc2faa44"}),
+        R("GET", "/transfers", list_transfers, "Transfer processes, newest first", tag="transfers",
+          response=list[TransferOut], query={"state": "comma-separated states", "limit": "1-1000"}),
+        R("GET", "/transfers/{id}", get_transfer, "One transfer process with its progress and history",
+          tag="transfers", response=TransferOut, query={"wait": "seconds to wait for a final state (0-120)"}),
+        R("GET", "/transfers/{id}/bundle", transfer_bundle,
+          "The verified manifest, its signed envelope and the provider's DID document (consumer)",
+          tag="transfers"),
+        R("POST", "/transfers/{id}/suspend", transfer_action("suspend"), "Suspend, telling the peer why",
+          tag="transfers", body=ReasonIn, response=TransferOut, example={"reason": "maintenance window"}),
+        R("POST", "/transfers/{id}/resume", transfer_action("start"), "Resume a suspended transfer",
+          tag="transfers", body=ReasonIn, response=TransferOut, example={"reason": ""}),
+        R("POST", "/transfers/{id}/terminate", transfer_action("terminate"), "Terminate, telling the peer why",
+          tag="transfers", body=ReasonIn, response=TransferOut, example={"reason": "no longer needed"}),
     ]
 
 

@@ -129,7 +129,7 @@ def _responses(route: Route, by_type: dict[Any, Any]) -> dict[str, Any]:
                   "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
     if route.body is not None and route.status == 201:
         out["409"] = {"description": "already exists", **error}
-    if route.path.startswith(("/peers", "/catalog", "/negotiations")) and route.method == "POST":
+    if route.path.startswith(("/peers", "/catalog", "/negotiations", "/transfers")) and route.method == "POST":
         out["502"] = {"description": "the peer could not be reached or answered badly", **error}
     for status, text in route.answers.items():
         if status == 403 and route.response is not None:  # a decision, not an error: same shape as 200

@@ -9,11 +9,13 @@ total time limit. Errors become :class:`~connector.errors.PeerError` / ``Outboun
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import socket
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -26,6 +28,8 @@ from connector.errors import OutboundRefused, PeerError
 from connector.http import signing
 from connector.http.netguard import OutboundPolicy, check_address, check_url
 
+#: How much of a streamed body is buffered before the socket is read again (fewer wake-ups per MiB).
+STREAM_BUFFER = 1024 * 1024
 _plain_http: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_plain_http", default=False)
 #: Set while a request goes to the node's own public origin, which the guard allows (see netguard).
 _own_origin: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_own_origin", default=False)
@@ -160,6 +164,36 @@ class PeerClient:
             finally:
                 _own_origin.reset(own)
                 _plain_http.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, *, signer: Signer | None = None, headers: dict[str, str] | None = None,
+        read_timeout_s: float | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose body the caller reads as a stream (no size limit, no total time limit: the
+        caller bounds what it reads). The outbound guard applies as for :meth:`request`; no redirects;
+        a read that stalls for *read_timeout_s* (default: the client's timeout) fails."""
+        parts = check_url(url, self.policy)
+        send_headers = dict(headers or {})
+        if signer is not None:
+            send_headers = signing.sign_request("GET", url, None, key=signer.key, key_id=signer.key_id,
+                                                now=time.time(), headers=send_headers)
+        stall = read_timeout_s or self.timeout.total
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
+        token = _plain_http.set(parts.scheme == "http")
+        try:
+            async with self.session.get(url, headers=send_headers, allow_redirects=False, timeout=timeout,
+                                        read_bufsize=STREAM_BUFFER) as resp:
+                yield resp
+        except OutboundRefused:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OutboundRefused):
+                raise cause from None
+            raise PeerError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _plain_http.reset(token)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
         length = resp.content_length

@@ -130,6 +130,65 @@ class ContractNegotiationError(Message, frozen=True, kw_only=True):
     reason: list[str] = []
 
 
+# -- transfer process (DSP 2025-1 §8) ---------------------------------------------------------------
+
+
+class TransferRequestMessage(Message, frozen=True, kw_only=True):
+    type: Literal["TransferRequestMessage"] = msgspec.field(name="@type", default="TransferRequestMessage")
+    consumerPid: str
+    agreementId: str
+    format: str
+    callbackAddress: str
+    dataAddress: dict[str, Any] | None = None
+
+
+class TransferStartMessage(Message, frozen=True, kw_only=True):
+    type: Literal["TransferStartMessage"] = msgspec.field(name="@type", default="TransferStartMessage")
+    providerPid: str
+    consumerPid: str
+    #: For a pull transfer: where and how the consumer fetches the data (DSP 2025-1 §8.2.3).
+    dataAddress: dict[str, Any] | None = None
+
+
+class TransferSuspensionMessage(Message, frozen=True, kw_only=True):
+    type: Literal["TransferSuspensionMessage"] = msgspec.field(name="@type", default="TransferSuspensionMessage")
+    providerPid: str
+    consumerPid: str
+    code: str | None = None
+    reason: list[Any] = []
+
+
+class TransferCompletionMessage(Message, frozen=True, kw_only=True):
+    type: Literal["TransferCompletionMessage"] = msgspec.field(name="@type", default="TransferCompletionMessage")
+    providerPid: str
+    consumerPid: str
+
+
+class TransferTerminationMessage(Message, frozen=True, kw_only=True):
+    type: Literal["TransferTerminationMessage"] = msgspec.field(name="@type", default="TransferTerminationMessage")
+    providerPid: str
+    consumerPid: str
+    code: str | None = None
+    reason: list[Any] = []
+
+
+class TransferProcess(Message, frozen=True, kw_only=True):
+    """The ACK body: a transfer process's pids and state."""
+
+    type: Literal["TransferProcess"] = msgspec.field(name="@type", default="TransferProcess")
+    providerPid: str
+    consumerPid: str
+    state: str
+
+
+class TransferError(Message, frozen=True, kw_only=True):
+    type: Literal["TransferError"] = msgspec.field(name="@type", default="TransferError")
+    providerPid: str = ""
+    consumerPid: str = ""
+    code: str | None = None
+    reason: list[str] = []
+
+
 M = TypeVar("M", bound=Message)
 
 

@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import random
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -56,6 +53,9 @@ from connector.protocol.negotiation import SENDER, TERMINAL, TRANSITIONS, Kind, 
 from connector.protocol.negotiation import receive as table_receive
 from connector.protocol.negotiation import send as table_send
 from connector.services.catalog import visible_offers
+from connector.services.delivery import backoff, new_pid, now_text
+from connector.services.delivery import message_reason as _termination_reason
+from connector.services.delivery import peer_reason as _peer_reason
 from connector.store.records import AgreementRecord, NegotiationRecord
 
 if TYPE_CHECKING:
@@ -78,26 +78,10 @@ STEPS: dict[str, Kind] = {
     "offer": Kind.OFFER, "agree": Kind.AGREEMENT, "finalize": Kind.FINALIZED, "accept": Kind.ACCEPTED,
     "verify": Kind.VERIFICATION, "counter-request": Kind.REQUEST, "terminate": Kind.TERMINATION,
 }
-RETRY_BASE_S = 0.2
-RETRY_MAX_S = 10.0
 OPENING = "opening"
 
 Script = Callable[[NegotiationRecord], "str | None"]
 Key = tuple[str, str]
-
-
-def now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def new_pid() -> str:
-    return f"urn:uuid:{uuid.uuid4()}"
-
-
-def backoff(attempt: int) -> float:
-    """Exponential backoff with ±20 % jitter: 0.2 s, 0.4 s, 0.8 s … capped at 10 s."""
-    delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempt - 1))
-    return float(delay * random.uniform(0.8, 1.2))
 
 
 class NegotiationError(InvalidTransition):
@@ -779,27 +763,6 @@ def _agreement_row(record: NegotiationRecord, state: State, **extra: Any) -> Agr
         asset_id=str(record.agreement.get("target", record.asset_id)), agreement=record.agreement, state=state.value,
         created_at=record.created_at, **extra,
     )
-
-
-def _termination_reason(message: Any, who: str) -> str:
-    reasons = [str(r if not isinstance(r, dict) else r.get("@value", r)) for r in (message.reason or [])][:8]
-    text = "; ".join(reasons) if reasons else "no reason given"
-    code = f" (code {message.code})" if message.code else ""
-    return f"terminated by {who}{code}: {text}"[:1000]
-
-
-def _peer_reason(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return "a non-JSON body"
-    if isinstance(data, dict):
-        reason = data.get("reason") or data.get("message")
-        if isinstance(reason, list):
-            reason = "; ".join(str(r) for r in reason[:4])
-        if reason:
-            return str(reason)[:300]
-    return "no reason given"
 
 
 __all__ = ["NegotiationError", "NegotiationService", "Unauthorized"]

@@ -81,9 +81,46 @@ class AgreementRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str = ""
 
 
+class TransferRecord(msgspec.Struct, frozen=True, kw_only=True):
+    participant_id: str
+    id: str
+    role: str
+    state: str
+    counterparty_did: str
+    agreement_id: str
+    provider_pid: str | None = None
+    consumer_pid: str | None = None
+    #: The provider's DSP base (we are consumer) or the consumer's callback address (we are provider).
+    counterparty_address: str = ""
+    asset_id: str = ""
+    format: str = ""
+    #: Consumer: the data address the provider's start message gave (holds the transfer token; never shown).
+    data_address: dict[str, Any] | None = None
+    #: Provider: SHA-256 of the transfer token it issued, and when that token expires.
+    token_hash: str | None = None
+    token_expires_at: float | None = None
+    manifest: dict[str, Any] | None = None
+    envelope: dict[str, Any] | None = None
+    size: int | None = None
+    #: Consumer: bytes received and verified so far (the resume point).
+    received: int = 0
+    #: Consumer: the payload's file in the vault, once complete (relative to the data folder).
+    vault_path: str = ""
+    reason: str = ""
+    #: The message committed but not yet acknowledged by the peer: {"kind", "url", "body"}.
+    pending: dict[str, Any] | None = None
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    deliver_by: float | None = None
+    #: Consumer: when a REQUESTED transfer the provider has not started is terminated.
+    expires_at: float | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+
 JSON_COLUMNS = frozenset({
     "keywords", "data_address", "policy", "assets", "offer", "requested", "agreement", "pending", "provider_proof",
-    "consumer_proof", "did_documents",
+    "consumer_proof", "did_documents", "manifest", "envelope",
 })
 
 

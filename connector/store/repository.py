@@ -24,6 +24,7 @@ from connector.store.records import (
     NegotiationEvent,
     NegotiationRecord,
     PolicyRecord,
+    TransferRecord,
     from_row,
     to_row,
 )
@@ -394,6 +395,11 @@ class ContractRepository:
 
         return await self.store.read(query)
 
+    async def add_agreement(self, participant_id: str, agreement: AgreementRecord) -> None:
+        """Store an agreement made outside a negotiation of this node (conformance mode's seeded ones)."""
+        row = to_row(agreement, participant_id=participant_id)
+        await self.store.write(lambda db: _insert(db, "agreements", row, replace=True))
+
     async def agreement(self, participant_id: str, agreement_id: str) -> AgreementRecord | None:
         def query(db: sqlite_utils.Database) -> AgreementRecord | None:
             rows = list(db.query("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
@@ -401,6 +407,121 @@ class ContractRepository:
             return from_row(AgreementRecord, rows[0]) if rows else None
 
         return await self.store.read(query)
+
+
+class TransferRepository:
+    """Transfer processes, their history and the manifests of asset versions; scoped to one participant."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(self, record: TransferRecord, event: str, detail: str = "") -> None:
+        row = to_row(record)
+
+        def insert(db: sqlite_utils.Database) -> None:
+            _insert(db, "transfers", row)
+            _transfer_event(db, record.participant_id, record.id, record.updated_at, event, detail)
+
+        await self.store.write(insert)
+
+    async def update(self, record: TransferRecord, *, expected_state: str, event: str, detail: str = "") -> bool:
+        """Commit *record* if the stored state is still *expected_state* (compare and set)."""
+        row = to_row(record)
+
+        def update(db: sqlite_utils.Database) -> bool:
+            columns = [k for k in row if k not in ("participant_id", "id")]
+            cursor = db.execute(
+                f"UPDATE transfers SET {', '.join(f'{c} = ?' for c in columns)} "
+                "WHERE participant_id = ? AND id = ? AND state = ?",
+                [row[c] for c in columns] + [record.participant_id, record.id, expected_state],
+            )
+            if not cursor.rowcount:
+                return False
+            if event:
+                _transfer_event(db, record.participant_id, record.id, record.updated_at, event, detail)
+            return True
+
+        return await self.store.write(update)
+
+    async def set_received(self, participant_id: str, transfer_id: str, received: int) -> None:
+        """Record the consumer's resume point (bytes verified and written) while STARTED."""
+        await self.store.write(lambda db: db.execute(
+            "UPDATE transfers SET received = ? WHERE participant_id = ? AND id = ? AND state = 'STARTED'",
+            [received, participant_id, transfer_id]))
+
+    async def add_event(self, participant_id: str, transfer_id: str, at: str, kind: str, detail: str) -> None:
+        await self.store.write(lambda db: _transfer_event(db, participant_id, transfer_id, at, kind, detail))
+
+    async def get(self, participant_id: str, transfer_id: str) -> TransferRecord | None:
+        def query(db: sqlite_utils.Database) -> TransferRecord | None:
+            rows = list(db.query("SELECT * FROM transfers WHERE participant_id = ? AND id = ?",
+                                 [participant_id, transfer_id]))
+            return from_row(TransferRecord, rows[0]) if rows else None
+
+        return await self.store.read(query)
+
+    async def by_consumer_pid(self, participant_id: str, counterparty: str, consumer_pid: str) -> TransferRecord | None:
+        def query(db: sqlite_utils.Database) -> TransferRecord | None:
+            rows = list(db.query(
+                "SELECT * FROM transfers WHERE participant_id = ? AND consumer_pid = ? AND role = 'provider' "
+                "AND counterparty_did = ?", [participant_id, consumer_pid, counterparty]))
+            return from_row(TransferRecord, rows[0]) if rows else None
+
+        return await self.store.read(query)
+
+    async def find(self, participant_id: str, *, states: list[str] | None = None, limit: int = 100,
+                   offset: int = 0) -> list[TransferRecord]:
+        def query(db: sqlite_utils.Database) -> list[TransferRecord]:
+            where, params = "participant_id = ?", [participant_id]
+            if states:
+                where += f" AND state IN ({', '.join('?' for _ in states)})"
+                params += states
+            rows = db.query(f"SELECT * FROM transfers WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                            [*params, limit, offset])
+            return [from_row(TransferRecord, r) for r in rows]
+
+        return await self.store.read(query)
+
+    async def all_active(self) -> list[TransferRecord]:
+        """Every non-terminal transfer of every participant (for resuming after a restart)."""
+
+        def query(db: sqlite_utils.Database) -> list[TransferRecord]:
+            rows = db.query("SELECT * FROM transfers WHERE state NOT IN ('COMPLETED', 'TERMINATED')")
+            return [from_row(TransferRecord, r) for r in rows]
+
+        return await self.store.read(query)
+
+    async def events(self, participant_id: str, transfer_id: str) -> list[NegotiationEvent]:
+        def query(db: sqlite_utils.Database) -> list[NegotiationEvent]:
+            rows = db.query("SELECT seq, at, kind, detail FROM transfer_events WHERE participant_id = ? "
+                            "AND transfer_id = ? ORDER BY seq", [participant_id, transfer_id])
+            return [NegotiationEvent(**r) for r in rows]
+
+        return await self.store.read(query)
+
+    async def manifest(self, participant_id: str, asset_id: str, version: str) -> dict[str, Any] | None:
+        def query(db: sqlite_utils.Database) -> dict[str, Any] | None:
+            rows = list(db.query("SELECT manifest FROM manifests WHERE participant_id = ? AND asset_id = ? "
+                                 "AND version = ?", [participant_id, asset_id, version]))
+            return msgspec.json.decode(rows[0]["manifest"]) if rows else None
+
+        return await self.store.read(query)
+
+    async def save_manifest(self, participant_id: str, asset_id: str, version: str, manifest: dict[str, Any],
+                            now: str) -> None:
+        row = {"participant_id": participant_id, "asset_id": asset_id, "version": version,
+               "manifest": msgspec.json.encode(manifest).decode(), "created_at": now}
+        await self.store.write(lambda db: _insert(db, "manifests", row, replace=True))
+
+
+def _transfer_event(db: sqlite_utils.Database, participant_id: str, transfer_id: str, at: str, kind: str,
+                    detail: str) -> None:
+    db.execute(
+        "INSERT INTO transfer_events (participant_id, transfer_id, seq, at, kind, detail) "
+        "SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM transfer_events "
+        "WHERE participant_id = ? AND transfer_id = ?",
+        [participant_id, transfer_id, at, kind, detail[:2000], participant_id, transfer_id],
+    )
 
 
 def _event(db: sqlite_utils.Database, participant_id: str, negotiation_id: str, at: str, kind: str,

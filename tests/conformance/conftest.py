@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-GROUPS = ("MET", "CAT", "CN", "CN_C")
+GROUPS = ("MET", "CAT", "CN", "CN_C", "TP", "TP_C")
 _SCENARIO = re.compile(r"test_dsp_tck\.py::test_scenario\[(?P<id>(?P<group>[A-Z_]+):\d\d-\d\d)\]$")
 _OVAL_CASE = re.compile(r"test_oval_monitoring\.py::test_oval_monitoring_case\[(?P<id>[^\]]+)\]$")
 _outcomes: dict[str, tuple[str, bool]] = {}

@@ -70,7 +70,8 @@ class Kit:
 
     async def start(self) -> None:
         app = web.Application()
-        app.add_routes([web.post("/negotiations/{tail:.+}", self._on_message)])
+        app.add_routes([web.post("/negotiations/{tail:.+}", self._on_message),
+                        web.post("/transfers/{tail:.+}", self._on_message)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -110,6 +111,10 @@ class Kit:
             # 200, not 201: the kit's callback endpoint answers every handled message with 200
             # (DefaultCallbackEndpoint.DelegatingProtocolHandler), the initial request included.
             return web.json_response(ack, status=200)
+        if request.path == "/transfers/request":  # the CUT requests a transfer from the kit as provider
+            pid = self.provider_pids[body["consumerPid"]] = new_pid()
+            ack = message("TransferProcess", providerPid=pid, consumerPid=body["consumerPid"], state="REQUESTED")
+            return web.json_response(ack, status=200)
         return web.Response(status=200)
 
     async def next_message(self, what: str) -> tuple[str, dict[str, Any]]:
@@ -145,6 +150,9 @@ class _Run:
     """What both directions share: pids, the CUT's view of the process, and the checks on answers."""
 
     role_pid = "providerPid"
+    area = "negotiations"
+    ack_type = "ContractNegotiation"
+    error_type = "ContractNegotiationError"
 
     def __init__(self, kit: Kit, cut: RunningNode, dataset: str) -> None:
         self.kit, self.cut, self.dataset = kit, cut, dataset
@@ -157,17 +165,17 @@ class _Run:
 
     @property
     def cut_process_url(self) -> str:
-        return f"{self.cut.participant.dsp_base}/negotiations/{self.cut_pid}"
+        return f"{self.cut.participant.dsp_base}/{self.area}/{self.cut_pid}"
 
     def pids(self) -> dict[str, str]:
         return {"providerPid": self.provider_pid, "consumerPid": self.consumer_pid}
 
     async def state(self) -> str:
-        """The CUT's view of the process (``GET …/negotiations/{pid}``)."""
+        """The CUT's view of the process (``GET …/negotiations/{pid}`` or ``…/transfers/{pid}``)."""
         status, body = await self.kit.get(self.cut_process_url)
         assert status == 200, (status, body)
-        self.kit.check(body, "CUT answered GET negotiation")
-        assert body["@type"] == "ContractNegotiation" and body[self.role_pid] == self.cut_pid, body
+        self.kit.check(body, f"CUT answered GET {self.area}")
+        assert body["@type"] == self.ack_type and body[self.role_pid] == self.cut_pid, body
         return str(body["state"])
 
     async def then_state(self, expected: str) -> None:
@@ -180,7 +188,7 @@ class _Run:
         if refused:
             assert 400 <= status < 500 and status != 404, (status, answer)
             self.kit.check(answer, f"CUT refusal of {body['@type']}")
-            assert answer["@type"] == "ContractNegotiationError", answer
+            assert answer["@type"] == self.error_type, answer
             assert await self.state() == before, "a refused message changed the state"
             return
         assert status == 200, (status, answer)
@@ -199,7 +207,7 @@ class _Run:
             assert body.get("eventType") == event, body
         assert {k: body.get(k) for k in ("providerPid", "consumerPid")} == self.pids(), body
         kit_pid = self.consumer_pid if self.role_pid == "providerPid" else self.provider_pid
-        assert path.startswith(f"/negotiations/{kit_pid}/"), path
+        assert path.startswith(f"/{self.area}/{kit_pid}/"), path
         if then is not None:
             await self.then_state(then)
         return body
@@ -266,7 +274,7 @@ class ConsumerRun(_Run):
 
     @property
     def cut_process_url(self) -> str:
-        return f"{self.callback}/negotiations/{self.consumer_pid}"
+        return f"{self.callback}/{self.area}/{self.consumer_pid}"
 
     async def offer(self, then: str | None = "OFFERED", *, refused: bool = False) -> None:
         # not the initial offer: consumerPid instead of callbackAddress (the schema's oneOf)
@@ -291,3 +299,87 @@ class ConsumerRun(_Run):
         body = message("ContractNegotiationTerminationMessage", **self.pids(), code="tck",
                        reason=["terminated by the kit"])
         await self._send("termination", body, then, refused)
+
+
+# -- transfer process -------------------------------------------------------------------------------------
+
+
+def _tp(type_name: str, pids: dict[str, str], **fields: Any) -> dict[str, Any]:
+    return message(type_name, **pids, **fields)
+
+
+class _TransferMoves:
+    """The messages either side of a transfer may send (the kit sends them here); mixed into a ``_Run``."""
+
+    async def start(self, then: str | None = "STARTED", *, refused: bool = False) -> None:
+        await self._send("start", _tp("TransferStartMessage", self.pids(), dataAddress=KIT_DATA_ADDRESS),
+                         then, refused)
+
+    async def suspension(self, then: str | None = "SUSPENDED", *, refused: bool = False) -> None:
+        await self._send("suspension", _tp("TransferSuspensionMessage", self.pids(), code="tck",
+                                           reason=["suspended by the kit"]), then, refused)
+
+    async def completion(self, then: str | None = "COMPLETED", *, refused: bool = False) -> None:
+        await self._send("completion", _tp("TransferCompletionMessage", self.pids()), then, refused)
+
+    async def termination(self, then: str | None = "TERMINATED", *, refused: bool = False) -> None:
+        await self._send("termination", _tp("TransferTerminationMessage", self.pids(), code="tck",
+                                            reason=["terminated by the kit"]), then, refused)
+
+
+#: The data address the kit gives in its start messages (the CUT never pulls from it in conformance mode).
+KIT_DATA_ADDRESS = {"@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+                    "endpoint": "http://127.0.0.1:9/data",
+                    "endpointProperties": [{"@type": "EndpointProperty", "name": "authorization", "value": "x"}]}
+
+
+class TransferProviderRun(_TransferMoves, _Run):
+    """CUT as provider, kit as consumer (TP scenarios); ``dataset`` is the seeded agreement id."""
+
+    role_pid = "providerPid"
+    area = "transfers"
+    ack_type = "TransferProcess"
+    error_type = "TransferError"
+
+    async def request(self) -> None:
+        """The TransferRequestMessage: 201 + TransferProcess with the CUT's pid, REQUESTED."""
+        self.consumer_pid = new_pid()
+        body = message("TransferRequestMessage", consumerPid=self.consumer_pid, agreementId=self.dataset,
+                       format="HttpData-PULL", callbackAddress=self.kit.callback)
+        self.kit.check(body, "kit transfer request")
+        status, answer = await self.kit.post(f"{self.cut.participant.dsp_base}/transfers/request", body)
+        assert status == 201, (status, answer)
+        self.kit.check(answer, "CUT answer to the transfer request")
+        assert answer["@type"] == "TransferProcess" and answer["state"] == "REQUESTED", answer
+        assert answer["consumerPid"] == self.consumer_pid and answer["providerPid"], answer
+        self.provider_pid = answer["providerPid"]
+
+
+class TransferConsumerRun(_TransferMoves, _Run):
+    """CUT as consumer, kit as provider (TP_C scenarios); opened through the CUT's trigger webhook."""
+
+    role_pid = "consumerPid"
+    area = "transfers"
+    ack_type = "TransferProcess"
+    error_type = "TransferError"
+    callback = ""
+
+    async def initiate(self, *, then: str | None = "REQUESTED") -> None:
+        """The kit's transfer trigger, then the CUT's TransferRequestMessage."""
+        trigger = {"agreementId": self.dataset, "format": "HttpData-PULL", "providerId": AGENT_ID,
+                   "connectorAddress": self.kit.callback}
+        status, answer = await self.kit.post(f"{self.cut.public_url}/conformance/transfers/initiate", trigger)
+        assert status == 200, (status, answer)
+        path, body = await self.kit.next_message("TransferRequestMessage")
+        assert path == "/transfers/request" and body["@type"] == "TransferRequestMessage", (path, body)
+        assert body["agreementId"] == self.dataset and body["format"] == "HttpData-PULL", body
+        self.consumer_pid = body["consumerPid"]
+        self.provider_pid = self.kit.provider_pids[self.consumer_pid]
+        self.callback = body["callbackAddress"]
+        assert answer["consumerPid"] == self.consumer_pid, answer
+        if then is not None:
+            await self.then_state(then)
+
+    @property
+    def cut_process_url(self) -> str:
+        return f"{self.callback}/transfers/{self.consumer_pid}"

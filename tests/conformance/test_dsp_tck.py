@@ -1,4 +1,4 @@
-"""The DSP compatibility kit's MET, CAT, CN and CN_C scenarios (../shared/DSP-TCK.md), keyed by scenario id.
+"""The DSP compatibility kit's MET, CAT, CN, CN_C, TP and TP_C scenarios (../shared/DSP-TCK.md), keyed by scenario id.
 
 Each scenario starts a node in conformance mode (``connector.conformance``) and the kit's side
 (``tck_kit.Kit``) on 127.0.0.1, and plays the kit's messages with the kit's seeded ids. → is a message the
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tck_kit import CONFORMANCE, ConsumerRun, Kit, ProviderRun, message
+from tck_kit import CONFORMANCE, ConsumerRun, Kit, ProviderRun, TransferConsumerRun, TransferProviderRun, message
 
 from connector.testing import NodeFactory, RunningNode
 
@@ -24,6 +24,12 @@ class Tck:
 
     def consumer(self, dataset: str) -> ConsumerRun:
         return ConsumerRun(self.kit, self.cut, dataset)
+
+    def transfer_provider(self, agreement: str) -> TransferProviderRun:
+        return TransferProviderRun(self.kit, self.cut, agreement)
+
+    def transfer_consumer(self, agreement: str) -> TransferConsumerRun:
+        return TransferConsumerRun(self.kit, self.cut, agreement)
 
 
 @pytest.fixture
@@ -368,6 +374,265 @@ async def cn_c_03_06(t: Tck) -> None:
     await run.agreement()
     await run.finalized(refused=True)
     await run.then_state("AGREED")
+
+
+# -- transfer process, CUT as provider (agreements ATPxxyy are seeded; TP:02-04 is disabled in the kit) -----
+
+
+@scenario("TP:01-01")
+async def tp_01_01(t: Tck) -> None:
+    run = t.transfer_provider("ATP0101")
+    await run.request()
+    start = await run.receive("TransferStartMessage", None)
+    assert start["dataAddress"]["endpoint"].startswith(t.cut.participant.base_url), start
+    await run.receive("TransferTerminationMessage", "TERMINATED")
+
+
+@scenario("TP:01-02")
+async def tp_01_02(t: Tck) -> None:
+    run = t.transfer_provider("ATP0102")
+    await run.request()
+    await run.receive("TransferStartMessage", None)
+    await run.receive("TransferCompletionMessage", "COMPLETED")
+
+
+@scenario("TP:01-03")
+async def tp_01_03(t: Tck) -> None:
+    run = t.transfer_provider("ATP0103")
+    await run.request()
+    await run.receive("TransferStartMessage", None)
+    await run.receive("TransferSuspensionMessage", None)
+    await run.receive("TransferTerminationMessage", "TERMINATED")
+
+
+@scenario("TP:01-04")
+async def tp_01_04(t: Tck) -> None:
+    run = t.transfer_provider("ATP0104")
+    await run.request()
+    await run.receive("TransferStartMessage", None)
+    await run.receive("TransferSuspensionMessage", None)
+    await run.receive("TransferStartMessage", None)
+    await run.receive("TransferCompletionMessage", "COMPLETED")
+
+
+@scenario("TP:01-05")
+async def tp_01_05(t: Tck) -> None:
+    run = t.transfer_provider("ATP0105")
+    await run.request()
+    await run.receive("TransferTerminationMessage", "TERMINATED")
+
+
+@scenario("TP:02-01")
+async def tp_02_01(t: Tck) -> None:
+    run = t.transfer_provider("ATP0201")
+    await run.request()
+    await run.receive("TransferStartMessage", "STARTED")
+    await run.termination()
+
+
+@scenario("TP:02-02")
+async def tp_02_02(t: Tck) -> None:
+    run = t.transfer_provider("ATP0202")
+    await run.request()
+    await run.receive("TransferStartMessage", "STARTED")
+    await run.completion()
+
+
+@scenario("TP:02-03")
+async def tp_02_03(t: Tck) -> None:
+    run = t.transfer_provider("ATP0203")
+    await run.request()
+    await run.receive("TransferStartMessage", "STARTED")
+    await run.suspension()
+    await run.termination()
+
+
+@scenario("TP:02-05")
+async def tp_02_05(t: Tck) -> None:
+    run = t.transfer_provider("ATP0205")
+    await run.request()
+    await run.then_state("REQUESTED")  # no scripted step: the CUT waits
+    await run.termination()
+
+
+@scenario("TP:03-01")
+async def tp_03_01(t: Tck) -> None:
+    run = t.transfer_provider("ATP0301")
+    await run.request()
+    await run.completion(refused=True)
+    await run.then_state("REQUESTED")
+
+
+@scenario("TP:03-02")
+async def tp_03_02(t: Tck) -> None:
+    run = t.transfer_provider("ATP0302")
+    await run.request()
+    await run.suspension(refused=True)
+    await run.then_state("REQUESTED")
+
+
+@scenario("TP:03-03")
+async def tp_03_03(t: Tck) -> None:
+    run = t.transfer_provider("ATP0303")
+    await run.request()
+    await run.receive("TransferStartMessage", "STARTED")
+    await run.suspension()
+    await run.completion(refused=True)
+
+
+@scenario("TP:03-04")
+async def tp_03_04(t: Tck) -> None:
+    run = t.transfer_provider("ATP0304")
+    await run.request()
+    await run.receive("TransferStartMessage", "STARTED")
+    await run.termination()
+    await run.start(refused=True)
+
+
+@scenario("TP:03-05")
+async def tp_03_05(t: Tck) -> None:
+    run = t.transfer_provider("ATP0305")
+    await run.request()
+    await run.receive("TransferStartMessage", "STARTED")
+    await run.termination()
+    await run.suspension(refused=True)
+
+
+@scenario("TP:03-06")
+async def tp_03_06(t: Tck) -> None:
+    run = t.transfer_provider("ATP0306")
+    await run.request()
+    await run.receive("TransferStartMessage", "STARTED")
+    await run.termination()
+    await run.completion(refused=True)
+
+
+# -- transfer process, CUT as consumer (agreements ATPCxxyy are seeded; TP_C:02-04 is disabled in the kit) --
+
+
+@scenario("TP_C:01-01")
+async def tp_c_01_01(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0101")
+    await run.initiate()
+    await run.start()
+    await run.termination()
+
+
+@scenario("TP_C:01-02")
+async def tp_c_01_02(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0102")
+    await run.initiate()
+    await run.start()
+    await run.completion()
+
+
+@scenario("TP_C:01-03")
+async def tp_c_01_03(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0103")
+    await run.initiate()
+    await run.start()
+    await run.suspension()
+    await run.termination()
+
+
+@scenario("TP_C:01-04")
+async def tp_c_01_04(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0104")
+    await run.initiate()
+    await run.start()
+    await run.suspension()
+    await run.start()
+    await run.completion()
+
+
+@scenario("TP_C:01-05")
+async def tp_c_01_05(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0105")
+    await run.initiate()
+    await run.termination()
+
+
+@scenario("TP_C:02-01")
+async def tp_c_02_01(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0201")
+    await run.initiate()
+    await run.start(then=None)
+    await run.receive("TransferTerminationMessage", "TERMINATED")
+
+
+@scenario("TP_C:02-02")
+async def tp_c_02_02(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0202")
+    await run.initiate()
+    await run.start(then=None)
+    await run.receive("TransferCompletionMessage", "COMPLETED")
+
+
+@scenario("TP_C:02-03")
+async def tp_c_02_03(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0203")
+    await run.initiate()
+    await run.start(then=None)
+    await run.receive("TransferSuspensionMessage", None)
+    await run.receive("TransferTerminationMessage", "TERMINATED")
+
+
+@scenario("TP_C:02-05")
+async def tp_c_02_05(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0205")
+    await run.initiate(then=None)  # the CUT withdraws at once; REQUESTED may already be over
+    await run.receive("TransferTerminationMessage", "TERMINATED")
+
+
+@scenario("TP_C:03-01")
+async def tp_c_03_01(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0301")
+    await run.initiate()
+    await run.completion(refused=True)
+    await run.then_state("REQUESTED")
+
+
+@scenario("TP_C:03-02")
+async def tp_c_03_02(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0302")
+    await run.initiate()
+    await run.suspension(refused=True)
+
+
+@scenario("TP_C:03-03")
+async def tp_c_03_03(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0303")
+    await run.initiate()
+    await run.start()
+    await run.suspension()
+    await run.completion(refused=True)
+
+
+@scenario("TP_C:03-04")
+async def tp_c_03_04(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0304")
+    await run.initiate()
+    await run.start()
+    await run.termination()
+    await run.start(refused=True)
+
+
+@scenario("TP_C:03-05")
+async def tp_c_03_05(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0305")
+    await run.initiate()
+    await run.start()
+    await run.termination()
+    await run.suspension(refused=True)
+
+
+@scenario("TP_C:03-06")
+async def tp_c_03_06(t: Tck) -> None:
+    run = t.transfer_consumer("ATPC0306")
+    await run.initiate()
+    await run.start()
+    await run.termination()
+    await run.completion(refused=True)
 
 
 @pytest.mark.parametrize("scenario_id", list(SCENARIOS))

@@ -7,17 +7,21 @@ import sys
 
 
 async def tds(node, *args: str) -> tuple[int, str]:
+    return await offline(*args, "--node", node.node.management_url, "--token", node.token)
+
+
+async def offline(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "connector", *args, "--node", node.node.management_url, "--token", node.token,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable, "-m", "connector", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     return proc.returncode or 0, out.decode()
 
 
-async def test_publish_browse_negotiate(nodes, tmp_path):
+async def test_publish_browse_negotiate(nodes):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
-    data = tmp_path / "qi.csv"
+    data = provider.data_dir / "files" / "qi.csv"  # under the provider's data roots
+    data.parent.mkdir(exist_ok=True)
     data.write_text("part,defects\nA,0\n")
     code, out = await tds(provider, "asset", "add", "qi-2026", "--title", "Quality inspection", "--file", str(data),
                           "--data-class", "important", "--keyword", "quality")
@@ -38,6 +42,20 @@ async def test_publish_browse_negotiate(nodes, tmp_path):
     negotiation_id = (await consumer.client.negotiations())[0]["id"]
     code, out = await tds(consumer, "negotiation", "show", negotiation_id)
     assert code == 0 and "FINALIZED" in out and "ContractAgreementMessage" in out
+    # pull the agreed data (purpose and use counts are the consumer's to enforce on use, not on transfer)
+    agreement_id = (await consumer.client.agreements())[0]["id"]
+    code, out = await tds(consumer, "transfer", provider.public_url, agreement_id)
+    assert code == 0, out
+    assert ": COMPLETED" in out and "signed by the provider " + provider.participant.did in out
+    saved = consumer.data_dir / out.split("saved to ")[1].split()[0]
+    assert saved.read_text() == "part,defects\nA,0\n"
+    code, out = await tds(consumer, "transfers")
+    assert code == 0 and "COMPLETED" in out
+    code, out = await offline("manifest", "verify", str(saved), f"{saved}.bundle.json")
+    assert code == 0 and "OK: " in out, out
+    saved.write_text("part,defects\nA,9\n")
+    code, out = await offline("manifest", "verify", str(saved), f"{saved}.bundle.json")
+    assert code == 2 and "chunk 0" in out, out
 
 
 async def test_negotiate_unknown_offer_is_a_readable_error(nodes):

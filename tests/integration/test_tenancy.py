@@ -149,6 +149,8 @@ async def test_isolation_probes_over_every_management_route(nodes):
     await publish(bravo, "bravo-secret-asset", "bravo-secret-cd")
     await publish(ext, "ext-data", "ext-cd")
     bravo_negotiation = await negotiate(bravo, ext)  # hosted consumer, external provider
+    transfer = await bravo.client.start_transfer(bravo_negotiation["agreement"]["@id"])  # bravo has a transfer
+    await bravo.client.transfer(transfer["id"], wait_s=10)
     await bravo.client.verify_peer(ext.public_url)
     await bravo.client.create_token("bravo-app")
     table = management.routes(host.node)

@@ -13,12 +13,14 @@ from connector.testing import dsp_validator, shared_dir
 SHARED = shared_dir() / "dsp-2025-1"
 EXAMPLES = sorted((SHARED / "negotiation" / "example").glob("*.json")) + sorted(
     (SHARED / "catalog" / "example").glob("*request*.json")
-)
+) + sorted((SHARED / "transfer" / "example").glob("*.json"))
 TYPES = {t.__name__: t for t in (
     m.ContractRequestMessage, m.ContractOfferMessage, m.ContractAgreementMessage,
     m.ContractAgreementVerificationMessage, m.ContractNegotiationEventMessage,
     m.ContractNegotiationTerminationMessage, m.ContractNegotiation, m.ContractNegotiationError,
     m.CatalogRequestMessage, m.DatasetRequestMessage,
+    m.TransferRequestMessage, m.TransferStartMessage, m.TransferSuspensionMessage, m.TransferCompletionMessage,
+    m.TransferTerminationMessage, m.TransferProcess, m.TransferError,
 )}
 
 

@@ -1,0 +1,405 @@
+"""The pull data plane: the provider streams a file, the consumer verifies every chunk before writing it.
+
+Provider (``GET /participants/NAME/data/:providerPid`` and ``…/manifest``, outside the DSP base): the
+request must carry the transfer's token (``Authorization: Bearer``) *and* an RFC 9421 signature by the
+consumer named in the transfer (no ``content-digest``: there is no request body, and the response's
+integrity comes from the manifest). The token must be the transfer's (compared as SHA-256 digests in
+constant time), unexpired, and the transfer STARTED. The file is streamed from disk in 1 MiB pieces from
+the requested ``Range`` offset; the file must still be the version the manifest was made of.
+
+Consumer: fetches the manifest and the signed envelope, checks the envelope against the provider's DID
+document and the binding (agreement, both pids, both DIDs), then streams the payload into
+``vault/PARTICIPANT/AGREEMENT/.TRANSFER.part``. Each chunk is collected in one reusable buffer, hashed and
+compared with the manifest *before* it is written; a bad chunk is dropped and fetched again with a
+``Range`` request from its offset, up to ``transfer_chunk_retries`` times, then the transfer is terminated
+with the reason. The resume point (bytes verified and written) is committed as the stream goes; after a
+connection drop or a restart of either node the pull continues from there (the partial file is first cut
+back to it). Only when the last chunk is verified is the file renamed into place, so nothing half-written
+is ever visible under its final name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from connector.errors import NotFound, PeerError, TdsError, Unauthorized
+from connector.faults import crash_point
+from connector.http.auth import authenticate_signed
+from connector.logging import get_logger
+from connector.payload import manifest as manifests
+from connector.protocol.transfer import Kind, State
+from connector.services.delivery import backoff, now_text
+from connector.services.transfer import MANIFEST_PROPERTY, TransferService, _property, _replace, token_hash
+from connector.store.records import TransferRecord
+
+if TYPE_CHECKING:
+    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+
+log = get_logger(component="dataplane")
+
+PIECE = 1024 * 1024
+#: Commit the resume point at least every this many bytes.
+CHECKPOINT_BYTES = 16 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d{1,15})-$")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+# -- where bytes go: the vault ----------------------------------------------------------------------------
+
+
+def safe_name(text: str) -> str:
+    return _SAFE.sub("_", text)[:150] or "_"
+
+
+def vault_dir(node: Node, participant: ParticipantRuntime, agreement_id: str) -> Path:
+    """Each agreement's data apart, so that it can be deleted as a whole."""
+    return node.data_dir / "vault" / safe_name(participant.name) / safe_name(agreement_id)
+
+
+def partial_path(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> Path:
+    return vault_dir(node, participant, record.agreement_id) / f".{safe_name(record.id)}.part"
+
+
+def discard_partial(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> None:
+    partial_path(node, participant, record).unlink(missing_ok=True)
+
+
+# -- provider ---------------------------------------------------------------------------------------------
+
+
+def routes(node: Node) -> list[web.RouteDef]:
+    base = "/participants/{name}/data/{pid}"
+
+    async def authorise(request: web.Request) -> tuple[TransferRecord, Path]:
+        participant = node.participants.get(request.match_info["name"])
+        if participant is None:
+            raise NotFound("no such participant")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("a data request needs the transfer token (Authorization: Bearer)")
+        caller = await authenticate_signed(node, request)
+        record = await node.transfers_repo.get(participant.id, request.match_info["pid"])
+        if record is None or record.role != "provider":
+            raise NotFound("no such transfer")
+        # One answer for every token problem (wrong, another consumer's, expired, transfer over): the
+        # caller learns nothing about which check failed.
+        ok = hmac.compare_digest(token_hash(token.strip()), record.token_hash or "")
+        ok = ok and record.counterparty_did == caller
+        ok = ok and (record.token_expires_at or 0) > time.time() and record.state == State.STARTED.value
+        if not ok:
+            node.metrics.signature_failures.inc()
+            raise Unauthorized("the transfer token is not valid for this transfer, caller or time")
+        source = record.data_address or {}
+        path = Path(str(source.get("path", "")))
+        try:
+            stat = await asyncio.to_thread(path.stat)
+        except OSError as exc:
+            raise PeerError("the asset's file is no longer available") from exc
+        if f"{stat.st_size}:{stat.st_mtime_ns}" != source.get("version"):
+            raise PeerError("the asset's file changed since the transfer started")
+        return record, path
+
+    async def manifest(request: web.Request) -> web.Response:
+        record, _ = await authorise(request)
+        return web.json_response({"manifest": record.manifest, "envelope": record.envelope})
+
+    async def data(request: web.Request) -> web.StreamResponse:
+        record, path = await authorise(request)
+        size = int(record.size or 0)
+        offset = 0
+        if "Range" in request.headers:
+            match = _RANGE.match(request.headers["Range"].strip())
+            if match is None or int(match.group(1)) > size:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            offset = int(match.group(1))
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size - offset),
+                   "Accept-Ranges": "bytes", "Cache-Control": "no-store"}
+        if offset:
+            headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
+        response = web.StreamResponse(status=206 if offset else 200, headers=headers)
+        await response.prepare(request)
+        key, task = (record.participant_id, record.id), asyncio.current_task()
+        assert task is not None
+        node.transfers.serving(key, task)
+        try:
+            await stream_file(path, offset, size, response)
+            await response.write_eof()
+        except ConnectionError as exc:
+            # The consumer went away (it resumes with a Range request): not an error of this node.
+            log.info("data stream ended by the consumer", id=record.id, error=str(exc)[:200])
+        finally:
+            node.transfers.served(key, task)
+        return response
+
+    return [web.get(base, data), web.get(f"{base}/manifest", manifest)]
+
+
+async def stream_file(path: Path, offset: int, size: int, response: web.StreamResponse) -> None:
+    """Send *path* from *offset* to *size* in pieces read off the event loop (constant memory)."""
+    loop = asyncio.get_running_loop()
+    half = size // 2
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        position = offset
+        while position < size:
+            piece = await loop.run_in_executor(None, os.pread, fd, min(PIECE, size - position), position)
+            if not piece:
+                break
+            await response.write(piece)
+            if position < half <= position + len(piece):
+                crash_point("provider-mid-stream")
+            position += len(piece)
+    finally:
+        os.close(fd)
+
+
+# -- consumer ---------------------------------------------------------------------------------------------
+
+
+class PullFailed(Exception):
+    """The pull cannot go on; the transfer is terminated with this reason."""
+
+
+class _Stopped(Exception):
+    """The transfer left STARTED meanwhile (suspended, terminated): the pull just ends."""
+
+
+async def pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    """Pull the payload of a STARTED transfer into the vault, then complete the transfer."""
+    node = service.node
+    try:
+        await _pull(service, participant, transfer_id)
+    except (asyncio.CancelledError, _Stopped):
+        return
+    except PullFailed as exc:
+        log.warning("pull failed", id=transfer_id, reason=str(exc))
+        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
+        record = await node.transfers_repo.get(participant.id, transfer_id)
+        if record is not None:
+            discard_partial(node, participant, record)
+    except Exception:
+        log.exception("pull stopped", id=transfer_id)
+
+
+async def _pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    node = service.node
+    record = await node.transfers_repo.get(participant.id, transfer_id)
+    if record is None or record.state != State.STARTED.value or record.data_address is None:
+        return
+    address = record.data_address
+    endpoint, token = address.get("endpoint"), _property(address, "authorization")
+    if not isinstance(endpoint, str) or not token:
+        raise PullFailed("the provider's data address has no endpoint or token")
+    headers = {"Authorization": f"Bearer {token}"}
+    if record.manifest is None:
+        record = await _fetch_manifest(service, participant, record, address, headers)
+    assert record.manifest is not None
+    manifest = manifests.decode(record.manifest)
+    target = partial_path(node, participant, record)
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    retries = node.config.node.transfer_chunk_retries
+    failures: dict[int, int] = {}
+    deadline = time.time() + node.config.node.transfer_stall_timeout_s
+    attempt = 0
+    progress = _Progress(record.received)
+    if progress.received:
+        await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                            f"resuming the pull at byte {progress.received} of {manifest.size}")
+    while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
+        try:
+            await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress)
+            deadline = time.time() + node.config.node.transfer_stall_timeout_s
+            attempt = 0
+        except _BadChunk as exc:
+            failures[exc.index] = failures.get(exc.index, 0) + 1
+            if failures[exc.index] > retries:
+                raise PullFailed(f"chunk {exc.index} failed verification {failures[exc.index]} times "
+                                 f"({exc.why}); giving up") from None
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
+                                                f"chunk {exc.index} {exc.why}; fetching it again")
+        except (PeerError, OSError, ConnectionError) as exc:
+            attempt += 1
+            delay = backoff(attempt)
+            if time.time() + delay > deadline:
+                raise PullFailed(f"the provider's data endpoint failed for "
+                                 f"{node.config.node.transfer_stall_timeout_s:.0f} s: {exc}") from None
+            log.info("pull interrupted; resuming", id=record.id, at=progress.received, error=str(exc)[:200])
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                                f"stream interrupted ({str(exc)[:200]}); resuming at byte "
+                                                f"{progress.received} in {delay:.1f} s")
+            await asyncio.sleep(delay)
+    await _finish(service, participant, record, manifest, target)
+
+
+class _BadChunk(Exception):
+    def __init__(self, index: int, why: str) -> None:
+        super().__init__(why)
+        self.index, self.why = index, why
+
+
+class _Dropped(PeerError):
+    """The stream broke off (connection lost, short body, unexpected status): resume from the last chunk."""
+
+
+async def _fetch_manifest(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                          address: dict[str, Any], headers: dict[str, str]) -> TransferRecord:
+    node = service.node
+    url = _property(address, MANIFEST_PROPERTY) or f"{address['endpoint']}/manifest"
+    response = await node.client.request("GET", url, signer=participant.signer, headers=headers)
+    if response.status != 200:
+        raise PullFailed(f"the provider refused the manifest request ({response.status})")
+    body = response.json()
+    try:
+        manifest = manifests.decode(body.get("manifest") if isinstance(body, dict) else None)
+        document = await node.resolver.resolve(record.counterparty_did)
+        binding = manifests.Binding(agreement_id=record.agreement_id, provider_pid=record.provider_pid or "",
+                                    consumer_pid=record.id, provider=record.counterparty_did, consumer=participant.did)
+        manifests.verify_envelope(body.get("envelope"), manifest, document, binding)
+    except (manifests.ManifestError, TdsError) as exc:
+        raise PullFailed(f"the manifest does not verify: {exc}") from exc
+    async with service.lock((participant.id, record.id)):
+        current = await node.transfers_repo.get(participant.id, record.id)
+        if current is None or current.state != State.STARTED.value:
+            raise _Stopped
+        bundle = manifests.bundle(manifest, body["envelope"], document)
+        updated = _replace(current, manifest=manifests.encode(manifest), envelope=bundle, size=manifest.size,
+                           received=0)
+        updated = await service.commit(current, updated, "manifest",
+                                       f"manifest of {manifest.size} bytes in {len(manifest.chunks)} chunks "
+                                       f"({manifest.algorithm}), envelope signed by {record.counterparty_did}")
+    await asyncio.to_thread(partial_path(node, participant, updated).unlink, missing_ok=True)
+    return updated
+
+
+class _Progress:
+    """The resume point of a pull: bytes verified and written, in order."""
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+
+
+async def _stream_once(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                       manifest: manifests.Manifest, endpoint: str, headers: dict[str, str], target: Path,
+                       progress: _Progress) -> None:
+    """One GET from the resume point on, advancing *progress* as chunks are verified and written.
+
+    A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
+    event loop receives chunk *n+1* into the other of two reusable buffers (memory: two chunks).
+    """
+    node = service.node
+    loop = asyncio.get_running_loop()
+    send = dict(headers)
+    if progress.received:
+        send["Range"] = f"bytes={progress.received}-"
+    buffers = [memoryview(bytearray(manifest.chunk_size)), memoryview(bytearray(manifest.chunk_size))]
+    half = manifest.size // 2
+    checkpoint = progress.received
+    out = await asyncio.to_thread(_open_partial, target, progress.received)
+    pending: asyncio.Future[bool] | None = None
+    pending_index = pending_length = 0
+
+    def check_and_write(chunk: memoryview, index: int) -> bool:
+        if not manifests.chunk_ok(manifest, index, chunk):
+            return False
+        out.write(chunk)
+        return True
+
+    async def settle() -> None:
+        nonlocal pending, checkpoint
+        if pending is None:
+            return
+        job, pending = pending, None
+        if not await job:
+            raise _BadChunk(pending_index, "did not match its digest")
+        progress.received += pending_length
+        if progress.received - checkpoint >= CHECKPOINT_BYTES:
+            out.flush()
+            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+            checkpoint = progress.received
+            if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
+                crash_point("consumer-mid-pull")
+
+    with out:
+        try:
+            async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
+                if resp.status == 401:
+                    raise PullFailed("the provider refused the transfer token")
+                if resp.status != (206 if progress.received else 200):
+                    raise _Dropped(f"the data endpoint answered {resp.status}")
+                fetched, turn = progress.received, 0
+                while fetched < manifest.size:
+                    index = fetched // manifest.chunk_size
+                    want = manifest.chunk_length(index)
+                    view = buffers[turn]
+                    filled = 0
+                    while filled < want:
+                        data = await resp.content.read(want - filled)
+                        if not data:
+                            await settle()
+                            raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
+                                "the stream ended early")
+                        view[filled:filled + len(data)] = data
+                        filled += len(data)
+                    await settle()  # the other buffer is free again once its chunk is written
+                    pending = loop.run_in_executor(None, check_and_write, view[:want], index)
+                    pending_index, pending_length = index, want
+                    fetched += want
+                    turn ^= 1
+                await settle()
+        except PeerError as exc:
+            if isinstance(exc, _Dropped):
+                raise
+            raise _Dropped(exc.message) from exc
+        finally:
+            if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
+                with contextlib.suppress(Exception):
+                    if await pending:
+                        progress.received += pending_length
+            out.flush()
+            if progress.received != checkpoint:
+                await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+
+
+def _open_partial(target: Path, received: int) -> Any:
+    out = open(target, "r+b" if target.exists() else "wb")  # noqa: SIM115 (closed by the caller's with)
+    out.truncate(received)  # anything past the resume point was never confirmed
+    out.seek(received)
+    return out
+
+
+async def _finish(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                  manifest: manifests.Manifest, target: Path) -> None:
+    """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
+    node = service.node
+    folder = target.parent
+    final = folder / safe_name(record.asset_id or record.id)
+    bundle_path = folder / f"{final.name}.bundle.json"
+
+    def place(bundle: dict[str, Any]) -> None:
+        with open(target, "rb") as f:
+            os.fsync(f.fileno())
+        tmp_bundle = folder / f".{safe_name(record.id)}.bundle"
+        tmp_bundle.write_text(json.dumps(bundle, indent=1))
+        os.replace(tmp_bundle, bundle_path)
+        os.replace(target, final)
+
+    async with service.lock((participant.id, record.id)):
+        current = await node.transfers_repo.get(participant.id, record.id)
+        if current is None or current.state != State.STARTED.value or current.pending is not None:
+            return
+        await asyncio.to_thread(place, current.envelope or {})
+        relative = str(final.relative_to(node.data_dir))
+        current = _replace(current, received=manifest.size, vault_path=relative)
+        log.info("payload verified", id=record.id, bytes=manifest.size, chunks=len(manifest.chunks), path=relative)
+        await service._send(participant, current, Kind.COMPLETION)

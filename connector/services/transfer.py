@@ -1,0 +1,666 @@
+"""Transfer processes, both roles: the shell around ``connector.protocol.transfer``.
+
+The same discipline as negotiations (``connector.services.negotiation``): check the move against the
+state table → commit the new state, its history event and the message that follows from it (the
+*pending* message) in one transaction → then deliver it, retried with backoff until the peer
+acknowledges it or ``delivery_timeout_s`` passes. A timer wakes only for a due retry; a restarted node
+re-delivers what was pending, takes the moves that were its own and resumes its pulls from the last
+verified chunk. A refused re-delivery is reconciled through the peer's view (``GET …/transfers/:pid``).
+
+Decisions the node takes on its own:
+- as provider, on a request: the agreement must be FINALIZED, ours, and with the caller as consumer
+  (otherwise 400 with a ``TransferError``); the agreement's policy must permit the use now (policy
+  engine, ``decide_transfer``: dates, regions, export rules and parties must hold now, while purpose and
+  use counts are left to the consumer's usage control; a refusal terminates the process with the
+  engine's reasons); the asset's data address must
+  resolve inside the data roots. Then it starts the transfer (``HttpData-PULL``): a start message with
+  the data endpoint and a short-lived token bound to the agreement, the transfer and the consumer's DID,
+  and a signed envelope over the manifest (``connector.payload.manifest``).
+- as consumer, once STARTED: pull the data (``connector.services.dataplane``), verify every chunk
+  before it is written, and complete the transfer once the payload is whole and in the vault.
+
+Conformance mode scripts the node's moves by agreement id (:attr:`TransferService.script`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, TdsError
+from connector.faults import crash_point
+from connector.http.netguard import check_url
+from connector.logging import get_logger
+from connector.payload import manifest as manifests
+from connector.protocol import messages as m
+from connector.protocol.errors import InvalidTransition, MessageError
+from connector.protocol.transfer import TERMINAL, TRANSITIONS, Kind, Role, State
+from connector.protocol.transfer import receive as table_receive
+from connector.protocol.transfer import send as table_send
+from connector.services import addresses
+from connector.services.delivery import backoff, message_reason, new_pid, now_text, peer_reason
+from connector.store.records import Asset, TransferRecord
+
+if TYPE_CHECKING:
+    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+
+log = get_logger(component="transfer")
+
+PULL = "HttpData-PULL"
+ENDPOINT_TYPE = "https://w3id.org/idsa/v4.1/HTTP"
+MANIFEST_PROPERTY = "https://w3id.org/tds/v1#manifest"
+PATHS: dict[Kind, str] = {
+    Kind.REQUEST: "request", Kind.START: "start", Kind.SUSPENSION: "suspension", Kind.COMPLETION: "completion",
+    Kind.TERMINATION: "termination",
+}
+STEPS: dict[str, Kind] = {
+    "start": Kind.START, "suspend": Kind.SUSPENSION, "complete": Kind.COMPLETION, "terminate": Kind.TERMINATION,
+}
+OPENING = "opening"
+
+Script = Callable[[TransferRecord], "str | None"]
+Key = tuple[str, str]
+
+
+class TransferError(InvalidTransition):
+    """A refused transfer message; carries the pids for the ``TransferError`` body."""
+
+    def __init__(self, message: str, record: TransferRecord | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.dsp_fields = (
+            {k: v for k, v in (("providerPid", record.provider_pid), ("consumerPid", record.consumer_pid)) if v}
+            if record is not None else {}
+        )
+
+
+class Refusal(Exception):
+    """The provider will not start this transfer (the reason goes to the consumer)."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _replace(record: TransferRecord, **changes: Any) -> TransferRecord:
+    return msgspec.structs.replace(record, **changes)
+
+
+def _property(address: dict[str, Any] | None, name: str) -> str | None:
+    for prop in (address or {}).get("endpointProperties", []) or []:
+        if isinstance(prop, dict) and prop.get("name") == name and isinstance(prop.get("value"), str):
+            return str(prop["value"])
+    return None
+
+
+class TransferService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._waiters: dict[Key, list[asyncio.Future[TransferRecord]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pulls: dict[Key, asyncio.Task[None]] = {}
+        #: Provider: the data responses being streamed per transfer (cut off when it leaves STARTED).
+        self._streams: dict[Key, set[asyncio.Task[Any]]] = {}
+        self._due: dict[Key, float] = {}
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        #: Conformance mode: names the node's next step for a transfer ("start", "suspend", "complete",
+        #: "terminate", "pull", "wait"), or None for the default.
+        self.script: Script | None = None
+        self.roots = addresses.roots_of(node.data_dir, node.config.node.data_roots)
+
+    @property
+    def delivery_timeout(self) -> float:
+        return self.node.config.node.delivery_timeout_s
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def resume(self) -> int:
+        """After a (re)start: re-deliver pending messages, take our own moves, resume pulls."""
+        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        records = await self.node.transfers_repo.all_active()
+        for record in records:
+            participant = self.node.participant_by_id(record.participant_id)
+            if participant is None:
+                continue
+            self._schedule(record)
+            if record.pending is None:
+                self._spawn(self._react(participant, record))
+        if records:
+            log.info("transfers resumed", count=len(records))
+        return len(records)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [*self._tasks, *self._pulls.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *([self._timer] if self._timer else []), return_exceptions=True)
+        self._timer = None
+        self._pulls.clear()
+
+    async def commit(self, old: TransferRecord, new: TransferRecord, event: str, detail: str = "") -> TransferRecord:
+        waiting = new.role == Role.CONSUMER.value and new.state == State.REQUESTED.value and new.pending is None
+        if waiting and new.expires_at is None:
+            new = _replace(new, expires_at=time.time() + self.node.config.node.transfer_start_timeout_s)
+        elif not waiting:
+            new = _replace(new, expires_at=None)
+        new = _replace(new, updated_at=now_text())
+        if not await self.node.transfers_repo.update(new, expected_state=old.state, event=event, detail=detail):
+            raise TransferError("the transfer changed concurrently; retry", old, status=409)
+        if old.state != new.state:
+            log.info("transfer state", participant=new.participant_id, id=new.id, role=new.role, old=old.state,
+                     new=new.state, reason=new.reason or None)
+            if new.state != State.STARTED.value:
+                self._cut_streams((new.participant_id, new.id))
+        self._notify(new)
+        return new
+
+    def _notify(self, record: TransferRecord) -> None:
+        self._schedule(record)
+        if State(record.state) not in TERMINAL:
+            return
+        for future in self._waiters.pop((record.participant_id, record.id), []):
+            if not future.done():
+                future.set_result(record)
+
+    async def wait(self, participant_id: str, transfer_id: str, timeout_s: float) -> TransferRecord | None:
+        """Wait until the transfer is in a final state (or *timeout_s* passes); return it."""
+        key = (participant_id, transfer_id)
+        future: asyncio.Future[TransferRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
+        try:
+            record = await self.node.transfers_repo.get(participant_id, transfer_id)
+            if record is None or State(record.state) in TERMINAL or timeout_s <= 0:
+                return record
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                return await self.node.transfers_repo.get(participant_id, transfer_id)
+        finally:
+            waiters = self._waiters.get(key, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(key, None)
+
+    # -- the timer: delivery retries, and the consumer's wait for a start ----------------------------
+
+    def _schedule(self, record: TransferRecord) -> None:
+        key = (record.participant_id, record.id)
+        due = record.next_attempt_at if record.pending is not None else record.expires_at
+        if due is None:
+            self._due.pop(key, None)
+        else:
+            self._due[key] = due
+        self._wake.set()
+
+    async def _run_timer(self) -> None:
+        while True:
+            now = time.time()
+            for key in [k for k, due in self._due.items() if due <= now]:
+                del self._due[key]
+                self._spawn(self._on_due(key))
+            self._wake.clear()
+            timeout = max(0.0, min(self._due.values()) - now) if self._due else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _on_due(self, key: Key) -> None:
+        participant = self.node.participant_by_id(key[0])
+        if participant is None:
+            return
+        try:
+            async with self.lock(key):
+                record = await self.node.transfers_repo.get(*key)
+                if record is None or State(record.state) in TERMINAL:
+                    return
+                now = time.time()
+                if record.pending is not None:
+                    if (record.next_attempt_at or 0) <= now:
+                        await self._deliver(participant, record)
+                    else:
+                        self._schedule(record)
+                    return
+                if record.expires_at is None:
+                    return
+                if record.expires_at > now:
+                    self._schedule(record)
+                    return
+                timeout = self.node.config.node.transfer_start_timeout_s
+                await self._send(participant, record, Kind.TERMINATION,
+                                 f"{record.counterparty_did} did not start the transfer within {timeout:.0f} s")
+        except Exception:
+            log.exception("transfer timer step failed", id=key[1])
+
+    # -- consumer: requesting a transfer -------------------------------------------------------------
+
+    async def start(self, participant: ParticipantRuntime, agreement_id: str, peer: str | None = None
+                    ) -> TransferRecord:
+        """Ask the provider of *agreement_id* for its data; returns once the provider acknowledged."""
+        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+        if agreement is None or agreement.role != Role.CONSUMER.value:
+            raise BadRequest(f"no agreement {agreement_id!r} where this participant is the consumer",
+                             path="agreementId")
+        if agreement.state != "FINALIZED":
+            raise BadRequest(f"agreement {agreement_id!r} is {agreement.state}, not FINALIZED")
+        if peer:
+            dsp = await self.node.federation.dsp_base_of(peer)
+        else:
+            negotiation = await self.node.contracts.negotiation(participant.id, agreement.negotiation_id)
+            if negotiation is None or not negotiation.counterparty_address:
+                raise BadRequest("the provider's address is not known; give the peer", path="peer")
+            dsp = negotiation.counterparty_address
+        return await self.request(participant, dsp, agreement.provider_did, agreement_id, agreement.asset_id)
+
+    async def request(self, participant: ParticipantRuntime, dsp: str, provider_did: str, agreement_id: str,
+                      asset_id: str, fmt: str = PULL) -> TransferRecord:
+        """Open a transfer as consumer: commit REQUESTED with the opening request, then deliver it."""
+        pid = new_pid()
+        message = m.TransferRequestMessage(consumerPid=pid, agreementId=agreement_id, format=fmt,
+                                           callbackAddress=participant.dsp_base)
+        now = time.time()
+        dsp = dsp.rstrip("/")
+        record = TransferRecord(
+            participant_id=participant.id, id=pid, role=Role.CONSUMER.value,
+            state=table_send(None, Kind.REQUEST, Role.CONSUMER).value, counterparty_did=provider_did,
+            agreement_id=agreement_id, consumer_pid=pid, counterparty_address=dsp, asset_id=asset_id, format=fmt,
+            pending={"kind": Kind.REQUEST.name, "url": f"{dsp}/transfers/request", "body": m.encode(message),
+                     OPENING: True},
+            next_attempt_at=now, deliver_by=now + self.delivery_timeout, created_at=now_text(),
+            updated_at=now_text(),
+        )
+        await self.node.transfers_repo.create(record, "message-out", "TransferRequestMessage (opening)")
+        async with self.lock((participant.id, pid)):
+            current = await self.node.transfers_repo.get(participant.id, pid) or record
+            return await self._deliver(participant, current)
+
+    # -- incoming DSP messages -----------------------------------------------------------------------
+
+    async def on_request(self, participant: ParticipantRuntime, message: m.TransferRequestMessage, caller: str
+                         ) -> TransferRecord:
+        """A consumer's TransferRequestMessage (we are provider)."""
+        table_receive(None, Kind.REQUEST, Role.CONSUMER)
+        existing = await self.node.transfers_repo.by_consumer_pid(participant.id, caller, message.consumerPid)
+        if existing is not None:
+            await self.node.transfers_repo.add_event(participant.id, existing.id, now_text(), "duplicate",
+                                                     "TransferRequestMessage (opening) received again")
+            return existing
+        if message.format != PULL:
+            raise TransferError(f"format {message.format!r} is not offered (this node offers {PULL})")
+        agreement = await self.node.contracts.agreement(participant.id, message.agreementId)
+        conformance = self.node.conformance_caller(caller)
+        if agreement is None or agreement.role != Role.PROVIDER.value or (
+                agreement.consumer_did != caller and not conformance):
+            raise TransferError(f"no agreement {message.agreementId!r} with you")
+        if agreement.state != "FINALIZED":
+            raise TransferError(f"agreement {message.agreementId!r} is {agreement.state}, not FINALIZED")
+        try:
+            check_url(message.callbackAddress, self.node.policy)
+        except OutboundRefused as exc:
+            raise MessageError(f"callbackAddress refused: {exc.message}", path="callbackAddress") from exc
+        pid = new_pid()
+        record = TransferRecord(
+            participant_id=participant.id, id=pid, role=Role.PROVIDER.value, state=State.REQUESTED.value,
+            counterparty_did=caller, agreement_id=agreement.id, provider_pid=pid, consumer_pid=message.consumerPid,
+            counterparty_address=message.callbackAddress.rstrip("/"), asset_id=agreement.asset_id,
+            format=message.format, created_at=now_text(), updated_at=now_text(),
+        )
+        await self.node.transfers_repo.create(record, "message-in", f"TransferRequestMessage (opening) from {caller}")
+        crash_point("provider-after-storing-transfer-request")
+        log.info("transfer requested", participant=participant.name, id=pid, peer=caller, agreement=agreement.id)
+        self._spawn(self._react(participant, record))
+        return record
+
+    async def on_message(self, participant: ParticipantRuntime, local_pid: str, kind: Kind, message: Any,
+                         caller: str) -> TransferRecord:
+        """A message about an existing transfer, addressed to our pid *local_pid*."""
+        key = (participant.id, local_pid)
+        async with self.lock(key):
+            record = await self.node.transfers_repo.get(participant.id, local_pid)
+            if record is None or not (record.counterparty_did == caller or self.node.conformance_caller(caller)):
+                raise NotFound("no such transfer process")
+            role = Role(record.role)
+            ours, theirs = ((message.providerPid, message.consumerPid) if role is Role.PROVIDER
+                            else (message.consumerPid, message.providerPid))
+            remote = record.consumer_pid if role is Role.PROVIDER else record.provider_pid
+            if ours != record.id or (remote and theirs != remote):
+                raise TransferError("providerPid/consumerPid do not match the transfer process", record)
+            try:
+                next_state = table_receive(State(record.state), kind, role.other)
+            except InvalidTransition as exc:
+                await self.node.transfers_repo.add_event(participant.id, record.id, now_text(), "error",
+                                                         f"refused {kind.value}: {exc.message}")
+                raise TransferError(exc.message, record) from exc
+            updated = _replace(record, state=next_state.value)
+            if role is Role.CONSUMER and not record.provider_pid:
+                updated = _replace(updated, provider_pid=message.providerPid)
+            if kind is Kind.START and role is Role.CONSUMER and message.dataAddress is not None:
+                updated = _replace(updated, data_address=message.dataAddress)
+            elif kind in (Kind.TERMINATION, Kind.SUSPENSION):
+                verb = "suspended" if kind is Kind.SUSPENSION else "terminated"
+                updated = _replace(updated, reason=message_reason(message, "the peer", verb))
+            elif kind is Kind.START and role is Role.PROVIDER:
+                updated = _replace(updated, reason="")
+            updated = await self.commit(record, updated, "message-in", f"{kind.value} from {caller}")
+            if next_state is not State.STARTED:
+                self._stop_pull(key)
+            if role is Role.CONSUMER and next_state is State.TERMINATED:
+                from connector.services import dataplane
+
+                dataplane.discard_partial(self.node, participant, updated)
+        self._spawn(self._react(participant, updated))
+        return updated
+
+    # -- our own moves -------------------------------------------------------------------------------
+
+    async def _react(self, participant: ParticipantRuntime, record: TransferRecord) -> None:
+        try:
+            step = self.script(record) if self.script is not None else None
+            if step is None:
+                step = self._default_step(record)
+            if step is None or step == "wait":
+                return
+            if step == "pull":
+                self._start_pull(participant, record)
+                return
+            await self.do(participant, record.id, step, expected_state=record.state)
+        except Exception:
+            log.exception("transfer step failed", id=record.id)
+
+    def _default_step(self, record: TransferRecord) -> str | None:
+        state, role = State(record.state), Role(record.role)
+        if role is Role.PROVIDER:
+            return "start" if state is State.REQUESTED else None
+        if state is State.STARTED and record.data_address is not None and record.pending is None:
+            return "pull"
+        return None
+
+    async def do(self, participant: ParticipantRuntime, transfer_id: str, step: str, reason: str = "",
+                 *, expected_state: str | None = None) -> TransferRecord | None:
+        """Take *step*, unless the transfer moved on since the step was chosen for *expected_state*."""
+        async with self.lock((participant.id, transfer_id)):
+            record = await self.node.transfers_repo.get(participant.id, transfer_id)
+            if record is None or State(record.state) in TERMINAL or record.pending is not None:
+                return None
+            if expected_state is not None and record.state != expected_state:
+                return None
+            kind = STEPS[step]
+            if kind is Kind.START and record.role == Role.PROVIDER.value:
+                try:
+                    record = await self._prepare_start(participant, record)
+                except Refusal as exc:
+                    return await self._send(participant, record, Kind.TERMINATION, str(exc))
+            return await self._send(participant, record, kind, reason)
+
+    async def _prepare_start(self, participant: ParticipantRuntime, record: TransferRecord) -> TransferRecord:
+        """The provider's checks before a start: policy now, data address, manifest; then a fresh token."""
+        agreement = await self.node.contracts.agreement(participant.id, record.agreement_id)
+        if agreement is None or agreement.state != "FINALIZED":
+            raise Refusal(f"agreement {record.agreement_id} is no longer FINALIZED")
+        from connector.services.policy import PolicySyntaxError, decide_transfer
+
+        facts = await self.node.catalog.peer_facts(participant, record.counterparty_did)
+        try:
+            decision = decide_transfer(agreement.agreement, facts, target=agreement.asset_id, now=datetime.now(UTC))
+        except PolicySyntaxError as exc:
+            raise Refusal(f"the agreement's policy cannot be evaluated: {exc}") from exc
+        if not decision.permitted:
+            why = "; ".join(decision.reasons) or "no permission applies"
+            raise Refusal(f"the agreement's policy does not permit this transfer now: {why}")
+        asset = await self.node.contracts.entry(participant.id, Asset, agreement.asset_id)
+        if asset is None or not asset.data_address:
+            raise Refusal(f"asset {agreement.asset_id} has no data address on the provider")
+        try:
+            path = addresses.resolve(asset.data_address, self.roots)
+            manifest, version = await self.manifest_for(participant, asset, path)
+        except TdsError as exc:
+            raise Refusal(f"the asset's data is not available: {exc.message}") from exc
+        binding = manifests.Binding(agreement_id=agreement.id, provider_pid=record.id,
+                                    consumer_pid=record.consumer_pid or "", provider=participant.did,
+                                    consumer=record.counterparty_did)
+        envelope = manifests.sign_envelope(manifest, binding, participant.keys.signing, key_id=participant.key_id,
+                                           created=now_text())
+        token = secrets.token_urlsafe(32)
+        source = {"path": str(path), "version": version, "token": token}
+        return _replace(record, data_address=source, token_hash=token_hash(token),
+                        token_expires_at=time.time() + self.node.config.node.transfer_token_ttl_s,
+                        manifest=manifests.encode(manifest), envelope=envelope, size=manifest.size)
+
+    async def manifest_for(self, participant: ParticipantRuntime, asset: Asset, path: Path
+                           ) -> tuple[manifests.Manifest, str]:
+        """The manifest of the file's current version (computed once per version, then stored)."""
+        stat = await asyncio.to_thread(path.stat)
+        version = f"{stat.st_size}:{stat.st_mtime_ns}"
+        stored = await self.node.transfers_repo.manifest(participant.id, asset.id, version)
+        if stored is not None:
+            return manifests.decode(stored), version
+        manifest = await asyncio.to_thread(compute_manifest, path, asset.content_type)
+        await self.node.transfers_repo.save_manifest(participant.id, asset.id, version, manifests.encode(manifest),
+                                                     now_text())
+        return manifest, version
+
+    async def _send(self, participant: ParticipantRuntime, record: TransferRecord, kind: Kind,
+                    reason: str = "") -> TransferRecord:
+        """Commit our move with its message pending, then deliver it. Call with the transfer's lock."""
+        role = Role(record.role)
+        next_state = table_send(State(record.state), kind, role)
+        updated = _replace(record, state=next_state.value)
+        if kind in (Kind.TERMINATION, Kind.SUSPENSION):
+            updated = _replace(updated, reason=reason or f"{kind.name.lower()} by the operator")
+        message = self._message(updated, kind, reason)
+        if kind is Kind.START and role is Role.PROVIDER and updated.data_address:
+            # The token travels once, in the start message; only its hash stays beside the data address.
+            updated = _replace(updated, data_address={k: v for k, v in updated.data_address.items() if k != "token"})
+        now = time.time()
+        updated = _replace(updated, pending={"kind": kind.name, "url": self._url(updated, kind),
+                                             "body": m.encode(message)},
+                           attempts=0, next_attempt_at=now, deliver_by=now + self.delivery_timeout)
+        updated = await self.commit(record, updated, "message-out", kind.value + (f": {reason}" if reason else ""))
+        if next_state is not State.STARTED:
+            self._stop_pull((record.participant_id, record.id))
+        if role is Role.CONSUMER and next_state is State.TERMINATED:
+            from connector.services import dataplane
+
+            dataplane.discard_partial(self.node, participant, updated)
+        return await self._deliver(participant, updated)
+
+    def _message(self, record: TransferRecord, kind: Kind, reason: str) -> m.Message:
+        provider_pid, consumer_pid = record.provider_pid or "", record.consumer_pid or ""
+        if kind is Kind.START:
+            address = None
+            if record.role == Role.PROVIDER.value and record.data_address:
+                participant = self.node.participant_by_id(record.participant_id)
+                assert participant is not None
+                endpoint = f"{participant.base_url}/data/{record.id}"
+                address = {
+                    "@type": "DataAddress", "endpointType": ENDPOINT_TYPE, "endpoint": endpoint,
+                    "endpointProperties": [
+                        {"@type": "EndpointProperty", "name": "authorization",
+                         "value": str(record.data_address["token"])},
+                        {"@type": "EndpointProperty", "name": "authType", "value": "bearer"},
+                        {"@type": "EndpointProperty", "name": MANIFEST_PROPERTY, "value": f"{endpoint}/manifest"},
+                    ],
+                }
+            return m.TransferStartMessage(providerPid=provider_pid, consumerPid=consumer_pid, dataAddress=address)
+        if kind is Kind.COMPLETION:
+            return m.TransferCompletionMessage(providerPid=provider_pid, consumerPid=consumer_pid)
+        if kind is Kind.SUSPENSION:
+            return m.TransferSuspensionMessage(providerPid=provider_pid, consumerPid=consumer_pid, code="suspended",
+                                               reason=[reason or "suspended by the operator"])
+        return m.TransferTerminationMessage(providerPid=provider_pid, consumerPid=consumer_pid, code="terminated",
+                                            reason=[reason or "terminated by the operator"])
+
+    def _url(self, record: TransferRecord, kind: Kind) -> str:
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        if not remote_pid:
+            raise PeerError("the peer's process id is not known yet")
+        return f"{record.counterparty_address}/transfers/{remote_pid}/{PATHS[kind]}"
+
+    async def _deliver(self, participant: ParticipantRuntime, record: TransferRecord) -> TransferRecord:
+        """One delivery attempt of the pending message; on failure, schedule a retry or give up."""
+        pending = record.pending
+        assert pending is not None
+        kind = Kind[pending["kind"]]
+        url = str(pending["url"])
+        error: str | None = None
+        ack: m.TransferProcess | None = None
+        try:
+            response = await self.node.client.request("POST", url, json_body=pending["body"],
+                                                      signer=participant.signer)
+            if response.status >= 300:
+                error = f"answered {response.status}: {peer_reason(response.body)}"
+                if 400 <= response.status < 500 and response.status not in (401, 408, 409, 425, 429):
+                    if await self._peer_is_past(participant, record):
+                        error = None
+                    else:
+                        return await self._give_up(record, kind, url, error, retry=False)
+            elif pending.get(OPENING):
+                ack = m.decode(response.json(), m.TransferProcess)
+        except (PeerError, MessageError) as exc:
+            error = exc.message
+        if error is None:
+            crash_point(f"after-delivering-transfer-{kind.name.lower()}")
+            updated = _replace(record, pending=None, attempts=0, next_attempt_at=None, deliver_by=None)
+            if ack is not None and not record.provider_pid:
+                updated = _replace(updated, provider_pid=ack.providerPid)
+            event = "delivered" if record.attempts else ""
+            updated = await self.commit(record, updated, event,
+                                        f"{kind.value} acknowledged after {record.attempts + 1} attempts")
+            self._spawn(self._react(participant, updated))
+            return updated
+        return await self._give_up(record, kind, url, error, retry=True)
+
+    async def _peer_is_past(self, participant: ParticipantRuntime, record: TransferRecord) -> bool:
+        """Whether the peer is already where our pending message leads (an earlier delivery arrived)."""
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        if not remote_pid or (record.pending or {}).get(OPENING):
+            return False
+        try:
+            response = await self.node.client.request(
+                "GET", f"{record.counterparty_address}/transfers/{remote_pid}", signer=participant.signer)
+            if response.status != 200:
+                return False
+            theirs = State(m.decode(response.json(), m.TransferProcess).state)
+        except (PeerError, MessageError, ValueError):
+            return False
+        ours = State(record.state)
+        return theirs is ours or theirs in TRANSITIONS[ours].values()
+
+    async def _give_up(self, record: TransferRecord, kind: Kind, url: str, error: str, *, retry: bool
+                       ) -> TransferRecord:
+        attempts = record.attempts + 1
+        now = time.time()
+        delay = backoff(attempts)
+        if retry and record.deliver_by is not None and now + delay <= record.deliver_by:
+            updated = _replace(record, attempts=attempts, next_attempt_at=now + delay)
+            return await self.commit(record, updated, "retry",
+                                     f"{kind.value} to {url} failed ({error}); attempt {attempts + 1} in {delay:.1f} s")
+        reason = (f"{kind.value} could not be delivered to {record.counterparty_did} ({url}) after {attempts} "
+                  f"attempt(s): {error}")
+        if State(record.state) in TERMINAL:
+            updated = _replace(record, pending=None, next_attempt_at=None, deliver_by=None)
+            return await self.commit(record, updated, "error", reason)
+        updated = _replace(record, state=State.TERMINATED.value, reason=reason, pending=None, next_attempt_at=None,
+                           deliver_by=None)
+        updated = await self.commit(record, updated, "state", f"TERMINATED: {reason}")
+        self._stop_pull((record.participant_id, record.id))
+        log.warning("transfer terminated", id=record.id, reason=reason)
+        return updated
+
+    # -- consumer pulls ------------------------------------------------------------------------------
+
+    def _start_pull(self, participant: ParticipantRuntime, record: TransferRecord) -> None:
+        key = (participant.id, record.id)
+        task = self._pulls.get(key)
+        if task is not None and not task.done():
+            return
+        from connector.services import dataplane
+
+        task = asyncio.get_running_loop().create_task(dataplane.pull(self, participant, record.id))
+        self._pulls[key] = task
+        task.add_done_callback(lambda t, k=key: self._pulls.pop(k, None) if self._pulls.get(k) is t else None)
+
+    def serving(self, key: Key, task: asyncio.Task[Any]) -> None:
+        """Note a data response being streamed for the transfer *key* (the caller forgets it when done)."""
+        self._streams.setdefault(key, set()).add(task)
+
+    def served(self, key: Key, task: asyncio.Task[Any]) -> None:
+        tasks = self._streams.get(key)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._streams[key]
+
+    def _cut_streams(self, key: Key) -> None:
+        # A suspended, completed or terminated transfer serves no more bytes, not even on an open stream.
+        for task in self._streams.pop(key, set()):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def _stop_pull(self, key: Key) -> None:
+        task = self._pulls.pop(key, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    # -- operator actions ----------------------------------------------------------------------------
+
+    async def act(self, participant: ParticipantRuntime, transfer_id: str, step: str, reason: str = ""
+                  ) -> TransferRecord:
+        """Suspend, resume ("start") or terminate a transfer on the operator's word."""
+        record = await self.node.transfers_repo.get(participant.id, transfer_id)
+        if record is None:
+            raise NotFound("no such transfer")
+        if State(record.state) in TERMINAL:
+            raise BadRequest(f"the transfer is already {record.state}")
+        if record.pending is not None:
+            raise BadRequest("a message of this transfer is still being delivered; try again shortly")
+        kind = STEPS[step]
+        try:
+            table_send(State(record.state), kind, Role(record.role))
+        except TdsError as exc:
+            raise BadRequest(exc.message) from exc
+        done = await self.do(participant, transfer_id, step, reason, expected_state=record.state)
+        if done is None:
+            raise BadRequest("the transfer moved on meanwhile; look at it again")
+        return done
+
+
+def compute_manifest(path: Path, content_type: str, chunk_size: int = manifests.DEFAULT_CHUNK) -> manifests.Manifest:
+    """Read *path* once, chunk by chunk (constant memory), and build its manifest."""
+    builder = manifests.ManifestBuilder(content_type, chunk_size=chunk_size)
+    buffer = bytearray(chunk_size)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buffer)
+            if not n:
+                break
+            builder.update(view[:n])
+    return builder.finish()
+
+
+__all__ = ["PULL", "TransferError", "TransferService", "compute_manifest", "token_hash"]
