@@ -421,6 +421,7 @@ class TransferService:
         agreement = await self.node.contracts.agreement(participant.id, record.agreement_id)
         if agreement is None or agreement.state != "FINALIZED":
             raise Refusal(f"agreement {record.agreement_id} is no longer FINALIZED")
+        from connector.protocol import export_control
         from connector.services.policy import PolicySyntaxError, decide_transfer
 
         facts = await self.node.catalog.peer_facts(participant, record.counterparty_did)
@@ -432,6 +433,11 @@ class TransferService:
             why = "; ".join(decision.reasons) or "no permission applies"
             raise Refusal(f"the agreement's policy does not permit this transfer now: {why}")
         asset = await self.node.contracts.entry(participant.id, Asset, agreement.asset_id)
+        refused = export_control.refusal(
+            self.node.config.export_control, data_class=asset.data_class if asset else "general",
+            holder_region=participant.record.region, recipient_region=facts.region)
+        if refused:
+            raise Refusal(refused)
         if asset is None or not asset.data_address:
             raise Refusal(f"asset {agreement.asset_id} has no data address on the provider")
         try:

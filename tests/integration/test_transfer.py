@@ -337,3 +337,23 @@ async def test_an_open_stream_is_cut_off_when_the_transfer_ends(nodes):
             while chunk := await resp.content.read(1024 * 1024):
                 got += len(chunk)
     assert got < 64 * 1024 * 1024
+
+
+async def test_export_control_is_checked_again_when_a_transfer_starts(nodes):
+    import msgspec
+
+    from connector.protocol.export_control import ExportRule
+
+    provider = await nodes.start("acme", region="CN-GD")
+    consumer = await nodes.start("partner", region="DE-BY")
+    await consumer.client.verify_peer(provider.public_url)  # the provider knows the consumer's region
+    agreement, _ = await agreed(provider, consumer, size=1000)  # general data: the default rule lets it go
+    # the provider's rules tighten after the agreement: general data must now stay in CN as well
+    node = provider.node
+    node.config = msgspec.structs.replace(node.config, export_control=[
+        ExportRule(region="CN", data_classes=["general", "core", "personal"])])
+    record = await consumer.client.start_transfer(agreement)
+    final = await consumer.client.transfer(record["id"], wait_s=10)
+    assert final["state"] == "TERMINATED"
+    assert "export control" in final["reason"] and "DE-BY" in final["reason"]
+    assert vault_files(consumer) == []
