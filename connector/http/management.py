@@ -10,6 +10,7 @@ msgspec structs that forbid unknown fields, so a typo is a 400 naming the field.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
@@ -588,7 +589,16 @@ def routes(node: Node) -> list[Route]:
 
     async def start_transfer(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), TransferStart)
-        record = await node.transfers.start(participant(request), body.agreement_id, body.peer)
+        p = participant(request)
+        from connector.services.dataplane import vault_usage
+
+        quota = node.config.node.vault_quota_bytes
+        if await asyncio.to_thread(vault_usage, node, p) >= quota:
+            from connector.errors import PayloadTooLarge
+
+            raise PayloadTooLarge(f"the participant's vault is full ({quota} bytes, node.vault_quota_bytes): "
+                                  "delete data it no longer needs first")
+        record = await node.transfers.start(p, body.agreement_id, body.peer)
         return web.json_response(transfer_out(record), status=201)
 
     async def list_transfers(request: web.Request) -> web.Response:
@@ -696,7 +706,8 @@ def routes(node: Node) -> list[Route]:
           response=EvidenceOut),
         R("POST", "/transfers", start_transfer, "Pull the data of a finalized agreement (consumer)",
           tag="transfers", body=TransferStart, response=TransferOut, status=201,
-          example={"agreementId": "urn:uuid:e8dc8655-44c2-46ef-b701-4cffdc2faa44"}),
+          example={"agreementId": "urn:uuid:e8dc8655-44c2-46ef-b701-4cffdc2faa44"},
+          answers={413: "the participant's vault is full (node.vault_quota_bytes)"}),
         R("GET", "/transfers", list_transfers, "Transfer processes, newest first", tag="transfers",
           response=list[TransferOut], query={"state": "comma-separated states", "limit": "1-1000"}),
         R("GET", "/transfers/{id}", get_transfer, "One transfer process with its progress and history",

@@ -67,6 +67,12 @@ def vault_dir(node: Node, participant: ParticipantRuntime, agreement_id: str) ->
     return node.data_dir / "vault" / safe_name(participant.name) / safe_name(agreement_id)
 
 
+def vault_usage(node: Node, participant: ParticipantRuntime) -> int:
+    """Bytes a participant holds in the vault (what the fair-use quota counts)."""
+    root = node.data_dir / "vault" / safe_name(participant.name)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+
+
 def partial_path(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> Path:
     return vault_dir(node, participant, record.agreement_id) / f".{safe_name(record.id)}.part"
 
@@ -268,6 +274,11 @@ async def _fetch_manifest(service: TransferService, participant: ParticipantRunt
         manifests.verify_envelope(body.get("envelope"), manifest, document, binding)
     except (manifests.ManifestError, TdsError) as exc:
         raise PullFailed(f"the manifest does not verify: {exc}") from exc
+    quota = node.config.node.vault_quota_bytes
+    used = await asyncio.to_thread(vault_usage, node, participant)
+    if used + manifest.size > quota:
+        raise PullFailed(f"vault quota exceeded: {manifest.size} more bytes would make {used + manifest.size} of the "
+                         f"participant's {quota} (node.vault_quota_bytes)")
     async with service.lock((participant.id, record.id)):
         current = await node.transfers_repo.get(participant.id, record.id)
         if current is None or current.state != State.STARTED.value:

@@ -357,3 +357,22 @@ async def test_export_control_is_checked_again_when_a_transfer_starts(nodes):
     assert final["state"] == "TERMINATED"
     assert "export control" in final["reason"] and "DE-BY" in final["reason"]
     assert vault_files(consumer) == []
+
+
+async def test_vault_quota_refuses_a_pull_that_would_pass_it(nodes):
+    from connector.client import ClientError
+
+    provider = await nodes.start("acme")
+    consumer = await nodes.start("parts", vault_quota_bytes=100_000)
+    agreement, _ = await agreed(provider, consumer, size=150_000)
+    record = await consumer.client.start_transfer(agreement)
+    final = await consumer.client.transfer(record["id"], wait_s=10)
+    assert final["state"] == "TERMINATED" and "vault quota exceeded" in final["reason"], final
+    assert vault_files(consumer) == []
+    # a vault already at its quota: a new transfer is refused at once with 413
+    folder = consumer.data_dir / "vault" / "parts" / "other"
+    folder.mkdir(parents=True)
+    (folder / "blob").write_bytes(b"x" * 100_000)
+    with pytest.raises(ClientError) as info:
+        await consumer.client.start_transfer(agreement)
+    assert info.value.status == 413 and "vault is full" in info.value.message
