@@ -13,6 +13,9 @@ EXPECTED = {
     "onboard_sme.py": ["hosted Lingnan Sensors Ltd.", "negotiation FINALIZED", "sees none of the SME's assets"],
     "cross_border.py": ["domestic SME sees ['line-7-process']", "foreign partner sees []",
                         "TERMINATED", "may not leave CN"],
+    "sme_pull.py": ["transfer COMPLETED", "payload matches manifest"],
+    "usage_app.py": ["morning-report (R&D): 26 bytes", "sales-deck (marketing): refused", "purpose is 'marketing'",
+                     "night-report (R&D): refused", "uses counted: 2"],
 }
 
 
