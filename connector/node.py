@@ -218,9 +218,11 @@ class Node:
         )
         table = management.routes(self)
         app.add_routes([web.route(r.method, management.PREFIX + r.path, r.handler) for r in table])
-        spec = openapi.document(table)
+        spec: dict[str, object] = {}
 
         async def openapi_json(_: web.Request) -> web.Response:
+            if not spec:  # built on first request: start-up stays fast
+                spec.update(openapi.document(table))
             return web.json_response(spec)
 
         async def docs(_: web.Request) -> web.Response:

@@ -6,8 +6,8 @@ Their participants' did:web resolve over https across the namespaces; a negotiat
 each side verified the other's signatures. The test process reaches the nodes' management APIs through
 an address on the test's own bridge. Everything created is removed in a ``finally``.
 
-Needs root and ``ip netns``; skipped otherwise, with the reason. There is no transfer API yet, so the run
-is negotiation + use.
+Needs root and ``ip netns``; skipped otherwise, with the reason. The run is negotiation + transfer (the
+data crosses the namespaces over https, verified chunk by chunk) + use through the usage API.
 """
 
 from __future__ import annotations
@@ -170,8 +170,14 @@ async def stop(node: NsNode) -> None:
         await proc.wait()
 
 
-async def publish(provider: ManagementClient, target: str, uses: int) -> None:
-    await provider.add_asset({"id": target})
+async def publish(provider: ManagementClient, target: str, uses: int, data_dir: Path | None = None) -> None:
+    asset: dict[str, object] = {"id": target}
+    if data_dir is not None:  # a file to transfer
+        (data_dir / "files").mkdir(exist_ok=True)
+        rows = "".join(f"L{i},{i % 3}\n" for i in range(500))
+        (data_dir / "files" / f"{target}.csv").write_text("lot,defects\n" + rows)
+        asset["dataAddress"] = {"type": "File", "path": f"{target}.csv"}
+    await provider.add_asset(asset)
     await provider.add_policy(f"open-{target}", {"@type": "Set", "permission": [{"action": "use"}]})
     await provider.add_policy(f"rnd-{target}", templates.combine(templates.purpose(target, "R&D"),
                                                                  templates.max_uses(target, uses)))
@@ -223,12 +229,19 @@ async def test_three_nodes_in_three_namespaces_over_https(namespaces, tmp_path):
 
         # Negotiations across namespaces (each signed request verified against a did:web fetched over
         # https), then uses counted on the consumer's side.
-        await publish(ent, "qi", uses=2)
+        await publish(ent, "qi", uses=2, data_dir=enterprise.data_dir)
         await publish(sme_c, "parts", uses=1)
         agreement = await agree(sme_c, enterprise.public_url, "qi")
         other = await agree(partner_c, sme.public_url, "parts")
-        assert [(await sme_c.use(agreement, f"u{i}", purpose="R&D"))["decision"] for i in range(3)] == [
-            "permit", "permit", "deny"]
+        # The data crosses the namespaces over https, verified chunk by chunk, into the SME's vault.
+        transfer = await sme_c.start_transfer(agreement)
+        done = await sme_c.transfer(transfer["id"], wait_s=20)
+        assert done["state"] == "COMPLETED", done
+        expected = (enterprise.data_dir / "files" / "qi.csv").read_bytes()
+        data = b"".join([c async for c in sme_c.use_data(agreement, "u0", purpose="R&D")])
+        assert data == expected
+        assert [(await sme_c.use(agreement, f"u{i}", purpose="R&D"))["decision"] for i in range(1, 3)] == [
+            "permit", "deny"]
         assert (await partner_c.use(other, "p1", purpose="R&D"))["decision"] == "permit"
         assert (await sme_c.usage(agreement))["uses"] == 2
     finally:
