@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 log = get_logger(component="receipts")
 BATCH = 500
+GATHER_S = 0.05
 RETRY_MAX_S = 60.0
 REVOCATION_TYPE = "https://w3id.org/tds/v1#AgreementRevocation"
 
@@ -107,6 +108,8 @@ class ReceiptService:
         self._senders[key] = self._spawn(self._send_loop(key))
 
     async def _send_loop(self, key: tuple[str, str]) -> None:
+        # A short gathering window: the uses of a busy moment travel in one batch, not one request each.
+        await asyncio.sleep(GATHER_S)
         attempt = 0
         while True:
             self._again.discard(key)

@@ -31,6 +31,7 @@ from connector.errors import Conflict, NotFound
 from connector.faults import crash_point
 from connector.identity import proof
 from connector.logging import get_logger
+from connector.store.records import AgreementRecord, from_row
 from usage_policies import Request, UsageState, ledger, parse_policy, plan_use
 from usage_policies.enforce import AppendLog, DeleteAt, InformProvider, Meter
 from usage_policies.evaluate import CompiledPolicy, compile_policy
@@ -38,7 +39,6 @@ from usage_policies.evaluate import CompiledPolicy, compile_policy
 if TYPE_CHECKING:
     from connector.node import Node
     from connector.participant import ParticipantRuntime
-    from connector.store.records import AgreementRecord
 
 log = get_logger(component="usage")
 HEAD_PROOF = "proof"
@@ -90,10 +90,11 @@ class UsageService:
         self, participant: ParticipantRuntime, *, application: str, agreement_id: str, action: str, purpose: str,
         use_id: str, now: datetime | None = None,
     ) -> UseOutcome:
-        agreement = await self._agreement(participant, agreement_id)
+        # The agreement is read inside the same transaction as the decision: a revocation committed a moment
+        # earlier is seen, and no thread hop is spent on a separate read.
         outcome = await self.node.store.write(
-            lambda db: self._decide(db, participant, agreement, application, action, purpose, use_id,
-                                    now or datetime.now(UTC)),
+            lambda db: self._decide(db, participant, self._agreement(db, participant, agreement_id), application,
+                                    action, purpose, use_id, now or datetime.now(UTC)),
             durable=True,
         )
         crash_point("usage-after-commit")
@@ -106,8 +107,13 @@ class UsageService:
                      purpose=purpose, application=application, decision=outcome.decision, seq=outcome.entry.seq)
         return outcome
 
-    async def _agreement(self, participant: ParticipantRuntime, agreement_id: str) -> AgreementRecord:
-        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+    def _agreement(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
+                   ) -> AgreementRecord:
+        cursor = db.conn.execute("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
+                                 [participant.id, agreement_id])
+        row = cursor.fetchone()
+        agreement = (from_row(AgreementRecord, dict(zip([d[0] for d in cursor.description], row, strict=True)))
+                     if row else None)
         if agreement is None or agreement.role != "consumer":
             raise NotFound("no such agreement (as consumer)")
         if agreement.state == "REVOKED":
