@@ -1,13 +1,16 @@
-"""What the negotiation and transfer shells share about delivering DSP messages: ids, clocks, backoff,
-and how a peer's reason is read."""
+"""What the negotiation and transfer shells share: ids, clocks, backoff, how a peer's reason is read, and
+the process plumbing (:class:`ProcessShell`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
+import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 RETRY_BASE_S = 0.2
 RETRY_MAX_S = 10.0
@@ -48,3 +51,116 @@ def peer_reason(body: bytes) -> str:
         if reason:
             return str(reason)[:300]
     return "no reason given"
+
+
+Key = tuple[str, str]
+R = TypeVar("R", bound="_Process")
+
+
+class _Process(Protocol):
+    participant_id: str
+    id: str
+    pending: dict[str, Any] | None
+    next_attempt_at: float | None
+    expires_at: float | None
+
+
+class ProcessShell(Generic[R]):
+    """The plumbing both process shells (negotiation, transfer) share: a lock per process, background
+    tasks, callers waiting for a final state, and one timer that wakes only when a retry or a deadline of
+    some process is due (never a polling loop). Subclasses say how a process is loaded, when it is final,
+    and what to do when it is due."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._waiters: dict[Key, list[asyncio.Future[R]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._due: dict[Key, float] = {}
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+
+    # what a subclass provides
+
+    def is_final(self, record: R) -> bool:
+        raise NotImplementedError
+
+    async def load(self, key: Key) -> R | None:
+        raise NotImplementedError
+
+    async def _on_due(self, key: Key) -> None:
+        raise NotImplementedError
+
+    # shared
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_timer(self) -> None:
+        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+
+    async def _close(self, *others: asyncio.Task[Any]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [*self._tasks, *others]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *([self._timer] if self._timer else []), return_exceptions=True)
+        self._timer = None
+
+    def _notify(self, record: R) -> None:
+        """After every commit: re-arm the timer, and wake the callers waiting for a final state."""
+        self._schedule(record)
+        if not self.is_final(record):
+            return
+        for future in self._waiters.pop((record.participant_id, record.id), []):
+            if not future.done():
+                future.set_result(record)
+
+    async def wait(self, participant_id: str, process_id: str, timeout_s: float) -> R | None:
+        """Wait until the process is in a final state (or *timeout_s* passes); return it."""
+        key = (participant_id, process_id)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
+        try:
+            record = await self.load(key)
+            if record is None or self.is_final(record) or timeout_s <= 0:
+                return record
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                return await self.load(key)
+        finally:
+            waiters = self._waiters.get(key, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(key, None)
+
+    def _schedule(self, record: R) -> None:
+        """The next time the timer must look at *record*: its retry, else its deadline, else never."""
+        key = (record.participant_id, record.id)
+        due = record.next_attempt_at if record.pending is not None else record.expires_at
+        if due is None:
+            self._due.pop(key, None)
+        else:
+            self._due[key] = due
+        self._wake.set()
+
+    async def _run_timer(self) -> None:
+        while True:
+            now = time.time()
+            for key in [k for k, due in self._due.items() if due <= now]:
+                del self._due[key]
+                self._spawn(self._on_due(key))
+            self._wake.clear()
+            timeout = max(0.0, min(self._due.values()) - now) if self._due else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)

@@ -33,8 +33,6 @@ they were checked against.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -53,7 +51,7 @@ from connector.protocol.negotiation import SENDER, TERMINAL, TRANSITIONS, Kind, 
 from connector.protocol.negotiation import receive as table_receive
 from connector.protocol.negotiation import send as table_send
 from connector.services.catalog import visible_offers
-from connector.services.delivery import backoff, new_pid, now_text
+from connector.services.delivery import Key, ProcessShell, backoff, new_pid, now_text
 from connector.services.delivery import message_reason as _termination_reason
 from connector.services.delivery import peer_reason as _peer_reason
 from connector.store.records import AgreementRecord, NegotiationRecord
@@ -81,7 +79,7 @@ STEPS: dict[str, Kind] = {
 OPENING = "opening"
 
 Script = Callable[[NegotiationRecord], "str | None"]
-Key = tuple[str, str]
+
 
 
 class NegotiationError(InvalidTransition):
@@ -97,15 +95,10 @@ class NegotiationError(InvalidTransition):
         )
 
 
-class NegotiationService:
+class NegotiationService(ProcessShell[NegotiationRecord]):
     def __init__(self, node: Node) -> None:
+        super().__init__()
         self.node = node
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._waiters: dict[Key, list[asyncio.Future[NegotiationRecord]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._due: dict[Key, float] = {}
-        self._wake = asyncio.Event()
-        self._timer: asyncio.Task[None] | None = None
         #: Conformance mode: a script that names the next step for a negotiation ("offer", "agree",
         #: "terminate", "accept", "counter-request", "verify", "finalize", "wait"), or None for the default.
         self.script: Script | None = None
@@ -130,22 +123,17 @@ class NegotiationService:
     def negotiation_timeout(self) -> float:
         return self.node.config.node.negotiation_timeout_s
 
-    # -- plumbing ------------------------------------------------------------------------------------
+    # -- plumbing (the rest is ProcessShell's) ----------------------------------------------------------
 
-    def _lock(self, key: Key) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+    def is_final(self, record: NegotiationRecord) -> bool:
+        return State(record.state) in TERMINAL
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def load(self, key: Key) -> NegotiationRecord | None:
+        return await self.node.contracts.negotiation(*key)
 
     async def resume(self) -> int:
         """After a (re)start: re-deliver pending messages, take our own moves, re-arm deadlines."""
-        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        self._start_timer()
         records = await self.node.contracts.all_active_negotiations()
         for record in records:
             participant = self.node.participant_by_id(record.participant_id)
@@ -159,20 +147,7 @@ class NegotiationService:
         return len(records)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *([self._timer] if self._timer else []), return_exceptions=True)
-        self._timer = None
-
-    def _notify(self, record: NegotiationRecord) -> None:
-        self._schedule(record)
-        if State(record.state) not in TERMINAL:
-            return
-        for future in self._waiters.pop((record.participant_id, record.id), []):
-            if not future.done():
-                future.set_result(record)
+        await self._close()
 
     async def _commit(
         self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "",
@@ -193,54 +168,14 @@ class NegotiationService:
         self._notify(new)
         return new
 
-    async def wait(self, participant_id: str, negotiation_id: str, timeout_s: float) -> NegotiationRecord | None:
-        """Wait until the negotiation is in a terminal state (or *timeout_s* passes); return it."""
-        key = (participant_id, negotiation_id)
-        future: asyncio.Future[NegotiationRecord] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(future)
-        try:
-            record = await self.node.contracts.negotiation(participant_id, negotiation_id)
-            if record is None or State(record.state) in TERMINAL or timeout_s <= 0:
-                return record
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-            except TimeoutError:
-                return await self.node.contracts.negotiation(participant_id, negotiation_id)
-        finally:
-            waiters = self._waiters.get(key, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(key, None)
-
     # -- the timer: retries and deadlines ------------------------------------------------------------
-
-    def _schedule(self, record: NegotiationRecord) -> None:
-        key = (record.participant_id, record.id)
-        due = record.next_attempt_at if record.pending is not None else record.expires_at
-        if due is None:
-            self._due.pop(key, None)
-        else:
-            self._due[key] = due
-        self._wake.set()
-
-    async def _run_timer(self) -> None:
-        while True:
-            now = time.time()
-            for key in [k for k, due in self._due.items() if due <= now]:
-                del self._due[key]
-                self._spawn(self._on_due(key))
-            self._wake.clear()
-            timeout = max(0.0, min(self._due.values()) - now) if self._due else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _on_due(self, key: Key) -> None:
         participant = self.node.participant_by_id(key[0])
         if participant is None:
             return
         try:
-            async with self._lock(key):
+            async with self.lock(key):
                 record = await self.node.contracts.negotiation(*key)
                 if record is None:
                     return
@@ -308,7 +243,7 @@ class NegotiationService:
             created_at=now_text(), updated_at=now_text(),
         )
         await self.node.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (opening)")
-        async with self._lock((participant.id, pid)):
+        async with self.lock((participant.id, pid)):
             current = await self.node.contracts.negotiation(participant.id, pid) or record
             # The record as this delivery left it (the node's next move may already be under way).
             return await self._deliver(participant, current)
@@ -398,7 +333,7 @@ class NegotiationService:
     ) -> NegotiationRecord:
         """A message about an existing negotiation, addressed to our pid *local_pid*."""
         key = (participant.id, local_pid)
-        async with self._lock(key):
+        async with self.lock(key):
             record = await self.node.contracts.negotiation(participant.id, local_pid)
             if record is None or not self._is_party(record, caller):
                 raise NotFound("no such negotiation")
@@ -535,7 +470,7 @@ class NegotiationService:
                   *, expected_state: str | None = None) -> None:
         """Take *step*, unless the negotiation moved on since the step was chosen for *expected_state*."""
         key = (participant.id, negotiation_id)
-        async with self._lock(key):
+        async with self.lock(key):
             record = await self.node.contracts.negotiation(participant.id, negotiation_id)
             if record is None or State(record.state) in TERMINAL or record.pending is not None:
                 return
@@ -728,7 +663,7 @@ class NegotiationService:
     # -- operator actions ----------------------------------------------------------------------------
 
     async def terminate(self, participant: ParticipantRuntime, negotiation_id: str, reason: str) -> NegotiationRecord:
-        async with self._lock((participant.id, negotiation_id)):
+        async with self.lock((participant.id, negotiation_id)):
             record = await self.node.contracts.negotiation(participant.id, negotiation_id)
             if record is None:
                 raise NotFound("no such negotiation")

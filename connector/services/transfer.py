@@ -25,7 +25,6 @@ Conformance mode scripts the node's moves by agreement id (:attr:`TransferServic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 import time
@@ -47,7 +46,7 @@ from connector.protocol.transfer import TERMINAL, TRANSITIONS, Kind, Role, State
 from connector.protocol.transfer import receive as table_receive
 from connector.protocol.transfer import send as table_send
 from connector.services import addresses
-from connector.services.delivery import backoff, message_reason, new_pid, now_text, peer_reason
+from connector.services.delivery import Key, ProcessShell, backoff, message_reason, new_pid, now_text, peer_reason
 from connector.store.records import Asset, TransferRecord
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ STEPS: dict[str, Kind] = {
 OPENING = "opening"
 
 Script = Callable[[TransferRecord], "str | None"]
-Key = tuple[str, str]
+
 
 
 class TransferError(InvalidTransition):
@@ -103,18 +102,13 @@ def _property(address: dict[str, Any] | None, name: str) -> str | None:
     return None
 
 
-class TransferService:
+class TransferService(ProcessShell[TransferRecord]):
     def __init__(self, node: Node) -> None:
+        super().__init__()
         self.node = node
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._waiters: dict[Key, list[asyncio.Future[TransferRecord]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._pulls: dict[Key, asyncio.Task[None]] = {}
         #: Provider: the data responses being streamed per transfer (cut off when it leaves STARTED).
         self._streams: dict[Key, set[asyncio.Task[Any]]] = {}
-        self._due: dict[Key, float] = {}
-        self._wake = asyncio.Event()
-        self._timer: asyncio.Task[None] | None = None
         #: Conformance mode: names the node's next step for a transfer ("start", "suspend", "complete",
         #: "terminate", "pull", "wait"), or None for the default.
         self.script: Script | None = None
@@ -124,22 +118,17 @@ class TransferService:
     def delivery_timeout(self) -> float:
         return self.node.config.node.delivery_timeout_s
 
-    # -- plumbing ------------------------------------------------------------------------------------
+    # -- plumbing (the rest is ProcessShell's) ----------------------------------------------------------
 
-    def lock(self, key: Key) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+    def is_final(self, record: TransferRecord) -> bool:
+        return State(record.state) in TERMINAL
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def load(self, key: Key) -> TransferRecord | None:
+        return await self.node.transfers_repo.get(*key)
 
     async def resume(self) -> int:
         """After a (re)start: re-deliver pending messages, take our own moves, resume pulls."""
-        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        self._start_timer()
         records = await self.node.transfers_repo.all_active()
         for record in records:
             participant = self.node.participant_by_id(record.participant_id)
@@ -153,13 +142,7 @@ class TransferService:
         return len(records)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        tasks = [*self._tasks, *self._pulls.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, *([self._timer] if self._timer else []), return_exceptions=True)
-        self._timer = None
+        await self._close(*self._pulls.values())
         self._pulls.clear()
 
     async def commit(self, old: TransferRecord, new: TransferRecord, event: str, detail: str = "") -> TransferRecord:
@@ -179,55 +162,7 @@ class TransferService:
         self._notify(new)
         return new
 
-    def _notify(self, record: TransferRecord) -> None:
-        self._schedule(record)
-        if State(record.state) not in TERMINAL:
-            return
-        for future in self._waiters.pop((record.participant_id, record.id), []):
-            if not future.done():
-                future.set_result(record)
-
-    async def wait(self, participant_id: str, transfer_id: str, timeout_s: float) -> TransferRecord | None:
-        """Wait until the transfer is in a final state (or *timeout_s* passes); return it."""
-        key = (participant_id, transfer_id)
-        future: asyncio.Future[TransferRecord] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(future)
-        try:
-            record = await self.node.transfers_repo.get(participant_id, transfer_id)
-            if record is None or State(record.state) in TERMINAL or timeout_s <= 0:
-                return record
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-            except TimeoutError:
-                return await self.node.transfers_repo.get(participant_id, transfer_id)
-        finally:
-            waiters = self._waiters.get(key, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(key, None)
-
     # -- the timer: delivery retries, and the consumer's wait for a start ----------------------------
-
-    def _schedule(self, record: TransferRecord) -> None:
-        key = (record.participant_id, record.id)
-        due = record.next_attempt_at if record.pending is not None else record.expires_at
-        if due is None:
-            self._due.pop(key, None)
-        else:
-            self._due[key] = due
-        self._wake.set()
-
-    async def _run_timer(self) -> None:
-        while True:
-            now = time.time()
-            for key in [k for k, due in self._due.items() if due <= now]:
-                del self._due[key]
-                self._spawn(self._on_due(key))
-            self._wake.clear()
-            timeout = max(0.0, min(self._due.values()) - now) if self._due else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _on_due(self, key: Key) -> None:
         participant = self.node.participant_by_id(key[0])
