@@ -580,18 +580,29 @@ def use_command(agreement_id: str, use_id: str, action: str, purpose: str, outpu
             sys.exit(1)
         return
 
-    async def fetch(client: Any) -> int:
+    from connector.client import ClientError
+
+    async def fetch(client: Any) -> int | dict[str, Any]:
         size = 0
         tmp = output.with_name(output.name + ".part")
-        with tmp.open("wb") as fh:
-            async for chunk in client.use_data(agreement_id, use_id, action=action, purpose=purpose):
-                fh.write(chunk)
-                size += len(chunk)
+        try:
+            with tmp.open("wb") as fh:
+                async for chunk in client.use_data(agreement_id, use_id, action=action, purpose=purpose):
+                    fh.write(chunk)
+                    size += len(chunk)
+        except ClientError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.status == 403 and isinstance(exc.body, dict):
+                return exc.body  # a deny: a decision with its reasons, not an error
+            raise
         tmp.replace(output)
         return size
 
-    size = _call(data_dir, node_url, token, fetch)
-    click.echo(f"permit: {size} bytes written to {output}")
+    result = _call(data_dir, node_url, token, fetch)
+    if isinstance(result, dict):
+        _print_decision(result)
+        sys.exit(1)
+    click.echo(f"permit: {result} bytes written to {output}")
 
 
 def _print_decision(result: dict[str, Any]) -> None:

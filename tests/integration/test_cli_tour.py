@@ -51,6 +51,14 @@ async def test_publish_browse_negotiate(nodes):
     assert saved.read_text() == "part,defects\nA,0\n"
     code, out = await tds(consumer, "transfers")
     assert code == 0 and "COMPLETED" in out
+    # use it through the usage API: decided, logged, counted, then written out
+    target = consumer.data_dir.parent / "used.csv"
+    code, out = await tds(consumer, "use", agreement_id, "--use-id", "tour-1", "--purpose", "R&D", "-o", str(target))
+    assert code == 0 and out.startswith("permit: 17 bytes written"), out
+    assert target.read_text() == "part,defects\nA,0\n"
+    code, out = await tds(consumer, "use", agreement_id, "--use-id", "tour-2", "--purpose", "sales", "-o", str(target))
+    assert code == 1 and out.startswith("deny") and "purpose is 'sales'" in out, out
+    assert target.read_text() == "part,defects\nA,0\n"  # the earlier file is untouched
     code, out = await offline("manifest", "verify", str(saved), f"{saved}.bundle.json")
     assert code == 0 and "OK: " in out, out
     saved.write_text("part,defects\nA,9\n")
