@@ -257,58 +257,6 @@ def dsp_validator() -> DspValidator:
     return _VALIDATOR
 
 
-class NodeProcess:
-    """A node in its own process (``python -m connector serve``), for crash and restart tests."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.proc: Any = None
-
-    async def start(self, *, crash_at: str | None = None, deadline_s: float = 20.0) -> None:
-        import asyncio
-        import os
-        import sys
-
-        from connector.config import load_config
-
-        env = {k: v for k, v in os.environ.items() if k != "TDS_CRASH_AT"}
-        if crash_at:
-            env["TDS_CRASH_AT"] = crash_at
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "connector", "serve", "--dir", str(self.data_dir), env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        config = load_config(self.data_dir)
-        url = f"http://127.0.0.1:{config.node.port}/healthz"
-        import aiohttp
-
-        loop = asyncio.get_running_loop()
-        end = loop.time() + deadline_s
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"node in {self.data_dir} exited with {self.proc.returncode}")
-                try:
-                    async with session.get(url) as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if loop.time() > end:
-                    raise RuntimeError(f"node in {self.data_dir} did not answer within {deadline_s} s")
-                await asyncio.sleep(0.05)  # ok-sleep: polling a subprocess's port with a deadline
-
-    async def exited(self, timeout_s: float = 20.0) -> int:
-        import asyncio
-
-        return int(await asyncio.wait_for(self.proc.wait(), timeout_s))
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await self.exited()
-
-
 # -- nodes as subprocesses (crash tests, memory measurements, benchmarks) --------------------------------
 
 

@@ -8,9 +8,7 @@ from collections import Counter
 
 import pytest
 
-from connector.bootstrap import init_node
-from connector.client import ManagementClient
-from connector.testing import NodeProcess, free_port
+from connector.testing import ProcessNode
 
 
 @pytest.mark.parametrize(
@@ -18,11 +16,9 @@ from connector.testing import NodeProcess, free_port
     ["provider-after-storing-request", "after-delivering-agreement", "provider-after-receiving-verification"],
 )
 async def test_provider_killed_mid_negotiation_recovers(nodes, tmp_path, crash_at):
-    data = tmp_path / "provider"
-    init_node(data, name="acme", legal_name="ACME", port=free_port(), management_port=free_port(), dev_mode=True)
-    provider = NodeProcess(data)
-    await provider.start(crash_at=crash_at)
-    admin = ManagementClient.for_data_dir(data)
+    provider = ProcessNode(tmp_path, "acme")
+    await provider.start({"TDS_CRASH_AT": crash_at})
+    admin = provider.client
     try:
         await admin.add_asset({"id": "qi"})
         await admin.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
@@ -34,8 +30,7 @@ async def test_provider_killed_mid_negotiation_recovers(nodes, tmp_path, crash_a
         offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
 
         started = await consumer.client.negotiate(peer, offer)
-        assert await provider.exited() == -signal.SIGKILL  # it really was killed at the crash point
-        await admin.close()
+        assert await provider.exited(20) == -signal.SIGKILL  # it really was killed at the crash point
         await provider.start()  # restarted, as an operator or a supervisor would
 
         mine = await consumer.client.negotiation(started["id"], wait_s=30)
@@ -48,5 +43,4 @@ async def test_provider_killed_mid_negotiation_recovers(nodes, tmp_path, crash_a
             handled = Counter(e["detail"].split(" from ")[0] for e in side["history"] if e["kind"] == "message-in")
             assert all(n == 1 for n in handled.values()), (crash_at, side["history"])
     finally:
-        await admin.close()
         await provider.stop()

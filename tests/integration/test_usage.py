@@ -8,10 +8,8 @@ import sqlite3
 
 import pytest
 
-from connector.bootstrap import init_node
-from connector.client import ManagementClient
 from connector.services.usage import check_log
-from connector.testing import NodeProcess, free_port
+from connector.testing import ProcessNode
 from usage_policies import templates
 
 
@@ -124,17 +122,14 @@ async def test_log_verify_and_usage_show_cli(nodes):
 @pytest.mark.parametrize("crash_at", ["usage-before-commit", "usage-after-commit"])
 async def test_kill_9_around_the_commit(nodes, tmp_path, crash_at):
     provider = await nodes.start("acme")
-    data = tmp_path / "consumer"
-    init_node(data, name="parts", legal_name="Parts", port=free_port(), management_port=free_port(), dev_mode=True)
-    consumer = NodeProcess(data)
-    await consumer.start(crash_at=crash_at)
-    client = ManagementClient.for_data_dir(data)
+    consumer = ProcessNode(tmp_path, "parts")
+    await consumer.start({"TDS_CRASH_AT": crash_at})
+    client = consumer.client
     try:
         agreement = await agreement_between(provider, client, provider.public_url)
         with pytest.raises(Exception):  # noqa: B017 - the connection dies with the process
             await client.use(agreement, "the-use", purpose="R&D")
-        assert await consumer.exited() == -signal.SIGKILL
-        await client.close()
+        assert await consumer.exited(20) == -signal.SIGKILL
         await consumer.start()
         summary = await client.usage(agreement)
         log = await client.usage_log(agreement)
@@ -150,5 +145,4 @@ async def test_kill_9_around_the_commit(nodes, tmp_path, crash_at):
         assert summary["uses"] == 1 and len(log["entries"]) == 1  # counted once, logged once
         assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
     finally:
-        await client.close()
         await consumer.stop()
