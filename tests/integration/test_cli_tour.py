@@ -64,6 +64,12 @@ async def test_publish_browse_negotiate(nodes):
     saved.write_text("part,defects\nA,9\n")
     code, out = await offline("manifest", "verify", str(saved), f"{saved}.bundle.json")
     assert code == 2 and "chunk 0" in out, out
+    code, out = await tds(consumer, "usage", "show", agreement_id)
+    assert code == 0 and "2 of 3 uses left" in out, out
+    code, out = await tds(provider, "usage", "report", agreement_id)
+    assert code == 0 and f"used by {consumer.participant.did}" in out, out
+    code, out = await tds(provider, "agreement", "revoke", agreement_id, "--reason", "tour over")
+    assert code == 0 and "REVOKED" in out, out
 
 
 async def test_negotiate_unknown_offer_is_a_readable_error(nodes):
