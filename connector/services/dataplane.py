@@ -37,9 +37,17 @@ from connector.faults import crash_point
 from connector.http.auth import authenticate_signed
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
+from connector.payload import sealing
 from connector.protocol.transfer import Kind, State
 from connector.services.delivery import backoff, now_text
-from connector.services.transfer import MANIFEST_PROPERTY, TransferService, _property, _replace, token_hash
+from connector.services.transfer import (
+    EPHEMERAL_PROPERTY,
+    MANIFEST_PROPERTY,
+    TransferService,
+    _property,
+    _replace,
+    token_hash,
+)
 from connector.store.records import TransferRecord
 
 if TYPE_CHECKING:
@@ -124,12 +132,19 @@ def routes(node: Node) -> list[web.RouteDef]:
         record, path = await authorise(request)
         size = int(record.size or 0)
         offset = 0
+        seal_key = bytes.fromhex(str((record.data_address or {}).get("seal_key", "")))
+        manifest = manifests.decode(record.manifest) if seal_key else None
         if "Range" in request.headers:
             match = _RANGE.match(request.headers["Range"].strip())
-            if match is None or int(match.group(1)) > size:
+            aligned = manifest is None or (match is not None and int(match.group(1)) % manifest.chunk_size == 0)
+            if match is None or int(match.group(1)) > size or not aligned:
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             offset = int(match.group(1))
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size - offset),
+        # Sealed, every chunk carries a 16-byte tag: the length on the wire is the plaintext's plus the tags.
+        length = size - offset
+        if manifest is not None:
+            length += sealing.TAG_SIZE * (len(manifest.chunks) - offset // manifest.chunk_size)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
                    "Accept-Ranges": "bytes", "Cache-Control": "no-store"}
         if offset:
             headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
@@ -139,7 +154,10 @@ def routes(node: Node) -> list[web.RouteDef]:
         assert task is not None
         node.transfers.serving(key, task)
         try:
-            await stream_file(path, offset, size, response)
+            if manifest is not None:
+                await stream_sealed(path, manifest, offset // manifest.chunk_size, seal_key, record.id, response)
+            else:
+                await stream_file(path, offset, size, response)
             await response.write_eof()
         except ConnectionError as exc:
             # The consumer went away (it resumes with a Range request): not an error of this node.
@@ -166,6 +184,23 @@ async def stream_file(path: Path, offset: int, size: int, response: web.StreamRe
             if position < half <= position + len(piece):
                 crash_point("provider-mid-stream")
             position += len(piece)
+    finally:
+        os.close(fd)
+
+
+async def stream_sealed(path: Path, manifest: manifests.Manifest, first: int, key: bytes, context: str,
+                        response: web.StreamResponse) -> None:
+    """Send chunks *first*… of *path*, each sealed (end-to-end encryption), read and sealed off the loop."""
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDONLY)
+
+    def sealed(index: int) -> bytes:
+        plain = os.pread(fd, manifest.chunk_length(index), index * manifest.chunk_size)
+        return sealing.seal_chunk(key, context, index, plain)
+
+    try:
+        for index in range(first, len(manifest.chunks)):
+            await response.write(await loop.run_in_executor(None, sealed, index))
     finally:
         os.close(fd)
 
@@ -208,6 +243,20 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     if not isinstance(endpoint, str) or not token:
         raise PullFailed("the provider's data address has no endpoint or token")
     headers = {"Authorization": f"Bearer {token}"}
+    seal_key: bytes | None = None
+    ephemeral = _property(address, EPHEMERAL_PROPERTY)
+    if ephemeral:
+        from connector.identity.multikey import MultikeyError, decode_multibase
+
+        try:
+            seal_key = sealing.recipient_key(participant.keys.agreement, decode_multibase(ephemeral),
+                                             record.provider_pid or "")
+        except (MultikeyError, sealing.SealError) as exc:
+            raise PullFailed(f"the provider's ephemeral key is unusable: {exc}") from exc
+        if record.manifest is None:  # first time only (a resumed pull keeps the same key)
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed",
+                                                "end-to-end encrypted: X25519 key agreement, HKDF-SHA256, "
+                                                "XChaCha20-Poly1305 per chunk; decrypted and verified here")
     if record.manifest is None:
         record = await _fetch_manifest(service, participant, record, address, headers)
     assert record.manifest is not None
@@ -224,7 +273,8 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
                                             f"resuming the pull at byte {progress.received} of {manifest.size}")
     while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
         try:
-            await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress)
+            await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress,
+                               seal_key)
             deadline = time.time() + node.config.node.transfer_stall_timeout_s
             attempt = 0
         except _BadChunk as exc:
@@ -302,7 +352,7 @@ class _Progress:
 
 async def _stream_once(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                        manifest: manifests.Manifest, endpoint: str, headers: dict[str, str], target: Path,
-                       progress: _Progress) -> None:
+                       progress: _Progress, seal_key: bytes | None = None) -> None:
     """One GET from the resume point on, advancing *progress* as chunks are verified and written.
 
     A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
@@ -313,7 +363,8 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
     send = dict(headers)
     if progress.received:
         send["Range"] = f"bytes={progress.received}-"
-    buffers = [memoryview(bytearray(manifest.chunk_size)), memoryview(bytearray(manifest.chunk_size))]
+    tag = sealing.TAG_SIZE if seal_key is not None else 0
+    buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
     half = manifest.size // 2
     checkpoint = progress.received
     out = await asyncio.to_thread(_open_partial, target, progress.received)
@@ -321,6 +372,11 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
     pending_index = pending_length = 0
 
     def check_and_write(chunk: memoryview, index: int) -> bool:
+        if seal_key is not None:  # decrypt, then verify the plaintext against the manifest, then store
+            try:
+                chunk = memoryview(sealing.open_chunk(seal_key, record.provider_pid or "", index, bytes(chunk)))
+            except sealing.SealError:
+                return False
         if not manifests.chunk_ok(manifest, index, chunk):
             return False
         out.write(chunk)
@@ -352,10 +408,11 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
                 while fetched < manifest.size:
                     index = fetched // manifest.chunk_size
                     want = manifest.chunk_length(index)
+                    wire = want + tag
                     view = buffers[turn]
                     filled = 0
-                    while filled < want:
-                        data = await resp.content.read(want - filled)
+                    while filled < wire:
+                        data = await resp.content.read(wire - filled)
                         if not data:
                             await settle()
                             raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
@@ -363,7 +420,7 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
                         view[filled:filled + len(data)] = data
                         filled += len(data)
                     await settle()  # the other buffer is free again once its chunk is written
-                    pending = loop.run_in_executor(None, check_and_write, view[:want], index)
+                    pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
                     pending_index, pending_length = index, want
                     fetched += want
                     turn ^= 1

@@ -58,6 +58,13 @@ log = get_logger(component="transfer")
 PULL = "HttpData-PULL"
 ENDPOINT_TYPE = "https://w3id.org/idsa/v4.1/HTTP"
 MANIFEST_PROPERTY = "https://w3id.org/tds/v1#manifest"
+#: End-to-end encryption of a transfer (connector.payload.sealing): the scheme, and the provider's
+#: ephemeral X25519 public key (multibase) from which the consumer derives the transfer key.
+SEALING_PROPERTY = "https://w3id.org/tds/v1#sealing"
+EPHEMERAL_PROPERTY = "https://w3id.org/tds/v1#ephemeralKey"
+SEALING_SCHEME = "x25519-hkdf-sha256+xchacha20poly1305"
+#: Data classes whose transfers are always encrypted end to end.
+SEALED_CLASSES = frozenset({"important", "core"})
 PATHS: dict[Kind, str] = {
     Kind.REQUEST: "request", Kind.START: "start", Kind.SUSPENSION: "suspension", Kind.COMPLETION: "completion",
     Kind.TERMINATION: "termination",
@@ -387,9 +394,29 @@ class TransferService(ProcessShell[TransferRecord]):
                                            created=now_text())
         token = secrets.token_urlsafe(32)
         source = {"path": str(path), "version": version, "token": token}
+        if asset.data_class in SEALED_CLASSES or self.node.config.node.encrypt_transfers:
+            source.update(await self._transfer_key(record, asset.data_class))
         return _replace(record, data_address=source, token_hash=token_hash(token),
                         token_expires_at=time.time() + self.node.config.node.transfer_token_ttl_s,
                         manifest=manifests.encode(manifest), envelope=envelope, size=manifest.size)
+
+    async def _transfer_key(self, record: TransferRecord, data_class: str) -> dict[str, str]:
+        """A fresh key for this transfer, agreed with the consumer's published X25519 key."""
+        from connector.identity import did as dids
+        from connector.identity.multikey import X25519_PUB, MultikeyError, decode_multikey, encode_multibase
+        from connector.payload import sealing
+
+        document = await self.node.resolver.resolve(record.counterparty_did)
+        multikey = dids.agreement_key(document)
+        if multikey is None:
+            raise Refusal(f"data classed {data_class!r} is sent end-to-end encrypted, and "
+                          f"{record.counterparty_did} publishes no X25519 key-agreement key in its DID document")
+        try:
+            recipient = decode_multikey(multikey, X25519_PUB)
+        except MultikeyError as exc:
+            raise Refusal(f"the consumer's key-agreement key is unusable: {exc}") from exc
+        key, ephemeral = sealing.sender_key(recipient, record.id)
+        return {"seal_key": key.hex(), "ephemeral": encode_multibase(ephemeral)}
 
     async def manifest_for(self, participant: ParticipantRuntime, asset: Asset, path: Path
                            ) -> tuple[manifests.Manifest, str]:
@@ -446,6 +473,12 @@ class TransferService(ProcessShell[TransferRecord]):
                         {"@type": "EndpointProperty", "name": MANIFEST_PROPERTY, "value": f"{endpoint}/manifest"},
                     ],
                 }
+                if record.data_address.get("ephemeral"):
+                    address["endpointProperties"] += [
+                        {"@type": "EndpointProperty", "name": SEALING_PROPERTY, "value": SEALING_SCHEME},
+                        {"@type": "EndpointProperty", "name": EPHEMERAL_PROPERTY,
+                         "value": str(record.data_address["ephemeral"])},
+                    ]
             return m.TransferStartMessage(providerPid=provider_pid, consumerPid=consumer_pid, dataAddress=address)
         if kind is Kind.COMPLETION:
             return m.TransferCompletionMessage(providerPid=provider_pid, consumerPid=consumer_pid)

@@ -18,15 +18,18 @@ from connector.testing import dsp_validator
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
 
-async def agreed(provider, consumer, *, size=3 * 1024 * 1024 + 123, contract=OPEN, name="qi.bin"):
+async def agreed(provider, consumer, *, size=3 * 1024 * 1024 + 123, contract=OPEN, name="qi.bin",
+                 data_class="general"):
     """Publish a file on the provider, negotiate it; return (agreement id, the file's bytes' SHA-256)."""
     sha = await asyncio.to_thread(write_random, provider.data_dir / "files" / name, size)
     await provider.client.add_asset({"id": "qi-2026", "title": "QI", "contentType": "application/octet-stream",
-                                     "dataAddress": {"type": "File", "path": name}})
+                                     "dataAddress": {"type": "File", "path": name}, "dataClass": data_class})
     await provider.client.add_policy("open", OPEN)
     await provider.client.add_policy("contract", contract)
     await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="contract",
                                                   assets=["qi-2026"])
+    if data_class in ("core", "personal"):  # export control needs the consumer's verified region
+        await consumer.client.verify_peer(provider.public_url)
     catalog = await consumer.client.catalog(provider.public_url)
     offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
     started = await consumer.client.negotiate(provider.public_url, offer)
