@@ -108,6 +108,10 @@ async def transfer(consumer: ManagementClient, provider_did: str, agreement_id: 
         f"{manifest.size} bytes, {len(manifest.chunks)} chunk(s) verified ({manifest.algorithm}) before writing")
     say(f"  manifest {manifests.digest(manifest)}, signed by ACME ({envelope['proof']['cryptosuite']}) and bound")
     say("  to this agreement and this consumer; kept in the consumer's vault.")
+    sealed = [e for e in final["history"] if e["kind"] == "sealed"]
+    expect(bool(sealed), "core data travelled without end-to-end encryption")
+    say("  core data travels sealed end to end: a fresh X25519 key for this transfer, HKDF-SHA256,")
+    say("  XChaCha20-Poly1305 per chunk; the SME's node decrypted each chunk, verified it, then stored it.")
 
 
 async def use(consumer: ManagementClient, agreement_id: str, say: Say) -> None:

@@ -163,6 +163,7 @@ async def test_demo_runs_and_every_step_behaves():
     await run_demo(say=lines.append)
     text = "\n".join(lines)
     for evidence in ("signed by both parties", "verified (", "manifest ", "use 3 (purpose R&D): permitted",
-                     "use 4: refused", "count is 4", "signed entries received", "signed deletion receipt",
+                     "use 4: refused", "count is 4",
+                     "sealed end to end", "signed entries received", "signed deletion receipt",
                      "a further use is refused", "export control", "every step behaved as expected"):
         assert evidence in text, (evidence, text)
