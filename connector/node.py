@@ -238,16 +238,23 @@ class Node:
         # Before anything is opened: a bad certificate or key fails the start cleanly.
         tls = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
         await self.store.open()
-        await self._load_participants()
-        if self.conformance is not None:
-            await self.conformance.seed()
-        self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port, tls)
-        self.management_port = await self._serve(self.management_app(), cfg.management_host, cfg.management_port)
-        self.started_at = time.time()
-        await self.negotiations.resume()
-        await self.receipts.resume()
-        await self.usage.start()
-        await self.transfers.resume()
+        try:
+            await self._load_participants()
+            if self.conformance is not None:
+                await self.conformance.seed()
+            self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port, tls)
+            self.management_port = await self._serve(self.management_app(), cfg.management_host,
+                                                     cfg.management_port)
+            self.started_at = time.time()
+            await self.negotiations.resume()
+            await self.receipts.resume()
+            await self.usage.start()
+            await self.transfers.resume()
+        except BaseException:
+            # A start that fails half-way (a port in use, a bad key) leaves nothing open behind it.
+            self.started_at = time.time()
+            await self.stop()
+            raise
         log.info(
             "node started",
             public=f"{'https' if tls else 'http'}://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
@@ -260,7 +267,11 @@ class Node:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runners.append(runner)
         server = site._server
         sockets = getattr(server, "sockets", None) or []

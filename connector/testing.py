@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,23 +128,32 @@ class NodeFactory:
         """Initialise and start a node; *node_settings* override ``[node]`` config fields and *conformance*
         adds a ``[conformance]`` section (both written to its config file and read back). With *https* the
         public URL is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and ``tls_key`` too)."""
-        port = free_port()
-        if https:
-            node_settings["public_url"] = f"https://127.0.0.1:{port}"
         data_dir = self.root / name
-        result = init_node(data_dir, name=name, legal_name=legal_name or f"{name.title()} Co.", port=port,
-                           management_port=free_port(), region=region, dev_mode=dev_mode,
-                           trusted_networks=trusted_networks, did_method=did_method)
-        config = result.config
-        if node_settings or conformance is not None:
-            config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings),
-                                             conformance=conformance)
-            text = render_config(config)
-            config = parse_config(text)
-            write_secret_text(data_dir / CONFIG_FILE, text)
-        node = Node(data_dir, config)
-        self._watch(node)
-        await node.start()
+        for attempt in range(3):
+            # A port picked free can be taken by another process before the node binds it: start afresh.
+            port = free_port()
+            if https:
+                node_settings["public_url"] = f"https://127.0.0.1:{port}"
+            result = init_node(data_dir, name=name, legal_name=legal_name or f"{name.title()} Co.", port=port,
+                               management_port=free_port(), region=region, dev_mode=dev_mode,
+                               trusted_networks=trusted_networks, did_method=did_method)
+            config = result.config
+            if node_settings or conformance is not None:
+                config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings),
+                                                 conformance=conformance)
+                text = render_config(config)
+                config = parse_config(text)
+                write_secret_text(data_dir / CONFIG_FILE, text)
+            node = Node(data_dir, config)
+            self._watch(node)
+            try:
+                await node.start()
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == 2:
+                    raise
+                await node.stop()
+                shutil.rmtree(data_dir)
         running = RunningNode(node, ManagementClient(node.management_url, result.token), result.token, data_dir,
                               result.admin_token)
         self.nodes.append(running)

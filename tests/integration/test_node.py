@@ -247,3 +247,27 @@ async def test_signed_peer_client_round_trip(nodes):
         assert resp.status == 200 and resp.json()["issuer"] == b.participant.did
     finally:
         await client.close()
+
+
+async def test_a_start_that_fails_half_way_leaves_nothing_open(tmp_path):
+    import socket
+
+    from connector.bootstrap import init_node
+    from connector.node import Node
+    from connector.testing import free_port
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    public = free_port()
+    result = init_node(tmp_path / "n", name="acme", legal_name="ACME", port=public,
+                       management_port=busy.getsockname()[1], dev_mode=True)
+    node = Node(tmp_path / "n", result.config)
+    try:
+        with pytest.raises(OSError):
+            await node.start()
+        with socket.socket() as again:  # the public port the node had bound is free again
+            again.bind(("127.0.0.1", public))
+        assert node._runners == []
+    finally:
+        busy.close()
