@@ -327,15 +327,20 @@ def asset() -> None:
 @click.option("--keyword", "keywords", multiple=True)
 @click.option("--file", "file_path", type=click.Path(path_type=Path),
               help="Where the bytes are (a local file under the node's data roots).")
+@click.option("--url", help="Or: the provider's own HTTP backend to fetch the bytes from (snapshotted now).")
 @node_options
 def asset_add(asset_id: str, title: str, description: str, content_type: str, data_class: str,
-              keywords: tuple[str, ...], file_path: Path | None, data_dir: Path | None, node_url: str | None,
-              token: str | None) -> None:
+              keywords: tuple[str, ...], file_path: Path | None, url: str | None, data_dir: Path | None,
+              node_url: str | None, token: str | None) -> None:
     """Register an asset."""
     body: dict[str, Any] = {"id": asset_id, "title": title, "description": description, "contentType": content_type,
                             "dataClass": data_class, "keywords": list(keywords)}
+    if file_path is not None and url is not None:
+        _fail("give --file or --url, not both")
     if file_path is not None:
         body["dataAddress"] = {"type": "File", "path": str(file_path.resolve())}
+    if url is not None:
+        body["dataAddress"] = {"type": "HttpData", "url": url}
     _call(data_dir, node_url, token, lambda c: c.add_asset(body))
     click.echo(f"asset {asset_id} added")
 

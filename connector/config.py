@@ -61,6 +61,8 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # without a verified chunk (the provider unreachable or its stream breaking off) before it is; how long
     # a consumer waits for the provider to start a requested transfer.
     data_roots: list[str] = []
+    #: The most a provider fetches from its own HTTP backend into one asset snapshot.
+    max_snapshot_bytes: int = 10 * 1024**3
     #: Encrypt every transfer end to end (those of data classed important or core always are).
     encrypt_transfers: bool = False
     #: Fair use: the most a hosted participant may keep in the vault (a pull that would pass it is refused).

@@ -388,14 +388,38 @@ def routes(node: Node) -> list[Route]:
         p = participant(request)
         path = None
         if body.data_address:
-            from connector.services import addresses
+            from connector.services import addresses, backends
 
-            path = addresses.resolve(body.data_address, node.transfers.roots)
+            if backends.is_http(body.data_address):
+                if await node.contracts.entry(p.id, Asset, body.id) is not None:
+                    raise Conflict(f"asset {body.id!r} already exists", path="id")
+                address = await backends.snapshot(node, p, body.id, body.data_address.get("url", ""))
+                record = msgspec.structs.replace(record, data_address=address)
+            path = addresses.resolve(record.data_address, node.transfers.roots)
         await node.contracts.add_entry(p.id, record)
         if path is not None:
             # The manifest of this version of the bytes, computed once, now (DSP transfers reuse it).
             await node.transfers.manifest_for(p, record, path)
         return web.json_response(camel(record), status=201)
+
+    async def refresh_asset(request: web.Request) -> web.Response:
+        """Fetch an HttpData asset again from its backend; changed bytes become a new version."""
+        from connector.services import addresses, backends
+
+        p = participant(request)
+        asset = await node.contracts.entry(p.id, Asset, request.match_info["id"])
+        if asset is None:
+            raise NotFound("no such asset")
+        origin = asset.data_address.get("origin")
+        if not isinstance(origin, str):
+            raise BadRequest("this asset is not fetched from an HTTP backend (no origin)", path="dataAddress")
+        address = await backends.snapshot(node, p, asset.id, origin)
+        changed = address["sha256"] != asset.data_address.get("sha256")
+        if changed:
+            asset = msgspec.structs.replace(asset, data_address=address)
+            await node.contracts.replace_asset(p.id, asset)
+            await node.transfers.manifest_for(p, asset, addresses.resolve(address, node.transfers.roots))
+        return web.json_response({**camel(asset), "changed": changed})
 
     async def add_policy(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), PolicyIn)
@@ -662,6 +686,9 @@ def routes(node: Node) -> list[Route]:
         R("GET", "/peers", list_peers, "Peers this participant has verified", tag="peers", response=PeersOut),
         *entry_routes("assets", "asset", Asset, add_asset, AssetIn,
                       {"id": "qi-2026", "title": "Quality inspection 2026", "dataClass": "important"}),
+        R("POST", "/assets/{id}/refresh", refresh_asset,
+          "Fetch an asset again from the provider's HTTP backend (changed bytes: a new version and manifest)",
+          tag="assets"),
         *entry_routes("policies", "policy", PolicyRecord, add_policy, PolicyIn,
                       {"id": "rnd", "policy": {"@type": "Set", "permission": [{"action": "use"}]}}),
         *entry_routes("contract-definitions", "contract definition", ContractDefinition, add_definition,

@@ -241,6 +241,10 @@ class ContractRepository:
 
         await self.store.write(insert)
 
+    async def replace_asset(self, participant_id: str, asset: Asset) -> None:
+        row = to_row(asset, participant_id=participant_id)
+        await self.store.write(lambda db: _insert(db, "assets", row, replace=True))
+
     async def entries(self, participant_id: str, kind: type[Any]) -> list[Any]:
         table = _CATALOG_TABLES[kind]
 
