@@ -11,6 +11,7 @@ msgspec structs that forbid unknown fields, so a typo is a 400 naming the field.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
@@ -523,12 +524,8 @@ def routes(node: Node) -> list[Route]:
     async def get_negotiation(request: web.Request) -> web.Response:
         p = participant(request)
         negotiation_id = request.match_info["id"]
-        wait = request.query.get("wait")
-        if wait is not None:
-            try:
-                seconds = min(max(float(wait), 0.0), 120.0)
-            except ValueError as exc:
-                raise BadRequest("wait must be a number of seconds", path="wait") from exc
+        seconds = _wait_seconds(request)
+        if seconds is not None:
             record = await node.negotiations.wait(p.id, negotiation_id, seconds)
         else:
             record = await node.contracts.negotiation(p.id, negotiation_id)
@@ -633,12 +630,8 @@ def routes(node: Node) -> list[Route]:
     async def get_transfer(request: web.Request) -> web.Response:
         p = participant(request)
         transfer_id = request.match_info["id"]
-        wait = request.query.get("wait")
-        if wait is not None:
-            try:
-                seconds = min(max(float(wait), 0.0), 120.0)
-            except ValueError as exc:
-                raise BadRequest("wait must be a number of seconds", path="wait") from exc
+        seconds = _wait_seconds(request)
+        if seconds is not None:
             record = await node.transfers.wait(p.id, transfer_id, seconds)
         else:
             record = await node.transfers_repo.get(p.id, transfer_id)
@@ -749,6 +742,20 @@ def routes(node: Node) -> list[Route]:
         R("POST", "/transfers/{id}/terminate", transfer_action("terminate"), "Terminate, telling the peer why",
           tag="transfers", body=ReasonIn, response=TransferOut, example={"reason": "no longer needed"}),
     ]
+
+
+def _wait_seconds(request: web.Request) -> float | None:
+    """``?wait=SECONDS`` (long-poll until the record changes), clamped to 0..120; None when absent."""
+    raw = request.query.get("wait")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if math.isnan(seconds):
+        raise BadRequest("wait must be a number of seconds", path="wait")
+    return min(max(seconds, 0.0), 120.0)
 
 
 def _limit(request: web.Request) -> int:

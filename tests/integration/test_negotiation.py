@@ -54,6 +54,18 @@ async def test_negotiation_reaches_finalized_on_both_sides(nodes):
     assert [n["state"] for n in provider_side] == ["FINALIZED"]
 
 
+async def test_wait_that_is_not_a_number_is_400(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    await publish(provider)
+    started = await consumer.client.negotiate(provider.public_url, await offer_of(consumer, provider))
+    for bad in ("soon", "nan"):
+        with pytest.raises(ClientError) as err:
+            await consumer.client.negotiation(started["id"], wait_s=bad)  # type: ignore[arg-type]
+        assert err.value.status == 400 and err.value.path == "wait"
+    final = await consumer.client.negotiation(started["id"], wait_s=float("inf"))  # clamped to the 120 s cap
+    assert final["state"] == "FINALIZED"
+
+
 async def test_catalog_lists_only_what_the_access_policy_admits(nodes):
     provider = await nodes.start("acme")
     gd = await nodes.start("parts", region="CN-GD-GZ")
