@@ -218,8 +218,9 @@ SCHEMA_FILES = {
 
 
 def shared_dir() -> Path:
-    """``shared/`` beside the repository (where the DSP artifacts and conformance data live)."""
-    return Path(__file__).resolve().parents[2] / "shared"
+    """``tests/shared/`` in the repository: the DSP 2025-1 artifacts and the conformance data the tests read
+    (kept in the repository so a clean clone tests without fetching anything)."""
+    return Path(__file__).resolve().parents[1] / "tests" / "shared"
 
 
 class DspValidator:
