@@ -1,4 +1,4 @@
-"""The other party of the DSP compatibility kit's scenarios (see ../shared/DSP-TCK.md), over real HTTP.
+"""The other party of the DSP compatibility kit's scenarios (see tests/shared/DSP-TCK.md), over real HTTP.
 
 :class:`Kit` is what eclipse-dataspacetck/dsp-tck runs: an aiohttp server on 127.0.0.1 for the kit's
 callback endpoints, and a client that sends the kit's messages with its static ``Authorization`` header.

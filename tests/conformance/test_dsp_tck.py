@@ -1,4 +1,4 @@
-"""The DSP compatibility kit's MET, CAT, CN, CN_C, TP and TP_C scenarios (../shared/DSP-TCK.md), keyed by scenario id.
+"""The DSP compatibility kit's MET, CAT, CN, CN_C, TP and TP_C scenarios (tests/shared/DSP-TCK.md), by scenario id.
 
 Each scenario starts a node in conformance mode (``connector.conformance``) and the kit's side
 (``tck_kit.Kit``) on 127.0.0.1, and plays the kit's messages with the kit's seeded ids. → is a message the
