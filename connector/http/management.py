@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 import msgspec
 from aiohttp import web
 
+from connector import jsonbound
 from connector.config import NAME_RE, REGION_RE
 from connector.errors import BadRequest, Conflict, Forbidden, NotFound, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
@@ -191,12 +192,14 @@ def decode_body(raw: bytes, kind: type[S]) -> S:
     if not raw:
         raise BadRequest("request body is empty; a JSON object is required")
     try:
-        return msgspec.json.decode(raw, type=kind)
+        value = jsonbound.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not JSON: {exc}") from exc
+    try:
+        return msgspec.convert(value, type=kind)
     except msgspec.ValidationError as exc:
         path, message = validation_error_path(str(exc))
         raise BadRequest(f"{path}: {message}" if path else message, path=f"$.{path}" if path else "$") from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"request body is not JSON: {exc}") from exc
 
 
 def token_middleware(node: Node) -> Any:

@@ -97,9 +97,9 @@ async def read_json(request: web.Request) -> Any:
     raw = body if body is not None else await request.read()
     if not raw:
         raise BadRequest("request body is empty; a JSON object is required")
-    import json
+    from connector import jsonbound
 
     try:
-        return json.loads(raw)
+        return jsonbound.loads(raw)
     except ValueError as exc:
         raise BadRequest(f"request body is not JSON: {exc}") from exc

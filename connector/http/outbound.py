@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from nacl.signing import SigningKey
 
+from connector import jsonbound
 from connector.errors import OutboundRefused, PeerError
 from connector.http import signing
 from connector.http.netguard import OutboundPolicy, check_address, check_url
@@ -82,7 +83,7 @@ class PeerResponse:
 
     def json(self) -> Any:
         try:
-            return json.loads(self.body)
+            return jsonbound.loads(self.body)
         except ValueError as exc:
             raise PeerError(f"{self.url} answered {self.status} with a body that is not JSON") from exc
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
+
+from connector import jsonbound
 
 RETRY_BASE_S = 0.2
 RETRY_MAX_S = 10.0
@@ -41,7 +42,7 @@ def message_reason(message: Any, who: str, verb: str = "terminated") -> str:
 def peer_reason(body: bytes) -> str:
     """The reason a peer gave in an error body, bounded."""
     try:
-        data = json.loads(body)
+        data = jsonbound.loads(body)
     except ValueError:
         return "a non-JSON body"
     if isinstance(data, dict):

@@ -214,6 +214,20 @@ async def test_bad_messages_are_400_naming_the_field(nodes):
     assert status == 400 and "callbackAddress" in body["reason"][0]
 
 
+async def test_deeply_nested_bodies_are_400_not_a_crash(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    message = {"@context": [m.DSP_CONTEXT], "@type": "ContractRequestMessage", "consumerPid": "c", "offer": deep}
+    status, body = await _signed_post(consumer, f"{provider.participant.dsp_base}/negotiations/request", message)
+    assert status == 400 and body["@type"] == "ContractNegotiationError" and "deeper than 64" in body["reason"][0]
+    with pytest.raises(ClientError) as err:
+        await provider.client.add_policy("deep", {"@type": "Set", "permission": deep})
+    assert err.value.status == 400 and "deeper than 64" in str(err.value)
+    assert (await consumer.client.negotiations()) == [] and (await provider.client.negotiations()) == []
+
+
 async def test_catalog_pagination_with_link_headers(nodes):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     await provider.client.add_policy("open", OPEN)
