@@ -69,7 +69,7 @@ def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
             return web.json_response(error_body(request, exc), status=status, headers=headers)
         except web.HTTPRequestEntityTooLarge as exc:
             status = 413
-            err = PayloadTooLarge(f"request body exceeds {exc.max_size} bytes")
+            err = PayloadTooLarge(f"request body too large: {exc.text.rstrip('.')} (node.max_request_bytes)")
             return web.json_response(error_body(request, err), status=413)
         except web.HTTPException as exc:
             status = exc.status

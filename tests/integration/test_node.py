@@ -188,6 +188,21 @@ async def test_management_api_needs_a_token_and_names_bad_fields(nodes):
     assert info.value.status == 400 and "peer" in str(info.value)
 
 
+async def test_a_body_over_the_size_limit_is_413_with_a_json_body_on_both_listeners(nodes):
+    a, b = await nodes.start("acme", max_request_bytes=4096), await nodes.start("parts")
+    raw = json.dumps({"id": "p", "policy": {"note": "x" * 5000}}).encode()
+    status, body = await _post(f"{a.node.management_url}/api/management/v1/policies", raw,
+                               {"Authorization": f"Bearer {a.token}", "Content-Type": "application/json"})
+    assert status == 413 and "node.max_request_bytes" in body["message"]
+    url = f"{a.participant.dsp_base}/negotiations/request"
+    p = b.participant
+    headers = signing.sign_request("POST", url, raw, key=p.keys.signing, key_id=p.key_id, now=time.time(),
+                                   headers={"Content-Type": "application/json"})
+    status, body = await _post(url, raw, headers)
+    assert status == 413 and body["@type"] == "ContractNegotiationError"
+    assert "node.max_request_bytes" in body["reason"][0]
+
+
 async def test_peer_verify_errors_are_readable(nodes):
     a = await nodes.start("acme")
     with pytest.raises(ClientError) as info:
