@@ -137,7 +137,7 @@ def routes(node: Node) -> list[web.RouteDef]:
         if "Range" in request.headers:
             match = _RANGE.match(request.headers["Range"].strip())
             aligned = manifest is None or (match is not None and int(match.group(1)) % manifest.chunk_size == 0)
-            if match is None or int(match.group(1)) > size or not aligned:
+            if match is None or int(match.group(1)) >= size or not aligned:  # RFC 9110 §14.1.1: past the end
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             offset = int(match.group(1))
         # Sealed, every chunk carries a 16-byte tag: the length on the wire is the plaintext's plus the tags.

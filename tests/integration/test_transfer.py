@@ -268,6 +268,21 @@ async def test_data_endpoint_checks_token_signature_caller_and_time(nodes):
     assert await _get(url, _signed_get(consumer.participant, url, token)) == 401, "expired token"
 
 
+async def test_ranges_resume_inside_the_file_and_are_416_past_its_end(nodes):
+    _, consumer, record = await _held_transfer(nodes, size=100_000)
+    url = record.data_address["endpoint"]
+    token = next(p["value"] for p in record.data_address["endpointProperties"] if p["name"] == "authorization")
+
+    async def ranged(value):
+        headers = {**_signed_get(consumer.participant, url, token), "Range": value}
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+            return resp.status, resp.headers.get("Content-Range"), len(await resp.read())
+
+    assert await ranged("bytes=99990-") == (206, "bytes 99990-99999/100000", 10)
+    for unsatisfiable in ("bytes=100000-", "bytes=200000-", "bytes=0-9", "bytes=-5", "items=0-"):
+        assert await ranged(unsatisfiable) == (416, "bytes */100000", 0), unsatisfiable
+
+
 async def test_token_dies_with_the_transfer(nodes):
     provider, consumer, record = await _held_transfer(nodes)
     url = record.data_address["endpoint"]
