@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from connector import jsonbound
 from connector.errors import ConfigError, TdsError
 
 T = TypeVar("T")
@@ -369,7 +370,7 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
     """Add a policy. Without --file and without template options: allow use."""
     if file_path is not None:
         try:
-            body = json.loads(file_path.read_text())
+            body = jsonbound.loads(file_path.read_text())
         except ValueError as exc:
             _fail(f"{file_path} is not JSON: {exc}")
             return
@@ -541,7 +542,7 @@ def agreement_verify(agreement_id: str | None, file_path: Path | None, data_dir:
 
     if file_path is not None:
         try:
-            evidence = json.loads(file_path.read_text())
+            evidence = jsonbound.loads(file_path.read_text())
         except ValueError as exc:
             _fail(f"{file_path} is not JSON: {exc}")
             return
@@ -861,7 +862,7 @@ def manifest_verify(file_path: Path, bundle_path: Path) -> None:
     from connector.payload import manifest as manifests
 
     try:
-        bundle = json.loads(bundle_path.read_text())
+        bundle = jsonbound.loads(bundle_path.read_text())
         lines = manifest_lines(bundle)
         parsed, _, _ = manifests.read_bundle(bundle)
     except (ValueError, manifests.ManifestError) as exc:

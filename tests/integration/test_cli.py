@@ -118,6 +118,23 @@ def test_bad_config_file_is_one_line(tmp_path):
         assert result.output.strip() == "error: node.prot: unknown field"
 
 
+def test_unreadable_json_files_are_one_line_errors(tmp_path):
+    data, _ = _init(tmp_path)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"a":')
+    for command, message in (
+        (["policy", "add", "p", "--file", str(deep), "--dir", str(data)], "is not JSON: JSON nested deeper than 64"),
+        (["policy", "add", "p", "--file", str(broken), "--dir", str(data)], "is not JSON: Expecting value"),
+        (["manifest", "verify", str(broken), str(deep)], "the bundle does not verify: JSON nested deeper than 64"),
+    ):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and message in result.output, result.output
+        assert "Traceback" not in result.output
+
+
 def _wait_for(url: str, proc: subprocess.Popen, deadline_s: float = 20.0) -> dict:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
