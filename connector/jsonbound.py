@@ -17,12 +17,24 @@ class TooDeep(ValueError):
 
 
 def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
-    """``json.loads`` that refuses nesting deeper than *max_depth* with :class:`TooDeep` (a ValueError)."""
+    """``json.loads`` of standard JSON only (no NaN, Infinity or numbers beyond a double, a ValueError) that
+    refuses nesting deeper than *max_depth* with :class:`TooDeep` (a ValueError too)."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError as exc:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels") from exc
     check_depth(value, max_depth)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
     return value
 
 

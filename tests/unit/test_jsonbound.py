@@ -29,6 +29,14 @@ def test_deeper_is_refused_as_a_value_error(levels):
     assert issubclass(jsonbound.TooDeep, ValueError)
 
 
+@pytest.mark.parametrize("text", ['{"a": NaN}', '[Infinity]', '[-Infinity]', '{"n": 1e400}', '[-1e999]'])
+def test_only_standard_json_numbers(text):
+    with pytest.raises(ValueError):
+        jsonbound.loads(text)
+    assert jsonbound.loads('{"n": 1.5e300, "m": -0.25, "i": 12345678901234567890}') == {
+        "n": 1.5e300, "m": -0.25, "i": 12345678901234567890}
+
+
 def test_objects_count_like_arrays():
     deep = {"a": 1}
     for _ in range(jsonbound.MAX_DEPTH):
