@@ -43,6 +43,7 @@ from aiohttp import web
 from connector.config import ConformanceSection
 from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, Unauthorized
 from connector.http.auth import static_authorization_matches
+from connector.http.management import decode_body
 from connector.http.netguard import check_url
 from connector.logging import get_logger
 from connector.protocol import contracts
@@ -286,12 +287,7 @@ class ConformanceMode:
     async def _initiate_transfer(self, request: web.Request) -> web.Response:
         if not static_authorization_matches(self.config.authorization, request.headers.get("Authorization")):
             raise Unauthorized("the conformance trigger needs the configured Authorization value")
-        try:
-            body = msgspec.json.decode(await request.read(), type=InitiateTransfer)
-        except msgspec.ValidationError as exc:
-            raise BadRequest(f"not a transfer trigger: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"request body is not JSON: {exc}") from exc
+        body = decode_body(await request.read(), InitiateTransfer)
         participant = self.node.first_participant()
         if participant is None:
             raise NotFound("this node hosts no participant yet")
@@ -314,12 +310,7 @@ class ConformanceMode:
     async def _initiate_negotiation(self, request: web.Request) -> web.Response:
         if not static_authorization_matches(self.config.authorization, request.headers.get("Authorization")):
             raise Unauthorized("the conformance trigger needs the configured Authorization value")
-        try:
-            body = msgspec.json.decode(await request.read(), type=InitiateNegotiation)
-        except msgspec.ValidationError as exc:
-            raise BadRequest(f"not a negotiation trigger: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"request body is not JSON: {exc}") from exc
+        body = decode_body(await request.read(), InitiateNegotiation)
         participant = self.node.first_participant()
         if participant is None:
             raise NotFound("this node hosts no participant yet")

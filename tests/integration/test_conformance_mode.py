@@ -61,6 +61,13 @@ async def test_trigger_refuses_a_bad_body(nodes):
     status, body = await _post(url, {"datasetId": "ACNC0101", "offerId": "CD123:ACNC0101:456", "providerId": "x",
                                      "connectorAddress": "file:///etc/passwd"}, KIT.authorization)
     assert status == 400 and body["path"] == "connectorAddress"
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    for trigger in ("negotiations", "transfers"):
+        status, body = await _post(f"{cut.public_url}/conformance/{trigger}/initiate", {"offerId": deep},
+                                   KIT.authorization)
+        assert status == 400 and "deeper than 64" in body["message"], body
 
 
 async def test_seeding_twice_is_harmless(nodes):
