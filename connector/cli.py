@@ -757,16 +757,19 @@ def manifest_lines(bundle: dict[str, Any]) -> list[str]:
 @click.argument("peer_ref", metavar="PEER")
 @click.argument("agreement_id")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the transfer to end.")
+@click.option("--push", is_flag=True, help="Have the provider send the data to this node (HttpData-PUSH) instead "
+              "of this node fetching it.")
 @node_options
-def transfer(peer_ref: str, agreement_id: str, timeout: float, data_dir: Path | None, node_url: str | None,
-             token: str | None) -> None:
-    """Pull the data of AGREEMENT_ID from PEER with a progress bar; print the verified manifest."""
+def transfer(peer_ref: str, agreement_id: str, timeout: float, push: bool, data_dir: Path | None,
+             node_url: str | None, token: str | None) -> None:
+    """Get the data of AGREEMENT_ID from PEER with a progress bar (pulled, or pushed with --push); print the
+    verified manifest."""
     import time
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     async def go(client: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        record = await client.start_transfer(agreement_id, peer_ref)
+        record = await client.start_transfer(agreement_id, peer_ref, push=push)
         until = time.monotonic() + timeout
         columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, transient=True) as bar:
@@ -774,7 +777,7 @@ def transfer(peer_ref: str, agreement_id: str, timeout: float, data_dir: Path | 
             while time.monotonic() < until:
                 record = await client.transfer(record["id"], wait_s=0.25)  # returns early once final
                 if record.get("size") is not None:
-                    bar.update(task, description="pulling, verified", total=record["size"],
+                    bar.update(task, description="receiving, verified", total=record["size"],
                                completed=record["received"])
                 if record["state"] in ("COMPLETED", "TERMINATED"):
                     break

@@ -194,10 +194,13 @@ class ManagementClient:
 
     # transfers
 
-    async def start_transfer(self, agreement_id: str, peer: str | None = None) -> dict[str, Any]:
+    async def start_transfer(self, agreement_id: str, peer: str | None = None, *, push: bool = False
+                             ) -> dict[str, Any]:
         body: dict[str, Any] = {"agreementId": agreement_id}
         if peer:
             body["peer"] = peer
+        if push:
+            body["push"] = True
         return await self._call("POST", "/transfers", body)  # type: ignore[no-any-return]
 
     async def transfer(self, transfer_id: str, *, wait_s: float | None = None) -> dict[str, Any]:

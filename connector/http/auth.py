@@ -66,15 +66,17 @@ async def authenticate_peer(node: Node, request: web.Request) -> str:
     return await authenticate_signed(node, request)
 
 
-async def authenticate_signed(node: Node, request: web.Request) -> str:
+async def authenticate_signed(node: Node, request: web.Request, *, streamed: bool = False) -> str:
     """Verify the request's RFC 9421 signature (never the conformance shortcut); return the caller's DID.
 
     Also used by the data plane, whose requests carry a transfer token in ``Authorization`` besides.
+    *streamed*: the body is left unread for the handler to stream, and is not digested (the data plane
+    checks such a body chunk by chunk against a signed manifest instead).
     """
     now = time.time()
     sig = signing.read_signature_input(request.headers)
     signing.check_times(sig, now)
-    body = await request.read()
+    body = b"" if streamed else await request.read()
     key = await node.resolver.verification_key(sig.key_id, "authentication")
     target_uri = node.config.public_url + request.raw_path
     try:
@@ -87,7 +89,8 @@ async def authenticate_signed(node: Node, request: web.Request) -> str:
         raise Unauthorized("signature nonce was already used (replayed request)")
     caller = sig.key_id.partition("#")[0]
     request[CALLER_DID] = caller
-    request[BODY] = body
+    if not streamed:
+        request[BODY] = body
     log.debug("peer request verified", caller=caller, path=request.path)
     return caller
 

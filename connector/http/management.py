@@ -140,6 +140,8 @@ class TransferStart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, ren
     agreement_id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     #: The provider's URL or DSP base; default: where the agreement was negotiated.
     peer: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    #: Have the provider push the data to this node (``HttpData-PUSH``) instead of pulling it.
+    push: bool = False
 
 
 class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -622,7 +624,7 @@ def routes(node: Node) -> list[Route]:
 
             raise PayloadTooLarge(f"the participant's vault is full ({quota} bytes, node.vault_quota_bytes): "
                                   "delete data it no longer needs first")
-        record = await node.transfers.start(p, body.agreement_id, body.peer)
+        record = await node.transfers.start(p, body.agreement_id, body.peer, push=body.push)
         return web.json_response(transfer_out(record), status=201)
 
     async def list_transfers(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -194,6 +194,43 @@ class PeerClient:
                 raise cause from None
             raise PeerError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
         finally:
+            _plain_http.reset(token)
+
+    async def upload(
+        self, url: str, body: AsyncIterable[bytes], length: int, *, signer: Signer | None = None,
+        headers: dict[str, str] | None = None, read_timeout_s: float | None = None,
+    ) -> PeerResponse:
+        """A POST whose body of *length* bytes is streamed from *body*; the (bounded) answer is returned.
+
+        Signed without ``content-digest`` (the body is not known when the request is signed: its integrity
+        comes from what the caller sends, e.g. chunks checked against a signed manifest). The outbound guard
+        applies as for :meth:`request`; no redirects; a stalled write or read fails after *read_timeout_s*.
+        """
+        parts = check_url(url, self.policy)
+        send_headers = {"Accept": "application/json", "Content-Type": "application/octet-stream",
+                        **(headers or {})}
+        if signer is not None:
+            send_headers = signing.sign_request("POST", url, None, key=signer.key, key_id=signer.key_id,
+                                                now=time.time(), headers=send_headers)
+        send_headers["Content-Length"] = str(length)
+        stall = read_timeout_s or self.timeout.total
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
+        token = _plain_http.set(parts.scheme == "http")
+        own = _own_origin.set(self.policy.is_own_origin(parts))
+        try:
+            async with self.session.post(url, data=body, headers=send_headers, allow_redirects=False,
+                                         timeout=timeout) as resp:
+                data = await self._read_bounded(resp, url)
+                return PeerResponse(resp.status, dict(resp.headers), data, url)
+        except OutboundRefused:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OutboundRefused):
+                raise cause from None
+            raise PeerError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _own_origin.reset(own)
             _plain_http.reset(token)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse, url: str) -> bytes:

@@ -27,22 +27,27 @@ import json
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import ClientError, StreamReader, web
 
-from connector.errors import NotFound, PeerError, TdsError, Unauthorized
+from connector.errors import BadRequest, Conflict, NotFound, PeerError, TdsError, TooManyRequests, Unauthorized
 from connector.faults import crash_point
 from connector.http.auth import authenticate_signed
+from connector.http.middleware import read_json
+from connector.http.outbound import PeerResponse
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import Kind, State
-from connector.services.delivery import backoff, now_text
+from connector.services.delivery import backoff, now_text, peer_reason
 from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
     MANIFEST_PROPERTY,
+    PUSH,
+    SEALING_SCHEME,
     TransferService,
     _property,
     _replace,
@@ -166,7 +171,7 @@ def routes(node: Node) -> list[web.RouteDef]:
             node.transfers.served(key, task)
         return response
 
-    return [web.get(base, data), web.get(f"{base}/manifest", manifest)]
+    return [web.get(base, data), web.get(f"{base}/manifest", manifest), *inbox_routes(node)]
 
 
 async def stream_file(path: Path, offset: int, size: int, response: web.StreamResponse) -> None:
@@ -203,6 +208,121 @@ async def stream_sealed(path: Path, manifest: manifests.Manifest, first: int, ke
             await response.write(await loop.run_in_executor(None, sealed, index))
     finally:
         os.close(fd)
+
+
+async def _chunks(path: Path, manifest: manifests.Manifest, first: int, key: bytes | None,
+                  context: str) -> AsyncIterator[bytes]:
+    """Chunks *first*… of *path*, sealed when *key* is given, each read (and sealed) off the event loop."""
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDONLY)
+
+    def read(index: int) -> bytes:
+        plain = os.pread(fd, manifest.chunk_length(index), index * manifest.chunk_size)
+        return sealing.seal_chunk(key, context, index, plain) if key is not None else plain
+
+    half = len(manifest.chunks) // 2
+    try:
+        for index in range(first, len(manifest.chunks)):
+            yield await loop.run_in_executor(None, read, index)
+            if index == half:
+                crash_point("provider-mid-push")
+    finally:
+        os.close(fd)
+
+
+def wire_length(manifest: manifests.Manifest, offset: int, sealed: bool) -> int:
+    """Bytes on the wire from plaintext *offset* on: the plaintext, plus a 16-byte tag per chunk if sealed."""
+    length = manifest.size - offset
+    if sealed:
+        length += sealing.TAG_SIZE * (len(manifest.chunks) - offset // manifest.chunk_size)
+    return length
+
+
+async def push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    """Provider: send the payload of a STARTED push transfer to the consumer's receiving endpoint."""
+    try:
+        await _push(service, participant, transfer_id)
+    except (asyncio.CancelledError, _Stopped):
+        return
+    except PullFailed as exc:
+        log.warning("push failed", id=transfer_id, reason=str(exc))
+        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
+    except Exception:
+        log.exception("push stopped", id=transfer_id)
+
+
+async def _push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    node = service.node
+    record = await node.transfers_repo.get(participant.id, transfer_id)
+    if (record is None or record.state != State.STARTED.value or record.data_address is None
+            or record.manifest is None):
+        return
+    source = record.data_address
+    target = source.get("push") or {}
+    endpoint, token = target.get("endpoint"), target.get("token")
+    if not isinstance(endpoint, str) or not isinstance(token, str):
+        raise PullFailed("the consumer's receiving endpoint is not known")
+    manifest = manifests.decode(record.manifest)
+    path = Path(str(source.get("path", "")))
+    seal_key = bytes.fromhex(str(source.get("seal_key", ""))) or None
+    offer: dict[str, Any] = {"manifest": record.manifest, "envelope": record.envelope}
+    if seal_key is not None:
+        offer["sealing"] = {"scheme": SEALING_SCHEME, "ephemeralKey": source.get("ephemeral")}
+    headers = {"Authorization": f"Bearer {token}"}
+    stall = node.config.node.transfer_stall_timeout_s
+    deadline = time.time() + stall
+    attempt, best = 0, -1
+    while True:
+        try:
+            stat = await asyncio.to_thread(path.stat)
+        except OSError as exc:
+            raise PullFailed("the asset's file is no longer available") from exc
+        if f"{stat.st_size}:{stat.st_mtime_ns}" != source.get("version"):
+            raise PullFailed("the asset's file changed since the transfer started")
+        try:
+            # The envelope first: the consumer checks it (once) and answers its resume point.
+            answer = await node.client.request("PUT", f"{endpoint}/manifest", json_body=offer,
+                                               signer=participant.signer, headers=headers)
+            offset = _resume_point(answer, manifest, "manifest")
+            if offset > best:  # progress since the last attempt: the stall clock starts again
+                deadline, best = time.time() + stall, offset
+            detail = (f"the consumer holds {offset} of {manifest.size} bytes; pushing the rest" if offset else
+                      f"pushing {manifest.size} bytes to {endpoint}" + (", sealed end to end" if seal_key else ""))
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "push", detail)
+            body = _chunks(path, manifest, offset // manifest.chunk_size, seal_key, record.id)
+            answer = await node.client.upload(f"{endpoint}?offset={offset}", body,
+                                              wire_length(manifest, offset, seal_key is not None),
+                                              signer=participant.signer, headers=headers, read_timeout_s=stall)
+            if answer.status == 422:  # a chunk did not verify there: push again from the consumer's point
+                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
+                                                    f"the consumer refused a chunk: {peer_reason(answer.body)}")
+                continue
+            _resume_point(answer, manifest, "payload")
+            log.info("payload pushed", id=record.id, bytes=manifest.size, to=endpoint)
+            return
+        except PeerError as exc:
+            attempt += 1
+            delay = backoff(attempt)
+            if time.time() + delay > deadline:
+                raise PullFailed(f"the consumer's receiving endpoint failed for {stall:.0f} s: {exc}") from None
+            log.info("push interrupted; resuming", id=record.id, error=str(exc)[:200])
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                                f"push interrupted ({str(exc)[:200]}); retrying in {delay:.1f} s")
+            await asyncio.sleep(delay)
+
+
+def _resume_point(answer: PeerResponse, manifest: manifests.Manifest, what: str) -> int:
+    """The consumer's resume point from its answer (a chunk boundary within the payload), or why not."""
+    if answer.status in (400, 401, 403, 404, 409, 413):
+        raise PullFailed(f"the consumer refused the {what} ({answer.status}: {peer_reason(answer.body)})")
+    if answer.status != 200:
+        raise PeerError(f"the consumer's receiving endpoint answered {answer.status}: {peer_reason(answer.body)}")
+    body = answer.json()
+    received = body.get("received") if isinstance(body, dict) else None
+    if type(received) is not int or not 0 <= received <= manifest.size or (
+            received % manifest.chunk_size and received != manifest.size):
+        raise PullFailed(f"the consumer's answer to the {what} names no valid resume point")
+    return received
 
 
 # -- consumer ---------------------------------------------------------------------------------------------
@@ -315,9 +435,19 @@ async def _fetch_manifest(service: TransferService, participant: ParticipantRunt
     response = await node.client.request("GET", url, signer=participant.signer, headers=headers)
     if response.status != 200:
         raise PullFailed(f"the provider refused the manifest request ({response.status})")
-    body = response.json()
+    return await _accept_manifest(service, participant, record, response.json())
+
+
+async def _accept_manifest(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                           body: Any, **changes: Any) -> TransferRecord:
+    """Check the provider's manifest and envelope (signature, binding, vault quota), then store them.
+
+    The transfer must still be STARTED (:class:`_Stopped` otherwise); *changes* are stored with them."""
+    node = service.node
+    if not isinstance(body, dict):
+        raise PullFailed("the manifest does not verify: the body is not a JSON object")
     try:
-        manifest = manifests.decode(body.get("manifest") if isinstance(body, dict) else None)
+        manifest = manifests.decode(body.get("manifest"))
         document = await node.resolver.resolve(record.counterparty_did)
         binding = manifests.Binding(agreement_id=record.agreement_id, provider_pid=record.provider_pid or "",
                                     consumer_pid=record.id, provider=record.counterparty_did, consumer=participant.did)
@@ -335,7 +465,7 @@ async def _fetch_manifest(service: TransferService, participant: ParticipantRunt
             raise _Stopped
         bundle = manifests.bundle(manifest, body["envelope"], document)
         updated = _replace(current, manifest=manifests.encode(manifest), envelope=bundle, size=manifest.size,
-                           received=0)
+                           received=0, **changes)
         updated = await service.commit(current, updated, "manifest",
                                        f"manifest of {manifest.size} bytes in {len(manifest.chunks)} chunks "
                                        f"({manifest.algorithm}), envelope signed by {record.counterparty_did}")
@@ -353,16 +483,35 @@ class _Progress:
 async def _stream_once(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                        manifest: manifests.Manifest, endpoint: str, headers: dict[str, str], target: Path,
                        progress: _Progress, seal_key: bytes | None = None) -> None:
-    """One GET from the resume point on, advancing *progress* as chunks are verified and written.
+    """One GET from the resume point on, advancing *progress* as chunks are verified and written."""
+    node = service.node
+    send = dict(headers)
+    if progress.received:
+        send["Range"] = f"bytes={progress.received}-"
+    try:
+        async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
+            if resp.status == 401:
+                raise PullFailed("the provider refused the transfer token")
+            if resp.status != (206 if progress.received else 200):
+                raise _Dropped(f"the data endpoint answered {resp.status}")
+            await _receive(service, participant, record, manifest, resp.content, target, progress, seal_key)
+    except PeerError as exc:
+        if isinstance(exc, _Dropped):
+            raise
+        raise _Dropped(exc.message) from exc
+
+
+async def _receive(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                   manifest: manifests.Manifest, content: StreamReader, target: Path, progress: _Progress,
+                   seal_key: bytes | None) -> None:
+    """Read the payload from the resume point on off *content* (a pulled response or a pushed request),
+    verifying every chunk before it is written and advancing *progress*.
 
     A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
     event loop receives chunk *n+1* into the other of two reusable buffers (memory: two chunks).
     """
     node = service.node
     loop = asyncio.get_running_loop()
-    send = dict(headers)
-    if progress.received:
-        send["Range"] = f"bytes={progress.received}-"
     tag = sealing.TAG_SIZE if seal_key is not None else 0
     buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
     half = manifest.size // 2
@@ -395,40 +544,31 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
             await node.transfers_repo.set_received(participant.id, record.id, progress.received)
             checkpoint = progress.received
             if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
-                crash_point("consumer-mid-pull")
+                crash_point("consumer-mid-receive")
 
     with out:
         try:
-            async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
-                if resp.status == 401:
-                    raise PullFailed("the provider refused the transfer token")
-                if resp.status != (206 if progress.received else 200):
-                    raise _Dropped(f"the data endpoint answered {resp.status}")
-                fetched, turn = progress.received, 0
-                while fetched < manifest.size:
-                    index = fetched // manifest.chunk_size
-                    want = manifest.chunk_length(index)
-                    wire = want + tag
-                    view = buffers[turn]
-                    filled = 0
-                    while filled < wire:
-                        data = await resp.content.read(wire - filled)
-                        if not data:
-                            await settle()
-                            raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
-                                "the stream ended early")
-                        view[filled:filled + len(data)] = data
-                        filled += len(data)
-                    await settle()  # the other buffer is free again once its chunk is written
-                    pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
-                    pending_index, pending_length = index, want
-                    fetched += want
-                    turn ^= 1
-                await settle()
-        except PeerError as exc:
-            if isinstance(exc, _Dropped):
-                raise
-            raise _Dropped(exc.message) from exc
+            fetched, turn = progress.received, 0
+            while fetched < manifest.size:
+                index = fetched // manifest.chunk_size
+                want = manifest.chunk_length(index)
+                wire = want + tag
+                view = buffers[turn]
+                filled = 0
+                while filled < wire:
+                    data = await content.read(wire - filled)
+                    if not data:
+                        await settle()
+                        raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
+                            "the stream ended early")
+                    view[filled:filled + len(data)] = data
+                    filled += len(data)
+                await settle()  # the other buffer is free again once its chunk is written
+                pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
+                pending_index, pending_length = index, want
+                fetched += want
+                turn ^= 1
+            await settle()
         finally:
             if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
                 with contextlib.suppress(Exception):
@@ -437,6 +577,161 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
             out.flush()
             if progress.received != checkpoint:
                 await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+
+
+# -- consumer: receiving a push -----------------------------------------------------------------------------
+
+
+def inbox_routes(node: Node) -> list[web.RouteDef]:
+    """``PUT /participants/NAME/inbox/:consumerPid/manifest`` (the signed envelope; answers the resume point)
+    and ``POST …/inbox/:consumerPid?offset=N`` (the chunks from N on), for a push transfer we requested."""
+    base = "/participants/{name}/inbox/{pid}"
+    receiving: dict[tuple[str, str], asyncio.Lock] = {}
+    failures: dict[tuple[str, str], dict[int, int]] = {}
+
+    async def authorise(request: web.Request, *, streamed: bool) -> tuple[ParticipantRuntime, TransferRecord]:
+        participant = node.participants.get(request.match_info["name"])
+        if participant is None:
+            raise NotFound("no such participant")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("a push needs the token of the consumer's data address (Authorization: Bearer)")
+        caller = await authenticate_signed(node, request, streamed=streamed)
+        record = await node.transfers_repo.get(participant.id, request.match_info["pid"])
+        if record is None or record.role != "consumer" or record.format != PUSH:
+            raise NotFound("no such transfer")
+        ok = hmac.compare_digest(token_hash(token.strip()), record.token_hash or "")
+        ok = ok and record.counterparty_did == caller and record.state == State.STARTED.value
+        if not ok:
+            node.metrics.signature_failures.inc()
+            raise Unauthorized("the token is not valid for this transfer, caller or state")
+        return participant, record
+
+    async def manifest(request: web.Request) -> web.Response:
+        participant, record = await authorise(request, streamed=False)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object with manifest and envelope")
+        ephemeral = _ephemeral_of(body.get("sealing"))
+        if record.manifest is None:
+            try:
+                if ephemeral:  # the transfer key must derive before anything is accepted
+                    _push_key(participant, record, ephemeral)
+                record = await _accept_manifest(node.transfers, participant, record, body,
+                                                data_address={"push": {}, "ephemeral": ephemeral})
+            except PullFailed as exc:
+                await node.transfers.do(participant, record.id, "terminate", str(exc)[:900],
+                                        expected_state=State.STARTED.value)
+                raise BadRequest(str(exc)) from None
+            except _Stopped:
+                raise Unauthorized("the token is not valid for this transfer, caller or state") from None
+            if ephemeral:
+                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed",
+                                                    "end-to-end encrypted: X25519 key agreement, HKDF-SHA256, "
+                                                    "XChaCha20-Poly1305 per chunk; decrypted and verified here")
+        else:
+            try:
+                same = manifests.decode(body.get("manifest")) == manifests.decode(record.manifest)
+            except manifests.ManifestError as exc:
+                raise BadRequest(f"the manifest is malformed: {exc}") from None
+            if not same or ephemeral != (record.data_address or {}).get("ephemeral"):
+                raise Conflict("this transfer already has another manifest or key; it cannot change")
+        return web.json_response({"received": record.received, "size": record.size})
+
+    async def data(request: web.Request) -> web.Response:
+        participant, record = await authorise(request, streamed=True)
+        key = (participant.id, record.id)
+        if record.manifest is None:
+            raise Conflict("send the manifest (PUT …/manifest) before the payload")
+        lock = receiving.setdefault(key, asyncio.Lock())
+        if lock.locked():
+            raise TooManyRequests("a push of this transfer is already being received", retry_after=1)
+        async with lock:
+            try:
+                return await receive_push(participant, key, request)
+            finally:
+                if not lock.locked():
+                    receiving.pop(key, None)
+
+    async def receive_push(participant: ParticipantRuntime, key: tuple[str, str],
+                           request: web.Request) -> web.Response:
+        record = await node.transfers_repo.get(*key)
+        if record is None or record.state != State.STARTED.value or record.manifest is None:
+            raise Unauthorized("the token is not valid for this transfer, caller or state")
+        manifest = manifests.decode(record.manifest)
+        ephemeral = str((record.data_address or {}).get("ephemeral") or "")
+        seal_key = _push_key(participant, record, ephemeral) if ephemeral else None
+        offset = request.query.get("offset", "")
+        if not offset.isdigit() or int(offset) != record.received:
+            return web.json_response({"received": record.received, "error": f"resume at byte {record.received}"},
+                                     status=422)
+        if request.content_length != wire_length(manifest, record.received, seal_key is not None):
+            raise BadRequest("Content-Length does not match the rest of the payload from this offset")
+        target = partial_path(node, participant, record)
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        progress = _Progress(record.received)
+        task = asyncio.current_task()
+        assert task is not None
+        node.transfers.serving(key, task)
+        try:
+            await _receive(node.transfers, participant, record, manifest, request.content, target, progress,
+                           seal_key)
+        except _BadChunk as exc:
+            counts = failures.setdefault(key, {})
+            counts[exc.index] = counts.get(exc.index, 0) + 1
+            if counts[exc.index] > node.config.node.transfer_chunk_retries:
+                failures.pop(key, None)
+                reason = f"chunk {exc.index} failed verification {counts[exc.index]} times ({exc.why}); giving up"
+                await node.transfers.do(participant, record.id, "terminate", reason,
+                                        expected_state=State.STARTED.value)
+                discard_partial(node, participant, record)
+                raise Conflict(reason) from None
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
+                                                f"chunk {exc.index} {exc.why}; asked the provider again")
+            return web.json_response({"received": progress.received, "error": f"chunk {exc.index} {exc.why}"},
+                                     status=422)
+        except (_Dropped, OSError, ClientError) as exc:
+            # The provider went away mid-body: what was verified is kept; it resumes from there.
+            log.info("push interrupted", id=record.id, at=progress.received, error=str(exc)[:200])
+            return web.json_response({"received": progress.received}, status=422)
+        finally:
+            node.transfers.served(key, task)
+        failures.pop(key, None)
+        complete = progress.received >= manifest.size
+        if complete:
+            node.transfers.react_soon(participant, record.id)
+        return web.json_response({"received": progress.received, "complete": complete})
+
+    return [web.put(f"{base}/manifest", manifest), web.post(base, data)]
+
+
+def _ephemeral_of(offer: Any) -> str:
+    if offer is None:
+        return ""
+    if not isinstance(offer, dict) or offer.get("scheme") != SEALING_SCHEME or not isinstance(
+            offer.get("ephemeralKey"), str) or len(offer["ephemeralKey"]) > 100:
+        raise BadRequest(f"sealing must name the scheme {SEALING_SCHEME} and an ephemeralKey")
+    return str(offer["ephemeralKey"])
+
+
+def _push_key(participant: ParticipantRuntime, record: TransferRecord, ephemeral: str) -> bytes:
+    from connector.identity.multikey import MultikeyError, decode_multibase
+
+    try:
+        return sealing.recipient_key(participant.keys.agreement, decode_multibase(ephemeral),
+                                     record.provider_pid or "")
+    except (MultikeyError, sealing.SealError) as exc:
+        raise PullFailed(f"the provider's ephemeral key is unusable: {exc}") from exc
+
+
+async def finish_push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    """Consumer: every pushed chunk is verified and written; place the file and complete the transfer."""
+    record = await service.node.transfers_repo.get(participant.id, transfer_id)
+    if record is None or record.manifest is None or record.state != State.STARTED.value:
+        return
+    target = partial_path(service.node, participant, record)
+    if await asyncio.to_thread(target.exists):
+        await _finish(service, participant, record, manifests.decode(record.manifest), target)
 
 
 def _open_partial(target: Path, received: int) -> Any:

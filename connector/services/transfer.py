@@ -13,11 +13,14 @@ Decisions the node takes on its own:
   engine, ``decide_transfer``: dates, regions, export rules and parties must hold now, while purpose and
   use counts are left to the consumer's usage control; a refusal terminates the process with the
   engine's reasons); the asset's data address must
-  resolve inside the data roots. Then it starts the transfer (``HttpData-PULL``): a start message with
+  resolve inside the data roots. Then it starts the transfer. ``HttpData-PULL``: a start message with
   the data endpoint and a short-lived token bound to the agreement, the transfer and the consumer's DID,
-  and a signed envelope over the manifest (``connector.payload.manifest``).
-- as consumer, once STARTED: pull the data (``connector.services.dataplane``), verify every chunk
-  before it is written, and complete the transfer once the payload is whole and in the vault.
+  and a signed envelope over the manifest (``connector.payload.manifest``). ``HttpData-PUSH``: the
+  consumer's request named its receiving endpoint and token (the endpoint passes the outbound guard);
+  once the start is acknowledged the provider sends the envelope and then the chunks there.
+- as consumer, once STARTED: pull the data, or receive the pushed data (``connector.services.dataplane``);
+  either way verify every chunk before it is written, and complete the transfer once the payload is whole
+  and in the vault.
 
 Conformance mode scripts the node's moves by agreement id (:attr:`TransferService.script`).
 """
@@ -56,6 +59,10 @@ if TYPE_CHECKING:
 log = get_logger(component="transfer")
 
 PULL = "HttpData-PULL"
+#: The provider sends the data to an endpoint the consumer names in its request (a consumer behind a
+#: firewall that cannot be pulled from still receives; see ``connector.services.dataplane``).
+PUSH = "HttpData-PUSH"
+FORMATS = (PULL, PUSH)
 ENDPOINT_TYPE = "https://w3id.org/idsa/v4.1/HTTP"
 MANIFEST_PROPERTY = "https://w3id.org/tds/v1#manifest"
 #: End-to-end encryption of a transfer (connector.payload.sealing): the scheme, and the provider's
@@ -109,11 +116,33 @@ def _property(address: dict[str, Any] | None, name: str) -> str | None:
     return None
 
 
+def push_target(address: dict[str, Any] | None, node: Node) -> dict[str, str]:
+    """The consumer's receiving endpoint and token from a push request's data address (untrusted input:
+    the endpoint must pass the outbound guard, the token must be there; 400 naming the field otherwise)."""
+    if not isinstance(address, dict):
+        raise MessageError(f"a {PUSH} request needs a dataAddress naming the consumer's receiving endpoint",
+                           path="dataAddress")
+    endpoint = address.get("endpoint")
+    if not isinstance(endpoint, str) or not 0 < len(endpoint) <= 2048:
+        raise MessageError("the dataAddress needs an endpoint (a URL of at most 2048 characters)",
+                           path="dataAddress.endpoint")
+    try:
+        check_url(endpoint, node.policy)
+    except OutboundRefused as exc:
+        raise MessageError(f"dataAddress.endpoint refused: {exc.message}", path="dataAddress.endpoint") from exc
+    token = _property(address, "authorization")
+    if not token or len(token) > 1024:
+        raise MessageError("the dataAddress needs an authorization endpoint property (at most 1024 characters)",
+                           path="dataAddress.endpointProperties")
+    return {"endpoint": endpoint.rstrip("/"), "token": token}
+
+
 class TransferService(ProcessShell[TransferRecord]):
     def __init__(self, node: Node) -> None:
         super().__init__()
         self.node = node
-        self._pulls: dict[Key, asyncio.Task[None]] = {}
+        #: The task moving each transfer's bytes: a consumer's pull or a provider's push.
+        self._movers: dict[Key, asyncio.Task[None]] = {}
         #: Provider: the data responses being streamed per transfer (cut off when it leaves STARTED).
         self._streams: dict[Key, set[asyncio.Task[Any]]] = {}
         #: Conformance mode: names the node's next step for a transfer ("start", "suspend", "complete",
@@ -149,8 +178,8 @@ class TransferService(ProcessShell[TransferRecord]):
         return len(records)
 
     async def close(self) -> None:
-        await self._close(*self._pulls.values())
-        self._pulls.clear()
+        await self._close(*self._movers.values())
+        self._movers.clear()
 
     async def commit(self, old: TransferRecord, new: TransferRecord, event: str, detail: str = "") -> TransferRecord:
         waiting = new.role == Role.CONSUMER.value and new.state == State.REQUESTED.value and new.pending is None
@@ -200,9 +229,10 @@ class TransferService(ProcessShell[TransferRecord]):
 
     # -- consumer: requesting a transfer -------------------------------------------------------------
 
-    async def start(self, participant: ParticipantRuntime, agreement_id: str, peer: str | None = None
-                    ) -> TransferRecord:
-        """Ask the provider of *agreement_id* for its data; returns once the provider acknowledged."""
+    async def start(self, participant: ParticipantRuntime, agreement_id: str, peer: str | None = None,
+                    *, push: bool = False) -> TransferRecord:
+        """Ask the provider of *agreement_id* for its data (pulled, or pushed to us with *push*); returns once
+        the provider acknowledged."""
         agreement = await self.node.contracts.agreement(participant.id, agreement_id)
         if agreement is None or agreement.role != Role.CONSUMER.value:
             raise BadRequest(f"no agreement {agreement_id!r} where this participant is the consumer",
@@ -216,20 +246,33 @@ class TransferService(ProcessShell[TransferRecord]):
             if negotiation is None or not negotiation.counterparty_address:
                 raise BadRequest("the provider's address is not known; give the peer", path="peer")
             dsp = negotiation.counterparty_address
-        return await self.request(participant, dsp, agreement.provider_did, agreement_id, agreement.asset_id)
+        return await self.request(participant, dsp, agreement.provider_did, agreement_id, agreement.asset_id,
+                                  PUSH if push else PULL)
 
     async def request(self, participant: ParticipantRuntime, dsp: str, provider_did: str, agreement_id: str,
                       asset_id: str, fmt: str = PULL) -> TransferRecord:
         """Open a transfer as consumer: commit REQUESTED with the opening request, then deliver it."""
         pid = new_pid()
+        inbox: dict[str, Any] | None = None
+        inbox_token: str | None = None
+        if fmt == PUSH:
+            # Where the provider sends the data, and the token it must present there (only its hash stays).
+            inbox_token = secrets.token_urlsafe(32)
+            inbox = {"@type": "DataAddress", "endpointType": ENDPOINT_TYPE,
+                     "endpoint": f"{participant.base_url}/inbox/{pid}",
+                     "endpointProperties": [
+                         {"@type": "EndpointProperty", "name": "authorization", "value": inbox_token},
+                         {"@type": "EndpointProperty", "name": "authType", "value": "bearer"}]}
         message = m.TransferRequestMessage(consumerPid=pid, agreementId=agreement_id, format=fmt,
-                                           callbackAddress=participant.dsp_base)
+                                           callbackAddress=participant.dsp_base, dataAddress=inbox)
         now = time.time()
         dsp = dsp.rstrip("/")
         record = TransferRecord(
             participant_id=participant.id, id=pid, role=Role.CONSUMER.value,
             state=table_send(None, Kind.REQUEST, Role.CONSUMER).value, counterparty_did=provider_did,
             agreement_id=agreement_id, consumer_pid=pid, counterparty_address=dsp, asset_id=asset_id, format=fmt,
+            data_address={"push": {}} if fmt == PUSH else None,
+            token_hash=token_hash(inbox_token) if inbox_token else None,
             pending={"kind": Kind.REQUEST.name, "url": f"{dsp}/transfers/request", "body": m.encode(message),
                      OPENING: True},
             next_attempt_at=now, deliver_by=now + self.delivery_timeout, created_at=now_text(),
@@ -251,8 +294,8 @@ class TransferService(ProcessShell[TransferRecord]):
             await self.node.transfers_repo.add_event(participant.id, existing.id, now_text(), "duplicate",
                                                      "TransferRequestMessage (opening) received again")
             return existing
-        if message.format != PULL:
-            raise TransferError(f"format {message.format!r} is not offered (this node offers {PULL})")
+        if message.format not in FORMATS:
+            raise TransferError(f"format {message.format!r} is not offered (this node offers {', '.join(FORMATS)})")
         agreement = await self.node.contracts.agreement(participant.id, message.agreementId)
         conformance = self.node.conformance_caller(caller)
         if agreement is None or agreement.role != Role.PROVIDER.value or (
@@ -264,12 +307,14 @@ class TransferService(ProcessShell[TransferRecord]):
             check_url(message.callbackAddress, self.node.policy)
         except OutboundRefused as exc:
             raise MessageError(f"callbackAddress refused: {exc.message}", path="callbackAddress") from exc
+        target = push_target(message.dataAddress, self.node) if message.format == PUSH else None
         pid = new_pid()
         record = TransferRecord(
             participant_id=participant.id, id=pid, role=Role.PROVIDER.value, state=State.REQUESTED.value,
             counterparty_did=caller, agreement_id=agreement.id, provider_pid=pid, consumer_pid=message.consumerPid,
             counterparty_address=message.callbackAddress.rstrip("/"), asset_id=agreement.asset_id,
-            format=message.format, created_at=now_text(), updated_at=now_text(),
+            format=message.format, data_address={"push": target} if target else None, created_at=now_text(),
+            updated_at=now_text(),
         )
         await self.node.transfers_repo.create(record, "message-in", f"TransferRequestMessage (opening) from {caller}")
         crash_point("provider-after-storing-transfer-request")
@@ -309,7 +354,7 @@ class TransferService(ProcessShell[TransferRecord]):
                 updated = _replace(updated, reason="")
             updated = await self.commit(record, updated, "message-in", f"{kind.value} from {caller}")
             if next_state is not State.STARTED:
-                self._stop_pull(key)
+                self._stop_mover(key)
             if role is Role.CONSUMER and next_state is State.TERMINATED:
                 from connector.services import dataplane
 
@@ -326,20 +371,41 @@ class TransferService(ProcessShell[TransferRecord]):
                 step = self._default_step(record)
             if step is None or step == "wait":
                 return
-            if step == "pull":
-                self._start_pull(participant, record)
+            if step in ("pull", "push"):
+                self._start_mover(participant, record)
+                return
+            if step == "finish":
+                from connector.services import dataplane
+
+                await dataplane.finish_push(self, participant, record.id)
                 return
             await self.do(participant, record.id, step, expected_state=record.state)
         except Exception:
             log.exception("transfer step failed", id=record.id)
 
+    def react_soon(self, participant: ParticipantRuntime, transfer_id: str) -> None:
+        """Take the node's next move on a transfer in the background (after its bytes arrived)."""
+
+        async def go() -> None:
+            record = await self.node.transfers_repo.get(participant.id, transfer_id)
+            if record is not None:
+                await self._react(participant, record)
+
+        self._spawn(go())
+
     def _default_step(self, record: TransferRecord) -> str | None:
         state, role = State(record.state), Role(record.role)
         if role is Role.PROVIDER:
-            return "start" if state is State.REQUESTED else None
-        if state is State.STARTED and record.data_address is not None and record.pending is None:
-            return "pull"
-        return None
+            if state is State.REQUESTED:
+                return "start"
+            if state is State.STARTED and record.format == PUSH and record.pending is None:
+                return "push"
+            return None
+        if state is not State.STARTED or record.pending is not None:
+            return None
+        if record.format == PUSH:  # the provider sends; once every chunk is here, place it and complete
+            return "finish" if record.manifest is not None and record.received >= (record.size or 0) else None
+        return "pull" if record.data_address is not None else None
 
     async def do(self, participant: ParticipantRuntime, transfer_id: str, step: str, reason: str = "",
                  *, expected_state: str | None = None) -> TransferRecord | None:
@@ -392,10 +458,16 @@ class TransferService(ProcessShell[TransferRecord]):
                                     consumer=record.counterparty_did)
         envelope = manifests.sign_envelope(manifest, binding, participant.keys.signing, key_id=participant.key_id,
                                            created=now_text())
-        token = secrets.token_urlsafe(32)
-        source = {"path": str(path), "version": version, "token": token}
+        source: dict[str, Any] = {"path": str(path), "version": version}
         if asset.data_class in SEALED_CLASSES or self.node.config.node.encrypt_transfers:
             source.update(await self._transfer_key(record, asset.data_class))
+        if record.format == PUSH:
+            # The consumer's endpoint and token from its request; no data endpoint of ours is opened.
+            source["push"] = (record.data_address or {}).get("push", {})
+            return _replace(record, data_address=source, manifest=manifests.encode(manifest), envelope=envelope,
+                            size=manifest.size)
+        token = secrets.token_urlsafe(32)
+        source["token"] = token
         return _replace(record, data_address=source, token_hash=token_hash(token),
                         token_expires_at=time.time() + self.node.config.node.transfer_token_ttl_s,
                         manifest=manifests.encode(manifest), envelope=envelope, size=manifest.size)
@@ -449,7 +521,7 @@ class TransferService(ProcessShell[TransferRecord]):
                            attempts=0, next_attempt_at=now, deliver_by=now + self.delivery_timeout)
         updated = await self.commit(record, updated, "message-out", kind.value + (f": {reason}" if reason else ""))
         if next_state is not State.STARTED:
-            self._stop_pull((record.participant_id, record.id))
+            self._stop_mover((record.participant_id, record.id))
         if role is Role.CONSUMER and next_state is State.TERMINATED:
             from connector.services import dataplane
 
@@ -460,7 +532,7 @@ class TransferService(ProcessShell[TransferRecord]):
         provider_pid, consumer_pid = record.provider_pid or "", record.consumer_pid or ""
         if kind is Kind.START:
             address = None
-            if record.role == Role.PROVIDER.value and record.data_address:
+            if record.role == Role.PROVIDER.value and record.data_address and record.format != PUSH:
                 participant = self.node.participant_by_id(record.participant_id)
                 assert participant is not None
                 endpoint = f"{participant.base_url}/data/{record.id}"
@@ -561,22 +633,23 @@ class TransferService(ProcessShell[TransferRecord]):
         updated = _replace(record, state=State.TERMINATED.value, reason=reason, pending=None, next_attempt_at=None,
                            deliver_by=None)
         updated = await self.commit(record, updated, "state", f"TERMINATED: {reason}")
-        self._stop_pull((record.participant_id, record.id))
+        self._stop_mover((record.participant_id, record.id))
         log.warning("transfer terminated", id=record.id, reason=reason)
         return updated
 
-    # -- consumer pulls ------------------------------------------------------------------------------
+    # -- moving the bytes: the consumer's pull, the provider's push ----------------------------------
 
-    def _start_pull(self, participant: ParticipantRuntime, record: TransferRecord) -> None:
+    def _start_mover(self, participant: ParticipantRuntime, record: TransferRecord) -> None:
         key = (participant.id, record.id)
-        task = self._pulls.get(key)
+        task = self._movers.get(key)
         if task is not None and not task.done():
             return
         from connector.services import dataplane
 
-        task = asyncio.get_running_loop().create_task(dataplane.pull(self, participant, record.id))
-        self._pulls[key] = task
-        task.add_done_callback(lambda t, k=key: self._pulls.pop(k, None) if self._pulls.get(k) is t else None)
+        mover = dataplane.push if record.role == Role.PROVIDER.value else dataplane.pull
+        task = asyncio.get_running_loop().create_task(mover(self, participant, record.id))
+        self._movers[key] = task
+        task.add_done_callback(lambda t, k=key: self._movers.pop(k, None) if self._movers.get(k) is t else None)
 
     def serving(self, key: Key, task: asyncio.Task[Any]) -> None:
         """Note a data response being streamed for the transfer *key* (the caller forgets it when done)."""
@@ -595,8 +668,8 @@ class TransferService(ProcessShell[TransferRecord]):
             if task is not asyncio.current_task():
                 task.cancel()
 
-    def _stop_pull(self, key: Key) -> None:
-        task = self._pulls.pop(key, None)
+    def _stop_mover(self, key: Key) -> None:
+        task = self._movers.pop(key, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
@@ -637,4 +710,4 @@ def compute_manifest(path: Path, content_type: str, chunk_size: int = manifests.
     return builder.finish()
 
 
-__all__ = ["PULL", "TransferError", "TransferService", "compute_manifest", "token_hash"]
+__all__ = ["PULL", "PUSH", "TransferError", "TransferService", "compute_manifest", "token_hash"]

@@ -43,7 +43,7 @@ async def test_consumer_killed_mid_pull_resumes_from_the_last_verified_chunk(nod
     provider = await nodes.start("acme")
     consumer = ProcessNode(tmp_path / "procs", "parts")
     processes.append(consumer)
-    await consumer.start(env={"TDS_CRASH_AT": "consumer-mid-pull"})
+    await consumer.start(env={"TDS_CRASH_AT": "consumer-mid-receive"})
     size = 64 * MIB + 12345
     agreement_id, sha = await agreed(provider, consumer, size=size)
     with contextlib.suppress(ClientError):  # the node may die before it answers; the transfer is in its store
@@ -74,6 +74,48 @@ async def test_provider_killed_mid_stream_resumes_after_its_restart(nodes, proce
     assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
     resumed = [e["detail"] for e in final["history"] if e["kind"] == "resume"]
     assert resumed and "at byte 0 " not in resumed[-1], resumed
+
+
+async def test_consumer_killed_mid_push_resumes_from_the_last_verified_chunk(nodes, processes, tmp_path):
+    provider = await nodes.start("acme")
+    consumer = ProcessNode(tmp_path / "procs", "parts")
+    processes.append(consumer)
+    await consumer.start(env={"TDS_CRASH_AT": "consumer-mid-receive"})
+    size = 64 * MIB + 999
+    agreement_id, sha = await agreed(provider, consumer, size=size)
+    with contextlib.suppress(ClientError):
+        await consumer.client.start_transfer(agreement_id, push=True)
+    assert await consumer.exited(30) == -9
+    transfer_id, state, received = stored_transfer(consumer)
+    assert state == "STARTED" and 0 < received < size
+    await consumer.start()  # the provider keeps retrying within transfer_stall_timeout_s
+    final = await consumer.client.transfer(transfer_id, wait_s=60)
+    assert final["state"] == "COMPLETED", final
+    assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
+    [theirs] = await provider.client.transfers()
+    theirs = await provider.client.transfer(theirs["id"], wait_s=10)
+    assert any(e["kind"] == "push" and f"holds {received} of" in e["detail"] for e in theirs["history"]), theirs
+
+
+async def test_provider_killed_mid_push_resumes_after_its_restart(nodes, processes, tmp_path):
+    provider = ProcessNode(tmp_path / "procs", "acme")
+    processes.append(provider)
+    await provider.start(env={"TDS_CRASH_AT": "provider-mid-push"})
+    consumer = await nodes.start("parts")
+    agreement_id, sha = await agreed(provider, consumer, size=64 * MIB + 4321, data_class="important")
+    started = await consumer.client.start_transfer(agreement_id, push=True)
+    assert await provider.exited(30) == -9
+    await provider.start()
+    final = await consumer.client.transfer(started["id"], wait_s=60)
+    assert final["state"] == "COMPLETED", final
+    assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
+    assert any(e["kind"] == "sealed" for e in final["history"])
+    [theirs] = await provider.client.transfers()
+    theirs = await provider.client.transfer(theirs["id"], wait_s=10)
+    resumed = [e["detail"] for e in theirs["history"] if e["kind"] == "push" and "holds" in e["detail"]]
+    assert resumed and "holds 0 of" not in resumed[-1], theirs["history"]
 
 
 async def test_consumer_peak_memory_stays_flat_for_a_large_payload(nodes, processes, tmp_path):
