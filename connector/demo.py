@@ -112,6 +112,14 @@ async def transfer(consumer: ManagementClient, provider_did: str, agreement_id: 
     expect(bool(sealed), "core data travelled without end-to-end encryption")
     say("  core data travels sealed end to end: a fresh X25519 key for this transfer, HKDF-SHA256,")
     say("  XChaCha20-Poly1305 per chunk; the SME's node decrypted each chunk, verified it, then stored it.")
+    started = time.perf_counter()
+    record = await consumer.start_transfer(agreement_id, push=True)
+    final = await consumer.transfer(record["id"], wait_s=30)
+    expect(final["state"] == "COMPLETED", f"push transfer ended {final['state']}: {final.get('reason')}")
+    pushed, _, _ = manifests.read_bundle(await consumer.transfer_bundle(record["id"]))
+    expect(pushed == manifest and any(e["kind"] == "sealed" for e in final["history"]), "the push differs")
+    say(f"  the same data pushed by ACME to the SME's inbox instead (HttpData-PUSH, sealed, verified) in "
+        f"{(time.perf_counter() - started) * 1e3:.0f} ms")
 
 
 async def use(consumer: ManagementClient, agreement_id: str, say: Say) -> None:
