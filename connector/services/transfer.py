@@ -145,10 +145,16 @@ class TransferService(ProcessShell[TransferRecord]):
         self._movers: dict[Key, asyncio.Task[None]] = {}
         #: Provider: the data responses being streamed per transfer (cut off when it leaves STARTED).
         self._streams: dict[Key, set[asyncio.Task[Any]]] = {}
+        #: Consumer: the bytes of each received push at its last deadline check (progress or a stall).
+        self._push_seen: dict[Key, int] = {}
         #: Conformance mode: names the node's next step for a transfer ("start", "suspend", "complete",
         #: "terminate", "pull", "wait"), or None for the default.
         self.script: Script | None = None
         self.roots = addresses.roots_of(node.data_dir, node.config.node.data_roots)
+
+    @property
+    def _stall_timeout(self) -> float:
+        return self.node.config.node.transfer_stall_timeout_s
 
     @property
     def delivery_timeout(self) -> float:
@@ -182,11 +188,17 @@ class TransferService(ProcessShell[TransferRecord]):
         self._movers.clear()
 
     async def commit(self, old: TransferRecord, new: TransferRecord, event: str, detail: str = "") -> TransferRecord:
-        waiting = new.role == Role.CONSUMER.value and new.state == State.REQUESTED.value and new.pending is None
-        if waiting and new.expires_at is None:
-            new = _replace(new, expires_at=time.time() + self.node.config.node.transfer_start_timeout_s)
-        elif not waiting:
+        # The consumer's deadlines: a requested transfer must be started, and a started push must make
+        # progress (see _on_due); either is terminated with the reason when its deadline passes.
+        consumer = new.role == Role.CONSUMER.value and new.pending is None
+        waiting = consumer and new.state == State.REQUESTED.value
+        receiving = consumer and new.state == State.STARTED.value and new.format == PUSH
+        if not (waiting or receiving):
             new = _replace(new, expires_at=None)
+            self._push_seen.pop((new.participant_id, new.id), None)
+        elif new.expires_at is None or old.state != new.state:
+            limit = self.node.config.node.transfer_start_timeout_s if waiting else self._stall_timeout
+            new = _replace(new, expires_at=time.time() + limit)
         new = _replace(new, updated_at=now_text())
         if not await self.node.transfers_repo.update(new, expected_state=old.state, event=event, detail=detail):
             raise TransferError("the transfer changed concurrently; retry", old, status=409)
@@ -220,6 +232,20 @@ class TransferService(ProcessShell[TransferRecord]):
                     return
                 if record.expires_at > now:
                     self._schedule(record)
+                    return
+                if record.state == State.STARTED.value:  # a push we receive: did it make progress?
+                    if key in self._streams or self._push_seen.get(key) != record.received:
+                        # Look again a stall period from now (kept in memory: the row is not rewritten
+                        # while the receiving side advances its resume point).
+                        self._push_seen[key] = record.received
+                        self._due[key] = now + self._stall_timeout
+                        self._wake.set()
+                        return
+                    self._push_seen.pop(key, None)
+                    got = ("not even the manifest" if record.size is None else
+                           f"{record.received} of {record.size} bytes received")
+                    await self._send(participant, record, Kind.TERMINATION,
+                                     f"{record.counterparty_did} sent no data for {self._stall_timeout:g} s ({got})")
                     return
                 timeout = self.node.config.node.transfer_start_timeout_s
                 await self._send(participant, record, Kind.TERMINATION,

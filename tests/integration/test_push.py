@@ -151,6 +151,18 @@ async def test_consumer_suspends_and_resumes_a_push(nodes):
     assert received_sha256(consumer, final) == sha
 
 
+async def test_a_push_that_never_comes_is_terminated_with_the_reason(nodes):
+    provider = await nodes.start("acme")
+    consumer = await nodes.start("parts", transfer_stall_timeout_s=0.5)
+    agreement_id, _ = await agreed(provider, consumer, size=1000)
+    provider.node.transfers.script = lambda r: "wait" if r.state == "STARTED" else None  # starts, sends nothing
+    final = await _push(consumer, agreement_id, wait_s=10)
+    assert final["state"] == "TERMINATED", final
+    assert "sent no data for 0.5 s (not even the manifest)" in final["reason"], final["reason"]
+    theirs = await provider_view(provider)
+    assert theirs["state"] == "TERMINATED"
+
+
 async def _post_request(provider, consumer, body):
     p = consumer.participant
     raw = json.dumps({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
