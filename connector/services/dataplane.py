@@ -646,12 +646,12 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
         lock = receiving.setdefault(key, asyncio.Lock())
         if lock.locked():
             raise TooManyRequests("a push of this transfer is already being received", retry_after=1)
-        async with lock:
-            try:
+        try:
+            async with lock:
                 return await receive_push(participant, key, request)
-            finally:
-                if not lock.locked():
-                    receiving.pop(key, None)
+        finally:
+            if not lock.locked() and receiving.get(key) is lock:
+                del receiving[key]
 
     async def receive_push(participant: ParticipantRuntime, key: tuple[str, str],
                            request: web.Request) -> web.Response:
