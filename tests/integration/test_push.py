@@ -63,6 +63,20 @@ async def test_important_data_is_pushed_sealed(nodes, monkeypatch):
     assert seen and all(len(s) == len(p) + 16 and p[:64] not in s for p, s in seen)
 
 
+async def test_a_pushed_payload_sealed_for_another_key_cannot_be_decrypted(nodes):
+    from nacl.public import PrivateKey
+
+    from connector.identity.keys import ParticipantKeys
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement_id, _ = await agreed(provider, consumer, data_class="core")
+    participant = consumer.participant
+    participant.keys = ParticipantKeys(participant.keys.signing, PrivateKey.generate())  # not the published key
+    final = await _push(consumer, agreement_id)
+    assert final["state"] == "TERMINATED" and "failed verification" in final["reason"], final
+    assert vault_files(consumer) == []
+
+
 def _flip_first_chunk(monkeypatch, times):
     """A provider-side fault: corrupt the first chunk of the first *times* pushes."""
     from connector.services import dataplane
