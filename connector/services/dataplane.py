@@ -10,7 +10,8 @@ the requested ``Range`` offset; the file must still be the version the manifest 
 Consumer: fetches the manifest and the signed envelope, checks the envelope against the provider's DID
 document and the binding (agreement, both pids, both DIDs), then streams the payload into
 ``vault/PARTICIPANT/AGREEMENT/.TRANSFER.part``. Each chunk is collected in one reusable buffer, hashed and
-compared with the manifest *before* it is written; a bad chunk is dropped and fetched again with a
+compared with the manifest *before* it is sealed under the agreement's data key and written (the vault is
+encrypted at rest, see :mod:`connector.services.vault`); a bad chunk is dropped and fetched again with a
 ``Range`` request from its offset, up to ``transfer_chunk_retries`` times, then the transfer is terminated
 with the reason. The resume point (bytes verified and written) is committed as the stream goes; after a
 connection drop or a restart of either node the pull continues from there (the partial file is first cut
@@ -39,6 +40,7 @@ from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import Kind, State
+from connector.services import vault
 from connector.services.delivery import backoff, now_text
 from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
@@ -86,7 +88,9 @@ def partial_path(node: Node, participant: ParticipantRuntime, record: TransferRe
 
 
 def discard_partial(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> None:
-    partial_path(node, participant, record).unlink(missing_ok=True)
+    partial = partial_path(node, participant, record)
+    partial.unlink(missing_ok=True)
+    vault.forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
 
 
 # -- provider ---------------------------------------------------------------------------------------------
@@ -360,6 +364,14 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
     """
     node = service.node
     loop = asyncio.get_running_loop()
+    out = await asyncio.to_thread(vault.open_partial, target, vault.vault_key(participant), record.agreement_id,
+                                  chunk_size=manifest.chunk_size, received=progress.received)
+    if out.received < progress.received:  # the partial file lost its tail since the resume point was committed
+        progress.received = out.received
+        await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+    last = max(len(manifest.chunks), 1) - 1
+    if manifest.size == 0 and out.next_index == 0:  # an empty payload is one empty (last) chunk
+        out.write(0, b"", last=True)
     send = dict(headers)
     if progress.received:
         send["Range"] = f"bytes={progress.received}-"
@@ -367,7 +379,6 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
     buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
     half = manifest.size // 2
     checkpoint = progress.received
-    out = await asyncio.to_thread(_open_partial, target, progress.received)
     pending: asyncio.Future[bool] | None = None
     pending_index = pending_length = 0
 
@@ -379,7 +390,7 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
                 return False
         if not manifests.chunk_ok(manifest, index, chunk):
             return False
-        out.write(chunk)
+        out.write(index, chunk, last=index == last)  # sealed for the vault, on this same worker thread
         return True
 
     async def settle() -> None:
@@ -439,13 +450,6 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
                 await node.transfers_repo.set_received(participant.id, record.id, progress.received)
 
 
-def _open_partial(target: Path, received: int) -> Any:
-    out = open(target, "r+b" if target.exists() else "wb")  # noqa: SIM115 (closed by the caller's with)
-    out.truncate(received)  # anything past the resume point was never confirmed
-    out.seek(received)
-    return out
-
-
 async def _finish(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                   manifest: manifests.Manifest, target: Path) -> None:
     """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
@@ -455,12 +459,10 @@ async def _finish(service: TransferService, participant: ParticipantRuntime, rec
     bundle_path = folder / f"{final.name}.bundle.json"
 
     def place(bundle: dict[str, Any]) -> None:
-        with open(target, "rb") as f:
-            os.fsync(f.fileno())
         tmp_bundle = folder / f".{safe_name(record.id)}.bundle"
         tmp_bundle.write_text(json.dumps(bundle, indent=1))
         os.replace(tmp_bundle, bundle_path)
-        os.replace(target, final)
+        vault.place(target, final)
 
     async with service.lock((participant.id, record.id)):
         current = await node.transfers_repo.get(participant.id, record.id)
