@@ -366,12 +366,16 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
     loop = asyncio.get_running_loop()
     out = await asyncio.to_thread(vault.open_partial, target, vault.vault_key(participant), record.agreement_id,
                                   chunk_size=manifest.chunk_size, received=progress.received)
-    if out.received < progress.received:  # the partial file lost its tail since the resume point was committed
-        progress.received = out.received
-        await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+    try:
+        if out.received < progress.received:  # the partial file lost its tail since the resume point was saved
+            progress.received = out.received
+            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+        if manifest.size == 0 and out.next_index == 0:  # an empty payload is one empty (last) chunk
+            out.write(0, b"", last=True)
+    except BaseException:
+        out.close()
+        raise
     last = max(len(manifest.chunks), 1) - 1
-    if manifest.size == 0 and out.next_index == 0:  # an empty payload is one empty (last) chunk
-        out.write(0, b"", last=True)
     send = dict(headers)
     if progress.received:
         send["Range"] = f"bytes={progress.received}-"
