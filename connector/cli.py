@@ -859,10 +859,16 @@ def manifest() -> None:
 @manifest.command("verify")
 @click.argument("file_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def manifest_verify(file_path: Path, bundle_path: Path) -> None:
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False, path_type=Path), envvar="TDS_DIR",
+              help="The node's data folder: needed when FILE is a file of its vault (sealed at rest).")
+def manifest_verify(file_path: Path, bundle_path: Path, data_dir: Path | None) -> None:
     """Check FILE against BUNDLE (the .bundle.json saved beside it): the provider's signature over the
-    manifest, then every chunk. Needs no node and no network (the bundle holds the provider's DID document)."""
+    manifest, then every chunk. Needs no network (the bundle holds the provider's DID document).
+
+    FILE is either the data as released by `tds use … -o FILE`, or a file in the node's vault, which is
+    encrypted at rest: that is opened with the keys in the node's data folder (--dir), node running or not."""
     from connector.payload import manifest as manifests
+    from connector.services import vault
 
     try:
         bundle = jsonbound.loads(bundle_path.read_text())
@@ -871,16 +877,45 @@ def manifest_verify(file_path: Path, bundle_path: Path) -> None:
     except (ValueError, manifests.ManifestError) as exc:
         _fail(f"the bundle does not verify: {exc}")
         raise
-    with file_path.open("rb") as f:
-        for index in range(len(parsed.chunks)):
-            chunk = f.read(parsed.chunk_length(index))
-            if not manifests.chunk_ok(parsed, index, chunk):
-                _fail(f"chunk {index} (bytes {index * parsed.chunk_size}-) does not match the manifest")
-        if f.read(1):
-            _fail(f"the file is longer than the manifest's {parsed.size} bytes")
+    try:
+        if vault.is_vault_file(file_path):
+            if data_dir is None:
+                _fail(f"{file_path} is sealed in a node's vault: give --dir (the node's data folder) to check it "
+                      "there, or check the data released by `tds use AGREEMENT --use-id ID -o FILE`")
+            pieces = _vault_pieces(data_dir, file_path)  # type: ignore[arg-type]
+        else:
+            pieces = _file_pieces(file_path, parsed.chunk_size)
+        pending, index = b"", 0
+        for piece in pieces:
+            pending += piece
+            while index < len(parsed.chunks) and len(pending) >= parsed.chunk_length(index):
+                length = parsed.chunk_length(index)
+                if not manifests.chunk_ok(parsed, index, pending[:length]):
+                    _fail(f"chunk {index} (bytes {index * parsed.chunk_size}-) does not match the manifest")
+                pending, index = pending[length:], index + 1
+            if index == len(parsed.chunks) and pending:
+                _fail(f"the file is longer than the manifest's {parsed.size} bytes")
+        if index < len(parsed.chunks):
+            _fail(f"chunk {index} (bytes {index * parsed.chunk_size}-) does not match the manifest (the file is "
+                  f"shorter than the manifest's {parsed.size} bytes)")
+    except (TdsError, OSError, ValueError) as exc:
+        _fail(f"{file_path} cannot be read: {getattr(exc, 'message', None) or exc}")
     for line in lines:
         click.echo(line)
     click.echo(f"OK: {file_path} matches the manifest chunk by chunk")
+
+
+def _file_pieces(path: Path, size: int) -> Any:
+    with path.open("rb") as f:
+        while piece := f.read(size):
+            yield piece
+
+
+def _vault_pieces(data_dir: Path, path: Path) -> Any:
+    from connector.services import vault
+
+    with vault.offline_reader(data_dir, path) as reader:
+        yield from vault.read_all(reader)
 
 
 @main.command()

@@ -29,7 +29,7 @@ from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
-from connector.services import dataplane
+from connector.services import dataplane, vault
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
@@ -111,20 +111,18 @@ class Node:
 
     async def delete_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> int:
         """Delete everything received under an agreement (its vault folder); return the bytes removed."""
-        import shutil
+        return (await self.destroy_agreement_data(participant, agreement_id)).bytes_removed
 
+    async def destroy_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> vault.Deletion:
+        """Delete an agreement's received data: its data key first (from then on nothing left is readable),
+        then its vault folder. Says how many bytes went and whether a key was destroyed."""
         from connector.services.dataplane import vault_dir
 
-        folder = vault_dir(self, participant, agreement_id)
-        if not folder.is_dir():
-            return 0
-
-        def remove() -> int:
-            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-            shutil.rmtree(folder)
-            return size
-
-        return await asyncio.to_thread(remove)
+        deletion = await asyncio.to_thread(vault.destroy, vault_dir(self, participant, agreement_id))
+        if deletion.key_destroyed:
+            log.info("data key destroyed", participant=participant.name, agreement=agreement_id,
+                     bytes_removed=deletion.bytes_removed)
+        return deletion
 
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,32 @@ def write_tls(ca: Any, folder: Path, *hosts: str) -> dict[str, str]:
     os.chmod(folder / "key.pem", 0o600)
     (folder / "ca.pem").write_bytes(ca.cert_pem.bytes())
     return {"tls_cert": str(folder / "cert.pem"), "tls_key": str(folder / "key.pem"), "tls_ca": str(folder / "ca.pem")}
+
+
+def vault_chunks(data_dir: Path, vault_path: str | Path) -> Iterator[bytes]:
+    """The plaintext of a received file, chunk by chunk, opened with the keys in the node's data folder
+    (the vault is sealed at rest). *vault_path* is relative to *data_dir* (a transfer's ``vaultPath``) or
+    absolute. Raises :class:`~connector.errors.StorageError` if it does not open."""
+    from connector.services import vault
+
+    path = data_dir / vault_path
+    with vault.offline_reader(data_dir, path) as reader:
+        yield from vault.read_all(reader)
+
+
+def vault_plaintext(data_dir: Path, vault_path: str | Path) -> bytes:
+    """The whole plaintext of a received file (see :func:`vault_chunks`)."""
+    return b"".join(vault_chunks(data_dir, vault_path))
+
+
+def vault_sha256(data_dir: Path, vault_path: str | Path) -> str:
+    """SHA-256 (hex) of a received file's plaintext, read in constant memory."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for chunk in vault_chunks(data_dir, vault_path):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def free_port() -> int:

@@ -1,8 +1,8 @@
 """An SME pulls a dataset it may use for R&D only.
 
 The provider offers inspection data under a purpose policy. The SME negotiates, pulls the data straight
-from the provider (every chunk checked against the provider's signed manifest before it is written), and
-checks the payload offline afterwards against the evidence bundle its node kept.
+from the provider (every chunk checked against the provider's signed manifest before it is sealed into its
+vault), has it released through the usage API for R&D, and checks it against the evidence bundle its node kept.
 
     python examples/sme_pull.py
 """
@@ -50,10 +50,15 @@ async def main() -> None:
             print(f"transfer {final['state']}: {final['received']} bytes in the vault at {final['vaultPath']}")
             assert final["state"] == "COMPLETED"
 
-            # Offline check of the payload against the signed manifest (what `tds manifest verify` does).
+            # The vault keeps it encrypted at rest; the usage API decides, logs, then releases the plaintext.
+            stored = (sme.data_dir / final["vaultPath"]).read_bytes()
+            assert b"part,defects" not in stored
+            payload = b"".join([c async for c in sme.client.use_data(agreement, "check-1", purpose="R&D")])
+            print(f"{len(stored)} bytes sealed in the vault; {len(payload)} bytes released for R&D")
+
+            # Check of the released data against the signed manifest (what `tds manifest verify` does).
             bundle = await sme.client.transfer_bundle(transfer["id"])
             manifest, _envelope, binding = manifests.read_bundle(bundle)
-            payload = (sme.data_dir / final["vaultPath"]).read_bytes()
             chunks = [payload[i:i + manifest.chunk_size] for i in range(0, len(payload), manifest.chunk_size)]
             assert len(payload) == manifest.size
             assert all(manifests.chunk_ok(manifest, i, c) for i, c in enumerate(chunks))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import mimetypes
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
@@ -20,10 +21,12 @@ from aiohttp import web
 
 from connector import jsonbound
 from connector.config import NAME_RE, REGION_RE
-from connector.errors import BadRequest, Conflict, Forbidden, NotFound, validation_error_path
+from connector.errors import BadRequest, Conflict, Forbidden, NotFound, StorageError, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
 from connector.identity.credentials import Subject
+from connector.logging import get_logger
 from connector.protocol import agreements
+from connector.services import vault
 from connector.services.policy import PolicySyntaxError, check_policy
 from connector.store.records import (
     AgreementRecord,
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
 
 PREFIX = "/api/management/v1"
+log = get_logger(component="management")
 #: The API's own description needs no token: it holds no data.
 PUBLIC_PATHS = frozenset({f"{PREFIX}/openapi.json", f"{PREFIX}/docs"})
 S = TypeVar("S", bound=msgspec.Struct)
@@ -573,15 +577,39 @@ def routes(node: Node) -> list[Route]:
             from connector.errors import Conflict
 
             raise Conflict("no data has been received for this agreement (nothing was counted)")
-        outcome = await node.usage.use(p, application=request[TOKEN].application, agreement_id=body.agreement_id,
-                                       action=body.action, purpose=body.purpose, use_id=body.use_id)
-        result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=outcome.entry.seq,
-                        entry_hash=outcome.entry.hash, repeated=outcome.repeated, effects=outcome.effects)
-        if not outcome.permitted or payload is None:
-            return web.json_response(msgspec.to_builtins(result), status=200 if outcome.permitted else 403)
-        headers = {"X-TDS-Decision": "permit", "X-TDS-Log-Seq": str(outcome.entry.seq),
-                   "X-TDS-Log-Hash": outcome.entry.hash}
-        return web.FileResponse(payload, headers=headers)
+        # The data is sealed at rest: open it (key, header, first and last chunk) before the use is counted,
+        # so that a damaged or cut file is an error (503, nothing counted) rather than a use.
+        reader = None
+        if payload is not None:
+            reader = await asyncio.to_thread(vault.open_reader, payload, vault.vault_key(p), body.agreement_id)
+        try:
+            outcome = await node.usage.use(p, application=request[TOKEN].application,
+                                           agreement_id=body.agreement_id, action=body.action, purpose=body.purpose,
+                                           use_id=body.use_id)
+            result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=outcome.entry.seq,
+                            entry_hash=outcome.entry.hash, repeated=outcome.repeated, effects=outcome.effects)
+            if not outcome.permitted or reader is None or payload is None:
+                return web.json_response(msgspec.to_builtins(result), status=200 if outcome.permitted else 403)
+            headers = {"X-TDS-Decision": "permit", "X-TDS-Log-Seq": str(outcome.entry.seq),
+                       "X-TDS-Log-Hash": outcome.entry.hash,
+                       "Content-Type": mimetypes.guess_type(payload.name)[0] or "application/octet-stream",
+                       "Content-Length": str(reader.size)}
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            try:
+                await vault.stream(reader, response)
+            except StorageError as exc:
+                # The headers are out: cutting the connection short of Content-Length is the signal left.
+                log.warning("use aborted: the received data does not open", agreement=body.agreement_id,
+                            error=exc.message)
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write_eof()
+            return response
+        finally:
+            if reader is not None:
+                reader.close()
 
     async def usage_summary(request: web.Request) -> web.Response:
         return web.json_response(await node.usage.summary(participant(request), request.match_info["id"]))

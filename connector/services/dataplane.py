@@ -10,7 +10,8 @@ the requested ``Range`` offset; the file must still be the version the manifest 
 Consumer: fetches the manifest and the signed envelope, checks the envelope against the provider's DID
 document and the binding (agreement, both pids, both DIDs), then streams the payload into
 ``vault/PARTICIPANT/AGREEMENT/.TRANSFER.part``. Each chunk is collected in one reusable buffer, hashed and
-compared with the manifest *before* it is written; a bad chunk is dropped and fetched again with a
+compared with the manifest *before* it is sealed under the agreement's data key and written (the vault is
+encrypted at rest, see :mod:`connector.services.vault`); a bad chunk is dropped and fetched again with a
 ``Range`` request from its offset, up to ``transfer_chunk_retries`` times, then the transfer is terminated
 with the reason. The resume point (bytes verified and written) is committed as the stream goes; after a
 connection drop or a restart of either node the pull continues from there (the partial file is first cut
@@ -42,6 +43,7 @@ from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import Kind, State
+from connector.services import vault
 from connector.services.delivery import backoff, now_text, peer_reason
 from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
@@ -91,7 +93,9 @@ def partial_path(node: Node, participant: ParticipantRuntime, record: TransferRe
 
 
 def discard_partial(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> None:
-    partial_path(node, participant, record).unlink(missing_ok=True)
+    partial = partial_path(node, participant, record)
+    partial.unlink(missing_ok=True)
+    vault.forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
 
 
 # -- provider ---------------------------------------------------------------------------------------------
@@ -485,38 +489,57 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
                        progress: _Progress, seal_key: bytes | None = None) -> None:
     """One GET from the resume point on, advancing *progress* as chunks are verified and written."""
     node = service.node
-    send = dict(headers)
-    if progress.received:
-        send["Range"] = f"bytes={progress.received}-"
+    with await _open_writer(node, participant, record, manifest, target, progress) as out:
+        send = dict(headers)
+        if progress.received:
+            send["Range"] = f"bytes={progress.received}-"
+        try:
+            async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
+                if resp.status == 401:
+                    raise PullFailed("the provider refused the transfer token")
+                if resp.status != (206 if progress.received else 200):
+                    raise _Dropped(f"the data endpoint answered {resp.status}")
+                await _receive(service, participant, record, manifest, resp.content, out, progress, seal_key)
+        except PeerError as exc:
+            if isinstance(exc, _Dropped):
+                raise
+            raise _Dropped(exc.message) from exc
+
+
+async def _open_writer(node: Node, participant: ParticipantRuntime, record: TransferRecord,
+                       manifest: manifests.Manifest, target: Path, progress: _Progress) -> vault.VaultWriter:
+    """The vault's partial file of a transfer, open at the resume point (moved back, and saved, if the
+    file lost its tail since that point was committed). The caller closes it."""
+    out = await asyncio.to_thread(vault.open_partial, target, vault.vault_key(participant), record.agreement_id,
+                                  chunk_size=manifest.chunk_size, received=progress.received)
     try:
-        async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
-            if resp.status == 401:
-                raise PullFailed("the provider refused the transfer token")
-            if resp.status != (206 if progress.received else 200):
-                raise _Dropped(f"the data endpoint answered {resp.status}")
-            await _receive(service, participant, record, manifest, resp.content, target, progress, seal_key)
-    except PeerError as exc:
-        if isinstance(exc, _Dropped):
-            raise
-        raise _Dropped(exc.message) from exc
+        if out.received < progress.received:
+            progress.received = out.received
+            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+        if manifest.size == 0 and out.next_index == 0:  # an empty payload is one empty (last) chunk
+            out.write(0, b"", last=True)
+    except BaseException:
+        out.close()
+        raise
+    return out
 
 
 async def _receive(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
-                   manifest: manifests.Manifest, content: StreamReader, target: Path, progress: _Progress,
-                   seal_key: bytes | None) -> None:
+                   manifest: manifests.Manifest, content: StreamReader, out: vault.VaultWriter,
+                   progress: _Progress, seal_key: bytes | None) -> None:
     """Read the payload from the resume point on off *content* (a pulled response or a pushed request),
-    verifying every chunk before it is written and advancing *progress*.
+    verifying every chunk, sealing it for the vault and writing it to *out*, and advancing *progress*.
 
     A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
     event loop receives chunk *n+1* into the other of two reusable buffers (memory: two chunks).
     """
     node = service.node
     loop = asyncio.get_running_loop()
+    last = max(len(manifest.chunks), 1) - 1
     tag = sealing.TAG_SIZE if seal_key is not None else 0
     buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
     half = manifest.size // 2
     checkpoint = progress.received
-    out = await asyncio.to_thread(_open_partial, target, progress.received)
     pending: asyncio.Future[bool] | None = None
     pending_index = pending_length = 0
 
@@ -528,7 +551,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
                 return False
         if not manifests.chunk_ok(manifest, index, chunk):
             return False
-        out.write(chunk)
+        out.write(index, chunk, last=index == last)  # sealed for the vault, on this same worker thread
         return True
 
     async def settle() -> None:
@@ -546,37 +569,36 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
                 crash_point("consumer-mid-receive")
 
-    with out:
-        try:
-            fetched, turn = progress.received, 0
-            while fetched < manifest.size:
-                index = fetched // manifest.chunk_size
-                want = manifest.chunk_length(index)
-                wire = want + tag
-                view = buffers[turn]
-                filled = 0
-                while filled < wire:
-                    data = await content.read(wire - filled)
-                    if not data:
-                        await settle()
-                        raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
-                            "the stream ended early")
-                    view[filled:filled + len(data)] = data
-                    filled += len(data)
-                await settle()  # the other buffer is free again once its chunk is written
-                pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
-                pending_index, pending_length = index, want
-                fetched += want
-                turn ^= 1
-            await settle()
-        finally:
-            if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
-                with contextlib.suppress(Exception):
-                    if await pending:
-                        progress.received += pending_length
-            out.flush()
-            if progress.received != checkpoint:
-                await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+    try:
+        fetched, turn = progress.received, 0
+        while fetched < manifest.size:
+            index = fetched // manifest.chunk_size
+            want = manifest.chunk_length(index)
+            wire = want + tag
+            view = buffers[turn]
+            filled = 0
+            while filled < wire:
+                data = await content.read(wire - filled)
+                if not data:
+                    await settle()
+                    raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
+                        "the stream ended early")
+                view[filled:filled + len(data)] = data
+                filled += len(data)
+            await settle()  # the other buffer is free again once its chunk is written
+            pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
+            pending_index, pending_length = index, want
+            fetched += want
+            turn ^= 1
+        await settle()
+    finally:
+        if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
+            with contextlib.suppress(Exception):
+                if await pending:
+                    progress.received += pending_length
+        out.flush()
+        if progress.received != checkpoint:
+            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
 
 
 # -- consumer: receiving a push -----------------------------------------------------------------------------
@@ -674,8 +696,12 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
         assert task is not None
         node.transfers.serving(key, task)
         try:
-            await _receive(node.transfers, participant, record, manifest, request.content, target, progress,
-                           seal_key)
+            with await _open_writer(node, participant, record, manifest, target, progress) as out:
+                if progress.received != record.received:  # the file lost its tail: resume further back
+                    return web.json_response({"received": progress.received,
+                                              "error": f"resume at byte {progress.received}"}, status=422)
+                await _receive(node.transfers, participant, record, manifest, request.content, out, progress,
+                               seal_key)
         except _BadChunk as exc:
             counts = failures.setdefault(key, {})
             counts[exc.index] = counts.get(exc.index, 0) + 1
@@ -734,13 +760,6 @@ async def finish_push(service: TransferService, participant: ParticipantRuntime,
         await _finish(service, participant, record, manifests.decode(record.manifest), target)
 
 
-def _open_partial(target: Path, received: int) -> Any:
-    out = open(target, "r+b" if target.exists() else "wb")  # noqa: SIM115 (closed by the caller's with)
-    out.truncate(received)  # anything past the resume point was never confirmed
-    out.seek(received)
-    return out
-
-
 async def _finish(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                   manifest: manifests.Manifest, target: Path) -> None:
     """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
@@ -750,12 +769,10 @@ async def _finish(service: TransferService, participant: ParticipantRuntime, rec
     bundle_path = folder / f"{final.name}.bundle.json"
 
     def place(bundle: dict[str, Any]) -> None:
-        with open(target, "rb") as f:
-            os.fsync(f.fileno())
         tmp_bundle = folder / f".{safe_name(record.id)}.bundle"
         tmp_bundle.write_text(json.dumps(bundle, indent=1))
         os.replace(tmp_bundle, bundle_path)
-        os.replace(target, final)
+        vault.place(target, final)
 
     async with service.lock((participant.id, record.id)):
         current = await node.transfers_repo.get(participant.id, record.id)

@@ -409,7 +409,7 @@ class ReceiptService:
         except proof.ProofError as exc:
             raise Unauthorized(f"the revocation's proof does not verify: {exc}") from exc
         reason = str(body.get("reason", ""))[:1000]
-        deleted = await self.node.delete_agreement_data(participant, agreement.id)
+        deleted = await self.node.destroy_agreement_data(participant, agreement.id)
         now = datetime.now(UTC)
         usage = self.node.usage
 
@@ -422,7 +422,7 @@ class ReceiptService:
                        [participant.id, agreement.id])
             usage.append_duty(db, participant.id, agreement.id, "revoked", f"revoked by the provider: {reason}", now)
             entry = usage.append_duty(db, participant.id, agreement.id, "delete",
-                                      f"data deleted after revocation ({deleted} bytes)", now)
+                                      f"data deleted after revocation ({deleted.describe()})", now)
             return {"entry": msgspec.to_builtins(entry)}
 
         receipt = await self.node.store.write(apply, durable=True)
@@ -436,7 +436,7 @@ class ReceiptService:
                 "receipt) VALUES (?, ?, 'consumer', ?, ?, 'applied', ?)",
                 [participant.id, agreement.id, reason, now_text(now), msgspec.json.encode(receipt).decode()]))
             log.info("agreement revoked by the provider: use blocked, data deleted", agreement=agreement.id,
-                     bytes_deleted=deleted)
+                     bytes_deleted=deleted.bytes_removed, key_destroyed=deleted.key_destroyed)
             self.notify(participant.id, agreement.id)
         return {"deletionReceipt": receipt}
 

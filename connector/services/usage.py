@@ -250,18 +250,18 @@ class UsageService:
         participant = self.node.participant_by_id(participant_id)
         if participant is None or kind != "delete":
             return
-        deleted = await self.node.delete_agreement_data(participant, agreement_id)
+        deleted = await self.node.destroy_agreement_data(participant, agreement_id)
         at = datetime.now(UTC)
 
         def record(db: sqlite_utils.Database) -> None:
             self.append_duty(db, participant_id, agreement_id, "delete",
-                             f"data deleted on schedule ({deleted} bytes)", at)
+                             f"data deleted on schedule ({deleted.describe()})", at)
             db.conn.execute("UPDATE scheduled_duties SET done_at = ? WHERE participant_id = ? AND agreement_id = ? "
                             "AND kind = ?", [now_text(at), participant_id, agreement_id, kind])
 
         await self.node.store.write(record, durable=True)
         log.info("data deleted on schedule", participant=participant.name, agreement=agreement_id,
-                 bytes_deleted=deleted)
+                 bytes_deleted=deleted.bytes_removed, key_destroyed=deleted.key_destroyed)
         self.node.receipts.notify(participant_id, agreement_id)
 
     # -- reading --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from connector.client import ClientError
-from connector.testing import free_port
+from connector.testing import free_port, vault_plaintext
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ async def _pull(provider, consumer):
     record = await consumer.client.start_transfer(agreement)
     final = await consumer.client.transfer(record["id"], wait_s=20)
     assert final["state"] == "COMPLETED", final
-    return (consumer.data_dir / final["vaultPath"]).read_bytes(), agreement
+    return vault_plaintext(consumer.data_dir, final["vaultPath"]), agreement
 
 
 async def test_backend_data_is_snapshotted_transferred_and_refreshed(nodes, backend):
@@ -62,7 +62,7 @@ async def test_backend_data_is_snapshotted_transferred_and_refreshed(nodes, back
     record = await consumer.client.start_transfer(agreement)
     final = await consumer.client.transfer(record["id"], wait_s=20)
     assert final["state"] == "COMPLETED", final
-    assert (consumer.data_dir / final["vaultPath"]).read_bytes() == content["body"]  # the new version
+    assert vault_plaintext(consumer.data_dir, final["vaultPath"]) == content["body"]  # the new version
 
 
 async def test_backend_errors_are_readable(nodes, backend):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from connector.testing import vault_plaintext
+
 
 async def tds(node, *args: str) -> tuple[int, str]:
     return await offline(*args, "--node", node.node.management_url, "--token", node.token)
@@ -48,7 +50,8 @@ async def test_publish_browse_negotiate(nodes):
     assert code == 0, out
     assert ": COMPLETED" in out and "signed by the provider " + provider.participant.did in out
     saved = consumer.data_dir / out.split("saved to ")[1].split()[0]
-    assert saved.read_text() == "part,defects\nA,0\n"
+    assert vault_plaintext(consumer.data_dir, saved) == b"part,defects\nA,0\n"
+    assert b"defects" not in saved.read_bytes()  # sealed at rest
     code, out = await tds(consumer, "transfers")
     assert code == 0 and "COMPLETED" in out
     # use it through the usage API: decided, logged, counted, then written out
@@ -59,11 +62,21 @@ async def test_publish_browse_negotiate(nodes):
     code, out = await tds(consumer, "use", agreement_id, "--use-id", "tour-2", "--purpose", "sales", "-o", str(target))
     assert code == 1 and out.startswith("deny") and "purpose is 'sales'" in out, out
     assert target.read_text() == "part,defects\nA,0\n"  # the earlier file is untouched
-    code, out = await offline("manifest", "verify", str(saved), f"{saved}.bundle.json")
+    bundle = f"{saved}.bundle.json"
+    code, out = await offline("manifest", "verify", str(target), bundle)  # the data as released
     assert code == 0 and "OK: " in out, out
-    saved.write_text("part,defects\nA,9\n")
-    code, out = await offline("manifest", "verify", str(saved), f"{saved}.bundle.json")
+    code, out = await offline("manifest", "verify", str(saved), bundle, "--dir", str(consumer.data_dir))
+    assert code == 0 and "OK: " in out, out
+    code, out = await offline("manifest", "verify", str(saved), bundle)  # sealed, and no keys given
+    assert code == 2 and out.startswith("error: ") and "--dir" in out and "Traceback" not in out, out
+    target.write_text("part,defects\nA,9\n")
+    code, out = await offline("manifest", "verify", str(target), bundle)
     assert code == 2 and "chunk 0" in out, out
+    sealed = bytearray(saved.read_bytes())
+    sealed[-1] ^= 1
+    saved.write_bytes(bytes(sealed))
+    code, out = await offline("manifest", "verify", str(saved), bundle, "--dir", str(consumer.data_dir))
+    assert code == 2 and out.startswith("error: ") and "tampered" in out and "Traceback" not in out, out
     code, out = await tds(consumer, "usage", "show", agreement_id)
     assert code == 0 and "2 of 3 uses left" in out, out
     code, out = await tds(provider, "usage", "report", agreement_id)

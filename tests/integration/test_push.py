@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
@@ -11,11 +10,12 @@ import pytest
 from test_transfer import agreed, provider_view, vault_files
 
 from connector.http import signing
-from connector.testing import dsp_validator
+from connector.testing import dsp_validator, vault_sha256
 
 
 def received_sha256(consumer, final):
-    return hashlib.sha256((consumer.data_dir / final["vaultPath"]).read_bytes()).hexdigest()
+    """The payload's plaintext digest (the vault file itself is sealed at rest)."""
+    return vault_sha256(consumer.data_dir, final["vaultPath"])
 
 
 async def _push(consumer, agreement_id, wait_s=20):
@@ -39,7 +39,8 @@ async def test_push_transfer_completes_and_payload_verifies(nodes):
     assert theirs["state"] == "COMPLETED" and theirs["format"] == "HttpData-PUSH"
     assert theirs["tokenExpiresAt"] is None, "a push opens no data endpoint on the provider"
     assert any("pushing" in d for d in _events(theirs, "push")), theirs["history"]
-    assert [p for p in vault_files(consumer) if "/." in p] == []
+    hidden = [p for p in vault_files(consumer) if "/." in p]  # no partial file left, only the wrapped data key
+    assert len(hidden) == 1 and hidden[0].endswith("/.key"), hidden
 
 
 async def test_important_data_is_pushed_sealed(nodes, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 
 from connector.http import signing
 from connector.payload import manifest as manifests
-from connector.testing import dsp_validator
+from connector.testing import dsp_validator, vault_plaintext, vault_sha256
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
@@ -76,15 +76,16 @@ async def test_pull_transfer_completes_and_payload_verifies(nodes):
     final = await consumer.client.transfer(started["id"], wait_s=20)
     assert final["state"] == "COMPLETED", final
     assert "token" not in str(final).lower() or "tokenExpiresAt" in final
-    path = consumer.data_dir / final["vaultPath"]
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    plaintext = vault_plaintext(consumer.data_dir, final["vaultPath"])
+    assert hashlib.sha256(plaintext).hexdigest() == sha
     bundle = await consumer.client.transfer_bundle(started["id"])
     manifest, _, binding = manifests.read_bundle(bundle)
     assert binding.agreement_id == agreement_id and binding.consumer == consumer.participant.did
-    assert manifest.size == path.stat().st_size
+    assert manifest.size == len(plaintext)
     theirs = await provider_view(provider)
     assert theirs["state"] == "COMPLETED"
-    assert [p for p in vault_files(consumer) if "/." in p] == []
+    hidden = [p for p in vault_files(consumer) if "/." in p]  # no partial file left, only the wrapped data key
+    assert len(hidden) == 1 and hidden[0].endswith("/.key"), hidden
 
 
 @pytest.mark.parametrize("path", ["../tds.toml", "/etc/passwd", "escape", "files/../../tds.toml"])
@@ -146,7 +147,7 @@ async def test_tampered_chunk_is_fetched_again(nodes, monkeypatch):
     started = await consumer.client.start_transfer(agreement_id)
     final = await consumer.client.transfer(started["id"], wait_s=20)
     assert final["state"] == "COMPLETED", final
-    assert hashlib.sha256((consumer.data_dir / final["vaultPath"]).read_bytes()).hexdigest() == sha
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
     assert any("did not match its digest" in e["detail"] for e in final["history"])
 
 
@@ -192,7 +193,7 @@ async def test_truncated_stream_resumes_with_range(nodes, monkeypatch):
     started = await consumer.client.start_transfer(agreement_id)
     final = await consumer.client.transfer(started["id"], wait_s=30)
     assert final["state"] == "COMPLETED", final
-    assert hashlib.sha256((consumer.data_dir / final["vaultPath"]).read_bytes()).hexdigest() == sha
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
 
 
 async def test_a_stream_that_keeps_breaking_terminates_and_leaves_nothing(nodes, monkeypatch):

@@ -7,12 +7,12 @@ import json
 import sqlite3
 
 import pytest
-from test_transfer import agreed, file_sha256
+from test_transfer import agreed
 
 from connector.bootstrap import DB_FILE
 from connector.client import ClientError
 from connector.payload import manifest as manifests
-from connector.testing import ProcessNode
+from connector.testing import ProcessNode, vault_chunks, vault_sha256
 
 MIB = 1024 * 1024
 pytestmark = pytest.mark.slow
@@ -26,12 +26,18 @@ async def processes():
         await node.stop()
 
 
-def matches_its_manifest(path) -> bool:
-    """The payload checked chunk by chunk against the signed manifest saved beside it."""
+def matches_its_manifest(data_dir, vault_path) -> bool:
+    """The payload's plaintext checked chunk by chunk against the signed manifest saved beside it."""
+    path = data_dir / vault_path
     manifest, _, _ = manifests.read_bundle(json.loads(path.with_name(path.name + ".bundle.json").read_text()))
-    with open(path, "rb") as f:
-        ok = all(manifests.chunk_ok(manifest, i, f.read(manifest.chunk_length(i))) for i in range(len(manifest.chunks)))
-        return ok and f.read(1) == b""
+    pending, index = b"", 0
+    for piece in vault_chunks(data_dir, vault_path):
+        pending += piece
+        while index < len(manifest.chunks) and len(pending) >= manifest.chunk_length(index):
+            if not manifests.chunk_ok(manifest, index, pending[:manifest.chunk_length(index)]):
+                return False
+            pending, index = pending[manifest.chunk_length(index):], index + 1
+    return index == len(manifest.chunks) and pending == b""
 
 
 def stored_transfer(node: ProcessNode) -> tuple[str, str, int]:
@@ -54,8 +60,8 @@ async def test_consumer_killed_mid_pull_resumes_from_the_last_verified_chunk(nod
     await consumer.start()
     final = await consumer.client.transfer(transfer_id, wait_s=30)
     assert final["state"] == "COMPLETED", final
-    assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
-    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir, final["vaultPath"])
     assert any(e["kind"] == "resume" and f"at byte {received} " in e["detail"] for e in final["history"])
 
 
@@ -70,8 +76,8 @@ async def test_provider_killed_mid_stream_resumes_after_its_restart(nodes, proce
     await provider.start()
     final = await consumer.client.transfer(started["id"], wait_s=60)
     assert final["state"] == "COMPLETED", final
-    assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
-    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir, final["vaultPath"])
     resumed = [e["detail"] for e in final["history"] if e["kind"] == "resume"]
     assert resumed and "at byte 0 " not in resumed[-1], resumed
 
@@ -91,8 +97,8 @@ async def test_consumer_killed_mid_push_resumes_from_the_last_verified_chunk(nod
     await consumer.start()  # the provider keeps retrying within transfer_stall_timeout_s
     final = await consumer.client.transfer(transfer_id, wait_s=60)
     assert final["state"] == "COMPLETED", final
-    assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
-    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir, final["vaultPath"])
     [theirs] = await provider.client.transfers()
     theirs = await provider.client.transfer(theirs["id"], wait_s=10)
     assert any(e["kind"] == "push" and f"holds {received} of" in e["detail"] for e in theirs["history"]), theirs
@@ -109,8 +115,8 @@ async def test_provider_killed_mid_push_resumes_after_its_restart(nodes, process
     await provider.start()
     final = await consumer.client.transfer(started["id"], wait_s=60)
     assert final["state"] == "COMPLETED", final
-    assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
-    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir, final["vaultPath"])
     assert any(e["kind"] == "sealed" for e in final["history"])
     [theirs] = await provider.client.transfers()
     theirs = await provider.client.transfer(theirs["id"], wait_s=10)
@@ -131,5 +137,5 @@ async def test_consumer_peak_memory_stays_flat_for_a_large_payload(nodes, proces
     peak = consumer.peak_rss_bytes()
     print(f"consumer peak RSS for {size // MIB} MiB: {peak / MIB:.1f} MiB")
     assert peak < 150 * MIB
-    assert file_sha256(consumer.data_dir / final["vaultPath"]) == sha
-    assert matches_its_manifest(consumer.data_dir / final["vaultPath"])
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
+    assert matches_its_manifest(consumer.data_dir, final["vaultPath"])

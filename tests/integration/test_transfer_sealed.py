@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from nacl.public import PrivateKey
 from test_transfer import agreed, vault_files
 
 from connector.identity.keys import ParticipantKeys
+from connector.testing import vault_sha256
 
 
 async def _pull(consumer, agreement_id, wait_s=20):
@@ -31,7 +30,7 @@ async def test_important_data_travels_sealed_and_verifies(nodes, monkeypatch):
     monkeypatch.setattr(dataplane.sealing, "seal_chunk", recording)
     final = await _pull(consumer, agreement_id)
     assert final["state"] == "COMPLETED", final
-    assert hashlib.sha256((consumer.data_dir / final["vaultPath"]).read_bytes()).hexdigest() == sha
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
     assert any(e["kind"] == "sealed" for e in final["history"])
     assert seen and all(len(s) == len(p) + 16 and p[:64] not in s for p, s in seen)  # ciphertext on the wire
 
@@ -71,7 +70,7 @@ async def test_tampered_ciphertext_is_rejected_and_fetched_again(nodes, monkeypa
     monkeypatch.setattr(dataplane.sealing, "seal_chunk", tampering)
     final = await _pull(consumer, agreement_id)
     assert final["state"] == "COMPLETED", final
-    assert hashlib.sha256((consumer.data_dir / final["vaultPath"]).read_bytes()).hexdigest() == sha
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
     assert any("did not match" in e["detail"] for e in final["history"])
 
 
@@ -99,7 +98,7 @@ async def test_encrypted_transfer_resumes_with_range(nodes, monkeypatch):
     final = await _pull(consumer, agreement_id, wait_s=30)
     assert final["state"] == "COMPLETED", final
     assert calls["n"] >= 2
-    assert hashlib.sha256((consumer.data_dir / final["vaultPath"]).read_bytes()).hexdigest() == sha
+    assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
     assert any(e["kind"] == "resume" for e in final["history"])
 
 

@@ -1,0 +1,339 @@
+"""The vault at rest: received data sealed under a data key per agreement (the I/O shell of the format).
+
+Layout: ``DATA_DIR/vault/PARTICIPANT/AGREEMENT/`` holds the agreement's files (the format is
+:mod:`connector.payload.vaultfile`), each beside its plaintext ``.bundle.json`` (manifest, signed
+envelope, the provider's DID document), and ``.key``: the agreement's data key, wrapped by the
+participant's vault key and bound to the agreement id. The vault key is derived from the participant's
+X25519 key (sealed on disk by the node key) and never stored.
+
+Writing (a receiving data plane): :func:`open_partial` opens or resumes a partial file, the receiver hands
+it verified plaintext chunks in order (:meth:`VaultWriter.write`), then :func:`place` moves it under its
+final name. Reading: :func:`open_reader`, then :meth:`VaultReader.chunk` (or :func:`stream` into an HTTP
+response). Deleting: :func:`destroy` unlinks the key first and makes that durable, then removes the
+bytes; from the moment the key is gone, whatever is left on disk can no longer be read.
+
+Folder-level changes (creating a key, dropping an unused one, destroying) take one lock, so a failed pull
+tidying up cannot take the key from under another transfer of the same agreement that is just starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from connector.errors import StorageError
+from connector.payload import sealing, vaultfile
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from connector.participant import ParticipantRuntime
+
+KEY_FILE = ".key"
+_KEY_FORMAT = "tds-vault-data-key-v1"
+#: A wrapped key file is tiny; anything bigger is not one (bounds what is read).
+_MAX_KEY_FILE = 4096
+_folder_lock = threading.Lock()
+
+
+def vault_key(participant: ParticipantRuntime) -> bytes:
+    """The participant's vault key (derived from its X25519 private key; never stored)."""
+    return vaultfile.vault_key(bytes(participant.keys.agreement), participant.id)
+
+
+# -- the data key of an agreement -------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_key(folder: Path, vault_key: bytes, agreement_id: str | None = None) -> bytes | None:
+    """The agreement's data key, or None if it has none (never written, or destroyed).
+
+    Without *agreement_id*, the id recorded beside the wrapped key is used (unwrapping still checks that
+    the key was wrapped for it); raises :class:`StorageError` if the key does not open.
+    """
+    path = folder / KEY_FILE
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(raw) if len(raw) <= _MAX_KEY_FILE else None
+        if not isinstance(record, dict) or record.get("format") != _KEY_FORMAT:
+            raise ValueError("not a wrapped data key")
+        label = str(record["agreement"]) if agreement_id is None else agreement_id
+        return sealing.unwrap(vault_key, base64.b64decode(record["wrapped"], validate=True), label)
+    except (ValueError, KeyError, TypeError, sealing.SealError) as exc:
+        raise StorageError(f"the agreement's data key does not open: {exc}") from exc
+
+
+def key_agreement_id(folder: Path) -> str | None:
+    """The agreement id recorded beside a wrapped data key (not secret; unwrapping checks it)."""
+    try:
+        with open(folder / KEY_FILE, "rb") as f:
+            record = json.loads(f.read(_MAX_KEY_FILE))
+    except (OSError, ValueError):
+        return None
+    found = record.get("agreement") if isinstance(record, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def _ensure_key(folder: Path, vault_key: bytes, agreement_id: str) -> bytes:
+    """The agreement's data key, created (written durably, mode 0600) if it has none yet. Caller holds the lock."""
+    found = read_key(folder, vault_key, agreement_id)
+    if found is not None:
+        return found
+    folder.mkdir(parents=True, exist_ok=True)
+    key = sealing.new_data_key()
+    record = {"format": _KEY_FORMAT, "agreement": agreement_id,
+              "wrapped": base64.b64encode(sealing.wrap(vault_key, key, agreement_id)).decode()}
+    tmp = folder / f"{KEY_FILE}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(record).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, folder / KEY_FILE)
+    _fsync_dir(folder)
+    return key
+
+
+# -- writing ----------------------------------------------------------------------------------------------
+
+
+class VaultWriter:
+    """A partial vault file being written, one verified plaintext chunk after the other."""
+
+    def __init__(self, fh: IO[bytes], header: vaultfile.Header, key: bytes, next_index: int) -> None:
+        self._fh, self.header, self._key, self.next_index = fh, header, key, next_index
+        self.closed = False
+
+    @property
+    def received(self) -> int:
+        """Plaintext bytes in the file: where a resumed transfer continues (a chunk boundary until the end)."""
+        return self.next_index * self.header.chunk_size
+
+    def write(self, index: int, plaintext: bytes | memoryview, *, last: bool) -> None:
+        """Seal and append chunk *index* (chunks come in order; every one but the last is full-size)."""
+        if index != self.next_index or self.closed:
+            raise StorageError(f"vault file: chunk {index} written out of order (expected {self.next_index})")
+        self._fh.write(vaultfile.seal(self._key, self.header, index, bytes(plaintext), last=last))
+        self.next_index += 1
+        if last:
+            self.closed = True
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> VaultWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open_partial(path: Path, vault_key: bytes, agreement_id: str, *, chunk_size: int,
+                 received: int) -> VaultWriter:
+    """Open the partial vault file *path* to continue at plaintext byte *received* (a chunk boundary).
+
+    A new file gets a header with a fresh file id (and the agreement a data key, if it has none yet). An
+    existing one is cut back to the last whole chunk at or before *received*; anything past the resume
+    point was never confirmed. The writer's :attr:`~VaultWriter.received` is where to continue: lower than
+    *received* only if the file lost its tail (or was lost entirely) since.
+    """
+    with _folder_lock:
+        data_key = _ensure_key(path.parent, vault_key, agreement_id)
+        fh = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 (closed by the writer)
+    try:
+        header: vaultfile.Header | None = None
+        with contextlib.suppress(vaultfile.VaultFileError):
+            header = vaultfile.parse_header(fh.read(vaultfile.HEADER_SIZE))
+        index = 0
+        if header is not None and header.chunk_size == chunk_size:
+            size = os.fstat(fh.fileno()).st_size
+            index = min(received // chunk_size, vaultfile.whole_chunks(header, size))
+        if header is None or index == 0:  # starting over: a fresh file id, so a fresh file key
+            header = vaultfile.Header(chunk_size, os.urandom(vaultfile.FILE_ID_SIZE))
+            fh.seek(0)
+            fh.truncate(0)
+            fh.write(header.encode())
+        at = vaultfile.physical_offset(header, index * chunk_size)
+        fh.truncate(at)
+        fh.seek(at)
+        return VaultWriter(fh, header, vaultfile.file_key(data_key, header), index)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def place(partial: Path, final: Path) -> None:
+    """Make a complete partial file durable, then move it under its final name."""
+    with open(partial, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(partial, final)
+    _fsync_dir(final.parent)
+
+
+def forget_unused_key(folder: Path) -> None:
+    """Drop the agreement's key and folder if nothing else is left in it (a pull that failed early)."""
+    with _folder_lock:
+        if not folder.is_dir() or any(p.name != KEY_FILE for p in folder.iterdir()):
+            return
+        (folder / KEY_FILE).unlink(missing_ok=True)
+        folder.rmdir()
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+class VaultReader:
+    """A complete vault file opened for reading, chunk by chunk (constant memory)."""
+
+    def __init__(self, path: Path, data_key: bytes) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            header = vaultfile.parse_header(os.pread(self._fd, vaultfile.HEADER_SIZE, 0))
+            self.layout = vaultfile.layout(header, os.fstat(self._fd).st_size)
+        except vaultfile.VaultFileError as exc:
+            os.close(self._fd)
+            raise StorageError(f"the received data cannot be read: {exc}") from exc
+        self._key = vaultfile.file_key(data_key, header)
+
+    @property
+    def size(self) -> int:
+        """The plaintext's length."""
+        return self.layout.size
+
+    @property
+    def chunks(self) -> int:
+        return self.layout.chunks
+
+    def chunk(self, index: int) -> bytes:
+        """The plaintext of chunk *index*; :class:`StorageError` if it does not open (damaged or tampered)."""
+        offset, length = self.layout.span(index)
+        sealed = os.pread(self._fd, length, offset)
+        try:
+            return vaultfile.open_chunk(self._key, self.layout.header, index, sealed,
+                                        last=self.layout.is_last(index))
+        except sealing.SealError as exc:
+            raise StorageError(f"the received data is damaged or was tampered with at rest "
+                               f"(chunk {index} does not open)") from exc
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> VaultReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open_reader(path: Path, vault_key: bytes, agreement_id: str | None = None) -> VaultReader:
+    """Open a vault file with its agreement's key (beside it), checking its first and last chunks at once:
+    a wrong key, a damaged header or a file cut short fails here, before anything is released."""
+    data_key = read_key(path.parent, vault_key, agreement_id)
+    if data_key is None:
+        raise StorageError("the received data has no key (it was deleted)")
+    reader = VaultReader(path, data_key)
+    try:
+        reader.chunk(0)
+        reader.chunk(reader.chunks - 1)
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+async def stream(reader: VaultReader, response: web.StreamResponse) -> None:
+    """Write the plaintext of *reader* to *response*, each chunk read and opened off the event loop.
+
+    A chunk that does not open raises :class:`StorageError` after the earlier chunks were sent: the
+    caller must abort the response (its Content-Length is then never reached).
+    """
+    loop = asyncio.get_running_loop()
+    for index in range(reader.chunks):
+        await response.write(await loop.run_in_executor(None, reader.chunk, index))
+
+
+# -- deleting ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deletion:
+    bytes_removed: int
+    key_destroyed: bool
+
+    def describe(self) -> str:
+        """For the signed usage-log entry: what was deleted, and that the key went first."""
+        if self.key_destroyed:
+            return f"data key destroyed, {self.bytes_removed} bytes removed"
+        return f"{self.bytes_removed} bytes"
+
+
+def destroy(folder: Path) -> Deletion:
+    """Delete an agreement's data: its key first (unlinked, the folder synced), then every file."""
+    with _folder_lock:
+        if not folder.is_dir():
+            return Deletion(0, False)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        key = folder / KEY_FILE
+        destroyed = key.exists()
+        key.unlink(missing_ok=True)
+        _fsync_dir(folder)
+        shutil.rmtree(folder)
+        _fsync_dir(folder.parent)
+        return Deletion(size, destroyed)
+
+
+# -- offline: tools and tests with the data folder, no running node ------------------------------------------
+
+
+def offline_vault_key(data_dir: Path, participant_name: str) -> bytes:
+    """A participant's vault key from a node's data folder (its node key unseals the participant's keys)."""
+    from connector.bootstrap import keys_dir, node_key
+    from connector.identity.keys import load_keys
+
+    keys = load_keys(keys_dir(data_dir, participant_name), node_key(data_dir))
+    return vaultfile.vault_key(bytes(keys.agreement), participant_name)
+
+
+def offline_reader(data_dir: Path, path: Path) -> VaultReader:
+    """Open a vault file under ``DATA_DIR/vault/PARTICIPANT/AGREEMENT/`` with the keys in *data_dir*."""
+    root = (data_dir / "vault").resolve()
+    relative = path.resolve()
+    if not relative.is_relative_to(root) or len(relative.relative_to(root).parts) != 3:
+        raise StorageError(f"{path} is not a file of the vault in {data_dir}")
+    relative = relative.relative_to(root)
+    return open_reader(path, offline_vault_key(data_dir, relative.parts[0]))
+
+
+def is_vault_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return vaultfile.is_vault_file(f.read(len(vaultfile.MAGIC)))
+
+
+def read_all(reader: VaultReader) -> Iterator[bytes]:
+    """Yield the plaintext chunk by chunk."""
+    for index in range(reader.chunks):
+        yield reader.chunk(index)
