@@ -111,7 +111,7 @@ async def transfer(consumer: ManagementClient, provider_did: str, agreement_id: 
     sealed = [e for e in final["history"] if e["kind"] == "sealed"]
     expect(bool(sealed), "core data travelled without end-to-end encryption")
     say("  core data travels sealed end to end: a fresh X25519 key for this transfer, HKDF-SHA256,")
-    say("  XChaCha20-Poly1305 per chunk; the SME's node decrypted each chunk, verified it, then stored it.")
+    say("  AES-256-GCM per chunk; the SME's node decrypted each chunk, verified it, then stored it.")
     started = time.perf_counter()
     record = await consumer.start_transfer(agreement_id, push=True)
     final = await consumer.transfer(record["id"], wait_s=30)

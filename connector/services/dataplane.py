@@ -49,6 +49,7 @@ from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
     MANIFEST_PROPERTY,
     PUSH,
+    SEALING_PROPERTY,
     SEALING_SCHEME,
     TransferService,
     _property,
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
 log = get_logger(component="dataplane")
 
 PIECE = 1024 * 1024
+SEALED_DETAIL = ("end-to-end encrypted: X25519 key agreement, HKDF-SHA256, AES-256-GCM per chunk; decrypted and "
+                 "verified here")
 #: Commit the resume point at least every this many bytes.
 CHECKPOINT_BYTES = 16 * 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d{1,15})-$")
@@ -370,17 +373,12 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     seal_key: bytes | None = None
     ephemeral = _property(address, EPHEMERAL_PROPERTY)
     if ephemeral:
-        from connector.identity.multikey import MultikeyError, decode_multibase
-
-        try:
-            seal_key = sealing.recipient_key(participant.keys.agreement, decode_multibase(ephemeral),
-                                             record.provider_pid or "")
-        except (MultikeyError, sealing.SealError) as exc:
-            raise PullFailed(f"the provider's ephemeral key is unusable: {exc}") from exc
+        scheme = _property(address, SEALING_PROPERTY)
+        if scheme != SEALING_SCHEME:
+            raise PullFailed(f"the provider seals with {str(scheme)[:100]!r}; this node reads {SEALING_SCHEME}")
+        seal_key = _push_key(participant, record, ephemeral)
         if record.manifest is None:  # first time only (a resumed pull keeps the same key)
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed",
-                                                "end-to-end encrypted: X25519 key agreement, HKDF-SHA256, "
-                                                "XChaCha20-Poly1305 per chunk; decrypted and verified here")
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed", SEALED_DETAIL)
     if record.manifest is None:
         record = await _fetch_manifest(service, participant, record, address, headers)
     assert record.manifest is not None
@@ -546,7 +544,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
     def check_and_write(chunk: memoryview, index: int) -> bool:
         if seal_key is not None:  # decrypt, then verify the plaintext against the manifest, then store
             try:
-                chunk = memoryview(sealing.open_chunk(seal_key, record.provider_pid or "", index, bytes(chunk)))
+                chunk = memoryview(sealing.open_chunk(seal_key, record.provider_pid or "", index, chunk))
             except sealing.SealError:
                 return False
         if not manifests.chunk_ok(manifest, index, chunk):
@@ -648,9 +646,7 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
             except _Stopped:
                 raise Unauthorized("the token is not valid for this transfer, caller or state") from None
             if ephemeral:
-                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed",
-                                                    "end-to-end encrypted: X25519 key agreement, HKDF-SHA256, "
-                                                    "XChaCha20-Poly1305 per chunk; decrypted and verified here")
+                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed", SEALED_DETAIL)
         else:
             try:
                 same = manifests.decode(body.get("manifest")) == manifests.decode(record.manifest)
@@ -734,13 +730,17 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
 def _ephemeral_of(offer: Any) -> str:
     if offer is None:
         return ""
-    if not isinstance(offer, dict) or offer.get("scheme") != SEALING_SCHEME or not isinstance(
-            offer.get("ephemeralKey"), str) or len(offer["ephemeralKey"]) > 100:
-        raise BadRequest(f"sealing must name the scheme {SEALING_SCHEME} and an ephemeralKey")
+    if not isinstance(offer, dict) or not isinstance(offer.get("ephemeralKey"), str) or len(
+            offer["ephemeralKey"]) > 100:
+        raise BadRequest("sealing must name a scheme and an ephemeralKey")
+    if offer.get("scheme") != SEALING_SCHEME:
+        raise BadRequest(f"the sealing scheme {str(offer.get('scheme'))[:100]!r} is not known here; this node "
+                         f"reads {SEALING_SCHEME}")
     return str(offer["ephemeralKey"])
 
 
 def _push_key(participant: ParticipantRuntime, record: TransferRecord, ephemeral: str) -> bytes:
+    """The transfer key, from our X25519 key and the provider's ephemeral public key (multibase)."""
     from connector.identity.multikey import MultikeyError, decode_multibase
 
     try:

@@ -43,6 +43,7 @@ from connector.faults import crash_point
 from connector.http.netguard import check_url
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
+from connector.payload import sealing
 from connector.protocol import messages as m
 from connector.protocol.errors import InvalidTransition, MessageError
 from connector.protocol.transfer import TERMINAL, TRANSITIONS, Kind, Role, State
@@ -69,7 +70,7 @@ MANIFEST_PROPERTY = "https://w3id.org/tds/v1#manifest"
 #: ephemeral X25519 public key (multibase) from which the consumer derives the transfer key.
 SEALING_PROPERTY = "https://w3id.org/tds/v1#sealing"
 EPHEMERAL_PROPERTY = "https://w3id.org/tds/v1#ephemeralKey"
-SEALING_SCHEME = "x25519-hkdf-sha256+xchacha20poly1305"
+SEALING_SCHEME = sealing.SCHEME
 #: Data classes whose transfers are always encrypted end to end.
 SEALED_CLASSES = frozenset({"important", "core"})
 PATHS: dict[Kind, str] = {
@@ -502,7 +503,6 @@ class TransferService(ProcessShell[TransferRecord]):
         """A fresh key for this transfer, agreed with the consumer's published X25519 key."""
         from connector.identity import did as dids
         from connector.identity.multikey import X25519_PUB, MultikeyError, decode_multikey, encode_multibase
-        from connector.payload import sealing
 
         document = await self.node.resolver.resolve(record.counterparty_did)
         multikey = dids.agreement_key(document)
