@@ -109,3 +109,15 @@ async def test_a_consumer_without_a_key_agreement_key_is_refused(nodes):
     final = await _pull(consumer, agreement_id)
     assert final["state"] == "TERMINATED" and "no X25519 key-agreement key" in final["reason"], final
 
+
+
+async def test_an_unknown_sealing_scheme_is_refused_with_the_reason(nodes, monkeypatch):
+    from connector.services import transfer
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement_id, _ = await agreed(provider, consumer, data_class="important")
+    monkeypatch.setattr(transfer, "SEALING_SCHEME", "x25519-hkdf-sha256+rot13")  # what the provider announces
+    final = await _pull(consumer, agreement_id)
+    assert final["state"] == "TERMINATED", final
+    assert "seals with 'x25519-hkdf-sha256+rot13'; this node reads x25519-hkdf-sha256+aes256gcm" in final["reason"]
+    assert vault_files(consumer) == []
