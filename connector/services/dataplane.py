@@ -569,6 +569,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
 
     try:
         fetched, turn = progress.received, 0
+        spare = memoryview(b"")  # received beyond the chunk being filled (readany hands over whole pieces)
         while fetched < manifest.size:
             index = fetched // manifest.chunk_size
             want = manifest.chunk_length(index)
@@ -576,13 +577,15 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             view = buffers[turn]
             filled = 0
             while filled < wire:
-                data = await content.read(wire - filled)
+                data = spare if spare else memoryview(await content.readany())
                 if not data:
                     await settle()
                     raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
                         "the stream ended early")
-                view[filled:filled + len(data)] = data
-                filled += len(data)
+                take = min(len(data), wire - filled)
+                view[filled:filled + take] = data[:take]
+                spare = data[take:]
+                filled += take
             await settle()  # the other buffer is free again once its chunk is written
             pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
             pending_index, pending_length = index, want
