@@ -812,7 +812,8 @@ def transfers(ctx: click.Context, as_json: bool, data_dir: Path | None, node_url
         click.echo("no transfers yet")
     for row in rows:
         progress = f"{row['received']}/{row['size']} bytes" if row.get("size") is not None else ""
-        click.echo(f"{row['id']}  {row['role']:8}  {row['state']:10}  {row['assetId']}  {progress}")
+        mode = {"HttpData-PUSH": "push", "HttpData-PULL": "pull"}.get(row.get("format", ""), row.get("format", ""))
+        click.echo(f"{row['id']}  {row['role']:8}  {mode:4}  {row['state']:10}  {row['assetId']}  {progress}")
 
 
 @transfers.command("show")

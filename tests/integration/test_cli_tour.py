@@ -52,8 +52,13 @@ async def test_publish_browse_negotiate(nodes):
     saved = consumer.data_dir / out.split("saved to ")[1].split()[0]
     assert vault_plaintext(consumer.data_dir, saved) == b"part,defects\nA,0\n"
     assert b"defects" not in saved.read_bytes()  # sealed at rest
+    code, out = await tds(consumer, "transfer", provider.public_url, agreement_id, "--push")  # sent by the provider
+    assert code == 0, out
+    assert ": COMPLETED" in out and "signed by the provider " + provider.participant.did in out
+    assert vault_plaintext(consumer.data_dir, consumer.data_dir / out.split("saved to ")[1].split()[0]) == \
+        b"part,defects\nA,0\n"
     code, out = await tds(consumer, "transfers")
-    assert code == 0 and "COMPLETED" in out
+    assert code == 0 and "pull  COMPLETED" in out and "push  COMPLETED" in out, out
     # use it through the usage API: decided, logged, counted, then written out
     target = consumer.data_dir.parent / "used.csv"
     code, out = await tds(consumer, "use", agreement_id, "--use-id", "tour-1", "--purpose", "R&D", "-o", str(target))
