@@ -28,13 +28,22 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientError, StreamReader, web
 
-from connector.errors import BadRequest, Conflict, NotFound, PeerError, TdsError, TooManyRequests, Unauthorized
+from connector.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PeerError,
+    StorageError,
+    TdsError,
+    TooManyRequests,
+    Unauthorized,
+)
 from connector.faults import crash_point
 from connector.http.auth import authenticate_signed
 from connector.http.middleware import read_json
@@ -77,7 +86,10 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def safe_name(text: str) -> str:
-    return _SAFE.sub("_", text)[:150] or "_"
+    """A file or folder name from a peer-chosen id (agreement, asset, transfer): only ``[A-Za-z0-9._-]``,
+    never starting with a dot (no ``..``, and no clash with the vault's own hidden files such as ``.key``)."""
+    name = _SAFE.sub("_", text)[:150] or "_"
+    return "_" + name[1:] if name.startswith(".") else name
 
 
 def vault_dir(node: Node, participant: ParticipantRuntime, agreement_id: str) -> Path:
@@ -290,32 +302,63 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
             # The envelope first: the consumer checks it (once) and answers its resume point.
             answer = await node.client.request("PUT", f"{endpoint}/manifest", json_body=offer,
                                                signer=participant.signer, headers=headers)
+            if answer.status == 401 and await _consumer_moved_on(service, participant, record):
+                return
             offset = _resume_point(answer, manifest, "manifest")
             if offset > best:  # progress since the last attempt: the stall clock starts again
-                deadline, best = time.time() + stall, offset
-            detail = (f"the consumer holds {offset} of {manifest.size} bytes; pushing the rest" if offset else
-                      f"pushing {manifest.size} bytes to {endpoint}" + (", sealed end to end" if seal_key else ""))
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "push", detail)
-            body = _chunks(path, manifest, offset // manifest.chunk_size, seal_key, record.id)
-            answer = await node.client.upload(f"{endpoint}?offset={offset}", body,
-                                              wire_length(manifest, offset, seal_key is not None),
-                                              signer=participant.signer, headers=headers, read_timeout_s=stall)
-            if answer.status == 422:  # a chunk did not verify there: push again from the consumer's point
-                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
-                                                    f"the consumer refused a chunk: {peer_reason(answer.body)}")
-                continue
-            _resume_point(answer, manifest, "payload")
-            log.info("payload pushed", id=record.id, bytes=manifest.size, to=endpoint)
+                deadline, best, attempt = time.time() + stall, offset, 0
+            if offset < manifest.size:
+                detail = (f"the consumer holds {offset} of {manifest.size} bytes; pushing the rest" if offset else
+                          f"pushing {manifest.size} bytes to {endpoint}" + (", sealed end to end" if seal_key else ""))
+                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "push", detail)
+                body = _chunks(path, manifest, offset // manifest.chunk_size, seal_key, record.id)
+                answer = await node.client.upload(f"{endpoint}?offset={offset}", body,
+                                                  wire_length(manifest, offset, seal_key is not None),
+                                                  signer=participant.signer, headers=headers, read_timeout_s=stall)
+                if answer.status == 422:  # a chunk did not verify there, or it resumes elsewhere: again, from
+                    raise _Resend(peer_reason(answer.body))  # its resume point (after a pause, see below)
+                _resume_point(answer, manifest, "payload")
+            await _pushed(service, participant, record, manifest)
             return
-        except PeerError as exc:
+        except (PeerError, _Resend) as exc:
             attempt += 1
             delay = backoff(attempt)
             if time.time() + delay > deadline:
-                raise PullFailed(f"the consumer's receiving endpoint failed for {stall:.0f} s: {exc}") from None
+                raise PullFailed(f"the consumer's receiving endpoint made no progress for {stall:g} s: "
+                                 f"{exc}") from None
             log.info("push interrupted; resuming", id=record.id, error=str(exc)[:200])
+            what = "the consumer asked for a resend" if isinstance(exc, _Resend) else "push interrupted"
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
-                                                f"push interrupted ({str(exc)[:200]}); retrying in {delay:.1f} s")
+                                                f"{what} ({str(exc)[:200]}); again in {delay:.1f} s")
             await asyncio.sleep(delay)
+
+
+class _Resend(Exception):
+    """The consumer answered 422: push again from its resume point."""
+
+
+async def _pushed(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                  manifest: manifests.Manifest) -> None:
+    """The consumer holds every byte: note it, so that a restart waits for its completion instead of pushing."""
+    log.info("payload pushed", id=record.id, bytes=manifest.size)
+    async with service.lock((participant.id, record.id)):
+        current = await service.node.transfers_repo.get(participant.id, record.id)
+        if current is None or current.state != State.STARTED.value or current.data_address is None:
+            return
+        done = _replace(current, data_address={**current.data_address, "pushed": True})
+        await service.commit(current, done, "pushed",
+                             f"the consumer holds all {manifest.size} bytes; its completion message is awaited")
+
+
+async def _consumer_moved_on(service: TransferService, participant: ParticipantRuntime,
+                             record: TransferRecord) -> bool:
+    """The inbox refused our token: whether that is because the consumer's transfer is over or suspended
+    (its message about it is on its way), by its own DSP view of the transfer."""
+    state = await service.peer_state(participant, record)
+    if state in (State.COMPLETED, State.TERMINATED, State.SUSPENDED):
+        log.info("push not needed: the consumer's transfer is no longer STARTED", id=record.id, theirs=state.value)
+        return True
+    return False
 
 
 def _resume_point(answer: PeerResponse, manifest: manifests.Manifest, what: str) -> int:
@@ -534,6 +577,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
     node = service.node
     loop = asyncio.get_running_loop()
     last = max(len(manifest.chunks), 1) - 1
+    stall = node.config.node.transfer_stall_timeout_s
     tag = sealing.TAG_SIZE if seal_key is not None else 0
     buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
     half = manifest.size // 2
@@ -576,16 +620,20 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             wire = want + tag
             view = buffers[turn]
             filled = 0
-            while filled < wire:
-                data = spare if spare else memoryview(await content.readany())
-                if not data:
-                    await settle()
-                    raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
-                        "the stream ended early")
-                take = min(len(data), wire - filled)
-                view[filled:filled + take] = data[:take]
-                spare = data[take:]
-                filled += take
+            try:
+                async with asyncio.timeout(stall):  # a peer trickling bytes must not hold the transfer forever
+                    while filled < wire:
+                        data = spare if spare else memoryview(await content.readany())
+                        if not data:
+                            await settle()
+                            raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
+                                "the stream ended early")
+                        take = min(len(data), wire - filled)
+                        view[filled:filled + take] = data[:take]
+                        spare = data[take:]
+                        filled += take
+            except TimeoutError:
+                raise _Dropped(f"chunk {index} did not arrive within {stall:g} s") from None
             await settle()  # the other buffer is free again once its chunk is written
             pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
             pending_index, pending_length = index, want
@@ -593,13 +641,31 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             turn ^= 1
         await settle()
     finally:
-        if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
-            with contextlib.suppress(Exception):
-                if await pending:
-                    progress.received += pending_length
-        out.flush()
-        if progress.received != checkpoint:
-            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+        async def keep() -> None:
+            if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
+                with contextlib.suppress(Exception):
+                    if await pending:
+                        progress.received += pending_length
+            out.flush()
+            if progress.received != checkpoint:
+                await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+
+        await _uninterrupted(keep())
+
+
+async def _uninterrupted(step: Coroutine[Any, Any, None]) -> None:
+    """Run *step* to its end even if this task is cancelled (again) meanwhile, then let the cancellation
+    through: saving the resume point must not be cut short by a suspension and a dropped connection at once."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 # -- consumer: receiving a push -----------------------------------------------------------------------------
@@ -657,6 +723,8 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
                 raise BadRequest(f"the manifest is malformed: {exc}") from None
             if not same or ephemeral != (record.data_address or {}).get("ephemeral"):
                 raise Conflict("this transfer already has another manifest or key; it cannot change")
+            if record.size is not None and record.received >= record.size:
+                node.transfers.react_soon(participant, record.id)  # all here: place it and complete
         return web.json_response({"received": record.received, "size": record.size})
 
     async def data(request: web.Request) -> web.Response:
@@ -676,29 +744,36 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
 
     async def receive_push(participant: ParticipantRuntime, key: tuple[str, str],
                            request: web.Request) -> web.Response:
+        task = asyncio.current_task()
+        assert task is not None
+        node.transfers.serving(key, task)  # before the state is read: a suspension or termination cuts it
+        try:
+            return await receive(participant, key, request)
+        finally:
+            node.transfers.served(key, task)
+
+    async def receive(participant: ParticipantRuntime, key: tuple[str, str], request: web.Request) -> web.Response:
         record = await node.transfers_repo.get(*key)
         if record is None or record.state != State.STARTED.value or record.manifest is None:
             raise Unauthorized("the token is not valid for this transfer, caller or state")
         manifest = manifests.decode(record.manifest)
+        if record.received >= manifest.size:  # all here already (an answer got lost): nothing to cut or write
+            node.transfers.react_soon(participant, record.id)
+            return web.json_response({"received": manifest.size, "complete": True})
         ephemeral = str((record.data_address or {}).get("ephemeral") or "")
         seal_key = _push_key(participant, record, ephemeral) if ephemeral else None
         offset = request.query.get("offset", "")
         if not offset.isdigit() or int(offset) != record.received:
-            return web.json_response({"received": record.received, "error": f"resume at byte {record.received}"},
-                                     status=422)
+            return _resend(record.received, f"this transfer resumes at byte {record.received}")
         if request.content_length != wire_length(manifest, record.received, seal_key is not None):
             raise BadRequest("Content-Length does not match the rest of the payload from this offset")
         target = partial_path(node, participant, record)
-        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
         progress = _Progress(record.received)
-        task = asyncio.current_task()
-        assert task is not None
-        node.transfers.serving(key, task)
         try:
+            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
             with await _open_writer(node, participant, record, manifest, target, progress) as out:
                 if progress.received != record.received:  # the file lost its tail: resume further back
-                    return web.json_response({"received": progress.received,
-                                              "error": f"resume at byte {progress.received}"}, status=422)
+                    return _resend(progress.received, f"this transfer resumes at byte {progress.received}")
                 await _receive(node.transfers, participant, record, manifest, request.content, out, progress,
                                seal_key)
         except _BadChunk as exc:
@@ -713,14 +788,16 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
                 raise Conflict(reason) from None
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
                                                 f"chunk {exc.index} {exc.why}; asked the provider again")
-            return web.json_response({"received": progress.received, "error": f"chunk {exc.index} {exc.why}"},
-                                     status=422)
-        except (_Dropped, OSError, ClientError) as exc:
+            return _resend(progress.received, f"chunk {exc.index} {exc.why}")
+        except (_Dropped, ConnectionError, ClientError, asyncio.IncompleteReadError) as exc:
             # The provider went away mid-body: what was verified is kept; it resumes from there.
             log.info("push interrupted", id=record.id, at=progress.received, error=str(exc)[:200])
-            return web.json_response({"received": progress.received}, status=422)
-        finally:
-            node.transfers.served(key, task)
+            return _resend(progress.received, "the body ended early")
+        except OSError as exc:  # our own storage failed: not the provider's fault, and not a resend loop
+            log.error("push not stored", id=record.id, error=str(exc)[:200])
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "error",
+                                                f"the vault could not store the data: {str(exc)[:200]}")
+            raise StorageError(f"the consumer could not store the data ({exc.strerror or exc})") from None
         failures.pop(key, None)
         complete = progress.received >= manifest.size
         if complete:
@@ -728,6 +805,11 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
         return web.json_response({"received": progress.received, "complete": complete})
 
     return [web.put(f"{base}/manifest", manifest), web.post(base, data)]
+
+
+def _resend(received: int, why: str) -> web.Response:
+    """422: push again from *received* (the provider retries after a pause, within its stall limit)."""
+    return web.json_response({"error": "resend", "message": why, "received": received}, status=422)
 
 
 def _ephemeral_of(offer: Any) -> str:

@@ -201,7 +201,10 @@ class TransferService(ProcessShell[TransferRecord]):
             limit = self.node.config.node.transfer_start_timeout_s if waiting else self._stall_timeout
             new = _replace(new, expires_at=time.time() + limit)
         new = _replace(new, updated_at=now_text())
-        if not await self.node.transfers_repo.update(new, expected_state=old.state, event=event, detail=detail):
+        # The resume point moves on its own while bytes arrive (set_received): only a commit that changes
+        # it writes it, so a state change committed meanwhile cannot move it back.
+        if not await self.node.transfers_repo.update(new, expected_state=old.state, event=event, detail=detail,
+                                                     keep_received=new.received == old.received):
             raise TransferError("the transfer changed concurrently; retry", old, status=409)
         if old.state != new.state:
             log.info("transfer state", participant=new.participant_id, id=new.id, role=new.role, old=old.state,
@@ -220,16 +223,16 @@ class TransferService(ProcessShell[TransferRecord]):
         try:
             async with self.lock(key):
                 record = await self.node.transfers_repo.get(*key)
-                if record is None or State(record.state) in TERMINAL:
+                if record is None:
                     return
                 now = time.time()
-                if record.pending is not None:
+                if record.pending is not None:  # also the last message of a completed or terminated transfer
                     if (record.next_attempt_at or 0) <= now:
                         await self._deliver(participant, record)
                     else:
                         self._schedule(record)
                     return
-                if record.expires_at is None:
+                if State(record.state) in TERMINAL or record.expires_at is None:
                     return
                 if record.expires_at > now:
                     self._schedule(record)
@@ -372,7 +375,8 @@ class TransferService(ProcessShell[TransferRecord]):
             updated = _replace(record, state=next_state.value)
             if role is Role.CONSUMER and not record.provider_pid:
                 updated = _replace(updated, provider_pid=message.providerPid)
-            if kind is Kind.START and role is Role.CONSUMER and message.dataAddress is not None:
+            if kind is Kind.START and role is Role.CONSUMER and message.dataAddress is not None and (
+                    record.format != PUSH):  # a push's start carries no address; ours (inbox, key) stays
                 updated = _replace(updated, data_address=message.dataAddress)
             elif kind in (Kind.TERMINATION, Kind.SUSPENSION):
                 verb = "suspended" if kind is Kind.SUSPENSION else "terminated"
@@ -425,7 +429,8 @@ class TransferService(ProcessShell[TransferRecord]):
         if role is Role.PROVIDER:
             if state is State.REQUESTED:
                 return "start"
-            if state is State.STARTED and record.format == PUSH and record.pending is None:
+            if state is State.STARTED and record.format == PUSH and record.pending is None and not (
+                    record.data_address or {}).get("pushed"):
                 return "push"
             return None
         if state is not State.STARTED or record.pending is not None:
@@ -480,6 +485,12 @@ class TransferService(ProcessShell[TransferRecord]):
             manifest, version = await self.manifest_for(participant, asset, path)
         except TdsError as exc:
             raise Refusal(f"the asset's data is not available: {exc.message}") from exc
+        previous = record.data_address or {}
+        if record.format == PUSH and record.manifest is not None and previous.get("path"):
+            # Resuming a push: the consumer holds this manifest and the transfer key already; both stay.
+            if str(path) != previous["path"] or version != previous.get("version"):
+                raise Refusal("the asset's file changed since the push began; request a new transfer")
+            return _replace(record, data_address={k: v for k, v in previous.items() if k != "pushed"})
         binding = manifests.Binding(agreement_id=agreement.id, provider_pid=record.id,
                                     consumer_pid=record.consumer_pid or "", provider=participant.did,
                                     consumer=record.counterparty_did)
@@ -628,19 +639,25 @@ class TransferService(ProcessShell[TransferRecord]):
 
     async def _peer_is_past(self, participant: ParticipantRuntime, record: TransferRecord) -> bool:
         """Whether the peer is already where our pending message leads (an earlier delivery arrived)."""
-        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
-        if not remote_pid or (record.pending or {}).get(OPENING):
+        if (record.pending or {}).get(OPENING):
             return False
+        theirs = await self.peer_state(participant, record)
+        ours = State(record.state)
+        return theirs is not None and (theirs is ours or theirs in TRANSITIONS[ours].values())
+
+    async def peer_state(self, participant: ParticipantRuntime, record: TransferRecord) -> State | None:
+        """The transfer's state as the peer sees it (``GET …/transfers/:pid``), or None if it does not say."""
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        if not remote_pid:
+            return None
         try:
             response = await self.node.client.request(
                 "GET", f"{record.counterparty_address}/transfers/{remote_pid}", signer=participant.signer)
             if response.status != 200:
-                return False
-            theirs = State(m.decode(response.json(), m.TransferProcess).state)
+                return None
+            return State(m.decode(response.json(), m.TransferProcess).state)
         except (PeerError, MessageError, ValueError):
-            return False
-        ours = State(record.state)
-        return theirs is ours or theirs in TRANSITIONS[ours].values()
+            return None
 
     async def _give_up(self, record: TransferRecord, kind: Kind, url: str, error: str, *, retry: bool
                        ) -> TransferRecord:

@@ -296,7 +296,10 @@ def destroy(folder: Path) -> Deletion:
     with _folder_lock:
         if not folder.is_dir():
             return Deletion(0, False)
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        size = 0
+        for p in folder.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):  # a partial file being renamed or discarded meanwhile
+                size += p.stat().st_size if p.is_file() else 0
         key = folder / KEY_FILE
         destroyed = key.exists()
         key.unlink(missing_ok=True)

@@ -370,10 +370,12 @@ class ContractRepository:
         return await self.store.read(query)
 
     async def all_active_negotiations(self) -> list[NegotiationRecord]:
-        """Every non-terminal negotiation of every participant (for resuming after a restart)."""
+        """Every negotiation of every participant that is not over, or whose last message is still to be
+        delivered (for resuming after a restart)."""
 
         def query(db: sqlite_utils.Database) -> list[NegotiationRecord]:
-            rows = db.query("SELECT * FROM negotiations WHERE state NOT IN ('FINALIZED', 'TERMINATED')")
+            rows = db.query("SELECT * FROM negotiations WHERE state NOT IN ('FINALIZED', 'TERMINATED') "
+                            "OR pending IS NOT NULL")
             return [from_row(NegotiationRecord, r) for r in rows]
 
         return await self.store.read(query)
@@ -428,12 +430,17 @@ class TransferRepository:
 
         await self.store.write(insert)
 
-    async def update(self, record: TransferRecord, *, expected_state: str, event: str, detail: str = "") -> bool:
-        """Commit *record* if the stored state is still *expected_state* (compare and set)."""
+    async def update(self, record: TransferRecord, *, expected_state: str, event: str, detail: str = "",
+                     keep_received: bool = False) -> bool:
+        """Commit *record* if the stored state is still *expected_state* (compare and set).
+
+        *keep_received*: leave the stored resume point as it is (a data plane advances it on its own,
+        :meth:`set_received`, and a state change read before that must not move it back)."""
         row = to_row(record)
+        skip = ("participant_id", "id", "received") if keep_received else ("participant_id", "id")
 
         def update(db: sqlite_utils.Database) -> bool:
-            columns = [k for k in row if k not in ("participant_id", "id")]
+            columns = [k for k in row if k not in skip]
             cursor = db.execute(
                 f"UPDATE transfers SET {', '.join(f'{c} = ?' for c in columns)} "
                 "WHERE participant_id = ? AND id = ? AND state = ?",
@@ -448,9 +455,11 @@ class TransferRepository:
         return await self.store.write(update)
 
     async def set_received(self, participant_id: str, transfer_id: str, received: int) -> None:
-        """Record the consumer's resume point (bytes verified and written) while STARTED."""
+        """Record the consumer's resume point (bytes verified and written) while STARTED, or SUSPENDED meanwhile
+        (a suspension that cuts a stream off keeps what was verified)."""
         await self.store.write(lambda db: db.execute(
-            "UPDATE transfers SET received = ? WHERE participant_id = ? AND id = ? AND state = 'STARTED'",
+            "UPDATE transfers SET received = ? WHERE participant_id = ? AND id = ? "
+            "AND state IN ('STARTED', 'SUSPENDED')",
             [received, participant_id, transfer_id]))
 
     async def add_event(self, participant_id: str, transfer_id: str, at: str, kind: str, detail: str) -> None:
@@ -487,10 +496,12 @@ class TransferRepository:
         return await self.store.read(query)
 
     async def all_active(self) -> list[TransferRecord]:
-        """Every non-terminal transfer of every participant (for resuming after a restart)."""
+        """Every transfer of every participant that is not over, or whose last message is still to be
+        delivered (for resuming after a restart)."""
 
         def query(db: sqlite_utils.Database) -> list[TransferRecord]:
-            rows = db.query("SELECT * FROM transfers WHERE state NOT IN ('COMPLETED', 'TERMINATED')")
+            rows = db.query("SELECT * FROM transfers WHERE state NOT IN ('COMPLETED', 'TERMINATED') "
+                            "OR pending IS NOT NULL")
             return [from_row(TransferRecord, r) for r in rows]
 
         return await self.store.read(query)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -263,3 +264,116 @@ async def test_the_inbox_checks_token_signature_caller_and_transfer(nodes):
 async def provider_view_now(provider):
     rows = await provider.node.transfers_repo.find(provider.participant.id)
     return rows[0] if rows else None
+
+
+async def test_the_provider_suspends_and_resumes_a_sealed_push(nodes, monkeypatch):
+    from connector.services import dataplane
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement_id, sha = await agreed(provider, consumer, size=8 * 1024 * 1024 + 5, data_class="important")
+    original = dataplane._chunks
+    sent_some, go_on = asyncio.Event(), asyncio.Event()
+
+    async def held(path, manifest, first, key, context):
+        n = 0
+        async for chunk in original(path, manifest, first, key, context):
+            yield chunk
+            n += 1
+            if n == 3 and not go_on.is_set():  # the first push stops after three chunks
+                sent_some.set()
+                await go_on.wait()
+
+    monkeypatch.setattr(dataplane, "_chunks", held)
+    started = await consumer.client.start_transfer(agreement_id, push=True)
+    await asyncio.wait_for(sent_some.wait(), 10)
+    stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
+    part = dataplane.partial_path(consumer.node, consumer.participant, stored)
+    deadline = time.monotonic() + 10
+    while not part.exists() or part.stat().st_size < 3 * 1024 * 1024:  # the consumer verified and stored some
+        assert time.monotonic() < deadline, "the consumer stored nothing"
+        await asyncio.sleep(0.02)  # ok-sleep: polling the consumer's partial file with a deadline
+    [theirs] = await provider.client.transfers()
+    assert (await provider.client.transfer_action(theirs["id"], "suspend", "maintenance"))["state"] == "SUSPENDED"
+    go_on.set()
+    assert (await provider.client.transfer_action(theirs["id"], "resume"))["state"] == "STARTED"
+    final = await consumer.client.transfer(started["id"], wait_s=20)
+    assert final["state"] == "COMPLETED", final
+    assert received_sha256(consumer, final) == sha
+    theirs = await provider_view(provider)
+    resumed = [d for d in _events(theirs, "push") if "the consumer holds" in d]  # its progress was kept
+    assert resumed and not resumed[0].startswith("the consumer holds 0 "), theirs["history"]
+
+
+async def test_a_push_repeated_after_every_byte_arrived_changes_nothing(nodes):
+    from connector.services import dataplane
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    size = 3 * 1024 * 1024 + 123  # the last chunk is short
+    agreement_id, sha = await agreed(provider, consumer, size=size, data_class="important")
+    consumer.node.transfers.script = lambda r: "wait" if r.state == "STARTED" else None  # do not complete yet
+    started = await consumer.client.start_transfer(agreement_id, push=True)
+    deadline = time.monotonic() + 10
+    while (record := await consumer.client.transfer(started["id"], wait_s=0.05))["received"] != size:
+        assert time.monotonic() < deadline, record
+    stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
+    part = dataplane.partial_path(consumer.node, consumer.participant, stored)
+    before = part.read_bytes()
+    [theirs] = await provider.client.transfers()
+    await dataplane._push(provider.node.transfers, provider.participant, theirs["id"])  # e.g. an answer was lost
+    assert part.read_bytes() == before
+    assert (await consumer.client.transfer(started["id"]))["received"] == size
+    consumer.node.transfers.script = None
+    consumer.node.transfers.react_soon(consumer.participant, started["id"])
+    final = await consumer.client.transfer(started["id"], wait_s=10)
+    assert final["state"] == "COMPLETED", final
+    assert received_sha256(consumer, final) == sha
+
+
+async def test_a_consumer_that_cannot_store_is_retried_with_backoff_then_given_up(nodes, monkeypatch):
+    import errno
+
+    from connector.services import vault
+
+    provider = await nodes.start("acme", transfer_stall_timeout_s=1.5)
+    consumer = await nodes.start("parts")
+    agreement_id, _ = await agreed(provider, consumer, size=3 * 1024 * 1024)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(vault, "open_partial", full)
+    final = await _push(consumer, agreement_id, wait_s=15)
+    assert final["state"] == "TERMINATED", final
+    assert "made no progress" in final["reason"] and "No space left on device" in final["reason"], final["reason"]
+    theirs = await provider_view(provider)
+    assert 1 <= len(_events(theirs, "resume")) < 10, theirs["history"]  # backed off, not a tight loop
+    assert any("could not store" in d for d in _events(final, "error")), final["history"]
+
+
+@pytest.mark.parametrize("push", [False, True])
+async def test_a_completion_the_provider_missed_is_delivered_again(nodes, monkeypatch, push):
+    from connector.errors import StorageError
+    from connector.protocol.transfer import Kind
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement_id, _ = await agreed(provider, consumer, size=1024 * 1024 + 5)
+    service = provider.node.transfers
+    original = service.on_message
+    refused = []
+
+    async def busy_once(participant, pid, kind, message, caller):
+        if kind is Kind.COMPLETION and not refused:
+            refused.append(pid)
+            raise StorageError("busy")  # 503: the consumer must deliver it again
+        return await original(participant, pid, kind, message, caller)
+
+    monkeypatch.setattr(service, "on_message", busy_once)
+    started = await consumer.client.start_transfer(agreement_id, push=push)
+    mine = await consumer.client.transfer(started["id"], wait_s=10)
+    assert mine["state"] == "COMPLETED", mine
+    [theirs] = await provider.client.transfers()
+    record = await provider.node.transfers_repo.get(provider.participant.id, theirs["id"])
+    await service._react(provider.participant, record)  # what a restart does: a finished push is not sent again
+    theirs = await provider.client.transfer(theirs["id"], wait_s=10)
+    assert refused and theirs["state"] == "COMPLETED", theirs
+    assert len(_events(theirs, "push")) == (1 if push else 0), theirs["history"]
