@@ -118,6 +118,11 @@ class Node:
         then its vault folder. Says how many bytes went and whether a key was destroyed."""
         from connector.services.dataplane import vault_dir
 
+        stopped = await self.transfers.stop_receiving(participant, agreement_id,
+                                                      "the agreement's data is being deleted here (revoked or due)")
+        if stopped:
+            log.info("transfers stopped before deletion", participant=participant.name, agreement=agreement_id,
+                     count=stopped)
         deletion = await asyncio.to_thread(vault.destroy, vault_dir(self, participant, agreement_id))
         if deletion.key_destroyed:
             log.info("data key destroyed", participant=participant.name, agreement=agreement_id,

@@ -716,6 +716,21 @@ class TransferService(ProcessShell[TransferRecord]):
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
+    async def stop_receiving(self, participant: ParticipantRuntime, agreement_id: str, reason: str) -> int:
+        """Terminate this participant's transfers that still bring data of *agreement_id* (before that data is
+        deleted: nothing may arrive afterwards); return how many were terminated."""
+        stopped = 0
+        active = [State.REQUESTED.value, State.STARTED.value, State.SUSPENDED.value]
+        for record in await self.node.transfers_repo.find(participant.id, states=active, agreement_id=agreement_id,
+                                                          limit=1000):
+            if record.role != Role.CONSUMER.value:
+                continue
+            self._stop_mover((participant.id, record.id))
+            self._cut_streams((participant.id, record.id))
+            if await self.do(participant, record.id, "terminate", reason, expected_state=record.state) is not None:
+                stopped += 1
+        return stopped
+
     # -- operator actions ----------------------------------------------------------------------------
 
     async def act(self, participant: ParticipantRuntime, transfer_id: str, step: str, reason: str = ""

@@ -483,12 +483,15 @@ class TransferRepository:
         return await self.store.read(query)
 
     async def find(self, participant_id: str, *, states: list[str] | None = None, limit: int = 100,
-                   offset: int = 0) -> list[TransferRecord]:
+                   offset: int = 0, agreement_id: str | None = None) -> list[TransferRecord]:
         def query(db: sqlite_utils.Database) -> list[TransferRecord]:
             where, params = "participant_id = ?", [participant_id]
             if states:
                 where += f" AND state IN ({', '.join('?' for _ in states)})"
                 params += states
+            if agreement_id is not None:
+                where += " AND agreement_id = ?"
+                params.append(agreement_id)
             rows = db.query(f"SELECT * FROM transfers WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
                             [*params, limit, offset])
             return [from_row(TransferRecord, r) for r in rows]

@@ -377,3 +377,34 @@ async def test_a_completion_the_provider_missed_is_delivered_again(nodes, monkey
     theirs = await provider.client.transfer(theirs["id"], wait_s=10)
     assert refused and theirs["state"] == "COMPLETED", theirs
     assert len(_events(theirs, "push")) == (1 if push else 0), theirs["history"]
+
+
+async def test_a_revocation_during_a_push_stops_it_and_leaves_nothing(nodes, monkeypatch):
+    from connector.services import dataplane
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement_id, _ = await agreed(provider, consumer, size=8 * 1024 * 1024, data_class="important")
+    original = dataplane._chunks
+    sent_some, go_on = asyncio.Event(), asyncio.Event()
+
+    async def held(path, manifest, first, key, context):
+        n = 0
+        async for chunk in original(path, manifest, first, key, context):
+            yield chunk
+            n += 1
+            if n == 3 and not go_on.is_set():
+                sent_some.set()
+                await go_on.wait()
+
+    monkeypatch.setattr(dataplane, "_chunks", held)
+    started = await consumer.client.start_transfer(agreement_id, push=True)
+    await asyncio.wait_for(sent_some.wait(), 10)
+    stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
+    folder = dataplane.partial_path(consumer.node, consumer.participant, stored).parent
+    await provider.client.revoke(agreement_id, "supplier contract ended")
+    final = await consumer.client.transfer(started["id"], wait_s=10)
+    assert final["state"] == "TERMINATED" and "being deleted" in final["reason"], final
+    go_on.set()
+    theirs = await provider_view(provider)
+    assert theirs["state"] == "TERMINATED", theirs
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())  # no key, no partial file came back
