@@ -129,6 +129,25 @@ class Node:
                      bytes_removed=deletion.bytes_removed)
         return deletion
 
+    async def _seal_unsealed_vault(self) -> None:
+        """Seal files received before the vault was encrypted at rest (once; a no-op when there are none)."""
+        from connector.services.dataplane import safe_name, vault_dir
+
+        for participant in self.participants.values():
+            found = await asyncio.to_thread(vault.unsealed_files, self.data_dir / "vault" / safe_name(participant.name))
+            if not found:
+                continue
+            known = await self.contracts.agreements(participant.id, state=None)
+            agreements = {vault_dir(self, participant, a.id): a.id for a in known}
+            for path in found:
+                agreement_id = agreements.get(path.parent)
+                if agreement_id is None:
+                    log.warning("unsealed vault file of no known agreement left as it is", path=str(path))
+                    continue
+                size = await asyncio.to_thread(vault.seal_in_place, path, vault.vault_key(participant), agreement_id)
+                log.info("vault file sealed at rest", participant=participant.name, agreement=agreement_id,
+                         bytes=size)
+
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers
 
@@ -243,6 +262,7 @@ class Node:
         await self.store.open()
         try:
             await self._load_participants()
+            await self._seal_unsealed_vault()
             if self.conformance is not None:
                 await self.conformance.seed()
             self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port, tls)

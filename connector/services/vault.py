@@ -203,6 +203,33 @@ def forget_unused_key(folder: Path) -> None:
         folder.rmdir()
 
 
+def unsealed_files(participant_folder: Path) -> list[Path]:
+    """Received files under a participant's vault folder that are still plaintext (received before the
+    vault was encrypted at rest): what :func:`seal_in_place` is for."""
+    found = []
+    for folder in participant_folder.iterdir() if participant_folder.is_dir() else ():
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.is_file() and not path.name.startswith(".") and not path.name.endswith(".bundle.json") and (
+                    not is_vault_file(path)):
+                found.append(path)
+    return found
+
+
+def seal_in_place(path: Path, vault_key: bytes, agreement_id: str, chunk_size: int = 1024 * 1024) -> int:
+    """Seal a plaintext received file under its agreement's data key, keeping its name: written beside it,
+    made durable, then renamed over it (a crash leaves the plaintext, sealed again at the next start).
+    Returns the plaintext's size."""
+    sealing_path = path.with_name(f".{path.name}.sealing")
+    with open(path, "rb") as source, open_partial(sealing_path, vault_key, agreement_id, chunk_size=chunk_size,
+                                                  received=0) as out:
+        size = os.fstat(source.fileno()).st_size
+        chunks = max(1, -(-size // chunk_size))
+        for index in range(chunks):
+            out.write(index, source.read(chunk_size), last=index == chunks - 1)
+    place(sealing_path, path)
+    return size
+
+
 # -- reading ----------------------------------------------------------------------------------------------
 
 

@@ -202,3 +202,14 @@ def test_a_resumed_partial_file_continues_after_its_last_whole_chunk(tmp_path):
     with vault.open_reader(final, vault_key, agreement) as reader:
         assert b"".join(vault.read_all(reader)) == content
 
+
+
+async def test_files_received_before_the_vault_was_sealed_are_sealed_at_the_next_start(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement, plain, stored, _ = await pulled(provider, consumer)
+    # As a node before the vault was encrypted left it: the plaintext under the same name, no data key.
+    (stored.parent / vault.KEY_FILE).unlink()
+    stored.write_bytes(plain)
+    consumer = await nodes.restart(consumer)
+    assert vault.is_vault_file(stored) and MARKER[:14] not in stored.read_bytes()
+    assert await released(consumer, agreement, "after-upgrade") == plain
