@@ -29,7 +29,7 @@ from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
-from connector.services import dataplane, vault
+from connector.services import dataplane
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
@@ -41,6 +41,7 @@ from connector.store.repository import ContractRepository, Participant, SqliteRe
 
 if TYPE_CHECKING:
     from connector.conformance import ConformanceMode
+    from connector.services.vault import Deletion
 
 log = get_logger(component="node")
 
@@ -113,9 +114,10 @@ class Node:
         """Delete everything received under an agreement (its vault folder); return the bytes removed."""
         return (await self.destroy_agreement_data(participant, agreement_id)).bytes_removed
 
-    async def destroy_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> vault.Deletion:
+    async def destroy_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> Deletion:
         """Delete an agreement's received data: its data key first (from then on nothing left is readable),
         then its vault folder. Says how many bytes went and whether a key was destroyed."""
+        from connector.services import vault
         from connector.services.dataplane import vault_dir
 
         stopped = await self.transfers.stop_receiving(participant, agreement_id,
@@ -131,6 +133,7 @@ class Node:
 
     async def _seal_unsealed_vault(self) -> None:
         """Seal files received before the vault was encrypted at rest (once; a no-op when there are none)."""
+        from connector.services import vault
         from connector.services.dataplane import safe_name, vault_dir
 
         for participant in self.participants.values():

@@ -26,7 +26,6 @@ from connector.http.auth import TOKEN, authenticate_token
 from connector.identity.credentials import Subject
 from connector.logging import get_logger
 from connector.protocol import agreements
-from connector.services import vault
 from connector.services.policy import PolicySyntaxError, check_policy
 from connector.store.records import (
     AgreementRecord,
@@ -579,6 +578,8 @@ def routes(node: Node) -> list[Route]:
             raise Conflict("no data has been received for this agreement (nothing was counted)")
         # The data is sealed at rest: open it (key, header, first and last chunk) before the use is counted,
         # so that a damaged or cut file is an error (503, nothing counted) rather than a use.
+        from connector.services import vault
+
         reader = None
         if payload is not None:
             reader = await asyncio.to_thread(vault.open_reader, payload, vault.vault_key(p), body.agreement_id)

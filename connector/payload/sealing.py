@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import struct
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.bindings import crypto_scalarmult
 from nacl.exceptions import CryptoError
@@ -55,10 +53,15 @@ def _aad(context: str, index: int) -> bytes:
 
 def seal_chunk(key: bytes, context: str, index: int, plaintext: bytes | memoryview) -> bytes:
     """Ciphertext of chunk *index* (the plaintext plus a 16-byte tag)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # on first use: node start stays quick
+
     return AESGCM(key).encrypt(_nonce(index), plaintext, _aad(context, index))
 
 
 def open_chunk(key: bytes, context: str, index: int, sealed: bytes | memoryview) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(key).decrypt(_nonce(index), sealed, _aad(context, index))
     except InvalidTag as exc:

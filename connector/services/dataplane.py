@@ -52,7 +52,6 @@ from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import Kind, State
-from connector.services import vault
 from connector.services.delivery import backoff, now_text, peer_reason
 from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
@@ -70,6 +69,7 @@ from connector.store.records import TransferRecord
 if TYPE_CHECKING:
     from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.services.vault import VaultWriter
 
 log = get_logger(component="dataplane")
 
@@ -110,6 +110,8 @@ def partial_path(node: Node, participant: ParticipantRuntime, record: TransferRe
 def discard_partial(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> None:
     partial = partial_path(node, participant, record)
     partial.unlink(missing_ok=True)
+    from connector.services import vault
+
     vault.forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
 
 
@@ -548,9 +550,11 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
 
 
 async def _open_writer(node: Node, participant: ParticipantRuntime, record: TransferRecord,
-                       manifest: manifests.Manifest, target: Path, progress: _Progress) -> vault.VaultWriter:
+                       manifest: manifests.Manifest, target: Path, progress: _Progress) -> VaultWriter:
     """The vault's partial file of a transfer, open at the resume point (moved back, and saved, if the
     file lost its tail since that point was committed). The caller closes it."""
+    from connector.services import vault
+
     out = await asyncio.to_thread(vault.open_partial, target, vault.vault_key(participant), record.agreement_id,
                                   chunk_size=manifest.chunk_size, received=progress.received)
     try:
@@ -566,7 +570,7 @@ async def _open_writer(node: Node, participant: ParticipantRuntime, record: Tran
 
 
 async def _receive(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
-                   manifest: manifests.Manifest, content: StreamReader, out: vault.VaultWriter,
+                   manifest: manifests.Manifest, content: StreamReader, out: VaultWriter,
                    progress: _Progress, seal_key: bytes | None) -> None:
     """Read the payload from the resume point on off *content* (a pulled response or a pushed request),
     verifying every chunk, sealing it for the vault and writing it to *out*, and advancing *progress*.
@@ -857,6 +861,8 @@ async def _finish(service: TransferService, participant: ParticipantRuntime, rec
         tmp_bundle = folder / f".{safe_name(record.id)}.bundle"
         tmp_bundle.write_text(json.dumps(bundle, indent=1))
         os.replace(tmp_bundle, bundle_path)
+        from connector.services import vault
+
         vault.place(target, final)
 
     async with service.lock((participant.id, record.id)):
