@@ -108,10 +108,12 @@ def partial_path(node: Node, participant: ParticipantRuntime, record: TransferRe
 
 
 def discard_partial(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> None:
-    partial = partial_path(node, participant, record)
-    partial.unlink(missing_ok=True)
+    """Remove a transfer's partial file, and the agreement's data key if nothing else uses it (done at once,
+    so that a terminated transfer has left nothing by the time anyone sees it TERMINATED)."""
     from connector.services import vault
 
+    partial = partial_path(node, participant, record)
+    partial.unlink(missing_ok=True)
     vault.forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
 
 
@@ -410,6 +412,8 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     record = await node.transfers_repo.get(participant.id, transfer_id)
     if record is None or record.state != State.STARTED.value or record.data_address is None:
         return
+    if reason := await _not_receivable(node, participant, record):
+        raise PullFailed(reason)
     address = record.data_address
     endpoint, token = address.get("endpoint"), _property(address, "authorization")
     if not isinstance(endpoint, str) or not token:
@@ -463,6 +467,15 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
                                                 f"{progress.received} in {delay:.1f} s")
             await asyncio.sleep(delay)
     await _finish(service, participant, record, manifest, target)
+
+
+async def _not_receivable(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> str | None:
+    """Why the agreement's data may no longer be received here (revoked meanwhile), or None."""
+    agreement = await node.contracts.agreement(participant.id, record.agreement_id)
+    if agreement is None or agreement.state != "FINALIZED":
+        state = agreement.state if agreement is not None else "unknown"
+        return f"agreement {record.agreement_id} is {state} here: its data may no longer be received"
+    return None
 
 
 class _BadChunk(Exception):
@@ -760,6 +773,9 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
         record = await node.transfers_repo.get(*key)
         if record is None or record.state != State.STARTED.value or record.manifest is None:
             raise Unauthorized("the token is not valid for this transfer, caller or state")
+        if reason := await _not_receivable(node, participant, record):
+            await node.transfers.do(participant, record.id, "terminate", reason, expected_state=State.STARTED.value)
+            raise Conflict(reason)
         manifest = manifests.decode(record.manifest)
         if record.received >= manifest.size:  # all here already (an answer got lost): nothing to cut or write
             node.transfers.react_soon(participant, record.id)

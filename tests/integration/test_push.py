@@ -408,3 +408,25 @@ async def test_a_revocation_during_a_push_stops_it_and_leaves_nothing(nodes, mon
     theirs = await provider_view(provider)
     assert theirs["state"] == "TERMINATED", theirs
     assert not folder.exists(), sorted(p.name for p in folder.iterdir())  # no key, no partial file came back
+
+
+@pytest.mark.parametrize("push", [False, True])
+async def test_data_of_an_agreement_revoked_meanwhile_is_not_received(nodes, push):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement_id, _ = await agreed(provider, consumer, size=2 * 1024 * 1024)
+    hold = lambda r: "wait" if r.state == "STARTED" else None  # noqa: E731 (the mover waits to be let go)
+    (provider if push else consumer).node.transfers.script = hold
+    started = await consumer.client.start_transfer(agreement_id, push=push)
+    deadline = time.monotonic() + 10
+    while (await consumer.client.transfer(started["id"], wait_s=0.05))["state"] != "STARTED":
+        assert time.monotonic() < deadline, "the transfer did not start"
+    # As a revocation whose deletion ran just before this transfer's bytes would arrive.
+    await consumer.node.store.write(lambda db: db.execute(
+        "UPDATE agreements SET state = 'REVOKED' WHERE id = ?", [agreement_id]))
+    mover = provider if push else consumer
+    mover.node.transfers.script = None
+    [record] = await mover.node.transfers_repo.find(mover.participant.id)
+    mover.node.transfers.react_soon(mover.participant, record.id)
+    final = await consumer.client.transfer(started["id"], wait_s=10)
+    assert final["state"] == "TERMINATED" and "is REVOKED here" in final["reason"], final
+    assert vault_files(consumer) == []
