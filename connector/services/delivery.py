@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from connector import jsonbound
+from connector.logging import get_logger
 
 RETRY_BASE_S = 0.2
 RETRY_MAX_S = 10.0
@@ -54,6 +55,7 @@ def peer_reason(body: bytes) -> str:
     return "no reason given"
 
 
+log = get_logger(component="delivery")
 Key = tuple[str, str]
 R = TypeVar("R", bound="_Process")
 
@@ -70,7 +72,7 @@ class ProcessShell(Generic[R]):
     """The plumbing both process shells (negotiation, transfer) share: a lock per process, background
     tasks, callers waiting for a final state, and one timer that wakes only when a retry or a deadline of
     some process is due (never a polling loop). Subclasses say how a process is loaded, when it is final,
-    and what to do when it is due."""
+    how its pending message is delivered, and what happens when its deadline passes."""
 
     def __init__(self) -> None:
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -88,10 +90,46 @@ class ProcessShell(Generic[R]):
     async def load(self, key: Key) -> R | None:
         raise NotImplementedError
 
-    async def _on_due(self, key: Key) -> None:
+    def _participant(self, key: Key) -> Any:
+        """The participant a process belongs to (None if it is no longer hosted)."""
+        raise NotImplementedError
+
+    async def _deliver(self, participant: Any, record: R) -> R:
+        """One delivery attempt of the process's pending message (call with its lock)."""
+        raise NotImplementedError
+
+    async def _on_deadline(self, participant: Any, record: R, now: float) -> None:
+        """The process's deadline (``expires_at``) passed and it has no message pending (with its lock)."""
         raise NotImplementedError
 
     # shared
+
+    async def _on_due(self, key: Key) -> None:
+        """The timer's step for one process: a pending message first (also the last one of a process that
+        is over), else its deadline."""
+        participant = self._participant(key)
+        if participant is None:
+            return
+        try:
+            async with self.lock(key):
+                record = await self.load(key)
+                if record is None:
+                    return
+                now = time.time()
+                if record.pending is not None:
+                    if (record.next_attempt_at or 0) <= now:
+                        await self._deliver(participant, record)
+                    else:
+                        self._schedule(record)
+                    return
+                if self.is_final(record) or record.expires_at is None:
+                    return
+                if record.expires_at > now:
+                    self._schedule(record)
+                    return
+                await self._on_deadline(participant, record, now)
+        except Exception:
+            log.exception("timer step failed", process=type(self).__name__, id=key[1])
 
     def lock(self, key: Key) -> asyncio.Lock:
         lock = self._locks.get(key)

@@ -170,30 +170,11 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
 
     # -- the timer: retries and deadlines ------------------------------------------------------------
 
-    async def _on_due(self, key: Key) -> None:
-        participant = self.node.participant_by_id(key[0])
-        if participant is None:
-            return
-        try:
-            async with self.lock(key):
-                record = await self.node.contracts.negotiation(*key)
-                if record is None:
-                    return
-                now = time.time()
-                if record.pending is not None:
-                    if (record.next_attempt_at or 0) <= now:
-                        await self._deliver(participant, record)
-                    else:
-                        self._schedule(record)
-                    return
-                if State(record.state) in TERMINAL or record.expires_at is None:
-                    return
-                if record.expires_at > now:
-                    self._schedule(record)
-                    return
-                await self._send(participant, record, Kind.TERMINATION, self._timeout_reason(record))
-        except Exception:
-            log.exception("negotiation timer step failed", id=key[1])
+    def _participant(self, key: Key) -> ParticipantRuntime | None:
+        return self.node.participant_by_id(key[0])
+
+    async def _on_deadline(self, participant: ParticipantRuntime, record: NegotiationRecord, now: float) -> None:
+        await self._send(participant, record, Kind.TERMINATION, self._timeout_reason(record))
 
     def _timeout_reason(self, record: NegotiationRecord) -> str:
         role = Role(record.role)

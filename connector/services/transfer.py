@@ -216,46 +216,28 @@ class TransferService(ProcessShell[TransferRecord]):
 
     # -- the timer: delivery retries, and the consumer's wait for a start ----------------------------
 
-    async def _on_due(self, key: Key) -> None:
-        participant = self.node.participant_by_id(key[0])
-        if participant is None:
+    def _participant(self, key: Key) -> ParticipantRuntime | None:
+        return self.node.participant_by_id(key[0])
+
+    async def _on_deadline(self, participant: ParticipantRuntime, record: TransferRecord, now: float) -> None:
+        key = (record.participant_id, record.id)
+        if record.state == State.STARTED.value:  # a push we receive: did it make progress?
+            if key in self._streams or self._push_seen.get(key) != record.received:
+                # Look again a stall period from now (kept in memory: the row is not rewritten while the
+                # receiving side advances its resume point).
+                self._push_seen[key] = record.received
+                self._due[key] = now + self._stall_timeout
+                self._wake.set()
+                return
+            self._push_seen.pop(key, None)
+            got = ("not even the manifest" if record.size is None else
+                   f"{record.received} of {record.size} bytes received")
+            await self._send(participant, record, Kind.TERMINATION,
+                             f"{record.counterparty_did} sent no data for {self._stall_timeout:g} s ({got})")
             return
-        try:
-            async with self.lock(key):
-                record = await self.node.transfers_repo.get(*key)
-                if record is None:
-                    return
-                now = time.time()
-                if record.pending is not None:  # also the last message of a completed or terminated transfer
-                    if (record.next_attempt_at or 0) <= now:
-                        await self._deliver(participant, record)
-                    else:
-                        self._schedule(record)
-                    return
-                if State(record.state) in TERMINAL or record.expires_at is None:
-                    return
-                if record.expires_at > now:
-                    self._schedule(record)
-                    return
-                if record.state == State.STARTED.value:  # a push we receive: did it make progress?
-                    if key in self._streams or self._push_seen.get(key) != record.received:
-                        # Look again a stall period from now (kept in memory: the row is not rewritten
-                        # while the receiving side advances its resume point).
-                        self._push_seen[key] = record.received
-                        self._due[key] = now + self._stall_timeout
-                        self._wake.set()
-                        return
-                    self._push_seen.pop(key, None)
-                    got = ("not even the manifest" if record.size is None else
-                           f"{record.received} of {record.size} bytes received")
-                    await self._send(participant, record, Kind.TERMINATION,
-                                     f"{record.counterparty_did} sent no data for {self._stall_timeout:g} s ({got})")
-                    return
-                timeout = self.node.config.node.transfer_start_timeout_s
-                await self._send(participant, record, Kind.TERMINATION,
-                                 f"{record.counterparty_did} did not start the transfer within {timeout:.0f} s")
-        except Exception:
-            log.exception("transfer timer step failed", id=key[1])
+        timeout = self.node.config.node.transfer_start_timeout_s
+        await self._send(participant, record, Kind.TERMINATION,
+                         f"{record.counterparty_did} did not start the transfer within {timeout:.0f} s")
 
     # -- consumer: requesting a transfer -------------------------------------------------------------
 
