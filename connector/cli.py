@@ -586,6 +586,8 @@ def use_command(agreement_id: str, use_id: str, action: str, purpose: str, outpu
             sys.exit(1)
         return
 
+    import aiohttp
+
     from connector.client import ClientError
 
     async def fetch(client: Any) -> int | dict[str, Any]:
@@ -600,6 +602,15 @@ def use_command(agreement_id: str, use_id: str, action: str, purpose: str, outpu
             tmp.unlink(missing_ok=True)
             if exc.status == 403 and isinstance(exc.body, dict):
                 return exc.body  # a deny: a decision with its reasons, not an error
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # Cut off (the node found damaged data mid-stream, or the connection broke) or not writable:
+            # nothing half-released is left behind.
+            tmp.unlink(missing_ok=True)
+            _fail(f"the data was not written to {output}: {type(exc).__name__}: {exc} (after {size} bytes; "
+                  "the use may have been counted: see tds usage show)")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
             raise
         tmp.replace(output)
         return size

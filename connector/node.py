@@ -16,7 +16,7 @@ from aiohttp import web
 
 from connector.bootstrap import DB_FILE, keys_dir, new_participant_keys, new_token, node_key, participant_did
 from connector.config import Config, load_config
-from connector.errors import ConfigError, Conflict
+from connector.errors import ConfigError, Conflict, TdsError
 from connector.http import dsp, management, openapi, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
@@ -125,7 +125,7 @@ class Node:
         if stopped:
             log.info("transfers stopped before deletion", participant=participant.name, agreement=agreement_id,
                      count=stopped)
-        deletion = await asyncio.to_thread(vault.destroy, vault_dir(self, participant, agreement_id))
+        deletion = await asyncio.to_thread(vault.destroy, vault_dir(self, participant, agreement_id), agreement_id)
         if deletion.key_destroyed:
             log.info("data key destroyed", participant=participant.name, agreement=agreement_id,
                      bytes_removed=deletion.bytes_removed)
@@ -147,7 +147,12 @@ class Node:
                 if agreement_id is None:
                     log.warning("unsealed vault file of no known agreement left as it is", path=str(path))
                     continue
-                size = await asyncio.to_thread(vault.seal_in_place, path, vault.vault_key(participant), agreement_id)
+                try:
+                    size = await asyncio.to_thread(vault.seal_in_place, path, vault.vault_key(participant),
+                                                   agreement_id)
+                except (OSError, TdsError) as exc:  # the node still starts; the file stays unusable, as before
+                    log.error("vault file could not be sealed", path=str(path), error=str(exc)[:300])
+                    continue
                 log.info("vault file sealed at rest", participant=participant.name, agreement=agreement_id,
                          bytes=size)
 

@@ -104,7 +104,8 @@ def unwrap(vault_key: bytes, wrapped: bytes, label: str) -> bytes:
         opened = bytes(SecretBox(vault_key).decrypt(wrapped))
     except CryptoError as exc:
         raise SealError("the data key does not open under this vault key") from exc
-    name, sep, key = opened.partition(b"\0")
-    if not sep or name != label.encode() or len(key) != KEY_SIZE:
+    # label, NUL, then the key: split by the key's length (a label may hold NUL, a key any byte)
+    name, sep, key = opened[:-KEY_SIZE - 1], opened[-KEY_SIZE - 1:-KEY_SIZE], opened[-KEY_SIZE:]
+    if len(opened) < KEY_SIZE + 1 or sep != b"\0" or name != label.encode():
         raise SealError("the data key belongs to something else")
     return key

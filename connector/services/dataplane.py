@@ -397,7 +397,7 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
         await _pull(service, participant, transfer_id)
     except (asyncio.CancelledError, _Stopped):
         return
-    except PullFailed as exc:
+    except (PullFailed, StorageError) as exc:  # StorageError: the vault cannot take it (e.g. its key is not ours)
         log.warning("pull failed", id=transfer_id, reason=str(exc))
         await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
         record = await node.transfers_repo.get(participant.id, transfer_id)
@@ -813,6 +813,12 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
             # The provider went away mid-body: what was verified is kept; it resumes from there.
             log.info("push interrupted", id=record.id, at=progress.received, error=str(exc)[:200])
             return _resend(progress.received, "the body ended early")
+        except StorageError as exc:  # the vault refuses this data for good (its folder's key is not ours)
+            reason = f"the data cannot be stored here: {exc}"
+            await node.transfers.do(participant, record.id, "terminate", reason[:900],
+                                    expected_state=State.STARTED.value)
+            discard_partial(node, participant, record)
+            raise Conflict(reason) from None
         except OSError as exc:  # our own storage failed: not the provider's fault, and not a resend loop
             log.error("push not stored", id=record.id, error=str(exc)[:200])
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "error",

@@ -409,6 +409,10 @@ class ReceiptService:
         except proof.ProofError as exc:
             raise Unauthorized(f"the revocation's proof does not verify: {exc}") from exc
         reason = str(body.get("reason", ""))[:1000]
+        # Blocked first (no use is permitted from here on, and no transfer may bring more), then deleted.
+        await self.node.store.write(lambda db: db.execute(
+            "UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
+            [participant.id, agreement.id]), durable=True)
         deleted = await self.node.destroy_agreement_data(participant, agreement.id)
         now = datetime.now(UTC)
         usage = self.node.usage

@@ -318,10 +318,16 @@ class Deletion:
         return f"{self.bytes_removed} bytes"
 
 
-def destroy(folder: Path) -> Deletion:
-    """Delete an agreement's data: its key first (unlinked, the folder synced), then every file."""
+def destroy(folder: Path, agreement_id: str) -> Deletion:
+    """Delete an agreement's data: its key first (unlinked, the folder synced), then every file.
+
+    A folder whose key belongs to another agreement (two ids that make the same folder name) is left
+    alone: deleting one agreement's data never touches another's."""
     with _folder_lock:
         if not folder.is_dir():
+            return Deletion(0, False)
+        owner = key_agreement_id(folder)
+        if owner is not None and owner != agreement_id:
             return Deletion(0, False)
         size = 0
         for p in folder.rglob("*"):

@@ -213,3 +213,43 @@ async def test_files_received_before_the_vault_was_sealed_are_sealed_at_the_next
     consumer = await nodes.restart(consumer)
     assert vault.is_vault_file(stored) and MARKER[:14] not in stored.read_bytes()
     assert await released(consumer, agreement, "after-upgrade") == plain
+
+
+async def test_tds_use_leaves_no_partial_output_when_the_stream_is_cut(nodes, tmp_path):
+    from test_cli_tour import tds
+
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement, _, stored, _ = await pulled(provider, consumer)
+    chunk = 1024 * 1024 + vaultfile.TAG_SIZE
+    raw = bytearray(stored.read_bytes())  # damage chunk 2 of 4: two are released, then the stream is cut
+    raw[vaultfile.HEADER_SIZE + 2 * chunk + 10] ^= 1
+    stored.write_bytes(bytes(raw))
+    out = tmp_path / "released.csv"
+    code, text = await tds(consumer, "use", agreement, "--use-id", "cut-1", "-o", str(out))
+    assert code == 2 and text.startswith("error: the data was not written") and "Traceback" not in text, text
+    assert not out.exists() and not out.with_name(out.name + ".part").exists()
+    code, text = await tds(consumer, "use", agreement, "--use-id", "cut-2", "-o", str(tmp_path / "no" / "x.csv"))
+    assert code == 2 and "Traceback" not in text, text
+
+
+def test_deleting_one_agreements_data_never_touches_anothers(tmp_path):
+    """Two agreement ids that make the same folder name (a provider picks the ids): the key decides."""
+    folder = tmp_path / "urn_uuid_1"
+    vault_key = os.urandom(32)
+    with vault.open_partial(folder / ".t.part", vault_key, "urn:uuid:1", chunk_size=4096, received=0) as out:
+        out.write(0, b"the first agreement's data", last=True)
+    assert vault.destroy(folder, "urn_uuid_1") == vault.Deletion(0, False)
+    assert (folder / vault.KEY_FILE).exists() and (folder / ".t.part").exists()
+    assert vault.destroy(folder, "urn:uuid:1").key_destroyed and not folder.exists()
+
+
+async def test_a_pull_the_vault_cannot_take_ends_with_the_reason(nodes, monkeypatch):
+    def refused(*args, **kwargs):
+        raise StorageError("the agreement's data key does not open: the data key belongs to something else")
+
+    monkeypatch.setattr(vault, "open_partial", refused)
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    with pytest.raises(AssertionError):  # pulled() asserts COMPLETED
+        await pulled(provider, consumer)
+    [final] = await consumer.client.transfers()
+    assert final["state"] == "TERMINATED" and "belongs to something else" in final["reason"], final

@@ -58,3 +58,12 @@ def test_data_key_wrapping_is_bound_to_its_label():
         sealing.unwrap(vault, wrapped, "urn:uuid:agreement-2")
     with pytest.raises(sealing.SealError):
         sealing.unwrap(sealing.new_data_key(), wrapped, "urn:uuid:agreement-1")
+
+
+@pytest.mark.parametrize("label", ["a\0b", "", "\0", "x" * 500])
+def test_any_label_round_trips_and_stays_bound(label):
+    vault, data = sealing.new_data_key(), bytes(32)  # an all-zero key: NUL bytes in the key too
+    wrapped = sealing.wrap(vault, data, label)
+    assert sealing.unwrap(vault, wrapped, label) == data
+    with pytest.raises(sealing.SealError):
+        sealing.unwrap(vault, wrapped, label + "x")
