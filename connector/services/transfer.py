@@ -707,8 +707,13 @@ class TransferService(ProcessShell[TransferRecord]):
                                                           limit=1000):
             if record.role != Role.CONSUMER.value:
                 continue
-            self._stop_mover((participant.id, record.id))
-            self._cut_streams((participant.id, record.id))
+            key = (participant.id, record.id)
+            running = {t for t in (self._movers.get(key), *self._streams.get(key, ())) if t is not None}
+            running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._stop_mover(key)
+            self._cut_streams(key)
+            if running:  # let them finish unwinding (closing files, saving progress) before the data goes
+                await asyncio.wait(running, timeout=10)
             if await self.do(participant, record.id, "terminate", reason, expected_state=record.state) is not None:
                 stopped += 1
         return stopped

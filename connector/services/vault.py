@@ -172,6 +172,7 @@ def open_partial(path: Path, vault_key: bytes, agreement_id: str, *, chunk_size:
         if header is not None and header.chunk_size == chunk_size:
             size = os.fstat(fh.fileno()).st_size
             index = min(received // chunk_size, vaultfile.whole_chunks(header, size))
+            index = _last_good(fh, header, vaultfile.file_key(data_key, header), index)
         if header is None or index == 0:  # starting over: a fresh file id, so a fresh file key
             header = vaultfile.Header(chunk_size, os.urandom(vaultfile.FILE_ID_SIZE))
             fh.seek(0)
@@ -184,6 +185,20 @@ def open_partial(path: Path, vault_key: bytes, agreement_id: str, *, chunk_size:
     except BaseException:
         fh.close()
         raise
+
+
+def _last_good(fh: IO[bytes], header: vaultfile.Header, key: bytes, index: int) -> int:
+    """How many of the first *index* chunks to keep: the file's length says what was written, but after a
+    power loss a tail written and not yet synced may read back as zeros, so the chunks are checked from
+    the end back to the last one that opens (usually the first one tried)."""
+    while index > 0:
+        fh.seek(vaultfile.physical_offset(header, (index - 1) * header.chunk_size))
+        try:
+            vaultfile.open_chunk(key, header, index - 1, fh.read(header.sealed_chunk_size), last=False)
+            return index
+        except sealing.SealError:
+            index -= 1
+    return 0
 
 
 def place(partial: Path, final: Path) -> None:

@@ -204,6 +204,31 @@ def test_a_resumed_partial_file_continues_after_its_last_whole_chunk(tmp_path):
 
 
 
+def test_a_resumed_partial_file_whose_tail_reads_back_as_zeros_resumes_before_it(tmp_path):
+    """After a power loss the file may keep its length while its last chunks read back as zeros."""
+    vault_key, agreement = os.urandom(32), "urn:uuid:a1"
+    path = tmp_path / "vault" / "p" / "a1" / ".t1.part"
+    path.parent.mkdir(parents=True)
+    chunk = 4096
+    content = os.urandom(4 * chunk + 10)
+    pieces = [content[i:i + chunk] for i in range(0, len(content), chunk)]
+    with vault.open_partial(path, vault_key, agreement, chunk_size=chunk, received=0) as out:
+        for index in range(3):
+            out.write(index, pieces[index], last=False)
+    raw = bytearray(path.read_bytes())
+    raw[vaultfile.physical_offset(vaultfile.parse_header(bytes(raw)), chunk):] = bytes(len(raw) - (
+        vaultfile.HEADER_SIZE + chunk + vaultfile.TAG_SIZE))  # chunks 1 and 2 zeroed, the length kept
+    path.write_bytes(bytes(raw))
+    with vault.open_partial(path, vault_key, agreement, chunk_size=chunk, received=3 * chunk) as out:
+        assert out.received == chunk  # only chunk 0 is kept
+        for index in range(1, len(pieces)):
+            out.write(index, pieces[index], last=index == len(pieces) - 1)
+    final = path.with_name("asset")
+    vault.place(path, final)
+    with vault.open_reader(final, vault_key, agreement) as reader:
+        assert b"".join(vault.read_all(reader)) == content
+
+
 async def test_files_received_before_the_vault_was_sealed_are_sealed_at_the_next_start(nodes):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement, plain, stored, _ = await pulled(provider, consumer)
