@@ -709,7 +709,7 @@ class TransferService(ProcessShell[TransferRecord]):
                 continue
             key = (participant.id, record.id)
             running = {t for t in (self._movers.get(key), *self._streams.get(key, ())) if t is not None}
-            running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            running.discard(asyncio.current_task())
             self._stop_mover(key)
             self._cut_streams(key)
             if running:  # let them finish unwinding (closing files, saving progress) before the data goes
