@@ -15,10 +15,10 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import SplitResult, urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -140,9 +140,7 @@ class PeerClient:
                 send_headers = signing.sign_request(
                     method, url, body, key=signer.key, key_id=signer.key_id, now=time.time(), headers=send_headers
                 )
-            token = _plain_http.set(parts.scheme == "http")
-            own = _own_origin.set(self.policy.is_own_origin(parts))
-            try:
+            with self._guarded(method, url, parts):
                 async with self.session.request(
                     method, url, data=body, headers=send_headers, allow_redirects=False
                 ) as resp:
@@ -154,17 +152,6 @@ class PeerClient:
                         continue
                     data = await self._read_bounded(resp, url)
                     return PeerResponse(resp.status, dict(resp.headers), data, url)
-            except OutboundRefused:
-                raise
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                # aiohttp wraps resolver errors; surface the guard's refusal as itself.
-                cause = exc.__cause__ or exc.__context__
-                if isinstance(cause, OutboundRefused):
-                    raise cause from None
-                raise PeerError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
-            finally:
-                _own_origin.reset(own)
-                _plain_http.reset(token)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -181,20 +168,10 @@ class PeerClient:
                                                 now=time.time(), headers=send_headers)
         stall = read_timeout_s or self.timeout.total
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
-        token = _plain_http.set(parts.scheme == "http")
-        try:
+        with self._guarded("GET", url, parts):
             async with self.session.get(url, headers=send_headers, allow_redirects=False, timeout=timeout,
                                         read_bufsize=STREAM_BUFFER) as resp:
                 yield resp
-        except OutboundRefused:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, OutboundRefused):
-                raise cause from None
-            raise PeerError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            _plain_http.reset(token)
 
     async def upload(
         self, url: str, body: AsyncIterable[bytes], length: int, *, signer: Signer | None = None,
@@ -215,20 +192,28 @@ class PeerClient:
         send_headers["Content-Length"] = str(length)
         stall = read_timeout_s or self.timeout.total
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
-        token = _plain_http.set(parts.scheme == "http")
-        own = _own_origin.set(self.policy.is_own_origin(parts))
-        try:
+        with self._guarded("POST", url, parts):
             async with self.session.post(url, data=body, headers=send_headers, allow_redirects=False,
                                          timeout=timeout) as resp:
                 data = await self._read_bounded(resp, url)
                 return PeerResponse(resp.status, dict(resp.headers), data, url)
+
+    @contextlib.contextmanager
+    def _guarded(self, method: str, url: str, parts: SplitResult) -> Iterator[None]:
+        """Around one request: tell the resolver's guard what it connects for (plain http, the node's own
+        origin), and turn transport errors into :class:`PeerError` (a refusal by the guard stays itself)."""
+        token = _plain_http.set(parts.scheme == "http")
+        own = _own_origin.set(self.policy.is_own_origin(parts))
+        try:
+            yield
         except OutboundRefused:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # aiohttp wraps resolver errors; surface the guard's refusal as itself.
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, OutboundRefused):
                 raise cause from None
-            raise PeerError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
+            raise PeerError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             _own_origin.reset(own)
             _plain_http.reset(token)

@@ -169,9 +169,7 @@ def routes(node: Node) -> list[web.RouteDef]:
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             offset = int(match.group(1))
         # Sealed, every chunk carries a 16-byte tag: the length on the wire is the plaintext's plus the tags.
-        length = size - offset
-        if manifest is not None:
-            length += sealing.TAG_SIZE * (len(manifest.chunks) - offset // manifest.chunk_size)
+        length = wire_length(manifest, offset, sealed=True) if manifest is not None else size - offset
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
                    "Accept-Ranges": "bytes", "Cache-Control": "no-store"}
         if offset:
@@ -219,22 +217,12 @@ async def stream_file(path: Path, offset: int, size: int, response: web.StreamRe
 async def stream_sealed(path: Path, manifest: manifests.Manifest, first: int, key: bytes, context: str,
                         response: web.StreamResponse) -> None:
     """Send chunks *first*… of *path*, each sealed (end-to-end encryption), read and sealed off the loop."""
-    loop = asyncio.get_running_loop()
-    fd = os.open(path, os.O_RDONLY)
-
-    def sealed(index: int) -> bytes:
-        plain = os.pread(fd, manifest.chunk_length(index), index * manifest.chunk_size)
-        return sealing.seal_chunk(key, context, index, plain)
-
-    try:
-        for index in range(first, len(manifest.chunks)):
-            await response.write(await loop.run_in_executor(None, sealed, index))
-    finally:
-        os.close(fd)
+    async for piece in _chunks(path, manifest, first, key, context, crash_at=None):
+        await response.write(piece)
 
 
-async def _chunks(path: Path, manifest: manifests.Manifest, first: int, key: bytes | None,
-                  context: str) -> AsyncIterator[bytes]:
+async def _chunks(path: Path, manifest: manifests.Manifest, first: int, key: bytes | None, context: str,
+                  crash_at: str | None = "provider-mid-push") -> AsyncIterator[bytes]:
     """Chunks *first*… of *path*, sealed when *key* is given, each read (and sealed) off the event loop."""
     loop = asyncio.get_running_loop()
     fd = os.open(path, os.O_RDONLY)
@@ -247,8 +235,8 @@ async def _chunks(path: Path, manifest: manifests.Manifest, first: int, key: byt
     try:
         for index in range(first, len(manifest.chunks)):
             yield await loop.run_in_executor(None, read, index)
-            if index == half:
-                crash_point("provider-mid-push")
+            if index == half and crash_at is not None:
+                crash_point(crash_at)
     finally:
         os.close(fd)
 
