@@ -142,14 +142,9 @@ def routes(node: Node) -> list[web.RouteDef]:
         if not ok:
             node.metrics.signature_failures.inc()
             raise Unauthorized("the transfer token is not valid for this transfer, caller or time")
-        source = record.data_address or {}
-        path = Path(str(source.get("path", "")))
-        try:
-            stat = await asyncio.to_thread(path.stat)
-        except OSError as exc:
-            raise PeerError("the asset's file is no longer available") from exc
-        if f"{stat.st_size}:{stat.st_mtime_ns}" != source.get("version"):
-            raise PeerError("the asset's file changed since the transfer started")
+        path, problem = await _source_file(record.data_address or {})
+        if problem:
+            raise PeerError(problem)
         return record, path
 
     async def manifest(request: web.Request) -> web.Response:
@@ -193,6 +188,19 @@ def routes(node: Node) -> list[web.RouteDef]:
         return response
 
     return [web.get(base, data), web.get(f"{base}/manifest", manifest), *inbox_routes(node)]
+
+
+async def _source_file(source: dict[str, Any]) -> tuple[Path, str | None]:
+    """The provider's file of a started transfer, and why it cannot be sent (gone, or not the version the
+    manifest was made of), if so."""
+    path = Path(str(source.get("path", "")))
+    try:
+        stat = await asyncio.to_thread(path.stat)
+    except OSError:
+        return path, "the asset's file is no longer available"
+    if f"{stat.st_size}:{stat.st_mtime_ns}" != source.get("version"):
+        return path, "the asset's file changed since the transfer started"
+    return path, None
 
 
 async def stream_file(path: Path, offset: int, size: int, response: web.StreamResponse) -> None:
@@ -274,7 +282,6 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
     if not isinstance(endpoint, str) or not isinstance(token, str):
         raise PullFailed("the consumer's receiving endpoint is not known")
     manifest = manifests.decode(record.manifest)
-    path = Path(str(source.get("path", "")))
     seal_key = bytes.fromhex(str(source.get("seal_key", ""))) or None
     offer: dict[str, Any] = {"manifest": record.manifest, "envelope": record.envelope}
     if seal_key is not None:
@@ -284,12 +291,9 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
     deadline = time.time() + stall
     attempt, best = 0, -1
     while True:
-        try:
-            stat = await asyncio.to_thread(path.stat)
-        except OSError as exc:
-            raise PullFailed("the asset's file is no longer available") from exc
-        if f"{stat.st_size}:{stat.st_mtime_ns}" != source.get("version"):
-            raise PullFailed("the asset's file changed since the transfer started")
+        path, problem = await _source_file(source)
+        if problem:
+            raise PullFailed(problem)
         try:
             # The envelope first: the consumer checks it (once) and answers its resume point.
             answer = await node.client.request("PUT", f"{endpoint}/manifest", json_body=offer,
