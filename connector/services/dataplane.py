@@ -1,4 +1,5 @@
-"""The pull data plane: the provider streams a file, the consumer verifies every chunk before writing it.
+"""The data plane, pull and push: the provider streams a file, the consumer verifies every chunk before
+writing it.
 
 Provider (``GET /participants/NAME/data/:providerPid`` and ``…/manifest``, outside the DSP base): the
 request must carry the transfer's token (``Authorization: Bearer``) *and* an RFC 9421 signature by the
@@ -17,6 +18,18 @@ with the reason. The resume point (bytes verified and written) is committed as t
 connection drop or a restart of either node the pull continues from there (the partial file is first cut
 back to it). Only when the last chunk is verified is the file renamed into place, so nothing half-written
 is ever visible under its final name.
+
+Push (``HttpData-PUSH``): the same bytes travel the other way round. The provider ``PUT``s the manifest and
+envelope to the consumer's inbox (``/participants/NAME/inbox/:consumerPid/manifest``), which checks them as
+above and answers its resume point, then ``POST``s the (sealed) chunks from there (``?offset=N``); both
+carry the token the consumer put in its request and an RFC 9421 signature by the provider. The inbox
+receives with the same verify-before-write pipeline (:func:`_receive`); for a chunk that does not verify it
+answers 422 with its resume point, and the provider sends again after a pause. With every byte stored the
+provider notes the push as done and the consumer completes the transfer.
+
+Sealed transfers (important and core data, or ``node.encrypt_transfers``) carry every chunk encrypted
+under a key for that transfer alone (:mod:`connector.payload.sealing`); the consumer decrypts, verifies,
+then seals again for the vault.
 """
 
 from __future__ import annotations
@@ -263,7 +276,7 @@ async def push(service: TransferService, participant: ParticipantRuntime, transf
         await _push(service, participant, transfer_id)
     except (asyncio.CancelledError, _Stopped):
         return
-    except PullFailed as exc:
+    except MoveFailed as exc:
         log.warning("push failed", id=transfer_id, reason=str(exc))
         await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
     except Exception:
@@ -280,7 +293,7 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
     target = source.get("push") or {}
     endpoint, token = target.get("endpoint"), target.get("token")
     if not isinstance(endpoint, str) or not isinstance(token, str):
-        raise PullFailed("the consumer's receiving endpoint is not known")
+        raise MoveFailed("the consumer's receiving endpoint is not known")
     manifest = manifests.decode(record.manifest)
     seal_key = bytes.fromhex(str(source.get("seal_key", ""))) or None
     offer: dict[str, Any] = {"manifest": record.manifest, "envelope": record.envelope}
@@ -293,7 +306,7 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
     while True:
         path, problem = await _source_file(source)
         if problem:
-            raise PullFailed(problem)
+            raise MoveFailed(problem)
         try:
             # The envelope first: the consumer checks it (once) and answers its resume point.
             answer = await node.client.request("PUT", f"{endpoint}/manifest", json_body=offer,
@@ -320,7 +333,7 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
             attempt += 1
             delay = backoff(attempt)
             if time.time() + delay > deadline:
-                raise PullFailed(f"the consumer's receiving endpoint made no progress for {stall:g} s: "
+                raise MoveFailed(f"the consumer's receiving endpoint made no progress for {stall:g} s: "
                                  f"{exc}") from None
             log.info("push interrupted; resuming", id=record.id, error=str(exc)[:200])
             what = "the consumer asked for a resend" if isinstance(exc, _Resend) else "push interrupted"
@@ -360,22 +373,22 @@ async def _consumer_moved_on(service: TransferService, participant: ParticipantR
 def _resume_point(answer: PeerResponse, manifest: manifests.Manifest, what: str) -> int:
     """The consumer's resume point from its answer (a chunk boundary within the payload), or why not."""
     if answer.status in (400, 401, 403, 404, 409, 413):
-        raise PullFailed(f"the consumer refused the {what} ({answer.status}: {peer_reason(answer.body)})")
+        raise MoveFailed(f"the consumer refused the {what} ({answer.status}: {peer_reason(answer.body)})")
     if answer.status != 200:
         raise PeerError(f"the consumer's receiving endpoint answered {answer.status}: {peer_reason(answer.body)}")
     body = answer.json()
     received = body.get("received") if isinstance(body, dict) else None
     if type(received) is not int or not 0 <= received <= manifest.size or (
             received % manifest.chunk_size and received != manifest.size):
-        raise PullFailed(f"the consumer's answer to the {what} names no valid resume point")
+        raise MoveFailed(f"the consumer's answer to the {what} names no valid resume point")
     return received
 
 
 # -- consumer ---------------------------------------------------------------------------------------------
 
 
-class PullFailed(Exception):
-    """The pull cannot go on; the transfer is terminated with this reason."""
+class MoveFailed(Exception):
+    """The pull or push cannot go on; the transfer is terminated with this reason."""
 
 
 class _Stopped(Exception):
@@ -389,7 +402,7 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
         await _pull(service, participant, transfer_id)
     except (asyncio.CancelledError, _Stopped):
         return
-    except (PullFailed, StorageError) as exc:  # StorageError: the vault cannot take it (e.g. its key is not ours)
+    except (MoveFailed, StorageError) as exc:  # StorageError: the vault cannot take it (e.g. its key is not ours)
         log.warning("pull failed", id=transfer_id, reason=str(exc))
         await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
         record = await node.transfers_repo.get(participant.id, transfer_id)
@@ -405,18 +418,18 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     if record is None or record.state != State.STARTED.value or record.data_address is None:
         return
     if reason := await _not_receivable(node, participant, record):
-        raise PullFailed(reason)
+        raise MoveFailed(reason)
     address = record.data_address
     endpoint, token = address.get("endpoint"), _property(address, "authorization")
     if not isinstance(endpoint, str) or not token:
-        raise PullFailed("the provider's data address has no endpoint or token")
+        raise MoveFailed("the provider's data address has no endpoint or token")
     headers = {"Authorization": f"Bearer {token}"}
     seal_key: bytes | None = None
     ephemeral = _property(address, EPHEMERAL_PROPERTY)
     if ephemeral:
         scheme = _property(address, SEALING_PROPERTY)
         if scheme != SEALING_SCHEME:
-            raise PullFailed(f"the provider seals with {str(scheme)[:100]!r}; this node reads {SEALING_SCHEME}")
+            raise MoveFailed(f"the provider seals with {str(scheme)[:100]!r}; this node reads {SEALING_SCHEME}")
         seal_key = _push_key(participant, record, ephemeral)
         if record.manifest is None:  # first time only (a resumed pull keeps the same key)
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed", SEALED_DETAIL)
@@ -443,7 +456,7 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
         except _BadChunk as exc:
             failures[exc.index] = failures.get(exc.index, 0) + 1
             if failures[exc.index] > retries:
-                raise PullFailed(f"chunk {exc.index} failed verification {failures[exc.index]} times "
+                raise MoveFailed(f"chunk {exc.index} failed verification {failures[exc.index]} times "
                                  f"({exc.why}); giving up") from None
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
                                                 f"chunk {exc.index} {exc.why}; fetching it again")
@@ -451,7 +464,7 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
             attempt += 1
             delay = backoff(attempt)
             if time.time() + delay > deadline:
-                raise PullFailed(f"the provider's data endpoint failed for "
+                raise MoveFailed(f"the provider's data endpoint failed for "
                                  f"{node.config.node.transfer_stall_timeout_s:.0f} s: {exc}") from None
             log.info("pull interrupted; resuming", id=record.id, at=progress.received, error=str(exc)[:200])
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
@@ -486,7 +499,7 @@ async def _fetch_manifest(service: TransferService, participant: ParticipantRunt
     url = _property(address, MANIFEST_PROPERTY) or f"{address['endpoint']}/manifest"
     response = await node.client.request("GET", url, signer=participant.signer, headers=headers)
     if response.status != 200:
-        raise PullFailed(f"the provider refused the manifest request ({response.status})")
+        raise MoveFailed(f"the provider refused the manifest request ({response.status})")
     return await _accept_manifest(service, participant, record, response.json())
 
 
@@ -497,7 +510,7 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
     The transfer must still be STARTED (:class:`_Stopped` otherwise); *changes* are stored with them."""
     node = service.node
     if not isinstance(body, dict):
-        raise PullFailed("the manifest does not verify: the body is not a JSON object")
+        raise MoveFailed("the manifest does not verify: the body is not a JSON object")
     try:
         manifest = manifests.decode(body.get("manifest"))
         document = await node.resolver.resolve(record.counterparty_did)
@@ -505,11 +518,11 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
                                     consumer_pid=record.id, provider=record.counterparty_did, consumer=participant.did)
         manifests.verify_envelope(body.get("envelope"), manifest, document, binding)
     except (manifests.ManifestError, TdsError) as exc:
-        raise PullFailed(f"the manifest does not verify: {exc}") from exc
+        raise MoveFailed(f"the manifest does not verify: {exc}") from exc
     quota = node.config.node.vault_quota_bytes
     used = await asyncio.to_thread(vault_usage, node, participant)
     if used + manifest.size > quota:
-        raise PullFailed(f"vault quota exceeded: {manifest.size} more bytes would make {used + manifest.size} of the "
+        raise MoveFailed(f"vault quota exceeded: {manifest.size} more bytes would make {used + manifest.size} of the "
                          f"participant's {quota} (node.vault_quota_bytes)")
     async with service.lock((participant.id, record.id)):
         current = await node.transfers_repo.get(participant.id, record.id)
@@ -544,7 +557,7 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
         try:
             async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
                 if resp.status == 401:
-                    raise PullFailed("the provider refused the transfer token")
+                    raise MoveFailed("the provider refused the transfer token")
                 if resp.status != (206 if progress.received else 200):
                     raise _Dropped(f"the data endpoint answered {resp.status}")
                 await _receive(service, participant, record, manifest, resp.content, out, progress, seal_key)
@@ -717,7 +730,7 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
                     _push_key(participant, record, ephemeral)
                 record = await _accept_manifest(node.transfers, participant, record, body,
                                                 data_address={"push": {}, "ephemeral": ephemeral})
-            except PullFailed as exc:
+            except MoveFailed as exc:
                 await node.transfers.do(participant, record.id, "terminate", str(exc)[:900],
                                         expected_state=State.STARTED.value)
                 raise BadRequest(str(exc)) from None
@@ -850,7 +863,7 @@ def _push_key(participant: ParticipantRuntime, record: TransferRecord, ephemeral
         return sealing.recipient_key(participant.keys.agreement, decode_multibase(ephemeral),
                                      record.provider_pid or "")
     except (MultikeyError, sealing.SealError) as exc:
-        raise PullFailed(f"the provider's ephemeral key is unusable: {exc}") from exc
+        raise MoveFailed(f"the provider's ephemeral key is unusable: {exc}") from exc
 
 
 async def finish_push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:

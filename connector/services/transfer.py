@@ -60,8 +60,8 @@ if TYPE_CHECKING:
 log = get_logger(component="transfer")
 
 PULL = "HttpData-PULL"
-#: The provider sends the data to an endpoint the consumer names in its request (a consumer behind a
-#: firewall that cannot be pulled from still receives; see ``connector.services.dataplane``).
+#: The provider sends the data to an endpoint the consumer names in its request, instead of the consumer
+#: fetching it (see ``connector.services.dataplane``).
 PUSH = "HttpData-PUSH"
 FORMATS = (PULL, PUSH)
 ENDPOINT_TYPE = "https://w3id.org/idsa/v4.1/HTTP"
