@@ -41,12 +41,14 @@ from connector.store.repository import Peer, TokenInfo
 if TYPE_CHECKING:
     from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.services.delivery import ProcessShell
 
 PREFIX = "/api/management/v1"
 log = get_logger(component="management")
 #: The API's own description needs no token: it holds no data.
 PUBLIC_PATHS = frozenset({f"{PREFIX}/openapi.json", f"{PREFIX}/docs"})
 S = TypeVar("S", bound=msgspec.Struct)
+R = TypeVar("R", NegotiationRecord, TransferRecord)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -531,12 +533,7 @@ def routes(node: Node) -> list[Route]:
 
     async def get_negotiation(request: web.Request) -> web.Response:
         p = participant(request)
-        negotiation_id = request.match_info["id"]
-        seconds = _wait_seconds(request)
-        if seconds is not None:
-            record = await node.negotiations.wait(p.id, negotiation_id, seconds)
-        else:
-            record = await node.contracts.negotiation(p.id, negotiation_id)
+        record = await _current_or_final(node.negotiations, p, request)
         if record is None:
             raise NotFound("no such negotiation")
         body = camel(record)
@@ -663,12 +660,7 @@ def routes(node: Node) -> list[Route]:
 
     async def get_transfer(request: web.Request) -> web.Response:
         p = participant(request)
-        transfer_id = request.match_info["id"]
-        seconds = _wait_seconds(request)
-        if seconds is not None:
-            record = await node.transfers.wait(p.id, transfer_id, seconds)
-        else:
-            record = await node.transfers_repo.get(p.id, transfer_id)
+        record = await _current_or_final(node.transfers, p, request)
         if record is None:
             raise NotFound("no such transfer")
         body = transfer_out(record)
@@ -790,6 +782,14 @@ def _wait_seconds(request: web.Request) -> float | None:
     if math.isnan(seconds):
         raise BadRequest("wait must be a number of seconds", path="wait")
     return min(max(seconds, 0.0), 120.0)
+
+
+async def _current_or_final(shell: ProcessShell[R], p: ParticipantRuntime, request: web.Request) -> R | None:
+    """The process named in the path: as it is now, or (``?wait=``) once final or the wait is over."""
+    seconds = _wait_seconds(request)
+    if seconds is not None:
+        return await shell.wait(p.id, request.match_info["id"], seconds)
+    return await shell.load((p.id, request.match_info["id"]))
 
 
 def _limit(request: web.Request) -> int:

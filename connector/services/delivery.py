@@ -61,11 +61,18 @@ R = TypeVar("R", bound="_Process")
 
 
 class _Process(Protocol):
-    participant_id: str
-    id: str
-    pending: dict[str, Any] | None
-    next_attempt_at: float | None
-    expires_at: float | None
+    """What the shell reads of a process record (read-only: the records are frozen)."""
+
+    @property
+    def participant_id(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def pending(self) -> dict[str, Any] | None: ...
+    @property
+    def next_attempt_at(self) -> float | None: ...
+    @property
+    def expires_at(self) -> float | None: ...
 
 
 class ProcessShell(Generic[R]):
@@ -94,6 +101,14 @@ class ProcessShell(Generic[R]):
         """The participant a process belongs to (None if it is no longer hosted)."""
         raise NotImplementedError
 
+    async def _unfinished(self) -> list[R]:
+        """Every process not over, or whose last message is still to be delivered (for :meth:`resume`)."""
+        raise NotImplementedError
+
+    async def _react(self, participant: Any, record: R) -> None:
+        """Take this node's own next move on a process, if it has one."""
+        raise NotImplementedError
+
     async def _deliver(self, participant: Any, record: R) -> R:
         """One delivery attempt of the process's pending message (call with its lock)."""
         raise NotImplementedError
@@ -103,6 +118,21 @@ class ProcessShell(Generic[R]):
         raise NotImplementedError
 
     # shared
+
+    async def resume(self) -> int:
+        """After a (re)start: re-deliver pending messages, take our own moves, re-arm deadlines."""
+        self._start_timer()
+        records = await self._unfinished()
+        for record in records:
+            participant = self._participant((record.participant_id, record.id))
+            if participant is None:
+                continue
+            self._schedule(record)
+            if record.pending is None:
+                self._spawn(self._react(participant, record))
+        if records:
+            log.info("processes resumed", process=type(self).__name__, count=len(records))
+        return len(records)
 
     async def _on_due(self, key: Key) -> None:
         """The timer's step for one process: a pending message first (also the last one of a process that

@@ -131,20 +131,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     async def load(self, key: Key) -> NegotiationRecord | None:
         return await self.node.contracts.negotiation(*key)
 
-    async def resume(self) -> int:
-        """After a (re)start: re-deliver pending messages, take our own moves, re-arm deadlines."""
-        self._start_timer()
-        records = await self.node.contracts.all_active_negotiations()
-        for record in records:
-            participant = self.node.participant_by_id(record.participant_id)
-            if participant is None:
-                continue
-            self._schedule(record)
-            if record.pending is None:
-                self._spawn(self._react(participant, record))
-        if records:
-            log.info("negotiations resumed", count=len(records))
-        return len(records)
+    async def _unfinished(self) -> list[NegotiationRecord]:
+        return await self.node.contracts.all_active_negotiations()
 
     async def close(self) -> None:
         await self._close()

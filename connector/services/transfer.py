@@ -169,20 +169,8 @@ class TransferService(ProcessShell[TransferRecord]):
     async def load(self, key: Key) -> TransferRecord | None:
         return await self.node.transfers_repo.get(*key)
 
-    async def resume(self) -> int:
-        """After a (re)start: re-deliver pending messages, take our own moves, resume pulls."""
-        self._start_timer()
-        records = await self.node.transfers_repo.all_active()
-        for record in records:
-            participant = self.node.participant_by_id(record.participant_id)
-            if participant is None:
-                continue
-            self._schedule(record)
-            if record.pending is None:
-                self._spawn(self._react(participant, record))
-        if records:
-            log.info("transfers resumed", count=len(records))
-        return len(records)
+    async def _unfinished(self) -> list[TransferRecord]:
+        return await self.node.transfers_repo.all_active()
 
     async def close(self) -> None:
         await self._close(*self._movers.values())
