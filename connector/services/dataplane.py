@@ -137,24 +137,7 @@ def routes(node: Node) -> list[web.RouteDef]:
     base = "/participants/{name}/data/{pid}"
 
     async def authorise(request: web.Request) -> tuple[TransferRecord, Path]:
-        participant = node.participants.get(request.match_info["name"])
-        if participant is None:
-            raise NotFound("no such participant")
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("a data request needs the transfer token (Authorization: Bearer)")
-        caller = await authenticate_signed(node, request)
-        record = await node.transfers_repo.get(participant.id, request.match_info["pid"])
-        if record is None or record.role != "provider":
-            raise NotFound("no such transfer")
-        # One answer for every token problem (wrong, another consumer's, expired, transfer over): the
-        # caller learns nothing about which check failed.
-        ok = hmac.compare_digest(token_hash(token.strip()), record.token_hash or "")
-        ok = ok and record.counterparty_did == caller
-        ok = ok and (record.token_expires_at or 0) > time.time() and record.state == State.STARTED.value
-        if not ok:
-            node.metrics.signature_failures.inc()
-            raise Unauthorized("the transfer token is not valid for this transfer, caller or time")
+        _, record = await _token_holder(node, request, role="provider")
         path, problem = await _source_file(record.data_address or {})
         if problem:
             raise PeerError(problem)
@@ -201,6 +184,31 @@ def routes(node: Node) -> list[web.RouteDef]:
         return response
 
     return [web.get(base, data), web.get(f"{base}/manifest", manifest), *inbox_routes(node)]
+
+
+async def _token_holder(node: Node, request: web.Request, *, role: str, push: bool = False,
+                        streamed: bool = False) -> tuple[ParticipantRuntime, TransferRecord]:
+    """A data-plane request (outside the DSP base): the participant and the transfer named in its path,
+    where we have *role*, with the transfer's bearer token *and* an RFC 9421 signature by the transfer's
+    peer. One answer for every token problem (wrong, another peer's, expired, transfer not STARTED): the
+    caller learns nothing about which check failed."""
+    participant = node.participants.get(request.match_info["name"])
+    if participant is None:
+        raise NotFound("no such participant")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a data request needs the transfer's token (Authorization: Bearer)")
+    caller = await authenticate_signed(node, request, streamed=streamed)
+    record = await node.transfers_repo.get(participant.id, request.match_info["pid"])
+    if record is None or record.role != role or (push and record.format != PUSH):
+        raise NotFound("no such transfer")
+    ok = hmac.compare_digest(token_hash(token.strip()), record.token_hash or "")
+    ok = ok and record.counterparty_did == caller and record.state == State.STARTED.value
+    ok = ok and (record.token_expires_at is None or record.token_expires_at > time.time())
+    if not ok:
+        node.metrics.signature_failures.inc()
+        raise Unauthorized("the token is not valid for this transfer, caller, time or state")
+    return participant, record
 
 
 async def _source_file(source: dict[str, Any]) -> tuple[Path, str | None]:
@@ -701,22 +709,7 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
     failures: dict[tuple[str, str], dict[int, int]] = {}
 
     async def authorise(request: web.Request, *, streamed: bool) -> tuple[ParticipantRuntime, TransferRecord]:
-        participant = node.participants.get(request.match_info["name"])
-        if participant is None:
-            raise NotFound("no such participant")
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("a push needs the token of the consumer's data address (Authorization: Bearer)")
-        caller = await authenticate_signed(node, request, streamed=streamed)
-        record = await node.transfers_repo.get(participant.id, request.match_info["pid"])
-        if record is None or record.role != "consumer" or record.format != PUSH:
-            raise NotFound("no such transfer")
-        ok = hmac.compare_digest(token_hash(token.strip()), record.token_hash or "")
-        ok = ok and record.counterparty_did == caller and record.state == State.STARTED.value
-        if not ok:
-            node.metrics.signature_failures.inc()
-            raise Unauthorized("the token is not valid for this transfer, caller or state")
-        return participant, record
+        return await _token_holder(node, request, role="consumer", push=True, streamed=streamed)
 
     async def manifest(request: web.Request) -> web.Response:
         participant, record = await authorise(request, streamed=False)
