@@ -143,9 +143,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, port = Path(tmp) / "host", free_port()
         result = init_node(data_dir, name="acme", port=port, management_port=free_port(), dev_mode=True)
-        # the benchmark is one busy peer: lift the per-peer DSP rate limit out of the way
+        # the benchmark is one busy peer, unknown to the node: lift the DSP rate limits out of the way
         config = msgspec.structs.replace(result.config, node=msgspec.structs.replace(
-            result.config.node, dsp_rate_per_s=1e6, dsp_burst=10**6, log_level="warning"))
+            result.config.node, dsp_rate_per_s=1e6, dsp_burst=10**6, log_level="warning"),
+            dsp=msgspec.structs.replace(result.config.dsp, unknown_peer_rate_per_s=1e6, unknown_peer_burst=10**6))
         write_secret_text(data_dir / CONFIG_FILE, render_config(parse_config(render_config(config))))
         for size in SIZES:
             asyncio.run(grow(data_dir, size))

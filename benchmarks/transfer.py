@@ -135,8 +135,8 @@ async def main() -> None:
         root = Path(tmp)
         provider = ProcessNode(root, "acme")
         consumer = ProcessNode(root, "parts")
-        payload = provider.data_dir / "files" / "payload.bin"
-        payload.parent.mkdir()
+        payload = provider.data_dir / "files" / "acme" / "payload.bin"
+        payload.parent.mkdir(parents=True, exist_ok=True)
         write_payload(payload)
         os.sync()  # measure the transfer, not the write-back of the payload just generated
         try:

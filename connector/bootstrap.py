@@ -6,7 +6,6 @@ DIDs)."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 
+from connector import filemodes
 from connector.config import CONFIG_FILE, Config, NodeSection, ParticipantSection, parse_config, render_config
 from connector.errors import ConfigError
 from connector.identity import did as dids
@@ -72,11 +72,8 @@ def participant_did(config: Config, keys: ParticipantKeys, name: str, method: st
 
 
 def write_secret_text(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+    """Write *text* to *path*, mode 0600 (also when *path* existed with a looser mode)."""
+    filemodes.write_private(path, text.encode())
 
 
 def init_node(
@@ -126,9 +123,14 @@ def init_from_config(data_dir: Path, text: str) -> InitResult:
 
 
 def _check_new(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (data_dir / CONFIG_FILE).exists():
         raise ConfigError(f"{data_dir / CONFIG_FILE} already exists; this folder already holds a node")
+    # The node's folder is its own alone (0700), also when it existed before with a looser mode: the
+    # database, tokens and vault inside must not be reachable by other local users.
+    try:
+        filemodes.make_private(data_dir)
+    except OSError as exc:
+        raise ConfigError(f"{data_dir} cannot be made the node's own folder (mode 0700): {exc}") from exc
 
 
 def _create(data_dir: Path, config: Config, text: str, name: str, did_method: str) -> InitResult:
@@ -154,6 +156,7 @@ def _create(data_dir: Path, config: Config, text: str, name: str, did_method: st
     write_secret_text(data_dir / TOKEN_FILE, token + "\n")
     write_secret_text(data_dir / ADMIN_TOKEN_FILE, admin_token + "\n")
     write_secret_text(data_dir / CONFIG_FILE, text)
+    filemodes.make_dir(data_dir / "files" / name)  # the participant's own files: what its assets may name
     return InitResult(config, token, did, admin_token)
 
 

@@ -89,8 +89,10 @@ def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name:
     """Create a node: config, keys (mode 0600) and a first management token."""
     from click.core import ParameterSource
 
+    from connector import filemodes
     from connector.bootstrap import ADMIN_TOKEN_FILE, TOKEN_FILE, init_from_config, init_node
 
+    filemodes.restrict_umask()  # the node's folder is its own alone (files 0600, folders 0700)
     ctx = click.get_current_context()
     if config_file is not None:
         given = [f"--{p.replace('_', '-')}" for p in ctx.params if p not in ("data_dir", "config_file")
@@ -128,9 +130,11 @@ def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name:
 @click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar="TDS_DIR")
 def serve(data_dir: Path) -> None:
     """Run the node until SIGTERM or Ctrl+C."""
+    from connector import filemodes
     from connector.config import load_config
     from connector.logging import configure
 
+    filemodes.restrict_umask()  # before anything is opened: nothing the node writes is open to other users
     try:
         config = load_config(data_dir)
     except ConfigError as exc:
@@ -269,6 +273,20 @@ def participant_list(as_json: bool, data_dir: Path | None, node_url: str | None,
         return
     for row in rows:
         click.echo(f"{row['name']}  {row['did']}  {row['legalName']}  {row['region']}")
+
+
+@participant.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@node_options
+def participant_remove(name: str, yes: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Stop hosting participant NAME and delete all it has on the node: tokens, catalog, negotiations,
+    agreements, transfers, usage log, keys, files/NAME/ and its vault. Irreversible."""
+    if not yes:
+        click.confirm(f"Delete participant {name} and everything it has on this node?", abort=True)
+    removed = _call(data_dir, node_url, token, lambda c: c.remove_participant(name), admin=True)
+    click.echo(f"participant {removed['name']} removed ({removed['did']}): {removed['removedRows']} rows, "
+               f"folders {', '.join(removed['removedFolders']) or 'none'}")
 
 
 @main.group()
@@ -699,19 +717,26 @@ def log_group() -> None:
 @click.argument("agreement_id", metavar="AGREEMENT")
 @node_options
 def log_verify(agreement_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """Check the agreement's usage log: the hash chain and every signed head. Names the first bad entry."""
+    """Check the agreement's usage log: the hash chain with its use counts, every signed head, and that it
+    holds what the provider acknowledged (a log cut short is named). Names the first bad entry."""
     from connector.services.usage import check_log
+    from usage_policies import ledger
 
     data = _call(data_dir, node_url, token, lambda c: c.usage_log(agreement_id))
-    problem = check_log(data["entries"], data["heads"], data["didDocument"])
+    ack = data.get("acknowledgement")
+    problem = check_log(data["entries"], data["heads"], data["didDocument"], ack, data.get("providerDidDocument"))
     if problem is not None:
         click.echo(f"usage log of {agreement_id}: BROKEN at entry #{problem.seq} (position {problem.index}): "
                    f"{problem.problem}")
         sys.exit(1)
     n = len(data["entries"])
     last = data["entries"][-1]["hash"] if n else "-"
-    click.echo(f"usage log of {agreement_id}: {n} entries, chain intact, {len(data['heads'])} signed head(s); "
-               f"head {last}")
+    import msgspec
+
+    uses, _ = ledger.running_counts([msgspec.convert(e, ledger.Entry) for e in data["entries"]])
+    acked = f"; the provider acknowledged up to #{ack['seq']}" if ack else "; not yet acknowledged by the provider"
+    click.echo(f"usage log of {agreement_id}: {n} entries, {uses} permitted use(s), chain intact, "
+               f"{len(data['heads'])} signed head(s){acked}; head {last}")
 
 
 @main.group()

@@ -80,6 +80,10 @@ class ManagementClient:
     async def participants(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/participants")  # type: ignore[no-any-return]
 
+    async def remove_participant(self, name: str) -> dict[str, Any]:
+        """Stop hosting participant *name* and delete all it has on the node (irreversible)."""
+        return await self._call("DELETE", f"/participants/{name}")  # type: ignore[no-any-return]
+
     # the participant's own tokens
 
     async def create_token(self, application: str) -> dict[str, Any]:

@@ -55,12 +55,10 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tls_key: str | None = None
     #: PEM file of the CAs trusted for outbound HTTPS instead of the system store (a private CA).
     tls_ca: str | None = None
-    # Transfers: folders (relative to the data folder, or absolute) that assets' local data addresses must
-    # lie in (default: the data folder's files/); how long a transfer token lives; how often a chunk that
+    # Transfers: how long a transfer token lives; how often a chunk that
     # fails verification is fetched again before the transfer is terminated; how long a pull may go
     # without a verified chunk (the provider unreachable or its stream breaking off) before it is; how long
     # a consumer waits for the provider to start a requested transfer.
-    data_roots: list[str] = []
     #: The most a provider fetches from its own HTTP backend into one asset snapshot.
     max_snapshot_bytes: int = 10 * 1024**3
     #: Encrypt every transfer end to end (those of data classed important or core always are).
@@ -71,6 +69,36 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     transfer_chunk_retries: int = 3
     transfer_stall_timeout_s: float = 60.0
     transfer_start_timeout_s: float = 300.0
+
+
+class DspSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Admission of unknown peers (``connector.services.admission``).
+
+    A peer is *unknown* to a hosted participant while it has no FINALIZED (or since REVOKED) agreement with
+    it. All unknown peers of all participants together share one budget, apart from the per-peer budgets
+    of known peers (``node.dsp_rate_per_s``, ``node.dsp_burst``): fresh identities cost nothing to make, so
+    a budget per unknown DID would not bound anything.
+    """
+
+    #: DSP requests per second that all unknown peers together may make (token bucket) ...
+    unknown_peer_rate_per_s: float = 20.0
+    #: ... and the burst it allows (a first negotiation takes about ten requests).
+    unknown_peer_burst: int = 40
+    #: Negotiations opened by unknown peers that may be under way at once on the node.
+    unknown_peer_open_negotiations: int = 50
+    #: TERMINATED negotiations without agreement with peers that are still unknown are deleted this long
+    #: after their last change, so that rejected strangers leave no rows behind for ever.
+    unknown_peer_retention_s: float = 7 * 86400.0
+
+
+class UsageSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``[usage]``: how the usage API treats a retried use id (README "Security")."""
+
+    #: How often a permitted use may be delivered again to the application that made it, with the same
+    #: action and purpose (a retry after a lost answer), counted once.
+    redeliveries: int = 3
+    #: For how long after the use such a retry is accepted.
+    redelivery_window_s: float = 300.0
 
 
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -98,7 +126,12 @@ class ConformanceSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     node: NodeSection
     participant: ParticipantSection
+    dsp: DspSection = DspSection()
     conformance: ConformanceSection | None = None
+    usage: UsageSection = UsageSection()
+    #: ``[data_roots]``: further folders (absolute, or relative to the data folder) whose files one
+    #: participant alone may publish, by participant name; each participant has ``files/NAME/`` anyway.
+    data_roots: dict[str, list[str]] = {}
     #: ``[[export_control]]`` rules: data of these classes held in this region may not leave it.
     export_control: list[ExportRule] = []
 
@@ -125,6 +158,13 @@ def _check(config: Config) -> None:
     for field, value in (("node.management_rate_per_s", node.management_rate_per_s),
                          ("node.management_burst", node.management_burst),
                          ("node.dsp_rate_per_s", node.dsp_rate_per_s), ("node.dsp_burst", node.dsp_burst)):
+        if not value > 0:
+            raise ConfigError(f"{field} must be greater than 0", path=field)
+    dsp = config.dsp
+    for field, value in (("dsp.unknown_peer_rate_per_s", dsp.unknown_peer_rate_per_s),
+                         ("dsp.unknown_peer_burst", dsp.unknown_peer_burst),
+                         ("dsp.unknown_peer_open_negotiations", dsp.unknown_peer_open_negotiations),
+                         ("dsp.unknown_peer_retention_s", dsp.unknown_peer_retention_s)):
         if not value > 0:
             raise ConfigError(f"{field} must be greater than 0", path=field)
     if (node.tls_cert is None) != (node.tls_key is None):
@@ -157,6 +197,16 @@ def _check(config: Config) -> None:
             if c not in ("general", "important", "core", "personal"):
                 raise ConfigError(f"unknown data class {c!r} (general, important, core, personal)",
                                   path=f"export_control[{i}].data_classes")
+    for name, folders in config.data_roots.items():
+        if not NAME_RE.match(name):
+            raise ConfigError("data_roots keys are participant names", path=f"data_roots.{name}")
+        for i, folder in enumerate(folders):
+            if not folder.strip():
+                raise ConfigError("a data root must be a folder path", path=f"data_roots.{name}[{i}]")
+    if config.usage.redeliveries < 0:
+        raise ConfigError("usage.redeliveries must be 0 or more", path="usage.redeliveries")
+    if not config.usage.redelivery_window_s >= 0:
+        raise ConfigError("usage.redelivery_window_s must be 0 or more", path="usage.redelivery_window_s")
     if config.conformance is not None:
         if not node.dev_mode:
             raise ConfigError("conformance mode is a test fixture and needs node.dev_mode = true",
@@ -174,6 +224,13 @@ def parse_config(text: str) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from exc
+    node = raw.get("node")
+    # Folders once shared by every participant: an empty list (as `tds init` wrote it) is dropped; any folder
+    # would hand one tenant's files to all, so it must be given to a participant instead.
+    if isinstance(node, dict) and node.pop("data_roots", None):
+        raise ConfigError("node.data_roots (folders shared by every participant) is no longer read: each "
+                          "participant has files/NAME/ in the data folder; give further folders to one "
+                          'participant in a [data_roots] section, e.g. acme = ["/srv/acme"]', path="node.data_roots")
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
@@ -205,7 +262,7 @@ def render_config(config: Config) -> str:
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines: list[str] = []
-    for section in ("node", "participant", "conformance"):
+    for section in ("node", "participant", "dsp", "usage", "conformance"):
         if getattr(config, section) is None:
             continue
         lines.append(f"[{section}]")
@@ -213,6 +270,10 @@ def render_config(config: Config) -> str:
             if v is None:  # optional and unset: TOML has no null
                 continue
             lines.append(f"{key} = {value(v)}")
+        lines.append("")
+    if config.data_roots:
+        lines.append("[data_roots]")
+        lines += [f"{name} = {value(folders)}" for name, folders in config.data_roots.items()]
         lines.append("")
     for rule in config.export_control:
         lines.append("[[export_control]]")

@@ -44,7 +44,6 @@ from connector.config import ConformanceSection
 from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, Unauthorized
 from connector.http.auth import static_authorization_matches
 from connector.http.management import decode_body
-from connector.http.netguard import check_url
 from connector.logging import get_logger
 from connector.protocol import contracts
 from connector.protocol.negotiation import TERMINAL, State
@@ -255,7 +254,7 @@ class ConformanceMode:
             ContractDefinition(id=DEFINITION_ID, access_policy_id=POLICY_ID, contract_policy_id=POLICY_ID,
                                assets=list(SEEDED_ASSETS), created_at=now),
         ]
-        data = self.node.transfers.roots[0] / TP_FILE
+        data = self.node.transfers.confinement(participant).own / TP_FILE
         data.parent.mkdir(parents=True, exist_ok=True)
         if not data.exists():
             data.write_bytes(bytes(range(256)) * 256)
@@ -296,7 +295,7 @@ class ConformanceMode:
             raise BadRequest(f"no agreement {body.agreementId!r} where this node consumes", path="agreementId")
         address = body.connectorAddress.rstrip("/")
         try:
-            check_url(address, self.node.policy)
+            self.node.client.check_target(address)
         except OutboundRefused as exc:
             raise BadRequest(f"connectorAddress refused: {exc.message}", path="connectorAddress") from exc
         record = await self.node.transfers.request(participant, address, body.providerId, agreement.id,
@@ -316,7 +315,7 @@ class ConformanceMode:
             raise NotFound("this node hosts no participant yet")
         address = body.connectorAddress.rstrip("/")
         try:
-            check_url(address, self.node.policy)
+            self.node.client.check_target(address)
         except OutboundRefused as exc:
             raise BadRequest(f"connectorAddress refused: {exc.message}", path="connectorAddress") from exc
         offer = contracts.read_policy({**POLICY, "@id": body.offerId, "@type": "Offer"}, "offer")

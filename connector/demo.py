@@ -52,8 +52,8 @@ async def wait_until(check: Callable[[], Any], what: str, deadline_s: float = 20
 async def publish(acme: RunningNode, say: Say) -> None:
     from usage_policies import templates
 
-    files = acme.data_dir / "files"
-    files.mkdir(exist_ok=True)
+    files = acme.data_dir / "files" / acme.participant.name  # the participant's own files
+    files.mkdir(parents=True, exist_ok=True)
     (files / f"{DATASET}.csv").write_text(CSV)
     await acme.client.add_asset({
         "id": DATASET, "title": "Quality inspection results, 2026 Q3", "contentType": "text/csv",

@@ -1,10 +1,16 @@
-"""structlog set-up: JSON lines on stderr, with secrets redacted before anything is written."""
+"""structlog set-up: JSON lines on stderr, with secrets redacted before anything is written.
+
+Redaction works on every field of every line, nested values included: a field named like a credential is
+replaced whole, and credentials inside text (a bearer token, an ``Authorization`` header, an RFC 9421
+signature, ``token=…``, the node's own 43-character tokens) are replaced in place. Library log records
+(aiohttp, asyncio) go through the same processors."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 
@@ -29,14 +35,102 @@ def _import_structlog() -> Any:
 
 structlog = _import_structlog()
 
-_SECRET_KEYS = ("token", "authorization", "secret", "password", "private", "signature", "seed", "key_bytes")
+REDACTED = "[redacted]"
+#: A field whose name contains one of these carries a credential: its whole value is replaced.
+_SECRET_KEYS = ("token", "authorization", "secret", "password", "passphrase", "private", "signature", "seed",
+                "key_bytes", "cookie", "api_key", "apikey", "api-key")
+#: Credentials inside text (a message, an error, a quoted header line or dict), each replaced in place.
+_CREDENTIAL = r"[A-Za-z0-9._~+/-]"
+_SECRET_TEXT = (
+    # An Authorization header quoted with its name, whatever its scheme (a value of 8 or more credential
+    # characters: "Authorization: Bearer <token>" in a usage hint is left readable).
+    (re.compile(r"(?i)((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)(?=[^\"'\r\n,;}]*[A-Za-z0-9+/=_-]{8})"
+                r"[^\"'\r\n,;}]+"), r"\1" + REDACTED),
+    # A credential after its scheme, also where a header value is quoted without its name ("a bearer
+    # token" is prose: a credential has a digit or is 20 characters long).
+    (re.compile(rf"(?i)\b(bearer|basic)(\s+)(?={_CREDENTIAL}*\d|{_CREDENTIAL}{{20}}){_CREDENTIAL}+=*"),
+     r"\1\2" + REDACTED),
+    # RFC 9421 signature values ("sig1=:…:"); body digests (sha-256=:…:) are not secret.
+    (re.compile(r"(?i)\b(?!sha-)([a-z][a-z0-9_-]*=:)[A-Za-z0-9+/]+=*:"), r"\1" + REDACTED + ":"),
+    # token=…, secret=…, password=…, api_key=… in a query string or key=value text, and quoted keys of a
+    # dict or JSON text.
+    (re.compile(r"(?i)\b(\w*(?:token|secret|password|api[_-]?key)=)[^&\s\"',;]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)([\"'][\w-]*(?:token|secret|password|signature|cookie)[\"']\s*:\s*[\"'])[^\"']*"),
+     r"\1" + REDACTED),
+    # A password in a URL (https://user:password@host/).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), r"\1" + REDACTED + "@"),
+    # The node's own tokens (management, admin, transfer): 32 random bytes as 43 base64url characters.
+    (re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_=-])"), REDACTED),
+)
+#: How deep nested values are searched; anything deeper is replaced whole.
+_MAX_DEPTH = 8
+
+
+def _secret_key(key: object) -> bool:
+    name = str(key).lower()
+    return any(s in name for s in _SECRET_KEYS)
+
+
+def redact_text(text: str) -> str:
+    """*text* with every credential found in it replaced by ``[redacted]``."""
+    for pattern, replacement in _SECRET_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrub(value: Any, depth: int) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth >= _MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _secret_key(k) else _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_scrub(v, depth + 1) for v in value]
+    # Anything else is rendered by its repr (as the JSON renderer would), searched like text.
+    return redact_text(repr(value))
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replace credentials in every field of a log line: a field named like one (``token``,
+    ``authorization``…) whole, at any depth, and credentials found inside text (see ``_SECRET_TEXT``)."""
     for key in list(event):
-        if any(s in key.lower() for s in _SECRET_KEYS):
-            event[key] = "[redacted]"
+        event[key] = REDACTED if _secret_key(key) else _scrub(event[key], 0)
     return event
+
+
+class _Stderr:
+    """``sys.stderr`` as it is when a line is written, not as it was when logging was configured (a
+    test's output capture, for one, swaps it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+class _LibraryLogs(logging.Handler):
+    """Records of the stdlib loggers of libraries (``aiohttp.*``, ``asyncio``) as JSON lines through the same
+    processors, so that nothing reaches stderr as plain text or unredacted. Tracebacks are left out: an
+    exception's type is kept, and its message unless it quotes a raw request (aiohttp's parser errors)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's malformed format arguments must not lose the line
+            message = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name}
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            quotes_request = any(c.__module__ == "aiohttp.http_exceptions" for c in type(exc).__mro__)
+            fields["error"] = type(exc).__name__ if quotes_request else f"{type(exc).__name__}: {str(exc)[:300]}"
+        structlog.get_logger("tds").log(record.levelno, message[:2000], **fields)
+
+
+_library_logs = _LibraryLogs()
 
 
 def configure(level: str = "info", *, json: bool = True) -> None:
@@ -46,14 +140,20 @@ def configure(level: str = "info", *, json: bool = True) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
             structlog.processors.format_exc_info,
+            _redact,  # after the traceback is text, so that it is searched too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=False,
     )
+    # Libraries log through the stdlib (aiohttp's server and access loggers, asyncio): without a handler,
+    # Python prints their warnings and tracebacks as plain text on stderr.
+    _library_logs.setLevel(getattr(logging, level.upper()))
+    root = logging.getLogger()
+    if _library_logs not in root.handlers:
+        root.addHandler(_library_logs)
 
 
 def get_logger(**bindings: Any) -> Any:

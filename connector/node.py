@@ -14,22 +14,25 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from connector import filemodes
 from connector.bootstrap import DB_FILE, keys_dir, new_participant_keys, new_token, node_key, participant_did
 from connector.config import Config, load_config
-from connector.errors import ConfigError, Conflict, TdsError
+from connector.errors import ConfigError, Conflict, NotFound, TdsError
 from connector.http import dsp, management, openapi, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
-from connector.http.netguard import OutboundPolicy
+from connector.http.netguard import PUBLIC, Listener, OutboundPolicy
 from connector.http.outbound import PeerClient
 from connector.http.ratelimit import RateLimiter
+from connector.http.server import Runner
 from connector.http.tls import client_context, server_context
 from connector.identity.keys import ParticipantKeys, load_keys
 from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
-from connector.services import dataplane
+from connector.services import dataplane, legacy_files
+from connector.services.admission import Admission
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
@@ -40,6 +43,8 @@ from connector.store.db import Store
 from connector.store.repository import ContractRepository, Participant, SqliteRepository, TransferRepository
 
 if TYPE_CHECKING:
+    import sqlite_utils
+
     from connector.conformance import ConformanceMode
     from connector.services.vault import Deletion
 
@@ -71,6 +76,8 @@ class Node:
         #: Fair use: management requests per participant token, DSP requests per calling peer.
         self.management_limit = RateLimiter(node_cfg.management_rate_per_s, node_cfg.management_burst)
         self.dsp_limit = RateLimiter(node_cfg.dsp_rate_per_s, node_cfg.dsp_burst)
+        #: Who is a known peer of each participant; the budget all unknown peers share.
+        self.admission = Admission(self)
         self.resolver = DidResolver(self.client, dev_mode=node_cfg.dev_mode, local=self._local_did_document)
         self.federation = FederationService(self)
         self.catalog = CatalogService(self)
@@ -165,6 +172,8 @@ class Node:
 
     def _serve_participant(self, record: Participant, keys: ParticipantKeys) -> ParticipantRuntime:
         runtime = ParticipantRuntime(record, keys, self.config.public_url)
+        # Its own files folder: the only place in the data folder its assets may name (services.addresses).
+        filemodes.make_dir(self.transfers.confinement(runtime).own)
         self.participants[record.name] = runtime
         self._by_id[record.id] = runtime
         self._by_did[record.did] = runtime
@@ -202,6 +211,47 @@ class Node:
             runtime = self._serve_participant(record, keys)
         log.info("participant added", participant=name, did=record.did)
         return runtime, token
+
+    async def remove_participant(self, name: str) -> dict[str, object]:
+        """Stop hosting participant *name* and delete everything the node holds of it: its rows in every
+        table that has a ``participant_id`` (tokens, catalog, negotiations, agreements, transfers, usage
+        log, receipts …), its keys, its data root ``files/NAME/`` and its vault folder. The node's own
+        participant (the one ``tds init`` made) cannot be removed. Irreversible: the participant's DID
+        document, endpoints and tokens are gone at once. Returns what was removed."""
+        from connector.services import addresses
+        from connector.services.dataplane import safe_name
+
+        async with self._adding:
+            runtime = self.participants.get(name)
+            if runtime is None:
+                raise NotFound(f"no participant {name!r} is hosted here")
+            if name == self.config.participant.name or runtime is self.first_participant():
+                raise Conflict(f"{name!r} is the node's own participant and cannot be removed", path="name")
+            # Unhosted first: from here on its endpoints answer 404, and no timer or delivery of its
+            # processes finds it any more.
+            del self.participants[name]
+            self._by_id.pop(runtime.id, None)
+            self._by_did.pop(runtime.did, None)
+            self.resolver.forget(runtime.did)
+            self.metrics.participants.set(len(self.participants))
+            for record in await self.contracts.all_active_negotiations():
+                if record.participant_id == runtime.id:
+                    self.admission.ended(record.participant_id, record.id)  # its places go back to strangers
+            self.admission.forget(runtime.id)  # a participant added again under this name starts unknown to all
+            self.negotiations.forget(runtime.id)
+            self.receipts.forget(runtime.id)
+            await self.transfers.stop_all(runtime.id)
+            rows = await self.store.write(lambda db: _delete_participant_rows(db, runtime.id), durable=True)
+            # Its own files/NAME/ only: a folder the operator assigned it in [data_roots] is the operator's.
+            folders = [keys_dir(self.data_dir, name), self.data_dir / addresses.FILES / name,
+                       self.data_dir / "vault" / safe_name(name)]
+            removed = [str(f.relative_to(self.data_dir)) for f in folders if f.exists()]
+            for folder in folders:
+                # The name passed NAME_RE when it was added (no '/', no '..'): still, never leave the folder.
+                if folder.resolve().is_relative_to(self.data_dir.resolve()):
+                    await asyncio.to_thread(shutil.rmtree, folder, True)
+        log.info("participant removed", participant=name, did=runtime.did, rows=rows, folders=removed)
+        return {"name": name, "did": runtime.did, "removedRows": rows, "removedFolders": removed}
 
     async def _load_participants(self) -> None:
         records = await self.repo.participants()
@@ -252,7 +302,7 @@ class Node:
 
         async def openapi_json(_: web.Request) -> web.Response:
             if not spec:  # built on first request: start-up stays fast
-                spec.update(openapi.document(table))
+                spec.update(openapi.document(table, max_request_bytes=self.config.node.max_request_bytes))
             return web.json_response(spec)
 
         async def docs(_: web.Request) -> web.Response:
@@ -267,15 +317,28 @@ class Node:
         cfg = self.config.node
         # Before anything is opened: a bad certificate or key fails the start cleanly.
         tls = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
+        # What the node writes is its own alone, whatever umask it was started with; a folder made before
+        # that (or copied without its modes) is narrowed first, before the keys are read.
+        filemodes.restrict_umask()
+        loosened = await asyncio.to_thread(filemodes.tighten, self.data_dir)
+        if loosened:
+            log.warning("data folder was readable by other local users; modes narrowed to 0600/0700",
+                        count=len(loosened), paths=loosened[:20])
         await self.store.open()
         try:
             await self._load_participants()
+            await legacy_files.move_into_own_roots(self)
             await self._seal_unsealed_vault()
             if self.conformance is not None:
                 await self.conformance.seed()
-            self.public_port = await self._serve(self.public_app(), cfg.host, cfg.port, tls)
-            self.management_port = await self._serve(self.management_app(), cfg.management_host,
+            await self.admission.load()
+            self.public_port = await self._serve("public", self.public_app(), cfg.host, cfg.port, tls)
+            self.management_port = await self._serve("management", self.management_app(), cfg.management_host,
                                                      cfg.management_port)
+            # Before anything goes out: no callback or data address may lead back into these (but the
+            # public one, for peer calls).
+            self.client.listening_on(Listener(PUBLIC, cfg.host, self.public_port),
+                                     Listener("management", cfg.management_host, self.management_port))
             self.started_at = time.time()
             await self.negotiations.resume()
             await self.receipts.resume()
@@ -294,8 +357,11 @@ class Node:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    async def _serve(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def _serve(self, listener: str, app: web.Application, host: str, port: int,
+                     tls: ssl.SSLContext | None = None) -> int:
+        # Runner: requests aiohttp's parser refuses are answered and logged without quoting them.
+        runner = Runner(app, listener=listener, requests_total=self.metrics.requests_total, access_log=None,
+                        handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
         try:
@@ -319,6 +385,7 @@ class Node:
         await self.transfers.close()
         await self.receipts.close()
         await self.usage.close()
+        await self.admission.close()
         await self.client.close()
         await self.store.close()
         log.info("node stopped")
@@ -326,6 +393,21 @@ class Node:
     @property
     def management_url(self) -> str:
         return f"http://{self.config.node.management_host}:{self.management_port}"
+
+
+def _delete_participant_rows(db: sqlite_utils.Database, participant_id: str) -> int:
+    """Delete a participant's rows from every table with a ``participant_id`` column, then the participant
+    itself; return how many rows went. The tables are read from the schema, so a table a later migration
+    adds is included without a change here."""
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                           "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()]
+    removed = 0
+    for table in tables:
+        columns = {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
+        if "participant_id" in columns:
+            removed += db.execute(f'DELETE FROM "{table}" WHERE participant_id = ?', [participant_id]).rowcount
+    removed += db.execute("DELETE FROM participants WHERE id = ?", [participant_id]).rowcount
+    return removed
 
 
 async def serve(data_dir: Path) -> None:

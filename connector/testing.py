@@ -14,7 +14,7 @@ import msgspec
 
 from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
-from connector.config import CONFIG_FILE, ConformanceSection, parse_config, render_config
+from connector.config import CONFIG_FILE, ConformanceSection, DspSection, parse_config, render_config
 from connector.node import Node
 
 
@@ -151,10 +151,11 @@ class NodeFactory:
     async def start(self, name: str, *, dev_mode: bool = True, region: str = "CN-GD", legal_name: str | None = None,
                     trusted_networks: tuple[str, ...] = (), did_method: str = "web",
                     conformance: ConformanceSection | None = None, https: bool = False,
-                    **node_settings: Any) -> RunningNode:
-        """Initialise and start a node; *node_settings* override ``[node]`` config fields and *conformance*
-        adds a ``[conformance]`` section (both written to its config file and read back). With *https* the
-        public URL is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and ``tls_key`` too)."""
+                    dsp: DspSection | None = None, **node_settings: Any) -> RunningNode:
+        """Initialise and start a node; *node_settings* override ``[node]`` config fields, *dsp* replaces the
+        ``[dsp]`` section and *conformance* adds a ``[conformance]`` section (all written to its config file
+        and read back). With *https* the public URL is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and
+        ``tls_key`` too)."""
         data_dir = self.root / name
         for attempt in range(3):
             # A port picked free can be taken by another process before the node binds it: start afresh.
@@ -165,9 +166,9 @@ class NodeFactory:
                                management_port=free_port(), region=region, dev_mode=dev_mode,
                                trusted_networks=trusted_networks, did_method=did_method)
             config = result.config
-            if node_settings or conformance is not None:
+            if node_settings or conformance is not None or dsp is not None:
                 config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings),
-                                                 conformance=conformance)
+                                                 conformance=conformance, dsp=dsp or config.dsp)
                 text = render_config(config)
                 config = parse_config(text)
                 write_secret_text(data_dir / CONFIG_FILE, text)

@@ -16,6 +16,7 @@
 # Every later start uses TDS_CONFIG again (so edits to the mounted file take effect) and starts the node.
 # The node itself refuses a config whose public_url no longer gives the participants' did:web.
 set -eu
+umask 077  # what is written into the node's folder is the node's alone (files 0600, folders 0700)
 dir="${TDS_DIR:-/data}"
 config="${TDS_CONFIG:-/etc/tds/node.toml}"
 hosted="${TDS_HOSTED:-/etc/tds/hosted.txt}"

@@ -27,8 +27,8 @@ async def main() -> None:
             provider = await nodes.start("acme", legal_name="ACME Precision Manufacturing Co.", region="CN-GD")
             sme = await nodes.start("parts", legal_name="Pearl River Parts Ltd.", region="CN-GD-GZ")
 
-            # The provider's side: a file under its data roots, offered for R&D use only.
-            data = provider.data_dir / "files" / "inspection.csv"
+            # The provider's side: a file in its own files folder, offered for R&D use only.
+            data = provider.data_dir / "files" / provider.participant.name / "inspection.csv"
             data.parent.mkdir(exist_ok=True)
             data.write_text("part,defects\n" + "".join(f"P-{i},{i % 5}\n" for i in range(5000)))
             await provider.client.add_asset({"id": "inspection", "title": "Inspection results",

@@ -27,8 +27,9 @@ async def main() -> None:
         try:
             provider = await nodes.start("acme", region="CN-GD")
             consumer = await nodes.start("parts", region="CN-GD-GZ")
-            (provider.data_dir / "files").mkdir(exist_ok=True)
-            (provider.data_dir / "files" / "yield.csv").write_text("lot,yield\nL1,0.97\nL2,0.95\n")
+            own = provider.data_dir / "files" / provider.participant.name  # the provider's own files
+            own.mkdir(parents=True, exist_ok=True)
+            (own / "yield.csv").write_text("lot,yield\nL1,0.97\nL2,0.95\n")
             await provider.client.add_asset({"id": "yield", "contentType": "text/csv",
                                              "dataAddress": {"type": "File", "path": "yield.csv"}})
             await provider.client.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})

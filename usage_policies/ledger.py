@@ -10,6 +10,11 @@ receipts, which is how the provider can check them.
 
 Pure: canonical JSON and hashing only; signing and verifying the head documents is the caller's (one
 signer for the whole project), through the ``verify_head`` callable of :func:`check_chain`.
+
+Counters live in the chain, not beside it: every entry carries ``uses`` (permitted uses so far, this one
+included) and ``first_use`` (when the first was permitted), so the counts a decision needs are those of
+the signed head and cannot be reset without breaking a hash or a signature. Entries written before these
+fields existed have neither; :func:`running_counts` recounts such a chain.
 """
 
 from __future__ import annotations
@@ -40,24 +45,59 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     decision: str = ""  # "permit" / "deny" for uses
     reasons: list[str] = []
     effects: list[str] = []
+    #: Permitted uses of the agreement up to and including this entry, and the first one's time (None:
+    #: an entry from before the chain carried its counts).
+    uses: int | None = None
+    first_use: str | None = None
     hash: str = ""
 
     def body(self) -> dict[str, Any]:
-        """The hashed content: every field but ``hash``."""
+        """The hashed content: every field but ``hash`` (and the counts where an older entry has none,
+        so that its hash stays what it was)."""
         data = msgspec.to_builtins(self)
         data.pop("hash", None)
+        for name in ("uses", "first_use"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data  # type: ignore[no-any-return]
+
+    @property
+    def permitted_use(self) -> bool:
+        """A use that was permitted (re-deliveries and duties are not uses)."""
+        return self.kind == "use" and self.decision == "permit"
 
 
 def entry_hash(entry: Entry) -> str:
     return hashlib.sha256(bytes(rfc8785.dumps(entry.body()))).hexdigest()
 
 
-def append(head: Entry | None, **fields: Any) -> Entry:
-    """The entry that follows *head* (None: the first of its agreement's chain), hashed."""
+def running_counts(chain: Sequence[Entry]) -> tuple[int, str | None]:
+    """Permitted uses and the first one's time after the last entry of *chain* (a whole chain, in order).
+
+    Reads the counts the last entry carries; recounts only a chain whose entries predate them."""
+    if chain and chain[-1].uses is not None:
+        return chain[-1].uses, chain[-1].first_use
+    permits = [e for e in chain if e.permitted_use]
+    return len(permits), permits[0].at if permits else None
+
+
+def append(head: Entry | None, *, counts: tuple[int, str | None] | None = None, **fields: Any) -> Entry:
+    """The entry that follows *head* (None: the first of its agreement's chain), hashed.
+
+    *counts* are the chain's permitted uses and first-use time before this entry; by default those *head*
+    carries (a head from before the chain carried counts needs them given: :func:`running_counts`). A
+    permitted use adds itself to them."""
     if head is not None and head.agreement != fields.get("agreement"):
         raise ValueError("an entry continues the chain of its own agreement only")
-    draft = Entry(seq=(head.seq + 1) if head else 1, prev=head.hash if head else GENESIS, **fields)
+    if counts is None:
+        if head is not None and head.uses is None:
+            raise ValueError("the chain predates its counts: pass counts (running_counts of the chain)")
+        counts = (head.uses or 0, head.first_use) if head is not None else (0, None)
+    uses, first_use = counts
+    if fields.get("kind") == "use" and fields.get("decision") == "permit":
+        uses, first_use = uses + 1, first_use or fields.get("at")
+    draft = Entry(seq=(head.seq + 1) if head else 1, prev=head.hash if head else GENESIS, uses=uses,
+                  first_use=first_use, **fields)
     return msgspec.structs.replace(draft, hash=entry_hash(draft))
 
 
@@ -87,14 +127,22 @@ def check_chain(
     *,
     verify_head: Callable[[dict[str, Any]], bool] | None = None,
     start: Entry | None = None,
+    agreement: str | None = None,
 ) -> ChainProblem | None:
     """Check one agreement's chain (continuing *start*, if given) and its signed heads.
 
-    Returns the first problem, or None. Each head must name an entry of the chain with its exact hash,
-    and, when *verify_head* is given, carry a valid signature; the last entry must be covered by a head.
+    Returns the first problem, or None. Every entry and head must name *agreement* (by default the
+    agreement of *start* or of the first entry): a chain is bound to its agreement, so one agreement's
+    entries cannot be passed off as another's. Each head must name an entry of the chain with its exact
+    hash, and, when *verify_head* is given, carry a valid signature; the last entry must be covered by a
+    head.
     """
     prev, seq = (start.hash, start.seq) if start is not None else (GENESIS, 0)
-    agreement = start.agreement if start is not None else (entries[0].agreement if entries else "")
+    if agreement is None:
+        agreement = start.agreement if start is not None else (entries[0].agreement if entries else "")
+    # The permitted uses before the next entry, where known (a chain continued from an entry without counts
+    # is not known until an entry carries them).
+    uses: int | None = 0 if start is None else start.uses
     by_seq: dict[int, Entry] = {}
     for i, entry in enumerate(entries):
         if entry.agreement != agreement:
@@ -106,10 +154,19 @@ def check_chain(
             return ChainProblem(i, entry.seq, "does not continue the chain (previous hash differs)")
         if entry_hash(entry) != entry.hash:
             return ChainProblem(i, entry.seq, "content does not match its hash (the entry was changed)")
+        expected = None if uses is None else uses + (1 if entry.permitted_use else 0)
+        if entry.uses is not None and expected is not None and entry.uses != expected:
+            return ChainProblem(i, entry.seq, f"counts {entry.uses} permitted uses where the chain before it has "
+                                              f"{expected}")
+        uses = entry.uses if entry.uses is not None else expected
         prev, seq = entry.hash, entry.seq
         by_seq[entry.seq] = entry
     covered = start.seq if start is not None else 0
     for head in heads:
+        if head.get("agreement") != agreement:
+            named = head.get("seq")
+            return ChainProblem(len(entries), named if isinstance(named, int) else -1,
+                                f"a signed head belongs to agreement {head.get('agreement')}, not {agreement}")
         head_seq = head.get("seq")
         target = by_seq.get(head_seq) if isinstance(head_seq, int) else None
         if target is None:

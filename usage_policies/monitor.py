@@ -82,6 +82,10 @@ class Violation(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     event: str | None = None  # ``Event.ref`` (or ``#index``) of the event concerned, if one is
     rule: str | None = None
+    #: What is wrong: ``unpermitted`` (no active permission allows the event), ``prohibited`` (an active
+    #: prohibition forbids it), ``duty`` (a duty of an exercised permission not performed in time) or
+    #: ``obligation``.
+    kind: str = "unpermitted"
 
 
 class MonitoringResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,7 +211,7 @@ def check_history(
             )
             if not remedied:
                 after = " and none of its remedies was performed after it" if prohibition.remedies else ""
-                violations.append(Violation(event=history.ref(i), rule=prohibition.uid,
+                violations.append(Violation(event=history.ref(i), rule=prohibition.uid, kind="prohibited",
                                             reason=f"{matcher.label} forbids this event{after}"))
 
     for k, permission in enumerate(policy.permissions):
@@ -219,7 +223,8 @@ def check_history(
 
     for duty in policy.obligations:
         if history.performed(duty, "obligation") is None:
-            violations.append(Violation(rule=duty.uid, reason=f"obligation {_name(duty)!r} was not performed"))
+            violations.append(Violation(rule=duty.uid, kind="obligation",
+                                        reason=f"obligation {_name(duty)!r} was not performed"))
 
     return MonitoringResult(compliant=not violations, violations=tuple(violations))
 
@@ -229,21 +234,21 @@ def _check_duty(history: _History, duty: Duty, label: str, first: int) -> list[V
     if duty_timing(duty) is DutyTiming.WITH_OR_AFTER_USE:
         if history.performed(duty, f"duty of {label}") is not None:
             return []
-        return [Violation(event=history.ref(first), rule=duty.uid,
+        return [Violation(event=history.ref(first), rule=duty.uid, kind="duty",
                           reason=f"duty {name!r} of {label}, due with or after its use, was not performed")]
     if history.performed(duty, f"duty of {label}", stop=first) is not None:
         return []
     late = f"duty {name!r} of {label} was not performed before its first exercise"
     if not duty.consequences:
-        return [Violation(event=history.ref(first), rule=duty.uid, reason=late)]
+        return [Violation(event=history.ref(first), rule=duty.uid, kind="duty", reason=late)]
     problems = []
     if history.performed(duty, f"duty of {label}", start=first) is None:
-        problems.append(Violation(event=history.ref(first), rule=duty.uid,
+        problems.append(Violation(event=history.ref(first), rule=duty.uid, kind="duty",
                                   reason=f"{late}, and not afterwards either"))
     for consequence in duty.consequences:
         if history.performed(consequence, f"consequence of {label}", start=first + 1) is None:
             problems.append(Violation(
-                event=history.ref(first), rule=consequence.uid,
+                event=history.ref(first), rule=consequence.uid, kind="duty",
                 reason=f"{late}, and its consequence {_name(consequence)!r} was not performed after that",
             ))
     return problems
@@ -254,7 +259,8 @@ def events_from_log(
 ) -> list[Event]:
     """The events of a usage-log chain: every permitted use and every duty carried out.
 
-    A denied use did not happen, so it is not an event. *request_of* builds the request of an entry
+    A denied use did not happen, so it is not an event; nor is a re-delivery of a use already counted, or
+    a revocation (something done to the consumer, not by it). *request_of* builds the request of an entry
     (the caller knows the agreement's party and asset); by default only the action (a use's ``action``,
     else the entry's ``kind``) and the purpose are known.
     """
@@ -266,8 +272,12 @@ def events_from_log(
     return [
         Event(at=parse_datetime(entry.at.replace("Z", "+00:00")), request=build(entry), ref=f"#{entry.seq}")
         for entry in entries
-        if not (entry.kind == "use" and entry.decision != "permit")
+        if not (entry.kind == "use" and entry.decision != "permit") and entry.kind not in _NOT_EVENTS
     ]
+
+
+#: Log entries that record no action the consumer performed.
+_NOT_EVENTS = frozenset({"redelivery", "revoked"})
 
 
 __all__ = ["Event", "MonitoringResult", "Violation", "check_history", "events_from_log"]

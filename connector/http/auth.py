@@ -8,8 +8,12 @@
 - Operators and applications: management requests carry ``Authorization: Bearer <token>``; tokens are
   stored hashed (SHA-256 of 256 random bits, looked up by that hash, so no secret is compared byte by
   byte) and name their participant and application. The node's admin token names no participant.
-- Fair use (``connector.http.ratelimit``): after authentication, each calling peer (by verified DID) and
-  each participant's tokens (together) draw from their own token bucket; over it, 429 with Retry-After.
+- Fair use (``connector.http.ratelimit``): each participant's tokens (together) draw from their own
+  token bucket; so does each peer *known* to the participant it calls (verified DID, an agreement with
+  it), while all unknown peers together share one node-wide bucket (``connector.services.admission``).
+  A request whose signature names an unknown DID is charged to that bucket before its DID is resolved or
+  its nonce stored, so a flood of fresh identities costs the node no more than reading a header. Over a
+  budget, 429 with Retry-After.
 - Conformance mode only (``[conformance]`` in the config, ``connector.conformance``): a DSP request
   without a signature must carry exactly the configured static ``Authorization`` value (the compatibility
   kit cannot sign); the caller is then the kit's configured agent id. Without that section this path
@@ -39,19 +43,36 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_DID = web.RequestKey("tds_caller_did", str)
 BODY = web.RequestKey("tds_body", bytes)
 TOKEN = web.RequestKey("tds_token", Token)
-DSP_PATH = re.compile(r"^/participants/[a-z0-9-]+/api/dsp/")
+DSP_PATH = re.compile(r"^/participants/(?P<name>[a-z0-9-]+)/api/dsp/")
 log = get_logger(component="auth")
 
 
 def signed_request_middleware(node: Node) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if DSP_PATH.match(request.path) and not _is_public_dsp_path(request.path):
+        match = DSP_PATH.match(request.path)
+        if match and not _is_public_dsp_path(request.path):
+            called = node.participants.get(match["name"])
+            participant_id = called.id if called is not None else None
+            claimed = _claimed_caller(request)
+            stranger = claimed is not None and not node.admission.is_known(participant_id, claimed)
+            if stranger:
+                node.admission.check_unknown()
             caller = await authenticate_peer(node, request)
-            check_rate(node.dsp_limit, caller, "DSP requests from this peer")
+            if not stranger:
+                node.admission.check_request(participant_id, caller)
         return await handler(request)
 
     return middleware
+
+
+def _claimed_caller(request: web.Request) -> str | None:
+    """The DID a request's signature names, not yet verified (None: unsigned or unreadable, which
+    authentication then refuses or hands to conformance mode)."""
+    try:
+        return signing.read_signature_input(request.headers).key_id.partition("#")[0]
+    except Unauthorized:
+        return None
 
 
 def _is_public_dsp_path(path: str) -> bool:

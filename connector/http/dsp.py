@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from connector.errors import BadRequest, NotFound
+from connector.errors import NotFound
 from connector.http.auth import CALLER_DID
-from connector.http.middleware import PIDS, read_json
+from connector.http.middleware import PIDS, query_int, read_json
 from connector.protocol import messages as m
 from connector.protocol.errors import MessageError
 from connector.protocol.negotiation import Kind
@@ -61,21 +61,13 @@ def routes(node: Node) -> list[web.RouteDef]:
             request[PIDS] = {k: normal[k] for k in ("providerPid", "consumerPid") if isinstance(normal.get(k), str)}
         return m.decode(raw, struct)
 
-    def _int(request: web.Request, name: str, default: int, high: int) -> int:
-        raw = request.query.get(name)
-        if raw is None:
-            return default
-        if not raw.isdigit() or int(raw) > high:
-            raise BadRequest(f"query parameter {name} must be an integer from 0 to {high}", path=name)
-        return int(raw)
-
     # catalog ---------------------------------------------------------------------------------------
 
     async def catalog_request(request: web.Request) -> web.Response:
         p = participant(request)
         await read(request, m.CatalogRequestMessage)
-        offset = _int(request, "offset", 0, 10**9)
-        limit = max(1, _int(request, "limit", 100, MAX_PAGE))
+        offset = query_int(request, "offset", default=0, low=0, high=10**9)
+        limit = max(1, query_int(request, "limit", default=100, low=0, high=MAX_PAGE))
         catalog, total = await node.catalog.catalog(p, request[CALLER_DID], offset=offset, limit=limit)
         links = []
         base = f"{node.config.public_url}{request.path}"

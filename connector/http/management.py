@@ -11,6 +11,7 @@ msgspec structs that forbid unknown fields, so a typo is a 400 naming the field.
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
 import mimetypes
 from collections.abc import Awaitable, Callable
@@ -23,9 +24,12 @@ from connector import jsonbound
 from connector.config import NAME_RE, REGION_RE
 from connector.errors import BadRequest, Conflict, Forbidden, NotFound, StorageError, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
+from connector.http.middleware import query_int
 from connector.identity.credentials import Subject
 from connector.logging import get_logger
 from connector.protocol import agreements
+from connector.protocol.negotiation import State as NegotiationState
+from connector.protocol.transfer import State as TransferState
 from connector.services.policy import PolicySyntaxError, check_policy
 from connector.store.records import (
     AgreementRecord,
@@ -127,6 +131,17 @@ class ParticipantSummary(msgspec.Struct, frozen=True, rename="camel"):
     created_at: str
 
 
+class ParticipantRemoved(msgspec.Struct, frozen=True, rename="camel"):
+    """What removing a participant deleted."""
+
+    name: str
+    did: str
+    #: Rows deleted from the node's database (tokens, catalog, processes, agreements, usage log, ...).
+    removed_rows: int
+    #: Folders deleted, relative to the data folder (keys, data root, vault).
+    removed_folders: list[str]
+
+
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     application: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
@@ -141,6 +156,11 @@ class TokenCreated(msgspec.Struct, frozen=True, rename="camel"):
 
 #: Active management tokens a participant may hold at once.
 MAX_TOKENS = 100
+#: Most rows one listing returns (``?limit=``), and the longest long-poll (``?wait=``) in seconds.
+MAX_LIMIT = 1000
+MAX_WAIT_S = 120
+
+
 class TransferStart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
     agreement_id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     #: The provider's URL or DSP base; default: where the agreement was negotiated.
@@ -231,12 +251,45 @@ class Route(NamedTuple):
     body: type[Any] | None = None
     response: Any = None
     status: int = 200
-    query: dict[str, str] = {}
+    query: dict[str, Query] = {}
     example: dict[str, Any] | None = None
     #: Other answers a caller must expect: status -> what it means.
     answers: dict[int, str] = {}
     #: Only the node's admin token may call it (a participant's token gets 403).
     admin: bool = False
+    #: False: the body may be left out (the handler then uses the struct's defaults).
+    body_required: bool = True
+    #: The success answer may be the data itself instead of JSON: the headers that come with it.
+    data_headers: dict[str, str] = {}
+
+
+class Query(NamedTuple):
+    """A query parameter: what it means, and its JSON Schema (what the handler accepts)."""
+
+    description: str
+    schema: dict[str, Any]
+
+
+LIMIT = Query("most rows to return, newest first",
+              {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100})
+WAIT = Query(f"seconds to wait for a final state before answering (longer waits are cut to {MAX_WAIT_S})",
+             {"type": "number", "minimum": 0})
+
+
+def states_query(states: type[enum.Enum]) -> Query:
+    """``?state=A,B``: only processes in one of these states."""
+    one = "|".join(s.value for s in states)
+    return Query("comma-separated states to list (default: all)",
+                 {"type": "string", "pattern": f"^(({one})(,({one}))*)?$"})
+
+
+def _states(request: web.Request, states: type[enum.Enum]) -> list[str] | None:
+    names = [s for s in request.query.get("state", "").split(",") if s]
+    known = {s.value for s in states}
+    for name in names:
+        if name not in known:
+            raise BadRequest(f"unknown state {name[:40]!r} (known: {', '.join(sorted(known))})", path="state")
+    return names or None
 
 
 class ParticipantOut(msgspec.Struct, frozen=True, rename="camel"):
@@ -296,6 +349,10 @@ class UsageLogOut(msgspec.Struct, frozen=True, rename="camel"):
     entries: list[dict[str, Any]]
     heads: list[dict[str, Any]]
     did_document: dict[str, Any]
+    #: The provider's signed acknowledgement of the log so far (consumer side; None before the first).
+    acknowledgement: dict[str, Any] | None = None
+    #: The provider's DID document as agreed, to check the acknowledgement with.
+    provider_did_document: dict[str, Any] | None = None
 
 
 class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
@@ -335,6 +392,10 @@ def routes(node: Node) -> list[Route]:
 
     async def list_participants(_: web.Request) -> web.Response:
         return web.json_response([msgspec.to_builtins(summary(p)) for p in node.participants.values()])
+
+    async def remove_participant(request: web.Request) -> web.Response:
+        removed = await node.remove_participant(request.match_info["id"])
+        return web.json_response(msgspec.to_builtins(msgspec.convert(removed, ParticipantRemoved)))
 
     # the participant's own management tokens ------------------------------------------------------
 
@@ -406,7 +467,7 @@ def routes(node: Node) -> list[Route]:
                     raise Conflict(f"asset {body.id!r} already exists", path="id")
                 address = await backends.snapshot(node, p, body.id, body.data_address.get("url", ""))
                 record = msgspec.structs.replace(record, data_address=address)
-            path = addresses.resolve(record.data_address, node.transfers.roots)
+            path = addresses.resolve(record.data_address, node.transfers.confinement(p))
         await node.contracts.add_entry(p.id, record)
         if path is not None:
             # The manifest of this version of the bytes, computed once, now (DSP transfers reuse it).
@@ -429,7 +490,7 @@ def routes(node: Node) -> list[Route]:
         if changed:
             asset = msgspec.structs.replace(asset, data_address=address)
             await node.contracts.replace_asset(p.id, asset)
-            await node.transfers.manifest_for(p, asset, addresses.resolve(address, node.transfers.roots))
+            await node.transfers.manifest_for(p, asset, addresses.resolve(address, node.transfers.confinement(p)))
         return web.json_response({**camel(asset), "changed": changed})
 
     async def add_policy(request: web.Request) -> web.Response:
@@ -484,7 +545,7 @@ def routes(node: Node) -> list[Route]:
 
         return [
             Route("POST", f"/{path}", add, f"Add a {noun}", tag=path, body=body, response=kind, status=201,
-                  example=example),
+                  example=example, answers={409: f"a {noun} with this id already exists"}),
             Route("GET", f"/{path}", list_all, f"List {path.replace('-', ' ')}", tag=path, response=list[kind]),
             Route("GET", f"/{path}/{{id}}", get_one, f"One {noun}", tag=path, response=kind),
             Route("DELETE", f"/{path}/{{id}}", delete_one, f"Delete a {noun}", tag=path, status=204),
@@ -526,8 +587,7 @@ def routes(node: Node) -> list[Route]:
         return web.json_response(camel(record), status=201)
 
     async def list_negotiations(request: web.Request) -> web.Response:
-        states = [s for s in request.query.get("state", "").split(",") if s]
-        rows = await node.contracts.negotiations(participant(request).id, states=states or None,
+        rows = await node.contracts.negotiations(participant(request).id, states=_states(request, NegotiationState),
                                                  limit=_limit(request))
         return web.json_response([camel(r) for r in rows])
 
@@ -614,11 +674,14 @@ def routes(node: Node) -> list[Route]:
 
     async def usage_log(request: web.Request) -> web.Response:
         p = participant(request)
-        if await node.contracts.agreement(p.id, request.match_info["id"]) is None:
+        agreement = await node.contracts.agreement(p.id, request.match_info["id"])
+        if agreement is None:
             raise NotFound("no such agreement")
-        entries, heads = await node.usage.log_of(p, request.match_info["id"])
-        return web.json_response({"entries": [msgspec.to_builtins(e) for e in entries], "heads": heads,
-                                  "didDocument": p.did_document()})
+        entries, heads, ack = await node.usage.log_of(p, agreement.id)
+        provider_document = agreement.did_documents.get(agreement.provider_did)
+        out = UsageLogOut(entries=[msgspec.to_builtins(e) for e in entries], heads=heads,
+                          did_document=p.did_document(), acknowledgement=ack, provider_did_document=provider_document)
+        return web.json_response(msgspec.to_builtins(out))
 
     async def revoke_agreement(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), TerminateIn)
@@ -654,8 +717,8 @@ def routes(node: Node) -> list[Route]:
         return web.json_response(transfer_out(record), status=201)
 
     async def list_transfers(request: web.Request) -> web.Response:
-        states = [s for s in request.query.get("state", "").split(",") if s]
-        rows = await node.transfers_repo.find(participant(request).id, states=states or None, limit=_limit(request))
+        rows = await node.transfers_repo.find(participant(request).id, states=_states(request, TransferState),
+                                              limit=_limit(request))
         return web.json_response([transfer_out(r) for r in rows])
 
     async def get_transfer(request: web.Request) -> web.Response:
@@ -685,15 +748,24 @@ def routes(node: Node) -> list[Route]:
         return handler
 
     R = Route
+    moved = {409: "the transfer's state does not allow this step (already final, or a message of it is still "
+                  "being delivered)"}
     return [
         R("POST", "/participants", admin_only(add_participant),
           "Host a new participant: its DID, keys and endpoints, and a first token (admin)", tag="admin",
           body=ParticipantIn, response=ParticipantAdded, status=201, admin=True,
+          answers={409: "a participant with this name or DID is already hosted here"},
           example={"name": "sme-one", "legalName": "SME One Ltd.", "region": "CN-GD", "industry": "parts"}),
         R("GET", "/participants", admin_only(list_participants), "The participants this node hosts (admin)",
           tag="admin", response=list[ParticipantSummary], admin=True),
+        R("DELETE", "/participants/{id}", admin_only(remove_participant),
+          "Stop hosting a participant and delete all it has on this node: tokens, catalog, negotiations, "
+          "agreements, transfers, usage log, keys, files and vault (admin; irreversible)", tag="admin",
+          response=ParticipantRemoved, admin=True,
+          answers={404: "no such participant", 409: "the node's own participant cannot be removed"}),
         R("POST", "/tokens", create_token, "Create a management token for an application (shown once)",
-          tag="tokens", body=TokenIn, response=TokenCreated, status=201, example={"application": "erp-sync"}),
+          tag="tokens", body=TokenIn, response=TokenCreated, status=201, example={"application": "erp-sync"},
+          answers={409: f"this participant already holds {MAX_TOKENS} active tokens"}),
         R("GET", "/tokens", list_tokens, "This participant's tokens (never their values)", tag="tokens",
           response=list[TokenInfo]),
         R("DELETE", "/tokens/{id}", revoke_token, "Revoke a token", tag="tokens", status=204),
@@ -719,14 +791,16 @@ def routes(node: Node) -> list[Route]:
           tag="negotiations", body=NegotiationStart, response=NegotiationRecord, status=201,
           example={"peer": "https://tds.partner.example", "offerId": "qi:qi-2026:7c0363c0625f"}),
         R("GET", "/negotiations", list_negotiations, "Negotiations, newest first", tag="negotiations",
-          response=list[NegotiationRecord], query={"state": "comma-separated states", "limit": "1-1000"}),
+          response=list[NegotiationRecord], query={"state": states_query(NegotiationState), "limit": LIMIT}),
         R("GET", "/negotiations/{id}", get_negotiation, "One negotiation with its history", tag="negotiations",
-          response=NegotiationOut, query={"wait": "seconds to wait for a final state (0-120)"}),
+          response=NegotiationOut, query={"wait": WAIT}),
         R("POST", "/negotiations/{id}/terminate", terminate_negotiation, "Terminate, telling the peer why",
           tag="negotiations", body=TerminateIn, response=NegotiationRecord,
-          example={"reason": "budget withdrawn"}),
+          example={"reason": "budget withdrawn"},
+          answers={409: "the negotiation is already final, or a message of it is still being delivered"}),
         R("POST", "/negotiations/{id}/accept", accept_negotiation, "Accept the provider's offer (consumer)",
-          tag="negotiations", response=NegotiationRecord),
+          tag="negotiations", response=NegotiationRecord,
+          answers={409: "the negotiation is not OFFERED, or this participant is not its consumer"}),
         R("GET", "/agreements", list_agreements, "Finalized agreements", tag="agreements",
           response=list[AgreementRecord]),
         R("GET", "/agreements/{id}", get_agreement, "One agreement", tag="agreements", response=AgreementRecord),
@@ -735,7 +809,9 @@ def routes(node: Node) -> list[Route]:
           response=UseOut, example={"agreementId": "urn:uuid:…", "useId": "report-2026-11-23-1",
                                     "action": "use", "purpose": "R&D"},
           answers={403: "denied by the policy (a UseOut with the reasons)", 404: "no such agreement",
-                   409: "the agreement is not FINALIZED, or no data was received (nothing counted)"}),
+                   409: "the agreement is not FINALIZED, or no data was received (nothing counted)"},
+          data_headers={"X-TDS-Decision": "permit", "X-TDS-Log-Seq": "the use's entry in the usage log",
+                        "X-TDS-Log-Hash": "that entry's hash"}),
         R("GET", "/usage/{id}", usage_summary, "Uses of an agreement's data, allowance left, latest decisions",
           tag="usage"),
         R("GET", "/usage/{id}/log", usage_log, "The agreement's hash-chained usage log with its signed heads",
@@ -753,35 +829,42 @@ def routes(node: Node) -> list[Route]:
         R("POST", "/transfers", start_transfer, "Pull the data of a finalized agreement (consumer)",
           tag="transfers", body=TransferStart, response=TransferOut, status=201,
           example={"agreementId": "urn:uuid:e8dc8655-44c2-46ef-b701-4cffdc2faa44"},
-          answers={413: "the participant's vault is full (node.vault_quota_bytes)"}),
+          answers={409: "the agreement is not FINALIZED",
+                   413: "the request body is too large (node.max_request_bytes), or the participant's vault is "
+                        "full (node.vault_quota_bytes)"}),
         R("GET", "/transfers", list_transfers, "Transfer processes, newest first", tag="transfers",
-          response=list[TransferOut], query={"state": "comma-separated states", "limit": "1-1000"}),
+          response=list[TransferOut], query={"state": states_query(TransferState), "limit": LIMIT}),
         R("GET", "/transfers/{id}", get_transfer, "One transfer process with its progress and history",
-          tag="transfers", response=TransferOut, query={"wait": "seconds to wait for a final state (0-120)"}),
+          tag="transfers", response=TransferOut, query={"wait": WAIT}),
         R("GET", "/transfers/{id}/bundle", transfer_bundle,
           "The verified manifest, its signed envelope and the provider's DID document (consumer)",
           tag="transfers"),
         R("POST", "/transfers/{id}/suspend", transfer_action("suspend"), "Suspend, telling the peer why",
-          tag="transfers", body=ReasonIn, response=TransferOut, example={"reason": "maintenance window"}),
+          tag="transfers", body=ReasonIn, body_required=False, response=TransferOut,
+          example={"reason": "maintenance window"}, answers=moved),
         R("POST", "/transfers/{id}/resume", transfer_action("start"), "Resume a suspended transfer",
-          tag="transfers", body=ReasonIn, response=TransferOut, example={"reason": ""}),
+          tag="transfers", body=ReasonIn, body_required=False, response=TransferOut, example={"reason": ""},
+          answers=moved),
         R("POST", "/transfers/{id}/terminate", transfer_action("terminate"), "Terminate, telling the peer why",
-          tag="transfers", body=ReasonIn, response=TransferOut, example={"reason": "no longer needed"}),
+          tag="transfers", body=ReasonIn, body_required=False, response=TransferOut,
+          example={"reason": "no longer needed"}, answers=moved),
     ]
 
 
 def _wait_seconds(request: web.Request) -> float | None:
-    """``?wait=SECONDS`` (long-poll until the record changes), clamped to 0..120; None when absent."""
+    """``?wait=SECONDS`` (long-poll until the record is final), cut to MAX_WAIT_S; None when absent."""
     raw = request.query.get("wait")
     if raw is None:
         return None
     try:
-        seconds = float(raw)
+        # ASCII only: float() also reads other scripts' digits, which no client needs to send.
+        seconds = float(raw) if raw.isascii() else math.nan
     except ValueError:
         seconds = math.nan
-    if math.isnan(seconds):
-        raise BadRequest("wait must be a number of seconds", path="wait")
-    return min(max(seconds, 0.0), 120.0)
+    if math.isnan(seconds) or seconds < 0:
+        raise BadRequest(f"wait must be a number of seconds, 0 or more (longer waits are cut to {MAX_WAIT_S})",
+                         path="wait")
+    return min(seconds, float(MAX_WAIT_S))
 
 
 async def _current_or_final(shell: ProcessShell[R], p: ParticipantRuntime, request: web.Request) -> R | None:
@@ -793,10 +876,7 @@ async def _current_or_final(shell: ProcessShell[R], p: ParticipantRuntime, reque
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise BadRequest("limit must be an integer from 1 to 1000", path="limit")
-    return int(raw)
+    return query_int(request, "limit", default=100, low=1, high=MAX_LIMIT)
 
 
 def _next_link(header: str) -> str | None:

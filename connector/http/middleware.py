@@ -74,9 +74,13 @@ def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
         except web.HTTPException as exc:
             status = exc.status
             if exc.status >= 400 and exc.content_type != "application/json":
-                err = TdsError(exc.reason)
+                # RFC 9110 §15.5.6: a 405 names the methods the resource does support.
+                allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+                message = (f"{request.method} is not allowed here; allowed: {allow['Allow']}" if allow
+                           else exc.reason)
+                err = TdsError(message)
                 err.status, err.code = exc.status, exc.reason.lower().replace(" ", "-")
-                return web.json_response(error_body(request, err), status=exc.status)
+                return web.json_response(error_body(request, err), status=exc.status, headers=allow)
             raise
         except Exception:
             log.exception("unhandled error", method=request.method, path=request.path)
@@ -87,6 +91,20 @@ def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
                 requests_total.labels(listener=listener, status=str(status)).inc()
 
     return middleware
+
+
+def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
+    """Query parameter *name* as an integer from *low* to *high*, or *default* when it is absent.
+
+    ASCII digits only: ``str.isdigit`` also accepts digits such as ``"¹"`` that ``int`` refuses, and ``int``
+    accepts other scripts' digits, signs, spaces and underscores, none of which a URL needs.
+    """
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not low <= int(raw) <= high:
+        raise BadRequest(f"query parameter {name} must be an integer from {low} to {high}", path=name)
+    return int(raw)
 
 
 async def read_json(request: web.Request) -> Any:

@@ -10,12 +10,21 @@ address past it.
 One exception: the node's own public origin (scheme, host and port of ``node.public_url``, exactly). The
 participants a node hosts talk to each other over it, as they would to any peer, even when it lies on a
 private or loopback address outside dev mode. Nothing else on that address is allowed (another port, or
-the other scheme, is still refused). Pure.
+the other scheme, is still refused).
+
+The node's own listeners are a line no mode crosses: a connection to an address of this machine on the
+port of the management listener (or any port of the node other than the public one) is refused in dev
+mode and towards trusted networks too, so a peer cannot aim a callback or data address at the management
+API. The public listener stays reachable (hosted participants talk to each other through it), except for
+an HTTP backend of an asset, which may read from neither listener: its bytes would be published as data.
+Whether an address is this machine's is a question for the shell (``connector.http.outbound``); the
+answer is passed in. Pure.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
@@ -50,6 +59,61 @@ class OutboundPolicy:
 
     def is_trusted(self, address: IPAddress) -> bool:
         return any(address in net for net in self.trusted_networks)
+
+
+#: The listener that peers (and the participants a node hosts) reach; every other one is off limits.
+PUBLIC = "public"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One of the node's own listening sockets: what it serves, the host it is bound to, its port."""
+
+    name: str
+    host: str
+    port: int
+
+
+def default_port(parts: SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def unmapped(address: IPAddress) -> IPAddress:
+    """``::ffff:127.0.0.1`` is 127.0.0.1 to the kernel: judge it as such."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def surely_local(address: IPAddress) -> bool:
+    """Loopback, or unspecified (a connection to 0.0.0.0 or ``::`` reaches this machine)."""
+    address = unmapped(address)
+    return address.is_loopback or address.is_unspecified
+
+
+def local_name(host: str) -> bool:
+    """``localhost`` and names under it resolve to loopback (RFC 6761 §6.3)."""
+    host = host.lower().rstrip(".")
+    return host == "localhost" or host.endswith(".localhost")
+
+
+def check_listener(target: str, port: int, listeners: Iterable[Listener], *, local: bool,
+                   backend: bool = False) -> None:
+    """Raise :class:`OutboundRefused` if *target* (an address of this machine when *local*) on *port* is
+    one of the node's own *listeners*: any but the public one, or for an HTTP *backend* any at all.
+
+    In every mode: dev mode and ``trusted_networks`` widen which addresses may be called, never this.
+    """
+    if not local:
+        return
+    for listener in listeners:
+        if listener.port != port:
+            continue
+        if listener.name != PUBLIC:
+            raise OutboundRefused(f"{target} (port {port}) is this node's own {listener.name} listener: refused")
+        if backend:
+            raise OutboundRefused(f"{target} (port {port}) is this node's own {listener.name} listener: refused "
+                                  "(an HTTP backend may not read from this node's listeners)")
 
 
 def _is_internal(address: IPAddress) -> bool:
@@ -92,10 +156,21 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
-def check_url(url: str, policy: OutboundPolicy) -> SplitResult:
-    """Check the scheme and, for an IP literal host, the address. Host names are checked on resolve."""
+#: The characters of a URI (RFC 3986 §2: reserved, unreserved and percent-encoded octets).
+_ENCODED_URL = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+
+
+def check_url(url: str, policy: OutboundPolicy, *, backend: bool = False) -> SplitResult:
+    """Check the scheme and, for an IP literal host, the address. Host names are checked on resolve.
+
+    For an HTTP *backend* the node's own public origin is no exception but refused (see the module
+    docstring)."""
     if len(url) > 2048:
         raise OutboundRefused("URL is longer than 2048 characters")
+    if not _ENCODED_URL.fullmatch(url):
+        # A peer's callbackAddress goes into the @target-uri of every signed request to it (RFC 9421 §2.2.2).
+        raise OutboundRefused("URL must be ASCII and percent-encoded (RFC 3986 §2): no spaces, controls or "
+                              "characters outside the URI syntax")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -109,7 +184,11 @@ def check_url(url: str, policy: OutboundPolicy) -> SplitResult:
         raise OutboundRefused("URLs with credentials are not allowed")
     if port == 0:
         raise OutboundRefused("port 0 is not allowed")
+    own = policy.is_own_origin(parts)
+    if own and backend:
+        raise OutboundRefused(f"{origin(parts)} is this node's own public origin: refused "
+                              "(an HTTP backend may not read from this node's listeners)")
     literal = literal_address(parts.hostname)
-    if literal is not None and not policy.is_own_origin(parts):
+    if literal is not None and not own:
         check_address(literal, policy, plain_http=parts.scheme == "http")
     return parts

@@ -54,7 +54,8 @@ def _camelise(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, Any]:
+def document(routes: list[Route], *, version: str = "0.1.0", max_request_bytes: int | None = None) -> dict[str, Any]:
+    """The OpenAPI document of *routes*; *max_request_bytes* (``node.max_request_bytes``) is the body limit."""
     types: list[Any] = []
     for route in routes:
         for kind in (route.body, route.response):
@@ -71,19 +72,19 @@ def document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, Any]:
             "operationId": _operation_id(route),
             "tags": [route.tag] if route.tag else [],
             "security": [{"bearer": []}],
-            "responses": _responses(route, by_type),
+            "responses": _responses(route, by_type, max_request_bytes),
         }
         params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                   for name in re.findall(r"{(\w+)}", route.path)]
-        params += [{"name": name, "in": "query", "required": False, "description": text,
-                    "schema": {"type": "string"}} for name, text in route.query.items()]
+        params += [{"name": name, "in": "query", "required": False, "description": query.description,
+                    "schema": query.schema} for name, query in route.query.items()]
         if params:
             op["parameters"] = params
         if route.body is not None:
             content: dict[str, Any] = {"schema": by_type[route.body]}
             if route.example is not None:
                 content["example"] = route.example
-            op["requestBody"] = {"required": True, "content": {"application/json": content}}
+            op["requestBody"] = {"required": route.body_required, "content": {"application/json": content}}
         paths.setdefault(PREFIX + route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -91,7 +92,9 @@ def document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, Any]:
             "title": "TDS Connector management API",
             "version": version,
             "description": "Operators and applications manage one participant per token. Errors are JSON "
-                           "objects naming the offending field.",
+                           "objects naming the offending field. Request bodies are JSON objects of at most "
+                           f"{max_request_bytes or 'node.max_request_bytes'} bytes (node.max_request_bytes).",
+
         },
         "paths": paths,
         "components": {
@@ -106,38 +109,48 @@ def _operation_id(route: Route) -> str:
     return route.method.lower() + "".join(w.title() for w in words if w)
 
 
-def _responses(route: Route, by_type: dict[Any, Any]) -> dict[str, Any]:
+def _responses(route: Route, by_type: dict[Any, Any], max_request_bytes: int | None) -> dict[str, Any]:
+    """Every answer the route can give: its success, the errors every route shares, and its own."""
     error = {"content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
     out: dict[str, Any] = {}
     if route.status == 204:
         out["204"] = {"description": "done"}
     else:
         body: dict[str, Any] = {"description": "OK"}
-        if route.response is not None:
-            body["content"] = {"application/json": {"schema": by_type[route.response]}}
-        else:
-            body["content"] = {"application/json": {"schema": {"type": "object"}}}
+        schema = by_type[route.response] if route.response is not None else {"type": "object"}
+        body["content"] = {"application/json": {"schema": schema}}
+        if route.data_headers:
+            # The data itself: its own media type, guessed from its file name (application/octet-stream when
+            # unknown), so any media type can come back; the headers say which use released it.
+            data = {"schema": {"type": "string", "format": "binary"}}
+            body["description"] = "the decision (JSON), or the data itself with the decision in its headers"
+            body["content"].update({"application/octet-stream": data, "*/*": data})
+            body["headers"] = {name: {"description": text,
+                                      "schema": {"type": "integer" if name.endswith("-Seq") else "string"}}
+                               for name, text in route.data_headers.items()}
         out[str(route.status)] = body
-    out["400"] = {"description": "invalid request (names the field)", **error}
+    out["400"] = {"description": "invalid request (names the field or parameter)", **error}
     out["401"] = {"description": "missing, unknown or revoked token", **error}
     if route.admin:
         out["403"] = {"description": "not the node's admin token", **error}
     else:
         out["404"] = {"description": "not found, or not this participant's (the admin token reads no "
                                      "participant's data)", **error}
+    if route.body is not None:
+        limit = f"{max_request_bytes} bytes" if max_request_bytes else "the node's limit"
+        out["413"] = {"description": f"request body over {limit} (node.max_request_bytes)", **error}
     out["429"] = {"description": "over this participant's request rate; see Retry-After", **error,
-                  "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
-    if route.body is not None and route.status == 201:
-        out["409"] = {"description": "already exists", **error}
+                  "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}}
     if route.path.startswith(("/peers", "/catalog", "/negotiations", "/transfers")) and route.method == "POST":
         out["502"] = {"description": "the peer could not be reached or answered badly", **error}
+    out["503"] = {"description": "the node's store or vault failed; nothing was done, try again", **error}
     for status, text in route.answers.items():
         if status == 403 and route.response is not None:  # a decision, not an error: same shape as 200
             out[str(status)] = {"description": text,
                                 "content": {"application/json": {"schema": by_type[route.response]}}}
         else:
             out[str(status)] = {"description": text, **error}
-    return out
+    return dict(sorted(out.items()))
 
 
 DOCS_HTML = """<!doctype html>

@@ -5,29 +5,51 @@ applies the outbound guard (``connector.http.netguard``) to every resolved addre
 points at a private address is refused at connect time. Redirects are followed by hand (GET only, at
 most ``max_redirects``, each hop checked again); responses are read up to a byte limit; every call has a
 total time limit. Errors become :class:`~connector.errors.PeerError` / ``OutboundRefused``.
+
+The node's own listeners (see ``connector.http.netguard``) are guarded on three layers: the URL before
+the request (IP literals and ``localhost`` names, which aiohttp never hands to a resolver), every resolved
+address, and every socket the connector opens (its ``socket_factory``: whatever path an address took,
+cached or literal, it passes here). aiohttp's DNS cache is off so that every new connection is resolved
+under the rules of its own request. HTTP backends go through a session of their own, so a pooled
+connection to the public listener opened for a peer call is never reused to read a backend.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
+import ipaddress
 import json
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urljoin
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from nacl.signing import SigningKey
 
 from connector import jsonbound
 from connector.errors import OutboundRefused, PeerError
 from connector.http import signing
-from connector.http.netguard import OutboundPolicy, check_address, check_url
+from connector.http.netguard import (
+    IPAddress,
+    Listener,
+    OutboundPolicy,
+    check_address,
+    check_listener,
+    check_url,
+    default_port,
+    literal_address,
+    local_name,
+    surely_local,
+    unmapped,
+)
 
 #: How much of a streamed body is buffered before the socket is read again (fewer wake-ups per MiB).
 STREAM_BUFFER = 1024 * 1024
@@ -36,24 +58,105 @@ _plain_http: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_plain_ht
 _own_origin: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_own_origin", default=False)
 
 
+class LocalAddresses:
+    """Whether an address belongs to this machine: binding a UDP socket to it succeeds only then (no
+    packet is sent). Answers are cached for *ttl_s*, as interfaces change rarely."""
+
+    def __init__(self, ttl_s: float = 60.0, max_entries: int = 4096) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._known: dict[IPAddress, tuple[float, bool]] = {}
+
+    def __contains__(self, address: IPAddress) -> bool:
+        address = unmapped(address)
+        if surely_local(address):
+            return True
+        now = time.monotonic()
+        hit = self._known.get(address)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if len(self._known) >= self._max:
+            self._known.clear()
+        try:
+            if isinstance(address, ipaddress.IPv6Address):
+                scope = address.scope_id or ""
+                # A link-local address is this machine's only on its interface: bind with that scope.
+                index = int(scope) if scope.isascii() and scope.isdigit() else (
+                    socket.if_nametoindex(scope) if scope else 0)
+                with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+                    probe.bind((str(address).split("%", 1)[0], 0, 0, index))
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.bind((str(address), 0))
+            local = True
+        except (OSError, ValueError, OverflowError):  # not ours, or a scope no interface has
+            local = False
+        self._known[address] = (now + self._ttl, local)
+        return local
+
+
+class OwnListeners:
+    """The node's own listening sockets (known once they are bound) and the check against them."""
+
+    def __init__(self) -> None:
+        self.listeners: tuple[Listener, ...] = ()
+        self.local = LocalAddresses()
+
+    def check(self, target: str, address: str | IPAddress, port: int, *, backend: bool) -> None:
+        """Raise :class:`OutboundRefused` if *address*:*port* (named *target* in the reason) is one of the
+        node's own listeners that this call may not reach (see :func:`netguard.check_listener`)."""
+        if not self.listeners:
+            return
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address  # keeps a scope (fe80::1%eth0)
+        check_listener(target, port, self.listeners, local=ip in self.local, backend=backend)
+
+
+class _SocketRefused(OSError):
+    """The outbound guard refused a socket (an OSError, as the connector expects of a socket factory)."""
+
+    def __init__(self, refusal: OutboundRefused) -> None:
+        super().__init__(errno.EACCES, refusal.message)  # with an errno, aiohttp shows the reason
+        self.refusal = refusal
+
+
+def _socket_factory(own: OwnListeners, *, backend: bool) -> Callable[[AddrInfoType], socket.socket]:
+    """The last check, on the very address a socket is about to connect to."""
+
+    def create(addr_info: AddrInfoType) -> socket.socket:
+        family, type_, proto, _, address = addr_info
+        host = str(address[0])
+        if len(address) == 4 and address[3] and "%" not in host:  # an IPv6 scope travels beside the address
+            host = f"{host}%{address[3]}"
+        try:
+            own.check(host, host, int(address[1]), backend=backend)
+        except OutboundRefused as exc:
+            raise _SocketRefused(exc) from None
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return create
+
+
 class GuardedResolver(AbstractResolver):
     """Resolve with the system resolver, then drop every address the outbound guard refuses."""
 
-    def __init__(self, policy: OutboundPolicy) -> None:
+    def __init__(self, policy: OutboundPolicy, own: OwnListeners | None = None, *, backend: bool = False) -> None:
         self._inner = aiohttp.ThreadedResolver()
         self._policy = policy
+        self._own = own or OwnListeners()
+        self._backend = backend
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if _own_origin.get():
-            return list(results)
         allowed: list[ResolveResult] = []
         refusal: OutboundRefused | None = None
         for result in results:
             try:
-                check_address(result["host"], self._policy, plain_http=_plain_http.get())
+                if not _own_origin.get():
+                    check_address(result["host"], self._policy, plain_http=_plain_http.get())
+                # The own origin is no exception here: its port is the public listener's, or it is refused.
+                self._own.check(host, result["host"], result["port"] or port, backend=self._backend)
             except OutboundRefused as exc:
                 refusal = exc
                 continue
@@ -104,20 +207,56 @@ class PeerClient:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_redirects = max_redirects
         self.max_response_bytes = max_response_bytes
+        self.own = OwnListeners()
         self._session: aiohttp.ClientSession | None = None
+        self._backend_session: aiohttp.ClientSession | None = None
+
+    def listening_on(self, *listeners: Listener) -> None:
+        """The node's own listeners, once bound (their ports may have been picked by the OS)."""
+        self.own.listeners = tuple(listeners)
+
+    def _new_session(self, *, backend: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self.policy, self.own, backend=backend), limit=100,
+            ssl=self.ssl_context if self.ssl_context is not None else True,
+            # Cached answers would skip the resolver's checks, which depend on the request (see above).
+            use_dns_cache=False, socket_factory=_socket_factory(self.own, backend=backend),
+        )
+        return aiohttp.ClientSession(connector=connector, trust_env=False, timeout=self.timeout)
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=100,
-                                             ssl=self.ssl_context if self.ssl_context is not None else True)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, timeout=self.timeout)
+            self._session = self._new_session(backend=False)
         return self._session
 
+    @property
+    def backend_session(self) -> aiohttp.ClientSession:
+        """For reading HTTP backends of assets only: it may reach neither of the node's listeners."""
+        if self._backend_session is None:
+            self._backend_session = self._new_session(backend=True)
+        return self._backend_session
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._backend_session):
+            if session is not None:
+                await session.close()
+        self._session = self._backend_session = None
+
+    def check_target(self, url: str, *, backend: bool = False) -> SplitResult:
+        """Check *url* before anything is sent: :func:`netguard.check_url`, and the node's own listeners
+        for what can be told without resolving (an IP literal, a ``localhost`` name). Host names are
+        checked again on every address they resolve to, at connect time. For a peer-given address this is
+        the early answer (a 4xx naming the field); raises :class:`OutboundRefused`."""
+        parts = check_url(url, self.policy, backend=backend)
+        host = parts.hostname or ""
+        port = default_port(parts)
+        literal = literal_address(host)
+        if literal is not None:
+            self.own.check(host, literal, port, backend=backend)
+        elif local_name(host):
+            check_listener(host, port, self.own.listeners, local=True, backend=backend)
+        return parts
 
     async def request(
         self,
@@ -132,7 +271,7 @@ class PeerClient:
         body = None if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
         hops = 0
         while True:
-            parts = check_url(url, self.policy)
+            parts = self.check_target(url)
             send_headers = {"Accept": "application/json", **(headers or {})}
             if body is not None:
                 send_headers["Content-Type"] = "application/json"
@@ -156,21 +295,23 @@ class PeerClient:
     @contextlib.asynccontextmanager
     async def stream(
         self, url: str, *, signer: Signer | None = None, headers: dict[str, str] | None = None,
-        read_timeout_s: float | None = None,
+        read_timeout_s: float | None = None, backend: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A GET whose body the caller reads as a stream (no size limit, no total time limit: the
         caller bounds what it reads). The outbound guard applies as for :meth:`request`; no redirects;
-        a read that stalls for *read_timeout_s* (default: the client's timeout) fails."""
-        parts = check_url(url, self.policy)
+        a read that stalls for *read_timeout_s* (default: the client's timeout) fails. With *backend*
+        (an asset's HTTP backend) neither of the node's own listeners may be reached."""
+        parts = self.check_target(url, backend=backend)
         send_headers = dict(headers or {})
         if signer is not None:
             send_headers = signing.sign_request("GET", url, None, key=signer.key, key_id=signer.key_id,
                                                 now=time.time(), headers=send_headers)
         stall = read_timeout_s or self.timeout.total
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
+        session = self.backend_session if backend else self.session
         with self._guarded("GET", url, parts):
-            async with self.session.get(url, headers=send_headers, allow_redirects=False, timeout=timeout,
-                                        read_bufsize=STREAM_BUFFER) as resp:
+            async with session.get(url, headers=send_headers, allow_redirects=False, timeout=timeout,
+                                   read_bufsize=STREAM_BUFFER) as resp:
                 yield resp
 
     async def upload(
@@ -183,7 +324,7 @@ class PeerClient:
         comes from what the caller sends, e.g. chunks checked against a signed manifest). The outbound guard
         applies as for :meth:`request`; no redirects; a stalled write or read fails after *read_timeout_s*.
         """
-        parts = check_url(url, self.policy)
+        parts = self.check_target(url)
         send_headers = {"Accept": "application/json", "Content-Type": "application/octet-stream",
                         **(headers or {})}
         if signer is not None:
@@ -209,8 +350,10 @@ class PeerClient:
         except OutboundRefused:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # aiohttp wraps resolver errors; surface the guard's refusal as itself.
+            # aiohttp wraps resolver and socket errors; surface the guard's refusal as itself.
             cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _SocketRefused):
+                raise cause.refusal from None
             if isinstance(cause, OutboundRefused):
                 raise cause from None
             raise PeerError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc

@@ -11,6 +11,7 @@ Pure: encoding, decoding and DID-document building only; resolution over the net
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -21,6 +22,9 @@ MULTIKEY_CONTEXT = "https://w3id.org/security/multikey/v1"
 DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 SIGNING_KEY_ID = "key-1"
+#: A did:web host after percent-decoding: a DNS name or an IP literal, and an optional port (did:web §3.2.1).
+#: Anything else could only fail later, in name resolution, where it would look like an unreachable peer.
+_WEB_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$", re.ASCII)
 AGREEMENT_KEY_ID = "key-2"
 
 
@@ -48,7 +52,7 @@ def did_web_url(did: str, *, dev_mode: bool) -> str:
     if not segments[0] or any(not s for s in segments):
         raise DidError(f"malformed did:web: {did!r}")
     host = unquote(segments[0])
-    if "/" in host or "@" in host or "?" in host or "#" in host:
+    if not _WEB_HOST.match(host):
         raise DidError(f"malformed did:web host: {did!r}")
     path = "/".join(unquote(s) for s in segments[1:])
     if ".." in path.split("/"):

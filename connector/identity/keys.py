@@ -21,6 +21,7 @@ from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
 from nacl.utils import random as random_bytes
 
+from connector import filemodes
 from connector.identity.multikey import ED25519_PUB, X25519_PUB, encode_multikey
 
 SIGNING_FILE = "ed25519.key"
@@ -73,8 +74,8 @@ class ParticipantKeys:
 
 
 def _write_secret(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    filemodes.make_dir(path.parent)  # keys/ and keys/NAME/ 0700, whatever the umask
+    fd = filemodes.open_private(path, os.O_WRONLY | os.O_EXCL)
     try:
         os.write(fd, data)
         os.fsync(fd)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import msgspec
 
@@ -23,6 +24,15 @@ DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
 DSP_NS = "https://w3id.org/dspace/2025/1/"
 CONTEXT = [DSP_CONTEXT]
 MAX_REASONS = 32
+#: What a process id keeps unescaped as a path segment: RFC 3986 §3.3 ``pchar`` (besides unreserved).
+_PCHAR = ":@!$&'()*+,;="
+
+
+def path_segment(pid: str) -> str:
+    """*pid* as one segment of a DSP URL path (``…/negotiations/:pid/…``, DSP 2025-1 §7.2), percent-encoded
+    (RFC 3986 §3.3): a peer's pid holding ``/``, ``?``, spaces or other text can neither change where a
+    request goes nor make its URL unsignable. ``urn:uuid:…`` pids come out unchanged."""
+    return quote(pid, safe=_PCHAR)
 
 
 def _ctx() -> list[str]:

@@ -1,11 +1,13 @@
 """Assets behind the provider's own HTTP backend: fetched into a local snapshot at registration.
 
 An asset registered with ``{"type": "HttpData", "url": "https://backend.internal/…"}`` is fetched once,
-through the outbound guard (a backend on a private network must be in ``node.trusted_networks``), into a
-snapshot file under the first data root, named by the SHA-256 of its bytes. The asset's data address
-becomes that ``File`` (keeping the ``origin`` URL), its manifest is made from the snapshot, and consumers
-verify what they receive against it as for any file. ``POST …/assets/{id}/refresh`` fetches again: bytes
-that changed become a new snapshot, hence a new version with a new manifest.
+through the outbound guard (a backend on a private network must be in ``node.trusted_networks``; none may
+be one of the node's own listeners, whose answers would be published as the asset's data), into a
+snapshot file in the participant's own files (``files/NAME/.snapshots/``), named by the SHA-256 of its
+bytes. The asset's data address becomes that ``File`` (keeping the ``origin`` URL), its manifest is made
+from the snapshot, and consumers verify what they receive against it as for any file.
+``POST …/assets/{id}/refresh`` fetches again: bytes that changed become a new snapshot, hence a new version
+with a new manifest.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from connector import filemodes
 from connector.errors import BadRequest, PayloadTooLarge, PeerError
 
 if TYPE_CHECKING:
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
 
 PIECE = 1 << 20
+#: Inside the participant's own files folder (so its snapshots are its own files, and no one else's).
+SNAPSHOTS = ".snapshots"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -37,16 +42,16 @@ async def snapshot(node: Node, participant: ParticipantRuntime, asset_id: str, u
     """Fetch *url* into a snapshot; return the ``File`` data address of it (with its origin)."""
     if not isinstance(url, str) or not url:
         raise BadRequest("an HttpData address needs a url", path="dataAddress.url")
-    folder = node.transfers.roots[0] / "snapshots" / _SAFE.sub("_", participant.name) / _SAFE.sub("_", asset_id)
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    folder = node.transfers.confinement(participant).own / SNAPSHOTS / _SAFE.sub("_", asset_id)
+    await asyncio.to_thread(filemodes.make_dir, folder)
     partial = folder / f".{uuid.uuid4().hex}.part"
     limit = node.config.node.max_snapshot_bytes
     digest, size = hashlib.sha256(), 0
     try:
-        async with node.client.stream(url) as resp:
+        async with node.client.stream(url, backend=True) as resp:
             if resp.status != 200:
                 raise BadRequest(f"the backend answered {resp.status} for {url}", path="dataAddress.url")
-            with partial.open("wb") as out:
+            with os.fdopen(filemodes.open_private(partial, os.O_WRONLY | os.O_TRUNC), "wb") as out:
                 async for piece in resp.content.iter_chunked(PIECE):
                     size += len(piece)
                     if size > limit:

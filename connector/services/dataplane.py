@@ -47,10 +47,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientError, StreamReader, web
 
+from connector import filemodes
 from connector.errors import (
     BadRequest,
     Conflict,
     NotFound,
+    OutboundRefused,
     PeerError,
     StorageError,
     TdsError,
@@ -337,6 +339,8 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
                 _resume_point(answer, manifest, "payload")
             await _pushed(service, participant, record, manifest)
             return
+        except OutboundRefused as exc:  # the guard's answer does not change on a retry
+            raise MoveFailed(f"the consumer's receiving endpoint is refused: {exc.message}") from None
         except (PeerError, _Resend) as exc:
             attempt += 1
             delay = backoff(attempt)
@@ -410,7 +414,8 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
         await _pull(service, participant, transfer_id)
     except (asyncio.CancelledError, _Stopped):
         return
-    except (MoveFailed, StorageError) as exc:  # StorageError: the vault cannot take it (e.g. its key is not ours)
+    except (MoveFailed, StorageError, OutboundRefused) as exc:  # StorageError: the vault cannot take it (e.g. its
+        # key is not ours); OutboundRefused: the provider's data address leads where the guard refuses to go.
         log.warning("pull failed", id=transfer_id, reason=str(exc))
         await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
         record = await node.transfers_repo.get(participant.id, transfer_id)
@@ -446,7 +451,7 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
     assert record.manifest is not None
     manifest = manifests.decode(record.manifest)
     target = partial_path(node, participant, record)
-    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(filemodes.make_dir, target.parent)
     retries = node.config.node.transfer_chunk_retries
     failures: dict[int, int] = {}
     deadline = time.time() + node.config.node.transfer_stall_timeout_s
@@ -468,6 +473,8 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
                                  f"({exc.why}); giving up") from None
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
                                                 f"chunk {exc.index} {exc.why}; fetching it again")
+        except OutboundRefused:
+            raise  # final: the pull is terminated with the guard's reason
         except (PeerError, OSError, ConnectionError) as exc:
             attempt += 1
             delay = backoff(attempt)
@@ -570,7 +577,7 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
                     raise _Dropped(f"the data endpoint answered {resp.status}")
                 await _receive(service, participant, record, manifest, resp.content, out, progress, seal_key)
         except PeerError as exc:
-            if isinstance(exc, _Dropped):
+            if isinstance(exc, (_Dropped, OutboundRefused)):
                 raise
             raise _Dropped(exc.message) from exc
 
@@ -788,7 +795,7 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
         target = partial_path(node, participant, record)
         progress = _Progress(record.received)
         try:
-            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(filemodes.make_dir, target.parent)
             with await _open_writer(node, participant, record, manifest, target, progress) as out:
                 if progress.received != record.received:  # the file lost its tail: resume further back
                     return _resend(progress.received, f"this transfer resumes at byte {progress.received}")
@@ -879,7 +886,7 @@ async def _finish(service: TransferService, participant: ParticipantRuntime, rec
 
     def place(bundle: dict[str, Any]) -> None:
         tmp_bundle = folder / f".{safe_name(record.id)}.bundle"
-        tmp_bundle.write_text(json.dumps(bundle, indent=1))
+        filemodes.write_private(tmp_bundle, json.dumps(bundle, indent=1).encode())
         os.replace(tmp_bundle, bundle_path)
         from connector.services import vault
 

@@ -26,10 +26,15 @@ def new_pid() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
+#: The jitter's own generator: whoever seeds the global one (a test framework, a library) would otherwise
+#: line up the retries of every process, and the node's draws would disturb theirs.
+_jitter = random.Random()
+
+
 def backoff(attempt: int) -> float:
     """Exponential backoff with ±20 % jitter: 0.2 s, 0.4 s, 0.8 s … capped at 10 s."""
     delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempt - 1))
-    return float(delay * random.uniform(0.8, 1.2))
+    return float(delay * _jitter.uniform(0.8, 1.2))
 
 
 def message_reason(message: Any, who: str, verb: str = "terminated") -> str:
@@ -161,6 +166,13 @@ class ProcessShell(Generic[R]):
         except Exception:
             log.exception("timer step failed", process=type(self).__name__, id=key[1])
 
+    def forget(self, participant_id: str) -> None:
+        """A participant is no longer hosted: no retry or deadline of its processes is due any more (its
+        processes are being deleted; the timer would find no participant for them anyway)."""
+        for key in [k for k in self._due if k[0] == participant_id]:
+            del self._due[key]
+        self._wake.set()
+
     def lock(self, key: Key) -> asyncio.Lock:
         lock = self._locks.get(key)
         if lock is None:
@@ -231,5 +243,8 @@ class ProcessShell(Generic[R]):
                 self._spawn(self._on_due(key))
             self._wake.clear()
             timeout = max(0.0, min(self._due.values()) - now) if self._due else None
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives as the
+            # event is set (which happens as processes end while the node stops), and the timer then never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()

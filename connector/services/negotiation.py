@@ -40,9 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, TdsError, Unauthorized
+from connector.errors import Conflict, NotFound, OutboundRefused, PeerError, TdsError, Unauthorized
 from connector.faults import crash_point
-from connector.http.netguard import check_url
 from connector.logging import get_logger
 from connector.protocol import agreements, contracts, export_control
 from connector.protocol import messages as m
@@ -153,6 +152,10 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         if old.state != new.state:
             log.info("negotiation state", participant=new.participant_id, id=new.id, role=new.role,
                      old=old.state, new=new.state, reason=new.reason or None)
+        if agreement is not None and agreement.state == State.FINALIZED.value:
+            self.node.admission.learn(new.participant_id, new.counterparty_did)
+        if State(new.state) in TERMINAL:
+            self.node.admission.ended(new.participant_id, new.id)
         self._notify(new)
         return new
 
@@ -271,7 +274,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         if not callback:
             raise MessageError("callbackAddress is required in the initial message", path="callbackAddress")
         try:
-            check_url(callback, self.node.policy)
+            self.node.client.check_target(callback)
         except OutboundRefused as exc:
             raise MessageError(f"callbackAddress refused: {exc.message}", path="callbackAddress") from exc
         offer = contracts.read_policy(getattr(message, "offer", None), "offer")
@@ -289,7 +292,14 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             asset_id=target, offer_id=offer_id, offer=offer, requested=offer if role is Role.PROVIDER else {},
             expires_at=time.time() + self.negotiation_timeout, created_at=now_text(), updated_at=now_text(),
         )
-        await self.node.contracts.create_negotiation(record, "message-in", f"{kind.value} (opening) from {caller}")
+        # Strangers share a bounded number of open negotiations (connector.services.admission).
+        self.node.admission.admit_negotiation(participant.id, pid, caller)
+        try:
+            await self.node.contracts.create_negotiation(record, "message-in",
+                                                         f"{kind.value} (opening) from {caller}")
+        except BaseException:
+            self.node.admission.ended(participant.id, pid)
+            raise
         crash_point("provider-after-storing-request" if role is Role.PROVIDER else "consumer-after-storing-offer")
         log.info("negotiation opened", participant=participant.name, id=pid, role=role.value, peer=caller,
                  offer=offer_id)
@@ -545,6 +555,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                         return await self._give_up(record, kind, url, error, retry=False)
             elif pending.get(OPENING):
                 ack = m.decode(response.json(), m.ContractNegotiation)
+        except OutboundRefused as exc:  # the guard's answer does not change on a retry
+            return await self._give_up(record, kind, url, exc.message, retry=False)
         except (PeerError, MessageError) as exc:
             error = exc.message
         if error is None:
@@ -569,7 +581,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             return False
         try:
             response = await self.node.client.request(
-                "GET", f"{record.counterparty_address}/negotiations/{remote_pid}", signer=participant.signer)
+                "GET", f"{record.counterparty_address}/negotiations/{m.path_segment(remote_pid)}",
+                signer=participant.signer)
             if response.status != 200:
                 return False
             theirs = State(m.decode(response.json(), m.ContractNegotiation).state)
@@ -627,7 +640,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
         if not remote_pid:
             raise PeerError("the peer's process id is not known yet")
-        return f"{record.counterparty_address}/negotiations/{remote_pid}/{PATHS[kind]}"
+        return f"{record.counterparty_address}/negotiations/{m.path_segment(remote_pid)}/{PATHS[kind]}"
 
     # -- operator actions ----------------------------------------------------------------------------
 
@@ -637,9 +650,9 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             if record is None:
                 raise NotFound("no such negotiation")
             if State(record.state) in TERMINAL:
-                raise BadRequest(f"the negotiation is already {record.state}")
+                raise Conflict(f"the negotiation is already {record.state}")
             if record.pending is not None:
-                raise BadRequest("a message of this negotiation is still being delivered; try again shortly")
+                raise Conflict("a message of this negotiation is still being delivered; try again shortly")
             return await self._send(participant, record, Kind.TERMINATION, reason)
 
     async def accept(self, participant: ParticipantRuntime, negotiation_id: str) -> None:
@@ -647,7 +660,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         if record is None:
             raise NotFound("no such negotiation")
         if record.role != Role.CONSUMER.value or record.state != State.OFFERED.value:
-            raise BadRequest(f"only an OFFERED negotiation can be accepted by the consumer (it is {record.state})")
+            raise Conflict(f"only an OFFERED negotiation can be accepted by the consumer (it is {record.state})")
         await self._do(participant, negotiation_id, "accept")
 
 

@@ -11,7 +11,17 @@ head signature verifies; it stores what is right and flags what is not:
   and the consumer resends from there);
 - *reorder*: sequence numbers go backwards;
 - *fork*: an entry the provider already holds arrives with another hash;
-- *forged*: an entry does not match its hash, its chain, or a signed head.
+- *forged*: an entry does not match its hash, its chain, or a signed head;
+- *mismatch*: an entry or head names another agreement than the one it is posted under (a chain is
+  bound to its agreement: one agreement's uses cannot be passed off as another's);
+- *beyond-allowance*: a use the agreement does not allow (over its count, outside its time window, for a
+  purpose it does not permit), judged from the receipts alone by the policy engine's monitoring
+  (``usage_policies.check_history``), whatever the consumer's node decided.
+
+Each anomaly is recorded once, however often a refused batch is sent again. The provider answers an
+accepted batch with a signed acknowledgement of the last entry it holds (agreement, sequence number,
+hash); the consumer keeps it, so a log cut short below it is detected on the consumer's side too (the
+usage service refuses uses; ``tds log verify`` names it).
 
 A consumer that was offline catches up on start. The provider flags an agreement whose receipts are
 overdue (``node.receipts_overdue_s`` after the agreement or the last receipt).
@@ -41,7 +51,7 @@ from connector.errors import BadRequest, Conflict, NotFound, PeerError, Unauthor
 from connector.identity import proof
 from connector.logging import get_logger
 from connector.services.usage import allowance, head_verifier, now_text
-from usage_policies import ledger
+from usage_policies import PolicyError, ledger
 
 if TYPE_CHECKING:
     from connector.node import Node
@@ -53,10 +63,17 @@ BATCH = 500
 GATHER_S = 0.05
 RETRY_MAX_S = 60.0
 REVOCATION_TYPE = "https://w3id.org/tds/v1#AgreementRevocation"
+ACK_TYPE = "https://w3id.org/tds/v1#UsageReceiptAcknowledgement"
+#: The most anomalies kept per agreement (the report says when the limit was reached).
+MAX_ANOMALIES = 1000
+
+
+#: Its own generator: retries leave the process-wide random state alone.
+_jitter = random.Random()
 
 
 def _backoff(attempt: int) -> float:
-    return float(min(RETRY_MAX_S, 0.2 * 2 ** max(0, attempt - 1)) * random.uniform(0.8, 1.2))
+    return float(min(RETRY_MAX_S, 0.2 * 2 ** max(0, attempt - 1)) * _jitter.uniform(0.8, 1.2))
 
 
 class ReceiptService:
@@ -65,6 +82,10 @@ class ReceiptService:
         self._senders: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._again: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Provider: agreements whose receipts are being judged against the policy, and those to judge again
+        #: when that is done (one judgement per agreement at a time, however fast receipts come).
+        self._judging: set[tuple[str, str]] = set()
+        self._judge_again: set[tuple[str, str]] = set()
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -95,6 +116,12 @@ class ReceiptService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def forget(self, participant_id: str) -> None:
+        """The participant is no longer hosted: stop sending its receipts."""
+        for key in [k for k in self._senders if k[0] == participant_id]:
+            self._senders.pop(key).cancel()
+            self._again.discard(key)
 
     # -- consumer: sending receipts ------------------------------------------------------------------
 
@@ -181,14 +208,38 @@ class ReceiptService:
             raise PeerError(f"{url} answered {response.status}: {answer.get('message') or answer.get('reason')}")
         else:
             new_acked = int(answer.get("acceptedThrough", acked))
+        ack = await self._checked_ack(answer.get("acknowledgement"), agreement, new_acked, body["entries"])
+        ack_text = msgspec.json.encode(ack).decode() if ack is not None else None
         await self.node.store.write(lambda db: db.execute(
-            "INSERT INTO receipt_cursors (participant_id, agreement_id, acked_seq, last_error) VALUES (?, ?, ?, '') "
-            "ON CONFLICT (participant_id, agreement_id) DO UPDATE SET acked_seq = excluded.acked_seq, "
-            "last_error = ''", [participant_id, agreement_id, new_acked]))
+            "INSERT INTO receipt_cursors (participant_id, agreement_id, acked_seq, last_error, ack) "
+            "VALUES (?, ?, ?, '', ?) ON CONFLICT (participant_id, agreement_id) DO UPDATE SET "
+            "acked_seq = excluded.acked_seq, last_error = '', ack = COALESCE(excluded.ack, ack)",
+            [participant_id, agreement_id, new_acked, ack_text]))
         if response.status == 409:
             return True
         last_sent = body["entries"][-1]["seq"]
         return bool(new_acked >= last_sent and await self._has_more(participant_id, agreement_id, new_acked))
+
+    async def _checked_ack(self, ack: Any, agreement: AgreementRecord, seq: int, sent: list[dict[str, Any]]
+                           ) -> dict[str, Any] | None:
+        """The provider's acknowledgement, if it is one of *seq* of this agreement, names the hash we sent for
+        that entry and is signed by the provider; else None (an older provider sends none)."""
+        if not isinstance(ack, dict):
+            return None
+        mine = next((e.get("hash") for e in sent if e.get("seq") == seq), None)
+        if (ack.get("@type") != ACK_TYPE or ack.get("agreement") != agreement.id or ack.get("seq") != seq
+                or ack.get("signer") != agreement.provider_did or mine is None or ack.get("hash") != mine):
+            log.warning("the provider's receipt acknowledgement does not match what was sent; not kept",
+                        agreement=agreement.id, seq=seq)
+            return None
+        try:
+            document = await self.node.resolver.resolve(agreement.provider_did)
+            proof.verify(ack, proof.key_resolver(document))
+        except (PeerError, proof.ProofError) as exc:
+            log.warning("the provider's receipt acknowledgement does not verify; not kept", agreement=agreement.id,
+                        error=str(exc)[:200])
+            return None
+        return ack
 
     async def _has_more(self, participant_id: str, agreement_id: str, acked: int) -> bool:
         def query(db: sqlite_utils.Database) -> bool:
@@ -209,6 +260,8 @@ class ReceiptService:
         raw_entries, heads = body.get("entries"), body.get("heads", [])
         if not isinstance(raw_entries, list) or not isinstance(heads, list) or len(raw_entries) > BATCH * 2:
             raise BadRequest(f"entries and heads must be lists (at most {BATCH * 2} entries)", path="entries")
+        if len(heads) > BATCH * 2 or not all(isinstance(h, dict) for h in heads):
+            raise BadRequest(f"heads must be JSON objects (at most {BATCH * 2})", path="heads")
         try:
             entries = [msgspec.convert(e, ledger.Entry) for e in raw_entries]
         except msgspec.ValidationError as exc:
@@ -216,6 +269,15 @@ class ReceiptService:
         document = await self.node.resolver.resolve(caller)
         verify = head_verifier(document)
         key = (participant.id, agreement.id)
+        # Bound to the agreement it is posted under: another agreement's entries or heads are refused (and
+        # flagged), even when they are the caller's own, validly signed ones.
+        foreign = next((e.agreement for e in entries if e.agreement != agreement.id), None)
+        if foreign is None:
+            foreign = next((str(h.get("agreement")) for h in heads if h.get("agreement") != agreement.id), None)
+        if foreign is not None:
+            answer = await self.node.store.write(lambda db: self._anomaly(
+                db, key, "mismatch", f"receipts of agreement {str(foreign)[:200]} were posted under {agreement.id}"))
+            self._raise_anomaly(participant, agreement.id, answer)
 
         def store(db: sqlite_utils.Database) -> dict[str, Any]:
             known = {row[0]: row[1] for row in db.conn.execute(
@@ -241,7 +303,7 @@ class ReceiptService:
             if fresh[0].seq > last + 1:
                 answer = self._anomaly(db, key, "gap", f"entries #{last + 1} to #{fresh[0].seq - 1} are missing")
                 return {**answer, "expectedSeq": last + 1}
-            problem = ledger.check_chain(fresh, heads, verify_head=verify, start=start)
+            problem = ledger.check_chain(fresh, heads, verify_head=verify, start=start, agreement=agreement.id)
             if problem is not None:
                 kind = "gap" if "missing" in problem.problem else "forged"
                 return self._anomaly(db, key, kind, f"entry #{problem.seq}: {problem.problem}")
@@ -254,20 +316,79 @@ class ReceiptService:
                 if isinstance(head.get("seq"), int) and head["seq"] > last:
                     db.conn.execute("INSERT OR REPLACE INTO received_heads (participant_id, agreement_id, seq, head) "
                                     "VALUES (?, ?, ?, ?)", [*key, head["seq"], msgspec.json.encode(head).decode()])
-            return {"acceptedThrough": fresh[-1].seq}
+            return {"acceptedThrough": fresh[-1].seq, "fresh": any(e.permitted_use for e in fresh)}
 
         answer = await self.node.store.write(store)
         if "anomaly" in answer:
-            log.warning("usage receipt anomaly", participant=participant.name, agreement=agreement.id,
-                        kind=answer["anomaly"], detail=answer["message"])
-            err = Conflict(answer["message"])
-            err.details = {k: v for k, v in answer.items() if k != "message"}  # type: ignore[attr-defined]
-            raise err
+            self._raise_anomaly(participant, agreement.id, answer)
+        if answer.pop("fresh", False):
+            await self._check_allowance(participant, agreement)
+        last = answer["acceptedThrough"]
+        if last:
+            answer["acknowledgement"] = await self._acknowledgement(participant, agreement.id, last)
         return answer
 
+    def _raise_anomaly(self, participant: ParticipantRuntime, agreement_id: str, answer: dict[str, Any]) -> None:
+        log.warning("usage receipt anomaly", participant=participant.name, agreement=agreement_id,
+                    kind=answer["anomaly"], detail=answer["message"])
+        err = Conflict(answer["message"])
+        err.details = {k: v for k, v in answer.items() if k != "message"}  # type: ignore[attr-defined]
+        raise err
+
+    async def _acknowledgement(self, participant: ParticipantRuntime, agreement_id: str, seq: int) -> dict[str, Any]:
+        """The provider's signed word that it holds the consumer's log up to entry *seq* (with its hash)."""
+        row = await self.node.store.read(lambda db: db.conn.execute(
+            "SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? AND seq = ?",
+            [participant.id, agreement_id, seq]).fetchone())
+        entry = msgspec.json.decode(row[0], type=ledger.Entry)
+        at = now_text(datetime.now(UTC))
+        document = {"@type": ACK_TYPE, "agreement": agreement_id, "seq": seq, "hash": entry.hash,
+                    "signer": participant.did, "at": at}
+        return proof.sign(document, participant.keys.signing, verification_method=participant.key_id, created=at)
+
+    async def _check_allowance(self, participant: ParticipantRuntime, agreement: AgreementRecord) -> None:
+        """Judge every received use against the agreement's policy, from the receipts alone; flag (once each)
+        the uses it does not allow."""
+        key = (participant.id, agreement.id)
+        if key in self._judging:
+            self._judge_again.add(key)  # the judgement under way starts over once it is done
+            return
+        self._judging.add(key)
+        try:
+            while True:
+                self._judge_again.discard(key)
+                await self._judge(participant, agreement)
+                if key not in self._judge_again:
+                    return
+        finally:
+            self._judging.discard(key)
+
+    async def _judge(self, participant: ParticipantRuntime, agreement: AgreementRecord) -> None:
+        key = (participant.id, agreement.id)
+        entries = await self.node.store.read(lambda db: [msgspec.json.decode(r[0], type=ledger.Entry) for r in
+                                                         db.conn.execute("SELECT entry FROM received_entries WHERE "
+                                                                         "participant_id = ? AND agreement_id = ? "
+                                                                         "ORDER BY seq", key)])
+        facts = await self.node.catalog.peer_facts(participant, agreement.consumer_did)
+        problems = await asyncio.to_thread(beyond_allowance, agreement, entries, facts.region)
+        if not problems:
+            return
+
+        def record(db: sqlite_utils.Database) -> None:
+            for detail in problems:
+                self._anomaly(db, key, "beyond-allowance", detail)
+
+        await self.node.store.write(record)
+        log.warning("usage beyond the agreement's allowance", participant=participant.name, agreement=agreement.id,
+                    uses=len(problems))
+
     def _anomaly(self, db: sqlite_utils.Database, key: tuple[str, str], kind: str, detail: str) -> dict[str, Any]:
-        db.conn.execute("INSERT INTO receipt_anomalies (participant_id, agreement_id, at, kind, detail) "
-                        "VALUES (?, ?, ?, ?, ?)", [*key, now_text(datetime.now(UTC)), kind, detail])
+        # Once per anomaly: a batch refused for the same reason and sent again adds nothing; and at most
+        # MAX_ANOMALIES per agreement, so a peer cannot grow the table without bound by varying the details.
+        db.conn.execute("INSERT OR IGNORE INTO receipt_anomalies (participant_id, agreement_id, at, kind, detail) "
+                        "SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM receipt_anomalies WHERE participant_id = ? "
+                        "AND agreement_id = ?) < ?",
+                        [*key, now_text(datetime.now(UTC)), kind, detail, *key, MAX_ANOMALIES])
         return {"anomaly": kind, "message": f"{kind}: {detail}"}
 
     async def report(self, participant: ParticipantRuntime, agreement_id: str) -> dict[str, Any]:
@@ -320,6 +441,7 @@ class ReceiptService:
             "duties": [{"seq": e.seq, "at": e.at, "kind": e.kind, "detail": "; ".join(e.reasons)}
                        for e in entries if e.kind != "use"],
             "anomalies": anomalies,
+            "anomaliesCapped": len(anomalies) >= MAX_ANOMALIES,
             "revocation": revocation,
         }
 
@@ -444,3 +566,26 @@ class ReceiptService:
             self.notify(participant.id, agreement.id)
         return {"deletionReceipt": receipt}
 
+
+def beyond_allowance(agreement: AgreementRecord, entries: list[ledger.Entry], region: str | None) -> list[str]:
+    """The permitted uses among *entries* that the agreement's policy does not allow, judged by monitoring
+    the whole history (count, time window, purpose, prohibitions), one line per use."""
+    from usage_policies import Request, check_history, events_from_log, parse_policy
+
+    uses = {f"#{e.seq}": e for e in entries if e.permitted_use}
+    if not uses:
+        return []
+    try:
+        policy = parse_policy(agreement.agreement)
+    except PolicyError as exc:
+        return [f"the agreement's policy cannot be read: {exc}"]
+
+    def request_of(entry: ledger.Entry) -> Request:
+        # As the consumer's node asks for the use (connector.services.usage), from the provider's knowledge.
+        return Request(party=agreement.consumer_did, action=entry.action or entry.kind, target=agreement.asset_id,
+                       purpose=entry.purpose or None, region=region, recipient=agreement.consumer_did,
+                       export_destination=region)
+
+    result = check_history(policy, events_from_log(entries, request_of), datetime.now(UTC))
+    return [f"use {v.event} ({uses[v.event].at}, purpose {uses[v.event].purpose or '(none)'}): {v.reason}"
+            for v in result.violations if v.kind in ("unpermitted", "prohibited") and v.event in uses]

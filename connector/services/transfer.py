@@ -38,9 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from connector.errors import BadRequest, NotFound, OutboundRefused, PeerError, TdsError
+from connector.errors import BadRequest, Conflict, NotFound, OutboundRefused, PeerError, TdsError
 from connector.faults import crash_point
-from connector.http.netguard import check_url
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
@@ -128,7 +127,7 @@ def push_target(address: dict[str, Any] | None, node: Node) -> dict[str, str]:
         raise MessageError("the dataAddress needs an endpoint (a URL of at most 2048 characters)",
                            path="dataAddress.endpoint")
     try:
-        check_url(endpoint, node.policy)
+        node.client.check_target(endpoint)
     except OutboundRefused as exc:
         raise MessageError(f"dataAddress.endpoint refused: {exc.message}", path="dataAddress.endpoint") from exc
     token = _property(address, "authorization")
@@ -151,7 +150,10 @@ class TransferService(ProcessShell[TransferRecord]):
         #: Conformance mode: names the node's next step for a transfer ("start", "suspend", "complete",
         #: "terminate", "pull", "wait"), or None for the default.
         self.script: Script | None = None
-        self.roots = addresses.roots_of(node.data_dir, node.config.node.data_roots)
+
+    def confinement(self, participant: ParticipantRuntime) -> addresses.Confinement:
+        """Where *participant*'s asset files may lie (its own ``files/NAME/`` and the roots given to it)."""
+        return addresses.confinement(self.node.data_dir, participant.name, self.node.config.data_roots)
 
     @property
     def _stall_timeout(self) -> float:
@@ -238,7 +240,7 @@ class TransferService(ProcessShell[TransferRecord]):
             raise BadRequest(f"no agreement {agreement_id!r} where this participant is the consumer",
                              path="agreementId")
         if agreement.state != "FINALIZED":
-            raise BadRequest(f"agreement {agreement_id!r} is {agreement.state}, not FINALIZED")
+            raise Conflict(f"agreement {agreement_id!r} is {agreement.state}, not FINALIZED")
         if peer:
             dsp = await self.node.federation.dsp_base_of(peer)
         else:
@@ -304,7 +306,7 @@ class TransferService(ProcessShell[TransferRecord]):
         if agreement.state != "FINALIZED":
             raise TransferError(f"agreement {message.agreementId!r} is {agreement.state}, not FINALIZED")
         try:
-            check_url(message.callbackAddress, self.node.policy)
+            self.node.client.check_target(message.callbackAddress)
         except OutboundRefused as exc:
             raise MessageError(f"callbackAddress refused: {exc.message}", path="callbackAddress") from exc
         target = push_target(message.dataAddress, self.node) if message.format == PUSH else None
@@ -451,7 +453,7 @@ class TransferService(ProcessShell[TransferRecord]):
         if asset is None or not asset.data_address:
             raise Refusal(f"asset {agreement.asset_id} has no data address on the provider")
         try:
-            path = addresses.resolve(asset.data_address, self.roots)
+            path = addresses.resolve(asset.data_address, self.confinement(participant))
             manifest, version = await self.manifest_for(participant, asset, path)
         except TdsError as exc:
             raise Refusal(f"the asset's data is not available: {exc.message}") from exc
@@ -571,7 +573,7 @@ class TransferService(ProcessShell[TransferRecord]):
         remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
         if not remote_pid:
             raise PeerError("the peer's process id is not known yet")
-        return f"{record.counterparty_address}/transfers/{remote_pid}/{PATHS[kind]}"
+        return f"{record.counterparty_address}/transfers/{m.path_segment(remote_pid)}/{PATHS[kind]}"
 
     async def _deliver(self, participant: ParticipantRuntime, record: TransferRecord) -> TransferRecord:
         """One delivery attempt of the pending message; on failure, schedule a retry or give up."""
@@ -593,6 +595,8 @@ class TransferService(ProcessShell[TransferRecord]):
                         return await self._give_up(record, kind, url, error, retry=False)
             elif pending.get(OPENING):
                 ack = m.decode(response.json(), m.TransferProcess)
+        except OutboundRefused as exc:  # the guard's answer does not change on a retry
+            return await self._give_up(record, kind, url, exc.message, retry=False)
         except (PeerError, MessageError) as exc:
             error = exc.message
         if error is None:
@@ -622,7 +626,8 @@ class TransferService(ProcessShell[TransferRecord]):
             return None
         try:
             response = await self.node.client.request(
-                "GET", f"{record.counterparty_address}/transfers/{remote_pid}", signer=participant.signer)
+                "GET", f"{record.counterparty_address}/transfers/{m.path_segment(remote_pid)}",
+                signer=participant.signer)
             if response.status != 200:
                 return None
             return State(m.decode(response.json(), m.TransferProcess).state)
@@ -706,6 +711,20 @@ class TransferService(ProcessShell[TransferRecord]):
                 stopped += 1
         return stopped
 
+    async def stop_all(self, participant_id: str) -> None:
+        """A participant is no longer hosted: stop moving its bytes (pulls, pushes, streams it serves) and
+        forget its retries and deadlines, before its data is deleted."""
+        keys = {k for k in (*self._movers, *self._streams) if k[0] == participant_id}
+        running: set[asyncio.Task[Any]] = set()
+        for key in keys:
+            running |= {t for t in (self._movers.get(key), *self._streams.get(key, ())) if t is not None}
+            self._stop_mover(key)
+            self._cut_streams(key)
+        running -= {asyncio.current_task()}
+        if running:  # let them finish unwinding (closing files) before their folders go
+            await asyncio.wait(running, timeout=10)
+        self.forget(participant_id)
+
     # -- operator actions ----------------------------------------------------------------------------
 
     async def act(self, participant: ParticipantRuntime, transfer_id: str, step: str, reason: str = ""
@@ -715,17 +734,17 @@ class TransferService(ProcessShell[TransferRecord]):
         if record is None:
             raise NotFound("no such transfer")
         if State(record.state) in TERMINAL:
-            raise BadRequest(f"the transfer is already {record.state}")
+            raise Conflict(f"the transfer is already {record.state}")
         if record.pending is not None:
-            raise BadRequest("a message of this transfer is still being delivered; try again shortly")
+            raise Conflict("a message of this transfer is still being delivered; try again shortly")
         kind = STEPS[step]
         try:
             table_send(State(record.state), kind, Role(record.role))
-        except TdsError as exc:
-            raise BadRequest(exc.message) from exc
+        except TdsError as exc:  # not a move this state allows (RFC 9110 §15.5.10: the resource's state)
+            raise Conflict(exc.message) from exc
         done = await self.do(participant, transfer_id, step, reason, expected_state=record.state)
         if done is None:
-            raise BadRequest("the transfer moved on meanwhile; look at it again")
+            raise Conflict("the transfer moved on meanwhile; look at it again")
         return done
 
 

@@ -2,14 +2,21 @@
 
 A use (``POST /api/management/v1/usage``) names the agreement, the action, the purpose and a use id the
 application makes up; the application itself is the management token's. The whole decision runs as one
-job on the store's writer thread: read the counters, let the policy engine decide with them
-(``usage_policies.plan_use``), append the log entry (permit and deny alike), bump the counter on a
-permit — one transaction, committed with an fsync before the caller gets the answer, and before any byte
-of data is released. So:
+job on the store's writer thread: read the chain's head, let the policy engine decide with the counts it
+carries (``usage_policies.plan_use``), append the log entry (permit and deny alike) — one transaction,
+committed with an fsync before the caller gets the answer, and before any byte of data is released. So:
 
-- counters are exact under any concurrency (the writer serialises the read-decide-write);
-- the use id makes a use idempotent: a retry with the same id gets the same decision from the log and is
-  not counted again; a crash before the commit leaves no trace, after it one counted, logged use;
+- counts are exact under any concurrency (the writer serialises the read-decide-write);
+- counts are not kept beside the log but in it: each entry carries the permitted uses so far, and the
+  head they are read from must match its signed head and the provider's signed acknowledgement, so a
+  count cannot be reset, nor the log cut short, without the decision refusing (409) and ``tds log verify``
+  naming it;
+- a use id names one use by one application for one action and purpose. A retry with the same id and
+  the same parameters by the same application is decided again against the policy *now* and may deliver
+  the data again at most ``usage.redeliveries`` times within ``usage.redelivery_window_s`` of the use; it
+  is not counted again, but each re-delivery is a log entry of its own (kind ``redelivery``) and so a
+  receipt. Anything else under a used id is a 409 naming the conflict;
+- a crash before the commit leaves no trace, after it one counted, logged use;
 - concurrent uses share one commit (group commit), and each chain head touched by a commit group is
   signed once, inside that group's transaction (``Store.batch_hooks``).
 """
@@ -49,8 +56,11 @@ class UseOutcome:
     decision: str
     reasons: list[str]
     entry: ledger.Entry
+    #: A retry of a use id already decided (a re-delivery, or the same deny again).
     repeated: bool = False
     effects: list[str] = field(default_factory=list)
+    #: Whether this call appended a log entry (a repeated deny does not).
+    appended: bool = True
 
     @property
     def permitted(self) -> bool:
@@ -77,12 +87,15 @@ class UsageService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._compiled: dict[tuple[str, str], CompiledPolicy] = {}
-        #: chains touched by the current commit group (writer thread only)
-        self._touched: set[tuple[str, str]] = set()
+        #: chains touched by the current commit group, with the last entry appended to each (writer thread only)
+        self._touched: dict[tuple[str, str], tuple[int, str]] = {}
         node.store.batch_hooks.append(self._sign_heads)
         self._deadlines_changed = False
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
+        #: The text of the last signed head known to be good, per chain (signed here, or verified): the hot
+        #: path compares text instead of verifying a signature (writer thread only).
+        self._good_heads: dict[tuple[str, str], str] = {}
 
     # -- the decision, in one writer-thread job ------------------------------------------------------
 
@@ -101,10 +114,11 @@ class UsageService:
         if self._deadlines_changed:
             self._deadlines_changed = False
             self._wake.set()
-        if not outcome.repeated:
+        if outcome.appended:
             self.node.receipts.notify(participant.id, agreement_id)
-            log.info("use decided", participant=participant.name, agreement=agreement_id, action=action,
-                     purpose=purpose, application=application, decision=outcome.decision, seq=outcome.entry.seq)
+            log.info("use re-delivered" if outcome.repeated else "use decided", participant=participant.name,
+                     agreement=agreement_id, action=action, purpose=purpose, application=application,
+                     decision=outcome.decision, seq=outcome.entry.seq)
         return outcome
 
     def _agreement(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
@@ -134,28 +148,19 @@ class UsageService:
         application: str, action: str, purpose: str, use_id: str, now: datetime,
     ) -> UseOutcome:
         pid = participant.id
+        head, counts = self._chain_state(db, participant, agreement.id)
         # Plain sqlite3 on the hot path (sqlite-utils wraps each query in a savepoint of its own).
         earlier = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
-                                  "AND use_id = ?", [pid, agreement.id, use_id]).fetchone()
+                                  "AND use_id = ? ORDER BY seq", [pid, agreement.id, use_id]).fetchall()
         if earlier:
-            entry = msgspec.json.decode(earlier[0], type=ledger.Entry)
-            return UseOutcome(entry.decision, list(entry.reasons), entry, repeated=True, effects=list(entry.effects))
-        counters = db.conn.execute("SELECT use_count, first_use_at FROM usage_counters WHERE participant_id = ? "
-                                   "AND agreement_id = ?", [pid, agreement.id]).fetchone()
-        use_count = int(counters[0]) if counters else 0
-        first_use = (datetime.fromisoformat(counters[1].replace("Z", "+00:00"))
-                     if counters and counters[1] else None)
-        request = Request(
-            party=participant.did, action=action, target=agreement.asset_id, purpose=purpose or None,
-            region=participant.record.region, recipient=participant.did,
-            export_destination=participant.record.region,
-        )
-        planned = plan_use(self._policy(pid, agreement), UsageState(use_count=use_count, first_use=first_use),
-                           request, now)
+            entries = [msgspec.json.decode(row[0], type=ledger.Entry) for row in earlier]
+            return self._retry(db, participant, agreement, head, entries, application, action, purpose, now)
+        planned = plan_use(self._policy(pid, agreement), _state(counts), self._request(participant, agreement,
+                                                                                       action, purpose), now)
         permitted = planned.decision.permitted
         effects = [_effect_text(e) for e in planned.effects] if permitted else []
-        entry = self._append(db, pid, agreement.id, kind="use", use_id=use_id, at=now_text(now), action=action,
-                             purpose=purpose, application=application,
+        entry = self._append(db, pid, agreement.id, head, counts, kind="use", use_id=use_id, at=now_text(now),
+                             action=action, purpose=purpose, application=application,
                              decision="permit" if permitted else "deny", reasons=list(planned.decision.reasons),
                              effects=effects)
         for effect in planned.effects if permitted else ():
@@ -167,39 +172,149 @@ class UsageService:
                     "due_at = MIN(due_at, excluded.due_at) WHERE done_at IS NULL",
                     [pid, agreement.id, effect.time.timestamp()])
                 self._deadlines_changed = True
-        if permitted:
-            db.conn.execute(
-                "INSERT INTO usage_counters (participant_id, agreement_id, use_count, first_use_at) "
-                "VALUES (?, ?, 1, ?) ON CONFLICT (participant_id, agreement_id) DO UPDATE SET "
-                "use_count = use_count + 1, first_use_at = COALESCE(first_use_at, excluded.first_use_at)",
-                [pid, agreement.id, now_text(now)],
-            )
         crash_point("usage-before-commit")
         return UseOutcome(entry.decision, list(entry.reasons), entry, effects=effects)
 
-    def _append(self, db: sqlite_utils.Database, participant_id: str, agreement_id: str, **fields: Any) -> ledger.Entry:
-        # Always the head as this transaction sees it: a rolled-back job leaves nothing to forget.
-        head = _head(db, participant_id, agreement_id)
-        entry = ledger.append(head, agreement=agreement_id, **fields)
+    def _request(self, participant: ParticipantRuntime, agreement: AgreementRecord, action: str,
+                 purpose: str) -> Request:
+        return Request(
+            party=participant.did, action=action, target=agreement.asset_id, purpose=purpose or None,
+            region=participant.record.region, recipient=participant.did,
+            export_destination=participant.record.region,
+        )
+
+    def _retry(
+        self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement: AgreementRecord,
+        head: ledger.Entry | None, earlier: list[ledger.Entry], application: str, action: str, purpose: str,
+        now: datetime,
+    ) -> UseOutcome:
+        """A use id seen before: the same use retried (re-delivered, bounded) or a conflict (409)."""
+        original = next((e for e in earlier if e.kind == "use"), None)
+        if original is None:  # only re-deliveries under this id: the log was changed behind the node's back
+            raise Conflict(f"use id {earlier[0].use_id!r} has no use in the log")
+        use_id = original.use_id
+        differs = [name for name, mine, theirs in (("application", application, original.application),
+                                                   ("action", action, original.action),
+                                                   ("purpose", purpose, original.purpose)) if mine != theirs]
+        if differs:
+            err = Conflict(f"use id {use_id!r} names another use (its {' and '.join(differs)} "
+                           f"{'differs' if len(differs) == 1 else 'differ'}): a use id is one use by one application "
+                           "for one action and purpose; make up a new use id for a new use")
+            err.details = {"conflict": differs}  # type: ignore[attr-defined]
+            raise err
+        if original.decision != "permit":
+            # The same denied use asked again: the same answer, nothing released, nothing logged.
+            return UseOutcome(original.decision, list(original.reasons), original, repeated=True, appended=False)
+        cfg = self.node.config.usage
+        again = [e for e in earlier if e.kind == "redelivery"]
+        used_at = datetime.fromisoformat(original.at.replace("Z", "+00:00"))
+        if (now - used_at).total_seconds() > cfg.redelivery_window_s:
+            err = Conflict(f"use id {use_id!r} was used at {original.at}; it may be retried for "
+                           f"{cfg.redelivery_window_s:g} s (usage.redelivery_window_s): make up a new use id")
+            err.details = {"conflict": ["window"]}  # type: ignore[attr-defined]
+            raise err
+        if len(again) >= cfg.redeliveries:
+            err = Conflict(f"use id {use_id!r} was already retried {len(again)} times (usage.redeliveries = "
+                           f"{cfg.redeliveries}): make up a new use id")
+            err.details = {"conflict": ["redeliveries"]}  # type: ignore[attr-defined]
+            raise err
+        # Decided again against the policy now, as the use it repeats: with the count from before that use, so
+        # the retry is not refused for the count it already took, but with the time window the first use opened,
+        # so a window closed since refuses it.
+        before = (original.uses - 1 if original.uses is not None else 0, original.first_use or original.at)
+        planned = plan_use(self._policy(participant.id, agreement), _state(before),
+                           self._request(participant, agreement, action, purpose), now)
+        permitted = planned.decision.permitted
+        reasons = [f"retry {len(again) + 1} of {cfg.redeliveries} of use #{original.seq} (counted once)",
+                   *planned.decision.reasons]
+        entry = self._append(db, participant.id, agreement.id, head, None, kind="redelivery", use_id=use_id,
+                             at=now_text(now), action=action, purpose=purpose, application=application,
+                             decision="permit" if permitted else "deny", reasons=reasons)
+        return UseOutcome(entry.decision, reasons, entry, repeated=True)
+
+    def _chain_state(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
+                     ) -> tuple[ledger.Entry | None, tuple[int, str | None]]:
+        """The chain's last entry and the counts after it, once the head is shown to be the one the node
+        signed and no shorter than what the provider acknowledged; otherwise 409 (uses are blocked)."""
+        pid = participant.id
+        problem = self._head_problem(db, participant, agreement_id)
+        if problem is not None:
+            log.error("usage log does not verify: uses blocked", participant=participant.name,
+                      agreement=agreement_id, problem=problem)
+            raise Conflict(f"the usage log of this agreement does not verify ({problem}): its data may not be used "
+                           "until this is resolved; `tds log verify` shows the log")
+        head = _head(db, pid, agreement_id)
+        if head is None:
+            return None, (0, None)
+        if head.uses is not None:
+            return head, (head.uses, head.first_use)
+        chain = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
+            "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
+            [pid, agreement_id])]
+        return head, ledger.running_counts(chain)
+
+    def _head_problem(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
+                      ) -> str | None:
+        """What is wrong with a chain's head, or None: its last entry must hash right, be covered by the last
+        signed head (signed by this participant) and reach at least as far as the provider acknowledged."""
+        pid = participant.id
+        head = _head(db, pid, agreement_id)
+        row = db.conn.execute("SELECT acked_seq FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
+                              [pid, agreement_id]).fetchone()
+        acked = int(row[0]) if row and row[0] else 0
+        if acked > (head.seq if head else 0):
+            return (f"the provider acknowledged entries up to #{acked} but the log ends at "
+                    f"#{head.seq if head else 0}: entries were removed")
+        if head is None:
+            return None
+        if head.agreement != agreement_id or ledger.entry_hash(head) != head.hash:
+            return f"entry #{head.seq} was changed"
+        if self._touched.get((pid, agreement_id)) == (head.seq, head.hash):
+            return None  # appended by this commit group: its head is signed at the group's end
+        signed = db.conn.execute("SELECT seq, head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? "
+                                 "ORDER BY seq DESC LIMIT 1", [pid, agreement_id]).fetchone()
+        if signed is None or signed[0] != head.seq:
+            return f"entry #{head.seq} is not the last signed head"
+        key = (pid, agreement_id)
+        document = msgspec.json.decode(signed[1])
+        if self._good_heads.get(key) != signed[1]:
+            if not head_verifier(participant.did_document())(document):
+                return f"the signed head of entry #{head.seq} does not verify"
+            self._good_heads[key] = signed[1]
+        if document.get("hash") != head.hash or document.get("agreement") != agreement_id:
+            return f"entry #{head.seq} does not match its signed head"
+        return None
+
+    def _append(self, db: sqlite_utils.Database, participant_id: str, agreement_id: str, head: ledger.Entry | None,
+                counts: tuple[int, str | None] | None, **fields: Any) -> ledger.Entry:
+        """Append to the chain whose last entry is *head* (as this transaction sees it: a rolled-back job
+        leaves nothing to forget); *counts* are the counts after *head* (None: those it carries)."""
+        if head is not None and head.uses is None and counts is None:
+            chain = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
+                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
+                [participant_id, agreement_id])]
+            counts = ledger.running_counts(chain)
+        entry = ledger.append(head, counts=counts, agreement=agreement_id, **fields)
         db.conn.execute(
             "INSERT INTO usage_log (participant_id, agreement_id, seq, use_id, at, kind, entry) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [participant_id, agreement_id, entry.seq, entry.use_id, entry.at, entry.kind,
              msgspec.json.encode(entry).decode()],
         )
-        self._touched.add((participant_id, agreement_id))
+        self._touched[(participant_id, agreement_id)] = (entry.seq, entry.hash)
         return entry
 
     def append_duty(self, db: sqlite_utils.Database, participant_id: str, agreement_id: str, kind: str,
                     detail: str, at: datetime) -> ledger.Entry:
         """A duty carried out (deletion, notice …) as a log entry; call inside a writer job."""
-        return self._append(db, participant_id, agreement_id, kind=kind, at=now_text(at), reasons=[detail])
+        return self._append(db, participant_id, agreement_id, _head(db, participant_id, agreement_id), None,
+                            kind=kind, at=now_text(at), reasons=[detail])
 
     def _sign_heads(self, db: sqlite_utils.Database) -> None:
         """Batch hook: one signed head per chain this commit group touched."""
         if not self._touched:
             return
-        touched, self._touched = self._touched, set()
+        touched, self._touched = self._touched, {}
         at = now_text(datetime.now(UTC))
         for participant_id, agreement_id in sorted(touched):
             participant = self.node.participant_by_id(participant_id)
@@ -209,15 +324,42 @@ class UsageService:
             document = ledger.head_document(entry, signer=participant.did, at=at)
             signed = proof.sign(document, participant.keys.signing, verification_method=participant.key_id,
                                 created=at)
+            text = msgspec.json.encode(signed).decode()
             db.execute("INSERT OR REPLACE INTO usage_heads (participant_id, agreement_id, seq, head) "
-                       "VALUES (?, ?, ?, ?)",
-                       [participant_id, agreement_id, entry.seq, msgspec.json.encode(signed).decode()])
+                       "VALUES (?, ?, ?, ?)", [participant_id, agreement_id, entry.seq, text])
+            # Signed here a moment ago: good (if this commit fails, the text simply will not match).
+            self._good_heads[(participant_id, agreement_id)] = text
 
     # -- duties on schedule ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Run the duty scheduler; a deadline missed while the node was down runs at once."""
+        """Check every chain's head; run the duty scheduler (a deadline missed while the node was down runs at
+        once)."""
+        await self.check_heads()
         self._scheduler = asyncio.get_running_loop().create_task(self._run_scheduler())
+
+    async def check_heads(self) -> dict[tuple[str, str], str]:
+        """Check the head of every usage log chain (hash, signed head, the provider's acknowledgement); log
+        each one that does not verify (its uses are refused until resolved). Returns the problems."""
+
+        def query(db: sqlite_utils.Database) -> dict[tuple[str, str], str]:
+            problems = {}
+            keys = db.conn.execute("SELECT DISTINCT participant_id, agreement_id FROM usage_log UNION "
+                                   "SELECT participant_id, agreement_id FROM receipt_cursors").fetchall()
+            for participant_id, agreement_id in keys:
+                participant = self.node.participant_by_id(participant_id)
+                if participant is None:
+                    continue
+                problem = self._head_problem(db, participant, agreement_id)
+                if problem is not None:
+                    problems[(participant_id, agreement_id)] = problem
+            return problems
+
+        problems = await self.node.store.write(query)
+        for (participant_id, agreement_id), problem in problems.items():
+            log.error("usage log does not verify: uses blocked", participant=participant_id, agreement=agreement_id,
+                      problem=problem)
+        return problems
 
     async def close(self) -> None:
         if self._scheduler is not None:
@@ -242,8 +384,11 @@ class UsageService:
                     log.exception("scheduled duty failed", agreement=agreement_id, kind=kind)
             pending = [d[3] for d in due if d[3] > now]
             timeout = max(0.0, min(pending) - time.time()) if pending else None
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation that arrives as the
+            # event is set, and the scheduler then never ends when the node stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def carry_out(self, participant_id: str, agreement_id: str, kind: str) -> None:
         """Delete the agreement's data (its key first, then the bytes) and log it as a signed entry."""
@@ -266,16 +411,21 @@ class UsageService:
 
     # -- reading --------------------------------------------------------------------------------------
 
-    async def log_of(self, participant: ParticipantRuntime, agreement_id: str) -> tuple[list[ledger.Entry],
-                                                                                         list[dict[str, Any]]]:
-        def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]]]:
+    async def log_of(self, participant: ParticipantRuntime, agreement_id: str
+                     ) -> tuple[list[ledger.Entry], list[dict[str, Any]], dict[str, Any] | None]:
+        """The agreement's chain, its signed heads, and the provider's signed acknowledgement (if any)."""
+
+        def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]],
+                                                      dict[str, Any] | None]:
             entries = [msgspec.json.decode(r["entry"], type=ledger.Entry) for r in db.query(
                 "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
                 [participant.id, agreement_id])]
             heads = [msgspec.json.decode(r["head"]) for r in db.query(
                 "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
                 [participant.id, agreement_id])]
-            return entries, heads
+            row = db.conn.execute("SELECT ack FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
+                                  [participant.id, agreement_id]).fetchone()
+            return entries, heads, msgspec.json.decode(row[0]) if row and row[0] else None
 
         return await self.node.store.read(query)
 
@@ -285,17 +435,14 @@ class UsageService:
         if agreement is None or agreement.role != "consumer":
             raise NotFound("no such agreement (as consumer)")
 
-        def query(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], list[str]]:
-            counters = list(db.query("SELECT use_count, first_use_at FROM usage_counters WHERE participant_id = ? "
-                                     "AND agreement_id = ?", [participant.id, agreement_id]))
-            rows = [msgspec.json.decode(r["entry"]) for r in db.query(
-                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq DESC "
-                "LIMIT ?", [participant.id, agreement_id, latest])]
-            return counters, rows  # type: ignore[return-value]
+        def query(db: sqlite_utils.Database) -> tuple[tuple[int, str | None], list[dict[str, Any]]]:
+            chain = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
+                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
+                [participant.id, agreement_id])]
+            rows = [msgspec.to_builtins(e) for e in reversed(chain[-latest:])] if latest > 0 else []
+            return ledger.running_counts(chain), rows
 
-        counters, rows = await self.node.store.read(query)
-        use_count = int(counters[0]["use_count"]) if counters else 0
-        first_use = counters[0]["first_use_at"] if counters else None
+        (use_count, first_use), rows = await self.node.store.read(query)
         return {
             "agreementId": agreement_id,
             "target": agreement.asset_id,
@@ -303,7 +450,7 @@ class UsageService:
             "firstUse": first_use,
             "allowance": allowance(agreement.agreement, use_count, first_use, now or datetime.now(UTC)),
             "latest": [{k: r[k] for k in ("seq", "at", "kind", "action", "purpose", "application", "decision",
-                                          "reasons", "useId" if "useId" in r else "use_id") if k in r}
+                                          "reasons", "use_id") if k in r}
                        for r in rows],
         }
 
@@ -326,14 +473,38 @@ def head_verifier(did_document: dict[str, Any]) -> Any:
     return verify
 
 
-def check_log(entries: list[dict[str, Any]], heads: list[dict[str, Any]],
-              did_document: dict[str, Any]) -> ledger.ChainProblem | None:
-    """Check a usage log as the API returns it: the chain, and every head's signature."""
+def check_log(entries: list[dict[str, Any]], heads: list[dict[str, Any]], did_document: dict[str, Any],
+              acknowledgement: dict[str, Any] | None = None, provider_document: dict[str, Any] | None = None,
+              ) -> ledger.ChainProblem | None:
+    """Check a usage log as the API returns it: the chain with its counts, every head's signature, and that
+    it holds what the provider acknowledged (signed by the provider: a log cut short or rewritten below
+    that point is named)."""
     try:
         chain = [msgspec.convert(e, ledger.Entry) for e in entries]
     except msgspec.ValidationError as exc:
         return ledger.ChainProblem(0, 0, f"an entry is malformed: {exc}")
-    return ledger.check_chain(chain, heads, verify_head=head_verifier(did_document))
+    problem = ledger.check_chain(chain, heads, verify_head=head_verifier(did_document))
+    if problem is not None or acknowledgement is None:
+        return problem
+    seq = acknowledgement.get("seq")
+    if not isinstance(seq, int) or (chain and acknowledgement.get("agreement") != chain[0].agreement):
+        return ledger.ChainProblem(len(chain), -1, "the provider's acknowledgement is malformed")
+    if provider_document is not None and not head_verifier(provider_document)(acknowledgement):
+        return ledger.ChainProblem(len(chain), seq, "the provider's acknowledgement does not verify")
+    last = chain[-1].seq if chain else 0
+    if seq > last:
+        return ledger.ChainProblem(len(chain), seq, f"the provider acknowledged entries up to #{seq} but the log "
+                                                    f"ends at #{last}: entries were removed")
+    acked = chain[seq - 1] if seq >= 1 else None
+    if acked is not None and acked.hash != acknowledgement.get("hash"):
+        return ledger.ChainProblem(seq - 1, seq, "differs from the entry the provider acknowledged (the log was "
+                                                 "rewritten)")
+    return None
+
+
+def _state(counts: tuple[int, str | None]) -> UsageState:
+    uses, first = counts
+    return UsageState(use_count=uses, first_use=datetime.fromisoformat(first.replace("Z", "+00:00")) if first else None)
 
 
 def _head(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> ledger.Entry | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from connector import filemodes
 from connector.errors import StorageError
 from connector.payload import sealing, vaultfile
 
@@ -99,12 +100,12 @@ def _ensure_key(folder: Path, vault_key: bytes, agreement_id: str) -> bytes:
     found = read_key(folder, vault_key, agreement_id)
     if found is not None:
         return found
-    folder.mkdir(parents=True, exist_ok=True)
+    filemodes.make_dir(folder)
     key = sealing.new_data_key()
     record = {"format": _KEY_FORMAT, "agreement": agreement_id,
               "wrapped": base64.b64encode(sealing.wrap(vault_key, key, agreement_id)).decode()}
     tmp = folder / f"{KEY_FILE}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = filemodes.open_private(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, json.dumps(record).encode())
         os.fsync(fd)
@@ -163,7 +164,8 @@ def open_partial(path: Path, vault_key: bytes, agreement_id: str, *, chunk_size:
     """
     with _folder_lock:
         data_key = _ensure_key(path.parent, vault_key, agreement_id)
-        fh = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 (closed by the writer)
+        # Opened (or created, 0600) without truncating: an existing partial file is resumed below.
+        fh = os.fdopen(filemodes.open_private(path, os.O_RDWR), "r+b")  # closed by the writer
     try:
         header: vaultfile.Header | None = None
         with contextlib.suppress(vaultfile.VaultFileError):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from connector import filemodes
 from connector.errors import StorageError
 from connector.store.migrations import MIGRATIONS
 
@@ -35,6 +37,9 @@ MAX_BATCH = 512
 
 
 def _connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
+    if not readonly:
+        # SQLite would make a new database 0644; its -wal and -shm files take the database's mode.
+        filemodes.ensure_private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -84,8 +89,12 @@ class Store:
 
     def open_sync(self) -> None:
         """Create or migrate the database and start the writer thread."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dir(self.path.parent)
         db = _connect(self.path)
+        # -wal and -shm left by an earlier run keep whatever mode they had then.
+        for companion in (self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                companion.chmod(filemodes.PRIVATE_FILE)
         migrate(db)
         self._writer = threading.Thread(target=self._run_writer, args=(db,), name="tds-store-writer", daemon=True)
         self._writer.start()

@@ -272,4 +272,18 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (participant_id, asset_id, version)
         ) WITHOUT ROWID""",
     ],
+    # 6: use counts live in the signed log (no separate counter to reset); a use id names one use, and its
+    #    re-deliveries are logged under it; the provider's signed acknowledgement of the log; each receipt
+    #    anomaly recorded once
+    [
+        "DROP TABLE usage_counters",
+        "DROP INDEX usage_log_use",
+        "CREATE UNIQUE INDEX usage_log_use ON usage_log(participant_id, agreement_id, use_id) "
+        "WHERE use_id != '' AND kind = 'use'",
+        "CREATE INDEX usage_log_use_id ON usage_log(participant_id, agreement_id, use_id) WHERE use_id != ''",
+        "ALTER TABLE receipt_cursors ADD COLUMN ack TEXT",
+        "DELETE FROM receipt_anomalies WHERE rowid NOT IN (SELECT MIN(rowid) FROM receipt_anomalies "
+        "GROUP BY participant_id, agreement_id, kind, detail)",
+        "CREATE UNIQUE INDEX receipt_anomalies_once ON receipt_anomalies(participant_id, agreement_id, kind, detail)",
+    ],
 ]

@@ -414,6 +414,42 @@ class ContractRepository:
 
         return await self.store.read(query)
 
+    # admission of peers (connector.services.admission)
+
+    async def known_counterparties(self) -> list[tuple[str, str]]:
+        """(participant id, counterparty DID) for every agreement that reached FINALIZED (REVOKED ones did)."""
+
+        def query(db: sqlite_utils.Database) -> list[tuple[str, str]]:
+            rows = db.execute(
+                "SELECT DISTINCT participant_id, CASE role WHEN 'provider' THEN consumer_did ELSE provider_did END "
+                "FROM agreements WHERE state IN ('FINALIZED', 'REVOKED')").fetchall()
+            return [(str(r[0]), str(r[1])) for r in rows]
+
+        return await self.store.read(query)
+
+    async def purge_stranger_negotiations(self, updated_before: str, *, limit: int = 5000) -> int:
+        """Delete (with their history) up to *limit* negotiations that a peer opened and that ended TERMINATED
+        before *updated_before* without a FINALIZED agreement, where that peer is still unknown (no FINALIZED
+        or REVOKED agreement with the participant). An agreement such a negotiation got as far as (AGREED or
+        VERIFIED, never in force) goes with it. Returns how many went."""
+
+        def purge(db: sqlite_utils.Database) -> int:
+            keys = db.execute(
+                "SELECT n.participant_id, n.id FROM negotiations n WHERE n.state = 'TERMINATED' "
+                "AND n.pending IS NULL AND n.updated_at < ? AND (n.role = 'provider' OR n.requested = '{}') "
+                "AND NOT EXISTS (SELECT 1 FROM agreements a WHERE a.participant_id = n.participant_id "
+                "AND a.state IN ('FINALIZED', 'REVOKED') "
+                "AND (a.negotiation_id = n.id OR n.counterparty_did IN (a.consumer_did, a.provider_did))) "
+                "LIMIT ?", [updated_before, limit]).fetchall()
+            for sql in ("DELETE FROM negotiation_events WHERE participant_id = ? AND negotiation_id = ?",
+                        "DELETE FROM agreements WHERE participant_id = ? AND negotiation_id = ? "
+                        "AND state IN ('AGREED', 'VERIFIED')",
+                        "DELETE FROM negotiations WHERE participant_id = ? AND id = ?"):
+                db.conn.executemany(sql, keys)
+            return len(keys)
+
+        return await self.store.write(purge)
+
 
 class TransferRepository:
     """Transfer processes, their history and the manifests of asset versions; scoped to one participant."""

@@ -22,7 +22,7 @@ async def offline(*args: str) -> tuple[int, str]:
 
 async def test_publish_browse_negotiate(nodes):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
-    data = provider.data_dir / "files" / "qi.csv"  # under the provider's data roots
+    data = provider.data_dir / "files" / "acme" / "qi.csv"  # in the provider's own files
     data.parent.mkdir(exist_ok=True)
     data.write_text("part,defects\nA,0\n")
     code, out = await tds(provider, "asset", "add", "qi-2026", "--title", "Quality inspection", "--file", str(data),

@@ -173,9 +173,10 @@ async def stop(node: NsNode) -> None:
 async def publish(provider: ManagementClient, target: str, uses: int, data_dir: Path | None = None) -> None:
     asset: dict[str, object] = {"id": target}
     if data_dir is not None:  # a file to transfer
-        (data_dir / "files").mkdir(exist_ok=True)
+        own = data_dir / "files" / data_dir.name  # the participant's own files (named as its node here)
+        own.mkdir(parents=True, exist_ok=True)
         rows = "".join(f"L{i},{i % 3}\n" for i in range(500))
-        (data_dir / "files" / f"{target}.csv").write_text("lot,defects\n" + rows)
+        (own / f"{target}.csv").write_text("lot,defects\n" + rows)
         asset["dataAddress"] = {"type": "File", "path": f"{target}.csv"}
     await provider.add_asset(asset)
     await provider.add_policy(f"open-{target}", {"@type": "Set", "permission": [{"action": "use"}]})
@@ -237,7 +238,7 @@ async def test_three_nodes_in_three_namespaces_over_https(namespaces, tmp_path):
         transfer = await sme_c.start_transfer(agreement)
         done = await sme_c.transfer(transfer["id"], wait_s=20)
         assert done["state"] == "COMPLETED", done
-        expected = (enterprise.data_dir / "files" / "qi.csv").read_bytes()
+        expected = (enterprise.data_dir / "files" / enterprise.data_dir.name / "qi.csv").read_bytes()
         data = b"".join([c async for c in sme_c.use_data(agreement, "u0", purpose="R&D")])
         assert data == expected
         assert [(await sme_c.use(agreement, f"u{i}", purpose="R&D"))["decision"] for i in range(1, 3)] == [

@@ -215,13 +215,14 @@ def test_a_private_push_endpoint_is_refused_outside_dev_mode(endpoint):
     from types import SimpleNamespace
 
     from connector.http.netguard import OutboundPolicy
+    from connector.http.outbound import PeerClient
     from connector.protocol.errors import MessageError
     from connector.services.transfer import push_target
 
     address = {"endpoint": endpoint, "endpointProperties": [{"name": "authorization", "value": "t"}]}
     with pytest.raises(MessageError, match=r"dataAddress\.endpoint refused"):
-        push_target(address, SimpleNamespace(policy=OutboundPolicy.build(False, ())))
-    trusted = SimpleNamespace(policy=OutboundPolicy.build(False, ("10.0.0.0/8",)))
+        push_target(address, SimpleNamespace(client=PeerClient(OutboundPolicy.build(False, ()))))
+    trusted = SimpleNamespace(client=PeerClient(OutboundPolicy.build(False, ("10.0.0.0/8",))))
     if endpoint.startswith("http://10."):  # a private endpoint in trusted_networks is allowed
         assert push_target(address, trusted) == {"endpoint": endpoint, "token": "t"}
 

@@ -244,6 +244,10 @@ async def test_management_rate_limit_is_per_participant(nodes):
 async def test_dsp_rate_limit_is_per_calling_peer(nodes):
     provider = await nodes.start("acme", dsp_rate_per_s=0.5, dsp_burst=2)
     noisy, quiet = await nodes.start("noisy"), await nodes.start("quiet")
+    # Per-peer budgets are for known peers (an agreement with the provider); strangers share another one.
+    await publish(provider, "qi-2026", "cd1")
+    await negotiate(noisy, provider)
+    await negotiate(quiet, provider)
     url = f"{provider.participant.dsp_base}/catalog/request"
     statuses = [await _signed_catalog(noisy, url) for _ in range(3)]
     assert [s for s, _, _ in statuses] == [200, 200, 429]

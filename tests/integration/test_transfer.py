@@ -21,7 +21,7 @@ OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 async def agreed(provider, consumer, *, size=3 * 1024 * 1024 + 123, contract=OPEN, name="qi.bin",
                  data_class="general"):
     """Publish a file on the provider, negotiate it; return (agreement id, the file's bytes' SHA-256)."""
-    sha = await asyncio.to_thread(write_random, provider.data_dir / "files" / name, size)
+    sha = await asyncio.to_thread(write_random, provider.data_dir / "files" / "acme" / name, size)
     await provider.client.add_asset({"id": "qi-2026", "title": "QI", "contentType": "application/octet-stream",
                                      "dataAddress": {"type": "File", "path": name}, "dataClass": data_class})
     await provider.client.add_policy("open", OPEN)
@@ -93,8 +93,7 @@ async def test_data_address_outside_the_roots_is_refused(nodes, path):
     provider = await nodes.start("acme")
     from connector.client import ClientError
 
-    (provider.data_dir / "files").mkdir(exist_ok=True)
-    (provider.data_dir / "files" / "escape").symlink_to(provider.data_dir / "tds.toml")  # a symlink leading out
+    (provider.data_dir / "files" / "acme" / "escape").symlink_to(provider.data_dir / "tds.toml")  # leads out
     with pytest.raises(ClientError) as info:
         await provider.client.add_asset({"id": "x", "dataAddress": {"type": "File", "path": path}})
     assert info.value.status == 400

@@ -52,8 +52,12 @@ async def test_retry_with_the_same_use_id_is_not_counted_again(nodes):
     agreement = await agreement_between(provider, consumer.client, provider.public_url)
     first = await consumer.client.use(agreement, "report-1", purpose="R&D")
     again = await consumer.client.use(agreement, "report-1", purpose="R&D")
-    assert again["repeated"] and again["seq"] == first["seq"] and again["entryHash"] == first["entryHash"]
+    # Counted once; the re-delivery is a log entry of its own (and so a receipt to the provider).
+    assert again["repeated"] and again["decision"] == "permit" and again["seq"] == first["seq"] + 1
     assert (await consumer.client.usage(agreement))["uses"] == 1
+    entries = (await consumer.client.usage_log(agreement))["entries"]
+    assert [(e["kind"], e["use_id"], e["uses"]) for e in entries] == [("use", "report-1", 1),
+                                                                      ("redelivery", "report-1", 1)]
 
 
 async def test_counters_exact_under_200_concurrent_uses_with_retries(nodes):
@@ -68,7 +72,9 @@ async def test_counters_exact_under_200_concurrent_uses_with_retries(nodes):
     assert all(r["decision"] == by_id[i]["decision"] for i, r in zip(ids[::3], retries, strict=True))
     assert (await consumer.client.usage(agreement))["uses"] == 150
     log = await consumer.client.usage_log(agreement)
-    assert len(log["entries"]) == 200
+    # A retry of a permitted use is logged as a re-delivery; the same deny asked again adds nothing.
+    redelivered = sum(by_id[i]["decision"] == "permit" for i in ids[::3])
+    assert len(log["entries"]) == 200 + redelivered
     assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
     assert len(log["heads"]) < 200  # concurrent uses shared commit groups (one signed head per group)
 
@@ -116,7 +122,7 @@ async def test_log_verify_and_usage_show_cli(nodes):
     code, out = await tds(consumer, "usage", "show", agreement)
     assert code == 0 and "2 of 3 uses left" in out and "days left" in out
     code, out = await tds(consumer, "log", "verify", agreement)
-    assert code == 0 and "2 entries, chain intact" in out
+    assert code == 0 and "2 entries, 1 permitted use(s), chain intact" in out
 
 
 @pytest.mark.parametrize("crash_at", ["usage-before-commit", "usage-after-commit"])
@@ -142,7 +148,9 @@ async def test_kill_9_around_the_commit(nodes, tmp_path, crash_at):
         assert retry["repeated"] is (crash_at == "usage-after-commit")
         summary = await client.usage(agreement)
         log = await client.usage_log(agreement)
-        assert summary["uses"] == 1 and len(log["entries"]) == 1  # counted once, logged once
+        # Counted once: the use, and after a crash past its commit, the retry as a logged re-delivery.
+        kinds = ["use", "redelivery"] if crash_at == "usage-after-commit" else ["use"]
+        assert summary["uses"] == 1 and [e["kind"] for e in log["entries"]] == kinds
         assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
     finally:
         await consumer.stop()

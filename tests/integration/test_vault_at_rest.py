@@ -22,7 +22,7 @@ OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 async def pulled(provider, consumer, content=None):
     """Publish *content* on the provider, negotiate, pull: (agreement id, plaintext, vault file, transfer)."""
     content = content if content is not None else (MARKER * (SIZE // len(MARKER) + 1))[:SIZE]
-    path = provider.data_dir / "files" / "qi.csv"
+    path = provider.data_dir / "files" / provider.participant.name / "qi.csv"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(content)
     await provider.client.add_asset({"id": "qi-2026", "contentType": "text/csv",
@@ -156,7 +156,7 @@ async def test_deletion_on_schedule_destroys_the_key(nodes):
     from usage_policies import templates
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
-    path = provider.data_dir / "files" / "qi.csv"
+    path = provider.data_dir / "files" / provider.participant.name / "qi.csv"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(MARKER * 100)
     await provider.client.add_asset({"id": "qi", "dataAddress": {"type": "File", "path": "qi.csv"}})

@@ -38,6 +38,10 @@ def test_good_config_round_trips():
         (('"https://tds.example.com"', '"ftp://x"'), "node.public_url"),
         (('["10.0.0.0/8"]', '["10.0.0.0/33"]'), "node.trusted_networks[0]"),
         (('legal_name = "ACME Co."\n', ""), "participant.legal_name"),
+        (('region = "CN-GD"', 'region = "CN-GD"\n[dsp]\nunknown_peer_burst = 0'), "dsp.unknown_peer_burst"),
+        (('region = "CN-GD"', 'region = "CN-GD"\n[dsp]\nunknown_peer_rate_per_s = -1.0'),
+         "dsp.unknown_peer_rate_per_s"),
+        (('region = "CN-GD"', 'region = "CN-GD"\n[dsp]\nunknown_peers_open = 5'), "dsp.unknown_peers_open"),
     ],
 )
 def test_errors_name_the_field(change, field):

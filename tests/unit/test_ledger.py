@@ -81,3 +81,42 @@ def test_continuing_from_a_known_entry():
 def test_entries_continue_their_own_agreement_only():
     with pytest.raises(ValueError):
         ledger.append(chain(1)[0], agreement="urn:other", kind="use", at="t")
+
+
+def test_entries_carry_the_running_use_counts():
+    entries = chain(3)
+    denied = ledger.append(entries[-1], agreement=A, kind="use", use_id="d", at="2026-01-01T00:00:09Z",
+                           action="use", decision="deny")
+    duty = ledger.append(denied, agreement=A, kind="delete", at="2026-01-01T00:00:10Z")
+    assert [e.uses for e in [*entries, denied, duty]] == [1, 2, 3, 3, 3]
+    assert {e.first_use for e in [*entries, denied, duty]} == {"2026-01-01T00:00:00Z"}
+    assert ledger.running_counts([*entries, denied, duty]) == (3, "2026-01-01T00:00:00Z")
+
+
+def test_a_count_that_does_not_follow_the_chain_is_named():
+    entries = chain(4)
+    reset = msgspec.structs.replace(entries[3], uses=0)
+    entries[3] = msgspec.structs.replace(reset, hash=ledger.entry_hash(reset))
+    problem = ledger.check_chain(entries)
+    assert problem is not None and problem.seq == 4 and "permitted uses" in problem.problem
+
+
+def test_entries_without_counts_keep_their_hash_and_are_recounted():
+    old = [msgspec.structs.replace(e, uses=None, first_use=None) for e in chain(2)]
+    old = [msgspec.structs.replace(e, hash=ledger.entry_hash(e)) for e in old]
+    body = old[0].body()
+    assert "uses" not in body and "first_use" not in body  # hashed as before counts existed
+    with pytest.raises(ValueError):
+        ledger.append(old[-1], agreement=A, kind="use", at="t", decision="permit")
+    assert ledger.running_counts(old) == (2, old[0].at)
+
+
+@pytest.mark.parametrize("where", ["entry", "head"])
+def test_a_chain_is_bound_to_the_agreement_it_is_checked_for(where):
+    entries = chain(2)
+    if where == "entry":
+        problem = ledger.check_chain(entries, heads(entries), agreement="urn:uuid:agreement-b")
+    else:
+        other = {**heads(entries)[-1], "agreement": "urn:uuid:agreement-b"}
+        problem = ledger.check_chain(entries, [other])
+    assert problem is not None and "agreement" in problem.problem

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from connector.errors import OutboundRefused
-from connector.http.netguard import OutboundPolicy, check_address, check_url
+from connector.http.netguard import (
+    PUBLIC,
+    Listener,
+    OutboundPolicy,
+    check_address,
+    check_listener,
+    check_url,
+    local_name,
+    surely_local,
+)
 
 STRICT = OutboundPolicy.build(False, [])
 DEV = OutboundPolicy.build(True, [])
@@ -82,3 +93,52 @@ def test_own_origin_default_ports():
     check_url("https://10.0.0.7:443/participants/a", policy)
     with pytest.raises(OutboundRefused):
         check_url("https://10.0.0.7:8443/", policy)
+
+
+LISTENERS = (Listener(PUBLIC, "0.0.0.0", 8181), Listener("management", "127.0.0.1", 8182))
+
+
+def test_the_management_listener_is_refused_on_a_local_address():
+    with pytest.raises(OutboundRefused, match=r"127\.0\.0\.1 \(port 8182\) is this node's own management listener"):
+        check_listener("127.0.0.1", 8182, LISTENERS, local=True)
+
+
+def test_the_public_listener_stays_reachable_for_peer_calls():
+    check_listener("127.0.0.1", 8181, LISTENERS, local=True)
+
+
+def test_an_http_backend_may_reach_neither_listener():
+    for port in (8181, 8182):
+        with pytest.raises(OutboundRefused, match=r"own (public|management) listener"):
+            check_listener("localhost", port, LISTENERS, local=True, backend=True)
+
+
+@pytest.mark.parametrize(("local", "port"), [(False, 8182), (True, 8183), (True, 80)])
+def test_other_machines_and_other_ports_are_not_the_nodes_own(local, port):
+    check_listener("10.0.0.9", port, LISTENERS, local=local, backend=True)
+
+
+def test_before_the_listeners_are_bound_nothing_is_own():
+    check_listener("127.0.0.1", 8182, (), local=True, backend=True)
+
+
+@pytest.mark.parametrize(("address", "local"), [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("0.0.0.0", True), ("::", True),
+    ("::ffff:127.0.0.1", True), ("10.0.0.1", False), ("93.184.216.34", False), ("fe80::1", False),
+])
+def test_surely_local(address, local):
+    assert surely_local(ipaddress.ip_address(address)) is local
+
+
+@pytest.mark.parametrize(("host", "local"), [
+    ("localhost", True), ("LOCALHOST.", True), ("api.localhost", True), ("localhost.example", False),
+    ("mylocalhost", False), ("example.com", False),
+])
+def test_local_names(host, local):
+    assert local_name(host) is local
+
+
+def test_a_backend_may_not_read_the_nodes_own_public_origin():
+    with pytest.raises(OutboundRefused, match="own public origin"):
+        check_url("http://127.0.0.1:8181/healthz", OWN, backend=True)
+    assert check_url("http://127.0.0.1:8181/healthz", OWN).port == 8181  # a peer call may

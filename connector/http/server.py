@@ -1,0 +1,120 @@
+"""The HTTP server both listeners run on: aiohttp's, with the requests it refuses itself answered and
+logged the project's way.
+
+aiohttp's parser refuses some requests before any middleware runs: a request line or header field over
+its limit (8190 bytes), a malformed header, a request that is not HTTP. aiohttp would answer those 400
+with the parser's message as a plain-text body and log a traceback through the stdlib logger
+``aiohttp.server``; both quote the offending line, which can be an ``Authorization`` header with a valid
+token in it. Here they get a JSON error body in the shape :mod:`connector.http.middleware` gives (a
+readable reason, never the request's content) and one JSON log line with the status, the reason and the
+peer. Everything that reaches the application is still rendered by the error middleware alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+)
+from aiohttp.web_protocol import RequestHandler
+
+from connector.logging import get_logger
+
+log = get_logger(component="http")
+
+
+def refusal_reason(exc: BaseException | None, limit: int) -> str:
+    """Why the parser refused a request, in words that quote nothing of the request itself."""
+    if isinstance(exc, LineTooLong):
+        return f"the request line or a header field is longer than {limit} bytes"
+    if isinstance(exc, BadHttpMethod):
+        if "HTTPS" in exc.message:  # aiohttp's own words, no request content
+            return "HTTPS traffic on a plain HTTP port"
+        return "the request method is not valid HTTP"
+    if isinstance(exc, BadStatusLine):
+        return "the request line is not valid HTTP"
+    if isinstance(exc, InvalidHeader):
+        return "a request header is malformed"
+    if isinstance(exc, InvalidURLError):
+        return "the request target is not a valid URL"
+    return "the request is not valid HTTP"
+
+
+class _Handler(RequestHandler):
+    """aiohttp's connection handler with its own error answers and log lines (see the module docstring)."""
+
+    __slots__ = ("_listener", "_requests_total")
+    _listener: str
+    _requests_total: Any
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # *message* is the parser's text, which quotes the request: it is neither logged nor sent.
+        if isinstance(exc, HttpProcessingError) or status < 500:
+            status = status if 400 <= status < 500 else 400
+            code, reason = "bad-request", refusal_reason(exc, max(self.max_line_size, self.max_field_size))
+            log.info("request refused before routing", listener=self._listener, status=status, reason=reason,
+                     peer=request.remote)
+        elif status == 504:
+            code, reason = "timeout", "the request took too long to handle"
+            log.warning("request timed out", listener=self._listener, status=status, peer=request.remote)
+        else:
+            # Only what escaped the error middleware gets here (a response that failed while being sent).
+            code, reason = "internal", "internal error"
+            log.error("request failed outside the application", listener=self._listener, status=status,
+                      error=type(exc).__name__ if exc is not None else None, peer=request.remote)
+        if self._requests_total is not None:
+            self._requests_total.labels(listener=self._listener, status=str(status)).inc()
+        if request.writer.output_size > 0:
+            # Part of an answer already left: the connection cannot carry another one (as aiohttp does).
+            raise ConnectionError("response already started; the connection is closed instead")
+        response = web.json_response({"error": code, "message": reason}, status=status)
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # aiohttp's other error logs ("Unhandled exception", a handler without a response): one JSON line
+        # naming the exception's type, without the traceback or message, which may quote the request.
+        exc = kw.get("exc_info")
+        log.error("http server error", listener=self._listener, detail=str(args[0])[:200] if args else "",
+                  error=type(exc).__name__ if isinstance(exc, BaseException) else None)
+
+
+class _Server(web.Server):
+    def __init__(self, *args: Any, listener: str, requests_total: Any | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listener = listener
+        self._requests_total = requests_total
+
+    def __call__(self) -> RequestHandler:
+        handler = _Handler(self, loop=self._loop, **self._kwargs)
+        handler._listener = self._listener
+        handler._requests_total = self._requests_total
+        return handler
+
+
+class Runner(web.AppRunner):
+    """``web.AppRunner`` whose connections are handled by :class:`_Handler`. *listener* names the listener
+    in log lines and in *requests_total* (the node's request counter, by listener and status)."""
+
+    def __init__(self, app: web.Application, *, listener: str, requests_total: Any | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._listener = listener
+        self._requests_total = requests_total
+
+    async def _make_server(self) -> web.Server:
+        # aiohttp builds the app's server (start-up signals, freezing, handler arguments); it is rebuilt
+        # with the same settings around :class:`_Handler`, the one thing that differs.
+        plain = await super()._make_server()
+        return _Server(plain.request_handler, request_factory=plain.request_factory,
+                       handler_cancellation=plain.handler_cancellation, loop=asyncio.get_running_loop(),
+                       listener=self._listener, requests_total=self._requests_total, **plain._kwargs)
