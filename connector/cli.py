@@ -956,6 +956,62 @@ def _vault_pieces(data_dir: Path, path: Path) -> Any:
 
 
 @main.command()
+@node_options
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the JSON report (default: drill-report-TIMESTAMP.json here).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report (the progress goes to stderr).")
+@click.option("--allow-tamper", is_flag=True,
+              help="Also run counter-reset, which writes to the node's database (needs --dir).")
+@click.option("--attack", "only", multiple=True, metavar="NAME", help="Run only this attack (repeatable).")
+def drill(data_dir: Path | None, node_url: str | None, token: str | None, report_path: Path | None, as_json: bool,
+          allow_tamper: bool, only: tuple[str, ...]) -> None:
+    """The security drill: attack this node as a hostile tenant, application and stranger would.
+
+    With the node's admin token (DIR/admin.token, or --node URL --token ADMIN_TOKEN) it hosts two temporary
+    participants drill-<hex> and drill-<hex>-peer, runs the attack catalogue against the node's public and
+    management listeners (only loopback or addresses in node.trusted_networks), prints one line per attack
+    (refused, FAILED, error or skipped), writes a JSON report and removes everything it created. Exits 1 if
+    any attack FAILED or could not run. Without --dir the attacks that need the node's folder are errors."""
+    from connector.drill import CATALOGUE, DrillOptions, DrillRefused, Target, run_drill
+
+    if only and set(only) - {a.name for a in CATALOGUE}:
+        _fail(f"no such attack: {', '.join(sorted(set(only) - {a.name for a in CATALOGUE}))} "
+              f"(known: {', '.join(a.name for a in CATALOGUE)})")
+    try:
+        if data_dir is not None:
+            target = Target.from_dir(data_dir, node_url=node_url, token=token)
+        elif node_url and token:
+            target = Target(node_url.rstrip("/"), token)
+        else:
+            _fail("give --dir DIR (the node's data folder) or both --node URL and --token ADMIN_TOKEN")
+            return
+    except ConfigError as exc:
+        _fail(exc.message)
+        return
+    if allow_tamper and data_dir is None:
+        _fail("--allow-tamper needs --dir: counter-reset writes to the node's database")
+
+    def emit(line: str) -> None:
+        click.echo(line, err=as_json)
+
+    options = DrillOptions(target, report=report_path, allow_tamper=allow_tamper, only=only, emit=emit)
+    try:
+        result = asyncio.run(run_drill(options))
+    except DrillRefused as exc:
+        _fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        # A second Ctrl+C stops the teardown itself: say what is still there.
+        left = [what for what, _ in options.cleanup.steps]
+        if left:
+            click.echo("interrupted; NOT removed: " + "; ".join(reversed(left)), err=True)
+        sys.exit(130)
+    if as_json:
+        _print_json(result.report)
+    sys.exit(result.exit_code)
+
+
+@main.command()
 @click.option("--keep-running", is_flag=True, help="Leave the nodes up and print their URLs and tokens.")
 def demo(keep_running: bool) -> None:
     """Run a small data space on loopback and narrate what happens."""
