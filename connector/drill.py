@@ -916,7 +916,7 @@ async def _host(ctx: DrillContext, name: str, legal_name: str, region: str) -> P
             if exc.status != 404:  # 404: it was never made, or is gone already
                 raise
         if ctx.data_dir is not None:
-            from connector.services.dataplane import safe_name
+            from connector.services.vault import safe_name
 
             for folder in (ctx.data_dir / "keys" / name, ctx.data_dir / "files" / name,
                            ctx.data_dir / "vault" / safe_name(name)):

@@ -1,4 +1,8 @@
-"""The node: the composition root that wires config, keys, store, services and the two listeners."""
+"""The node: the composition root that wires config, keys, store, services and the two listeners.
+
+It builds the services (the vault, :mod:`connector.services.vault`, among them) and the listeners, and
+starts and stops them in order. Besides the wiring it still holds the registry of hosted participants
+(loading, adding and removing them)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from aiohttp import web
 from connector import filemodes
 from connector.bootstrap import DB_FILE, keys_dir, new_participant_keys, new_token, node_key, participant_did
 from connector.config import Config, load_config
-from connector.errors import ConfigError, Conflict, NotFound, TdsError
+from connector.errors import ConfigError, Conflict, NotFound
 from connector.http import dsp, management, openapi, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
@@ -39,6 +43,7 @@ from connector.services.negotiation import NegotiationService
 from connector.services.receipts import ReceiptService
 from connector.services.transfer import TransferService
 from connector.services.usage import UsageService
+from connector.services.vault import Vault, vault_key
 from connector.store.db import Store
 from connector.store.repository import ContractRepository, Participant, SqliteRepository, TransferRepository
 
@@ -46,7 +51,6 @@ if TYPE_CHECKING:
     import sqlite_utils
 
     from connector.conformance import ConformanceMode
-    from connector.services.vault import Deletion
 
 log = get_logger(component="node")
 
@@ -85,6 +89,8 @@ class Node:
         self.usage = UsageService(self)
         self.receipts = ReceiptService(self)
         self.transfers = TransferService(self)
+        #: Received data, sealed at rest: each agreement's under its own key (stopping transfers before deleting).
+        self.vault = Vault(data_dir, key_of=vault_key, stop_receiving=self.transfers.stop_receiving)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
         # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.
@@ -105,63 +111,6 @@ class Node:
 
     def participant_by_id(self, participant_id: str) -> ParticipantRuntime | None:
         return self._by_id.get(participant_id)
-
-    def usage_payload(self, participant: ParticipantRuntime, agreement_id: str) -> Path | None:
-        """The received data of an agreement, if a transfer has placed it, verified, in the vault."""
-        from connector.services.dataplane import vault_dir
-
-        folder = vault_dir(self, participant, agreement_id)
-        if not folder.is_dir():
-            return None
-        payloads = sorted(p for p in folder.iterdir()
-                          if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".bundle.json"))
-        return payloads[0] if payloads else None
-
-    async def delete_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> int:
-        """Delete everything received under an agreement (its vault folder); return the bytes removed."""
-        return (await self.destroy_agreement_data(participant, agreement_id)).bytes_removed
-
-    async def destroy_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> Deletion:
-        """Delete an agreement's received data: its data key first (from then on nothing left is readable),
-        then its vault folder. Says how many bytes went and whether a key was destroyed."""
-        from connector.services import vault
-        from connector.services.dataplane import vault_dir
-
-        stopped = await self.transfers.stop_receiving(participant, agreement_id,
-                                                      "the agreement's data is being deleted here (revoked or due)")
-        if stopped:
-            log.info("transfers stopped before deletion", participant=participant.name, agreement=agreement_id,
-                     count=stopped)
-        deletion = await asyncio.to_thread(vault.destroy, vault_dir(self, participant, agreement_id), agreement_id)
-        if deletion.key_destroyed:
-            log.info("data key destroyed", participant=participant.name, agreement=agreement_id,
-                     bytes_removed=deletion.bytes_removed)
-        return deletion
-
-    async def _seal_unsealed_vault(self) -> None:
-        """Seal files received before the vault was encrypted at rest (once; a no-op when there are none)."""
-        from connector.services import vault
-        from connector.services.dataplane import safe_name, vault_dir
-
-        for participant in self.participants.values():
-            found = await asyncio.to_thread(vault.unsealed_files, self.data_dir / "vault" / safe_name(participant.name))
-            if not found:
-                continue
-            known = await self.contracts.agreements(participant.id, state=None)
-            agreements = {vault_dir(self, participant, a.id): a.id for a in known}
-            for path in found:
-                agreement_id = agreements.get(path.parent)
-                if agreement_id is None:
-                    log.warning("unsealed vault file of no known agreement left as it is", path=str(path))
-                    continue
-                try:
-                    size = await asyncio.to_thread(vault.seal_in_place, path, vault.vault_key(participant),
-                                                   agreement_id)
-                except (OSError, TdsError) as exc:  # the node still starts; the file stays unusable, as before
-                    log.error("vault file could not be sealed", path=str(path), error=str(exc)[:300])
-                    continue
-                log.info("vault file sealed at rest", participant=participant.name, agreement=agreement_id,
-                         bytes=size)
 
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers
@@ -219,7 +168,6 @@ class Node:
         participant (the one ``tds init`` made) cannot be removed. Irreversible: the participant's DID
         document, endpoints and tokens are gone at once. Returns what was removed."""
         from connector.services import addresses
-        from connector.services.dataplane import safe_name
 
         async with self._adding:
             runtime = self.participants.get(name)
@@ -244,7 +192,7 @@ class Node:
             rows = await self.store.write(lambda db: _delete_participant_rows(db, runtime.id), durable=True)
             # Its own files/NAME/ only: a folder the operator assigned it in [data_roots] is the operator's.
             folders = [keys_dir(self.data_dir, name), self.data_dir / addresses.FILES / name,
-                       self.data_dir / "vault" / safe_name(name)]
+                       self.vault.participant_dir(name)]
             removed = [str(f.relative_to(self.data_dir)) for f in folders if f.exists()]
             for folder in folders:
                 # The name passed NAME_RE when it was added (no '/', no '..'): still, never leave the folder.
@@ -328,7 +276,7 @@ class Node:
         try:
             await self._load_participants()
             await legacy_files.move_into_own_roots(self)
-            await self._seal_unsealed_vault()
+            await self.vault.seal_unsealed(self.participants.values(), self.contracts.agreement_ids)
             if self.conformance is not None:
                 await self.conformance.seed()
             await self.admission.load()

@@ -30,6 +30,7 @@ from connector.logging import get_logger
 from connector.protocol import agreements
 from connector.protocol.negotiation import State as NegotiationState
 from connector.protocol.transfer import State as TransferState
+from connector.services import vault
 from connector.services.policy import PolicySyntaxError, check_policy
 from connector.store.records import (
     AgreementRecord,
@@ -628,18 +629,16 @@ def routes(node: Node) -> list[Route]:
     async def use(request: web.Request) -> web.StreamResponse:
         body = decode_body(await request.read(), UseIn)
         p = participant(request)
-        payload = node.usage_payload(p, body.agreement_id) if body.deliver else None
+        payload = node.vault.payload(p, body.agreement_id) if body.deliver else None
         if body.deliver and payload is None:
             from connector.errors import Conflict
 
             raise Conflict("no data has been received for this agreement (nothing was counted)")
         # The data is sealed at rest: open it (key, header, first and last chunk) before the use is counted,
         # so that a damaged or cut file is an error (503, nothing counted) rather than a use.
-        from connector.services import vault
-
         reader = None
         if payload is not None:
-            reader = await asyncio.to_thread(vault.open_reader, payload, vault.vault_key(p), body.agreement_id)
+            reader = await asyncio.to_thread(node.vault.reader, p, payload, body.agreement_id)
         try:
             outcome = await node.usage.use(p, application=request[TOKEN].application,
                                            agreement_id=body.agreement_id, action=body.action, purpose=body.purpose,
@@ -705,10 +704,8 @@ def routes(node: Node) -> list[Route]:
     async def start_transfer(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), TransferStart)
         p = participant(request)
-        from connector.services.dataplane import vault_usage
-
         quota = node.config.node.vault_quota_bytes
-        if await asyncio.to_thread(vault_usage, node, p) >= quota:
+        if await asyncio.to_thread(node.vault.usage, p) >= quota:
             from connector.errors import PayloadTooLarge
 
             raise PayloadTooLarge(f"the participant's vault is full ({quota} bytes, node.vault_quota_bytes): "

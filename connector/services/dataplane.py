@@ -1,5 +1,6 @@
 """The data plane, pull and push: the provider streams a file, the consumer verifies every chunk before
-writing it.
+writing it. This module moves and checks bytes; where they are kept (the partial file of a transfer, the
+agreement's folder, its data key, the quota's count) is the vault's, :class:`connector.services.vault.Vault`.
 
 Provider (``GET /participants/NAME/data/:providerPid`` and ``…/manifest``, outside the DSP base): the
 request must carry the transfer's token (``Authorization: Bearer``) *and* an RFC 9421 signature by the
@@ -37,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import os
 import re
 import time
@@ -94,42 +94,6 @@ SEALED_DETAIL = ("end-to-end encrypted: X25519 key agreement, HKDF-SHA256, AES-2
 #: Commit the resume point at least every this many bytes.
 CHECKPOINT_BYTES = 16 * 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d{1,15})-$")
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-# -- where bytes go: the vault ----------------------------------------------------------------------------
-
-
-def safe_name(text: str) -> str:
-    """A file or folder name from a peer-chosen id (agreement, asset, transfer): only ``[A-Za-z0-9._-]``,
-    never starting with a dot (no ``..``, and no clash with the vault's own hidden files such as ``.key``)."""
-    name = _SAFE.sub("_", text)[:150] or "_"
-    return "_" + name[1:] if name.startswith(".") else name
-
-
-def vault_dir(node: Node, participant: ParticipantRuntime, agreement_id: str) -> Path:
-    """Each agreement's data apart, so that it can be deleted as a whole."""
-    return node.data_dir / "vault" / safe_name(participant.name) / safe_name(agreement_id)
-
-
-def vault_usage(node: Node, participant: ParticipantRuntime) -> int:
-    """Bytes a participant holds in the vault (what the fair-use quota counts)."""
-    root = node.data_dir / "vault" / safe_name(participant.name)
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
-
-
-def partial_path(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> Path:
-    return vault_dir(node, participant, record.agreement_id) / f".{safe_name(record.id)}.part"
-
-
-def discard_partial(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> None:
-    """Remove a transfer's partial file, and the agreement's data key if nothing else uses it (done at once,
-    so that a terminated transfer has left nothing by the time anyone sees it TERMINATED)."""
-    from connector.services import vault
-
-    partial = partial_path(node, participant, record)
-    partial.unlink(missing_ok=True)
-    vault.forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
 
 
 # -- provider ---------------------------------------------------------------------------------------------
@@ -420,7 +384,7 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
         await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
         record = await node.transfers_repo.get(participant.id, transfer_id)
         if record is not None:
-            discard_partial(node, participant, record)
+            node.vault.discard_partial(participant, record.agreement_id, record.id)
     except Exception:
         log.exception("pull stopped", id=transfer_id)
 
@@ -450,7 +414,7 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
         record = await _fetch_manifest(service, participant, record, address, headers)
     assert record.manifest is not None
     manifest = manifests.decode(record.manifest)
-    target = partial_path(node, participant, record)
+    target = node.vault.partial_path(participant, record.agreement_id, record.id)
     await asyncio.to_thread(filemodes.make_dir, target.parent)
     retries = node.config.node.transfer_chunk_retries
     failures: dict[int, int] = {}
@@ -535,7 +499,7 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
     except (manifests.ManifestError, TdsError) as exc:
         raise MoveFailed(f"the manifest does not verify: {exc}") from exc
     quota = node.config.node.vault_quota_bytes
-    used = await asyncio.to_thread(vault_usage, node, participant)
+    used = await asyncio.to_thread(node.vault.usage, participant)
     if used + manifest.size > quota:
         raise MoveFailed(f"vault quota exceeded: {manifest.size} more bytes would make {used + manifest.size} of the "
                          f"participant's {quota} (node.vault_quota_bytes)")
@@ -549,7 +513,8 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
         updated = await service.commit(current, updated, "manifest",
                                        f"manifest of {manifest.size} bytes in {len(manifest.chunks)} chunks "
                                        f"({manifest.algorithm}), envelope signed by {record.counterparty_did}")
-    await asyncio.to_thread(partial_path(node, participant, updated).unlink, missing_ok=True)
+    partial = node.vault.partial_path(participant, updated.agreement_id, updated.id)
+    await asyncio.to_thread(partial.unlink, missing_ok=True)
     return updated
 
 
@@ -586,9 +551,7 @@ async def _open_writer(node: Node, participant: ParticipantRuntime, record: Tran
                        manifest: manifests.Manifest, target: Path, progress: _Progress) -> VaultWriter:
     """The vault's partial file of a transfer, open at the resume point (moved back, and saved, if the
     file lost its tail since that point was committed). The caller closes it."""
-    from connector.services import vault
-
-    out = await asyncio.to_thread(vault.open_partial, target, vault.vault_key(participant), record.agreement_id,
+    out = await asyncio.to_thread(node.vault.writer, participant, record.agreement_id, target,
                                   chunk_size=manifest.chunk_size, received=progress.received)
     try:
         if out.received < progress.received:
@@ -792,7 +755,7 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
             return _resend(record.received, f"this transfer resumes at byte {record.received}")
         if request.content_length != wire_length(manifest, record.received, seal_key is not None):
             raise BadRequest("Content-Length does not match the rest of the payload from this offset")
-        target = partial_path(node, participant, record)
+        target = node.vault.partial_path(participant, record.agreement_id, record.id)
         progress = _Progress(record.received)
         try:
             await asyncio.to_thread(filemodes.make_dir, target.parent)
@@ -809,7 +772,7 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
                 reason = f"chunk {exc.index} failed verification {counts[exc.index]} times ({exc.why}); giving up"
                 await node.transfers.do(participant, record.id, "terminate", reason,
                                         expected_state=State.STARTED.value)
-                discard_partial(node, participant, record)
+                node.vault.discard_partial(participant, record.agreement_id, record.id)
                 raise Conflict(reason) from None
             await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
                                                 f"chunk {exc.index} {exc.why}; asked the provider again")
@@ -822,7 +785,7 @@ def inbox_routes(node: Node) -> list[web.RouteDef]:
             reason = f"the data cannot be stored here: {exc}"
             await node.transfers.do(participant, record.id, "terminate", reason[:900],
                                     expected_state=State.STARTED.value)
-            discard_partial(node, participant, record)
+            node.vault.discard_partial(participant, record.agreement_id, record.id)
             raise Conflict(reason) from None
         except OSError as exc:  # our own storage failed: not the provider's fault, and not a resend loop
             log.error("push not stored", id=record.id, error=str(exc)[:200])
@@ -871,7 +834,7 @@ async def finish_push(service: TransferService, participant: ParticipantRuntime,
     record = await service.node.transfers_repo.get(participant.id, transfer_id)
     if record is None or record.manifest is None or record.state != State.STARTED.value:
         return
-    target = partial_path(service.node, participant, record)
+    target = service.node.vault.partial_path(participant, record.agreement_id, record.id)
     if await asyncio.to_thread(target.exists):
         await _finish(service, participant, record, manifests.decode(record.manifest), target)
 
@@ -880,23 +843,11 @@ async def _finish(service: TransferService, participant: ParticipantRuntime, rec
                   manifest: manifests.Manifest, target: Path) -> None:
     """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
     node = service.node
-    folder = target.parent
-    final = folder / safe_name(record.asset_id or record.id)
-    bundle_path = folder / f"{final.name}.bundle.json"
-
-    def place(bundle: dict[str, Any]) -> None:
-        tmp_bundle = folder / f".{safe_name(record.id)}.bundle"
-        filemodes.write_private(tmp_bundle, json.dumps(bundle, indent=1).encode())
-        os.replace(tmp_bundle, bundle_path)
-        from connector.services import vault
-
-        vault.place(target, final)
-
     async with service.lock((participant.id, record.id)):
         current = await node.transfers_repo.get(participant.id, record.id)
         if current is None or current.state != State.STARTED.value or current.pending is not None:
             return
-        await asyncio.to_thread(place, current.envelope or {})
+        final = await asyncio.to_thread(node.vault.keep, target, record.asset_id or record.id, current.envelope or {})
         relative = str(final.relative_to(node.data_dir))
         current = _replace(current, received=manifest.size, vault_path=relative)
         log.info("payload verified", id=record.id, bytes=manifest.size, chunks=len(manifest.chunks), path=relative)

@@ -535,7 +535,7 @@ class ReceiptService:
         await self.node.store.write(lambda db: db.execute(
             "UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
             [participant.id, agreement.id]), durable=True)
-        deleted = await self.node.destroy_agreement_data(participant, agreement.id)
+        deleted = await self.node.vault.destroy_agreement_data(participant, agreement.id)
         now = datetime.now(UTC)
         usage = self.node.usage
 

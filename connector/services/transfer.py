@@ -359,9 +359,7 @@ class TransferService(ProcessShell[TransferRecord]):
             if next_state is not State.STARTED:
                 self._stop_mover(key)
             if role is Role.CONSUMER and next_state is State.TERMINATED:
-                from connector.services import dataplane
-
-                dataplane.discard_partial(self.node, participant, updated)
+                self.node.vault.discard_partial(participant, updated.agreement_id, updated.id)
         self._spawn(self._react(participant, updated))
         return updated
 
@@ -532,9 +530,7 @@ class TransferService(ProcessShell[TransferRecord]):
         if next_state is not State.STARTED:
             self._stop_mover((record.participant_id, record.id))
         if role is Role.CONSUMER and next_state is State.TERMINATED:
-            from connector.services import dataplane
-
-            dataplane.discard_partial(self.node, participant, updated)
+            self.node.vault.discard_partial(participant, updated.agreement_id, updated.id)
         return await self._deliver(participant, updated)
 
     def _message(self, record: TransferRecord, kind: Kind, reason: str) -> m.Message:

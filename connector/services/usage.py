@@ -395,7 +395,7 @@ class UsageService:
         participant = self.node.participant_by_id(participant_id)
         if participant is None or kind != "delete":
             return
-        deleted = await self.node.destroy_agreement_data(participant, agreement_id)
+        deleted = await self.node.vault.destroy_agreement_data(participant, agreement_id)
         at = datetime.now(UTC)
 
         def record(db: sqlite_utils.Database) -> None:

@@ -1,10 +1,19 @@
-"""The vault at rest: received data sealed under a data key per agreement (the I/O shell of the format).
+"""The vault: received data, sealed at rest under a data key per agreement, in one place.
 
-Layout: ``DATA_DIR/vault/PARTICIPANT/AGREEMENT/`` holds the agreement's files (the format is
-:mod:`connector.payload.vaultfile`), each beside its plaintext ``.bundle.json`` (manifest, signed
-envelope, the provider's DID document), and ``.key``: the agreement's data key, wrapped by the
-participant's vault key and bound to the agreement id. The vault key is derived from the participant's
-X25519 key (sealed on disk by the node key) and never stored.
+:class:`Vault` is what the node builds and the services use: where an agreement's data lives
+(:meth:`Vault.agreement_dir`, :meth:`Vault.partial_path`), what a participant holds (:meth:`Vault.usage`,
+:meth:`Vault.payload`), writing and reading it with the participant's vault key
+(:meth:`Vault.open_partial`, :meth:`Vault.keep`, :meth:`Vault.open_reader`), deleting an agreement's data
+(:meth:`Vault.destroy`: the transfers bringing it are stopped, then its key and its bytes go) and sealing
+files received before the vault was encrypted at rest (:meth:`Vault.seal_unsealed`). The functions below it
+are the I/O shell of the file format (:mod:`connector.payload.vaultfile`, pure) that it is made of.
+
+Layout: ``DATA_DIR/vault/PARTICIPANT/AGREEMENT/`` holds the agreement's files, each beside its plaintext
+``.bundle.json`` (manifest, signed envelope, the provider's DID document), the partial files of transfers
+still arriving (``.TRANSFER.part``) and ``.key``: the agreement's data key, wrapped by the participant's
+vault key and bound to the agreement id. The vault key is derived from the participant's X25519 key
+(sealed on disk by the node key) and never stored. Folder names come from peer-chosen ids through
+:func:`safe_name`.
 
 Writing (a receiving data plane): :func:`open_partial` opens or resumes a partial file, the receiver hands
 it verified plaintext chunks in order (:meth:`VaultWriter.write`), then :func:`place` moves it under its
@@ -23,15 +32,17 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from connector import filemodes
-from connector.errors import StorageError
+from connector.errors import StorageError, TdsError
+from connector.logging import get_logger
 from connector.payload import sealing, vaultfile
 
 if TYPE_CHECKING:
@@ -44,11 +55,137 @@ _KEY_FORMAT = "tds-vault-data-key-v1"
 #: A wrapped key file is tiny; anything bigger is not one (bounds what is read).
 _MAX_KEY_FILE = 4096
 _folder_lock = threading.Lock()
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+log = get_logger(component="vault")
+
+
+def safe_name(text: str) -> str:
+    """A file or folder name from a peer-chosen id (agreement, asset, transfer): only ``[A-Za-z0-9._-]``,
+    never starting with a dot (no ``..``, and no clash with the vault's own hidden files such as ``.key``)."""
+    name = _SAFE.sub("_", text)[:150] or "_"
+    return "_" + name[1:] if name.startswith(".") else name
 
 
 def vault_key(participant: ParticipantRuntime) -> bytes:
     """The participant's vault key (derived from its X25519 private key; never stored)."""
     return vaultfile.vault_key(bytes(participant.keys.agreement), participant.id)
+
+
+class Vault:
+    """A node's vault (``DATA_DIR/vault/``): one folder per participant, in it one per agreement.
+
+    *key_of* gives a participant's vault key (:func:`vault_key` in a running node). *stop_receiving*
+    terminates a participant's transfers that still bring an agreement's data and says how many (the transfer
+    service's); it is called before that data is deleted, so that nothing arrives afterwards. Methods that
+    touch the file system block (callers on the event loop run them in a thread) unless they are ``async``.
+    """
+
+    def __init__(self, data_dir: Path, *, key_of: Callable[[ParticipantRuntime], bytes],
+                 stop_receiving: Callable[[ParticipantRuntime, str, str], Awaitable[int]]) -> None:
+        self.root = data_dir / "vault"
+        self._key_of = key_of
+        self._stop_receiving = stop_receiving
+
+    # -- where things are ---------------------------------------------------------------------------------
+
+    def participant_dir(self, participant_name: str) -> Path:
+        """Everything a participant received."""
+        return self.root / safe_name(participant_name)
+
+    def agreement_dir(self, participant: ParticipantRuntime, agreement_id: str) -> Path:
+        """Each agreement's data apart, so that it can be deleted as a whole."""
+        return self.participant_dir(participant.name) / safe_name(agreement_id)
+
+    def partial_path(self, participant: ParticipantRuntime, agreement_id: str, transfer_id: str) -> Path:
+        """Where a transfer writes until its last chunk is verified (hidden: never taken for a payload)."""
+        return self.agreement_dir(participant, agreement_id) / f".{safe_name(transfer_id)}.part"
+
+    def usage(self, participant: ParticipantRuntime) -> int:
+        """Bytes a participant holds in the vault (what the fair-use quota counts)."""
+        root = self.participant_dir(participant.name)
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+
+    def payload(self, participant: ParticipantRuntime, agreement_id: str) -> Path | None:
+        """The received data of an agreement, if a transfer has placed it, verified, in the vault."""
+        folder = self.agreement_dir(participant, agreement_id)
+        if not folder.is_dir():
+            return None
+        payloads = sorted(p for p in folder.iterdir()
+                          if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".bundle.json"))
+        return payloads[0] if payloads else None
+
+    # -- writing and reading ------------------------------------------------------------------------------
+
+    def writer(self, participant: ParticipantRuntime, agreement_id: str, partial: Path, *, chunk_size: int,
+               received: int) -> VaultWriter:
+        """The partial file *partial* of a transfer, open to continue at plaintext byte *received* (see
+        :func:`open_partial`). The caller closes it."""
+        return open_partial(partial, self._key_of(participant), agreement_id, chunk_size=chunk_size,
+                            received=received)
+
+    def keep(self, partial: Path, name: str, bundle: dict[str, Any]) -> Path:
+        """Place a complete partial file under *name* (made safe) in its agreement's folder, with its bundle
+        (manifest, signed envelope, the provider's DID document) written beside it first. Returns the path."""
+        final = partial.parent / safe_name(name)
+        tmp_bundle = partial.with_suffix(".bundle")
+        filemodes.write_private(tmp_bundle, json.dumps(bundle, indent=1).encode())
+        os.replace(tmp_bundle, partial.parent / f"{final.name}.bundle.json")
+        place(partial, final)
+        return final
+
+    def discard_partial(self, participant: ParticipantRuntime, agreement_id: str, transfer_id: str) -> None:
+        """Remove a transfer's partial file, and the agreement's data key if nothing else uses it (done at once,
+        so that a terminated transfer has left nothing by the time anyone sees it TERMINATED)."""
+        partial = self.partial_path(participant, agreement_id, transfer_id)
+        partial.unlink(missing_ok=True)
+        forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
+
+    def reader(self, participant: ParticipantRuntime, path: Path, agreement_id: str) -> VaultReader:
+        """A vault file of the participant's, opened and its first and last chunks checked (see
+        :func:`open_reader`). The caller closes it."""
+        return open_reader(path, self._key_of(participant), agreement_id)
+
+    # -- deleting, sealing --------------------------------------------------------------------------------
+
+    async def destroy_agreement_data(self, participant: ParticipantRuntime, agreement_id: str) -> Deletion:
+        """Delete an agreement's received data: the transfers still bringing it are stopped, then its data key
+        goes (from then on nothing left is readable), then its folder. Says how many bytes went and whether a
+        key was destroyed."""
+        stopped = await self._stop_receiving(participant, agreement_id,
+                                             "the agreement's data is being deleted here (revoked or due)")
+        if stopped:
+            log.info("transfers stopped before deletion", participant=participant.name, agreement=agreement_id,
+                     count=stopped)
+        deletion = await asyncio.to_thread(destroy, self.agreement_dir(participant, agreement_id), agreement_id)
+        if deletion.key_destroyed:
+            log.info("data key destroyed", participant=participant.name, agreement=agreement_id,
+                     bytes_removed=deletion.bytes_removed)
+        return deletion
+
+    async def seal_unsealed(self, participants: Iterable[ParticipantRuntime],
+                            agreement_ids: Callable[[str], Awaitable[Iterable[str]]]) -> None:
+        """Seal files received before the vault was encrypted at rest (a no-op when there are none).
+
+        *agreement_ids* gives a participant's agreements (by participant id), asked only if it has such a
+        file: a file is sealed under the agreement whose folder it is in; one of no known agreement stays."""
+        for participant in participants:
+            found = await asyncio.to_thread(unsealed_files, self.participant_dir(participant.name))
+            if not found:
+                continue
+            agreements = {self.agreement_dir(participant, a): a for a in await agreement_ids(participant.id)}
+            for path in found:
+                agreement_id = agreements.get(path.parent)
+                if agreement_id is None:
+                    log.warning("unsealed vault file of no known agreement left as it is", path=str(path))
+                    continue
+                try:
+                    size = await asyncio.to_thread(seal_in_place, path, self._key_of(participant), agreement_id)
+                except (OSError, TdsError) as exc:  # the node still starts; the file stays unusable, as before
+                    log.error("vault file could not be sealed", path=str(path), error=str(exc)[:300])
+                    continue
+                log.info("vault file sealed at rest", participant=participant.name, agreement=agreement_id,
+                         bytes=size)
 
 
 # -- the data key of an agreement -------------------------------------------------------------------------

@@ -401,6 +401,10 @@ class ContractRepository:
 
         return await self.store.read(query)
 
+    async def agreement_ids(self, participant_id: str) -> list[str]:
+        """The ids of all the participant's agreements, whatever their state."""
+        return [a.id for a in await self.agreements(participant_id, state=None)]
+
     async def add_agreement(self, participant_id: str, agreement: AgreementRecord) -> None:
         """Store an agreement made outside a negotiation of this node (conformance mode's seeded ones)."""
         row = to_row(agreement, participant_id=participant_id)

@@ -288,7 +288,7 @@ async def test_the_provider_suspends_and_resumes_a_sealed_push(nodes, monkeypatc
     started = await consumer.client.start_transfer(agreement_id, push=True)
     await asyncio.wait_for(sent_some.wait(), 10)
     stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
-    part = dataplane.partial_path(consumer.node, consumer.participant, stored)
+    part = consumer.node.vault.partial_path(consumer.participant, stored.agreement_id, stored.id)
     deadline = time.monotonic() + 10
     while not part.exists() or part.stat().st_size < 3 * 1024 * 1024:  # the consumer verified and stored some
         assert time.monotonic() < deadline, "the consumer stored nothing"
@@ -317,7 +317,7 @@ async def test_a_push_repeated_after_every_byte_arrived_changes_nothing(nodes):
     while (record := await consumer.client.transfer(started["id"], wait_s=0.05))["received"] != size:
         assert time.monotonic() < deadline, record
     stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
-    part = dataplane.partial_path(consumer.node, consumer.participant, stored)
+    part = consumer.node.vault.partial_path(consumer.participant, stored.agreement_id, stored.id)
     before = part.read_bytes()
     [theirs] = await provider.client.transfers()
     await dataplane._push(provider.node.transfers, provider.participant, theirs["id"])  # e.g. an answer was lost
@@ -401,7 +401,7 @@ async def test_a_revocation_during_a_push_stops_it_and_leaves_nothing(nodes, mon
     started = await consumer.client.start_transfer(agreement_id, push=True)
     await asyncio.wait_for(sent_some.wait(), 10)
     stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
-    folder = dataplane.partial_path(consumer.node, consumer.participant, stored).parent
+    folder = consumer.node.vault.partial_path(consumer.participant, stored.agreement_id, stored.id).parent
     await provider.client.revoke(agreement_id, "supplier contract ended")
     final = await consumer.client.transfer(started["id"], wait_s=10)
     assert final["state"] == "TERMINATED" and "being deleted" in final["reason"], final

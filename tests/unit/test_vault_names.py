@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.services.dataplane import safe_name
+from connector.services.vault import safe_name
 
 
 @pytest.mark.parametrize(("given", "name"), [
