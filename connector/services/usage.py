@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -42,6 +41,7 @@ from connector.store.records import AgreementRecord, from_row
 from usage_policies import Request, UsageState, ledger, parse_policy, plan_use
 from usage_policies.enforce import AppendLog, DeleteAt, InformProvider, Meter
 from usage_policies.evaluate import CompiledPolicy, compile_policy
+from usage_policies.values import parse_duration
 
 if TYPE_CHECKING:
     from connector.node import Node
@@ -513,29 +513,33 @@ def _head(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> 
     return msgspec.json.decode(row[0], type=ledger.Entry) if row else None
 
 
-_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
-
-
 def allowance(policy: dict[str, Any], use_count: int, first_use: str | None, now: datetime) -> dict[str, Any]:
-    """What is left of the agreement's count and time limits (read from its ``use`` permissions)."""
+    """What is left of the agreement's count and time limits (read from its ``use`` permissions). Durations
+    are the engine's (``xsd:duration`` with months and years, as the policy decides them); a value the
+    engine would not read is left out rather than guessed."""
     out: dict[str, Any] = {}
     for rule in policy.get("permission", []):
         for c in rule.get("constraint", []) if isinstance(rule, dict) else []:
+            if not isinstance(c, dict):
+                continue
             left = str(c.get("leftOperand", "")).rsplit(":", 1)[-1].rsplit("/", 1)[-1]
             right = c.get("rightOperand")
             value = right.get("@value") if isinstance(right, dict) else right
-            if left == "count" and c.get("operator") in ("lteq", "lt"):
-                limit = int(value) - (1 if c.get("operator") == "lt" else 0)
+            if left == "count" and c.get("operator") in ("lteq", "lt") and str(value).isascii() \
+                    and str(value).isdigit():
+                limit = int(str(value)) - (1 if c.get("operator") == "lt" else 0)
                 out["usesAllowed"] = limit
                 out["usesLeft"] = max(0, limit - use_count)
-            elif left == "elapsedTime" and isinstance(value, str) and (match := _DURATION.match(value)):
-                days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-                span = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+            elif left == "elapsedTime" and isinstance(value, str):
+                try:
+                    span = parse_duration(value)
+                except ValueError:
+                    continue
                 out["usePeriod"] = value
                 if first_use:
-                    start = datetime.fromisoformat(first_use.replace("Z", "+00:00"))
-                    out["useUntil"] = now_text(start + span)
-                    out["secondsLeft"] = max(0, int((start + span - now).total_seconds()))
+                    until = span.add_to(datetime.fromisoformat(first_use.replace("Z", "+00:00")))
+                    out["useUntil"] = now_text(until)
+                    out["secondsLeft"] = max(0, int((until - now).total_seconds()))
             elif left == "dateTime" and c.get("operator") in ("lt", "lteq") and isinstance(value, str):
                 out["notAfter"] = value
     return out
