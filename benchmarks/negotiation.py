@@ -73,7 +73,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
 async def baseline(consumer: Node) -> tuple[float, float]:
     from nacl.signing import SigningKey
 
-    from connector.http.outbound import Signer
+    from connector.identity.keys import Signer
 
     key = SigningKey.generate()
     port = free_port()

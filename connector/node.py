@@ -22,12 +22,11 @@ from connector import filemodes
 from connector.bootstrap import DB_FILE, keys_dir, new_participant_keys, new_token, node_key, participant_did
 from connector.config import Config, load_config
 from connector.errors import ConfigError, Conflict, NotFound
-from connector.http import dsp, management, openapi, public
+from connector.http import dataplane, dsp, management, openapi, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
 from connector.http.netguard import PUBLIC, Listener, OutboundPolicy
 from connector.http.outbound import PeerClient
-from connector.http.ratelimit import RateLimiter
 from connector.http.server import Runner
 from connector.http.tls import client_context, server_context
 from connector.identity.keys import ParticipantKeys, load_keys
@@ -35,7 +34,8 @@ from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
-from connector.services import dataplane, legacy_files
+from connector.ratelimit import RateLimiter
+from connector.services import legacy_files
 from connector.services.admission import Admission
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService

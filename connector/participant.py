@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connector.http.outbound import Signer
 from connector.identity import credentials
 from connector.identity import did as dids
-from connector.identity.keys import ParticipantKeys
+from connector.identity.keys import ParticipantKeys, Signer
 from connector.store.repository import Participant
 
 DSP_VERSION_PATH = "api/dsp/2025-1"

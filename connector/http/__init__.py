@@ -1,1 +1,2 @@
-"""HTTP: the public (peer) listener, the management listener, request signing and the outbound guard."""
+"""HTTP: the public (peer) listener with the DSP and data-plane routes, the management listener, request
+signing and the outbound guard."""

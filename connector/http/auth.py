@@ -8,7 +8,7 @@
 - Operators and applications: management requests carry ``Authorization: Bearer <token>``; tokens are
   stored hashed (SHA-256 of 256 random bits, looked up by that hash, so no secret is compared byte by
   byte) and name their participant and application. The node's admin token names no participant.
-- Fair use (``connector.http.ratelimit``): each participant's tokens (together) draw from their own
+- Fair use (``connector.ratelimit``): each participant's tokens (together) draw from their own
   token bucket; so does each peer *known* to the participant it calls (verified DID, an agreement with
   it), while all unknown peers together share one node-wide bucket (``connector.services.admission``).
   A request whose signature names an unknown DID is charged to that bucket before its DID is resolved or
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from connector.errors import TooManyRequests, Unauthorized
+from connector.errors import Unauthorized
 from connector.http import signing
-from connector.http.ratelimit import RateLimiter, retry_after
 from connector.logging import get_logger
+from connector.ratelimit import check_rate
 from connector.store.repository import Token
 
 if TYPE_CHECKING:
@@ -116,15 +116,6 @@ async def authenticate_signed(node: Node, request: web.Request, *, streamed: boo
     return caller
 
 
-def check_rate(limiter: RateLimiter, key: str, what: str) -> None:
-    """Take one request from *key*'s bucket or raise 429 saying when to come back."""
-    wait = limiter.take(key, time.monotonic())
-    if wait > 0:
-        seconds = retry_after(wait)
-        raise TooManyRequests(f"too many {what}: at most {limiter.rate:g} per second (bursts of "
-                              f"{limiter.burst}); retry after {seconds} s", retry_after=seconds)
-
-
 def static_authorization_matches(expected: str, header: str | None) -> bool:
     """Whether *header* is exactly *expected* (constant-time, so timing tells nothing about the value)."""
     return header is not None and hmac.compare_digest(header.encode(), expected.encode())
@@ -152,5 +143,5 @@ async def authenticate_token(node: Node, request: web.Request) -> Token:
     if found is None:
         raise Unauthorized("unknown or revoked token")
     key = found.participant_id if found.participant_id is not None else f"admin:{found.id}"
-    check_rate(node.management_limit, key, "management requests for this participant")
+    check_rate(node.management_limit, key, "management requests for this participant", time.monotonic())
     return found

@@ -32,7 +32,6 @@ from urllib.parse import SplitResult, urljoin
 import aiohttp
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
-from nacl.signing import SigningKey
 
 from connector import jsonbound
 from connector.errors import OutboundRefused, PeerError
@@ -50,6 +49,7 @@ from connector.http.netguard import (
     surely_local,
     unmapped,
 )
+from connector.identity.keys import Signer
 
 #: How much of a streamed body is buffered before the socket is read again (fewer wake-ups per MiB).
 STREAM_BUFFER = 1024 * 1024
@@ -167,14 +167,6 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-@dataclass(frozen=True)
-class Signer:
-    """Who signs a request: a participant's key and its DID URL."""
-
-    key: SigningKey
-    key_id: str
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,11 @@ def load_keys(folder: Path, node_key: bytes | None) -> ParticipantKeys:
         SigningKey(_unseal(folder / SIGNING_FILE, node_key, "ed25519")),
         PrivateKey(_unseal(folder / AGREEMENT_FILE, node_key, "x25519")),
     )
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who signs a request to a peer: a participant's key and its DID URL (the RFC 9421 ``keyid``)."""
+
+    key: SigningKey
+    key_id: str

@@ -34,10 +34,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from connector.errors import TooManyRequests
-from connector.http.auth import check_rate
-from connector.http.ratelimit import RateLimiter, retry_after
 from connector.logging import get_logger
 from connector.protocol.negotiation import TERMINAL, Role, State
+from connector.ratelimit import RateLimiter, check_rate, retry_after
 
 if TYPE_CHECKING:
     from connector.node import Node
@@ -123,14 +122,15 @@ class Admission:
     def check_request(self, participant_id: str | None, caller: str) -> None:
         """Take one DSP request from the verified *caller*'s budget, or raise 429."""
         if self.is_known(participant_id, caller):
-            check_rate(self.node.dsp_limit, caller, "DSP requests from this peer")
+            check_rate(self.node.dsp_limit, caller, "DSP requests from this peer", time.monotonic())
         else:
             self.check_unknown()
 
     def check_unknown(self) -> None:
         """Take one request from the budget all unknown peers share, or raise 429."""
         check_rate(self.unknown_limit, UNKNOWN,
-                   "DSP requests from peers without an agreement here (all such peers share this budget)")
+                   "DSP requests from peers without an agreement here (all such peers share this budget)",
+                   time.monotonic())
 
     def admit_negotiation(self, participant_id: str, negotiation_id: str, caller: str) -> None:
         """Hold a place for a negotiation *caller* opens, or raise 429 when unknown peers hold them all.

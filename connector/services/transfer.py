@@ -18,7 +18,7 @@ Decisions the node takes on its own:
   and a signed envelope over the manifest (``connector.payload.manifest``). ``HttpData-PUSH``: the
   consumer's request named its receiving endpoint and token (the endpoint passes the outbound guard);
   once the start is acknowledged the provider sends the envelope and then the chunks there.
-- as consumer, once STARTED: pull the data, or receive the pushed data (``connector.services.dataplane``);
+- as consumer, once STARTED: pull the data, or receive the pushed data (``connector.services.receiver``);
   either way verify every chunk before it is written, and complete the transfer once the payload is whole
   and in the vault.
 
@@ -60,7 +60,7 @@ log = get_logger(component="transfer")
 
 PULL = "HttpData-PULL"
 #: The provider sends the data to an endpoint the consumer names in its request, instead of the consumer
-#: fetching it (see ``connector.services.dataplane``).
+#: fetching it (see ``connector.services.sender`` and ``connector.services.receiver``).
 PUSH = "HttpData-PUSH"
 FORMATS = (PULL, PUSH)
 ENDPOINT_TYPE = "https://w3id.org/idsa/v4.1/HTTP"
@@ -376,9 +376,9 @@ class TransferService(ProcessShell[TransferRecord]):
                 self._start_mover(participant, record)
                 return
             if step == "finish":
-                from connector.services import dataplane
+                from connector.services import receiver
 
-                await dataplane.finish_push(self, participant, record.id)
+                await receiver.finish_push(self, participant, record.id)
                 return
             await self.do(participant, record.id, step, expected_state=record.state)
         except Exception:
@@ -658,9 +658,9 @@ class TransferService(ProcessShell[TransferRecord]):
         task = self._movers.get(key)
         if task is not None and not task.done():
             return
-        from connector.services import dataplane
+        from connector.services import receiver, sender
 
-        mover = dataplane.push if record.role == Role.PROVIDER.value else dataplane.pull
+        mover = sender.push if record.role == Role.PROVIDER.value else receiver.pull
         task = asyncio.get_running_loop().create_task(mover(self, participant, record.id))
         self._movers[key] = task
         task.add_done_callback(lambda t, k=key: self._movers.pop(k, None) if self._movers.get(k) is t else None)

@@ -13,9 +13,10 @@ from nacl.signing import SigningKey
 
 from connector.client import ClientError
 from connector.http import signing
-from connector.http.outbound import PeerClient, Signer
+from connector.http.outbound import PeerClient
 from connector.identity import credentials
 from connector.identity import did as dids
+from connector.identity.keys import Signer
 from connector.testing import shared_dir
 
 SHARED = shared_dir()

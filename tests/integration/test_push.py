@@ -45,19 +45,19 @@ async def test_push_transfer_completes_and_payload_verifies(nodes):
 
 
 async def test_important_data_is_pushed_sealed(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer, data_class="important")
     seen = []
-    original = dataplane.sealing.seal_chunk
+    original = sender.sealing.seal_chunk
 
     def recording(key, context, index, plaintext, **kw):
         sealed = original(key, context, index, plaintext, **kw)
         seen.append((plaintext, sealed))
         return sealed
 
-    monkeypatch.setattr(dataplane.sealing, "seal_chunk", recording)
+    monkeypatch.setattr(sender.sealing, "seal_chunk", recording)
     final = await _push(consumer, agreement_id)
     assert final["state"] == "COMPLETED", final
     assert received_sha256(consumer, final) == sha
@@ -81,9 +81,9 @@ async def test_a_pushed_payload_sealed_for_another_key_cannot_be_decrypted(nodes
 
 def _flip_first_chunk(monkeypatch, times):
     """A provider-side fault: corrupt the first chunk of the first *times* pushes."""
-    from connector.services import dataplane
+    from connector.services import sender
 
-    original = dataplane._chunks
+    original = sender._chunks
     calls = {"n": 0}
 
     async def tampered(*args):
@@ -94,7 +94,7 @@ def _flip_first_chunk(monkeypatch, times):
                 chunk, first = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
             yield chunk
 
-    monkeypatch.setattr(dataplane, "_chunks", tampered)
+    monkeypatch.setattr(sender, "_chunks", tampered)
     return calls
 
 
@@ -122,11 +122,11 @@ async def test_a_chunk_that_never_verifies_terminates_the_push(nodes, monkeypatc
 
 
 async def test_an_interrupted_push_resumes_where_the_consumer_is(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer, size=40 * 1024 * 1024 + 7, data_class="core")
-    original = dataplane._chunks
+    original = sender._chunks
     calls = {"n": 0}
 
     async def breaking(path, manifest, first, key, context):
@@ -138,7 +138,7 @@ async def test_an_interrupted_push_resumes_where_the_consumer_is(nodes, monkeypa
             if calls["n"] == 1 and sent == 20:  # the connection drops after 20 chunks of the first push
                 raise ConnectionResetError("cable pulled")
 
-    monkeypatch.setattr(dataplane, "_chunks", breaking)
+    monkeypatch.setattr(sender, "_chunks", breaking)
     final = await _push(consumer, agreement_id, wait_s=30)
     assert final["state"] == "COMPLETED", final
     assert received_sha256(consumer, final) == sha
@@ -268,11 +268,11 @@ async def provider_view_now(provider):
 
 
 async def test_the_provider_suspends_and_resumes_a_sealed_push(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer, size=8 * 1024 * 1024 + 5, data_class="important")
-    original = dataplane._chunks
+    original = sender._chunks
     sent_some, go_on = asyncio.Event(), asyncio.Event()
 
     async def held(path, manifest, first, key, context):
@@ -284,7 +284,7 @@ async def test_the_provider_suspends_and_resumes_a_sealed_push(nodes, monkeypatc
                 sent_some.set()
                 await go_on.wait()
 
-    monkeypatch.setattr(dataplane, "_chunks", held)
+    monkeypatch.setattr(sender, "_chunks", held)
     started = await consumer.client.start_transfer(agreement_id, push=True)
     await asyncio.wait_for(sent_some.wait(), 10)
     stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
@@ -306,7 +306,7 @@ async def test_the_provider_suspends_and_resumes_a_sealed_push(nodes, monkeypatc
 
 
 async def test_a_push_repeated_after_every_byte_arrived_changes_nothing(nodes):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     size = 3 * 1024 * 1024 + 123  # the last chunk is short
@@ -320,7 +320,7 @@ async def test_a_push_repeated_after_every_byte_arrived_changes_nothing(nodes):
     part = consumer.node.vault.partial_path(consumer.participant, stored.agreement_id, stored.id)
     before = part.read_bytes()
     [theirs] = await provider.client.transfers()
-    await dataplane._push(provider.node.transfers, provider.participant, theirs["id"])  # e.g. an answer was lost
+    await sender._push(provider.node.transfers, provider.participant, theirs["id"])  # e.g. an answer was lost
     assert part.read_bytes() == before
     assert (await consumer.client.transfer(started["id"]))["received"] == size
     consumer.node.transfers.script = None
@@ -381,11 +381,11 @@ async def test_a_completion_the_provider_missed_is_delivered_again(nodes, monkey
 
 
 async def test_a_revocation_during_a_push_stops_it_and_leaves_nothing(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, _ = await agreed(provider, consumer, size=8 * 1024 * 1024, data_class="important")
-    original = dataplane._chunks
+    original = sender._chunks
     sent_some, go_on = asyncio.Event(), asyncio.Event()
 
     async def held(path, manifest, first, key, context):
@@ -397,7 +397,7 @@ async def test_a_revocation_during_a_push_stops_it_and_leaves_nothing(nodes, mon
                 sent_some.set()
                 await go_on.wait()
 
-    monkeypatch.setattr(dataplane, "_chunks", held)
+    monkeypatch.setattr(sender, "_chunks", held)
     started = await consumer.client.start_transfer(agreement_id, push=True)
     await asyncio.wait_for(sent_some.wait(), 10)
     stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])

@@ -113,9 +113,9 @@ async def test_policy_that_does_not_permit_now_terminates_with_the_reason(nodes)
 
 def _flip_every(times):
     """A provider-side fault: flip one byte of the stream in the first *times* responses."""
-    from connector.services import dataplane
+    from connector.services import sender
 
-    original = dataplane.stream_file
+    original = sender.stream_file
     calls = {"n": 0}
 
     async def tampered(path, offset, size, response):
@@ -138,11 +138,11 @@ def _flip_every(times):
 
 
 async def test_tampered_chunk_is_fetched_again(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer)
-    monkeypatch.setattr(dataplane, "stream_file", _flip_every(1))
+    monkeypatch.setattr(sender, "stream_file", _flip_every(1))
     started = await consumer.client.start_transfer(agreement_id)
     final = await consumer.client.transfer(started["id"], wait_s=20)
     assert final["state"] == "COMPLETED", final
@@ -151,11 +151,11 @@ async def test_tampered_chunk_is_fetched_again(nodes, monkeypatch):
 
 
 async def test_a_chunk_that_keeps_failing_terminates_and_leaves_nothing(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, _ = await agreed(provider, consumer)
-    monkeypatch.setattr(dataplane, "stream_file", _flip_every(100))
+    monkeypatch.setattr(sender, "stream_file", _flip_every(100))
     started = await consumer.client.start_transfer(agreement_id)
     final = await consumer.client.transfer(started["id"], wait_s=20)
     assert final["state"] == "TERMINATED"
@@ -167,9 +167,9 @@ async def test_a_chunk_that_keeps_failing_terminates_and_leaves_nothing(nodes, m
 
 def _truncate_first(times):
     """A provider-side fault: drop the connection half-way through the first *times* responses."""
-    from connector.services import dataplane
+    from connector.services import sender
 
-    original = dataplane.stream_file
+    original = sender.stream_file
     calls = {"n": 0}
 
     async def truncated(path, offset, size, response):
@@ -184,11 +184,11 @@ def _truncate_first(times):
 
 
 async def test_truncated_stream_resumes_with_range(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer, size=40 * 1024 * 1024 + 7)
-    monkeypatch.setattr(dataplane, "stream_file", _truncate_first(1))
+    monkeypatch.setattr(sender, "stream_file", _truncate_first(1))
     started = await consumer.client.start_transfer(agreement_id)
     final = await consumer.client.transfer(started["id"], wait_s=30)
     assert final["state"] == "COMPLETED", final
@@ -196,12 +196,12 @@ async def test_truncated_stream_resumes_with_range(nodes, monkeypatch):
 
 
 async def test_a_stream_that_keeps_breaking_terminates_and_leaves_nothing(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider = await nodes.start("acme")
     consumer = await nodes.start("parts", transfer_stall_timeout_s=1.5)
     agreement_id, _ = await agreed(provider, consumer)
-    monkeypatch.setattr(dataplane, "stream_file", _truncate_first(10_000))
+    monkeypatch.setattr(sender, "stream_file", _truncate_first(10_000))
     started = await consumer.client.start_transfer(agreement_id)
     final = await consumer.client.transfer(started["id"], wait_s=30)
     assert final["state"] == "TERMINATED"

@@ -15,19 +15,19 @@ async def _pull(consumer, agreement_id, wait_s=20):
 
 
 async def test_important_data_travels_sealed_and_verifies(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer, data_class="important")
     seen = []
-    original = dataplane.sealing.seal_chunk
+    original = sender.sealing.seal_chunk
 
     def recording(key, context, index, plaintext, **kw):
         sealed = original(key, context, index, plaintext, **kw)
         seen.append((plaintext, sealed))
         return sealed
 
-    monkeypatch.setattr(dataplane.sealing, "seal_chunk", recording)
+    monkeypatch.setattr(sender.sealing, "seal_chunk", recording)
     final = await _pull(consumer, agreement_id)
     assert final["state"] == "COMPLETED", final
     assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
@@ -53,11 +53,11 @@ async def test_wrong_consumer_key_cannot_decrypt(nodes):
 
 
 async def test_tampered_ciphertext_is_rejected_and_fetched_again(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer, data_class="important")
-    original = dataplane.sealing.seal_chunk
+    original = sender.sealing.seal_chunk
     calls = {"n": 0}
 
     def tampering(key, context, index, plaintext, **kw):
@@ -67,7 +67,7 @@ async def test_tampered_ciphertext_is_rejected_and_fetched_again(nodes, monkeypa
             sealed[5] ^= 1
         return bytes(sealed)
 
-    monkeypatch.setattr(dataplane.sealing, "seal_chunk", tampering)
+    monkeypatch.setattr(sender.sealing, "seal_chunk", tampering)
     final = await _pull(consumer, agreement_id)
     assert final["state"] == "COMPLETED", final
     assert vault_sha256(consumer.data_dir, final["vaultPath"]) == sha
@@ -75,11 +75,11 @@ async def test_tampered_ciphertext_is_rejected_and_fetched_again(nodes, monkeypa
 
 
 async def test_encrypted_transfer_resumes_with_range(nodes, monkeypatch):
-    from connector.services import dataplane
+    from connector.services import sender
 
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     agreement_id, sha = await agreed(provider, consumer, size=12 * 1024 * 1024 + 5, data_class="important")
-    original = dataplane.stream_sealed
+    original = sender.stream_sealed
     calls = {"n": 0}
 
     async def truncated(path, manifest, first, key, context, response):
@@ -90,11 +90,11 @@ async def test_encrypted_transfer_resumes_with_range(nodes, monkeypatch):
         for index in range(first, len(manifest.chunks) // 2):  # half the sealed chunks, then the line drops
             start = index * manifest.chunk_size
             plain = data[start:start + manifest.chunk_length(index)]
-            await response.write(dataplane.sealing.seal_chunk(key, context, index, plain))
+            await response.write(sender.sealing.seal_chunk(key, context, index, plain))
         response._req.transport.abort()
         raise ConnectionResetError("cut off by the test")
 
-    monkeypatch.setattr(dataplane, "stream_sealed", truncated)
+    monkeypatch.setattr(sender, "stream_sealed", truncated)
     final = await _pull(consumer, agreement_id, wait_s=30)
     assert final["state"] == "COMPLETED", final
     assert calls["n"] >= 2

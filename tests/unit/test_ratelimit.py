@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connector.http.ratelimit import RateLimiter, retry_after
+from connector.ratelimit import RateLimiter, retry_after
 
 
 def test_burst_then_refused_with_the_wait():

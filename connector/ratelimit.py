@@ -4,13 +4,17 @@ Pure: the caller passes ``now`` (monotonic seconds). A bucket holds up to ``burs
 ``rate`` per second; each request takes one. When a key has none left, :meth:`RateLimiter.take` returns
 how long to wait for the next one, which becomes ``Retry-After`` on a 429. The number of keys is bounded:
 when full, buckets that have refilled completely (idle callers, indistinguishable from new ones) are
-dropped first, then the oldest.
+dropped first, then the oldest. :func:`check_rate` turns an empty bucket into the 429 the error
+middleware renders. Used by the management API (per participant) and by admission of peers (per known
+peer, and one bucket for all unknown peers), so it sits below both.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from connector.errors import TooManyRequests
 
 
 @dataclass
@@ -52,3 +56,13 @@ class RateLimiter:
 def retry_after(seconds: float) -> int:
     """Whole seconds for a ``Retry-After`` header (RFC 9110 §10.2.3), at least 1."""
     return max(1, math.ceil(seconds)) if math.isfinite(seconds) else 3600
+
+
+def check_rate(limiter: RateLimiter, key: str, what: str, now: float) -> None:
+    """Take one request from *key*'s bucket at *now* (monotonic seconds) or raise 429 saying when to come
+    back."""
+    wait = limiter.take(key, now)
+    if wait > 0:
+        seconds = retry_after(wait)
+        raise TooManyRequests(f"too many {what}: at most {limiter.rate:g} per second (bursts of "
+                              f"{limiter.burst}); retry after {seconds} s", retry_after=seconds)

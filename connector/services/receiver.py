@@ -1,0 +1,545 @@
+"""The consumer's side of the data plane: pulling a payload, receiving a pushed one, and the one
+verify-before-write pipeline both use, then placing the file and completing the transfer.
+
+Pull (:func:`pull`): fetches the manifest and the signed envelope, checks the envelope against the
+provider's DID document and the binding (agreement, both pids, both DIDs), then streams the payload into
+``vault/PARTICIPANT/AGREEMENT/.TRANSFER.part``. Each chunk is collected in one reusable buffer, hashed and
+compared with the manifest *before* it is sealed under the agreement's data key and written (the vault is
+encrypted at rest, see :mod:`connector.services.vault`); a bad chunk is dropped and fetched again with a
+``Range`` request from its offset, up to ``transfer_chunk_retries`` times, then the transfer is terminated
+with the reason. The resume point (bytes verified and written) is committed as the stream goes; after a
+connection drop or a restart of either node the pull continues from there (the partial file is first cut
+back to it). Only when the last chunk is verified is the file renamed into place, so nothing half-written
+is ever visible under its final name.
+
+Push (:class:`Inbox`, behind the routes of :mod:`connector.http.dataplane`): the provider's manifest and
+envelope are checked as above, then the pushed body is received with the same pipeline (:func:`_receive`).
+A chunk that does not verify, a body that starts elsewhere than the resume point or ends early, is answered
+with the resume point to send again from; a chunk that fails too often terminates the transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import ClientError, StreamReader
+
+from connector import filemodes
+from connector.errors import (
+    BadRequest,
+    Conflict,
+    OutboundRefused,
+    PeerError,
+    StorageError,
+    TdsError,
+    TooManyRequests,
+    Unauthorized,
+)
+from connector.faults import crash_point
+from connector.logging import get_logger
+from connector.payload import manifest as manifests
+from connector.payload import sealing
+from connector.protocol.transfer import Kind, State
+from connector.services.dataplane import SEALED_DETAIL, MoveFailed, wire_length
+from connector.services.delivery import Key, backoff, now_text
+from connector.services.transfer import (
+    EPHEMERAL_PROPERTY,
+    MANIFEST_PROPERTY,
+    SEALING_PROPERTY,
+    SEALING_SCHEME,
+    TransferService,
+    _property,
+    _replace,
+)
+from connector.store.records import TransferRecord
+
+if TYPE_CHECKING:
+    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+    from connector.services.vault import VaultWriter
+
+log = get_logger(component="dataplane")
+
+#: Commit the resume point at least every this many bytes.
+CHECKPOINT_BYTES = 16 * 1024 * 1024
+
+
+class _Stopped(Exception):
+    """The transfer left STARTED meanwhile (suspended, terminated): the pull just ends."""
+
+
+async def pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    """Pull the payload of a STARTED transfer into the vault, then complete the transfer."""
+    node = service.node
+    try:
+        await _pull(service, participant, transfer_id)
+    except (asyncio.CancelledError, _Stopped):
+        return
+    except (MoveFailed, StorageError, OutboundRefused) as exc:  # StorageError: the vault cannot take it (e.g. its
+        # key is not ours); OutboundRefused: the provider's data address leads where the guard refuses to go.
+        log.warning("pull failed", id=transfer_id, reason=str(exc))
+        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
+        record = await node.transfers_repo.get(participant.id, transfer_id)
+        if record is not None:
+            node.vault.discard_partial(participant, record.agreement_id, record.id)
+    except Exception:
+        log.exception("pull stopped", id=transfer_id)
+
+
+async def _pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    node = service.node
+    record = await node.transfers_repo.get(participant.id, transfer_id)
+    if record is None or record.state != State.STARTED.value or record.data_address is None:
+        return
+    if reason := await _not_receivable(node, participant, record):
+        raise MoveFailed(reason)
+    address = record.data_address
+    endpoint, token = address.get("endpoint"), _property(address, "authorization")
+    if not isinstance(endpoint, str) or not token:
+        raise MoveFailed("the provider's data address has no endpoint or token")
+    headers = {"Authorization": f"Bearer {token}"}
+    seal_key: bytes | None = None
+    ephemeral = _property(address, EPHEMERAL_PROPERTY)
+    if ephemeral:
+        scheme = _property(address, SEALING_PROPERTY)
+        if scheme != SEALING_SCHEME:
+            raise MoveFailed(f"the provider seals with {str(scheme)[:100]!r}; this node reads {SEALING_SCHEME}")
+        seal_key = push_key(participant, record, ephemeral)
+        if record.manifest is None:  # first time only (a resumed pull keeps the same key)
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed", SEALED_DETAIL)
+    if record.manifest is None:
+        record = await _fetch_manifest(service, participant, record, address, headers)
+    assert record.manifest is not None
+    manifest = manifests.decode(record.manifest)
+    target = node.vault.partial_path(participant, record.agreement_id, record.id)
+    await asyncio.to_thread(filemodes.make_dir, target.parent)
+    retries = node.config.node.transfer_chunk_retries
+    failures: dict[int, int] = {}
+    deadline = time.time() + node.config.node.transfer_stall_timeout_s
+    attempt = 0
+    progress = _Progress(record.received)
+    if progress.received:
+        await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                            f"resuming the pull at byte {progress.received} of {manifest.size}")
+    while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
+        try:
+            await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress,
+                               seal_key)
+            deadline = time.time() + node.config.node.transfer_stall_timeout_s
+            attempt = 0
+        except _BadChunk as exc:
+            failures[exc.index] = failures.get(exc.index, 0) + 1
+            if failures[exc.index] > retries:
+                raise MoveFailed(f"chunk {exc.index} failed verification {failures[exc.index]} times "
+                                 f"({exc.why}); giving up") from None
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
+                                                f"chunk {exc.index} {exc.why}; fetching it again")
+        except OutboundRefused:
+            raise  # final: the pull is terminated with the guard's reason
+        except (PeerError, OSError, ConnectionError) as exc:
+            attempt += 1
+            delay = backoff(attempt)
+            if time.time() + delay > deadline:
+                raise MoveFailed(f"the provider's data endpoint failed for "
+                                 f"{node.config.node.transfer_stall_timeout_s:.0f} s: {exc}") from None
+            log.info("pull interrupted; resuming", id=record.id, at=progress.received, error=str(exc)[:200])
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                                f"stream interrupted ({str(exc)[:200]}); resuming at byte "
+                                                f"{progress.received} in {delay:.1f} s")
+            await asyncio.sleep(delay)
+    await _finish(service, participant, record, manifest, target)
+
+
+async def _not_receivable(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> str | None:
+    """Why the agreement's data may no longer be received here (revoked meanwhile), or None."""
+    agreement = await node.contracts.agreement(participant.id, record.agreement_id)
+    if agreement is None or agreement.state != "FINALIZED":
+        state = agreement.state if agreement is not None else "unknown"
+        return f"agreement {record.agreement_id} is {state} here: its data may no longer be received"
+    return None
+
+
+class _BadChunk(Exception):
+    def __init__(self, index: int, why: str) -> None:
+        super().__init__(why)
+        self.index, self.why = index, why
+
+
+class _Dropped(PeerError):
+    """The stream broke off (connection lost, short body, unexpected status): resume from the last chunk."""
+
+
+async def _fetch_manifest(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                          address: dict[str, Any], headers: dict[str, str]) -> TransferRecord:
+    node = service.node
+    url = _property(address, MANIFEST_PROPERTY) or f"{address['endpoint']}/manifest"
+    response = await node.client.request("GET", url, signer=participant.signer, headers=headers)
+    if response.status != 200:
+        raise MoveFailed(f"the provider refused the manifest request ({response.status})")
+    return await _accept_manifest(service, participant, record, response.json())
+
+
+async def _accept_manifest(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                           body: Any, **changes: Any) -> TransferRecord:
+    """Check the provider's manifest and envelope (signature, binding, vault quota), then store them.
+
+    The transfer must still be STARTED (:class:`_Stopped` otherwise); *changes* are stored with them."""
+    node = service.node
+    if not isinstance(body, dict):
+        raise MoveFailed("the manifest does not verify: the body is not a JSON object")
+    try:
+        manifest = manifests.decode(body.get("manifest"))
+        document = await node.resolver.resolve(record.counterparty_did)
+        binding = manifests.Binding(agreement_id=record.agreement_id, provider_pid=record.provider_pid or "",
+                                    consumer_pid=record.id, provider=record.counterparty_did, consumer=participant.did)
+        manifests.verify_envelope(body.get("envelope"), manifest, document, binding)
+    except (manifests.ManifestError, TdsError) as exc:
+        raise MoveFailed(f"the manifest does not verify: {exc}") from exc
+    quota = node.config.node.vault_quota_bytes
+    used = await asyncio.to_thread(node.vault.usage, participant)
+    if used + manifest.size > quota:
+        raise MoveFailed(f"vault quota exceeded: {manifest.size} more bytes would make {used + manifest.size} of the "
+                         f"participant's {quota} (node.vault_quota_bytes)")
+    async with service.lock((participant.id, record.id)):
+        current = await node.transfers_repo.get(participant.id, record.id)
+        if current is None or current.state != State.STARTED.value:
+            raise _Stopped
+        bundle = manifests.bundle(manifest, body["envelope"], document)
+        updated = _replace(current, manifest=manifests.encode(manifest), envelope=bundle, size=manifest.size,
+                           received=0, **changes)
+        updated = await service.commit(current, updated, "manifest",
+                                       f"manifest of {manifest.size} bytes in {len(manifest.chunks)} chunks "
+                                       f"({manifest.algorithm}), envelope signed by {record.counterparty_did}")
+    partial = node.vault.partial_path(participant, updated.agreement_id, updated.id)
+    await asyncio.to_thread(partial.unlink, missing_ok=True)
+    return updated
+
+
+class _Progress:
+    """The resume point of a pull: bytes verified and written, in order."""
+
+    def __init__(self, received: int) -> None:
+        self.received = received
+
+
+async def _stream_once(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                       manifest: manifests.Manifest, endpoint: str, headers: dict[str, str], target: Path,
+                       progress: _Progress, seal_key: bytes | None = None) -> None:
+    """One GET from the resume point on, advancing *progress* as chunks are verified and written."""
+    node = service.node
+    with await _open_writer(node, participant, record, manifest, target, progress) as out:
+        send = dict(headers)
+        if progress.received:
+            send["Range"] = f"bytes={progress.received}-"
+        try:
+            async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
+                if resp.status == 401:
+                    raise MoveFailed("the provider refused the transfer token")
+                if resp.status != (206 if progress.received else 200):
+                    raise _Dropped(f"the data endpoint answered {resp.status}")
+                await _receive(service, participant, record, manifest, resp.content, out, progress, seal_key)
+        except PeerError as exc:
+            if isinstance(exc, (_Dropped, OutboundRefused)):
+                raise
+            raise _Dropped(exc.message) from exc
+
+
+async def _open_writer(node: Node, participant: ParticipantRuntime, record: TransferRecord,
+                       manifest: manifests.Manifest, target: Path, progress: _Progress) -> VaultWriter:
+    """The vault's partial file of a transfer, open at the resume point (moved back, and saved, if the
+    file lost its tail since that point was committed). The caller closes it."""
+    out = await asyncio.to_thread(node.vault.writer, participant, record.agreement_id, target,
+                                  chunk_size=manifest.chunk_size, received=progress.received)
+    try:
+        if out.received < progress.received:
+            progress.received = out.received
+            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+        if manifest.size == 0 and out.next_index == 0:  # an empty payload is one empty (last) chunk
+            out.write(0, b"", last=True)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+async def _receive(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                   manifest: manifests.Manifest, content: StreamReader, out: VaultWriter,
+                   progress: _Progress, seal_key: bytes | None) -> None:
+    """Read the payload from the resume point on off *content* (a pulled response or a pushed request),
+    verifying every chunk, sealing it for the vault and writing it to *out*, and advancing *progress*.
+
+    A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
+    event loop receives chunk *n+1* into the other of two reusable buffers (memory: two chunks).
+    """
+    node = service.node
+    loop = asyncio.get_running_loop()
+    last = max(len(manifest.chunks), 1) - 1
+    stall = node.config.node.transfer_stall_timeout_s
+    tag = sealing.TAG_SIZE if seal_key is not None else 0
+    buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
+    half = manifest.size // 2
+    checkpoint = progress.received
+    pending: asyncio.Future[bool] | None = None
+    pending_index = pending_length = 0
+
+    def check_and_write(chunk: memoryview, index: int) -> bool:
+        if seal_key is not None:  # decrypt, then verify the plaintext against the manifest, then store
+            try:
+                chunk = memoryview(sealing.open_chunk(seal_key, record.provider_pid or "", index, chunk))
+            except sealing.SealError:
+                return False
+        if not manifests.chunk_ok(manifest, index, chunk):
+            return False
+        out.write(index, chunk, last=index == last)  # sealed for the vault, on this same worker thread
+        return True
+
+    async def settle() -> None:
+        nonlocal pending, checkpoint
+        if pending is None:
+            return
+        job, pending = pending, None
+        if not await job:
+            raise _BadChunk(pending_index, "did not match its digest")
+        progress.received += pending_length
+        if progress.received - checkpoint >= CHECKPOINT_BYTES:
+            out.flush()
+            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+            checkpoint = progress.received
+            if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
+                crash_point("consumer-mid-receive")
+
+    try:
+        fetched, turn = progress.received, 0
+        spare = memoryview(b"")  # received beyond the chunk being filled (readany hands over whole pieces)
+        while fetched < manifest.size:
+            index = fetched // manifest.chunk_size
+            want = manifest.chunk_length(index)
+            wire = want + tag
+            view = buffers[turn]
+            filled = 0
+            try:
+                async with asyncio.timeout(stall):  # a peer trickling bytes must not hold the transfer forever
+                    while filled < wire:
+                        data = spare if spare else memoryview(await content.readany())
+                        if not data:
+                            await settle()
+                            raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
+                                "the stream ended early")
+                        take = min(len(data), wire - filled)
+                        view[filled:filled + take] = data[:take]
+                        spare = data[take:]
+                        filled += take
+            except TimeoutError:
+                raise _Dropped(f"chunk {index} did not arrive within {stall:g} s") from None
+            await settle()  # the other buffer is free again once its chunk is written
+            pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
+            pending_index, pending_length = index, want
+            fetched += want
+            turn ^= 1
+        await settle()
+    finally:
+        async def keep() -> None:
+            if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
+                with contextlib.suppress(Exception):
+                    if await pending:
+                        progress.received += pending_length
+            out.flush()
+            if progress.received != checkpoint:
+                await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+
+        await _uninterrupted(keep())
+
+
+async def _uninterrupted(step: Coroutine[Any, Any, None]) -> None:
+    """Run *step* to its end even if this task is cancelled (again) meanwhile, then let the cancellation
+    through: saving the resume point must not be cut short by a suspension and a dropped connection at once."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+# -- receiving a push -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """The inbox's answer to a pushed body: its resume point, whether every byte is here, and, when the
+    provider must send again from ``received``, why."""
+
+    received: int
+    complete: bool = False
+    resend: str | None = None
+
+
+class Inbox:
+    """The consumer's side of a push transfer we requested: the provider's manifest, accepted once, and the
+    pushed bodies, one at a time per transfer, each received from the resume point on."""
+
+    def __init__(self, service: TransferService) -> None:
+        self.service = service
+        self._receiving: dict[Key, asyncio.Lock] = {}
+        self._failures: dict[Key, dict[int, int]] = {}
+
+    async def offer(self, participant: ParticipantRuntime, record: TransferRecord, body: dict[str, Any],
+                    ephemeral: str) -> TransferRecord:
+        """Check and store the provider's manifest and envelope (*body*; *ephemeral*: the provider's
+        ephemeral key of a sealed transfer, or ""). The same offer again is answered as before; another
+        manifest or key for the transfer is a conflict."""
+        service = self.service
+        if record.manifest is None:
+            try:
+                if ephemeral:  # the transfer key must derive before anything is accepted
+                    push_key(participant, record, ephemeral)
+                record = await _accept_manifest(service, participant, record, body,
+                                                data_address={"push": {}, "ephemeral": ephemeral})
+            except MoveFailed as exc:
+                await service.do(participant, record.id, "terminate", str(exc)[:900],
+                                 expected_state=State.STARTED.value)
+                raise BadRequest(str(exc)) from None
+            except _Stopped:
+                raise Unauthorized("the token is not valid for this transfer, caller or state") from None
+            if ephemeral:
+                await service.node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed",
+                                                            SEALED_DETAIL)
+        else:
+            try:
+                same = manifests.decode(body.get("manifest")) == manifests.decode(record.manifest)
+            except manifests.ManifestError as exc:
+                raise BadRequest(f"the manifest is malformed: {exc}") from None
+            if not same or ephemeral != (record.data_address or {}).get("ephemeral"):
+                raise Conflict("this transfer already has another manifest or key; it cannot change")
+            if record.size is not None and record.received >= record.size:
+                service.react_soon(participant, record.id)  # all here: place it and complete
+        return record
+
+    async def receive(self, participant: ParticipantRuntime, record: TransferRecord, offset: int | None,
+                      length: int | None, content: StreamReader) -> Received:
+        """Receive a pushed body of *length* bytes that starts at plaintext *offset* (None: not given)."""
+        key = (participant.id, record.id)
+        if record.manifest is None:
+            raise Conflict("send the manifest (PUT …/manifest) before the payload")
+        lock = self._receiving.setdefault(key, asyncio.Lock())
+        if lock.locked():
+            raise TooManyRequests("a push of this transfer is already being received", retry_after=1)
+        try:
+            async with lock:
+                task = asyncio.current_task()
+                assert task is not None
+                self.service.serving(key, task)  # before the state is read: a suspension or termination cuts it
+                try:
+                    return await self._receive(participant, key, offset, length, content)
+                finally:
+                    self.service.served(key, task)
+        finally:
+            if not lock.locked() and self._receiving.get(key) is lock:
+                del self._receiving[key]
+
+    async def _receive(self, participant: ParticipantRuntime, key: Key, offset: int | None, length: int | None,
+                       content: StreamReader) -> Received:
+        service = self.service
+        node = service.node
+        record = await node.transfers_repo.get(*key)
+        if record is None or record.state != State.STARTED.value or record.manifest is None:
+            raise Unauthorized("the token is not valid for this transfer, caller or state")
+        if reason := await _not_receivable(node, participant, record):
+            await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED.value)
+            raise Conflict(reason)
+        manifest = manifests.decode(record.manifest)
+        if record.received >= manifest.size:  # all here already (an answer got lost): nothing to cut or write
+            service.react_soon(participant, record.id)
+            return Received(manifest.size, complete=True)
+        ephemeral = str((record.data_address or {}).get("ephemeral") or "")
+        seal_key = push_key(participant, record, ephemeral) if ephemeral else None
+        if offset is None or offset != record.received:
+            return Received(record.received, resend=f"this transfer resumes at byte {record.received}")
+        if length != wire_length(manifest, record.received, seal_key is not None):
+            raise BadRequest("Content-Length does not match the rest of the payload from this offset")
+        target = node.vault.partial_path(participant, record.agreement_id, record.id)
+        progress = _Progress(record.received)
+        try:
+            await asyncio.to_thread(filemodes.make_dir, target.parent)
+            with await _open_writer(node, participant, record, manifest, target, progress) as out:
+                if progress.received != record.received:  # the file lost its tail: resume further back
+                    return Received(progress.received,
+                                    resend=f"this transfer resumes at byte {progress.received}")
+                await _receive(service, participant, record, manifest, content, out, progress, seal_key)
+        except _BadChunk as exc:
+            counts = self._failures.setdefault(key, {})
+            counts[exc.index] = counts.get(exc.index, 0) + 1
+            if counts[exc.index] > node.config.node.transfer_chunk_retries:
+                self._failures.pop(key, None)
+                reason = f"chunk {exc.index} failed verification {counts[exc.index]} times ({exc.why}); giving up"
+                await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED.value)
+                node.vault.discard_partial(participant, record.agreement_id, record.id)
+                raise Conflict(reason) from None
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
+                                                f"chunk {exc.index} {exc.why}; asked the provider again")
+            return Received(progress.received, resend=f"chunk {exc.index} {exc.why}")
+        except (_Dropped, ConnectionError, ClientError, asyncio.IncompleteReadError) as exc:
+            # The provider went away mid-body: what was verified is kept; it resumes from there.
+            log.info("push interrupted", id=record.id, at=progress.received, error=str(exc)[:200])
+            return Received(progress.received, resend="the body ended early")
+        except StorageError as exc:  # the vault refuses this data for good (its folder's key is not ours)
+            reason = f"the data cannot be stored here: {exc}"
+            await service.do(participant, record.id, "terminate", reason[:900], expected_state=State.STARTED.value)
+            node.vault.discard_partial(participant, record.agreement_id, record.id)
+            raise Conflict(reason) from None
+        except OSError as exc:  # our own storage failed: not the provider's fault, and not a resend loop
+            log.error("push not stored", id=record.id, error=str(exc)[:200])
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "error",
+                                                f"the vault could not store the data: {str(exc)[:200]}")
+            raise StorageError(f"the consumer could not store the data ({exc.strerror or exc})") from None
+        self._failures.pop(key, None)
+        complete = progress.received >= manifest.size
+        if complete:
+            service.react_soon(participant, record.id)
+        return Received(progress.received, complete=complete)
+
+
+def push_key(participant: ParticipantRuntime, record: TransferRecord, ephemeral: str) -> bytes:
+    """The transfer key, from our X25519 key and the provider's ephemeral public key (multibase)."""
+    from connector.identity.multikey import MultikeyError, decode_multibase
+
+    try:
+        return sealing.recipient_key(participant.keys.agreement, decode_multibase(ephemeral),
+                                     record.provider_pid or "")
+    except (MultikeyError, sealing.SealError) as exc:
+        raise MoveFailed(f"the provider's ephemeral key is unusable: {exc}") from exc
+
+
+async def finish_push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    """Consumer: every pushed chunk is verified and written; place the file and complete the transfer."""
+    record = await service.node.transfers_repo.get(participant.id, transfer_id)
+    if record is None or record.manifest is None or record.state != State.STARTED.value:
+        return
+    target = service.node.vault.partial_path(participant, record.agreement_id, record.id)
+    if await asyncio.to_thread(target.exists):
+        await _finish(service, participant, record, manifests.decode(record.manifest), target)
+
+
+async def _finish(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                  manifest: manifests.Manifest, target: Path) -> None:
+    """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
+    node = service.node
+    async with service.lock((participant.id, record.id)):
+        current = await node.transfers_repo.get(participant.id, record.id)
+        if current is None or current.state != State.STARTED.value or current.pending is not None:
+            return
+        final = await asyncio.to_thread(node.vault.keep, target, record.asset_id or record.id, current.envelope or {})
+        relative = str(final.relative_to(node.data_dir))
+        current = _replace(current, received=manifest.size, vault_path=relative)
+        log.info("payload verified", id=record.id, bytes=manifest.size, chunks=len(manifest.chunks), path=relative)
+        await service._send(participant, current, Kind.COMPLETION)

@@ -1,0 +1,224 @@
+"""The provider's side of the data plane: the file of a started transfer, read in chunks off the event
+loop, streamed to a consumer who pulls it, or pushed to the consumer's inbox.
+
+Serving a pull (the route is :mod:`connector.http.dataplane`): the file is streamed from disk in 1 MiB
+pieces from the requested offset, or chunk by chunk, each sealed, for a sealed transfer; the file must still
+be the version the manifest was made of (:func:`source_file`).
+
+Pushing (:func:`push`): the manifest and envelope go first (``PUT …/inbox/:consumerPid/manifest``), and the
+consumer answers its resume point; then the (sealed) chunks from there (``POST …?offset=N``), streamed. A 422
+answer (a chunk did not verify there, or it resumes elsewhere) and a broken connection are retried after a
+pause from the consumer's resume point, as long as it makes progress within ``transfer_stall_timeout_s``.
+With every byte stored the push is noted as done; the consumer's completion message ends the transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from connector.errors import OutboundRefused, PeerError
+from connector.faults import crash_point
+from connector.http.outbound import PeerResponse
+from connector.logging import get_logger
+from connector.payload import manifest as manifests
+from connector.payload import sealing
+from connector.protocol.transfer import State
+from connector.services.dataplane import MoveFailed, wire_length
+from connector.services.delivery import backoff, now_text, peer_reason
+from connector.services.transfer import SEALING_SCHEME, TransferService, _replace
+from connector.store.records import TransferRecord
+
+if TYPE_CHECKING:
+    from connector.participant import ParticipantRuntime
+
+log = get_logger(component="dataplane")
+
+PIECE = 1024 * 1024
+
+
+class Sink(Protocol):
+    """Where a served payload goes (an HTTP response being streamed)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+
+async def source_file(source: dict[str, Any]) -> tuple[Path, str | None]:
+    """The provider's file of a started transfer, and why it cannot be sent (gone, or not the version the
+    manifest was made of), if so."""
+    path = Path(str(source.get("path", "")))
+    try:
+        stat = await asyncio.to_thread(path.stat)
+    except OSError:
+        return path, "the asset's file is no longer available"
+    if f"{stat.st_size}:{stat.st_mtime_ns}" != source.get("version"):
+        return path, "the asset's file changed since the transfer started"
+    return path, None
+
+
+
+async def stream_file(path: Path, offset: int, size: int, response: Sink) -> None:
+    """Send *path* from *offset* to *size* in pieces read off the event loop (constant memory)."""
+    loop = asyncio.get_running_loop()
+    half = size // 2
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        position = offset
+        while position < size:
+            piece = await loop.run_in_executor(None, os.pread, fd, min(PIECE, size - position), position)
+            if not piece:
+                break
+            await response.write(piece)
+            if position < half <= position + len(piece):
+                crash_point("provider-mid-stream")
+            position += len(piece)
+    finally:
+        os.close(fd)
+
+
+async def stream_sealed(path: Path, manifest: manifests.Manifest, first: int, key: bytes, context: str,
+                        response: Sink) -> None:
+    """Send chunks *first*… of *path*, each sealed (end-to-end encryption), read and sealed off the loop."""
+    async for piece in _chunks(path, manifest, first, key, context, crash_at=None):
+        await response.write(piece)
+
+
+async def _chunks(path: Path, manifest: manifests.Manifest, first: int, key: bytes | None, context: str,
+                  crash_at: str | None = "provider-mid-push") -> AsyncIterator[bytes]:
+    """Chunks *first*… of *path*, sealed when *key* is given, each read (and sealed) off the event loop."""
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDONLY)
+
+    def read(index: int) -> bytes:
+        plain = os.pread(fd, manifest.chunk_length(index), index * manifest.chunk_size)
+        return sealing.seal_chunk(key, context, index, plain) if key is not None else plain
+
+    half = len(manifest.chunks) // 2
+    try:
+        for index in range(first, len(manifest.chunks)):
+            yield await loop.run_in_executor(None, read, index)
+            if index == half and crash_at is not None:
+                crash_point(crash_at)
+    finally:
+        os.close(fd)
+
+
+async def push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    """Provider: send the payload of a STARTED push transfer to the consumer's receiving endpoint."""
+    try:
+        await _push(service, participant, transfer_id)
+    except asyncio.CancelledError:
+        return
+    except MoveFailed as exc:
+        log.warning("push failed", id=transfer_id, reason=str(exc))
+        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
+    except Exception:
+        log.exception("push stopped", id=transfer_id)
+
+
+async def _push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
+    node = service.node
+    record = await node.transfers_repo.get(participant.id, transfer_id)
+    if (record is None or record.state != State.STARTED.value or record.data_address is None
+            or record.manifest is None):
+        return
+    source = record.data_address
+    target = source.get("push") or {}
+    endpoint, token = target.get("endpoint"), target.get("token")
+    if not isinstance(endpoint, str) or not isinstance(token, str):
+        raise MoveFailed("the consumer's receiving endpoint is not known")
+    manifest = manifests.decode(record.manifest)
+    seal_key = bytes.fromhex(str(source.get("seal_key", ""))) or None
+    offer: dict[str, Any] = {"manifest": record.manifest, "envelope": record.envelope}
+    if seal_key is not None:
+        offer["sealing"] = {"scheme": SEALING_SCHEME, "ephemeralKey": source.get("ephemeral")}
+    headers = {"Authorization": f"Bearer {token}"}
+    stall = node.config.node.transfer_stall_timeout_s
+    deadline = time.time() + stall
+    attempt, best = 0, -1
+    while True:
+        path, problem = await source_file(source)
+        if problem:
+            raise MoveFailed(problem)
+        try:
+            # The envelope first: the consumer checks it (once) and answers its resume point.
+            answer = await node.client.request("PUT", f"{endpoint}/manifest", json_body=offer,
+                                               signer=participant.signer, headers=headers)
+            if answer.status == 401 and await _consumer_moved_on(service, participant, record):
+                return
+            offset = _resume_point(answer, manifest, "manifest")
+            if offset > best:  # progress since the last attempt: the stall clock starts again
+                deadline, best, attempt = time.time() + stall, offset, 0
+            if offset < manifest.size:
+                detail = (f"the consumer holds {offset} of {manifest.size} bytes; pushing the rest" if offset else
+                          f"pushing {manifest.size} bytes to {endpoint}" + (", sealed end to end" if seal_key else ""))
+                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "push", detail)
+                body = _chunks(path, manifest, offset // manifest.chunk_size, seal_key, record.id)
+                answer = await node.client.upload(f"{endpoint}?offset={offset}", body,
+                                                  wire_length(manifest, offset, seal_key is not None),
+                                                  signer=participant.signer, headers=headers, read_timeout_s=stall)
+                if answer.status == 422:  # a chunk did not verify there, or it resumes elsewhere: again, from
+                    raise _Resend(peer_reason(answer.body))  # its resume point (after a pause, see below)
+                _resume_point(answer, manifest, "payload")
+            await _pushed(service, participant, record, manifest)
+            return
+        except OutboundRefused as exc:  # the guard's answer does not change on a retry
+            raise MoveFailed(f"the consumer's receiving endpoint is refused: {exc.message}") from None
+        except (PeerError, _Resend) as exc:
+            attempt += 1
+            delay = backoff(attempt)
+            if time.time() + delay > deadline:
+                raise MoveFailed(f"the consumer's receiving endpoint made no progress for {stall:g} s: "
+                                 f"{exc}") from None
+            log.info("push interrupted; resuming", id=record.id, error=str(exc)[:200])
+            what = "the consumer asked for a resend" if isinstance(exc, _Resend) else "push interrupted"
+            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+                                                f"{what} ({str(exc)[:200]}); again in {delay:.1f} s")
+            await asyncio.sleep(delay)
+
+
+class _Resend(Exception):
+    """The consumer answered 422: push again from its resume point."""
+
+
+async def _pushed(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                  manifest: manifests.Manifest) -> None:
+    """The consumer holds every byte: note it, so that a restart waits for its completion instead of pushing."""
+    log.info("payload pushed", id=record.id, bytes=manifest.size)
+    async with service.lock((participant.id, record.id)):
+        current = await service.node.transfers_repo.get(participant.id, record.id)
+        if current is None or current.state != State.STARTED.value or current.data_address is None:
+            return
+        done = _replace(current, data_address={**current.data_address, "pushed": True})
+        await service.commit(current, done, "pushed",
+                             f"the consumer holds all {manifest.size} bytes; its completion message is awaited")
+
+
+async def _consumer_moved_on(service: TransferService, participant: ParticipantRuntime,
+                             record: TransferRecord) -> bool:
+    """The inbox refused our token: whether that is because the consumer's transfer is over or suspended
+    (its message about it is on its way), by its own DSP view of the transfer."""
+    state = await service.peer_state(participant, record)
+    if state in (State.COMPLETED, State.TERMINATED, State.SUSPENDED):
+        log.info("push not needed: the consumer's transfer is no longer STARTED", id=record.id, theirs=state.value)
+        return True
+    return False
+
+
+def _resume_point(answer: PeerResponse, manifest: manifests.Manifest, what: str) -> int:
+    """The consumer's resume point from its answer (a chunk boundary within the payload), or why not."""
+    if answer.status in (400, 401, 403, 404, 409, 413):
+        raise MoveFailed(f"the consumer refused the {what} ({answer.status}: {peer_reason(answer.body)})")
+    if answer.status != 200:
+        raise PeerError(f"the consumer's receiving endpoint answered {answer.status}: {peer_reason(answer.body)}")
+    body = answer.json()
+    received = body.get("received") if isinstance(body, dict) else None
+    if type(received) is not int or not 0 <= received <= manifest.size or (
+            received % manifest.chunk_size and received != manifest.size):
+        raise MoveFailed(f"the consumer's answer to the {what} names no valid resume point")
+    return received
+
