@@ -35,7 +35,7 @@ from connector.logging import get_logger
 from connector.metrics import Metrics
 from connector.participant import ParticipantRuntime
 from connector.ratelimit import RateLimiter
-from connector.services import legacy_files
+from connector.services import addresses, legacy_files
 from connector.services.admission import Admission
 from connector.services.catalog import CatalogService
 from connector.services.federation import FederationService
@@ -46,6 +46,7 @@ from connector.services.usage import UsageService
 from connector.services.vault import Vault, vault_key
 from connector.store.db import Store
 from connector.store.repository import ContractRepository, Participant, SqliteRepository, TransferRepository
+from connector.store.usage import UsageRepository
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -81,13 +82,31 @@ class Node:
         self.management_limit = RateLimiter(node_cfg.management_rate_per_s, node_cfg.management_burst)
         self.dsp_limit = RateLimiter(node_cfg.dsp_rate_per_s, node_cfg.dsp_burst)
         #: Who is a known peer of each participant; the budget all unknown peers share.
-        self.admission = Admission(self)
+        self.admission = Admission(
+            self.contracts, self.config.dsp, self.dsp_limit,
+            stuck_after_s=min(node_cfg.delivery_timeout_s, node_cfg.negotiation_timeout_s),
+            static_caller=self.conformance_caller)
         self.resolver = DidResolver(self.client, dev_mode=node_cfg.dev_mode, local=self._local_did_document)
-        self.federation = FederationService(self)
-        self.catalog = CatalogService(self)
-        self.negotiations = NegotiationService(self)
-        self.usage = UsageService(self)
-        self.receipts = ReceiptService(self)
+        self.federation = FederationService(self.client, self.resolver, self.repo)
+        self.catalog = CatalogService(self.contracts, self.repo, self.config.export_control)
+        self.negotiations = NegotiationService(
+            self.contracts, self.client, participant_by_id=self.participant_by_id, resolver=self.resolver,
+            dsp_base_of=self.federation.dsp_base_of, verify_peer=self.federation.verify_peer,
+            admit=self.admission.admit_negotiation, ended=self.admission.ended, learn=self.admission.learn,
+            peer_facts=self.catalog.peer_facts, export_rules=self.config.export_control,
+            conformance_caller=self.conformance_caller, delivery_timeout_s=node_cfg.delivery_timeout_s,
+            negotiation_timeout_s=node_cfg.negotiation_timeout_s)
+        self.usage_log = UsageRepository(self.store)
+        # The vault and the receipts are built below: reached through the node when first used.
+        self.usage = UsageService(
+            self.usage_log, self.config.usage, participant_by_id=self.participant_by_id,
+            destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
+            logged=lambda participant_id, agreement_id: self.receipts.notify(participant_id, agreement_id))
+        self.receipts = ReceiptService(
+            self.usage_log, self.contracts, self.usage, self.client, self.resolver,
+            participant_by_id=self.participant_by_id, peer_facts=self.catalog.peer_facts,
+            destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
+            receipts_overdue_s=node_cfg.receipts_overdue_s)
         self.transfers = TransferService(self)
         #: Received data, sealed at rest: each agreement's under its own key (stopping transfers before deleting).
         self.vault = Vault(data_dir, key_of=vault_key, stop_receiving=self.transfers.stop_receiving)
@@ -167,8 +186,6 @@ class Node:
         log, receipts …), its keys, its data root ``files/NAME/`` and its vault folder. The node's own
         participant (the one ``tds init`` made) cannot be removed. Irreversible: the participant's DID
         document, endpoints and tokens are gone at once. Returns what was removed."""
-        from connector.services import addresses
-
         async with self._adding:
             runtime = self.participants.get(name)
             if runtime is None:
@@ -275,7 +292,8 @@ class Node:
         await self.store.open()
         try:
             await self._load_participants()
-            await legacy_files.move_into_own_roots(self)
+            await legacy_files.move_into_own_roots(self.participants.values(), self.contracts,
+                                                   self.transfers.confinement, self.data_dir / addresses.FILES)
             await self.vault.seal_unsealed(self.participants.values(), self.contracts.agreement_ids)
             if self.conformance is not None:
                 await self.conformance.seed()

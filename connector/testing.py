@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -380,3 +380,176 @@ class ProcessNode:
                 await asyncio.wait_for(self.process.wait(), 15)
             except TimeoutError:
                 await self.kill()
+
+
+class FederationPeerClient:
+    """A recording stand-in for the node's outbound client (``PeerClient.request`` and ``get_json``): canned
+    JSON answers by method and URL; every call is kept in :attr:`calls`. A URL without an answer is
+    unreachable (:class:`~connector.errors.PeerError`), as a peer that is down would be."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        #: (method, url, JSON body, key id of the signer or None), in order.
+        self.calls: list[tuple[str, str, Any, str | None]] = []
+
+    def answer(self, method: str, url: str, body: Any, *, status: int = 200) -> None:
+        self.answers[(method, url)] = (status, body)
+
+    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Any = None,
+                      headers: dict[str, str] | None = None) -> Any:
+        import json
+
+        from connector.errors import PeerError
+        from connector.http.outbound import PeerResponse
+
+        self.calls.append((method, url, json_body, signer.key_id if signer is not None else None))
+        if (method, url) not in self.answers:
+            raise PeerError(f"{url} is unreachable")
+        status, body = self.answers[(method, url)]
+        return PeerResponse(status, {"Content-Type": "application/json"}, json.dumps(body).encode(), url)
+
+    async def get_json(self, url: str, *, signer: Any = None) -> Any:
+        from connector.errors import PeerError
+
+        resp = await self.request("GET", url, signer=signer)
+        if resp.status != 200:
+            raise PeerError(f"GET {url} answered {resp.status}: {resp.body[:200]!r}")
+        return resp.json()
+
+
+class FederationResolver:
+    """A stand-in for the DID resolver: DID documents given up front; the DIDs asked for are kept."""
+
+    def __init__(self, *documents: dict[str, Any]) -> None:
+        self.documents = {document["id"]: document for document in documents}
+        self.asked: list[str] = []
+
+    async def resolve(self, did: str) -> dict[str, Any]:
+        from connector.errors import PeerError
+
+        self.asked.append(did)
+        if did not in self.documents:
+            raise PeerError(f"the DID document of {did} could not be read")
+        return self.documents[did]
+
+
+class NegotiationClock:
+    """A fake clock for the process shells (POSIX seconds): it stands still until the test moves it, so
+    retries and deadlines come due without anyone sleeping."""
+
+    def __init__(self, start: float = 1_780_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True)
+class NegotiationSent:
+    """One request a :class:`NegotiationOutbound` was asked to send."""
+
+    method: str
+    url: str
+    body: Any
+    #: The DID whose key signed it (the caller a peer would verify), or None for an unsigned request.
+    caller: str | None
+
+
+class NegotiationOutbound:
+    """A recording outbound client (``connector.services.process_shell.OutboundClient``) that opens no socket.
+    Every request is kept in :attr:`sent`, then answered by the in-memory peer whose DSP base the URL is
+    under (:meth:`connect`), or with *down_status* (503) when no peer is there. :attr:`before_answer`, if
+    set, is awaited with each request before it is answered (e.g. to read what the sender had stored)."""
+
+    def __init__(self, *, down_status: int = 503) -> None:
+        self.sent: list[NegotiationSent] = []
+        self.peers: dict[str, NegotiationPeer] = {}
+        self.down_status = down_status
+        self.before_answer: Callable[[NegotiationSent], Awaitable[None]] | None = None
+
+    def connect(self, peer: NegotiationPeer) -> None:
+        self.peers[peer.base] = peer
+
+    def messages(self, type_name: str | None = None) -> list[dict[str, Any]]:
+        """The DSP messages sent (optionally of one ``@type``), in order."""
+        return [s.body for s in self.sent if isinstance(s.body, dict)
+                and (type_name is None or s.body.get("@type") == type_name)]
+
+    def check_target(self, url: str, *, backend: bool = False) -> Any:
+        from urllib.parse import urlsplit
+
+        return urlsplit(url)
+
+    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Any = None,
+                      headers: dict[str, str] | None = None) -> Any:
+        import json
+
+        from connector.http.outbound import PeerResponse
+
+        caller = str(signer.key_id).split("#")[0] if signer is not None else None
+        sent = NegotiationSent(method, url, json_body, caller)
+        self.sent.append(sent)
+        if self.before_answer is not None:
+            await self.before_answer(sent)
+        peer = next((p for base, p in self.peers.items() if url.startswith(f"{base}/")), None)
+        if peer is None:
+            body: Any = {"reason": ["the peer is not there"]}
+            status = self.down_status
+        else:
+            status, body = await peer.answer(method, url[len(peer.base):], json_body, caller or "")
+        return PeerResponse(status, {"Content-Type": "application/json"}, json.dumps(body).encode(), url)
+
+
+class NegotiationPeer:
+    """An in-memory DSP peer: one participant with its own ``NegotiationService``, answering the negotiation
+    paths under its DSP base as the protocol API does (``connector.http.dsp``): an opening message with 201
+    and the ContractNegotiation, a later one with 200, ``GET …/negotiations/:pid`` with the process, and a
+    refusal with its status and a ``ContractNegotiationError`` body naming the reason."""
+
+    def __init__(self, participant: Any, service: Any) -> None:
+        self.participant = participant
+        self.service = service
+        self.base: str = participant.dsp_base
+
+    async def answer(self, method: str, path: str, body: Any, caller: str) -> tuple[int, Any]:
+        from connector.errors import TdsError
+        from connector.protocol import messages as m
+        from connector.protocol.negotiation import Kind
+
+        kinds = {"request": (Kind.REQUEST, m.ContractRequestMessage), "offers": (Kind.OFFER, m.ContractOfferMessage),
+                 "events": (Kind.ACCEPTED, m.ContractNegotiationEventMessage),
+                 "agreement": (Kind.AGREEMENT, m.ContractAgreementMessage),
+                 "agreement/verification": (Kind.VERIFICATION, m.ContractAgreementVerificationMessage),
+                 "termination": (Kind.TERMINATION, m.ContractNegotiationTerminationMessage)}
+        parts = path.strip("/").split("/", 2)
+        try:
+            if parts[0] != "negotiations" or len(parts) < 2:
+                return 404, {"reason": [f"no route {path}"]}
+            if method == "GET" and len(parts) == 2:
+                record = await self.service.contracts.negotiation(self.participant.id, parts[1])
+                if record is None or not self.service._is_party(record, caller):
+                    return 404, {"reason": ["no such negotiation"]}
+                return 200, self._process(record)
+            if len(parts) == 2 and parts[1] in ("request", "offers"):
+                kind, struct = kinds[parts[1]]
+                record = await self.service.on_initial(self.participant, kind, m.decode(body, struct), caller)
+                return 201, self._process(record)
+            kind, struct = kinds[parts[2]]
+            message: Any = m.decode(body, struct)
+            if isinstance(message, m.ContractNegotiationEventMessage) and message.eventType == "FINALIZED":
+                kind = Kind.FINALIZED
+            record = await self.service.on_message(self.participant, parts[1], kind, message, caller)
+            return 200, self._process(record)
+        except TdsError as exc:
+            return exc.status, {"@type": "ContractNegotiationError", "code": str(exc.status), "reason": [exc.message],
+                            **getattr(exc, "dsp_fields", {})}
+
+    @staticmethod
+    def _process(record: Any) -> dict[str, Any]:
+        from connector.protocol import messages as m
+
+        return m.encode(m.ContractNegotiation(providerPid=record.provider_pid or "",
+                                              consumerPid=record.consumer_pid or "", state=record.state))

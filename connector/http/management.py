@@ -46,7 +46,7 @@ from connector.store.repository import Peer, TokenInfo
 if TYPE_CHECKING:
     from connector.node import Node
     from connector.participant import ParticipantRuntime
-    from connector.services.delivery import ProcessShell
+    from connector.services.process_shell import ProcessShell
 
 PREFIX = "/api/management/v1"
 log = get_logger(component="management")
@@ -466,7 +466,9 @@ def routes(node: Node) -> list[Route]:
             if backends.is_http(body.data_address):
                 if await node.contracts.entry(p.id, Asset, body.id) is not None:
                     raise Conflict(f"asset {body.id!r} already exists", path="id")
-                address = await backends.snapshot(node, p, body.id, body.data_address.get("url", ""))
+                address = await backends.snapshot(node.client, node.transfers.confinement(p).own, body.id,
+                                                  body.data_address.get("url", ""),
+                                                  limit=node.config.node.max_snapshot_bytes)
                 record = msgspec.structs.replace(record, data_address=address)
             path = addresses.resolve(record.data_address, node.transfers.confinement(p))
         await node.contracts.add_entry(p.id, record)
@@ -486,7 +488,8 @@ def routes(node: Node) -> list[Route]:
         origin = asset.data_address.get("origin")
         if not isinstance(origin, str):
             raise BadRequest("this asset is not fetched from an HTTP backend (no origin)", path="dataAddress")
-        address = await backends.snapshot(node, p, asset.id, origin)
+        address = await backends.snapshot(node.client, node.transfers.confinement(p).own, asset.id, origin,
+                                          limit=node.config.node.max_snapshot_bytes)
         changed = address["sha256"] != asset.data_address.get("sha256")
         if changed:
             asset = msgspec.structs.replace(asset, data_address=address)

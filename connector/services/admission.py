@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,9 @@ from connector.protocol.negotiation import TERMINAL, Role, State
 from connector.ratelimit import RateLimiter, check_rate, retry_after
 
 if TYPE_CHECKING:
-    from connector.node import Node
+    from connector.config import DspSection
     from connector.store.records import AgreementRecord, NegotiationRecord
+    from connector.store.repository import ContractRepository
 
 log = get_logger(component="admission")
 
@@ -64,10 +66,33 @@ def counterparty(agreement: AgreementRecord) -> str:
     return agreement.consumer_did if agreement.role == Role.PROVIDER.value else agreement.provider_did
 
 
+def _no_static_caller(_: str) -> bool:
+    return False
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Admission:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.config = node.config.dsp
+    """Who is known to each participant, and the budgets of known and unknown peers.
+
+    *known_limit* is the bucket per known peer; *stuck_after_s* is the longest an open negotiation can
+    hold a place (the earlier of the negotiation shell's deadlines), given to callers as Retry-After;
+    *static_caller* names callers that are always known (conformance mode's one fixture caller)."""
+
+    def __init__(
+        self, contracts: ContractRepository, config: DspSection, known_limit: RateLimiter, *,
+        stuck_after_s: float, static_caller: Callable[[str], bool] = _no_static_caller,
+        monotonic: Callable[[], float] = time.monotonic, clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.contracts = contracts
+        self.config = config
+        self.known_limit = known_limit
+        self.stuck_after_s = stuck_after_s
+        self.static_caller = static_caller
+        self.monotonic = monotonic
+        self.clock = clock
         self.unknown_limit = RateLimiter(self.config.unknown_peer_rate_per_s, self.config.unknown_peer_burst,
                                          max_keys=1)
         self._known: dict[str, set[str]] = {}
@@ -78,9 +103,9 @@ class Admission:
 
     async def load(self) -> None:
         """At start: the known peers and the open negotiations of unknown peers, from the store."""
-        for participant_id, did in await self.node.contracts.known_counterparties():
+        for participant_id, did in await self.contracts.known_counterparties():
             self._known.setdefault(participant_id, set()).add(did)
-        for record in await self.node.contracts.all_active_negotiations():
+        for record in await self.contracts.all_active_negotiations():
             if (State(record.state) not in TERMINAL and opened_by_peer(record)
                     and not self.is_known(record.participant_id, record.counterparty_did)):
                 self._open[(record.participant_id, record.id)] = record.counterparty_did
@@ -96,7 +121,7 @@ class Admission:
     # -- who is known ----------------------------------------------------------------------------------
 
     def is_known(self, participant_id: str | None, did: str) -> bool:
-        if self.node.conformance_caller(did):  # the compatibility kit's one static caller (a test fixture)
+        if self.static_caller(did):  # the compatibility kit's one static caller (a test fixture)
             return True
         return participant_id is not None and did in self._known.get(participant_id, ())
 
@@ -122,7 +147,7 @@ class Admission:
     def check_request(self, participant_id: str | None, caller: str) -> None:
         """Take one DSP request from the verified *caller*'s budget, or raise 429."""
         if self.is_known(participant_id, caller):
-            check_rate(self.node.dsp_limit, caller, "DSP requests from this peer", time.monotonic())
+            check_rate(self.known_limit, caller, "DSP requests from this peer", self.monotonic())
         else:
             self.check_unknown()
 
@@ -130,7 +155,7 @@ class Admission:
         """Take one request from the budget all unknown peers share, or raise 429."""
         check_rate(self.unknown_limit, UNKNOWN,
                    "DSP requests from peers without an agreement here (all such peers share this budget)",
-                   time.monotonic())
+                   self.monotonic())
 
     def admit_negotiation(self, participant_id: str, negotiation_id: str, caller: str) -> None:
         """Hold a place for a negotiation *caller* opens, or raise 429 when unknown peers hold them all.
@@ -141,9 +166,8 @@ class Admission:
             return
         limit = self.config.unknown_peer_open_negotiations
         if len(self._open) >= limit:
-            node = self.node.config.node
-            # A place frees when an open negotiation ends; a stuck one ends by these deadlines at the latest.
-            seconds = retry_after(min(node.delivery_timeout_s, node.negotiation_timeout_s))
+            # A place frees when an open negotiation ends; a stuck one ends by the shell's deadlines at the latest.
+            seconds = retry_after(self.stuck_after_s)
             raise TooManyRequests(
                 f"too many negotiations opened by peers without an agreement here: at most {limit} at once "
                 f"on this node; retry after {seconds} s", retry_after=seconds)
@@ -162,7 +186,7 @@ class Admission:
     # -- retention -------------------------------------------------------------------------------------
 
     def _purge_soon(self) -> None:
-        now = time.monotonic()
+        now = self.monotonic()
         if now - self._purged_at < min(PURGE_INTERVAL_S, self.config.unknown_peer_retention_s):
             return
         if self._purge is not None and not self._purge.done():
@@ -179,12 +203,12 @@ class Admission:
     async def purge(self) -> int:
         """Delete the TERMINATED negotiations without agreement that unknown peers opened, once they are
         older than ``dsp.unknown_peer_retention_s``; return how many went."""
-        self._purged_at = time.monotonic()
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.config.unknown_peer_retention_s)
+        self._purged_at = self.monotonic()
+        cutoff = self.clock() - timedelta(seconds=self.config.unknown_peer_retention_s)
         before = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         removed = 0
         while True:
-            batch = await self.node.contracts.purge_stranger_negotiations(before, limit=PURGE_BATCH)
+            batch = await self.contracts.purge_stranger_negotiations(before, limit=PURGE_BATCH)
             removed += batch
             if batch < PURGE_BATCH:
                 break

@@ -17,15 +17,14 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from connector import filemodes
 from connector.errors import BadRequest, PayloadTooLarge, PeerError
-
-if TYPE_CHECKING:
-    from connector.node import Node
-    from connector.participant import ParticipantRuntime
 
 PIECE = 1 << 20
 #: Inside the participant's own files folder (so its snapshots are its own files, and no one else's).
@@ -33,22 +32,43 @@ SNAPSHOTS = ".snapshots"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+class Body(Protocol):
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class BackendResponse(Protocol):
+    """A streamed answer (``aiohttp.ClientResponse``), as far as it is read here."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def content(self) -> Body: ...
+
+
+class BackendReader(Protocol):
+    """The node's guarded outbound client (``connector.http.outbound.PeerClient``): ``backend=True`` keeps
+    the node's own listeners out of reach."""
+
+    def stream(self, url: str, *, backend: bool = False) -> AbstractAsyncContextManager[BackendResponse]: ...
+
+
 def is_http(address: dict[str, Any]) -> bool:
     kind = address.get("type")
     return isinstance(kind, str) and kind.lower() in ("httpdata", "http")
 
 
-async def snapshot(node: Node, participant: ParticipantRuntime, asset_id: str, url: str) -> dict[str, Any]:
-    """Fetch *url* into a snapshot; return the ``File`` data address of it (with its origin)."""
+async def snapshot(client: BackendReader, own_files: Path, asset_id: str, url: str, *, limit: int) -> dict[str, Any]:
+    """Fetch *url* through *client* into a snapshot under the participant's own files folder *own_files*,
+    at most *limit* bytes (``node.max_snapshot_bytes``); return the ``File`` data address of it (with its
+    origin)."""
     if not isinstance(url, str) or not url:
         raise BadRequest("an HttpData address needs a url", path="dataAddress.url")
-    folder = node.transfers.confinement(participant).own / SNAPSHOTS / _SAFE.sub("_", asset_id)
+    folder = own_files / SNAPSHOTS / _SAFE.sub("_", asset_id)
     await asyncio.to_thread(filemodes.make_dir, folder)
     partial = folder / f".{uuid.uuid4().hex}.part"
-    limit = node.config.node.max_snapshot_bytes
     digest, size = hashlib.sha256(), 0
     try:
-        async with node.client.stream(url, backend=True) as resp:
+        async with client.stream(url, backend=True) as resp:
             if resp.status != 200:
                 raise BadRequest(f"the backend answered {resp.status} for {url}", path="dataAddress.url")
             with os.fdopen(filemodes.open_private(partial, os.O_WRONLY | os.O_TRUNC), "wb") as out:

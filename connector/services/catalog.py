@@ -8,7 +8,7 @@ definition, not per asset.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,8 +23,8 @@ from connector.store.records import Asset, ContractDefinition
 from connector.store.repository import CatalogSnapshot
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.store.repository import ContractRepository, Repository
 
 TDS = "https://w3id.org/tds/v1#"
 FORMATS = ("HttpData-PULL",)
@@ -44,19 +44,32 @@ def offer_id(definition: ContractDefinition, asset_id: str, policy: dict[str, An
     return f"{definition.id}:{asset_id}:{version}"
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class CatalogService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """What each participant offers to a peer: reads the catalog entries and the verified peers, and
+    decides with :func:`visible_offers` under the node's export-control rules."""
+
+    def __init__(
+        self, contracts: ContractRepository, peers: Repository, export_rules: Sequence[ExportRule], *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.contracts = contracts
+        self.peers = peers
+        self.export_rules = export_rules
+        self.clock = clock
 
     async def peer_facts(self, participant: ParticipantRuntime, did: str) -> PeerFacts:
-        for peer in await self.node.repo.peers(participant.id):
+        for peer in await self.peers.peers(participant.id):
             if peer.did == did:
                 return PeerFacts(did, peer.region, peer.legal_name)
         return PeerFacts(did)
 
     async def offers_for(self, participant: ParticipantRuntime, peer: PeerFacts) -> list[Offered]:
-        snapshot = await self.node.contracts.catalog(participant.id)
-        return visible_offers(snapshot, peer, datetime.now(UTC), export_rules=self.node.config.export_control,
+        snapshot = await self.contracts.catalog(participant.id)
+        return visible_offers(snapshot, peer, self.clock(), export_rules=self.export_rules,
                               holder_region=participant.record.region)
 
     def service(self, participant: ParticipantRuntime) -> dict[str, Any]:

@@ -10,8 +10,9 @@ identity). Verified peers are stored per participant.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from connector.errors import BadRequest, PeerError, Unauthorized
@@ -21,16 +22,53 @@ from connector.logging import get_logger
 from connector.store.repository import Peer
 
 if TYPE_CHECKING:
-    from connector.node import Node
+    from connector.identity.keys import Signer
     from connector.participant import ParticipantRuntime
+    from connector.store.repository import Repository
 
 DSP_SUFFIX = "/api/dsp/2025-1"
 log = get_logger(component="federation")
 
 
+class Response(Protocol):
+    """A peer's whole (bounded) answer."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def body(self) -> bytes: ...
+    def json(self) -> Any: ...
+
+
+class Outbound(Protocol):
+    """The node's guarded outbound client (``connector.http.outbound.PeerClient``), as far as it is used here."""
+
+    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Signer | None = None,
+                      headers: dict[str, str] | None = None) -> Response: ...
+    async def get_json(self, url: str, *, signer: Signer | None = None) -> Any: ...
+
+
+class Resolver(Protocol):
+    """DID resolution (``connector.identity.resolver.DidResolver``)."""
+
+    async def resolve(self, did: str) -> dict[str, Any]: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class FederationService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Finds peers' endpoints and exchanges verified self-descriptions; verified peers go to *peers*."""
+
+    def __init__(
+        self, client: Outbound, resolver: Resolver, peers: Repository, *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.client = client
+        self.resolver = resolver
+        self.peers = peers
+        self.clock = clock
 
     async def check_self_description(self, document: Any) -> credentials.Subject:
         """Verify a self-description against its issuer's DID document (resolved now)."""
@@ -39,10 +77,10 @@ class FederationService:
         method = credentials.verification_method(document)
         try:
             did, _ = dids.split_did_url(method)
-            issuer_document = await self.node.resolver.resolve(did)
+            issuer_document = await self.resolver.resolve(did)
         except dids.DidError as exc:
             raise credentials.SelfDescriptionError(str(exc)) from exc
-        return credentials.verify(document, issuer_document, now=datetime.now(UTC))
+        return credentials.verify(document, issuer_document, now=self.clock())
 
     async def dsp_base_of(self, peer: str) -> str:
         """The DSP 2025-1 base URL of *peer*: a node root URL, a participant URL, a DSP base or a did:web."""
@@ -51,7 +89,7 @@ class FederationService:
             if peer.startswith("did:key:"):
                 raise BadRequest("a did:key names no endpoint; give the peer's URL instead", path="peer")
             try:
-                document = await self.node.resolver.resolve(peer)
+                document = await self.resolver.resolve(peer)
             except dids.DidError as exc:
                 raise BadRequest(str(exc), path="peer") from exc
             services = document.get("service", [])
@@ -67,7 +105,7 @@ class FederationService:
         return await self._from_version_document(f"{peer}/.well-known/dspace-version")
 
     async def _from_version_document(self, url: str) -> str:
-        document = await self.node.client.get_json(url)
+        document = await self.client.get_json(url)
         versions = document.get("protocolVersions") if isinstance(document, dict) else None
         for entry in versions if isinstance(versions, list) else []:
             if isinstance(entry, dict) and entry.get("version") == "2025-1" and isinstance(entry.get("path"), str):
@@ -79,8 +117,8 @@ class FederationService:
     async def verify_peer(self, participant: ParticipantRuntime, peer: str) -> tuple[credentials.Subject, str]:
         """Handshake with *peer* over a signed request; return its verified subject and DSP base."""
         dsp_base = await self.dsp_base_of(peer)
-        now = datetime.now(UTC)
-        response = await self.node.client.request(
+        now = self.clock()
+        response = await self.client.request(
             "POST", f"{dsp_base}/tds/handshake", json_body=participant.self_description(now),
             signer=participant.signer,
         )
@@ -111,7 +149,7 @@ class FederationService:
             raise BadRequest(f"self-description does not verify: {exc}") from exc
         if subject.id != caller_did:
             raise Unauthorized("the self-description was issued by another DID than the request's signer")
-        now = datetime.now(UTC)
+        now = self.clock()
         await self._remember(participant, subject, document, now)
         log.info("handshake accepted", participant=participant.name, peer=subject.id)
         return participant.self_description(now)
@@ -122,4 +160,4 @@ class FederationService:
     ) -> None:
         peer = Peer(subject.id, subject.legal_name, subject.region, subject.industry, subject.dsp_endpoint,
                     credentials.utc_text(now))
-        await self.node.repo.save_peer(participant.id, peer, document)
+        await self.peers.save_peer(participant.id, peer, document)

@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,20 +27,24 @@ from connector.services import addresses
 from connector.store.records import Asset
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.store.repository import ContractRepository
 
 log = get_logger(component="files")
 
 
-async def move_into_own_roots(node: Node) -> int:
-    """Move the asset files of every participant that lie outside its roots but under the old shared
-    ``files/`` into ``files/NAME/``; return how many assets were changed."""
-    shared = (node.data_dir / addresses.FILES).resolve()
+async def move_into_own_roots(
+    participants: Collection[ParticipantRuntime], contracts: ContractRepository,
+    confinement: Callable[[ParticipantRuntime], addresses.Confinement], files_dir: Path,
+) -> int:
+    """Move the asset files of every hosted participant in *participants* that lie outside its roots (as
+    *confinement* gives them) but under the old shared *files_dir* (the data folder's ``files/``) into
+    ``files/NAME/``, rewriting the assets in *contracts*; return how many assets were changed."""
+    shared = await asyncio.to_thread(files_dir.resolve)
     plans: list[tuple[ParticipantRuntime, Asset, Path, Path, str]] = []
-    for participant in node.participants.values():
-        where = node.transfers.confinement(participant)
-        for asset in await node.contracts.entries(participant.id, Asset):
+    for participant in participants:
+        where = confinement(participant)
+        for asset in await contracts.entries(participant.id, Asset):
             path = asset.data_address.get("path") if asset.data_address else None
             if str(asset.data_address.get("type", "")).lower() != "file" or not isinstance(path, str):
                 continue
@@ -53,7 +58,7 @@ async def move_into_own_roots(node: Node) -> int:
                 old = (raw if raw.is_absolute() else shared / raw).resolve(strict=True)
             except (OSError, RuntimeError):
                 old = None
-            own_folders = {(shared / p.name).resolve() for p in node.participants.values()}
+            own_folders = {(shared / p.name).resolve() for p in participants}
             if (old is None or not old.is_file() or not old.is_relative_to(shared)
                     or any(old.is_relative_to(folder) for folder in own_folders)):
                 log.warning("asset file outside its participant's data roots: it cannot be transferred until the "
@@ -66,7 +71,7 @@ async def move_into_own_roots(node: Node) -> int:
     for participant, asset, old, target, new_path in plans:
         await asyncio.to_thread(_place, old, target, move=users[old] == 1)
         address = {**asset.data_address, "path": new_path}
-        await node.contracts.replace_asset(participant.id, msgspec.structs.replace(asset, data_address=address))
+        await contracts.replace_asset(participant.id, msgspec.structs.replace(asset, data_address=address))
         log.info("asset file moved into its participant's own folder", participant=participant.name,
                  asset=asset.id, path=str(target))
     return len(plans)

@@ -34,7 +34,7 @@ they were checked against.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -50,14 +50,25 @@ from connector.protocol.negotiation import SENDER, TERMINAL, TRANSITIONS, Kind, 
 from connector.protocol.negotiation import receive as table_receive
 from connector.protocol.negotiation import send as table_send
 from connector.services.catalog import visible_offers
-from connector.services.delivery import Key, ProcessShell, backoff, new_pid, now_text
-from connector.services.delivery import message_reason as _termination_reason
-from connector.services.delivery import peer_reason as _peer_reason
+from connector.services.process_shell import (
+    OPENING,
+    Key,
+    OutboundClient,
+    ProcessShell,
+    ProcessType,
+    new_pid,
+    now_text,
+)
+from connector.services.process_shell import message_reason as _termination_reason
+from connector.services.process_shell import peer_reason as _peer_reason
 from connector.store.records import AgreementRecord, NegotiationRecord
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.protocol.export_control import ExportRule
+    from connector.services.federation import Resolver
+    from connector.services.policy import PeerFacts
+    from connector.store.repository import ContractRepository
 
 log = get_logger(component="negotiation")
 
@@ -75,10 +86,8 @@ STEPS: dict[str, Kind] = {
     "offer": Kind.OFFER, "agree": Kind.AGREEMENT, "finalize": Kind.FINALIZED, "accept": Kind.ACCEPTED,
     "verify": Kind.VERIFICATION, "counter-request": Kind.REQUEST, "terminate": Kind.TERMINATION,
 }
-OPENING = "opening"
 
 Script = Callable[[NegotiationRecord], "str | None"]
-
 
 
 class NegotiationError(InvalidTransition):
@@ -95,9 +104,53 @@ class NegotiationError(InvalidTransition):
 
 
 class NegotiationService(ProcessShell[NegotiationRecord]):
-    def __init__(self, node: Node) -> None:
-        super().__init__()
-        self.node = node
+    """Both roles of contract negotiation over DSP, for every hosted participant.
+
+    What it is given: *contracts*, the negotiations and agreements (``ContractRepository``); *client*, the
+    outbound client; *participant_by_id*, the hosted participants; *resolver*, for the DID documents a
+    peer's agreement proof is checked against; *dsp_base_of* and *verify_peer*, how a peer named by the
+    operator is found and verified (``FederationService``); the admission hooks (*admit*: a stranger
+    opens a negotiation, may raise; *ended*: a negotiation is over; *learn*: a peer became known through a
+    finalized agreement); the catalog's offer lookup (*peer_facts*: what is known of a peer, and the
+    node's *export_rules*); *conformance_caller*: whether a DID is the compatibility kit's (which may name
+    other parties in an agreement); the two timeouts; and *clock* (POSIX seconds)."""
+
+    process = ProcessType(name="negotiation", path="negotiations", kinds=Kind, states=State,
+                          transitions=TRANSITIONS, ack=m.ContractNegotiation, crash_prefix="after-delivering-")
+
+    def __init__(
+        self,
+        contracts: ContractRepository,
+        client: OutboundClient,
+        *,
+        participant_by_id: Callable[[str], ParticipantRuntime | None],
+        resolver: Resolver,
+        dsp_base_of: Callable[[str], Awaitable[str]],
+        verify_peer: Callable[[ParticipantRuntime, str], Awaitable[tuple[Any, str]]],
+        admit: Callable[[str, str, str], None],
+        ended: Callable[[str, str], None],
+        learn: Callable[[str, str], None],
+        peer_facts: Callable[[ParticipantRuntime, str], Awaitable[PeerFacts]],
+        export_rules: Sequence[ExportRule] = (),
+        conformance_caller: Callable[[str], bool] = lambda _did: False,
+        delivery_timeout_s: float,
+        negotiation_timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(client, clock=clock)
+        self.contracts = contracts
+        self._participant_by_id = participant_by_id
+        self._resolver = resolver
+        self._dsp_base_of = dsp_base_of
+        self._verify_peer = verify_peer
+        self._admit = admit
+        self._ended = ended
+        self._learn = learn
+        self._peer_facts = peer_facts
+        self._export_rules = export_rules
+        self._conformance_caller = conformance_caller
+        self.delivery_timeout = delivery_timeout_s
+        self.negotiation_timeout = negotiation_timeout_s
         #: Conformance mode: a script that names the next step for a negotiation ("offer", "agree",
         #: "terminate", "accept", "counter-request", "verify", "finalize", "wait"), or None for the default.
         self.script: Script | None = None
@@ -110,17 +163,12 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
 
     def poke(self, record: NegotiationRecord) -> None:
         """Reconsider the node's next move for *record* (used when a script's condition changed)."""
-        participant = self.node.participant_by_id(record.participant_id)
+        participant = self._participant_by_id(record.participant_id)
         if participant is not None:
             self._spawn(self._react(participant, record))
 
-    @property
-    def delivery_timeout(self) -> float:
-        return self.node.config.node.delivery_timeout_s
-
-    @property
-    def negotiation_timeout(self) -> float:
-        return self.node.config.node.negotiation_timeout_s
+    def _now_text(self) -> str:
+        return now_text(self._clock())
 
     # -- plumbing (the rest is ProcessShell's) ----------------------------------------------------------
 
@@ -128,24 +176,24 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         return State(record.state) in TERMINAL
 
     async def load(self, key: Key) -> NegotiationRecord | None:
-        return await self.node.contracts.negotiation(*key)
+        return await self.contracts.negotiation(*key)
 
     async def _unfinished(self) -> list[NegotiationRecord]:
-        return await self.node.contracts.all_active_negotiations()
+        return await self.contracts.all_active_negotiations()
 
     async def close(self) -> None:
         await self._close()
 
-    async def _commit(
-        self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "",
+    async def commit(
+        self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "", *,
         agreement: AgreementRecord | None = None,
     ) -> NegotiationRecord:
         if new.pending is None and State(new.state) not in TERMINAL:
-            new = _replace(new, expires_at=time.time() + self.negotiation_timeout)
+            new = _replace(new, expires_at=self._clock() + self.negotiation_timeout)
         elif State(new.state) in TERMINAL:
             new = _replace(new, expires_at=None)
-        new = _replace(new, updated_at=now_text())
-        if not await self.node.contracts.update_negotiation(
+        new = _replace(new, updated_at=self._now_text())
+        if not await self.contracts.update_negotiation(
             new, expected_state=old.state, event=event, detail=detail, agreement=agreement
         ):
             raise NegotiationError("the negotiation changed concurrently; retry", old, status=409)
@@ -153,16 +201,16 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             log.info("negotiation state", participant=new.participant_id, id=new.id, role=new.role,
                      old=old.state, new=new.state, reason=new.reason or None)
         if agreement is not None and agreement.state == State.FINALIZED.value:
-            self.node.admission.learn(new.participant_id, new.counterparty_did)
+            self._learn(new.participant_id, new.counterparty_did)
         if State(new.state) in TERMINAL:
-            self.node.admission.ended(new.participant_id, new.id)
+            self._ended(new.participant_id, new.id)
         self._notify(new)
         return new
 
     # -- the timer: retries and deadlines ------------------------------------------------------------
 
     def _participant(self, key: Key) -> ParticipantRuntime | None:
-        return self.node.participant_by_id(key[0])
+        return self._participant_by_id(key[0])
 
     async def _on_deadline(self, participant: ParticipantRuntime, record: NegotiationRecord, now: float) -> None:
         await self._send(participant, record, Kind.TERMINATION, self._timeout_reason(record))
@@ -181,10 +229,10 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
 
     async def start(self, participant: ParticipantRuntime, peer: str, offer_id: str) -> NegotiationRecord:
         """Ask *peer* for the offer *offer_id*; returns once the provider acknowledged (201)."""
-        dsp = await self.node.federation.dsp_base_of(peer)
+        dsp = await self._dsp_base_of(peer)
         provider_did: str | None = None
         try:
-            subject, _ = await self.node.federation.verify_peer(participant, dsp)
+            subject, _ = await self._verify_peer(participant, dsp)
             provider_did = subject.id
         except (PeerError, TdsError) as exc:
             log.info("peer has no verifiable self-description; using its catalog's participantId",
@@ -203,7 +251,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         pid = new_pid()
         requested = contracts.message_offer(offer, offer_id, asset_id)
         message = m.ContractRequestMessage(consumerPid=pid, offer=requested, callbackAddress=participant.dsp_base)
-        now = time.time()
+        now = self._clock()
         record = NegotiationRecord(
             participant_id=participant.id, id=pid, role=Role.CONSUMER.value,
             state=table_send(None, Kind.REQUEST, Role.CONSUMER).value, counterparty_did=provider_did,
@@ -212,11 +260,11 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             pending={"kind": Kind.REQUEST.name, "url": f"{dsp.rstrip('/')}/negotiations/request",
                      "body": m.encode(message), OPENING: True},
             next_attempt_at=now, deliver_by=now + self.delivery_timeout,
-            created_at=now_text(), updated_at=now_text(),
+            created_at=self._now_text(), updated_at=self._now_text(),
         )
-        await self.node.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (opening)")
+        await self.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (opening)")
         async with self.lock((participant.id, pid)):
-            current = await self.node.contracts.negotiation(participant.id, pid) or record
+            current = await self.contracts.negotiation(participant.id, pid) or record
             # The record as this delivery left it (the node's next move may already be under way).
             return await self._deliver(participant, current)
 
@@ -228,13 +276,13 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         datasets: list[dict[str, Any]] = []
         participant_id: str | None = None
         if asset_hint:
-            resp = await self.node.client.request(
+            resp = await self._client.request(
                 "GET", f"{dsp}/catalog/datasets/{asset_hint}", signer=participant.signer
             )
             if resp.status == 200 and isinstance(resp.json(), dict):
                 datasets = [resp.json()]
         if not datasets:
-            resp = await self.node.client.request(
+            resp = await self._client.request(
                 "POST", f"{dsp}/catalog/request", json_body=m.encode(m.CatalogRequestMessage()),
                 signer=participant.signer,
             )
@@ -259,22 +307,22 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         state = table_receive(None, kind, role.other)
         if role is Role.PROVIDER:
             assert isinstance(message, m.ContractRequestMessage)
-            existing = await self.node.contracts.negotiation_by_pid(
+            existing = await self.contracts.negotiation_by_pid(
                 participant.id, role.value, caller, consumer_pid=message.consumerPid)
         else:
             assert isinstance(message, m.ContractOfferMessage)
-            existing = await self.node.contracts.negotiation_by_pid(
+            existing = await self.contracts.negotiation_by_pid(
                 participant.id, role.value, caller, provider_pid=message.providerPid)
         if existing is not None:
             # A re-delivered opening (our answer was lost): answer with the negotiation it opened.
-            await self.node.contracts.add_event(participant.id, existing.id, now_text(), "duplicate",
-                                                f"{kind.value} (opening) received again; answered as before")
+            await self.contracts.add_event(participant.id, existing.id, self._now_text(), "duplicate",
+                                           f"{kind.value} (opening) received again; answered as before")
             return existing
         callback = getattr(message, "callbackAddress", None)
         if not callback:
             raise MessageError("callbackAddress is required in the initial message", path="callbackAddress")
         try:
-            self.node.client.check_target(callback)
+            self._client.check_target(callback)
         except OutboundRefused as exc:
             raise MessageError(f"callbackAddress refused: {exc.message}", path="callbackAddress") from exc
         offer = contracts.read_policy(getattr(message, "offer", None), "offer")
@@ -290,15 +338,15 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             participant_id=participant.id, id=pid, role=role.value, state=state.value, counterparty_did=caller,
             provider_pid=provider_pid, consumer_pid=consumer_pid, counterparty_address=callback.rstrip("/"),
             asset_id=target, offer_id=offer_id, offer=offer, requested=offer if role is Role.PROVIDER else {},
-            expires_at=time.time() + self.negotiation_timeout, created_at=now_text(), updated_at=now_text(),
+            expires_at=self._clock() + self.negotiation_timeout, created_at=self._now_text(),
+            updated_at=self._now_text(),
         )
         # Strangers share a bounded number of open negotiations (connector.services.admission).
-        self.node.admission.admit_negotiation(participant.id, pid, caller)
+        self._admit(participant.id, pid, caller)
         try:
-            await self.node.contracts.create_negotiation(record, "message-in",
-                                                         f"{kind.value} (opening) from {caller}")
+            await self.contracts.create_negotiation(record, "message-in", f"{kind.value} (opening) from {caller}")
         except BaseException:
-            self.node.admission.ended(participant.id, pid)
+            self._ended(participant.id, pid)
             raise
         crash_point("provider-after-storing-request" if role is Role.PROVIDER else "consumer-after-storing-offer")
         log.info("negotiation opened", participant=participant.name, id=pid, role=role.value, peer=caller,
@@ -313,7 +361,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         """A message about an existing negotiation, addressed to our pid *local_pid*."""
         key = (participant.id, local_pid)
         async with self.lock(key):
-            record = await self.node.contracts.negotiation(participant.id, local_pid)
+            record = await self.contracts.negotiation(participant.id, local_pid)
             if record is None or not self._is_party(record, caller):
                 raise NotFound("no such negotiation")
             role = Role(record.role)
@@ -326,8 +374,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             try:
                 next_state = table_receive(State(record.state), kind, role.other)
             except InvalidTransition as exc:
-                await self.node.contracts.add_event(participant.id, record.id, now_text(), "error",
-                                                    f"refused {kind.value}: {exc.message}")
+                await self.contracts.add_event(participant.id, record.id, self._now_text(), "error",
+                                               f"refused {kind.value}: {exc.message}")
                 raise NegotiationError(exc.message, record) from exc
             updated = _replace(record, state=next_state.value)
             if record.pending is not None:
@@ -350,7 +398,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                                                consumer_proof=own, did_documents=documents)
                 detail += " (signed by the provider)" if provider_proof else " (no provider proof: single-signed)"
             elif kind is Kind.VERIFICATION:
-                current = await self.node.contracts.agreement(participant.id, _agreement_id(record))
+                current = await self.contracts.agreement(participant.id, _agreement_id(record))
                 if current is not None and record.agreement is not None:
                     consumer_proof, documents = await self._check_proof(
                         record, record.agreement, message.proof, record.counterparty_did)
@@ -362,14 +410,14 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                 agreement_row = await self._agreement_in_state(participant, record, State.FINALIZED)
             elif kind is Kind.TERMINATION:
                 updated = _replace(updated, reason=_termination_reason(message, "the peer"))
-            updated = await self._commit(record, updated, "message-in", detail, agreement=agreement_row)
+            updated = await self.commit(record, updated, "message-in", detail, agreement=agreement_row)
             if kind is Kind.VERIFICATION:
                 crash_point("provider-after-receiving-verification")
         self._spawn(self._react(participant, updated))
         return updated
 
     def _is_party(self, record: NegotiationRecord, caller: str) -> bool:
-        return record.counterparty_did == caller or self.node.conformance_caller(caller)
+        return record.counterparty_did == caller or self._conformance_caller(caller)
 
     def _check_agreement(
         self, participant: ParticipantRuntime, record: NegotiationRecord, agreement: Any
@@ -387,7 +435,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             raise NegotiationError("the agreement's terms differ from the offer", record)
         if record.asset_id and agreement["target"] != record.asset_id:
             raise NegotiationError(f"the agreement is for {agreement['target']}, not {record.asset_id}", record)
-        conformance = self.node.conformance_caller(record.counterparty_did)
+        conformance = self._conformance_caller(record.counterparty_did)
         if agreement["assignee"] != participant.did and not conformance:
             raise NegotiationError(f"the agreement's assignee is {agreement['assignee']}, not {participant.did}",
                                    record)
@@ -404,19 +452,20 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             return None, {}
         try:
             did = agreements.signer_did(proof)
-            document = await self.node.resolver.resolve(did)
+            document = await self._resolver.resolve(did)
             agreements.verify(agreement, proof, document, party=party)
         except (agreements.AgreementProofError, TdsError, ValueError) as exc:
             raise NegotiationError(f"the agreement proof does not verify: {exc}", record) from exc
         return proof, {party: document}
 
     def _sign(self, participant: ParticipantRuntime, agreement: dict[str, Any]) -> dict[str, Any]:
-        return agreements.sign(agreement, participant.keys.signing, key_id=participant.key_id, created=now_text())
+        return agreements.sign(agreement, participant.keys.signing, key_id=participant.key_id,
+                               created=self._now_text())
 
     async def _agreement_in_state(
         self, participant: ParticipantRuntime, record: NegotiationRecord, state: State
     ) -> AgreementRecord:
-        current = await self.node.contracts.agreement(participant.id, _agreement_id(record))
+        current = await self.contracts.agreement(participant.id, _agreement_id(record))
         if current is None:
             return _agreement_row(record, state)
         return msgspec.structs.replace(current, state=state.value)
@@ -450,7 +499,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         """Take *step*, unless the negotiation moved on since the step was chosen for *expected_state*."""
         key = (participant.id, negotiation_id)
         async with self.lock(key):
-            record = await self.node.contracts.negotiation(participant.id, negotiation_id)
+            record = await self.contracts.negotiation(participant.id, negotiation_id)
             if record is None or State(record.state) in TERMINAL or record.pending is not None:
                 return
             if expected_state is not None and record.state != expected_state:
@@ -467,18 +516,18 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         """Agree, counter-offer or terminate (with the reason)."""
         definition_id, asset_hint = contracts.offer_parts(record.offer_id)
         asset_id = record.asset_id or asset_hint or ""
-        snapshot = await self.node.contracts.catalog(participant.id)
+        snapshot = await self.contracts.catalog(participant.id)
         definition = next((d for d in snapshot.definitions if d.id == definition_id), None)
         if definition is None or asset_id not in definition.assets:
             return "terminate", f"offer {record.offer_id!r} is not in this catalog", None
-        facts = await self.node.catalog.peer_facts(participant, record.counterparty_did)
+        facts = await self._peer_facts(participant, record.counterparty_did)
         asset = snapshot.assets.get(asset_id)
         refused = export_control.refusal(
-            self.node.config.export_control, data_class=asset.data_class if asset else "general",
+            self._export_rules, data_class=asset.data_class if asset else "general",
             holder_region=participant.record.region, recipient_region=facts.region)
         if refused:
             return "terminate", refused, None
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self._clock(), UTC)
         offered = [o for o in visible_offers(snapshot, facts, now)
                    if o.definition.id == definition_id and o.asset.id == asset_id]
         if not offered:
@@ -493,7 +542,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         ours = offered[0].policy
         if contracts.same_terms(record.offer, ours):
             return "agree", "", None
-        events = await self.node.contracts.events(participant.id, record.id)
+        events = await self.contracts.events(participant.id, record.id)
         if any(e.kind == "message-out" and e.detail.startswith(Kind.OFFER.value) for e in events):
             return "terminate", "the requested terms still differ from the offer after a counter-offer", None
         return "offer", "", contracts.message_offer(ours, offered[0].offer_id, asset_id)
@@ -509,14 +558,14 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         if kind is Kind.AGREEMENT:
             agreement = contracts.agreement(
                 record.offer, agreement_id=new_pid(), target=record.asset_id, assigner=participant.did,
-                assignee=record.counterparty_did, timestamp=now_text(),
+                assignee=record.counterparty_did, timestamp=self._now_text(),
             )
             proof = self._sign(participant, agreement)
             updated = _replace(updated, agreement=agreement)
             agreement_row = _agreement_row(updated, State.AGREED, provider_proof=proof,
                                            did_documents={participant.did: participant.did_document()})
         elif kind is Kind.VERIFICATION and record.agreement is not None:
-            current = await self.node.contracts.agreement(participant.id, _agreement_id(record))
+            current = await self.contracts.agreement(participant.id, _agreement_id(record))
             proof = current.consumer_proof if current is not None else self._sign(participant, record.agreement)
             agreement_row = await self._agreement_in_state(participant, updated, State.VERIFIED)
         elif kind is Kind.FINALIZED and record.agreement is not None:
@@ -524,94 +573,18 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         elif kind is Kind.TERMINATION:
             updated = _replace(updated, reason=reason or "terminated by the operator")
         message = self._message(updated, kind, reason, proof)
-        now = time.time()
+        now = self._clock()
         updated = _replace(updated, pending={"kind": kind.name, "url": self._url(updated, kind),
                                              "body": m.encode(message)},
                            attempts=0, next_attempt_at=now, deliver_by=now + self.delivery_timeout)
-        updated = await self._commit(record, updated, "message-out",
+        updated = await self.commit(record, updated, "message-out",
                                      kind.value + (f": {reason}" if reason else ""), agreement=agreement_row)
         return await self._deliver(participant, updated)
 
-    async def _deliver(self, participant: ParticipantRuntime, record: NegotiationRecord) -> NegotiationRecord:
-        """One delivery attempt of the pending message; on failure, schedule a retry or give up."""
-        pending = record.pending
-        assert pending is not None
-        kind = Kind[pending["kind"]]
-        url = str(pending["url"])
-        error: str | None = None
-        ack: m.ContractNegotiation | None = None
-        try:
-            response = await self.node.client.request("POST", url, json_body=pending["body"],
-                                                      signer=participant.signer)
-            # Any 2xx acknowledges. DSP 2025-1 asks for 201 on an opening message, but what matters is the
-            # ContractNegotiation it carries: peers that answer 200 (the compatibility kit does) opened it too.
-            if response.status >= 300:
-                error = f"answered {response.status}: {_peer_reason(response.body)}"
-                if 400 <= response.status < 500 and response.status not in (401, 408, 409, 425, 429):
-                    if await self._peer_is_past(participant, record):
-                        error = None  # it had arrived before (its answer was lost): delivered
-                    else:
-                        # The peer refused the message itself: retrying the same message cannot help.
-                        return await self._give_up(record, kind, url, error, retry=False)
-            elif pending.get(OPENING):
-                ack = m.decode(response.json(), m.ContractNegotiation)
-        except OutboundRefused as exc:  # the guard's answer does not change on a retry
-            return await self._give_up(record, kind, url, exc.message, retry=False)
-        except (PeerError, MessageError) as exc:
-            error = exc.message
-        if error is None:
-            crash_point(f"after-delivering-{kind.name.lower()}")
-            updated = _replace(record, pending=None, attempts=0, next_attempt_at=None, deliver_by=None)
-            if ack is not None and not record.provider_pid:
-                updated = _replace(updated, provider_pid=ack.providerPid)
-            # A first-attempt delivery is already in the history as the message-out; a retried one is noted.
-            event = "delivered" if record.attempts else ""
-            updated = await self._commit(record, updated, event,
-                                         f"{kind.value} acknowledged after {record.attempts + 1} attempts")
-            if kind is not Kind.TERMINATION:
-                self._spawn(self._react(participant, updated))
-            return updated
-        return await self._give_up(record, kind, url, error, retry=True)
-
-    async def _peer_is_past(self, participant: ParticipantRuntime, record: NegotiationRecord) -> bool:
-        """Whether the peer's view of the process is already where our pending message leads (or one step
-        further), i.e. an earlier delivery of the same message arrived."""
-        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
-        if not remote_pid or (record.pending or {}).get(OPENING):
-            return False
-        try:
-            response = await self.node.client.request(
-                "GET", f"{record.counterparty_address}/negotiations/{m.path_segment(remote_pid)}",
-                signer=participant.signer)
-            if response.status != 200:
-                return False
-            theirs = State(m.decode(response.json(), m.ContractNegotiation).state)
-        except (PeerError, MessageError, ValueError):
-            return False
-        ours = State(record.state)
-        return theirs is ours or theirs in TRANSITIONS[ours].values()
-
-    async def _give_up(self, record: NegotiationRecord, kind: Kind, url: str, error: str,
-                       *, retry: bool) -> NegotiationRecord:
-        attempts = record.attempts + 1
-        now = time.time()
-        delay = backoff(attempts)
-        if retry and record.deliver_by is not None and now + delay <= record.deliver_by:
-            updated = _replace(record, attempts=attempts, next_attempt_at=now + delay)
-            updated = await self._commit(record, updated, "retry",
-                                         f"{kind.value} to {url} failed ({error}); attempt {attempts + 1} "
-                                         f"in {delay:.1f} s")
-            return updated
-        reason = (f"{kind.value} could not be delivered to {record.counterparty_did} ({url}) after {attempts} "
-                  f"attempt(s): {error}")
-        if State(record.state) in TERMINAL:
-            updated = _replace(record, pending=None, next_attempt_at=None, deliver_by=None)
-            return await self._commit(record, updated, "error", reason)
-        updated = _replace(record, state=State.TERMINATED.value, reason=reason, pending=None, next_attempt_at=None,
-                           deliver_by=None)
-        updated = await self._commit(record, updated, "state", f"TERMINATED: {reason}")
-        log.warning("negotiation terminated", id=record.id, reason=reason)
-        return updated
+    def _delivered(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind) -> None:
+        # A delivered termination leaves nothing to do; any other message may be followed by our next move.
+        if kind is not Kind.TERMINATION:
+            self._spawn(self._react(participant, record))
 
     def _message(self, record: NegotiationRecord, kind: Kind, reason: str,
                  proof: dict[str, Any] | None) -> m.Message:
@@ -646,7 +619,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
 
     async def terminate(self, participant: ParticipantRuntime, negotiation_id: str, reason: str) -> NegotiationRecord:
         async with self.lock((participant.id, negotiation_id)):
-            record = await self.node.contracts.negotiation(participant.id, negotiation_id)
+            record = await self.contracts.negotiation(participant.id, negotiation_id)
             if record is None:
                 raise NotFound("no such negotiation")
             if State(record.state) in TERMINAL:
@@ -656,7 +629,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             return await self._send(participant, record, Kind.TERMINATION, reason)
 
     async def accept(self, participant: ParticipantRuntime, negotiation_id: str) -> None:
-        record = await self.node.contracts.negotiation(participant.id, negotiation_id)
+        record = await self.contracts.negotiation(participant.id, negotiation_id)
         if record is None:
             raise NotFound("no such negotiation")
         if record.role != Role.CONSUMER.value or record.state != State.OFFERED.value:

@@ -41,22 +41,29 @@ import contextlib
 import itertools
 import random
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import sqlite_utils
 
 from connector.errors import BadRequest, Conflict, NotFound, PeerError, Unauthorized
 from connector.identity import proof
+from connector.identity.keys import Signer
 from connector.logging import get_logger
 from connector.services.usage import allowance, head_verifier, now_text
+from connector.store import usage as store
 from usage_policies import PolicyError, ledger
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.services.policy import PeerFacts
+    from connector.services.usage import UsageService
+    from connector.services.vault import Deletion
     from connector.store.records import AgreementRecord
+    from connector.store.repository import ContractRepository
+    from connector.store.usage import UsageRepository
 
 log = get_logger(component="receipts")
 BATCH = 500
@@ -76,9 +83,60 @@ def _backoff(attempt: int) -> float:
     return float(min(RETRY_MAX_S, 0.2 * 2 ** max(0, attempt - 1)) * _jitter.uniform(0.8, 1.2))
 
 
+class Answer(Protocol):
+    """A peer's whole (bounded) answer."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def body(self) -> bytes: ...
+    def json(self) -> Any: ...
+
+
+class Outbound(Protocol):
+    """The node's guarded outbound client (``connector.http.outbound.PeerClient``), as far as it is used here."""
+
+    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Signer | None = None,
+                      headers: dict[str, str] | None = None) -> Answer: ...
+
+
+class Resolver(Protocol):
+    """DID resolution (``connector.identity.resolver.DidResolver``)."""
+
+    async def resolve(self, did: str) -> dict[str, Any]: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class ReceiptService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Receipts sent (consumer) and received (provider); revocations sent (provider) and carried out (consumer).
+
+    *repo* holds the usage log and the receipts; *contracts* the agreements and their negotiations (the
+    peer's address); *usage* appends the revocation's duties to the consumer's log; *client* sends the
+    signed requests and *resolver* resolves the peers' DIDs; *participant_by_id* finds a hosted participant;
+    *peer_facts* is what a participant knows of a peer (its region, for judging receipts); *destroy_data*
+    deletes an agreement's data in the vault; *receipts_overdue_s* is when a provider calls receipts overdue;
+    *clock* the time of anomalies, acknowledgements and revocations."""
+
+    def __init__(
+        self, repo: UsageRepository, contracts: ContractRepository, usage: UsageService, client: Outbound,
+        resolver: Resolver, *, participant_by_id: Callable[[str], ParticipantRuntime | None],
+        peer_facts: Callable[[ParticipantRuntime, str], Awaitable[PeerFacts]],
+        destroy_data: Callable[[ParticipantRuntime, str], Awaitable[Deletion]], receipts_overdue_s: float,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.repo = repo
+        self.contracts = contracts
+        self.usage = usage
+        self.client = client
+        self.resolver = resolver
+        self.participant_by_id = participant_by_id
+        self.peer_facts = peer_facts
+        self.destroy_data = destroy_data
+        self.receipts_overdue_s = receipts_overdue_s
+        self.clock = clock
         self._senders: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._again: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,21 +154,11 @@ class ReceiptService:
     async def resume(self) -> None:
         """On start: send what providers have not acknowledged; re-deliver pending revocations."""
 
-        def query(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            behind = list(db.query(
-                "SELECT l.participant_id, l.agreement_id FROM usage_log l "
-                "LEFT JOIN receipt_cursors c ON c.participant_id = l.participant_id "
-                "AND c.agreement_id = l.agreement_id GROUP BY l.participant_id, l.agreement_id "
-                "HAVING MAX(l.seq) > COALESCE(MAX(c.acked_seq), 0)"))
-            pending = list(db.query("SELECT participant_id, agreement_id FROM revocations "
-                                    "WHERE role = 'provider' AND status = 'pending'"))
-            return behind, pending
-
-        behind, pending = await self.node.store.read(query)
-        for row in behind:
-            self.notify(row["participant_id"], row["agreement_id"])
-        for row in pending:
-            self._spawn(self._deliver_revocation(row["participant_id"], row["agreement_id"]))
+        behind, pending = await self.repo.read(lambda db: (store.unacknowledged(db), store.pending_revocations(db)))
+        for participant_id, agreement_id in behind:
+            self.notify(participant_id, agreement_id)
+        for participant_id, agreement_id in pending:
+            self._spawn(self._deliver_revocation(participant_id, agreement_id))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -156,50 +204,42 @@ class ReceiptService:
                 return
 
     async def _set_error(self, key: tuple[str, str], error: str) -> None:
-        await self.node.store.write(lambda db: db.execute(
-            "INSERT INTO receipt_cursors (participant_id, agreement_id, last_error) VALUES (?, ?, ?) "
-            "ON CONFLICT (participant_id, agreement_id) DO UPDATE SET last_error = excluded.last_error",
-            [key[0], key[1], error[:500]]))
+        await self.repo.set_cursor_error(key[0], key[1], error[:500])
 
     async def _send_batch(self, participant_id: str, agreement_id: str) -> bool:
         """Send the next batch; True if more entries remain."""
-        participant = self.node.participant_by_id(participant_id)
-        agreement = await self.node.contracts.agreement(participant_id, agreement_id)
+        participant = self.participant_by_id(participant_id)
+        agreement = await self.contracts.agreement(participant_id, agreement_id)
         if participant is None or agreement is None or agreement.role != "consumer":
             raise NotFound("no such agreement")
-        negotiation = await self.node.contracts.negotiation(participant_id, agreement.negotiation_id)
+        negotiation = await self.contracts.negotiation(participant_id, agreement.negotiation_id)
         if negotiation is None:
             raise NotFound("no negotiation for the agreement")
 
         def query(db: sqlite_utils.Database) -> tuple[int, list[str], list[str]]:
-            row = db.conn.execute("SELECT acked_seq FROM receipt_cursors WHERE participant_id = ? AND "
-                                  "agreement_id = ?", [participant_id, agreement_id]).fetchone()
-            acked = int(row[0]) if row else 0
-            heads = [r[0] for r in db.conn.execute(
-                "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq > ? "
-                "ORDER BY seq", [participant_id, agreement_id, acked])]
+            # A batch ends at a signed head: the last one within BATCH entries, or the first one after.
+            acked = store.acked_seq(db, participant_id, agreement_id)
+            heads = store.signed_heads(db, participant_id, agreement_id, after=acked)
             last = None
             for raw in heads:
                 seq = msgspec.json.decode(raw)["seq"]
                 if last is None or seq <= acked + BATCH:
                     last = seq
-            entries = [r[0] for r in db.conn.execute(
-                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? AND seq > ? "
-                "AND seq <= ? ORDER BY seq", [participant_id, agreement_id, acked, last or acked])]
+            entries = store.entry_texts(db, participant_id, agreement_id, acked, last or acked)
             used = [h for h in heads if msgspec.json.decode(h)["seq"] <= (last or acked)]
             return acked, entries, used
 
-        acked, entries, heads = await self.node.store.read(query)
+        acked, entries, heads = await self.repo.read(query)
         if not entries:
             return False
-        body = {
+        body: dict[str, Any] = {
             "@type": "https://w3id.org/tds/v1#UsageReceipts",
             "agreementId": agreement_id,
             "entries": [msgspec.json.decode(e) for e in entries],
             "heads": [msgspec.json.decode(h) for h in heads],
         }
         url = f"{negotiation.counterparty_address}/tds/usage-receipts"
-        response = await self.node.client.request("POST", url, json_body=body, signer=participant.signer)
+        response = await self.client.request("POST", url, json_body=body, signer=participant.signer)
         answer = response.json() if response.body[:1] == b"{" else {}
         if response.status == 409 and isinstance(answer.get("expectedSeq"), int):
             # The provider lacks entries before this batch: resend from where it is.
@@ -210,15 +250,11 @@ class ReceiptService:
             new_acked = int(answer.get("acceptedThrough", acked))
         ack = await self._checked_ack(answer.get("acknowledgement"), agreement, new_acked, body["entries"])
         ack_text = msgspec.json.encode(ack).decode() if ack is not None else None
-        await self.node.store.write(lambda db: db.execute(
-            "INSERT INTO receipt_cursors (participant_id, agreement_id, acked_seq, last_error, ack) "
-            "VALUES (?, ?, ?, '', ?) ON CONFLICT (participant_id, agreement_id) DO UPDATE SET "
-            "acked_seq = excluded.acked_seq, last_error = '', ack = COALESCE(excluded.ack, ack)",
-            [participant_id, agreement_id, new_acked, ack_text]))
+        await self.repo.set_cursor(participant_id, agreement_id, new_acked, ack_text)
         if response.status == 409:
             return True
         last_sent = body["entries"][-1]["seq"]
-        return bool(new_acked >= last_sent and await self._has_more(participant_id, agreement_id, new_acked))
+        return bool(new_acked >= last_sent and await self.repo.last_seq(participant_id, agreement_id) > new_acked)
 
     async def _checked_ack(self, ack: Any, agreement: AgreementRecord, seq: int, sent: list[dict[str, Any]]
                            ) -> dict[str, Any] | None:
@@ -233,7 +269,7 @@ class ReceiptService:
                         agreement=agreement.id, seq=seq)
             return None
         try:
-            document = await self.node.resolver.resolve(agreement.provider_did)
+            document = await self.resolver.resolve(agreement.provider_did)
             proof.verify(ack, proof.key_resolver(document))
         except (PeerError, proof.ProofError) as exc:
             log.warning("the provider's receipt acknowledgement does not verify; not kept", agreement=agreement.id,
@@ -241,20 +277,12 @@ class ReceiptService:
             return None
         return ack
 
-    async def _has_more(self, participant_id: str, agreement_id: str, acked: int) -> bool:
-        def query(db: sqlite_utils.Database) -> bool:
-            row = db.conn.execute("SELECT MAX(seq) FROM usage_log WHERE participant_id = ? AND agreement_id = ?",
-                                  [participant_id, agreement_id]).fetchone()
-            return bool(row and row[0] and row[0] > acked)
-
-        return await self.node.store.read(query)
-
     # -- provider: receiving receipts ------------------------------------------------------------------
 
     async def receive(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("agreementId"), str):
             raise BadRequest("usage receipts need an agreementId", path="agreementId")
-        agreement = await self.node.contracts.agreement(participant.id, body["agreementId"])
+        agreement = await self.contracts.agreement(participant.id, body["agreementId"])
         if agreement is None or agreement.role != "provider" or agreement.consumer_did != caller:
             raise NotFound("no such agreement")
         raw_entries, heads = body.get("entries"), body.get("heads", [])
@@ -266,7 +294,7 @@ class ReceiptService:
             entries = [msgspec.convert(e, ledger.Entry) for e in raw_entries]
         except msgspec.ValidationError as exc:
             raise BadRequest(f"an entry is malformed: {exc}", path="entries") from exc
-        document = await self.node.resolver.resolve(caller)
+        document = await self.resolver.resolve(caller)
         verify = head_verifier(document)
         key = (participant.id, agreement.id)
         # Bound to the agreement it is posted under: another agreement's entries or heads are refused (and
@@ -275,13 +303,12 @@ class ReceiptService:
         if foreign is None:
             foreign = next((str(h.get("agreement")) for h in heads if h.get("agreement") != agreement.id), None)
         if foreign is not None:
-            answer = await self.node.store.write(lambda db: self._anomaly(
+            answer = await self.repo.write(lambda db: self._anomaly(
                 db, key, "mismatch", f"receipts of agreement {str(foreign)[:200]} were posted under {agreement.id}"))
             self._raise_anomaly(participant, agreement.id, answer)
 
-        def store(db: sqlite_utils.Database) -> dict[str, Any]:
-            known = {row[0]: row[1] for row in db.conn.execute(
-                "SELECT seq, entry FROM received_entries WHERE participant_id = ? AND agreement_id = ?", key)}
+        def keep(db: sqlite_utils.Database) -> dict[str, Any]:
+            known = store.received_texts(db, key)
             last = max(known, default=0)
             start = msgspec.json.decode(known[last], type=ledger.Entry) if last else None
             fresh: list[ledger.Entry] = []
@@ -307,18 +334,15 @@ class ReceiptService:
             if problem is not None:
                 kind = "gap" if "missing" in problem.problem else "forged"
                 return self._anomaly(db, key, kind, f"entry #{problem.seq}: {problem.problem}")
-            received = now_text(datetime.now(UTC))
+            received = now_text(self.clock())
             for entry in fresh:
-                db.conn.execute("INSERT INTO received_entries (participant_id, agreement_id, seq, entry, received_at) "
-                                "VALUES (?, ?, ?, ?, ?)",
-                                [*key, entry.seq, msgspec.json.encode(entry).decode(), received])
+                store.add_received_entry(db, key, entry, received)
             for head in heads:
                 if isinstance(head.get("seq"), int) and head["seq"] > last:
-                    db.conn.execute("INSERT OR REPLACE INTO received_heads (participant_id, agreement_id, seq, head) "
-                                    "VALUES (?, ?, ?, ?)", [*key, head["seq"], msgspec.json.encode(head).decode()])
+                    store.put_received_head(db, key, head["seq"], head)
             return {"acceptedThrough": fresh[-1].seq, "fresh": any(e.permitted_use for e in fresh)}
 
-        answer = await self.node.store.write(store)
+        answer = await self.repo.write(keep)
         if "anomaly" in answer:
             self._raise_anomaly(participant, agreement.id, answer)
         if answer.pop("fresh", False):
@@ -337,11 +361,9 @@ class ReceiptService:
 
     async def _acknowledgement(self, participant: ParticipantRuntime, agreement_id: str, seq: int) -> dict[str, Any]:
         """The provider's signed word that it holds the consumer's log up to entry *seq* (with its hash)."""
-        row = await self.node.store.read(lambda db: db.conn.execute(
-            "SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? AND seq = ?",
-            [participant.id, agreement_id, seq]).fetchone())
-        entry = msgspec.json.decode(row[0], type=ledger.Entry)
-        at = now_text(datetime.now(UTC))
+        entry = await self.repo.received_entry((participant.id, agreement_id), seq)
+        assert entry is not None  # just accepted (received entries are never deleted but with the participant)
+        at = now_text(self.clock())
         document = {"@type": ACK_TYPE, "agreement": agreement_id, "seq": seq, "hash": entry.hash,
                     "signer": participant.did, "at": at}
         return proof.sign(document, participant.keys.signing, verification_method=participant.key_id, created=at)
@@ -365,12 +387,9 @@ class ReceiptService:
 
     async def _judge(self, participant: ParticipantRuntime, agreement: AgreementRecord) -> None:
         key = (participant.id, agreement.id)
-        entries = await self.node.store.read(lambda db: [msgspec.json.decode(r[0], type=ledger.Entry) for r in
-                                                         db.conn.execute("SELECT entry FROM received_entries WHERE "
-                                                                         "participant_id = ? AND agreement_id = ? "
-                                                                         "ORDER BY seq", key)])
-        facts = await self.node.catalog.peer_facts(participant, agreement.consumer_did)
-        problems = await asyncio.to_thread(beyond_allowance, agreement, entries, facts.region)
+        entries = await self.repo.received_chain(key)
+        facts = await self.peer_facts(participant, agreement.consumer_did)
+        problems = await asyncio.to_thread(beyond_allowance, agreement, entries, facts.region, self.clock())
         if not problems:
             return
 
@@ -378,50 +397,35 @@ class ReceiptService:
             for detail in problems:
                 self._anomaly(db, key, "beyond-allowance", detail)
 
-        await self.node.store.write(record)
+        await self.repo.write(record)
         log.warning("usage beyond the agreement's allowance", participant=participant.name, agreement=agreement.id,
                     uses=len(problems))
 
     def _anomaly(self, db: sqlite_utils.Database, key: tuple[str, str], kind: str, detail: str) -> dict[str, Any]:
         # Once per anomaly: a batch refused for the same reason and sent again adds nothing; and at most
         # MAX_ANOMALIES per agreement, so a peer cannot grow the table without bound by varying the details.
-        db.conn.execute("INSERT OR IGNORE INTO receipt_anomalies (participant_id, agreement_id, at, kind, detail) "
-                        "SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM receipt_anomalies WHERE participant_id = ? "
-                        "AND agreement_id = ?) < ?",
-                        [*key, now_text(datetime.now(UTC)), kind, detail, *key, MAX_ANOMALIES])
+        store.add_anomaly(db, key, now_text(self.clock()), kind, detail, cap=MAX_ANOMALIES)
         return {"anomaly": kind, "message": f"{kind}: {detail}"}
 
     async def report(self, participant: ParticipantRuntime, agreement_id: str) -> dict[str, Any]:
         """What the provider knows, with proof, about the use of its data under this agreement."""
-        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+        agreement = await self.contracts.agreement(participant.id, agreement_id)
         if agreement is None or agreement.role != "provider":
             raise NotFound("no such agreement (as provider)")
         key = (participant.id, agreement_id)
 
         def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]], list[dict[str, Any]],
                                                       str | None, dict[str, Any] | None]:
-            entries = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
-                "SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
-            heads = [msgspec.json.decode(r[0]) for r in db.conn.execute(
-                "SELECT head FROM received_heads WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
-            anomalies = [{"at": r[0], "kind": r[1], "detail": r[2]} for r in db.conn.execute(
-                "SELECT at, kind, detail FROM receipt_anomalies WHERE participant_id = ? AND agreement_id = ? "
-                "ORDER BY rowid", key)]
-            last = db.conn.execute("SELECT MAX(received_at) FROM received_entries WHERE participant_id = ? AND "
-                                   "agreement_id = ?", key).fetchone()[0]
-            row = db.conn.execute("SELECT reason, revoked_at, status, receipt FROM revocations WHERE "
-                                  "participant_id = ? AND agreement_id = ?", key).fetchone()
-            revocation = ({"reason": row[0], "revokedAt": row[1], "status": row[2],
-                           "deletionReceipt": msgspec.json.decode(row[3]) if row[3] else None} if row else None)
-            return entries, heads, anomalies, last, revocation
+            return (store.received_chain(db, key), store.received_heads(db, key), store.anomalies(db, key),
+                    store.last_received_at(db, key), store.revocation(db, *key))
 
-        entries, heads, anomalies, last, revocation = await self.node.store.read(query)
+        entries, heads, anomalies, last, revocation = await self.repo.read(query)
         per_day: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         permits = [e for e in entries if e.kind == "use" and e.decision == "permit"]
         for e in permits:
             per_day[e.at[:10]][e.purpose or "(none)"] += 1
-        now = datetime.now(UTC)
-        overdue_s = self.node.config.node.receipts_overdue_s
+        now = self.clock()
+        overdue_s = self.receipts_overdue_s
         since = last or agreement.created_at
         overdue = False
         with contextlib.suppress(ValueError):
@@ -448,44 +452,41 @@ class ReceiptService:
     # -- revocation ------------------------------------------------------------------------------------
 
     async def revoke(self, participant: ParticipantRuntime, agreement_id: str, reason: str) -> dict[str, Any]:
-        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+        agreement = await self.contracts.agreement(participant.id, agreement_id)
         if agreement is None or agreement.role != "provider":
             raise NotFound("no such agreement (as provider)")
         if agreement.state not in ("FINALIZED", "REVOKED"):
             raise Conflict(f"only a FINALIZED agreement can be revoked (it is {agreement.state})")
-        at = now_text(datetime.now(UTC))
+        at = now_text(self.clock())
 
         def mark(db: sqlite_utils.Database) -> None:
-            db.execute("UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
-                       [participant.id, agreement_id])
-            db.execute("INSERT OR IGNORE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, "
-                       "status) VALUES (?, ?, 'provider', ?, ?, 'pending')", [participant.id, agreement_id, reason, at])
+            store.mark_revoked(db, participant.id, agreement_id)
+            store.add_revocation(db, participant.id, agreement_id, reason, at)
 
-        await self.node.store.write(mark, durable=True)
+        await self.repo.write(mark, durable=True)
         log.info("agreement revoked", participant=participant.name, agreement=agreement_id, reason=reason)
         self._spawn(self._deliver_revocation(participant.id, agreement_id))
         return {"agreementId": agreement_id, "state": "REVOKED", "reason": reason}
 
     async def _deliver_revocation(self, participant_id: str, agreement_id: str) -> None:
-        participant = self.node.participant_by_id(participant_id)
-        agreement = await self.node.contracts.agreement(participant_id, agreement_id)
+        participant = self.participant_by_id(participant_id)
+        agreement = await self.contracts.agreement(participant_id, agreement_id)
         if participant is None or agreement is None:
             return
-        negotiation = await self.node.contracts.negotiation(participant_id, agreement.negotiation_id)
+        negotiation = await self.contracts.negotiation(participant_id, agreement.negotiation_id)
         if negotiation is None:
             return
-        row = await self.node.store.read(lambda db: db.conn.execute(
-            "SELECT reason, revoked_at FROM revocations WHERE participant_id = ? AND agreement_id = ?",
-            [participant_id, agreement_id]).fetchone())
-        document = {"@type": REVOCATION_TYPE, "agreementId": agreement_id, "reason": row[0], "revokedAt": row[1],
-                    "revokedBy": participant.did}
+        revocation = await self.repo.revocation(participant_id, agreement_id)
+        assert revocation is not None  # written before its delivery starts
+        document = {"@type": REVOCATION_TYPE, "agreementId": agreement_id, "reason": revocation["reason"],
+                    "revokedAt": revocation["revokedAt"], "revokedBy": participant.did}
         signed = proof.sign(document, participant.keys.signing, verification_method=participant.key_id,
-                            created=row[1])
+                            created=revocation["revokedAt"])
         url = f"{negotiation.counterparty_address}/tds/revocations"
         attempt = 0
         while True:
             try:
-                response = await self.node.client.request("POST", url, json_body=signed, signer=participant.signer)
+                response = await self.client.request("POST", url, json_body=signed, signer=participant.signer)
                 if response.status == 200:
                     receipt = response.json().get("deletionReceipt")
                     await self._acknowledged(participant, agreement, receipt)
@@ -494,9 +495,7 @@ class ReceiptService:
             except PeerError as exc:
                 error = exc.message
             attempt += 1
-            await self.node.store.write(lambda db: db.execute(
-                "UPDATE revocations SET attempts = attempts + 1 WHERE participant_id = ? AND agreement_id = ?",
-                [participant_id, agreement_id]))
+            await self.repo.revocation_attempted(participant_id, agreement_id)
             log.info("revocation not delivered; retrying", agreement=agreement_id, error=error, attempt=attempt)
             await asyncio.sleep(_backoff(attempt))
 
@@ -507,67 +506,59 @@ class ReceiptService:
             try:
                 entry = msgspec.convert(receipt["entry"], ledger.Entry)
                 head = receipt.get("head") or {}
-                document = await self.node.resolver.resolve(agreement.consumer_did)
+                document = await self.resolver.resolve(agreement.consumer_did)
                 valid = (entry.kind == "delete" and ledger.entry_hash(entry) == entry.hash
                          and head.get("hash") == entry.hash and head_verifier(document)(head))
             except (msgspec.ValidationError, PeerError, ValueError):
                 valid = False
         status = "acknowledged" if valid else "acknowledged-without-valid-receipt"
-        await self.node.store.write(lambda db: db.execute(
-            "UPDATE revocations SET status = ?, receipt = ? WHERE participant_id = ? AND agreement_id = ?",
-            [status, msgspec.json.encode(receipt).decode() if receipt else None, participant.id, agreement.id]))
+        await self.repo.revocation_answered(participant.id, agreement.id, status,
+                                            msgspec.json.encode(receipt).decode() if receipt else None)
         log.info("revocation acknowledged", agreement=agreement.id, deletion_receipt_valid=valid)
 
     async def on_revocation(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
         """Consumer side: block, delete, log, answer with the deletion receipt."""
         if not isinstance(body, dict) or not isinstance(body.get("agreementId"), str):
             raise BadRequest("a revocation names the agreementId", path="agreementId")
-        agreement = await self.node.contracts.agreement(participant.id, body["agreementId"])
+        agreement = await self.contracts.agreement(participant.id, body["agreementId"])
         if agreement is None or agreement.role != "consumer" or agreement.provider_did != caller:
             raise NotFound("no such agreement")
-        document = await self.node.resolver.resolve(caller)
+        document = await self.resolver.resolve(caller)
         try:
             proof.verify(body, proof.key_resolver(document))
         except proof.ProofError as exc:
             raise Unauthorized(f"the revocation's proof does not verify: {exc}") from exc
         reason = str(body.get("reason", ""))[:1000]
         # Blocked first (no use is permitted from here on, and no transfer may bring more), then deleted.
-        await self.node.store.write(lambda db: db.execute(
-            "UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
-            [participant.id, agreement.id]), durable=True)
-        deleted = await self.node.vault.destroy_agreement_data(participant, agreement.id)
-        now = datetime.now(UTC)
-        usage = self.node.usage
+        await self.repo.write(lambda db: store.mark_revoked(db, participant.id, agreement.id), durable=True)
+        deleted = await self.destroy_data(participant, agreement.id)
+        now = self.clock()
+        usage = self.usage
 
         def apply(db: sqlite_utils.Database) -> dict[str, Any]:
-            row = db.conn.execute("SELECT receipt FROM revocations WHERE participant_id = ? AND agreement_id = ?",
-                                  [participant.id, agreement.id]).fetchone()
-            if row and row[0]:
-                return dict(msgspec.json.decode(row[0]))  # revoked before: the same receipt again
-            db.execute("UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
-                       [participant.id, agreement.id])
+            earlier = store.revocation(db, participant.id, agreement.id)
+            if earlier is not None and earlier["deletionReceipt"]:
+                return dict(earlier["deletionReceipt"])  # revoked before: the same receipt again
+            store.mark_revoked(db, participant.id, agreement.id)
             usage.append_duty(db, participant.id, agreement.id, "revoked", f"revoked by the provider: {reason}", now)
             entry = usage.append_duty(db, participant.id, agreement.id, "delete",
                                       f"data deleted after revocation ({deleted.describe()})", now)
             return {"entry": msgspec.to_builtins(entry)}
 
-        receipt = await self.node.store.write(apply, durable=True)
+        receipt = await self.repo.write(apply, durable=True)
         if "head" not in receipt:
-            head = await self.node.store.read(lambda db: db.conn.execute(
-                "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq = ?",
-                [participant.id, agreement.id, receipt["entry"]["seq"]]).fetchone())
-            receipt = {**receipt, "head": msgspec.json.decode(head[0]) if head else None}
-            await self.node.store.write(lambda db: db.execute(
-                "INSERT OR REPLACE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, status, "
-                "receipt) VALUES (?, ?, 'consumer', ?, ?, 'applied', ?)",
-                [participant.id, agreement.id, reason, now_text(now), msgspec.json.encode(receipt).decode()]))
+            head = await self.repo.head_at(participant.id, agreement.id, receipt["entry"]["seq"])
+            receipt = {**receipt, "head": head}
+            await self.repo.applied_revocation(participant.id, agreement.id, reason, now_text(now),
+                                               msgspec.json.encode(receipt).decode())
             log.info("agreement revoked by the provider: use blocked, data deleted", agreement=agreement.id,
                      bytes_deleted=deleted.bytes_removed, key_destroyed=deleted.key_destroyed)
             self.notify(participant.id, agreement.id)
         return {"deletionReceipt": receipt}
 
 
-def beyond_allowance(agreement: AgreementRecord, entries: list[ledger.Entry], region: str | None) -> list[str]:
+def beyond_allowance(agreement: AgreementRecord, entries: list[ledger.Entry], region: str | None,
+                     now: datetime) -> list[str]:
     """The permitted uses among *entries* that the agreement's policy does not allow, judged by monitoring
     the whole history (count, time window, purpose, prohibitions), one line per use."""
     from usage_policies import Request, check_history, events_from_log, parse_policy
@@ -586,6 +577,6 @@ def beyond_allowance(agreement: AgreementRecord, entries: list[ledger.Entry], re
                        purpose=entry.purpose or None, region=region, recipient=agreement.consumer_did,
                        export_destination=region)
 
-    result = check_history(policy, events_from_log(entries, request_of), datetime.now(UTC))
+    result = check_history(policy, events_from_log(entries, request_of), now)
     return [f"use {v.event} ({uses[v.event].at}, purpose {uses[v.event].purpose or '(none)'}): {v.reason}"
             for v in result.violations if v.kind in ("unpermitted", "prohibited") and v.event in uses]

@@ -47,7 +47,7 @@ from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import Kind, State
 from connector.services.dataplane import SEALED_DETAIL, MoveFailed, wire_length
-from connector.services.delivery import Key, backoff, now_text
+from connector.services.process_shell import Key, backoff, now_text
 from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
     MANIFEST_PROPERTY,

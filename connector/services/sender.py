@@ -29,7 +29,7 @@ from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import State
 from connector.services.dataplane import MoveFailed, wire_length
-from connector.services.delivery import backoff, now_text, peer_reason
+from connector.services.process_shell import backoff, now_text, peer_reason
 from connector.services.transfer import SEALING_SCHEME, TransferService, _replace
 from connector.store.records import TransferRecord
 

@@ -49,7 +49,15 @@ from connector.protocol.transfer import TERMINAL, TRANSITIONS, Kind, Role, State
 from connector.protocol.transfer import receive as table_receive
 from connector.protocol.transfer import send as table_send
 from connector.services import addresses
-from connector.services.delivery import Key, ProcessShell, backoff, message_reason, new_pid, now_text, peer_reason
+from connector.services.process_shell import (
+    OPENING,
+    Key,
+    ProcessShell,
+    ProcessType,
+    message_reason,
+    new_pid,
+    now_text,
+)
 from connector.store.records import Asset, TransferRecord
 
 if TYPE_CHECKING:
@@ -79,7 +87,6 @@ PATHS: dict[Kind, str] = {
 STEPS: dict[str, Kind] = {
     "start": Kind.START, "suspend": Kind.SUSPENSION, "complete": Kind.COMPLETION, "terminate": Kind.TERMINATION,
 }
-OPENING = "opening"
 
 Script = Callable[[TransferRecord], "str | None"]
 
@@ -138,8 +145,11 @@ def push_target(address: dict[str, Any] | None, node: Node) -> dict[str, str]:
 
 
 class TransferService(ProcessShell[TransferRecord]):
+    process = ProcessType(name="transfer", path="transfers", kinds=Kind, states=State, transitions=TRANSITIONS,
+                          ack=m.TransferProcess, crash_prefix="after-delivering-transfer-")
+
     def __init__(self, node: Node) -> None:
-        super().__init__()
+        super().__init__(node.client)
         self.node = node
         #: The task moving each transfer's bytes: a consumer's pull or a provider's push.
         self._movers: dict[Key, asyncio.Task[None]] = {}
@@ -571,85 +581,8 @@ class TransferService(ProcessShell[TransferRecord]):
             raise PeerError("the peer's process id is not known yet")
         return f"{record.counterparty_address}/transfers/{m.path_segment(remote_pid)}/{PATHS[kind]}"
 
-    async def _deliver(self, participant: ParticipantRuntime, record: TransferRecord) -> TransferRecord:
-        """One delivery attempt of the pending message; on failure, schedule a retry or give up."""
-        pending = record.pending
-        assert pending is not None
-        kind = Kind[pending["kind"]]
-        url = str(pending["url"])
-        error: str | None = None
-        ack: m.TransferProcess | None = None
-        try:
-            response = await self.node.client.request("POST", url, json_body=pending["body"],
-                                                      signer=participant.signer)
-            if response.status >= 300:
-                error = f"answered {response.status}: {peer_reason(response.body)}"
-                if 400 <= response.status < 500 and response.status not in (401, 408, 409, 425, 429):
-                    if await self._peer_is_past(participant, record):
-                        error = None
-                    else:
-                        return await self._give_up(record, kind, url, error, retry=False)
-            elif pending.get(OPENING):
-                ack = m.decode(response.json(), m.TransferProcess)
-        except OutboundRefused as exc:  # the guard's answer does not change on a retry
-            return await self._give_up(record, kind, url, exc.message, retry=False)
-        except (PeerError, MessageError) as exc:
-            error = exc.message
-        if error is None:
-            crash_point(f"after-delivering-transfer-{kind.name.lower()}")
-            updated = _replace(record, pending=None, attempts=0, next_attempt_at=None, deliver_by=None)
-            if ack is not None and not record.provider_pid:
-                updated = _replace(updated, provider_pid=ack.providerPid)
-            event = "delivered" if record.attempts else ""
-            updated = await self.commit(record, updated, event,
-                                        f"{kind.value} acknowledged after {record.attempts + 1} attempts")
-            self._spawn(self._react(participant, updated))
-            return updated
-        return await self._give_up(record, kind, url, error, retry=True)
-
-    async def _peer_is_past(self, participant: ParticipantRuntime, record: TransferRecord) -> bool:
-        """Whether the peer is already where our pending message leads (an earlier delivery arrived)."""
-        if (record.pending or {}).get(OPENING):
-            return False
-        theirs = await self.peer_state(participant, record)
-        ours = State(record.state)
-        return theirs is not None and (theirs is ours or theirs in TRANSITIONS[ours].values())
-
-    async def peer_state(self, participant: ParticipantRuntime, record: TransferRecord) -> State | None:
-        """The transfer's state as the peer sees it (``GET …/transfers/:pid``), or None if it does not say."""
-        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
-        if not remote_pid:
-            return None
-        try:
-            response = await self.node.client.request(
-                "GET", f"{record.counterparty_address}/transfers/{m.path_segment(remote_pid)}",
-                signer=participant.signer)
-            if response.status != 200:
-                return None
-            return State(m.decode(response.json(), m.TransferProcess).state)
-        except (PeerError, MessageError, ValueError):
-            return None
-
-    async def _give_up(self, record: TransferRecord, kind: Kind, url: str, error: str, *, retry: bool
-                       ) -> TransferRecord:
-        attempts = record.attempts + 1
-        now = time.time()
-        delay = backoff(attempts)
-        if retry and record.deliver_by is not None and now + delay <= record.deliver_by:
-            updated = _replace(record, attempts=attempts, next_attempt_at=now + delay)
-            return await self.commit(record, updated, "retry",
-                                     f"{kind.value} to {url} failed ({error}); attempt {attempts + 1} in {delay:.1f} s")
-        reason = (f"{kind.value} could not be delivered to {record.counterparty_did} ({url}) after {attempts} "
-                  f"attempt(s): {error}")
-        if State(record.state) in TERMINAL:
-            updated = _replace(record, pending=None, next_attempt_at=None, deliver_by=None)
-            return await self.commit(record, updated, "error", reason)
-        updated = _replace(record, state=State.TERMINATED.value, reason=reason, pending=None, next_attempt_at=None,
-                           deliver_by=None)
-        updated = await self.commit(record, updated, "state", f"TERMINATED: {reason}")
+    def _undeliverable(self, record: TransferRecord) -> None:
         self._stop_mover((record.participant_id, record.id))
-        log.warning("transfer terminated", id=record.id, reason=reason)
-        return updated
 
     # -- moving the bytes: the consumer's pull, the provider's push ----------------------------------
 

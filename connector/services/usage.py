@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,15 +37,18 @@ from connector.errors import Conflict, NotFound
 from connector.faults import crash_point
 from connector.identity import proof
 from connector.logging import get_logger
-from connector.store.records import AgreementRecord, from_row
+from connector.store import usage as store
 from usage_policies import Request, UsageState, ledger, parse_policy, plan_use
 from usage_policies.enforce import AppendLog, DeleteAt, InformProvider, Meter
 from usage_policies.evaluate import CompiledPolicy, compile_policy
 from usage_policies.values import parse_duration
 
 if TYPE_CHECKING:
-    from connector.node import Node
+    from connector.config import UsageSection
     from connector.participant import ParticipantRuntime
+    from connector.services.vault import Deletion
+    from connector.store.records import AgreementRecord
+    from connector.store.usage import UsageRepository
 
 log = get_logger(component="usage")
 HEAD_PROOF = "proof"
@@ -83,13 +86,38 @@ def _effect_text(effect: Any) -> str:
     return "count"
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _nothing_to_send(participant_id: str, agreement_id: str) -> None:
+    """No receipts are sent (a usage service on its own)."""
+
+
 class UsageService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Uses decided, counted and logged; duties carried out on schedule.
+
+    *repo* holds the log; *config* is ``[usage]`` (re-deliveries); *participant_by_id* finds a hosted
+    participant (its keys sign the chain heads); *destroy_data* deletes an agreement's data in the vault
+    (a deletion duty); *logged* is told of new log entries of an agreement (the receipts to send); *clock*
+    is the time of a use and of a signed head."""
+
+    def __init__(
+        self, repo: UsageRepository, config: UsageSection, *,
+        participant_by_id: Callable[[str], ParticipantRuntime | None],
+        destroy_data: Callable[[ParticipantRuntime, str], Awaitable[Deletion]],
+        logged: Callable[[str, str], None] = _nothing_to_send, clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.repo = repo
+        self.config = config
+        self.participant_by_id = participant_by_id
+        self.destroy_data = destroy_data
+        self.logged = logged
+        self.clock = clock
         self._compiled: dict[tuple[str, str], CompiledPolicy] = {}
         #: chains touched by the current commit group, with the last entry appended to each (writer thread only)
         self._touched: dict[tuple[str, str], tuple[int, str]] = {}
-        node.store.batch_hooks.append(self._sign_heads)
+        repo.before_commit(self._sign_heads)
         self._deadlines_changed = False
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
@@ -105,9 +133,9 @@ class UsageService:
     ) -> UseOutcome:
         # The agreement is read inside the same transaction as the decision: a revocation committed a moment
         # earlier is seen, and no thread hop is spent on a separate read.
-        outcome = await self.node.store.write(
+        outcome = await self.repo.write(
             lambda db: self._decide(db, participant, self._agreement(db, participant, agreement_id), application,
-                                    action, purpose, use_id, now or datetime.now(UTC)),
+                                    action, purpose, use_id, now or self.clock()),
             durable=True,
         )
         crash_point("usage-after-commit")
@@ -115,7 +143,7 @@ class UsageService:
             self._deadlines_changed = False
             self._wake.set()
         if outcome.appended:
-            self.node.receipts.notify(participant.id, agreement_id)
+            self.logged(participant.id, agreement_id)
             log.info("use re-delivered" if outcome.repeated else "use decided", participant=participant.name,
                      agreement=agreement_id, action=action, purpose=purpose, application=application,
                      decision=outcome.decision, seq=outcome.entry.seq)
@@ -123,11 +151,7 @@ class UsageService:
 
     def _agreement(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
                    ) -> AgreementRecord:
-        cursor = db.conn.execute("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
-                                 [participant.id, agreement_id])
-        row = cursor.fetchone()
-        agreement = (from_row(AgreementRecord, dict(zip([d[0] for d in cursor.description], row, strict=True)))
-                     if row else None)
+        agreement = store.agreement(db, participant.id, agreement_id)
         if agreement is None or agreement.role != "consumer":
             raise NotFound("no such agreement (as consumer)")
         if agreement.state == "REVOKED":
@@ -149,12 +173,9 @@ class UsageService:
     ) -> UseOutcome:
         pid = participant.id
         head, counts = self._chain_state(db, participant, agreement.id)
-        # Plain sqlite3 on the hot path (sqlite-utils wraps each query in a savepoint of its own).
-        earlier = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
-                                  "AND use_id = ? ORDER BY seq", [pid, agreement.id, use_id]).fetchall()
+        earlier = store.entries_of_use(db, pid, agreement.id, use_id)
         if earlier:
-            entries = [msgspec.json.decode(row[0], type=ledger.Entry) for row in earlier]
-            return self._retry(db, participant, agreement, head, entries, application, action, purpose, now)
+            return self._retry(db, participant, agreement, head, earlier, application, action, purpose, now)
         planned = plan_use(self._policy(pid, agreement), _state(counts), self._request(participant, agreement,
                                                                                        action, purpose), now)
         permitted = planned.decision.permitted
@@ -166,11 +187,7 @@ class UsageService:
         for effect in planned.effects if permitted else ():
             if isinstance(effect, DeleteAt):
                 # The earliest deadline wins; it survives restarts in the store.
-                db.conn.execute(
-                    "INSERT INTO scheduled_duties (participant_id, agreement_id, kind, due_at) VALUES (?, ?, "
-                    "'delete', ?) ON CONFLICT (participant_id, agreement_id, kind) DO UPDATE SET "
-                    "due_at = MIN(due_at, excluded.due_at) WHERE done_at IS NULL",
-                    [pid, agreement.id, effect.time.timestamp()])
+                store.schedule_duty(db, pid, agreement.id, "delete", effect.time.timestamp())
                 self._deadlines_changed = True
         crash_point("usage-before-commit")
         return UseOutcome(entry.decision, list(entry.reasons), entry, effects=effects)
@@ -205,7 +222,7 @@ class UsageService:
         if original.decision != "permit":
             # The same denied use asked again: the same answer, nothing released, nothing logged.
             return UseOutcome(original.decision, list(original.reasons), original, repeated=True, appended=False)
-        cfg = self.node.config.usage
+        cfg = self.config
         again = [e for e in earlier if e.kind == "redelivery"]
         used_at = datetime.fromisoformat(original.at.replace("Z", "+00:00"))
         if (now - used_at).total_seconds() > cfg.redelivery_window_s:
@@ -236,32 +253,25 @@ class UsageService:
                      ) -> tuple[ledger.Entry | None, tuple[int, str | None]]:
         """The chain's last entry and the counts after it, once the head is shown to be the one the node
         signed and no shorter than what the provider acknowledged; otherwise 409 (uses are blocked)."""
-        pid = participant.id
-        problem = self._head_problem(db, participant, agreement_id)
+        head = store.last_entry(db, participant.id, agreement_id)
+        problem = self._head_problem(db, participant, agreement_id, head)
         if problem is not None:
             log.error("usage log does not verify: uses blocked", participant=participant.name,
                       agreement=agreement_id, problem=problem)
             raise Conflict(f"the usage log of this agreement does not verify ({problem}): its data may not be used "
                            "until this is resolved; `tds log verify` shows the log")
-        head = _head(db, pid, agreement_id)
         if head is None:
             return None, (0, None)
         if head.uses is not None:
             return head, (head.uses, head.first_use)
-        chain = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
-            "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
-            [pid, agreement_id])]
-        return head, ledger.running_counts(chain)
+        return head, ledger.running_counts(store.chain(db, participant.id, agreement_id))
 
-    def _head_problem(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
-                      ) -> str | None:
-        """What is wrong with a chain's head, or None: its last entry must hash right, be covered by the last
+    def _head_problem(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str,
+                      head: ledger.Entry | None) -> str | None:
+        """What is wrong with a chain's last entry *head*, or None: it must hash right, be covered by the last
         signed head (signed by this participant) and reach at least as far as the provider acknowledged."""
         pid = participant.id
-        head = _head(db, pid, agreement_id)
-        row = db.conn.execute("SELECT acked_seq FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
-                              [pid, agreement_id]).fetchone()
-        acked = int(row[0]) if row and row[0] else 0
+        acked = store.acked_seq(db, pid, agreement_id)
         if acked > (head.seq if head else 0):
             return (f"the provider acknowledged entries up to #{acked} but the log ends at "
                     f"#{head.seq if head else 0}: entries were removed")
@@ -271,8 +281,7 @@ class UsageService:
             return f"entry #{head.seq} was changed"
         if self._touched.get((pid, agreement_id)) == (head.seq, head.hash):
             return None  # appended by this commit group: its head is signed at the group's end
-        signed = db.conn.execute("SELECT seq, head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? "
-                                 "ORDER BY seq DESC LIMIT 1", [pid, agreement_id]).fetchone()
+        signed = store.last_signed_head(db, pid, agreement_id)
         if signed is None or signed[0] != head.seq:
             return f"entry #{head.seq} is not the last signed head"
         key = (pid, agreement_id)
@@ -290,43 +299,34 @@ class UsageService:
         """Append to the chain whose last entry is *head* (as this transaction sees it: a rolled-back job
         leaves nothing to forget); *counts* are the counts after *head* (None: those it carries)."""
         if head is not None and head.uses is None and counts is None:
-            chain = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
-                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
-                [participant_id, agreement_id])]
-            counts = ledger.running_counts(chain)
+            counts = ledger.running_counts(store.chain(db, participant_id, agreement_id))
         entry = ledger.append(head, counts=counts, agreement=agreement_id, **fields)
-        db.conn.execute(
-            "INSERT INTO usage_log (participant_id, agreement_id, seq, use_id, at, kind, entry) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [participant_id, agreement_id, entry.seq, entry.use_id, entry.at, entry.kind,
-             msgspec.json.encode(entry).decode()],
-        )
+        store.append_entry(db, participant_id, agreement_id, entry)
         self._touched[(participant_id, agreement_id)] = (entry.seq, entry.hash)
         return entry
 
     def append_duty(self, db: sqlite_utils.Database, participant_id: str, agreement_id: str, kind: str,
                     detail: str, at: datetime) -> ledger.Entry:
         """A duty carried out (deletion, notice …) as a log entry; call inside a writer job."""
-        return self._append(db, participant_id, agreement_id, _head(db, participant_id, agreement_id), None,
-                            kind=kind, at=now_text(at), reasons=[detail])
+        return self._append(db, participant_id, agreement_id, store.last_entry(db, participant_id, agreement_id),
+                            None, kind=kind, at=now_text(at), reasons=[detail])
 
     def _sign_heads(self, db: sqlite_utils.Database) -> None:
-        """Batch hook: one signed head per chain this commit group touched."""
+        """Commit-group hook: one signed head per chain this commit group touched."""
         if not self._touched:
             return
         touched, self._touched = self._touched, {}
-        at = now_text(datetime.now(UTC))
+        at = now_text(self.clock())
         for participant_id, agreement_id in sorted(touched):
-            participant = self.node.participant_by_id(participant_id)
-            entry = _head(db, participant_id, agreement_id)
+            participant = self.participant_by_id(participant_id)
+            entry = store.last_entry(db, participant_id, agreement_id)
             if participant is None or entry is None:
                 continue
             document = ledger.head_document(entry, signer=participant.did, at=at)
             signed = proof.sign(document, participant.keys.signing, verification_method=participant.key_id,
                                 created=at)
             text = msgspec.json.encode(signed).decode()
-            db.execute("INSERT OR REPLACE INTO usage_heads (participant_id, agreement_id, seq, head) "
-                       "VALUES (?, ?, ?, ?)", [participant_id, agreement_id, entry.seq, text])
+            store.save_head(db, participant_id, agreement_id, entry.seq, text)
             # Signed here a moment ago: good (if this commit fails, the text simply will not match).
             self._good_heads[(participant_id, agreement_id)] = text
 
@@ -344,18 +344,17 @@ class UsageService:
 
         def query(db: sqlite_utils.Database) -> dict[tuple[str, str], str]:
             problems = {}
-            keys = db.conn.execute("SELECT DISTINCT participant_id, agreement_id FROM usage_log UNION "
-                                   "SELECT participant_id, agreement_id FROM receipt_cursors").fetchall()
-            for participant_id, agreement_id in keys:
-                participant = self.node.participant_by_id(participant_id)
+            for participant_id, agreement_id in store.chains(db):
+                participant = self.participant_by_id(participant_id)
                 if participant is None:
                     continue
-                problem = self._head_problem(db, participant, agreement_id)
+                head = store.last_entry(db, participant_id, agreement_id)
+                problem = self._head_problem(db, participant, agreement_id, head)
                 if problem is not None:
                     problems[(participant_id, agreement_id)] = problem
             return problems
 
-        problems = await self.node.store.write(query)
+        problems = await self.repo.write(query)
         for (participant_id, agreement_id), problem in problems.items():
             log.error("usage log does not verify: uses blocked", participant=participant_id, agreement=agreement_id,
                       problem=problem)
@@ -371,10 +370,8 @@ class UsageService:
     async def _run_scheduler(self) -> None:
         while True:
             self._wake.clear()
-            due = await self.node.store.read(lambda db: db.conn.execute(
-                "SELECT participant_id, agreement_id, kind, due_at FROM scheduled_duties WHERE done_at IS NULL "
-                "ORDER BY due_at").fetchall())
-            now = time.time()
+            due = await self.repo.duties_due()
+            now = self.clock().timestamp()
             for participant_id, agreement_id, kind, due_at in due:
                 if due_at > now:
                     break
@@ -383,7 +380,7 @@ class UsageService:
                 except Exception:
                     log.exception("scheduled duty failed", agreement=agreement_id, kind=kind)
             pending = [d[3] for d in due if d[3] > now]
-            timeout = max(0.0, min(pending) - time.time()) if pending else None
+            timeout = max(0.0, min(pending) - self.clock().timestamp()) if pending else None
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation that arrives as the
             # event is set, and the scheduler then never ends when the node stops.
             with contextlib.suppress(TimeoutError):
@@ -392,63 +389,45 @@ class UsageService:
 
     async def carry_out(self, participant_id: str, agreement_id: str, kind: str) -> None:
         """Delete the agreement's data (its key first, then the bytes) and log it as a signed entry."""
-        participant = self.node.participant_by_id(participant_id)
+        participant = self.participant_by_id(participant_id)
         if participant is None or kind != "delete":
             return
-        deleted = await self.node.vault.destroy_agreement_data(participant, agreement_id)
-        at = datetime.now(UTC)
+        deleted = await self.destroy_data(participant, agreement_id)
+        at = self.clock()
 
         def record(db: sqlite_utils.Database) -> None:
             self.append_duty(db, participant_id, agreement_id, "delete",
                              f"data deleted on schedule ({deleted.describe()})", at)
-            db.conn.execute("UPDATE scheduled_duties SET done_at = ? WHERE participant_id = ? AND agreement_id = ? "
-                            "AND kind = ?", [now_text(at), participant_id, agreement_id, kind])
+            store.duty_done(db, participant_id, agreement_id, kind, now_text(at))
 
-        await self.node.store.write(record, durable=True)
+        await self.repo.write(record, durable=True)
         log.info("data deleted on schedule", participant=participant.name, agreement=agreement_id,
                  bytes_deleted=deleted.bytes_removed, key_destroyed=deleted.key_destroyed)
-        self.node.receipts.notify(participant_id, agreement_id)
+        self.logged(participant_id, agreement_id)
 
     # -- reading --------------------------------------------------------------------------------------
 
     async def log_of(self, participant: ParticipantRuntime, agreement_id: str
                      ) -> tuple[list[ledger.Entry], list[dict[str, Any]], dict[str, Any] | None]:
         """The agreement's chain, its signed heads, and the provider's signed acknowledgement (if any)."""
-
-        def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]],
-                                                      dict[str, Any] | None]:
-            entries = [msgspec.json.decode(r["entry"], type=ledger.Entry) for r in db.query(
-                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
-                [participant.id, agreement_id])]
-            heads = [msgspec.json.decode(r["head"]) for r in db.query(
-                "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
-                [participant.id, agreement_id])]
-            row = db.conn.execute("SELECT ack FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
-                                  [participant.id, agreement_id]).fetchone()
-            return entries, heads, msgspec.json.decode(row[0]) if row and row[0] else None
-
-        return await self.node.store.read(query)
+        return await self.repo.log_of(participant.id, agreement_id)
 
     async def summary(self, participant: ParticipantRuntime, agreement_id: str, *, latest: int = 20,
                       now: datetime | None = None) -> dict[str, Any]:
-        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+        def query(db: sqlite_utils.Database) -> tuple[AgreementRecord | None, list[ledger.Entry]]:
+            return store.agreement(db, participant.id, agreement_id), store.chain(db, participant.id, agreement_id)
+
+        agreement, chain = await self.repo.read(query)
         if agreement is None or agreement.role != "consumer":
             raise NotFound("no such agreement (as consumer)")
-
-        def query(db: sqlite_utils.Database) -> tuple[tuple[int, str | None], list[dict[str, Any]]]:
-            chain = [msgspec.json.decode(r[0], type=ledger.Entry) for r in db.conn.execute(
-                "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
-                [participant.id, agreement_id])]
-            rows = [msgspec.to_builtins(e) for e in reversed(chain[-latest:])] if latest > 0 else []
-            return ledger.running_counts(chain), rows
-
-        (use_count, first_use), rows = await self.node.store.read(query)
+        use_count, first_use = ledger.running_counts(chain)
+        rows = [msgspec.to_builtins(e) for e in reversed(chain[-latest:])] if latest > 0 else []
         return {
             "agreementId": agreement_id,
             "target": agreement.asset_id,
             "uses": use_count,
             "firstUse": first_use,
-            "allowance": allowance(agreement.agreement, use_count, first_use, now or datetime.now(UTC)),
+            "allowance": allowance(agreement.agreement, use_count, first_use, now or self.clock()),
             "latest": [{k: r[k] for k in ("seq", "at", "kind", "action", "purpose", "application", "decision",
                                           "reasons", "use_id") if k in r}
                        for r in rows],
@@ -505,12 +484,6 @@ def check_log(entries: list[dict[str, Any]], heads: list[dict[str, Any]], did_do
 def _state(counts: tuple[int, str | None]) -> UsageState:
     uses, first = counts
     return UsageState(use_count=uses, first_use=datetime.fromisoformat(first.replace("Z", "+00:00")) if first else None)
-
-
-def _head(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> ledger.Entry | None:
-    row = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
-                          "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
-    return msgspec.json.decode(row[0], type=ledger.Entry) if row else None
 
 
 def allowance(policy: dict[str, Any], use_count: int, first_use: str | None, now: datetime) -> dict[str, Any]:

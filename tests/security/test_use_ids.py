@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import pytest
 from attack_setup import CONTENT, agreement_with_data, eventually, use
 
@@ -77,7 +76,7 @@ async def test_a_retry_is_decided_again_and_a_closed_policy_window_refuses_it(no
     agreement = await agreement_with_data(provider, consumer, TERMS)
     # Keep the re-delivery window open past the policy's 30 days, so that the policy decides the retry.
     node = consumer.node
-    node.config = msgspec.structs.replace(node.config, usage=UsageSection(redelivery_window_s=90 * 86400))
+    node.usage.config = UsageSection(redelivery_window_s=90 * 86400)
     p = consumer.participant
     assert (await node.usage.use(p, application="cli", agreement_id=agreement, action="use", purpose="R&D",
                                  use_id="u1")).permitted

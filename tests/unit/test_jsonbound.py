@@ -9,7 +9,7 @@ import pytest
 from connector import jsonbound
 from connector.errors import PeerError
 from connector.http.outbound import PeerResponse
-from connector.services.delivery import peer_reason
+from connector.services.process_shell import peer_reason
 
 
 def nested(levels: int) -> bytes:

@@ -1,0 +1,445 @@
+"""The process shell: what the negotiation and transfer shells share. Ids, clocks, backoff, how a peer's
+reason is read, and the process plumbing (:class:`ProcessShell`): a lock per process, the timer for
+retries and deadlines, callers waiting for a final state, and the delivery of a process's pending
+message (one attempt, a retry with backoff, or giving up with a reason that names the step and the peer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+import msgspec
+
+from connector import jsonbound
+from connector.errors import OutboundRefused, PeerError
+from connector.faults import crash_point
+from connector.identity.keys import Signer
+from connector.logging import get_logger
+from connector.protocol import messages as m
+from connector.protocol.errors import MessageError
+from connector.protocol.negotiation import Role
+
+RETRY_BASE_S = 0.2
+RETRY_MAX_S = 10.0
+
+
+def now_text(at: float | None = None) -> str:
+    """An ISO 8601 UTC timestamp with milliseconds: now, or the POSIX time *at*."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_pid() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+#: The jitter's own generator: whoever seeds the global one (a test framework, a library) would otherwise
+#: line up the retries of every process, and the node's draws would disturb theirs.
+_jitter = random.Random()
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with ±20 % jitter: 0.2 s, 0.4 s, 0.8 s … capped at 10 s."""
+    delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempt - 1))
+    return float(delay * _jitter.uniform(0.8, 1.2))
+
+
+def message_reason(message: Any, who: str, verb: str = "terminated") -> str:
+    """A termination's (or suspension's) code and reasons as one bounded line."""
+    reasons = [str(r if not isinstance(r, dict) else r.get("@value", r)) for r in (message.reason or [])][:8]
+    text = "; ".join(reasons) if reasons else "no reason given"
+    code = f" (code {message.code})" if message.code else ""
+    return f"{verb} by {who}{code}: {text}"[:1000]
+
+
+def peer_reason(body: bytes) -> str:
+    """The reason a peer gave in an error body, bounded."""
+    try:
+        data = jsonbound.loads(body)
+    except ValueError:
+        return "a non-JSON body"
+    if isinstance(data, dict):
+        reason = data.get("reason") or data.get("message")
+        if isinstance(reason, list):
+            reason = "; ".join(str(r) for r in reason[:4])
+        if reason:
+            return str(reason)[:300]
+    return "no reason given"
+
+
+log = get_logger(component="process")
+Key = tuple[str, str]
+R = TypeVar("R", bound="_Process")
+
+#: Marks a pending message that opens a process: its acknowledgement carries the peer's pid, and a refusal
+#: of it is never reconciled through the peer's view (there is none yet).
+OPENING = "opening"
+
+
+class PeerAnswer(Protocol):
+    """What the shell reads of a peer's answer."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def body(self) -> bytes: ...
+    def json(self) -> Any: ...
+
+
+class OutboundClient(Protocol):
+    """The node's outbound HTTP client as the services use it (``connector.http.outbound.PeerClient``): one
+    bounded request through the outbound guard, and the guard's early check of a peer-given address."""
+
+    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Signer | None = None,
+                      headers: dict[str, str] | None = None) -> PeerAnswer: ...
+
+    def check_target(self, url: str, *, backend: bool = False) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ProcessType:
+    """What the shell needs of a process type's protocol module (``connector.protocol.negotiation`` or
+    ``connector.protocol.transfer``) to deliver its messages."""
+
+    #: "negotiation" or "transfer" (logs).
+    name: str
+    #: The DSP path of the processes (``…/negotiations/:pid``): where the peer's view is read.
+    path: str
+    kinds: type[Enum]
+    states: type[Enum]
+    transitions: Mapping[Any, Mapping[Any, Any]]
+    #: The DSP body a peer acknowledges an opening message with (it names the provider's pid).
+    ack: type[Any]
+    #: Crash points right after a delivery are named ``{crash_prefix}{kind name, lower case}``.
+    crash_prefix: str
+
+
+class _Process(Protocol):
+    """What the shell reads of a process record (read-only: the records are frozen)."""
+
+    @property
+    def participant_id(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def counterparty_did(self) -> str: ...
+    @property
+    def counterparty_address(self) -> str: ...
+    @property
+    def provider_pid(self) -> str | None: ...
+    @property
+    def consumer_pid(self) -> str | None: ...
+    @property
+    def pending(self) -> dict[str, Any] | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def next_attempt_at(self) -> float | None: ...
+    @property
+    def deliver_by(self) -> float | None: ...
+    @property
+    def expires_at(self) -> float | None: ...
+
+
+def _replace(record: R, **changes: Any) -> R:
+    replaced: R = msgspec.structs.replace(cast(Any, record), **changes)
+    return replaced
+
+
+class ProcessShell(Generic[R]):
+    """The plumbing both process shells (negotiation, transfer) share: a lock per process, background
+    tasks, callers waiting for a final state, one timer that wakes only when a retry or a deadline of
+    some process is due (never a polling loop), and the delivery of pending messages. Subclasses say what
+    their process type is (:attr:`process`), how a process is loaded and committed, when it is final, what
+    the node's own next move is, and what happens when its deadline passes.
+
+    *client* sends the messages; *clock* (POSIX seconds) times the retries and deadlines."""
+
+    process: ProcessType
+
+    def __init__(self, client: OutboundClient, *, clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._clock = clock
+        self._log = get_logger(component=self.process.name)
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._waiters: dict[Key, list[asyncio.Future[R]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._due: dict[Key, float] = {}
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+
+    # what a subclass provides
+
+    def is_final(self, record: R) -> bool:
+        raise NotImplementedError
+
+    async def load(self, key: Key) -> R | None:
+        raise NotImplementedError
+
+    async def commit(self, old: R, new: R, event: str, detail: str = "") -> R:
+        """Store *new* in place of *old* (still in *old*'s state) with its history event; then notify."""
+        raise NotImplementedError
+
+    def _participant(self, key: Key) -> Any:
+        """The participant a process belongs to (None if it is no longer hosted)."""
+        raise NotImplementedError
+
+    async def _unfinished(self) -> list[R]:
+        """Every process not over, or whose last message is still to be delivered (for :meth:`resume`)."""
+        raise NotImplementedError
+
+    async def _react(self, participant: Any, record: R) -> None:
+        """Take this node's own next move on a process, if it has one."""
+        raise NotImplementedError
+
+    async def _on_deadline(self, participant: Any, record: R, now: float) -> None:
+        """The process's deadline (``expires_at``) passed and it has no message pending (with its lock)."""
+        raise NotImplementedError
+
+    def _delivered(self, participant: Any, record: R, kind: Enum) -> None:
+        """The pending message *kind* was acknowledged (committed): by default, take the node's next move."""
+        self._spawn(self._react(participant, record))
+
+    def _undeliverable(self, record: R) -> None:
+        """The process was terminated because its pending message could not be delivered (committed)."""
+
+    # delivery
+
+    async def _deliver(self, participant: Any, record: R) -> R:
+        """One delivery attempt of the pending message (call with the process's lock); on failure, schedule
+        a retry or give up."""
+        pending = record.pending
+        assert pending is not None
+        kind = self.process.kinds[pending["kind"]]
+        url = str(pending["url"])
+        error: str | None = None
+        ack: Any = None
+        try:
+            response = await self._client.request("POST", url, json_body=pending["body"], signer=participant.signer)
+            # Any 2xx acknowledges. DSP 2025-1 asks for 201 on an opening message, but what matters is the
+            # process it carries: peers that answer 200 (the compatibility kit does) opened it too.
+            if response.status >= 300:
+                error = f"answered {response.status}: {peer_reason(response.body)}"
+                if 400 <= response.status < 500 and response.status not in (401, 408, 409, 425, 429):
+                    if await self._peer_is_past(participant, record):
+                        error = None  # it had arrived before (its answer was lost): delivered
+                    else:
+                        # The peer refused the message itself: retrying the same message cannot help.
+                        return await self._give_up(record, kind, url, error, retry=False)
+            elif pending.get(OPENING):
+                ack = m.decode(response.json(), self.process.ack)
+        except OutboundRefused as exc:  # the guard's answer does not change on a retry
+            return await self._give_up(record, kind, url, exc.message, retry=False)
+        except (PeerError, MessageError) as exc:
+            error = exc.message
+        if error is None:
+            crash_point(f"{self.process.crash_prefix}{kind.name.lower()}")
+            updated = _replace(record, pending=None, attempts=0, next_attempt_at=None, deliver_by=None)
+            if ack is not None and not record.provider_pid:
+                updated = _replace(updated, provider_pid=ack.providerPid)
+            # A first-attempt delivery is already in the history as the message-out; a retried one is noted.
+            event = "delivered" if record.attempts else ""
+            updated = await self.commit(record, updated, event,
+                                        f"{kind.value} acknowledged after {record.attempts + 1} attempts")
+            self._delivered(participant, updated, kind)
+            return updated
+        return await self._give_up(record, kind, url, error, retry=True)
+
+    async def peer_state(self, participant: Any, record: R) -> Any:
+        """The process's state as the peer sees it (DSP ``GET …/:pid``), or None if it does not say."""
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        if not remote_pid:
+            return None
+        try:
+            response = await self._client.request(
+                "GET", f"{record.counterparty_address}/{self.process.path}/{m.path_segment(remote_pid)}",
+                signer=participant.signer)
+            if response.status != 200:
+                return None
+            return self.process.states(m.decode(response.json(), self.process.ack).state)
+        except (PeerError, MessageError, ValueError):
+            return None
+
+    async def _peer_is_past(self, participant: Any, record: R) -> bool:
+        """Whether the peer's view of the process is already where our pending message leads (or one step
+        further), i.e. an earlier delivery of the same message arrived."""
+        if (record.pending or {}).get(OPENING):
+            return False
+        theirs = await self.peer_state(participant, record)
+        ours = self.process.states(record.state)
+        return theirs is not None and (theirs is ours or theirs in self.process.transitions[ours].values())
+
+    async def _give_up(self, record: R, kind: Enum, url: str, error: str, *, retry: bool) -> R:
+        """A failed attempt: retry after a backoff while ``deliver_by`` allows (and *retry*), else end the
+        process (TERMINATED with the reason; a final process only drops its pending message)."""
+        attempts = record.attempts + 1
+        now = self._clock()
+        delay = backoff(attempts)
+        if retry and record.deliver_by is not None and now + delay <= record.deliver_by:
+            updated = _replace(record, attempts=attempts, next_attempt_at=now + delay)
+            return await self.commit(record, updated, "retry",
+                                     f"{kind.value} to {url} failed ({error}); attempt {attempts + 1} in {delay:.1f} s")
+        reason = (f"{kind.value} could not be delivered to {record.counterparty_did} ({url}) after {attempts} "
+                  f"attempt(s): {error}")
+        if self.is_final(record):
+            updated = _replace(record, pending=None, next_attempt_at=None, deliver_by=None)
+            return await self.commit(record, updated, "error", reason)
+        updated = _replace(record, state=self.process.states["TERMINATED"].value, reason=reason, pending=None,
+                           next_attempt_at=None, deliver_by=None)
+        updated = await self.commit(record, updated, "state", f"TERMINATED: {reason}")
+        self._undeliverable(updated)
+        self._log.warning(f"{self.process.name} terminated", id=record.id, reason=reason)
+        return updated
+
+    # shared
+
+    async def resume(self) -> int:
+        """After a (re)start: re-deliver pending messages, take our own moves, re-arm deadlines."""
+        self._start_timer()
+        records = await self._unfinished()
+        for record in records:
+            participant = self._participant((record.participant_id, record.id))
+            if participant is None:
+                continue
+            self._schedule(record)
+            if record.pending is None:
+                self._spawn(self._react(participant, record))
+        if records:
+            log.info("processes resumed", process=type(self).__name__, count=len(records))
+        return len(records)
+
+    async def _on_due(self, key: Key) -> None:
+        """The timer's step for one process: a pending message first (also the last one of a process that
+        is over), else its deadline."""
+        participant = self._participant(key)
+        if participant is None:
+            return
+        try:
+            async with self.lock(key):
+                record = await self.load(key)
+                if record is None:
+                    return
+                now = self._clock()
+                if record.pending is not None:
+                    if (record.next_attempt_at or 0) <= now:
+                        await self._deliver(participant, record)
+                    else:
+                        self._schedule(record)
+                    return
+                if self.is_final(record) or record.expires_at is None:
+                    return
+                if record.expires_at > now:
+                    self._schedule(record)
+                    return
+                await self._on_deadline(participant, record, now)
+        except Exception:
+            log.exception("timer step failed", process=type(self).__name__, id=key[1])
+
+    def forget(self, participant_id: str) -> None:
+        """A participant is no longer hosted: no retry or deadline of its processes is due any more (its
+        processes are being deleted; the timer would find no participant for them anyway)."""
+        for key in [k for k in self._due if k[0] == participant_id]:
+            del self._due[key]
+        self._wake.set()
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_timer(self) -> None:
+        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+
+    async def _close(self, *others: asyncio.Task[Any]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [*self._tasks, *others]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *([self._timer] if self._timer else []), return_exceptions=True)
+        self._timer = None
+
+    def _notify(self, record: R) -> None:
+        """After every commit: re-arm the timer, and wake the callers waiting for a final state."""
+        self._schedule(record)
+        if not self.is_final(record):
+            return
+        for future in self._waiters.pop((record.participant_id, record.id), []):
+            if not future.done():
+                future.set_result(record)
+
+    async def wait(self, participant_id: str, process_id: str, timeout_s: float) -> R | None:
+        """Wait until the process is in a final state (or *timeout_s* passes); return it."""
+        key = (participant_id, process_id)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
+        try:
+            record = await self.load(key)
+            if record is None or self.is_final(record) or timeout_s <= 0:
+                return record
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                return await self.load(key)
+        finally:
+            waiters = self._waiters.get(key, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(key, None)
+
+    def _schedule(self, record: R) -> None:
+        """The next time the timer must look at *record*: its retry, else its deadline, else never."""
+        key = (record.participant_id, record.id)
+        due = record.next_attempt_at if record.pending is not None else record.expires_at
+        if due is None:
+            self._due.pop(key, None)
+        else:
+            self._due[key] = due
+        self._wake.set()
+
+    def _take_due(self, now: float) -> list[Key]:
+        """The processes whose retry or deadline has come by *now* (no longer scheduled)."""
+        keys = [k for k, due in self._due.items() if due <= now]
+        for key in keys:
+            del self._due[key]
+        return keys
+
+    async def run_due(self) -> int:
+        """Take every step that is due by the clock now and wait until they are done: what the timer does
+        when it wakes (for a clock that does not move by itself). Returns how many processes were due."""
+        keys = self._take_due(self._clock())
+        await asyncio.gather(*(self._on_due(key) for key in keys))
+        return len(keys)
+
+    async def _run_timer(self) -> None:
+        while True:
+            now = self._clock()
+            for key in self._take_due(now):
+                self._spawn(self._on_due(key))
+            self._wake.clear()
+            timeout = max(0.0, min(self._due.values()) - now) if self._due else None
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives as the
+            # event is set (which happens as processes end while the node stops), and the timer then never ends.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()

@@ -1,0 +1,359 @@
+"""The usage log and its receipts in SQLite: every query of :mod:`connector.services.usage` and
+:mod:`connector.services.receipts`.
+
+Two kinds of call:
+
+- module functions that take the writer's (or a reader's) ``db`` and run inside a job of the caller's, so
+  that a read-decide-append stays one transaction (a use is decided and logged in one writer job). They
+  use plain ``sqlite3`` (``db.conn``): the usage decision is the node's hottest path;
+- :class:`UsageRepository`, which runs such jobs (:meth:`~UsageRepository.write`,
+  :meth:`~UsageRepository.read`) and the queries that stand on their own.
+
+Tables: the consumer's hash-chained ``usage_log`` with its signed ``usage_heads``, its
+``scheduled_duties`` and its ``receipt_cursors`` (how far the provider acknowledged); the provider's
+``received_entries``, ``received_heads`` and ``receipt_anomalies``; and both sides' ``revocations``.
+Every query is scoped by ``participant_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+import sqlite_utils
+
+from connector.store.db import Store
+from connector.store.records import AgreementRecord, from_row
+from usage_policies import ledger
+
+T = TypeVar("T")
+Key = tuple[str, str]  # (participant id, agreement id)
+
+_ENTRY = msgspec.json.Decoder(ledger.Entry)
+
+
+def encode(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+# -- agreements, as the usage decision and a revocation see them -------------------------------------------
+
+def agreement(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> AgreementRecord | None:
+    cursor = db.conn.execute("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
+                             [participant_id, agreement_id])
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    record: AgreementRecord = from_row(AgreementRecord, dict(zip([d[0] for d in cursor.description], row,
+                                                                 strict=True)))
+    return record
+
+
+def mark_revoked(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> None:
+    db.conn.execute("UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
+                    [participant_id, agreement_id])
+
+
+# -- the consumer's usage log ---------------------------------------------------------------------------
+
+def last_entry(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> ledger.Entry | None:
+    row = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
+    return _ENTRY.decode(row[0]) if row else None
+
+
+def chain(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> list[ledger.Entry]:
+    return [_ENTRY.decode(r[0]) for r in db.conn.execute(
+        "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
+        [participant_id, agreement_id])]
+
+
+def entries_of_use(db: sqlite_utils.Database, participant_id: str, agreement_id: str, use_id: str
+                   ) -> list[ledger.Entry]:
+    """The entries logged under *use_id* (the use and its re-deliveries), in order."""
+    return [_ENTRY.decode(r[0]) for r in db.conn.execute(
+        "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? AND use_id = ? ORDER BY seq",
+        [participant_id, agreement_id, use_id])]
+
+
+def append_entry(db: sqlite_utils.Database, participant_id: str, agreement_id: str, entry: ledger.Entry) -> None:
+    db.conn.execute(
+        "INSERT INTO usage_log (participant_id, agreement_id, seq, use_id, at, kind, entry) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [participant_id, agreement_id, entry.seq, entry.use_id, entry.at, entry.kind, encode(entry)])
+
+
+def last_seq(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> int:
+    row = db.conn.execute("SELECT MAX(seq) FROM usage_log WHERE participant_id = ? AND agreement_id = ?",
+                          [participant_id, agreement_id]).fetchone()
+    return int(row[0]) if row and row[0] else 0
+
+
+def chains(db: sqlite_utils.Database) -> list[Key]:
+    """Every chain with entries or a receipt cursor (one acknowledged by a provider)."""
+    return [(str(r[0]), str(r[1])) for r in db.conn.execute(
+        "SELECT DISTINCT participant_id, agreement_id FROM usage_log UNION "
+        "SELECT participant_id, agreement_id FROM receipt_cursors")]
+
+
+def last_signed_head(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> tuple[int, str] | None:
+    """The sequence number and text of the chain's last signed head."""
+    row = db.conn.execute("SELECT seq, head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def save_head(db: sqlite_utils.Database, participant_id: str, agreement_id: str, seq: int, text: str) -> None:
+    db.conn.execute("INSERT OR REPLACE INTO usage_heads (participant_id, agreement_id, seq, head) VALUES (?, ?, ?, ?)",
+                    [participant_id, agreement_id, seq, text])
+
+
+def head_at(db: sqlite_utils.Database, participant_id: str, agreement_id: str, seq: int) -> dict[str, Any] | None:
+    row = db.conn.execute("SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq = ?",
+                          [participant_id, agreement_id, seq]).fetchone()
+    return dict(msgspec.json.decode(row[0])) if row else None
+
+
+def signed_heads(db: sqlite_utils.Database, participant_id: str, agreement_id: str, *, after: int = 0) -> list[str]:
+    """The texts of the chain's signed heads after entry *after*, in order."""
+    return [str(r[0]) for r in db.conn.execute(
+        "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq > ? ORDER BY seq",
+        [participant_id, agreement_id, after])]
+
+
+def entry_texts(db: sqlite_utils.Database, participant_id: str, agreement_id: str, after: int, through: int
+                ) -> list[str]:
+    """The texts of the entries after *after* up to *through*, in order (what a receipt batch carries)."""
+    return [str(r[0]) for r in db.conn.execute(
+        "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? AND seq > ? AND seq <= ? "
+        "ORDER BY seq", [participant_id, agreement_id, after, through])]
+
+
+# duties on schedule
+
+def schedule_duty(db: sqlite_utils.Database, participant_id: str, agreement_id: str, kind: str, due_at: float
+                  ) -> None:
+    """Schedule a duty; the earliest deadline of one not yet done wins."""
+    db.conn.execute(
+        "INSERT INTO scheduled_duties (participant_id, agreement_id, kind, due_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (participant_id, agreement_id, kind) DO UPDATE SET due_at = MIN(due_at, excluded.due_at) "
+        "WHERE done_at IS NULL", [participant_id, agreement_id, kind, due_at])
+
+
+def duty_done(db: sqlite_utils.Database, participant_id: str, agreement_id: str, kind: str, at: str) -> None:
+    db.conn.execute("UPDATE scheduled_duties SET done_at = ? WHERE participant_id = ? AND agreement_id = ? "
+                    "AND kind = ?", [at, participant_id, agreement_id, kind])
+
+
+def duties_due(db: sqlite_utils.Database) -> list[tuple[str, str, str, float]]:
+    """Every duty not yet done, earliest first: (participant id, agreement id, kind, due at)."""
+    return [(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in db.conn.execute(
+        "SELECT participant_id, agreement_id, kind, due_at FROM scheduled_duties WHERE done_at IS NULL "
+        "ORDER BY due_at")]
+
+
+# how far the provider acknowledged (the consumer's receipt cursor)
+
+def acked_seq(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> int:
+    row = db.conn.execute("SELECT acked_seq FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
+                          [participant_id, agreement_id]).fetchone()
+    return int(row[0]) if row and row[0] else 0
+
+
+def acknowledgement(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
+    """The provider's signed acknowledgement kept with the cursor, if any."""
+    row = db.conn.execute("SELECT ack FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
+                          [participant_id, agreement_id]).fetchone()
+    return dict(msgspec.json.decode(row[0])) if row and row[0] else None
+
+
+def set_cursor(db: sqlite_utils.Database, participant_id: str, agreement_id: str, acked: int, ack: str | None
+               ) -> None:
+    """Move the cursor to *acked*, clear the last error, keep *ack* (or the one kept before, if None)."""
+    db.conn.execute(
+        "INSERT INTO receipt_cursors (participant_id, agreement_id, acked_seq, last_error, ack) "
+        "VALUES (?, ?, ?, '', ?) ON CONFLICT (participant_id, agreement_id) DO UPDATE SET "
+        "acked_seq = excluded.acked_seq, last_error = '', ack = COALESCE(excluded.ack, ack)",
+        [participant_id, agreement_id, acked, ack])
+
+
+def set_cursor_error(db: sqlite_utils.Database, participant_id: str, agreement_id: str, error: str) -> None:
+    db.conn.execute(
+        "INSERT INTO receipt_cursors (participant_id, agreement_id, last_error) VALUES (?, ?, ?) "
+        "ON CONFLICT (participant_id, agreement_id) DO UPDATE SET last_error = excluded.last_error",
+        [participant_id, agreement_id, error])
+
+
+def unacknowledged(db: sqlite_utils.Database) -> list[Key]:
+    """Every chain with entries its provider has not acknowledged."""
+    return [(str(r[0]), str(r[1])) for r in db.conn.execute(
+        "SELECT l.participant_id, l.agreement_id FROM usage_log l "
+        "LEFT JOIN receipt_cursors c ON c.participant_id = l.participant_id AND c.agreement_id = l.agreement_id "
+        "GROUP BY l.participant_id, l.agreement_id HAVING MAX(l.seq) > COALESCE(MAX(c.acked_seq), 0)")]
+
+
+# -- the provider's received receipts ---------------------------------------------------------------------
+
+def received_texts(db: sqlite_utils.Database, key: Key) -> dict[int, str]:
+    """The entries received for the agreement, by sequence number (as received)."""
+    return {int(r[0]): str(r[1]) for r in db.conn.execute(
+        "SELECT seq, entry FROM received_entries WHERE participant_id = ? AND agreement_id = ?", key)}
+
+
+def received_chain(db: sqlite_utils.Database, key: Key) -> list[ledger.Entry]:
+    return [_ENTRY.decode(r[0]) for r in db.conn.execute(
+        "SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
+
+
+def received_entry(db: sqlite_utils.Database, key: Key, seq: int) -> ledger.Entry | None:
+    row = db.conn.execute("SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? "
+                          "AND seq = ?", [*key, seq]).fetchone()
+    return _ENTRY.decode(row[0]) if row else None
+
+
+def add_received_entry(db: sqlite_utils.Database, key: Key, entry: ledger.Entry, received_at: str) -> None:
+    db.conn.execute("INSERT INTO received_entries (participant_id, agreement_id, seq, entry, received_at) "
+                    "VALUES (?, ?, ?, ?, ?)", [*key, entry.seq, encode(entry), received_at])
+
+
+def put_received_head(db: sqlite_utils.Database, key: Key, seq: int, head: dict[str, Any]) -> None:
+    db.conn.execute("INSERT OR REPLACE INTO received_heads (participant_id, agreement_id, seq, head) "
+                    "VALUES (?, ?, ?, ?)", [*key, seq, encode(head)])
+
+
+def received_heads(db: sqlite_utils.Database, key: Key) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(r[0]) for r in db.conn.execute(
+        "SELECT head FROM received_heads WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
+
+
+def last_received_at(db: sqlite_utils.Database, key: Key) -> str | None:
+    row = db.conn.execute("SELECT MAX(received_at) FROM received_entries WHERE participant_id = ? "
+                          "AND agreement_id = ?", key).fetchone()
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def add_anomaly(db: sqlite_utils.Database, key: Key, at: str, kind: str, detail: str, *, cap: int) -> None:
+    """Record an anomaly once (the same kind and detail again adds nothing), and only while the agreement
+    has fewer than *cap* (a peer cannot grow the table without bound by varying the details)."""
+    db.conn.execute("INSERT OR IGNORE INTO receipt_anomalies (participant_id, agreement_id, at, kind, detail) "
+                    "SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM receipt_anomalies WHERE participant_id = ? "
+                    "AND agreement_id = ?) < ?", [*key, at, kind, detail, *key, cap])
+
+
+def anomalies(db: sqlite_utils.Database, key: Key) -> list[dict[str, Any]]:
+    return [{"at": r[0], "kind": r[1], "detail": r[2]} for r in db.conn.execute(
+        "SELECT at, kind, detail FROM receipt_anomalies WHERE participant_id = ? AND agreement_id = ? "
+        "ORDER BY rowid", key)]
+
+
+# -- revocations ------------------------------------------------------------------------------------------
+
+def add_revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str, reason: str, at: str) -> None:
+    """The provider's revocation, pending delivery (a second one of the same agreement adds nothing)."""
+    db.conn.execute("INSERT OR IGNORE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, "
+                    "status) VALUES (?, ?, 'provider', ?, ?, 'pending')", [participant_id, agreement_id, reason, at])
+
+
+def applied_revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str, reason: str, at: str,
+                       receipt: str) -> None:
+    """The consumer's record of a revocation it carried out, with its deletion receipt."""
+    db.conn.execute("INSERT OR REPLACE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, "
+                    "status, receipt) VALUES (?, ?, 'consumer', ?, ?, 'applied', ?)",
+                    [participant_id, agreement_id, reason, at, receipt])
+
+
+def revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
+    """The agreement's revocation: reason, revokedAt, status and the deletion receipt (decoded, or None)."""
+    row = db.conn.execute("SELECT reason, revoked_at, status, receipt FROM revocations WHERE participant_id = ? "
+                          "AND agreement_id = ?", [participant_id, agreement_id]).fetchone()
+    if row is None:
+        return None
+    return {"reason": row[0], "revokedAt": row[1], "status": row[2],
+            "deletionReceipt": msgspec.json.decode(row[3]) if row[3] else None}
+
+
+def pending_revocations(db: sqlite_utils.Database) -> list[Key]:
+    """The provider's revocations not yet acknowledged by the consumer."""
+    return [(str(r[0]), str(r[1])) for r in db.conn.execute(
+        "SELECT participant_id, agreement_id FROM revocations WHERE role = 'provider' AND status = 'pending'")]
+
+
+def revocation_attempted(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> None:
+    db.conn.execute("UPDATE revocations SET attempts = attempts + 1 WHERE participant_id = ? AND agreement_id = ?",
+                    [participant_id, agreement_id])
+
+
+def revocation_answered(db: sqlite_utils.Database, participant_id: str, agreement_id: str, status: str,
+                        receipt: str | None) -> None:
+    db.conn.execute("UPDATE revocations SET status = ?, receipt = ? WHERE participant_id = ? AND agreement_id = ?",
+                    [status, receipt, participant_id, agreement_id])
+
+
+class UsageRepository:
+    """Runs the usage log's and the receipts' jobs on the store: :meth:`write` and :meth:`read` take a
+    function of ``db`` that calls this module's functions (one transaction, one snapshot), and
+    :meth:`before_commit` adds a hook that runs once per commit group inside its transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def write(self, job: Callable[[sqlite_utils.Database], T], *, durable: bool = False) -> T:
+        """Run *job* on the writer thread in a transaction; ``durable``: committed with an fsync."""
+        return await self.store.write(job, durable=durable)
+
+    async def read(self, job: Callable[[sqlite_utils.Database], T]) -> T:
+        return await self.store.read(job)
+
+    def before_commit(self, hook: Callable[[sqlite_utils.Database], None]) -> None:
+        """Run *hook* on the writer thread at the end of every commit group, before its COMMIT."""
+        self.store.batch_hooks.append(hook)
+
+    async def log_of(self, participant_id: str, agreement_id: str
+                     ) -> tuple[list[ledger.Entry], list[dict[str, Any]], dict[str, Any] | None]:
+        """The chain, its signed heads and the provider's acknowledgement, from one snapshot."""
+
+        def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]],
+                                                      dict[str, Any] | None]:
+            heads = [msgspec.json.decode(h) for h in signed_heads(db, participant_id, agreement_id)]
+            return chain(db, participant_id, agreement_id), heads, acknowledgement(db, participant_id, agreement_id)
+
+        return await self.read(query)
+
+    async def chain(self, participant_id: str, agreement_id: str) -> list[ledger.Entry]:
+        return await self.read(lambda db: chain(db, participant_id, agreement_id))
+
+    async def duties_due(self) -> list[tuple[str, str, str, float]]:
+        return await self.read(duties_due)
+
+    async def last_seq(self, participant_id: str, agreement_id: str) -> int:
+        return await self.read(lambda db: last_seq(db, participant_id, agreement_id))
+
+    async def head_at(self, participant_id: str, agreement_id: str, seq: int) -> dict[str, Any] | None:
+        return await self.read(lambda db: head_at(db, participant_id, agreement_id, seq))
+
+    async def set_cursor(self, participant_id: str, agreement_id: str, acked: int, ack: str | None) -> None:
+        await self.write(lambda db: set_cursor(db, participant_id, agreement_id, acked, ack))
+
+    async def set_cursor_error(self, participant_id: str, agreement_id: str, error: str) -> None:
+        await self.write(lambda db: set_cursor_error(db, participant_id, agreement_id, error))
+
+    async def received_chain(self, key: Key) -> list[ledger.Entry]:
+        return await self.read(lambda db: received_chain(db, key))
+
+    async def received_entry(self, key: Key, seq: int) -> ledger.Entry | None:
+        return await self.read(lambda db: received_entry(db, key, seq))
+
+    async def revocation(self, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
+        return await self.read(lambda db: revocation(db, participant_id, agreement_id))
+
+    async def revocation_attempted(self, participant_id: str, agreement_id: str) -> None:
+        await self.write(lambda db: revocation_attempted(db, participant_id, agreement_id))
+
+    async def revocation_answered(self, participant_id: str, agreement_id: str, status: str, receipt: str | None
+                                  ) -> None:
+        await self.write(lambda db: revocation_answered(db, participant_id, agreement_id, status, receipt))
+
+    async def applied_revocation(self, participant_id: str, agreement_id: str, reason: str, at: str,
+                                 receipt: str) -> None:
+        await self.write(lambda db: applied_revocation(db, participant_id, agreement_id, reason, at, receipt))

@@ -1,0 +1,189 @@
+"""The catalog service with in-memory catalog entries and verified peers: what a peer sees (access policy,
+export control, the clock), the facts it is judged by, paging and single datasets — no node, no sockets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from connector.identity.keys import ParticipantKeys
+from connector.participant import ParticipantRuntime
+from connector.protocol.export_control import ExportRule
+from connector.services.catalog import CatalogService
+from connector.services.policy import PeerFacts
+from connector.store.records import Asset, ContractDefinition, PolicyRecord
+from connector.store.repository import CatalogSnapshot, Participant, Peer
+
+OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
+GD_ONLY = {"@type": "Set", "permission": [{"action": "use", "constraint": [
+    {"leftOperand": "spatial", "operator": "isPartOf", "rightOperand": "CN-GD"}]}]}
+UNTIL_2030 = {"@type": "Set", "permission": [{"action": "use", "constraint": [
+    {"leftOperand": "dateTime", "operator": "lt", "rightOperand": "2030-01-01T00:00:00Z"}]}]}
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+GD_PEER = "did:web:parts.example"
+BJ_PEER = "did:web:north.example"
+DE_PEER = "did:web:partner.example"
+
+
+class CatalogEntries:
+    """The catalog entries of each participant, as ``ContractRepository.catalog`` reads them."""
+
+    def __init__(self) -> None:
+        self.assets: dict[str, dict[str, Asset]] = {}
+        self.policies: dict[str, dict[str, PolicyRecord]] = {}
+        self.definitions: dict[str, list[ContractDefinition]] = {}
+        self.reads = 0
+
+    def publish(self, participant_id: str, asset: Asset, *, access: dict[str, Any], cd: str,
+                contract: dict[str, Any] = OPEN) -> None:
+        self.assets.setdefault(participant_id, {})[asset.id] = asset
+        policies = self.policies.setdefault(participant_id, {})
+        for kind, policy in (("access", access), ("contract", contract)):
+            # As the management API stores them: with an id.
+            policies[f"{cd}-{kind}"] = PolicyRecord(id=f"{cd}-{kind}",
+                                                    policy={**policy, "@id": f"urn:tds:policy:{cd}-{kind}"})
+        self.definitions.setdefault(participant_id, []).append(ContractDefinition(
+            id=cd, access_policy_id=f"{cd}-access", contract_policy_id=f"{cd}-contract", assets=[asset.id]))
+
+    async def catalog(self, participant_id: str) -> CatalogSnapshot:
+        self.reads += 1
+        return CatalogSnapshot(self.assets.get(participant_id, {}), self.policies.get(participant_id, {}),
+                               self.definitions.get(participant_id, []))
+
+
+class PeerBook:
+    """The verified peers of each participant, as ``Repository.peers`` reads them."""
+
+    def __init__(self, peers: dict[str, list[Peer]] | None = None) -> None:
+        self.by_participant = peers or {}
+
+    async def peers(self, participant_id: str) -> list[Peer]:
+        return self.by_participant.get(participant_id, [])
+
+
+def peer(did: str, region: str, legal_name: str = "Peer Ltd") -> Peer:
+    return Peer(did, legal_name, region, "manufacturing", f"https://{did}/dsp", "2026-01-01T00:00:00Z")
+
+
+def runtime(name: str, region: str = "CN-GD") -> ParticipantRuntime:
+    record = Participant(id=name, name=name, did=f"did:web:example.org:participants:{name}",
+                         legal_name=name.title(), region=region)
+    return ParticipantRuntime(record, ParticipantKeys.generate(), "https://example.org")
+
+
+@pytest.fixture
+def acme() -> ParticipantRuntime:
+    return runtime("acme")
+
+
+@pytest.fixture
+def entries() -> CatalogEntries:
+    return CatalogEntries()
+
+
+@pytest.fixture
+def book() -> PeerBook:
+    return PeerBook({"acme": [peer(GD_PEER, "CN-GD-GZ", "Parts Co"), peer(BJ_PEER, "CN-BJ"),
+                              peer(DE_PEER, "DE-BY")]})
+
+
+def service(entries: CatalogEntries, book: PeerBook, rules: list[ExportRule] | None = None,
+            now: datetime = NOW) -> CatalogService:
+    return CatalogService(entries, book, rules or [], clock=lambda: now)  # type: ignore[arg-type]
+
+
+def dataset_ids(catalog: dict[str, Any]) -> list[str]:
+    return [d["@id"] for d in catalog.get("dataset", [])]
+
+
+async def test_peer_facts_come_from_the_verified_self_description(entries, book, acme):
+    facts = await service(entries, book).peer_facts(acme, GD_PEER)
+    assert facts == PeerFacts(GD_PEER, "CN-GD-GZ", "Parts Co")
+
+
+async def test_an_unverified_peer_has_only_its_did(entries, book, acme):
+    assert await service(entries, book).peer_facts(acme, "did:key:z6Mkstranger") == PeerFacts("did:key:z6Mkstranger")
+
+
+async def test_peers_verified_by_another_participant_do_not_count(entries, book):
+    other = runtime("other")
+    assert await service(entries, book).peer_facts(other, GD_PEER) == PeerFacts(GD_PEER)
+
+
+@pytest.mark.parametrize(("caller", "expected"), [
+    (GD_PEER, ["gd-data", "open-data"]),
+    (BJ_PEER, ["open-data"]),
+    ("did:key:z6Mkstranger", ["open-data"]),
+])
+async def test_the_catalog_lists_what_the_access_policy_admits(entries, book, acme, caller, expected):
+    entries.publish("acme", Asset(id="open-data"), access=OPEN, cd="open")
+    entries.publish("acme", Asset(id="gd-data"), access=GD_ONLY, cd="gd")
+    catalog, total = await service(entries, book).catalog(acme, caller)
+    assert dataset_ids(catalog) == expected and total == len(expected)
+
+
+@pytest.mark.parametrize(("caller", "visible"), [(BJ_PEER, True), (DE_PEER, False), ("did:key:z6Mkx", False)])
+async def test_export_rules_hide_core_data_from_recipients_abroad_or_unknown(entries, book, acme, caller, visible):
+    entries.publish("acme", Asset(id="line-7", data_class="core"), access=OPEN, cd="cd")
+    rules = [ExportRule(region="CN", data_classes=["core"])]
+    catalog, _ = await service(entries, book, rules).catalog(acme, caller)
+    assert dataset_ids(catalog) == (["line-7"] if visible else [])
+
+
+async def test_export_rules_leave_other_data_classes_alone(entries, book, acme):
+    entries.publish("acme", Asset(id="general"), access=OPEN, cd="cd")
+    rules = [ExportRule(region="CN", data_classes=["core"])]
+    catalog, _ = await service(entries, book, rules).catalog(acme, DE_PEER)
+    assert dataset_ids(catalog) == ["general"]
+
+
+@pytest.mark.parametrize(("now", "visible"), [(NOW, True), (datetime(2031, 1, 1, tzinfo=UTC), False)])
+async def test_access_is_decided_at_the_services_clock(entries, book, acme, now, visible):
+    entries.publish("acme", Asset(id="until-2030"), access=UNTIL_2030, cd="cd")
+    catalog, _ = await service(entries, book, now=now).catalog(acme, GD_PEER)
+    assert dataset_ids(catalog) == (["until-2030"] if visible else [])
+
+
+async def test_a_page_of_the_catalog_and_the_total(entries, book, acme):
+    for name in ("a", "b", "c", "d"):
+        entries.publish("acme", Asset(id=name), access=OPEN, cd=f"cd-{name}")
+    catalog, total = await service(entries, book).catalog(acme, GD_PEER, offset=1, limit=2)
+    assert dataset_ids(catalog) == ["b", "c"] and total == 4
+
+
+async def test_the_catalog_is_read_once_per_request(entries, book, acme):
+    for name in ("a", "b", "c"):
+        entries.publish("acme", Asset(id=name), access=OPEN, cd=f"cd-{name}")
+    await service(entries, book).catalog(acme, GD_PEER)
+    assert entries.reads == 1
+
+
+async def test_the_catalog_names_its_participant_and_service(entries, book, acme):
+    catalog, _ = await service(entries, book).catalog(acme, GD_PEER)
+    assert catalog["participantId"] == acme.did and "dataset" not in catalog
+    assert catalog["service"] == [{"@id": f"{acme.did}#dsp", "@type": "DataService",
+                                   "endpointURL": acme.dsp_base}]
+
+
+async def test_a_dataset_carries_its_offers_and_descriptive_fields(entries, book, acme):
+    entries.publish("acme", Asset(id="qi", title="Quality", keywords=["quality"], content_type="text/csv"),
+                    access=OPEN, cd="cd")
+    found = await service(entries, book).find_dataset(acme, GD_PEER, "qi")
+    assert found is not None
+    assert found["@id"] == "qi" and found["dct:title"] == "Quality" and found["dcat:keyword"] == ["quality"]
+    assert found["dcat:mediaType"] == "text/csv"
+    [offer] = found["hasPolicy"]
+    assert offer["@id"].startswith("cd:qi:")
+
+
+async def test_a_dataset_the_peer_may_not_see_is_not_found(entries, book, acme):
+    entries.publish("acme", Asset(id="gd-data"), access=GD_ONLY, cd="gd")
+    assert await service(entries, book).find_dataset(acme, BJ_PEER, "gd-data") is None
+
+
+async def test_another_participants_entries_are_not_listed(entries, book, acme):
+    entries.publish("other", Asset(id="theirs"), access=OPEN, cd="cd")
+    catalog, total = await service(entries, book).catalog(acme, GD_PEER)
+    assert total == 0 and "dataset" not in catalog

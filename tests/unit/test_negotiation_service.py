@@ -1,0 +1,237 @@
+"""The negotiation service without a node or a socket: two services wired back to back through in-memory DSP
+peers (``connector.testing.NegotiationPeer``), each with its own SQLite store, a recording outbound client
+and a fake clock. What a request is answered with, how an unacknowledged message is retried and given up,
+and that every state is stored before the message that follows from it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.identity.keys import ParticipantKeys
+from connector.participant import ParticipantRuntime
+from connector.protocol import contracts
+from connector.services.catalog import visible_offers
+from connector.services.negotiation import NegotiationService
+from connector.services.policy import PeerFacts
+from connector.store.db import Store
+from connector.store.records import Asset, ContractDefinition, NegotiationRecord, PolicyRecord
+from connector.store.repository import ContractRepository, Participant, SqliteRepository
+from connector.testing import (
+    FederationResolver,
+    NegotiationClock,
+    NegotiationOutbound,
+    NegotiationPeer,
+    NegotiationSent,
+)
+
+OPEN = {"@id": "urn:tds:policy:open", "@type": "Set", "permission": [{"action": "use"}]}
+RESEARCH_ONLY = {"@id": "urn:tds:policy:research", "@type": "Set", "permission": [{"action": "use", "constraint": [
+    {"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"}]}]}
+ASSET = "sensor-data"
+
+
+@dataclass
+class Hooks:
+    """The admission hooks, recording what they are told."""
+
+    admitted: list[tuple[str, str, str]] = field(default_factory=list)
+    ended: list[tuple[str, str]] = field(default_factory=list)
+    learned: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Side:
+    participant: ParticipantRuntime
+    store: Store
+    contracts: ContractRepository
+    client: NegotiationOutbound
+    hooks: Hooks
+    service: NegotiationService
+
+    async def record(self, negotiation_id: str) -> NegotiationRecord:
+        found = await self.contracts.negotiation(self.participant.id, negotiation_id)
+        assert found is not None
+        return found
+
+
+async def _unused(*_: Any) -> Any:
+    raise AssertionError("not used by these tests")
+
+
+async def make_side(tmp_path: Path, name: str, clock: NegotiationClock, resolver: FederationResolver,
+                    participant: ParticipantRuntime, *, delivery_timeout_s: float = 5.0) -> Side:
+    store = Store(tmp_path / f"{name}.db")
+    await store.open()
+    await SqliteRepository(store).add_participant(participant.record)
+    repository = ContractRepository(store)
+    client = NegotiationOutbound()
+    hooks = Hooks()
+
+    async def peer_facts(_: ParticipantRuntime, did: str) -> PeerFacts:
+        return PeerFacts(did)
+
+    service = NegotiationService(
+        repository, client, participant_by_id={participant.id: participant}.get, resolver=resolver,
+        dsp_base_of=_unused, verify_peer=_unused,
+        admit=lambda *a: hooks.admitted.append(a), ended=lambda *a: hooks.ended.append(a),
+        learn=lambda *a: hooks.learned.append(a), peer_facts=peer_facts,
+        delivery_timeout_s=delivery_timeout_s, negotiation_timeout_s=600.0, clock=clock,
+    )
+    return Side(participant, store, repository, client, hooks, service)
+
+
+def runtime(name: str) -> ParticipantRuntime:
+    record = Participant(id=name, name=name, did=f"did:web:{name}.example", legal_name=name.title(), region="CN-GD")
+    return ParticipantRuntime(record, ParticipantKeys.generate(), f"https://{name}.example")
+
+
+@pytest.fixture
+def clock() -> NegotiationClock:
+    return NegotiationClock()
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, clock: NegotiationClock) -> Any:
+    """A provider (acme, offering ASSET under OPEN terms) and a consumer (parts), each reaching the other."""
+    acme, parts = runtime("acme"), runtime("parts")
+    resolver = FederationResolver(acme.did_document(), parts.did_document())
+    provider = await make_side(tmp_path, "acme", clock, resolver, acme)
+    consumer = await make_side(tmp_path, "parts", clock, resolver, parts)
+    provider.client.connect(NegotiationPeer(parts, consumer.service))
+    consumer.client.connect(NegotiationPeer(acme, provider.service))
+    await provider.contracts.add_entry(acme.id, Asset(id=ASSET, title="Sensor data"))
+    for policy_id in ("open-access", "open-contract"):
+        policy = {**OPEN, "@id": f"urn:tds:policy:{policy_id}"}
+        await provider.contracts.add_entry(acme.id, PolicyRecord(id=policy_id, policy=policy))
+    await provider.contracts.add_entry(acme.id, ContractDefinition(
+        id="cd-1", access_policy_id="open-access", contract_policy_id="open-contract", assets=[ASSET]))
+    yield provider, consumer
+    for side in (provider, consumer):
+        await side.service.close()
+        await side.store.close()
+
+
+async def offered(provider: Side, consumer: Side, clock: NegotiationClock) -> tuple[dict[str, Any], str]:
+    """The provider's offer of ASSET as the consumer's catalog request would show it: terms and offer id."""
+    snapshot = await provider.contracts.catalog(provider.participant.id)
+    [offer] = visible_offers(snapshot, PeerFacts(consumer.participant.did), datetime.fromtimestamp(clock(), UTC))
+    return offer.policy, offer.offer_id
+
+
+async def request(provider: ParticipantRuntime, consumer: Side, terms: dict[str, Any], offer_id: str
+                  ) -> NegotiationRecord:
+    """The consumer opens a negotiation with *provider* for ASSET on *terms*."""
+    return await consumer.service.request(consumer.participant, provider.dsp_base, provider.did, terms, offer_id,
+                                          ASSET)
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 5.0) -> None:
+    """Wait (in real time, bounded) for the background moves of both sides to reach *check*."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        assert loop.time() < deadline, "the negotiation did not get there"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_request_for_the_offered_terms_is_answered_by_an_agreement(pair, clock):
+    provider, consumer = pair
+    terms, offer_id = await offered(provider, consumer, clock)
+
+    opened = await request(provider.participant, consumer, terms, offer_id)
+    final = await consumer.service.wait(consumer.participant.id, opened.id, timeout_s=5)
+
+    answer = provider.client.messages()[0]
+    assert answer["@type"] == "ContractAgreementMessage"
+    assert answer["agreement"]["assignee"] == consumer.participant.did
+    assert answer["agreement"]["assigner"] == provider.participant.did
+    assert final is not None and final.state == "FINALIZED"
+    agreement = await consumer.contracts.agreement(consumer.participant.id, answer["agreement"]["@id"])
+    assert agreement is not None and agreement.provider_proof and agreement.consumer_proof
+
+
+async def test_a_request_for_other_terms_is_answered_by_a_counter_offer_with_the_offered_terms(pair, clock):
+    provider, consumer = pair
+    _, offer_id = await offered(provider, consumer, clock)
+    other = contracts.read_policy(RESEARCH_ONLY, "offer")
+
+    opened = await request(provider.participant, consumer, other, offer_id)
+
+    async def offered_back() -> bool:
+        return (await consumer.record(opened.id)).state == "OFFERED"
+
+    await eventually(offered_back)
+    [answer] = provider.client.messages()
+    assert answer["@type"] == "ContractOfferMessage"
+    assert contracts.same_terms(contracts.read_policy(answer["offer"], "offer"), contracts.read_policy(OPEN, "offer"))
+    # The consumer asked for other terms: accepting the counter-offer is its operator's decision.
+    assert not consumer.client.messages("ContractNegotiationEventMessage")
+
+
+async def test_an_unacknowledged_message_is_retried_with_backoff_then_the_negotiation_is_terminated(
+    tmp_path, clock
+):
+    acme, parts = runtime("acme"), runtime("parts")
+    consumer = await make_side(tmp_path, "parts", clock, FederationResolver(), parts, delivery_timeout_s=5.0)
+    consumer.client.down_status = 503  # nobody answers at the provider's address but a busy proxy
+    try:
+        opened = await request(acme, consumer, contracts.read_policy(OPEN, "offer"), "cd-1:sensor-data:v1")
+        record, delays = opened, []
+        while record.pending is not None:
+            delays.append(record.next_attempt_at - clock())
+            clock.now = record.next_attempt_at  # the retry comes due: no one sleeps
+            assert await consumer.service.run_due() == 1
+            record = await consumer.record(opened.id)
+    finally:
+        await consumer.service.close()
+        await consumer.store.close()
+
+    attempts = [s for s in consumer.client.sent if s.method == "POST"]
+    url = f"{acme.dsp_base}/negotiations/request"
+    assert record.state == "TERMINATED"
+    assert record.reason == (f"ContractRequestMessage could not be delivered to {acme.did} ({url}) after "
+                             f"{len(attempts)} attempt(s): answered 503: the peer is not there")
+    assert {s.url for s in attempts} == {url}
+    # Exponential backoff with ±20 % jitter (0.2 s, 0.4 s, 0.8 s …), given up once the next retry would
+    # fall past the 5 s delivery timeout.
+    assert len(delays) == len(attempts) - 1 >= 3
+    for i, delay in enumerate(delays):
+        assert 0.2 * 2**i * 0.8 <= delay <= 0.2 * 2**i * 1.2
+    assert sum(delays) <= 5.0 < sum(delays) + 0.2 * 2 ** len(delays) * 1.2
+    assert consumer.hooks.ended == [(parts.id, opened.id)]  # it no longer counts against the strangers' budget
+
+
+async def test_every_state_is_stored_before_the_message_that_follows_from_it_leaves(pair, clock):
+    provider, consumer = pair
+    seen: list[tuple[str, str, str | None, bool]] = []
+
+    def watch(side: Side, own_pid_field: str) -> Callable[[NegotiationSent], Any]:
+        async def before_answer(sent: NegotiationSent) -> None:
+            if sent.method != "POST":
+                return
+            stored = await side.record(sent.body[own_pid_field])
+            agreement = await side.contracts.agreement(side.participant.id, str((stored.agreement or {}).get("@id")))
+            seen.append((sent.body["@type"], stored.state, (stored.pending or {}).get("kind"), agreement is not None))
+
+        return before_answer
+
+    provider.client.before_answer = watch(provider, "providerPid")
+    consumer.client.before_answer = watch(consumer, "consumerPid")
+    terms, offer_id = await offered(provider, consumer, clock)
+
+    opened = await request(provider.participant, consumer, terms, offer_id)
+    await consumer.service.wait(consumer.participant.id, opened.id, timeout_s=5)
+
+    assert seen == [
+        ("ContractRequestMessage", "REQUESTED", "REQUEST", False),
+        ("ContractAgreementMessage", "AGREED", "AGREEMENT", True),
+        ("ContractAgreementVerificationMessage", "VERIFIED", "VERIFICATION", True),
+        ("ContractNegotiationEventMessage", "FINALIZED", "FINALIZED", True),
+    ]
