@@ -38,7 +38,7 @@ BARE_SERVER = """
 import sys, time
 from aiohttp import web
 from nacl.signing import VerifyKey
-from connector.http import signing
+from connector.net import signing
 key = VerifyKey(bytes.fromhex(sys.argv[2]))
 async def handle(request):
     body = await request.read()

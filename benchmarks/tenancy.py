@@ -32,9 +32,9 @@ import msgspec  # noqa: E402
 
 from connector.bootstrap import init_node, write_secret_text  # noqa: E402
 from connector.config import CONFIG_FILE, parse_config, render_config  # noqa: E402
-from connector.http import signing  # noqa: E402
 from connector.identity import did as dids  # noqa: E402
 from connector.identity.keys import ParticipantKeys  # noqa: E402
+from connector.net import signing  # noqa: E402
 from connector.node import Node  # noqa: E402
 from connector.protocol import messages as m  # noqa: E402
 from connector.store.records import Asset, ContractDefinition, PolicyRecord  # noqa: E402

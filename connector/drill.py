@@ -47,8 +47,8 @@ from yarl import URL
 
 from connector.client import ClientError, ManagementClient
 from connector.config import Config, DspSection
-from connector.http import signing
 from connector.identity import did as dids
+from connector.net import signing
 from connector.protocol import contracts
 from connector.protocol import messages as m
 

@@ -25,14 +25,14 @@ from connector.errors import ConfigError, Conflict, NotFound
 from connector.http import dataplane, dsp, management, openapi, public
 from connector.http.auth import signed_request_middleware
 from connector.http.middleware import error_middleware
-from connector.http.netguard import PUBLIC, Listener, OutboundPolicy
-from connector.http.outbound import PeerClient
 from connector.http.server import Runner
 from connector.http.tls import client_context, server_context
 from connector.identity.keys import ParticipantKeys, load_keys
 from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
 from connector.metrics import Metrics
+from connector.net.client import PeerClient
+from connector.net.guard import PUBLIC, Listener, OutboundPolicy
 from connector.participant import ParticipantRuntime
 from connector.ratelimit import RateLimiter
 from connector.services import addresses, legacy_files
@@ -107,9 +107,17 @@ class Node:
             participant_by_id=self.participant_by_id, peer_facts=self.catalog.peer_facts,
             destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
             receipts_overdue_s=node_cfg.receipts_overdue_s)
-        self.transfers = TransferService(self)
         #: Received data, sealed at rest: each agreement's under its own key (stopping transfers before deleting).
-        self.vault = Vault(data_dir, key_of=vault_key, stop_receiving=self.transfers.stop_receiving)
+        self.vault = Vault(data_dir, key_of=vault_key,
+                           stop_receiving=lambda p, agreement, why: self.transfers.stop_receiving(p, agreement, why))
+        self.transfers = TransferService(
+            self.transfers_repo, self.contracts, self.client, self.vault, participant_by_id=self.participant_by_id,
+            resolver=self.resolver, dsp_base_of=self.federation.dsp_base_of, peer_facts=self.catalog.peer_facts,
+            data_dir=data_dir, data_roots=self.config.data_roots, export_rules=self.config.export_control,
+            encrypt_transfers=node_cfg.encrypt_transfers, conformance_caller=self.conformance_caller,
+            delivery_timeout_s=node_cfg.delivery_timeout_s, start_timeout_s=node_cfg.transfer_start_timeout_s,
+            stall_timeout_s=node_cfg.transfer_stall_timeout_s, token_ttl_s=node_cfg.transfer_token_ttl_s,
+            chunk_retries=node_cfg.transfer_chunk_retries, vault_quota_bytes=node_cfg.vault_quota_bytes)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
         # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.

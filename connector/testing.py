@@ -400,7 +400,7 @@ class FederationPeerClient:
         import json
 
         from connector.errors import PeerError
-        from connector.http.outbound import PeerResponse
+        from connector.net.client import PeerResponse
 
         self.calls.append((method, url, json_body, signer.key_id if signer is not None else None))
         if (method, url) not in self.answers:
@@ -459,7 +459,7 @@ class NegotiationSent:
 
 
 class NegotiationOutbound:
-    """A recording outbound client (``connector.services.process_shell.OutboundClient``) that opens no socket.
+    """A recording outbound client (``connector.services.ports.OutboundClient``) that opens no socket.
     Every request is kept in :attr:`sent`, then answered by the in-memory peer whose DSP base the URL is
     under (:meth:`connect`), or with *down_status* (503) when no peer is there. :attr:`before_answer`, if
     set, is awaited with each request before it is answered (e.g. to read what the sender had stored)."""
@@ -487,7 +487,7 @@ class NegotiationOutbound:
                       headers: dict[str, str] | None = None) -> Any:
         import json
 
-        from connector.http.outbound import PeerResponse
+        from connector.net.client import PeerResponse
 
         caller = str(signer.key_id).split("#")[0] if signer is not None else None
         sent = NegotiationSent(method, url, json_body, caller)

@@ -1,7 +1,7 @@
 """Authentication of incoming requests.
 
 - Peers: every request under a participant's DSP base is an RFC 9421-signed request
-  (``connector.http.signing``). The signer's DID is resolved, the key must be listed for
+  (``connector.net.signing``). The signer's DID is resolved, the key must be listed for
   ``authentication``, the signature and body digest must verify against the URI built from this node's
   public URL, and the nonce must be new (persisted, so a restart does not reopen the window). The
   verified caller DID is put on the request as ``request["caller_did"]``.
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from connector.errors import Unauthorized
-from connector.http import signing
 from connector.logging import get_logger
+from connector.net import signing
 from connector.ratelimit import check_rate
 from connector.store.repository import Token
 

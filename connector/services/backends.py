@@ -17,39 +17,18 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from connector import filemodes
 from connector.errors import BadRequest, PayloadTooLarge, PeerError
+from connector.services.ports import BackendReader
 
 PIECE = 1 << 20
 #: Inside the participant's own files folder (so its snapshots are its own files, and no one else's).
 SNAPSHOTS = ".snapshots"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class Body(Protocol):
-    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
-
-
-class BackendResponse(Protocol):
-    """A streamed answer (``aiohttp.ClientResponse``), as far as it is read here."""
-
-    @property
-    def status(self) -> int: ...
-    @property
-    def content(self) -> Body: ...
-
-
-class BackendReader(Protocol):
-    """The node's guarded outbound client (``connector.http.outbound.PeerClient``): ``backend=True`` keeps
-    the node's own listeners out of reach."""
-
-    def stream(self, url: str, *, backend: bool = False) -> AbstractAsyncContextManager[BackendResponse]: ...
 
 
 def is_http(address: dict[str, Any]) -> bool:

@@ -12,46 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from connector.errors import BadRequest, PeerError, Unauthorized
 from connector.identity import credentials
 from connector.identity import did as dids
 from connector.logging import get_logger
+from connector.services.ports import PeerFetcher, Resolver
 from connector.store.repository import Peer
 
 if TYPE_CHECKING:
-    from connector.identity.keys import Signer
     from connector.participant import ParticipantRuntime
     from connector.store.repository import Repository
 
 DSP_SUFFIX = "/api/dsp/2025-1"
 log = get_logger(component="federation")
-
-
-class Response(Protocol):
-    """A peer's whole (bounded) answer."""
-
-    @property
-    def status(self) -> int: ...
-    @property
-    def body(self) -> bytes: ...
-    def json(self) -> Any: ...
-
-
-class Outbound(Protocol):
-    """The node's guarded outbound client (``connector.http.outbound.PeerClient``), as far as it is used here."""
-
-    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Signer | None = None,
-                      headers: dict[str, str] | None = None) -> Response: ...
-    async def get_json(self, url: str, *, signer: Signer | None = None) -> Any: ...
-
-
-class Resolver(Protocol):
-    """DID resolution (``connector.identity.resolver.DidResolver``)."""
-
-    async def resolve(self, did: str) -> dict[str, Any]: ...
 
 
 def _utc_now() -> datetime:
@@ -62,7 +38,7 @@ class FederationService:
     """Finds peers' endpoints and exchanges verified self-descriptions; verified peers go to *peers*."""
 
     def __init__(
-        self, client: Outbound, resolver: Resolver, peers: Repository, *,
+        self, client: PeerFetcher, resolver: Resolver, peers: Repository, *,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.client = client

@@ -50,10 +50,10 @@ from connector.protocol.negotiation import SENDER, TERMINAL, TRANSITIONS, Kind, 
 from connector.protocol.negotiation import receive as table_receive
 from connector.protocol.negotiation import send as table_send
 from connector.services.catalog import visible_offers
+from connector.services.ports import OutboundClient
 from connector.services.process_shell import (
     OPENING,
     Key,
-    OutboundClient,
     ProcessShell,
     ProcessType,
     new_pid,
@@ -66,8 +66,8 @@ from connector.store.records import AgreementRecord, NegotiationRecord
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
     from connector.protocol.export_control import ExportRule
-    from connector.services.federation import Resolver
     from connector.services.policy import PeerFacts
+    from connector.services.ports import Resolver
     from connector.store.repository import ContractRepository
 
 log = get_logger(component="negotiation")

@@ -22,11 +22,11 @@ import msgspec
 from connector import jsonbound
 from connector.errors import OutboundRefused, PeerError
 from connector.faults import crash_point
-from connector.identity.keys import Signer
 from connector.logging import get_logger
 from connector.protocol import messages as m
 from connector.protocol.errors import MessageError
 from connector.protocol.negotiation import Role
+from connector.services.ports import OutboundClient
 
 RETRY_BASE_S = 0.2
 RETRY_MAX_S = 10.0
@@ -83,26 +83,6 @@ R = TypeVar("R", bound="_Process")
 #: Marks a pending message that opens a process: its acknowledgement carries the peer's pid, and a refusal
 #: of it is never reconciled through the peer's view (there is none yet).
 OPENING = "opening"
-
-
-class PeerAnswer(Protocol):
-    """What the shell reads of a peer's answer."""
-
-    @property
-    def status(self) -> int: ...
-    @property
-    def body(self) -> bytes: ...
-    def json(self) -> Any: ...
-
-
-class OutboundClient(Protocol):
-    """The node's outbound HTTP client as the services use it (``connector.http.outbound.PeerClient``): one
-    bounded request through the outbound guard, and the guard's early check of a peer-given address."""
-
-    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Signer | None = None,
-                      headers: dict[str, str] | None = None) -> PeerAnswer: ...
-
-    def check_target(self, url: str, *, backend: bool = False) -> Any: ...
 
 
 @dataclass(frozen=True)

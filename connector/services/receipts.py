@@ -43,15 +43,15 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import sqlite_utils
 
 from connector.errors import BadRequest, Conflict, NotFound, PeerError, Unauthorized
 from connector.identity import proof
-from connector.identity.keys import Signer
 from connector.logging import get_logger
+from connector.services.ports import PeerRequester, Resolver
 from connector.services.usage import allowance, head_verifier, now_text
 from connector.store import usage as store
 from usage_policies import PolicyError, ledger
@@ -83,29 +83,6 @@ def _backoff(attempt: int) -> float:
     return float(min(RETRY_MAX_S, 0.2 * 2 ** max(0, attempt - 1)) * _jitter.uniform(0.8, 1.2))
 
 
-class Answer(Protocol):
-    """A peer's whole (bounded) answer."""
-
-    @property
-    def status(self) -> int: ...
-    @property
-    def body(self) -> bytes: ...
-    def json(self) -> Any: ...
-
-
-class Outbound(Protocol):
-    """The node's guarded outbound client (``connector.http.outbound.PeerClient``), as far as it is used here."""
-
-    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Signer | None = None,
-                      headers: dict[str, str] | None = None) -> Answer: ...
-
-
-class Resolver(Protocol):
-    """DID resolution (``connector.identity.resolver.DidResolver``)."""
-
-    async def resolve(self, did: str) -> dict[str, Any]: ...
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -121,7 +98,7 @@ class ReceiptService:
     *clock* the time of anomalies, acknowledgements and revocations."""
 
     def __init__(
-        self, repo: UsageRepository, contracts: ContractRepository, usage: UsageService, client: Outbound,
+        self, repo: UsageRepository, contracts: ContractRepository, usage: UsageService, client: PeerRequester,
         resolver: Resolver, *, participant_by_id: Callable[[str], ParticipantRuntime | None],
         peer_facts: Callable[[ParticipantRuntime, str], Awaitable[PeerFacts]],
         destroy_data: Callable[[ParticipantRuntime, str], Awaitable[Deletion]], receipts_overdue_s: float,

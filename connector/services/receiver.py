@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import Kind, State
 from connector.services.dataplane import SEALED_DETAIL, MoveFailed, wire_length
-from connector.services.process_shell import Key, backoff, now_text
+from connector.services.process_shell import Key, backoff
 from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
     MANIFEST_PROPERTY,
@@ -60,7 +59,6 @@ from connector.services.transfer import (
 from connector.store.records import TransferRecord
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
     from connector.services.vault import VaultWriter
 
@@ -76,7 +74,6 @@ class _Stopped(Exception):
 
 async def pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
     """Pull the payload of a STARTED transfer into the vault, then complete the transfer."""
-    node = service.node
     try:
         await _pull(service, participant, transfer_id)
     except (asyncio.CancelledError, _Stopped):
@@ -85,19 +82,18 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
         # key is not ours); OutboundRefused: the provider's data address leads where the guard refuses to go.
         log.warning("pull failed", id=transfer_id, reason=str(exc))
         await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
-        record = await node.transfers_repo.get(participant.id, transfer_id)
+        record = await service.repository.get(participant.id, transfer_id)
         if record is not None:
-            node.vault.discard_partial(participant, record.agreement_id, record.id)
+            service.vault.discard_partial(participant, record.agreement_id, record.id)
     except Exception:
         log.exception("pull stopped", id=transfer_id)
 
 
 async def _pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
-    node = service.node
-    record = await node.transfers_repo.get(participant.id, transfer_id)
+    record = await service.repository.get(participant.id, transfer_id)
     if record is None or record.state != State.STARTED.value or record.data_address is None:
         return
-    if reason := await _not_receivable(node, participant, record):
+    if reason := await _not_receivable(service, participant, record):
         raise MoveFailed(reason)
     address = record.data_address
     endpoint, token = address.get("endpoint"), _property(address, "authorization")
@@ -112,53 +108,54 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
             raise MoveFailed(f"the provider seals with {str(scheme)[:100]!r}; this node reads {SEALING_SCHEME}")
         seal_key = push_key(participant, record, ephemeral)
         if record.manifest is None:  # first time only (a resumed pull keeps the same key)
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed", SEALED_DETAIL)
+            await service.repository.add_event(participant.id, record.id, service.timestamp(), "sealed", SEALED_DETAIL)
     if record.manifest is None:
         record = await _fetch_manifest(service, participant, record, address, headers)
     assert record.manifest is not None
     manifest = manifests.decode(record.manifest)
-    target = node.vault.partial_path(participant, record.agreement_id, record.id)
+    target = service.vault.partial_path(participant, record.agreement_id, record.id)
     await asyncio.to_thread(filemodes.make_dir, target.parent)
-    retries = node.config.node.transfer_chunk_retries
+    retries = service.chunk_retries
     failures: dict[int, int] = {}
-    deadline = time.time() + node.config.node.transfer_stall_timeout_s
+    deadline = service.now() + service.stall_timeout
     attempt = 0
     progress = _Progress(record.received)
     if progress.received:
-        await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+        await service.repository.add_event(participant.id, record.id, service.timestamp(), "resume",
                                             f"resuming the pull at byte {progress.received} of {manifest.size}")
     while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
         try:
             await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress,
                                seal_key)
-            deadline = time.time() + node.config.node.transfer_stall_timeout_s
+            deadline = service.now() + service.stall_timeout
             attempt = 0
         except _BadChunk as exc:
             failures[exc.index] = failures.get(exc.index, 0) + 1
             if failures[exc.index] > retries:
                 raise MoveFailed(f"chunk {exc.index} failed verification {failures[exc.index]} times "
                                  f"({exc.why}); giving up") from None
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
+            await service.repository.add_event(participant.id, record.id, service.timestamp(), "retry",
                                                 f"chunk {exc.index} {exc.why}; fetching it again")
         except OutboundRefused:
             raise  # final: the pull is terminated with the guard's reason
         except (PeerError, OSError, ConnectionError) as exc:
             attempt += 1
             delay = backoff(attempt)
-            if time.time() + delay > deadline:
+            if service.now() + delay > deadline:
                 raise MoveFailed(f"the provider's data endpoint failed for "
-                                 f"{node.config.node.transfer_stall_timeout_s:.0f} s: {exc}") from None
+                                 f"{service.stall_timeout:.0f} s: {exc}") from None
             log.info("pull interrupted; resuming", id=record.id, at=progress.received, error=str(exc)[:200])
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+            await service.repository.add_event(participant.id, record.id, service.timestamp(), "resume",
                                                 f"stream interrupted ({str(exc)[:200]}); resuming at byte "
                                                 f"{progress.received} in {delay:.1f} s")
             await asyncio.sleep(delay)
     await _finish(service, participant, record, manifest, target)
 
 
-async def _not_receivable(node: Node, participant: ParticipantRuntime, record: TransferRecord) -> str | None:
+async def _not_receivable(service: TransferService, participant: ParticipantRuntime, record: TransferRecord
+                          ) -> str | None:
     """Why the agreement's data may no longer be received here (revoked meanwhile), or None."""
-    agreement = await node.contracts.agreement(participant.id, record.agreement_id)
+    agreement = await service.contracts.agreement(participant.id, record.agreement_id)
     if agreement is None or agreement.state != "FINALIZED":
         state = agreement.state if agreement is not None else "unknown"
         return f"agreement {record.agreement_id} is {state} here: its data may no longer be received"
@@ -177,9 +174,8 @@ class _Dropped(PeerError):
 
 async def _fetch_manifest(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                           address: dict[str, Any], headers: dict[str, str]) -> TransferRecord:
-    node = service.node
     url = _property(address, MANIFEST_PROPERTY) or f"{address['endpoint']}/manifest"
-    response = await node.client.request("GET", url, signer=participant.signer, headers=headers)
+    response = await service.client.request("GET", url, signer=participant.signer, headers=headers)
     if response.status != 200:
         raise MoveFailed(f"the provider refused the manifest request ({response.status})")
     return await _accept_manifest(service, participant, record, response.json())
@@ -190,24 +186,23 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
     """Check the provider's manifest and envelope (signature, binding, vault quota), then store them.
 
     The transfer must still be STARTED (:class:`_Stopped` otherwise); *changes* are stored with them."""
-    node = service.node
     if not isinstance(body, dict):
         raise MoveFailed("the manifest does not verify: the body is not a JSON object")
     try:
         manifest = manifests.decode(body.get("manifest"))
-        document = await node.resolver.resolve(record.counterparty_did)
+        document = await service.resolver.resolve(record.counterparty_did)
         binding = manifests.Binding(agreement_id=record.agreement_id, provider_pid=record.provider_pid or "",
                                     consumer_pid=record.id, provider=record.counterparty_did, consumer=participant.did)
         manifests.verify_envelope(body.get("envelope"), manifest, document, binding)
     except (manifests.ManifestError, TdsError) as exc:
         raise MoveFailed(f"the manifest does not verify: {exc}") from exc
-    quota = node.config.node.vault_quota_bytes
-    used = await asyncio.to_thread(node.vault.usage, participant)
+    quota = service.vault_quota_bytes
+    used = await asyncio.to_thread(service.vault.usage, participant)
     if used + manifest.size > quota:
         raise MoveFailed(f"vault quota exceeded: {manifest.size} more bytes would make {used + manifest.size} of the "
                          f"participant's {quota} (node.vault_quota_bytes)")
     async with service.lock((participant.id, record.id)):
-        current = await node.transfers_repo.get(participant.id, record.id)
+        current = await service.repository.get(participant.id, record.id)
         if current is None or current.state != State.STARTED.value:
             raise _Stopped
         bundle = manifests.bundle(manifest, body["envelope"], document)
@@ -216,7 +211,7 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
         updated = await service.commit(current, updated, "manifest",
                                        f"manifest of {manifest.size} bytes in {len(manifest.chunks)} chunks "
                                        f"({manifest.algorithm}), envelope signed by {record.counterparty_did}")
-    partial = node.vault.partial_path(participant, updated.agreement_id, updated.id)
+    partial = service.vault.partial_path(participant, updated.agreement_id, updated.id)
     await asyncio.to_thread(partial.unlink, missing_ok=True)
     return updated
 
@@ -232,13 +227,12 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
                        manifest: manifests.Manifest, endpoint: str, headers: dict[str, str], target: Path,
                        progress: _Progress, seal_key: bytes | None = None) -> None:
     """One GET from the resume point on, advancing *progress* as chunks are verified and written."""
-    node = service.node
-    with await _open_writer(node, participant, record, manifest, target, progress) as out:
+    with await _open_writer(service, participant, record, manifest, target, progress) as out:
         send = dict(headers)
         if progress.received:
             send["Range"] = f"bytes={progress.received}-"
         try:
-            async with node.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
+            async with service.client.stream(endpoint, signer=participant.signer, headers=send) as resp:
                 if resp.status == 401:
                     raise MoveFailed("the provider refused the transfer token")
                 if resp.status != (206 if progress.received else 200):
@@ -250,16 +244,16 @@ async def _stream_once(service: TransferService, participant: ParticipantRuntime
             raise _Dropped(exc.message) from exc
 
 
-async def _open_writer(node: Node, participant: ParticipantRuntime, record: TransferRecord,
+async def _open_writer(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                        manifest: manifests.Manifest, target: Path, progress: _Progress) -> VaultWriter:
     """The vault's partial file of a transfer, open at the resume point (moved back, and saved, if the
     file lost its tail since that point was committed). The caller closes it."""
-    out = await asyncio.to_thread(node.vault.writer, participant, record.agreement_id, target,
+    out = await asyncio.to_thread(service.vault.writer, participant, record.agreement_id, target,
                                   chunk_size=manifest.chunk_size, received=progress.received)
     try:
         if out.received < progress.received:
             progress.received = out.received
-            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+            await service.repository.set_received(participant.id, record.id, progress.received)
         if manifest.size == 0 and out.next_index == 0:  # an empty payload is one empty (last) chunk
             out.write(0, b"", last=True)
     except BaseException:
@@ -277,10 +271,9 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
     A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
     event loop receives chunk *n+1* into the other of two reusable buffers (memory: two chunks).
     """
-    node = service.node
     loop = asyncio.get_running_loop()
     last = max(len(manifest.chunks), 1) - 1
-    stall = node.config.node.transfer_stall_timeout_s
+    stall = service.stall_timeout
     tag = sealing.TAG_SIZE if seal_key is not None else 0
     buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
     half = manifest.size // 2
@@ -309,7 +302,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
         progress.received += pending_length
         if progress.received - checkpoint >= CHECKPOINT_BYTES:
             out.flush()
-            await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+            await service.repository.set_received(participant.id, record.id, progress.received)
             checkpoint = progress.received
             if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
                 crash_point("consumer-mid-receive")
@@ -351,7 +344,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
                         progress.received += pending_length
             out.flush()
             if progress.received != checkpoint:
-                await node.transfers_repo.set_received(participant.id, record.id, progress.received)
+                await service.repository.set_received(participant.id, record.id, progress.received)
 
         await _uninterrupted(keep())
 
@@ -412,7 +405,7 @@ class Inbox:
             except _Stopped:
                 raise Unauthorized("the token is not valid for this transfer, caller or state") from None
             if ephemeral:
-                await service.node.transfers_repo.add_event(participant.id, record.id, now_text(), "sealed",
+                await service.repository.add_event(participant.id, record.id, service.timestamp(), "sealed",
                                                             SEALED_DETAIL)
         else:
             try:
@@ -450,11 +443,10 @@ class Inbox:
     async def _receive(self, participant: ParticipantRuntime, key: Key, offset: int | None, length: int | None,
                        content: StreamReader) -> Received:
         service = self.service
-        node = service.node
-        record = await node.transfers_repo.get(*key)
+        record = await service.repository.get(*key)
         if record is None or record.state != State.STARTED.value or record.manifest is None:
             raise Unauthorized("the token is not valid for this transfer, caller or state")
-        if reason := await _not_receivable(node, participant, record):
+        if reason := await _not_receivable(service, participant, record):
             await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED.value)
             raise Conflict(reason)
         manifest = manifests.decode(record.manifest)
@@ -467,11 +459,11 @@ class Inbox:
             return Received(record.received, resend=f"this transfer resumes at byte {record.received}")
         if length != wire_length(manifest, record.received, seal_key is not None):
             raise BadRequest("Content-Length does not match the rest of the payload from this offset")
-        target = node.vault.partial_path(participant, record.agreement_id, record.id)
+        target = service.vault.partial_path(participant, record.agreement_id, record.id)
         progress = _Progress(record.received)
         try:
             await asyncio.to_thread(filemodes.make_dir, target.parent)
-            with await _open_writer(node, participant, record, manifest, target, progress) as out:
+            with await _open_writer(service, participant, record, manifest, target, progress) as out:
                 if progress.received != record.received:  # the file lost its tail: resume further back
                     return Received(progress.received,
                                     resend=f"this transfer resumes at byte {progress.received}")
@@ -479,13 +471,13 @@ class Inbox:
         except _BadChunk as exc:
             counts = self._failures.setdefault(key, {})
             counts[exc.index] = counts.get(exc.index, 0) + 1
-            if counts[exc.index] > node.config.node.transfer_chunk_retries:
+            if counts[exc.index] > service.chunk_retries:
                 self._failures.pop(key, None)
                 reason = f"chunk {exc.index} failed verification {counts[exc.index]} times ({exc.why}); giving up"
                 await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED.value)
-                node.vault.discard_partial(participant, record.agreement_id, record.id)
+                service.vault.discard_partial(participant, record.agreement_id, record.id)
                 raise Conflict(reason) from None
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "retry",
+            await service.repository.add_event(participant.id, record.id, service.timestamp(), "retry",
                                                 f"chunk {exc.index} {exc.why}; asked the provider again")
             return Received(progress.received, resend=f"chunk {exc.index} {exc.why}")
         except (_Dropped, ConnectionError, ClientError, asyncio.IncompleteReadError) as exc:
@@ -495,11 +487,11 @@ class Inbox:
         except StorageError as exc:  # the vault refuses this data for good (its folder's key is not ours)
             reason = f"the data cannot be stored here: {exc}"
             await service.do(participant, record.id, "terminate", reason[:900], expected_state=State.STARTED.value)
-            node.vault.discard_partial(participant, record.agreement_id, record.id)
+            service.vault.discard_partial(participant, record.agreement_id, record.id)
             raise Conflict(reason) from None
         except OSError as exc:  # our own storage failed: not the provider's fault, and not a resend loop
             log.error("push not stored", id=record.id, error=str(exc)[:200])
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "error",
+            await service.repository.add_event(participant.id, record.id, service.timestamp(), "error",
                                                 f"the vault could not store the data: {str(exc)[:200]}")
             raise StorageError(f"the consumer could not store the data ({exc.strerror or exc})") from None
         self._failures.pop(key, None)
@@ -522,10 +514,10 @@ def push_key(participant: ParticipantRuntime, record: TransferRecord, ephemeral:
 
 async def finish_push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
     """Consumer: every pushed chunk is verified and written; place the file and complete the transfer."""
-    record = await service.node.transfers_repo.get(participant.id, transfer_id)
+    record = await service.repository.get(participant.id, transfer_id)
     if record is None or record.manifest is None or record.state != State.STARTED.value:
         return
-    target = service.node.vault.partial_path(participant, record.agreement_id, record.id)
+    target = service.vault.partial_path(participant, record.agreement_id, record.id)
     if await asyncio.to_thread(target.exists):
         await _finish(service, participant, record, manifests.decode(record.manifest), target)
 
@@ -533,13 +525,13 @@ async def finish_push(service: TransferService, participant: ParticipantRuntime,
 async def _finish(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                   manifest: manifests.Manifest, target: Path) -> None:
     """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
-    node = service.node
     async with service.lock((participant.id, record.id)):
-        current = await node.transfers_repo.get(participant.id, record.id)
+        current = await service.repository.get(participant.id, record.id)
         if current is None or current.state != State.STARTED.value or current.pending is not None:
             return
-        final = await asyncio.to_thread(node.vault.keep, target, record.asset_id or record.id, current.envelope or {})
-        relative = str(final.relative_to(node.data_dir))
+        final = await asyncio.to_thread(service.vault.keep, target, record.asset_id or record.id,
+                                        current.envelope or {})
+        relative = str(final.relative_to(service.data_dir))
         current = _replace(current, received=manifest.size, vault_path=relative)
         log.info("payload verified", id=record.id, bytes=manifest.size, chunks=len(manifest.chunks), path=relative)
         await service._send(participant, current, Kind.COMPLETION)

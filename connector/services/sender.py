@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from connector.errors import OutboundRefused, PeerError
 from connector.faults import crash_point
-from connector.http.outbound import PeerResponse
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import State
 from connector.services.dataplane import MoveFailed, wire_length
-from connector.services.process_shell import backoff, now_text, peer_reason
+from connector.services.ports import PeerAnswer
+from connector.services.process_shell import backoff, peer_reason
 from connector.services.transfer import SEALING_SCHEME, TransferService, _replace
 from connector.store.records import TransferRecord
 
@@ -121,8 +120,7 @@ async def push(service: TransferService, participant: ParticipantRuntime, transf
 
 
 async def _push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
-    node = service.node
-    record = await node.transfers_repo.get(participant.id, transfer_id)
+    record = await service.repository.get(participant.id, transfer_id)
     if (record is None or record.state != State.STARTED.value or record.data_address is None
             or record.manifest is None):
         return
@@ -137,8 +135,8 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
     if seal_key is not None:
         offer["sealing"] = {"scheme": SEALING_SCHEME, "ephemeralKey": source.get("ephemeral")}
     headers = {"Authorization": f"Bearer {token}"}
-    stall = node.config.node.transfer_stall_timeout_s
-    deadline = time.time() + stall
+    stall = service.stall_timeout
+    deadline = service.now() + stall
     attempt, best = 0, -1
     while True:
         path, problem = await source_file(source)
@@ -146,19 +144,19 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
             raise MoveFailed(problem)
         try:
             # The envelope first: the consumer checks it (once) and answers its resume point.
-            answer = await node.client.request("PUT", f"{endpoint}/manifest", json_body=offer,
+            answer = await service.client.request("PUT", f"{endpoint}/manifest", json_body=offer,
                                                signer=participant.signer, headers=headers)
             if answer.status == 401 and await _consumer_moved_on(service, participant, record):
                 return
             offset = _resume_point(answer, manifest, "manifest")
             if offset > best:  # progress since the last attempt: the stall clock starts again
-                deadline, best, attempt = time.time() + stall, offset, 0
+                deadline, best, attempt = service.now() + stall, offset, 0
             if offset < manifest.size:
                 detail = (f"the consumer holds {offset} of {manifest.size} bytes; pushing the rest" if offset else
                           f"pushing {manifest.size} bytes to {endpoint}" + (", sealed end to end" if seal_key else ""))
-                await node.transfers_repo.add_event(participant.id, record.id, now_text(), "push", detail)
+                await service.repository.add_event(participant.id, record.id, service.timestamp(), "push", detail)
                 body = _chunks(path, manifest, offset // manifest.chunk_size, seal_key, record.id)
-                answer = await node.client.upload(f"{endpoint}?offset={offset}", body,
+                answer = await service.client.upload(f"{endpoint}?offset={offset}", body,
                                                   wire_length(manifest, offset, seal_key is not None),
                                                   signer=participant.signer, headers=headers, read_timeout_s=stall)
                 if answer.status == 422:  # a chunk did not verify there, or it resumes elsewhere: again, from
@@ -171,12 +169,12 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
         except (PeerError, _Resend) as exc:
             attempt += 1
             delay = backoff(attempt)
-            if time.time() + delay > deadline:
+            if service.now() + delay > deadline:
                 raise MoveFailed(f"the consumer's receiving endpoint made no progress for {stall:g} s: "
                                  f"{exc}") from None
             log.info("push interrupted; resuming", id=record.id, error=str(exc)[:200])
             what = "the consumer asked for a resend" if isinstance(exc, _Resend) else "push interrupted"
-            await node.transfers_repo.add_event(participant.id, record.id, now_text(), "resume",
+            await service.repository.add_event(participant.id, record.id, service.timestamp(), "resume",
                                                 f"{what} ({str(exc)[:200]}); again in {delay:.1f} s")
             await asyncio.sleep(delay)
 
@@ -190,7 +188,7 @@ async def _pushed(service: TransferService, participant: ParticipantRuntime, rec
     """The consumer holds every byte: note it, so that a restart waits for its completion instead of pushing."""
     log.info("payload pushed", id=record.id, bytes=manifest.size)
     async with service.lock((participant.id, record.id)):
-        current = await service.node.transfers_repo.get(participant.id, record.id)
+        current = await service.repository.get(participant.id, record.id)
         if current is None or current.state != State.STARTED.value or current.data_address is None:
             return
         done = _replace(current, data_address={**current.data_address, "pushed": True})
@@ -209,7 +207,7 @@ async def _consumer_moved_on(service: TransferService, participant: ParticipantR
     return False
 
 
-def _resume_point(answer: PeerResponse, manifest: manifests.Manifest, what: str) -> int:
+def _resume_point(answer: PeerAnswer, manifest: manifests.Manifest, what: str) -> int:
     """The consumer's resume point from its answer (a chunk boundary within the payload), or why not."""
     if answer.status in (400, 401, 403, 404, 409, 413):
         raise MoveFailed(f"the consumer refused the {what} ({answer.status}: {peer_reason(answer.body)})")

@@ -31,10 +31,11 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -49,6 +50,7 @@ from connector.protocol.transfer import TERMINAL, TRANSITIONS, Kind, Role, State
 from connector.protocol.transfer import receive as table_receive
 from connector.protocol.transfer import send as table_send
 from connector.services import addresses
+from connector.services.ports import OutboundClient, PeerAnswer
 from connector.services.process_shell import (
     OPENING,
     Key,
@@ -61,8 +63,13 @@ from connector.services.process_shell import (
 from connector.store.records import Asset, TransferRecord
 
 if TYPE_CHECKING:
-    from connector.node import Node
+    from connector.identity.keys import Signer
     from connector.participant import ParticipantRuntime
+    from connector.protocol.export_control import ExportRule
+    from connector.services.policy import PeerFacts
+    from connector.services.ports import Resolver
+    from connector.services.vault import Vault
+    from connector.store.repository import ContractRepository, TransferRepository
 
 log = get_logger(component="transfer")
 
@@ -90,6 +97,16 @@ STEPS: dict[str, Kind] = {
 
 Script = Callable[[TransferRecord], "str | None"]
 
+
+class DataClient(OutboundClient, Protocol):
+    """The outbound client as transfers use it (``PeerClient``): besides DSP messages, a payload streamed
+    from the provider (a pull) and a payload streamed to the consumer (a push)."""
+
+    def stream(self, url: str, *, signer: Signer | None = None, headers: dict[str, str] | None = None,
+               read_timeout_s: float | None = None, backend: bool = False) -> AbstractAsyncContextManager[Any]: ...
+
+    async def upload(self, url: str, body: AsyncIterable[bytes], length: int, *, signer: Signer | None = None,
+                     headers: dict[str, str] | None = None, read_timeout_s: float | None = None) -> PeerAnswer: ...
 
 
 class TransferError(InvalidTransition):
@@ -123,7 +140,7 @@ def _property(address: dict[str, Any] | None, name: str) -> str | None:
     return None
 
 
-def push_target(address: dict[str, Any] | None, node: Node) -> dict[str, str]:
+def push_target(address: dict[str, Any] | None, client: OutboundClient) -> dict[str, str]:
     """The consumer's receiving endpoint and token from a push request's data address (untrusted input:
     the endpoint must pass the outbound guard, the token must be there; 400 naming the field otherwise)."""
     if not isinstance(address, dict):
@@ -134,7 +151,7 @@ def push_target(address: dict[str, Any] | None, node: Node) -> dict[str, str]:
         raise MessageError("the dataAddress needs an endpoint (a URL of at most 2048 characters)",
                            path="dataAddress.endpoint")
     try:
-        node.client.check_target(endpoint)
+        client.check_target(endpoint)
     except OutboundRefused as exc:
         raise MessageError(f"dataAddress.endpoint refused: {exc.message}", path="dataAddress.endpoint") from exc
     token = _property(address, "authorization")
@@ -145,12 +162,67 @@ def push_target(address: dict[str, Any] | None, node: Node) -> dict[str, str]:
 
 
 class TransferService(ProcessShell[TransferRecord]):
+    """Both roles of the transfer process over DSP, for every hosted participant, and the movers of its bytes
+    (``connector.services.sender``, ``connector.services.receiver``), which read what they use from here.
+
+    What it is given: *repository*, the transfer processes and manifests (``TransferRepository``);
+    *contracts*, the agreements and negotiations (``ContractRepository``); *client*, the outbound client;
+    *vault*, where received data is written (``Vault``); *participant_by_id*, the hosted participants;
+    *resolver*, for the DID documents (the provider's envelope signature, the consumer's key-agreement key);
+    *dsp_base_of*, how a peer named by the operator is found; *peer_facts*, what is known of a peer (the
+    policy's facts); *data_dir* and *data_roots*, where asset files may lie; *export_rules*; whether
+    *encrypt_transfers* always; *conformance_caller*: whether a DID is the compatibility kit's; the timeouts
+    (delivery, start, stall), the token lifetime, the chunk retries and the vault quota; and *clock* (POSIX
+    seconds)."""
+
     process = ProcessType(name="transfer", path="transfers", kinds=Kind, states=State, transitions=TRANSITIONS,
                           ack=m.TransferProcess, crash_prefix="after-delivering-transfer-")
 
-    def __init__(self, node: Node) -> None:
-        super().__init__(node.client)
-        self.node = node
+    def __init__(
+        self,
+        repository: TransferRepository,
+        contracts: ContractRepository,
+        client: DataClient,
+        vault: Vault,
+        *,
+        participant_by_id: Callable[[str], ParticipantRuntime | None],
+        resolver: Resolver,
+        dsp_base_of: Callable[[str], Awaitable[str]],
+        peer_facts: Callable[[ParticipantRuntime, str], Awaitable[PeerFacts]],
+        data_dir: Path,
+        data_roots: Mapping[str, list[str]] | None = None,
+        export_rules: Sequence[ExportRule] = (),
+        encrypt_transfers: bool = False,
+        conformance_caller: Callable[[str], bool] = lambda _did: False,
+        delivery_timeout_s: float,
+        start_timeout_s: float,
+        stall_timeout_s: float,
+        token_ttl_s: float,
+        chunk_retries: int,
+        vault_quota_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(client, clock=clock)
+        self.repository = repository
+        self.contracts = contracts
+        self.client = client
+        self.vault = vault
+        self.resolver = resolver
+        self.data_dir = data_dir
+        self._participant_by_id = participant_by_id
+        self._dsp_base_of = dsp_base_of
+        self._peer_facts = peer_facts
+        #: ``[data_roots]`` and the export rules, read at each use (the confinement, a provider's start).
+        self.data_roots: Mapping[str, list[str]] = data_roots or {}
+        self.export_rules: Sequence[ExportRule] = export_rules
+        self._encrypt_transfers = encrypt_transfers
+        self._conformance_caller = conformance_caller
+        self.delivery_timeout = delivery_timeout_s
+        self.start_timeout = start_timeout_s
+        self.stall_timeout = stall_timeout_s
+        self.token_ttl = token_ttl_s
+        self.chunk_retries = chunk_retries
+        self.vault_quota_bytes = vault_quota_bytes
         #: The task moving each transfer's bytes: a consumer's pull or a provider's push.
         self._movers: dict[Key, asyncio.Task[None]] = {}
         #: Provider: the data responses being streamed per transfer (cut off when it leaves STARTED).
@@ -163,15 +235,15 @@ class TransferService(ProcessShell[TransferRecord]):
 
     def confinement(self, participant: ParticipantRuntime) -> addresses.Confinement:
         """Where *participant*'s asset files may lie (its own ``files/NAME/`` and the roots given to it)."""
-        return addresses.confinement(self.node.data_dir, participant.name, self.node.config.data_roots)
+        return addresses.confinement(self.data_dir, participant.name, self.data_roots)
 
-    @property
-    def _stall_timeout(self) -> float:
-        return self.node.config.node.transfer_stall_timeout_s
+    def now(self) -> float:
+        """The service's clock (POSIX seconds)."""
+        return self._clock()
 
-    @property
-    def delivery_timeout(self) -> float:
-        return self.node.config.node.delivery_timeout_s
+    def timestamp(self) -> str:
+        """Now by the service's clock, as stored in the records and their history."""
+        return now_text(self._clock())
 
     # -- plumbing (the rest is ProcessShell's) ----------------------------------------------------------
 
@@ -179,10 +251,10 @@ class TransferService(ProcessShell[TransferRecord]):
         return State(record.state) in TERMINAL
 
     async def load(self, key: Key) -> TransferRecord | None:
-        return await self.node.transfers_repo.get(*key)
+        return await self.repository.get(*key)
 
     async def _unfinished(self) -> list[TransferRecord]:
-        return await self.node.transfers_repo.all_active()
+        return await self.repository.all_active()
 
     async def close(self) -> None:
         await self._close(*self._movers.values())
@@ -198,12 +270,12 @@ class TransferService(ProcessShell[TransferRecord]):
             new = _replace(new, expires_at=None)
             self._push_seen.pop((new.participant_id, new.id), None)
         elif new.expires_at is None or old.state != new.state:
-            limit = self.node.config.node.transfer_start_timeout_s if waiting else self._stall_timeout
-            new = _replace(new, expires_at=time.time() + limit)
-        new = _replace(new, updated_at=now_text())
+            limit = self.start_timeout if waiting else self.stall_timeout
+            new = _replace(new, expires_at=self._clock() + limit)
+        new = _replace(new, updated_at=self.timestamp())
         # The resume point moves on its own while bytes arrive (set_received): only a commit that changes
         # it writes it, so a state change committed meanwhile cannot move it back.
-        if not await self.node.transfers_repo.update(new, expected_state=old.state, event=event, detail=detail,
+        if not await self.repository.update(new, expected_state=old.state, event=event, detail=detail,
                                                      keep_received=new.received == old.received):
             raise TransferError("the transfer changed concurrently; retry", old, status=409)
         if old.state != new.state:
@@ -217,7 +289,7 @@ class TransferService(ProcessShell[TransferRecord]):
     # -- the timer: delivery retries, and the consumer's wait for a start ----------------------------
 
     def _participant(self, key: Key) -> ParticipantRuntime | None:
-        return self.node.participant_by_id(key[0])
+        return self._participant_by_id(key[0])
 
     async def _on_deadline(self, participant: ParticipantRuntime, record: TransferRecord, now: float) -> None:
         key = (record.participant_id, record.id)
@@ -226,16 +298,16 @@ class TransferService(ProcessShell[TransferRecord]):
                 # Look again a stall period from now (kept in memory: the row is not rewritten while the
                 # receiving side advances its resume point).
                 self._push_seen[key] = record.received
-                self._due[key] = now + self._stall_timeout
+                self._due[key] = now + self.stall_timeout
                 self._wake.set()
                 return
             self._push_seen.pop(key, None)
             got = ("not even the manifest" if record.size is None else
                    f"{record.received} of {record.size} bytes received")
             await self._send(participant, record, Kind.TERMINATION,
-                             f"{record.counterparty_did} sent no data for {self._stall_timeout:g} s ({got})")
+                             f"{record.counterparty_did} sent no data for {self.stall_timeout:g} s ({got})")
             return
-        timeout = self.node.config.node.transfer_start_timeout_s
+        timeout = self.start_timeout
         await self._send(participant, record, Kind.TERMINATION,
                          f"{record.counterparty_did} did not start the transfer within {timeout:.0f} s")
 
@@ -245,16 +317,16 @@ class TransferService(ProcessShell[TransferRecord]):
                     *, push: bool = False) -> TransferRecord:
         """Ask the provider of *agreement_id* for its data (pulled, or pushed to us with *push*); returns once
         the provider acknowledged."""
-        agreement = await self.node.contracts.agreement(participant.id, agreement_id)
+        agreement = await self.contracts.agreement(participant.id, agreement_id)
         if agreement is None or agreement.role != Role.CONSUMER.value:
             raise BadRequest(f"no agreement {agreement_id!r} where this participant is the consumer",
                              path="agreementId")
         if agreement.state != "FINALIZED":
             raise Conflict(f"agreement {agreement_id!r} is {agreement.state}, not FINALIZED")
         if peer:
-            dsp = await self.node.federation.dsp_base_of(peer)
+            dsp = await self._dsp_base_of(peer)
         else:
-            negotiation = await self.node.contracts.negotiation(participant.id, agreement.negotiation_id)
+            negotiation = await self.contracts.negotiation(participant.id, agreement.negotiation_id)
             if negotiation is None or not negotiation.counterparty_address:
                 raise BadRequest("the provider's address is not known; give the peer", path="peer")
             dsp = negotiation.counterparty_address
@@ -277,7 +349,7 @@ class TransferService(ProcessShell[TransferRecord]):
                          {"@type": "EndpointProperty", "name": "authType", "value": "bearer"}]}
         message = m.TransferRequestMessage(consumerPid=pid, agreementId=agreement_id, format=fmt,
                                            callbackAddress=participant.dsp_base, dataAddress=inbox)
-        now = time.time()
+        now = self._clock()
         dsp = dsp.rstrip("/")
         record = TransferRecord(
             participant_id=participant.id, id=pid, role=Role.CONSUMER.value,
@@ -287,12 +359,12 @@ class TransferService(ProcessShell[TransferRecord]):
             token_hash=token_hash(inbox_token) if inbox_token else None,
             pending={"kind": Kind.REQUEST.name, "url": f"{dsp}/transfers/request", "body": m.encode(message),
                      OPENING: True},
-            next_attempt_at=now, deliver_by=now + self.delivery_timeout, created_at=now_text(),
-            updated_at=now_text(),
+            next_attempt_at=now, deliver_by=now + self.delivery_timeout, created_at=self.timestamp(),
+            updated_at=self.timestamp(),
         )
-        await self.node.transfers_repo.create(record, "message-out", "TransferRequestMessage (opening)")
+        await self.repository.create(record, "message-out", "TransferRequestMessage (opening)")
         async with self.lock((participant.id, pid)):
-            current = await self.node.transfers_repo.get(participant.id, pid) or record
+            current = await self.repository.get(participant.id, pid) or record
             return await self._deliver(participant, current)
 
     # -- incoming DSP messages -----------------------------------------------------------------------
@@ -301,34 +373,34 @@ class TransferService(ProcessShell[TransferRecord]):
                          ) -> TransferRecord:
         """A consumer's TransferRequestMessage (we are provider)."""
         table_receive(None, Kind.REQUEST, Role.CONSUMER)
-        existing = await self.node.transfers_repo.by_consumer_pid(participant.id, caller, message.consumerPid)
+        existing = await self.repository.by_consumer_pid(participant.id, caller, message.consumerPid)
         if existing is not None:
-            await self.node.transfers_repo.add_event(participant.id, existing.id, now_text(), "duplicate",
+            await self.repository.add_event(participant.id, existing.id, self.timestamp(), "duplicate",
                                                      "TransferRequestMessage (opening) received again")
             return existing
         if message.format not in FORMATS:
             raise TransferError(f"format {message.format!r} is not offered (this node offers {', '.join(FORMATS)})")
-        agreement = await self.node.contracts.agreement(participant.id, message.agreementId)
-        conformance = self.node.conformance_caller(caller)
+        agreement = await self.contracts.agreement(participant.id, message.agreementId)
+        conformance = self._conformance_caller(caller)
         if agreement is None or agreement.role != Role.PROVIDER.value or (
                 agreement.consumer_did != caller and not conformance):
             raise TransferError(f"no agreement {message.agreementId!r} with you")
         if agreement.state != "FINALIZED":
             raise TransferError(f"agreement {message.agreementId!r} is {agreement.state}, not FINALIZED")
         try:
-            self.node.client.check_target(message.callbackAddress)
+            self._client.check_target(message.callbackAddress)
         except OutboundRefused as exc:
             raise MessageError(f"callbackAddress refused: {exc.message}", path="callbackAddress") from exc
-        target = push_target(message.dataAddress, self.node) if message.format == PUSH else None
+        target = push_target(message.dataAddress, self._client) if message.format == PUSH else None
         pid = new_pid()
         record = TransferRecord(
             participant_id=participant.id, id=pid, role=Role.PROVIDER.value, state=State.REQUESTED.value,
             counterparty_did=caller, agreement_id=agreement.id, provider_pid=pid, consumer_pid=message.consumerPid,
             counterparty_address=message.callbackAddress.rstrip("/"), asset_id=agreement.asset_id,
-            format=message.format, data_address={"push": target} if target else None, created_at=now_text(),
-            updated_at=now_text(),
+            format=message.format, data_address={"push": target} if target else None, created_at=self.timestamp(),
+            updated_at=self.timestamp(),
         )
-        await self.node.transfers_repo.create(record, "message-in", f"TransferRequestMessage (opening) from {caller}")
+        await self.repository.create(record, "message-in", f"TransferRequestMessage (opening) from {caller}")
         crash_point("provider-after-storing-transfer-request")
         log.info("transfer requested", participant=participant.name, id=pid, peer=caller, agreement=agreement.id)
         self._spawn(self._react(participant, record))
@@ -339,8 +411,8 @@ class TransferService(ProcessShell[TransferRecord]):
         """A message about an existing transfer, addressed to our pid *local_pid*."""
         key = (participant.id, local_pid)
         async with self.lock(key):
-            record = await self.node.transfers_repo.get(participant.id, local_pid)
-            if record is None or not (record.counterparty_did == caller or self.node.conformance_caller(caller)):
+            record = await self.repository.get(participant.id, local_pid)
+            if record is None or not (record.counterparty_did == caller or self._conformance_caller(caller)):
                 raise NotFound("no such transfer process")
             role = Role(record.role)
             ours, theirs = ((message.providerPid, message.consumerPid) if role is Role.PROVIDER
@@ -351,7 +423,7 @@ class TransferService(ProcessShell[TransferRecord]):
             try:
                 next_state = table_receive(State(record.state), kind, role.other)
             except InvalidTransition as exc:
-                await self.node.transfers_repo.add_event(participant.id, record.id, now_text(), "error",
+                await self.repository.add_event(participant.id, record.id, self.timestamp(), "error",
                                                          f"refused {kind.value}: {exc.message}")
                 raise TransferError(exc.message, record) from exc
             updated = _replace(record, state=next_state.value)
@@ -369,7 +441,7 @@ class TransferService(ProcessShell[TransferRecord]):
             if next_state is not State.STARTED:
                 self._stop_mover(key)
             if role is Role.CONSUMER and next_state is State.TERMINATED:
-                self.node.vault.discard_partial(participant, updated.agreement_id, updated.id)
+                self.vault.discard_partial(participant, updated.agreement_id, updated.id)
         self._spawn(self._react(participant, updated))
         return updated
 
@@ -398,7 +470,7 @@ class TransferService(ProcessShell[TransferRecord]):
         """Take the node's next move on a transfer in the background (after its bytes arrived)."""
 
         async def go() -> None:
-            record = await self.node.transfers_repo.get(participant.id, transfer_id)
+            record = await self.repository.get(participant.id, transfer_id)
             if record is not None:
                 await self._react(participant, record)
 
@@ -423,7 +495,7 @@ class TransferService(ProcessShell[TransferRecord]):
                  *, expected_state: str | None = None) -> TransferRecord | None:
         """Take *step*, unless the transfer moved on since the step was chosen for *expected_state*."""
         async with self.lock((participant.id, transfer_id)):
-            record = await self.node.transfers_repo.get(participant.id, transfer_id)
+            record = await self.repository.get(participant.id, transfer_id)
             if record is None or State(record.state) in TERMINAL or record.pending is not None:
                 return None
             if expected_state is not None and record.state != expected_state:
@@ -438,23 +510,24 @@ class TransferService(ProcessShell[TransferRecord]):
 
     async def _prepare_start(self, participant: ParticipantRuntime, record: TransferRecord) -> TransferRecord:
         """The provider's checks before a start: policy now, data address, manifest; then a fresh token."""
-        agreement = await self.node.contracts.agreement(participant.id, record.agreement_id)
+        agreement = await self.contracts.agreement(participant.id, record.agreement_id)
         if agreement is None or agreement.state != "FINALIZED":
             raise Refusal(f"agreement {record.agreement_id} is no longer FINALIZED")
         from connector.protocol import export_control
         from connector.services.policy import PolicySyntaxError, decide_transfer
 
-        facts = await self.node.catalog.peer_facts(participant, record.counterparty_did)
+        facts = await self._peer_facts(participant, record.counterparty_did)
         try:
-            decision = decide_transfer(agreement.agreement, facts, target=agreement.asset_id, now=datetime.now(UTC))
+            decision = decide_transfer(agreement.agreement, facts, target=agreement.asset_id,
+                                       now=datetime.fromtimestamp(self._clock(), UTC))
         except PolicySyntaxError as exc:
             raise Refusal(f"the agreement's policy cannot be evaluated: {exc}") from exc
         if not decision.permitted:
             why = "; ".join(decision.reasons) or "no permission applies"
             raise Refusal(f"the agreement's policy does not permit this transfer now: {why}")
-        asset = await self.node.contracts.entry(participant.id, Asset, agreement.asset_id)
+        asset = await self.contracts.entry(participant.id, Asset, agreement.asset_id)
         refused = export_control.refusal(
-            self.node.config.export_control, data_class=asset.data_class if asset else "general",
+            self.export_rules, data_class=asset.data_class if asset else "general",
             holder_region=participant.record.region, recipient_region=facts.region)
         if refused:
             raise Refusal(refused)
@@ -475,9 +548,9 @@ class TransferService(ProcessShell[TransferRecord]):
                                     consumer_pid=record.consumer_pid or "", provider=participant.did,
                                     consumer=record.counterparty_did)
         envelope = manifests.sign_envelope(manifest, binding, participant.keys.signing, key_id=participant.key_id,
-                                           created=now_text())
+                                           created=self.timestamp())
         source: dict[str, Any] = {"path": str(path), "version": version}
-        if asset.data_class in SEALED_CLASSES or self.node.config.node.encrypt_transfers:
+        if asset.data_class in SEALED_CLASSES or self._encrypt_transfers:
             source.update(await self._transfer_key(record, asset.data_class))
         if record.format == PUSH:
             # The consumer's endpoint and token from its request; no data endpoint of ours is opened.
@@ -487,7 +560,7 @@ class TransferService(ProcessShell[TransferRecord]):
         token = secrets.token_urlsafe(32)
         source["token"] = token
         return _replace(record, data_address=source, token_hash=token_hash(token),
-                        token_expires_at=time.time() + self.node.config.node.transfer_token_ttl_s,
+                        token_expires_at=self._clock() + self.token_ttl,
                         manifest=manifests.encode(manifest), envelope=envelope, size=manifest.size)
 
     async def _transfer_key(self, record: TransferRecord, data_class: str) -> dict[str, str]:
@@ -495,7 +568,7 @@ class TransferService(ProcessShell[TransferRecord]):
         from connector.identity import did as dids
         from connector.identity.multikey import X25519_PUB, MultikeyError, decode_multikey, encode_multibase
 
-        document = await self.node.resolver.resolve(record.counterparty_did)
+        document = await self.resolver.resolve(record.counterparty_did)
         multikey = dids.agreement_key(document)
         if multikey is None:
             raise Refusal(f"data classed {data_class!r} is sent end-to-end encrypted, and "
@@ -512,12 +585,12 @@ class TransferService(ProcessShell[TransferRecord]):
         """The manifest of the file's current version (computed once per version, then stored)."""
         stat = await asyncio.to_thread(path.stat)
         version = f"{stat.st_size}:{stat.st_mtime_ns}"
-        stored = await self.node.transfers_repo.manifest(participant.id, asset.id, version)
+        stored = await self.repository.manifest(participant.id, asset.id, version)
         if stored is not None:
             return manifests.decode(stored), version
         manifest = await asyncio.to_thread(compute_manifest, path, asset.content_type)
-        await self.node.transfers_repo.save_manifest(participant.id, asset.id, version, manifests.encode(manifest),
-                                                     now_text())
+        await self.repository.save_manifest(participant.id, asset.id, version, manifests.encode(manifest),
+                                                     self.timestamp())
         return manifest, version
 
     async def _send(self, participant: ParticipantRuntime, record: TransferRecord, kind: Kind,
@@ -532,7 +605,7 @@ class TransferService(ProcessShell[TransferRecord]):
         if kind is Kind.START and role is Role.PROVIDER and updated.data_address:
             # The token travels once, in the start message; only its hash stays beside the data address.
             updated = _replace(updated, data_address={k: v for k, v in updated.data_address.items() if k != "token"})
-        now = time.time()
+        now = self._clock()
         updated = _replace(updated, pending={"kind": kind.name, "url": self._url(updated, kind),
                                              "body": m.encode(message)},
                            attempts=0, next_attempt_at=now, deliver_by=now + self.delivery_timeout)
@@ -540,7 +613,7 @@ class TransferService(ProcessShell[TransferRecord]):
         if next_state is not State.STARTED:
             self._stop_mover((record.participant_id, record.id))
         if role is Role.CONSUMER and next_state is State.TERMINATED:
-            self.node.vault.discard_partial(participant, updated.agreement_id, updated.id)
+            self.vault.discard_partial(participant, updated.agreement_id, updated.id)
         return await self._deliver(participant, updated)
 
     def _message(self, record: TransferRecord, kind: Kind, reason: str) -> m.Message:
@@ -548,7 +621,7 @@ class TransferService(ProcessShell[TransferRecord]):
         if kind is Kind.START:
             address = None
             if record.role == Role.PROVIDER.value and record.data_address and record.format != PUSH:
-                participant = self.node.participant_by_id(record.participant_id)
+                participant = self._participant_by_id(record.participant_id)
                 assert participant is not None
                 endpoint = f"{participant.base_url}/data/{record.id}"
                 address = {
@@ -625,7 +698,7 @@ class TransferService(ProcessShell[TransferRecord]):
         deleted: nothing may arrive afterwards); return how many were terminated."""
         stopped = 0
         active = [State.REQUESTED.value, State.STARTED.value, State.SUSPENDED.value]
-        for record in await self.node.transfers_repo.find(participant.id, states=active, agreement_id=agreement_id,
+        for record in await self.repository.find(participant.id, states=active, agreement_id=agreement_id,
                                                           limit=1000):
             if record.role != Role.CONSUMER.value:
                 continue
@@ -659,7 +732,7 @@ class TransferService(ProcessShell[TransferRecord]):
     async def act(self, participant: ParticipantRuntime, transfer_id: str, step: str, reason: str = ""
                   ) -> TransferRecord:
         """Suspend, resume ("start") or terminate a transfer on the operator's word."""
-        record = await self.node.transfers_repo.get(participant.id, transfer_id)
+        record = await self.repository.get(participant.id, transfer_id)
         if record is None:
             raise NotFound("no such transfer")
         if State(record.state) in TERMINAL:

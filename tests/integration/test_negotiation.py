@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from connector.client import ClientError
-from connector.http import signing
+from connector.net import signing
 from connector.protocol import messages as m
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}

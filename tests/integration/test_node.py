@@ -12,11 +12,11 @@ import pytest
 from nacl.signing import SigningKey
 
 from connector.client import ClientError
-from connector.http import signing
-from connector.http.outbound import PeerClient
 from connector.identity import credentials
 from connector.identity import did as dids
 from connector.identity.keys import Signer
+from connector.net import signing
+from connector.net.client import PeerClient
 from connector.testing import shared_dir
 
 SHARED = shared_dir()
@@ -224,7 +224,7 @@ async def test_outbound_guard_refuses_loopback_outside_dev_mode(nodes):
 
 
 async def test_outbound_guard_applies_to_resolved_host_names():
-    client = PeerClient(__import__("connector.http.netguard", fromlist=["x"]).OutboundPolicy.build(False, []))
+    client = PeerClient(__import__("connector.net.guard", fromlist=["x"]).OutboundPolicy.build(False, []))
     try:
         from connector.errors import OutboundRefused
 

@@ -11,7 +11,7 @@ import pytest
 
 from connector.bootstrap import DB_FILE
 from connector.client import ClientError
-from connector.http import signing
+from connector.net import signing
 from connector.protocol import messages as m
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}

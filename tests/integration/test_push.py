@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from test_transfer import agreed, provider_view, vault_files
 
-from connector.http import signing
+from connector.net import signing
 from connector.testing import dsp_validator, vault_sha256
 
 
@@ -212,17 +212,15 @@ async def test_a_push_request_without_a_usable_endpoint_is_refused(nodes, addres
 @pytest.mark.parametrize("endpoint", ["http://10.1.2.3/inbox", "http://169.254.169.254/latest",
                                       "http://[::1]:8080/inbox", "http://127.0.0.1:9/inbox"])
 def test_a_private_push_endpoint_is_refused_outside_dev_mode(endpoint):
-    from types import SimpleNamespace
-
-    from connector.http.netguard import OutboundPolicy
-    from connector.http.outbound import PeerClient
+    from connector.net.client import PeerClient
+    from connector.net.guard import OutboundPolicy
     from connector.protocol.errors import MessageError
     from connector.services.transfer import push_target
 
     address = {"endpoint": endpoint, "endpointProperties": [{"name": "authorization", "value": "t"}]}
     with pytest.raises(MessageError, match=r"dataAddress\.endpoint refused"):
-        push_target(address, SimpleNamespace(client=PeerClient(OutboundPolicy.build(False, ()))))
-    trusted = SimpleNamespace(client=PeerClient(OutboundPolicy.build(False, ("10.0.0.0/8",))))
+        push_target(address, PeerClient(OutboundPolicy.build(False, ())))
+    trusted = PeerClient(OutboundPolicy.build(False, ("10.0.0.0/8",)))
     if endpoint.startswith("http://10."):  # a private endpoint in trusted_networks is allowed
         assert push_target(address, trusted) == {"endpoint": endpoint, "token": "t"}
 

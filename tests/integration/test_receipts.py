@@ -11,7 +11,7 @@ import pytest
 from test_usage import agreement_between
 
 from connector.client import ClientError
-from connector.http import signing
+from connector.net import signing
 
 
 async def eventually(check, deadline_s: float = 15.0):

@@ -17,7 +17,8 @@ import pytest
 
 from connector.bootstrap import DB_FILE
 from connector.client import ClientError
-from connector.http import management, signing
+from connector.http import management
+from connector.net import signing
 from connector.protocol import messages as m
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}

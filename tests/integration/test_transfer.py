@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 
-from connector.http import signing
+from connector.net import signing
 from connector.payload import manifest as manifests
 from connector.testing import dsp_validator, vault_plaintext, vault_sha256
 
@@ -358,8 +358,6 @@ async def test_an_open_stream_is_cut_off_when_the_transfer_ends(nodes):
 
 
 async def test_export_control_is_checked_again_when_a_transfer_starts(nodes):
-    import msgspec
-
     from connector.protocol.export_control import ExportRule
 
     provider = await nodes.start("acme", region="CN-GD")
@@ -367,9 +365,7 @@ async def test_export_control_is_checked_again_when_a_transfer_starts(nodes):
     await consumer.client.verify_peer(provider.public_url)  # the provider knows the consumer's region
     agreement, _ = await agreed(provider, consumer, size=1000)  # general data: the default rule lets it go
     # the provider's rules tighten after the agreement: general data must now stay in CN as well
-    node = provider.node
-    node.config = msgspec.structs.replace(node.config, export_control=[
-        ExportRule(region="CN", data_classes=["general", "core", "personal"])])
+    provider.node.transfers.export_rules = [ExportRule(region="CN", data_classes=["general", "core", "personal"])]
     record = await consumer.client.start_transfer(agreement)
     final = await consumer.client.transfer(record["id"], wait_s=10)
     assert final["state"] == "TERMINATED"

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from connector.http import signing
+from connector.net import signing
 
 CONTENT = b"lot,defects\nL1,0\nL2,3\n" * 1000
 

@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from connector.config import DspSection
-from connector.http import signing
 from connector.identity import did as dids
+from connector.net import signing
 from connector.testing import dsp_validator, free_port, shared_dir
 
 #: Requests hypothesis draws per route and node.

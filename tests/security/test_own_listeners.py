@@ -18,7 +18,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from connector.client import ClientError
-from connector.http import signing
+from connector.net import signing
 from connector.protocol import messages as m
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}

@@ -61,7 +61,7 @@ async def test_a_tenant_cannot_publish_the_nodes_own_files(nodes, target):
 async def test_an_assigned_root_that_covers_the_data_folder_still_hides_the_nodes_files(nodes, tmp_path):
     host, a, _, secret = await _two_tenants(nodes)
     # An operator's slip: the node's whole parent folder given to tenant-a as a further root.
-    host.node.config = msgspec.structs.replace(host.node.config, data_roots={"tenant-a": [str(tmp_path)]})
+    host.node.transfers.data_roots = {"tenant-a": [str(tmp_path)]}
     outside = tmp_path / "exports" / "tenant-a-report.csv"
     outside.parent.mkdir()
     outside.write_text("lot,defects\n")
@@ -75,8 +75,7 @@ async def test_another_participants_assigned_root_is_refused_even_where_roots_ov
     shared = tmp_path / "srv"
     (shared / "b").mkdir(parents=True)
     (shared / "b" / "plan.csv").write_text("b's plan\n")
-    host.node.config = msgspec.structs.replace(host.node.config, data_roots={"tenant-a": [str(shared)],
-                                                                             "tenant-b": [str(shared / "b")]})
+    host.node.transfers.data_roots = {"tenant-a": [str(shared)], "tenant-b": [str(shared / "b")]}
     await _refused(a.client, str(shared / "b" / "plan.csv"))
     assert await b.client.add_asset({"id": "plan", "dataAddress": {"type": "File", "path": str(shared / "b" /
                                                                                             "plan.csv")}})

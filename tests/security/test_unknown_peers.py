@@ -18,8 +18,8 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from connector.config import DspSection
-from connector.http import signing
 from connector.identity import did as dids
+from connector.net import signing
 from connector.protocol import contracts
 from connector.protocol import messages as m
 from connector.testing import free_port

@@ -8,7 +8,7 @@ import pytest
 
 from connector import jsonbound
 from connector.errors import PeerError
-from connector.http.outbound import PeerResponse
+from connector.net.client import PeerResponse
 from connector.services.process_shell import peer_reason
 
 

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from connector.errors import OutboundRefused
-from connector.http.netguard import (
+from connector.net.guard import (
     PUBLIC,
     Listener,
     OutboundPolicy,

@@ -9,7 +9,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from connector.errors import Unauthorized
-from connector.http import signing
+from connector.net import signing
 
 URL = "https://tds.example.com/participants/acme/api/dsp/2025-1/catalog/request"
 KEY_ID = "did:web:peer.example.com:participants:p#key-1"

@@ -1,12 +1,12 @@
 """Outbound HTTP to peers: guarded, bounded, and signed when the caller is a participant.
 
 One :class:`PeerClient` per node. It resolves host names through :class:`GuardedResolver`, which
-applies the outbound guard (``connector.http.netguard``) to every resolved address, so a name that
+applies the outbound guard (``connector.net.guard``) to every resolved address, so a name that
 points at a private address is refused at connect time. Redirects are followed by hand (GET only, at
 most ``max_redirects``, each hop checked again); responses are read up to a byte limit; every call has a
 total time limit. Errors become :class:`~connector.errors.PeerError` / ``OutboundRefused``.
 
-The node's own listeners (see ``connector.http.netguard``) are guarded on three layers: the URL before
+The node's own listeners (see ``connector.net.guard``) are guarded on three layers: the URL before
 the request (IP literals and ``localhost`` names, which aiohttp never hands to a resolver), every resolved
 address, and every socket the connector opens (its ``socket_factory``: whatever path an address took,
 cached or literal, it passes here). aiohttp's DNS cache is off so that every new connection is resolved
@@ -35,8 +35,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from connector import jsonbound
 from connector.errors import OutboundRefused, PeerError
-from connector.http import signing
-from connector.http.netguard import (
+from connector.identity.keys import Signer
+from connector.net import signing
+from connector.net.guard import (
     IPAddress,
     Listener,
     OutboundPolicy,
@@ -49,12 +50,11 @@ from connector.http.netguard import (
     surely_local,
     unmapped,
 )
-from connector.identity.keys import Signer
 
 #: How much of a streamed body is buffered before the socket is read again (fewer wake-ups per MiB).
 STREAM_BUFFER = 1024 * 1024
 _plain_http: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_plain_http", default=False)
-#: Set while a request goes to the node's own public origin, which the guard allows (see netguard).
+#: Set while a request goes to the node's own public origin, which the guard allows (see ``connector.net.guard``).
 _own_origin: contextvars.ContextVar[bool] = contextvars.ContextVar("tds_own_origin", default=False)
 
 
@@ -104,7 +104,7 @@ class OwnListeners:
 
     def check(self, target: str, address: str | IPAddress, port: int, *, backend: bool) -> None:
         """Raise :class:`OutboundRefused` if *address*:*port* (named *target* in the reason) is one of the
-        node's own listeners that this call may not reach (see :func:`netguard.check_listener`)."""
+        node's own listeners that this call may not reach (see :func:`~connector.net.guard.check_listener`)."""
         if not self.listeners:
             return
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address  # keeps a scope (fe80::1%eth0)
@@ -236,7 +236,7 @@ class PeerClient:
         self._session = self._backend_session = None
 
     def check_target(self, url: str, *, backend: bool = False) -> SplitResult:
-        """Check *url* before anything is sent: :func:`netguard.check_url`, and the node's own listeners
+        """Check *url* before anything is sent: :func:`~connector.net.guard.check_url`, and the node's own listeners
         for what can be told without resolving (an IP literal, a ``localhost`` name). Host names are
         checked again on every address they resolve to, at connect time. For a peer-given address this is
         the early answer (a 4xx naming the field); raises :class:`OutboundRefused`."""

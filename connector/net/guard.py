@@ -4,7 +4,7 @@ Every URL a peer supplies (a ``callbackAddress``, a ``did:web``, a data address)
 http(s) is allowed; plain http only in dev mode or towards a trusted network; and targets in private,
 loopback, link-local, multicast, reserved or unspecified ranges are refused unless the node runs in dev
 mode or the address lies in one of its ``trusted_networks``. The address check runs on every address a
-host name resolves to, at connect time (see ``connector.http.outbound``), so DNS cannot smuggle a private
+host name resolves to, at connect time (see ``connector.net.client``), so DNS cannot smuggle a private
 address past it.
 
 One exception: the node's own public origin (scheme, host and port of ``node.public_url``, exactly). The
@@ -17,7 +17,7 @@ port of the management listener (or any port of the node other than the public o
 mode and towards trusted networks too, so a peer cannot aim a callback or data address at the management
 API. The public listener stays reachable (hosted participants talk to each other through it), except for
 an HTTP backend of an asset, which may read from neither listener: its bytes would be published as data.
-Whether an address is this machine's is a question for the shell (``connector.http.outbound``); the
+Whether an address is this machine's is a question for the shell (``connector.net.client``); the
 answer is passed in. Pure.
 """
 

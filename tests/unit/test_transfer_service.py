@@ -1,0 +1,241 @@
+"""The transfer service without a node or a socket: one service on a SQLite store hosting a provider ("acme")
+and a consumer ("parts"), a recording outbound client whose peer is scripted here (it acknowledges every
+transfer message), a real vault in a temporary folder and a fake clock. What a provider refuses, how a
+consumer ends a transfer it cannot use, that a start is stored before it leaves, and the stall deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.identity.keys import ParticipantKeys
+from connector.participant import ParticipantRuntime
+from connector.protocol import messages as m
+from connector.protocol.transfer import Kind
+from connector.services.policy import PeerFacts
+from connector.services.transfer import ENDPOINT_TYPE, PULL, PUSH, TransferError, TransferService
+from connector.services.vault import Vault, vault_key
+from connector.store.db import Store
+from connector.store.records import AgreementRecord, Asset, TransferRecord
+from connector.store.repository import ContractRepository, Participant, SqliteRepository, TransferRepository
+from connector.testing import FederationResolver, NegotiationClock, NegotiationOutbound, NegotiationSent
+
+AGREEMENT = "urn:uuid:agreement-1"
+ASSET = "sensor-data"
+PROVIDER_PID = "urn:uuid:provider-side"
+STALL_S = 60.0
+START_S = 300.0
+
+
+def runtime(name: str) -> ParticipantRuntime:
+    record = Participant(id=name, name=name, did=f"did:web:{name}.example", legal_name=name.title(), region="CN-GD")
+    return ParticipantRuntime(record, ParticipantKeys.generate(), f"https://{name}.example")
+
+
+class ScriptedPeer:
+    """The other side's protocol API as far as these tests need it: an opening request is answered 201 with
+    the provider's pid, every other transfer message 200 (acknowledged)."""
+
+    def __init__(self, participant: ParticipantRuntime) -> None:
+        self.base = participant.dsp_base
+
+    async def answer(self, method: str, path: str, body: Any, caller: str) -> tuple[int, Any]:
+        if path == "/transfers/request":
+            return 201, m.encode(m.TransferProcess(providerPid=PROVIDER_PID, consumerPid=body["consumerPid"],
+                                                   state="REQUESTED"))
+        return 200, m.encode(m.TransferProcess(providerPid=PROVIDER_PID, consumerPid="c", state="STARTED"))
+
+
+@dataclass
+class Setup:
+    acme: ParticipantRuntime
+    parts: ParticipantRuntime
+    store: Store
+    contracts: ContractRepository
+    transfers: TransferRepository
+    client: NegotiationOutbound
+    clock: NegotiationClock
+    service: TransferService
+    data_dir: Path
+
+    async def agreement(self, *, state: str = "FINALIZED", consumer: str | None = None) -> None:
+        """An agreement on ASSET between acme (provider) and *consumer* (parts by default), held by both."""
+        consumer_did = consumer or self.parts.did
+        body = {"@id": AGREEMENT, "@type": "Agreement", "target": ASSET, "assigner": self.acme.did,
+                "assignee": consumer_did, "permission": [{"action": "use"}], "timestamp": "2026-01-01T00:00:00Z"}
+        for participant, role in ((self.acme, "provider"), (self.parts, "consumer")):
+            await self.contracts.add_agreement(participant.id, AgreementRecord(
+                id=AGREEMENT, negotiation_id="n-1", role=role, provider_did=self.acme.did, consumer_did=consumer_did,
+                asset_id=ASSET, agreement=body, state=state, created_at="2026-01-01T00:00:00Z"))
+
+    async def record(self, participant: ParticipantRuntime, transfer_id: str) -> TransferRecord:
+        found = await self.transfers.get(participant.id, transfer_id)
+        assert found is not None
+        return found
+
+    async def requested(self, fmt: str = PULL) -> TransferRecord:
+        """parts asks acme for the agreement's data; acme acknowledges."""
+        record = await self.service.request(self.parts, self.acme.dsp_base, self.acme.did, AGREEMENT, ASSET, fmt)
+        assert record.provider_pid == PROVIDER_PID and record.pending is None
+        return record
+
+    async def started(self, record: TransferRecord, data_address: dict[str, Any] | None) -> TransferRecord:
+        """acme's start message for *record* arrives at parts."""
+        message = m.TransferStartMessage(providerPid=PROVIDER_PID, consumerPid=record.id, dataAddress=data_address)
+        return await self.service.on_message(self.parts, record.id, Kind.START, message, self.acme.did)
+
+
+async def _unused(*_: Any) -> Any:
+    raise AssertionError("not used by these tests")
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> Any:
+    store = Store(tmp_path / "tds.db")
+    await store.open()
+    acme, parts = runtime("acme"), runtime("parts")
+    for participant in (acme, parts):
+        await SqliteRepository(store).add_participant(participant.record)
+    contracts, transfers = ContractRepository(store), TransferRepository(store)
+    client, clock = NegotiationOutbound(), NegotiationClock()
+    client.connect(ScriptedPeer(acme))  # type: ignore[arg-type]
+    client.connect(ScriptedPeer(parts))  # type: ignore[arg-type]
+
+    async def peer_facts(_: ParticipantRuntime, did: str) -> PeerFacts:
+        return PeerFacts(did)
+
+    service = TransferService(
+        transfers, contracts, client, Vault(tmp_path, key_of=vault_key, stop_receiving=_unused),
+        participant_by_id={acme.id: acme, parts.id: parts}.get,
+        resolver=FederationResolver(acme.did_document(), parts.did_document()), dsp_base_of=_unused,
+        peer_facts=peer_facts, data_dir=tmp_path, delivery_timeout_s=5.0, start_timeout_s=START_S,
+        stall_timeout_s=STALL_S, token_ttl_s=900.0, chunk_retries=3, vault_quota_bytes=10**9, clock=clock)
+    yield Setup(acme, parts, store, contracts, transfers, client, clock, service, tmp_path)
+    await service.close()
+    await store.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
+    """Wait (in real time, bounded) for the service's background moves to reach *check*."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        assert loop.time() < deadline, "the transfer did not get there"
+        await asyncio.sleep(0.01)
+
+
+# -- the provider's decision on a request ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("state", "consumer", "refusal"), [
+    ("AGREED", None, f"agreement {AGREEMENT!r} is AGREED, not FINALIZED"),
+    ("REVOKED", None, f"agreement {AGREEMENT!r} is REVOKED, not FINALIZED"),
+    ("FINALIZED", "did:web:someone-else.example", f"no agreement {AGREEMENT!r} with you"),
+])
+async def test_a_provider_refuses_a_request_unless_the_agreement_is_finalized_with_the_caller(
+        setup: Setup, state: str, consumer: str | None, refusal: str) -> None:
+    await setup.agreement(state=state, consumer=consumer)
+    message = m.TransferRequestMessage(consumerPid="urn:uuid:consumer-side", agreementId=AGREEMENT, format=PULL,
+                                       callbackAddress=setup.parts.dsp_base)
+    with pytest.raises(TransferError, match=refusal):
+        await setup.service.on_request(setup.acme, message, setup.parts.did)
+    assert await setup.transfers.find(setup.acme.id, limit=10) == []
+    assert setup.client.sent == []
+
+
+# -- the consumer's handling of a start --------------------------------------------------------------------
+
+
+async def test_a_start_with_an_unusable_data_address_terminates_the_transfer_with_the_reason(setup: Setup) -> None:
+    await setup.agreement()
+    record = await setup.requested()
+    unusable = {"@type": "DataAddress", "endpointType": ENDPOINT_TYPE, "endpointProperties": []}  # no endpoint
+    await setup.started(record, unusable)
+
+    async def terminated() -> bool:
+        return (await setup.record(setup.parts, record.id)).state == "TERMINATED"
+
+    await eventually(terminated)
+    final = await setup.record(setup.parts, record.id)
+    assert "the provider's data address has no endpoint or token" in final.reason
+    [told] = setup.client.messages("TransferTerminationMessage")
+    assert told["providerPid"] == PROVIDER_PID
+    assert any("no endpoint or token" in reason for reason in told["reason"])
+
+
+# -- persist before send -----------------------------------------------------------------------------------
+
+
+async def test_the_providers_start_is_stored_before_it_is_sent(setup: Setup) -> None:
+    await setup.agreement()
+    own = setup.service.confinement(setup.acme).own
+    own.mkdir(parents=True)
+    (own / "readings.csv").write_bytes(b"t,value\n1,20.5\n")
+    await setup.contracts.add_entry(setup.acme.id, Asset(
+        id=ASSET, content_type="text/csv", data_address={"type": "File", "path": "readings.csv"}))
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    async def look(sent: NegotiationSent) -> None:  # what the store holds as the start leaves
+        if sent.url.endswith("/start"):
+            [stored] = await setup.transfers.find(setup.acme.id, limit=10)
+            seen.append((stored.state, (stored.pending or {}).get("kind"), stored.token_hash))
+
+    setup.client.before_answer = look
+    message = m.TransferRequestMessage(consumerPid="urn:uuid:consumer-side", agreementId=AGREEMENT, format=PULL,
+                                       callbackAddress=setup.parts.dsp_base)
+    record = await setup.service.on_request(setup.acme, message, setup.parts.did)
+
+    async def acknowledged() -> bool:
+        current = await setup.record(setup.acme, record.id)
+        return current.state == "STARTED" and current.pending is None
+
+    await eventually(acknowledged)
+    [(state, pending, token_hash)] = seen
+    assert (state, pending) == ("STARTED", "START") and token_hash
+    [start] = setup.client.messages("TransferStartMessage")
+    assert start["dataAddress"]["endpoint"] == f"{setup.acme.base_url}/data/{record.id}"
+
+
+# -- the consumer's deadlines ------------------------------------------------------------------------------
+
+
+async def test_a_push_that_sends_nothing_for_the_stall_timeout_is_terminated_with_the_reason(setup: Setup) -> None:
+    await setup.agreement()
+    record = await setup.started(await setup.requested(PUSH), None)
+    assert record.state == "STARTED"
+    for _ in range(2):  # the first deadline notes the progress so far; the next finds none since
+        setup.clock.advance(STALL_S + 1)
+        await setup.service.run_due()
+    final = await setup.record(setup.parts, record.id)
+    assert final.state == "TERMINATED"
+    assert final.reason == f"{setup.acme.did} sent no data for {STALL_S:g} s (not even the manifest)"
+    assert len(setup.client.messages("TransferTerminationMessage")) == 1
+
+
+async def test_a_push_that_makes_progress_is_not_terminated_at_the_stall_deadline(setup: Setup) -> None:
+    await setup.agreement()
+    record = await setup.started(await setup.requested(PUSH), None)
+    setup.clock.advance(STALL_S + 1)
+    await setup.service.run_due()
+    await setup.transfers.set_received(setup.parts.id, record.id, 4096)  # bytes arrived meanwhile
+    setup.clock.advance(STALL_S + 1)
+    await setup.service.run_due()
+    assert (await setup.record(setup.parts, record.id)).state == "STARTED"
+    assert setup.client.messages("TransferTerminationMessage") == []
+
+
+async def test_a_transfer_the_provider_never_starts_is_terminated_at_the_start_deadline(setup: Setup) -> None:
+    await setup.agreement()
+    record = await setup.requested()
+    setup.clock.advance(START_S - 1)
+    assert await setup.service.run_due() == 0
+    setup.clock.advance(2)
+    await setup.service.run_due()
+    final = await setup.record(setup.parts, record.id)
+    assert final.state == "TERMINATED"
+    assert final.reason == f"{setup.acme.did} did not start the transfer within {START_S:.0f} s"
