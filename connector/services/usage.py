@@ -124,6 +124,10 @@ class UsageService:
         #: The text of the last signed head known to be good, per chain (signed here, or verified): the hot
         #: path compares text instead of verifying a signature (writer thread only).
         self._good_heads: dict[tuple[str, str], str] = {}
+        #: The highest entry this process saw committed, per chain: a last entry below it while the node
+        #: runs means entries were removed, even before the provider acknowledged them. Raised only after
+        #: a commit returned, so a rolled-back group never makes it run ahead of the log.
+        self._committed: dict[tuple[str, str], int] = {}
 
     # -- the decision, in one writer-thread job ------------------------------------------------------
 
@@ -143,6 +147,8 @@ class UsageService:
             self._deadlines_changed = False
             self._wake.set()
         if outcome.appended:
+            key = (participant.id, agreement_id)
+            self._committed[key] = max(self._committed.get(key, 0), outcome.entry.seq)
             self.logged(participant.id, agreement_id)
             log.info("use re-delivered" if outcome.repeated else "use decided", participant=participant.name,
                      agreement=agreement_id, action=action, purpose=purpose, application=application,
@@ -275,6 +281,10 @@ class UsageService:
         if acked > (head.seq if head else 0):
             return (f"the provider acknowledged entries up to #{acked} but the log ends at "
                     f"#{head.seq if head else 0}: entries were removed")
+        committed = self._committed.get((pid, agreement_id), 0)
+        if committed > (head.seq if head else 0):
+            return (f"entry #{committed} was logged here but the log ends at #{head.seq if head else 0}: entries "
+                    "were removed")
         if head is None:
             return None
         if head.agreement != agreement_id or ledger.entry_hash(head) != head.hash:

@@ -178,3 +178,15 @@ async def test_a_peer_cannot_grow_the_anomalies_without_bound(nodes, monkeypatch
         assert status == 409 and answer["anomaly"] == "mismatch"
     report = await provider.client.usage_report(agreement)
     assert len(report["anomalies"]) == 3 and report["anomaliesCapped"]
+
+
+async def test_cutting_the_log_before_the_provider_acknowledged_it_is_detected_while_the_node_runs(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_with_data(provider, consumer, MAX3, pull=False)
+    await provider.node.stop()  # no acknowledgement can arrive: only the node's own memory of its log is left
+    for i in range(3):
+        assert (await consumer.client.use(agreement, f"u{i}", purpose="R&D"))["decision"] == "permit"
+    with _db(consumer) as db:  # the last use and its signed head; the head of #2 is genuine and stays
+        db.execute("DELETE FROM usage_log WHERE seq = 3")
+        db.execute("DELETE FROM usage_heads WHERE seq = 3")
+    assert "entries were removed" in await _blocked(consumer, agreement)
