@@ -23,7 +23,7 @@ from connector.bootstrap import DB_FILE, keys_dir, new_participant_keys, new_tok
 from connector.config import Config, load_config
 from connector.errors import ConfigError, Conflict, NotFound
 from connector.http import dataplane, dsp, management, openapi, public
-from connector.http.auth import signed_request_middleware
+from connector.http.auth import PeerAuth, signed_request_middleware
 from connector.http.middleware import error_middleware
 from connector.http.server import Runner
 from connector.http.tls import client_context, server_context
@@ -252,13 +252,20 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def public_app(self) -> web.Application:
+        participant_named = self.participants.get  # the live registry: participants added later are served
+        auth = PeerAuth(participant_named, self.resolver, self.repo, self.admission, self.config.public_url,
+                        self.metrics.signature_failures, self.config.conformance)
         app = web.Application(
-            middlewares=[error_middleware("public", self.metrics.requests_total), signed_request_middleware(self)],
+            middlewares=[error_middleware("public", self.metrics.requests_total), signed_request_middleware(auth)],
             client_max_size=self.config.node.max_request_bytes,
         )
-        app.add_routes(public.routes(self))
-        app.add_routes(dsp.routes(self))
-        app.add_routes(dataplane.routes(self))
+        app.add_routes(public.routes(public.PublicSite(
+            participant_named, self.first_participant, self.metrics.render, self.federation, self.receipts)))
+        app.add_routes(dsp.routes(dsp.DspSite(
+            participant_named, self.catalog, self.contracts, self.negotiations, self.transfers, self.transfers_repo,
+            self.conformance_caller, self.config.public_url)))
+        app.add_routes(dataplane.routes(dataplane.DataPlaneSite(
+            participant_named, auth, self.transfers_repo, self.transfers, self.metrics.signature_failures)))
         if self.conformance is not None:
             app.add_routes(self.conformance.routes())
         return app

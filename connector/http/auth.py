@@ -26,7 +26,8 @@ import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -37,7 +38,11 @@ from connector.ratelimit import check_rate
 from connector.store.repository import Token
 
 if TYPE_CHECKING:
-    from connector.node import Node
+    from nacl.signing import VerifyKey
+
+    from connector.config import ConformanceSection
+    from connector.participant import ParticipantRuntime
+    from connector.ratelimit import RateLimiter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_DID = web.RequestKey("tds_caller_did", str)
@@ -47,20 +52,71 @@ DSP_PATH = re.compile(r"^/participants/(?P<name>[a-z0-9-]+)/api/dsp/")
 log = get_logger(component="auth")
 
 
-def signed_request_middleware(node: Node) -> Any:
+class KeyResolver(Protocol):
+    async def verification_key(self, key_id: str, relationship: str) -> VerifyKey: ...
+
+
+class NonceRepository(Protocol):
+    async def remember_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
+
+
+class Gate(Protocol):
+    """Fair use of the DSP base (``connector.services.admission.Admission``)."""
+
+    def is_known(self, participant_id: str | None, did: str) -> bool: ...
+    def check_unknown(self) -> None: ...
+    def check_request(self, participant_id: str | None, caller: str) -> None: ...
+
+
+class FailureCounter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class TokenRepository(Protocol):
+    async def find_token(self, token: str) -> Token | None: ...
+
+
+class TokenAuthority(Protocol):
+    """What checking a management token reads: the tokens and the per-participant budget."""
+
+    @property
+    def repo(self) -> TokenRepository: ...
+    @property
+    def management_limit(self) -> RateLimiter: ...
+
+
+@dataclass(frozen=True)
+class PeerAuth:
+    """What authenticating a peer's request needs.
+
+    *public_url* is this node's configured public URL: signatures are verified against the URI the peer
+    was given, so a proxy or port mapping in between does not break them. *conformance* is the
+    ``[conformance]`` section, or None (then every DSP request must be signed)."""
+
+    participant_named: Callable[[str], ParticipantRuntime | None]
+    resolver: KeyResolver
+    nonces: NonceRepository
+    admission: Gate
+    public_url: str
+    signature_failures: FailureCounter
+    conformance: ConformanceSection | None = None
+    clock: Callable[[], float] = field(default=time.time)
+
+
+def signed_request_middleware(auth: PeerAuth) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         match = DSP_PATH.match(request.path)
         if match and not _is_public_dsp_path(request.path):
-            called = node.participants.get(match["name"])
+            called = auth.participant_named(match["name"])
             participant_id = called.id if called is not None else None
             claimed = _claimed_caller(request)
-            stranger = claimed is not None and not node.admission.is_known(participant_id, claimed)
+            stranger = claimed is not None and not auth.admission.is_known(participant_id, claimed)
             if stranger:
-                node.admission.check_unknown()
-            caller = await authenticate_peer(node, request)
+                auth.admission.check_unknown()
+            caller = await authenticate_peer(auth, request)
             if not stranger:
-                node.admission.check_request(participant_id, caller)
+                auth.admission.check_request(participant_id, caller)
         return await handler(request)
 
     return middleware
@@ -80,33 +136,33 @@ def _is_public_dsp_path(path: str) -> bool:
     return path.endswith("/.well-known/dspace-version")
 
 
-async def authenticate_peer(node: Node, request: web.Request) -> str:
-    conformance = node.config.conformance
+async def authenticate_peer(auth: PeerAuth, request: web.Request) -> str:
+    conformance = auth.conformance
     if conformance is not None and "Signature-Input" not in request.headers:
         return await _authenticate_static(request, conformance.authorization, conformance.agent_id)
-    return await authenticate_signed(node, request)
+    return await authenticate_signed(auth, request)
 
 
-async def authenticate_signed(node: Node, request: web.Request, *, streamed: bool = False) -> str:
+async def authenticate_signed(auth: PeerAuth, request: web.Request, *, streamed: bool = False) -> str:
     """Verify the request's RFC 9421 signature (never the conformance shortcut); return the caller's DID.
 
     Also used by the data plane, whose requests carry a transfer token in ``Authorization`` besides.
     *streamed*: the body is left unread for the handler to stream, and is not digested (the data plane
     checks such a body chunk by chunk against a signed manifest instead).
     """
-    now = time.time()
+    now = auth.clock()
     sig = signing.read_signature_input(request.headers)
     signing.check_times(sig, now)
     body = b"" if streamed else await request.read()
-    key = await node.resolver.verification_key(sig.key_id, "authentication")
-    target_uri = node.config.public_url + request.raw_path
+    key = await auth.resolver.verification_key(sig.key_id, "authentication")
+    target_uri = auth.public_url + request.raw_path
     try:
         signing.verify_request(request.method, target_uri, request.headers, body, public_key=key, now=now)
     except Unauthorized:
-        node.metrics.signature_failures.inc()
+        auth.signature_failures.inc()
         raise
-    if not await node.repo.remember_nonce(sig.key_id, sig.nonce, sig.expires + signing.CLOCK_SKEW, int(now)):
-        node.metrics.signature_failures.inc()
+    if not await auth.nonces.remember_nonce(sig.key_id, sig.nonce, sig.expires + signing.CLOCK_SKEW, int(now)):
+        auth.signature_failures.inc()
         raise Unauthorized("signature nonce was already used (replayed request)")
     caller = sig.key_id.partition("#")[0]
     request[CALLER_DID] = caller
@@ -131,7 +187,7 @@ async def _authenticate_static(request: web.Request, expected: str, agent_id: st
     return agent_id
 
 
-async def authenticate_token(node: Node, request: web.Request) -> Token:
+async def authenticate_token(authority: TokenAuthority, request: web.Request) -> Token:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -139,9 +195,9 @@ async def authenticate_token(node: Node, request: web.Request) -> Token:
     token = token.strip()
     if len(token) > 512:
         raise Unauthorized("unknown or revoked token")
-    found = await node.repo.find_token(token)
+    found = await authority.repo.find_token(token)
     if found is None:
         raise Unauthorized("unknown or revoked token")
     key = found.participant_id if found.participant_id is not None else f"admin:{found.id}"
-    check_rate(node.management_limit, key, "management requests for this participant", time.monotonic())
+    check_rate(authority.management_limit, key, "management requests for this participant", time.monotonic())
     return found

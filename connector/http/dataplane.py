@@ -21,13 +21,15 @@ import asyncio
 import hmac
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
-from connector.http.auth import authenticate_signed
+from connector.http.auth import FailureCounter, PeerAuth, authenticate_signed
 from connector.http.middleware import read_json
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
@@ -38,22 +40,36 @@ from connector.services.transfer import PUSH, SEALING_SCHEME, token_hash
 from connector.store.records import TransferRecord
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.services.transfer import TransferService
+    from connector.store.repository import TransferRepository
 
 log = get_logger(component="dataplane")
 
 _RANGE = re.compile(r"^bytes=(\d{1,15})-$")
 
 
+@dataclass(frozen=True)
+class DataPlaneSite:
+    """What the data-plane routes use: the peer authentication (RFC 9421, as on the DSP base), the
+    transfers (looked up by pid; the service keeps track of running streams and takes pushed data), and
+    the counter of refused requests."""
+
+    participant_named: Callable[[str], ParticipantRuntime | None]
+    auth: PeerAuth
+    transfers_repo: TransferRepository
+    transfers: TransferService
+    signature_failures: FailureCounter
+
+
 # -- provider ---------------------------------------------------------------------------------------------
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(site: DataPlaneSite) -> list[web.RouteDef]:
     base = "/participants/{name}/data/{pid}"
 
     async def authorise(request: web.Request) -> tuple[TransferRecord, Path]:
-        _, record = await _token_holder(node, request, role="provider")
+        _, record = await _token_holder(site, request, role="provider")
         path, problem = await sender.source_file(record.data_address or {})
         if problem:
             raise PeerError(problem)
@@ -85,7 +101,7 @@ def routes(node: Node) -> list[web.RouteDef]:
         await response.prepare(request)
         key, task = (record.participant_id, record.id), asyncio.current_task()
         assert task is not None
-        node.transfers.serving(key, task)
+        site.transfers.serving(key, task)
         try:
             if manifest is not None:
                 await sender.stream_sealed(path, manifest, offset // manifest.chunk_size, seal_key, record.id, response)
@@ -96,33 +112,33 @@ def routes(node: Node) -> list[web.RouteDef]:
             # The consumer went away (it resumes with a Range request): not an error of this node.
             log.info("data stream ended by the consumer", id=record.id, error=str(exc)[:200])
         finally:
-            node.transfers.served(key, task)
+            site.transfers.served(key, task)
         return response
 
-    return [web.get(base, data), web.get(f"{base}/manifest", manifest), *inbox_routes(node)]
+    return [web.get(base, data), web.get(f"{base}/manifest", manifest), *inbox_routes(site)]
 
 
-async def _token_holder(node: Node, request: web.Request, *, role: str, push: bool = False,
+async def _token_holder(site: DataPlaneSite, request: web.Request, *, role: str, push: bool = False,
                         streamed: bool = False) -> tuple[ParticipantRuntime, TransferRecord]:
     """A data-plane request (outside the DSP base): the participant and the transfer named in its path,
     where we have *role*, with the transfer's bearer token *and* an RFC 9421 signature by the transfer's
     peer. One answer for every token problem (wrong, another peer's, expired, transfer not STARTED): the
     caller learns nothing about which check failed."""
-    participant = node.participants.get(request.match_info["name"])
+    participant = site.participant_named(request.match_info["name"])
     if participant is None:
         raise NotFound("no such participant")
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a data request needs the transfer's token (Authorization: Bearer)")
-    caller = await authenticate_signed(node, request, streamed=streamed)
-    record = await node.transfers_repo.get(participant.id, request.match_info["pid"])
+    caller = await authenticate_signed(site.auth, request, streamed=streamed)
+    record = await site.transfers_repo.get(participant.id, request.match_info["pid"])
     if record is None or record.role != role or (push and record.format != PUSH):
         raise NotFound("no such transfer")
     ok = hmac.compare_digest(token_hash(token.strip()), record.token_hash or "")
     ok = ok and record.counterparty_did == caller and record.state == State.STARTED.value
     ok = ok and (record.token_expires_at is None or record.token_expires_at > time.time())
     if not ok:
-        node.metrics.signature_failures.inc()
+        site.signature_failures.inc()
         raise Unauthorized("the token is not valid for this transfer, caller, time or state")
     return participant, record
 
@@ -130,14 +146,14 @@ async def _token_holder(node: Node, request: web.Request, *, role: str, push: bo
 # -- consumer: the push inbox -----------------------------------------------------------------------------
 
 
-def inbox_routes(node: Node) -> list[web.RouteDef]:
+def inbox_routes(site: DataPlaneSite) -> list[web.RouteDef]:
     """``PUT /participants/NAME/inbox/:consumerPid/manifest`` (the signed envelope; answers the resume point)
     and ``POST …/inbox/:consumerPid?offset=N`` (the chunks from N on), for a push transfer we requested."""
     base = "/participants/{name}/inbox/{pid}"
-    inbox = receiver.Inbox(node.transfers)
+    inbox = receiver.Inbox(site.transfers)
 
     async def authorise(request: web.Request, *, streamed: bool) -> tuple[ParticipantRuntime, TransferRecord]:
-        return await _token_holder(node, request, role="consumer", push=True, streamed=streamed)
+        return await _token_holder(site, request, role="consumer", push=True, streamed=streamed)
 
     async def manifest(request: web.Request) -> web.Response:
         participant, record = await authorise(request, streamed=False)

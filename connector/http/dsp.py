@@ -9,6 +9,8 @@ both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -23,9 +25,12 @@ from connector.protocol.negotiation import Kind
 from connector.protocol.transfer import Kind as TKind
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.services.catalog import CatalogService
+    from connector.services.negotiation import NegotiationService
+    from connector.services.transfer import TransferService
     from connector.store.records import NegotiationRecord, TransferRecord
+    from connector.store.repository import ContractRepository, TransferRepository
 
 M = TypeVar("M", bound=m.Message)
 BASE = "/participants/{name}/api/dsp/2025-1"
@@ -46,9 +51,24 @@ def _transfer_ack(record: TransferRecord, status: int = 200) -> web.Response:
     return web.json_response(m.encode(body), status=status)
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+@dataclass(frozen=True)
+class DspSite:
+    """What the DSP routes use. *public_url* is this node's configured public URL (for the catalog's
+    paging links); *conformance_caller* tells whether a DID is the compatibility kit's (conformance mode)."""
+
+    participant_named: Callable[[str], ParticipantRuntime | None]
+    catalog: CatalogService
+    contracts: ContractRepository
+    negotiations: NegotiationService
+    transfers: TransferService
+    transfers_repo: TransferRepository
+    conformance_caller: Callable[[str], bool]
+    public_url: str
+
+
+def routes(site: DspSite) -> list[web.RouteDef]:
     def participant(request: web.Request) -> ParticipantRuntime:
-        found = node.participants.get(request.match_info["name"])
+        found = site.participant_named(request.match_info["name"])
         if found is None:
             raise NotFound("no such participant")
         return found
@@ -68,9 +88,9 @@ def routes(node: Node) -> list[web.RouteDef]:
         await read(request, m.CatalogRequestMessage)
         offset = query_int(request, "offset", default=0, low=0, high=10**9)
         limit = max(1, query_int(request, "limit", default=100, low=0, high=MAX_PAGE))
-        catalog, total = await node.catalog.catalog(p, request[CALLER_DID], offset=offset, limit=limit)
+        catalog, total = await site.catalog.catalog(p, request[CALLER_DID], offset=offset, limit=limit)
         links = []
-        base = f"{node.config.public_url}{request.path}"
+        base = f"{site.public_url}{request.path}"
         if offset + limit < total:
             links.append(f'<{base}?{urlencode({"offset": offset + limit, "limit": limit})}>; rel="next"')
         if offset > 0:
@@ -80,7 +100,7 @@ def routes(node: Node) -> list[web.RouteDef]:
 
     async def dataset(request: web.Request) -> web.Response:
         p = participant(request)
-        found = await node.catalog.find_dataset(p, request[CALLER_DID], request.match_info["id"])
+        found = await site.catalog.find_dataset(p, request[CALLER_DID], request.match_info["id"])
         if found is None:
             raise NotFound(f"no dataset {request.match_info['id']!r} for you")
         return web.json_response(found)
@@ -89,24 +109,24 @@ def routes(node: Node) -> list[web.RouteDef]:
 
     async def get_negotiation(request: web.Request) -> web.Response:
         p = participant(request)
-        record = await node.contracts.negotiation(p.id, request.match_info["pid"])
-        if record is None or not node.negotiations._is_party(record, request[CALLER_DID]):
+        record = await site.contracts.negotiation(p.id, request.match_info["pid"])
+        if record is None or not site.negotiations._is_party(record, request[CALLER_DID]):
             raise NotFound("no such negotiation")
-        node.negotiations.read_by_peer(record)
+        site.negotiations.read_by_peer(record)
         return _ack(record)
 
     async def initial_request(request: web.Request) -> web.Response:
         message = await read(request, m.ContractRequestMessage)
         if message.providerPid is not None:
             raise MessageError("an initial ContractRequestMessage has no providerPid", path="providerPid")
-        record = await node.negotiations.on_initial(participant(request), Kind.REQUEST, message, request[CALLER_DID])
+        record = await site.negotiations.on_initial(participant(request), Kind.REQUEST, message, request[CALLER_DID])
         return _ack(record, 201)
 
     async def initial_offer(request: web.Request) -> web.Response:
         message = await read(request, m.ContractOfferMessage)
         if message.consumerPid is not None:
             raise MessageError("an initial ContractOfferMessage has no consumerPid", path="consumerPid")
-        record = await node.negotiations.on_initial(participant(request), Kind.OFFER, message, request[CALLER_DID])
+        record = await site.negotiations.on_initial(participant(request), Kind.OFFER, message, request[CALLER_DID])
         return _ack(record, 201)
 
     def on(kind: Kind, struct: type[m.Message]) -> Any:
@@ -119,7 +139,7 @@ def routes(node: Node) -> list[web.RouteDef]:
                 raise MessageError("providerPid is required", path="providerPid")
             if isinstance(message, m.ContractOfferMessage) and not message.consumerPid:
                 raise MessageError("consumerPid is required", path="consumerPid")
-            record = await node.negotiations.on_message(
+            record = await site.negotiations.on_message(
                 participant(request), request.match_info["pid"], actual, message, request[CALLER_DID]
             )
             return _ack(record)
@@ -130,21 +150,21 @@ def routes(node: Node) -> list[web.RouteDef]:
 
     async def get_transfer(request: web.Request) -> web.Response:
         p = participant(request)
-        record = await node.transfers_repo.get(p.id, request.match_info["pid"])
+        record = await site.transfers_repo.get(p.id, request.match_info["pid"])
         caller = request[CALLER_DID]
-        if record is None or not (record.counterparty_did == caller or node.conformance_caller(caller)):
+        if record is None or not (record.counterparty_did == caller or site.conformance_caller(caller)):
             raise NotFound("no such transfer process")
         return _transfer_ack(record)
 
     async def transfer_request(request: web.Request) -> web.Response:
         message = await read(request, m.TransferRequestMessage)
-        record = await node.transfers.on_request(participant(request), message, request[CALLER_DID])
+        record = await site.transfers.on_request(participant(request), message, request[CALLER_DID])
         return _transfer_ack(record, 201)
 
     def on_transfer(kind: TKind, struct: type[m.Message]) -> Any:
         async def handler(request: web.Request) -> web.Response:
             message: Any = await read(request, struct)
-            record = await node.transfers.on_message(
+            record = await site.transfers.on_message(
                 participant(request), request.match_info["pid"], kind, message, request[CALLER_DID]
             )
             return _transfer_ack(record)

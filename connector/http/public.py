@@ -8,6 +8,8 @@ also at ``/api/dsp/.well-known/dspace-version``; plus ``/healthz`` and ``/metric
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -18,15 +20,29 @@ from connector.http.auth import CALLER_DID
 from connector.http.middleware import read_json
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.services.federation import FederationService
+    from connector.services.receipts import ReceiptService
 
 JSONLD = "application/json"
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+@dataclass(frozen=True)
+class PublicSite:
+    """What the public documents and the project's DSP extensions use."""
+
+    participant_named: Callable[[str], ParticipantRuntime | None]
+    #: The participant the node root's version document names (None: the node hosts none yet).
+    first_participant: Callable[[], ParticipantRuntime | None]
+    #: The operators' metrics, rendered: (body, content type).
+    render_metrics: Callable[[], tuple[bytes, str]]
+    federation: FederationService
+    receipts: ReceiptService
+
+
+def routes(site: PublicSite) -> list[web.RouteDef]:
     def participant(request: web.Request) -> ParticipantRuntime:
-        found = node.participants.get(request.match_info["name"])
+        found = site.participant_named(request.match_info["name"])
         if found is None:
             raise NotFound("no such participant")
         return found
@@ -35,11 +51,11 @@ def routes(node: Node) -> list[web.RouteDef]:
         return web.json_response({"status": "ok"})
 
     async def metrics(_: web.Request) -> web.Response:
-        body, content_type = node.metrics.render()
+        body, content_type = site.render_metrics()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def root_version(_: web.Request) -> web.Response:
-        first = node.first_participant()
+        first = site.first_participant()
         if first is None:
             raise NotFound("this node hosts no participant yet")
         return web.json_response(first.version_document())
@@ -64,17 +80,17 @@ def routes(node: Node) -> list[web.RouteDef]:
         """
         p = participant(request)
         body = await read_json(request)
-        own = await node.federation.accept_handshake(p, request[CALLER_DID], body)
+        own = await site.federation.accept_handshake(p, request[CALLER_DID], body)
         return web.json_response(own)
 
     async def usage_receipts(request: web.Request) -> web.Response:
         """``POST …/api/dsp/2025-1/tds/usage-receipts``: a consumer's usage log entries and signed heads."""
-        answer = await node.receipts.receive(participant(request), request[CALLER_DID], await read_json(request))
+        answer = await site.receipts.receive(participant(request), request[CALLER_DID], await read_json(request))
         return web.json_response(answer)
 
     async def revocations(request: web.Request) -> web.Response:
         """``POST …/api/dsp/2025-1/tds/revocations``: the provider revokes an agreement."""
-        answer = await node.receipts.on_revocation(participant(request), request[CALLER_DID],
+        answer = await site.receipts.on_revocation(participant(request), request[CALLER_DID],
                                                    await read_json(request))
         return web.json_response(answer)
 

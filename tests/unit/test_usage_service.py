@@ -125,7 +125,7 @@ async def test_a_log_cut_back_to_before_its_last_signed_head_blocks_uses(setup: 
     await setup.use("u1")
     await setup.use("u2")
     await setup.sql("DELETE FROM usage_log WHERE seq = 2")
-    with pytest.raises(Conflict, match="entry #2 was logged here .* entries were removed"):
+    with pytest.raises(Conflict, match=r"entry #2 was logged here .* entries were removed"):
         await setup.use("u3")
     setup.usage._committed.clear()  # as after a restart: only the signed heads are left to tell
     with pytest.raises(Conflict, match="not the last signed head"):
