@@ -58,6 +58,23 @@ def vault_sha256(data_dir: Path, vault_path: str | Path) -> str:
     return digest.hexdigest()
 
 
+async def eventually(check: Callable[[], Awaitable[Any]], deadline_s: float = 15.0, *, every_s: float = 0.05,
+                     what: str = "the condition") -> Any:
+    """Poll *check* (an async callable) until it returns a truthy value, and return that value; fail the test
+    when *deadline_s* passes first. The one way tests wait for another node's or a background task's state."""
+    import asyncio
+    import time
+
+    end = time.monotonic() + deadline_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"{what} was not reached within {deadline_s:g} s")
+        await asyncio.sleep(every_s)  # ok-sleep: polling with a deadline
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,17 +12,7 @@ from test_usage import agreement_between
 
 from connector.client import ClientError
 from connector.net import signing
-
-
-async def eventually(check, deadline_s: float = 15.0):
-    """Poll *check* (an async callable returning a truthy value) until it holds or the deadline passes."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < end, "condition not reached before the deadline"
-        await asyncio.sleep(0.05)  # ok-sleep: polling another node's state with a deadline
+from connector.testing import eventually
 
 
 async def test_receipts_reach_the_provider(nodes):

@@ -7,12 +7,12 @@ import stat
 
 import aiohttp
 import pytest
-from test_receipts import eventually
 
 from connector.client import ClientError
 from connector.errors import StorageError
 from connector.payload import vaultfile
 from connector.services import vault
+from connector.testing import eventually
 
 MARKER = b"MARKER-QI-2026 part A-17 defects 0;"
 SIZE = 3 * 1024 * 1024 + 123  # four chunks of 1 MiB, the last one short

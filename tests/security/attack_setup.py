@@ -14,17 +14,6 @@ from connector.net import signing
 CONTENT = b"lot,defects\nL1,0\nL2,3\n" * 1000
 
 
-async def eventually(check: Any, deadline_s: float = 15.0) -> Any:
-    """Poll *check* (an async callable returning a truthy value) until it holds or the deadline passes."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < end, "condition not reached before the deadline"
-        await asyncio.sleep(0.05)  # ok-sleep: polling another node's state with a deadline
-
-
 async def agreement_with_data(provider: Any, consumer: Any, policy: dict[str, Any], *, pull: bool = True) -> str:
     """Publish a file on *provider* under *policy*, negotiate it for *consumer*, and (with *pull*) pull it
     into the consumer's vault. Returns the agreement id."""

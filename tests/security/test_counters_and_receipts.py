@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
-from attack_setup import agreement_with_data, eventually, post_signed, tds
+from attack_setup import agreement_with_data, post_signed, tds
 
 from connector.client import ClientError
 from connector.identity import proof
 from connector.services.usage import check_log
+from connector.testing import eventually
 from usage_policies import ledger, templates
 
 MAX3 = templates.combine(templates.purpose("qi", "R&D"), templates.max_uses("qi", 3),

@@ -8,7 +8,6 @@ which the test itself leaves alone while the attack runs (it waits on the store,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -20,6 +19,7 @@ from nacl.signing import SigningKey
 from connector.client import ClientError
 from connector.net import signing
 from connector.protocol import messages as m
+from connector.testing import eventually
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 MGMT_PATH = "/api/management/v1/participants"
@@ -74,13 +74,12 @@ async def contract_request(attacker, provider, callback: str) -> tuple[int, dict
 async def settled(node, negotiation_id: str, timeout_s: float = 10.0):
     """The provider's negotiation once in a final state, read from the store (not through the API)."""
     participant = node.node.first_participant()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    async def final():
         record = await node.node.contracts.negotiation(participant.id, negotiation_id)
-        if record is not None and record.state in ("FINALIZED", "TERMINATED"):
-            return record
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"negotiation {negotiation_id} did not settle within {timeout_s} s")
+        return record if record is not None and record.state in ("FINALIZED", "TERMINATED") else None
+
+    return await eventually(final, timeout_s, what=f"negotiation {negotiation_id} in a final state")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST.", "127.0.0.2", "[::1]",

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from attack_setup import eventually
 
 from connector.client import ClientError
 from connector.config import CONFIG_FILE, ConfigError, parse_config, render_config
+from connector.testing import eventually
 
 SECRET = b"B's confidential supplier prices\n"
 

@@ -11,9 +11,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from attack_setup import CONTENT, agreement_with_data, eventually, use
+from attack_setup import CONTENT, agreement_with_data, use
 
 from connector.config import UsageSection
+from connector.testing import eventually
 from usage_policies import templates
 
 TERMS = templates.combine(templates.purpose("qi", "R&D"), templates.max_uses("qi", 5),

@@ -5,7 +5,6 @@ and that every state is stored before the message that follows from it leaves.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from connector import testing
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.protocol import contracts
@@ -134,11 +134,7 @@ async def request(provider: ParticipantRuntime, consumer: Side, terms: dict[str,
 
 async def eventually(check: Callable[[], Any], timeout_s: float = 5.0) -> None:
     """Wait (in real time, bounded) for the background moves of both sides to reach *check*."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        assert loop.time() < deadline, "the negotiation did not get there"
-        await asyncio.sleep(0.01)
+    await testing.eventually(check, timeout_s, every_s=0.01, what="the negotiation's next state")
 
 
 async def test_a_request_for_the_offered_terms_is_answered_by_an_agreement(pair, clock):

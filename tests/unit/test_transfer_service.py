@@ -5,7 +5,6 @@ consumer ends a transfer it cannot use, that a start is stored before it leaves,
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from connector import testing
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.protocol import messages as m
@@ -122,11 +122,7 @@ async def setup(tmp_path: Path) -> Any:
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0) -> None:
     """Wait (in real time, bounded) for the service's background moves to reach *check*."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        assert loop.time() < deadline, "the transfer did not get there"
-        await asyncio.sleep(0.01)
+    await testing.eventually(check, timeout_s, every_s=0.01, what="the transfer's next state")
 
 
 # -- the provider's decision on a request ------------------------------------------------------------------
