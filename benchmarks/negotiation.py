@@ -129,7 +129,7 @@ async def main() -> None:
                 await admin.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
                 await admin.add_contract_definition("cd", access_policy_id="open", contract_policy_id="open",
                                                     assets=["bench-data"])
-            participant = consumer.first_participant()
+            participant = consumer.participants.first()
             assert participant is not None
             dsp = f"http://127.0.0.1:{p_port}/participants/provider/api/dsp/2025-1"
             subject, _ = await consumer.federation.verify_peer(participant, dsp)

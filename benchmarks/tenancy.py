@@ -58,7 +58,7 @@ async def grow(data_dir: Path, count: int) -> None:
     node = Node(data_dir)
     await node.start()
     try:
-        first = node.first_participant()
+        first = node.participants.first()
         assert first is not None
         if not await node.contracts.entries(first.id, Asset):
             assets = [f"asset-{i:02d}" for i in range(20)]
@@ -69,7 +69,7 @@ async def grow(data_dir: Path, count: int) -> None:
                 id="cd", access_policy_id="open", contract_policy_id="open", assets=assets))
         while len(node.participants) < count:
             n = len(node.participants)
-            await node.add_participant(f"sme-{n:04d}", legal_name=f"SME {n} Ltd.", region="CN-GD")
+            await node.participants.add(f"sme-{n:04d}", legal_name=f"SME {n} Ltd.", region="CN-GD")
     finally:
         await node.stop()
 

@@ -24,6 +24,8 @@ from nacl.signing import SigningKey  # noqa: E402
 from connector.bootstrap import init_node  # noqa: E402
 from connector.logging import configure  # noqa: E402
 from connector.node import Node  # noqa: E402
+from connector.protocol.agreement_lifecycle import AgreementState  # noqa: E402
+from connector.protocol.negotiation import Role  # noqa: E402
 from connector.store.records import AgreementRecord, to_row  # noqa: E402
 from connector.testing import free_port  # noqa: E402
 from usage_policies import templates  # noqa: E402
@@ -60,15 +62,15 @@ async def main() -> None:
         node = Node(root / "node", result.config)
         await node.start()
         try:
-            participant = node.first_participant()
+            participant = node.participants.first()
             assert participant is not None
             policy = templates.combine(templates.purpose("qi", "R&D"), templates.max_uses("qi", 10**9),
                                        templates.log_each_use("qi"))
             agreement = {**policy, "@id": "urn:uuid:bench", "@type": "Agreement", "assigner": "did:web:p",
                          "assignee": participant.did, "timestamp": "2026-01-01T00:00:00Z"}
-            record = AgreementRecord(id="urn:uuid:bench", negotiation_id="n", role="consumer", provider_did="did:web:p",
-                                     consumer_did=participant.did, asset_id="qi", agreement=agreement,
-                                     state="FINALIZED")
+            record = AgreementRecord(id="urn:uuid:bench", negotiation_id="n", role=Role.CONSUMER,
+                                     provider_did="did:web:p", consumer_did=participant.did, asset_id="qi",
+                                     agreement=agreement, state=AgreementState.FINALIZED)
             row = to_row(record, participant_id=participant.id)
             await node.store.write(lambda db: db.execute(
                 f"INSERT INTO agreements ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",

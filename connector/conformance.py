@@ -9,7 +9,7 @@ scenario is fixed by the dataset id (as EDC's ``tck-extension`` does with ``Data
 
 - identity: a DSP request without an RFC 9421 signature is accepted when it carries exactly the configured
   static ``Authorization`` value, and its caller is the configured agent id
-  (``connector.http.auth``); that id is a counterparty of every negotiation (``Node.conformance_callers``);
+  (``connector.http.auth``); that id is a counterparty of every negotiation (``ConformanceMode.callers``);
 - seed: the first participant offers the kit's datasets (``ACN0101``… for the provider scenarios,
   ``CAT0101``… for the catalog ones) under policy ``P123`` (plain ``use``) and contract definition ``CD123``;
 - script: :data:`GUARDS` names, per dataset id, the node's moves in order, each with the state it is taken
@@ -34,6 +34,7 @@ participant's DID (the kit's name for the node under test; ``conformance.agent_i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,8 @@ from connector.http.auth import static_authorization_matches
 from connector.http.management import decode_body
 from connector.logging import get_logger
 from connector.protocol import contracts
-from connector.protocol.negotiation import TERMINAL, State
+from connector.protocol.agreement_lifecycle import AgreementState
+from connector.protocol.negotiation import TERMINAL, Role, State
 from connector.protocol.transfer import TERMINAL as TRANSFER_TERMINAL
 from connector.protocol.transfer import State as TState
 from connector.store.records import (
@@ -59,7 +61,11 @@ from connector.store.records import (
 )
 
 if TYPE_CHECKING:
-    from connector.node import Node
+    from connector.participant import ParticipantRuntime
+    from connector.services.negotiation import NegotiationService
+    from connector.services.ports import OutboundClient
+    from connector.services.transfer import TransferService
+    from connector.store.repository import ContractRepository
 
 log = get_logger(component="conformance")
 
@@ -68,12 +74,12 @@ DEFINITION_ID = "CD123"
 #: Plain "use", no constraints (the kit's offers carry ``"constraint": []``, which reads the same).
 POLICY = {"@id": f"urn:tds:policy:{POLICY_ID}", "@type": "Set", "permission": [{"action": "use"}]}
 
-REQ, OFF, ACC = State.REQUESTED.value, State.OFFERED.value, State.ACCEPTED.value
-AGR, VER = State.AGREED.value, State.VERIFIED.value
+REQ, OFF, ACC = State.REQUESTED, State.OFFERED, State.ACCEPTED
+AGR, VER = State.AGREED, State.VERIFIED
 
 #: dataset id -> the node's moves in order, each as (state it is taken in, step). The steps are those of
 #: ``NegotiationService.script``. Ids with an empty sequence never move on their own.
-GUARDS: dict[str, tuple[tuple[str, str], ...]] = {
+GUARDS: dict[str, tuple[tuple[State, str], ...]] = {
     # CUT as provider (CN:xx-yy uses dataset ACNxxyy)
     "ACN0101": ((REQ, "offer"),),
     "ACN0102": ((REQ, "offer"), (REQ, "terminate")),
@@ -121,12 +127,12 @@ SEEDED_ASSETS = (*(i for i in GUARDS if not i.startswith("ACNC")), "CAT0101", "C
 class Guard:
     """``NegotiationService.script`` for the kit's datasets: the next due move, or "wait"."""
 
-    def __init__(self, guards: dict[str, tuple[tuple[str, str], ...]] = GUARDS) -> None:
+    def __init__(self, guards: dict[str, tuple[tuple[State, str], ...]] = GUARDS) -> None:
         self._guards = guards
         #: negotiation id -> how many of its moves were taken (in memory: a fixture, not resumed on restart).
         self._taken: dict[str, int] = {}
         #: (negotiation id, state) pairs the kit has read through ``GET …/negotiations/:pid``.
-        self._looked: set[tuple[str, str]] = set()
+        self._looked: set[tuple[str, State]] = set()
 
     def looked(self, record: NegotiationRecord) -> bool:
         """Note that the kit read *record*; True if a move was waiting for that."""
@@ -140,7 +146,7 @@ class Guard:
         moves = self._guards.get(record.asset_id)
         if moves is None:
             return None
-        if State(record.state) in TERMINAL:
+        if record.state in TERMINAL:
             self._taken.pop(record.id, None)
             return "wait"
         taken = self._taken.get(record.id, 0)
@@ -152,13 +158,13 @@ class Guard:
         return "wait"
 
 
-TREQ, TSTA, TSUS = TState.REQUESTED.value, TState.STARTED.value, TState.SUSPENDED.value
+TREQ, TSTA, TSUS = TState.REQUESTED, TState.STARTED, TState.SUSPENDED
 TP_ASSET = "TP-DATA"
 TP_FILE = "conformance/tp-data.bin"
 
 #: agreement id -> the node's transfer moves in order, each as (state it is taken in, step); the steps are
 #: those of ``TransferService.script``. Ids with an empty sequence never move on their own.
-TRANSFER_GUARDS: dict[str, tuple[tuple[str, str], ...]] = {
+TRANSFER_GUARDS: dict[str, tuple[tuple[TState, str], ...]] = {
     # CUT as provider (TP:xx-yy uses agreement ATPxxyy)
     "ATP0101": ((TREQ, "start"), (TSTA, "terminate")),
     "ATP0102": ((TREQ, "start"), (TSTA, "complete")),
@@ -190,7 +196,7 @@ TRANSFER_GUARDS: dict[str, tuple[tuple[str, str], ...]] = {
 class TransferGuard:
     """``TransferService.script`` for the kit's agreements: the next due move, or "wait"."""
 
-    def __init__(self, guards: dict[str, tuple[tuple[str, str], ...]] = TRANSFER_GUARDS) -> None:
+    def __init__(self, guards: dict[str, tuple[tuple[TState, str], ...]] = TRANSFER_GUARDS) -> None:
         self._guards = guards
         self._taken: dict[str, int] = {}
 
@@ -198,7 +204,7 @@ class TransferGuard:
         moves = self._guards.get(record.agreement_id)
         if moves is None:
             return None
-        if TState(record.state) in TRANSFER_TERMINAL:
+        if record.state in TRANSFER_TERMINAL:
             self._taken.pop(record.id, None)
             return "wait"
         taken = self._taken.get(record.id, 0)
@@ -229,32 +235,41 @@ class InitiateNegotiation(msgspec.Struct, frozen=True):
 class ConformanceMode:
     """Wires the fixture into a node: identity, script, seed data and the trigger route."""
 
-    def __init__(self, node: Node, config: ConformanceSection) -> None:
-        self.node = node
+    def __init__(
+        self, config: ConformanceSection, *, first_participant: Callable[[], ParticipantRuntime | None],
+        contracts: ContractRepository, negotiations: NegotiationService, transfers: TransferService,
+        client: OutboundClient,
+    ) -> None:
         self.config = config
-        node.conformance_callers = frozenset({config.agent_id})
+        #: Callers accepted by the static Authorization value instead of a signature (the kit's agent id).
+        self.callers = frozenset({config.agent_id})
+        self.first_participant = first_participant
+        self.contracts = contracts
+        self.negotiations = negotiations
+        self.transfers = transfers
+        self.client = client
         self.guard = Guard()
-        node.negotiations.script = self.guard
-        node.negotiations.on_read = self._kit_read
-        node.transfers.script = TransferGuard()
+        negotiations.script = self.guard
+        negotiations.on_read = self._kit_read
+        transfers.script = TransferGuard()
 
     def _kit_read(self, record: NegotiationRecord) -> None:
         if self.guard.looked(record):
-            self.node.negotiations.poke(record)
+            self.negotiations.poke(record)
 
     async def seed(self) -> None:
         """Create the kit's policy, datasets and contract definition for the first participant (once)."""
-        participant = self.node.first_participant()
+        participant = self.first_participant()
         if not self.config.seed or participant is None:
             return
-        repo, now = self.node.contracts, datetime.now(UTC).isoformat(timespec="seconds")
+        repo, now = self.contracts, datetime.now(UTC).isoformat(timespec="seconds")
         entries: list[Asset | PolicyRecord | ContractDefinition] = [
             PolicyRecord(id=POLICY_ID, policy=POLICY, created_at=now),
             *(Asset(id=a, title=f"Conformance dataset {a}", created_at=now) for a in SEEDED_ASSETS),
             ContractDefinition(id=DEFINITION_ID, access_policy_id=POLICY_ID, contract_policy_id=POLICY_ID,
                                assets=list(SEEDED_ASSETS), created_at=now),
         ]
-        data = self.node.transfers.confinement(participant).own / TP_FILE
+        data = self.transfers.confinement(participant).own / TP_FILE
         data.parent.mkdir(parents=True, exist_ok=True)
         if not data.exists():
             data.write_bytes(bytes(range(256)) * 256)
@@ -273,8 +288,9 @@ class ConformanceMode:
             policy = {"@id": agreement_id, "@type": "Agreement", "target": TP_ASSET, "assigner": provider,
                       "assignee": consumer, "timestamp": stamp, "permission": [{"action": "use"}]}
             await repo.add_agreement(participant.id, AgreementRecord(
-                id=agreement_id, negotiation_id=f"conformance:{agreement_id}", role="provider" if ours else "consumer",
-                provider_did=provider, consumer_did=consumer, asset_id=TP_ASSET, agreement=policy, state="FINALIZED",
+                id=agreement_id, negotiation_id=f"conformance:{agreement_id}",
+                role=Role.PROVIDER if ours else Role.CONSUMER, provider_did=provider, consumer_did=consumer,
+                asset_id=TP_ASSET, agreement=policy, state=AgreementState.FINALIZED,
                 created_at=now))
         log.info("conformance data seeded", participant=participant.name, assets=len(SEEDED_ASSETS),
                  agreements=len(TRANSFER_GUARDS))
@@ -287,20 +303,20 @@ class ConformanceMode:
         if not static_authorization_matches(self.config.authorization, request.headers.get("Authorization")):
             raise Unauthorized("the conformance trigger needs the configured Authorization value")
         body = decode_body(await request.read(), InitiateTransfer)
-        participant = self.node.first_participant()
+        participant = self.first_participant()
         if participant is None:
             raise NotFound("this node hosts no participant yet")
-        agreement = await self.node.contracts.agreement(participant.id, body.agreementId)
-        if agreement is None or agreement.role != "consumer":
+        agreement = await self.contracts.agreement(participant.id, body.agreementId)
+        if agreement is None or agreement.role != Role.CONSUMER:
             raise BadRequest(f"no agreement {body.agreementId!r} where this node consumes", path="agreementId")
         address = body.connectorAddress.rstrip("/")
         try:
-            self.node.client.check_target(address)
+            self.client.check_target(address)
         except OutboundRefused as exc:
             raise BadRequest(f"connectorAddress refused: {exc.message}", path="connectorAddress") from exc
-        record = await self.node.transfers.request(participant, address, body.providerId, agreement.id,
+        record = await self.transfers.request(participant, address, body.providerId, agreement.id,
                                                    agreement.asset_id, body.format)
-        if record.state == TState.TERMINATED.value:
+        if record.state == TState.TERMINATED:
             raise PeerError(record.reason or "the transfer request could not be delivered")
         if record.pending is not None:
             raise PeerError("the transfer request could not be delivered yet; the node keeps retrying")
@@ -310,19 +326,19 @@ class ConformanceMode:
         if not static_authorization_matches(self.config.authorization, request.headers.get("Authorization")):
             raise Unauthorized("the conformance trigger needs the configured Authorization value")
         body = decode_body(await request.read(), InitiateNegotiation)
-        participant = self.node.first_participant()
+        participant = self.first_participant()
         if participant is None:
             raise NotFound("this node hosts no participant yet")
         address = body.connectorAddress.rstrip("/")
         try:
-            self.node.client.check_target(address)
+            self.client.check_target(address)
         except OutboundRefused as exc:
             raise BadRequest(f"connectorAddress refused: {exc.message}", path="connectorAddress") from exc
         offer = contracts.read_policy({**POLICY, "@id": body.offerId, "@type": "Offer"}, "offer")
-        record = await self.node.negotiations.request(
+        record = await self.negotiations.request(
             participant, address, body.providerId, offer, body.offerId, body.datasetId
         )
-        if record.state == State.TERMINATED.value:
+        if record.state == State.TERMINATED:
             raise PeerError(record.reason or "the contract request could not be delivered")
         if record.pending is not None:
             raise PeerError("the contract request could not be delivered yet; the node keeps retrying")

@@ -1,20 +1,30 @@
-"""Helpers for tests and examples: start real nodes on free loopback ports and clean them up."""
+"""Helpers for tests and examples: real nodes on free loopback ports (started and cleaned up), and fakes of the
+layers below the services for socket-free tests (a clock moved by hand, a recording outbound client, in-memory
+peers)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import inspect
+import json
 import shutil
 import socket
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
 from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
 from connector.config import CONFIG_FILE, ConformanceSection, DspSection, parse_config, render_config
+from connector.errors import OutboundRefused, PeerError
+from connector.net.client import PeerResponse
 from connector.node import Node
 
 
@@ -91,7 +101,7 @@ class RunningNode:
 
     @property
     def participant(self) -> Any:
-        first = self.node.first_participant()
+        first = self.node.participants.first()
         assert first is not None
         return first
 
@@ -115,7 +125,9 @@ class HostedParticipant:
 
     @property
     def participant(self) -> Any:
-        return self.host.node.participants[self.name]
+        found = self.host.node.participants.by_name(self.name)
+        assert found is not None, f"{self.name} is not hosted"
+        return found
 
     @property
     def public_url(self) -> str:
@@ -399,39 +411,300 @@ class ProcessNode:
                 await self.kill()
 
 
-class FederationPeerClient:
-    """A recording stand-in for the node's outbound client (``PeerClient.request`` and ``get_json``): canned
-    JSON answers by method and URL; every call is kept in :attr:`calls`. A URL without an answer is
-    unreachable (:class:`~connector.errors.PeerError`), as a peer that is down would be."""
+# -- fakes for the layers below the services (socket-free tests) ------------------------------------------
+#
+# A service asks for what it uses of the layers below as a Protocol (connector.services.ports); these fakes
+# implement them without a socket. FakeClock moves only when the test moves it; RecordingClient keeps every
+# outbound request and answers it from canned answers, from a callable per URL prefix, or from an in-memory
+# peer. NegotiationClock, NegotiationSent, NegotiationOutbound and FederationPeerClient, the names the
+# negotiation, transfer and federation tests use, are these.
 
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
-        #: (method, url, JSON body, key id of the signer or None), in order.
-        self.calls: list[tuple[str, str, Any, str | None]] = []
 
-    def answer(self, method: str, url: str, body: Any, *, status: int = 200) -> None:
-        self.answers[(method, url)] = (status, body)
+class FakeClock:
+    """A clock that stands still until the test moves it, so that retries, deadlines and rate windows come due
+    without anyone sleeping. One instant, three readings: called (or :attr:`now`), POSIX seconds, as the
+    process shells take it; :meth:`utc`, the same instant as an aware ``datetime`` (the services that read
+    dates); :meth:`monotonic`, seconds from an origin of its own that move by the same amounts (rate limits).
+    It never goes back."""
+
+    def __init__(self, start: float | datetime = 1_780_000_000.0, *, monotonic_start: float = 1000.0) -> None:
+        self._wall = start.timestamp() if isinstance(start, datetime) else float(start)
+        self._monotonic = float(monotonic_start)
+
+    def __call__(self) -> float:
+        return self._wall
+
+    @property
+    def now(self) -> float:
+        """POSIX seconds. Setting it moves the clock forward to that instant."""
+        return self._wall
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.advance(value - self._wall)
+
+    def utc(self) -> datetime:
+        """Now as an aware UTC ``datetime``."""
+        return datetime.fromtimestamp(self._wall, UTC)
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        """Move every reading forward by *seconds* (not backwards: :class:`ValueError`)."""
+        if seconds < 0:
+            raise ValueError(f"a fake clock does not go back ({seconds:g} s)")
+        self._wall += seconds
+        self._monotonic += seconds
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request a :class:`RecordingClient` was asked to make."""
+
+    method: str
+    url: str
+    #: The JSON body of a request, the bytes of an upload (read to the end), or None.
+    body: Any
+    #: The DID whose key signed it (the caller a peer would verify), or None for an unsigned request.
+    caller: str | None
+    #: The signer's key id (a DID URL), or None.
+    key_id: str | None = None
+    #: The headers the caller gave (an upload's ``Content-Length`` added, as the real client sends it).
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: A stream read through the backend session (``BackendReader.stream(…, backend=True)``).
+    backend: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A :class:`RecordingClient`'s answer: a status and a body, a JSON value or bytes sent as they are. A
+    streamed answer arrives in *pieces* when they are given (bytes, or an exception raised where it stands
+    in the stream, as a connection that breaks off would), else as the body in one piece."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    pieces: Sequence[bytes | BaseException] | None = None
+
+    def raw(self) -> bytes:
+        """The body as bytes: bytes as given, anything else as JSON."""
+        if isinstance(self.body, bytes | bytearray | memoryview):
+            return bytes(self.body)
+        return json.dumps(self.body).encode()
+
+    def response(self, url: str) -> PeerResponse:
+        """As the real client returns a whole (bounded) answer."""
+        kind = "application/octet-stream" if isinstance(self.body, bytes | bytearray | memoryview) else (
+            "application/json")
+        return PeerResponse(self.status, {"Content-Type": kind, **self.headers}, self.raw(), url)
+
+    def streamed(self) -> StreamedReply:
+        """As the real client hands over a streamed answer."""
+        if self.pieces is not None:
+            pieces: Sequence[bytes | BaseException] = self.pieces
+        else:
+            pieces = [self.body] if isinstance(self.body, bytes) else [] if self.body is None else [self.raw()]
+        return StreamedReply(self.status, dict(self.headers), StreamedBody(pieces))
+
+
+class StreamedBody:
+    """A body read as a stream, as the services read ``aiohttp.StreamReader`` (``readany``, ``read``,
+    ``iter_chunked``), over pieces given up front; an exception among them is raised when it is reached."""
+
+    def __init__(self, pieces: Iterable[bytes | BaseException]) -> None:
+        self._pieces: deque[bytes | BaseException] = deque(pieces)
+
+    async def readany(self) -> bytes:
+        """The next piece; ``b""`` at the end."""
+        while self._pieces:
+            piece = self._pieces.popleft()
+            if isinstance(piece, BaseException):
+                raise piece
+            if piece:
+                return bytes(piece)
+        return b""
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to *n* bytes (all that is left if *n* < 0)."""
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            piece = await self.readany()
+            if not piece:
+                break
+            if 0 <= n < len(out) + len(piece):
+                self._pieces.appendleft(piece[n - len(out):])
+                piece = piece[:n - len(out)]
+            out += piece
+        return bytes(out)
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        while piece := await self.read(n):
+            yield piece
+
+
+@dataclass(frozen=True)
+class StreamedReply:
+    """A streamed answer (``ports.BackendResponse``; ``aiohttp.ClientResponse`` as far as it is read)."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: StreamedBody
+
+
+class InMemoryPeer:
+    """A peer reached without a socket: a :class:`RecordingClient` it is connected to hands every request
+    under :attr:`base` to :meth:`answer`, with the rest of the URL, the body (JSON, or an upload's bytes) and
+    the caller's DID. A subclass answers as the peer's routes would (see :class:`NegotiationPeer`)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    async def answer(self, method: str, path: str, body: Any, caller: str) -> Reply | tuple[int, Any]:
+        raise NotImplementedError
+
+
+#: How a route answers a request: a :class:`Reply` or ``(status, body)``, or an awaitable of one. It may
+#: raise what the real client raises (``PeerError`` for a peer that cannot be reached).
+Answer = Callable[[Sent], Any]
+
+
+class RecordingClient:
+    """The node's outbound client (``connector.net.client.PeerClient``) without a socket: every Protocol of it
+    in ``connector.services.ports`` (requests, the guard's check, a JSON GET, a streamed GET, a streamed
+    upload). Every call is kept in :attr:`sent`, in order, then answered by, first to match:
+
+    1. a canned answer for its method and exact URL (:meth:`answer`);
+    2. the route or in-memory peer with the longest URL prefix it is under (:meth:`route`, :meth:`connect`);
+    3. else nobody is there: :class:`~connector.errors.PeerError` (unreachable), or, with
+       *unreachable_status*, that status and a reason, as a proxy in front of a peer that is down answers.
+
+    :attr:`before_answer`, if set, is awaited with each request before it is answered (e.g. to read what the
+    sender had stored by then). A URL under a prefix given to :meth:`refuse` is refused by the outbound guard
+    (:class:`~connector.errors.OutboundRefused`), in :meth:`check_target` and on every call."""
+
+    def __init__(self, *, unreachable_status: int | None = None) -> None:
+        self.sent: list[Sent] = []
+        self.answers: dict[tuple[str, str], Reply] = {}
+        self.routes: dict[str, Answer] = {}
+        self.peers: dict[str, InMemoryPeer] = {}
+        self.refused: dict[str, str] = {}
+        self.unreachable_status = unreachable_status
+        self.before_answer: Callable[[Sent], Awaitable[None]] | None = None
+
+    # -- what it answers ------------------------------------------------------------------------------------
+
+    def answer(self, method: str, url: str, body: Any = None, *, status: int = 200,
+               headers: Mapping[str, str] | None = None, pieces: Sequence[bytes | BaseException] | None = None
+               ) -> None:
+        """Answer every *method* request to exactly *url* with *status* and *body* (JSON, or bytes); a stream
+        gets *pieces* if given (see :class:`Reply`)."""
+        self.answers[(method, url)] = Reply(status, body, dict(headers or {}), pieces)
+
+    def route(self, prefix: str, answer: Answer) -> None:
+        """Answer the requests under *prefix* (a URL; "" for all) by calling *answer* with each."""
+        self.routes[prefix.rstrip("/")] = answer
+
+    def connect(self, peer: InMemoryPeer) -> None:
+        """Hand the requests under *peer*'s base to it."""
+        self.peers[peer.base] = peer
+
+        async def answer(sent: Sent) -> Any:
+            return await peer.answer(sent.method, sent.url[len(peer.base):], sent.body, sent.caller or "")
+
+        self.route(peer.base, answer)
+
+    def refuse(self, prefix: str, reason: str = "the outbound guard refuses this address") -> None:
+        """Let the outbound guard refuse every URL under *prefix*."""
+        self.refused[prefix.rstrip("/")] = reason
+
+    # -- what was sent --------------------------------------------------------------------------------------
+
+    def messages(self, type_name: str | None = None) -> list[dict[str, Any]]:
+        """The DSP messages sent (optionally of one ``@type``), in order."""
+        return [s.body for s in self.sent if isinstance(s.body, dict)
+                and (type_name is None or s.body.get("@type") == type_name)]
+
+    def requests(self, method: str | None = None, prefix: str = "") -> list[Sent]:
+        """The requests made (optionally with one method, or under a URL prefix), in order."""
+        return [s for s in self.sent if (method is None or s.method == method) and _under(s.url, prefix)]
+
+    # -- the outbound client's calls ------------------------------------------------------------------------
+
+    def check_target(self, url: str, *, backend: bool = False) -> SplitResult:
+        """The guard's early check of an address: refused under a prefix given to :meth:`refuse`."""
+        for prefix, reason in self.refused.items():
+            if _under(url, prefix):
+                raise OutboundRefused(f"{url}: {reason}")
+        return urlsplit(url)
 
     async def request(self, method: str, url: str, *, json_body: Any = None, signer: Any = None,
-                      headers: dict[str, str] | None = None) -> Any:
-        import json
-
-        from connector.errors import PeerError
-        from connector.net.client import PeerResponse
-
-        self.calls.append((method, url, json_body, signer.key_id if signer is not None else None))
-        if (method, url) not in self.answers:
-            raise PeerError(f"{url} is unreachable")
-        status, body = self.answers[(method, url)]
-        return PeerResponse(status, {"Content-Type": "application/json"}, json.dumps(body).encode(), url)
+                      headers: dict[str, str] | None = None) -> PeerResponse:
+        sent = await self._record(method, url, json_body, signer, headers)
+        return (await self._reply(sent)).response(url)
 
     async def get_json(self, url: str, *, signer: Any = None) -> Any:
-        from connector.errors import PeerError
-
         resp = await self.request("GET", url, signer=signer)
         if resp.status != 200:
             raise PeerError(f"GET {url} answered {resp.status}: {resp.body[:200]!r}")
         return resp.json()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str, *, signer: Any = None, headers: dict[str, str] | None = None,
+                     read_timeout_s: float | None = None, backend: bool = False) -> AsyncIterator[StreamedReply]:
+        sent = await self._record("GET", url, None, signer, headers, backend=backend)
+        yield (await self._reply(sent)).streamed()
+
+    async def upload(self, url: str, body: AsyncIterable[bytes], length: int, *, signer: Any = None,
+                     headers: dict[str, str] | None = None, read_timeout_s: float | None = None) -> PeerResponse:
+        self.check_target(url)
+        data = bytearray()
+        async for piece in body:
+            data += piece
+        sent = await self._record("POST", url, bytes(data), signer, {**(headers or {}), "Content-Length": str(length)})
+        return (await self._reply(sent)).response(url)
+
+    # -- inside ---------------------------------------------------------------------------------------------
+
+    async def _record(self, method: str, url: str, body: Any, signer: Any, headers: Mapping[str, str] | None,
+                      *, backend: bool = False) -> Sent:
+        self.check_target(url, backend=backend)
+        key_id = str(signer.key_id) if signer is not None else None
+        sent = Sent(method, url, body, key_id.split("#")[0] if key_id else None, key_id, dict(headers or {}),
+                    backend)
+        self.sent.append(sent)
+        if self.before_answer is not None:
+            await self.before_answer(sent)
+        return sent
+
+    async def _reply(self, sent: Sent) -> Reply:
+        canned = self.answers.get((sent.method, sent.url))
+        if canned is not None:
+            return canned
+        under = [prefix for prefix in self.routes if _under(sent.url, prefix)]
+        if not under:
+            if self.unreachable_status is None:
+                raise PeerError(f"{sent.url} is unreachable")
+            return Reply(self.unreachable_status, {"reason": ["the peer is not there"]})
+        answer = self.routes[max(under, key=len)](sent)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return answer if isinstance(answer, Reply) else Reply(*answer)
+
+
+def _under(url: str, prefix: str) -> bool:
+    """Whether *url* is *prefix* or below it ("" is above every URL)."""
+    return not prefix or url == prefix or (url.startswith(prefix) and url[len(prefix)] in "/?")
+
+
+class FederationPeerClient(RecordingClient):
+    """A :class:`RecordingClient` whose unknown URLs are unreachable (as a peer that is down would be), with
+    the calls also as tuples (:attr:`calls`), as the federation tests read them."""
+
+    @property
+    def calls(self) -> list[tuple[str, str, Any, str | None]]:
+        """(method, url, JSON body, key id of the signer or None), in order."""
+        return [(s.method, s.url, s.body, s.key_id) for s in self.sent]
 
 
 class FederationResolver:
@@ -450,86 +723,38 @@ class FederationResolver:
         return self.documents[did]
 
 
-class NegotiationClock:
-    """A fake clock for the process shells (POSIX seconds): it stands still until the test moves it, so
-    retries and deadlines come due without anyone sleeping."""
-
-    def __init__(self, start: float = 1_780_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+#: The negotiation and transfer tests' names for the general fakes.
+NegotiationClock = FakeClock
+NegotiationSent = Sent
 
 
-@dataclass(frozen=True)
-class NegotiationSent:
-    """One request a :class:`NegotiationOutbound` was asked to send."""
-
-    method: str
-    url: str
-    body: Any
-    #: The DID whose key signed it (the caller a peer would verify), or None for an unsigned request.
-    caller: str | None
-
-
-class NegotiationOutbound:
-    """A recording outbound client (``connector.services.ports.OutboundClient``) that opens no socket.
-    Every request is kept in :attr:`sent`, then answered by the in-memory peer whose DSP base the URL is
-    under (:meth:`connect`), or with *down_status* (503) when no peer is there. :attr:`before_answer`, if
-    set, is awaited with each request before it is answered (e.g. to read what the sender had stored)."""
+class NegotiationOutbound(RecordingClient):
+    """A :class:`RecordingClient` that answers a URL no peer is connected for with *down_status* (503), as a
+    proxy in front of a peer that is down would. The negotiation and transfer tests connect their in-memory DSP
+    peers (:class:`NegotiationPeer`) to it."""
 
     def __init__(self, *, down_status: int = 503) -> None:
-        self.sent: list[NegotiationSent] = []
-        self.peers: dict[str, NegotiationPeer] = {}
-        self.down_status = down_status
-        self.before_answer: Callable[[NegotiationSent], Awaitable[None]] | None = None
+        super().__init__(unreachable_status=down_status)
 
-    def connect(self, peer: NegotiationPeer) -> None:
-        self.peers[peer.base] = peer
+    @property
+    def down_status(self) -> int | None:
+        return self.unreachable_status
 
-    def messages(self, type_name: str | None = None) -> list[dict[str, Any]]:
-        """The DSP messages sent (optionally of one ``@type``), in order."""
-        return [s.body for s in self.sent if isinstance(s.body, dict)
-                and (type_name is None or s.body.get("@type") == type_name)]
-
-    def check_target(self, url: str, *, backend: bool = False) -> Any:
-        from urllib.parse import urlsplit
-
-        return urlsplit(url)
-
-    async def request(self, method: str, url: str, *, json_body: Any = None, signer: Any = None,
-                      headers: dict[str, str] | None = None) -> Any:
-        import json
-
-        from connector.net.client import PeerResponse
-
-        caller = str(signer.key_id).split("#")[0] if signer is not None else None
-        sent = NegotiationSent(method, url, json_body, caller)
-        self.sent.append(sent)
-        if self.before_answer is not None:
-            await self.before_answer(sent)
-        peer = next((p for base, p in self.peers.items() if url.startswith(f"{base}/")), None)
-        if peer is None:
-            body: Any = {"reason": ["the peer is not there"]}
-            status = self.down_status
-        else:
-            status, body = await peer.answer(method, url[len(peer.base):], json_body, caller or "")
-        return PeerResponse(status, {"Content-Type": "application/json"}, json.dumps(body).encode(), url)
+    @down_status.setter
+    def down_status(self, status: int | None) -> None:
+        self.unreachable_status = status
 
 
-class NegotiationPeer:
+class NegotiationPeer(InMemoryPeer):
     """An in-memory DSP peer: one participant with its own ``NegotiationService``, answering the negotiation
     paths under its DSP base as the protocol API does (``connector.http.dsp``): an opening message with 201
     and the ContractNegotiation, a later one with 200, ``GET …/negotiations/:pid`` with the process, and a
     refusal with its status and a ``ContractNegotiationError`` body naming the reason."""
 
     def __init__(self, participant: Any, service: Any) -> None:
+        super().__init__(participant.dsp_base)
         self.participant = participant
         self.service = service
-        self.base: str = participant.dsp_base
 
     async def answer(self, method: str, path: str, body: Any, caller: str) -> tuple[int, Any]:
         from connector.errors import TdsError

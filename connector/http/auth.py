@@ -34,7 +34,6 @@ from aiohttp import web
 from connector.errors import Unauthorized
 from connector.logging import get_logger
 from connector.net import signing
-from connector.ratelimit import check_rate
 from connector.store.repository import Token
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
     from connector.config import ConformanceSection
     from connector.participant import ParticipantRuntime
-    from connector.ratelimit import RateLimiter
+    from connector.services.tokens import TokenService
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_DID = web.RequestKey("tds_caller_did", str)
@@ -70,19 +69,6 @@ class Gate(Protocol):
 
 class FailureCounter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
-
-
-class TokenRepository(Protocol):
-    async def find_token(self, token: str) -> Token | None: ...
-
-
-class TokenAuthority(Protocol):
-    """What checking a management token reads: the tokens and the per-participant budget."""
-
-    @property
-    def repo(self) -> TokenRepository: ...
-    @property
-    def management_limit(self) -> RateLimiter: ...
 
 
 @dataclass(frozen=True)
@@ -187,17 +173,10 @@ async def _authenticate_static(request: web.Request, expected: str, agent_id: st
     return agent_id
 
 
-async def authenticate_token(authority: TokenAuthority, request: web.Request) -> Token:
+async def authenticate_token(tokens: TokenService, request: web.Request) -> Token:
+    """The management token of *request* (``Authorization: Bearer``), checked by *tokens*; 401 otherwise."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("management API needs 'Authorization: Bearer <token>'")
-    token = token.strip()
-    if len(token) > 512:
-        raise Unauthorized("unknown or revoked token")
-    found = await authority.repo.find_token(token)
-    if found is None:
-        raise Unauthorized("unknown or revoked token")
-    key = found.participant_id if found.participant_id is not None else f"admin:{found.id}"
-    check_rate(authority.management_limit, key, "management requests for this participant", time.monotonic())
-    return found
+    return await tokens.authenticate(token.strip())

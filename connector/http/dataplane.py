@@ -33,7 +33,7 @@ from connector.http.auth import FailureCounter, PeerAuth, authenticate_signed
 from connector.http.middleware import read_json
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
-from connector.protocol.transfer import State
+from connector.protocol.transfer import Role, State
 from connector.services import receiver, sender
 from connector.services.dataplane import wire_length
 from connector.services.transfer import PUSH, SEALING_SCHEME, token_hash
@@ -69,7 +69,7 @@ def routes(site: DataPlaneSite) -> list[web.RouteDef]:
     base = "/participants/{name}/data/{pid}"
 
     async def authorise(request: web.Request) -> tuple[TransferRecord, Path]:
-        _, record = await _token_holder(site, request, role="provider")
+        _, record = await _token_holder(site, request, role=Role.PROVIDER)
         path, problem = await sender.source_file(record.data_address or {})
         if problem:
             raise PeerError(problem)
@@ -118,7 +118,7 @@ def routes(site: DataPlaneSite) -> list[web.RouteDef]:
     return [web.get(base, data), web.get(f"{base}/manifest", manifest), *inbox_routes(site)]
 
 
-async def _token_holder(site: DataPlaneSite, request: web.Request, *, role: str, push: bool = False,
+async def _token_holder(site: DataPlaneSite, request: web.Request, *, role: Role, push: bool = False,
                         streamed: bool = False) -> tuple[ParticipantRuntime, TransferRecord]:
     """A data-plane request (outside the DSP base): the participant and the transfer named in its path,
     where we have *role*, with the transfer's bearer token *and* an RFC 9421 signature by the transfer's
@@ -135,7 +135,7 @@ async def _token_holder(site: DataPlaneSite, request: web.Request, *, role: str,
     if record is None or record.role != role or (push and record.format != PUSH):
         raise NotFound("no such transfer")
     ok = hmac.compare_digest(token_hash(token.strip()), record.token_hash or "")
-    ok = ok and record.counterparty_did == caller and record.state == State.STARTED.value
+    ok = ok and record.counterparty_did == caller and record.state == State.STARTED
     ok = ok and (record.token_expires_at is None or record.token_expires_at > time.time())
     if not ok:
         site.signature_failures.inc()
@@ -153,7 +153,7 @@ def inbox_routes(site: DataPlaneSite) -> list[web.RouteDef]:
     inbox = receiver.Inbox(site.transfers)
 
     async def authorise(request: web.Request, *, streamed: bool) -> tuple[ParticipantRuntime, TransferRecord]:
-        return await _token_holder(site, request, role="consumer", push=True, streamed=streamed)
+        return await _token_holder(site, request, role=Role.CONSUMER, push=True, streamed=streamed)
 
     async def manifest(request: web.Request) -> web.Response:
         participant, record = await authorise(request, streamed=False)

@@ -15,6 +15,7 @@ import enum
 import math
 import mimetypes
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -22,16 +23,17 @@ from aiohttp import web
 
 from connector import jsonbound
 from connector.config import NAME_RE, REGION_RE
-from connector.errors import BadRequest, Conflict, Forbidden, NotFound, StorageError, validation_error_path
+from connector.errors import BadRequest, Forbidden, NotFound, StorageError, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
 from connector.http.middleware import query_int
 from connector.identity.credentials import Subject
 from connector.logging import get_logger
 from connector.protocol import agreements
+from connector.protocol.negotiation import Role
 from connector.protocol.negotiation import State as NegotiationState
 from connector.protocol.transfer import State as TransferState
 from connector.services import vault
-from connector.services.policy import PolicySyntaxError, check_policy
+from connector.services.tokens import MAX_TOKENS, NewToken
 from connector.store.records import (
     AgreementRecord,
     Asset,
@@ -44,9 +46,17 @@ from connector.store.records import (
 from connector.store.repository import Peer, TokenInfo
 
 if TYPE_CHECKING:
-    from connector.node import Node
     from connector.participant import ParticipantRuntime
+    from connector.services.federation import FederationService
+    from connector.services.negotiation import NegotiationService
+    from connector.services.participants import ParticipantRegistry
     from connector.services.process_shell import ProcessShell
+    from connector.services.publishing import Publishing
+    from connector.services.receipts import ReceiptService
+    from connector.services.tokens import TokenService
+    from connector.services.transfer import TransferService
+    from connector.services.usage import UsageService
+    from connector.services.vault import Vault
 
 PREFIX = "/api/management/v1"
 log = get_logger(component="management")
@@ -54,6 +64,7 @@ log = get_logger(component="management")
 PUBLIC_PATHS = frozenset({f"{PREFIX}/openapi.json", f"{PREFIX}/docs"})
 S = TypeVar("S", bound=msgspec.Struct)
 R = TypeVar("R", NegotiationRecord, TransferRecord)
+E = TypeVar("E", bound=enum.Enum)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -147,16 +158,7 @@ class TokenIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     application: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
-class TokenCreated(msgspec.Struct, frozen=True, rename="camel"):
-    id: str
-    application: str
-    created_at: str
-    #: The token itself: shown only here; the node keeps only its hash.
-    token: str
-
-
-#: Active management tokens a participant may hold at once.
-MAX_TOKENS = 100
+TokenCreated = NewToken
 #: Most rows one listing returns (``?limit=``), and the longest long-poll (``?wait=``) in seconds.
 MAX_LIMIT = 1000
 MAX_WAIT_S = 120
@@ -178,8 +180,8 @@ class TransferOut(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """A transfer process as the management API shows it (never its token or data address)."""
 
     id: str
-    role: str
-    state: str
+    role: Role
+    state: TransferState
     counterparty_did: str
     agreement_id: str
     provider_pid: str | None = None
@@ -230,11 +232,27 @@ def decode_body(raw: bytes, kind: type[S]) -> S:
         raise BadRequest(f"{path}: {message}" if path else message, path=f"$.{path}" if path else "$") from exc
 
 
-def token_middleware(node: Node) -> Any:
+@dataclass(frozen=True)
+class ManagementSite:
+    """What the management routes call: the services, never a store."""
+
+    participants: ParticipantRegistry
+    tokens: TokenService
+    federation: FederationService
+    publishing: Publishing
+    negotiations: NegotiationService
+    transfers: TransferService
+    usage: UsageService
+    receipts: ReceiptService
+    #: Received data, opened for a permitted use.
+    vault: Vault
+
+
+def token_middleware(tokens: TokenService) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(PREFIX) and request.path not in PUBLIC_PATHS:
-            token = await authenticate_token(node, request)
+            token = await authenticate_token(tokens, request)
             request[TOKEN] = token
         return await handler(request)
 
@@ -284,13 +302,13 @@ def states_query(states: type[enum.Enum]) -> Query:
                  {"type": "string", "pattern": f"^(({one})(,({one}))*)?$"})
 
 
-def _states(request: web.Request, states: type[enum.Enum]) -> list[str] | None:
+def _states(request: web.Request, states: type[E]) -> list[E] | None:
     names = [s for s in request.query.get("state", "").split(",") if s]
-    known = {s.value for s in states}
+    known = {s.value: s for s in states}
     for name in names:
         if name not in known:
             raise BadRequest(f"unknown state {name[:40]!r} (known: {', '.join(sorted(known))})", path="state")
-    return names or None
+    return [known[name] for name in names] or None
 
 
 class ParticipantOut(msgspec.Struct, frozen=True, rename="camel"):
@@ -360,10 +378,10 @@ class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
     history: list[NegotiationEvent] = []
 
 
-def routes(node: Node) -> list[Route]:
+def routes(site: ManagementSite) -> list[Route]:
     def participant(request: web.Request) -> ParticipantRuntime:
         token = request[TOKEN]
-        found = node.participant_by_id(token.participant_id) if token.participant_id else None
+        found = site.participants.by_id(token.participant_id) if token.participant_id else None
         if found is None:
             raise NotFound("this token is not bound to a participant")
         return found
@@ -385,40 +403,31 @@ def routes(node: Node) -> list[Route]:
         body = decode_body(await request.read(), ParticipantIn)
         if not body.legal_name.strip():
             raise BadRequest("legalName must not be blank", path="$.legalName")
-        p, token = await node.add_participant(body.name, legal_name=body.legal_name.strip(), region=body.region,
-                                              industry=body.industry, contact=body.contact, did=body.did)
+        p, token = await site.participants.add(body.name, legal_name=body.legal_name.strip(), region=body.region,
+                                                   industry=body.industry, contact=body.contact, did=body.did)
         out = ParticipantAdded(name=p.name, did=p.did, dsp_endpoint=p.dsp_base, did_document=f"{p.base_url}/did.json",
                                created_at=p.record.created_at, token=token)
         return web.json_response(msgspec.to_builtins(out), status=201)
 
     async def list_participants(_: web.Request) -> web.Response:
-        return web.json_response([msgspec.to_builtins(summary(p)) for p in node.participants.values()])
+        return web.json_response([msgspec.to_builtins(summary(p)) for p in site.participants])
 
     async def remove_participant(request: web.Request) -> web.Response:
-        removed = await node.remove_participant(request.match_info["id"])
+        removed = await site.participants.remove(request.match_info["id"])
         return web.json_response(msgspec.to_builtins(msgspec.convert(removed, ParticipantRemoved)))
 
     # the participant's own management tokens ------------------------------------------------------
 
     async def create_token(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), TokenIn)
-        p = participant(request)
-        active = [t for t in await node.repo.tokens(p.id) if t.revoked_at is None]
-        if len(active) >= MAX_TOKENS:
-            raise Conflict(f"this participant already has {MAX_TOKENS} active tokens; revoke one first")
-        from connector.bootstrap import new_token
-
-        value, created = new_token(), now()
-        token_id = await node.repo.add_token(value, p.id, body.application, admin=False, now=created)
-        out = TokenCreated(id=token_id, application=body.application, created_at=created, token=value)
-        return web.json_response(msgspec.to_builtins(out), status=201)
+        created = await site.tokens.create(participant(request), body.application)
+        return web.json_response(msgspec.to_builtins(created), status=201)
 
     async def list_tokens(request: web.Request) -> web.Response:
-        return web.json_response([camel(t) for t in await node.repo.tokens(participant(request).id)])
+        return web.json_response([camel(t) for t in await site.tokens.of(participant(request))])
 
     async def revoke_token(request: web.Request) -> web.Response:
-        if not await node.repo.revoke_token(participant(request).id, request.match_info["id"], now()):
-            raise NotFound("no such token")
+        await site.tokens.revoke(participant(request), request.match_info["id"])
         return web.Response(status=204)
 
     async def get_participant(request: web.Request) -> web.Response:
@@ -439,11 +448,11 @@ def routes(node: Node) -> list[Route]:
 
     async def verify_peer(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), VerifyPeerRequest)
-        subject, dsp_base = await node.federation.verify_peer(participant(request), body.peer)
+        subject, dsp_base = await site.federation.verify_peer(participant(request), body.peer)
         return web.json_response({"verified": True, "dspEndpoint": dsp_base, "peer": msgspec.to_builtins(subject)})
 
     async def list_peers(request: web.Request) -> web.Response:
-        peers = await node.repo.peers(participant(request).id)
+        peers = await site.federation.known(participant(request))
         return web.json_response({"peers": [camel(p) for p in peers]})
 
     def now() -> str:
@@ -458,92 +467,42 @@ def routes(node: Node) -> list[Route]:
         record = Asset(id=body.id, title=body.title, description=body.description, content_type=body.content_type,
                        data_class=body.data_class, keywords=list(body.keywords), data_address=body.data_address,
                        created_at=now())
-        p = participant(request)
-        path = None
-        if body.data_address:
-            from connector.services import addresses, backends
-
-            if backends.is_http(body.data_address):
-                if await node.contracts.entry(p.id, Asset, body.id) is not None:
-                    raise Conflict(f"asset {body.id!r} already exists", path="id")
-                address = await backends.snapshot(node.client, node.transfers.confinement(p).own, body.id,
-                                                  body.data_address.get("url", ""),
-                                                  limit=node.config.node.max_snapshot_bytes)
-                record = msgspec.structs.replace(record, data_address=address)
-            path = addresses.resolve(record.data_address, node.transfers.confinement(p))
-        await node.contracts.add_entry(p.id, record)
-        if path is not None:
-            # The manifest of this version of the bytes, computed once, now (DSP transfers reuse it).
-            await node.transfers.manifest_for(p, record, path)
+        record = await site.publishing.add_asset(participant(request), record)
         return web.json_response(camel(record), status=201)
 
     async def refresh_asset(request: web.Request) -> web.Response:
         """Fetch an HttpData asset again from its backend; changed bytes become a new version."""
-        from connector.services import addresses, backends
-
-        p = participant(request)
-        asset = await node.contracts.entry(p.id, Asset, request.match_info["id"])
-        if asset is None:
-            raise NotFound("no such asset")
-        origin = asset.data_address.get("origin")
-        if not isinstance(origin, str):
-            raise BadRequest("this asset is not fetched from an HTTP backend (no origin)", path="dataAddress")
-        address = await backends.snapshot(node.client, node.transfers.confinement(p).own, asset.id, origin,
-                                          limit=node.config.node.max_snapshot_bytes)
-        changed = address["sha256"] != asset.data_address.get("sha256")
-        if changed:
-            asset = msgspec.structs.replace(asset, data_address=address)
-            await node.contracts.replace_asset(p.id, asset)
-            await node.transfers.manifest_for(p, asset, addresses.resolve(address, node.transfers.confinement(p)))
+        asset, changed = await site.publishing.refresh_asset(participant(request), request.match_info["id"])
         return web.json_response({**camel(asset), "changed": changed})
 
     async def add_policy(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), PolicyIn)
-        policy = body.policy
-        if "@id" not in policy and "uid" not in policy:
-            policy = {**policy, "@id": f"urn:tds:policy:{body.id}"}
-        try:
-            check_policy(policy)
-        except PolicySyntaxError as exc:
-            problems = getattr(exc, "problems", [])
-            first = problems[0][0] if problems else ""
-            raise BadRequest(f"policy is not valid ODRL: {exc}", path=f"$.policy{first.lstrip('$')}") from exc
-        record = PolicyRecord(id=body.id, policy=policy, created_at=now())
-        await node.contracts.add_entry(participant(request).id, record)
+        record = await site.publishing.add_policy(participant(request), body.id, body.policy, now())
         return web.json_response(camel(record), status=201)
 
     async def add_definition(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), ContractDefinitionIn)
-        p = participant(request)
-        for field, policy_id in (("accessPolicyId", body.access_policy_id),
-                                 ("contractPolicyId", body.contract_policy_id)):
-            if await node.contracts.entry(p.id, PolicyRecord, policy_id) is None:
-                raise BadRequest(f"no policy {policy_id!r}", path=f"$.{field}")
-        known = {a.id for a in await node.contracts.entries(p.id, Asset)}
-        for i, asset_id in enumerate(body.assets):
-            if asset_id not in known:
-                raise BadRequest(f"no asset {asset_id!r}", path=f"$.assets[{i}]")
         record = ContractDefinition(id=body.id, access_policy_id=body.access_policy_id,
                                     contract_policy_id=body.contract_policy_id, assets=list(body.assets),
                                     created_at=now())
-        await node.contracts.add_entry(p.id, record)
+        record = await site.publishing.add_definition(participant(request), record)
         return web.json_response(camel(record), status=201)
 
     def entry_routes(
         path: str, noun: str, kind: type[Any], add: Any, body: type[Any], example: dict[str, Any]
     ) -> list[Route]:
         async def list_all(request: web.Request) -> web.Response:
-            rows = await node.contracts.entries(participant(request).id, kind)
+            rows = await site.publishing.entries(participant(request), kind)
             return web.json_response([camel(r) for r in rows])
 
         async def get_one(request: web.Request) -> web.Response:
-            found = await node.contracts.entry(participant(request).id, kind, request.match_info["id"])
+            found = await site.publishing.entry(participant(request), kind, request.match_info["id"])
             if found is None:
                 raise NotFound(f"no such {noun}")
             return web.json_response(camel(found))
 
         async def delete_one(request: web.Request) -> web.Response:
-            if not await node.contracts.delete_entry(participant(request).id, kind, request.match_info["id"]):
+            if not await site.publishing.delete(participant(request), kind, request.match_info["id"]):
                 raise NotFound(f"no such {noun}")
             return web.Response(status=204)
 
@@ -559,71 +518,45 @@ def routes(node: Node) -> list[Route]:
 
     async def query_catalog(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), CatalogQuery)
-        p = participant(request)
-        dsp = await node.federation.dsp_base_of(body.peer)
-        from connector.errors import PeerError
-        from connector.protocol import messages as m
-
-        datasets: list[Any] = []
-        url: str | None = f"{dsp}/catalog/request"
-        catalog: Any = {}
-        pages = 0
-        while url and pages < 50:
-            resp = await node.client.request("POST", url, json_body=m.encode(m.CatalogRequestMessage()),
-                                             signer=p.signer)
-            if resp.status != 200:
-                raise PeerError(f"{dsp} refused the catalog request with {resp.status}")
-            catalog = resp.json()
-            datasets += catalog.get("dataset", []) if isinstance(catalog, dict) else []
-            url = _next_link(resp.headers.get("Link", ""))
-            pages += 1
-        if isinstance(catalog, dict):
-            catalog = {k: v for k, v in catalog.items() if k != "dataset"}
-            if datasets:
-                catalog["dataset"] = datasets
+        catalog = await site.federation.peer_catalog(participant(request), body.peer)
         return web.json_response(catalog)
 
     # negotiations --------------------------------------------------------------------------------
 
     async def start_negotiation(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), NegotiationStart)
-        record = await node.negotiations.start(participant(request), body.peer, body.offer_id)
+        record = await site.negotiations.start(participant(request), body.peer, body.offer_id)
         return web.json_response(camel(record), status=201)
 
     async def list_negotiations(request: web.Request) -> web.Response:
-        rows = await node.contracts.negotiations(participant(request).id, states=_states(request, NegotiationState),
-                                                 limit=_limit(request))
+        rows = await site.negotiations.find(participant(request), states=_states(request, NegotiationState),
+                                            limit=_limit(request))
         return web.json_response([camel(r) for r in rows])
 
     async def get_negotiation(request: web.Request) -> web.Response:
         p = participant(request)
-        record = await _current_or_final(node.negotiations, p, request)
+        record = await _current_or_final(site.negotiations, p, request)
         if record is None:
             raise NotFound("no such negotiation")
         body = camel(record)
-        body["history"] = [msgspec.to_builtins(e) for e in await node.contracts.events(p.id, record.id)]
+        body["history"] = [msgspec.to_builtins(e) for e in await site.negotiations.history(p, record.id)]
         return web.json_response(body)
 
     async def terminate_negotiation(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), TerminateIn)
-        record = await node.negotiations.terminate(participant(request), request.match_info["id"], body.reason)
+        record = await site.negotiations.terminate(participant(request), request.match_info["id"], body.reason)
         return web.json_response(camel(record))
 
     async def accept_negotiation(request: web.Request) -> web.Response:
-        p = participant(request)
-        await node.negotiations.accept(p, request.match_info["id"])
-        record = await node.contracts.negotiation(p.id, request.match_info["id"])
-        assert record is not None
+        record = await site.negotiations.accept(participant(request), request.match_info["id"])
         return web.json_response(camel(record))
 
     async def list_agreements(request: web.Request) -> web.Response:
-        rows = await node.contracts.agreements(participant(request).id)
+        rows = await site.negotiations.agreements(participant(request))
         return web.json_response([camel(r) for r in rows])
 
     async def agreement_evidence(request: web.Request) -> web.Response:
-        found = await node.contracts.agreement(participant(request).id, request.match_info["id"])
-        if found is None:
-            raise NotFound("no such agreement")
+        found = await site.negotiations.agreement(participant(request), request.match_info["id"])
         return web.json_response(agreements.bundle(found.agreement, found.provider_proof, found.consumer_proof,
                                                    found.did_documents))
 
@@ -632,7 +565,7 @@ def routes(node: Node) -> list[Route]:
     async def use(request: web.Request) -> web.StreamResponse:
         body = decode_body(await request.read(), UseIn)
         p = participant(request)
-        payload = node.vault.payload(p, body.agreement_id) if body.deliver else None
+        payload = site.vault.payload(p, body.agreement_id) if body.deliver else None
         if body.deliver and payload is None:
             from connector.errors import Conflict
 
@@ -641,9 +574,9 @@ def routes(node: Node) -> list[Route]:
         # so that a damaged or cut file is an error (503, nothing counted) rather than a use.
         reader = None
         if payload is not None:
-            reader = await asyncio.to_thread(node.vault.reader, p, payload, body.agreement_id)
+            reader = await asyncio.to_thread(site.vault.reader, p, payload, body.agreement_id)
         try:
-            outcome = await node.usage.use(p, application=request[TOKEN].application,
+            outcome = await site.usage.use(p, application=request[TOKEN].application,
                                            agreement_id=body.agreement_id, action=body.action, purpose=body.purpose,
                                            use_id=body.use_id)
             result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=outcome.entry.seq,
@@ -672,14 +605,12 @@ def routes(node: Node) -> list[Route]:
                 reader.close()
 
     async def usage_summary(request: web.Request) -> web.Response:
-        return web.json_response(await node.usage.summary(participant(request), request.match_info["id"]))
+        return web.json_response(await site.usage.summary(participant(request), request.match_info["id"]))
 
     async def usage_log(request: web.Request) -> web.Response:
         p = participant(request)
-        agreement = await node.contracts.agreement(p.id, request.match_info["id"])
-        if agreement is None:
-            raise NotFound("no such agreement")
-        entries, heads, ack = await node.usage.log_of(p, agreement.id)
+        agreement = await site.negotiations.agreement(p, request.match_info["id"])
+        entries, heads, ack = await site.usage.log_of(p, agreement.id)
         provider_document = agreement.did_documents.get(agreement.provider_did)
         out = UsageLogOut(entries=[msgspec.to_builtins(e) for e in entries], heads=heads,
                           did_document=p.did_document(), acknowledgement=ack, provider_did_document=provider_document)
@@ -687,16 +618,14 @@ def routes(node: Node) -> list[Route]:
 
     async def revoke_agreement(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), TerminateIn)
-        return web.json_response(await node.receipts.revoke(participant(request), request.match_info["id"],
+        return web.json_response(await site.receipts.revoke(participant(request), request.match_info["id"],
                                                             body.reason))
 
     async def usage_report(request: web.Request) -> web.Response:
-        return web.json_response(await node.receipts.report(participant(request), request.match_info["id"]))
+        return web.json_response(await site.receipts.report(participant(request), request.match_info["id"]))
 
     async def get_agreement(request: web.Request) -> web.Response:
-        found = await node.contracts.agreement(participant(request).id, request.match_info["id"])
-        if found is None:
-            raise NotFound("no such agreement")
+        found = await site.negotiations.agreement(participant(request), request.match_info["id"])
         return web.json_response(camel(found))
 
     # transfers -----------------------------------------------------------------------------------
@@ -706,43 +635,31 @@ def routes(node: Node) -> list[Route]:
 
     async def start_transfer(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), TransferStart)
-        p = participant(request)
-        quota = node.config.node.vault_quota_bytes
-        if await asyncio.to_thread(node.vault.usage, p) >= quota:
-            from connector.errors import PayloadTooLarge
-
-            raise PayloadTooLarge(f"the participant's vault is full ({quota} bytes, node.vault_quota_bytes): "
-                                  "delete data it no longer needs first")
-        record = await node.transfers.start(p, body.agreement_id, body.peer, push=body.push)
+        record = await site.transfers.start(participant(request), body.agreement_id, body.peer, push=body.push)
         return web.json_response(transfer_out(record), status=201)
 
     async def list_transfers(request: web.Request) -> web.Response:
-        rows = await node.transfers_repo.find(participant(request).id, states=_states(request, TransferState),
-                                              limit=_limit(request))
+        rows = await site.transfers.find(participant(request), states=_states(request, TransferState),
+                                         limit=_limit(request))
         return web.json_response([transfer_out(r) for r in rows])
 
     async def get_transfer(request: web.Request) -> web.Response:
         p = participant(request)
-        record = await _current_or_final(node.transfers, p, request)
+        record = await _current_or_final(site.transfers, p, request)
         if record is None:
             raise NotFound("no such transfer")
         body = transfer_out(record)
-        body["history"] = [msgspec.to_builtins(e) for e in await node.transfers_repo.events(p.id, record.id)]
+        body["history"] = [msgspec.to_builtins(e) for e in await site.transfers.history(p, record.id)]
         return web.json_response(body)
 
     async def transfer_bundle(request: web.Request) -> web.Response:
-        record = await node.transfers_repo.get(participant(request).id, request.match_info["id"])
-        if record is None:
-            raise NotFound("no such transfer")
-        if record.role != "consumer" or not record.envelope:
-            raise NotFound("this transfer has no verified manifest (yet)")
-        return web.json_response(record.envelope)
+        return web.json_response(await site.transfers.bundle(participant(request), request.match_info["id"]))
 
     def transfer_action(step: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             raw = await request.read()
             body = decode_body(raw, ReasonIn) if raw else ReasonIn()
-            record = await node.transfers.act(participant(request), request.match_info["id"], step, body.reason)
+            record = await site.transfers.act(participant(request), request.match_info["id"], step, body.reason)
             return web.json_response(transfer_out(record))
 
         return handler
@@ -877,11 +794,3 @@ async def _current_or_final(shell: ProcessShell[R], p: ParticipantRuntime, reque
 
 def _limit(request: web.Request) -> int:
     return query_int(request, "limit", default=100, low=1, high=MAX_LIMIT)
-
-
-def _next_link(header: str) -> str | None:
-    for part in header.split(","):
-        url, _, params = part.partition(";")
-        if 'rel="next"' in params:
-            return url.strip().strip("<>")
-    return None

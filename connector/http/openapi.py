@@ -54,6 +54,22 @@ def _camelise(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _readable_names(schemas: tuple[dict[str, Any], ...], components: dict[str, Any]
+                    ) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """msgspec names a schema after its type, with the module's path when two types share a name (the
+    negotiation's and the transfer's ``State``: ``connector.protocol.transfer.State``); such a name is shown
+    as the module's name and the type's (``TransferState``), in the components and in every reference."""
+    renamed = {name: "".join(w.capitalize() for w in name.split(".")[-2].split("_")) + name.split(".")[-1]
+               for name in components if "." in name}
+    if not renamed:
+        return schemas, components
+    text = msgspec.json.encode([schemas, components]).decode()
+    for old, new in renamed.items():
+        text = text.replace(f'"{REF.format(name=old)}"', f'"{REF.format(name=new)}"')
+    schemas_out, components_out = msgspec.json.decode(text)
+    return tuple(schemas_out), {renamed.get(name, name): schema for name, schema in components_out.items()}
+
+
 def document(routes: list[Route], *, version: str = "0.1.0", max_request_bytes: int | None = None) -> dict[str, Any]:
     """The OpenAPI document of *routes*; *max_request_bytes* (``node.max_request_bytes``) is the body limit."""
     types: list[Any] = []
@@ -61,7 +77,7 @@ def document(routes: list[Route], *, version: str = "0.1.0", max_request_bytes: 
         for kind in (route.body, route.response):
             if kind is not None and kind not in types:
                 types.append(kind)
-    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    schemas, components = _readable_names(*msgspec.json.schema_components(types, ref_template=REF))
     by_type = dict(zip(types, schemas, strict=True))
     components = {name: (_camelise(s) if name in CAMELISED else s) for name, s in components.items()}
     components["Error"] = ERROR

@@ -7,6 +7,7 @@ ODRL terms are compared after the policy engine has read them, so the same terms
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -78,6 +79,13 @@ def _rules(policy: dict[str, Any]) -> dict[str, Any]:
     if not rules.get("permission") and not rules.get("prohibition"):
         rules.setdefault("permission", [])
     return rules
+
+
+def offer_id(definition_id: str, asset_id: str, policy: dict[str, Any]) -> str:
+    """Our offer id for *asset_id* under a contract definition: ``CD:ASSET:VERSION``; the version changes
+    when the contract policy's terms do."""
+    version = hashlib.sha256(bytes(rfc8785.dumps(terms(policy)))).hexdigest()[:12]
+    return f"{definition_id}:{asset_id}:{version}"
 
 
 def offer_parts(offer_id: str) -> tuple[str, str | None]:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from connector.errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["InvalidTransition", "LocalProtocolError", "MessageError", "RemoteProtocolError"]
+__all__ = ["AgreementStateError", "InvalidTransition", "LocalProtocolError", "MessageError", "RemoteProtocolError"]
+
+
+class AgreementStateError(LocalProtocolError):
+    """A move of an agreement that its lifecycle does not allow in its state (``agreement_lifecycle``)."""
 
 
 class InvalidTransition(RemoteProtocolError):

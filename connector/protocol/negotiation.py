@@ -12,6 +12,10 @@ the provider's first offer.
 The table is used both ways. :func:`receive` checks a peer's message: a violation is the *peer's* fault
 (:class:`RemoteProtocolError`, answered 400 with the state unchanged). :func:`send` checks a message we
 are about to send: a violation is *our* fault (:class:`LocalProtocolError`). Pure: no I/O, no clock.
+
+:class:`State` and :class:`Role` are ``StrEnum``s whose values are the wire strings (DSP's states, and the
+roles as the store and the management API write them): a stored record holds the members, and JSON shows
+the values unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import enum
 from connector.protocol.errors import InvalidTransition, LocalProtocolError
 
 
-class State(enum.Enum):
+class State(enum.StrEnum):
     REQUESTED = "REQUESTED"
     OFFERED = "OFFERED"
     ACCEPTED = "ACCEPTED"
@@ -34,7 +38,7 @@ class State(enum.Enum):
 TERMINAL = frozenset({State.FINALIZED, State.TERMINATED})
 
 
-class Role(enum.Enum):
+class Role(enum.StrEnum):
     PROVIDER = "provider"
     CONSUMER = "consumer"
 
@@ -98,7 +102,7 @@ def receive(state: State | None, kind: Kind, sender: Role) -> State:
             raise InvalidTransition(f"{kind.value} cannot open a negotiation")
         return INITIAL[kind]
     nxt = _next(state, kind, sender)
-    if isinstance(nxt, str):
+    if not isinstance(nxt, State):
         raise InvalidTransition(nxt)
     return nxt
 
@@ -110,6 +114,6 @@ def send(state: State | None, kind: Kind, sender: Role) -> State:
             raise LocalProtocolError(f"{kind.value} cannot open a negotiation")
         return INITIAL[kind]
     nxt = _next(state, kind, sender)
-    if isinstance(nxt, str):
+    if not isinstance(nxt, State):
         raise LocalProtocolError(nxt)
     return nxt

@@ -16,6 +16,7 @@ transfer that is not over (→ TERMINATED). COMPLETED and TERMINATED are final.
 :func:`receive` checks a peer's message: a violation is the *peer's* fault (:class:`RemoteProtocolError`,
 answered 400 with a ``TransferError`` and the state unchanged). :func:`send` checks a message we are
 about to send: a violation is *our* fault (:class:`LocalProtocolError`). Pure: no I/O, no clock.
+:class:`State` is a ``StrEnum`` whose values are DSP's wire states; :class:`Role` is the negotiation's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from connector.protocol.negotiation import Role
 __all__ = ["INITIAL", "SENDER", "TERMINAL", "TRANSITIONS", "Kind", "Role", "State", "receive", "send"]
 
 
-class State(enum.Enum):
+class State(enum.StrEnum):
     REQUESTED = "REQUESTED"
     STARTED = "STARTED"
     SUSPENDED = "SUSPENDED"
@@ -94,7 +95,7 @@ def receive(state: State | None, kind: Kind, sender: Role) -> State:
             raise InvalidTransition(f"{kind.value} cannot open a transfer process")
         return INITIAL[kind]
     nxt = _next(state, kind, sender)
-    if isinstance(nxt, str):
+    if not isinstance(nxt, State):
         raise InvalidTransition(nxt)
     return nxt
 
@@ -106,6 +107,6 @@ def send(state: State | None, kind: Kind, sender: Role) -> State:
             raise LocalProtocolError(f"{kind.value} cannot open a transfer process")
         return INITIAL[kind]
     nxt = _next(state, kind, sender)
-    if isinstance(nxt, str):
+    if not isinstance(nxt, State):
         raise LocalProtocolError(nxt)
     return nxt

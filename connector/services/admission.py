@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from connector.errors import TooManyRequests
 from connector.logging import get_logger
-from connector.protocol.negotiation import TERMINAL, Role, State
+from connector.protocol.negotiation import TERMINAL, Role
 from connector.ratelimit import RateLimiter, check_rate, retry_after
 
 if TYPE_CHECKING:
@@ -59,11 +59,11 @@ Key = tuple[str, str]
 def opened_by_peer(record: NegotiationRecord) -> bool:
     """Whether the counterparty opened the negotiation (a request to us as provider, or an offer to us as
     consumer: our own requests carry the terms we asked for)."""
-    return record.role == Role.PROVIDER.value or not record.requested
+    return record.role == Role.PROVIDER or not record.requested
 
 
 def counterparty(agreement: AgreementRecord) -> str:
-    return agreement.consumer_did if agreement.role == Role.PROVIDER.value else agreement.provider_did
+    return agreement.consumer_did if agreement.role == Role.PROVIDER else agreement.provider_did
 
 
 def _no_static_caller(_: str) -> bool:
@@ -106,7 +106,7 @@ class Admission:
         for participant_id, did in await self.contracts.known_counterparties():
             self._known.setdefault(participant_id, set()).add(did)
         for record in await self.contracts.all_active_negotiations():
-            if (State(record.state) not in TERMINAL and opened_by_peer(record)
+            if (record.state not in TERMINAL and opened_by_peer(record)
                     and not self.is_known(record.participant_id, record.counterparty_did)):
                 self._open[(record.participant_id, record.id)] = record.counterparty_did
         await self.purge()

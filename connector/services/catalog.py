@@ -7,18 +7,16 @@ definition, not per asset.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import rfc8785
-
 from connector.protocol import contracts, export_control
+from connector.protocol.decisions import CatalogOffer
 from connector.protocol.export_control import ExportRule
 from connector.protocol.messages import CONTEXT
-from connector.services.policy import PeerFacts, decide_access
+from connector.protocol.policy import PeerFacts, decide_access
 from connector.store.records import Asset, ContractDefinition
 from connector.store.repository import CatalogSnapshot
 
@@ -40,8 +38,7 @@ class Offered:
 
 def offer_id(definition: ContractDefinition, asset_id: str, policy: dict[str, Any]) -> str:
     """``CD:ASSET:VERSION``; the version changes when the contract policy does."""
-    version = hashlib.sha256(bytes(rfc8785.dumps(contracts.terms(policy)))).hexdigest()[:12]
-    return f"{definition.id}:{asset_id}:{version}"
+    return contracts.offer_id(definition.id, asset_id, policy)
 
 
 def _utc_now() -> datetime:
@@ -122,6 +119,23 @@ class CatalogService:
         if not offers:
             return None
         return {"@context": list(CONTEXT), **self.dataset(participant, offers[0].asset, offers)}
+
+
+def catalog_offer(snapshot: CatalogSnapshot, definition_id: str, asset_id: str) -> CatalogOffer | None:
+    """The contract definition *definition_id* with its policies and the data class of *asset_id*, as
+    ``connector.protocol.decisions`` decides a request on it; None if there is no such definition."""
+    definition = next((d for d in snapshot.definitions if d.id == definition_id), None)
+    if definition is None:
+        return None
+    access = snapshot.policies.get(definition.access_policy_id)
+    contract = snapshot.policies.get(definition.contract_policy_id)
+    asset = snapshot.assets.get(asset_id)
+    return CatalogOffer(
+        definition_id=definition.id, assets=frozenset(definition.assets),
+        access_policy=access.policy if access is not None else None,
+        contract_policy=contract.policy if contract is not None else None,
+        data_class=asset.data_class if asset is not None else None,
+    )
 
 
 def visible_offers(

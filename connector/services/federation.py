@@ -5,7 +5,8 @@ node root URL through the version document, from a DSP base URL directly, or fro
 its DID document), sends a signed handshake with our own self-description, and verifies the peer's
 answer: the proof must verify against the key in the peer's DID document, the credential must be valid
 now, and the DSP endpoint it names must be the one we called (so a node cannot pass off another's
-identity). Verified peers are stored per participant.
+identity). Verified peers are stored per participant. ``peer_catalog`` reads a peer's catalog, all its
+pages, as one of our participants sees it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from connector.errors import BadRequest, PeerError, Unauthorized
 from connector.identity import credentials
 from connector.identity import did as dids
 from connector.logging import get_logger
+from connector.protocol import messages as m
 from connector.services.ports import PeerFetcher, Resolver
 from connector.store.repository import Peer
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from connector.store.repository import Repository
 
 DSP_SUFFIX = "/api/dsp/2025-1"
+#: Most pages of a peer's catalog read for one query.
+MAX_CATALOG_PAGES = 50
 log = get_logger(component="federation")
 
 
@@ -116,6 +120,33 @@ class FederationService:
                  region=subject.region)
         return subject, dsp_base
 
+    async def known(self, participant: ParticipantRuntime) -> list[Peer]:
+        """The peers this participant has verified (by handshake, either way), by DID."""
+        return await self.peers.peers(participant.id)
+
+    async def peer_catalog(self, participant: ParticipantRuntime, peer: str) -> Any:
+        """*peer*'s catalog as *participant* sees it: every page (at most :data:`MAX_CATALOG_PAGES`), the
+        datasets of all pages in the first page's catalog."""
+        dsp = await self.dsp_base_of(peer)
+        datasets: list[Any] = []
+        url: str | None = f"{dsp}/catalog/request"
+        catalog: Any = {}
+        pages = 0
+        while url and pages < MAX_CATALOG_PAGES:
+            response = await self.client.request("POST", url, json_body=m.encode(m.CatalogRequestMessage()),
+                                                  signer=participant.signer)
+            if response.status != 200:
+                raise PeerError(f"{dsp} refused the catalog request with {response.status}")
+            catalog = response.json()
+            datasets += catalog.get("dataset", []) if isinstance(catalog, dict) else []
+            url = next_link(response.headers.get("Link", ""))
+            pages += 1
+        if isinstance(catalog, dict):
+            catalog = {k: v for k, v in catalog.items() if k != "dataset"}
+            if datasets:
+                catalog["dataset"] = datasets
+        return catalog
+
     async def accept_handshake(
         self, participant: ParticipantRuntime, caller_did: str, document: Any
     ) -> dict[str, Any]:
@@ -137,3 +168,12 @@ class FederationService:
         peer = Peer(subject.id, subject.legal_name, subject.region, subject.industry, subject.dsp_endpoint,
                     credentials.utc_text(now))
         await self.peers.save_peer(participant.id, peer, document)
+
+
+def next_link(header: str) -> str | None:
+    """The ``rel="next"`` target of an HTTP ``Link`` header (DSP 2025-1 §6.3.2 catalog pagination)."""
+    for part in header.split(","):
+        url, _, params = part.partition(";")
+        if 'rel="next"' in params:
+            return url.strip().strip("<>")
+    return None

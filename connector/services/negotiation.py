@@ -17,7 +17,8 @@ Crash safety and silent peers:
   peer for its view of the process (DSP ``GET …/negotiations/:pid``); if the peer is already where our
   message leads, the message had arrived and counts as delivered.
 
-Decisions the node takes on its own:
+Decisions the node takes on its own (pure, in ``connector.protocol.decisions``: this service gathers the facts,
+asks, and acts on the outcome):
 - as provider, on a request: the offer must exist and be visible to the requester (its access policy
   is evaluated against the requester's verified DID and self-description); the requested terms must be
   the offered terms. Same terms → agreement; other terms → one counter-offer with our terms; other terms
@@ -43,13 +44,15 @@ import msgspec
 from connector.errors import Conflict, NotFound, OutboundRefused, PeerError, TdsError, Unauthorized
 from connector.faults import crash_point
 from connector.logging import get_logger
-from connector.protocol import agreements, contracts, export_control
+from connector.protocol import agreements, contracts, decisions
 from connector.protocol import messages as m
+from connector.protocol.agreement_lifecycle import EVER_IN_FORCE, AgreementEvent, AgreementState
+from connector.protocol.agreement_lifecycle import next_state as next_agreement_state
 from connector.protocol.errors import InvalidTransition, MessageError
 from connector.protocol.negotiation import SENDER, TERMINAL, TRANSITIONS, Kind, Role, State
 from connector.protocol.negotiation import receive as table_receive
 from connector.protocol.negotiation import send as table_send
-from connector.services.catalog import visible_offers
+from connector.services.catalog import catalog_offer
 from connector.services.ports import OutboundClient
 from connector.services.process_shell import (
     OPENING,
@@ -61,12 +64,13 @@ from connector.services.process_shell import (
 )
 from connector.services.process_shell import message_reason as _termination_reason
 from connector.services.process_shell import peer_reason as _peer_reason
-from connector.store.records import AgreementRecord, NegotiationRecord
+from connector.store.records import AgreementRecord, NegotiationEvent, NegotiationRecord
+from connector.store.repository import AgreementChange
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
     from connector.protocol.export_control import ExportRule
-    from connector.services.policy import PeerFacts
+    from connector.protocol.policy import PeerFacts
     from connector.services.ports import Resolver
     from connector.store.repository import ContractRepository
 
@@ -173,7 +177,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     # -- plumbing (the rest is ProcessShell's) ----------------------------------------------------------
 
     def is_final(self, record: NegotiationRecord) -> bool:
-        return State(record.state) in TERMINAL
+        return record.state in TERMINAL
 
     async def load(self, key: Key) -> NegotiationRecord | None:
         return await self.contracts.negotiation(*key)
@@ -186,23 +190,25 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
 
     async def commit(
         self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "", *,
-        agreement: AgreementRecord | None = None,
+        agreement: AgreementChange | None = None,
     ) -> NegotiationRecord:
-        if new.pending is None and State(new.state) not in TERMINAL:
+        """Store *new* in place of *old* (still in *old*'s state), with *agreement*'s row if the move changes it
+        (and the stored agreement is still as it was read); raise 409 if either moved on meanwhile."""
+        if new.pending is None and new.state not in TERMINAL:
             new = _replace(new, expires_at=self._clock() + self.negotiation_timeout)
-        elif State(new.state) in TERMINAL:
+        elif new.state in TERMINAL:
             new = _replace(new, expires_at=None)
         new = _replace(new, updated_at=self._now_text())
         if not await self.contracts.update_negotiation(
             new, expected_state=old.state, event=event, detail=detail, agreement=agreement
         ):
-            raise NegotiationError("the negotiation changed concurrently; retry", old, status=409)
+            raise NegotiationError("the negotiation or its agreement changed concurrently; retry", old, status=409)
         if old.state != new.state:
             log.info("negotiation state", participant=new.participant_id, id=new.id, role=new.role,
                      old=old.state, new=new.state, reason=new.reason or None)
-        if agreement is not None and agreement.state == State.FINALIZED.value:
+        if agreement is not None and agreement.record.state in EVER_IN_FORCE:
             self._learn(new.participant_id, new.counterparty_did)
-        if State(new.state) in TERMINAL:
+        if new.state in TERMINAL:
             self._ended(new.participant_id, new.id)
         self._notify(new)
         return new
@@ -216,9 +222,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         await self._send(participant, record, Kind.TERMINATION, self._timeout_reason(record))
 
     def _timeout_reason(self, record: NegotiationRecord) -> str:
-        role = Role(record.role)
-        state = State(record.state)
-        theirs = [k.value for k in TRANSITIONS[state] if SENDER[k] is role.other]
+        state = record.state
+        theirs = [k.value for k in TRANSITIONS[state] if SENDER[k] == record.role.other]
         ours = self._default_step(record) is not None or self.script is not None
         awaited = f"{', '.join(theirs)} from {record.counterparty_did}" if theirs else "a decision"
         who = "" if not ours else " (or a decision of this node's operator)"
@@ -253,8 +258,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         message = m.ContractRequestMessage(consumerPid=pid, offer=requested, callbackAddress=participant.dsp_base)
         now = self._clock()
         record = NegotiationRecord(
-            participant_id=participant.id, id=pid, role=Role.CONSUMER.value,
-            state=table_send(None, Kind.REQUEST, Role.CONSUMER).value, counterparty_did=provider_did,
+            participant_id=participant.id, id=pid, role=Role.CONSUMER,
+            state=table_send(None, Kind.REQUEST, Role.CONSUMER), counterparty_did=provider_did,
             consumer_pid=pid, counterparty_address=dsp.rstrip("/"), asset_id=asset_id, offer_id=offer_id,
             offer=requested, requested=requested,
             pending={"kind": Kind.REQUEST.name, "url": f"{dsp.rstrip('/')}/negotiations/request",
@@ -308,11 +313,11 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         if role is Role.PROVIDER:
             assert isinstance(message, m.ContractRequestMessage)
             existing = await self.contracts.negotiation_by_pid(
-                participant.id, role.value, caller, consumer_pid=message.consumerPid)
+                participant.id, role, caller, consumer_pid=message.consumerPid)
         else:
             assert isinstance(message, m.ContractOfferMessage)
             existing = await self.contracts.negotiation_by_pid(
-                participant.id, role.value, caller, provider_pid=message.providerPid)
+                participant.id, role, caller, provider_pid=message.providerPid)
         if existing is not None:
             # A re-delivered opening (our answer was lost): answer with the negotiation it opened.
             await self.contracts.add_event(participant.id, existing.id, self._now_text(), "duplicate",
@@ -335,7 +340,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         offer_id = str(offer.get("@id", ""))
         target = str(offer.get("target") or contracts.offer_parts(offer_id)[1] or "")
         record = NegotiationRecord(
-            participant_id=participant.id, id=pid, role=role.value, state=state.value, counterparty_did=caller,
+            participant_id=participant.id, id=pid, role=role, state=state, counterparty_did=caller,
             provider_pid=provider_pid, consumer_pid=consumer_pid, counterparty_address=callback.rstrip("/"),
             asset_id=target, offer_id=offer_id, offer=offer, requested=offer if role is Role.PROVIDER else {},
             expires_at=self._clock() + self.negotiation_timeout, created_at=self._now_text(),
@@ -349,7 +354,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             self._ended(participant.id, pid)
             raise
         crash_point("provider-after-storing-request" if role is Role.PROVIDER else "consumer-after-storing-offer")
-        log.info("negotiation opened", participant=participant.name, id=pid, role=role.value, peer=caller,
+        log.info("negotiation opened", participant=participant.name, id=pid, role=role, peer=caller,
                  offer=offer_id)
         self._schedule(record)
         self._spawn(self._react(participant, record))
@@ -364,26 +369,26 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             record = await self.contracts.negotiation(participant.id, local_pid)
             if record is None or not self._is_party(record, caller):
                 raise NotFound("no such negotiation")
-            role = Role(record.role)
-            if role is Role.PROVIDER and message.providerPid != record.id:
+            role = record.role
+            if role == Role.PROVIDER and message.providerPid != record.id:
                 raise NegotiationError("providerPid does not match the negotiation", record)
-            if role is Role.CONSUMER and message.consumerPid != record.id:
+            if role == Role.CONSUMER and message.consumerPid != record.id:
                 raise NegotiationError("consumerPid does not match the negotiation", record)
-            if role is Role.PROVIDER and record.consumer_pid != message.consumerPid:
+            if role == Role.PROVIDER and record.consumer_pid != message.consumerPid:
                 raise NegotiationError("consumerPid does not match the negotiation", record)
             try:
-                next_state = table_receive(State(record.state), kind, role.other)
+                next_state = table_receive(record.state, kind, role.other)
             except InvalidTransition as exc:
                 await self.contracts.add_event(participant.id, record.id, self._now_text(), "error",
                                                f"refused {kind.value}: {exc.message}")
                 raise NegotiationError(exc.message, record) from exc
-            updated = _replace(record, state=next_state.value)
+            updated = _replace(record, state=next_state)
             if record.pending is not None:
                 # The peer moved on from where our pending message took it: it has that message.
                 updated = _replace(updated, pending=None, attempts=0, next_attempt_at=None, deliver_by=None)
-            if role is Role.CONSUMER and not record.provider_pid:
+            if role == Role.CONSUMER and not record.provider_pid:
                 updated = _replace(updated, provider_pid=message.providerPid)
-            agreement_row: AgreementRecord | None = None
+            agreement_change: AgreementChange | None = None
             detail = f"{kind.value} from {caller}"
             if kind in (Kind.OFFER, Kind.REQUEST):
                 updated = _replace(updated, offer=contracts.read_policy(message.offer, "offer"))
@@ -394,23 +399,25 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                     record, agreement, message.proof, record.counterparty_did)
                 own = self._sign(participant, agreement)
                 documents[participant.did] = participant.did_document()
-                agreement_row = _agreement_row(updated, State.AGREED, provider_proof=provider_proof,
-                                               consumer_proof=own, did_documents=documents)
+                agreement_change = AgreementChange(_agreement_row(
+                    updated, next_agreement_state(None, AgreementEvent.SIGNED), provider_proof=provider_proof,
+                    consumer_proof=own, did_documents=documents), read_in=None)
                 detail += " (signed by the provider)" if provider_proof else " (no provider proof: single-signed)"
             elif kind is Kind.VERIFICATION:
                 current = await self.contracts.agreement(participant.id, _agreement_id(record))
                 if current is not None and record.agreement is not None:
                     consumer_proof, documents = await self._check_proof(
                         record, record.agreement, message.proof, record.counterparty_did)
-                    agreement_row = msgspec.structs.replace(
-                        current, state=State.VERIFIED.value, consumer_proof=consumer_proof,
-                        did_documents={**current.did_documents, **documents})
+                    agreement_change = AgreementChange(msgspec.structs.replace(
+                        current, state=next_agreement_state(current.state, AgreementEvent.VERIFIED),
+                        consumer_proof=consumer_proof,
+                        did_documents={**current.did_documents, **documents}), read_in=current.state)
                     detail += " (signed by the consumer)" if consumer_proof else " (no consumer proof)"
             elif kind is Kind.FINALIZED and record.agreement is not None:
-                agreement_row = await self._agreement_in_state(participant, record, State.FINALIZED)
+                agreement_change = await self._agreement_after(participant, record, AgreementEvent.FINALIZED)
             elif kind is Kind.TERMINATION:
                 updated = _replace(updated, reason=_termination_reason(message, "the peer"))
-            updated = await self.commit(record, updated, "message-in", detail, agreement=agreement_row)
+            updated = await self.commit(record, updated, "message-in", detail, agreement=agreement_change)
             if kind is Kind.VERIFICATION:
                 crash_point("provider-after-receiving-verification")
         self._spawn(self._react(participant, updated))
@@ -422,27 +429,14 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     def _check_agreement(
         self, participant: ParticipantRuntime, record: NegotiationRecord, agreement: Any
     ) -> dict[str, Any]:
-        if not isinstance(agreement, dict):
-            raise NegotiationError("agreement must be an ODRL Agreement object", record)
-        problems = []
-        for field in ("@id", "target", "assigner", "assignee", "timestamp"):
-            if not isinstance(agreement.get(field), str) or not agreement[field]:
-                problems.append(f"agreement.{field} is missing")
-        if problems:
-            raise NegotiationError("; ".join(problems), record)
-        policy = contracts.read_policy(agreement, "agreement")
-        if not contracts.same_terms(policy, record.offer):
-            raise NegotiationError("the agreement's terms differ from the offer", record)
-        if record.asset_id and agreement["target"] != record.asset_id:
-            raise NegotiationError(f"the agreement is for {agreement['target']}, not {record.asset_id}", record)
-        conformance = self._conformance_caller(record.counterparty_did)
-        if agreement["assignee"] != participant.did and not conformance:
-            raise NegotiationError(f"the agreement's assignee is {agreement['assignee']}, not {participant.did}",
-                                   record)
-        if agreement["assigner"] != record.counterparty_did and not conformance:
-            raise NegotiationError(
-                f"the agreement's assigner is {agreement['assigner']}, not {record.counterparty_did}", record)
-        return agreement
+        """The agreement, if it states what we asked for (``decisions.check_agreement``); else refused."""
+        expected = decisions.Expected(
+            offer=record.offer, target=record.asset_id, consumer=participant.did, provider=record.counterparty_did,
+            any_parties=self._conformance_caller(record.counterparty_did))
+        outcome = decisions.check_agreement(agreement, expected)
+        if outcome.move is not decisions.Move.VERIFY or outcome.agreement is None:
+            raise NegotiationError(outcome.reason, record)
+        return outcome.agreement
 
     async def _check_proof(
         self, record: NegotiationRecord, agreement: dict[str, Any], proof: Any, party: str
@@ -462,13 +456,17 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         return agreements.sign(agreement, participant.keys.signing, key_id=participant.key_id,
                                created=self._now_text())
 
-    async def _agreement_in_state(
-        self, participant: ParticipantRuntime, record: NegotiationRecord, state: State
-    ) -> AgreementRecord:
+    async def _agreement_after(
+        self, participant: ParticipantRuntime, record: NegotiationRecord, event: AgreementEvent
+    ) -> AgreementChange:
+        """The agreement's row moved by *event* (``connector.protocol.agreement_lifecycle``), with the state it
+        was read in; *record* is the negotiation before the move, whose state names where an agreement without
+        a stored row stands."""
         current = await self.contracts.agreement(participant.id, _agreement_id(record))
         if current is None:
-            return _agreement_row(record, state)
-        return msgspec.structs.replace(current, state=state.value)
+            return AgreementChange(_agreement_row(record, next_agreement_state(record.state, event)), read_in=None)
+        return AgreementChange(msgspec.structs.replace(current, state=next_agreement_state(current.state, event)),
+                               read_in=current.state)
 
     # -- our own moves -------------------------------------------------------------------------------
 
@@ -485,75 +483,51 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             log.exception("negotiation step failed", id=record.id)
 
     def _default_step(self, record: NegotiationRecord) -> str | None:
-        state, role = State(record.state), Role(record.role)
-        if role is Role.PROVIDER:
+        state = record.state
+        if record.role == Role.PROVIDER:
             return {State.REQUESTED: "decide", State.ACCEPTED: "agree", State.VERIFIED: "finalize"}.get(state)
-        if state is State.OFFERED and record.requested:
+        if state == State.OFFERED and record.requested:
             return "accept" if contracts.same_terms(record.offer, record.requested) else None
-        if state is State.AGREED:
+        if state == State.AGREED:
             return "verify"
         return None
 
     async def _do(self, participant: ParticipantRuntime, negotiation_id: str, step: str, reason: str = "",
-                  *, expected_state: str | None = None) -> None:
+                  *, expected_state: State | None = None) -> None:
         """Take *step*, unless the negotiation moved on since the step was chosen for *expected_state*."""
         key = (participant.id, negotiation_id)
         async with self.lock(key):
             record = await self.contracts.negotiation(participant.id, negotiation_id)
-            if record is None or State(record.state) in TERMINAL or record.pending is not None:
+            if record is None or record.state in TERMINAL or record.pending is not None:
                 return
             if expected_state is not None and record.state != expected_state:
                 return
             if step == "decide":
-                step, reason, counter = await self._provider_decision(participant, record)
-                if counter is not None:
-                    record = _replace(record, offer=counter)
+                outcome = await self._provider_decision(participant, record)
+                step, reason = outcome.move.value, outcome.reason
+                if outcome.offer is not None:
+                    record = _replace(record, offer=outcome.offer)
             await self._send(participant, record, STEPS[step], reason)
 
-    async def _provider_decision(
-        self, participant: ParticipantRuntime, record: NegotiationRecord
-    ) -> tuple[str, str, dict[str, Any] | None]:
-        """Agree, counter-offer or terminate (with the reason)."""
-        definition_id, asset_hint = contracts.offer_parts(record.offer_id)
-        asset_id = record.asset_id or asset_hint or ""
+    async def _provider_decision(self, participant: ParticipantRuntime, record: NegotiationRecord) -> decisions.Outcome:
+        """Agree, counter-offer or terminate (with the reason): gather the facts, then ask
+        ``decisions.decide_request``."""
+        request = decisions.ContractRequest.of(record.offer_id, record.asset_id, record.offer)
         snapshot = await self.contracts.catalog(participant.id)
-        definition = next((d for d in snapshot.definitions if d.id == definition_id), None)
-        if definition is None or asset_id not in definition.assets:
-            return "terminate", f"offer {record.offer_id!r} is not in this catalog", None
-        facts = await self._peer_facts(participant, record.counterparty_did)
-        asset = snapshot.assets.get(asset_id)
-        refused = export_control.refusal(
-            self._export_rules, data_class=asset.data_class if asset else "general",
-            holder_region=participant.record.region, recipient_region=facts.region)
-        if refused:
-            return "terminate", refused, None
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        offered = [o for o in visible_offers(snapshot, facts, now)
-                   if o.definition.id == definition_id and o.asset.id == asset_id]
-        if not offered:
-            access = snapshot.policies.get(definition.access_policy_id)
-            why = ""
-            if access is not None:
-                from connector.services.policy import decide_access
-
-                decision = decide_access(access.policy, facts, target=None, now=now)
-                why = ": " + "; ".join(decision.reasons) if decision.reasons else ""
-            return "terminate", f"the access policy of offer {record.offer_id!r} does not admit you{why}", None
-        ours = offered[0].policy
-        if contracts.same_terms(record.offer, ours):
-            return "agree", "", None
         events = await self.contracts.events(participant.id, record.id)
-        if any(e.kind == "message-out" and e.detail.startswith(Kind.OFFER.value) for e in events):
-            return "terminate", "the requested terms still differ from the offer after a counter-offer", None
-        return "offer", "", contracts.message_offer(ours, offered[0].offer_id, asset_id)
+        facts = decisions.ProviderFacts(
+            peer=await self._peer_facts(participant, record.counterparty_did),
+            holder_region=participant.record.region, export_rules=tuple(self._export_rules),
+            countered=any(e.kind == "message-out" and e.detail.startswith(Kind.OFFER.value) for e in events))
+        offer = catalog_offer(snapshot, request.definition_id, request.target)
+        return decisions.decide_request(request, offer, facts, datetime.fromtimestamp(self._clock(), UTC))
 
     async def _send(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind,
                     reason: str = "") -> NegotiationRecord:
         """Commit our move with its message pending, then deliver it. Call with the negotiation's lock."""
-        role = Role(record.role)
-        next_state = table_send(State(record.state), kind, role)
-        updated = _replace(record, state=next_state.value)
-        agreement_row: AgreementRecord | None = None
+        next_state = table_send(record.state, kind, record.role)
+        updated = _replace(record, state=next_state)
+        agreement_change: AgreementChange | None = None
         proof: dict[str, Any] | None = None
         if kind is Kind.AGREEMENT:
             agreement = contracts.agreement(
@@ -562,14 +536,15 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             )
             proof = self._sign(participant, agreement)
             updated = _replace(updated, agreement=agreement)
-            agreement_row = _agreement_row(updated, State.AGREED, provider_proof=proof,
-                                           did_documents={participant.did: participant.did_document()})
+            agreement_change = AgreementChange(_agreement_row(
+                updated, next_agreement_state(None, AgreementEvent.SIGNED), provider_proof=proof,
+                did_documents={participant.did: participant.did_document()}), read_in=None)
         elif kind is Kind.VERIFICATION and record.agreement is not None:
             current = await self.contracts.agreement(participant.id, _agreement_id(record))
             proof = current.consumer_proof if current is not None else self._sign(participant, record.agreement)
-            agreement_row = await self._agreement_in_state(participant, updated, State.VERIFIED)
+            agreement_change = await self._agreement_after(participant, record, AgreementEvent.VERIFIED)
         elif kind is Kind.FINALIZED and record.agreement is not None:
-            agreement_row = await self._agreement_in_state(participant, updated, State.FINALIZED)
+            agreement_change = await self._agreement_after(participant, record, AgreementEvent.FINALIZED)
         elif kind is Kind.TERMINATION:
             updated = _replace(updated, reason=reason or "terminated by the operator")
         message = self._message(updated, kind, reason, proof)
@@ -578,7 +553,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                                              "body": m.encode(message)},
                            attempts=0, next_attempt_at=now, deliver_by=now + self.delivery_timeout)
         updated = await self.commit(record, updated, "message-out",
-                                     kind.value + (f": {reason}" if reason else ""), agreement=agreement_row)
+                                     kind.value + (f": {reason}" if reason else ""), agreement=agreement_change)
         return await self._deliver(participant, updated)
 
     def _delivered(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind) -> None:
@@ -610,7 +585,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         )
 
     def _url(self, record: NegotiationRecord, kind: Kind) -> str:
-        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER else record.provider_pid
         if not remote_pid:
             raise PeerError("the peer's process id is not known yet")
         return f"{record.counterparty_address}/negotiations/{m.path_segment(remote_pid)}/{PATHS[kind]}"
@@ -622,19 +597,44 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             record = await self.contracts.negotiation(participant.id, negotiation_id)
             if record is None:
                 raise NotFound("no such negotiation")
-            if State(record.state) in TERMINAL:
+            if record.state in TERMINAL:
                 raise Conflict(f"the negotiation is already {record.state}")
             if record.pending is not None:
                 raise Conflict("a message of this negotiation is still being delivered; try again shortly")
             return await self._send(participant, record, Kind.TERMINATION, reason)
 
-    async def accept(self, participant: ParticipantRuntime, negotiation_id: str) -> None:
+    async def accept(self, participant: ParticipantRuntime, negotiation_id: str) -> NegotiationRecord:
+        """Accept the provider's offer (consumer); returns the negotiation as it is after the step."""
         record = await self.contracts.negotiation(participant.id, negotiation_id)
         if record is None:
             raise NotFound("no such negotiation")
-        if record.role != Role.CONSUMER.value or record.state != State.OFFERED.value:
+        if record.role != Role.CONSUMER or record.state != State.OFFERED:
             raise Conflict(f"only an OFFERED negotiation can be accepted by the consumer (it is {record.state})")
         await self._do(participant, negotiation_id, "accept")
+        after = await self.contracts.negotiation(participant.id, negotiation_id)
+        assert after is not None
+        return after
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    async def find(self, participant: ParticipantRuntime, *, states: list[State] | None = None, limit: int = 100
+                   ) -> list[NegotiationRecord]:
+        """The participant's negotiations, newest first, only those in *states* when given."""
+        return await self.contracts.negotiations(participant.id, states=states, limit=limit)
+
+    async def history(self, participant: ParticipantRuntime, negotiation_id: str) -> list[NegotiationEvent]:
+        return await self.contracts.events(participant.id, negotiation_id)
+
+    async def agreements(self, participant: ParticipantRuntime) -> list[AgreementRecord]:
+        """The participant's agreements in force (FINALIZED)."""
+        return await self.contracts.agreements(participant.id)
+
+    async def agreement(self, participant: ParticipantRuntime, agreement_id: str) -> AgreementRecord:
+        """One of the participant's agreements, whatever its state; 404 when it has none by that id."""
+        found = await self.contracts.agreement(participant.id, agreement_id)
+        if found is None:
+            raise NotFound("no such agreement")
+        return found
 
 
 def _replace(record: NegotiationRecord, **changes: Any) -> NegotiationRecord:
@@ -645,12 +645,12 @@ def _agreement_id(record: NegotiationRecord) -> str:
     return str((record.agreement or {}).get("@id", ""))
 
 
-def _agreement_row(record: NegotiationRecord, state: State, **extra: Any) -> AgreementRecord:
+def _agreement_row(record: NegotiationRecord, state: AgreementState, **extra: Any) -> AgreementRecord:
     assert record.agreement is not None
     return AgreementRecord(
         id=_agreement_id(record), negotiation_id=record.id, role=record.role,
         provider_did=str(record.agreement.get("assigner", "")), consumer_did=str(record.agreement.get("assignee", "")),
-        asset_id=str(record.agreement.get("target", record.asset_id)), agreement=record.agreement, state=state.value,
+        asset_id=str(record.agreement.get("target", record.asset_id)), agreement=record.agreement, state=state,
         created_at=record.created_at, **extra,
     )
 

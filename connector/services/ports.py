@@ -5,12 +5,13 @@ The node passes the real things (``connector.net.client.PeerClient`` for the out
 (``connector.testing``). Each service asks for the narrowest Protocol it uses, so a fake implements only
 that: :class:`PeerRequester` is one signed request, :class:`OutboundClient` adds the guard's early check of
 a peer-given address (the process shell and its protocols), :class:`PeerFetcher` adds a plain JSON GET
-(federation), :class:`BackendReader` streams an HTTP backend (asset snapshots).
+(federation), :class:`BackendReader` streams an HTTP backend (asset snapshots), :class:`DataClient` adds
+the streamed payloads of transfers (a pull from the provider, a push to the consumer).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -24,6 +25,8 @@ class PeerAnswer(Protocol):
     def status(self) -> int: ...
     @property
     def body(self) -> bytes: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
     def json(self) -> Any: ...
 
 
@@ -71,3 +74,14 @@ class Resolver(Protocol):
     """DID resolution: the DID document of *did*."""
 
     async def resolve(self, did: str) -> dict[str, Any]: ...
+
+
+class DataClient(OutboundClient, Protocol):
+    """The outbound client as transfers use it (``PeerClient``): besides DSP messages, a payload streamed
+    from the provider (a pull) and a payload streamed to the consumer (a push)."""
+
+    def stream(self, url: str, *, signer: Signer | None = None, headers: dict[str, str] | None = None,
+               read_timeout_s: float | None = None, backend: bool = False) -> AbstractAsyncContextManager[Any]: ...
+
+    async def upload(self, url: str, body: AsyncIterable[bytes], length: int, *, signer: Signer | None = None,
+                     headers: dict[str, str] | None = None, read_timeout_s: float | None = None) -> PeerAnswer: ...

@@ -111,9 +111,9 @@ class _Process(Protocol):
     @property
     def id(self) -> str: ...
     @property
-    def role(self) -> str: ...
+    def role(self) -> Role: ...
     @property
-    def state(self) -> str: ...
+    def state(self) -> Enum: ...
     @property
     def counterparty_did(self) -> str: ...
     @property
@@ -240,7 +240,7 @@ class ProcessShell(Generic[R]):
 
     async def peer_state(self, participant: Any, record: R) -> Any:
         """The process's state as the peer sees it (DSP ``GET …/:pid``), or None if it does not say."""
-        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER else record.provider_pid
         if not remote_pid:
             return None
         try:
@@ -259,8 +259,8 @@ class ProcessShell(Generic[R]):
         if (record.pending or {}).get(OPENING):
             return False
         theirs = await self.peer_state(participant, record)
-        ours = self.process.states(record.state)
-        return theirs is not None and (theirs is ours or theirs in self.process.transitions[ours].values())
+        ours = record.state
+        return theirs is not None and (theirs == ours or theirs in self.process.transitions[ours].values())
 
     async def _give_up(self, record: R, kind: Enum, url: str, error: str, *, retry: bool) -> R:
         """A failed attempt: retry after a backoff while ``deliver_by`` allows (and *retry*), else end the
@@ -277,7 +277,7 @@ class ProcessShell(Generic[R]):
         if self.is_final(record):
             updated = _replace(record, pending=None, next_attempt_at=None, deliver_by=None)
             return await self.commit(record, updated, "error", reason)
-        updated = _replace(record, state=self.process.states["TERMINATED"].value, reason=reason, pending=None,
+        updated = _replace(record, state=self.process.states["TERMINATED"], reason=reason, pending=None,
                            next_attempt_at=None, deliver_by=None)
         updated = await self.commit(record, updated, "state", f"TERMINATED: {reason}")
         self._undeliverable(updated)

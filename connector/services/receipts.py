@@ -51,6 +51,8 @@ import sqlite_utils
 from connector.errors import BadRequest, Conflict, NotFound, PeerError, Unauthorized
 from connector.identity import proof
 from connector.logging import get_logger
+from connector.protocol.agreement_lifecycle import AgreementEvent, AgreementStateError, next_state
+from connector.protocol.negotiation import Role
 from connector.services.ports import PeerRequester, Resolver
 from connector.services.usage import allowance, head_verifier, now_text
 from connector.store import usage as store
@@ -58,7 +60,7 @@ from usage_policies import PolicyError, ledger
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
-    from connector.services.policy import PeerFacts
+    from connector.protocol.policy import PeerFacts
     from connector.services.usage import UsageService
     from connector.services.vault import Deletion
     from connector.store.records import AgreementRecord
@@ -187,7 +189,7 @@ class ReceiptService:
         """Send the next batch; True if more entries remain."""
         participant = self.participant_by_id(participant_id)
         agreement = await self.contracts.agreement(participant_id, agreement_id)
-        if participant is None or agreement is None or agreement.role != "consumer":
+        if participant is None or agreement is None or agreement.role != Role.CONSUMER:
             raise NotFound("no such agreement")
         negotiation = await self.contracts.negotiation(participant_id, agreement.negotiation_id)
         if negotiation is None:
@@ -260,7 +262,7 @@ class ReceiptService:
         if not isinstance(body, dict) or not isinstance(body.get("agreementId"), str):
             raise BadRequest("usage receipts need an agreementId", path="agreementId")
         agreement = await self.contracts.agreement(participant.id, body["agreementId"])
-        if agreement is None or agreement.role != "provider" or agreement.consumer_did != caller:
+        if agreement is None or agreement.role != Role.PROVIDER or agreement.consumer_did != caller:
             raise NotFound("no such agreement")
         raw_entries, heads = body.get("entries"), body.get("heads", [])
         if not isinstance(raw_entries, list) or not isinstance(heads, list) or len(raw_entries) > BATCH * 2:
@@ -387,7 +389,7 @@ class ReceiptService:
     async def report(self, participant: ParticipantRuntime, agreement_id: str) -> dict[str, Any]:
         """What the provider knows, with proof, about the use of its data under this agreement."""
         agreement = await self.contracts.agreement(participant.id, agreement_id)
-        if agreement is None or agreement.role != "provider":
+        if agreement is None or agreement.role != Role.PROVIDER:
             raise NotFound("no such agreement (as provider)")
         key = (participant.id, agreement_id)
 
@@ -430,20 +432,22 @@ class ReceiptService:
 
     async def revoke(self, participant: ParticipantRuntime, agreement_id: str, reason: str) -> dict[str, Any]:
         agreement = await self.contracts.agreement(participant.id, agreement_id)
-        if agreement is None or agreement.role != "provider":
+        if agreement is None or agreement.role != Role.PROVIDER:
             raise NotFound("no such agreement (as provider)")
-        if agreement.state not in ("FINALIZED", "REVOKED"):
-            raise Conflict(f"only a FINALIZED agreement can be revoked (it is {agreement.state})")
+        try:
+            revoked = next_state(agreement.state, AgreementEvent.REVOKED)
+        except AgreementStateError as exc:
+            raise Conflict(f"only a FINALIZED agreement can be revoked (it is {agreement.state})") from exc
         at = now_text(self.clock())
 
         def mark(db: sqlite_utils.Database) -> None:
-            store.mark_revoked(db, participant.id, agreement_id)
+            store.set_agreement_state(db, participant.id, agreement_id, revoked)
             store.add_revocation(db, participant.id, agreement_id, reason, at)
 
         await self.repo.write(mark, durable=True)
         log.info("agreement revoked", participant=participant.name, agreement=agreement_id, reason=reason)
         self._spawn(self._deliver_revocation(participant.id, agreement_id))
-        return {"agreementId": agreement_id, "state": "REVOKED", "reason": reason}
+        return {"agreementId": agreement_id, "state": revoked.value, "reason": reason}
 
     async def _deliver_revocation(self, participant_id: str, agreement_id: str) -> None:
         participant = self.participant_by_id(participant_id)
@@ -498,7 +502,7 @@ class ReceiptService:
         if not isinstance(body, dict) or not isinstance(body.get("agreementId"), str):
             raise BadRequest("a revocation names the agreementId", path="agreementId")
         agreement = await self.contracts.agreement(participant.id, body["agreementId"])
-        if agreement is None or agreement.role != "consumer" or agreement.provider_did != caller:
+        if agreement is None or agreement.role != Role.CONSUMER or agreement.provider_did != caller:
             raise NotFound("no such agreement")
         document = await self.resolver.resolve(caller)
         try:
@@ -506,8 +510,10 @@ class ReceiptService:
         except proof.ProofError as exc:
             raise Unauthorized(f"the revocation's proof does not verify: {exc}") from exc
         reason = str(body.get("reason", ""))[:1000]
+        revoked = next_state(agreement.state, AgreementEvent.REVOCATION_RECEIVED)  # allowed in every state
         # Blocked first (no use is permitted from here on, and no transfer may bring more), then deleted.
-        await self.repo.write(lambda db: store.mark_revoked(db, participant.id, agreement.id), durable=True)
+        await self.repo.write(lambda db: store.set_agreement_state(db, participant.id, agreement.id, revoked),
+                              durable=True)
         deleted = await self.destroy_data(participant, agreement.id)
         now = self.clock()
         usage = self.usage
@@ -516,7 +522,7 @@ class ReceiptService:
             earlier = store.revocation(db, participant.id, agreement.id)
             if earlier is not None and earlier["deletionReceipt"]:
                 return dict(earlier["deletionReceipt"])  # revoked before: the same receipt again
-            store.mark_revoked(db, participant.id, agreement.id)
+            store.set_agreement_state(db, participant.id, agreement.id, revoked)
             usage.append_duty(db, participant.id, agreement.id, "revoked", f"revoked by the provider: {reason}", now)
             entry = usage.append_duty(db, participant.id, agreement.id, "delete",
                                       f"data deleted after revocation ({deleted.describe()})", now)

@@ -44,6 +44,7 @@ from connector.faults import crash_point
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
+from connector.protocol.agreement_lifecycle import IN_FORCE
 from connector.protocol.transfer import Kind, State
 from connector.services.dataplane import SEALED_DETAIL, MoveFailed, wire_length
 from connector.services.process_shell import Key, backoff
@@ -81,7 +82,7 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
     except (MoveFailed, StorageError, OutboundRefused) as exc:  # StorageError: the vault cannot take it (e.g. its
         # key is not ours); OutboundRefused: the provider's data address leads where the guard refuses to go.
         log.warning("pull failed", id=transfer_id, reason=str(exc))
-        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
+        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED)
         record = await service.repository.get(participant.id, transfer_id)
         if record is not None:
             service.vault.discard_partial(participant, record.agreement_id, record.id)
@@ -91,7 +92,7 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
 
 async def _pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
     record = await service.repository.get(participant.id, transfer_id)
-    if record is None or record.state != State.STARTED.value or record.data_address is None:
+    if record is None or record.state != State.STARTED or record.data_address is None:
         return
     if reason := await _not_receivable(service, participant, record):
         raise MoveFailed(reason)
@@ -156,7 +157,7 @@ async def _not_receivable(service: TransferService, participant: ParticipantRunt
                           ) -> str | None:
     """Why the agreement's data may no longer be received here (revoked meanwhile), or None."""
     agreement = await service.contracts.agreement(participant.id, record.agreement_id)
-    if agreement is None or agreement.state != "FINALIZED":
+    if agreement is None or agreement.state not in IN_FORCE:
         state = agreement.state if agreement is not None else "unknown"
         return f"agreement {record.agreement_id} is {state} here: its data may no longer be received"
     return None
@@ -203,7 +204,7 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
                          f"participant's {quota} (node.vault_quota_bytes)")
     async with service.lock((participant.id, record.id)):
         current = await service.repository.get(participant.id, record.id)
-        if current is None or current.state != State.STARTED.value:
+        if current is None or current.state != State.STARTED:
             raise _Stopped
         bundle = manifests.bundle(manifest, body["envelope"], document)
         updated = _replace(current, manifest=manifests.encode(manifest), envelope=bundle, size=manifest.size,
@@ -400,7 +401,7 @@ class Inbox:
                                                 data_address={"push": {}, "ephemeral": ephemeral})
             except MoveFailed as exc:
                 await service.do(participant, record.id, "terminate", str(exc)[:900],
-                                 expected_state=State.STARTED.value)
+                                 expected_state=State.STARTED)
                 raise BadRequest(str(exc)) from None
             except _Stopped:
                 raise Unauthorized("the token is not valid for this transfer, caller or state") from None
@@ -444,10 +445,10 @@ class Inbox:
                        content: StreamReader) -> Received:
         service = self.service
         record = await service.repository.get(*key)
-        if record is None or record.state != State.STARTED.value or record.manifest is None:
+        if record is None or record.state != State.STARTED or record.manifest is None:
             raise Unauthorized("the token is not valid for this transfer, caller or state")
         if reason := await _not_receivable(service, participant, record):
-            await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED.value)
+            await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED)
             raise Conflict(reason)
         manifest = manifests.decode(record.manifest)
         if record.received >= manifest.size:  # all here already (an answer got lost): nothing to cut or write
@@ -474,7 +475,7 @@ class Inbox:
             if counts[exc.index] > service.chunk_retries:
                 self._failures.pop(key, None)
                 reason = f"chunk {exc.index} failed verification {counts[exc.index]} times ({exc.why}); giving up"
-                await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED.value)
+                await service.do(participant, record.id, "terminate", reason, expected_state=State.STARTED)
                 service.vault.discard_partial(participant, record.agreement_id, record.id)
                 raise Conflict(reason) from None
             await service.repository.add_event(participant.id, record.id, service.timestamp(), "retry",
@@ -486,7 +487,7 @@ class Inbox:
             return Received(progress.received, resend="the body ended early")
         except StorageError as exc:  # the vault refuses this data for good (its folder's key is not ours)
             reason = f"the data cannot be stored here: {exc}"
-            await service.do(participant, record.id, "terminate", reason[:900], expected_state=State.STARTED.value)
+            await service.do(participant, record.id, "terminate", reason[:900], expected_state=State.STARTED)
             service.vault.discard_partial(participant, record.agreement_id, record.id)
             raise Conflict(reason) from None
         except OSError as exc:  # our own storage failed: not the provider's fault, and not a resend loop
@@ -515,7 +516,7 @@ def push_key(participant: ParticipantRuntime, record: TransferRecord, ephemeral:
 async def finish_push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
     """Consumer: every pushed chunk is verified and written; place the file and complete the transfer."""
     record = await service.repository.get(participant.id, transfer_id)
-    if record is None or record.manifest is None or record.state != State.STARTED.value:
+    if record is None or record.manifest is None or record.state != State.STARTED:
         return
     target = service.vault.partial_path(participant, record.agreement_id, record.id)
     if await asyncio.to_thread(target.exists):
@@ -527,7 +528,7 @@ async def _finish(service: TransferService, participant: ParticipantRuntime, rec
     """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
     async with service.lock((participant.id, record.id)):
         current = await service.repository.get(participant.id, record.id)
-        if current is None or current.state != State.STARTED.value or current.pending is not None:
+        if current is None or current.state != State.STARTED or current.pending is not None:
             return
         final = await asyncio.to_thread(service.vault.keep, target, record.asset_id or record.id,
                                         current.envelope or {})

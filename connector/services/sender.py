@@ -114,14 +114,14 @@ async def push(service: TransferService, participant: ParticipantRuntime, transf
         return
     except MoveFailed as exc:
         log.warning("push failed", id=transfer_id, reason=str(exc))
-        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED.value)
+        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED)
     except Exception:
         log.exception("push stopped", id=transfer_id)
 
 
 async def _push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
     record = await service.repository.get(participant.id, transfer_id)
-    if (record is None or record.state != State.STARTED.value or record.data_address is None
+    if (record is None or record.state != State.STARTED or record.data_address is None
             or record.manifest is None):
         return
     source = record.data_address
@@ -189,7 +189,7 @@ async def _pushed(service: TransferService, participant: ParticipantRuntime, rec
     log.info("payload pushed", id=record.id, bytes=manifest.size)
     async with service.lock((participant.id, record.id)):
         current = await service.repository.get(participant.id, record.id)
-        if current is None or current.state != State.STARTED.value or current.data_address is None:
+        if current is None or current.state != State.STARTED or current.data_address is None:
             return
         done = _replace(current, data_address={**current.data_address, "pushed": True})
         await service.commit(current, done, "pushed",

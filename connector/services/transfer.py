@@ -31,26 +31,27 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from connector.errors import BadRequest, Conflict, NotFound, OutboundRefused, PeerError, TdsError
+from connector.errors import BadRequest, Conflict, NotFound, OutboundRefused, PayloadTooLarge, PeerError, TdsError
 from connector.faults import crash_point
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol import messages as m
+from connector.protocol.agreement_lifecycle import IN_FORCE
 from connector.protocol.errors import InvalidTransition, MessageError
 from connector.protocol.transfer import TERMINAL, TRANSITIONS, Kind, Role, State
 from connector.protocol.transfer import receive as table_receive
 from connector.protocol.transfer import send as table_send
 from connector.services import addresses
-from connector.services.ports import OutboundClient, PeerAnswer
+from connector.services.ports import DataClient, OutboundClient
 from connector.services.process_shell import (
     OPENING,
     Key,
@@ -60,13 +61,12 @@ from connector.services.process_shell import (
     new_pid,
     now_text,
 )
-from connector.store.records import Asset, TransferRecord
+from connector.store.records import Asset, NegotiationEvent, TransferRecord
 
 if TYPE_CHECKING:
-    from connector.identity.keys import Signer
     from connector.participant import ParticipantRuntime
     from connector.protocol.export_control import ExportRule
-    from connector.services.policy import PeerFacts
+    from connector.protocol.policy import PeerFacts
     from connector.services.ports import Resolver
     from connector.services.vault import Vault
     from connector.store.repository import ContractRepository, TransferRepository
@@ -96,17 +96,20 @@ STEPS: dict[str, Kind] = {
 }
 
 Script = Callable[[TransferRecord], "str | None"]
+#: Moves one transfer's bytes: ``(service, participant, transfer id)``.
+Mover = Callable[["TransferService", "ParticipantRuntime", str], Awaitable[None]]
 
 
-class DataClient(OutboundClient, Protocol):
-    """The outbound client as transfers use it (``PeerClient``): besides DSP messages, a payload streamed
-    from the provider (a pull) and a payload streamed to the consumer (a push)."""
+@dataclass(frozen=True)
+class Movers:
+    """What moves the bytes once a transfer is STARTED, given to :class:`TransferService` by the node:
+    the provider's push (``connector.services.sender.push``), the consumer's pull and the completion of a
+    received push (``connector.services.receiver.pull``, ``…finish_push``). Passed in rather than imported:
+    the movers use the service, the service only starts them."""
 
-    def stream(self, url: str, *, signer: Signer | None = None, headers: dict[str, str] | None = None,
-               read_timeout_s: float | None = None, backend: bool = False) -> AbstractAsyncContextManager[Any]: ...
-
-    async def upload(self, url: str, body: AsyncIterable[bytes], length: int, *, signer: Signer | None = None,
-                     headers: dict[str, str] | None = None, read_timeout_s: float | None = None) -> PeerAnswer: ...
+    push: Mover
+    pull: Mover
+    finish_push: Mover
 
 
 class TransferError(InvalidTransition):
@@ -167,7 +170,8 @@ class TransferService(ProcessShell[TransferRecord]):
 
     What it is given: *repository*, the transfer processes and manifests (``TransferRepository``);
     *contracts*, the agreements and negotiations (``ContractRepository``); *client*, the outbound client;
-    *vault*, where received data is written (``Vault``); *participant_by_id*, the hosted participants;
+    *vault*, where received data is written (``Vault``); *movers*, what moves the bytes (:class:`Movers`);
+    *participant_by_id*, the hosted participants;
     *resolver*, for the DID documents (the provider's envelope signature, the consumer's key-agreement key);
     *dsp_base_of*, how a peer named by the operator is found; *peer_facts*, what is known of a peer (the
     policy's facts); *data_dir* and *data_roots*, where asset files may lie; *export_rules*; whether
@@ -184,6 +188,7 @@ class TransferService(ProcessShell[TransferRecord]):
         contracts: ContractRepository,
         client: DataClient,
         vault: Vault,
+        movers: Movers,
         *,
         participant_by_id: Callable[[str], ParticipantRuntime | None],
         resolver: Resolver,
@@ -207,6 +212,7 @@ class TransferService(ProcessShell[TransferRecord]):
         self.contracts = contracts
         self.client = client
         self.vault = vault
+        self.movers = movers
         self.resolver = resolver
         self.data_dir = data_dir
         self._participant_by_id = participant_by_id
@@ -248,7 +254,7 @@ class TransferService(ProcessShell[TransferRecord]):
     # -- plumbing (the rest is ProcessShell's) ----------------------------------------------------------
 
     def is_final(self, record: TransferRecord) -> bool:
-        return State(record.state) in TERMINAL
+        return record.state in TERMINAL
 
     async def load(self, key: Key) -> TransferRecord | None:
         return await self.repository.get(*key)
@@ -263,9 +269,9 @@ class TransferService(ProcessShell[TransferRecord]):
     async def commit(self, old: TransferRecord, new: TransferRecord, event: str, detail: str = "") -> TransferRecord:
         # The consumer's deadlines: a requested transfer must be started, and a started push must make
         # progress (see _on_due); either is terminated with the reason when its deadline passes.
-        consumer = new.role == Role.CONSUMER.value and new.pending is None
-        waiting = consumer and new.state == State.REQUESTED.value
-        receiving = consumer and new.state == State.STARTED.value and new.format == PUSH
+        consumer = new.role == Role.CONSUMER and new.pending is None
+        waiting = consumer and new.state == State.REQUESTED
+        receiving = consumer and new.state == State.STARTED and new.format == PUSH
         if not (waiting or receiving):
             new = _replace(new, expires_at=None)
             self._push_seen.pop((new.participant_id, new.id), None)
@@ -281,7 +287,7 @@ class TransferService(ProcessShell[TransferRecord]):
         if old.state != new.state:
             log.info("transfer state", participant=new.participant_id, id=new.id, role=new.role, old=old.state,
                      new=new.state, reason=new.reason or None)
-            if new.state != State.STARTED.value:
+            if new.state != State.STARTED:
                 self._cut_streams((new.participant_id, new.id))
         self._notify(new)
         return new
@@ -293,7 +299,7 @@ class TransferService(ProcessShell[TransferRecord]):
 
     async def _on_deadline(self, participant: ParticipantRuntime, record: TransferRecord, now: float) -> None:
         key = (record.participant_id, record.id)
-        if record.state == State.STARTED.value:  # a push we receive: did it make progress?
+        if record.state == State.STARTED:  # a push we receive: did it make progress?
             if key in self._streams or self._push_seen.get(key) != record.received:
                 # Look again a stall period from now (kept in memory: the row is not rewritten while the
                 # receiving side advances its resume point).
@@ -318,11 +324,14 @@ class TransferService(ProcessShell[TransferRecord]):
         """Ask the provider of *agreement_id* for its data (pulled, or pushed to us with *push*); returns once
         the provider acknowledged."""
         agreement = await self.contracts.agreement(participant.id, agreement_id)
-        if agreement is None or agreement.role != Role.CONSUMER.value:
+        if agreement is None or agreement.role != Role.CONSUMER:
             raise BadRequest(f"no agreement {agreement_id!r} where this participant is the consumer",
                              path="agreementId")
-        if agreement.state != "FINALIZED":
+        if agreement.state not in IN_FORCE:
             raise Conflict(f"agreement {agreement_id!r} is {agreement.state}, not FINALIZED")
+        if await asyncio.to_thread(self.vault.usage, participant) >= self.vault_quota_bytes:
+            raise PayloadTooLarge(f"the participant's vault is full ({self.vault_quota_bytes} bytes, "
+                                  "node.vault_quota_bytes): delete data it no longer needs first")
         if peer:
             dsp = await self._dsp_base_of(peer)
         else:
@@ -332,6 +341,26 @@ class TransferService(ProcessShell[TransferRecord]):
             dsp = negotiation.counterparty_address
         return await self.request(participant, dsp, agreement.provider_did, agreement_id, agreement.asset_id,
                                   PUSH if push else PULL)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    async def find(self, participant: ParticipantRuntime, *, states: list[State] | None = None, limit: int = 100
+                   ) -> list[TransferRecord]:
+        """The participant's transfers, newest first, only those in *states* when given."""
+        return await self.repository.find(participant.id, states=states, limit=limit)
+
+    async def history(self, participant: ParticipantRuntime, transfer_id: str) -> list[NegotiationEvent]:
+        return await self.repository.events(participant.id, transfer_id)
+
+    async def bundle(self, participant: ParticipantRuntime, transfer_id: str) -> dict[str, Any]:
+        """A consumer's transfer's verified manifest with its signed envelope and the provider's DID document;
+        404 before it has one."""
+        record = await self.repository.get(participant.id, transfer_id)
+        if record is None:
+            raise NotFound("no such transfer")
+        if record.role != Role.CONSUMER or not record.envelope:
+            raise NotFound("this transfer has no verified manifest (yet)")
+        return record.envelope
 
     async def request(self, participant: ParticipantRuntime, dsp: str, provider_did: str, agreement_id: str,
                       asset_id: str, fmt: str = PULL) -> TransferRecord:
@@ -352,8 +381,8 @@ class TransferService(ProcessShell[TransferRecord]):
         now = self._clock()
         dsp = dsp.rstrip("/")
         record = TransferRecord(
-            participant_id=participant.id, id=pid, role=Role.CONSUMER.value,
-            state=table_send(None, Kind.REQUEST, Role.CONSUMER).value, counterparty_did=provider_did,
+            participant_id=participant.id, id=pid, role=Role.CONSUMER,
+            state=table_send(None, Kind.REQUEST, Role.CONSUMER), counterparty_did=provider_did,
             agreement_id=agreement_id, consumer_pid=pid, counterparty_address=dsp, asset_id=asset_id, format=fmt,
             data_address={"push": {}} if fmt == PUSH else None,
             token_hash=token_hash(inbox_token) if inbox_token else None,
@@ -382,10 +411,10 @@ class TransferService(ProcessShell[TransferRecord]):
             raise TransferError(f"format {message.format!r} is not offered (this node offers {', '.join(FORMATS)})")
         agreement = await self.contracts.agreement(participant.id, message.agreementId)
         conformance = self._conformance_caller(caller)
-        if agreement is None or agreement.role != Role.PROVIDER.value or (
+        if agreement is None or agreement.role != Role.PROVIDER or (
                 agreement.consumer_did != caller and not conformance):
             raise TransferError(f"no agreement {message.agreementId!r} with you")
-        if agreement.state != "FINALIZED":
+        if agreement.state not in IN_FORCE:
             raise TransferError(f"agreement {message.agreementId!r} is {agreement.state}, not FINALIZED")
         try:
             self._client.check_target(message.callbackAddress)
@@ -394,7 +423,7 @@ class TransferService(ProcessShell[TransferRecord]):
         target = push_target(message.dataAddress, self._client) if message.format == PUSH else None
         pid = new_pid()
         record = TransferRecord(
-            participant_id=participant.id, id=pid, role=Role.PROVIDER.value, state=State.REQUESTED.value,
+            participant_id=participant.id, id=pid, role=Role.PROVIDER, state=State.REQUESTED,
             counterparty_did=caller, agreement_id=agreement.id, provider_pid=pid, consumer_pid=message.consumerPid,
             counterparty_address=message.callbackAddress.rstrip("/"), asset_id=agreement.asset_id,
             format=message.format, data_address={"push": target} if target else None, created_at=self.timestamp(),
@@ -414,33 +443,33 @@ class TransferService(ProcessShell[TransferRecord]):
             record = await self.repository.get(participant.id, local_pid)
             if record is None or not (record.counterparty_did == caller or self._conformance_caller(caller)):
                 raise NotFound("no such transfer process")
-            role = Role(record.role)
-            ours, theirs = ((message.providerPid, message.consumerPid) if role is Role.PROVIDER
+            role = record.role
+            ours, theirs = ((message.providerPid, message.consumerPid) if role == Role.PROVIDER
                             else (message.consumerPid, message.providerPid))
-            remote = record.consumer_pid if role is Role.PROVIDER else record.provider_pid
+            remote = record.consumer_pid if role == Role.PROVIDER else record.provider_pid
             if ours != record.id or (remote and theirs != remote):
                 raise TransferError("providerPid/consumerPid do not match the transfer process", record)
             try:
-                next_state = table_receive(State(record.state), kind, role.other)
+                next_state = table_receive(record.state, kind, role.other)
             except InvalidTransition as exc:
                 await self.repository.add_event(participant.id, record.id, self.timestamp(), "error",
                                                          f"refused {kind.value}: {exc.message}")
                 raise TransferError(exc.message, record) from exc
-            updated = _replace(record, state=next_state.value)
-            if role is Role.CONSUMER and not record.provider_pid:
+            updated = _replace(record, state=next_state)
+            if role == Role.CONSUMER and not record.provider_pid:
                 updated = _replace(updated, provider_pid=message.providerPid)
-            if kind is Kind.START and role is Role.CONSUMER and message.dataAddress is not None and (
+            if kind is Kind.START and role == Role.CONSUMER and message.dataAddress is not None and (
                     record.format != PUSH):  # a push's start carries no address; ours (inbox, key) stays
                 updated = _replace(updated, data_address=message.dataAddress)
             elif kind in (Kind.TERMINATION, Kind.SUSPENSION):
                 verb = "suspended" if kind is Kind.SUSPENSION else "terminated"
                 updated = _replace(updated, reason=message_reason(message, "the peer", verb))
-            elif kind is Kind.START and role is Role.PROVIDER:
+            elif kind is Kind.START and role == Role.PROVIDER:
                 updated = _replace(updated, reason="")
             updated = await self.commit(record, updated, "message-in", f"{kind.value} from {caller}")
             if next_state is not State.STARTED:
                 self._stop_mover(key)
-            if role is Role.CONSUMER and next_state is State.TERMINATED:
+            if role == Role.CONSUMER and next_state is State.TERMINATED:
                 self.vault.discard_partial(participant, updated.agreement_id, updated.id)
         self._spawn(self._react(participant, updated))
         return updated
@@ -458,9 +487,7 @@ class TransferService(ProcessShell[TransferRecord]):
                 self._start_mover(participant, record)
                 return
             if step == "finish":
-                from connector.services import receiver
-
-                await receiver.finish_push(self, participant, record.id)
+                await self.movers.finish_push(self, participant, record.id)
                 return
             await self.do(participant, record.id, step, expected_state=record.state)
         except Exception:
@@ -477,31 +504,31 @@ class TransferService(ProcessShell[TransferRecord]):
         self._spawn(go())
 
     def _default_step(self, record: TransferRecord) -> str | None:
-        state, role = State(record.state), Role(record.role)
-        if role is Role.PROVIDER:
-            if state is State.REQUESTED:
+        state = record.state
+        if record.role == Role.PROVIDER:
+            if state == State.REQUESTED:
                 return "start"
-            if state is State.STARTED and record.format == PUSH and record.pending is None and not (
+            if state == State.STARTED and record.format == PUSH and record.pending is None and not (
                     record.data_address or {}).get("pushed"):
                 return "push"
             return None
-        if state is not State.STARTED or record.pending is not None:
+        if state != State.STARTED or record.pending is not None:
             return None
         if record.format == PUSH:  # the provider sends; once every chunk is here, place it and complete
             return "finish" if record.manifest is not None and record.received >= (record.size or 0) else None
         return "pull" if record.data_address is not None else None
 
     async def do(self, participant: ParticipantRuntime, transfer_id: str, step: str, reason: str = "",
-                 *, expected_state: str | None = None) -> TransferRecord | None:
+                 *, expected_state: State | None = None) -> TransferRecord | None:
         """Take *step*, unless the transfer moved on since the step was chosen for *expected_state*."""
         async with self.lock((participant.id, transfer_id)):
             record = await self.repository.get(participant.id, transfer_id)
-            if record is None or State(record.state) in TERMINAL or record.pending is not None:
+            if record is None or record.state in TERMINAL or record.pending is not None:
                 return None
             if expected_state is not None and record.state != expected_state:
                 return None
             kind = STEPS[step]
-            if kind is Kind.START and record.role == Role.PROVIDER.value:
+            if kind is Kind.START and record.role == Role.PROVIDER:
                 try:
                     record = await self._prepare_start(participant, record)
                 except Refusal as exc:
@@ -511,10 +538,10 @@ class TransferService(ProcessShell[TransferRecord]):
     async def _prepare_start(self, participant: ParticipantRuntime, record: TransferRecord) -> TransferRecord:
         """The provider's checks before a start: policy now, data address, manifest; then a fresh token."""
         agreement = await self.contracts.agreement(participant.id, record.agreement_id)
-        if agreement is None or agreement.state != "FINALIZED":
+        if agreement is None or agreement.state not in IN_FORCE:
             raise Refusal(f"agreement {record.agreement_id} is no longer FINALIZED")
         from connector.protocol import export_control
-        from connector.services.policy import PolicySyntaxError, decide_transfer
+        from connector.protocol.policy import PolicySyntaxError, decide_transfer
 
         facts = await self._peer_facts(participant, record.counterparty_did)
         try:
@@ -596,13 +623,13 @@ class TransferService(ProcessShell[TransferRecord]):
     async def _send(self, participant: ParticipantRuntime, record: TransferRecord, kind: Kind,
                     reason: str = "") -> TransferRecord:
         """Commit our move with its message pending, then deliver it. Call with the transfer's lock."""
-        role = Role(record.role)
-        next_state = table_send(State(record.state), kind, role)
-        updated = _replace(record, state=next_state.value)
+        role = record.role
+        next_state = table_send(record.state, kind, role)
+        updated = _replace(record, state=next_state)
         if kind in (Kind.TERMINATION, Kind.SUSPENSION):
             updated = _replace(updated, reason=reason or f"{kind.name.lower()} by the operator")
         message = self._message(updated, kind, reason)
-        if kind is Kind.START and role is Role.PROVIDER and updated.data_address:
+        if kind is Kind.START and role == Role.PROVIDER and updated.data_address:
             # The token travels once, in the start message; only its hash stays beside the data address.
             updated = _replace(updated, data_address={k: v for k, v in updated.data_address.items() if k != "token"})
         now = self._clock()
@@ -612,7 +639,7 @@ class TransferService(ProcessShell[TransferRecord]):
         updated = await self.commit(record, updated, "message-out", kind.value + (f": {reason}" if reason else ""))
         if next_state is not State.STARTED:
             self._stop_mover((record.participant_id, record.id))
-        if role is Role.CONSUMER and next_state is State.TERMINATED:
+        if role == Role.CONSUMER and next_state is State.TERMINATED:
             self.vault.discard_partial(participant, updated.agreement_id, updated.id)
         return await self._deliver(participant, updated)
 
@@ -620,7 +647,7 @@ class TransferService(ProcessShell[TransferRecord]):
         provider_pid, consumer_pid = record.provider_pid or "", record.consumer_pid or ""
         if kind is Kind.START:
             address = None
-            if record.role == Role.PROVIDER.value and record.data_address and record.format != PUSH:
+            if record.role == Role.PROVIDER and record.data_address and record.format != PUSH:
                 participant = self._participant_by_id(record.participant_id)
                 assert participant is not None
                 endpoint = f"{participant.base_url}/data/{record.id}"
@@ -649,7 +676,7 @@ class TransferService(ProcessShell[TransferRecord]):
                                             reason=[reason or "terminated by the operator"])
 
     def _url(self, record: TransferRecord, kind: Kind) -> str:
-        remote_pid = record.consumer_pid if record.role == Role.PROVIDER.value else record.provider_pid
+        remote_pid = record.consumer_pid if record.role == Role.PROVIDER else record.provider_pid
         if not remote_pid:
             raise PeerError("the peer's process id is not known yet")
         return f"{record.counterparty_address}/transfers/{m.path_segment(remote_pid)}/{PATHS[kind]}"
@@ -664,9 +691,7 @@ class TransferService(ProcessShell[TransferRecord]):
         task = self._movers.get(key)
         if task is not None and not task.done():
             return
-        from connector.services import receiver, sender
-
-        mover = sender.push if record.role == Role.PROVIDER.value else receiver.pull
+        mover = self.movers.push if record.role == Role.PROVIDER else self.movers.pull
         task = asyncio.get_running_loop().create_task(mover(self, participant, record.id))
         self._movers[key] = task
         task.add_done_callback(lambda t, k=key: self._movers.pop(k, None) if self._movers.get(k) is t else None)
@@ -697,10 +722,10 @@ class TransferService(ProcessShell[TransferRecord]):
         """Terminate this participant's transfers that still bring data of *agreement_id* (before that data is
         deleted: nothing may arrive afterwards); return how many were terminated."""
         stopped = 0
-        active = [State.REQUESTED.value, State.STARTED.value, State.SUSPENDED.value]
+        active = [State.REQUESTED, State.STARTED, State.SUSPENDED]
         for record in await self.repository.find(participant.id, states=active, agreement_id=agreement_id,
                                                           limit=1000):
-            if record.role != Role.CONSUMER.value:
+            if record.role != Role.CONSUMER:
                 continue
             key = (participant.id, record.id)
             running = {t for t in (self._movers.get(key), *self._streams.get(key, ())) if t is not None}
@@ -735,13 +760,13 @@ class TransferService(ProcessShell[TransferRecord]):
         record = await self.repository.get(participant.id, transfer_id)
         if record is None:
             raise NotFound("no such transfer")
-        if State(record.state) in TERMINAL:
+        if record.state in TERMINAL:
             raise Conflict(f"the transfer is already {record.state}")
         if record.pending is not None:
             raise Conflict("a message of this transfer is still being delivered; try again shortly")
         kind = STEPS[step]
         try:
-            table_send(State(record.state), kind, Role(record.role))
+            table_send(record.state, kind, record.role)
         except TdsError as exc:  # not a move this state allows (RFC 9110 §15.5.10: the resource's state)
             raise Conflict(exc.message) from exc
         done = await self.do(participant, transfer_id, step, reason, expected_state=record.state)

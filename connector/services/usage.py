@@ -37,6 +37,8 @@ from connector.errors import Conflict, NotFound
 from connector.faults import crash_point
 from connector.identity import proof
 from connector.logging import get_logger
+from connector.protocol.agreement_lifecycle import IN_FORCE, AgreementState
+from connector.protocol.negotiation import Role
 from connector.store import usage as store
 from usage_policies import Request, UsageState, ledger, parse_policy, plan_use
 from usage_policies.enforce import AppendLog, DeleteAt, InformProvider, Meter
@@ -158,11 +160,11 @@ class UsageService:
     def _agreement(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
                    ) -> AgreementRecord:
         agreement = store.agreement(db, participant.id, agreement_id)
-        if agreement is None or agreement.role != "consumer":
+        if agreement is None or agreement.role != Role.CONSUMER:
             raise NotFound("no such agreement (as consumer)")
-        if agreement.state == "REVOKED":
+        if agreement.state == AgreementState.REVOKED:
             raise Conflict("the provider revoked this agreement: its data may no longer be used")
-        if agreement.state != "FINALIZED":
+        if agreement.state not in IN_FORCE:
             raise Conflict(f"the agreement is {agreement.state}, not FINALIZED")
         return agreement
 
@@ -428,7 +430,7 @@ class UsageService:
             return store.agreement(db, participant.id, agreement_id), store.chain(db, participant.id, agreement_id)
 
         agreement, chain = await self.repo.read(query)
-        if agreement is None or agreement.role != "consumer":
+        if agreement is None or agreement.role != Role.CONSUMER:
             raise NotFound("no such agreement (as consumer)")
         use_count, first_use = ledger.running_counts(chain)
         rows = [msgspec.to_builtins(e) for e in reversed(chain[-latest:])] if latest > 0 else []

@@ -1,10 +1,23 @@
-"""Rows of the business tables as frozen structs (JSON columns decoded)."""
+"""Rows of the business tables as frozen structs (JSON columns decoded, states and roles typed).
+
+A process's state and role are the protocol's enums (``StrEnum``s whose values are the stored strings):
+:func:`to_row` writes their values, and :func:`from_row` reads a row back through ``msgspec.convert``, so a
+stored string becomes its member and a value no enum knows fails loudly (:class:`StorageError`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+
+from connector.errors import StorageError
+from connector.protocol.agreement_lifecycle import AgreementState
+from connector.protocol.negotiation import Role
+from connector.protocol.negotiation import State as NegotiationState
+from connector.protocol.transfer import State as TransferState
+
+T = TypeVar("T", bound=msgspec.Struct)
 
 
 class Asset(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,8 +48,8 @@ class ContractDefinition(msgspec.Struct, frozen=True, kw_only=True):
 class NegotiationRecord(msgspec.Struct, frozen=True, kw_only=True):
     participant_id: str
     id: str
-    role: str
-    state: str
+    role: Role
+    state: NegotiationState
     counterparty_did: str
     provider_pid: str | None = None
     consumer_pid: str | None = None
@@ -68,12 +81,12 @@ class NegotiationEvent(msgspec.Struct, frozen=True, kw_only=True):
 class AgreementRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     negotiation_id: str
-    role: str
+    role: Role
     provider_did: str
     consumer_did: str
     asset_id: str
     agreement: dict[str, Any]
-    state: str
+    state: AgreementState
     provider_proof: dict[str, Any] | None = None
     consumer_proof: dict[str, Any] | None = None
     #: The parties' DID documents as resolved when their proofs were checked (offline evidence).
@@ -84,8 +97,8 @@ class AgreementRecord(msgspec.Struct, frozen=True, kw_only=True):
 class TransferRecord(msgspec.Struct, frozen=True, kw_only=True):
     participant_id: str
     id: str
-    role: str
-    state: str
+    role: Role
+    state: TransferState
     counterparty_did: str
     agreement_id: str
     provider_pid: str | None = None
@@ -125,7 +138,8 @@ JSON_COLUMNS = frozenset({
 
 
 def to_row(record: msgspec.Struct, **extra: Any) -> dict[str, Any]:
-    row = msgspec.structs.asdict(record)
+    """The row of *record*: enums as their values, JSON columns encoded; *extra* columns added."""
+    row: dict[str, Any] = msgspec.to_builtins(record)
     for key in JSON_COLUMNS & row.keys():
         if row[key] is not None:
             row[key] = msgspec.json.encode(row[key]).decode()
@@ -133,7 +147,12 @@ def to_row(record: msgspec.Struct, **extra: Any) -> dict[str, Any]:
     return row
 
 
-def from_row(kind: type[Any], row: dict[str, Any]) -> Any:
+def from_row(kind: type[T], row: dict[str, Any]) -> T:
+    """The record of *kind* stored in *row* (columns *kind* does not have are ignored).
+
+    Every field is checked against its type: a state or role no enum knows, say, raises
+    :class:`StorageError` naming the table's record, the row and the field, rather than handing on a value
+    the state tables cannot read."""
     names = {f.name for f in msgspec.structs.fields(kind)}
     data = {}
     for key, value in row.items():
@@ -142,4 +161,7 @@ def from_row(kind: type[Any], row: dict[str, Any]) -> Any:
         if key in JSON_COLUMNS and isinstance(value, str):
             value = msgspec.json.decode(value)
         data[key] = value
-    return kind(**data)
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise StorageError(f"a stored {kind.__name__} ({data.get('id')!r}) is unreadable: {exc}") from exc

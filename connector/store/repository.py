@@ -1,8 +1,11 @@
-"""The repository: the node's only way to the database.
+"""The repositories: with :mod:`connector.store.usage` (the usage log and receipts), the node's only way to
+the database.
 
-:class:`Repository` is the interface (a Protocol, so a PostgreSQL backend can follow);
-:class:`SqliteRepository` implements it on :class:`~connector.store.db.Store`. Every query that touches
-business data is scoped by ``participant_id``.
+:class:`SqliteRepository` holds participants, management tokens, the nonce cache and verified peers
+(:class:`Repository` is its interface, a Protocol, so a PostgreSQL backend can follow);
+:class:`ContractRepository` the catalog entries, negotiations and agreements; :class:`TransferRepository`
+the transfer processes and manifests. Every query that touches business data is scoped by
+``participant_id``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import msgspec
 import sqlite_utils
 
 from connector.errors import Conflict
+from connector.protocol.agreement_lifecycle import EVER_IN_FORCE, NEVER_IN_FORCE, AgreementState
+from connector.protocol.negotiation import Role
+from connector.protocol.negotiation import State as NegotiationState
+from connector.protocol.transfer import State as TransferState
 from connector.store.db import Store
 from connector.store.records import (
     AgreementRecord,
@@ -119,6 +126,25 @@ class SqliteRepository:
 
         return await self.store.read(query)
 
+    async def delete_participant(self, participant_id: str) -> int:
+        """Delete a participant's rows from every table with a ``participant_id`` column, then the participant
+        itself, in one durable transaction; return how many rows went. The tables are read from the schema, so
+        a table a later migration adds is included without a change here."""
+
+        def delete(db: sqlite_utils.Database) -> int:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                   "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()]
+            removed = 0
+            for table in tables:
+                columns = {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
+                if "participant_id" in columns:
+                    removed += db.execute(f'DELETE FROM "{table}" WHERE participant_id = ?',
+                                          [participant_id]).rowcount
+            removed += db.execute("DELETE FROM participants WHERE id = ?", [participant_id]).rowcount
+            return removed
+
+        return await self.store.write(delete, durable=True)
+
     # management tokens (stored hashed)
 
     async def add_token(
@@ -202,6 +228,15 @@ class SqliteRepository:
         return await self.store.read(query)
 
 
+class AgreementChange(msgspec.Struct, frozen=True):
+    """An agreement's row as a negotiation's move leaves it, and the state the stored row was read in (None:
+    there was no row). Written with the move as a compare and set on that state, so a change committed since
+    the read (a revocation, say) is never overwritten with a row worked out from the older state."""
+
+    record: AgreementRecord
+    read_in: AgreementState | None
+
+
 class CatalogSnapshot(msgspec.Struct, frozen=True):
     assets: dict[str, Asset]
     policies: dict[str, PolicyRecord]
@@ -213,6 +248,18 @@ _CATALOG_TABLES: dict[type[Any], str] = {
     PolicyRecord: "policies",
     ContractDefinition: "contract_definitions",
 }
+
+#: Agreement states as the queries pass them (sorted: the same SQL and parameters every time).
+_EVER_IN_FORCE = sorted(s.value for s in EVER_IN_FORCE)
+_NEVER_IN_FORCE = sorted(s.value for s in NEVER_IN_FORCE)
+
+
+def _in(values: list[str]) -> str:
+    """``(?, ?, …)``: one placeholder per value, for ``IN``."""
+    return f"({', '.join('?' for _ in values)})"
+
+
+_CATALOG_NOUNS = {"assets": "asset", "policies": "policy", "contract_definitions": "contract definition"}
 
 
 def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
@@ -237,7 +284,7 @@ class ContractRepository:
             try:
                 _insert(db, table, row)
             except sqlite3.IntegrityError as exc:
-                raise Conflict(f"{table[:-1].replace('_', ' ')} {record.id!r} already exists", path="id") from exc
+                raise Conflict(f"{_CATALOG_NOUNS[table]} {record.id!r} already exists", path="id") from exc
 
         await self.store.write(insert)
 
@@ -300,13 +347,23 @@ class ContractRepository:
         await self.store.write(insert)
 
     async def update_negotiation(
-        self, record: NegotiationRecord, *, expected_state: str, event: str, detail: str = "",
-        agreement: AgreementRecord | None = None,
+        self, record: NegotiationRecord, *, expected_state: NegotiationState, event: str, detail: str = "",
+        agreement: AgreementChange | None = None,
     ) -> bool:
-        """Commit *record* if the stored state is still *expected_state* (compare and set)."""
+        """Commit *record* if the stored state is still *expected_state*, and with it *agreement*'s row if the
+        stored agreement is still in the state it was read in (compare and set on both); False, with nothing
+        written, if either moved on meanwhile.
+
+        Both checks and both writes are one job of the single writer, inside its ``BEGIN IMMEDIATE``
+        transaction: no other write can come between a check and its write."""
         row = to_row(record)
+        agreement_row = (to_row(agreement.record, participant_id=record.participant_id) if agreement is not None
+                         else None)
 
         def update(db: sqlite_utils.Database) -> bool:
+            if agreement is not None and _agreement_state(db, record.participant_id,
+                                                          agreement.record.id) != agreement.read_in:
+                return False
             columns = [k for k in row if k not in ("participant_id", "id")]
             cursor = db.execute(
                 f"UPDATE negotiations SET {', '.join(f'{c} = ?' for c in columns)} "
@@ -317,8 +374,8 @@ class ContractRepository:
                 return False
             if event:
                 _event(db, record.participant_id, record.id, record.updated_at, event, detail)
-            if agreement is not None:
-                _insert(db, "agreements", to_row(agreement, participant_id=record.participant_id), replace=True)
+            if agreement_row is not None:
+                _insert(db, "agreements", agreement_row, replace=True)
             return True
 
         return await self.store.write(update)
@@ -341,7 +398,8 @@ class ContractRepository:
         return await self.store.read(query)
 
     async def negotiations(
-        self, participant_id: str, *, states: list[str] | None = None, limit: int = 100, offset: int = 0
+        self, participant_id: str, *, states: list[NegotiationState] | None = None, limit: int = 100,
+        offset: int = 0,
     ) -> list[NegotiationRecord]:
         def query(db: sqlite_utils.Database) -> list[NegotiationRecord]:
             where, params = "participant_id = ?", [participant_id]
@@ -355,7 +413,7 @@ class ContractRepository:
         return await self.store.read(query)
 
     async def negotiation_by_pid(
-        self, participant_id: str, role: str, counterparty: str, *, consumer_pid: str | None = None,
+        self, participant_id: str, role: Role, counterparty: str, *, consumer_pid: str | None = None,
         provider_pid: str | None = None,
     ) -> NegotiationRecord | None:
         """A negotiation opened by the same peer with the same pid (to answer a re-delivered opening)."""
@@ -390,13 +448,14 @@ class ContractRepository:
 
     # agreements
 
-    async def agreements(self, participant_id: str, *, state: str | None = "FINALIZED") -> list[AgreementRecord]:
+    async def agreements(self, participant_id: str, *, state: AgreementState | None = AgreementState.FINALIZED
+                         ) -> list[AgreementRecord]:
         def query(db: sqlite_utils.Database) -> list[AgreementRecord]:
             sql = "SELECT * FROM agreements WHERE participant_id = ?"
             params: list[Any] = [participant_id]
             if state:
                 sql += " AND state = ?"
-                params.append(state)
+                params.append(state.value)
             return [from_row(AgreementRecord, r) for r in db.query(sql + " ORDER BY created_at DESC", params)]
 
         return await self.store.read(query)
@@ -426,7 +485,7 @@ class ContractRepository:
         def query(db: sqlite_utils.Database) -> list[tuple[str, str]]:
             rows = db.execute(
                 "SELECT DISTINCT participant_id, CASE role WHEN 'provider' THEN consumer_did ELSE provider_did END "
-                "FROM agreements WHERE state IN ('FINALIZED', 'REVOKED')").fetchall()
+                f"FROM agreements WHERE state IN {_in(_EVER_IN_FORCE)}", _EVER_IN_FORCE).fetchall()
             return [(str(r[0]), str(r[1])) for r in rows]
 
         return await self.store.read(query)
@@ -442,14 +501,16 @@ class ContractRepository:
                 "SELECT n.participant_id, n.id FROM negotiations n WHERE n.state = 'TERMINATED' "
                 "AND n.pending IS NULL AND n.updated_at < ? AND (n.role = 'provider' OR n.requested = '{}') "
                 "AND NOT EXISTS (SELECT 1 FROM agreements a WHERE a.participant_id = n.participant_id "
-                "AND a.state IN ('FINALIZED', 'REVOKED') "
+                f"AND a.state IN {_in(_EVER_IN_FORCE)} "
                 "AND (a.negotiation_id = n.id OR n.counterparty_did IN (a.consumer_did, a.provider_did))) "
-                "LIMIT ?", [updated_before, limit]).fetchall()
-            for sql in ("DELETE FROM negotiation_events WHERE participant_id = ? AND negotiation_id = ?",
-                        "DELETE FROM agreements WHERE participant_id = ? AND negotiation_id = ? "
-                        "AND state IN ('AGREED', 'VERIFIED')",
-                        "DELETE FROM negotiations WHERE participant_id = ? AND id = ?"):
-                db.conn.executemany(sql, keys)
+                "LIMIT ?", [updated_before, *_EVER_IN_FORCE, limit]).fetchall()
+            for sql, rows in (
+                ("DELETE FROM negotiation_events WHERE participant_id = ? AND negotiation_id = ?", keys),
+                ("DELETE FROM agreements WHERE participant_id = ? AND negotiation_id = ? "
+                 f"AND state IN {_in(_NEVER_IN_FORCE)}", [(*key, *_NEVER_IN_FORCE) for key in keys]),
+                ("DELETE FROM negotiations WHERE participant_id = ? AND id = ?", keys),
+            ):
+                db.conn.executemany(sql, rows)
             return len(keys)
 
         return await self.store.write(purge)
@@ -470,7 +531,7 @@ class TransferRepository:
 
         await self.store.write(insert)
 
-    async def update(self, record: TransferRecord, *, expected_state: str, event: str, detail: str = "",
+    async def update(self, record: TransferRecord, *, expected_state: TransferState, event: str, detail: str = "",
                      keep_received: bool = False) -> bool:
         """Commit *record* if the stored state is still *expected_state* (compare and set).
 
@@ -522,7 +583,7 @@ class TransferRepository:
 
         return await self.store.read(query)
 
-    async def find(self, participant_id: str, *, states: list[str] | None = None, limit: int = 100,
+    async def find(self, participant_id: str, *, states: list[TransferState] | None = None, limit: int = 100,
                    offset: int = 0, agreement_id: str | None = None) -> list[TransferRecord]:
         def query(db: sqlite_utils.Database) -> list[TransferRecord]:
             where, params = "participant_id = ?", [participant_id]
@@ -570,6 +631,13 @@ class TransferRepository:
         row = {"participant_id": participant_id, "asset_id": asset_id, "version": version,
                "manifest": msgspec.json.encode(manifest).decode(), "created_at": now}
         await self.store.write(lambda db: _insert(db, "manifests", row, replace=True))
+
+
+def _agreement_state(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> str | None:
+    """The stored state of an agreement (its wire value), or None if there is no such row."""
+    found = db.execute("SELECT state FROM agreements WHERE participant_id = ? AND id = ?",
+                       [participant_id, agreement_id]).fetchone()
+    return None if found is None else str(found[0])
 
 
 def _transfer_event(db: sqlite_utils.Database, participant_id: str, transfer_id: str, at: str, kind: str,

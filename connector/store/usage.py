@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 import sqlite_utils
 
+from connector.protocol.agreement_lifecycle import AgreementState
 from connector.store.db import Store
 from connector.store.records import AgreementRecord, from_row
 from usage_policies import ledger
@@ -50,9 +51,11 @@ def agreement(db: sqlite_utils.Database, participant_id: str, agreement_id: str)
     return record
 
 
-def mark_revoked(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> None:
-    db.conn.execute("UPDATE agreements SET state = 'REVOKED' WHERE participant_id = ? AND id = ?",
-                    [participant_id, agreement_id])
+def set_agreement_state(db: sqlite_utils.Database, participant_id: str, agreement_id: str,
+                        state: AgreementState) -> None:
+    """Store the agreement's new *state* (a move the caller checked with ``agreement_lifecycle.next_state``)."""
+    db.conn.execute("UPDATE agreements SET state = ? WHERE participant_id = ? AND id = ?",
+                    [state.value, participant_id, agreement_id])
 
 
 # -- the consumer's usage log ---------------------------------------------------------------------------

@@ -73,7 +73,7 @@ async def contract_request(attacker, provider, callback: str) -> tuple[int, dict
 
 async def settled(node, negotiation_id: str, timeout_s: float = 10.0):
     """The provider's negotiation once in a final state, read from the store (not through the API)."""
-    participant = node.node.first_participant()
+    participant = node.node.participants.first()
 
     async def final():
         record = await node.node.contracts.negotiation(participant.id, negotiation_id)

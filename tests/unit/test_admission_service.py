@@ -10,6 +10,7 @@ import pytest
 
 from connector.config import DspSection
 from connector.errors import TooManyRequests
+from connector.protocol.negotiation import Role, State
 from connector.ratelimit import RateLimiter
 from connector.services.admission import PURGE_BATCH, Admission
 from connector.store.records import NegotiationRecord
@@ -52,8 +53,8 @@ class Ticks:
         return self.now
 
 
-def negotiation(pid: str, counterparty: str, *, participant: str = "acme", role: str = "provider",
-                state: str = "REQUESTED", requested: dict[str, str] | None = None) -> NegotiationRecord:
+def negotiation(pid: str, counterparty: str, *, participant: str = "acme", role: Role = Role.PROVIDER,
+                state: State = State.REQUESTED, requested: dict[str, str] | None = None) -> NegotiationRecord:
     return NegotiationRecord(participant_id=participant, id=pid, role=role, state=state,
                              counterparty_did=counterparty, requested=requested or {})
 
@@ -165,9 +166,9 @@ async def test_a_participant_no_longer_hosted_is_forgotten():
 
 @pytest.mark.parametrize(("record", "counted"), [
     (negotiation("n1", STRANGER), True),  # a stranger's request to us as provider
-    (negotiation("n2", STRANGER, role="consumer"), True),  # a stranger's offer to us as consumer
-    (negotiation("n3", STRANGER, role="consumer", requested={"@id": "offer"}), False),  # our own request
-    (negotiation("n4", STRANGER, state="TERMINATED"), False),
+    (negotiation("n2", STRANGER, role=Role.CONSUMER), True),  # a stranger's offer to us as consumer
+    (negotiation("n3", STRANGER, role=Role.CONSUMER, requested={"@id": "offer"}), False),  # our own request
+    (negotiation("n4", STRANGER, state=State.TERMINATED), False),
     (negotiation("n5", FRIEND), False),
 ])
 async def test_load_counts_the_open_negotiations_strangers_opened(record, counted):

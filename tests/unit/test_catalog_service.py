@@ -11,8 +11,8 @@ import pytest
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.protocol.export_control import ExportRule
+from connector.protocol.policy import PeerFacts
 from connector.services.catalog import CatalogService
-from connector.services.policy import PeerFacts
 from connector.store.records import Asset, ContractDefinition, PolicyRecord
 from connector.store.repository import CatalogSnapshot, Participant, Peer
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from connector.conformance import GUARDS, SEEDED_ASSETS, Guard
+from connector.protocol.negotiation import Role, State
 from connector.store.records import NegotiationRecord
 
 
 def record(asset: str, state: str, pid: str = "n1") -> NegotiationRecord:
-    return NegotiationRecord(participant_id="p", id=pid, role="provider", state=state, counterparty_did="kit",
-                             asset_id=asset)
+    return NegotiationRecord(participant_id="p", id=pid, role=Role.PROVIDER, state=State(state),
+                             counterparty_did="kit", asset_id=asset)
 
 
 def test_moves_are_taken_in_order_each_in_its_state():

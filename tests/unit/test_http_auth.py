@@ -17,7 +17,7 @@ from connector.errors import NotFound, TooManyRequests, Unauthorized
 from connector.http.auth import BODY, CALLER_DID, PeerAuth, authenticate_signed, signed_request_middleware
 from connector.http.dataplane import DataPlaneSite, _token_holder
 from connector.net import signing
-from connector.protocol.transfer import State
+from connector.protocol.transfer import Role, State
 from connector.services.transfer import PUSH, token_hash
 from connector.store.records import TransferRecord
 
@@ -215,7 +215,7 @@ class DataPlaneTransfers:
 
 
 def transfer(**changes: Any) -> TransferRecord:
-    fields: dict[str, Any] = dict(participant_id="acme", id="t1", role="provider", state=State.STARTED.value,
+    fields: dict[str, Any] = dict(participant_id="acme", id="t1", role=Role.PROVIDER, state=State.STARTED,
                                   counterparty_did=PEER, agreement_id="a1", token_hash=token_hash(TOKEN),
                                   token_expires_at=time.time() + 60)
     return TransferRecord(**{**fields, **changes})
@@ -236,20 +236,20 @@ def data_request(token: str = TOKEN, *, key_id: str = KEY_ID, key: SigningKey = 
 
 
 async def test_the_transfer_peer_with_its_token_gets_the_transfer():
-    participant, record = await _token_holder(data_site(transfer()), data_request(), role="provider")
+    participant, record = await _token_holder(data_site(transfer()), data_request(), role=Role.PROVIDER)
     assert participant.id == "acme" and record.id == "t1"
 
 
 @pytest.mark.parametrize("record", [
     transfer(token_hash=token_hash("another token")),
-    transfer(state=State.COMPLETED.value),
+    transfer(state=State.COMPLETED),
     transfer(token_expires_at=time.time() - 1),
     transfer(counterparty_did="did:web:someone-else.example"),
 ], ids=["wrong token", "not started", "expired", "another peer's"])
 async def test_every_token_problem_gets_the_same_refusal(record):
     site = data_site(record)
     with pytest.raises(Unauthorized, match="not valid for this transfer"):
-        await _token_holder(site, data_request(), role="provider")
+        await _token_holder(site, data_request(), role=Role.PROVIDER)
     assert failures(site.auth) == 1
 
 
@@ -257,16 +257,16 @@ async def test_a_data_request_without_a_token_is_refused_before_the_signature_is
     site = data_site(transfer())
     request = make_mocked_request("GET", DATA, headers={}, match_info={"name": "acme", "pid": "t1"})
     with pytest.raises(Unauthorized, match="needs the transfer's token"):
-        await _token_holder(site, request, role="provider")
+        await _token_holder(site, request, role=Role.PROVIDER)
 
 
-@pytest.mark.parametrize(("role", "push"), [("consumer", False), ("provider", True)])
+@pytest.mark.parametrize(("role", "push"), [(Role.CONSUMER, False), (Role.PROVIDER, True)])
 async def test_a_transfer_in_another_role_or_format_is_not_found(role, push):
     with pytest.raises(NotFound):
         await _token_holder(data_site(transfer(format="HttpData-PULL")), data_request(), role=role, push=push)
 
 
 async def test_a_push_transfer_is_found_by_the_inbox():
-    site = data_site(transfer(role="consumer", format=PUSH))
-    _, record = await _token_holder(site, data_request(), role="consumer", push=True)
+    site = data_site(transfer(role=Role.CONSUMER, format=PUSH))
+    _, record = await _token_holder(site, data_request(), role=Role.CONSUMER, push=True)
     assert record.format == PUSH

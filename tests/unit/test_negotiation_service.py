@@ -17,9 +17,11 @@ from connector import testing
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.protocol import contracts
+from connector.protocol.agreement_lifecycle import AgreementState
+from connector.protocol.policy import PeerFacts
 from connector.services.catalog import visible_offers
 from connector.services.negotiation import NegotiationService
-from connector.services.policy import PeerFacts
+from connector.store import usage as usage_store
 from connector.store.db import Store
 from connector.store.records import Asset, ContractDefinition, NegotiationRecord, PolicyRecord
 from connector.store.repository import ContractRepository, Participant, SqliteRepository
@@ -231,3 +233,69 @@ async def test_every_state_is_stored_before_the_message_that_follows_from_it_lea
         ("ContractAgreementVerificationMessage", "VERIFIED", "VERIFICATION", True),
         ("ContractNegotiationEventMessage", "FINALIZED", "FINALIZED", True),
     ]
+
+
+async def test_a_finalization_that_arrives_after_the_revocation_leaves_the_consumers_agreement_revoked(pair, clock):
+    # The provider's FINALIZED event and its revocation are delivered and retried apart: the revocation can
+    # reach the consumer's node first. The negotiation still ends FINALIZED; the agreement stays revoked.
+    provider, consumer = pair
+    parts = consumer.participant
+
+    async def revoked_first(sent: NegotiationSent) -> None:
+        if sent.method == "POST" and sent.body.get("eventType") == "FINALIZED":
+            stored = await consumer.record(sent.body["consumerPid"])
+            agreement_id = str((stored.agreement or {})["@id"])
+            await consumer.store.write(lambda db: usage_store.set_agreement_state(
+                db, parts.id, agreement_id, AgreementState.REVOKED))
+
+    provider.client.before_answer = revoked_first
+    terms, offer_id = await offered(provider, consumer, clock)
+    opened = await request(provider.participant, consumer, terms, offer_id)
+    final = await consumer.service.wait(parts.id, opened.id, timeout_s=5)
+
+    assert final is not None and final.state == "FINALIZED"
+    [agreement] = await consumer.contracts.agreements(parts.id, state=None)
+    assert agreement.state == AgreementState.REVOKED
+    assert (parts.id, provider.participant.did) in consumer.hooks.learned  # it reached FINALIZED: a known peer
+
+
+async def test_a_revocation_committed_while_the_finalization_is_handled_is_not_overwritten(pair, clock,
+                                                                                          monkeypatch):
+    # The consumer's node reads the agreement to work out its FINALIZED row; the provider's revocation is
+    # committed before that row is written. The write is refused (409: nothing of the move is stored), the
+    # provider retries its FINALIZED, and the consumer, reading the agreement again, keeps it REVOKED.
+    provider, consumer = pair
+    parts = consumer.participant
+    read = consumer.contracts.agreement
+    revoked_meanwhile: list[str] = []
+
+    async def read_then_revoked(participant_id: str, agreement_id: str) -> Any:
+        found = await read(participant_id, agreement_id)
+        handling_finalized = found is not None and (await consumer.record(found.negotiation_id)).state == "VERIFIED"
+        if handling_finalized and not revoked_meanwhile:
+            revoked_meanwhile.append(agreement_id)
+            await consumer.store.write(lambda db: usage_store.set_agreement_state(
+                db, participant_id, agreement_id, AgreementState.REVOKED))
+        return found
+
+    monkeypatch.setattr(consumer.contracts, "agreement", read_then_revoked)
+    terms, offer_id = await offered(provider, consumer, clock)
+    opened = await request(provider.participant, consumer, terms, offer_id)
+
+    async def finalization_refused() -> NegotiationRecord | None:
+        [ours] = await provider.contracts.negotiations(provider.participant.id)
+        return ours if ours.pending is not None and ours.attempts == 1 else None
+
+    await eventually(finalization_refused)
+    refused = await finalization_refused()
+    assert refused is not None and refused.next_attempt_at is not None
+    assert (await consumer.record(opened.id)).state == "VERIFIED"
+    assert (await read(parts.id, revoked_meanwhile[0])).state == AgreementState.REVOKED
+
+    clock.now = refused.next_attempt_at  # the provider's retry comes due
+    assert await provider.service.run_due() == 1
+
+    final = await consumer.service.wait(parts.id, opened.id, timeout_s=5)
+    assert final is not None and final.state == "FINALIZED"
+    agreement = await read(parts.id, revoked_meanwhile[0])
+    assert agreement is not None and agreement.state == AgreementState.REVOKED

@@ -1,4 +1,4 @@
-"""Which terms of an agreement decide a transfer (connector.services.policy.decide_transfer)."""
+"""Which terms of an agreement decide a transfer (connector.protocol.policy.decide_transfer)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connector.services.policy import PeerFacts, decide_transfer, transfer_view
+from connector.protocol.policy import PeerFacts, decide_transfer, transfer_view
 from usage_policies import templates
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

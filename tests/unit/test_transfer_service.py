@@ -16,9 +16,10 @@ from connector import testing
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.protocol import messages as m
+from connector.protocol.policy import PeerFacts
 from connector.protocol.transfer import Kind
-from connector.services.policy import PeerFacts
-from connector.services.transfer import ENDPOINT_TYPE, PULL, PUSH, TransferError, TransferService
+from connector.services import receiver, sender
+from connector.services.transfer import ENDPOINT_TYPE, PULL, PUSH, Movers, TransferError, TransferService
 from connector.services.vault import Vault, vault_key
 from connector.store.db import Store
 from connector.store.records import AgreementRecord, Asset, TransferRecord
@@ -111,6 +112,7 @@ async def setup(tmp_path: Path) -> Any:
 
     service = TransferService(
         transfers, contracts, client, Vault(tmp_path, key_of=vault_key, stop_receiving=_unused),
+        Movers(push=sender.push, pull=receiver.pull, finish_push=receiver.finish_push),
         participant_by_id={acme.id: acme, parts.id: parts}.get,
         resolver=FederationResolver(acme.did_document(), parts.did_document()), dsp_base_of=_unused,
         peer_facts=peer_facts, data_dir=tmp_path, delivery_timeout_s=5.0, start_timeout_s=START_S,

@@ -14,7 +14,9 @@ import msgspec
 from connector.errors import TdsError
 from connector.identity.keys import ParticipantKeys, Signer
 from connector.participant import ParticipantRuntime
-from connector.services.policy import PeerFacts
+from connector.protocol.agreement_lifecycle import AgreementState
+from connector.protocol.negotiation import Role, State
+from connector.protocol.policy import PeerFacts
 from connector.services.receipts import ReceiptService
 from connector.services.usage import UsageService
 from connector.services.vault import Deletion
@@ -139,17 +141,17 @@ class Setup:
         await self.store.write(lambda db: db.conn.execute(statement, params))
 
     async def add_agreement(self, policy: dict[str, Any], *, agreement_id: str = AGREEMENT,
-                            state: str = "FINALIZED") -> None:
+                            state: AgreementState = AgreementState.FINALIZED) -> None:
         body = {**policy, "@id": agreement_id, "@type": "Agreement", "assigner": self.provider.did,
                 "assignee": self.consumer.did, "timestamp": "2026-01-01T00:00:00Z"}
-        for participant, role in ((self.provider, "provider"), (self.consumer, "consumer")):
+        for participant, role in ((self.provider, Role.PROVIDER), (self.consumer, Role.CONSUMER)):
             record = AgreementRecord(id=agreement_id, negotiation_id=f"n-{agreement_id}", role=role,
                                      provider_did=self.provider.did, consumer_did=self.consumer.did, asset_id=ASSET,
                                      agreement=body, state=state, created_at="2026-01-01T00:00:00Z")
             await self.contracts.add_agreement(participant.id, record)
-            other = self.consumer if role == "provider" else self.provider
+            other = self.consumer if role == Role.PROVIDER else self.provider
             await self.contracts.create_negotiation(NegotiationRecord(
-                participant_id=participant.id, id=f"n-{agreement_id}", role=role, state="FINALIZED",
+                participant_id=participant.id, id=f"n-{agreement_id}", role=role, state=State.FINALIZED,
                 counterparty_did=other.did, counterparty_address=other.dsp_base), "made")
 
 

@@ -1,4 +1,5 @@
-"""How the node asks the policy engine: who is asking, from where, for what, and when."""
+"""How the node asks the policy engine: who is asking, from where, for what, and when (pure: ``now`` is an
+argument)."""
 
 from __future__ import annotations
 

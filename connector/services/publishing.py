@@ -1,0 +1,121 @@
+"""What a participant publishes: its assets, usage policies and contract definitions (the catalog entries).
+
+Peers see these through :mod:`connector.services.catalog`; this module keeps them consistent as they are
+written: a policy must be valid ODRL, a contract definition may name only policies and assets that exist,
+and an asset's data must lie where its participant may keep files (:mod:`connector.services.addresses`).
+An ``HttpData`` asset is fetched once into a snapshot under the participant's own files (and again on
+refresh); each version of an asset's bytes gets its manifest when it is published, not when a peer first
+asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from connector.errors import BadRequest, Conflict, NotFound
+from connector.participant import ParticipantRuntime
+from connector.protocol.policy import PolicySyntaxError, check_policy
+from connector.services import addresses, backends
+from connector.services.ports import BackendReader
+from connector.store.records import Asset, ContractDefinition, PolicyRecord
+from connector.store.repository import ContractRepository
+
+Entry = TypeVar("Entry", Asset, PolicyRecord, ContractDefinition)
+#: Computes and stores the manifest of an asset's current bytes (``TransferService.manifest_for``).
+ManifestFor = Callable[[ParticipantRuntime, Asset, Path], Awaitable[object]]
+
+
+class Publishing:
+    """A participant's catalog entries. *client* fetches ``HttpData`` snapshots (at most *snapshot_limit*
+    bytes); *confinement* says where a participant's files may lie; *manifest_for* records the manifest
+    of an asset's bytes."""
+
+    def __init__(
+        self, contracts: ContractRepository, client: BackendReader, *,
+        confinement: Callable[[ParticipantRuntime], addresses.Confinement], manifest_for: ManifestFor,
+        snapshot_limit: int,
+    ) -> None:
+        self.contracts = contracts
+        self.client = client
+        self.confinement = confinement
+        self.manifest_for = manifest_for
+        self.snapshot_limit = snapshot_limit
+
+    async def entries(self, participant: ParticipantRuntime, kind: type[Entry]) -> list[Entry]:
+        return await self.contracts.entries(participant.id, kind)
+
+    async def entry(self, participant: ParticipantRuntime, kind: type[Entry], entry_id: str) -> Entry | None:
+        found: Entry | None = await self.contracts.entry(participant.id, kind, entry_id)
+        return found
+
+    async def delete(self, participant: ParticipantRuntime, kind: type[Entry], entry_id: str) -> bool:
+        return await self.contracts.delete_entry(participant.id, kind, entry_id)
+
+    async def add_asset(self, participant: ParticipantRuntime, asset: Asset) -> Asset:
+        """Publish *asset*; its data address is checked (and an ``HttpData`` one fetched) first. 409 when an
+        asset with its id exists."""
+        path = None
+        if asset.data_address:
+            if backends.is_http(asset.data_address):
+                if await self.contracts.entry(participant.id, Asset, asset.id) is not None:
+                    raise Conflict(f"asset {asset.id!r} already exists", path="id")
+                address = await backends.snapshot(self.client, self.confinement(participant).own, asset.id,
+                                                  asset.data_address.get("url", ""), limit=self.snapshot_limit)
+                asset = msgspec.structs.replace(asset, data_address=address)
+            path = addresses.resolve(asset.data_address, self.confinement(participant))
+        await self.contracts.add_entry(participant.id, asset)
+        if path is not None:
+            await self.manifest_for(participant, asset, path)
+        return asset
+
+    async def refresh_asset(self, participant: ParticipantRuntime, asset_id: str) -> tuple[Asset, bool]:
+        """Fetch an ``HttpData`` asset again from its backend; changed bytes become a new version. Returns the
+        asset as it is now and whether it changed."""
+        asset = await self.contracts.entry(participant.id, Asset, asset_id)
+        if asset is None:
+            raise NotFound("no such asset")
+        origin = asset.data_address.get("origin")
+        if not isinstance(origin, str):
+            raise BadRequest("this asset is not fetched from an HTTP backend (no origin)", path="dataAddress")
+        address = await backends.snapshot(self.client, self.confinement(participant).own, asset.id, origin,
+                                          limit=self.snapshot_limit)
+        changed = address["sha256"] != asset.data_address.get("sha256")
+        if changed:
+            asset = msgspec.structs.replace(asset, data_address=address)
+            await self.contracts.replace_asset(participant.id, asset)
+            await self.manifest_for(participant, asset, addresses.resolve(address, self.confinement(participant)))
+        return asset, changed
+
+    async def add_policy(self, participant: ParticipantRuntime, policy_id: str, policy: dict[str, Any],
+                         created_at: str) -> PolicyRecord:
+        """Publish an ODRL policy (given an ``@id`` from *policy_id* if it has none); 400 naming the first
+        problem when it is not valid ODRL."""
+        if "@id" not in policy and "uid" not in policy:
+            policy = {**policy, "@id": f"urn:tds:policy:{policy_id}"}
+        try:
+            check_policy(policy)
+        except PolicySyntaxError as exc:
+            problems = getattr(exc, "problems", [])
+            first = problems[0][0] if problems else ""
+            raise BadRequest(f"policy is not valid ODRL: {exc}", path=f"$.policy{first.lstrip('$')}") from exc
+        record = PolicyRecord(id=policy_id, policy=policy, created_at=created_at)
+        await self.contracts.add_entry(participant.id, record)
+        return record
+
+    async def add_definition(self, participant: ParticipantRuntime, definition: ContractDefinition
+                             ) -> ContractDefinition:
+        """Publish a contract definition; 400 naming the field when a policy or an asset it names is missing."""
+        for field, policy_id in (("accessPolicyId", definition.access_policy_id),
+                                 ("contractPolicyId", definition.contract_policy_id)):
+            if await self.contracts.entry(participant.id, PolicyRecord, policy_id) is None:
+                raise BadRequest(f"no policy {policy_id!r}", path=f"$.{field}")
+        known = {a.id for a in await self.contracts.entries(participant.id, Asset)}
+        for i, asset_id in enumerate(definition.assets):
+            if asset_id not in known:
+                raise BadRequest(f"no asset {asset_id!r}", path=f"$.assets[{i}]")
+        await self.contracts.add_entry(participant.id, definition)
+        return definition

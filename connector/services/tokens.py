@@ -1,0 +1,78 @@
+"""Management tokens: who an API call speaks for, and each participant's own tokens.
+
+A token is shown once, when it is made; the store keeps only its hash. A token belongs to one participant
+and one application (the usage log records which application used data), or it is the node's admin
+token, which reaches only the admin routes. Each token's participant has a budget of management requests
+(``node.management_rate_per_s``); the admin token has its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from connector.bootstrap import new_token
+from connector.errors import Conflict, NotFound, Unauthorized
+from connector.participant import ParticipantRuntime
+from connector.ratelimit import RateLimiter, check_rate
+from connector.store.repository import SqliteRepository, Token, TokenInfo
+
+#: Active management tokens a participant may hold at once.
+MAX_TOKENS = 100
+#: No token the node makes is longer; a longer one is not looked up.
+MAX_TOKEN_CHARS = 512
+
+
+class NewToken(msgspec.Struct, frozen=True, rename="camel"):
+    id: str
+    application: str
+    created_at: str
+    #: The token itself: shown only here; the node keeps only its hash.
+    token: str
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class TokenService:
+    """Checks management tokens against the store and the per-participant budget; makes and revokes a
+    participant's tokens."""
+
+    def __init__(self, repo: SqliteRepository, limit: RateLimiter, *,
+                 monotonic: Callable[[], float] = time.monotonic, timestamp: Callable[[], str] = _timestamp) -> None:
+        self.repo = repo
+        self.limit = limit
+        self.monotonic = monotonic
+        self.timestamp = timestamp
+
+    async def authenticate(self, value: str) -> Token:
+        """The live token *value*, its request counted against its participant's budget; 401 otherwise."""
+        if not value or len(value) > MAX_TOKEN_CHARS:
+            raise Unauthorized("unknown or revoked token")
+        found = await self.repo.find_token(value)
+        if found is None:
+            raise Unauthorized("unknown or revoked token")
+        key = found.participant_id if found.participant_id is not None else f"admin:{found.id}"
+        check_rate(self.limit, key, "management requests for this participant", self.monotonic())
+        return found
+
+    async def create(self, participant: ParticipantRuntime, application: str) -> NewToken:
+        """A new token for *application*; 409 once the participant holds :data:`MAX_TOKENS` live ones."""
+        active = [t for t in await self.repo.tokens(participant.id) if t.revoked_at is None]
+        if len(active) >= MAX_TOKENS:
+            raise Conflict(f"this participant already has {MAX_TOKENS} active tokens; revoke one first")
+        value, created = new_token(), self.timestamp()
+        token_id = await self.repo.add_token(value, participant.id, application, admin=False, now=created)
+        return NewToken(id=token_id, application=application, created_at=created, token=value)
+
+    async def of(self, participant: ParticipantRuntime) -> list[TokenInfo]:
+        """The participant's tokens, revoked ones too, newest first; never their values."""
+        return await self.repo.tokens(participant.id)
+
+    async def revoke(self, participant: ParticipantRuntime, token_id: str) -> None:
+        if not await self.repo.revoke_token(participant.id, token_id, self.timestamp()):
+            raise NotFound("no such token")

@@ -1,0 +1,185 @@
+"""The agreements in SQLite: which lifecycle states (``connector.protocol.agreement_lifecycle``) the queries
+count as in force, as once in force and as never in force; states and roles read back as their enums; and a
+negotiation's move writes its agreement only over the state it read it in. One store file, no node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from connector.errors import StorageError
+from connector.protocol.agreement_lifecycle import AgreementEvent, AgreementState, next_state
+from connector.protocol.negotiation import Role, State
+from connector.store import usage as usage_store
+from connector.store.db import Store
+from connector.store.records import AgreementRecord, NegotiationRecord
+from connector.store.repository import AgreementChange, ContractRepository, Participant, SqliteRepository
+
+ACME = "acme"
+LONG_AGO = "2020-01-01T00:00:00Z"
+CUTOFF = "2021-01-01T00:00:00Z"
+
+
+@pytest.fixture
+async def contracts(tmp_path: Any) -> Any:
+    store = Store(tmp_path / "agreements.db")
+    await store.open()
+    await SqliteRepository(store).add_participant(Participant(ACME, ACME, "did:web:acme", "Acme", "CN",
+                                                              created_at=LONG_AGO))
+    yield ContractRepository(store)
+    await store.close()
+
+
+async def ended_with(contracts: ContractRepository, peer: str, state: AgreementState | None) -> str:
+    """A negotiation *peer* opened with acme that ended TERMINATED long ago, with an agreement in *state*."""
+    negotiation_id = f"n-{peer}"
+    await contracts.create_negotiation(NegotiationRecord(
+        participant_id=ACME, id=negotiation_id, role=Role.PROVIDER, state=State.TERMINATED, counterparty_did=peer,
+        created_at=LONG_AGO, updated_at=LONG_AGO), "made")
+    if state is not None:
+        await contracts.add_agreement(ACME, AgreementRecord(
+            id=f"a-{peer}", negotiation_id=negotiation_id, role=Role.PROVIDER, provider_did="did:web:acme",
+            consumer_did=peer, asset_id="asset", agreement={}, state=state, created_at=LONG_AGO))
+    return negotiation_id
+
+
+async def test_only_counterparties_of_agreements_that_reached_finalized_are_known(contracts):
+    for state in AgreementState:
+        await ended_with(contracts, f"did:web:{state.value.lower()}", state)
+    assert sorted(await contracts.known_counterparties()) == [(ACME, "did:web:finalized"), (ACME, "did:web:revoked")]
+
+
+async def test_the_agreements_in_force_are_the_finalized_ones(contracts):
+    for state in AgreementState:
+        await ended_with(contracts, f"did:web:{state.value.lower()}", state)
+    assert [a.id for a in await contracts.agreements(ACME)] == ["a-did:web:finalized"]
+    assert len(await contracts.agreements(ACME, state=None)) == len(AgreementState)
+
+
+@pytest.mark.parametrize("state", [None, AgreementState.AGREED, AgreementState.VERIFIED])
+async def test_a_strangers_negotiation_goes_with_an_agreement_never_in_force(contracts, state):
+    negotiation_id = await ended_with(contracts, "did:web:stranger", state)
+    assert await contracts.purge_stranger_negotiations(CUTOFF) == 1
+    assert await contracts.negotiation(ACME, negotiation_id) is None
+    assert await contracts.agreements(ACME, state=None) == []
+
+
+@pytest.mark.parametrize("state", [AgreementState.FINALIZED, AgreementState.REVOKED])
+async def test_a_negotiation_whose_agreement_reached_finalized_stays(contracts, state):
+    negotiation_id = await ended_with(contracts, "did:web:partner", state)
+    assert await contracts.purge_stranger_negotiations(CUTOFF) == 0
+    assert await contracts.negotiation(ACME, negotiation_id) is not None
+    [agreement] = await contracts.agreements(ACME, state=None)
+    assert agreement.state == state
+
+
+async def test_a_revocation_stores_the_wire_value(contracts):
+    await ended_with(contracts, "did:web:partner", AgreementState.FINALIZED)
+    await contracts.store.write(lambda db: usage_store.set_agreement_state(db, ACME, "a-did:web:partner",
+                                                                           AgreementState.REVOKED))
+    stored = await contracts.store.read(lambda db: db.execute("SELECT state FROM agreements").fetchone()[0])
+    assert stored == "REVOKED" and type(stored) is str
+
+
+async def test_a_stored_state_and_role_read_back_as_their_members(contracts):
+    negotiation_id = await ended_with(contracts, "did:web:partner", AgreementState.FINALIZED)
+    negotiation = await contracts.negotiation(ACME, negotiation_id)
+    [agreement] = await contracts.agreements(ACME)
+    assert negotiation is not None
+    assert (negotiation.state, negotiation.role) == (State.TERMINATED, Role.PROVIDER)
+    assert type(negotiation.state) is State and type(negotiation.role) is Role
+    assert type(agreement.state) is AgreementState and type(agreement.role) is Role
+    rows = await contracts.store.read(lambda db: db.execute("SELECT role, state FROM negotiations").fetchall())
+    assert rows == [("provider", "TERMINATED")] and all(type(v) is str for v in rows[0])
+
+
+@pytest.mark.parametrize(("column", "value"), [("state", "LIMBO"), ("role", "broker")])
+async def test_a_stored_value_no_enum_knows_fails_loudly(contracts, column, value):
+    negotiation_id = await ended_with(contracts, "did:web:partner", None)
+    await contracts.store.write(lambda db: db.execute(f"UPDATE negotiations SET {column} = ?", [value]))
+    with pytest.raises(StorageError) as raised:
+        await contracts.negotiation(ACME, negotiation_id)
+    assert repr(value) in raised.value.message and f"$.{column}" in raised.value.message
+    assert repr(negotiation_id) in raised.value.message
+
+
+# -- the agreement's write with a negotiation's move: a compare and set on the state it was read in --------
+
+CONSUMER_PID, AGREEMENT_ID = "n-consumer", "urn:uuid:agreement"
+
+
+async def verified(contracts: ContractRepository) -> NegotiationRecord:
+    """Our consumer's negotiation, VERIFIED, and its agreement, VERIFIED too: the provider's FINALIZED is next."""
+    negotiation = NegotiationRecord(
+        participant_id=ACME, id=CONSUMER_PID, role=Role.CONSUMER, state=State.VERIFIED,
+        counterparty_did="did:web:provider", agreement={"@id": AGREEMENT_ID}, created_at=LONG_AGO,
+        updated_at=LONG_AGO)
+    await contracts.create_negotiation(negotiation, "made")
+    await contracts.add_agreement(ACME, AgreementRecord(
+        id=AGREEMENT_ID, negotiation_id=CONSUMER_PID, role=Role.CONSUMER, provider_did="did:web:provider",
+        consumer_did="did:web:acme", asset_id="asset", agreement={"@id": AGREEMENT_ID},
+        state=AgreementState.VERIFIED, created_at=LONG_AGO))
+    return negotiation
+
+
+async def finalize(contracts: ContractRepository, negotiation: NegotiationRecord, change: AgreementChange) -> bool:
+    """The consumer's commit of the provider's FINALIZED: the negotiation's move with the agreement's row."""
+    return await contracts.update_negotiation(
+        msgspec.structs.replace(negotiation, state=State.FINALIZED), expected_state=negotiation.state,
+        event="message-in", agreement=change)
+
+
+async def finalized_after_reading(contracts: ContractRepository) -> AgreementChange:
+    """Read the agreement and work out its row after the FINALIZED event, as the negotiation service does."""
+    read = await contracts.agreement(ACME, AGREEMENT_ID)
+    assert read is not None
+    return AgreementChange(msgspec.structs.replace(read, state=next_state(read.state, AgreementEvent.FINALIZED)),
+                           read_in=read.state)
+
+
+async def revoke(contracts: ContractRepository) -> None:
+    """The provider's revocation reaching the consumer's node (as ``ReceiptService.on_revocation`` writes it)."""
+    await contracts.store.write(lambda db: usage_store.set_agreement_state(db, ACME, AGREEMENT_ID,
+                                                                           AgreementState.REVOKED))
+
+
+async def stored_states(contracts: ContractRepository) -> tuple[State, AgreementState]:
+    negotiation = await contracts.negotiation(ACME, CONSUMER_PID)
+    agreement = await contracts.agreement(ACME, AGREEMENT_ID)
+    assert negotiation is not None and agreement is not None
+    return negotiation.state, agreement.state
+
+
+async def test_a_move_writes_the_agreement_it_read(contracts):
+    negotiation = await verified(contracts)
+
+    assert await finalize(contracts, negotiation, await finalized_after_reading(contracts))
+
+    assert await stored_states(contracts) == (State.FINALIZED, AgreementState.FINALIZED)
+
+
+async def test_a_revocation_between_the_read_and_the_write_stays_revoked(contracts):
+    negotiation = await verified(contracts)
+    change = await finalized_after_reading(contracts)  # read VERIFIED, to be FINALIZED
+    await revoke(contracts)  # committed meanwhile
+
+    assert not await finalize(contracts, negotiation, change)
+    assert await stored_states(contracts) == (State.VERIFIED, AgreementState.REVOKED)  # nothing of the move
+
+    # Read again (a re-delivered FINALIZED): the revoked agreement stays revoked, the negotiation ends.
+    assert await finalize(contracts, negotiation, await finalized_after_reading(contracts))
+    assert await stored_states(contracts) == (State.FINALIZED, AgreementState.REVOKED)
+
+
+async def test_a_new_agreement_is_not_written_over_a_stored_one(contracts):
+    negotiation = await verified(contracts)
+    await revoke(contracts)
+    stored = await contracts.agreement(ACME, AGREEMENT_ID)
+    assert stored is not None
+
+    opened = AgreementChange(msgspec.structs.replace(stored, state=AgreementState.AGREED), read_in=None)
+
+    assert not await finalize(contracts, negotiation, opened)
+    assert await stored_states(contracts) == (State.VERIFIED, AgreementState.REVOKED)

@@ -1,0 +1,169 @@
+"""Publishing catalog entries on a real database file, without a node or sockets: a policy must be valid
+ODRL, a contract definition may name only what exists, an asset's file must be the participant's own, an
+HttpData asset is fetched into a snapshot, and each version of the bytes gets its manifest."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from connector.errors import BadRequest, Conflict, NotFound
+from connector.identity.keys import ParticipantKeys
+from connector.participant import ParticipantRuntime
+from connector.services import addresses
+from connector.services.publishing import Publishing
+from connector.store.db import Store
+from connector.store.records import Asset, ContractDefinition, PolicyRecord
+from connector.store.repository import ContractRepository, Participant, SqliteRepository
+
+OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
+NOW = "2026-12-06T10:00:00+00:00"
+
+
+def runtime(name: str) -> ParticipantRuntime:
+    record = Participant(id=name, name=name, did=f"did:web:{name}.example", legal_name=name, region="CN-GD",
+                         created_at=NOW)
+    return ParticipantRuntime(record, ParticipantKeys.generate(), f"https://{name}.example")
+
+
+def read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+class Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        yield self.data
+
+
+class Answer:
+    def __init__(self, data: bytes) -> None:
+        self.status = 200
+        self.content = Body(data)
+
+
+class Backend:
+    """An HTTP backend whose bytes the test changes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.asked: list[tuple[str, bool]] = []
+
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str, *, backend: bool = False) -> AsyncIterator[Answer]:
+        self.asked.append((url, backend))
+        yield Answer(self.data)
+
+
+class Setup:
+    def __init__(self, data_dir: Path, store: Store) -> None:
+        self.data_dir = data_dir
+        self.contracts = ContractRepository(store)
+        self.backend = Backend(b"lot,defects\n1,0\n")
+        self.manifests: list[tuple[str, str, Path]] = []
+
+        async def manifest_for(p: ParticipantRuntime, asset: Asset, path: Path) -> None:
+            self.manifests.append((p.name, asset.id, path))
+
+        self.service = Publishing(
+            self.contracts, self.backend, manifest_for=manifest_for, snapshot_limit=1024,
+            confinement=lambda p: addresses.confinement(data_dir, p.name, {}))
+        self.acme, self.sme = runtime("acme"), runtime("sme")
+        for p in (self.acme, self.sme):
+            (data_dir / "files" / p.name).mkdir(parents=True)
+
+
+@pytest.fixture
+async def setup(tmp_path):
+    store = Store(tmp_path / "t.db")
+    await store.open()
+    s = Setup(tmp_path, store)
+    for p in (s.acme, s.sme):
+        await SqliteRepository(store).add_participant(p.record)
+    yield s
+    await store.close()
+
+
+async def test_a_file_asset_is_published_with_its_manifest(setup):
+    (setup.data_dir / "files" / "acme" / "qi.csv").write_text("lot,defects\n")
+    asset = Asset(id="qi", data_address={"type": "File", "path": "qi.csv"}, created_at=NOW)
+    published = await setup.service.add_asset(setup.acme, asset)
+    assert published == asset
+    assert await setup.service.entry(setup.acme, Asset, "qi") == asset
+    assert setup.manifests == [("acme", "qi", setup.data_dir / "files" / "acme" / "qi.csv")]
+    assert await setup.service.entries(setup.sme, Asset) == []  # one participant's entries only
+
+
+async def test_another_participants_file_is_refused_and_nothing_is_published(setup):
+    (setup.data_dir / "files" / "sme" / "secret.csv").write_text("x")
+    asset = Asset(id="qi", data_address={"type": "File", "path": str(setup.data_dir / "files" / "sme" / "secret.csv")})
+    with pytest.raises(BadRequest):
+        await setup.service.add_asset(setup.acme, asset)
+    assert await setup.service.entries(setup.acme, Asset) == [] and setup.manifests == []
+
+
+async def test_an_http_asset_is_snapshotted_and_refreshed_into_new_versions(setup):
+    asset = Asset(id="qi", data_address={"type": "HttpData", "url": "https://backend.internal/qi.csv"})
+    published = await setup.service.add_asset(setup.acme, asset)
+    address = published.data_address
+    assert address["type"] == "File" and address["origin"] == "https://backend.internal/qi.csv"
+    assert read(address["path"]) == setup.backend.data
+    assert setup.backend.asked == [("https://backend.internal/qi.csv", True)]  # through the backend guard
+    assert len(setup.manifests) == 1
+
+    same, changed = await setup.service.refresh_asset(setup.acme, "qi")
+    assert not changed and same.data_address["sha256"] == address["sha256"] and len(setup.manifests) == 1
+
+    setup.backend.data = b"lot,defects\n1,2\n"
+    fresh, changed = await setup.service.refresh_asset(setup.acme, "qi")
+    assert changed and fresh.data_address["sha256"] != address["sha256"]
+    assert (await setup.service.entry(setup.acme, Asset, "qi")).data_address == fresh.data_address
+    assert len(setup.manifests) == 2
+
+    with pytest.raises(Conflict, match="already exists"):
+        await setup.service.add_asset(setup.acme, asset)
+
+
+async def test_refresh_needs_an_asset_fetched_from_a_backend(setup):
+    await setup.service.add_asset(setup.acme, Asset(id="plain"))
+    with pytest.raises(BadRequest, match="no origin"):
+        await setup.service.refresh_asset(setup.acme, "plain")
+    with pytest.raises(NotFound):
+        await setup.service.refresh_asset(setup.sme, "plain")
+
+
+async def test_a_policy_gets_an_id_and_invalid_odrl_is_refused_naming_the_place(setup):
+    record = await setup.service.add_policy(setup.acme, "rnd", OPEN, NOW)
+    assert record.policy["@id"] == "urn:tds:policy:rnd"
+    with pytest.raises(BadRequest) as refused:
+        await setup.service.add_policy(setup.acme, "bad", {"@type": "Set", "permission": [{"action": 7}]}, NOW)
+    assert refused.value.path.startswith("$.policy")
+    assert [p.id for p in await setup.service.entries(setup.acme, PolicyRecord)] == ["rnd"]
+    with pytest.raises(Conflict, match=r"^policy 'rnd' already exists"):
+        await setup.service.add_policy(setup.acme, "rnd", OPEN, NOW)
+
+
+async def test_a_definition_may_name_only_policies_and_assets_that_exist(setup):
+    await setup.service.add_policy(setup.acme, "rnd", OPEN, NOW)
+    await setup.service.add_asset(setup.acme, Asset(id="qi"))
+    await setup.service.add_policy(setup.sme, "theirs", OPEN, NOW)
+
+    def definition(access: str, assets: list[str]) -> ContractDefinition:
+        return ContractDefinition(id="cd", access_policy_id=access, contract_policy_id="rnd", assets=assets)
+
+    with pytest.raises(BadRequest) as refused:
+        await setup.service.add_definition(setup.acme, definition("theirs", ["qi"]))  # another participant's
+    assert refused.value.path == "$.accessPolicyId"
+    with pytest.raises(BadRequest) as refused:
+        await setup.service.add_definition(setup.acme, definition("rnd", ["qi", "nope"]))
+    assert refused.value.path == "$.assets[1]"
+    await setup.service.add_definition(setup.acme, definition("rnd", ["qi"]))
+    with pytest.raises(Conflict, match=r"^contract definition 'cd' already exists"):
+        await setup.service.add_definition(setup.acme, definition("rnd", ["qi"]))
+    assert await setup.service.delete(setup.acme, ContractDefinition, "cd")
+    assert not await setup.service.delete(setup.acme, ContractDefinition, "cd")

@@ -1,0 +1,409 @@
+"""The consumer's side of the data plane (``connector.services.receiver``) without a node or a socket: a pull
+from the provider's data endpoint (routed in memory here) and a push received by the inbox. The manifest and
+its signed envelope are checked before anything is fetched; every chunk is verified before it is written,
+sealed, to the vault; a tampered chunk, a body of the wrong size, a manifest that does not verify are refused
+and end the transfer with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dataplane_setup import (
+    AGREEMENT,
+    CHUNK,
+    CONSUMER_PID,
+    PROVIDER_PID,
+    RETRIES,
+    SIZE,
+    STALL_S,
+    TOKEN,
+    Setup,
+    chunks_of,
+    manifest_of,
+    open_setup,
+    payload,
+    transfer_key,
+)
+
+from connector.errors import BadRequest, Conflict, PeerError
+from connector.payload import manifest as manifests
+from connector.payload import sealing
+from connector.services import receiver
+from connector.services.transfer import (
+    ENDPOINT_TYPE,
+    EPHEMERAL_PROPERTY,
+    MANIFEST_PROPERTY,
+    PULL,
+    PUSH,
+    SEALING_PROPERTY,
+    SEALING_SCHEME,
+    token_hash,
+)
+from connector.services.vault import is_vault_file
+from connector.store.records import TransferRecord
+from connector.testing import Reply, Sent, StreamedBody
+
+
+class DataEndpoint:
+    """The provider's data endpoint as a pull reads it (``connector.http.dataplane.routes``, without the HTTP):
+    ``GET …/manifest`` answers the manifest and its envelope; ``GET …`` the payload, from the ``Range`` asked
+    for (206) or whole (200), chunk by chunk, each sealed when *seal_key* is given. On the way, chunks in
+    :attr:`damage` arrive altered (index → how many more times), a body ends :attr:`short_by` bytes early, and
+    the connection breaks off after :attr:`break_after` bytes (once)."""
+
+    def __init__(self, setup: Setup, data: bytes, *, seal_key: bytes | None = None,
+                 envelope: dict[str, Any] | None = None) -> None:
+        self.data, self.seal_key = data, seal_key
+        self.manifest = manifest_of(data)
+        self.offer = {"manifest": manifests.encode(self.manifest),
+                      "envelope": envelope if envelope is not None else setup.envelope(self.manifest)}
+        self.damage: dict[int, int] = {}
+        self.short_by = 0
+        self.break_after: int | None = None
+
+    def __call__(self, sent: Sent) -> Reply:
+        if sent.url.endswith("/manifest"):
+            return Reply(200, self.offer)
+        offset = int(sent.headers["Range"].removeprefix("bytes=").rstrip("-")) if "Range" in sent.headers else 0
+        assert offset % CHUNK == 0, "a pull resumes at a chunk boundary"
+        wire = b""
+        for index, plain in enumerate(chunks_of(self.data)[offset // CHUNK:], start=offset // CHUNK):
+            piece = bytearray(plain if self.seal_key is None else
+                              sealing.seal_chunk(self.seal_key, PROVIDER_PID, index, plain))
+            if self.damage.get(index):
+                self.damage[index] -= 1
+                piece[len(piece) // 2] ^= 0xFF
+            wire += piece
+        wire = wire[:len(wire) - self.short_by]
+        pieces: list[bytes | BaseException] = [wire[i:i + 1000] for i in range(0, len(wire), 1000)]
+        if self.break_after is not None:
+            pieces = [wire[:self.break_after], PeerError("the connection was reset")]
+            self.break_after = None
+        return Reply(206 if offset else 200, pieces=pieces)
+
+
+def data_url(setup: Setup) -> str:
+    return f"{setup.acme.base_url}/data/{PROVIDER_PID}"
+
+
+def data_address(setup: Setup, *extra: dict[str, str]) -> dict[str, Any]:
+    """The data address of acme's start message: the endpoint, the token, where the manifest is."""
+    url = data_url(setup)
+    return {"@type": "DataAddress", "endpointType": ENDPOINT_TYPE, "endpoint": url, "endpointProperties": [
+        {"@type": "EndpointProperty", "name": "authorization", "value": TOKEN},
+        {"@type": "EndpointProperty", "name": "authType", "value": "bearer"},
+        {"@type": "EndpointProperty", "name": MANIFEST_PROPERTY, "value": f"{url}/manifest"}, *extra]}
+
+
+def sealed_properties(ephemeral: str, scheme: str = SEALING_SCHEME) -> list[dict[str, str]]:
+    return [{"@type": "EndpointProperty", "name": SEALING_PROPERTY, "value": scheme},
+            {"@type": "EndpointProperty", "name": EPHEMERAL_PROPERTY, "value": ephemeral}]
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> Any:
+    setup = await open_setup(tmp_path)
+    yield setup
+    await setup.close()
+
+
+@pytest.fixture
+def retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pull's pause before resuming a broken stream, made nil (the attempts are recorded)."""
+    attempts: list[int] = []
+
+    def no_pause(attempt: int) -> float:
+        attempts.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(receiver, "backoff", no_pause)
+    return attempts
+
+
+async def pulled(setup: Setup, endpoint: DataEndpoint, *properties: dict[str, str]) -> TransferRecord:
+    """parts pulls from *endpoint* (its transfer STARTED with the data address); the transfer as it ends."""
+    setup.client.route(data_url(setup), endpoint)
+    await setup.consumer_transfer(PULL, data_address(setup, *properties))
+    await receiver.pull(setup.service, setup.parts, CONSUMER_PID)
+    return await setup.record(setup.parts, CONSUMER_PID)
+
+
+def streams(setup: Setup) -> list[Sent]:
+    """The payload requests made (not the manifest's)."""
+    return [s for s in setup.client.requests("GET", data_url(setup)) if not s.url.endswith("/manifest")]
+
+
+def vault_plaintext(setup: Setup, record: TransferRecord) -> bytes:
+    path = setup.data_dir / record.vault_path
+    with setup.service.vault.reader(setup.parts, path, record.agreement_id) as reader:
+        return b"".join(reader.chunk(i) for i in range(reader.chunks))
+
+
+async def refused(setup: Setup, record: TransferRecord, reason: str) -> None:
+    """The pull ended: parts' transfer TERMINATED with *reason*, told to acme, and nothing kept in the vault."""
+    assert (record.state, record.reason) == ("TERMINATED", reason)
+    [told] = setup.client.messages("TransferTerminationMessage")
+    assert told["providerPid"] == PROVIDER_PID and told["reason"] == [reason]
+    assert setup.service.vault.payload(setup.parts, AGREEMENT) is None
+    assert not setup.service.vault.partial_path(setup.parts, AGREEMENT, CONSUMER_PID).exists()
+
+
+# -- pulling -----------------------------------------------------------------------------------------------
+
+
+async def test_a_pulled_payload_is_verified_sealed_into_the_vault_and_the_transfer_completed(setup: Setup) -> None:
+    data = payload()
+    record = await pulled(setup, DataEndpoint(setup, data))
+
+    assert (record.state, record.received, record.size) == ("COMPLETED", SIZE, SIZE)
+    [completion] = setup.client.messages("TransferCompletionMessage")
+    assert (completion["providerPid"], completion["consumerPid"]) == (PROVIDER_PID, CONSUMER_PID)
+    path = setup.data_dir / record.vault_path
+    assert path == setup.service.vault.payload(setup.parts, AGREEMENT)
+    assert is_vault_file(path) and not any(chunk in path.read_bytes() for chunk in chunks_of(data))  # sealed at rest
+    assert vault_plaintext(setup, record) == data
+    bundle = manifests.read_bundle(record.envelope)
+    assert bundle[0] == manifest_of(data) and bundle[2].consumer_pid == CONSUMER_PID
+    for sent in setup.client.requests("GET", data_url(setup)):
+        assert sent.caller == setup.parts.did and sent.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert [s.url for s in setup.client.requests("GET", data_url(setup))] == [f"{data_url(setup)}/manifest",
+                                                                              data_url(setup)]
+    assert not setup.service.vault.partial_path(setup.parts, AGREEMENT, CONSUMER_PID).exists()
+
+
+async def test_a_sealed_payload_is_opened_verified_and_sealed_again_for_the_vault(setup: Setup) -> None:
+    data = payload()
+    key, ephemeral = transfer_key(setup.parts)
+    record = await pulled(setup, DataEndpoint(setup, data, seal_key=key), *sealed_properties(ephemeral))
+    assert record.state == "COMPLETED"
+    assert vault_plaintext(setup, record) == data
+    assert "sealed" in [kind for kind, _ in await setup.events(setup.parts, CONSUMER_PID)]
+
+
+async def test_a_damaged_chunk_is_fetched_again_from_its_offset(setup: Setup) -> None:
+    data = payload()
+    endpoint = DataEndpoint(setup, data)
+    endpoint.damage[1] = 1
+    record = await pulled(setup, endpoint)
+    assert record.state == "COMPLETED" and vault_plaintext(setup, record) == data
+    assert [s.headers.get("Range") for s in streams(setup)] == [None, f"bytes={CHUNK}-"]
+    assert ("retry", "chunk 1 did not match its digest; fetching it again") in (
+        await setup.events(setup.parts, CONSUMER_PID))
+
+
+async def test_a_chunk_that_keeps_failing_verification_ends_the_transfer(setup: Setup) -> None:
+    endpoint = DataEndpoint(setup, payload())
+    endpoint.damage[1] = 99
+    record = await pulled(setup, endpoint)
+    await refused(setup, record, f"chunk 1 failed verification {RETRIES + 1} times (did not match its digest); "
+                                 "giving up")
+    assert [s.headers.get("Range") for s in streams(setup)] == [None] + [f"bytes={CHUNK}-"] * RETRIES
+
+
+async def test_a_tampered_sealed_chunk_does_not_open_and_ends_the_transfer(setup: Setup) -> None:
+    key, ephemeral = transfer_key(setup.parts)
+    endpoint = DataEndpoint(setup, payload(), seal_key=key)
+    endpoint.damage[0] = 99
+    record = await pulled(setup, endpoint, *sealed_properties(ephemeral))
+    await refused(setup, record, f"chunk 0 failed verification {RETRIES + 1} times (did not match its digest); "
+                                 "giving up")
+
+
+async def test_a_body_shorter_than_the_manifest_says_ends_the_transfer(setup: Setup) -> None:
+    endpoint = DataEndpoint(setup, payload())
+    endpoint.short_by = 10
+    record = await pulled(setup, endpoint)
+    await refused(setup, record, f"chunk 3 failed verification {RETRIES + 1} times (the stream ended early); "
+                                 "giving up")
+
+
+async def test_a_stream_that_breaks_off_is_resumed_after_the_last_verified_chunk(setup: Setup,
+                                                                                  retries: list[int]) -> None:
+    data = payload()
+    endpoint = DataEndpoint(setup, data)
+    endpoint.break_after = 2 * CHUNK + 100
+    record = await pulled(setup, endpoint)
+    assert record.state == "COMPLETED" and vault_plaintext(setup, record) == data
+    assert [s.headers.get("Range") for s in streams(setup)] == [None, f"bytes={2 * CHUNK}-"]
+    assert retries == [1]
+
+
+@pytest.mark.parametrize(("envelope", "why"), [
+    (lambda s, m: s.envelope(m, consumer_pid="urn:uuid:someone-else"),
+     "the envelope is for another agreement, transfer or party"),
+    (lambda s, m: s.envelope(manifest_of(b"other data")), "the envelope does not sign this manifest"),
+    (lambda s, m: s.envelope(m, signer=s.parts), "signed by did:web:parts.example, not by the provider"),
+    (lambda s, m: None, "not a payload envelope"),
+])
+async def test_a_manifest_whose_envelope_does_not_verify_is_refused_before_any_data_is_fetched(
+        setup: Setup, envelope: Any, why: str) -> None:
+    data = payload()
+    endpoint = DataEndpoint(setup, data, envelope=envelope(setup, manifest_of(data)) or {})
+    record = await pulled(setup, endpoint)
+    assert record.state == "TERMINATED" and record.reason.startswith("the manifest does not verify: ")
+    assert why in record.reason
+    assert streams(setup) == [] and record.manifest is None
+
+
+async def test_a_manifest_the_provider_does_not_give_ends_the_transfer(setup: Setup) -> None:
+    setup.client.answer("GET", f"{data_url(setup)}/manifest", {"reason": ["expired"]}, status=403)
+    record = await pulled(setup, DataEndpoint(setup, payload()))
+    await refused(setup, record, "the provider refused the manifest request (403)")
+    assert streams(setup) == []
+
+
+async def test_a_refused_transfer_token_ends_the_transfer(setup: Setup) -> None:
+    setup.client.answer("GET", data_url(setup), {"reason": ["expired"]}, status=401)
+    record = await pulled(setup, DataEndpoint(setup, payload()))
+    await refused(setup, record, "the provider refused the transfer token")
+
+
+async def test_a_payload_over_the_vault_quota_is_not_fetched(setup: Setup) -> None:
+    setup.service.vault_quota_bytes = SIZE - 1
+    record = await pulled(setup, DataEndpoint(setup, payload()))
+    await refused(setup, record, f"vault quota exceeded: {SIZE} more bytes would make {SIZE} of the participant's "
+                                 f"{SIZE - 1} (node.vault_quota_bytes)")
+    assert streams(setup) == []
+
+
+async def test_data_of_an_agreement_no_longer_in_force_is_not_received(setup: Setup) -> None:
+    await setup.agreement(state="REVOKED")
+    record = await pulled(setup, DataEndpoint(setup, payload()))
+    await refused(setup, record, f"agreement {AGREEMENT} is REVOKED here: its data may no longer be received")
+    assert setup.client.requests("GET", data_url(setup)) == []
+
+
+async def test_a_sealing_scheme_this_node_does_not_read_ends_the_transfer(setup: Setup) -> None:
+    _, ephemeral = transfer_key(setup.parts)
+    record = await pulled(setup, DataEndpoint(setup, payload()), *sealed_properties(ephemeral, "rot13"))
+    await refused(setup, record, f"the provider seals with 'rot13'; this node reads {SEALING_SCHEME}")
+
+
+async def test_a_data_endpoint_that_fails_for_the_stall_timeout_ends_the_transfer(setup: Setup,
+                                                                                   retries: list[int]) -> None:
+    endpoint = DataEndpoint(setup, payload())
+
+    def down(sent: Sent) -> Reply:
+        if sent.url.endswith("/manifest"):
+            return endpoint(sent)
+        setup.clock.advance(STALL_S * 0.4)  # each attempt takes a while, and fails
+        raise PeerError("GET failed: connection refused")
+
+    setup.client.route(data_url(setup), down)
+    await setup.consumer_transfer(PULL, data_address(setup))
+    await receiver.pull(setup.service, setup.parts, CONSUMER_PID)
+    record = await setup.record(setup.parts, CONSUMER_PID)
+    await refused(setup, record, f"the provider's data endpoint failed for {STALL_S:.0f} s: GET failed: connection "
+                                 "refused")
+    assert len(streams(setup)) == 3 and retries == [1, 2, 3]
+
+
+# -- receiving a push --------------------------------------------------------------------------------------
+
+
+async def offered(setup: Setup, data: bytes, **offer: Any) -> tuple[receiver.Inbox, TransferRecord]:
+    """parts' push transfer, STARTED, with acme's manifest and envelope accepted by its inbox."""
+    record = await setup.consumer_transfer(PUSH, {"push": {}}, token_hash=token_hash(TOKEN))
+    inbox = receiver.Inbox(setup.service)
+    manifest = manifest_of(data)
+    body = {"manifest": manifests.encode(manifest), "envelope": setup.envelope(manifest), **offer}
+    return inbox, await inbox.offer(setup.parts, record, body, "")
+
+
+def body(data: bytes) -> StreamedBody:
+    return StreamedBody([data[i:i + 1000] for i in range(0, len(data), 1000)])
+
+
+async def test_a_pushed_payload_is_verified_written_and_the_transfer_completed(setup: Setup) -> None:
+    data = payload()
+    inbox, record = await offered(setup, data)
+    assert (record.size, record.received) == (SIZE, 0)
+    answer = await inbox.receive(setup.parts, record, 0, SIZE, body(data))  # type: ignore[arg-type]
+    assert answer == receiver.Received(SIZE, complete=True)
+    done = await setup.service.wait(setup.parts.id, CONSUMER_PID, timeout_s=5)
+    assert done is not None and done.state == "COMPLETED" and vault_plaintext(setup, done) == data
+    assert len(setup.client.messages("TransferCompletionMessage")) == 1
+
+
+async def test_a_pushed_tampered_chunk_is_asked_for_again_then_ends_the_transfer(setup: Setup) -> None:
+    data = payload()
+    inbox, record = await offered(setup, data)
+    tampered = bytearray(data)
+    tampered[CHUNK + 5] ^= 1
+    answer = await inbox.receive(setup.parts, record, 0, SIZE, body(bytes(tampered)))  # type: ignore[arg-type]
+    assert answer == receiver.Received(CHUNK, resend="chunk 1 did not match its digest")
+    record = await setup.record(setup.parts, CONSUMER_PID)
+    assert record.received == CHUNK  # what verified is kept
+    for _ in range(RETRIES - 1):
+        answer = await inbox.receive(setup.parts, record, CHUNK, SIZE - CHUNK,
+                                     body(bytes(tampered[CHUNK:])))  # type: ignore[arg-type]
+        assert answer.resend == "chunk 1 did not match its digest"
+    with pytest.raises(Conflict, match=f"chunk 1 failed verification {RETRIES + 1} times"):
+        await inbox.receive(setup.parts, record, CHUNK, SIZE - CHUNK,
+                            body(bytes(tampered[CHUNK:])))  # type: ignore[arg-type]
+    ended = await setup.record(setup.parts, CONSUMER_PID)
+    assert ended.state == "TERMINATED" and ended.reason.startswith("chunk 1 failed verification")
+    assert not setup.service.vault.partial_path(setup.parts, AGREEMENT, CONSUMER_PID).exists()
+
+
+async def test_a_pushed_body_that_starts_elsewhere_is_asked_for_from_the_resume_point(setup: Setup) -> None:
+    data = payload()
+    inbox, record = await offered(setup, data)
+    answer = await inbox.receive(setup.parts, record, CHUNK, SIZE - CHUNK,
+                                 body(data[CHUNK:]))  # type: ignore[arg-type]
+    assert answer == receiver.Received(0, resend="this transfer resumes at byte 0")
+
+
+async def test_a_pushed_body_of_the_wrong_length_is_refused(setup: Setup) -> None:
+    data = payload()
+    inbox, record = await offered(setup, data)
+    with pytest.raises(BadRequest, match="Content-Length does not match"):
+        await inbox.receive(setup.parts, record, 0, SIZE - 1, body(data[:-1]))  # type: ignore[arg-type]
+    assert (await setup.record(setup.parts, CONSUMER_PID)).received == 0
+
+
+async def test_a_pushed_body_that_ends_early_keeps_what_verified(setup: Setup) -> None:
+    data = payload()
+    inbox, record = await offered(setup, data)
+    answer = await inbox.receive(setup.parts, record, 0, SIZE, body(data[:2 * CHUNK]))  # type: ignore[arg-type]
+    assert answer == receiver.Received(2 * CHUNK, resend="the body ended early")
+    record = await setup.record(setup.parts, CONSUMER_PID)
+    answer = await inbox.receive(setup.parts, record, 2 * CHUNK, SIZE - 2 * CHUNK,
+                                 body(data[2 * CHUNK:]))  # type: ignore[arg-type]
+    assert answer == receiver.Received(SIZE, complete=True)
+    done = await setup.service.wait(setup.parts.id, CONSUMER_PID, timeout_s=5)
+    assert done is not None and vault_plaintext(setup, done) == data
+
+
+async def test_a_push_before_its_manifest_is_refused(setup: Setup) -> None:
+    record = await setup.consumer_transfer(PUSH, {"push": {}}, token_hash=token_hash(TOKEN))
+    with pytest.raises(Conflict, match="send the manifest"):
+        await receiver.Inbox(setup.service).receive(setup.parts, record, 0, SIZE,
+                                                    body(payload()))  # type: ignore[arg-type]
+
+
+async def test_a_pushed_manifest_that_does_not_verify_is_refused_and_ends_the_transfer(setup: Setup) -> None:
+    data = payload()
+    record = await setup.consumer_transfer(PUSH, {"push": {}}, token_hash=token_hash(TOKEN))
+    manifest = manifest_of(data)
+    offer = {"manifest": manifests.encode(manifest), "envelope": setup.envelope(manifest, signer=setup.parts)}
+    with pytest.raises(BadRequest, match="the manifest does not verify"):
+        await receiver.Inbox(setup.service).offer(setup.parts, record, offer, "")
+    ended = await setup.record(setup.parts, CONSUMER_PID)
+    assert ended.state == "TERMINATED" and ended.manifest is None
+
+
+async def test_the_same_offer_again_is_answered_as_before_and_another_one_is_a_conflict(setup: Setup) -> None:
+    data = payload()
+    inbox, record = await offered(setup, data)
+    manifest = manifest_of(data)
+    again = await inbox.offer(setup.parts, record, {"manifest": manifests.encode(manifest),
+                                                    "envelope": setup.envelope(manifest)}, "")
+    assert again.manifest == record.manifest
+    other = manifest_of(payload())
+    with pytest.raises(Conflict, match="another manifest or key"):
+        await inbox.offer(setup.parts, record, {"manifest": manifests.encode(other),
+                                                "envelope": setup.envelope(other)}, "")
+    assert (await setup.record(setup.parts, CONSUMER_PID)).manifest == manifests.encode(manifest)
