@@ -164,9 +164,10 @@ def read_signature_input(headers: Mapping[str, str]) -> SignatureInput:
             raise Unauthorized(f"signature parameter '{name}' is missing")
     if params.get("alg") != ALG:
         raise Unauthorized(f"signature parameter alg must be '{ALG}'")
-    covered = [m[0] for m in members]
-    if covered[:2] != ["@method", "@target-uri"]:
-        raise Unauthorized('signature must cover ("@method" "@target-uri")')
+    # RFC 9421 §2.5 leaves the order of the covered components to the signer: require the set, not the order.
+    covered = {m[0] for m in members}
+    if not {"@method", "@target-uri"} <= covered:
+        raise Unauthorized('signature must cover "@method" and "@target-uri"')
     return SignatureInput(params["keyid"], params["nonce"], params["created"], params["expires"])
 
 

@@ -110,3 +110,33 @@ def test_too_long_validity_is_refused(key):
 def test_malformed_signature_input_is_refused(headers, reason):
     with pytest.raises(Unauthorized, match=reason):
         signing.read_signature_input(headers)
+
+
+def _hand_signed(key: SigningKey, components: list[str], body: bytes) -> dict[str, str]:
+    """A signature made without our signer, covering *components* in the order given (RFC 9421 §2.5)."""
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+    values = {"@method": "POST", "@target-uri": URL, "content-digest": digest}
+    params = ("(" + " ".join(f'"{c}"' for c in components) + ")"
+              f';created={NOW};expires={NOW + 60};keyid="{KEY_ID}";nonce="n-0123456789abcdef";alg="ed25519"')
+    base = "".join(f'"{c}": {values[c]}\n' for c in components) + f'"@signature-params": {params}'
+    signature = base64.b64encode(key.sign(base.encode()).signature).decode()
+    return {"Content-Digest": digest, "Signature-Input": f"sig1={params}", "Signature": f"sig1=:{signature}:"}
+
+
+@pytest.mark.parametrize("components", [
+    ["@target-uri", "@method", "content-digest"],
+    ["content-digest", "@method", "@target-uri"],
+    ["@method", "@target-uri", "content-digest"],
+])
+def test_the_covered_components_may_come_in_any_order(key, components):
+    headers = _hand_signed(key, components, b"{}")
+    sig = signing.verify_request("POST", URL, headers, b"{}", public_key=key.verify_key, now=NOW + 1)
+    assert sig.key_id == KEY_ID
+
+
+@pytest.mark.parametrize("components", [["@target-uri", "content-digest"], ["@method", "content-digest"],
+                                        ["@target-uri", "@method"]])
+def test_a_signature_must_still_cover_method_target_and_a_bodys_digest(key, components):
+    headers = _hand_signed(key, components, b"{}")
+    with pytest.raises(Unauthorized):
+        signing.verify_request("POST", URL, headers, b"{}", public_key=key.verify_key, now=NOW + 1)
