@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 
-from connector.protocol.errors import InvalidTransition, LocalProtocolError
+from connector.protocol.table import StateTable
 
 
 class State(enum.StrEnum):
@@ -85,35 +85,7 @@ TRANSITIONS: dict[State, dict[Kind, State]] = {
 }
 
 
-def _next(state: State, kind: Kind, sender: Role) -> State | str:
-    allowed_sender = SENDER[kind]
-    if allowed_sender is not None and allowed_sender is not sender:
-        return f"a {sender.value} cannot send {kind.value}"
-    nxt = TRANSITIONS[state].get(kind)
-    if nxt is None:
-        return f"{kind.value} is not allowed in state {state.value}"
-    return nxt
-
-
-def receive(state: State | None, kind: Kind, sender: Role) -> State:
-    """The state after receiving *kind* from *sender*; ``state`` None means a new negotiation."""
-    if state is None:
-        if kind not in INITIAL or SENDER[kind] is not sender:
-            raise InvalidTransition(f"{kind.value} cannot open a negotiation")
-        return INITIAL[kind]
-    nxt = _next(state, kind, sender)
-    if not isinstance(nxt, State):
-        raise InvalidTransition(nxt)
-    return nxt
-
-
-def send(state: State | None, kind: Kind, sender: Role) -> State:
-    """The state after *sender* (this node) sends *kind*; raise :class:`LocalProtocolError` if not allowed."""
-    if state is None:
-        if kind not in INITIAL or SENDER[kind] is not sender:
-            raise LocalProtocolError(f"{kind.value} cannot open a negotiation")
-        return INITIAL[kind]
-    nxt = _next(state, kind, sender)
-    if not isinstance(nxt, State):
-        raise LocalProtocolError(nxt)
-    return nxt
+#: The table, checked both ways: :func:`receive` for a peer's message, :func:`send` for ours.
+TABLE: StateTable[State, Kind, Role] = StateTable("negotiation", SENDER, INITIAL, TRANSITIONS)
+receive = TABLE.receive
+send = TABLE.send

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import enum
 
-from connector.protocol.errors import InvalidTransition, LocalProtocolError
 from connector.protocol.negotiation import Role
+from connector.protocol.table import StateTable
 
-__all__ = ["INITIAL", "SENDER", "TERMINAL", "TRANSITIONS", "Kind", "Role", "State", "receive", "send"]
+__all__ = ["INITIAL", "SENDER", "TABLE", "TERMINAL", "TRANSITIONS", "Kind", "Role", "State", "receive", "send"]
 
 
 class State(enum.StrEnum):
@@ -76,37 +76,13 @@ TRANSITIONS: dict[State, dict[Kind, State]] = {
 }
 
 
-def _next(state: State, kind: Kind, sender: Role) -> State | str:
-    allowed_sender = SENDER[kind]
-    if allowed_sender is not None and allowed_sender is not sender:
-        return f"a {sender.value} cannot send {kind.value}"
-    nxt = TRANSITIONS[state].get(kind)
-    if nxt is None:
-        return f"{kind.value} is not allowed in state {state.value}"
+def _start_rule(state: State, kind: Kind, sender: Role) -> str | None:
     if state is State.REQUESTED and kind is Kind.START and sender is not START_FROM_REQUESTED:
         return f"only the provider starts a {state.value} transfer"
-    return nxt
+    return None
 
 
-def receive(state: State | None, kind: Kind, sender: Role) -> State:
-    """The state after receiving *kind* from *sender*; ``state`` None means a new transfer process."""
-    if state is None:
-        if kind not in INITIAL or SENDER[kind] is not sender:
-            raise InvalidTransition(f"{kind.value} cannot open a transfer process")
-        return INITIAL[kind]
-    nxt = _next(state, kind, sender)
-    if not isinstance(nxt, State):
-        raise InvalidTransition(nxt)
-    return nxt
-
-
-def send(state: State | None, kind: Kind, sender: Role) -> State:
-    """The state after *sender* (this node) sends *kind*; raise :class:`LocalProtocolError` if not allowed."""
-    if state is None:
-        if kind not in INITIAL or SENDER[kind] is not sender:
-            raise LocalProtocolError(f"{kind.value} cannot open a transfer process")
-        return INITIAL[kind]
-    nxt = _next(state, kind, sender)
-    if not isinstance(nxt, State):
-        raise LocalProtocolError(nxt)
-    return nxt
+#: The table, checked both ways: :func:`receive` for a peer's message, :func:`send` for ours.
+TABLE: StateTable[State, Kind, Role] = StateTable("transfer process", SENDER, INITIAL, TRANSITIONS, _start_rule)
+receive = TABLE.receive
+send = TABLE.send
