@@ -42,7 +42,7 @@ from usage_policies.evaluate import (
 )
 from usage_policies.model import ODRL, Constraint, Duty, Literal, Policy, iter_constraints
 from usage_policies.report import DutyState
-from usage_policies.values import Duration, ValueKind, coerce, parse_datetime, parse_duration
+from usage_policies.values import Day, Duration, ValueKind, coerce, parse_duration
 
 
 class UsageState(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,7 +110,12 @@ def _bound(duty: Duty, left_operand: str) -> Constraint | None:
 def _delete_time(duty: Duty, first_use: datetime, now: datetime) -> datetime:
     c = _bound(duty, "dateTime")
     if c is not None and c.right_operand and isinstance(c.right_operand[0], Literal):
-        return parse_datetime(c.right_operand[0].value)
+        term = c.right_operand[0]
+        bound = coerce(term.value, term.datatype or c.data_type, ValueKind.DATETIME)
+        if isinstance(bound, Day):  # a whole day: "lteq"/"eq" that day leaves until its end
+            return bound.start if c.operator == ODRL + "lt" else bound.end
+        if isinstance(bound, datetime):
+            return bound
     c = _bound(duty, "elapsedTime")
     if c is not None and c.right_operand and isinstance(c.right_operand[0], Literal):
         duration: Duration = parse_duration(c.right_operand[0].value)

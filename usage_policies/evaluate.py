@@ -8,7 +8,8 @@ Rule activation (FORCE compliance-report model, the ODRL Formal Semantics draft'
 
 * A rule's *premises* are its target, assignee and action (when it has them; a rule without them
   matches every request) and each of its constraints. Target and party match by equality or by
-  ``odrl:partOf`` membership in ``World.part_of``; the action matches along the ODRL 2.2 vocabulary's
+  ``odrl:partOf`` membership in ``World.part_of``, and for a collection with a refinement also by meeting
+  the refinement (ODRL 2.2 IM §2.5.5, §2.5.6: both, not either); the action matches along the ODRL 2.2 vocabulary's
   ``includedIn`` hierarchy (read ⊂ use, write ≡ modify ⊂ use, sell ⊂ transfer but not use).
 * Logical constraints: ``and`` = all, ``or`` = at least one, ``xone`` = exactly one, ``andSequence`` =
   all (at one instant there is no order to check). Children are always evaluated and reported.
@@ -70,6 +71,8 @@ from usage_policies.model import (
     Prohibition,
     Ref,
     action_matches,
+    collection_ids,
+    duty_key,
     rule_with_policy_defaults,
 )
 from usage_policies.report import (
@@ -130,7 +133,11 @@ class World(msgspec.Struct, frozen=True, kw_only=True):
     """The state of the world the evaluation needs, supplied by the caller (the node's store).
 
     * ``part_of``: member IRI → collections it is ``odrl:partOf`` (party and asset collections);
-    * ``duty_states``: duty ``uid`` → :class:`DutyState`;
+    * ``duty_states``: duty → :class:`DutyState`. A duty is named by its ``uid``; a duty without one (as in
+      most published policies) by its path in the policy's atomic rules, ``permission[i].duty[j]``,
+      ``prohibition[i].remedy[j]`` or ``obligation[k]`` (:func:`duties_by_path`), or by its content key
+      (:func:`usage_policies.model.duty_key`, the same for every copy of the same duty). The uid is looked
+      up first, then the path, then the key;
     * ``data_classes``: asset → data class (``general``/``important``/``core``/``personal``);
     * ``party_regions``: participant → region code (``tds:exportDestination`` of a recipient);
     * ``region_parents``: extra region edges, child → parent (beside ISO 3166-2 prefixes and EU);
@@ -390,34 +397,43 @@ def _short(iri: str) -> str:
 def _compile_membership(
     kind: PremiseKind, expected: str | PartyCollection | AssetCollection, field: str
 ) -> Premise:
+    """The target or party premise. A collection admits a member of it (the collection itself, or
+    ``odrl:partOf`` its ``uid`` or ``source``) that also meets *all* its refinements: ODRL 2.2 IM §2.5.5 and
+    §2.5.6, "the refinement property applies to the characteristics of each member of the collection"."""
     noun = "target" if kind is PremiseKind.TARGET else "party"
     refinement: tuple[Check, ...] = ()
     if isinstance(expected, str):
-        uid = expected
+        ids: tuple[str, ...] = (expected,)
     else:
-        uid, refinement = expected.uid, tuple(compile_constraint(r) for r in expected.refinement)
+        ids, refinement = collection_ids(expected), tuple(compile_constraint(r) for r in expected.refinement)
+    name = ids[0] if ids else "a collection"
+    single = ids[0] if len(ids) == 1 else None
 
     get_actual = _op.attrgetter(field)
 
     def premise(request: Request, world: World, now: datetime) -> PremiseReport:
         actual: str | None = get_actual(request)
-        refined: tuple[ConstraintReport, ...] = ()
         if actual is None:
-            ok = False
-        elif actual == uid or uid in world.part_of.get(actual, ()):
-            ok = True
-        elif refinement:
-            refined = tuple(r(request, world, now) for r in refinement)
-            ok = all(r.satisfaction is SATISFIED for r in refined)
+            return PremiseReport(kind=kind, satisfaction=UNSATISFIED, expected=name, actual=None,
+                                 reason=f"request names no {noun}, rule is about {name!r}")
+        if actual == single:
+            member = True
         else:
-            ok = False
-        if ok:
-            return PremiseReport(kind=kind, satisfaction=SATISFIED, expected=uid, actual=actual,
+            parents = world.part_of.get(actual, ())
+            member = not ids or any(actual == i or i in parents for i in ids)
+        if not member:
+            return PremiseReport(kind=kind, satisfaction=UNSATISFIED, expected=name, actual=actual,
+                                 reason=f"{noun} is {actual!r}, rule is about {name!r}")
+        if not refinement:
+            return PremiseReport(kind=kind, satisfaction=SATISFIED, expected=name, actual=actual)
+        refined = tuple([r(request, world, now) for r in refinement])
+        if all(r.satisfaction is SATISFIED for r in refined):
+            return PremiseReport(kind=kind, satisfaction=SATISFIED, expected=name, actual=actual,
                                  refinements=refined)
+        unmet = "; ".join(r.reason or "" for r in refined if r.satisfaction is UNSATISFIED)
         return PremiseReport(
-            kind=kind, satisfaction=UNSATISFIED, expected=uid, actual=actual, refinements=refined,
-            reason=f"{noun} is {actual!r}, rule is about {uid!r}" if actual is not None
-            else f"request names no {noun}, rule is about {uid!r}",
+            kind=kind, satisfaction=UNSATISFIED, expected=name, actual=actual, refinements=refined,
+            reason=f"{noun} {actual!r} is in {name!r} but does not meet its refinement: {unmet}",
         )
 
     return premise
@@ -476,19 +492,37 @@ def duty_timing(duty: Duty) -> DutyTiming:
 _UNKNOWN_DUTY = DutyState()
 
 
-def _duty_report(duty: Duty, world: World, can_block: bool = True) -> DutyReport:
-    timing = duty_timing(duty)
-    state = world.duty_states.get(duty.uid, _UNKNOWN_DUTY) if duty.uid is not None else _UNKNOWN_DUTY
-    name = _short(duty.action.name)
+class _CompiledDuty(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A duty with what the world may call it (see :attr:`World.duty_states`) and when it is due."""
+
+    duty: Duty
+    path: str
+    key: str
+    timing: DutyTiming
+
+
+def _compile_duty(duty: Duty, path: str) -> _CompiledDuty:
+    return _CompiledDuty(duty=duty, path=path, key=duty_key(duty), timing=duty_timing(duty))
+
+
+def _duty_report(compiled: _CompiledDuty, world: World, can_block: bool = True) -> DutyReport:
+    duty, timing = compiled.duty, compiled.timing
+    state = _UNKNOWN_DUTY
+    states = world.duty_states
+    if states:  # the world names a duty by its uid, its path or its content key (see World)
+        for ref in (duty.uid, compiled.path, compiled.key):
+            if ref is not None and ref in states:
+                state = states[ref]
+                break
+    reason = None
     if not can_block:  # a remedy or a policy obligation: reported, never a condition of a permission
-        return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=False)
-    if state.deontic is DeonticState.VIOLATED:
-        return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=True,
-                          reason=f"duty {name!r} has been violated")
-    if timing is DutyTiming.BEFORE_USE and state.deontic is not DeonticState.FULFILLED:
-        return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=True,
-                          reason=f"duty {name!r} must be fulfilled before use")
-    return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state, blocking=False)
+        pass
+    elif state.deontic is DeonticState.VIOLATED:
+        reason = f"duty {_short(duty.action.name)!r} has been violated"
+    elif timing is DutyTiming.BEFORE_USE and state.deontic is not DeonticState.FULFILLED:
+        reason = f"duty {_short(duty.action.name)!r} must be fulfilled before use"
+    return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state,
+                      blocking=reason is not None, reason=reason, path=compiled.path, key=compiled.key)
 
 
 class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
@@ -498,7 +532,7 @@ class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
     permit_reasons: tuple[str, ...]  # what a permit by this rule says, duties due included
     premises: tuple[Premise, ...]
     constraints: tuple[Check, ...]
-    duties: tuple[Duty, ...]
+    duties: tuple[_CompiledDuty, ...]
     due_after: tuple[Duty, ...]  # the duties a permit by this rule carries (with or after the use)
 
 
@@ -507,6 +541,7 @@ class CompiledPolicy(msgspec.Struct, frozen=True, kw_only=True):
     rules: tuple[_CompiledRule, ...]
     has_permissions: bool
     generation: int
+    obligations: tuple[_CompiledDuty, ...] = ()  # with the policy-level parties and target (§2.7.1)
 
 
 def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) -> _CompiledRule:
@@ -523,7 +558,9 @@ def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) ->
     noun = "permission" if is_permission else "prohibition"
     label = f"{noun} {rule.uid}" if rule.uid else f"{noun} #{index + 1}"
     duties = rule.duties if isinstance(rule, Permission) else rule.remedies
-    due_after = tuple(d for d in duties if duty_timing(d) is DutyTiming.WITH_OR_AFTER_USE)
+    where = f"permission[{index}].duty" if is_permission else f"prohibition[{index}].remedy"
+    compiled = tuple(_compile_duty(d, f"{where}[{j}]") for j, d in enumerate(duties))
+    due_after = tuple(d.duty for d in compiled if d.timing is DutyTiming.WITH_OR_AFTER_USE)
     return _CompiledRule(
         kind=kind,
         rule=rule,
@@ -534,18 +571,36 @@ def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) ->
         ),
         premises=tuple(premises),
         constraints=tuple(compile_constraint(c) for c in rule.constraints),
-        duties=duties,
+        duties=compiled,
         due_after=due_after if is_permission else (),
     )
+
+
+def duties_by_path(policy: Policy) -> dict[str, Duty]:
+    """Every duty of *policy* the world may report on, by its path: ``permission[i].duty[j]``,
+    ``prohibition[i].remedy[j]`` and ``obligation[k]``, indexes from 0 into ``policy.permissions``,
+    ``policy.prohibitions`` and ``policy.obligations`` (the atomic rules :func:`parse_policy` returns,
+    which are the document's own rules when none of them is compact)."""
+    out: dict[str, Duty] = {}
+    for i, permission in enumerate(policy.permissions):
+        out.update({f"permission[{i}].duty[{j}]": d for j, d in enumerate(permission.duties)})
+    for i, prohibition in enumerate(policy.prohibitions):
+        out.update({f"prohibition[{i}].remedy[{j}]": d for j, d in enumerate(prohibition.remedies)})
+    out.update({f"obligation[{k}]": d for k, d in enumerate(policy.obligations)})
+    return out
 
 
 def compile_policy(policy: Policy) -> CompiledPolicy:
     """Compile *policy* for repeated evaluation (``evaluate`` does this and memoises it)."""
     rules = [_compile_rule(policy, r, i) for i, r in enumerate(policy.permissions)]
     rules += [_compile_rule(policy, r, i) for i, r in enumerate(policy.prohibitions)]
+    obligations = tuple(
+        _compile_duty(rule_with_policy_defaults(policy, d), f"obligation[{k}]")
+        for k, d in enumerate(policy.obligations)
+    )
     return CompiledPolicy(
         policy=policy, rules=tuple(rules), has_permissions=bool(policy.permissions),
-        generation=_ops.generation(),
+        generation=_ops.generation(), obligations=obligations,
     )
 
 
@@ -615,12 +670,12 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
     pol = compiled.policy
     rules = compiled.rules
     reports = tuple(map(_rule_report, rules, repeat(request), repeat(world), repeat(now)))
-    if pol.obligations:
+    if compiled.obligations:
         # Policy-level obligations (ODRL 2.2 §2.6.4) are reported; they do not decide this request.
         reports += tuple([
-            RuleReport(kind=RuleKind.OBLIGATION, rule=d.uid, rule_request=None, activation=ACTIVE,
+            RuleReport(kind=RuleKind.OBLIGATION, rule=d.duty.uid, rule_request=None, activation=ACTIVE,
                        conditions=(_duty_report(d, world, False),))
-            for d in pol.obligations
+            for d in compiled.obligations
         ])
     report = PolicyReport(policy=pol.uid, policy_request=request.uid, created=now, rules=reports)
     permits: list[int] = []
@@ -656,7 +711,7 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
     if outcome is Outcome.PERMIT:
         for i in permits:
             duties += rules[i].due_after
-        duties += pol.obligations
+        duties += tuple(d.duty for d in compiled.obligations)
     return Decision(outcome=outcome, reasons=reasons, report=report, duties=duties)
 
 
@@ -670,6 +725,7 @@ __all__ = [
     "Request",
     "World",
     "compile_policy",
+    "duties_by_path",
     "duty_timing",
     "evaluate",
 ]

@@ -7,11 +7,14 @@ with inline prefix/term definitions, with full IRIs (expanded JSON-LD included),
 message without a context of its own. All spellings of a term normalise to one IRI: ``eq``,
 ``odrl:eq`` and ``http://www.w3.org/ns/odrl/2/eq`` are the same operator. A bare term that no context
 defines is read in the ODRL namespace, as the ODRL context and the DSP examples intend (``dateTime``,
-``spatial``, ``read``).
+``spatial``, ``read``). With the ODRL context, its prefixes (``foaf:``, ``vcard:``, ``skos:`` …) are
+expanded too (``contexts/odrl-prefixes.jsonld``).
 
-Compact policies are split into atomic rules (ODRL 2.2 §2.7.2): a rule with several actions, targets
-or assignees becomes one rule per combination. Every problem found is collected with its JSON path and
-raised at once as :class:`PolicySyntaxError`.
+Compact policies are split into atomic rules (ODRL 2.2 IM §2.7, §2.7.1): a rule with several actions,
+targets or assignees becomes one rule per combination, and a rule without an action takes the policy's
+(a policy-level ``action`` is shared by its permissions, prohibitions and obligations). A collection is
+named by ``uid`` or referenced by ``source`` (one with a refinement by ``source``, IM §2.5.5, §2.5.6).
+Every problem found is collected with its JSON path and raised at once as :class:`PolicySyntaxError`.
 
 ``to_dsp`` writes the policy as DSP 2025-1 ODRL JSON (``negotiation/contract-schema.json``): terms the
 DSP profile context defines are written bare (``use``, ``eq``), other ODRL terms as ``odrl:…``.
@@ -71,6 +74,12 @@ def _load_context(name: str) -> JsonObject:
 
 _PROFILE = _load_context("dsp-odrl-profile.jsonld")
 
+# The prefixes the W3C ODRL 2.2 context declares (``foaf:``, ``vcard:``, ``skos:`` …; see contexts/).
+ODRL_CONTEXT_PREFIXES: dict[str, str] = {
+    term: iri for term, iri in _load_context("odrl-prefixes.jsonld").items()
+    if isinstance(iri, str) and iri.endswith(("/", "#"))
+}
+
 # Prefixes every reader knows, whatever the document declares.
 BASE_PREFIXES: dict[str, str] = {
     "odrl": ODRL, "tds": TDS, "xsd": XSD, "rdf": RDF, "dspace": DSPACE,
@@ -111,13 +120,18 @@ class _Reader:
             if item is None:
                 continue
             if isinstance(item, str):
-                if item not in ODRL_CONTEXTS and item not in (DSP_CONTEXT, DSP_ODRL_PROFILE):
+                if item in ODRL_CONTEXTS:
+                    self.prefixes.update(ODRL_CONTEXT_PREFIXES)
+                elif item not in (DSP_CONTEXT, DSP_ODRL_PROFILE):
                     self.problems.append((where, f"unknown remote context {item!r} (not fetched)"))
             elif isinstance(item, dict):
+                imported = item.get("@import")  # applied first: the object's own definitions override it
+                if isinstance(imported, str) and imported in ODRL_CONTEXTS:
+                    self.prefixes.update(ODRL_CONTEXT_PREFIXES)
+                elif imported is not None and imported != DSP_ODRL_PROFILE:
+                    self.problems.append((f"{where}.@import", f"unknown remote context {imported!r}"))
                 for key, value in item.items():
                     if key.startswith("@"):
-                        if key == "@import" and value not in (DSP_ODRL_PROFILE, *ODRL_CONTEXTS):
-                            self.problems.append((f"{where}.@import", f"unknown remote context {value!r}"))
                         continue
                     iri = value if isinstance(value, str) else (value or {}).get("@id") if isinstance(
                         value, dict) else None
@@ -173,6 +187,7 @@ def _node_id(value: Any) -> str | None:
 class _Parser:
     def __init__(self) -> None:
         self.r = _Reader()
+        self.policy_actions: list[Action] = []  # policy-level actions, shared by its rules (§2.7.1)
 
     @property
     def problems(self) -> list[Problem]:
@@ -232,15 +247,22 @@ class _Parser:
             ]
             collection = ODRL + ("PartyCollection" if party else "AssetCollection")
             if source or refinement or collection in types:
-                # ODRL 2.2 §2.2.2, §2.3.2: a collection; anything else is the IRI of one party/asset.
-                uid = _node_id(item)
-                if uid is None:
-                    self.problem(where, "a collection needs an @id")
+                # ODRL 2.2 IM §2.2, §2.3: a collection, named by its uid or referenced by its source; anything
+                # else is the IRI of one party or asset. With a refinement, "the uid property MUST NOT be used
+                # to identify the collection. Instead, the source property MUST be used" (§2.5.5, §2.5.6); a
+                # uid there is still read as the collection's name.
+                uid = self.uid_of(node)
+                src = self.one_iri(source[1], f"{where}.{source[0]}", vocab=False) if source else None
+                if uid is None and src is None:
+                    self.problem(where, "a collection with a refinement is referenced by its source (ODRL 2.2 IM "
+                                 "§2.5.5, §2.5.6: the source property MUST be used)" if refinement else
+                                 "a collection needs a uid or a source to say which collection it is "
+                                 "(ODRL 2.2 IM §2.2, §2.3)")
                     continue
                 cls = PartyCollection if party else AssetCollection
                 out.append(cls(
-                    uid=self.r.iri(uid, vocab=False),
-                    source=self.one_iri(source[1], f"{where}.{source[0]}", vocab=False) if source else None,
+                    uid=uid,
+                    source=src,
                     refinement=self.constraints(refinement[1], f"{where}.{refinement[0]}") if refinement
                     else (),
                 ))
@@ -255,6 +277,8 @@ class _Parser:
     # -- constraints --
     def constraints(self, value: Any, path: str) -> tuple[AnyConstraint, ...]:
         items = _values(value)
+        if isinstance(value, dict) and ("@list" in value or "@set" in value):
+            path, value = f"{path}.{'@list' if '@list' in value else '@set'}", items
         return tuple(
             c for i, item in enumerate(items)
             if (c := self.constraint(item, f"{path}[{i}]" if isinstance(value, list) else path)) is not None
@@ -266,6 +290,12 @@ class _Parser:
             return None
         uid_raw = node.get("@id")
         uid = self.r.iri(str(uid_raw[1]), vocab=False) if uid_raw and isinstance(uid_raw[1], str) else None
+        if uid is not None and set(node) == {"@id"}:
+            # A reference to a constraint declared elsewhere (IM Example 15 declares them in other documents).
+            self.problem(path, f"constraint {uid} is only referenced, not in this policy: a logical constraint's "
+                         "operands are existing Constraint instances that MUST be evaluated (ODRL 2.2 IM §2.5.2), "
+                         "and no other document is fetched")
+            return None
         logical = [op for op in LogicalOperand if op.value in node]
         if logical:
             if len(logical) > 1:
@@ -386,11 +416,21 @@ class _Parser:
                     out.append(Action(name=self.r.iri(ident, vocab=True)))
         return out
 
-    def rule_parts(self, node: JsonObject, path: str) -> tuple[list[Action], list[Any], list[Any], list[Any]]:
+    def rule_parts(
+        self, node: JsonObject, path: str, *, top: bool = False
+    ) -> tuple[list[Action], list[Any], list[Any], list[Any]]:
+        """A rule's actions, targets, assignees and assigners (several of each when the rule is compact).
+
+        *top* marks a rule of the policy itself (a permission, prohibition or obligation): one without an
+        action takes the policy-level actions (ODRL 2.2 IM §2.7.1 Compact Policy).
+        """
         action = node.get(ODRL + "action")
         actions = self.actions(action[1], f"{path}.{action[0]}") if action else []
-        if not action:
-            self.problem(path, "rule has no action")
+        if not action and top and self.policy_actions:
+            actions = list(self.policy_actions)
+        elif not action:
+            self.problem(path, "rule has no action (ODRL 2.2 IM §2.6: a Rule MUST have one action"
+                         + (", and the policy declares none for its rules to share, §2.7.1)" if top else ")"))
 
         def field(name: str, party: bool) -> list[Any]:
             entry = node.get(ODRL + name)
@@ -418,9 +458,9 @@ class _Parser:
         out: list[Duty] = []
         for item, where in self.sub(node, name, path):
             d = self.normalise(item, where)
-            if not d:
+            if not isinstance(item, dict):  # reported; an empty object is a rule made of shared properties
                 continue
-            actions, targets, assignees, assigners = self.rule_parts(d, where)
+            actions, targets, assignees, assigners = self.rule_parts(d, where, top=name == "obligation")
             constraint = d.get(ODRL + "constraint")
             constraints = self.constraints(constraint[1], f"{where}.{constraint[0]}") if constraint else ()
             consequences = tuple(self.duties(d, "consequence", where))
@@ -437,22 +477,24 @@ class _Parser:
         out: list[Permission | Prohibition] = []
         for item, where in self.sub(node, name, path):
             r = self.normalise(item, where)
-            if not r:
+            if not isinstance(item, dict):  # reported; an empty object is a rule made of shared properties
                 continue
-            actions, targets, assignees, assigners = self.rule_parts(r, where)
+            actions, targets, assignees, assigners = self.rule_parts(r, where, top=True)
             constraint = r.get(ODRL + "constraint")
             constraints = self.constraints(constraint[1], f"{where}.{constraint[0]}") if constraint else ()
             uid = self.uid_of(r)
+            # Each atomic rule carries the same duties (§2.7: "include all other … properties, in each Rule").
+            duties = tuple(self.duties(r, "duty" if name == "permission" else "remedy", where))
             for a, t, ae, ar in product(actions, targets, assignees, assigners):
                 if name == "permission":
                     out.append(Permission(
                         action=a, uid=uid, target=t, assignee=ae, assigner=ar, constraints=constraints,
-                        duties=tuple(self.duties(r, "duty", where)),
+                        duties=duties,
                     ))
                 else:
                     out.append(Prohibition(
                         action=a, uid=uid, target=t, assignee=ae, assigner=ar, constraints=constraints,
-                        remedies=tuple(self.duties(r, "remedy", where)),
+                        remedies=duties,
                     ))
         return out
 
@@ -488,6 +530,9 @@ class _Parser:
             if ODRL + "assignee" in node else [None]
         assigners = self.party_or_asset(node[ODRL + "assigner"][1], "$.assigner", True) \
             if ODRL + "assigner" in node else [None]
+        shared_action = node.get(ODRL + "action")  # ODRL 2.2 IM §2.7.1: shared by the rules without their own
+        if shared_action is not None:
+            self.policy_actions = self.actions(shared_action[1], f"$.{shared_action[0]}")
         permissions = [r for r in self.rules(node, "permission", "$") if isinstance(r, Permission)]
         prohibitions = [r for r in self.rules(node, "prohibition", "$") if isinstance(r, Prohibition)]
         obligations = self.duties(node, "obligation", "$")
@@ -495,9 +540,9 @@ class _Parser:
             self.problem("$", "a policy needs at least one permission, prohibition or obligation")
         timestamp = node.get(DSPACE + "timestamp")
         # Several policy-level targets/parties (ODRL 2.2 §2.7.1) are pushed into the rules.
-        target = _push_down(targets, "target", permissions, prohibitions)
-        assignee = _push_down(assignees, "assignee", permissions, prohibitions)
-        assigner = _push_down(assigners, "assigner", permissions, prohibitions)
+        target = _push_down(targets, "target", permissions, prohibitions, obligations)
+        assignee = _push_down(assignees, "assignee", permissions, prohibitions, obligations)
+        assigner = _push_down(assigners, "assigner", permissions, prohibitions, obligations)
         return Policy(
             uid=uid or "",
             type=policy_type,
@@ -514,10 +559,10 @@ class _Parser:
         )
 
 
-def _push_down(values: list[Any], field: str, permissions: list[Any], prohibitions: list[Any]) -> Any:
+def _push_down(values: list[Any], field: str, *groups: list[Any]) -> Any:
     if len(values) <= 1:
         return values[0] if values else None
-    for rules in (permissions, prohibitions):
+    for rules in groups:
         split = [
             msgspec.structs.replace(r, **{field: v}) if getattr(r, field) is None else r
             for r in rules for v in (values if getattr(r, field) is None else values[:1])
@@ -586,10 +631,8 @@ def constraint_to_json(c: AnyConstraint) -> JsonObject:
 
 def _party_out(value: Any) -> Any:
     if isinstance(value, PartyCollection | AssetCollection):
-        out: JsonObject = {
-            "@id": value.uid,
-            "@type": "odrl:PartyCollection" if isinstance(value, PartyCollection) else "odrl:AssetCollection",
-        }
+        out: JsonObject = {} if value.uid is None else {"@id": value.uid}
+        out["@type"] = "odrl:PartyCollection" if isinstance(value, PartyCollection) else "odrl:AssetCollection"
         if value.source is not None:
             out["odrl:source"] = value.source
         if value.refinement:

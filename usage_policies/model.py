@@ -4,17 +4,21 @@ Every term is held as a full IRI (``http://www.w3.org/ns/odrl/2/eq``, never ``eq
 :mod:`usage_policies.jsonld` normalises on the way in and compacts on the way out, so that the
 evaluator compares one spelling only.
 
-Compact policies (ODRL 2.2 §2.7.1, §2.7.2) are split into atomic rules when read: a rule with several
-actions, targets or assignees becomes several rules with the same ``uid``. Policy-level ``target``,
+Compact policies (ODRL 2.2 IM §2.7, §2.7.1) are split into atomic rules when read: a rule with several
+actions, targets or assignees becomes several rules with the same ``uid``. A policy-level ``action`` is
+copied into every permission, prohibition and obligation that names none. Policy-level ``target``,
 ``assigner`` and ``assignee`` stay on the :class:`Policy` (the DSP ``Agreement`` needs them there) and
-apply to every rule that does not set its own (:func:`rule_with_policy_defaults`).
+apply to every rule that does not set its own (:func:`rule_with_policy_defaults`), obligations included.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import msgspec
 
@@ -98,19 +102,33 @@ class Action(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PartyCollection(msgspec.Struct, frozen=True, kw_only=True):
-    """ODRL 2.2 §2.3.2: a group of parties, membership via ``partOf`` or the refinement."""
+    """ODRL 2.2 IM §2.3: a group of parties, named by ``uid`` or referenced by ``source``.
 
-    uid: str
+    A party is a member when it is the collection or ``odrl:partOf`` it (§2.3.2), *and* meets every
+    refinement (§2.5.6: "all of the Constraints/Logical Constraints referenced by the refinement property
+    MUST be satisfied"). A collection with a refinement is referenced by ``source``, not ``uid`` (§2.5.6).
+    """
+
+    uid: str | None = None
     source: str | None = None
     refinement: tuple[AnyConstraint, ...] = ()
 
 
 class AssetCollection(msgspec.Struct, frozen=True, kw_only=True):
-    """ODRL 2.2 §2.2.2: a group of assets, membership via ``partOf`` or the refinement."""
+    """ODRL 2.2 IM §2.2: a group of assets, named by ``uid`` or referenced by ``source``.
 
-    uid: str
+    An asset is a member when it is the collection or ``odrl:partOf`` it (§2.2.2), *and* meets every
+    refinement (§2.5.5). A collection with a refinement is referenced by ``source``, not ``uid`` (§2.5.5).
+    """
+
+    uid: str | None = None
     source: str | None = None
     refinement: tuple[AnyConstraint, ...] = ()
+
+
+def collection_ids(collection: PartyCollection | AssetCollection) -> tuple[str, ...]:
+    """The IRIs a collection is known by (its ``uid`` and its ``source``): membership is ``partOf`` either."""
+    return tuple(i for i in (collection.uid, collection.source) if i is not None)
 
 
 Party: TypeAlias = str | PartyCollection
@@ -156,6 +174,7 @@ class Prohibition(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Rule: TypeAlias = "Permission | Prohibition | Duty"
+RuleT = TypeVar("RuleT", bound="Permission | Prohibition | Duty")
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
@@ -179,8 +198,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
         yield from self.prohibitions
 
 
-def rule_with_policy_defaults(policy: Policy, rule: Permission | Prohibition) -> Permission | Prohibition:
-    """ODRL 2.2 §2.7.1: policy-level target/assigner/assignee apply to rules that do not set them."""
+def rule_with_policy_defaults(policy: Policy, rule: RuleT) -> RuleT:
+    """ODRL 2.2 IM §2.7.1: policy-level target/assigner/assignee apply to rules that do not set them.
+
+    *rule* is a permission, a prohibition or a policy obligation (§2.7.1 names "all its Rules"; the
+    duties of a permission take their parties from the permission instead, §2.6.5).
+    """
     changes: dict[str, Asset | Party] = {}
     if rule.target is None and policy.target is not None:
         changes["target"] = policy.target
@@ -189,6 +212,27 @@ def rule_with_policy_defaults(policy: Policy, rule: Permission | Prohibition) ->
     if rule.assigner is None and policy.assigner is not None:
         changes["assigner"] = policy.assigner
     return msgspec.structs.replace(rule, **changes) if changes else rule
+
+
+def duty_key(duty: Duty) -> str:
+    """A content key of *duty*: ``ni:///sha-256;…`` (RFC 6920) of its canonical form.
+
+    The canonical form is the duty as this engine holds it (every term a full IRI, so every spelling of
+    the same duty has the same key), with absent and empty properties left out, as JSON with sorted keys
+    and no whitespace. Two duties that say the same thing have the same key, wherever they stand.
+    """
+    canonical = json.dumps(_without_empty(msgspec.to_builtins(duty)), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8")).digest()
+    return "ni:///sha-256;" + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _without_empty(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_empty(v) for k, v in value.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
 
 
 def iter_constraints(constraints: tuple[AnyConstraint, ...]) -> Iterator[Constraint]:
@@ -276,7 +320,7 @@ def inherit(child: Policy, parents: Mapping[str, Policy]) -> Policy:
         parent = inherit(parents[uid], parents) if parents[uid].inherit_from else parents[uid]
         permissions += [rule_with_policy_defaults(parent, r) for r in parent.permissions]
         prohibitions += [rule_with_policy_defaults(parent, r) for r in parent.prohibitions]
-        obligations += parent.obligations
+        obligations += [rule_with_policy_defaults(parent, d) for d in parent.obligations]
         conflict = conflict or parent.conflict
     return msgspec.structs.replace(
         child,

@@ -27,7 +27,8 @@ Semantics (the ODRL CG "monitoring scenario"; events are taken in time order, ti
   - a duty due *with or after use* (``compensate``, ``inform``, ``delete``, … without the
     ``event lt policyUsage`` idiom) must have been performed by some event before ``now``, before or
     after the first exercise.
-* **Obligations** (policy level, ODRL 2.2 §2.6.4) must be performed by some event before ``now``.
+* **Obligations** (policy level, ODRL 2.2 §2.6.4) must be performed by some event before ``now``, by the
+  policy-level assignee and on the policy-level target when the obligation names none (§2.7.1).
 
 A duty, remedy or obligation is performed by an event its action (with refinements), target and
 assignee match and its constraints hold for at that time. A duty without an assignee or target may be
@@ -61,6 +62,7 @@ from usage_policies.model import (
     Permission,
     Policy,
     Prohibition,
+    rule_with_policy_defaults,
 )
 from usage_policies.report import DutyTiming, Satisfaction
 from usage_policies.values import parse_datetime
@@ -222,7 +224,8 @@ def check_history(
             violations += _check_duty(history, duty, permissions[k].label, first)
 
     for duty in policy.obligations:
-        if history.performed(duty, "obligation") is None:
+        # ODRL 2.2 IM §2.7.1: the policy-level target and parties are the obligation's unless it names its own.
+        if history.performed(rule_with_policy_defaults(policy, duty), "obligation") is None:
             violations.append(Violation(rule=duty.uid, kind="obligation",
                                         reason=f"obligation {_name(duty)!r} was not performed"))
 

@@ -26,7 +26,9 @@ operand                     value                                               
 
 Regions: ISO 3166 codes, with ``CN-GD-GZ ⊂ CN-GD ⊂ CN`` read from the hyphens, ``EU`` holding its
 member states, and more edges from ``World.region_parents``. ``eq`` compares codes exactly;
-``isPartOf``, ``isA``, ``isAnyOf``, ``isNoneOf`` and ``hasPart`` follow the hierarchy.
+``isPartOf``, ``isA``, ``isAnyOf``, ``isNoneOf`` and ``hasPart`` follow the hierarchy; ``isA`` holds only
+strictly below the right operand (``DE isA EU``, not ``EU isA EU``: a class is not an instance of itself),
+and only for an operand with a hierarchy (regions, purposes with ``World.concept_parents``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from usage_policies.model import ODRL, TDS
-from usage_policies.values import DataClass, Elapsed, ValueKind, compare, parse_data_class, values_equal
+from usage_policies.values import DataClass, Elapsed, ValueKind, compare, parse_data_class, show, values_equal
 
 if TYPE_CHECKING:
     from usage_policies.evaluate import Request, World
@@ -274,7 +276,14 @@ def _ordered(test: Callable[[int], bool]) -> OperatorFunction:
 
 
 def _is_a(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
-    return _in(left, _one(right), operand, world)
+    # ODRL 2.2 vocabulary: isA holds when "a given value is an instance of the right operand". A class is
+    # not an instance of itself, so the value must lie strictly below the right operand in the operand's
+    # hierarchy; an operand without one has no instances to tell.
+    r = _one(right)
+    within = operand.within
+    if within is None:
+        raise TypeError(f"{operand.label or 'this operand'} has no class hierarchy to find instances of {show(r)}")
+    return within(left, r, world) and not within(r, left, world)
 
 
 def _is_part_of(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:

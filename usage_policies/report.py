@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from usage_policies.model import XSD, LogicalOperand
-from usage_policies.values import Duration, Elapsed, show
+from usage_policies.values import Day, Duration, Elapsed, show
 
 REPORT = "https://w3id.org/force/compliance-report#"
 
@@ -104,7 +104,11 @@ class PremiseReport(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class DutyReport(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A duty attached to a permission (a *condition* of it, in FORCE terms) or a policy obligation."""
+    """A duty attached to a permission (a *condition* of it, in FORCE terms) or a policy obligation.
+
+    ``rule`` is the duty's ``uid``; ``path`` (``permission[0].duty[1]``) and ``key`` (its content key) are
+    the other names the world may report its state under (:class:`usage_policies.evaluate.World`).
+    """
 
     rule: str | None
     action: str
@@ -112,6 +116,8 @@ class DutyReport(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     state: DutyState
     blocking: bool
     reason: str | None = None
+    path: str | None = None
+    key: str | None = None
 
 
 class RuleReport(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -228,6 +234,8 @@ def _many(value: object) -> tuple[object, ...]:
 def _literal(value: object) -> dict[str, str]:
     if isinstance(value, datetime):
         return {"@value": show(value), "@type": XSD + "dateTime"}
+    if isinstance(value, Day):
+        return {"@value": str(value), "@type": XSD + "date"}
     if isinstance(value, Duration | Elapsed):
         return {"@value": str(value), "@type": XSD + "duration"}
     if isinstance(value, bool):

@@ -3,8 +3,13 @@
 Right operands arrive as lexical forms; they are turned into Python values once, when a policy is
 compiled, according to the constraint's ``dataType`` or else the kind of its left operand:
 
-* ``xsd:dateTime`` / ``xsd:date`` → aware :class:`datetime` (an instant: ``…10.999Z`` and ``…+01:00``
-  compare by the instant they denote). A value without a zone offset is taken as UTC.
+* ``xsd:dateTime`` → aware :class:`datetime` (an instant: ``…10.999Z`` and ``…+01:00`` compare by the
+  instant they denote). A value without a zone offset is taken as UTC.
+* ``xsd:date`` (and a date written without a time for a date-time operand) → :class:`Day`, the whole day:
+  XML Schema's date values are "top-open intervals of exactly one day in length on the timelines of
+  dateTime". An instant compares equal to the day it falls in, less before it, greater after it, so
+  ``dateTime lteq "2017-12-31"^^xsd:date`` holds until the end of that day (ODRL 2.2 IM Example 18: "valid
+  until the end of the year 2017") and ``lt "2018-01-01"^^xsd:date`` until the day begins (Example 13).
 * ``xsd:duration`` → :class:`Duration` (months and seconds kept apart, XML Schema 1.1 §3.3.6; a
   duration is compared against an :class:`Elapsed` span by calendar arithmetic on the span's start).
 * ``xsd:decimal``/``integer``/``double`` … → :class:`~decimal.Decimal` or :class:`int`.
@@ -63,6 +68,16 @@ class Elapsed(msgspec.Struct, frozen=True):
         return format_duration(Duration(seconds=Decimal(str((self.end - self.start).total_seconds()))))
 
 
+class Day(msgspec.Struct, frozen=True):
+    """An ``xsd:date``: the instants from ``start`` up to, not including, ``end`` (one day later)."""
+
+    start: datetime
+    end: datetime
+
+    def __str__(self) -> str:
+        return self.start.date().isoformat()
+
+
 class DataClass(enum.Enum):
     """``tds:dataClass`` values. general < important < core is an order; personal stands apart."""
 
@@ -103,6 +118,19 @@ def parse_datetime(text: str) -> datetime:
         value += "T00:00:00"
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+_DATE = re.compile(r"^(-?\d{4,}-\d{2}-\d{2})(Z|[+-]\d{2}:\d{2})?$")
+
+
+def parse_day(text: str) -> Day | datetime:
+    """xsd:date lexical form → :class:`Day` (UTC when no offset is given); a value that names a time of day
+    as well is read as the instant it names."""
+    m = _DATE.match(text.strip())
+    if m is None:
+        return parse_datetime(text)
+    start = parse_datetime(f"{m.group(1)}T00:00:00{m.group(2) or ''}")
+    return Day(start=start, end=start + timedelta(days=1))
 
 
 def parse_duration(text: str) -> Duration:
@@ -165,7 +193,9 @@ def parse_data_class(text: str) -> DataClass:
 def coerce(lexical: str, datatype: str | None, kind: ValueKind) -> object:
     """Read a right-operand lexical form. ``datatype`` wins over the left operand's ``kind``."""
     if datatype is not None:
-        if datatype in (XSD + "dateTime", XSD + "date", XSD + "dateTimeStamp"):
+        if datatype == XSD + "date":
+            return parse_day(lexical)
+        if datatype in (XSD + "dateTime", XSD + "dateTimeStamp"):
             return parse_datetime(lexical)
         if datatype in (XSD + "duration", XSD + "dayTimeDuration", XSD + "yearMonthDuration"):
             return parse_duration(lexical)
@@ -184,7 +214,7 @@ def coerce(lexical: str, datatype: str | None, kind: ValueKind) -> object:
             return parse_data_class(lexical)
         return lexical
     if kind is ValueKind.DATETIME:
-        return parse_datetime(lexical)
+        return parse_day(lexical)
     if kind is ValueKind.DURATION:
         return parse_duration(lexical)
     if kind in (ValueKind.DECIMAL, ValueKind.INTEGER):
@@ -209,6 +239,12 @@ def compare(left: object, right: object) -> int:
         return _sign3(left.add_to(epoch), right.add_to(epoch))
     if isinstance(left, datetime) and isinstance(right, datetime):
         return _sign3(left, right)
+    if isinstance(left, datetime) and isinstance(right, Day):
+        return -1 if left < right.start else (1 if left >= right.end else 0)
+    if isinstance(left, Day) and isinstance(right, datetime):
+        return -compare(right, left)
+    if isinstance(left, Day) and isinstance(right, Day):
+        return _sign3(left.start, right.start)
     if isinstance(left, int | Decimal) and isinstance(right, int | Decimal) \
             and not isinstance(left, bool) and not isinstance(right, bool):
         return _sign3(left, right)
@@ -242,6 +278,8 @@ def _sign3(a: object, b: object) -> int:
 def _kind_name(value: object) -> str:
     if isinstance(value, datetime):
         return "a date-time"
+    if isinstance(value, Day):
+        return "a date"
     if isinstance(value, Duration):
         return "a duration"
     if isinstance(value, int | Decimal):
@@ -259,7 +297,7 @@ def show(value: object) -> str:
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, DataClass):
         return repr(value.value)
-    if isinstance(value, Duration | Elapsed):
+    if isinstance(value, Duration | Elapsed | Day):
         return str(value)
     if isinstance(value, str):
         return repr(value)

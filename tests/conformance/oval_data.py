@@ -113,12 +113,13 @@ def _action(g: Graph, node: Node) -> Action | None:
 
 
 def _collection(g: Graph, node: Node, cls: type[PartyCollection] | type[AssetCollection]) -> object:
-    # A blank node with a source or a refinement is a collection even without its rdf:type (ODRL 2.2 §2.2.2,
-    # §2.3.2); an IRI is a single party or asset.
+    # A blank node with a source or a refinement is a collection even without its rdf:type (ODRL 2.2 IM §2.2,
+    # §2.3): a blank node has no uid, its source says which collection it is (§2.5.5, §2.5.6). An IRI
+    # without a type is a single party or asset.
     if isinstance(node, URIRef) and (node, RDF.type, None) not in g:
         return str(node)
     source = g.value(node, ODRL.source)
-    return cls(uid=_id(node), source=_id(source) if source is not None else None,
+    return cls(uid=_uid(node), source=_id(source) if source is not None else None,
                refinement=_constraints(g, node, ODRL.refinement))
 
 

@@ -105,3 +105,22 @@ def test_pre_condition_duty_blocks_until_the_usage_state_reports_it_fulfilled():
 def test_deny_has_no_effects():
     result = plan(t.purpose(A, "R&D"), request=Request(party=CONSUMER, target=A, purpose="ads"))
     assert result.decision.outcome is Outcome.DENY and result.effects == ()
+
+
+def test_a_before_use_duty_without_a_uid_is_reported_by_its_path():
+    offer = {"@id": "urn:p", "@type": "Offer", "target": A,
+             "permission": [{"action": "use", "duty": [{"action": "odrl:obtainConsent"}]}]}
+    assert not plan(offer).permitted
+    done = UsageState(duty_states={"permission[0].duty[0]": DutyState(deontic=DeonticState.FULFILLED)})
+    assert plan(offer, done).permitted
+
+
+@pytest.mark.parametrize(
+    ("operator", "deadline"),
+    [("lt", datetime(2025, 7, 1, tzinfo=UTC)), ("lteq", datetime(2025, 7, 2, tzinfo=UTC))],
+)
+def test_a_deletion_deadline_given_as_a_date_is_that_days_start_or_end(operator, deadline):
+    offer = {"@id": "urn:p", "@type": "Offer", "target": A, "permission": [{"action": "use", "duty": [
+        {"action": "odrl:delete", "constraint": [{"leftOperand": "dateTime", "operator": operator,
+                                                  "rightOperand": {"@value": "2025-07-01", "@type": "xsd:date"}}]}]}]}
+    assert DeleteAt(target=A, time=deadline) in plan(offer).effects

@@ -178,3 +178,148 @@ def test_what_dsp_cannot_carry_is_refused(doc):
 def test_a_party_object_is_a_collection_only_when_it_says_so(assignee, expected):
     p = parse_policy({"@id": "urn:p", "permission": [{"action": "use", "assignee": assignee}]})
     assert p.permissions[0].assignee == expected
+
+
+# --- The ODRL 2.2 Information Model's own spellings ----------------------------------------------------
+
+FOAF, VCARD = "http://xmlns.com/foaf/0.1/", "http://www.w3.org/2006/vcard/ns#"
+
+
+def im_policy(**body) -> dict:
+    return {"@context": ODRL_CONTEXT, "@type": "Offer", "uid": "http://example.com/policy:1", **body}
+
+
+def test_a_refined_asset_collection_is_referenced_by_its_source_without_a_uid():
+    # IM Example 16 (§2.5.5): "the uid property MUST NOT be used … the source property MUST be used".
+    p = parse_policy(im_policy(permission=[{"assigner": "urn:org", "action": "play", "target": {
+        "@type": "AssetCollection", "source": "http://example.com/media-catalogue",
+        "refinement": [{"leftOperand": "runningTime", "operator": "lt",
+                        "rightOperand": {"@value": "60", "@type": "xsd:integer"}}]}}]))
+    target = p.permissions[0].target
+    assert isinstance(target, AssetCollection)
+    assert (target.uid, target.source) == (None, "http://example.com/media-catalogue")
+    assert target.refinement[0].left_operand == ODRL + "runningTime"
+
+
+def test_a_refined_party_collection_is_referenced_by_its_source_and_foaf_is_the_odrl_contexts_prefix():
+    # IM Example 17 (§2.5.6): foaf: is declared by the ODRL context, not by the policy.
+    p = parse_policy(im_policy(permission=[{"target": "urn:photos", "action": {"@id": "ex:view"}, "assignee": {
+        "@type": "PartyCollection", "source": "http://example.com/user44/friends",
+        "refinement": [{"leftOperand": "foaf:age", "operator": "gt",
+                        "rightOperand": {"@value": "17", "@type": "xsd:integer"}}]}}]))
+    assignee = p.permissions[0].assignee
+    assert isinstance(assignee, PartyCollection) and assignee.uid is None
+    assert assignee.source == "http://example.com/user44/friends"
+    assert assignee.refinement[0].left_operand == FOAF + "age"
+
+
+@pytest.mark.parametrize("collection", [
+    {"@type": "PartyCollection", "refinement": [{"leftOperand": "foaf:age", "operator": "gt", "rightOperand": 17}]},
+    {"@type": "PartyCollection"},
+])
+def test_a_collection_that_names_no_collection_is_refused_with_the_rule_it_breaks(collection):
+    with pytest.raises(PolicySyntaxError) as info:
+        parse_policy(im_policy(permission=[{"target": "urn:a", "action": "use", "assignee": collection}]))
+    ((path, message),) = info.value.problems
+    assert path == "$.permission[0].assignee"
+    assert "§2.5.6" in message if "refinement" in collection else "§2.3" in message
+
+
+def test_a_refined_collection_with_a_uid_is_still_read():
+    # The IM says a writer MUST NOT name a refined collection by uid; the reader takes the uid as its name.
+    p = parse_policy(im_policy(permission=[{"target": "urn:a", "action": "use", "assignee": {
+        "@type": "PartyCollection", "uid": "urn:team",
+        "refinement": [{"leftOperand": "foaf:age", "operator": "gt", "rightOperand": 17}]}}]))
+    assert p.permissions[0].assignee == PartyCollection(
+        uid="urn:team", refinement=p.permissions[0].assignee.refinement)
+
+
+def test_a_collection_without_a_uid_is_written_back_by_its_source():
+    p = parse_policy(im_policy(permission=[{"assigner": "urn:org", "action": "play", "target": {
+        "@type": "AssetCollection", "source": "urn:catalogue",
+        "refinement": [{"leftOperand": "runningTime", "operator": "lt", "rightOperand": 60}]}}]))
+    target = to_dsp(p)["permission"][0]["target"]
+    assert "@id" not in target and target["odrl:source"] == "urn:catalogue"
+    assert parse_policy(to_dsp(p)) == p
+
+
+def test_a_policy_level_action_is_shared_by_every_rule_without_one():
+    # IM Example 28 (§2.7.1 Compact Policy) and its expansion, Example 29.
+    p = parse_policy({"@context": ODRL_CONTEXT, "@type": "Policy", "uid": "http://example.com/policy:8888",
+                      "target": "http://example.com/music/1999.mp3", "assigner": "http://example.com/org/sony-music",
+                      "action": "play",
+                      "permission": [{"assignee": "http://example.com/people/billie"},
+                                     {"assignee": "http://example.com/people/murphy"}]})
+    assert [(r.assignee, r.action.name if r.action else None) for r in p.permissions] == [
+        ("http://example.com/people/billie", ODRL + "play"), ("http://example.com/people/murphy", ODRL + "play")]
+    assert (p.target, p.assigner) == ("http://example.com/music/1999.mp3", "http://example.com/org/sony-music")
+
+
+def test_several_policy_level_actions_make_one_atomic_rule_each_and_a_rule_keeps_its_own():
+    p = parse_policy(im_policy(target="urn:a", action=["play", "stream"], permission=[{"assignee": "urn:x"}],
+                               prohibition=[{"action": "print"}], obligation=[{"action": "compensate"}, {}]))
+    assert [r.action.name for r in p.permissions if r.action] == [ODRL + "play", ODRL + "stream"]
+    assert [r.action.name for r in p.prohibitions if r.action] == [ODRL + "print"]
+    assert [d.action.name for d in p.obligations] == [ODRL + "compensate", ODRL + "play", ODRL + "stream"]
+
+
+def test_a_duty_of_a_permission_does_not_take_the_policy_level_action():
+    with pytest.raises(PolicySyntaxError) as info:
+        parse_policy(im_policy(target="urn:a", action="play", permission=[{"duty": [{"target": "urn:b"}]}]))
+    assert [path for path, _ in info.value.problems] == ["$.permission[0].duty[0]"]
+
+
+def test_a_rule_without_an_action_anywhere_cites_the_information_model():
+    with pytest.raises(PolicySyntaxError) as info:
+        parse_policy(im_policy(target="urn:a", permission=[{"assignee": "urn:x"}]))
+    ((path, message),) = info.value.problems
+    assert path == "$.permission[0]" and "§2.6" in message and "§2.7.1" in message
+
+
+def test_several_policy_level_targets_reach_the_obligations_too():
+    p = parse_policy(im_policy(target=["urn:a", "urn:b"], obligation=[{"action": "delete"}]))
+    assert {d.target for d in p.obligations} == {"urn:a", "urn:b"}
+
+
+@pytest.mark.parametrize(("prefix", "namespace"), [
+    ("foaf", FOAF), ("vcard", VCARD), ("skos", "http://www.w3.org/2004/02/skos/core#"),
+    ("owl", "http://www.w3.org/2002/07/owl#"), ("dct", "http://purl.org/dc/terms/"),
+    ("schema", "http://schema.org/"), ("cc", "http://creativecommons.org/ns#"),
+    ("rdfs", "http://www.w3.org/2000/01/rdf-schema#"),
+])
+@pytest.mark.parametrize("context", [ODRL_CONTEXT, [{"@import": ODRL_CONTEXT}], [ODRL_CONTEXT, {"ex": "urn:ex:"}]])
+def test_the_prefixes_of_the_published_odrl_context_are_expanded(prefix, namespace, context):
+    p = parse_policy(offer({"leftOperand": f"{prefix}:term", "operator": "eq", "rightOperand": "x"}, context))
+    assert p.permissions[0].constraints[0].left_operand == namespace + "term"
+
+
+def test_a_documents_own_prefix_overrides_the_odrl_contexts():
+    p = parse_policy(offer({"leftOperand": "foaf:age", "operator": "eq", "rightOperand": "x"},
+                           [ODRL_CONTEXT, {"foaf": "urn:own:"}]))
+    assert p.permissions[0].constraints[0].left_operand == "urn:own:age"
+    imported = parse_policy(offer({"leftOperand": "foaf:age", "operator": "eq", "rightOperand": "x"},
+                                  {"foaf": "urn:own:", "@import": ODRL_CONTEXT}))
+    assert imported.permissions[0].constraints[0].left_operand == "urn:own:age"
+
+
+def test_the_odrl_contexts_prefixes_are_not_assumed_without_it():
+    # JSON-LD reads a compact IRI whose prefix no context declares as an IRI of that scheme.
+    p = parse_policy(offer({"leftOperand": "foaf:age", "operator": "eq", "rightOperand": "x"}, DSP_PROFILE))
+    assert p.permissions[0].constraints[0].left_operand == "foaf:age"
+
+
+def test_a_constraint_only_referenced_is_refused_with_the_rule_that_needs_it():
+    # IM Example 15 declares the xone operands C1 and C2 in documents of their own.
+    with pytest.raises(PolicySyntaxError) as info:
+        parse_policy(im_policy(permission=[{"target": "urn:b", "assigner": "urn:o", "action": [{
+            "rdf:value": {"@id": "odrl:reproduce"},
+            "refinement": {"xone": {"@list": [{"@id": "urn:c1"}, {"@id": "urn:c2"}]}}}]}]))
+    assert [path for path, _ in info.value.problems] == [
+        "$.permission[0].action[0].refinement.xone.@list[0]", "$.permission[0].action[0].refinement.xone.@list[1]"]
+    assert all("§2.5.2" in message for _, message in info.value.problems)
+
+
+def test_an_empty_rule_is_made_of_the_shared_properties():
+    p = parse_policy(im_policy(target="urn:a", action="use", permission=[{}]))
+    assert len(p.permissions) == 1 and p.permissions[0].action is not None
+    assert p.permissions[0].action.name == ODRL + "use"

@@ -264,3 +264,11 @@ def test_events_from_log_keeps_what_happened_in_chain_order():
     assert [(e.ref, e.request.action, e.at) for e in events] == [("#1", "print", at(1)), ("#3", "delete", at(3))]
     with_party = events_from_log(entries, lambda e: Request(party=JOHN, action=e.action or e.kind, target=DOC))
     assert judge(*with_party, permissions=(allow("print", assignee=JOHN), allow("delete"))).compliant
+
+
+def test_an_obligation_is_the_policy_level_assignees_unless_it_names_its_own():
+    # ODRL 2.2 IM §2.7.1: the policy-level assignee is shared by every rule, obligations included.
+    policy = {"permissions": (allow("use"),), "obligations": (duty("delete"),), "assignee": JOHN}
+    assert judge(event(1, "print"), event(2, "delete"), **policy).compliant
+    result = judge(event(1, "print"), event(2, "delete", party=BETH), **policy)
+    assert [v.kind for v in result.violations] == ["unpermitted", "obligation"]

@@ -176,3 +176,27 @@ def test_resolver_trouble_is_a_reason_not_an_exception(resolver, reason_part):
         assert reason_part in (report.reason or "")
     finally:
         unregister_operand(iri)
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "request_fields", "world", "satisfied"),
+    [("purpose", "R&D", {"purpose": "clinical-trial"}, {"clinical-trial": frozenset({"R&D"})}, True),
+     ("purpose", "R&D", {"purpose": "R&D"}, {"clinical-trial": frozenset({"R&D"})}, False),
+     ("purpose", "R&D", {"purpose": "R&D"}, {}, False),
+     ("spatial", "EU", {"region": "DE"}, {}, True),
+     ("spatial", "CN", {"region": "CN-GD-GZ"}, {}, True),
+     ("spatial", "EU", {"region": "EU"}, {}, False),
+     ("spatial", "CN-GD", {"region": "cn-gd"}, {}, False)],
+)
+def test_is_a_holds_for_an_instance_of_the_right_operand_not_for_the_class_itself(
+    left, right, request_fields, world, satisfied
+):
+    # ODRL 2.2 vocabulary: isA, "a given value is an instance of the right operand".
+    report = check(left, "isA", right, Request(**request_fields), World(concept_parents=world))
+    assert report.satisfied is satisfied
+
+
+def test_is_a_needs_an_operand_with_a_class_hierarchy():
+    report = check("http://example.org/kind", "isA", "dog", Request(context={"http://example.org/kind": "dog"}))
+    assert report.satisfaction is Satisfaction.UNSATISFIED
+    assert "has no class hierarchy" in (report.reason or "")

@@ -18,7 +18,7 @@ FORBIDDEN = {"asyncio", "aiohttp", "sqlite3", "sqlite_utils", "time", "socket", 
     "name",
     ["parse_policy", "to_dsp", "evaluate", "Decision", "Request", "World", "PolicySyntaxError", "plan_use",
      "templates", "Outcome", "UsageState", "UseDecision", "check_history", "events_from_log", "Event",
-     "MonitoringResult", "Violation"],
+     "MonitoringResult", "Violation", "duty_key", "duties_by_path"],
 )
 def test_public_api(name):
     assert name in usage_policies.__all__

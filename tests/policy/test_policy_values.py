@@ -10,6 +10,7 @@ import pytest
 from usage_policies.model import XSD
 from usage_policies.values import (
     DataClass,
+    Day,
     Duration,
     Elapsed,
     ValueKind,
@@ -18,6 +19,7 @@ from usage_policies.values import (
     format_duration,
     parse_datetime,
     parse_duration,
+    show,
 )
 
 
@@ -27,7 +29,7 @@ from usage_policies.values import (
         ("2024-02-12T11:20:10.999Z", "2024-02-12T11:20:10Z", 1),
         ("2024-02-12T11:20:10Z", "2024-02-12T12:20:10+01:00", 0),
         ("2023-12-31T06:00Z", "2023-12-31T06:00:00Z", 0),  # DSP example: no seconds
-        ("2024-01-01", "2024-01-01T00:00:00Z", 0),  # xsd:date
+        ("2024-01-01", "2024-01-01T00:00:00Z", 0),  # a date-only date-time: its first instant
         ("2024-01-01T00:00:00", "2024-01-01T00:00:00Z", 0),  # no offset: UTC
     ],
 )
@@ -103,3 +105,29 @@ def test_ordered_values(a, b, expected):
 def test_values_without_a_common_order_raise_type_error(a, b):
     with pytest.raises(TypeError):
         compare(a, b)
+
+
+DAY = coerce("2017-12-31", XSD + "date", ValueKind.DATETIME)
+
+
+@pytest.mark.parametrize(
+    ("instant", "expected"),
+    [("2017-12-30T23:59:59Z", -1), ("2017-12-31T00:00:00Z", 0), ("2017-12-31T23:59:59.999Z", 0),
+     ("2018-01-01T00:00:00Z", 1), ("2018-01-01T00:30:00+01:00", 0)],
+)
+def test_an_xsd_date_is_the_whole_day(instant, expected):
+    # XML Schema: date values are "top-open intervals of exactly one day in length".
+    assert isinstance(DAY, Day)
+    assert compare(parse_datetime(instant), DAY) == expected
+    assert compare(DAY, parse_datetime(instant)) == -expected
+
+
+def test_a_date_with_an_offset_is_that_days_interval_in_its_zone():
+    day = coerce("2017-12-31+01:00", XSD + "date", ValueKind.DATETIME)
+    assert isinstance(day, Day) and day.start == parse_datetime("2017-12-30T23:00:00Z")
+
+
+def test_a_date_written_for_a_date_time_operand_is_a_day_and_a_date_time_is_an_instant():
+    assert coerce("2017-12-31", None, ValueKind.DATETIME) == DAY
+    assert coerce("2017-12-31T10:00:00Z", XSD + "date", ValueKind.DATETIME) == parse_datetime("2017-12-31T10:00:00Z")
+    assert show(DAY) == "2017-12-31"
