@@ -53,11 +53,14 @@ def sign(
     created: str,
     proof_purpose: str = "assertionMethod",
     proof_property: str = "proof",
+    options: Mapping[str, str] | None = None,
 ) -> JsonObject:
     """Return a copy of *document* with an ``eddsa-jcs-2022`` proof under *proof_property*.
 
-    *created* is an XML Schema dateTime string (the caller owns the clock). An existing proof under the
-    same property is replaced, so re-signing is idempotent.
+    *created* is an XML Schema dateTime string (the caller owns the clock). *options* are further proof
+    options (a presentation's ``domain`` and ``challenge``): they are part of the signed proof configuration
+    (eddsa-jcs-2022 §3.3.5), so they cannot be added afterwards. An existing proof under the same property
+    is replaced, so re-signing is idempotent.
     """
     unsecured = {k: v for k, v in document.items() if k != proof_property}
     proof: JsonObject = {
@@ -66,6 +69,7 @@ def sign(
         "created": created,
         "verificationMethod": verification_method,
         "proofPurpose": proof_purpose,
+        **(options or {}),
     }
     if "@context" in unsecured:
         proof["@context"] = unsecured["@context"]
