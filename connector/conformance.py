@@ -11,7 +11,8 @@ scenario is fixed by the dataset id (as EDC's ``tck-extension`` does with ``Data
   static ``Authorization`` value, and its caller is the configured agent id
   (``connector.http.auth``); that id is a counterparty of every negotiation (``ConformanceMode.callers``);
 - seed: the first participant offers the kit's datasets (``ACN0101``… for the provider scenarios,
-  ``CAT0101``… for the catalog ones) under policy ``P123`` (plain ``use``) and contract definition ``CD123``;
+  ``CAT0101``… for the catalog ones) under policy ``P123`` (plain ``use``) and contract definition ``CD123``,
+  shown under these ids as the kit expects them (other datasets have absolute ids, ``connector.protocol.ids``);
 - script: :data:`GUARDS` names, per dataset id, the node's moves in order, each with the state it is taken
   in. A negotiation over a kit dataset whose next move is not due waits ("pending") instead of taking the
   node's default step; other datasets keep the default behaviour;
@@ -62,6 +63,7 @@ from connector.store.records import (
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
+    from connector.services.catalog import CatalogService
     from connector.services.negotiation import NegotiationService
     from connector.services.ports import OutboundClient
     from connector.services.transfer import TransferService
@@ -238,7 +240,7 @@ class ConformanceMode:
     def __init__(
         self, config: ConformanceSection, *, first_participant: Callable[[], ParticipantRuntime | None],
         contracts: ContractRepository, negotiations: NegotiationService, transfers: TransferService,
-        client: OutboundClient,
+        client: OutboundClient, catalog: CatalogService,
     ) -> None:
         self.config = config
         #: Callers accepted by the static Authorization value instead of a signature (the kit's agent id).
@@ -252,6 +254,8 @@ class ConformanceMode:
         negotiations.script = self.guard
         negotiations.on_read = self._kit_read
         transfers.script = TransferGuard()
+        # The kit names its datasets by the ids it was configured with (CAT0101 …), not by absolute ids.
+        catalog.bare_ids = frozenset({*SEEDED_ASSETS, TP_ASSET})
 
     def _kit_read(self, record: NegotiationRecord) -> None:
         if self.guard.looked(record):

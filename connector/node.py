@@ -92,7 +92,8 @@ class Node:
             self.contracts, self.client, participant_by_id=self.participant_by_id, resolver=self.resolver,
             dsp_base_of=self.federation.dsp_base_of, verify_peer=self.federation.verify_peer,
             admit=self.admission.admit_negotiation, ended=self.admission.ended, learn=self.admission.learn,
-            peer_facts=self.catalog.peer_facts, export_rules=self.config.export_control,
+            peer_facts=self.catalog.peer_facts, dataset_id=self.catalog.dataset_id,
+            export_rules=self.config.export_control,
             conformance_caller=self.conformance_caller, delivery_timeout_s=node_cfg.delivery_timeout_s,
             negotiation_timeout_s=node_cfg.negotiation_timeout_s)
         self.usage_log = UsageRepository(self.store)
@@ -132,7 +133,7 @@ class Node:
 
             self.conformance = ConformanceMode(
                 self.config.conformance, first_participant=self.participants.first, contracts=self.contracts,
-                negotiations=self.negotiations, transfers=self.transfers, client=self.client)
+                negotiations=self.negotiations, transfers=self.transfers, client=self.client, catalog=self.catalog)
             self.conformance_callers = self.conformance.callers
         # What a participant's removal undoes besides its rows and folders, in this order.
         self.participants.on_leaving(self._forget_participant)

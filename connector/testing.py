@@ -139,7 +139,9 @@ class NodeFactory:
     """Start nodes in the current event loop; :meth:`close` stops every one of them.
 
     With ``validate=True`` every DSP message a node sends, and every DSP body it receives in answer, is
-    checked against the DSP 2025-1 schemas; the problems are collected in :attr:`invalid`.
+    checked against the DSP 2025-1 schemas; the problems are collected in :attr:`invalid`. The messages sent
+    are kept in :attr:`sent`, the DSP bodies answered (catalogs, datasets, acknowledgements, errors) in
+    :attr:`answers`.
     """
 
     def __init__(self, root: Path, *, validate: bool = True) -> None:
@@ -148,6 +150,7 @@ class NodeFactory:
         self.validate = validate
         self.invalid: list[str] = []
         self.sent: list[dict[str, Any]] = []
+        self.answers: list[dict[str, Any]] = []
         self._clients: list[ManagementClient] = []
 
     def _watch(self, node: Node) -> None:
@@ -164,6 +167,7 @@ class NodeFactory:
             if "/api/dsp/" in url and response.body[:1] == b"{":
                 data = response.json()
                 if isinstance(data, dict) and data.get("@type") in SCHEMA_FILES:
+                    self.answers.append(data)
                     self._check(data, f"answer to {method} {url}")
             return response
 

@@ -40,7 +40,8 @@ async def main() -> None:
             print(f"domestic SME sees {[d['@id'] for d in seen]}")
             hidden = (await foreign.client.catalog(provider.public_url)).get("dataset", [])
             print(f"foreign partner sees {[d['@id'] for d in hidden]}")
-            assert [d["@id"] for d in seen] == ["line-7-process"] and hidden == []
+            line_7 = f"urn:tds:asset:{provider.participant.did}:line-7-process"  # datasets have absolute ids
+            assert [d["@id"] for d in seen] == [line_7] and hidden == []
 
             # The partner learnt the offer id elsewhere and asks anyway: the provider refuses, with the reason.
             offer = seen[0]["hasPolicy"][0]["@id"]

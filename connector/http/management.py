@@ -343,6 +343,7 @@ class EvidenceOut(msgspec.Struct, frozen=True):
     providerProof: dict[str, Any] | None
     consumerProof: dict[str, Any] | None
     didDocuments: dict[str, Any]
+    context: list[str] = msgspec.field(name="@context", default_factory=lambda: list(agreements.BUNDLE_CONTEXT))
     type: str = msgspec.field(name="@type", default=agreements.BUNDLE_TYPE)
 
 

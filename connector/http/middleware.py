@@ -9,6 +9,7 @@ traceback and answered 500 without details.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,8 +17,9 @@ from aiohttp import web
 
 from connector.errors import BadRequest, PayloadTooLarge, TdsError, TooManyRequests
 from connector.logging import get_logger
+from connector.protocol import contexts
 
-DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
+DSP_CONTEXT = contexts.DSP
 _DSP_AREA = re.compile(r"/api/dsp/2025-1/(catalog|negotiations|transfers)\b")
 _DSP_ERROR_TYPE = {"catalog": "CatalogError", "negotiations": "ContractNegotiationError",
                    "transfers": "TransferError"}
@@ -38,10 +40,13 @@ def error_body(request: web.Request, exc: TdsError) -> dict[str, Any]:
             "code": str(exc.status),
             "reason": [exc.message],
         }
-        # ContractNegotiationError / TransferError require both pids (DSP 2025-1 schemas): echo what the
-        # request named, or an empty string for what it did not.
+        # ContractNegotiationError / TransferError require both pids (DSP 2025-1 schemas), and the DSP context
+        # reads them as IRIs (``@type: @id``), which an empty string is not. Each is the process's, else what
+        # the request named; a side that has no process (a refused opening request) is named by a fresh
+        # ``urn:uuid:`` for this refusal, which no process will ever have.
         for field in _PID_FIELDS.get(match.group(1), ()):
-            body[field] = (getattr(exc, "dsp_fields", {}) or {}).get(field) or request.get(PIDS, {}).get(field) or ""
+            body[field] = ((getattr(exc, "dsp_fields", {}) or {}).get(field) or request.get(PIDS, {}).get(field)
+                           or f"urn:uuid:{uuid.uuid4()}")
         return body
     body = {"error": exc.code, "message": exc.message}
     if exc.path:

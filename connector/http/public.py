@@ -3,7 +3,8 @@
 Per participant, under ``/participants/NAME/``: the DID document, the DSP version document, the signed
 self-description, and the DSP base ``…/api/dsp/2025-1`` (every request there is signed; see
 ``connector.http.auth``). The node root serves ``/.well-known/dspace-version`` for the first participant,
-also at ``/api/dsp/.well-known/dspace-version``; plus ``/healthz`` and ``/metrics`` for operators.
+also at ``/api/dsp/.well-known/dspace-version``; the node's JSON-LD context at ``/contexts/tds/v1``; plus
+``/healthz`` and ``/metrics`` for operators.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from connector.errors import NotFound
 from connector.http.auth import CALLER_DID
 from connector.http.middleware import read_json
+from connector.protocol import contexts
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
@@ -46,6 +48,14 @@ def routes(site: PublicSite) -> list[web.RouteDef]:
         if found is None:
             raise NotFound("no such participant")
         return found
+
+    async def tds_context(_: web.Request) -> web.Response:
+        """``GET /contexts/tds/v1``: the node's JSON-LD context, as shipped (``connector.protocol.contexts``).
+
+        Open to any origin, so that JSON-LD processors in browsers can load it too (JSON-LD Best Practices:
+        enable CORS)."""
+        return web.Response(body=contexts.body(contexts.TDS), content_type=contexts.MEDIA_TYPE, charset="utf-8",
+                            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=86400"})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -98,6 +108,7 @@ def routes(site: PublicSite) -> list[web.RouteDef]:
         web.post("/participants/{name}/api/dsp/2025-1/tds/usage-receipts", usage_receipts),
         web.post("/participants/{name}/api/dsp/2025-1/tds/revocations", revocations),
         web.get("/healthz", healthz),
+        web.get(contexts.TDS_PATH, tds_context),
         web.get("/metrics", metrics),
         web.get("/.well-known/dspace-version", root_version),
         web.get("/api/dsp/.well-known/dspace-version", root_version),

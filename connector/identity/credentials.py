@@ -16,10 +16,13 @@ from nacl.signing import SigningKey
 
 from connector.identity import did as dids
 from connector.identity import proof
+from connector.protocol import contexts
 
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
-TDS_CONTEXT = "https://w3id.org/tds/v1"
-TDS_NS = "https://w3id.org/tds/v1#"
+#: The node's own context: it defines the credential type and every claim of the subject (shipped, served
+#: at ``/contexts/tds/v1``; ``connector.protocol.contexts``).
+TDS_CONTEXT = contexts.TDS
+TDS_NS = contexts.TDS_NS
 CREDENTIAL_TYPE = "TdsSelfDescription"
 DSP_VERSION = "2025-1"
 VALIDITY = timedelta(days=30)

@@ -108,7 +108,9 @@ def did_document(
         {"id": signing_id, "type": "Multikey", "controller": did, "publicKeyMultibase": signing_multikey}
     ]
     doc: dict[str, Any] = {
-        "@context": [DID_CONTEXT, MULTIKEY_CONTEXT],
+        # The DSP context defines the service types a DSP participant lists (DataService, CatalogService: the
+        # DSP 2025-1 DID service entries, common/example/*-did-service.json); DID Core §4.1 wants its own first.
+        "@context": [DID_CONTEXT, MULTIKEY_CONTEXT, *([DSP_CONTEXT] if services else [])],
         "id": did,
         "verificationMethod": methods,
         "authentication": [signing_id],

@@ -3,8 +3,9 @@
 The provider signs the agreement it sends (ContractAgreementMessage); the consumer signs the same
 agreement in its ContractAgreementVerificationMessage. Each proof is an ``eddsa-jcs-2022`` Data Integrity
 proof over the agreement object, carried beside it under the full-IRI extension property
-:data:`PROOF_PROPERTY`, which other DSP connectors ignore (the messages stay schema-valid). A peer that
-sends no proof is accepted; the agreement is then single-signed.
+:data:`PROOF_PROPERTY`, which other DSP connectors ignore (the messages stay schema-valid). The node's JSON-LD
+context defines that property as a JSON literal (``connector.protocol.contexts``), so a JSON-LD processor keeps
+the proof exactly as signed. A peer that sends no proof is accepted; the agreement is then single-signed.
 
 An *evidence bundle* is everything needed to check an agreement later without asking anyone: the
 agreement, both proofs, and the DID documents of both parties as they were resolved when the proofs
@@ -20,9 +21,12 @@ from nacl.signing import SigningKey
 
 from connector.identity import did as dids
 from connector.identity import proof as proofs
+from connector.protocol import contexts
 
-PROOF_PROPERTY = "https://w3id.org/tds/v1#proof"
-BUNDLE_TYPE = "https://w3id.org/tds/v1#AgreementEvidence"
+PROOF_PROPERTY = contexts.TDS_NS + "proof"
+#: An evidence bundle's ``@context`` and ``@type`` (the term for ``https://w3id.org/tds/v1#AgreementEvidence``).
+BUNDLE_CONTEXT = (contexts.TDS,)
+BUNDLE_TYPE = "AgreementEvidence"
 
 
 class AgreementProofError(ValueError):
@@ -68,7 +72,10 @@ class SignatureCheck:
 
 def bundle(agreement: dict[str, Any], provider_proof: dict[str, Any] | None, consumer_proof: dict[str, Any] | None,
            did_documents: dict[str, Any]) -> dict[str, Any]:
+    """The evidence bundle, a JSON-LD document in the node's context: the agreement in the DSP ODRL profile's
+    terms, the proofs and the DID documents as JSON literals, kept exactly as they were signed and resolved."""
     return {
+        "@context": list(BUNDLE_CONTEXT),
         "@type": BUNDLE_TYPE,
         "agreement": agreement,
         "providerProof": provider_proof,

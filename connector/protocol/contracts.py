@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import rfc8785
 
+from connector.protocol import ids
 from connector.protocol.errors import MessageError
 from usage_policies import NotRepresentableError, PolicySyntaxError, parse_policy, to_dsp
 from usage_policies.model import PolicyType
@@ -82,16 +83,13 @@ def _rules(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 def offer_id(definition_id: str, asset_id: str, policy: dict[str, Any]) -> str:
-    """Our offer id for *asset_id* under a contract definition: ``CD:ASSET:VERSION``; the version changes
-    when the contract policy's terms do."""
+    """Our offer id for *asset_id* under a contract definition: ``urn:tds:offer:CD:ASSET:VERSION``
+    (``connector.protocol.ids``); the version changes when the contract policy's terms do."""
     version = hashlib.sha256(bytes(rfc8785.dumps(terms(policy)))).hexdigest()[:12]
-    return f"{definition_id}:{asset_id}:{version}"
+    return ids.offer_iri(definition_id, asset_id, version)
 
 
 def offer_parts(offer_id: str) -> tuple[str, str | None]:
-    """Our offer ids are ``CONTRACT_DEFINITION:ASSET[:VERSION]``; other parts are ignored."""
-    head, sep, rest = offer_id.partition(":")
-    if not sep or not head:
-        return offer_id, None
-    asset = rest.split(":", 1)[0] if rest else None
-    return head, asset or None
+    """The contract definition and the asset an offer id of ours names (``[urn:tds:offer:]CD:ASSET[:VERSION]``,
+    the older ids without the prefix too); other parts are ignored."""
+    return ids.offer_parts(offer_id)

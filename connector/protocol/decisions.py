@@ -27,11 +27,12 @@ document the service resolves (``connector.protocol.agreements.verify``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connector.protocol import contracts, export_control
+from connector.protocol import contracts, export_control, ids
 from connector.protocol.export_control import ExportRule
 from connector.protocol.policy import PeerFacts, decide_access
 
@@ -74,16 +75,22 @@ def _refuse(reason: str) -> Outcome:
 
 @dataclass(frozen=True)
 class ContractRequest:
-    """What the consumer asks for: the offer id it named, the dataset, and the terms (a normalised offer)."""
+    """What the consumer asks for: the offer id it named, the dataset (the provider's asset id), and the terms
+    (a normalised offer). *dataset* is the id under which the provider's catalog shows that asset (an absolute
+    IRI, ``connector.protocol.ids``), the target of a counter-offer; '' for *target* itself."""
 
     offer_id: str
     target: str
     offer: dict[str, Any]
+    dataset: str = ""
 
     @classmethod
-    def of(cls, offer_id: str, target: str, offer: dict[str, Any]) -> ContractRequest:
-        """The request for *target*, or, if it names none, for the dataset our offer id names."""
-        return cls(offer_id, target or contracts.offer_parts(offer_id)[1] or "", offer)
+    def of(cls, offer_id: str, target: str, offer: dict[str, Any], *,
+           shown_as: Callable[[str], str] | None = None) -> ContractRequest:
+        """The request for *target* (an asset id of the provider), or, if it names none, for the dataset our
+        offer id names; *shown_as* gives the id the provider's catalog shows for an asset id."""
+        target = target or contracts.offer_parts(offer_id)[1] or ""
+        return cls(offer_id, target, offer, shown_as(target) if shown_as is not None and target else "")
 
     @property
     def definition_id(self) -> str:
@@ -142,7 +149,7 @@ def decide_request(
     if facts.countered:
         return _terminate("the requested terms still differ from the offer after a counter-offer")
     counter_id = contracts.offer_id(offer.definition_id, request.target, ours)
-    return Outcome(Move.OFFER, offer=contracts.message_offer(ours, counter_id, request.target))
+    return Outcome(Move.OFFER, offer=contracts.message_offer(ours, counter_id, request.dataset or request.target))
 
 
 # -- the consumer ---------------------------------------------------------------------------------------
@@ -151,8 +158,9 @@ def decide_request(
 @dataclass(frozen=True)
 class Expected:
     """What the consumer's agreement must state: the terms last offered (normalised), the dataset asked for
-    ('' if not known), this participant as assignee and the provider as assigner. *any_parties*: the provider
-    is the compatibility kit, which may name other parties."""
+    ('' if not known; the provider's absolute id of it and the asset id itself are the same dataset), this
+    participant as assignee and the provider as assigner. *any_parties*: the provider is the compatibility
+    kit, which may name other parties."""
 
     offer: dict[str, Any]
     target: str
@@ -175,7 +183,7 @@ def check_agreement(agreement: Any, expected: Expected) -> Outcome:
     policy = contracts.read_policy(agreement, "agreement")
     if not contracts.same_terms(policy, expected.offer):
         return _refuse("the agreement's terms differ from the offer")
-    if expected.target and agreement["target"] != expected.target:
+    if expected.target and not ids.same_dataset(expected.provider, agreement["target"], expected.target):
         return _refuse(f"the agreement is for {agreement['target']}, not {expected.target}")
     if agreement["assignee"] != expected.consumer and not expected.any_parties:
         return _refuse(f"the agreement's assignee is {agreement['assignee']}, not {expected.consumer}")

@@ -1,12 +1,13 @@
 """DSP 2025-1 messages as msgspec structs, read from and written to compacted JSON-LD.
 
 Wire form: compacted JSON-LD with ``@context`` an array holding the DSP context
-(``https://w3id.org/dspace/2025/1/context.jsonld``, shipped in ``contexts/``; never fetched). Messages
-are open: unknown properties are accepted (the schemas allow them) and dropped; missing or wrongly typed
-required properties are a :class:`~connector.protocol.errors.MessageError` naming the field. Property
-names written with the ``dspace:`` prefix or as full IRIs (as some connectors do) are read as the bare
-terms the DSP context defines. ODRL policies (``offer``, ``agreement``) stay JSON objects here; the
-policy engine reads them.
+(``https://w3id.org/dspace/2025/1/context.jsonld``, shipped in ``contexts/``; never fetched), and the node's
+own context after it when the message carries the node's extension properties to a peer that reads them
+(:data:`EXTENDED_CONTEXT`). Messages are open: unknown properties are accepted (the schemas allow them) and
+dropped; missing or wrongly typed required properties are a :class:`~connector.protocol.errors.MessageError`
+naming the field. Property names written with the ``dspace:`` prefix or as full IRIs (as some connectors do)
+are read as the bare terms the DSP context defines. ODRL policies (``offer``, ``agreement``) stay JSON
+objects here; the policy engine reads them.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from urllib.parse import quote
 import msgspec
 
 from connector.errors import validation_error_path
+from connector.protocol import contexts
 from connector.protocol.errors import MessageError
 
-DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
+DSP_CONTEXT = contexts.DSP
 DSP_NS = "https://w3id.org/dspace/2025/1/"
 CONTEXT = [DSP_CONTEXT]
+#: The DSP context with the node's own (``connector.protocol.contexts``), for a message carrying the node's
+#: extension properties (an agreement proof) to a peer that reads them.
+EXTENDED_CONTEXT = [DSP_CONTEXT, contexts.TDS]
 MAX_REASONS = 32
 #: What a process id keeps unescaped as a path segment: RFC 3986 §3.3 ``pchar`` (besides unreserved).
 _PCHAR = ":@!$&'()*+,;="
@@ -81,7 +86,9 @@ class ContractOfferMessage(Message, frozen=True, kw_only=True):
     callbackAddress: str | None = None
 
 
-PROOF = "https://w3id.org/tds/v1#proof"
+#: The project's extension property for an agreement proof, a JSON literal (``@type: @json``) in the node's
+#: context: the eddsa-jcs-2022 proof object exactly as signed (``connector.protocol.contexts``).
+PROOF = contexts.TDS_NS + "proof"
 
 
 class ContractAgreementMessage(Message, frozen=True, kw_only=True):
@@ -193,8 +200,9 @@ class TransferProcess(Message, frozen=True, kw_only=True):
 
 class TransferError(Message, frozen=True, kw_only=True):
     type: Literal["TransferError"] = msgspec.field(name="@type", default="TransferError")
-    providerPid: str = ""
-    consumerPid: str = ""
+    # Both pids are required (transfer-error-schema.json) and are IRIs (the DSP context types them @id).
+    providerPid: str
+    consumerPid: str
     code: str | None = None
     reason: list[str] = []
 

@@ -19,6 +19,9 @@ class PeerFacts:
     did: str
     region: str | None = None
     legal_name: str | None = None
+    #: The peer exchanged a verified self-description with this participant: a TDS node, which reads the
+    #: node's own JSON-LD context (``connector.protocol.contexts``).
+    self_described: bool = False
 
 
 def decide_access(

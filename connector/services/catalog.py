@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from connector.protocol import contracts, export_control
+from connector.protocol import contexts, contracts, export_control, ids
 from connector.protocol.decisions import CatalogOffer
 from connector.protocol.export_control import ExportRule
 from connector.protocol.messages import CONTEXT
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
     from connector.store.repository import ContractRepository, Repository
 
-TDS = "https://w3id.org/tds/v1#"
+TDS = contexts.TDS_NS
 FORMATS = ("HttpData-PULL",)
 
 
@@ -37,7 +37,7 @@ class Offered:
 
 
 def offer_id(definition: ContractDefinition, asset_id: str, policy: dict[str, Any]) -> str:
-    """``CD:ASSET:VERSION``; the version changes when the contract policy does."""
+    """``urn:tds:offer:CD:ASSET:VERSION``; the version changes when the contract policy does."""
     return contracts.offer_id(definition.id, asset_id, policy)
 
 
@@ -57,11 +57,20 @@ class CatalogService:
         self.peers = peers
         self.export_rules = export_rules
         self.clock = clock
+        #: Asset ids shown as they are instead of under their absolute ids (``connector.protocol.ids``): only
+        #: the compatibility kit's datasets in conformance mode, which the kit names by its own ids.
+        self.bare_ids: frozenset[str] = frozenset()
+
+    def dataset_id(self, participant: ParticipantRuntime, asset_id: str) -> str:
+        """The id under which *participant* shows its asset *asset_id*: ``urn:tds:asset:<DID>:<asset id>``."""
+        if asset_id in self.bare_ids:
+            return asset_id
+        return ids.dataset_iri(participant.did, asset_id)
 
     async def peer_facts(self, participant: ParticipantRuntime, did: str) -> PeerFacts:
         for peer in await self.peers.peers(participant.id):
             if peer.did == did:
-                return PeerFacts(did, peer.region, peer.legal_name)
+                return PeerFacts(did, peer.region, peer.legal_name, self_described=True)
         return PeerFacts(did)
 
     async def offers_for(self, participant: ParticipantRuntime, peer: PeerFacts) -> list[Offered]:
@@ -75,7 +84,7 @@ class CatalogService:
     def dataset(self, participant: ParticipantRuntime, asset: Asset, offers: list[Offered]) -> dict[str, Any]:
         service_id = f"{participant.did}#dsp"
         dataset: dict[str, Any] = {
-            "@id": asset.id,
+            "@id": self.dataset_id(participant, asset.id),
             "@type": "Dataset",
             "hasPolicy": [contracts.catalog_offer(o.policy, o.offer_id) for o in offers],
             "distribution": [{"@type": "Distribution", "format": f, "accessService": service_id} for f in FORMATS],
@@ -114,8 +123,10 @@ class CatalogService:
     async def find_dataset(
         self, participant: ParticipantRuntime, caller: str, dataset_id: str
     ) -> dict[str, Any] | None:
+        """The dataset *dataset_id* (its absolute id, or the asset id itself) as *caller* may see it."""
+        asset_id = ids.local_asset_id(participant.did, dataset_id)
         offers = [o for o in await self.offers_for(participant, await self.peer_facts(participant, caller))
-                  if o.asset.id == dataset_id]
+                  if o.asset.id == asset_id]
         if not offers:
             return None
         return {"@context": list(CONTEXT), **self.dataset(participant, offers[0].asset, offers)}

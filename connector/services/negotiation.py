@@ -29,7 +29,13 @@ asks, and acts on the outcome):
 
 Agreements are signed by both parties (``connector.protocol.agreements``): the provider's proof travels
 with the agreement, the consumer's with its verification; both nodes keep both, with the DID documents
-they were checked against.
+they were checked against. To a peer whose self-description this participant verified (a TDS node), those
+two messages name the node's JSON-LD context beside DSP's, which defines the proof
+(``connector.protocol.contexts``); any other connector gets the DSP context alone (the compatibility kit
+loads no other).
+
+The provider names its datasets by absolute ids (``connector.protocol.ids``) in counter-offers and
+agreements, and reads a consumer's target by that id or by the asset id itself.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import msgspec
 from connector.errors import Conflict, NotFound, OutboundRefused, PeerError, TdsError, Unauthorized
 from connector.faults import crash_point
 from connector.logging import get_logger
-from connector.protocol import agreements, contracts, decisions
+from connector.protocol import agreements, contracts, decisions, ids
 from connector.protocol import messages as m
 from connector.protocol.agreement_lifecycle import EVER_IN_FORCE, AgreementEvent, AgreementState
 from connector.protocol.agreement_lifecycle import next_state as next_agreement_state
@@ -116,8 +122,10 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     operator is found and verified (``FederationService``); the admission hooks (*admit*: a stranger
     opens a negotiation, may raise; *ended*: a negotiation is over; *learn*: a peer became known through a
     finalized agreement); the catalog's offer lookup (*peer_facts*: what is known of a peer, and the
-    node's *export_rules*); *conformance_caller*: whether a DID is the compatibility kit's (which may name
-    other parties in an agreement); the two timeouts; and *clock* (POSIX seconds)."""
+    node's *export_rules*; *dataset_id*: the id under which a participant's catalog shows an asset, which its
+    counter-offers and agreements name as their target); *conformance_caller*: whether a DID is the
+    compatibility kit's (which may name other parties in an agreement); the two timeouts; and *clock*
+    (POSIX seconds)."""
 
     process = ProcessType(name="negotiation", path="negotiations", kinds=Kind, states=State,
                           transitions=TRANSITIONS, ack=m.ContractNegotiation, crash_prefix="after-delivering-")
@@ -135,6 +143,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         ended: Callable[[str, str], None],
         learn: Callable[[str, str], None],
         peer_facts: Callable[[ParticipantRuntime, str], Awaitable[PeerFacts]],
+        dataset_id: Callable[[ParticipantRuntime, str], str] = lambda p, asset_id: ids.dataset_iri(p.did, asset_id),
         export_rules: Sequence[ExportRule] = (),
         conformance_caller: Callable[[str], bool] = lambda _did: False,
         delivery_timeout_s: float,
@@ -151,6 +160,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         self._ended = ended
         self._learn = learn
         self._peer_facts = peer_facts
+        self._dataset_id = dataset_id
         self._export_rules = export_rules
         self._conformance_caller = conformance_caller
         self.delivery_timeout = delivery_timeout_s
@@ -339,6 +349,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             provider_pid, consumer_pid = message.providerPid, pid
         offer_id = str(offer.get("@id", ""))
         target = str(offer.get("target") or contracts.offer_parts(offer_id)[1] or "")
+        if role is Role.PROVIDER:  # the asset of ours the consumer names, by its absolute id or its own id
+            target = ids.local_asset_id(participant.did, target)
         record = NegotiationRecord(
             participant_id=participant.id, id=pid, role=role, state=state, counterparty_did=caller,
             provider_pid=provider_pid, consumer_pid=consumer_pid, counterparty_address=callback.rstrip("/"),
@@ -512,7 +524,9 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     async def _provider_decision(self, participant: ParticipantRuntime, record: NegotiationRecord) -> decisions.Outcome:
         """Agree, counter-offer or terminate (with the reason): gather the facts, then ask
         ``decisions.decide_request``."""
-        request = decisions.ContractRequest.of(record.offer_id, record.asset_id, record.offer)
+        asset_id = ids.local_asset_id(participant.did, record.asset_id)
+        request = decisions.ContractRequest.of(record.offer_id, asset_id, record.offer,
+                                               shown_as=lambda asset: self._dataset_id(participant, asset))
         snapshot = await self.contracts.catalog(participant.id)
         events = await self.contracts.events(participant.id, record.id)
         facts = decisions.ProviderFacts(
@@ -530,8 +544,9 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         agreement_change: AgreementChange | None = None
         proof: dict[str, Any] | None = None
         if kind is Kind.AGREEMENT:
+            target = self._dataset_id(participant, ids.local_asset_id(participant.did, record.asset_id))
             agreement = contracts.agreement(
-                record.offer, agreement_id=new_pid(), target=record.asset_id, assigner=participant.did,
+                record.offer, agreement_id=new_pid(), target=target, assigner=participant.did,
                 assignee=record.counterparty_did, timestamp=self._now_text(),
             )
             proof = self._sign(participant, agreement)
@@ -547,7 +562,11 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             agreement_change = await self._agreement_after(participant, record, AgreementEvent.FINALIZED)
         elif kind is Kind.TERMINATION:
             updated = _replace(updated, reason=reason or "terminated by the operator")
-        message = self._message(updated, kind, reason, proof)
+        # The proof's fields are defined by the node's own JSON-LD context, named only to a peer that exchanged
+        # self-descriptions with this participant (a TDS node has it); another DSP connector may load no context
+        # but the DSP ones (the compatibility kit does so) and gets the message as before, the proof an extension.
+        readable = proof is not None and (await self._peer_facts(participant, record.counterparty_did)).self_described
+        message = self._message(updated, kind, reason, proof, extended=readable)
         now = self._clock()
         updated = _replace(updated, pending={"kind": kind.name, "url": self._url(updated, kind),
                                              "body": m.encode(message)},
@@ -562,8 +581,10 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             self._spawn(self._react(participant, record))
 
     def _message(self, record: NegotiationRecord, kind: Kind, reason: str,
-                 proof: dict[str, Any] | None) -> m.Message:
+                 proof: dict[str, Any] | None, *, extended: bool = False) -> m.Message:
+        """Our message of *kind*; *extended*: its ``@context`` names the node's own context beside DSP's."""
         provider_pid, consumer_pid = record.provider_pid or "", record.consumer_pid or ""
+        context = list(m.EXTENDED_CONTEXT if extended else m.CONTEXT)
         if kind is Kind.OFFER:
             return m.ContractOfferMessage(providerPid=provider_pid, consumerPid=consumer_pid, offer=record.offer)
         if kind is Kind.REQUEST:
@@ -571,10 +592,10 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         if kind is Kind.AGREEMENT:
             assert record.agreement is not None
             return m.ContractAgreementMessage(providerPid=provider_pid, consumerPid=consumer_pid,
-                                              agreement=record.agreement, proof=proof)
+                                              agreement=record.agreement, proof=proof, context=context)
         if kind is Kind.VERIFICATION:
             return m.ContractAgreementVerificationMessage(providerPid=provider_pid, consumerPid=consumer_pid,
-                                                          proof=proof)
+                                                          proof=proof, context=context)
         if kind in (Kind.ACCEPTED, Kind.FINALIZED):
             event = "ACCEPTED" if kind is Kind.ACCEPTED else "FINALIZED"
             return m.ContractNegotiationEventMessage(providerPid=provider_pid, consumerPid=consumer_pid,

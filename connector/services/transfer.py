@@ -44,6 +44,7 @@ from connector.faults import crash_point
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
+from connector.protocol import ids
 from connector.protocol import messages as m
 from connector.protocol.agreement_lifecycle import IN_FORCE
 from connector.protocol.errors import InvalidTransition, MessageError
@@ -552,7 +553,9 @@ class TransferService(ProcessShell[TransferRecord]):
         if not decision.permitted:
             why = "; ".join(decision.reasons) or "no permission applies"
             raise Refusal(f"the agreement's policy does not permit this transfer now: {why}")
-        asset = await self.contracts.entry(participant.id, Asset, agreement.asset_id)
+        # The agreement names the dataset by its absolute id (connector.protocol.ids), an older one by the asset id.
+        asset_id = ids.local_asset_id(participant.did, agreement.asset_id)
+        asset = await self.contracts.entry(participant.id, Asset, asset_id)
         refused = export_control.refusal(
             self.export_rules, data_class=asset.data_class if asset else "general",
             holder_region=participant.record.region, recipient_region=facts.region)

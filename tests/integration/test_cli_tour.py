@@ -34,13 +34,14 @@ async def test_publish_browse_negotiate(nodes):
     code, out = await tds(provider, "offer", "add", "qi", "--access", "open", "--contract", "rnd", "--asset", "qi-2026")
     assert code == 0 and "offer qi added" in out
     code, out = await tds(consumer, "catalog", provider.public_url)
-    assert code == 0 and "dataset qi-2026  Quality inspection" in out and "odrl:purpose eq R&D" in out
+    qi = f"urn:tds:asset:{provider.participant.did}:qi-2026"  # the dataset's absolute id
+    assert code == 0 and f"dataset {qi}  Quality inspection" in out and "odrl:purpose eq R&D" in out
     offer_id = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("offer "))
     code, out = await tds(consumer, "negotiate", provider.public_url, offer_id)
     assert code == 0, out
-    assert ": FINALIZED" in out and "for qi-2026" in out
+    assert ": FINALIZED" in out and f"for {qi}" in out
     code, out = await tds(consumer, "agreements")
-    assert code == 0 and "consumer  qi-2026" in out
+    assert code == 0 and f"consumer  {qi}" in out
     negotiation_id = (await consumer.client.negotiations())[0]["id"]
     code, out = await tds(consumer, "negotiation", "show", negotiation_id)
     assert code == 0 and "FINALIZED" in out and "ContractAgreementMessage" in out

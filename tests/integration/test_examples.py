@@ -11,7 +11,8 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXPECTED = {
     "onboard_sme.py": ["hosted Lingnan Sensors Ltd.", "negotiation FINALIZED", "sees none of the SME's assets"],
-    "cross_border.py": ["domestic SME sees ['line-7-process']", "foreign partner sees []",
+    "cross_border.py": ["domestic SME sees ['urn:tds:asset:did:web:", ":participants:acme:line-7-process']",
+                        "foreign partner sees []",
                         "TERMINATED", "may not leave CN"],
     "sme_pull.py": ["transfer COMPLETED", "payload matches manifest"],
     "usage_app.py": ["morning-report (R&D): 26 bytes", "sales-deck (marketing): refused", "purpose is 'marketing'",

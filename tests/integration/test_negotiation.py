@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from urllib.parse import quote, unquote
 
 import aiohttp
 import pytest
@@ -18,6 +19,14 @@ RND = {"@type": "Set", "permission": [{"action": "use", "constraint": [
     {"leftOperand": "purpose", "operator": "eq", "rightOperand": "R&D"}]}]}
 GD_ONLY = {"@type": "Set", "permission": [{"action": "use", "constraint": [
     {"leftOperand": "spatial", "operator": "isPartOf", "rightOperand": "CN-GD"}]}]}
+
+
+def asset_ids(provider, catalog):
+    """The asset ids of a catalog's datasets, each listed under its absolute id ``urn:tds:asset:<DID>:<id>``."""
+    prefix = f"urn:tds:asset:{provider.participant.did}:"
+    listed = [d["@id"] for d in catalog.get("dataset", [])]
+    assert all(i.startswith(prefix) for i in listed), listed
+    return [i[len(prefix):] for i in listed]
 
 
 async def publish(node, asset="qi-2026", access=OPEN, contract=RND, cd="cd1"):
@@ -46,7 +55,7 @@ async def test_negotiation_reaches_finalized_on_both_sides(nodes):
     assert ours["agreement"] == theirs["agreement"]
     agreement = ours["agreement"]
     assert agreement["assigner"] == provider.participant.did and agreement["assignee"] == consumer.participant.did
-    assert agreement["target"] == "qi-2026"
+    assert agreement["target"] == f"urn:tds:asset:{provider.participant.did}:qi-2026"  # an absolute IRI
     assert agreement["permission"][0]["constraint"][0]["rightOperand"] == "R&D"
     kinds = [e["kind"] for e in final["history"]]
     assert kinds == ["message-out", "message-in", "message-out", "message-in"]
@@ -74,8 +83,8 @@ async def test_catalog_lists_only_what_the_access_policy_admits(nodes):
     await publish(provider, asset="gd-data", cd="gd", access=GD_ONLY)
     for peer in (gd, bj):
         await peer.client.verify_peer(provider.public_url)  # the provider learns the peer's region
-    gd_ids = [d["@id"] for d in (await gd.client.catalog(provider.public_url))["dataset"]]
-    bj_ids = [d["@id"] for d in (await bj.client.catalog(provider.public_url))["dataset"]]
+    gd_ids = asset_ids(provider, await gd.client.catalog(provider.public_url))
+    bj_ids = asset_ids(provider, await bj.client.catalog(provider.public_url))
     assert gd_ids == ["gd-data", "open-data"]
     assert bj_ids == ["open-data"]
 
@@ -242,20 +251,23 @@ async def test_catalog_pagination_with_link_headers(nodes):
         status, body, headers = await _signed_post(consumer, url, m.encode(m.CatalogRequestMessage()),
                                                    with_headers=True)
         assert status == 200
-        seen += [d["@id"] for d in body["dataset"]]
+        seen += asset_ids(provider, body)
         link = headers.get("Link", "")
         url = next((p.split(";")[0].strip("<> ") for p in link.split(",") if 'rel="next"' in p), None)
     assert seen == ids
     # the management API follows the links itself
-    assert [d["@id"] for d in (await consumer.client.catalog(provider.public_url))["dataset"]] == ids
+    assert asset_ids(provider, await consumer.client.catalog(provider.public_url)) == ids
 
 
 async def test_dataset_endpoint(nodes):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     await publish(provider)
     base = provider.participant.dsp_base
-    status, body = await _signed_get(consumer, f"{base}/catalog/datasets/qi-2026")
-    assert status == 200 and body["@id"] == "qi-2026" and body["hasPolicy"]
+    qi = f"urn:tds:asset:{provider.participant.did}:qi-2026"
+    # by the asset id, and by the absolute id as a path segment (its "%" escaped) or decoded (":" for "%3A")
+    for named in ("qi-2026", quote(qi, safe=":"), unquote(qi)):
+        status, body = await _signed_get(consumer, f"{base}/catalog/datasets/{named}")
+        assert status == 200 and body["@id"] == qi and body["hasPolicy"], named
     status, body = await _signed_get(consumer, f"{base}/catalog/datasets/nope")
     assert status == 404 and body["@type"] == "CatalogError"
 
@@ -395,7 +407,7 @@ async def test_export_control_hides_and_refuses_core_data_abroad(nodes):
                                                   assets=["line-7"])
     for peer in (domestic, foreign):
         await peer.client.verify_peer(provider.public_url)
-    assert [d["@id"] for d in (await domestic.client.catalog(provider.public_url))["dataset"]] == ["line-7"]
+    assert asset_ids(provider, await domestic.client.catalog(provider.public_url)) == ["line-7"]
     assert (await foreign.client.catalog(provider.public_url)).get("dataset", []) == []
     offer = await offer_of(domestic, provider)
     ack = await _raw_request(foreign, provider, offer, "line-7")

@@ -30,6 +30,7 @@ import pytest
 from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
 from connector.config import CONFIG_FILE, parse_config, render_config
+from connector.protocol import ids
 from connector.testing import write_tls
 from usage_policies import templates
 
@@ -188,7 +189,7 @@ async def publish(provider: ManagementClient, target: str, uses: int, data_dir: 
 
 async def agree(consumer: ManagementClient, provider_url: str, target: str) -> str:
     catalog = await consumer.catalog(provider_url)
-    [dataset] = [d for d in catalog["dataset"] if d["@id"] == target]
+    [dataset] = [d for d in catalog["dataset"] if ids.local_asset_id(catalog["participantId"], d["@id"]) == target]
     started = await consumer.negotiate(provider_url, dataset["hasPolicy"][0]["@id"])
     final = await consumer.negotiation(started["id"], wait_s=15)
     assert final["state"] == "FINALIZED", final

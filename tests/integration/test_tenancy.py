@@ -189,7 +189,7 @@ async def test_isolation_probes_over_every_management_route(nodes):
     assert info.value.status == 400 and info.value.path == "$.accessPolicyId"
     # and a peer sees each participant's catalog alone
     datasets = [d["@id"] for d in (await ext.client.catalog(alpha.public_url))["dataset"]]
-    assert datasets == ["alpha-asset"]
+    assert datasets == [f"urn:tds:asset:{alpha.participant.did}:alpha-asset"]
     # on the DSP side, the participant is the one in the path: bravo's negotiation is not alpha's, even for
     # the peer that is a party to it
     pid = bravo_negotiation["id"]

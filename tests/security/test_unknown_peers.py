@@ -179,14 +179,16 @@ async def exhaust_and_ask_as(provider, known) -> Answer:
 async def test_known_peer_is_served_while_strangers_exhaust_their_budget(nodes):
     provider, consumer = await agreed_pair(nodes)
     answer = await exhaust_and_ask_as(provider, consumer.participant)
-    assert answer.status == 200 and answer.body["dataset"][0]["@id"] == "qi-2026"
+    qi = f"urn:tds:asset:{provider.participant.did}:qi-2026"
+    assert answer.status == 200 and answer.body["dataset"][0]["@id"] == qi
 
 
 async def test_a_peer_stays_known_after_the_provider_restarts(nodes):
     provider, consumer = await agreed_pair(nodes)
     await nodes.restart(provider)
     answer = await exhaust_and_ask_as(provider, consumer.participant)
-    assert answer.status == 200 and answer.body["dataset"][0]["@id"] == "qi-2026"
+    qi = f"urn:tds:asset:{provider.participant.did}:qi-2026"
+    assert answer.status == 200 and answer.body["dataset"][0]["@id"] == qi
 
 
 async def test_strangers_cannot_open_more_negotiations_than_the_budget(nodes):

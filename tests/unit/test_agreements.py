@@ -78,3 +78,10 @@ def test_single_signed_and_missing_documents():
 def test_not_a_bundle():
     with pytest.raises(agreements.AgreementProofError):
         agreements.check_bundle({"x": 1})
+
+
+def test_a_bundle_is_a_json_ld_document_in_the_nodes_context():
+    agreement, p_proof, c_proof, docs = _signed()
+    bundle = agreements.bundle(agreement, p_proof, c_proof, docs)
+    assert bundle["@context"] == ["https://w3id.org/tds/v1"] and bundle["@type"] == "AgreementEvidence"
+    assert bundle["agreement"] == agreement and bundle["providerProof"] == p_proof  # kept as signed

@@ -95,12 +95,16 @@ def service(entries: CatalogEntries, book: PeerBook, rules: list[ExportRule] | N
 
 
 def dataset_ids(catalog: dict[str, Any]) -> list[str]:
-    return [d["@id"] for d in catalog.get("dataset", [])]
+    """The asset ids listed, each under its absolute id ``urn:tds:asset:<participant DID>:<asset id>``."""
+    prefix = f"urn:tds:asset:{catalog['participantId']}:"
+    listed = [d["@id"] for d in catalog.get("dataset", [])]
+    assert all(i.startswith(prefix) for i in listed), listed
+    return [i[len(prefix):] for i in listed]
 
 
 async def test_peer_facts_come_from_the_verified_self_description(entries, book, acme):
     facts = await service(entries, book).peer_facts(acme, GD_PEER)
-    assert facts == PeerFacts(GD_PEER, "CN-GD-GZ", "Parts Co")
+    assert facts == PeerFacts(GD_PEER, "CN-GD-GZ", "Parts Co", self_described=True)
 
 
 async def test_an_unverified_peer_has_only_its_did(entries, book, acme):
@@ -172,10 +176,32 @@ async def test_a_dataset_carries_its_offers_and_descriptive_fields(entries, book
                     access=OPEN, cd="cd")
     found = await service(entries, book).find_dataset(acme, GD_PEER, "qi")
     assert found is not None
-    assert found["@id"] == "qi" and found["dct:title"] == "Quality" and found["dcat:keyword"] == ["quality"]
+    assert found["@id"] == f"urn:tds:asset:{acme.did}:qi"
+    assert found["dct:title"] == "Quality" and found["dcat:keyword"] == ["quality"]
     assert found["dcat:mediaType"] == "text/csv"
     [offer] = found["hasPolicy"]
-    assert offer["@id"].startswith("cd:qi:")
+    assert offer["@id"].startswith("urn:tds:offer:cd:qi:")
+
+
+@pytest.mark.parametrize("asked", ["qi", "urn:tds:asset:did:web:example.org:participants:acme:qi"])
+async def test_a_dataset_is_found_by_its_absolute_id_and_by_the_asset_id(entries, book, acme, asked):
+    entries.publish("acme", Asset(id="qi"), access=OPEN, cd="cd")
+    found = await service(entries, book).find_dataset(acme, GD_PEER, asked)
+    assert found is not None and found["@id"] == f"urn:tds:asset:{acme.did}:qi"
+
+
+async def test_an_absolute_id_of_another_participant_names_no_dataset(entries, book, acme):
+    entries.publish("acme", Asset(id="qi"), access=OPEN, cd="cd")
+    other = "urn:tds:asset:did:web:example.org:participants:other:qi"
+    assert await service(entries, book).find_dataset(acme, GD_PEER, other) is None
+
+
+async def test_datasets_kept_bare_are_listed_under_their_own_ids(entries, book, acme):
+    entries.publish("acme", Asset(id="CAT0101"), access=OPEN, cd="cd")
+    catalog_service = service(entries, book)
+    catalog_service.bare_ids = frozenset({"CAT0101"})
+    catalog, _ = await catalog_service.catalog(acme, GD_PEER)
+    assert [d["@id"] for d in catalog["dataset"]] == ["CAT0101"]
 
 
 async def test_a_dataset_the_peer_may_not_see_is_not_found(entries, book, acme):

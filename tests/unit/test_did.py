@@ -79,3 +79,16 @@ def test_split_did_url_needs_fragment():
     for bad in ("did:web:a", "https://a#k", "did:web:a#"):
         with pytest.raises(dids.DidError):
             dids.split_did_url(bad)
+
+
+def test_a_did_document_listing_dsp_services_names_the_dsp_context_after_its_own():
+    did = "did:web:tds.example.com:participants:acme"
+    service = {"id": f"{did}#dsp", "type": "DataService", "serviceEndpoint": "https://tds.example.com/x"}
+    document = dids.did_document(did, signing_multikey="z6Mk", services=[service])
+    # DataService is a term of the DSP context (DSP 2025-1 DID service entries); DID Core §4.1: its own first.
+    assert document["@context"] == [dids.DID_CONTEXT, dids.MULTIKEY_CONTEXT, dids.DSP_CONTEXT]
+
+
+def test_a_did_document_without_services_names_the_did_and_multikey_contexts():
+    did = dids.did_key_for(bytes(SigningKey.generate().verify_key))
+    assert dids.did_key_document(did)["@context"] == [dids.DID_CONTEXT, dids.MULTIKEY_CONTEXT]

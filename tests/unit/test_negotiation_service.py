@@ -5,6 +5,7 @@ and that every state is stored before the message that follows from it leaves.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from connector import testing
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.protocol import contracts
+from connector.protocol import messages as m
 from connector.protocol.agreement_lifecycle import AgreementState
 from connector.protocol.policy import PeerFacts
 from connector.services.catalog import visible_offers
@@ -68,7 +70,8 @@ async def _unused(*_: Any) -> Any:
 
 
 async def make_side(tmp_path: Path, name: str, clock: NegotiationClock, resolver: FederationResolver,
-                    participant: ParticipantRuntime, *, delivery_timeout_s: float = 5.0) -> Side:
+                    participant: ParticipantRuntime, *, delivery_timeout_s: float = 5.0,
+                    self_described: bool = False) -> Side:
     store = Store(tmp_path / f"{name}.db")
     await store.open()
     await SqliteRepository(store).add_participant(participant.record)
@@ -77,7 +80,7 @@ async def make_side(tmp_path: Path, name: str, clock: NegotiationClock, resolver
     hooks = Hooks()
 
     async def peer_facts(_: ParticipantRuntime, did: str) -> PeerFacts:
-        return PeerFacts(did)
+        return PeerFacts(did, self_described=self_described)
 
     service = NegotiationService(
         repository, client, participant_by_id={participant.id: participant}.get, resolver=resolver,
@@ -102,10 +105,17 @@ def clock() -> NegotiationClock:
 @pytest.fixture
 async def pair(tmp_path: Path, clock: NegotiationClock) -> Any:
     """A provider (acme, offering ASSET under OPEN terms) and a consumer (parts), each reaching the other."""
+    async with make_pair(tmp_path, clock) as sides:
+        yield sides
+
+
+@contextlib.asynccontextmanager
+async def make_pair(tmp_path: Path, clock: NegotiationClock, *, self_described: bool = False) -> Any:
+    """The :func:`pair`; *self_described*: each side holds the other's verified self-description."""
     acme, parts = runtime("acme"), runtime("parts")
     resolver = FederationResolver(acme.did_document(), parts.did_document())
-    provider = await make_side(tmp_path, "acme", clock, resolver, acme)
-    consumer = await make_side(tmp_path, "parts", clock, resolver, parts)
+    provider = await make_side(tmp_path, "acme", clock, resolver, acme, self_described=self_described)
+    consumer = await make_side(tmp_path, "parts", clock, resolver, parts, self_described=self_described)
     provider.client.connect(NegotiationPeer(parts, consumer.service))
     consumer.client.connect(NegotiationPeer(acme, provider.service))
     await provider.contracts.add_entry(acme.id, Asset(id=ASSET, title="Sensor data"))
@@ -114,10 +124,12 @@ async def pair(tmp_path: Path, clock: NegotiationClock) -> Any:
         await provider.contracts.add_entry(acme.id, PolicyRecord(id=policy_id, policy=policy))
     await provider.contracts.add_entry(acme.id, ContractDefinition(
         id="cd-1", access_policy_id="open-access", contract_policy_id="open-contract", assets=[ASSET]))
-    yield provider, consumer
-    for side in (provider, consumer):
-        await side.service.close()
-        await side.store.close()
+    try:
+        yield provider, consumer
+    finally:
+        for side in (provider, consumer):
+            await side.service.close()
+            await side.store.close()
 
 
 async def offered(provider: Side, consumer: Side, clock: NegotiationClock) -> tuple[dict[str, Any], str]:
@@ -155,6 +167,35 @@ async def test_a_request_for_the_offered_terms_is_answered_by_an_agreement(pair,
     assert agreement is not None and agreement.provider_proof and agreement.consumer_proof
 
 
+@pytest.mark.parametrize(("self_described", "context"), [
+    (True, [m.DSP_CONTEXT, "https://w3id.org/tds/v1"]),  # a TDS node: it reads the context defining the proof
+    (False, [m.DSP_CONTEXT]),  # any other connector loads the DSP contexts only (the DSP TCK, EDC)
+])
+async def test_the_signed_messages_name_the_nodes_context_only_to_a_self_described_peer(
+        tmp_path, clock, self_described, context):
+    async with make_pair(tmp_path, clock, self_described=self_described) as (provider, consumer):
+        terms, offer_id = await offered(provider, consumer, clock)
+        opened = await request(provider.participant, consumer, terms, offer_id)
+        await consumer.service.wait(consumer.participant.id, opened.id, timeout_s=5)
+        [agreement] = provider.client.messages("ContractAgreementMessage")
+        [verification] = consumer.client.messages("ContractAgreementVerificationMessage")
+        [opening] = consumer.client.messages("ContractRequestMessage")
+    for message in (agreement, verification):
+        assert message["@context"] == context and message[m.PROOF]["cryptosuite"] == "eddsa-jcs-2022"
+    assert opening["@context"] == [m.DSP_CONTEXT]  # a message without the node's extensions: DSP's alone
+
+
+async def test_the_agreement_names_the_dataset_by_its_absolute_id(pair, clock):
+    provider, consumer = pair
+    terms, offer_id = await offered(provider, consumer, clock)
+    assert offer_id.startswith(f"urn:tds:offer:cd-1:{ASSET}:")
+    opened = await request(provider.participant, consumer, terms, offer_id)  # the consumer names ASSET bare
+    final = await consumer.service.wait(consumer.participant.id, opened.id, timeout_s=5)
+    [answer] = provider.client.messages("ContractAgreementMessage")
+    assert answer["agreement"]["target"] == f"urn:tds:asset:{provider.participant.did}:{ASSET}"
+    assert final is not None and final.state == "FINALIZED"  # the consumer reads both as the same dataset
+
+
 async def test_a_request_for_other_terms_is_answered_by_a_counter_offer_with_the_offered_terms(pair, clock):
     provider, consumer = pair
     _, offer_id = await offered(provider, consumer, clock)
@@ -168,6 +209,8 @@ async def test_a_request_for_other_terms_is_answered_by_a_counter_offer_with_the
     await eventually(offered_back)
     [answer] = provider.client.messages()
     assert answer["@type"] == "ContractOfferMessage"
+    assert answer["offer"]["target"] == f"urn:tds:asset:{provider.participant.did}:{ASSET}"
+    assert answer["offer"]["@id"].startswith(f"urn:tds:offer:cd-1:{ASSET}:")
     assert contracts.same_terms(contracts.read_policy(answer["offer"], "offer"), contracts.read_policy(OPEN, "offer"))
     # The consumer asked for other terms: accepting the counter-offer is its operator's decision.
     assert not consumer.client.messages("ContractNegotiationEventMessage")
