@@ -203,8 +203,12 @@ def peer_verify(peer_ref: str, data_dir: Path | None, node_url: str | None, toke
 
     result = _run(go())
     p = result["peer"]
-    click.echo(f"verified {p['legalName']} ({p['region']}) {p['id']}")
+    click.echo(f"verified {p['legalName']} ({p['region']}, self-asserted) {p['id']}")
     click.echo(f"  DSP endpoint {result['dspEndpoint']}")
+    shown = _call(data_dir, node_url, token, lambda c: c.peer_claims(p["id"]))
+    for claims in shown:  # the credentials it presented in the handshake, if any
+        for line in claims_lines(claims):
+            click.echo(line)
 
 
 @main.command()
@@ -224,7 +228,7 @@ def peers(data_dir: Path | None, node_url: str | None, token: str | None, as_jso
     if not rows:
         click.echo("no verified peers yet (try: tds peer verify URL)")
     for p in rows:
-        click.echo(f"{p['did']}  {p['legalName']}  {p['region']}  verified {p['verifiedAt']}")
+        click.echo(f"{p['did']}  {p['legalName']}  {p['region']} (self-asserted)  verified {p['verifiedAt']}")
 
 
 def _call(data_dir: Path | None, node_url: str | None, token: str | None, fn: Callable[[Any], Awaitable[T]],
@@ -375,14 +379,24 @@ def policy() -> None:
 @click.option("--purpose", "purposes", multiple=True, help="Allowed purpose (repeatable).")
 @click.option("--max-uses", type=int, help="At most N uses.")
 @click.option("--for-duration", help="Use within this ISO 8601 duration of the first use, e.g. P30D.")
-@click.option("--region", "regions", multiple=True, help="Only participants in this region (e.g. CN-GD).")
-@click.option("--no-export-outside", help="The data may not leave this region (e.g. CN).")
+@click.option("--region", "regions", multiple=True,
+              help="Only participants that say they are in this region (e.g. CN-GD; self-asserted, in their "
+                   "self-description: --verified-region for a region a trusted issuer vouches for).")
+@click.option("--verified-region", "verified_regions", multiple=True,
+              help="Only participants whose region a credential by an issuer trusted for regions places in this "
+                   "region (e.g. CN-GD; repeatable).")
+@click.option("--member-of", "spaces", multiple=True,
+              help="Only members of this data space, by a credential from an issuer trusted for it (repeatable: "
+                   "any of them).")
+@click.option("--no-export-outside", help="The data may not leave this region (e.g. CN; the recipient's verified "
+                                          "region).")
 @click.option("--consumer", "consumers", multiple=True, help="Only this participant DID (repeatable).")
 @click.option("--log-uses", is_flag=True, help="Duty: log each use.")
 @click.option("--inform", is_flag=True, help="Duty: inform the provider of each use.")
 @node_options
 def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...], max_uses: int | None,
-               for_duration: str | None, regions: tuple[str, ...], no_export_outside: str | None,
+               for_duration: str | None, regions: tuple[str, ...], verified_regions: tuple[str, ...],
+               spaces: tuple[str, ...], no_export_outside: str | None,
                consumers: tuple[str, ...], log_uses: bool, inform: bool, data_dir: Path | None,
                node_url: str | None, token: str | None) -> None:
     """Add a policy. Without --file and without template options: allow use."""
@@ -394,14 +408,15 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
             return
     else:
         body = policy_from_options(purposes, max_uses, for_duration, regions, no_export_outside, consumers,
-                                   log_uses, inform)
+                                   log_uses, inform, verified_regions=verified_regions, spaces=spaces)
     _call(data_dir, node_url, token, lambda c: c.add_policy(policy_id, body))
     click.echo(f"policy {policy_id} added")
 
 
 def policy_from_options(purposes: tuple[str, ...], max_uses: int | None, for_duration: str | None,
                         regions: tuple[str, ...], no_export_outside: str | None, consumers: tuple[str, ...],
-                        log_uses: bool, inform: bool) -> dict[str, Any]:
+                        log_uses: bool, inform: bool, *, verified_regions: tuple[str, ...] = (),
+                        spaces: tuple[str, ...] = ()) -> dict[str, Any]:
     """Combine the templates named by the options into one policy (without a target: the offer sets it)."""
     from usage_policies import templates as t
 
@@ -415,6 +430,10 @@ def policy_from_options(purposes: tuple[str, ...], max_uses: int | None, for_dur
         parts.append(t.for_duration(target, for_duration))
     if regions:
         parts.append(t.region(target, list(regions)))
+    if verified_regions:
+        parts.append(t.verified_region(target, list(verified_regions)))
+    if spaces:
+        parts.append(t.member_of(target, list(spaces)))
     if no_export_outside:
         parts.append(t.no_export_outside(target, no_export_outside))
     if consumers:
@@ -1025,3 +1044,334 @@ def demo(keep_running: bool) -> None:
         _fail(f"demo step failed: {exc}")
     except KeyboardInterrupt:
         pass
+
+
+# -- memberships and verified attributes -----------------------------------------------------------------
+
+KIND_CHOICE = click.Choice(["membership", "legal-entity", "region", "certification"])
+
+
+def claim_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The claims of a credential of each kind, as options."""
+    for decl, help_text in reversed((
+        ("--space", "membership: the data space (an IRI or URN, e.g. urn:tds:space:auto-parts)."),
+        ("--role", "membership: the member's role (default: member)."),
+        ("--region", "region: the ISO 3166-2 code of the region of establishment, e.g. CN-GD."),
+        ("--legal-name", "legal-entity: the registered name."),
+        ("--credit-code", "legal-entity: the unified social credit code (GB 32100-2015)."),
+        ("--lei", "legal-entity: the Legal Entity Identifier (ISO 17442)."),
+        ("--level", "certification: the certification level."),
+        ("--software-name", "certification: the certified connector software (default: TDS Connector)."),
+        ("--software-version", "certification: its version (default: this connector's)."),
+    )):
+        fn = click.option(decl, help=help_text)(fn)
+    return click.option("--kind", type=KIND_CHOICE, required=True, help="The kind of credential.")(fn)
+
+
+def claims_of_options(kind: str, options: dict[str, str | None]) -> dict[str, str]:
+    """The management API's claim fields of *kind* from the command's options; a readable error for a claim
+    that is missing or belongs to another kind."""
+    from importlib.metadata import version
+
+    fields = {"space": "dataSpace", "role": "role", "region": "region", "legal_name": "legalName",
+              "credit_code": "unifiedSocialCreditCode", "lei": "leiCode", "level": "certificationLevel",
+              "software_name": "softwareName", "software_version": "softwareVersion"}
+    of_kind = {"membership": {"space", "role"}, "legal-entity": {"legal_name", "credit_code", "lei"},
+               "region": {"region"}, "certification": {"level", "software_name", "software_version"}}
+    given = {k: v for k, v in options.items() if v is not None}
+    other = sorted(set(given) - of_kind[kind])
+    if other:
+        _fail(f"{', '.join('--' + o.replace('_', '-') for o in other)} is not a claim of a {kind} credential")
+    required = {"membership": ["space"], "legal-entity": ["legal_name"], "region": ["region"],
+                "certification": ["level"]}[kind]
+    missing = [r for r in required if r not in given]
+    if missing:
+        _fail(f"--{missing[0].replace('_', '-')} is required for --kind {kind}")
+    if kind == "legal-entity" and "credit_code" not in given and "lei" not in given:
+        _fail("--kind legal-entity needs --credit-code or --lei (or both)")
+    if kind == "certification":
+        given.setdefault("software_name", "TDS Connector")
+        given.setdefault("software_version", version("tds-connector"))
+    return {fields[k]: v for k, v in given.items() if v is not None}
+
+
+def _write_document(output: Path, document: dict[str, Any]) -> None:
+    try:
+        output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc}")
+
+
+@main.group()
+def credential() -> None:
+    """Credentials: memberships and verified attributes this participant issues, holds and asks for."""
+
+
+@credential.command("issue")
+@click.argument("holder", metavar="HOLDER_DID")
+@claim_options
+@click.option("--valid-until", help="Last day of validity, YYYY-MM-DD (default: node setting, one year).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the credential to this file for the holder to import, instead of delivering it.")
+@node_options
+def credential_issue(holder: str, kind: str, space: str | None, role: str | None, region: str | None,
+                     legal_name: str | None, credit_code: str | None, lei: str | None, level: str | None,
+                     software_name: str | None, software_version: str | None, valid_until: str | None,
+                     output: Path | None, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Issue a credential about HOLDER_DID, signed by this participant, and deliver it to the holder's node
+    (or write it with -o FILE)."""
+    claims = claims_of_options(kind, {"space": space, "role": role, "region": region, "legal_name": legal_name,
+                                      "credit_code": credit_code, "lei": lei, "level": level,
+                                      "software_name": software_name, "software_version": software_version})
+
+    async def go(client: Any) -> tuple[dict[str, Any], str | None]:
+        issued = await client.issue_credential(holder, kind, claims, valid_until=valid_until)
+        if output is not None:
+            return issued, None
+        from connector.client import ClientError
+
+        try:
+            await client.deliver_credential(issued["id"])
+        except ClientError as exc:
+            return issued, exc.message
+        return issued, None
+
+    issued, not_delivered = _call(data_dir, node_url, token, go)
+    click.echo(f"credential {issued['id']} issued: {kind} of {holder}, valid until {issued['validUntil']}")
+    click.echo(f"  revocable at {issued['statusListCredential']} (index {issued['statusIndex']})")
+    if output is not None:
+        _write_document(output, issued["document"])
+        click.echo(f"  written to {output}: the holder imports it with `tds credential import {output.name}`")
+    elif not_delivered is not None:
+        click.echo(f"  NOT delivered: {not_delivered}")
+        click.echo(f"  (write it for the holder with `tds credential export {issued['id']} -o FILE`)")
+        sys.exit(1)
+    else:
+        click.echo("  delivered to the holder's node")
+
+
+@credential.command("import")
+@click.argument("file_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@node_options
+def credential_import(file_path: Path, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Import a credential about this participant from FILE (checked: holder, issuer's signature, validity,
+    revocation)."""
+    try:
+        document = jsonbound.loads(file_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        _fail(f"{file_path} is not a JSON credential: {exc}")
+        return
+    if not isinstance(document, dict):
+        _fail(f"{file_path} is not a JSON credential (not an object)")
+    held = _call(data_dir, node_url, token, lambda c: c.import_credential(document))
+    click.echo(f"credential {held['id']} imported: {held['kind']} from {held['issuer']}, "
+               f"valid until {held['validUntil']}")
+
+
+@credential.command("request")
+@click.argument("issuer", metavar="ISSUER_URL_OR_DID")
+@claim_options
+@node_options
+def credential_request(issuer: str, kind: str, space: str | None, role: str | None, region: str | None,
+                       legal_name: str | None, credit_code: str | None, lei: str | None, level: str | None,
+                       software_name: str | None, software_version: str | None, data_dir: Path | None,
+                       node_url: str | None, token: str | None) -> None:
+    """Ask ISSUER for a credential about this participant; its operator approves or rejects it."""
+    claims = claims_of_options(kind, {"space": space, "role": role, "region": region, "legal_name": legal_name,
+                                      "credit_code": credit_code, "lei": lei, "level": level,
+                                      "software_name": software_name, "software_version": software_version})
+    sent = _call(data_dir, node_url, token, lambda c: c.ask_credential(issuer, kind, claims))
+    click.echo(f"request {sent['id']} sent to {sent['issuer']}: {sent['state']} (the issuer decides; an approved "
+               "credential is delivered to this node)")
+
+
+@credential.command("pending")
+@click.option("--all", "show_all", is_flag=True, help="Also the approved and rejected ones.")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def credential_pending(show_all: bool, as_json: bool, data_dir: Path | None, node_url: str | None,
+                       token: str | None) -> None:
+    """List the requests holders sent this participant, waiting for a decision."""
+    rows = _call(data_dir, node_url, token, lambda c: c.credential_requests("all" if show_all else "pending"))
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no requests waiting" if not show_all else "no requests")
+    for row in rows:
+        claims = ", ".join(f"{k}={v}" for k, v in row["claims"].items())
+        click.echo(f"{row['id']}  {row['state']:8}  {row['kind']}  {claims}  from {row['requester']}  "
+                   f"{row['receivedAt']}")
+
+
+@credential.command("approve")
+@click.argument("request_id", metavar="ID")
+@click.option("--valid-until", help="Last day of validity, YYYY-MM-DD (default: node setting, one year).")
+@node_options
+def credential_approve(request_id: str, valid_until: str | None, data_dir: Path | None, node_url: str | None,
+                       token: str | None) -> None:
+    """Approve request ID: issue the credential it asks for and deliver it to the holder."""
+    issued = _call(data_dir, node_url, token,
+                   lambda c: c.approve_credential_request(request_id, valid_until=valid_until))
+    click.echo(f"request {request_id} approved: credential {issued['id']} ({issued['kind']} of {issued['holder']})")
+    if issued.get("deliveryError"):
+        click.echo(f"  NOT delivered: {issued['deliveryError']}")
+        click.echo(f"  (write it for the holder with `tds credential export {issued['id']} -o FILE`)")
+        sys.exit(1)
+    click.echo("  delivered to the holder's node")
+
+
+@credential.command("reject")
+@click.argument("request_id", metavar="ID")
+@click.option("--reason", default="", help="Kept with the request.")
+@node_options
+def credential_reject(request_id: str, reason: str, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
+    """Reject request ID."""
+    _call(data_dir, node_url, token, lambda c: c.reject_credential_request(request_id, reason))
+    click.echo(f"request {request_id} rejected")
+
+
+@credential.command("revoke")
+@click.argument("credential_id", metavar="ID")
+@node_options
+def credential_revoke(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Revoke a credential this participant issued: its bit is set in the published status list."""
+    revoked = _call(data_dir, node_url, token, lambda c: c.revoke_credential(credential_id))
+    click.echo(f"credential {revoked['id']} revoked at {revoked['revokedAt']}; "
+               f"{revoked['statusListCredential']} says so (index {revoked['statusIndex']})")
+
+
+@credential.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def credential_list(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """List the credentials this participant issued (with their status) and holds."""
+    found = _call(data_dir, node_url, token, lambda c: c.credentials())
+    if as_json:
+        _print_json(found)
+        return
+    click.echo(f"issued ({len(found['issued'])}):")
+    for row in found["issued"]:
+        delivery = ("delivered" if row.get("deliveredAt") else
+                    f"not delivered: {row['deliveryError']}" if row.get("deliveryError") else "not delivered")
+        click.echo(f"  {row['id']}  {row['kind']:13}  {row['status']:7}  to {row['holder']}  "
+                   f"until {row['validUntil']}  {delivery}")
+    click.echo(f"held ({len(found['held'])}):")
+    for row in found["held"]:
+        click.echo(f"  {row['id']}  {row['kind']:13}  {row['status']:7}  from {row['issuer']}  "
+                   f"until {row['validUntil']}  ({row['source']})")
+
+
+@credential.command("export")
+@click.argument("credential_id", metavar="ID")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (default: stdout).")
+@node_options
+def credential_export(credential_id: str, output: Path | None, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
+    """Write a credential this participant issued or holds (the signed document)."""
+
+    async def go(client: Any) -> dict[str, Any]:
+        from connector.client import ClientError
+
+        try:
+            return await client.issued_credential(credential_id)  # type: ignore[no-any-return]
+        except ClientError as exc:
+            if exc.status != 404:
+                raise
+        return await client.held_credential(credential_id)  # type: ignore[no-any-return]
+
+    found = _call(data_dir, node_url, token, go)
+    if output is None:
+        _print_json(found["document"])
+        return
+    _write_document(output, found["document"])
+    click.echo(f"credential {credential_id} written to {output}")
+
+
+@credential.command("remove")
+@click.argument("credential_id", metavar="ID")
+@node_options
+def credential_remove(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Stop holding (and presenting) a credential."""
+    _call(data_dir, node_url, token, lambda c: c.remove_credential(credential_id))
+    click.echo(f"credential {credential_id} removed")
+
+
+@main.group()
+def trust() -> None:
+    """The issuers this participant trusts, and for which claims (besides the node's [[trust]] list)."""
+
+
+@trust.command("add")
+@click.argument("issuer", metavar="ISSUER_DID")
+@click.option("--claims", required=True, help="Comma-separated: membership, legal-entity, region, certification.")
+@click.option("--space", "spaces", multiple=True, help="Memberships only of this data space (repeatable).")
+@node_options
+def trust_add(issuer: str, claims: str, spaces: tuple[str, ...], data_dir: Path | None, node_url: str | None,
+              token: str | None) -> None:
+    """Trust ISSUER_DID for the claims named (replacing what it was trusted for)."""
+    kinds = [k.strip() for k in claims.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KIND_CHOICE.choices]
+    if unknown or not kinds:
+        _fail(f"--claims: unknown kind {', '.join(unknown) or '(none)'} (membership, legal-entity, region, "
+              "certification)")
+    added = _call(data_dir, node_url, token, lambda c: c.trust_issuer(issuer, kinds, list(spaces) or None))
+    where = f" (memberships of {', '.join(added['spaces'])})" if added.get("spaces") else ""
+    click.echo(f"trusting {added['issuer']} for {', '.join(added['claims'])}{where}")
+
+
+@trust.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def trust_list(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """List the trusted issuers: this participant's own and the node's ([[trust]] in tds.toml)."""
+    rows = _call(data_dir, node_url, token, lambda c: c.trust_list())
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no trusted issuers: no peer's credential counts (try: tds trust add DID --claims membership)")
+    for row in rows:
+        where = f"  spaces {', '.join(row['spaces'])}" if row.get("spaces") else ""
+        click.echo(f"{row['issuer']}  {', '.join(row['claims'])}{where}  ({row['source']})")
+
+
+@trust.command("remove")
+@click.argument("issuer", metavar="ISSUER_DID")
+@node_options
+def trust_remove(issuer: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Stop trusting ISSUER_DID (claims already counted are counted again without it)."""
+    _call(data_dir, node_url, token, lambda c: c.distrust_issuer(issuer))
+    click.echo(f"{issuer} is no longer trusted")
+
+
+def claims_lines(claims: dict[str, Any]) -> list[str]:
+    """A peer's claims as a few readable lines: what counts, and what not and why."""
+    lines = []
+    for c in claims["counted"]:
+        values = ", ".join(f"{k}={v}" for k, v in c["claims"].items())
+        lines.append(f"  counts: {c['kind']} {values} (issuer {c['issuer']}, until {c['until']})")
+    for n in claims["notCounted"]:
+        lines.append(f"  not counted: {n['kind'] or 'credential'} {n['credentialId'] or ''}: {n['reason']}")
+    return lines or ["  no credentials shown"]
+
+
+@peer.command("claims")
+@click.argument("did", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def peer_claims(did: str | None, as_json: bool, data_dir: Path | None, node_url: str | None,
+                token: str | None) -> None:
+    """The claims peers (or the peer DID) have shown this participant in handshakes."""
+    rows = _call(data_dir, node_url, token, lambda c: c.peer_claims(did))
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no claims shown yet (a peer shows its credentials in the handshake: tds peer verify PEER)")
+    for row in rows:
+        click.echo(row["holder"])
+        for line in claims_lines(row):
+            click.echo(line)

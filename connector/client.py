@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -223,3 +224,78 @@ class ManagementClient:
         return await self._call(  # type: ignore[no-any-return]
             "POST", f"/transfers/{transfer_id}/{action}", {"reason": reason}
         )
+
+    # credentials: issued, held, holders' requests, the trust list, peers' claims
+
+    async def credentials(self) -> dict[str, Any]:
+        """``{"issued": [...], "held": [...]}``: what this participant issued (with status) and holds."""
+        return await self._call("GET", "/credentials")  # type: ignore[no-any-return]
+
+    async def issue_credential(self, holder: str, kind: str, claims: dict[str, Any], *,
+                               valid_until: str | None = None) -> dict[str, Any]:
+        """Issue a credential (not delivered yet: :meth:`deliver_credential`); the answer holds the document."""
+        body: dict[str, Any] = {"holder": holder, "kind": kind, **claims}
+        if valid_until is not None:
+            body["validUntil"] = valid_until
+        return await self._call("POST", "/credentials/issued", body)  # type: ignore[no-any-return]
+
+    async def issued_credential(self, credential_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/credentials/issued/{_segment(credential_id)}")  # type: ignore[no-any-return]
+
+    async def deliver_credential(self, credential_id: str) -> dict[str, Any]:
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/credentials/issued/{_segment(credential_id)}/deliver")
+
+    async def revoke_credential(self, credential_id: str) -> dict[str, Any]:
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/credentials/issued/{_segment(credential_id)}/revoke")
+
+    async def import_credential(self, document: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", "/credentials/held", {"credential": document})  # type: ignore[no-any-return]
+
+    async def held_credential(self, credential_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/credentials/held/{_segment(credential_id)}")  # type: ignore[no-any-return]
+
+    async def remove_credential(self, credential_id: str) -> None:
+        await self._call("DELETE", f"/credentials/held/{_segment(credential_id)}")
+
+    async def credential_requests(self, state: str = "pending") -> list[dict[str, Any]]:
+        """Requests holders sent this participant: pending, approved, rejected or all."""
+        return await self._call("GET", f"/credentials/requests?state={state}")  # type: ignore[no-any-return]
+
+    async def approve_credential_request(self, request_id: str, *, valid_until: str | None = None
+                                         ) -> dict[str, Any]:
+        body = {"validUntil": valid_until} if valid_until is not None else {}
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/credentials/requests/{_segment(request_id)}/approve", body)
+
+    async def reject_credential_request(self, request_id: str, reason: str = "") -> dict[str, Any]:
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/credentials/requests/{_segment(request_id)}/reject", {"reason": reason})
+
+    async def ask_credential(self, issuer: str, kind: str, claims: dict[str, Any]) -> dict[str, Any]:
+        """Ask *issuer* (a DID or URL) for a credential about this participant."""
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", "/credentials/ask", {"peer": issuer, "kind": kind, **claims})
+
+    async def trust_list(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/trust")  # type: ignore[no-any-return]
+
+    async def trust_issuer(self, issuer: str, claims: list[str], spaces: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"issuer": issuer, "claims": claims}
+        if spaces:
+            body["spaces"] = spaces
+        return await self._call("POST", "/trust", body)  # type: ignore[no-any-return]
+
+    async def distrust_issuer(self, issuer: str) -> None:
+        await self._call("DELETE", f"/trust/{_segment(issuer)}")
+
+    async def peer_claims(self, did: str | None = None) -> list[dict[str, Any]]:
+        """The claims peers have shown this participant (one peer's, given its DID)."""
+        query = f"?did={quote(did, safe='')}" if did else ""
+        return await self._call("GET", f"/peers/claims{query}")  # type: ignore[no-any-return]
+
+
+def _segment(value: str) -> str:
+    """One path segment, percent-encoded (ids and DIDs hold ':' and '%')."""
+    return quote(value, safe="")

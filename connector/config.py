@@ -15,11 +15,17 @@ from urllib.parse import urlsplit
 import msgspec
 
 from connector.errors import ConfigError, validation_error_path
+from connector.identity.claims import KIND_NAMES
 from connector.protocol.export_control import ExportRule
 
 CONFIG_FILE = "tds.toml"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 REGION_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})*$")
+#: A DID an issuer can be named by in the trust list (did:web or did:key; no fragment, query or white space).
+ISSUER_DID_RE = re.compile(r"^did:(web|key):[^\s#?/]{1,500}$")
+#: Issuers in the ``[[trust]]`` list, and data spaces named for one issuer.
+MAX_TRUSTED_ISSUERS = 256
+MAX_TRUSTED_SPACES = 64
 
 
 class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -101,6 +107,33 @@ class UsageSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     redelivery_window_s: float = 300.0
 
 
+class CredentialsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``[credentials]``: memberships and verified attributes (``connector.services.credentials``)."""
+
+    #: Verifier: how long a fetched status list is used before it is fetched again (also bounded by the
+    #: list's own ``ttl`` and ``validUntil``).
+    status_cache_s: float = 60.0
+    #: Verifier: the longest a status list fetch may take; one that takes longer leaves the status unknown.
+    status_fetch_timeout_s: float = 5.0
+    #: Verifier: how long a challenge handed to a peer stays open, and the oldest presentation accepted.
+    presentation_max_age_s: float = 120.0
+    #: Issuer: how long a published status list credential is valid (re-signed when half of it has passed).
+    status_list_validity_s: float = 3600.0
+    #: Issuer: how long an issued credential is valid unless the issuer says otherwise.
+    credential_validity_days: int = 365
+
+
+class TrustEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``[[trust]]``: an issuer every participant of the node believes, for the kinds of claim named."""
+
+    #: The issuer's DID.
+    issuer: str
+    #: Short names of the kinds: membership, legal-entity, region, certification.
+    claims: list[str]
+    #: For memberships: only of these data spaces (left out: any data space).
+    spaces: list[str] | None = None
+
+
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str
     legal_name: str
@@ -134,6 +167,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     data_roots: dict[str, list[str]] = {}
     #: ``[[export_control]]`` rules: data of these classes held in this region may not leave it.
     export_control: list[ExportRule] = []
+    credentials: CredentialsSection = CredentialsSection()
+    #: ``[[trust]]``: issuers every hosted participant believes (each may add its own: ``tds trust add``).
+    trust: list[TrustEntry] = []
 
     @property
     def public_url(self) -> str:
@@ -203,6 +239,7 @@ def _check(config: Config) -> None:
         for i, folder in enumerate(folders):
             if not folder.strip():
                 raise ConfigError("a data root must be a folder path", path=f"data_roots.{name}[{i}]")
+    _check_credentials(config)
     if config.usage.redeliveries < 0:
         raise ConfigError("usage.redeliveries must be 0 or more", path="usage.redeliveries")
     if not config.usage.redelivery_window_s >= 0:
@@ -216,6 +253,43 @@ def _check(config: Config) -> None:
                               path="conformance.authorization")
         if not config.conformance.agent_id.strip():
             raise ConfigError("conformance.agent_id must not be empty", path="conformance.agent_id")
+
+
+def _check_credentials(config: Config) -> None:
+    section = config.credentials
+    for field, value in (("credentials.status_cache_s", section.status_cache_s),
+                         ("credentials.status_fetch_timeout_s", section.status_fetch_timeout_s),
+                         ("credentials.presentation_max_age_s", section.presentation_max_age_s),
+                         ("credentials.status_list_validity_s", section.status_list_validity_s),
+                         ("credentials.credential_validity_days", section.credential_validity_days)):
+        if not value > 0:
+            raise ConfigError(f"{field} must be greater than 0", path=field)
+    if len(config.trust) > MAX_TRUSTED_ISSUERS:
+        raise ConfigError(f"at most {MAX_TRUSTED_ISSUERS} trusted issuers", path="trust")
+    seen: set[str] = set()
+    for i, entry in enumerate(config.trust):
+        where = f"trust[{i}]"
+        if not ISSUER_DID_RE.match(entry.issuer):
+            raise ConfigError("trust issuer must be a did:web or did:key", path=f"{where}.issuer")
+        if entry.issuer in seen:
+            raise ConfigError(f"issuer {entry.issuer} is listed twice; give it one entry", path=f"{where}.issuer")
+        seen.add(entry.issuer)
+        if not entry.claims:
+            raise ConfigError(f"name the claims it is trusted for ({', '.join(KIND_NAMES)})", path=f"{where}.claims")
+        for name in entry.claims:
+            if name not in KIND_NAMES:
+                raise ConfigError(f"unknown kind of claim {name[:40]!r} ({', '.join(KIND_NAMES)})",
+                                  path=f"{where}.claims")
+        if entry.spaces is not None:
+            if "membership" not in entry.claims:
+                raise ConfigError("spaces limit memberships: the issuer must be trusted for membership",
+                                  path=f"{where}.spaces")
+            if not entry.spaces or len(entry.spaces) > MAX_TRUSTED_SPACES:
+                raise ConfigError(f"spaces must name 1 to {MAX_TRUSTED_SPACES} data spaces (leave it out for any)",
+                                  path=f"{where}.spaces")
+            for space in entry.spaces:
+                if not space or len(space) > 256 or any(c.isspace() for c in space):
+                    raise ConfigError("a data space is an IRI or URN without white space", path=f"{where}.spaces")
 
 
 def parse_config(text: str) -> Config:
@@ -262,9 +336,11 @@ def render_config(config: Config) -> str:
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines: list[str] = []
-    for section in ("node", "participant", "dsp", "usage", "conformance"):
+    for section in ("node", "participant", "dsp", "usage", "conformance", "credentials"):
         if getattr(config, section) is None:
             continue
+        if section == "credentials" and config.credentials == CredentialsSection():
+            continue  # all defaults: `tds init` writes no section for it
         lines.append(f"[{section}]")
         for key, v in msgspec.structs.asdict(getattr(config, section)).items():
             if v is None:  # optional and unset: TOML has no null
@@ -279,5 +355,9 @@ def render_config(config: Config) -> str:
         lines.append("[[export_control]]")
         for key, v in msgspec.structs.asdict(rule).items():
             lines.append(f"{key} = {value(v)}")
+        lines.append("")
+    for entry in config.trust:
+        lines.append("[[trust]]")
+        lines += [f"{key} = {value(v)}" for key, v in msgspec.structs.asdict(entry).items() if v is not None]
         lines.append("")
     return "\n".join(lines)

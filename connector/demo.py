@@ -1,7 +1,9 @@
 """``tds demo``: a data space on loopback, told as a story from industry, one line per step with evidence.
 
-Four nodes start in a temporary folder: ACME, a leading enterprise whose node also hosts two SMEs;
-Pearl River Parts, an SME with its own node; and Isar Optics, a partner in Germany. ACME publishes a
+Five nodes start in a temporary folder: ACME, a leading enterprise whose node also hosts two SMEs;
+Pearl River Parts, an SME with its own node; Isar Optics, a partner in Germany; and an enterprise registry
+that vouches for each company's region with a signed credential, which ACME trusts for regions (export
+control counts no region a company merely states about itself). ACME publishes a
 quality-inspection dataset under a usage policy; a hosted SME finds it, agrees a contract both parties
 sign, pulls the data straight from ACME and verifies every chunk, uses it three times and is refused the
 fourth time; ACME sees every use in signed receipts, then revokes the agreement and gets a signed
@@ -72,10 +74,24 @@ async def publish(acme: RunningNode, say: Say) -> None:
     say("  3 uses, within 30 days of the first, no export outside CN, log and inform each use.")
 
 
+async def vouch_regions(registry: RunningNode, acme: RunningNode, companies: list[tuple[Any, str]], say: Say) -> None:
+    """The registry issues region credentials and delivers them; ACME and the companies trust it for regions."""
+    for company, region in companies:
+        issued = await registry.client.issue_credential(company.participant.did, "region", {"region": region})
+        delivered = await registry.client.deliver_credential(issued["id"])
+        expect(not delivered["deliveryError"], f"credential not delivered: {delivered['deliveryError']}")
+    for verifier in (acme, *(company for company, _ in companies)):
+        await verifier.client.trust_issuer(registry.participant.did, ["region"])
+    named = ", ".join(f"{c.participant.record.legal_name} {r}" for c, r in companies)
+    say(f"The registry vouches for regions with signed credentials: {named}.")
+    say("  ACME and the companies trust it for regions; export control counts no region a company only states.")
+
+
 async def negotiate(consumer: ManagementClient, provider_url: str, say: Say, who: str) -> dict[str, Any]:
     from connector.protocol.agreements import check_bundle
 
-    # Core data goes only to participants whose region ACME knows, from a verified self-description.
+    # Core data goes only to participants whose region a credential by an issuer ACME trusts for regions
+    # vouches for: the handshake presents it.
     await consumer.verify_peer(provider_url)
     catalog = await consumer.catalog(provider_url)
     datasets = catalog.get("dataset", [])
@@ -198,7 +214,9 @@ async def run_demo(say: Say = print, keep_running: bool = False) -> None:
             acme = await nodes.start("acme", legal_name="ACME Precision Manufacturing Co.", region="CN-GD")
             parts = await nodes.start("parts", legal_name="Pearl River Parts Ltd.", region="CN-GD-GZ")
             isar = await nodes.start("isar", legal_name="Isar Optics GmbH", region="DE-BY")
-            for n, role in ((acme, "leading enterprise"), (parts, "SME, own node"), (isar, "partner in Germany")):
+            registry = await nodes.start("registry", legal_name="Pearl River Delta Enterprise Registry", region="CN-GD")
+            for n, role in ((acme, "leading enterprise"), (parts, "SME, own node"), (isar, "partner in Germany"),
+                            (registry, "issuer of region credentials")):
                 say(f"  {n.participant.record.legal_name} ({role}): {n.participant.did}")
             gz = await nodes.host(acme, "gz-sensors", region="CN-GD-GZ", legal_name="Guangzhou Sensor Works")
             fs = await nodes.host(acme, "fs-molds", region="CN-GD-FS", legal_name="Foshan Mould Studio")
@@ -207,7 +225,9 @@ async def run_demo(say: Say = print, keep_running: bool = False) -> None:
                 say(f"  {info['legalName']} (SME hosted on ACME's node, own DID and keys): {info['did']}")
             verified = await parts.client.verify_peer(acme.public_url)
             say(f"Pearl River Parts verifies ACME over a signed handshake: {verified['peer']['legalName']}, "
-                f"{verified['peer']['region']} (self-description proof checked against the DID document)")
+                f"{verified['peer']['region']} (self-asserted; the self-description's proof checked against the DID "
+                "document)")
+            await vouch_regions(registry, acme, [(gz, "CN-GD"), (isar, "DE-BY")], say)
 
             await publish(acme, say)
             final = await negotiate(gz.client, acme.public_url, say, "Guangzhou Sensor Works")

@@ -19,6 +19,7 @@ from aiohttp import web
 from connector import filemodes
 from connector.bootstrap import DB_FILE
 from connector.config import Config, load_config
+from connector.http import credentials as credential_routes
 from connector.http import dataplane, dsp, management, openapi, public
 from connector.http.auth import PeerAuth, signed_request_middleware
 from connector.http.middleware import error_middleware
@@ -34,6 +35,7 @@ from connector.ratelimit import RateLimiter
 from connector.services import addresses, legacy_files, receiver, sender
 from connector.services.admission import Admission
 from connector.services.catalog import CatalogService
+from connector.services.credentials import CredentialService
 from connector.services.federation import FederationService
 from connector.services.negotiation import NegotiationService
 from connector.services.participants import ParticipantRegistry
@@ -41,8 +43,9 @@ from connector.services.publishing import Publishing
 from connector.services.receipts import ReceiptService
 from connector.services.tokens import TokenService
 from connector.services.transfer import Movers, TransferService
-from connector.services.usage import UsageService
+from connector.services.usage import UsageService, held_claims_of
 from connector.services.vault import Vault, vault_key
+from connector.store.credentials import CredentialRepository
 from connector.store.db import Store
 from connector.store.repository import ContractRepository, SqliteRepository, TransferRepository
 from connector.store.usage import UsageRepository
@@ -86,8 +89,15 @@ class Node:
             stuck_after_s=min(node_cfg.delivery_timeout_s, node_cfg.negotiation_timeout_s),
             static_caller=self.conformance_caller)
         self.resolver = DidResolver(self.client, dev_mode=node_cfg.dev_mode, local=self.participants.local_did_document)
-        self.federation = FederationService(self.client, self.resolver, self.repo)
-        self.catalog = CatalogService(self.contracts, self.repo, self.config.export_control)
+        # After each verified handshake, presentations of credentials both ways (built just below).
+        self.federation = FederationService(self.client, self.resolver, self.repo,
+                                            exchange=lambda p, did, dsp: self.credentials.exchange(p, did, dsp))
+        #: Memberships and verified attributes: issued, held, presented, verified against the trust list.
+        self.credentials = CredentialService(
+            CredentialRepository(self.store), self.client, self.resolver, dsp_base_of=self.federation.dsp_base_of,
+            settings=self.config.credentials, trust=self.config.trust)
+        self.catalog = CatalogService(self.contracts, self.repo, self.config.export_control,
+                                      claims_of=self.credentials.claims_of)
         self.negotiations = NegotiationService(
             self.contracts, self.client, participant_by_id=self.participant_by_id, resolver=self.resolver,
             dsp_base_of=self.federation.dsp_base_of, verify_peer=self.federation.verify_peer,
@@ -101,7 +111,8 @@ class Node:
         self.usage = UsageService(
             self.usage_log, self.config.usage, participant_by_id=self.participant_by_id,
             destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
-            logged=lambda participant_id, agreement_id: self.receipts.notify(participant_id, agreement_id))
+            logged=lambda participant_id, agreement_id: self.receipts.notify(participant_id, agreement_id),
+            own_claims=held_claims_of(self.credentials.held, self.credentials.trust_of))
         self.receipts = ReceiptService(
             self.usage_log, self.contracts, self.usage, self.client, self.resolver,
             participant_by_id=self.participant_by_id, peer_facts=self.catalog.peer_facts,
@@ -147,6 +158,7 @@ class Node:
 
     async def _forget_participant(self, participant: ParticipantRuntime) -> None:
         self.resolver.forget(participant.did)
+        self.credentials.forget(participant.id)
         self.admission.forget(participant.id)  # its places go back to strangers; added again, it knows no one
         self.negotiations.forget(participant.id)
         self.receipts.forget(participant.id)
@@ -167,6 +179,7 @@ class Node:
         app.add_routes(dsp.routes(dsp.DspSite(
             participant_named, self.catalog, self.contracts, self.negotiations, self.transfers, self.transfers_repo,
             self.conformance_caller, self.config.public_url)))
+        app.add_routes(credential_routes.peer_routes(participant_named, self.credentials))
         app.add_routes(dataplane.routes(dataplane.DataPlaneSite(
             participant_named, auth, self.transfers_repo, self.transfers, self.metrics.signature_failures)))
         if self.conformance is not None:
@@ -181,7 +194,7 @@ class Node:
         )
         table = management.routes(management.ManagementSite(
             self.participants, self.tokens, self.federation, self.publishing, self.negotiations, self.transfers,
-            self.usage, self.receipts, self.vault))
+            self.usage, self.receipts, self.vault, self.credentials))
         app.add_routes([web.route(r.method, management.PREFIX + r.path, r.handler) for r in table])
         spec: dict[str, object] = {}
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -26,6 +26,9 @@ from connector.config import CONFIG_FILE, ConformanceSection, DspSection, parse_
 from connector.errors import OutboundRefused, PeerError
 from connector.net.client import PeerResponse
 from connector.node import Node
+
+if TYPE_CHECKING:
+    from connector.identity.trust import PeerClaims
 
 
 def write_tls(ca: Any, folder: Path, *hosts: str) -> dict[str, str]:
@@ -250,6 +253,73 @@ class NodeFactory:
             await running.client.close()
             await running.node.stop()
         self.nodes.clear()
+
+
+# -- Verified claims: real credentials between nodes, or fixed claims for socket-free tests --------------
+
+Participant = RunningNode | HostedParticipant
+
+
+async def vouch_region(issuer: Participant, holder: Participant, *, region: str | None = None,
+                       verifiers: Iterable[Participant] = ()) -> dict[str, Any]:
+    """*issuer* issues a region credential about *holder* (its configured region as far as ISO 3166-2 goes,
+    ``CN-GD`` for ``CN-GD-GZ``, unless *region*), which the holder imports (a ``did:key`` holder names no
+    endpoint to deliver to); each of *verifiers* trusts *issuer* for regions. A verifier counts the region once
+    the holder has presented it in a handshake (the holder's ``verify_peer`` of the verifier). Returns the
+    issued credential as the issuer's management API shows it, with its document."""
+    region = region or "-".join(holder.participant.record.region.split("-")[:2])
+    issued: dict[str, Any] = await issuer.client.issue_credential(holder.participant.did, "region",
+                                                                  {"region": region})
+    await holder.client.import_credential(issued["document"])
+    for verifier in verifiers:
+        await verifier.client.trust_issuer(issuer.participant.did, ["region"])
+    return issued
+
+
+#: The issuer :func:`peer_claims` names unless told otherwise.
+REGISTRY_DID = "did:web:registry.example"
+_FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def peer_claims(holder: str, *, region: str | None = None, spaces: Iterable[str | tuple[str, str]] = (),
+                legal_name: str | None = None, credit_code: str | None = None, lei: str | None = None,
+                levels: Iterable[str] = (), issuer: str = REGISTRY_DID, until: datetime = _FAR_FUTURE) -> PeerClaims:
+    """``PeerClaims`` of *holder* as counted when *issuer*, a trusted issuer, vouches for each: its region,
+    memberships of *spaces* (a space id, or (space id, role)), a legal entity (*legal_name* with a credit code
+    and/or an LEI) and certification *levels*. For socket-free tests of what verified claims decide."""
+    from connector.identity.claims import Certification, LegalEntity, Membership, Region
+    from connector.identity.trust import Claim, PeerClaims
+
+    def claim(value: Any, n: int) -> Claim[Any]:
+        return Claim(value, issuer, f"urn:uuid:{holder}:{n}", until)
+
+    memberships = tuple(claim(Membership(*((s, "member") if isinstance(s, str) else s)), i)
+                        for i, s in enumerate(spaces))
+    entity = None
+    if credit_code is not None or lei is not None:
+        entity = claim(LegalEntity(legal_name or "Peer Ltd", credit_code, lei), 100)
+    return PeerClaims(
+        holder=holder, memberships=memberships, legal_entity=entity,
+        region=claim(Region(region), 200) if region is not None else None,
+        certifications=tuple(claim(Certification(level, "TDS Connector", "1.0.0"), 300 + i)
+                             for i, level in enumerate(levels)),
+    )
+
+
+class FixedClaims:
+    """A ``claims_of`` source (``CatalogService(claims_of=…)``) that answers fixed claims per peer DID, for
+    every participant or only for those in *participants*."""
+
+    def __init__(self, *claims: PeerClaims, participants: Iterable[str] | None = None) -> None:
+        self.claims: dict[str, PeerClaims] = {c.holder: c for c in claims}
+        self.participants = None if participants is None else frozenset(participants)
+        self.asked: list[tuple[str, str]] = []
+
+    async def __call__(self, participant_id: str, did: str) -> PeerClaims | None:
+        self.asked.append((participant_id, did))
+        if self.participants is not None and participant_id not in self.participants:
+            return None
+        return self.claims.get(did)
 
 
 # -- DSP schema validation (tests only: needs the `test` extra's jsonschema) -----------------------------

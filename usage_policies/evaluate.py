@@ -106,7 +106,9 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     ``action`` may be a full IRI or an ODRL term (``"use"``, ``"odrl:use"``). ``use_count`` is the
     number of uses already made under the agreement (``odrl:count`` resolves to ``use_count + 1``, the
     count including this attempt); ``first_use`` the time of the first use (``odrl:elapsedTime`` runs
-    from it). ``context`` carries values for left operands the engine does not know, by IRI.
+    from it). ``region`` is where the party says it is (``odrl:spatial``); ``verified_region``,
+    ``member_of``, ``legal_entity_ids`` and ``certification_levels`` are what credentials by issuers the
+    caller trusts verify of it. ``context`` carries values for left operands the engine does not know, by IRI.
     """
 
     party: str | None = None
@@ -124,6 +126,12 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     use_count: int = 0
     first_use: datetime | None = None
     data_class: str | None = None
+    #: What trusted issuers' credentials verify of the party (``tds:verifiedRegion``, ``tds:memberOf``,
+    #: ``tds:legalEntityId``, ``tds:certificationLevel``); empty or None: nothing verified.
+    verified_region: str | None = None
+    member_of: tuple[str, ...] = ()
+    legal_entity_ids: tuple[str, ...] = ()
+    certification_levels: tuple[str, ...] = ()
     context: Mapping[str, object] = msgspec.field(default_factory=dict)
     uid: str | None = None
     rule_uid: str | None = None
@@ -142,6 +150,8 @@ class World(msgspec.Struct, frozen=True, kw_only=True):
     * ``party_regions``: participant → region code (``tds:exportDestination`` of a recipient);
     * ``region_parents``: extra region edges, child → parent (beside ISO 3166-2 prefixes and EU);
     * ``concept_parents``: taxonomy for ``isA`` (e.g. purposes), concept → broader concepts;
+    * ``certification_order``: certification levels by name, lowest first (``tds:certificationLevel gteq``);
+      levels that are whole numbers are ordered as numbers without it;
     * ``references``: values of ``rightOperandReference`` IRIs.
     """
 
@@ -151,6 +161,7 @@ class World(msgspec.Struct, frozen=True, kw_only=True):
     party_regions: Mapping[str, str] = msgspec.field(default_factory=dict)
     region_parents: Mapping[str, str] = msgspec.field(default_factory=dict)
     concept_parents: Mapping[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    certification_order: tuple[str, ...] = ()
     references: Mapping[str, object] = msgspec.field(default_factory=dict)
 
 
@@ -228,7 +239,7 @@ def _compile_atomic(c: Constraint) -> Check:
     else:
         operand_def = operand
         label = operand.label
-        missing = f"{label} is not given"
+        missing = operand.missing or f"{label} is not given"
     resolve = operand_def.resolve
     reference = c.right_operand_reference
     apply, wording = operator.apply, operator.wording

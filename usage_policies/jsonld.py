@@ -98,7 +98,8 @@ for _term, _definition in _PROFILE.items():
 _DSP_SHORT = {iri: term for term, iri in DSP_TERMS.items()}
 
 # Project operands may be written bare too (``dataClass``), as the ODRL ones are.
-PROJECT_TERMS = {"dataClass": TDS + "dataClass", "exportDestination": TDS + "exportDestination"}
+PROJECT_TERMS = {name: TDS + name for name in (
+    "dataClass", "exportDestination", "verifiedRegion", "memberOf", "legalEntityId", "certificationLevel")}
 
 _KEY_ALIASES = {
     "uid": "@id", "type": "@type", "@id": "@id", "@type": "@type", "timestamp": DSPACE + "timestamp",

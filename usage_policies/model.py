@@ -244,6 +244,34 @@ def iter_constraints(constraints: tuple[AnyConstraint, ...]) -> Iterator[Constra
             yield c
 
 
+def left_operands(policy: Policy) -> frozenset[str]:
+    """The IRI of every left operand *policy* names: in its rules' constraints, their actions' and their
+    parties' and assets' refinements, and their duties, remedies and consequences, policy obligations
+    included."""
+    found: set[str] = set()
+
+    def add(constraints: tuple[AnyConstraint, ...]) -> None:
+        found.update(c.left_operand for c in iter_constraints(constraints))
+
+    def add_rule(rule: Permission | Prohibition | Duty) -> None:
+        add(rule.constraints)
+        if rule.action is not None:
+            add(rule.action.refinement)
+        for party_or_asset in (rule.target, rule.assignee, rule.assigner):
+            if isinstance(party_or_asset, PartyCollection | AssetCollection):
+                add(party_or_asset.refinement)
+        for consequence in rule.consequences if isinstance(rule, Duty) else ():
+            add_rule(consequence)
+
+    for rule in policy.rules():
+        add_rule(rule)
+        for duty in rule.duties if isinstance(rule, Permission) else rule.remedies:
+            add_rule(duty)
+    for duty in policy.obligations:
+        add_rule(duty)
+    return frozenset(found)
+
+
 # --- Action hierarchy ---------------------------------------------------------------------------------
 # From the ODRL 2.2 vocabulary (vocab/ODRL22.ttl): ``odrl:includedIn`` edges, and ``skos:exactMatch``
 # synonyms folded to one name (write ≡ modify, copy ≡ reproduce, pay ≡ compensate, …). A test checks this

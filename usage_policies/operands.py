@@ -22,7 +22,20 @@ operand                     value                                               
 ``odrl:percentage``         ``Request.percentage``                                          decimal
 ``tds:dataClass``           ``Request.data_class`` or ``World.data_classes[target]``        data class
 ``tds:exportDestination``   ``Request.export_destination`` or region of the recipient       region
+``tds:verifiedRegion``      ``Request.verified_region``                                     region
+``tds:memberOf``            ``Request.member_of``: data spaces of verified membership      IRI (each)
+``tds:legalEntityId``       ``Request.legal_entity_ids``: credit code and/or LEI            string (each)
+``tds:certificationLevel``  ``Request.certification_levels``                                level (each)
 ==========================  ==============================================================  ==========
+
+The last four are what credentials by issuers the caller trusts verify of the party (the node fills them
+from its trust list, never from what the party says of itself). A party without such a value leaves the
+constraint unsatisfied with a reason naming what is missing (``no verified region: …``). A party may hold
+several values of an operand marked *each* (memberships of several data spaces, a credit code and an LEI):
+``eq`` asks whether it holds the right operand, ``neq`` whether it holds none equal to it, an ordered
+operator whether one of its values meets it, and ``isAnyOf``/``isAllOf``/``isNoneOf`` compare the sets.
+Certification levels are ordered by ``World.certification_order`` (lowest first) when it is given, else as
+whole numbers (``1 < 2 < 3``); a level with no order makes an ordered constraint unsatisfied with the reason.
 
 Regions: ISO 3166 codes, with ``CN-GD-GZ ⊂ CN-GD ⊂ CN`` read from the hyphens, ``EU`` holding its
 member states, and more edges from ``World.region_parents``. ``eq`` compares codes exactly;
@@ -47,6 +60,12 @@ if TYPE_CHECKING:
 
 DATA_CLASS = TDS + "dataClass"
 EXPORT_DESTINATION = TDS + "exportDestination"
+VERIFIED_REGION = TDS + "verifiedRegion"
+MEMBER_OF = TDS + "memberOf"
+LEGAL_ENTITY_ID = TDS + "legalEntityId"
+CERTIFICATION_LEVEL = TDS + "certificationLevel"
+#: The operands whose values come from credentials by trusted issuers (see the module's table).
+VERIFIED_OPERANDS = frozenset({VERIFIED_REGION, MEMBER_OF, LEGAL_ENTITY_ID, CERTIFICATION_LEVEL})
 
 
 class OperandResolver(Protocol):
@@ -56,6 +75,8 @@ class OperandResolver(Protocol):
 
 
 Within = Callable[[object, object, "World"], bool]
+#: A value's place in an operand's order, for the ordered operators (lt, gteq, …).
+Rank = Callable[[object, "World"], int]
 
 
 class LeftOperand(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +87,9 @@ class LeftOperand(msgspec.Struct, frozen=True, kw_only=True):
     kind: ValueKind = ValueKind.STRING
     label: str = ""
     within: Within | None = None  # hierarchy for isA/isPartOf/isAnyOf…: is the left value within right?
+    missing: str = ""  # the reason when the request has no value ("<label> is not given" if empty)
+    each: bool = False  # the value is a set the party holds each of: eq/neq/ordered ask about any one
+    rank: Rank | None = None  # an order for lt/lteq/gt/gteq over values that have none of their own
 
 
 _OPERANDS: dict[str, LeftOperand] = {}
@@ -84,9 +108,13 @@ def register_operand(
     kind: ValueKind = ValueKind.STRING,
     label: str | None = None,
     within: Within | None = None,
+    missing: str = "",
+    each: bool = False,
+    rank: Rank | None = None,
 ) -> LeftOperand:
     """Register (or replace) the resolver of left operand *iri*. Policies compiled before keep theirs."""
-    operand = LeftOperand(iri=iri, resolve=resolver, kind=kind, label=label or _short(iri), within=within)
+    operand = LeftOperand(iri=iri, resolve=resolver, kind=kind, label=label or _short(iri), within=within,
+                          missing=missing, each=each, rank=rank)
     _OPERANDS[iri] = operand
     _generation[0] += 1
     return operand
@@ -178,6 +206,26 @@ def _export_destination(request: Request, world: World, now: datetime) -> str | 
     return None
 
 
+def certification_rank(level: object, world: World) -> int:
+    """The place of a certification level in ``World.certification_order`` (lowest first) or, without one,
+    the level itself when it is a whole number (``"2"``)."""
+    order = world.certification_order
+    if order:
+        if isinstance(level, str) and level in order:
+            return order.index(level)
+        raise ValueError(f"certification level {show(level)} is not in the order {show(order)}")
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    if isinstance(level, str) and level.isascii() and level.isdigit():
+        return int(level)
+    raise TypeError(f"certification level {show(level)} has no order (no certification order is given, "
+                    "and it is not a whole number)")
+
+
+def _verified(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    return values or None
+
+
 def _install_builtins() -> None:
     reg = register_operand
     reg(ODRL + "dateTime", lambda r, w, now: now, kind=ValueKind.DATETIME, label="date-time")
@@ -194,7 +242,16 @@ def _install_builtins() -> None:
     reg(ODRL + "percentage", lambda r, w, now: r.percentage, kind=ValueKind.DECIMAL, label="percentage")
     reg(DATA_CLASS, _data_class, kind=ValueKind.DATA_CLASS, label="data class")
     reg(EXPORT_DESTINATION, _export_destination, kind=ValueKind.REGION, label="export destination",
-        within=region_within)
+        within=region_within, missing="the export destination is not known: no verified region of the recipient")
+    reg(VERIFIED_REGION, lambda r, w, now: r.verified_region, kind=ValueKind.REGION, label="verified region",
+        within=region_within, missing="no verified region: no credential from an issuer trusted for regions")
+    reg(MEMBER_OF, lambda r, w, now: _verified(r.member_of), kind=ValueKind.IRI, label="verified membership",
+        each=True, missing="no verified membership: no membership credential from an issuer trusted for it")
+    reg(LEGAL_ENTITY_ID, lambda r, w, now: _verified(r.legal_entity_ids), label="verified legal entity id",
+        each=True, missing="no verified legal entity: no credential from an issuer trusted for legal entities")
+    reg(CERTIFICATION_LEVEL, lambda r, w, now: _verified(r.certification_levels), label="verified certification level",
+        each=True, rank=certification_rank,
+        missing="no verified certification: no credential from an issuer trusted for certifications")
 
 
 _install_builtins()
@@ -257,6 +314,8 @@ def _in(value: object, container: object, operand: LeftOperand, world: World) ->
 def _eq(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
     r = _one(right)
     if isinstance(left, tuple | list | frozenset | set):
+        if operand.each:  # the party holds each of these: does it hold the right operand?
+            return any(values_equal(v, r) for v in left)
         return len(left) == 1 and values_equal(next(iter(left)), r)
     return left == r if type(left) is type(r) and type(left) is not Elapsed else values_equal(left, r)
 
@@ -268,6 +327,11 @@ def _neq(left: object, right: tuple[object, ...], operand: LeftOperand, world: W
 def _ordered(test: Callable[[int], bool]) -> OperatorFunction:
     def apply(left: object, right: tuple[object, ...], operand: LeftOperand, world: World) -> bool:
         r = _one(right)
+        if operand.rank is not None:  # an order the operand defines (certification levels)
+            rank = operand.rank
+            values = left if operand.each and isinstance(left, tuple | list | frozenset | set) else (left,)
+            bound = rank(r, world)
+            return any(test(compare(rank(v, world), bound)) for v in values)
         if isinstance(left, str) or isinstance(r, str):
             raise TypeError("strings and IRIs have no order")
         return test(compare(left, r))

@@ -28,6 +28,8 @@ XSD_DECIMAL = "http://www.w3.org/2001/XMLSchema#decimal"
 XSD_INTEGER = "http://www.w3.org/2001/XMLSchema#integer"
 TDS_DATA_CLASS = "https://w3id.org/tds/v1#dataClass"
 TDS_EXPORT_DESTINATION = "https://w3id.org/tds/v1#exportDestination"
+TDS_VERIFIED_REGION = "https://w3id.org/tds/v1#verifiedRegion"
+TDS_MEMBER_OF = "https://w3id.org/tds/v1#memberOf"
 
 
 def _uid(body: JsonObject) -> str:
@@ -124,15 +126,35 @@ def purpose(target: str, purposes: str | Sequence[str], *, assigner: str | None 
 
 
 def region(target: str, regions: str | Sequence[str], *, assigner: str | None = None) -> JsonObject:
-    """Use only inside the region(s); sub-regions count (CN-GD-GZ is inside CN)."""
+    """Use only inside the region(s); sub-regions count (CN-GD-GZ is inside CN). ``odrl:spatial`` is the region
+    the party states: for one a trusted issuer vouches for, :func:`verified_region`."""
     values = [regions] if isinstance(regions, str) else list(regions)
     return offer(
         target, permissions=[_permission([constraint("odrl:spatial", "isAnyOf", values)])], assigner=assigner
     )
 
 
+def verified_region(target: str, regions: str | Sequence[str], *, assigner: str | None = None) -> JsonObject:
+    """Only parties established inside the region(s), as a credential by an issuer trusted for regions says
+    (``tds:verifiedRegion``); sub-regions count. A party without such a credential does not qualify."""
+    values = [regions] if isinstance(regions, str) else list(regions)
+    if not values:
+        raise ValueError("at least one region is needed")
+    return offer(
+        target, permissions=[_permission([constraint(TDS_VERIFIED_REGION, "isAnyOf", values)])], assigner=assigner
+    )
+
+
+def member_of(target: str, spaces: str | Sequence[str], *, assigner: str | None = None) -> JsonObject:
+    """Only members of the data space(s) (any of them), as a membership credential by an issuer trusted for
+    that space says (``tds:memberOf``)."""
+    op, value = _one_or_many(spaces)
+    return offer(target, permissions=[_permission([constraint(TDS_MEMBER_OF, op, value)])], assigner=assigner)
+
+
 def no_export_outside(target: str, home: str, *, assigner: str | None = None) -> JsonObject:
-    """Data may only go to participants located in *home* (``tds:exportDestination``)."""
+    """Data may only go to participants located in *home* (``tds:exportDestination``: the recipient's region as a
+    credential by an issuer trusted for regions says; the node fills in no other)."""
     return offer(
         target, permissions=[_permission([constraint(TDS_EXPORT_DESTINATION, "isPartOf", home)])],
         assigner=assigner,

@@ -47,6 +47,7 @@ from connector.store.repository import Peer, TokenInfo
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
+    from connector.services.credentials import CredentialService
     from connector.services.federation import FederationService
     from connector.services.negotiation import NegotiationService
     from connector.services.participants import ParticipantRegistry
@@ -246,6 +247,8 @@ class ManagementSite:
     receipts: ReceiptService
     #: Received data, opened for a permitted use.
     vault: Vault
+    #: Memberships and verified attributes: issued, held, trusted (routes in ``connector.http.credentials``).
+    credentials: CredentialService | None = None
 
 
 def token_middleware(tokens: TokenService) -> Any:
@@ -380,6 +383,8 @@ class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
 
 
 def routes(site: ManagementSite) -> list[Route]:
+    from connector.http import credentials  # its routes are described with this module's Route
+
     def participant(request: web.Request) -> ParticipantRuntime:
         token = request[TOKEN]
         found = site.participants.by_id(token.participant_id) if token.participant_id else None
@@ -766,6 +771,7 @@ def routes(site: ManagementSite) -> list[Route]:
         R("POST", "/transfers/{id}/terminate", transfer_action("terminate"), "Terminate, telling the peer why",
           tag="transfers", body=ReasonIn, body_required=False, response=TransferOut,
           example={"reason": "no longer needed"}, answers=moved),
+        *credentials.management_routes(lambda: site.credentials, participant),
     ]
 
 

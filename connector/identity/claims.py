@@ -163,6 +163,17 @@ class Certification(msgspec.Struct, frozen=True, rename="camel"):
 
 Claims = Membership | LegalEntity | Region | Certification
 
+#: The short names operators use for the kinds (``tds trust add DID --claims membership,region``, the
+#: ``claims`` of a ``[[trust]]`` entry, ``tds credential issue --kind legal-entity``).
+KIND_NAMES: dict[str, Kind] = {
+    "membership": Kind.MEMBERSHIP,
+    "legal-entity": Kind.LEGAL_ENTITY,
+    "region": Kind.REGION,
+    "certification": Kind.CERTIFICATION,
+}
+#: The short name of each kind.
+NAME_OF_KIND: dict[Kind, str] = {kind: name for name, kind in KIND_NAMES.items()}
+
 #: The claim struct of each kind.
 CLAIM_TYPES: dict[Kind, type[Claims]] = {
     Kind.MEMBERSHIP: Membership,

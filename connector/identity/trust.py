@@ -24,6 +24,9 @@ Each counted claim keeps the earliest time at which something it rests on runs o
 ``validUntil``, the freshness of its status list answer, and when several credentials state the same claim,
 the earliest of them) so that a cache knows when to drop it; :attr:`PeerClaims.until` is the earliest of all.
 
+A participant's own credentials count by the same rules under its own trust list (:func:`held_claims`): that
+is what its usage control evaluates a policy's verified operands against on each use.
+
 To fetch only what may count, the shell resolves the DID documents of :attr:`TrustList.issuers` only, and
 fetches the lists :func:`status_lists_to_fetch` names. Pure: no I/O, no clock.
 """
@@ -172,6 +175,18 @@ def verified_claims(
         certifications=tuple(certifications.values()),
         not_counted=tuple(not_counted),
     )
+
+
+def held_claims(holder: str, held: Iterable[VerifiedCredential], trust: TrustList, now: datetime) -> PeerClaims:
+    """What a participant's own credentials count for under its own trust list now, as
+    :func:`verified_claims` counts a peer's: by an issuer trusted for their kind, not disputed, and valid now.
+
+    *held* are the credentials it keeps, each checked when it came in (signature, validity, status); their
+    status is taken as valid until they run out, since a verifier asks the issuer's list in every handshake.
+    This is what the participant's own usage control evaluates a policy's verified operands against."""
+    current = tuple(c for c in held if c.holder == holder and c.valid_from <= now < c.valid_until)
+    return verified_claims(PresentationResult(holder, current, ()), trust,
+                           lambda credential: Status(StatusState.VALID, until=credential.valid_until))
 
 
 def _not_counted(credential: VerifiedCredential, reason: str) -> NotCounted:

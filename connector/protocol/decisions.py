@@ -11,7 +11,8 @@ reads a clock, a store or the network; ``now`` is an argument.
 The provider, on a contract request (:func:`decide_request`), in this order:
 
 1. the offer must be in the catalog: the contract definition the offer id names offers the dataset;
-2. export control must let data of the dataset's class reach the requester's region;
+2. export control must let data of the dataset's class reach the requester's verified region (a region
+   credential by an issuer trusted for regions; the region its self-description states does not count);
 3. the definition's access policy must admit the requester now, as the catalog would show the offer to it
    (a definition without its access or contract policy, or a dataset that is gone, is not shown);
 4. the requested terms are the offered terms → agree; other terms → one counter-offer with ours; other
@@ -133,7 +134,7 @@ def decide_request(
         return _terminate(f"offer {request.offer_id!r} is not in this catalog")
     refused = export_control.refusal(
         facts.export_rules, data_class="general" if offer.data_class is None else offer.data_class,
-        holder_region=facts.holder_region, recipient_region=facts.peer.region)
+        holder_region=facts.holder_region, recipient=facts.peer.recipient_region)
     if refused:
         return _terminate(refused)
     access = None if offer.access_policy is None else decide_access(offer.access_policy, facts.peer, target=None,

@@ -3,25 +3,87 @@ argument)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from connector.protocol.export_control import RecipientRegion
 from usage_policies import Decision, PolicySyntaxError, Request, World, evaluate, parse_policy
+
+if TYPE_CHECKING:
+    from connector.identity.trust import PeerClaims
 
 ODRL = "http://www.w3.org/ns/odrl/2/"
 
 
 @dataclass(frozen=True)
 class PeerFacts:
-    """What this participant knows, verified, about a peer: its DID and its self-description's claims."""
+    """What this participant knows about a peer, in two kinds.
+
+    *Self-asserted*: what the peer says of itself in its self-description. The description is signed by the
+    peer's own key, which proves who said it, not that it is true; it feeds ``odrl:spatial`` and what is shown
+    of the peer, and never export control or a ``tds:verified…`` operand.
+
+    *Verified*: the claims of credentials by issuers this participant trusts for their kind, as counted in the
+    latest handshake (``connector.identity.trust.PeerClaims``, filled by :meth:`with_claims`): the region with
+    the issuer that vouches for it, memberships of data spaces (space, role), the legal entity's identifiers
+    (unified social credit code and/or LEI) and certification levels. Empty: nothing verified.
+    """
 
     did: str
-    region: str | None = None
-    legal_name: str | None = None
+    self_asserted_region: str | None = None
+    self_asserted_legal_name: str | None = None
     #: The peer exchanged a verified self-description with this participant: a TDS node, which reads the
     #: node's own JSON-LD context (``connector.protocol.contexts``).
     self_described: bool = False
+    verified_region: str | None = None
+    region_issuer: str | None = None
+    memberships: tuple[tuple[str, str], ...] = ()
+    verified_legal_name: str | None = None
+    legal_entity_ids: tuple[str, ...] = ()
+    certification_levels: tuple[str, ...] = ()
+
+    def with_claims(self, claims: PeerClaims | None) -> PeerFacts:
+        """These facts with the verified ones of *claims* (None, or claims about another DID: none)."""
+        if claims is None or claims.holder != self.did:
+            return replace(self, verified_region=None, region_issuer=None, memberships=(), verified_legal_name=None,
+                           legal_entity_ids=(), certification_levels=())
+        entity = claims.legal_entity.value if claims.legal_entity is not None else None
+        return replace(
+            self,
+            verified_region=claims.region.value.region if claims.region is not None else None,
+            region_issuer=claims.region.issuer if claims.region is not None else None,
+            memberships=tuple((m.value.data_space, m.value.role) for m in claims.memberships),
+            verified_legal_name=entity.legal_name if entity is not None else None,
+            legal_entity_ids=tuple(i for i in (entity.unified_social_credit_code, entity.lei_code) if i)
+            if entity is not None else (),
+            certification_levels=tuple(dict.fromkeys(c.value.certification_level for c in claims.certifications)),
+        )
+
+    @property
+    def recipient_region(self) -> RecipientRegion:
+        """The peer's region as export control reads it: verified, with the self-asserted one beside it."""
+        return RecipientRegion(self.verified_region, self.region_issuer, self.self_asserted_region)
+
+    def request(self, *, action: str = "use", target: str | None = None, data_class: str | None = None,
+                export_destination: str | None = None) -> Request:
+        """The policy engine's request for this peer acting on *target*: ``odrl:spatial`` reads the region the
+        peer states, ``tds:exportDestination`` (unless given) and the ``tds:verified…`` operands only what is
+        verified."""
+        return Request(
+            party=self.did,
+            action=action if ":" in action else ODRL + action,
+            target=target,
+            region=self.self_asserted_region,
+            recipient=self.did,
+            connector=self.did,
+            data_class=data_class,
+            export_destination=export_destination,
+            verified_region=self.verified_region,
+            member_of=tuple(dict.fromkeys(space for space, _ in self.memberships)),
+            legal_entity_ids=self.legal_entity_ids,
+            certification_levels=self.certification_levels,
+        )
 
 
 def decide_access(
@@ -30,17 +92,10 @@ def decide_access(
 ) -> Decision:
     """Evaluate an access or contract policy for *peer* acting on *target* now."""
     parsed = parse_policy(policy)
-    request = Request(
-        party=peer.did,
-        action=action if ":" in action else ODRL + action,
-        target=target,
-        region=peer.region,
-        recipient=peer.did,
-        connector=peer.did,
-        data_class=data_class,
-        export_destination=export_destination,
-    )
-    world = World(party_regions={peer.did: peer.region} if peer.region else {})
+    request = peer.request(action=action, target=target, data_class=data_class,
+                           export_destination=export_destination)
+    # tds:exportDestination of the recipient: its verified region only.
+    world = World(party_regions={peer.did: peer.verified_region} if peer.verified_region else {})
     return evaluate(parsed, request, world, now)
 
 
@@ -89,10 +144,11 @@ def transfer_view(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 def decide_transfer(policy: dict[str, Any], peer: PeerFacts, *, target: str | None, now: datetime) -> Decision:
-    """Whether an agreement's policy lets its data go to *peer* now: dates, regions, export rules and parties
-    must hold; purpose, counts and other use-time terms are left to the consumer's usage control."""
+    """Whether an agreement's policy lets its data go to *peer* now: dates, regions, export rules, parties and
+    verified claims must hold; purpose, counts and other use-time terms are left to the consumer's usage
+    control. The export destination is the peer's verified region."""
     return decide_access(transfer_view(policy), peer, target=target, now=now, action="use",
-                         export_destination=peer.region)
+                         export_destination=peer.verified_region)
 
 
 def check_policy(policy: dict[str, Any]) -> None:

@@ -1,13 +1,17 @@
 """The catalog a participant shows to a peer (DSP 2025-1 §6): DCAT datasets with the offers the peer
 may see, decided by each contract definition's access policy against the peer's verified identity.
 
+What is known of a peer (:meth:`CatalogService.peer_facts`, also asked by the negotiation, transfer and receipt
+services): what its self-description says (self-asserted), and what credentials by issuers the participant
+trusts verify of it (*claims_of*: ``CredentialService.claims_of``, the claims counted in the latest handshake).
+
 One snapshot read per request (no per-asset queries); the access policy is evaluated once per contract
 definition, not per asset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,6 +25,7 @@ from connector.store.records import Asset, ContractDefinition
 from connector.store.repository import CatalogSnapshot
 
 if TYPE_CHECKING:
+    from connector.identity.trust import PeerClaims
     from connector.participant import ParticipantRuntime
     from connector.store.repository import ContractRepository, Repository
 
@@ -45,18 +50,29 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Which claims of a peer count for a participant: (participant id, peer DID) → its counted claims, or None.
+ClaimsOf = Callable[[str, str], Awaitable["PeerClaims | None"]]
+
+
+async def no_claims(participant_id: str, did: str) -> PeerClaims | None:
+    """No credentials verified: every peer has only what it says of itself."""
+    return None
+
+
 class CatalogService:
-    """What each participant offers to a peer: reads the catalog entries and the verified peers, and
-    decides with :func:`visible_offers` under the node's export-control rules."""
+    """What each participant offers to a peer: reads the catalog entries, the verified peers and their
+    verified claims (*claims_of*), and decides with :func:`visible_offers` under the node's export-control
+    rules."""
 
     def __init__(
         self, contracts: ContractRepository, peers: Repository, export_rules: Sequence[ExportRule], *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = _utc_now, claims_of: ClaimsOf = no_claims,
     ) -> None:
         self.contracts = contracts
         self.peers = peers
         self.export_rules = export_rules
         self.clock = clock
+        self.claims_of = claims_of
         #: Asset ids shown as they are instead of under their absolute ids (``connector.protocol.ids``): only
         #: the compatibility kit's datasets in conformance mode, which the kit names by its own ids.
         self.bare_ids: frozenset[str] = frozenset()
@@ -68,10 +84,15 @@ class CatalogService:
         return ids.dataset_iri(participant.did, asset_id)
 
     async def peer_facts(self, participant: ParticipantRuntime, did: str) -> PeerFacts:
+        """What *participant* knows of the peer *did*: its self-description's claims (self-asserted) and the
+        claims of its credentials that count (verified)."""
+        facts = PeerFacts(did)
         for peer in await self.peers.peers(participant.id):
             if peer.did == did:
-                return PeerFacts(did, peer.region, peer.legal_name, self_described=True)
-        return PeerFacts(did)
+                facts = PeerFacts(did, self_asserted_region=peer.region, self_asserted_legal_name=peer.legal_name,
+                                  self_described=True)
+                break
+        return facts.with_claims(await self.claims_of(participant.id, did))
 
     async def offers_for(self, participant: ParticipantRuntime, peer: PeerFacts) -> list[Offered]:
         snapshot = await self.contracts.catalog(participant.id)
@@ -166,7 +187,7 @@ def visible_offers(
         for asset_id in definition.assets:
             asset = snapshot.assets.get(asset_id)
             if asset is None or export_control.refusal(export_rules, data_class=asset.data_class,
-                                                       holder_region=holder_region, recipient_region=peer.region):
+                                                       holder_region=holder_region, recipient=peer.recipient_region):
                 continue
             out.append(Offered(definition, asset, offer_id(definition, asset_id, policy), policy))
     return out

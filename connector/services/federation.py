@@ -5,18 +5,20 @@ node root URL through the version document, from a DSP base URL directly, or fro
 its DID document), sends a signed handshake with our own self-description, and verifies the peer's
 answer: the proof must verify against the key in the peer's DID document, the credential must be valid
 now, and the DSP endpoint it names must be the one we called (so a node cannot pass off another's
-identity). Verified peers are stored per participant. ``peer_catalog`` reads a peer's catalog, all its
+identity). Verified peers are stored per participant. After a verified handshake, *exchange* (the
+credentials service) may show each side the other's credentials; whatever happens there, the handshake
+stands (a peer that exchanges none is verified as before). ``peer_catalog`` reads a peer's catalog, all its
 pages, as one of our participants sees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from connector.errors import BadRequest, PeerError, Unauthorized
+from connector.errors import BadRequest, PeerError, TdsError, Unauthorized
 from connector.identity import credentials
 from connector.identity import did as dids
 from connector.logging import get_logger
@@ -38,17 +40,23 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: After a verified handshake: (our participant, the peer's verified DID, its DSP base) -> anything.
+Exchange = Callable[["ParticipantRuntime", str, str], Awaitable[Any]]
+
+
 class FederationService:
-    """Finds peers' endpoints and exchanges verified self-descriptions; verified peers go to *peers*."""
+    """Finds peers' endpoints and exchanges verified self-descriptions; verified peers go to *peers*; after
+    each verified handshake it calls *exchange*, if given (presentations of credentials, both ways)."""
 
     def __init__(
         self, client: PeerFetcher, resolver: Resolver, peers: Repository, *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = _utc_now, exchange: Exchange | None = None,
     ) -> None:
         self.client = client
         self.resolver = resolver
         self.peers = peers
         self.clock = clock
+        self.exchange = exchange
 
     async def check_self_description(self, document: Any) -> credentials.Subject:
         """Verify a self-description against its issuer's DID document (resolved now)."""
@@ -118,6 +126,12 @@ class FederationService:
         await self._remember(participant, subject, response.json(), now)
         log.info("peer verified", participant=participant.name, peer=subject.id, legal_name=subject.legal_name,
                  region=subject.region)
+        if self.exchange is not None:
+            try:
+                await self.exchange(participant, subject.id, dsp_base)
+            except TdsError as exc:
+                log.warning("credentials not exchanged", participant=participant.name, peer=subject.id,
+                            reason=exc.message)
         return subject, dsp_base
 
     async def known(self, participant: ParticipantRuntime) -> list[Peer]:

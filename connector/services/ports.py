@@ -6,7 +6,8 @@ The node passes the real things (``connector.net.client.PeerClient`` for the out
 that: :class:`PeerRequester` is one signed request, :class:`OutboundClient` adds the guard's early check of
 a peer-given address (the process shell and its protocols), :class:`PeerFetcher` adds a plain JSON GET
 (federation), :class:`BackendReader` streams an HTTP backend (asset snapshots), :class:`DataClient` adds
-the streamed payloads of transfers (a pull from the provider, a push to the consumer).
+the streamed payloads of transfers (a pull from the provider, a push to the consumer), :class:`CredentialClient`
+reads issuers' status lists within the caller's bounds.
 """
 
 from __future__ import annotations
@@ -68,6 +69,24 @@ class BackendReader(Protocol):
     of reach."""
 
     def stream(self, url: str, *, backend: bool = False) -> AbstractAsyncContextManager[BackendResponse]: ...
+
+
+class StreamedAnswer(Protocol):
+    """A streamed answer, as far as a bounded reader reads it: its status and its body in chunks."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def content(self) -> Body: ...
+
+
+class CredentialClient(PeerRequester, Protocol):
+    """The outbound client as credentials use it: signed requests (delivering a credential, asking an issuer
+    for one, exchanging presentations), and a GET whose body the caller reads within its own bounds (an
+    issuer's status list: at most so many bytes, within so many seconds)."""
+
+    def stream(self, url: str, *, read_timeout_s: float | None = None
+               ) -> AbstractAsyncContextManager[StreamedAnswer]: ...
 
 
 class Resolver(Protocol):

@@ -95,8 +95,9 @@ class ReceiptService:
     *repo* holds the usage log and the receipts; *contracts* the agreements and their negotiations (the
     peer's address); *usage* appends the revocation's duties to the consumer's log; *client* sends the
     signed requests and *resolver* resolves the peers' DIDs; *participant_by_id* finds a hosted participant;
-    *peer_facts* is what a participant knows of a peer (its region, for judging receipts); *destroy_data*
-    deletes an agreement's data in the vault; *receipts_overdue_s* is when a provider calls receipts overdue;
+    *peer_facts* is what a participant knows of a peer (its stated region and verified claims, for judging
+    receipts); *destroy_data* deletes an agreement's data in the vault; *receipts_overdue_s* is when a provider
+    calls receipts overdue;
     *clock* the time of anomalies, acknowledgements and revocations."""
 
     def __init__(
@@ -368,7 +369,7 @@ class ReceiptService:
         key = (participant.id, agreement.id)
         entries = await self.repo.received_chain(key)
         facts = await self.peer_facts(participant, agreement.consumer_did)
-        problems = await asyncio.to_thread(beyond_allowance, agreement, entries, facts.region, self.clock())
+        problems = await asyncio.to_thread(beyond_allowance, agreement, entries, facts, self.clock())
         if not problems:
             return
 
@@ -540,10 +541,11 @@ class ReceiptService:
         return {"deletionReceipt": receipt}
 
 
-def beyond_allowance(agreement: AgreementRecord, entries: list[ledger.Entry], region: str | None,
+def beyond_allowance(agreement: AgreementRecord, entries: list[ledger.Entry], consumer: PeerFacts,
                      now: datetime) -> list[str]:
     """The permitted uses among *entries* that the agreement's policy does not allow, judged by monitoring
-    the whole history (count, time window, purpose, prohibitions), one line per use."""
+    the whole history (count, time window, purpose, prohibitions), one line per use. What the policy asks of
+    the *consumer* (its region, verified claims) is what the provider knows of it now."""
     from usage_policies import Request, check_history, events_from_log, parse_policy
 
     uses = {f"#{e.seq}": e for e in entries if e.permitted_use}
@@ -556,9 +558,9 @@ def beyond_allowance(agreement: AgreementRecord, entries: list[ledger.Entry], re
 
     def request_of(entry: ledger.Entry) -> Request:
         # As the consumer's node asks for the use (connector.services.usage), from the provider's knowledge.
-        return Request(party=agreement.consumer_did, action=entry.action or entry.kind, target=agreement.asset_id,
-                       purpose=entry.purpose or None, region=region, recipient=agreement.consumer_did,
-                       export_destination=region)
+        asked = consumer.request(action=entry.action or entry.kind, target=agreement.asset_id,
+                                 export_destination=consumer.verified_region)
+        return msgspec.structs.replace(asked, purpose=entry.purpose or None)
 
     result = check_history(policy, events_from_log(entries, request_of), now)
     return [f"use {v.event} ({uses[v.event].at}, purpose {uses[v.event].purpose or '(none)'}): {v.reason}"

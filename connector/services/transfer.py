@@ -558,7 +558,7 @@ class TransferService(ProcessShell[TransferRecord]):
         asset = await self.contracts.entry(participant.id, Asset, asset_id)
         refused = export_control.refusal(
             self.export_rules, data_class=asset.data_class if asset else "general",
-            holder_region=participant.record.region, recipient_region=facts.region)
+            holder_region=participant.record.region, recipient=facts.recipient_region)
         if refused:
             raise Refusal(refused)
         if asset is None or not asset.data_address:

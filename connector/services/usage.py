@@ -19,6 +19,12 @@ committed with an fsync before the caller gets the answer, and before any byte o
 - a crash before the commit leaves no trace, after it one counted, logged use;
 - concurrent uses share one commit (group commit), and each chain head touched by a commit group is
   signed once, inside that group's transaction (``Store.batch_hooks``).
+
+A policy that names what credentials verify (``tds:verifiedRegion``, ``tds:memberOf``, ``tds:legalEntityId``,
+``tds:certificationLevel``, ``tds:exportDestination``) is evaluated on each use against the participant's own
+credentials that count under its own trust list (*own_claims*, ``connector.identity.trust.held_claims``):
+the region in its configuration and self-description is self-asserted and never counts for them. Other
+policies are decided without reading any credential.
 """
 
 from __future__ import annotations
@@ -39,16 +45,21 @@ from connector.identity import proof
 from connector.logging import get_logger
 from connector.protocol.agreement_lifecycle import IN_FORCE, AgreementState
 from connector.protocol.negotiation import Role
+from connector.protocol.policy import PeerFacts
 from connector.store import usage as store
-from usage_policies import Request, UsageState, ledger, parse_policy, plan_use
+from usage_policies import PolicyError, Request, UsageState, ledger, parse_policy, plan_use
 from usage_policies.enforce import AppendLog, DeleteAt, InformProvider, Meter
 from usage_policies.evaluate import CompiledPolicy, compile_policy
+from usage_policies.model import left_operands
+from usage_policies.operands import EXPORT_DESTINATION, VERIFIED_OPERANDS
 from usage_policies.values import parse_duration
 
 if TYPE_CHECKING:
     from connector.config import UsageSection
+    from connector.identity.trust import PeerClaims, TrustList
     from connector.participant import ParticipantRuntime
     from connector.services.vault import Deletion
+    from connector.store.credentials import HeldCredential
     from connector.store.records import AgreementRecord
     from connector.store.usage import UsageRepository
 
@@ -96,21 +107,67 @@ def _nothing_to_send(participant_id: str, agreement_id: str) -> None:
     """No receipts are sent (a usage service on its own)."""
 
 
+#: The participant's own claims that count (``connector.identity.trust.held_claims``); None: none.
+OwnClaims = Callable[["ParticipantRuntime"], Awaitable["PeerClaims | None"]]
+
+#: The left operands whose value is what credentials verify of the participant (see the module docstring).
+CLAIM_OPERANDS = VERIFIED_OPERANDS | {EXPORT_DESTINATION}
+
+
+async def no_own_claims(participant: ParticipantRuntime) -> PeerClaims | None:
+    """No credentials: a policy's verified operands find no value, and their constraints do not hold."""
+    return None
+
+
+def held_claims_of(held: Callable[[ParticipantRuntime], Awaitable[list[HeldCredential]]],
+                   trust_of: Callable[[str], Awaitable[TrustList]],
+                   clock: Callable[[], datetime] = _utc_now) -> OwnClaims:
+    """*own_claims* from the credentials a participant holds (*held*) and its trust list (*trust_of*)."""
+    from connector.identity import trust
+    from connector.identity.claims import KIND_NAMES, ClaimError, from_subject
+    from connector.identity.vc import VerifiedCredential
+
+    def parsed(participant: ParticipantRuntime, row: HeldCredential) -> VerifiedCredential | None:
+        subject, kind = row.document.get("credentialSubject"), KIND_NAMES.get(row.kind)
+        if not isinstance(subject, dict) or kind is None:
+            return None
+        try:
+            claims = from_subject(kind, subject)
+            until = datetime.fromisoformat(row.valid_until.replace("Z", "+00:00"))
+            since = row.document.get("validFrom")
+            start = datetime.fromisoformat(since.replace("Z", "+00:00")) if isinstance(since, str) else datetime.min
+        except (ClaimError, ValueError):
+            return None
+        return VerifiedCredential(row.id, kind, row.issuer, participant.did, claims,
+                                  start if start.tzinfo else start.replace(tzinfo=UTC), until)
+
+    async def own_claims(participant: ParticipantRuntime) -> PeerClaims:
+        found = [c for c in (parsed(participant, row) for row in await held(participant)) if c is not None]
+        return trust.held_claims(participant.did, found, await trust_of(participant.id), clock())
+
+    return own_claims
+
+
 class UsageService:
     """Uses decided, counted and logged; duties carried out on schedule.
 
     *repo* holds the log; *config* is ``[usage]`` (re-deliveries); *participant_by_id* finds a hosted
     participant (its keys sign the chain heads); *destroy_data* deletes an agreement's data in the vault
     (a deletion duty); *logged* is told of new log entries of an agreement (the receipts to send); *clock*
-    is the time of a use and of a signed head."""
+    is the time of a use and of a signed head; *own_claims* the participant's own verified claims, read for
+    a policy that names them."""
 
     def __init__(
         self, repo: UsageRepository, config: UsageSection, *,
         participant_by_id: Callable[[str], ParticipantRuntime | None],
         destroy_data: Callable[[ParticipantRuntime, str], Awaitable[Deletion]],
         logged: Callable[[str, str], None] = _nothing_to_send, clock: Callable[[], datetime] = _utc_now,
+        own_claims: OwnClaims = no_own_claims,
     ) -> None:
         self.repo = repo
+        self.own_claims = own_claims
+        #: Whether an agreement's policy names a verified operand, per (participant, agreement).
+        self._asks_claims: dict[tuple[str, str], bool] = {}
         self.config = config
         self.participant_by_id = participant_by_id
         self.destroy_data = destroy_data
@@ -138,10 +195,13 @@ class UsageService:
         use_id: str, now: datetime | None = None,
     ) -> UseOutcome:
         # The agreement is read inside the same transaction as the decision: a revocation committed a moment
-        # earlier is seen, and no thread hop is spent on a separate read.
+        # earlier is seen, and no thread hop is spent on a separate read. Its policy never changes, so whether
+        # it names verified claims is read once, before.
+        claims = await self.own_claims(participant) if await self._asks_for_claims(participant, agreement_id) \
+            else None
         outcome = await self.repo.write(
             lambda db: self._decide(db, participant, self._agreement(db, participant, agreement_id), application,
-                                    action, purpose, use_id, now or self.clock()),
+                                    action, purpose, use_id, now or self.clock(), claims),
             durable=True,
         )
         crash_point("usage-after-commit")
@@ -156,6 +216,20 @@ class UsageService:
                      agreement=agreement_id, action=action, purpose=purpose, application=application,
                      decision=outcome.decision, seq=outcome.entry.seq)
         return outcome
+
+    async def _asks_for_claims(self, participant: ParticipantRuntime, agreement_id: str) -> bool:
+        key = (participant.id, agreement_id)
+        asks = self._asks_claims.get(key)
+        if asks is None:
+            agreement = await self.repo.read(lambda db: store.agreement(db, participant.id, agreement_id))
+            if agreement is None:
+                return False  # the use is refused in the transaction, with its reason
+            try:
+                asks = bool(left_operands(parse_policy(agreement.agreement)) & CLAIM_OPERANDS)
+            except PolicyError:
+                asks = False  # the decision explains the policy's problem
+            self._asks_claims[key] = asks
+        return asks
 
     def _agreement(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
                    ) -> AgreementRecord:
@@ -177,15 +251,16 @@ class UsageService:
 
     def _decide(
         self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement: AgreementRecord,
-        application: str, action: str, purpose: str, use_id: str, now: datetime,
+        application: str, action: str, purpose: str, use_id: str, now: datetime, claims: PeerClaims | None = None,
     ) -> UseOutcome:
         pid = participant.id
         head, counts = self._chain_state(db, participant, agreement.id)
         earlier = store.entries_of_use(db, pid, agreement.id, use_id)
         if earlier:
-            return self._retry(db, participant, agreement, head, earlier, application, action, purpose, now)
-        planned = plan_use(self._policy(pid, agreement), _state(counts), self._request(participant, agreement,
-                                                                                       action, purpose), now)
+            return self._retry(db, participant, agreement, head, earlier, application, action, purpose, now,
+                               claims)
+        planned = plan_use(self._policy(pid, agreement), _state(counts),
+                           self._request(participant, agreement, action, purpose, claims), now)
         permitted = planned.decision.permitted
         effects = [_effect_text(e) for e in planned.effects] if permitted else []
         entry = self._append(db, pid, agreement.id, head, counts, kind="use", use_id=use_id, at=now_text(now),
@@ -201,17 +276,18 @@ class UsageService:
         return UseOutcome(entry.decision, list(entry.reasons), entry, effects=effects)
 
     def _request(self, participant: ParticipantRuntime, agreement: AgreementRecord, action: str,
-                 purpose: str) -> Request:
-        return Request(
-            party=participant.did, action=action, target=agreement.asset_id, purpose=purpose or None,
-            region=participant.record.region, recipient=participant.did,
-            export_destination=participant.record.region,
-        )
+                 purpose: str, claims: PeerClaims | None) -> Request:
+        if claims is None:  # the policy names no verified claim (or the participant has none)
+            return Request(party=participant.did, action=action, target=agreement.asset_id, purpose=purpose or None,
+                           region=participant.record.region, recipient=participant.did)
+        own = PeerFacts(participant.did, self_asserted_region=participant.record.region).with_claims(claims)
+        asked = own.request(action=action, target=agreement.asset_id, export_destination=own.verified_region)
+        return msgspec.structs.replace(asked, purpose=purpose or None)
 
     def _retry(
         self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement: AgreementRecord,
         head: ledger.Entry | None, earlier: list[ledger.Entry], application: str, action: str, purpose: str,
-        now: datetime,
+        now: datetime, claims: PeerClaims | None,
     ) -> UseOutcome:
         """A use id seen before: the same use retried (re-delivered, bounded) or a conflict (409)."""
         original = next((e for e in earlier if e.kind == "use"), None)
@@ -248,7 +324,7 @@ class UsageService:
         # so a window closed since refuses it.
         before = (original.uses - 1 if original.uses is not None else 0, original.first_use or original.at)
         planned = plan_use(self._policy(participant.id, agreement), _state(before),
-                           self._request(participant, agreement, action, purpose), now)
+                           self._request(participant, agreement, action, purpose, claims), now)
         permitted = planned.decision.permitted
         reasons = [f"retry {len(again) + 1} of {cfg.redeliveries} of use #{original.seq} (counted once)",
                    *planned.decision.reasons]

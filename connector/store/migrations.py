@@ -286,4 +286,68 @@ MIGRATIONS: list[list[str]] = [
         "GROUP BY participant_id, agreement_id, kind, detail)",
         "CREATE UNIQUE INDEX receipt_anomalies_once ON receipt_anomalies(participant_id, agreement_id, kind, detail)",
     ],
+    # 7: memberships and verified attributes: credentials a participant issued (with their place in its status
+    #    lists) and the lists' bits, credentials it holds, requests holders sent it, and the issuers it trusts
+    [
+        """CREATE TABLE issued_credentials (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            status_list INTEGER NOT NULL,
+            status_index INTEGER NOT NULL,
+            valid_until TEXT NOT NULL,
+            document TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            revoked_at TEXT,
+            delivered_at TEXT,
+            delivery_error TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        "CREATE UNIQUE INDEX issued_credentials_status ON issued_credentials(participant_id, status_list, "
+        "status_index)",
+        """CREATE TABLE status_lists (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id INTEGER NOT NULL,
+            purpose TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            allocated INTEGER NOT NULL DEFAULT 0,
+            encoded_list TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE held_credentials (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            valid_until TEXT NOT NULL,
+            document TEXT NOT NULL,
+            source TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE credential_requests (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            claims TEXT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            credential_id TEXT,
+            received_at TEXT NOT NULL,
+            decided_at TEXT,
+            PRIMARY KEY (participant_id, id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX credential_requests_state ON credential_requests(participant_id, state, requester)",
+        """CREATE TABLE trusted_issuers (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            issuer TEXT NOT NULL,
+            kinds TEXT NOT NULL,
+            spaces TEXT,
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, issuer)
+        ) WITHOUT ROWID""",
+    ],
 ]

@@ -182,5 +182,6 @@ async def test_demo_runs_and_every_step_behaves():
     for evidence in ("signed by both parties", "verified (", "manifest ", "use 3 (purpose R&D): permitted",
                      "use 4: refused", "count is 4",
                      "sealed end to end", "signed entries received", "signed deletion receipt",
-                     "a further use is refused", "export control", "every step behaved as expected"):
+                     "a further use is refused", "export control", "the recipient is in DE-BY (verified by did:",
+                     "vouches for regions with signed credentials", "every step behaved as expected"):
         assert evidence in text, (evidence, text)

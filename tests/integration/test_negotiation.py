@@ -13,6 +13,7 @@ import pytest
 from connector.client import ClientError
 from connector.net import signing
 from connector.protocol import messages as m
+from connector.testing import vouch_region
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 RND = {"@type": "Set", "permission": [{"action": "use", "constraint": [
@@ -405,7 +406,8 @@ async def test_export_control_hides_and_refuses_core_data_abroad(nodes):
     await provider.client.add_policy("open", OPEN)
     await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="open",
                                                   assets=["line-7"])
-    for peer in (domestic, foreign):
+    for peer in (domestic, foreign):  # each presents a region credential by an issuer the provider trusts
+        await vouch_region(provider, peer, verifiers=[provider])
         await peer.client.verify_peer(provider.public_url)
     assert asset_ids(provider, await domestic.client.catalog(provider.public_url)) == ["line-7"]
     assert (await foreign.client.catalog(provider.public_url)).get("dataset", []) == []

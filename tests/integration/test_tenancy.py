@@ -154,6 +154,12 @@ async def test_isolation_probes_over_every_management_route(nodes):
     await bravo.client.transfer(transfer["id"], wait_s=10)
     await bravo.client.verify_peer(ext.public_url)
     await bravo.client.create_token("bravo-app")
+    # bravo issues a credential, holds one, has a holder's request waiting and trusts an issuer
+    await bravo.client.issue_credential(ext.participant.did, "membership", {"dataSpace": "urn:tds:space:bravo"})
+    held = await ext.client.issue_credential(bravo.participant.did, "region", {"region": "CN-GD"})
+    await ext.client.deliver_credential(held["id"])
+    await ext.client.ask_credential(bravo.public_url, "region", {"region": "CN-GD"})
+    await bravo.client.trust_issuer(ext.participant.did, ["region"])
     table = management.routes(host.node)
     node = host.node
 

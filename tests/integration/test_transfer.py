@@ -13,7 +13,7 @@ import pytest
 
 from connector.net import signing
 from connector.payload import manifest as manifests
-from connector.testing import dsp_validator, vault_plaintext, vault_sha256
+from connector.testing import dsp_validator, vault_plaintext, vault_sha256, vouch_region
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
@@ -28,7 +28,10 @@ async def agreed(provider, consumer, *, size=3 * 1024 * 1024 + 123, contract=OPE
     await provider.client.add_policy("contract", contract)
     await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="contract",
                                                   assets=["qi-2026"])
-    if data_class in ("core", "personal"):  # export control needs the consumer's verified region
+    if data_class in ("core", "personal"):
+        # Export control needs the consumer's verified region: a credential by an issuer the provider trusts for
+        # regions (here the provider itself), presented in the consumer's handshake.
+        await vouch_region(provider, consumer, verifiers=[provider])
         await consumer.client.verify_peer(provider.public_url)
     catalog = await consumer.client.catalog(provider.public_url)
     offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
@@ -362,14 +365,15 @@ async def test_export_control_is_checked_again_when_a_transfer_starts(nodes):
 
     provider = await nodes.start("acme", region="CN-GD")
     consumer = await nodes.start("partner", region="DE-BY")
-    await consumer.client.verify_peer(provider.public_url)  # the provider knows the consumer's region
+    await vouch_region(provider, consumer, verifiers=[provider])
+    await consumer.client.verify_peer(provider.public_url)  # the provider knows the consumer's verified region
     agreement, _ = await agreed(provider, consumer, size=1000)  # general data: the default rule lets it go
     # the provider's rules tighten after the agreement: general data must now stay in CN as well
     provider.node.transfers.export_rules = [ExportRule(region="CN", data_classes=["general", "core", "personal"])]
     record = await consumer.client.start_transfer(agreement)
     final = await consumer.client.transfer(record["id"], wait_s=10)
     assert final["state"] == "TERMINATED"
-    assert "export control" in final["reason"] and "DE-BY" in final["reason"]
+    assert "export control" in final["reason"] and "the recipient is in DE-BY (verified by" in final["reason"]
     assert vault_files(consumer) == []
 
 

@@ -235,3 +235,27 @@ def test_the_processor_fetches_nothing(loader):
         round_trip({"@context": ["https://example.org/elsewhere"], "x": 1}, loader)
     assert loader.refused == ["https://example.org/elsewhere"]
     loader.refused.clear()  # refused on purpose: the fixture fails a test for any other
+
+
+@pytest.mark.parametrize("kind", ["membership", "legal-entity", "region", "certification"])
+def test_credentials_of_each_kind_keep_every_claim(loader, kind):
+    from nacl.signing import SigningKey
+
+    from connector.identity import vc
+    from connector.identity.claims import Certification, LegalEntity, Membership, Region
+    from connector.identity.keys import Signer
+
+    claims = {
+        "membership": Membership("urn:tds:space:auto-parts", "operator"),
+        "legal-entity": LegalEntity("ACME Precision Manufacturing Co.", "91350100M000100Y43", "5493001KJTIIGC8Y1R12"),
+        "region": Region("CN-GD"),
+        "certification": Certification("2", "TDS Connector", "0.1.0"),
+    }[kind]
+    key = SigningKey.generate()
+    issuer = dids.did_key_for(bytes(key.verify_key))
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    document = vc.issue(claims, holder="did:web:parts.example", signer=Signer(key, dids.signing_key_id(issuer)),
+                        credential_id="urn:uuid:5b0c9a2e-8f4b-4b8e-9a55-0d1f0c1d2e3f", now=now,
+                        valid_until=datetime(2027, 6, 1, tzinfo=UTC))
+    compacted = check(f"{kind} credential", document, loader)
+    assert compacted["type"] == ["VerifiableCredential", claims.kind.value]

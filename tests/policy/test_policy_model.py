@@ -87,3 +87,25 @@ def test_inherit_needs_every_parent():
     child = Policy(uid="urn:child", inherit_from=("urn:missing",))
     with pytest.raises(KeyError):
         inherit(child, {})
+
+
+def test_left_operands_lists_every_operand_a_policy_names():
+    from usage_policies.jsonld import parse_policy
+    from usage_policies.model import ODRL, TDS, left_operands
+
+    policy = parse_policy({
+        "@id": "urn:p", "@type": "Set",
+        "permission": [{"action": {"rdf:value": {"@id": "odrl:use"}, "refinement": [
+                            {"leftOperand": "purpose", "operator": "eq", "rightOperand": "R&D"}]},
+                        "constraint": [{"or": [
+                            {"leftOperand": "tds:memberOf", "operator": "eq", "rightOperand": "urn:s"},
+                            {"leftOperand": "spatial", "operator": "eq", "rightOperand": "CN"}]}],
+                        "duty": [{"action": "delete", "constraint": [
+                            {"leftOperand": "elapsedTime", "operator": "lteq", "rightOperand": "P1D"}]}]}],
+        "prohibition": [{"action": "distribute", "constraint": [
+            {"leftOperand": "tds:verifiedRegion", "operator": "isPartOf", "rightOperand": "DE"}]}],
+        "obligation": [{"action": "compensate", "constraint": [
+            {"leftOperand": "payAmount", "operator": "eq", "rightOperand": "1.00"}]}],
+    })
+    assert left_operands(policy) == {ODRL + "purpose", TDS + "memberOf", ODRL + "spatial", ODRL + "elapsedTime",
+                                     TDS + "verifiedRegion", ODRL + "payAmount"}

@@ -22,6 +22,9 @@ ALL = {
     "purpose": t.purpose(A, ["R&D", "safety"]),
     "region": t.region(A, "CN"),
     "no_export_outside": t.no_export_outside(A, "CN"),
+    "verified_region": t.verified_region(A, ["CN-GD", "CN-BJ"]),
+    "member_of": t.member_of(A, "urn:tds:space:auto-parts"),
+    "member_of[any]": t.member_of(A, ["urn:tds:space:auto-parts", "urn:tds:space:optics"]),
     "max_uses": t.max_uses(A, 3),
     "during": t.during(A, "2025-01-01T00:00:00Z", datetime(2026, 1, 1, tzinfo=UTC)),
     "for_duration": t.for_duration(A, "P30D"),
@@ -66,6 +69,13 @@ def decide(offer: dict, world: World | None = None, **request) -> Outcome:
         ("region", {"region": "DE"}, Outcome.DENY),
         ("no_export_outside", {"export_destination": "CN-SH"}, Outcome.PERMIT),
         ("no_export_outside", {"export_destination": "US"}, Outcome.DENY),
+        ("verified_region", {"verified_region": "CN-GD"}, Outcome.PERMIT),
+        ("verified_region", {"verified_region": "CN-SH"}, Outcome.DENY),
+        ("verified_region", {"region": "CN-GD"}, Outcome.DENY),  # stated, not verified
+        ("member_of", {"member_of": ("urn:tds:space:optics", "urn:tds:space:auto-parts")}, Outcome.PERMIT),
+        ("member_of", {"member_of": ("urn:tds:space:optics",)}, Outcome.DENY),
+        ("member_of", {}, Outcome.DENY),
+        ("member_of[any]", {"member_of": ("urn:tds:space:optics",)}, Outcome.PERMIT),
         ("max_uses", {"use_count": 2}, Outcome.PERMIT),
         ("max_uses", {"use_count": 3}, Outcome.DENY),
         ("during", {}, Outcome.PERMIT),
@@ -95,7 +105,8 @@ def test_during_excludes_its_end():
     "build",
     [lambda: t.max_uses(A, 0), lambda: t.for_duration(A, "30 days"), lambda: t.price_per_use(A, "-1", EURO),
      lambda: t.data_class_defaults(A, "secret"), lambda: t.data_class_defaults(A, "personal"),
-     lambda: t.combine(t.allow(A), t.allow("urn:other")), lambda: t.purpose(A, [])],
+     lambda: t.combine(t.allow(A), t.allow("urn:other")), lambda: t.purpose(A, []), lambda: t.member_of(A, []),
+     lambda: t.verified_region(A, [])],
 )
 def test_builders_reject_nonsense(build):
     with pytest.raises(ValueError):

@@ -66,6 +66,10 @@ EXAMPLES_BY_ROUTE: dict[str, str | None] = {
     "POST tds/handshake": "self-description",
     "POST tds/usage-receipts": "receipts",
     "POST tds/revocations": "revocation",
+    "POST tds/credentials": "credential",
+    "POST tds/credentials/requests": "credential request",
+    "POST tds/credentials/challenge": "challenge",
+    "POST tds/credentials/presentation": "presentation",
 }
 ERROR_TYPES = {"catalog": "CatalogError", "negotiations": "ContractNegotiationError", "transfers": "TransferError"}
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
@@ -324,13 +328,26 @@ async def test_fuzzing_the_dsp_routes_with_signed_requests_finds_no_server_error
     del bases["POST transfers/request"]["dataAddress"]
     from datetime import UTC, datetime
 
+    from connector.identity import vc
+
+    credentials = {}
+    for target, peer in ((provider, consumer), (consumer, provider)):
+        credentials[target.participant.did] = (await peer.client.issue_credential(
+            target.participant.did, "membership", {"dataSpace": "urn:tds:space:fuzz"}))["document"]
     capfd.readouterr()
     reports = []
     for target, peer in ((provider, consumer), (consumer, provider)):
+        answered = "c" * 43  # a challenge the target never handed out
         extension_bases = {
             "POST tds/handshake": peer.participant.self_description(datetime.now(UTC)),
             "POST tds/usage-receipts": {"agreementId": agreement, "entries": [], "heads": []},
             "POST tds/revocations": {"agreementId": agreement, "reason": "fuzz"},
+            "POST tds/credentials": {"credential": credentials[target.participant.did]},
+            "POST tds/credentials/requests": {"kind": "region", "claims": {"region": "CN-GD"}},
+            "POST tds/credentials/challenge": {"challenge": "p" * 43},
+            "POST tds/credentials/presentation": {"challenge": answered, "presentation": vc.present(
+                [], holder=peer.participant.signer, domain=target.participant.did, challenge=answered,
+                now=datetime.now(UTC))},
         }
         signers = {"agreed peer": Signer(peer.participant.keys.signing, peer.participant.key_id),
                    "stranger": stranger, "unsigned": None}

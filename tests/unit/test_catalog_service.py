@@ -1,5 +1,6 @@
-"""The catalog service with in-memory catalog entries and verified peers: what a peer sees (access policy,
-export control, the clock), the facts it is judged by, paging and single datasets — no node, no sockets."""
+"""The catalog service with in-memory catalog entries, verified peers and their verified claims: what a peer sees
+(access policy, export control, the clock), the facts it is judged by, paging and single datasets — no node, no
+sockets."""
 
 from __future__ import annotations
 
@@ -15,16 +16,26 @@ from connector.protocol.policy import PeerFacts
 from connector.services.catalog import CatalogService
 from connector.store.records import Asset, ContractDefinition, PolicyRecord
 from connector.store.repository import CatalogSnapshot, Participant, Peer
+from connector.testing import REGISTRY_DID, FixedClaims, peer_claims
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 GD_ONLY = {"@type": "Set", "permission": [{"action": "use", "constraint": [
     {"leftOperand": "spatial", "operator": "isPartOf", "rightOperand": "CN-GD"}]}]}
+VERIFIED_GD = {"@type": "Set", "permission": [{"action": "use", "constraint": [
+    {"leftOperand": "tds:verifiedRegion", "operator": "isPartOf", "rightOperand": "CN-GD"}]}]}
+MEMBERS = {"@type": "Set", "permission": [{"action": "use", "constraint": [
+    {"leftOperand": "tds:memberOf", "operator": "isAnyOf", "rightOperand": ["urn:tds:space:auto-parts"]}]}]}
 UNTIL_2030 = {"@type": "Set", "permission": [{"action": "use", "constraint": [
     {"leftOperand": "dateTime", "operator": "lt", "rightOperand": "2030-01-01T00:00:00Z"}]}]}
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 GD_PEER = "did:web:parts.example"
 BJ_PEER = "did:web:north.example"
 DE_PEER = "did:web:partner.example"
+#: A peer established in Germany (its region credential says so) whose self-description states CN-GD.
+LIAR = "did:web:liar.example"
+#: What trusted issuers' credentials verify of the peers: GD_PEER has none, and states its region only.
+CLAIMS = FixedClaims(peer_claims(BJ_PEER, region="CN-BJ", spaces=["urn:tds:space:auto-parts"]),
+                     peer_claims(DE_PEER, region="DE-BY"), peer_claims(LIAR, region="DE-BE"), participants=["acme"])
 
 
 class CatalogEntries:
@@ -86,12 +97,12 @@ def entries() -> CatalogEntries:
 @pytest.fixture
 def book() -> PeerBook:
     return PeerBook({"acme": [peer(GD_PEER, "CN-GD-GZ", "Parts Co"), peer(BJ_PEER, "CN-BJ"),
-                              peer(DE_PEER, "DE-BY")]})
+                              peer(DE_PEER, "DE-BY"), peer(LIAR, "CN-GD")]})
 
 
 def service(entries: CatalogEntries, book: PeerBook, rules: list[ExportRule] | None = None,
             now: datetime = NOW) -> CatalogService:
-    return CatalogService(entries, book, rules or [], clock=lambda: now)  # type: ignore[arg-type]
+    return CatalogService(entries, book, rules or [], clock=lambda: now, claims_of=CLAIMS)  # type: ignore[arg-type]
 
 
 def dataset_ids(catalog: dict[str, Any]) -> list[str]:
@@ -102,9 +113,30 @@ def dataset_ids(catalog: dict[str, Any]) -> list[str]:
     return [i[len(prefix):] for i in listed]
 
 
-async def test_peer_facts_come_from_the_verified_self_description(entries, book, acme):
+async def test_peer_facts_without_credentials_are_what_the_self_description_asserts(entries, book, acme):
     facts = await service(entries, book).peer_facts(acme, GD_PEER)
-    assert facts == PeerFacts(GD_PEER, "CN-GD-GZ", "Parts Co", self_described=True)
+    assert facts == PeerFacts(GD_PEER, self_asserted_region="CN-GD-GZ", self_asserted_legal_name="Parts Co",
+                              self_described=True)
+    assert facts.verified_region is None and facts.recipient_region.verified is None
+
+
+async def test_peer_facts_carry_the_verified_claims_beside_the_self_asserted_ones(entries, book, acme):
+    facts = await service(entries, book).peer_facts(acme, LIAR)
+    assert (facts.self_asserted_region, facts.verified_region, facts.region_issuer) == ("CN-GD", "DE-BE", REGISTRY_DID)
+    member = await service(entries, book).peer_facts(acme, BJ_PEER)
+    assert member.memberships == (("urn:tds:space:auto-parts", "member"),)
+
+
+async def test_the_claims_are_asked_of_the_participant_that_decides(entries, book, acme):
+    CLAIMS.asked.clear()
+    await service(entries, book).peer_facts(acme, DE_PEER)
+    assert CLAIMS.asked == [("acme", DE_PEER)]
+
+
+async def test_without_a_claims_source_nothing_is_verified(entries, book, acme):
+    facts = await CatalogService(entries, book, []).peer_facts(acme, BJ_PEER)  # type: ignore[arg-type]
+    assert facts == PeerFacts(BJ_PEER, self_asserted_region="CN-BJ", self_asserted_legal_name="Peer Ltd",
+                              self_described=True)
 
 
 async def test_an_unverified_peer_has_only_its_did(entries, book, acme):
@@ -128,8 +160,34 @@ async def test_the_catalog_lists_what_the_access_policy_admits(entries, book, ac
     assert dataset_ids(catalog) == expected and total == len(expected)
 
 
-@pytest.mark.parametrize(("caller", "visible"), [(BJ_PEER, True), (DE_PEER, False), ("did:key:z6Mkx", False)])
-async def test_export_rules_hide_core_data_from_recipients_abroad_or_unknown(entries, book, acme, caller, visible):
+@pytest.mark.parametrize(("caller", "expected"), [
+    (BJ_PEER, ["members-data"]),  # a verified member, with a verified region in Beijing
+    (GD_PEER, []),  # states CN-GD-GZ, nothing verified
+    (LIAR, []),  # states CN-GD, verified in DE-BE
+])
+async def test_verified_claim_policies_read_only_what_is_verified(entries, book, acme, caller, expected):
+    entries.publish("acme", Asset(id="verified-gd-data"), access=VERIFIED_GD, cd="gd")
+    entries.publish("acme", Asset(id="members-data"), access=MEMBERS, cd="members")
+    catalog, _ = await service(entries, book).catalog(acme, caller)
+    assert dataset_ids(catalog) == expected
+
+
+async def test_a_verified_region_within_admits(entries, book, acme):
+    entries.publish("acme", Asset(id="verified-gd-data"), access=VERIFIED_GD, cd="gd")
+    claims = FixedClaims(peer_claims(GD_PEER, region="CN-GD"))
+    catalog, _ = await CatalogService(entries, book, [], clock=lambda: NOW,  # type: ignore[arg-type]
+                                      claims_of=claims).catalog(acme, GD_PEER)
+    assert dataset_ids(catalog) == ["verified-gd-data"]
+
+
+@pytest.mark.parametrize(("caller", "visible"), [
+    (BJ_PEER, True),  # verified in CN-BJ
+    (DE_PEER, False),  # verified abroad
+    (GD_PEER, False),  # states CN-GD-GZ: self-asserted, not verified
+    (LIAR, False),  # states CN-GD, verified abroad
+    ("did:key:z6Mkx", False),  # nothing known
+])
+async def test_export_rules_hide_core_data_from_recipients_abroad_or_unverified(entries, book, acme, caller, visible):
     entries.publish("acme", Asset(id="line-7", data_class="core"), access=OPEN, cd="cd")
     rules = [ExportRule(region="CN", data_classes=["core"])]
     catalog, _ = await service(entries, book, rules).catalog(acme, caller)

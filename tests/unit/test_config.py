@@ -106,3 +106,52 @@ def test_tls_settings_round_trip_and_unset_ones_are_left_out():
     assert (config.node.tls_cert, config.node.tls_key, config.node.tls_ca) == ("/c.pem", "/k.pem", "/ca.pem")
     assert parse_config(render_config(config)) == config
     assert "tls_" not in render_config(parse_config(GOOD))
+
+
+TRUST = """
+[credentials]
+status_cache_s = 30.0
+
+[[trust]]
+issuer = "did:web:alliance.example:participants:alliance"
+claims = ["membership"]
+spaces = ["urn:tds:space:auto-parts"]
+
+[[trust]]
+issuer = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+claims = ["region", "legal-entity"]
+"""
+
+
+def test_trust_list_and_credentials_settings_round_trip():
+    config = parse_config(GOOD + TRUST)
+    assert [(t.issuer.split(":")[1], t.claims, t.spaces) for t in config.trust] == [
+        ("web", ["membership"], ["urn:tds:space:auto-parts"]), ("key", ["region", "legal-entity"], None)]
+    assert config.credentials.status_cache_s == 30.0 and config.credentials.status_fetch_timeout_s == 5.0
+    assert parse_config(render_config(config)) == config
+    assert "[credentials]" not in render_config(parse_config(GOOD))  # defaults: no section written
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (('issuer = "did:web:alliance.example:participants:alliance"', 'issuer = "alliance"'), "trust[0].issuer"),
+        (('issuer = "did:web:alliance.example:participants:alliance"', 'issuer = "did:web:a.example#key-1"'),
+         "trust[0].issuer"),
+        (('claims = ["membership"]', 'claims = ["passport"]'), "trust[0].claims"),
+        (('claims = ["membership"]', "claims = []"), "trust[0].claims"),
+        (('claims = ["region", "legal-entity"]', 'claims = ["region"]\nspaces = ["x"]'), "trust[1].spaces"),
+        (('spaces = ["urn:tds:space:auto-parts"]', "spaces = []"), "trust[0].spaces"),
+        (('spaces = ["urn:tds:space:auto-parts"]', 'spaces = ["two words"]'), "trust[0].spaces"),
+        (("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "did:web:alliance.example:participants:alliance"),
+         "trust[1].issuer"),
+        (("status_cache_s = 30.0", "status_cache_s = 0.0"), "credentials.status_cache_s"),
+        (("status_cache_s = 30.0", "status_cache = 30.0"), "credentials.status_cache"),
+        (('claims = ["membership"]', 'claims = ["membership"]\ntrusted = true'), "trust[0].trusted"),
+    ],
+)
+def test_trust_list_errors_name_the_field(change, field):
+    with pytest.raises(ConfigError) as info:
+        parse_config((GOOD + TRUST).replace(*change))
+    assert info.value.path == field, str(info.value)
+    assert "\n" not in str(info.value)

@@ -70,6 +70,21 @@ def test_the_nodes_context_defines_every_claim_of_the_self_description():
     assert credentials.CREDENTIAL_TYPE in defined
 
 
+def test_the_nodes_context_defines_every_kind_of_credential_and_its_claims():
+    from connector.identity.claims import CLAIM_TYPES
+
+    defined = {term for term in TDS_CONTEXT if not term.startswith("@")}
+    for kind, claims in CLAIM_TYPES.items():
+        assert kind.value in defined
+        assert {f.encode_name for f in msgspec.structs.fields(claims)} <= defined, kind
+
+
+def test_the_verified_operands_are_defined_as_terms():
+    from usage_policies.operands import VERIFIED_OPERANDS
+
+    assert set(defined_iris(TDS_CONTEXT)) >= VERIFIED_OPERANDS
+
+
 @pytest.mark.parametrize("iri", [contexts.TDS_NS + "proof", contexts.TDS_NS + "providerProof",
                                  contexts.TDS_NS + "consumerProof", contexts.TDS_NS + "didDocuments"])
 def test_proofs_and_did_documents_are_json_literals_kept_exactly_as_signed(iri):

@@ -161,6 +161,25 @@ async def test_a_self_description_that_does_not_verify_is_refused(client, book, 
     assert book.saved == []
 
 
+@pytest.mark.parametrize("fails", [False, True])
+async def test_after_a_verified_handshake_credentials_are_exchanged_and_a_failure_there_leaves_it_verified(
+        client, book, acme, parts, fails):
+    serve_version_document(client, parts)
+    serve_handshake(client, parts, parts.self_description(NOW))
+    exchanged = []
+
+    async def exchange(participant, peer, dsp_base):
+        exchanged.append((participant.id, peer, dsp_base, len(book.saved)))
+        if fails:
+            raise PeerError("the peer refused the credential exchange with 500")
+
+    service = FederationService(client, FederationResolver(parts.did_document()), book,  # type: ignore[arg-type]
+                                clock=lambda: NOW, exchange=exchange)
+    subject, dsp_base = await service.verify_peer(acme, parts.base_url)
+    assert subject.id == parts.did and dsp_base == parts.dsp_base
+    assert exchanged == [("acme", parts.did, parts.dsp_base, 1)]  # after the peer was kept
+
+
 async def test_a_refused_handshake_is_a_peer_error(client, book, acme, parts):
     serve_handshake(client, parts, {"error": "no"}, status=403)
     with pytest.raises(PeerError, match="refused the handshake with 403"):

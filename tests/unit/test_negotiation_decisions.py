@@ -37,6 +37,10 @@ RESEARCH = {"@id": "urn:tds:policy:research", "@type": "Set", "permission": [{"a
     {"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"}]}]}
 GD_ONLY = {"@id": "urn:tds:policy:gd", "@type": "Set", "permission": [{"action": "use", "constraint": [
     {"leftOperand": "spatial", "operator": "isPartOf", "rightOperand": "CN-GD"}]}]}
+VERIFIED_GD = {"@id": "urn:tds:policy:verified-gd", "@type": "Set", "permission": [{"action": "use", "constraint": [
+    {"leftOperand": "tds:verifiedRegion", "operator": "isPartOf", "rightOperand": "CN-GD"}]}]}
+MEMBERS = {"@id": "urn:tds:policy:members", "@type": "Set", "permission": [{"action": "use", "constraint": [
+    {"leftOperand": "tds:memberOf", "operator": "eq", "rightOperand": "urn:tds:space:auto-parts"}]}]}
 UNTIL_2026 = {"@id": "urn:tds:policy:until", "@type": "Set", "permission": [{"action": "use", "constraint": [
     {"leftOperand": "dateTime", "operator": "lt", "rightOperand": "2026-01-01T00:00:00Z"}]}]}
 CN_CORE = (ExportRule(region="CN", data_classes=["core"]),)
@@ -53,7 +57,16 @@ def requested(policy: dict[str, Any] = RESEARCH, *, offer_id: str = OFFER_ID, ta
 
 CATALOG = CatalogOffer(definition_id="cd1", assets=frozenset({ASSET}), access_policy=OPEN, contract_policy=RESEARCH,
                        data_class="core")
-FACTS = ProviderFacts(peer=PeerFacts(CONSUMER, region="CN-GD-GZ"), holder_region="CN-GD", export_rules=CN_CORE)
+REGISTRY = "did:web:registry.example"
+
+
+def peer(*, stated: str | None = None, verified: str | None = None, **claims: Any) -> PeerFacts:
+    """The requester: the region it states in its self-description, and what trusted credentials verify."""
+    return PeerFacts(CONSUMER, self_asserted_region=stated, self_described=stated is not None,
+                     verified_region=verified, region_issuer=REGISTRY if verified else None, **claims)
+
+
+FACTS = ProviderFacts(peer=peer(stated="CN-GD-GZ", verified="CN-GD-GZ"), holder_region="CN-GD", export_rules=CN_CORE)
 COUNTER = contracts.message_offer(OFFERED, OFFER_ID, ASSET)
 
 
@@ -85,19 +98,49 @@ PROVIDER_CASES: list[tuple[str, ContractRequest, CatalogOffer | None, ProviderFa
     ("the request names no target: the dataset is the offer id's",
      requested(target=""), CATALOG, FACTS, NOW,
      Outcome(Move.AGREE, offer=contracts.message_offer(OFFERED, OFFER_ID, ""))),
-    ("export control: the recipient is outside the region",
-     requested(), CATALOG, replace(FACTS, peer=PeerFacts(CONSUMER, region="DE")), NOW,
-     terminate("export control: data classed 'core' may not leave CN; the recipient is in DE")),
+    ("export control: the recipient's verified region is outside the region",
+     requested(), CATALOG, replace(FACTS, peer=peer(verified="DE")), NOW,
+     terminate(f"export control: data classed 'core' may not leave CN; the recipient is in DE "
+               f"(verified by {REGISTRY})")),
+    ("export control: a verified region abroad wins over the region the recipient states",
+     requested(), CATALOG, replace(FACTS, peer=peer(stated="CN-GD", verified="DE")), NOW,
+     terminate(f"export control: data classed 'core' may not leave CN; the recipient is in DE "
+               f"(verified by {REGISTRY})")),
     ("export control: the recipient's region is not known",
      requested(), CATALOG, replace(FACTS, peer=PeerFacts(CONSUMER)), NOW,
-     terminate("export control: data classed 'core' may not leave CN, and the recipient's region is not known "
-               "(no verified self-description)")),
-    ("export control: data held outside the rule's region may go",
-     requested(), CATALOG, replace(FACTS, holder_region="DE", peer=PeerFacts(CONSUMER, region="US")), NOW,
+     terminate("export control: data classed 'core' may not leave CN, and the recipient has no verified region: "
+               "no credential from an issuer trusted for regions")),
+    ("export control: a self-asserted region never satisfies a rule",
+     requested(), CATALOG, replace(FACTS, peer=peer(stated="CN-GD-GZ")), NOW,
+     terminate("export control: data classed 'core' may not leave CN, and the recipient has no verified region: "
+               "no credential from an issuer trusted for regions (its self-description states CN-GD-GZ: "
+               "self-asserted, which does not count)")),
+    ("export control: general data goes without a verified region",
+     requested(), replace(CATALOG, data_class="general"), replace(FACTS, peer=peer(stated="DE")), NOW,
      Outcome(Move.AGREE, offer=requested().offer)),
-    ("access denied: the requester's region",
+    ("export control: data held outside the rule's region may go",
+     requested(), CATALOG, replace(FACTS, holder_region="DE", peer=peer(verified="US")), NOW,
+     Outcome(Move.AGREE, offer=requested().offer)),
+    ("access denied: no verified region for a tds:verifiedRegion policy",
+     requested(), replace(CATALOG, access_policy=VERIFIED_GD, data_class="general"),
+     replace(FACTS, peer=peer(stated="CN-GD")), NOW,
+     terminate(f"the access policy of offer {OFFER_ID!r} does not admit you: permission #1 does not apply: no verified "
+               "region: no credential from an issuer trusted for regions, policy requires within 'CN-GD'")),
+    ("access admitted: the verified region lies within",
+     requested(), replace(CATALOG, access_policy=VERIFIED_GD), FACTS, NOW,
+     Outcome(Move.AGREE, offer=requested().offer)),
+    ("access denied: not a verified member of the data space",
+     requested(), replace(CATALOG, access_policy=MEMBERS), FACTS, NOW,
+     terminate(f"the access policy of offer {OFFER_ID!r} does not admit you: permission #1 does not apply: no verified "
+               "membership: no membership credential from an issuer trusted for it, policy requires "
+               "'urn:tds:space:auto-parts'")),
+    ("access admitted: a verified member of the data space",
+     requested(), replace(CATALOG, access_policy=MEMBERS),
+     replace(FACTS, peer=peer(verified="CN-GD", memberships=(("urn:tds:space:auto-parts", "member"),))), NOW,
+     Outcome(Move.AGREE, offer=requested().offer)),
+    ("access denied: the region the requester states (odrl:spatial)",
      requested(), replace(CATALOG, access_policy=GD_ONLY, data_class="general"),
-     replace(FACTS, peer=PeerFacts(CONSUMER, region="CN-BJ")), NOW,
+     replace(FACTS, peer=peer(stated="CN-BJ")), NOW,
      terminate(f"the access policy of offer {OFFER_ID!r} does not admit you: permission #1 does not apply: region "
                "is 'CN-BJ', policy requires within 'CN-GD'")),
     ("access admitted: the requester's region lies within",
@@ -116,7 +159,7 @@ PROVIDER_CASES: list[tuple[str, ContractRequest, CatalogOffer | None, ProviderFa
      requested(), replace(CATALOG, contract_policy=None), FACTS, NOW,
      terminate(f"the access policy of offer {OFFER_ID!r} does not admit you: permission #1 allows this")),
     ("the dataset is gone: export control judges it as general data, the catalog no longer shows it",
-     requested(), replace(CATALOG, data_class=None), replace(FACTS, peer=PeerFacts(CONSUMER, region="DE")), NOW,
+     requested(), replace(CATALOG, data_class=None), replace(FACTS, peer=peer(stated="DE", verified="DE")), NOW,
      terminate(f"the access policy of offer {OFFER_ID!r} does not admit you: permission #1 allows this")),
 ]
 
@@ -160,10 +203,13 @@ def _snapshot() -> CatalogSnapshot:
     return CatalogSnapshot(assets, policies, definitions)
 
 
-@pytest.mark.parametrize("region", ["CN-GD", "CN-BJ", "DE", None])
-def test_the_provider_agrees_to_exactly_the_offers_its_catalog_shows(region):
+@pytest.mark.parametrize("requester", [
+    peer(stated="CN-GD", verified="CN-GD"), peer(stated="CN-BJ", verified="CN-BJ"), peer(stated="DE", verified="DE"),
+    peer(stated="CN-GD"), peer(stated="CN-GD", verified="DE"), PeerFacts(CONSUMER),
+], ids=["gd", "bj", "de", "gd-self-asserted", "de-claiming-gd", "unknown"])
+def test_the_provider_agrees_to_exactly_the_offers_its_catalog_shows(requester):
     """Every offer the catalog shows a peer is agreed when requested as shown; every other is terminated."""
-    snapshot, peer = _snapshot(), PeerFacts(CONSUMER, region=region)
+    snapshot, peer = _snapshot(), requester
     facts = ProviderFacts(peer=peer, holder_region="CN-GD", export_rules=CN_CORE)
     shown = {o.offer_id: o for o in visible_offers(snapshot, peer, NOW, export_rules=CN_CORE, holder_region="CN-GD")}
     assert shown  # the open definition shows at least its general data to everyone

@@ -10,7 +10,10 @@ from connector.protocol.policy import PeerFacts, decide_transfer, transfer_view
 from usage_policies import templates
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-PEER = PeerFacts("did:web:parts.example", region="CN-GD")
+PEER = PeerFacts("did:web:parts.example", self_asserted_region="CN-GD", verified_region="CN-GD",
+                 region_issuer="did:web:registry.example")
+#: The same peer with nothing verified: only the region its self-description states.
+SELF_ASSERTED = PeerFacts("did:web:parts.example", self_asserted_region="CN-GD")
 
 
 def policy(*constraints):
@@ -35,3 +38,21 @@ def test_dates_and_regions_decide_now(constraint, permitted):
     purpose = {"leftOperand": "odrl:purpose", "operator": "eq", "rightOperand": "R&D"}
     decision = decide_transfer(policy(constraint, purpose), PEER, target="qi", now=NOW)
     assert decision.permitted is permitted, decision.reasons
+
+
+@pytest.mark.parametrize(("peer", "permitted", "reason"), [
+    (PEER, True, None),
+    (SELF_ASSERTED, False, "the export destination is not known: no verified region of the recipient"),
+    (PeerFacts("did:web:parts.example", self_asserted_region="CN-GD", verified_region="DE"), False,
+     "export destination is 'DE', policy requires within 'CN'"),
+])
+def test_the_export_destination_is_the_verified_region(peer, permitted, reason):
+    decision = decide_transfer(templates.no_export_outside("qi", "CN"), peer, target="qi", now=NOW)
+    assert decision.permitted is permitted
+    if reason is not None:
+        assert reason in decision.reasons[0]
+
+
+@pytest.mark.parametrize(("peer", "permitted"), [(PEER, True), (SELF_ASSERTED, False)])
+def test_verified_claims_are_checked_again_at_transfer_time(peer, permitted):
+    assert decide_transfer(templates.verified_region("qi", "CN"), peer, target="qi", now=NOW).permitted is permitted

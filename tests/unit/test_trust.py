@@ -191,3 +191,32 @@ def test_revocation_end_to_end():
     unknown = trust.verified_claims(result, TRUST, status_list.checker({}, now=AT))
     assert unknown.memberships == ()
     assert all(n.reason.startswith("status unknown: ") for n in unknown.not_counted)
+
+
+def _held(claims, issuer, *, valid_from=NOW, days=30, holder=HOLDER) -> vc.VerifiedCredential:
+    """A credential the holder keeps, as it was checked when it came in."""
+    return vc.VerifiedCredential(f"urn:uuid:{issuer.did}:{claims.kind}", claims.kind, issuer.did, holder.did, claims,
+                                 valid_from, valid_from + timedelta(days=days))
+
+
+def test_held_credentials_count_under_the_holders_own_trust_list():
+    held = [_held(REGION, REGISTRY), _held(MEMBERSHIP, ALLIANCE), _held(Region("DE"), STRANGER)]
+    claims = trust.held_claims(HOLDER.did, held, TRUST, AT)
+    assert claims.region is not None and (claims.region.value, claims.region.issuer) == (REGION, REGISTRY.did)
+    assert [m.value for m in claims.memberships] == [MEMBERSHIP]
+    assert [(n.issuer, n.reason) for n in claims.not_counted] == [
+        (STRANGER.did, f"shown, not counted: the issuer {STRANGER.did} is not trusted")]
+
+
+@pytest.mark.parametrize("credential_", [
+    _held(REGION, REGISTRY, valid_from=NOW - timedelta(days=31)),  # ran out
+    _held(REGION, REGISTRY, valid_from=AT + timedelta(days=1)),  # not yet valid
+    _held(REGION, REGISTRY, holder=VERIFIER),  # about another participant
+])
+def test_held_credentials_count_only_while_valid_and_about_the_holder(credential_):
+    assert trust.held_claims(HOLDER.did, [credential_], TRUST, AT).region is None
+
+
+def test_a_held_claim_lasts_until_its_credential_runs_out():
+    claims = trust.held_claims(HOLDER.did, [_held(REGION, REGISTRY, days=2)], TRUST, AT)
+    assert claims.until == NOW + timedelta(days=2)

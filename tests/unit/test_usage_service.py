@@ -169,3 +169,91 @@ async def test_the_summary_counts_uses_and_what_is_left(setup: Setup):
     summary = await setup.usage.summary(setup.consumer, AGREEMENT)
     assert summary["uses"] == 2 and summary["allowance"]["usesLeft"] == 1
     assert [r["use_id"] for r in summary["latest"]] == ["u2", "u1"]
+
+
+class OwnClaims:
+    """The consumer's own verified claims, as ``held_claims_of`` would count them; notes each time it is asked."""
+
+    def __init__(self, claims=None) -> None:
+        self.claims = claims
+        self.asked = 0
+
+    async def __call__(self, participant):
+        self.asked += 1
+        return self.claims
+
+
+@pytest.mark.parametrize(("terms", "claims", "permitted", "reason"), [
+    (templates.no_export_outside(ASSET, "CN"), {"region": "CN-GD"}, True, None),
+    (templates.no_export_outside(ASSET, "CN"), None, False,
+     "the export destination is not known: no verified region of the recipient"),
+    (templates.no_export_outside(ASSET, "CN"), {"region": "DE"}, False, "export destination is 'DE'"),
+    (templates.verified_region(ASSET, "CN"), None, False,
+     "no verified region: no credential from an issuer trusted for regions"),
+    (templates.member_of(ASSET, "urn:tds:space:auto-parts"), {"spaces": ["urn:tds:space:auto-parts"]}, True, None),
+    (templates.member_of(ASSET, "urn:tds:space:auto-parts"), {}, False, "no verified membership"),
+])
+async def test_a_policy_naming_verified_claims_is_decided_on_each_use_against_the_consumers_own(
+        tmp_path, terms, claims, permitted, reason):
+    from connector.testing import peer_claims
+
+    made = await open_setup(tmp_path, policy(terms))
+    try:
+        own = OwnClaims(None if claims is None else peer_claims(made.consumer.did, **claims))
+        made.usage.own_claims = own
+        outcome = await made.use("u1")
+        assert outcome.permitted is permitted, outcome.reasons
+        if reason is not None:
+            assert any(reason in r for r in outcome.reasons), outcome.reasons
+        assert own.asked == 1
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_a_policy_that_names_no_verified_claim_reads_no_credential(setup: Setup):
+    own = OwnClaims()
+    setup.usage.own_claims = own
+    assert (await setup.use("u1")).permitted
+    assert own.asked == 0
+
+
+async def test_the_region_in_the_participants_own_configuration_does_not_count_as_verified(tmp_path):
+    made = await open_setup(tmp_path, policy(templates.no_export_outside(ASSET, "CN")))
+    try:
+        assert made.consumer.record.region == "CN"
+        outcome = await made.use("u1")  # no credentials at all
+        assert not outcome.permitted
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_own_claims_are_the_held_credentials_by_issuers_the_participant_trusts(setup: Setup):
+    from datetime import timedelta
+
+    from vc_setup import NOW, REGION, credential, party
+
+    from connector.identity.claims import Kind, Region
+    from connector.identity.credentials import utc_text
+    from connector.identity.trust import TrustList
+    from connector.services.usage import held_claims_of
+    from connector.store.credentials import HeldCredential
+
+    registry, stranger = party("registry"), party("stranger")
+    documents = [credential(REGION, registry, setup.consumer.did), credential(Region("DE"), stranger,
+                                                                                  setup.consumer.did)]
+    rows = [HeldCredential(id=d["id"], kind="region", issuer=d["issuer"], valid_until=d["validUntil"],
+                           source="imported", received_at=utc_text(NOW), document=d) for d in documents]
+
+    async def held(participant):
+        return rows
+
+    async def trust_of(participant_id):
+        return TrustList({registry.did: {Kind.REGION}})
+
+    own = held_claims_of(held, trust_of, clock=lambda: NOW + timedelta(minutes=1))
+    claims = await own(setup.consumer)
+    assert claims.region is not None and (claims.region.value, claims.region.issuer) == (REGION, registry.did)
+    later = held_claims_of(held, trust_of, clock=lambda: NOW + timedelta(days=31))  # both ran out
+    assert (await later(setup.consumer)).region is None

@@ -180,7 +180,7 @@ async def open_setup(folder: Path, terms: dict[str, Any] | None = None) -> Setup
         setup.notified.append((participant_id, agreement_id))
 
     async def peer_facts(participant: ParticipantRuntime, did: str) -> PeerFacts:
-        return PeerFacts(did, "CN")
+        return PeerFacts(did, self_asserted_region="CN")
 
     from connector.config import UsageSection
 

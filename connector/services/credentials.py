@@ -1,0 +1,860 @@
+"""Memberships and verified attributes: issuing, holding, presenting and verifying credentials.
+
+Theory of operation
+-------------------
+Any participant can be an **issuer** (an industry alliance's node, a registry, a certification body): it signs
+a credential of one kind (``connector.identity.claims``) about a holder's DID with its own key, gives it a
+place in one of its revocation lists, stores it, and hands it over: delivered to the holder's node over a
+signed request (``POST {holder DSP base}/tds/credentials``), or written to a file for the holder to import.
+Holders may ask for one (``POST {issuer DSP base}/tds/credentials/requests``); such a request waits for the
+issuer's operator to approve it (the credential is then issued and delivered) or reject it. Revoking sets the
+credential's bit; the list is published signed at ``{participant URL}/credentials/status/N`` (no signature
+needed to read it, so the issuer does not learn who checks what), re-signed on every revocation and whenever
+half of its validity (``credentials.status_list_validity_s``) has passed.
+
+A **holder** keeps the credentials about itself. One it imports or is delivered is checked first: about this
+participant (before anything else, so junk costs nothing), signed by its issuer's key (the issuer's DID
+resolved), valid now, not revoked; a delivered one must come in a request signed by its issuer. A delivered
+credential is kept at once, as if imported (bounded: :data:`MAX_HELD` in all, :data:`MAX_HELD_PER_ISSUER`
+from one issuer; ``tds credential remove`` drops one).
+
+A **verifier** learns a peer's claims in the handshake (``connector.services.federation``). After the
+self-descriptions, the caller sends a fresh challenge of its own to ``…/tds/credentials/challenge``; the peer
+answers with its presentation for that challenge and the caller's DID, and with a challenge for the caller,
+which the caller answers with its own presentation at ``…/tds/credentials/presentation``. So each side learns
+the other's claims, and every presentation is bound to one verifier (``domain``: its DID), one single-use
+challenge and a short time (``credentials.presentation_max_age_s``): it cannot be replayed to another node or
+later. The presentation's holder must be the peer that signed the request. A peer that does not know these
+routes (404) is handshaken with as before, without claims; nodes that hold no credentials and trust no
+issuer skip the exchange.
+
+Verifying resolves only trusted issuers (a peer cannot make the node fetch DID documents from hosts of its
+choosing) and fetches the status lists of the credentials that may count, through the guarded outbound
+client, bounded in size and time, cached per URL for ``credentials.status_cache_s`` (or less, as the list
+says). A list that cannot be fetched or read leaves the credential's status unknown, and a credential of
+unknown status does not count: it is reported with the reason (``connector.identity.trust``). The counted
+claims are kept per (participant, peer) and answered by :meth:`CredentialService.claims_of` until a claim
+runs out, the status lists are due again (then they are fetched again and the claims counted again), or the
+trust list changes.
+
+The trust list of a participant is the node's ``[[trust]]`` entries (``tds.toml``, for every participant it
+hosts) and its own (``tds trust add``). Every row is the participant's own: one hosted participant never
+sees, revokes or approves another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from connector import jsonbound
+from connector.config import ISSUER_DID_RE, MAX_TRUSTED_ISSUERS, CredentialsSection, TrustEntry
+from connector.errors import BadRequest, Conflict, NotFound, PeerError, TdsError, TooManyRequests
+from connector.identity import did as dids
+from connector.identity import status_list, trust, vc
+from connector.identity.claims import KIND_NAMES, NAME_OF_KIND, ClaimError, Claims, Kind, from_subject
+from connector.identity.credentials import utc_text
+from connector.identity.status_list import Bitstring, Status, StatusList
+from connector.identity.trust import NotCounted, PeerClaims, TrustedIssuer, TrustList
+from connector.identity.vc import Check, CredentialError, PresentationError, PresentationResult, VerifiedCredential
+from connector.logging import get_logger
+from connector.services.ports import CredentialClient, Resolver
+from connector.store.credentials import (
+    CredentialRepository,
+    CredentialRequest,
+    HeldCredential,
+    IssuedCredential,
+)
+from connector.store.credentials import TrustedIssuer as TrustRow
+
+if TYPE_CHECKING:
+    from connector.participant import ParticipantRuntime
+
+log = get_logger(component="credentials")
+
+#: Credentials a participant holds, and from one issuer.
+MAX_HELD = 64
+MAX_HELD_PER_ISSUER = 8
+#: Requests from holders waiting for this participant's decision, and from one holder.
+MAX_PENDING = 1000
+MAX_PENDING_PER_REQUESTER = 5
+#: Challenges handed out and not yet answered (node-wide), and to one peer of one participant (a new one
+#: pushes that peer's oldest out).
+MAX_CHALLENGES = 10_000
+MAX_CHALLENGES_PER_PEER = 4
+#: Peers whose claims are kept (node-wide; the least recently used go first).
+MAX_KNOWN_PEERS = 10_000
+#: Status lists kept (node-wide), and fetched for one presentation (the others' status stays unknown).
+MAX_CACHED_LISTS = 1000
+MAX_LISTS_PER_PRESENTATION = 16
+#: The largest status list credential read: the largest list (``status_list.MAX_LIST_BYTES``) encoded, plus
+#: room for the credential around it.
+MAX_STATUS_LIST_BYTES = status_list.max_encoded_length(status_list.MAX_LIST_BYTES) + 16 * 1024
+#: What the issuer's published list tells verifiers about how long its answer holds (§2.2 ``ttl``).
+STATUS_LIST_TTL = timedelta(minutes=5)
+#: Where a participant's status lists are published, under its URL.
+STATUS_PATH = "credentials/status"
+#: The peer routes, under a participant's DSP base.
+DELIVERY_PATH = "/tds/credentials"
+REQUESTS_PATH = "/tds/credentials/requests"
+CHALLENGE_PATH = "/tds/credentials/challenge"
+PRESENTATION_PATH = "/tds/credentials/presentation"
+
+KindName = Literal["membership", "legal-entity", "region", "certification"]
+Challenge = Annotated[str, msgspec.Meta(min_length=16, max_length=vc.MAX_CHALLENGE, pattern=r"^[A-Za-z0-9_-]+$")]
+_DID_PATTERN = r"^did:[a-z0-9]+:[^\s#?]+$"
+Did = Annotated[str, msgspec.Meta(max_length=vc.MAX_DID, pattern=_DID_PATTERN)]
+
+#: The claim fields of each kind, as the management API and the request route name them (camelCase).
+CLAIM_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.MEMBERSHIP: ("dataSpace", "role"),
+    Kind.LEGAL_ENTITY: ("legalName", "unifiedSocialCreditCode", "leiCode"),
+    Kind.REGION: ("region",),
+    Kind.CERTIFICATION: ("certificationLevel", "softwareName", "softwareVersion"),
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_challenge() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def claims_from(kind: str, given: Mapping[str, Any]) -> Claims:
+    """The claims of a credential of *kind* (a short name) from the fields *given* (camelCase; None: not
+    given). A field of another kind, or a claim that breaks its format, is a :class:`BadRequest` naming it."""
+    if kind not in KIND_NAMES:
+        raise BadRequest(f"unknown kind {kind[:40]!r} ({', '.join(KIND_NAMES)})", path="kind")
+    found = KIND_NAMES[kind]
+    fields = {k: v for k, v in given.items() if v is not None}
+    for name in fields:
+        if name not in CLAIM_FIELDS[found]:
+            raise BadRequest(f"{name} is not a claim of a {kind} credential (its claims: "
+                             f"{', '.join(CLAIM_FIELDS[found])})", path=name)
+    try:
+        return from_subject(found, fields)
+    except ClaimError as exc:
+        raise BadRequest(f"{kind}: {exc}", path="claims") from exc
+
+
+def claims_summary(claims: PeerClaims) -> dict[str, Any]:
+    """A peer's claims as the management API and the peer routes show them: what counts, and what not and why."""
+    counted: list[dict[str, Any]] = []
+    for claim in (*claims.memberships, claims.legal_entity, claims.region, *claims.certifications):
+        if claim is None:
+            continue
+        counted.append({"kind": NAME_OF_KIND[claim.value.kind], "issuer": claim.issuer,
+                        "credentialId": claim.credential_id, "until": utc_text(claim.until),
+                        "claims": msgspec.to_builtins(claim.value)})
+    return {
+        "holder": claims.holder,
+        "counted": counted,
+        "notCounted": [{"kind": NAME_OF_KIND.get(n.kind) if n.kind is not None else None, "issuer": n.issuer,
+                        "credentialId": n.credential_id, "reason": n.reason} for n in claims.not_counted],
+        "until": utc_text(claims.until) if claims.until is not None else None,
+    }
+
+
+class _ChallengeIn(msgspec.Struct, frozen=True):
+    challenge: Challenge
+
+
+class _ChallengeAnswer(msgspec.Struct, frozen=True):
+    challenge: Challenge
+    presentation: dict[str, Any]
+
+
+class _PresentationIn(msgspec.Struct, frozen=True):
+    challenge: Challenge
+    presentation: dict[str, Any]
+
+
+class _DeliveryIn(msgspec.Struct, frozen=True):
+    credential: dict[str, Any]
+
+
+class _RequestIn(msgspec.Struct, frozen=True):
+    kind: KindName
+    claims: dict[str, Annotated[str, msgspec.Meta(max_length=256)]]
+
+
+def _read(body: Any, kind: type[Any], what: str) -> Any:
+    try:
+        return msgspec.convert(body, kind)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"{what}: {exc}") from exc
+
+
+class _Unreadable(Exception):
+    """A status list that could not be fetched or read; the reason goes into the credential's status."""
+
+
+@dataclass
+class _Challenge:
+    participant_id: str
+    peer: str
+    expires_at: datetime
+
+
+@dataclass
+class _Known:
+    """A peer's verified presentation and what it counts for now."""
+
+    result: PresentationResult
+    claims: PeerClaims
+    #: When the claims are to be counted again (a status list due, a claim running out); None: never.
+    refresh_at: datetime | None
+    trust_version: int
+
+
+@dataclass
+class _Published:
+    document: dict[str, Any]
+    resign_at: datetime
+
+
+class CredentialService:
+    """Issues, holds, presents and verifies credentials for the hosted participants.
+
+    *repo* keeps the rows; *client* is the outbound client (signed requests, bounded status list fetches);
+    *resolver* resolves DIDs; *dsp_base_of* finds a peer's DSP base from its DID or URL
+    (``FederationService.dsp_base_of``); *settings* is ``[credentials]`` and *trust* the node's ``[[trust]]``.
+    """
+
+    def __init__(
+        self, repo: CredentialRepository, client: CredentialClient, resolver: Resolver, *,
+        dsp_base_of: Callable[[str], Awaitable[str]], settings: CredentialsSection | None = None,
+        trust: Sequence[TrustEntry] = (), clock: Callable[[], datetime] = _utc_now,
+        new_challenge: Callable[[], str] = _new_challenge,
+    ) -> None:
+        self.repo = repo
+        self.client = client
+        self.resolver = resolver
+        self.dsp_base_of = dsp_base_of
+        self.settings = settings or CredentialsSection()
+        self.node_trust = tuple(trust)
+        self.clock = clock
+        self.new_challenge = new_challenge
+        self.max_age = timedelta(seconds=self.settings.presentation_max_age_s)
+        self._challenges: OrderedDict[str, _Challenge] = OrderedDict()
+        self._per_peer: dict[tuple[str, str], deque[str]] = {}
+        self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()
+        self._lists: OrderedDict[str, tuple[StatusList, datetime]] = OrderedDict()
+        self._trust: dict[str, TrustList] = {}
+        self._trust_versions: dict[str, int] = {}
+        self._published: dict[tuple[str, int], _Published] = {}
+        self._publishing: dict[str, asyncio.Lock] = {}
+
+    def forget(self, participant_id: str) -> None:
+        """Drop what is kept in memory for a participant that leaves the node."""
+        for peer in [k for k in self._known if k[0] == participant_id]:
+            del self._known[peer]
+        for value in [v for v, c in self._challenges.items() if c.participant_id == participant_id]:
+            self._drop_challenge(value)
+        for key in [k for k in self._published if k[0] == participant_id]:
+            del self._published[key]
+        self._trust.pop(participant_id, None)
+        self._publishing.pop(participant_id, None)
+
+    # ---------------------------------------------------------------------------------------------------
+    # Issuer
+
+    def status_list_url(self, participant: ParticipantRuntime, list_id: int) -> str:
+        return f"{participant.base_url}/{STATUS_PATH}/{list_id}"
+
+    async def issue(self, participant: ParticipantRuntime, holder: str, claims: Claims, *,
+                    valid_until: datetime | None = None, credential_id: str | None = None) -> IssuedCredential:
+        """Issue a credential stating *claims* about *holder*, revocable through this participant's status list,
+        and store it (not delivered: :meth:`deliver`)."""
+        now = self.clock()
+        until = valid_until or now + timedelta(days=self.settings.credential_validity_days)
+        if len(holder) > vc.MAX_DID or not ISSUER_DID_RE.match(holder):
+            raise BadRequest("holder must be a did:web or did:key", path="holder")
+        if until <= now + timedelta(seconds=1):
+            raise BadRequest(f"validUntil {utc_text(until)} is not in the future", path="validUntil")
+        credential_id = credential_id or f"urn:uuid:{uuid.uuid4()}"
+        list_id, index = await self.repo.allocate_status(participant.id, utc_text(now))
+        entry = vc.StatusEntry(self.status_list_url(participant, list_id), index)
+        try:
+            document = vc.issue(claims, holder=holder, signer=participant.signer, credential_id=credential_id,
+                                now=now, valid_until=until, status=entry)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        record = IssuedCredential(id=credential_id, kind=NAME_OF_KIND[claims.kind], holder=holder,
+                                  status_list=list_id, status_index=index, valid_until=utc_text(until),
+                                  issued_at=utc_text(now), document=document)
+        await self.repo.add_issued(participant.id, record)
+        log.info("credential issued", participant=participant.name, credential=credential_id, kind=record.kind,
+                 holder=holder, status=f"{list_id}/{index}")
+        return record
+
+    async def issued(self, participant: ParticipantRuntime) -> list[IssuedCredential]:
+        return await self.repo.issued(participant.id)
+
+    async def issued_one(self, participant: ParticipantRuntime, credential_id: str) -> IssuedCredential:
+        found = await self.repo.issued_one(participant.id, credential_id)
+        if found is None:
+            raise NotFound("this participant issued no such credential")
+        return found
+
+    async def deliver(self, participant: ParticipantRuntime, credential_id: str) -> IssuedCredential:
+        """Hand an issued credential to its holder's node over a request signed by this participant; a
+        :class:`PeerError` naming why if that fails (the credential stays issued; the reason is kept)."""
+        record = await self.issued_one(participant, credential_id)
+        if record.revoked_at is not None:
+            raise Conflict(f"credential {credential_id} was revoked; it is not delivered")
+        try:
+            dsp = await self.dsp_base_of(record.holder)
+            answer = await self.client.request("POST", f"{dsp}{DELIVERY_PATH}", signer=participant.signer,
+                                               json_body={"credential": record.document})
+            if answer.status not in (200, 201):
+                raise PeerError(f"{dsp} refused the credential with {answer.status}: {_reason(answer.body)}")
+        except TdsError as exc:
+            await self.repo.set_delivery(participant.id, credential_id, delivered_at=None, error=exc.message)
+            log.info("credential not delivered", participant=participant.name, credential=credential_id,
+                     holder=record.holder, reason=exc.message)
+            raise PeerError(f"credential {credential_id} is issued but was not delivered to {record.holder}: "
+                            f"{exc.message}") from exc
+        now = utc_text(self.clock())
+        await self.repo.set_delivery(participant.id, credential_id, delivered_at=now, error="")
+        log.info("credential delivered", participant=participant.name, credential=credential_id, holder=record.holder)
+        return msgspec.structs.replace(record, delivered_at=now, delivery_error="")
+
+    async def revoke(self, participant: ParticipantRuntime, credential_id: str) -> IssuedCredential:
+        """Set the credential's bit, then re-sign and publish its status list."""
+        record = await self.repo.revoke(participant.id, credential_id, utc_text(self.clock()))
+        if record is None:
+            raise NotFound("this participant issued no such credential")
+        await self.status_list_document(participant, record.status_list, fresh=True)
+        log.info("credential revoked", participant=participant.name, credential=credential_id, holder=record.holder)
+        return record
+
+    async def status_list_document(self, participant: ParticipantRuntime, list_id: int, *,
+                                   fresh: bool = False) -> dict[str, Any]:
+        """The signed status list credential *list_id* as published (re-signed when half of its validity has
+        passed, or *fresh*)."""
+        key = (participant.id, list_id)
+        lock = self._publishing.setdefault(participant.id, asyncio.Lock())
+        async with lock:
+            now = self.clock()
+            published = self._published.get(key)
+            if published is not None and not fresh and now < published.resign_at:
+                return published.document
+            row = await self.repo.status_list(participant.id, list_id)
+            if row is None:
+                raise NotFound("no such status list")
+            validity = timedelta(seconds=self.settings.status_list_validity_s)
+            document = status_list.issue_status_list(
+                Bitstring.decode(row.encoded_list), url=self.status_list_url(participant, list_id),
+                signer=participant.signer, now=now, valid_until=now + validity, purpose=row.purpose,
+                ttl=STATUS_LIST_TTL)
+            self._published[key] = _Published(document, now + validity / 2)
+            return document
+
+    async def receive_request(self, participant: ParticipantRuntime, caller: str, body: Any) -> CredentialRequest:
+        """A holder (*caller*, who signed the request) asks for a credential about itself; it waits as pending."""
+        asked = _read(body, _RequestIn, "credential request")
+        claims = claims_from(asked.kind, asked.claims)
+        if len(caller) > vc.MAX_DID or not ISSUER_DID_RE.match(caller):
+            raise BadRequest("credentials are issued to did:web and did:key holders only")
+        request = CredentialRequest(id=f"urn:uuid:{uuid.uuid4()}", requester=caller, kind=asked.kind,
+                                    claims=msgspec.to_builtins(claims), state="pending",
+                                    received_at=utc_text(self.clock()))
+        await self.repo.add_request(participant.id, request, most_pending=MAX_PENDING,
+                                    most_per_requester=MAX_PENDING_PER_REQUESTER)
+        log.info("credential requested", participant=participant.name, request=request.id, requester=caller,
+                 kind=asked.kind)
+        return request
+
+    async def requests(self, participant: ParticipantRuntime, *, state: str | None = "pending"
+                       ) -> list[CredentialRequest]:
+        return await self.repo.requests(participant.id, state=state)
+
+    async def approve(self, participant: ParticipantRuntime, request_id: str, *,
+                      valid_until: datetime | None = None) -> IssuedCredential:
+        """Issue the credential a pending request asks for and deliver it; a failed delivery is kept in the
+        record's ``delivery_error`` (the approval stands)."""
+        request = await self._pending(participant, request_id)
+        claims = claims_from(request.kind, request.claims)
+        credential_id = f"urn:uuid:{uuid.uuid4()}"
+        if not await self.repo.decide_request(participant.id, request_id, state="approved",
+                                              now=utc_text(self.clock()), credential_id=credential_id):
+            raise Conflict(f"request {request_id} was decided meanwhile")
+        record = await self.issue(participant, request.requester, claims, valid_until=valid_until,
+                                  credential_id=credential_id)
+        try:
+            return await self.deliver(participant, record.id)
+        except PeerError as exc:
+            return msgspec.structs.replace(record, delivery_error=exc.message)
+
+    async def reject(self, participant: ParticipantRuntime, request_id: str, reason: str) -> CredentialRequest:
+        request = await self._pending(participant, request_id)
+        now = utc_text(self.clock())
+        if not await self.repo.decide_request(participant.id, request_id, state="rejected", now=now, reason=reason):
+            raise Conflict(f"request {request_id} was decided meanwhile")
+        return msgspec.structs.replace(request, state="rejected", reason=reason, decided_at=now)
+
+    async def _pending(self, participant: ParticipantRuntime, request_id: str) -> CredentialRequest:
+        request = await self.repo.request(participant.id, request_id)
+        if request is None:
+            raise NotFound("this participant has no such credential request")
+        if request.state != "pending":
+            raise Conflict(f"request {request_id} is {request.state} already")
+        return request
+
+    # ---------------------------------------------------------------------------------------------------
+    # Holder
+
+    async def import_credential(self, participant: ParticipantRuntime, document: Any, *,
+                                source: str = "imported", issuer: str | None = None) -> HeldCredential:
+        """Check a credential about this participant and keep it; a :class:`BadRequest` naming the check that
+        failed otherwise (wrong-holder, signature, expired, not-yet-valid, revoked, …).
+
+        *issuer*: the DID that signed the request delivering it, which must be the credential's issuer."""
+        subject = document.get("credentialSubject") if isinstance(document, dict) else None
+        if not isinstance(subject, dict) or subject.get("id") != participant.did:
+            raise _refused(Check.WRONG_HOLDER, f"the credential is not about this participant ({participant.did})")
+        named = document.get("issuer")
+        named = named.get("id") if isinstance(named, dict) else named
+        if not isinstance(named, str) or len(named) > vc.MAX_DID or not ISSUER_DID_RE.match(named):
+            raise _refused(Check.MALFORMED, "issuer is not a did:web or did:key")
+        if issuer is not None and named != issuer:
+            raise _refused(Check.ISSUER_KEY, f"the credential was issued by {named}, not by {issuer}, who sent it")
+        try:
+            issuer_document = await self.resolver.resolve(named)
+        except dids.DidError as exc:
+            raise _refused(Check.ISSUER_KEY, f"{named}: {exc}") from None
+        except TdsError as exc:
+            raise PeerError(f"the DID document of the issuer {named} could not be read: {exc.message}") from exc
+        now = self.clock()
+        try:
+            verified = vc.verify_credential(document, issuer_document, now=now)
+        except CredentialError as exc:
+            raise _refused(exc.check, exc.detail) from None
+        if verified.status:
+            urls = {entry.list_url for entry in verified.status}
+            lists, failures = await self._status_lists(urls, TrustList({named: {verified.kind}}), now)
+            status = _status_of(lists, failures, now)(verified)
+            if status.state in (status_list.StatusState.REVOKED, status_list.StatusState.SUSPENDED):
+                raise _refused(Check.STATUS_ENTRY, f"the credential is {status.state}: {status.reason}")
+            if status.state is status_list.StatusState.UNKNOWN:
+                log.info("credential kept with its status unknown", participant=participant.name,
+                         credential=verified.id, reason=status.reason)
+        record = HeldCredential(id=verified.id, kind=NAME_OF_KIND[verified.kind], issuer=named,
+                                valid_until=utc_text(verified.valid_until), source=source, received_at=utc_text(now),
+                                document=document)
+        await self.repo.add_held(participant.id, record, most=MAX_HELD, most_per_issuer=MAX_HELD_PER_ISSUER)
+        log.info("credential kept", participant=participant.name, credential=verified.id, kind=record.kind,
+                 issuer=named, source=source)
+        return record
+
+    async def receive_credential(self, participant: ParticipantRuntime, caller: str, body: Any) -> HeldCredential:
+        """A credential delivered by its issuer (*caller*, who signed the request): checked and kept at once."""
+        delivered = _read(body, _DeliveryIn, "credential delivery")
+        return await self.import_credential(participant, delivered.credential, source="delivered", issuer=caller)
+
+    async def held(self, participant: ParticipantRuntime) -> list[HeldCredential]:
+        return await self.repo.held(participant.id)
+
+    async def held_one(self, participant: ParticipantRuntime, credential_id: str) -> HeldCredential:
+        found = await self.repo.held_one(participant.id, credential_id)
+        if found is None:
+            raise NotFound("this participant holds no such credential")
+        return found
+
+    async def remove_held(self, participant: ParticipantRuntime, credential_id: str) -> None:
+        if not await self.repo.remove_held(participant.id, credential_id):
+            raise NotFound("this participant holds no such credential")
+
+    async def request_credential(self, participant: ParticipantRuntime, issuer: str, kind: str,
+                                 claims: Claims) -> dict[str, Any]:
+        """Ask *issuer* (a DID or URL) for a credential of *kind* about this participant, over a signed request;
+        the issuer's operator sees it pending. Returns the issuer's request id and state."""
+        dsp = await self.dsp_base_of(issuer)
+        answer = await self.client.request("POST", f"{dsp}{REQUESTS_PATH}", signer=participant.signer,
+                                           json_body={"kind": kind, "claims": msgspec.to_builtins(claims)})
+        if answer.status not in (200, 201):
+            raise PeerError(f"{dsp} refused the request with {answer.status}: {_reason(answer.body)}")
+        body = answer.json()
+        request_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(request_id, str) or len(request_id) > 200:
+            raise PeerError(f"{dsp} answered the request without an id")
+        log.info("credential requested from an issuer", participant=participant.name, issuer=issuer, kind=kind,
+                 request=request_id)
+        return {"id": request_id, "state": str(body.get("state", "pending"))[:40], "issuer": dsp}
+
+    async def presentation_for(self, participant: ParticipantRuntime, *, domain: str, challenge: str
+                               ) -> dict[str, Any]:
+        """This participant's presentation for the verifier *domain* answering *challenge*: its credentials
+        that are valid now, newest first (at most ``vc.MAX_CREDENTIALS``)."""
+        now = utc_text(self.clock())
+        shown = [c.document for c in await self.repo.held(participant.id) if c.valid_until > now]
+        try:
+            return vc.present(shown[:vc.MAX_CREDENTIALS], holder=participant.signer, domain=domain,
+                              challenge=challenge, now=self.clock())
+        except ValueError as exc:  # a verifier DID or challenge out of bounds
+            raise BadRequest(f"no presentation for {domain[:80]!r}: {exc}") from exc
+
+    # ---------------------------------------------------------------------------------------------------
+    # Verifier: challenges, presentations, claims
+
+    def challenge(self, participant_id: str, peer: str) -> str:
+        """A fresh single-use challenge for *peer* to answer with a presentation to *participant_id*."""
+        now = self.clock()
+        while self._challenges:
+            value, oldest = next(iter(self._challenges.items()))
+            if oldest.expires_at > now:
+                break
+            self._drop_challenge(value)
+        mine = self._per_peer.get((participant_id, peer))
+        if mine is not None and len(mine) >= MAX_CHALLENGES_PER_PEER:
+            self._drop_challenge(mine[0])
+        if len(self._challenges) >= MAX_CHALLENGES:
+            raise TooManyRequests("too many presentations are awaited; try again later",
+                                  retry_after=int(self.max_age.total_seconds()) + 1)
+        value = self.new_challenge()
+        self._challenges[value] = _Challenge(participant_id, peer, now + self.max_age)
+        self._per_peer.setdefault((participant_id, peer), deque()).append(value)
+        return value
+
+    def _drop_challenge(self, value: str) -> _Challenge | None:
+        found = self._challenges.pop(value, None)
+        if found is not None:
+            key = (found.participant_id, found.peer)
+            mine = self._per_peer.get(key)
+            if mine is not None:
+                mine.remove(value)
+                if not mine:
+                    del self._per_peer[key]
+        return found
+
+    def _take_challenge(self, participant_id: str, peer: str, value: str) -> None:
+        """Use up the challenge *value*, which must have been handed to *peer* by *participant_id* and be open."""
+        found = self._drop_challenge(value)
+        if found is None:
+            raise PresentationError(Check.CHALLENGE, "the challenge is unknown or was answered already")
+        if (found.participant_id, found.peer) != (participant_id, peer):
+            raise PresentationError(Check.CHALLENGE, "the challenge was handed to another peer")
+        if self.clock() > found.expires_at:
+            raise PresentationError(Check.TOO_OLD, f"the challenge expired at {utc_text(found.expires_at)}")
+
+    async def on_challenge(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
+        """``POST …/tds/credentials/challenge`` from *caller*: this participant's presentation answering the
+        caller's challenge, and a challenge for the caller's own presentation."""
+        asked = _read(body, _ChallengeIn, "challenge")
+        presentation = await self.presentation_for(participant, domain=caller, challenge=asked.challenge)
+        return {"challenge": self.challenge(participant.id, caller), "domain": participant.did,
+                "presentation": presentation}
+
+    async def on_presentation(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
+        """``POST …/tds/credentials/presentation`` from *caller*: its presentation, answering the challenge this
+        participant handed it. Answers with what counts; a presentation refused as a whole is a 400 naming
+        the check (and the caller then has no claims here)."""
+        given = _read(body, _PresentationIn, "presentation")
+        try:
+            self._take_challenge(participant.id, caller, given.challenge)
+            claims = await self.verify(participant.id, participant.did, caller, given.presentation,
+                                       challenge=given.challenge)
+        except PresentationError as exc:
+            self._remember_refusal(participant.id, caller, exc)
+            log.info("presentation refused", participant=participant.name, peer=caller, reason=str(exc))
+            raise BadRequest(f"presentation refused: {exc}", path="presentation") from None
+        return claims_summary(claims)
+
+    async def exchange(self, participant: ParticipantRuntime, peer: str, dsp_base: str) -> PeerClaims | None:
+        """After a handshake with *peer* (its verified DID) at *dsp_base*: learn its claims and show ours.
+
+        Skipped (None) when this participant holds no credentials and trusts no issuer, or when the peer does
+        not know the exchange (404). The peer's presentation must answer our challenge, for our DID; ours
+        answers the peer's challenge, for the peer's DID."""
+        trusted = await self.trust_of(participant.id)
+        if not trusted.issuers and not await self.repo.held(participant.id):
+            return None
+        ours = self.new_challenge()
+        answer = await self.client.request("POST", f"{dsp_base}{CHALLENGE_PATH}", json_body={"challenge": ours},
+                                           signer=participant.signer)
+        if answer.status == 404:
+            log.info("peer exchanges no credentials", participant=participant.name, peer=peer)
+            return None
+        if answer.status != 200:
+            raise PeerError(f"{dsp_base} refused the credential exchange with {answer.status}: "
+                            f"{_reason(answer.body)}")
+        theirs = _read(answer.json(), _ChallengeAnswer, "the peer's answer")
+        try:
+            claims: PeerClaims | None = await self.verify(participant.id, participant.did, peer, theirs.presentation,
+                                                          challenge=ours)
+        except PresentationError as exc:
+            claims = self._remember_refusal(participant.id, peer, exc)
+            log.info("peer's presentation refused", participant=participant.name, peer=peer, reason=str(exc))
+        presentation = await self.presentation_for(participant, domain=peer, challenge=theirs.challenge)
+        shown = await self.client.request("POST", f"{dsp_base}{PRESENTATION_PATH}", signer=participant.signer,
+                                          json_body={"challenge": theirs.challenge, "presentation": presentation})
+        if shown.status != 200:
+            log.warning("peer refused this participant's presentation", participant=participant.name, peer=peer,
+                        status=shown.status, reason=_reason(shown.body))
+        return claims
+
+    async def verify(self, participant_id: str, verifier: str, holder: str, presentation: Any, *,
+                     challenge: str) -> PeerClaims:
+        """Verify *holder*'s presentation to *verifier* (the participant's DID) answering *challenge*, count its
+        claims against the participant's trust list and keep them; :class:`PresentationError` if it fails as
+        a whole. The challenge's single use is the caller's to enforce."""
+        if not isinstance(presentation, dict) or presentation.get("holder") != holder:
+            named = presentation.get("holder") if isinstance(presentation, dict) else None
+            raise PresentationError(Check.WRONG_HOLDER, f"the presentation's holder {str(named)[:200]!r} is not the "
+                                                        f"peer {holder} that signed the request")
+        trusted = await self.trust_of(participant_id)
+        named_issuers = vc.presentation_issuers(presentation)
+        try:
+            holder_document = await self.resolver.resolve(holder)
+        except (TdsError, dids.DidError) as exc:
+            raise PresentationError(Check.HOLDER_KEY, f"the DID document of {holder} could not be read: "
+                                                      f"{getattr(exc, 'message', exc)}") from None
+        issuer_documents: dict[str, Mapping[str, Any]] = {}
+        for issuer in sorted(named_issuers & trusted.issuers):
+            try:
+                issuer_documents[issuer] = await self.resolver.resolve(issuer)
+            except (TdsError, dids.DidError) as exc:
+                log.info("trusted issuer not resolved", issuer=issuer, reason=str(exc))
+        result = vc.verify_presentation(
+            presentation, holder_document, issuer_documents=issuer_documents, expected_domain=verifier,
+            expected_challenge=challenge, now=self.clock(), max_age=self.max_age)
+        return await self._count(participant_id, holder, result)
+
+    async def claims_of(self, participant_id: str, did: str) -> PeerClaims | None:
+        """What the peer *did* has shown *participant_id* that counts now (None: it presented nothing).
+
+        Counted again first when a status list it rests on is due, a claim has run out, or the trust list
+        changed: a status list that cannot be fetched then leaves its credentials uncounted."""
+        key = (participant_id, did)
+        known = self._known.get(key)
+        if known is None:
+            return None
+        self._known.move_to_end(key)
+        now = self.clock()
+        stale = known.refresh_at is not None and now >= known.refresh_at
+        if not stale and known.trust_version == self._trust_versions.get(participant_id, 0):
+            return known.claims
+        ended = [c for c in known.result.accepted if c.valid_until < now]
+        result = known.result
+        if ended:
+            refusals = tuple(vc.Refusal(-1, Check.EXPIRED, f"{Check.EXPIRED}: credential {c.id} expired at "
+                                                           f"{utc_text(c.valid_until)}", c.id, c.issuer, c.kind)
+                             for c in ended)
+            result = PresentationResult(result.holder, tuple(c for c in result.accepted if c not in ended),
+                                        result.refused + refusals)
+        return await self._count(participant_id, did, result)
+
+    def known_claims(self, participant_id: str) -> list[PeerClaims]:
+        """The claims of every peer that presented to *participant_id*, as last counted."""
+        return [k.claims for (pid, _), k in self._known.items() if pid == participant_id]
+
+    def _remember_refusal(self, participant_id: str, peer: str, exc: CredentialError) -> PeerClaims:
+        claims = PeerClaims(holder=peer, not_counted=(NotCounted(None, None, None, f"presentation refused: {exc}"),))
+        self._keep(participant_id, peer, _Known(PresentationResult(peer, (), ()), claims, None,
+                                                self._trust_versions.get(participant_id, 0)))
+        return claims
+
+    async def _count(self, participant_id: str, holder: str, result: PresentationResult) -> PeerClaims:
+        trusted = await self.trust_of(participant_id)
+        version = self._trust_versions.get(participant_id, 0)
+        now = self.clock()
+        urls = sorted(trust.status_lists_to_fetch(result, trusted))
+        lists, failures = await self._status_lists(urls[:MAX_LISTS_PER_PRESENTATION], trusted, now)
+        for url in urls[MAX_LISTS_PER_PRESENTATION:]:
+            failures[url] = f"more than {MAX_LISTS_PER_PRESENTATION} status lists in one presentation"
+        claims = trust.verified_claims(result, trusted, _status_of(lists, failures, now))
+        claims = dataclasses.replace(claims, not_counted=tuple(_untrusted(n, trusted) for n in claims.not_counted))
+        refresh_at = None
+        if result.accepted:
+            refresh_at = now + timedelta(seconds=self.settings.status_cache_s)
+            if claims.until is not None:
+                refresh_at = min(refresh_at, claims.until)
+        self._keep(participant_id, holder, _Known(result, claims, refresh_at, version))
+        return claims
+
+    def _keep(self, participant_id: str, peer: str, known: _Known) -> None:
+        self._known[(participant_id, peer)] = known
+        self._known.move_to_end((participant_id, peer))
+        while len(self._known) > MAX_KNOWN_PEERS:
+            self._known.popitem(last=False)
+
+    async def _status_lists(self, urls: Iterable[str], trusted: TrustList, now: datetime
+                            ) -> tuple[dict[str, StatusList], dict[str, str]]:
+        """The verified status lists at *urls* (cached, else fetched concurrently), and why the others are not."""
+        lists: dict[str, StatusList] = {}
+        failures: dict[str, str] = {}
+        wanted = []
+        for url in urls:
+            cached = self._lists.get(url)
+            if cached is not None and now < cached[1]:
+                lists[url] = cached[0]
+            else:
+                wanted.append(url)
+        fetched = await asyncio.gather(*(self._fetch(url, trusted, now) for url in wanted))
+        for url, got in zip(wanted, fetched, strict=True):
+            if isinstance(got, str):
+                failures[url] = got
+                self._lists.pop(url, None)
+                continue
+            lists[url] = got
+            self._lists[url] = (got, min(now + timedelta(seconds=self.settings.status_cache_s), got.fresh_until))
+            self._lists.move_to_end(url)
+            while len(self._lists) > MAX_CACHED_LISTS:
+                self._lists.popitem(last=False)
+        return lists, failures
+
+    async def _fetch(self, url: str, trusted: TrustList, now: datetime) -> StatusList | str:
+        """The status list at *url*, verified; or why it could not be had (a string)."""
+        limit = self.settings.status_fetch_timeout_s
+        try:
+            try:
+                async with asyncio.timeout(limit):
+                    body = await self._get_bounded(url, limit)
+            except TimeoutError:
+                raise _Unreadable(f"no answer within {limit:g} s") from None
+            except TdsError as exc:
+                raise _Unreadable(exc.message) from None
+            try:
+                document = jsonbound.loads(body)
+            except ValueError:
+                raise _Unreadable("the answer is not JSON") from None
+            issuer = document.get("issuer") if isinstance(document, dict) else None
+            issuer = issuer.get("id") if isinstance(issuer, dict) else issuer
+            if not isinstance(issuer, str) or issuer not in trusted.issuers:
+                raise _Unreadable(f"the list is issued by {str(issuer)[:200]!r}, not a trusted issuer")
+            issuer_document = await self.resolver.resolve(issuer)
+            return status_list.verify_status_list(document, issuer_document, url=url, now=now)
+        except _Unreadable as exc:
+            reason = str(exc)
+        except CredentialError as exc:
+            reason = str(exc)
+        except (TdsError, dids.DidError) as exc:
+            reason = getattr(exc, "message", str(exc))
+        log.info("status list not read", url=url, reason=reason)
+        return reason
+
+    async def _get_bounded(self, url: str, limit_s: float) -> bytes:
+        async with self.client.stream(url, read_timeout_s=limit_s) as answer:
+            if answer.status != 200:
+                raise _Unreadable(f"answered {answer.status}")
+            body = bytearray()
+            async for chunk in answer.content.iter_chunked(65536):
+                body += chunk
+                if len(body) > MAX_STATUS_LIST_BYTES:
+                    raise _Unreadable(f"the answer is larger than {MAX_STATUS_LIST_BYTES} bytes")
+            return bytes(body)
+
+    # ---------------------------------------------------------------------------------------------------
+    # Trust list
+
+    async def trust_of(self, participant_id: str) -> TrustList:
+        """The participant's trust list: the node's ``[[trust]]`` entries and its own."""
+        cached = self._trust.get(participant_id)
+        if cached is not None:
+            return cached
+        entries: dict[str, TrustedIssuer] = {}
+        for row in [*(TrustRow(issuer=e.issuer, kinds=e.claims, spaces=e.spaces) for e in self.node_trust),
+                    *await self.repo.trusted(participant_id)]:
+            entries[row.issuer] = _merge(entries.get(row.issuer), row)
+        found = TrustList(entries)
+        self._trust[participant_id] = found
+        return found
+
+    async def trusted(self, participant: ParticipantRuntime) -> list[dict[str, Any]]:
+        """The participant's trusted issuers, each with what for and where it was set (``node`` or ``own``)."""
+        rows = [{"issuer": e.issuer, "claims": list(e.claims), "spaces": e.spaces, "source": "node"}
+                for e in self.node_trust]
+        rows += [{"issuer": r.issuer, "claims": r.kinds, "spaces": r.spaces, "source": "own", "addedAt": r.added_at}
+                 for r in await self.repo.trusted(participant.id)]
+        return rows
+
+    async def add_trust(self, participant: ParticipantRuntime, issuer: str, kinds: Sequence[str],
+                        spaces: Sequence[str] | None = None) -> TrustRow:
+        if len(issuer) > vc.MAX_DID or not ISSUER_DID_RE.match(issuer):
+            raise BadRequest("issuer must be a did:web or did:key", path="issuer")
+        unknown = [k for k in kinds if k not in KIND_NAMES]
+        if not kinds or unknown:
+            raise BadRequest(f"claims must name kinds of claim ({', '.join(KIND_NAMES)})", path="claims")
+        if spaces is not None and "membership" not in kinds:
+            raise BadRequest("spaces limit memberships: trust the issuer for membership too", path="spaces")
+        row = TrustRow(issuer=issuer, kinds=sorted(set(kinds)), spaces=sorted(set(spaces)) if spaces else None,
+                       added_at=utc_text(self.clock()))
+        await self.repo.trust(participant.id, row, most=MAX_TRUSTED_ISSUERS)
+        self._trust_changed(participant.id)
+        log.info("issuer trusted", participant=participant.name, issuer=issuer, claims=row.kinds, spaces=row.spaces)
+        return row
+
+    async def remove_trust(self, participant: ParticipantRuntime, issuer: str) -> None:
+        if not await self.repo.distrust(participant.id, issuer):
+            if any(e.issuer == issuer for e in self.node_trust):
+                raise Conflict(f"{issuer} is trusted by the node's [[trust]] list in tds.toml; remove it there")
+            raise NotFound("this participant does not trust that issuer")
+        self._trust_changed(participant.id)
+        log.info("issuer no longer trusted", participant=participant.name, issuer=issuer)
+
+    def _trust_changed(self, participant_id: str) -> None:
+        self._trust.pop(participant_id, None)
+        self._trust_versions[participant_id] = self._trust_versions.get(participant_id, 0) + 1
+
+
+def _merge(earlier: TrustedIssuer | None, row: TrustRow) -> TrustedIssuer:
+    """What an issuer is trusted for when the node's list and the participant's own both name it: the kinds
+    of either, and for memberships the data spaces of either (any, if either allows any)."""
+    kinds = frozenset(KIND_NAMES[k] for k in row.kinds if k in KIND_NAMES)
+    spaces = frozenset(row.spaces) if row.spaces is not None else None
+    if earlier is None:
+        return TrustedIssuer(kinds, spaces)
+    both = None if earlier.spaces is None or spaces is None else earlier.spaces | spaces
+    return TrustedIssuer(earlier.kinds | kinds, both)
+
+
+def _status_of(lists: Mapping[str, StatusList], failures: Mapping[str, str], now: datetime
+               ) -> Callable[[VerifiedCredential], Status]:
+    """A credential's status from the lists at hand; a list that could not be had makes it unknown, with why."""
+
+    def status_of(credential: VerifiedCredential) -> Status:
+        for entry in credential.status:
+            if entry.list_url in failures:
+                return Status.unknown(f"the status list {entry.list_url} could not be read: "
+                                      f"{failures[entry.list_url]}")
+        return status_list.check(credential, lists, now=now)
+
+    return status_of
+
+
+def _untrusted(item: NotCounted, trusted: TrustList) -> NotCounted:
+    """A credential whose issuer was not resolved because it is not trusted is shown as such."""
+    if item.issuer is not None and item.issuer not in trusted.issuers and Check.ISSUER_UNRESOLVED in item.reason:
+        return dataclasses.replace(item, reason=f"shown, not counted: the issuer {item.issuer} is not trusted")
+    return item
+
+
+def _refused(check: Check, detail: str) -> BadRequest:
+    return BadRequest(f"{check}: {detail}", path="credential")
+
+
+def _reason(body: bytes) -> str:
+    """What a peer's error answer says, shortly."""
+    try:
+        data = jsonbound.loads(body)
+    except ValueError:
+        return repr(body[:200])
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("reason")
+        if isinstance(message, list):
+            message = "; ".join(str(m) for m in message[:3])
+        if message:
+            return str(message)[:500]
+    return repr(body[:200])

@@ -1,0 +1,139 @@
+"""Credentials in SQLite: places in the status lists handed out once and a new list when one is full, a
+revocation's bit and mark in one transaction, the bounds on held credentials, requests and trusted issuers, and
+every row its participant's own. One store file, no node."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.errors import Conflict, TooManyRequests
+from connector.identity.status_list import Bitstring
+from connector.store.credentials import (
+    LIST_SIZE,
+    CredentialRepository,
+    CredentialRequest,
+    HeldCredential,
+    IssuedCredential,
+    TrustedIssuer,
+)
+from connector.store.db import Store
+from connector.store.repository import Participant, SqliteRepository
+
+NOW = "2026-06-01T08:00:00Z"
+
+
+@pytest.fixture
+async def repos(tmp_path):
+    store = Store(tmp_path / "credentials.db")
+    await store.open()
+    rows = SqliteRepository(store)
+    for name in ("acme", "sme"):
+        await rows.add_participant(Participant(name, name, f"did:web:hub.example:participants:{name}", name, "CN",
+                                               created_at=NOW))
+    yield CredentialRepository(store), rows
+    await store.close()
+
+
+def issued(credential_id: str, status_list: int, index: int) -> IssuedCredential:
+    return IssuedCredential(id=credential_id, kind="membership", holder="did:web:parts.example",
+                            status_list=status_list, status_index=index, valid_until="2027-06-01T08:00:00Z",
+                            issued_at=NOW, document={"id": credential_id})
+
+
+def held(credential_id: str, issuer: str = "did:web:alliance.example") -> HeldCredential:
+    return HeldCredential(id=credential_id, kind="membership", issuer=issuer, valid_until="2027-06-01T08:00:00Z",
+                          source="imported", received_at=NOW, document={"id": credential_id})
+
+
+async def test_places_are_handed_out_in_order_and_a_full_list_makes_a_new_one(repos):
+    repo, _ = repos
+    assert [await repo.allocate_status("acme", NOW) for _ in range(3)] == [(1, 0), (1, 1), (1, 2)]
+    assert await repo.allocate_status("sme", NOW) == (1, 0)  # every participant has lists of its own
+    await repo.store.write(lambda db: db.execute("UPDATE status_lists SET allocated = size WHERE participant_id = ?",
+                                                 ["acme"]))
+    assert await repo.allocate_status("acme", NOW) == (2, 0)
+    second = await repo.status_list("acme", 2)
+    assert (second.size, second.allocated, second.purpose) == (LIST_SIZE, 1, "revocation")
+
+
+async def test_a_revocation_sets_its_bit_and_marks_the_credential_once(repos):
+    repo, _ = repos
+    for i in range(3):
+        await repo.allocate_status("acme", NOW)
+        await repo.add_issued("acme", issued(f"urn:uuid:c{i}", 1, i))
+    revoked = await repo.revoke("acme", "urn:uuid:c1", "2026-06-02T00:00:00Z")
+    assert revoked.revoked_at == "2026-06-02T00:00:00Z"
+    bits = Bitstring.decode((await repo.status_list("acme", 1)).encoded_list)
+    assert [bits[i] for i in range(4)] == [False, True, False, False]
+    again = await repo.revoke("acme", "urn:uuid:c1", "2026-06-03T00:00:00Z")
+    assert again.revoked_at == "2026-06-02T00:00:00Z"
+    assert await repo.revoke("sme", "urn:uuid:c1", NOW) is None  # not the sme's
+    assert await repo.revoke("acme", "urn:uuid:nothing", NOW) is None
+    assert [c.revoked_at is not None for c in sorted(await repo.issued("acme"), key=lambda c: c.id)] == [
+        False, True, False]
+
+
+async def test_held_credentials_are_bounded_in_all_and_per_issuer(repos):
+    repo, _ = repos
+    await repo.add_held("acme", held("urn:uuid:a"), most=3, most_per_issuer=2)
+    await repo.add_held("acme", held("urn:uuid:b"), most=3, most_per_issuer=2)
+    with pytest.raises(Conflict, match=r"of did:web:alliance\.example"):
+        await repo.add_held("acme", held("urn:uuid:c"), most=3, most_per_issuer=2)
+    await repo.add_held("acme", held("urn:uuid:a"), most=3, most_per_issuer=2)  # the same one again: replaced
+    await repo.add_held("acme", held("urn:uuid:c", "did:web:registry.example"), most=3, most_per_issuer=2)
+    with pytest.raises(Conflict, match=r"holds 3 credentials"):
+        await repo.add_held("acme", held("urn:uuid:d", "did:web:other.example"), most=3, most_per_issuer=2)
+    await repo.add_held("sme", held("urn:uuid:a"), most=3, most_per_issuer=2)  # the sme's own count
+    assert {c.id for c in await repo.held("acme")} == {"urn:uuid:a", "urn:uuid:b", "urn:uuid:c"}
+    assert await repo.remove_held("sme", "urn:uuid:b") is False
+    assert await repo.remove_held("acme", "urn:uuid:b") is True
+
+
+async def test_pending_requests_are_bounded_and_decided_once(repos):
+    repo, _ = repos
+
+    def request(i: int, requester: str = "did:web:parts.example") -> CredentialRequest:
+        return CredentialRequest(id=f"urn:uuid:r{i}", requester=requester, kind="region", claims={"region": "CN-GD"},
+                                 state="pending", received_at=NOW)
+
+    await repo.add_request("acme", request(1), most_pending=3, most_per_requester=2)
+    await repo.add_request("acme", request(2), most_pending=3, most_per_requester=2)
+    with pytest.raises(TooManyRequests):
+        await repo.add_request("acme", request(3), most_pending=3, most_per_requester=2)
+    await repo.add_request("acme", request(3, "did:web:other.example"), most_pending=3, most_per_requester=2)
+    with pytest.raises(TooManyRequests):
+        await repo.add_request("acme", request(4, "did:web:third.example"), most_pending=3, most_per_requester=2)
+    assert await repo.decide_request("sme", "urn:uuid:r1", state="approved", now=NOW) is False
+    assert await repo.decide_request("acme", "urn:uuid:r1", state="approved", now=NOW, credential_id="urn:uuid:c")
+    assert await repo.decide_request("acme", "urn:uuid:r1", state="rejected", now=NOW) is False
+    assert [r.id for r in await repo.requests("acme", state="pending")] != []
+    assert (await repo.request("acme", "urn:uuid:r1")).credential_id == "urn:uuid:c"
+    assert await repo.request("sme", "urn:uuid:r1") is None
+
+
+async def test_trusted_issuers_are_each_participants_own_and_bounded(repos):
+    repo, _ = repos
+    await repo.trust("acme", TrustedIssuer(issuer="did:web:a.example", kinds=["membership"], added_at=NOW), most=2)
+    await repo.trust("acme", TrustedIssuer(issuer="did:web:b.example", kinds=["region"], added_at=NOW), most=2)
+    await repo.trust("acme", TrustedIssuer(issuer="did:web:a.example", kinds=["region"], spaces=None, added_at=NOW),
+                     most=2)
+    with pytest.raises(Conflict):
+        await repo.trust("acme", TrustedIssuer(issuer="did:web:c.example", kinds=["region"], added_at=NOW), most=2)
+    assert [(t.issuer, t.kinds) for t in await repo.trusted("acme")] == [("did:web:a.example", ["region"]),
+                                                                         ("did:web:b.example", ["region"])]
+    assert await repo.trusted("sme") == []
+    assert await repo.distrust("sme", "did:web:a.example") is False
+    assert await repo.distrust("acme", "did:web:a.example") is True
+
+
+async def test_a_participant_that_leaves_takes_all_its_credential_rows_with_it(repos):
+    repo, rows = repos
+    await repo.allocate_status("acme", NOW)
+    await repo.add_issued("acme", issued("urn:uuid:c", 1, 0))
+    await repo.add_held("acme", held("urn:uuid:h"), most=9, most_per_issuer=9)
+    await repo.trust("acme", TrustedIssuer(issuer="did:web:a.example", kinds=["region"], added_at=NOW), most=9)
+    await repo.add_held("sme", held("urn:uuid:h"), most=9, most_per_issuer=9)
+    assert await rows.delete_participant("acme") >= 5
+    assert await repo.issued("acme") == [] and await repo.held("acme") == [] and await repo.trusted("acme") == []
+    assert await repo.status_list("acme", 1) is None
+    assert [c.id for c in await repo.held("sme")] == ["urn:uuid:h"]
