@@ -1,14 +1,18 @@
 """``tds demo``: a data space on loopback, told as a story from industry, one line per step with evidence.
 
 Five nodes start in a temporary folder: ACME, a leading enterprise whose node also hosts two SMEs;
-Pearl River Parts, an SME with its own node; Isar Optics, a partner in Germany; and an enterprise registry
-that vouches for each company's region with a signed credential, which ACME trusts for regions (export
-control counts no region a company merely states about itself). ACME publishes a
-quality-inspection dataset under a usage policy; a hosted SME finds it, agrees a contract both parties
-sign, pulls the data straight from ACME and verifies every chunk, uses it three times and is refused the
-fourth time; ACME sees every use in signed receipts, then revokes the agreement and gets a signed
-deletion receipt; the German partner is refused by export control. The command exits non-zero if any
-step did not behave as expected.
+Pearl River Parts, an SME with its own node; Isar Optics, a partner in Germany; and the Guangdong Auto Parts
+Alliance, whose node issues signed credentials: memberships of the data space ``gz-auto-parts`` and regions.
+The alliance admits the hosted SMEs and Pearl River Parts, delivering their credentials to their nodes; ACME
+trusts it for both. ACME publishes a quality-inspection dataset for members only (access policy
+``tds:memberOf gz-auto-parts``) under a usage policy; a hosted SME presents its credentials in the handshake,
+finds the dataset, agrees a contract both parties sign, pulls the data straight from ACME and verifies every
+chunk, uses it three times and is refused the fourth time; ACME sees every use in signed receipts, then revokes
+the agreement and gets a signed deletion receipt. Isar Optics states ``CN-GD`` in its own self-description but
+holds no credential ACME trusts: it does not see the dataset and is refused, with what is missing as the reason.
+Pearl River Parts agrees a contract too; then the alliance revokes its membership, and a new negotiation is
+refused as soon as ACME's cached status list runs out. The command exits non-zero if any step did not behave as
+expected.
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from connector.client import ClientError, ManagementClient
-from connector.testing import NodeFactory, RunningNode
+from connector.config import CredentialsSection
+from connector.protocol.contexts import TDS_NS
+from connector.testing import HostedParticipant, NodeFactory, RunningNode
 
 Say = Callable[[str], None]
+Member = RunningNode | HostedParticipant
 DATASET = "qi-2026-q3"
+#: The data space the alliance admits members to.
+SPACE = "gz-auto-parts"
+#: Every demo node reads a status list again after at most this long, so a revocation counts within it.
+STATUS_CACHE_S = 1.0
 CSV = "part,line,inspected,defects,defect_rate\n" + "".join(
     f"P-{i:04d},{1 + i % 7},{400 + (i * 37) % 200},{(i * 13) % 9},{((i * 13) % 9) / (400 + (i * 37) % 200):.4f}\n"
     for i in range(2000)
@@ -66,38 +77,73 @@ async def publish(acme: RunningNode, say: Say) -> None:
         templates.purpose(DATASET, "R&D"), templates.max_uses(DATASET, 3), templates.for_duration(DATASET, "P30D"),
         templates.no_export_outside(DATASET, "CN"), templates.log_each_use(DATASET), templates.inform_on_use(DATASET),
     )
-    await acme.client.add_policy("members", {"@type": "Set", "permission": [{"action": "use"}]})
+    # Who may see and ask for the offer: members of the data space, by a credential from an issuer ACME trusts
+    # for it. An access policy is about the offer, whatever its dataset: no target, no uid (as
+    # `tds policy add members --member-of gz-auto-parts` writes it).
+    members = templates.member_of(DATASET, SPACE)
+    del members["target"], members["@id"]
+    await acme.client.add_policy("members", members)
     await acme.client.add_policy("qi-terms", usage)
     await acme.client.add_contract_definition("qi", access_policy_id="members", contract_policy_id="qi-terms",
                                               assets=[DATASET])
-    say(f"ACME publishes '{DATASET}' (class core, {len(CSV)} bytes) under a usage policy: purpose R&D, at most")
-    say("  3 uses, within 30 days of the first, no export outside CN, log and inform each use.")
+    constraint = members["permission"][0]["constraint"][0]
+    operand = constraint["leftOperand"].replace(TDS_NS, "tds:")
+    say(f"ACME publishes '{DATASET}' (class core, {len(CSV)} bytes) for members only (access policy "
+        f"{operand} {constraint['operator']} {constraint['rightOperand']}),")
+    say("  under a usage policy: purpose R&D, at most 3 uses, within 30 days of the first, no export outside CN,")
+    say("  log and inform each use.")
 
 
-async def vouch_regions(registry: RunningNode, acme: RunningNode, companies: list[tuple[Any, str]], say: Say) -> None:
-    """The registry issues region credentials and delivers them; ACME and the companies trust it for regions."""
-    for company, region in companies:
-        issued = await registry.client.issue_credential(company.participant.did, "region", {"region": region})
-        delivered = await registry.client.deliver_credential(issued["id"])
-        expect(not delivered["deliveryError"], f"credential not delivered: {delivered['deliveryError']}")
-    for verifier in (acme, *(company for company, _ in companies)):
-        await verifier.client.trust_issuer(registry.participant.did, ["region"])
-    named = ", ".join(f"{c.participant.record.legal_name} {r}" for c, r in companies)
-    say(f"The registry vouches for regions with signed credentials: {named}.")
-    say("  ACME and the companies trust it for regions; export control counts no region a company only states.")
+async def admit_members(alliance: RunningNode, acme: RunningNode, members: list[Member], say: Say
+                        ) -> dict[str, str]:
+    """The alliance issues each member a membership of :data:`SPACE` and a region credential and delivers both
+    to the member's node; ACME trusts the alliance for memberships of the space and for regions, each member for
+    regions (its own use of the data is checked against its own verified region). Returns each member's
+    membership credential id, by DID."""
+    memberships: dict[str, str] = {}
+    for member in members:
+        region = "-".join(member.participant.record.region.split("-")[:2])
+        for kind, claims in (("membership", {"dataSpace": SPACE}), ("region", {"region": region})):
+            issued = await alliance.client.issue_credential(member.participant.did, kind, claims)
+            delivered = await alliance.client.deliver_credential(issued["id"])
+            expect(not delivered["deliveryError"], f"credential not delivered: {delivered['deliveryError']}")
+            if kind == "membership":
+                memberships[member.participant.did] = issued["id"]
+        held = (await member.client.credentials())["held"]
+        expect(sorted(h["kind"] for h in held if h["status"] == "valid") == ["membership", "region"],
+               f"{member.participant.name} does not hold its credentials: {held}")
+    alliance_did = alliance.participant.did
+    trusted = await acme.client.trust_issuer(alliance_did, ["membership", "region"], spaces=[SPACE])
+    for member in members:
+        await member.client.trust_issuer(alliance_did, ["region"])
+    named = ", ".join(m.participant.record.legal_name.rstrip(".") for m in members)
+    expect(trusted["claims"] == ["membership", "region"] and trusted["spaces"] == [SPACE], f"trusted: {trusted}")
+    say(f"The alliance admits members to '{SPACE}' with signed credentials (membership and region, eddsa-jcs-2022),")
+    say(f"  delivered to their nodes: {named}.")
+    say(f"  ACME trusts the alliance for memberships of '{SPACE}' and for regions; the members trust it for regions.")
+    return memberships
 
 
-async def negotiate(consumer: ManagementClient, provider_url: str, say: Say, who: str) -> dict[str, Any]:
+async def negotiate(consumer: ManagementClient, acme: RunningNode, say: Say, who: str, did: str
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """*who* presents its credentials, finds the offer and agrees; the negotiation as it ended, and the offer."""
     from connector.protocol.agreements import check_bundle
 
-    # Core data goes only to participants whose region a credential by an issuer ACME trusts for regions
-    # vouches for: the handshake presents it.
+    # The offer is for members only, and core data goes only to participants whose region a credential by an
+    # issuer ACME trusts for regions vouches for: the handshake presents both credentials to ACME.
+    provider_url = acme.public_url
     await consumer.verify_peer(provider_url)
+    counted = (await acme.client.peer_claims(did))[0]["counted"]
+    shown = " and ".join(f"{c['kind']} {c['claims'].get('dataSpace') or c['claims'].get('region')}" for c in counted)
+    expect(len(counted) == 2, f"ACME counts {shown or 'nothing'} of {who}")
     catalog = await consumer.catalog(provider_url)
     datasets = catalog.get("dataset", [])
     expect(bool(datasets), f"{who} sees nothing in ACME's catalog")
-    offer = datasets[0]["hasPolicy"][0]["@id"]
-    say(f"{who} introduces itself to ACME (signed handshake) and finds it in the catalog: offer {offer}")
+    policy = datasets[0]["hasPolicy"][0]
+    offer = policy["@id"]
+    say(f"{who} introduces itself to ACME (signed handshake) and presents its credentials;")
+    say(f"  ACME counts {shown}, verified by {counted[0]['issuer']};")
+    say(f"  the members' dataset is in its catalog: offer {offer}")
     started = time.perf_counter()
     negotiation = await consumer.negotiate(provider_url, offer)
     final: dict[str, Any] = await consumer.negotiation(negotiation["id"], wait_s=15)
@@ -108,7 +154,7 @@ async def negotiate(consumer: ManagementClient, provider_url: str, say: Say, who
     say(f"  DSP negotiation REQUESTED -> AGREED -> VERIFIED -> FINALIZED in {(time.perf_counter() - started) * 1e3:.0f}"
         f" ms; agreement {agreement['@id']}")
     say("  signed by both parties (eddsa-jcs-2022): " + ", ".join(f"{c.role} {c.did}" for c in checks))
-    return final
+    return final, policy
 
 
 async def transfer(consumer: ManagementClient, provider_did: str, agreement_id: str, say: Say) -> None:
@@ -189,18 +235,62 @@ async def report_and_revoke(acme: RunningNode, consumer: ManagementClient, agree
         say(f"  a further use is refused: {exc.message}")
 
 
-async def foreign_partner(acme: RunningNode, isar: RunningNode, say: Say) -> None:
-    await isar.client.verify_peer(acme.public_url)
+async def ask_anyway(asker: Member, acme: RunningNode, offer: dict[str, Any]) -> dict[str, Any]:
+    """*asker* requests *offer* (as ACME's catalog showed it to a member) although its own view of the catalog
+    does not show it; the negotiation as it ended."""
+    record = await asker.node.negotiations.request(asker.participant, acme.participant.dsp_base,
+                                                   acme.participant.did, offer, offer["@id"], DATASET)
+    return await asker.client.negotiation(record.id, wait_s=15)
+
+
+async def foreign_partner(acme: RunningNode, isar: RunningNode, offer: dict[str, Any], say: Say) -> None:
+    verified = await isar.client.verify_peer(acme.public_url)
     datasets = (await isar.client.catalog(acme.public_url)).get("dataset", [])
-    expect(datasets == [], "the foreign partner saw the core dataset")
-    participant = isar.participant
-    dsp = f"{acme.public_url}/participants/acme/api/dsp/2025-1"
-    record = await isar.node.negotiations.request(
-        participant, dsp, acme.participant.did, {"@id": "qi:x", "@type": "Offer", "permission": [{"action": "use"}]},
-        f"qi:{DATASET}", DATASET)
-    final = await isar.client.negotiation(record.id, wait_s=15)
-    expect(final["state"] == "TERMINATED" and "export control" in final["reason"], f"not refused: {final}")
-    say(f"Isar Optics (DE-BY) does not see the dataset; asking anyway, it is refused: {final['reason']}")
+    expect(datasets == [], "the partner without credentials saw the members' dataset")
+    final = await ask_anyway(isar, acme, offer)
+    reason = final.get("reason") or ""
+    expect(final["state"] == "TERMINATED" and "no verified region" in reason, f"not refused: {final}")
+    say(f"Isar Optics states {verified['peer']['region']} in its own self-description but holds no credential "
+        "ACME trusts: the dataset is not in its catalog;")
+    say(f"  asking anyway, it is refused: {reason}")
+
+
+async def member_agrees(member: RunningNode, acme: RunningNode, offer_id: str, say: Say) -> None:
+    await member.client.verify_peer(acme.public_url)
+    negotiation = await member.client.negotiate(acme.public_url, offer_id)
+    final = await member.client.negotiation(negotiation["id"], wait_s=15)
+    expect(final["state"] == "FINALIZED", f"the member's negotiation ended {final['state']}: {final.get('reason')}")
+    say(f"Pearl River Parts, a member with its own node, agrees a contract too: {final['state']}, agreement "
+        f"{final['agreement']['@id']}")
+
+
+async def revoke_membership(alliance: RunningNode, acme: RunningNode, member: RunningNode, credential_id: str,
+                            offer: dict[str, Any], say: Say) -> None:
+    """The alliance revokes *member*'s membership; once ACME's copy of the status list runs out, the member no
+    longer sees the offer, and a new negotiation is refused naming the missing membership."""
+    revoked = await alliance.client.revoke_credential(credential_id)
+    expect(revoked["status"] == "revoked", f"the membership is {revoked['status']}")
+    started = time.perf_counter()
+    say(f"The alliance revokes Pearl River Parts' membership ({credential_id}): its bit is set in the signed")
+    say(f"  status list {revoked['statusListCredential']}")
+
+    async def hidden() -> bool:
+        return not (await member.client.catalog(acme.public_url)).get("dataset", [])
+
+    # ACME reads the list again once its copy is older than STATUS_CACHE_S: then the membership stops counting,
+    # and the offer is no longer shown to the former member.
+    await wait_until(hidden, "ACME hiding the offer from the former member", deadline_s=STATUS_CACHE_S + 10)
+    elapsed = time.perf_counter() - started
+    claims = (await acme.client.peer_claims(member.participant.did))[0]
+    why = next((n["reason"] for n in claims["notCounted"] if n["credentialId"] == credential_id), "")
+    expect("revoked" in why, f"ACME does not say the membership is revoked: {claims}")
+    say(f"  {elapsed * 1e3:.0f} ms later ACME no longer counts it (it reads a status list again after "
+        f"{STATUS_CACHE_S:g} s): {why}")
+    await member.client.verify_peer(acme.public_url)  # presenting the revoked credential again does not help
+    final = await ask_anyway(member, acme, offer)
+    reason = final.get("reason") or ""
+    expect(final["state"] == "TERMINATED" and "no verified membership" in reason, f"not refused: {final}")
+    say(f"  the offer is gone from its catalog; a new negotiation by Pearl River Parts is refused: {reason}")
 
 
 async def run_demo(say: Say = print, keep_running: bool = False) -> None:
@@ -209,14 +299,20 @@ async def run_demo(say: Say = print, keep_running: bool = False) -> None:
     configure("warning")
     with tempfile.TemporaryDirectory(prefix="tds-demo-") as tmp:
         nodes = NodeFactory(Path(tmp), validate=False)
+        fast = CredentialsSection(status_cache_s=STATUS_CACHE_S)
         try:
             say("A data space on loopback (dev mode, embedded SQLite in a temporary folder):")
-            acme = await nodes.start("acme", legal_name="ACME Precision Manufacturing Co.", region="CN-GD")
-            parts = await nodes.start("parts", legal_name="Pearl River Parts Ltd.", region="CN-GD-GZ")
-            isar = await nodes.start("isar", legal_name="Isar Optics GmbH", region="DE-BY")
-            registry = await nodes.start("registry", legal_name="Pearl River Delta Enterprise Registry", region="CN-GD")
-            for n, role in ((acme, "leading enterprise"), (parts, "SME, own node"), (isar, "partner in Germany"),
-                            (registry, "issuer of region credentials")):
+            acme = await nodes.start("acme", legal_name="ACME Precision Manufacturing Co.", region="CN-GD",
+                                     credentials=fast)
+            parts = await nodes.start("parts", legal_name="Pearl River Parts Ltd.", region="CN-GD-GZ",
+                                      credentials=fast)
+            # It writes CN-GD into its own self-description: self-asserted, which no control counts.
+            isar = await nodes.start("isar", legal_name="Isar Optics GmbH", region="CN-GD", credentials=fast)
+            alliance = await nodes.start("alliance", legal_name="Guangdong Auto Parts Alliance", region="CN-GD",
+                                         credentials=fast)
+            for n, role in ((acme, "leading enterprise"), (parts, "SME, own node"),
+                            (isar, "partner in Germany, states CN-GD"),
+                            (alliance, f"issues memberships of '{SPACE}' and regions")):
                 say(f"  {n.participant.record.legal_name} ({role}): {n.participant.did}")
             gz = await nodes.host(acme, "gz-sensors", region="CN-GD-GZ", legal_name="Guangzhou Sensor Works")
             fs = await nodes.host(acme, "fs-molds", region="CN-GD-FS", legal_name="Foshan Mould Studio")
@@ -227,17 +323,19 @@ async def run_demo(say: Say = print, keep_running: bool = False) -> None:
             say(f"Pearl River Parts verifies ACME over a signed handshake: {verified['peer']['legalName']}, "
                 f"{verified['peer']['region']} (self-asserted; the self-description's proof checked against the DID "
                 "document)")
-            await vouch_regions(registry, acme, [(gz, "CN-GD"), (isar, "DE-BY")], say)
+            memberships = await admit_members(alliance, acme, [gz, fs, parts], say)
 
             await publish(acme, say)
-            final = await negotiate(gz.client, acme.public_url, say, "Guangzhou Sensor Works")
+            final, offer = await negotiate(gz.client, acme, say, "Guangzhou Sensor Works", gz.participant.did)
             agreement_id = final["agreement"]["@id"]
             await transfer(gz.client, acme.participant.did, agreement_id, say)
             await use(gz.client, agreement_id, say)
             await report_and_revoke(acme, gz.client, agreement_id, say)
-            await foreign_partner(acme, isar, say)
+            await foreign_partner(acme, isar, offer, say)
+            await member_agrees(parts, acme, offer["@id"], say)
+            await revoke_membership(alliance, acme, parts, memberships[parts.participant.did], offer, say)
             if keep_running:
-                for n in (acme, parts, isar):
+                for n in (acme, parts, isar, alliance):
                     say(f"  {n.participant.name}: public {n.public_url}, management {n.node.management_url}, "
                         f"token {n.token}")
                 say("Nodes keep running; press Ctrl+C to stop.")

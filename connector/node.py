@@ -126,6 +126,7 @@ class Node:
             Movers(push=sender.push, pull=receiver.pull, finish_push=receiver.finish_push),
             participant_by_id=self.participant_by_id,
             resolver=self.resolver, dsp_base_of=self.federation.dsp_base_of, peer_facts=self.catalog.peer_facts,
+            verify_peer=self.federation.verify_peer, holds_credentials=self.credentials.holds_any,
             data_dir=data_dir, data_roots=self.config.data_roots, export_rules=self.config.export_control,
             encrypt_transfers=node_cfg.encrypt_transfers, conformance_caller=self.conformance_caller,
             delivery_timeout_s=node_cfg.delivery_timeout_s, start_timeout_s=node_cfg.transfer_start_timeout_s,

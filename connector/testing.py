@@ -22,7 +22,14 @@ import msgspec
 
 from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
-from connector.config import CONFIG_FILE, ConformanceSection, DspSection, parse_config, render_config
+from connector.config import (
+    CONFIG_FILE,
+    ConformanceSection,
+    CredentialsSection,
+    DspSection,
+    parse_config,
+    render_config,
+)
 from connector.errors import OutboundRefused, PeerError
 from connector.net.client import PeerResponse
 from connector.node import Node
@@ -187,11 +194,12 @@ class NodeFactory:
     async def start(self, name: str, *, dev_mode: bool = True, region: str = "CN-GD", legal_name: str | None = None,
                     trusted_networks: tuple[str, ...] = (), did_method: str = "web",
                     conformance: ConformanceSection | None = None, https: bool = False,
-                    dsp: DspSection | None = None, **node_settings: Any) -> RunningNode:
-        """Initialise and start a node; *node_settings* override ``[node]`` config fields, *dsp* replaces the
-        ``[dsp]`` section and *conformance* adds a ``[conformance]`` section (all written to its config file
-        and read back). With *https* the public URL is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and
-        ``tls_key`` too)."""
+                    dsp: DspSection | None = None, credentials: CredentialsSection | None = None,
+                    **node_settings: Any) -> RunningNode:
+        """Initialise and start a node; *node_settings* override ``[node]`` config fields, *dsp* and
+        *credentials* replace the ``[dsp]`` and ``[credentials]`` sections and *conformance* adds a
+        ``[conformance]`` section (all written to its config file and read back). With *https* the public URL
+        is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and ``tls_key`` too)."""
         data_dir = self.root / name
         for attempt in range(3):
             # A port picked free can be taken by another process before the node binds it: start afresh.
@@ -202,9 +210,10 @@ class NodeFactory:
                                management_port=free_port(), region=region, dev_mode=dev_mode,
                                trusted_networks=trusted_networks, did_method=did_method)
             config = result.config
-            if node_settings or conformance is not None or dsp is not None:
+            if node_settings or conformance is not None or dsp is not None or credentials is not None:
                 config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings),
-                                                 conformance=conformance, dsp=dsp or config.dsp)
+                                                 conformance=conformance, dsp=dsp or config.dsp,
+                                                 credentials=credentials or config.credentials)
                 text = render_config(config)
                 config = parse_config(text)
                 write_secret_text(data_dir / CONFIG_FILE, text)

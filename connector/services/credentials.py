@@ -467,6 +467,11 @@ class CredentialService:
     async def held(self, participant: ParticipantRuntime) -> list[HeldCredential]:
         return await self.repo.held(participant.id)
 
+    async def holds_any(self, participant: ParticipantRuntime) -> bool:
+        """Whether *participant* holds a credential it would present now (one not expired): a local read."""
+        now = utc_text(self.clock())
+        return any(c.valid_until > now for c in await self.repo.held(participant.id))
+
     async def held_one(self, participant: ParticipantRuntime, credential_id: str) -> HeldCredential:
         found = await self.repo.held_one(participant.id, credential_id)
         if found is None:

@@ -18,6 +18,10 @@ Decisions the node takes on its own:
   and a signed envelope over the manifest (``connector.payload.manifest``). ``HttpData-PUSH``: the
   consumer's request named its receiving endpoint and token (the endpoint passes the outbound guard);
   once the start is acknowledged the provider sends the envelope and then the chunks there.
+- as consumer, before a request: a participant that holds credentials shakes hands with the provider again
+  (as before a negotiation), presenting them, since the claims a provider counted live in its memory only (a
+  provider restarted since the agreement would otherwise refuse data that needs a verified region); one that
+  holds none sends the request only.
 - as consumer, once STARTED: pull the data, or receive the pushed data (``connector.services.receiver``);
   either way verify every chunk before it is written, and complete the transfer once the payload is whole
   and in the vault.
@@ -174,11 +178,12 @@ class TransferService(ProcessShell[TransferRecord]):
     *vault*, where received data is written (``Vault``); *movers*, what moves the bytes (:class:`Movers`);
     *participant_by_id*, the hosted participants;
     *resolver*, for the DID documents (the provider's envelope signature, the consumer's key-agreement key);
-    *dsp_base_of*, how a peer named by the operator is found; *peer_facts*, what is known of a peer (the
-    policy's facts); *data_dir* and *data_roots*, where asset files may lie; *export_rules*; whether
-    *encrypt_transfers* always; *conformance_caller*: whether a DID is the compatibility kit's; the timeouts
-    (delivery, start, stall), the token lifetime, the chunk retries and the vault quota; and *clock* (POSIX
-    seconds)."""
+    *dsp_base_of*, how a peer named by the operator is found; *verify_peer* and *holds_credentials*, the
+    handshake (``FederationService``) a consumer holding credentials makes before asking for data, and whether
+    it holds any (``CredentialService.holds_any``); *peer_facts*, what is known of a peer (the policy's facts);
+    *data_dir* and *data_roots*, where asset files may lie; *export_rules*; whether *encrypt_transfers* always;
+    *conformance_caller*: whether a DID is the compatibility kit's; the timeouts (delivery, start, stall), the
+    token lifetime, the chunk retries and the vault quota; and *clock* (POSIX seconds)."""
 
     process = ProcessType(name="transfer", path="transfers", kinds=Kind, states=State, transitions=TRANSITIONS,
                           ack=m.TransferProcess, crash_prefix="after-delivering-transfer-")
@@ -196,6 +201,8 @@ class TransferService(ProcessShell[TransferRecord]):
         dsp_base_of: Callable[[str], Awaitable[str]],
         peer_facts: Callable[[ParticipantRuntime, str], Awaitable[PeerFacts]],
         data_dir: Path,
+        verify_peer: Callable[[ParticipantRuntime, str], Awaitable[Any]] | None = None,
+        holds_credentials: Callable[[ParticipantRuntime], Awaitable[bool]] | None = None,
         data_roots: Mapping[str, list[str]] | None = None,
         export_rules: Sequence[ExportRule] = (),
         encrypt_transfers: bool = False,
@@ -219,6 +226,8 @@ class TransferService(ProcessShell[TransferRecord]):
         self._participant_by_id = participant_by_id
         self._dsp_base_of = dsp_base_of
         self._peer_facts = peer_facts
+        self._verify_peer = verify_peer
+        self._holds_credentials = holds_credentials
         #: ``[data_roots]`` and the export rules, read at each use (the confinement, a provider's start).
         self.data_roots: Mapping[str, list[str]] = data_roots or {}
         self.export_rules: Sequence[ExportRule] = export_rules
@@ -340,8 +349,26 @@ class TransferService(ProcessShell[TransferRecord]):
             if negotiation is None or not negotiation.counterparty_address:
                 raise BadRequest("the provider's address is not known; give the peer", path="peer")
             dsp = negotiation.counterparty_address
+        await self._present_credentials(participant, dsp)
         return await self.request(participant, dsp, agreement.provider_did, agreement_id, agreement.asset_id,
                                   PUSH if push else PULL)
+
+    async def _present_credentials(self, participant: ParticipantRuntime, dsp: str) -> None:
+        """Show the provider this participant's credentials again, in a handshake, if it holds any.
+
+        The provider decides the transfer on what it verifies of us now (export control reads a verified
+        region), and the claims it counted are kept in its memory only: a provider restarted since the
+        agreement knows none until we present them again. A participant without credentials has nothing to
+        show and sends nothing more. Whatever happens here, the request goes ahead: the provider decides."""
+        if self._verify_peer is None or self._holds_credentials is None:
+            return
+        if not await self._holds_credentials(participant):
+            return
+        try:
+            await self._verify_peer(participant, dsp)
+        except TdsError as exc:
+            log.info("credentials not presented before the transfer", participant=participant.name, peer=dsp,
+                     reason=exc.message)
 
     # -- reading -------------------------------------------------------------------------------------
 

@@ -179,9 +179,21 @@ async def test_demo_runs_and_every_step_behaves():
     lines: list[str] = []
     await run_demo(say=lines.append)
     text = "\n".join(lines)
-    for evidence in ("signed by both parties", "verified (", "manifest ", "use 3 (purpose R&D): permitted",
+    for evidence in ("Guangdong Auto Parts Alliance", "admits members to 'gz-auto-parts' with signed credentials",
+                     "delivered to their nodes: Guangzhou Sensor Works, Foshan Mould Studio, Pearl River Parts",
+                     "for members only (access policy tds:memberOf eq gz-auto-parts)",
+                     "ACME counts membership gz-auto-parts and region CN-GD, verified by did:",
+                     "signed by both parties", "verified (", "manifest ", "use 3 (purpose R&D): permitted",
                      "use 4: refused", "count is 4",
                      "sealed end to end", "signed entries received", "signed deletion receipt",
-                     "a further use is refused", "export control", "the recipient is in DE-BY (verified by did:",
-                     "vouches for regions with signed credentials", "every step behaved as expected"):
+                     "a further use is refused",
+                     "Isar Optics states CN-GD in its own self-description but holds no credential ACME trusts",
+                     "the dataset is not in its catalog",
+                     "the recipient has no verified region: no credential from an issuer trusted for regions",
+                     "agrees a contract too: FINALIZED",
+                     "The alliance revokes Pearl River Parts' membership",
+                     "ACME no longer counts it (it reads a status list again after 1 s): status revoked",
+                     "a new negotiation by Pearl River Parts is refused",
+                     "no verified membership: no membership credential from an issuer trusted for it",
+                     "every step behaved as expected"):
         assert evidence in text, (evidence, text)

@@ -377,6 +377,42 @@ async def test_export_control_is_checked_again_when_a_transfer_starts(nodes):
     assert vault_files(consumer) == []
 
 
+async def test_core_data_still_goes_to_a_consumer_after_the_provider_restarts(nodes):
+    """The claims a provider counted live in its memory only: the consumer presents its credentials again when
+    it asks for the data, so a provider restarted between the agreement and the transfer learns its verified
+    region again instead of refusing core data."""
+    provider = await nodes.start("acme", region="CN-GD")
+    consumer = await nodes.start("parts", region="CN-GD")
+    agreement, sha = await agreed(provider, consumer, size=100_000, data_class="core")
+    await nodes.restart(provider)
+    assert await provider.node.credentials.claims_of(provider.participant.id, consumer.participant.did) is None
+
+    record = await consumer.client.start_transfer(agreement)
+    final = await consumer.client.transfer(record["id"], wait_s=20)
+    assert final["state"] == "COMPLETED", final
+    assert hashlib.sha256(vault_plaintext(consumer.data_dir, final["vaultPath"])).hexdigest() == sha
+    claims = await provider.node.credentials.claims_of(provider.participant.id, consumer.participant.did)
+    assert claims is not None and claims.region is not None and claims.region.value.region == "CN-GD"
+
+
+async def test_a_consumer_without_credentials_asks_for_data_without_a_handshake(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement, _ = await agreed(provider, consumer, size=1000)
+    called: list[str] = []
+    request = consumer.node.client.request
+
+    async def recording(method, url, **kwargs):
+        called.append(url)
+        return await request(method, url, **kwargs)
+
+    consumer.node.client.request = recording
+    record = await consumer.client.start_transfer(agreement)
+    final = await consumer.client.transfer(record["id"], wait_s=20)
+    assert final["state"] == "COMPLETED", final
+    assert called[0].endswith("/transfers/request")
+    assert not [url for url in called if "/tds/" in url], called
+
+
 async def test_vault_quota_refuses_a_pull_that_would_pass_it(nodes):
     from connector.client import ClientError
 

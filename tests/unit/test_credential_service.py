@@ -106,6 +106,16 @@ async def test_a_delivered_credential_is_kept_by_the_holder(world):
                                                                    "delivered")]
 
 
+async def test_a_holder_holds_a_credential_to_present_only_while_one_is_valid(world):
+    net, _, (acme, holder), (buyer, verifier) = world
+    assert await holder.holds_any(acme) is False
+    await member(world, valid_until=START + timedelta(seconds=40))
+    assert await holder.holds_any(acme) is True
+    assert await verifier.holds_any(buyer) is False  # trusting an issuer is not holding a credential
+    net.clock.advance(41)
+    assert await holder.holds_any(acme) is False
+
+
 async def test_a_delivery_the_holder_refuses_is_kept_as_the_reason(world):
     net, (alliance, issuer), _, (buyer, _) = world
     record = await issuer.issue(alliance, buyer.did, Region("XX-99"))

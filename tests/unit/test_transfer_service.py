@@ -1,12 +1,13 @@
 """The transfer service without a node or a socket: one service on a SQLite store hosting a provider ("acme")
 and a consumer ("parts"), a recording outbound client whose peer is scripted here (it acknowledges every
-transfer message), a real vault in a temporary folder and a fake clock. What a provider refuses, how a
-consumer ends a transfer it cannot use, that a start is stored before it leaves, and the stall deadline."""
+transfer message), a real vault in a temporary folder and a fake clock. What a provider refuses, that a consumer
+holding credentials shows them again before it asks (and one holding none sends nothing more), how a consumer
+ends a transfer it cannot use, that a start is stored before it leaves, and the stall deadline."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,25 @@ class Setup:
     transfers: TransferRepository
     client: NegotiationOutbound
     clock: NegotiationClock
-    service: TransferService
     data_dir: Path
+    service: TransferService = field(init=False)
+
+    def build_service(self, **given: Any) -> TransferService:
+        """A transfer service of these participants, store, client and clock; *given* adds or overrides keyword
+        arguments."""
+
+        async def peer_facts(_: ParticipantRuntime, did: str) -> PeerFacts:
+            return PeerFacts(did)
+
+        arguments: dict[str, Any] = dict(
+            participant_by_id={self.acme.id: self.acme, self.parts.id: self.parts}.get,
+            resolver=FederationResolver(self.acme.did_document(), self.parts.did_document()), dsp_base_of=_unused,
+            peer_facts=peer_facts, data_dir=self.data_dir, delivery_timeout_s=5.0, start_timeout_s=START_S,
+            stall_timeout_s=STALL_S, token_ttl_s=900.0, chunk_retries=3, vault_quota_bytes=10**9, clock=self.clock)
+        return TransferService(
+            self.transfers, self.contracts, self.client,
+            Vault(self.data_dir, key_of=vault_key, stop_receiving=_unused),
+            Movers(push=sender.push, pull=receiver.pull, finish_push=receiver.finish_push), **(arguments | given))
 
     async def agreement(self, *, state: str = "FINALIZED", consumer: str | None = None) -> None:
         """An agreement on ASSET between acme (provider) and *consumer* (parts by default), held by both."""
@@ -107,18 +125,10 @@ async def setup(tmp_path: Path) -> Any:
     client.connect(ScriptedPeer(acme))  # type: ignore[arg-type]
     client.connect(ScriptedPeer(parts))  # type: ignore[arg-type]
 
-    async def peer_facts(_: ParticipantRuntime, did: str) -> PeerFacts:
-        return PeerFacts(did)
-
-    service = TransferService(
-        transfers, contracts, client, Vault(tmp_path, key_of=vault_key, stop_receiving=_unused),
-        Movers(push=sender.push, pull=receiver.pull, finish_push=receiver.finish_push),
-        participant_by_id={acme.id: acme, parts.id: parts}.get,
-        resolver=FederationResolver(acme.did_document(), parts.did_document()), dsp_base_of=_unused,
-        peer_facts=peer_facts, data_dir=tmp_path, delivery_timeout_s=5.0, start_timeout_s=START_S,
-        stall_timeout_s=STALL_S, token_ttl_s=900.0, chunk_retries=3, vault_quota_bytes=10**9, clock=clock)
-    yield Setup(acme, parts, store, contracts, transfers, client, clock, service, tmp_path)
-    await service.close()
+    setup = Setup(acme, parts, store, contracts, transfers, client, clock, tmp_path)
+    setup.service = setup.build_service()
+    yield setup
+    await setup.service.close()
     await store.close()
 
 
@@ -144,6 +154,61 @@ async def test_a_provider_refuses_a_request_unless_the_agreement_is_finalized_wi
         await setup.service.on_request(setup.acme, message, setup.parts.did)
     assert await setup.transfers.find(setup.acme.id, limit=10) == []
     assert setup.client.sent == []
+
+
+# -- the consumer's request: its credentials shown again first ------------------------------------------
+
+
+@pytest.mark.parametrize(("holds", "handshakes"), [(True, 1), (False, 0)])
+async def test_a_consumer_holding_credentials_shakes_hands_before_it_asks_for_data(
+        setup: Setup, holds: bool, handshakes: int) -> None:
+    """The provider may have forgotten the claims it counted (a restart): a consumer that holds credentials
+    presents them again before its request; one that holds none sends the request only."""
+    await setup.agreement()
+    shaken: list[tuple[str, str, int]] = []
+
+    async def verify_peer(participant: ParticipantRuntime, peer: str) -> None:
+        shaken.append((participant.id, peer, len(setup.client.sent)))  # what had left before the handshake
+
+    async def holds_credentials(participant: ParticipantRuntime) -> bool:
+        return holds
+
+    async def dsp_base_of(peer: str) -> str:
+        return setup.acme.dsp_base
+
+    service = setup.build_service(verify_peer=verify_peer, holds_credentials=holds_credentials,
+                            dsp_base_of=dsp_base_of)
+    try:
+        record = await service.start(setup.parts, AGREEMENT, "https://acme.example")
+    finally:
+        await service.close()
+    assert record.provider_pid == PROVIDER_PID
+    assert shaken == [(setup.parts.id, setup.acme.dsp_base, 0)] * handshakes
+    assert [sent.url for sent in setup.client.sent] == [f"{setup.acme.dsp_base}/transfers/request"]
+
+
+async def test_a_failed_handshake_does_not_keep_the_consumer_from_asking(setup: Setup) -> None:
+    """Whatever the handshake meets, the provider decides the request."""
+    from connector.errors import PeerError
+
+    await setup.agreement()
+
+    async def verify_peer(participant: ParticipantRuntime, peer: str) -> None:
+        raise PeerError(f"{peer} refused the handshake with 503")
+
+    async def holds_credentials(participant: ParticipantRuntime) -> bool:
+        return True
+
+    async def dsp_base_of(peer: str) -> str:
+        return setup.acme.dsp_base
+
+    service = setup.build_service(verify_peer=verify_peer, holds_credentials=holds_credentials,
+                            dsp_base_of=dsp_base_of)
+    try:
+        record = await service.start(setup.parts, AGREEMENT, "https://acme.example")
+    finally:
+        await service.close()
+    assert record.state == "REQUESTED" and record.provider_pid == PROVIDER_PID
 
 
 # -- the consumer's handling of a start --------------------------------------------------------------------
