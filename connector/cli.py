@@ -211,6 +211,40 @@ def peer_verify(peer_ref: str, data_dir: Path | None, node_url: str | None, toke
             click.echo(line)
 
 
+@peer.command("add")
+@click.argument("peer_ref", metavar="PEER")
+@node_options
+def peer_add(peer_ref: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Verify PEER (a node URL or a did:web) by handshake and add it to the directory; gossip does the rest."""
+    entry = _call(data_dir, node_url, token, lambda c: c.add_peer(peer_ref))
+    click.echo(f"added {entry['legalName']} ({entry['region']}, self-asserted) {entry['did']}")
+    click.echo(f"  DSP endpoint {entry['dspEndpoint']}")
+
+
+def _directory_line(e: dict[str, Any]) -> str:
+    claims = e.get("claims") or {}
+    verified = [f"verified region {claims['verifiedRegion']}"] if claims.get("verifiedRegion") else []
+    verified += [f"member of {space}" for space in claims.get("memberships", [])]
+    extra = f"  [{'; '.join(verified)}]" if verified else ""
+    return (f"{e['did']}  {e['legalName']}  {e['region']} (self-asserted)  from {e['learnedFrom']}  "
+            f"seen {e['lastSeen']}{extra}")
+
+
+@peer.command("list")
+@node_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def peer_list(data_dir: Path | None, node_url: str | None, token: str | None, as_json: bool) -> None:
+    """The participants this participant knows of: the peer directory (handshakes, bootstrap peers, gossip)."""
+    rows = _call(data_dir, node_url, token, lambda c: c.directory())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("the directory is empty (try: tds peer add URL, or [discovery] bootstrap in tds.toml)")
+    for e in rows:
+        click.echo(_directory_line(e))
+
+
 @main.command()
 @node_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -492,17 +526,72 @@ def catalog(peer_ref: str, as_json: bool, data_dir: Path | None, node_url: str |
                 click.echo(f"      permission {rule.get('action')}" + (f" if {constraints}" if constraints else ""))
 
 
+def _age(seconds: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: how long ago an offer was fetched."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 @main.command()
-@click.argument("peer_ref", metavar="PEER")
-@click.argument("offer_id")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for a final state.")
+@click.argument("words", nargs=-1)
+@click.option("--region", default="", help="The provider's region as it states it (CN finds CN-GD too).")
+@click.option("--provider", default="", help="The provider's DID or legal name.")
+@click.option("--data-class", type=click.Choice(["", "general", "important", "core", "personal"]), default="")
+@click.option("--industry", default="", help="The provider's industry as it states it.")
+@click.option("--feature", "features", multiple=True,
+              help="A property of the offer's policy, e.g. no-export-restriction, purpose:R&D (repeatable).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--crawl", is_flag=True, help="Crawl the known peers' catalogs first.")
+@click.option("--json", "as_json", is_flag=True)
 @node_options
-def negotiate(peer_ref: str, offer_id: str, timeout: float, data_dir: Path | None, node_url: str | None,
-              token: str | None) -> None:
-    """Negotiate OFFER_ID with PEER; wait for the final state and print it with the reason."""
+def search(words: tuple[str, ...], region: str, provider: str, data_class: str, industry: str,
+           features: tuple[str, ...], limit: int, offset: int, crawl: bool, as_json: bool, data_dir: Path | None,
+           node_url: str | None, token: str | None) -> None:
+    """Search the offers the peers this participant knows show it (its catalog cache): one line per offer with
+    the provider, how old the entry is, the dataset, the offer id (give it to `tds negotiate`) and its terms."""
 
     async def go(client: Any) -> dict[str, Any]:
-        started = await client.negotiate(peer_ref, offer_id)
+        if crawl:
+            await client.crawl()
+        return await client.search(" ".join(words), region=region, provider=provider,  # type: ignore[no-any-return]
+                                   data_class=data_class, industry=industry, features=features, limit=limit,
+                                   offset=offset)
+
+    result = _call(data_dir, node_url, token, go)
+    if as_json:
+        _print_json(result)
+        return
+    if not result["offers"]:
+        click.echo("no offers found (the cache holds what known peers showed at the last crawl; try --crawl)")
+    for o in result["offers"]:
+        who = o["providerLegalName"] or o["providerDid"]
+        where = f" ({o['providerRegion']})" if o["providerRegion"] else ""
+        title = f" \"{o['title']}\"" if o["title"] else ""
+        click.echo(f"{who}{where}  {_age(o['ageSeconds'])} ago  {o['datasetId']}{title}  offer {o['offerId']}  "
+                   f"terms: {o['terms']}")
+    shown = result["offset"] + len(result["offers"])
+    if shown < result["total"]:
+        click.echo(f"{shown} of {result['total']} shown (--offset {shown} for more)")
+
+
+@main.command()
+@click.argument("peer_ref", metavar="[PEER]")
+@click.argument("offer_id", required=False)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for a final state.")
+@node_options
+def negotiate(peer_ref: str, offer_id: str | None, timeout: float, data_dir: Path | None, node_url: str | None,
+              token: str | None) -> None:
+    """Negotiate OFFER_ID with PEER; wait for the final state and print it with the reason. With the offer id
+    alone (from `tds search`), the peer is the offer's provider in the catalog cache."""
+    peer: str | None = peer_ref
+    if offer_id is None:
+        peer, offer_id = None, peer_ref
+
+    async def go(client: Any) -> dict[str, Any]:
+        started = await client.negotiate(peer, offer_id)
         return await client.negotiation(started["id"], wait_s=timeout)  # type: ignore[no-any-return]
 
     final = _call(data_dir, node_url, token, go)

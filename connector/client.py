@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -105,6 +105,14 @@ class ManagementClient:
     async def peers(self) -> list[dict[str, Any]]:
         return (await self._call("GET", "/peers"))["peers"]  # type: ignore[no-any-return]
 
+    async def add_peer(self, peer: str) -> dict[str, Any]:
+        """Verify *peer* (a URL or a did:web) by handshake and add it to this participant's directory."""
+        return (await self._call("POST", "/peers", {"peer": peer}))["entry"]  # type: ignore[no-any-return]
+
+    async def directory(self) -> list[dict[str, Any]]:
+        """The participants this participant knows of (handshakes, bootstrap peers, gossip)."""
+        return (await self._call("GET", "/directory"))["entries"]  # type: ignore[no-any-return]
+
     # catalog entries
 
     async def add_asset(self, asset: dict[str, Any]) -> dict[str, Any]:
@@ -132,8 +140,30 @@ class ManagementClient:
     async def catalog(self, peer: str) -> dict[str, Any]:
         return await self._call("POST", "/catalog/query", {"peer": peer})  # type: ignore[no-any-return]
 
-    async def negotiate(self, peer: str, offer_id: str) -> dict[str, Any]:
-        return await self._call("POST", "/negotiations", {"peer": peer, "offerId": offer_id})  # type: ignore[no-any-return]
+    async def negotiate(self, peer: str | None, offer_id: str) -> dict[str, Any]:
+        """Negotiate *offer_id* with *peer*; without a peer, with the provider of that offer in the catalog cache."""
+        body = {"offerId": offer_id, **({"peer": peer} if peer else {})}
+        return await self._call("POST", "/negotiations", body)  # type: ignore[no-any-return]
+
+    # federated search
+
+    async def search(self, q: str = "", *, region: str = "", provider: str = "", data_class: str = "",
+                     industry: str = "", features: tuple[str, ...] | list[str] = (), limit: int = 50,
+                     offset: int = 0) -> dict[str, Any]:
+        """Offers in this participant's catalog cache matching the words and filters given."""
+        params: list[tuple[str, str]] = [(k, v) for k, v in (
+            ("q", q), ("region", region), ("provider", provider), ("dataClass", data_class),
+            ("industry", industry)) if v]
+        params += [("feature", f) for f in features]
+        params += [("limit", str(limit)), ("offset", str(offset))]
+        return await self._call("GET", f"/search?{urlencode(params)}")  # type: ignore[no-any-return]
+
+    async def crawl(self) -> dict[str, Any]:
+        """Crawl the known peers' catalogs now; what the crawl did."""
+        return await self._call("POST", "/search/crawl")  # type: ignore[no-any-return]
+
+    async def crawls(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/search/crawls")  # type: ignore[no-any-return]
 
     async def negotiation(self, negotiation_id: str, *, wait_s: float | None = None) -> dict[str, Any]:
         query = f"?wait={wait_s}" if wait_s is not None else ""

@@ -134,6 +134,42 @@ class TrustEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     spaces: list[str] | None = None
 
 
+class DiscoverySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``[discovery]``: the peer directory and its gossip (``connector.services.directory``, ``…gossip``)."""
+
+    #: Peers to start from: node URLs, participant URLs or did:web DIDs (verified by handshake, then listed).
+    bootstrap: list[str] = []
+    #: False: this node's participants stay out of every other node's directory (none is gossiped).
+    discoverable: bool = True
+    #: Names of hosted participants kept out of gossip, when the node is discoverable otherwise.
+    hidden: list[str] = []
+    #: Seconds between gossip rounds (each participant exchanges with ``fanout`` peers per round).
+    gossip_interval_s: float = 30.0
+    #: Seconds between crawls of known peers' catalogs (the catalog cache).
+    crawl_interval_s: float = 300.0
+    #: Crawls (``connector.services.search``): offers kept of one provider's catalog (the rest is left out and
+    #: counted) and in one participant's cache; the longest one provider's catalog and one participant's whole
+    #: crawl may take; providers whose catalogs are read at the same time.
+    crawl_max_offers_per_provider: int = 5000
+    crawl_max_offers: int = 100_000
+    crawl_provider_timeout_s: float = 30.0
+    crawl_timeout_s: float = 120.0
+    crawl_concurrency: int = 4
+    fanout: int = 3
+    #: A self-description not re-issued within this long of its issuance leaves the directory.
+    item_ttl_s: float = 3600.0
+    #: Participants one hosted participant's directory holds at most.
+    max_entries: int = 10_000
+    #: Self-descriptions in one gossip message, and bytes of one (either way).
+    max_items_per_message: int = 256
+    max_message_bytes: int = 1024 * 1024
+    #: Canonical bytes of one self-description.
+    max_item_bytes: int = 16 * 1024
+    #: Gossip messages one peer may send one participant (token bucket).
+    peer_rate_per_s: float = 1.0
+    peer_burst: int = 20
+
+
 class ParticipantSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str
     legal_name: str
@@ -170,6 +206,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     credentials: CredentialsSection = CredentialsSection()
     #: ``[[trust]]``: issuers every hosted participant believes (each may add its own: ``tds trust add``).
     trust: list[TrustEntry] = []
+    discovery: DiscoverySection = DiscoverySection()
 
     @property
     def public_url(self) -> str:
@@ -240,6 +277,15 @@ def _check(config: Config) -> None:
             if not folder.strip():
                 raise ConfigError("a data root must be a folder path", path=f"data_roots.{name}[{i}]")
     _check_credentials(config)
+    _check_discovery(config.discovery)
+    disc = config.discovery
+    for field, value in (("discovery.crawl_max_offers_per_provider", disc.crawl_max_offers_per_provider),
+                         ("discovery.crawl_max_offers", disc.crawl_max_offers),
+                         ("discovery.crawl_provider_timeout_s", disc.crawl_provider_timeout_s),
+                         ("discovery.crawl_timeout_s", disc.crawl_timeout_s),
+                         ("discovery.crawl_concurrency", disc.crawl_concurrency)):
+        if not value > 0:
+            raise ConfigError(f"{field} must be greater than 0", path=field)
     if config.usage.redeliveries < 0:
         raise ConfigError("usage.redeliveries must be 0 or more", path="usage.redeliveries")
     if not config.usage.redelivery_window_s >= 0:
@@ -292,6 +338,32 @@ def _check_credentials(config: Config) -> None:
                     raise ConfigError("a data space is an IRI or URN without white space", path=f"{where}.spaces")
 
 
+def _check_discovery(section: DiscoverySection) -> None:
+    for field, value in (("discovery.gossip_interval_s", section.gossip_interval_s),
+                         ("discovery.crawl_interval_s", section.crawl_interval_s),
+                         ("discovery.item_ttl_s", section.item_ttl_s),
+                         ("discovery.peer_rate_per_s", section.peer_rate_per_s)):
+        if not value > 0:
+            raise ConfigError(f"{field} must be greater than 0", path=field)
+    for field, count in (("discovery.fanout", section.fanout), ("discovery.max_entries", section.max_entries),
+                         ("discovery.max_items_per_message", section.max_items_per_message),
+                         ("discovery.max_message_bytes", section.max_message_bytes),
+                         ("discovery.max_item_bytes", section.max_item_bytes),
+                         ("discovery.peer_burst", section.peer_burst)):
+        if count < 1:
+            raise ConfigError(f"{field} must be 1 or more", path=field)
+    if len(section.bootstrap) > 64:
+        raise ConfigError("at most 64 bootstrap peers", path="discovery.bootstrap")
+    for i, peer in enumerate(section.bootstrap):
+        if not peer.startswith(("http://", "https://", "did:web:")) or len(peer) > 2048 or any(
+                c.isspace() for c in peer):
+            raise ConfigError("a bootstrap peer is an http(s) URL or a did:web", path=f"discovery.bootstrap[{i}]")
+    for i, name in enumerate(section.hidden):
+        if not NAME_RE.match(name):
+            raise ConfigError("a hidden participant is named like in [participant] name",
+                              path=f"discovery.hidden[{i}]")
+
+
 def parse_config(text: str) -> Config:
     """Parse and check configuration text; raise :class:`ConfigError` naming the field."""
     try:
@@ -336,11 +408,13 @@ def render_config(config: Config) -> str:
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines: list[str] = []
-    for section in ("node", "participant", "dsp", "usage", "conformance", "credentials"):
+    for section in ("node", "participant", "dsp", "usage", "conformance", "credentials", "discovery"):
         if getattr(config, section) is None:
             continue
         if section == "credentials" and config.credentials == CredentialsSection():
             continue  # all defaults: `tds init` writes no section for it
+        if section == "discovery" and config.discovery == DiscoverySection():
+            continue
         lines.append(f"[{section}]")
         for key, v in msgspec.structs.asdict(getattr(config, section)).items():
             if v is None:  # optional and unset: TOML has no null

@@ -18,9 +18,10 @@ from aiohttp import web
 
 from connector import filemodes
 from connector.bootstrap import DB_FILE
-from connector.config import Config, load_config
+from connector.config import Config, DiscoverySection, load_config
 from connector.http import credentials as credential_routes
 from connector.http import dataplane, dsp, management, openapi, public
+from connector.http import directory as directory_routes
 from connector.http.auth import PeerAuth, signed_request_middleware
 from connector.http.middleware import error_middleware
 from connector.http.server import Runner
@@ -36,17 +37,22 @@ from connector.services import addresses, legacy_files, receiver, sender
 from connector.services.admission import Admission
 from connector.services.catalog import CatalogService
 from connector.services.credentials import CredentialService
+from connector.services.directory import Directory
 from connector.services.federation import FederationService
+from connector.services.gossip import Gossip
 from connector.services.negotiation import NegotiationService
 from connector.services.participants import ParticipantRegistry
 from connector.services.publishing import Publishing
 from connector.services.receipts import ReceiptService
+from connector.services.search import SearchService, provider_of
 from connector.services.tokens import TokenService
 from connector.services.transfer import Movers, TransferService
 from connector.services.usage import UsageService, held_claims_of
 from connector.services.vault import Vault, vault_key
+from connector.store.catalog_cache import CatalogCache, Provider
 from connector.store.credentials import CredentialRepository
 from connector.store.db import Store
+from connector.store.directory import DirectoryRepository
 from connector.store.repository import ContractRepository, SqliteRepository, TransferRepository
 from connector.store.usage import UsageRepository
 
@@ -55,6 +61,10 @@ if TYPE_CHECKING:
     from connector.conformance import ConformanceMode
 
 log = get_logger(component="node")
+#: Seconds between crawls of the peers' catalogs in dev mode when ``[discovery]`` leaves it at its default.
+DEV_CRAWL_INTERVAL_S = 5.0
+#: Seconds between gossip rounds in dev mode when ``[discovery]`` leaves it at its default.
+DEV_GOSSIP_INTERVAL_S = 3.0
 
 
 class Node:
@@ -133,6 +143,18 @@ class Node:
             stall_timeout_s=node_cfg.transfer_stall_timeout_s, token_ttl_s=node_cfg.transfer_token_ttl_s,
             chunk_retries=node_cfg.transfer_chunk_retries, vault_quota_bytes=node_cfg.vault_quota_bytes)
         self.tokens = TokenService(self.repo, self.management_limit)
+        #: The peer directory (per participant: whom it knows of) and the gossip that keeps it.
+        self.directory = Directory(
+            DirectoryRepository(self.store), self.resolver, self.client, settings=self.config.discovery,
+            participants=lambda: list(self.participants), verify_peer=self.federation.verify_peer,
+            claims_of=self.credentials.claims_of,
+            refused=lambda reason: self.metrics.gossip_refused.labels(reason).inc())
+        self.gossip = Gossip(self.directory, self.client, participants=lambda: list(self.participants),
+                             interval_s=self.gossip_interval_s, sent_bytes=self.metrics.gossip_sent_bytes.inc)
+        #: Federated search: each participant's cache of the offers its known peers show it, crawled as itself.
+        self.search = SearchService(
+            CatalogCache(self.store), self.federation.peer_catalog, self._known_providers, self.config.discovery,
+            participants=lambda: list(self.participants), counted=self.metrics.crawl_counted)
         self.publishing = Publishing(self.contracts, self.client, confinement=self.transfers.confinement,
                                      manifest_for=self.transfers.manifest_for,
                                      snapshot_limit=node_cfg.max_snapshot_bytes)
@@ -154,6 +176,29 @@ class Node:
         self.management_port: int | None = None
         self.started_at: float | None = None
 
+    async def _known_providers(self, participant: ParticipantRuntime) -> list[Provider]:
+        """The participants *participant* knows, whose catalogs the crawler reads: those in its peer directory
+        (when the node keeps one) and the peers it verified, by DID."""
+        found = {peer.did: provider_of(peer) for peer in await self.federation.known(participant)}
+        directory = getattr(self, "directory", None)
+        if directory is not None:
+            found.update({entry.did: provider_of(entry) for entry in directory.known(participant.id)})
+        return [found[did] for did in sorted(found)]
+
+    @property
+    def gossip_interval_s(self) -> float:
+        """``[discovery] gossip_interval_s``; in dev mode a few seconds unless set otherwise."""
+        interval = self.config.discovery.gossip_interval_s
+        default = DiscoverySection().gossip_interval_s
+        return DEV_GOSSIP_INTERVAL_S if self.config.node.dev_mode and interval == default else interval
+
+    @property
+    def crawl_interval_s(self) -> float:
+        """``[discovery] crawl_interval_s``; in dev mode a few seconds unless set otherwise."""
+        interval = self.config.discovery.crawl_interval_s
+        default = DiscoverySection().crawl_interval_s
+        return DEV_CRAWL_INTERVAL_S if self.config.node.dev_mode and interval == default else interval
+
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers
 
@@ -163,6 +208,8 @@ class Node:
         self.admission.forget(participant.id)  # its places go back to strangers; added again, it knows no one
         self.negotiations.forget(participant.id)
         self.receipts.forget(participant.id)
+        self.search.forget(participant.id)
+        self.directory.forget(participant.id)
         await self.transfers.stop_all(participant.id)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -181,6 +228,7 @@ class Node:
             participant_named, self.catalog, self.contracts, self.negotiations, self.transfers, self.transfers_repo,
             self.conformance_caller, self.config.public_url)))
         app.add_routes(credential_routes.peer_routes(participant_named, self.credentials))
+        app.add_routes(directory_routes.peer_routes(participant_named, self.gossip))
         app.add_routes(dataplane.routes(dataplane.DataPlaneSite(
             participant_named, auth, self.transfers_repo, self.transfers, self.metrics.signature_failures)))
         if self.conformance is not None:
@@ -195,7 +243,7 @@ class Node:
         )
         table = management.routes(management.ManagementSite(
             self.participants, self.tokens, self.federation, self.publishing, self.negotiations, self.transfers,
-            self.usage, self.receipts, self.vault, self.credentials))
+            self.usage, self.receipts, self.vault, self.credentials, self.search, gossip=self.gossip))
         app.add_routes([web.route(r.method, management.PREFIX + r.path, r.handler) for r in table])
         spec: dict[str, object] = {}
 
@@ -244,6 +292,9 @@ class Node:
             await self.receipts.resume()
             await self.usage.start()
             await self.transfers.resume()
+            self.search.start(self.crawl_interval_s)
+            await self.directory.load()
+            self.gossip.start()
         except BaseException:
             # A start that fails half-way (a port in use, a bad key) leaves nothing open behind it.
             self.started_at = time.time()
@@ -284,6 +335,8 @@ class Node:
         await self.negotiations.close()
         await self.transfers.close()
         await self.receipts.close()
+        await self.search.close()
+        await self.gossip.close()
         await self.usage.close()
         await self.admission.close()
         await self.client.close()

@@ -49,11 +49,13 @@ if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
     from connector.services.credentials import CredentialService
     from connector.services.federation import FederationService
+    from connector.services.gossip import Gossip
     from connector.services.negotiation import NegotiationService
     from connector.services.participants import ParticipantRegistry
     from connector.services.process_shell import ProcessShell
     from connector.services.publishing import Publishing
     from connector.services.receipts import ReceiptService
+    from connector.services.search import SearchService
     from connector.services.tokens import TokenService
     from connector.services.transfer import TransferService
     from connector.services.usage import UsageService
@@ -105,8 +107,9 @@ class CatalogQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class NegotiationStart(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
-    peer: Annotated[str, msgspec.Meta(max_length=2048)]
     offer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    #: Left out: the provider of the offer in the participant's catalog cache (a search result's offer id).
+    peer: Annotated[str, msgspec.Meta(max_length=2048)] = ""
 
 
 class TerminateIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -249,6 +252,10 @@ class ManagementSite:
     vault: Vault
     #: Memberships and verified attributes: issued, held, trusted (routes in ``connector.http.credentials``).
     credentials: CredentialService | None = None
+    #: Federated search: the participant's catalog cache (routes in ``connector.http.search``).
+    search: SearchService | None = None
+    #: The peer directory and its gossip (routes in ``connector.http.directory``).
+    gossip: Gossip | None = None
 
 
 def token_middleware(tokens: TokenService) -> Any:
@@ -384,6 +391,8 @@ class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
 
 def routes(site: ManagementSite) -> list[Route]:
     from connector.http import credentials  # its routes are described with this module's Route
+    from connector.http import directory as directory_routes
+    from connector.http import search as search_routes
 
     def participant(request: web.Request) -> ParticipantRuntime:
         token = request[TOKEN]
@@ -531,7 +540,13 @@ def routes(site: ManagementSite) -> list[Route]:
 
     async def start_negotiation(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), NegotiationStart)
-        record = await site.negotiations.start(participant(request), body.peer, body.offer_id)
+        p = participant(request)
+        peer = body.peer
+        if not peer.strip():
+            if site.search is None:
+                raise BadRequest("name the peer whose offer this is", path="$.peer")
+            peer = (await site.search.cached_offer(p, body.offer_id)).dsp_endpoint
+        record = await site.negotiations.start(p, peer, body.offer_id)
         return web.json_response(camel(record), status=201)
 
     async def list_negotiations(request: web.Request) -> web.Response:
@@ -712,7 +727,8 @@ def routes(site: ManagementSite) -> list[Route]:
           tag="catalog", body=CatalogQuery, example={"peer": "https://tds.partner.example"}),
         R("POST", "/negotiations", start_negotiation, "Start a negotiation for a peer's offer (consumer)",
           tag="negotiations", body=NegotiationStart, response=NegotiationRecord, status=201,
-          example={"peer": "https://tds.partner.example", "offerId": "qi:qi-2026:7c0363c0625f"}),
+          example={"peer": "https://tds.partner.example", "offerId": "qi:qi-2026:7c0363c0625f"},
+          answers={409: "no peer named, and two providers in the catalog cache offer this id"}),
         R("GET", "/negotiations", list_negotiations, "Negotiations, newest first", tag="negotiations",
           response=list[NegotiationRecord], query={"state": states_query(NegotiationState), "limit": LIMIT}),
         R("GET", "/negotiations/{id}", get_negotiation, "One negotiation with its history", tag="negotiations",
@@ -772,6 +788,8 @@ def routes(site: ManagementSite) -> list[Route]:
           tag="transfers", body=ReasonIn, body_required=False, response=TransferOut,
           example={"reason": "no longer needed"}, answers=moved),
         *credentials.management_routes(lambda: site.credentials, participant),
+        *directory_routes.management_routes(lambda: site.gossip, participant),
+        *search_routes.management_routes(lambda: site.search, participant),
     ]
 
 

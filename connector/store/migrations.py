@@ -350,4 +350,76 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (participant_id, issuer)
         ) WITHOUT ROWID""",
     ],
+    # 8: the peer directory: per participant, the participants it learned about (by handshake or gossip),
+    #    each with its own latest signed self-description, who told it, when it was last seen and when it expires
+    [
+        """CREATE TABLE directory (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            did TEXT NOT NULL,
+            dsp_endpoint TEXT NOT NULL,
+            legal_name TEXT NOT NULL,
+            region TEXT NOT NULL,
+            industry TEXT NOT NULL DEFAULT '',
+            issued_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            self_description TEXT NOT NULL,
+            learned_from TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            PRIMARY KEY (participant_id, did)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX directory_expiry ON directory(expires_at)",
+    ],
+    # 9: the catalog cache: per participant, the offers it saw in each known provider's catalog (searched by
+    #    keyword through FTS5, filtered on indexed columns), the features of their policies, and each
+    #    provider's last crawl
+    [
+        """CREATE TABLE catalog_cache (
+            id INTEGER PRIMARY KEY,
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            provider_did TEXT NOT NULL,
+            dsp_endpoint TEXT NOT NULL,
+            dataset_id TEXT NOT NULL,
+            offer_id TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT '',
+            keywords TEXT NOT NULL DEFAULT '[]',
+            themes TEXT NOT NULL DEFAULT '[]',
+            data_class TEXT NOT NULL DEFAULT '',
+            media_type TEXT NOT NULL DEFAULT '',
+            provider_legal_name TEXT NOT NULL DEFAULT '',
+            provider_region TEXT NOT NULL DEFAULT '',
+            provider_industry TEXT NOT NULL DEFAULT '',
+            policy TEXT NOT NULL,
+            features TEXT NOT NULL DEFAULT '[]',
+            fetched_at REAL NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX catalog_cache_offer ON catalog_cache(participant_id, provider_did, dataset_id, offer_id)",
+        "CREATE INDEX catalog_cache_offer_id ON catalog_cache(participant_id, offer_id)",
+        "CREATE INDEX catalog_cache_region ON catalog_cache(participant_id, provider_region)",
+        "CREATE INDEX catalog_cache_class ON catalog_cache(participant_id, data_class)",
+        "CREATE INDEX catalog_cache_industry ON catalog_cache(participant_id, provider_industry)",
+        # Keywords: title, description and keywords (and themes) of each row, under the row's id; facets: the
+        # provider's region (and its parents) as words, so that a keyword search in a region narrows inside FTS.
+        "CREATE VIRTUAL TABLE catalog_cache_text USING fts5(participant_id UNINDEXED, title, description, "
+        "keywords, facets, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')",
+        """CREATE TABLE catalog_cache_features (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            feature TEXT NOT NULL,
+            offer_row INTEGER NOT NULL,
+            PRIMARY KEY (participant_id, feature, offer_row)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE catalog_crawls (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            provider_did TEXT NOT NULL,
+            dsp_endpoint TEXT NOT NULL,
+            crawled_at REAL NOT NULL,
+            fetched_at REAL,
+            offers INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0,
+            error TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (participant_id, provider_did)
+        ) WITHOUT ROWID""",
+    ],
 ]

@@ -20,7 +20,7 @@ from connector.testing import free_port
 
 #: Operations that call a peer: fuzzing them would send the node to hosts off this machine (the stateful phase
 #: delivers the credentials it issued to the holders it made up).
-CALLS_PEERS = (r"^/api/management/v1/(peers/verify|catalog/query|negotiations|credentials/ask"
+CALLS_PEERS = (r"^/api/management/v1/(peers/verify|peers|catalog/query|negotiations|credentials/ask"
                r"|credentials/issued/\{id\}/deliver)$")
 
 

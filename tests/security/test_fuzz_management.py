@@ -44,7 +44,7 @@ from connector.testing import free_port
 EXAMPLES = 6
 #: Operations whose body names a peer the node will call: the fuzzer's peer is replaced by one of a fixed
 #: set of loopback targets, so that the node never resolves or calls a host off this machine.
-CALLS_PEERS = re.compile(rf"^POST {PREFIX}/(peers/verify|catalog/query|negotiations|transfers|credentials/ask)$")
+CALLS_PEERS = re.compile(rf"^POST {PREFIX}/(peers/verify|peers|catalog/query|negotiations|transfers|credentials/ask)$")
 #: Inputs schemathesis does not generate: digits of other scripts (``str.isdigit`` accepts ``¹``, ``int``
 #: refuses it), signs, exponents and overlong numbers in query parameters ...
 ODD_NUMBERS = ["\u00b9", "\u00b2", "\u0663", "\uff11", "1e3", "-1", "+1", " 1", "1_0", "0x10", "9" * 40, "nan",
