@@ -1,6 +1,19 @@
 from __future__ import annotations
 
+import pytest
+
 from connector.logging import configure
+from connector.testing import NodeFactory
 
 # Tests log JSON lines like a running node (and never render tracebacks with their locals).
 configure("debug")
+
+
+@pytest.fixture
+async def nodes(tmp_path):
+    """Nodes on 127.0.0.1 in the test's folder, all stopped at the end; every DSP message they sent must
+    validate against the DSP 2025-1 schemas."""
+    factory = NodeFactory(tmp_path)
+    yield factory
+    await factory.close()
+    assert factory.invalid == [], "messages that do not validate against the DSP schemas"

@@ -1,13 +1,11 @@
 """Fixtures for reading the node's documents with another JSON-LD processor: an offline document loader
-(``jsonld_offline``) that fails the test on any context asked for that is not local, and nodes whose
-messages are checked against the DSP schemas."""
+(``jsonld_offline``) that fails the test on any context asked for that is not local; the nodes are the
+suite's (``tests/conftest.py``), whose messages are checked against the DSP schemas."""
 
 from __future__ import annotations
 
 import pytest
 from jsonld_offline import OfflineContexts
-
-from connector.testing import NodeFactory
 
 
 @pytest.fixture
@@ -15,11 +13,3 @@ def loader() -> OfflineContexts:
     offline = OfflineContexts()
     yield offline
     assert offline.refused == [], f"contexts asked for that are not local: {offline.refused}"
-
-
-@pytest.fixture
-async def nodes(tmp_path):
-    factory = NodeFactory(tmp_path)
-    yield factory
-    await factory.close()
-    assert factory.invalid == [], "messages that do not validate against the DSP schemas"

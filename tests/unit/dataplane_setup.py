@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from connector.identity.keys import ParticipantKeys
 from connector.identity.multikey import encode_multibase
@@ -191,3 +192,15 @@ async def open_setup(tmp_path: Path) -> Setup:
 
 def payload(size: int = SIZE) -> bytes:
     return os.urandom(size)
+
+
+def no_backoff(monkeypatch: pytest.MonkeyPatch, mover: Any) -> list[int]:
+    """Make *mover*'s (``sender`` or ``receiver``) pause between attempts nil; return the attempts it made."""
+    attempts: list[int] = []
+
+    def no_pause(attempt: int) -> float:
+        attempts.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(mover, "backoff", no_pause)
+    return attempts

@@ -22,6 +22,7 @@ from dataplane_setup import (
     Setup,
     chunks_of,
     manifest_of,
+    no_backoff,
     open_setup,
     payload,
     transfer_key,
@@ -112,14 +113,7 @@ async def setup(tmp_path: Path) -> Any:
 @pytest.fixture
 def retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The pull's pause before resuming a broken stream, made nil (the attempts are recorded)."""
-    attempts: list[int] = []
-
-    def no_pause(attempt: int) -> float:
-        attempts.append(attempt)
-        return 0.0
-
-    monkeypatch.setattr(receiver, "backoff", no_pause)
-    return attempts
+    return no_backoff(monkeypatch, receiver)
 
 
 async def pulled(setup: Setup, endpoint: DataEndpoint, *properties: dict[str, str]) -> TransferRecord:

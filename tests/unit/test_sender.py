@@ -20,6 +20,7 @@ from dataplane_setup import (
     Setup,
     chunks_of,
     manifest_of,
+    no_backoff,
     open_setup,
     payload,
     transfer_key,
@@ -89,14 +90,7 @@ async def setup(tmp_path: Path) -> Any:
 @pytest.fixture
 def retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The push's pause before each attempt again, made nil (the attempts are recorded)."""
-    attempts: list[int] = []
-
-    def no_pause(attempt: int) -> float:
-        attempts.append(attempt)
-        return 0.0
-
-    monkeypatch.setattr(sender, "backoff", no_pause)
-    return attempts
+    return no_backoff(monkeypatch, sender)
 
 
 def inbox_url(setup: Setup) -> str:
