@@ -84,6 +84,10 @@ log = get_logger(component="credentials")
 #: Credentials a participant holds, and from one issuer.
 MAX_HELD = 64
 MAX_HELD_PER_ISSUER = 8
+#: Of those, credentials by issuers the holder does not trust: a stranger with fresh keys can deliver
+#: credentials about anyone, and must not fill the holder's store (nor its presentations, which show the
+#: credentials of trusted issuers first).
+MAX_HELD_UNTRUSTED = 16
 #: Requests from holders waiting for this participant's decision, and from one holder.
 MAX_PENDING = 1000
 MAX_PENDING_PER_REQUESTER = 5
@@ -451,6 +455,11 @@ class CredentialService:
             if status.state is status_list.StatusState.UNKNOWN:
                 log.info("credential kept with its status unknown", participant=participant.name,
                          credential=verified.id, reason=status.reason)
+        if named not in (await self.trust_of(participant.id)).issuers:
+            untrusted = await self._untrusted_held(participant)
+            if len(untrusted) >= MAX_HELD_UNTRUSTED:
+                raise Conflict(f"this participant already holds {MAX_HELD_UNTRUSTED} credentials of issuers it does "
+                               f"not trust; trust {named} first (tds trust add) or remove one")
         record = HeldCredential(id=verified.id, kind=NAME_OF_KIND[verified.kind], issuer=named,
                                 valid_until=utc_text(verified.valid_until), source=source, received_at=utc_text(now),
                                 document=document)
@@ -466,6 +475,10 @@ class CredentialService:
 
     async def held(self, participant: ParticipantRuntime) -> list[HeldCredential]:
         return await self.repo.held(participant.id)
+
+    async def _untrusted_held(self, participant: ParticipantRuntime) -> list[HeldCredential]:
+        trusted = (await self.trust_of(participant.id)).issuers
+        return [c for c in await self.repo.held(participant.id) if c.issuer not in trusted]
 
     async def holds_any(self, participant: ParticipantRuntime) -> bool:
         """Whether *participant* holds a credential it would present now (one not expired): a local read."""
@@ -502,9 +515,12 @@ class CredentialService:
     async def presentation_for(self, participant: ParticipantRuntime, *, domain: str, challenge: str
                                ) -> dict[str, Any]:
         """This participant's presentation for the verifier *domain* answering *challenge*: its credentials
-        that are valid now, newest first (at most ``vc.MAX_CREDENTIALS``)."""
+        that are valid now (at most ``vc.MAX_CREDENTIALS``), those of issuers it trusts first, newest first:
+        credentials a stranger delivered never push out those of the issuers it chose."""
         now = utc_text(self.clock())
-        shown = [c.document for c in await self.repo.held(participant.id) if c.valid_until > now]
+        trusted = (await self.trust_of(participant.id)).issuers
+        valid = [c for c in await self.repo.held(participant.id) if c.valid_until > now]
+        shown = [c.document for c in sorted(valid, key=lambda c: c.issuer not in trusted)]  # stable: newest first
         try:
             return vc.present(shown[:vc.MAX_CREDENTIALS], holder=participant.signer, domain=domain,
                               challenge=challenge, now=self.clock())

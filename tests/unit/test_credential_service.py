@@ -18,7 +18,7 @@ from connector.identity import status_list, vc
 from connector.identity.claims import Membership, Region
 from connector.identity.credentials import utc_text
 from connector.services import credentials as service_module
-from connector.services.credentials import MAX_HELD_PER_ISSUER, MAX_PENDING_PER_REQUESTER
+from connector.services.credentials import MAX_HELD_PER_ISSUER, MAX_HELD_UNTRUSTED, MAX_PENDING_PER_REQUESTER
 from connector.testing import Reply
 
 MEMBER = Membership(data_space=SPACE)
@@ -248,6 +248,27 @@ async def test_a_holder_keeps_a_bounded_number_of_credentials_of_one_issuer(worl
     await holder.import_credential(acme, _signed(world))
     with pytest.raises(NotFound):
         await holder.remove_held(acme, first.id)
+
+
+async def test_strangers_with_fresh_keys_neither_fill_the_store_nor_crowd_out_a_trusted_issuers_credential(world):
+    net, (alliance, _), (acme, holder), _ = world
+    await holder.add_trust(acme, alliance.did, ["membership"])
+    real = await member(world)
+    strangers = [runtime(f"stranger{i}", f"stranger{i}.example") for i in range(MAX_HELD_UNTRUSTED // 4 + 1)]
+    for stranger in strangers:
+        net.resolver.documents[stranger.did] = stranger.did_document()
+    junk = iter(_signed(world, issuer=s) for s in strangers for _ in range(4))
+    for _ in range(MAX_HELD_UNTRUSTED):
+        document = next(junk)
+        await holder.receive_credential(acme, document["issuer"], {"credential": document})
+    document = next(junk)
+    with pytest.raises(Conflict, match="issuers it does not trust"):
+        await holder.receive_credential(acme, document["issuer"], {"credential": document})
+    await member(world)  # the trusted issuer still delivers
+    _, shown = await present(world)
+    issuers = [c["issuer"] for c in shown["verifiableCredential"]]
+    assert issuers[:2] == [alliance.did, alliance.did]  # newest junk after, never before, the chosen issuer's
+    assert real.id in [c["id"] for c in shown["verifiableCredential"]]
 
 
 # ---------------------------------------------------------------------------------------------------------
