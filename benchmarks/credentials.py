@@ -5,16 +5,20 @@ Presentation verification:
 (a) ``connector.identity.vc.verify_presentation`` on a presentation of 4 credentials (membership, region,
     legal entity, certification: 5 ``eddsa-jcs-2022`` proofs), bound to the verifier's DID and challenge,
     with the issuers' and holder's DID documents at hand (no network: resolution and status lists are the
-    shell's and cached there);
+    shell's and cached there), each time from scratch (the memos of verified credentials and proofs emptied
+    before each; the figure with them warm, as when a holder shows the same credentials again, is printed
+    too);
 (b) the floor: RFC 8785 canonicalisation of the same 5 documents (each without its proof, and each proof
     configuration) and 5 bare Ed25519 verifications with PyNaCl: what any verifier of these proofs must do.
 Goal: (a) >= 0.4x the floor.
 
 Handshake latency: nodes on loopback in this process (an issuer and two pairs). In one pair the consumer
 holds 4 credentials of the issuer's (membership, region, legal entity, certification) and both sides trust
-the issuer for all four kinds: a handshake is the signed exchange of self-descriptions, then a challenge and
-presentations both ways, each side verifying the other's (the issuer's status list fetched once and cached,
-as in operation). In the other pair neither holds nor trusts anything: the self-descriptions only.
+the issuer for all four kinds: a handshake is one signed request and its answer carrying the
+self-descriptions, each side's challenge and the presentations (the holder's in the request when it starts
+the handshake, answering the challenge the previous answer handed it; in the answer otherwise), each side
+verifying what it is shown (the issuer's status list fetched once and cached, as in operation). In the
+other pair neither holds nor trusts anything: the self-descriptions only.
 ``FederationService.verify_peer`` is timed :data:`HANDSHAKES` times each way (consumer to provider, provider
 to consumer) in each pair, the pairs taking turns. Goal: the p50 with credentials <= 1.5x the p50 without.
 
@@ -77,7 +81,10 @@ def setup() -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
     return presentation, holder.document, issuers
 
 
-def engine(presentation: dict[str, Any], holder: dict[str, Any], issuers: dict[str, dict[str, Any]]) -> None:
+def engine(presentation: dict[str, Any], holder: dict[str, Any], issuers: dict[str, dict[str, Any]], *,
+           cold: bool = True) -> None:
+    if cold:
+        vc.forget_verified()
     result = vc.verify_presentation(presentation, holder, issuer_documents=issuers, expected_domain=VERIFIER,
                                     expected_challenge=CHALLENGE, now=NOW + timedelta(seconds=1),
                                     max_age=timedelta(minutes=5))
@@ -188,9 +195,10 @@ def main() -> None:
     items = floor_inputs(presentation, holder, issuers)
     measured = rate(lambda: engine(presentation, holder, issuers))
     baseline = rate(lambda: floor(items))
+    warm = rate(lambda: engine(presentation, holder, issuers, cold=False))
     ratio = measured / baseline
-    print(f"presentations verified: {measured:.0f}/s; floor (5 canonicalisations + 5 Ed25519 verifies): "
-          f"{baseline:.0f}/s")
+    print(f"presentations verified: {measured:.0f}/s from scratch, {warm:.0f}/s with the same credentials "
+          f"verified before; floor (5 canonicalisations + 5 Ed25519 verifies): {baseline:.0f}/s")
     print(f"TARGET presentation_verify: {measured:.0f} presentations/s; baseline {baseline:.0f} presentations/s; "
           f"ratio {ratio:.2f}; goal >= 0.4x: {'met' if ratio >= 0.4 else 'missed'}")
 

@@ -1220,7 +1220,8 @@ def credential_issue(holder: str, kind: str, space: str | None, role: str | None
         from connector.client import ClientError
 
         try:
-            await client.deliver_credential(issued["id"])
+            delivered = await client.deliver_credential(issued["id"])
+            issued = {**issued, "deliveredAs": delivered.get("deliveredAs")}
         except ClientError as exc:
             return issued, exc.message
         return issued, None
@@ -1236,7 +1237,15 @@ def credential_issue(holder: str, kind: str, space: str | None, role: str | None
         click.echo(f"  (write it for the holder with `tds credential export {issued['id']} -o FILE`)")
         sys.exit(1)
     else:
-        click.echo("  delivered to the holder's node")
+        click.echo(_delivered_line(issued))
+
+
+def _delivered_line(issued: dict[str, Any]) -> str:
+    if issued.get("deliveredAs") == "offered":
+        return ("  delivered to the holder's node, where it waits for the holder's acceptance (the holder does not "
+                "trust this issuer and already holds as many credentials of issuers it does not trust as it keeps "
+                "unasked; its operator accepts it with `tds credential accept ID`)")
+    return "  delivered to the holder's node"
 
 
 @credential.command("import")
@@ -1307,7 +1316,7 @@ def credential_approve(request_id: str, valid_until: str | None, data_dir: Path 
         click.echo(f"  NOT delivered: {issued['deliveryError']}")
         click.echo(f"  (write it for the holder with `tds credential export {issued['id']} -o FILE`)")
         sys.exit(1)
-    click.echo("  delivered to the holder's node")
+    click.echo(_delivered_line(issued))
 
 
 @credential.command("reject")
@@ -1335,14 +1344,15 @@ def credential_revoke(credential_id: str, data_dir: Path | None, node_url: str |
 @click.option("--json", "as_json", is_flag=True)
 @node_options
 def credential_list(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """List the credentials this participant issued (with their status) and holds."""
+    """List the credentials this participant issued (with their status), holds, and is offered."""
     found = _call(data_dir, node_url, token, lambda c: c.credentials())
     if as_json:
         _print_json(found)
         return
     click.echo(f"issued ({len(found['issued'])}):")
     for row in found["issued"]:
-        delivery = ("delivered" if row.get("deliveredAt") else
+        delivery = ("delivered, waits for the holder's acceptance" if row.get("deliveredAs") == "offered" else
+                    "delivered" if row.get("deliveredAt") else
                     f"not delivered: {row['deliveryError']}" if row.get("deliveryError") else "not delivered")
         click.echo(f"  {row['id']}  {row['kind']:13}  {row['status']:7}  to {row['holder']}  "
                    f"until {row['validUntil']}  {delivery}")
@@ -1350,6 +1360,52 @@ def credential_list(as_json: bool, data_dir: Path | None, node_url: str | None, 
     for row in found["held"]:
         click.echo(f"  {row['id']}  {row['kind']:13}  {row['status']:7}  from {row['issuer']}  "
                    f"until {row['validUntil']}  ({row['source']})")
+    offered = found.get("offered", [])
+    if offered:
+        click.echo(f"offered ({len(offered)}), waiting for `tds credential accept ID` or `decline ID`:")
+    for row in offered:
+        click.echo(_offered_line(row))
+
+
+def _offered_line(row: dict[str, Any]) -> str:
+    return (f"  {row['id']}  {row['kind']:13}  {row['status']:7}  from {row['issuer']}  until {row['validUntil']}  "
+            f"offered {row['receivedAt']}")
+
+
+@credential.command("offered")
+@click.option("--json", "as_json", is_flag=True)
+@node_options
+def credential_offered(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """List the credentials offered to this participant: delivered by issuers it does not trust beyond those it
+    holds unasked, never presented until accepted."""
+    rows = _call(data_dir, node_url, token, lambda c: c.offered_credentials())
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no credentials offered")
+    for row in rows:
+        click.echo(_offered_line(row).strip())
+
+
+@credential.command("accept")
+@click.argument("credential_id", metavar="ID")
+@node_options
+def credential_accept(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Accept offered credential ID: checked again, then held and presented (even beyond the credentials held of
+    issuers this participant does not trust: accepting is the operator's choice)."""
+    held = _call(data_dir, node_url, token, lambda c: c.accept_credential(credential_id))
+    click.echo(f"credential {held['id']} accepted: {held['kind']} from {held['issuer']}, held until "
+               f"{held['validUntil']}")
+
+
+@credential.command("decline")
+@click.argument("credential_id", metavar="ID")
+@node_options
+def credential_decline(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Decline offered credential ID: it is dropped."""
+    _call(data_dir, node_url, token, lambda c: c.decline_credential(credential_id))
+    click.echo(f"credential {credential_id} declined")
 
 
 @credential.command("export")
@@ -1359,17 +1415,18 @@ def credential_list(as_json: bool, data_dir: Path | None, node_url: str | None, 
 @node_options
 def credential_export(credential_id: str, output: Path | None, data_dir: Path | None, node_url: str | None,
                       token: str | None) -> None:
-    """Write a credential this participant issued or holds (the signed document)."""
+    """Write a credential this participant issued, holds or is offered (the signed document)."""
 
     async def go(client: Any) -> dict[str, Any]:
         from connector.client import ClientError
 
-        try:
-            return await client.issued_credential(credential_id)  # type: ignore[no-any-return]
-        except ClientError as exc:
-            if exc.status != 404:
-                raise
-        return await client.held_credential(credential_id)  # type: ignore[no-any-return]
+        for read in (client.issued_credential, client.held_credential, client.offered_credential):
+            try:
+                return await read(credential_id)  # type: ignore[no-any-return]
+            except ClientError as exc:
+                if exc.status != 404:
+                    raise
+        raise ClientError(404, f"this participant issued, holds and is offered no credential {credential_id}")
 
     found = _call(data_dir, node_url, token, go)
     if output is None:
@@ -1384,7 +1441,19 @@ def credential_export(credential_id: str, output: Path | None, data_dir: Path | 
 @node_options
 def credential_remove(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Stop holding (and presenting) a credential."""
-    _call(data_dir, node_url, token, lambda c: c.remove_credential(credential_id))
+
+    async def go(client: Any) -> None:
+        from connector.client import ClientError
+
+        try:
+            await client.remove_credential(credential_id)
+        except ClientError as exc:
+            if exc.status == 404 and any(o["id"] == credential_id for o in await client.offered_credentials()):
+                raise ClientError(404, f"credential {credential_id} is offered, not held: "
+                                       f"`tds credential decline {credential_id}` drops it") from None
+            raise
+
+    _call(data_dir, node_url, token, go)
     click.echo(f"credential {credential_id} removed")
 
 

@@ -289,6 +289,22 @@ class ManagementClient:
     async def remove_credential(self, credential_id: str) -> None:
         await self._call("DELETE", f"/credentials/held/{_segment(credential_id)}")
 
+    async def offered_credentials(self) -> list[dict[str, Any]]:
+        """Credentials offered to this participant, waiting for its decision (never presented)."""
+        return await self._call("GET", "/credentials/offered")  # type: ignore[no-any-return]
+
+    async def offered_credential(self, credential_id: str) -> dict[str, Any]:
+        return await self._call(  # type: ignore[no-any-return]
+            "GET", f"/credentials/offered/{_segment(credential_id)}")
+
+    async def accept_credential(self, credential_id: str) -> dict[str, Any]:
+        """Hold an offered credential; the answer is the held one."""
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/credentials/offered/{_segment(credential_id)}/accept")
+
+    async def decline_credential(self, credential_id: str) -> None:
+        await self._call("POST", f"/credentials/offered/{_segment(credential_id)}/decline")
+
     async def credential_requests(self, state: str = "pending") -> list[dict[str, Any]]:
         """Requests holders sent this participant: pending, approved, rejected or all."""
         return await self._call("GET", f"/credentials/requests?state={state}")  # type: ignore[no-any-return]

@@ -115,7 +115,8 @@ class CredentialsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     status_cache_s: float = 60.0
     #: Verifier: the longest a status list fetch may take; one that takes longer leaves the status unknown.
     status_fetch_timeout_s: float = 5.0
-    #: Verifier: how long a challenge handed to a peer stays open, and the oldest presentation accepted.
+    #: Verifier: the oldest presentation accepted (how long before it is shown it was made; the challenge it
+    #: answers stays open longer: ``connector.services.credentials.CHALLENGE_LIFETIME``).
     presentation_max_age_s: float = 120.0
     #: Issuer: how long a published status list credential is valid (re-signed when half of it has passed).
     status_list_validity_s: float = 3600.0

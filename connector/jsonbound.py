@@ -9,6 +9,7 @@ stored, logged as UTF-8 or canonicalised (RFC 8785 §3.2.2.2), so it is refused 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MAX_DEPTH = 64
@@ -35,12 +36,17 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     except RecursionError as exc:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels") from exc
     check_depth(value, max_depth)
-    _check_text(value)
+    if _SURROGATE_ESCAPE.search(raw):  # a lone surrogate can only come from such an escape (raw is text)
+        _check_text(value)
     return value
 
 
 class NotText(ValueError):
     """A JSON string (or object key) that is not Unicode text: it holds a lone surrogate."""
+
+
+#: A ``\uD800`` to ``\uDFFF`` escape (perhaps preceded by an escaped backslash: then the walk finds nothing).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _check_text(value: Any) -> None:
@@ -78,13 +84,15 @@ def _finite(text: str) -> float:
 
 
 def check_depth(value: Any, max_depth: int = MAX_DEPTH) -> None:
-    """Raise :class:`TooDeep` if *value* nests dicts and lists deeper than *max_depth* (iterative walk)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
+    """Raise :class:`TooDeep` if *value* nests dicts and lists deeper than *max_depth* (a walk that goes no
+    deeper than *max_depth* itself)."""
+
+    def walk(item: Any, level: int) -> None:
         if level > max_depth:
             raise TooDeep(f"JSON nested deeper than {max_depth} levels")
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                walk(child, level + 1)
+
+    if isinstance(value, dict | list):
+        walk(value, 1)

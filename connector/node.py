@@ -99,13 +99,13 @@ class Node:
             stuck_after_s=min(node_cfg.delivery_timeout_s, node_cfg.negotiation_timeout_s),
             static_caller=self.conformance_caller)
         self.resolver = DidResolver(self.client, dev_mode=node_cfg.dev_mode, local=self.participants.local_did_document)
-        # After each verified handshake, presentations of credentials both ways (built just below).
-        self.federation = FederationService(self.client, self.resolver, self.repo,
-                                            exchange=lambda p, did, dsp: self.credentials.exchange(p, did, dsp))
+        # Handshakes carry presentations of credentials both ways (the credentials service, built just below).
+        self.federation = FederationService(self.client, self.resolver, self.repo)
         #: Memberships and verified attributes: issued, held, presented, verified against the trust list.
         self.credentials = CredentialService(
             CredentialRepository(self.store), self.client, self.resolver, dsp_base_of=self.federation.dsp_base_of,
             settings=self.config.credentials, trust=self.config.trust)
+        self.federation.credentials = self.credentials
         self.catalog = CatalogService(self.contracts, self.repo, self.config.export_control,
                                       claims_of=self.credentials.claims_of)
         self.negotiations = NegotiationService(

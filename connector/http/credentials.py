@@ -5,14 +5,15 @@ For peers, under each participant's DSP base (signed requests only, ``connector.
 - ``POST …/tds/credentials``: an issuer delivers a credential about this participant;
 - ``POST …/tds/credentials/requests``: a holder asks this participant for a credential (pending until its
   operator decides);
-- ``POST …/tds/credentials/challenge`` and ``…/presentation``: the presentations exchanged after a handshake.
+- ``POST …/tds/credentials/presentation``: a presentation answering the challenge a handshake's answer handed
+  the caller (on first contact; later ones travel in the handshake itself).
 
 For anyone, without a signature (so an issuer does not learn who checks which credential):
 ``GET /participants/NAME/credentials/status/N``, the participant's signed status list N.
 
 For the participant's operator, on the management API: issuing, delivering, revoking and listing
-credentials, importing and listing held ones, deciding holders' requests, asking an issuer, the trust list,
-and the claims peers have shown.
+credentials, importing and listing held ones, accepting or declining those offered to it, deciding holders'
+requests, asking an issuer, the trust list, and the claims peers have shown.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from connector.identity.claims import Claims
 from connector.identity.credentials import utc_text
 from connector.services import credentials as service
 from connector.services.credentials import KindName
-from connector.store.credentials import CredentialRequest, HeldCredential, IssuedCredential
+from connector.store.credentials import CredentialRequest, HeldCredential, IssuedCredential, OfferedCredential
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
@@ -118,6 +119,9 @@ class IssuedOut(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
     delivered_at: str | None = None
     #: Why the last delivery failed ("" if it did not).
     delivery_error: str = ""
+    #: How the holder's node kept the delivered credential: held, or offered (it waits for the holder's
+    #: acceptance); null: not delivered, or the holder's node did not say.
+    delivered_as: Literal["held", "offered"] | None = None
     #: The signed credential (single credentials only, not in lists).
     document: dict[str, Any] | None = None
 
@@ -134,9 +138,25 @@ class HeldOut(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
     document: dict[str, Any] | None = None
 
 
+class OfferedOut(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
+    """A credential an issuer this participant does not trust delivered beyond those it holds unasked: never
+    presented, until accepted (then held) or declined."""
+
+    id: str
+    kind: str
+    issuer: str
+    state: Literal["offered"] = "offered"
+    status: Literal["valid", "expired"]
+    valid_until: str
+    received_at: str
+    document: dict[str, Any] | None = None
+
+
 class CredentialsOut(msgspec.Struct, frozen=True):
     issued: list[IssuedOut]
     held: list[HeldOut]
+    #: Waiting for this participant's decision (``…/credentials/offered/{id}/accept`` or ``…/decline``).
+    offered: list[OfferedOut]
 
 
 class RequestOut(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
@@ -204,7 +224,8 @@ def _issued_out(record: IssuedCredential, now: str, *, document: bool = False) -
         status_list_credential=str(entry.get("statusListCredential", "")) if isinstance(entry, dict) else "",
         status_index=record.status_index, valid_until=record.valid_until, issued_at=record.issued_at,
         revoked_at=record.revoked_at, delivered_at=record.delivered_at, delivery_error=record.delivery_error,
-        document=record.document if document else None)
+        delivered_as="held" if record.delivered_as == "held" else "offered" if record.delivered_as == "offered"
+        else None, document=record.document if document else None)
 
 
 def _held_out(record: HeldCredential, now: str, *, document: bool = False) -> HeldOut:
@@ -212,6 +233,12 @@ def _held_out(record: HeldCredential, now: str, *, document: bool = False) -> He
                    status="expired" if record.valid_until < now else "valid", valid_until=record.valid_until,
                    source=record.source, received_at=record.received_at,
                    document=record.document if document else None)
+
+
+def _offered_out(record: OfferedCredential, now: str, *, document: bool = False) -> OfferedOut:
+    return OfferedOut(id=record.id, kind=record.kind, issuer=record.issuer,
+                      status="expired" if record.valid_until < now else "valid", valid_until=record.valid_until,
+                      received_at=record.received_at, document=record.document if document else None)
 
 
 def _request_out(record: CredentialRequest) -> RequestOut:
@@ -261,7 +288,8 @@ def management_routes(credentials_of: Callable[[], CredentialService | None],
         p = participant(request)
         at = now()
         return out(CredentialsOut(issued=[_issued_out(r, at) for r in await using().issued(p)],
-                                  held=[_held_out(r, at) for r in await using().held(p)]))
+                                  held=[_held_out(r, at) for r in await using().held(p)],
+                                  offered=[_offered_out(r, at) for r in await using().offered(p)]))
 
     async def list_issued(request: web.Request) -> web.Response:
         at = now()
@@ -300,6 +328,22 @@ def management_routes(credentials_of: Callable[[], CredentialService | None],
 
     async def remove_held(request: web.Request) -> web.Response:
         await using().remove_held(participant(request), request.match_info["id"])
+        return web.Response(status=204)
+
+    async def list_offered(request: web.Request) -> web.Response:
+        at = now()
+        return out([_offered_out(r, at) for r in await using().offered(participant(request))])
+
+    async def get_offered(request: web.Request) -> web.Response:
+        record = await using().offered_one(participant(request), request.match_info["id"])
+        return out(_offered_out(record, now(), document=True))
+
+    async def accept_offered(request: web.Request) -> web.Response:
+        record = await using().accept_offered(participant(request), request.match_info["id"])
+        return out(_held_out(record, now()))
+
+    async def decline_offered(request: web.Request) -> web.Response:
+        await using().decline_offered(participant(request), request.match_info["id"])
         return web.Response(status=204)
 
     async def list_requests(request: web.Request) -> web.Response:
@@ -384,6 +428,20 @@ def management_routes(credentials_of: Callable[[], CredentialService | None],
           tag="credentials", response=HeldOut),
         R("DELETE", "/credentials/held/{id}", remove_held, "Stop holding (and presenting) a credential",
           tag="credentials", status=204),
+        R("GET", "/credentials/offered", list_offered,
+          "Credentials offered to this participant, waiting for its decision, newest first: delivered by issuers "
+          "it does not trust beyond those it holds unasked; never presented", tag="credentials",
+          response=list[OfferedOut]),
+        R("GET", "/credentials/offered/{id}", get_offered, "One offered credential, with the signed document",
+          tag="credentials", response=OfferedOut),
+        R("POST", "/credentials/offered/{id}/accept", accept_offered,
+          "Accept an offered credential: checked again, then held and presented (beyond the bound on credentials "
+          "of issuers this participant does not trust: the operator's choice)", tag="credentials",
+          response=HeldOut,
+          answers={409: "this participant holds as many credentials as it may (in all, or of this issuer)",
+                   **peer_down}),
+        R("POST", "/credentials/offered/{id}/decline", decline_offered, "Decline an offered credential: dropped",
+          tag="credentials", status=204),
         R("GET", "/credentials/requests", list_requests, "Requests holders sent this participant (issuer)",
           tag="credentials", response=list[RequestOut], query={"state": STATE}),
         R("POST", "/credentials/requests/{id}/approve", approve,
@@ -426,19 +484,15 @@ def peer_routes(participant_named: Callable[[str], ParticipantRuntime | None],
 
     async def delivered(request: web.Request) -> web.Response:
         """An issuer (the request's signer) delivers a credential about this participant."""
-        record = await credentials.receive_credential(participant(request), request[CALLER_DID],
-                                                      await read_json(request))
-        return web.json_response({"id": record.id, "kept": True})
+        kept = await credentials.receive_credential(participant(request), request[CALLER_DID],
+                                                    await read_json(request))
+        return web.json_response(service.delivery_answer(kept))
 
     async def requested(request: web.Request) -> web.Response:
         """A holder (the request's signer) asks for a credential about itself."""
-        record = await credentials.receive_request(participant(request), request[CALLER_DID],
-                                                   await read_json(request))
-        return web.json_response({"id": record.id, "state": record.state}, status=201)
-
-    async def challenge(request: web.Request) -> web.Response:
-        answer = await credentials.on_challenge(participant(request), request[CALLER_DID], await read_json(request))
-        return web.json_response(answer)
+        asker = participant(request)
+        record = await credentials.receive_request(asker, request[CALLER_DID], await read_json(request))
+        return web.json_response(service.request_answer(asker, record), status=201)
 
     async def presentation(request: web.Request) -> web.Response:
         answer = await credentials.on_presentation(participant(request), request[CALLER_DID],
@@ -458,7 +512,6 @@ def peer_routes(participant_named: Callable[[str], ParticipantRuntime | None],
     return [
         web.post(f"{DSP}{service.DELIVERY_PATH}", delivered),
         web.post(f"{DSP}{service.REQUESTS_PATH}", requested),
-        web.post(f"{DSP}{service.CHALLENGE_PATH}", challenge),
         web.post(f"{DSP}{service.PRESENTATION_PATH}", presentation),
         web.get(f"/participants/{{name}}/{service.STATUS_PATH}/{{list}}", status),
     ]

@@ -86,7 +86,8 @@ def routes(site: PublicSite) -> list[web.RouteDef]:
         """``POST …/api/dsp/2025-1/tds/handshake``: exchange verified self-descriptions.
 
         The caller (authenticated by its request signature) sends its own self-description; the node
-        verifies it, records the peer, and answers with its own.
+        verifies it, records the peer, and answers with its own. Credentials may travel beside them both
+        ways (``FederationService.accept_handshake``).
         """
         p = participant(request)
         body = await read_json(request)

@@ -9,14 +9,21 @@ usage receipts). Algorithm per *Data Integrity EdDSA Cryptosuites v1.0* §3.3:
 ``proofConfig`` is the proof without ``proofValue``; when the document has an ``@context`` the proof
 carries the same ``@context`` (§3.3.5). Canonical bytes come from RFC 8785 (``rfc8785``), never from a
 JSON encoder's own output. Pure: the creation time is an argument.
+
+Two bounded memos spare repeated work without changing a result: the SHA-256 of a large document's canonical
+bytes, keyed by the digest of its exact JSON text (a holder presents the same credentials in every
+handshake, and a verifier sees them again and again), and the Ed25519 verifications that succeeded, keyed by
+key, message and signature. A miss costs one ``msgspec`` encoding; nothing else is cached.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
 import rfc8785
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -41,8 +48,65 @@ def canonical(value: Any) -> bytes:
         raise ProofError(f"document cannot be canonicalized: {exc}") from exc
 
 
+#: Documents whose JSON text is at least this long have their canonical digest memoised (most proofs are
+#: over small documents, whose canonicalisation costs less than the lookup would save).
+MEMO_MIN_BYTES = 1024
+#: Entries kept in each memo (least recently used dropped first).
+MEMO_ENTRIES = 2048
+
+
+class _Memo:
+    """A bounded LRU map of bytes to bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def get(self, key: bytes) -> bytes | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+_digests = _Memo(MEMO_ENTRIES)
+_verified = _Memo(MEMO_ENTRIES)
+
+
+def forget_memos() -> None:
+    """Empty both memos."""
+    _digests.entries.clear()
+    _verified.entries.clear()
+
+
+def _document_digest(document: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the RFC 8785 bytes of *document*, memoised for large documents by their exact JSON text.
+
+    Two documents with the same JSON text have the same canonical form. (``msgspec`` writes a NaN as ``null``,
+    which RFC 8785 refuses; no document read from the wire holds one: ``connector.jsonbound`` and
+    ``msgspec`` refuse NaN, and a NaN document is never memoised, since canonicalising it fails.)"""
+    try:
+        text = msgspec.json.encode(document)
+    except (TypeError, ValueError, OverflowError):
+        text = b""
+    if len(text) < MEMO_MIN_BYTES:
+        return hashlib.sha256(canonical(document)).digest()
+    key = hashlib.sha256(text).digest()
+    found = _digests.get(key)
+    if found is None:
+        found = hashlib.sha256(canonical(document)).digest()
+        _digests.put(key, found)
+    return found
+
+
 def _hash_data(document: Mapping[str, Any], proof_config: Mapping[str, Any]) -> bytes:
-    return hashlib.sha256(canonical(proof_config)).digest() + hashlib.sha256(canonical(document)).digest()
+    return hashlib.sha256(canonical(proof_config)).digest() + _document_digest(document)
 
 
 def sign(
@@ -128,13 +192,17 @@ def verify(
         if doc_list[: len(proof_list)] != proof_list:
             raise ProofError("proof @context does not match the document @context")
     config = {k: v for k, v in proof.items() if k != "proofValue"}
-    try:
-        signature = decode_multibase(proof["proofValue"])
-    except MultikeyError as exc:
-        raise ProofError(f"proofValue: {exc}") from exc
     key = resolve_key(proof["verificationMethod"])
-    try:
-        key.verify(_hash_data(unsecured, config), signature)
-    except (BadSignatureError, ValueError) as exc:
-        raise ProofError("signature does not match the document") from exc
+    message = _hash_data(unsecured, config)
+    seen = hashlib.sha256(bytes(key) + message + proof["proofValue"].encode()).digest()
+    if _verified.get(seen) is None:
+        try:
+            signature = decode_multibase(proof["proofValue"])
+        except MultikeyError as exc:
+            raise ProofError(f"proofValue: {exc}") from exc
+        try:
+            key.verify(message, signature)
+        except (BadSignatureError, ValueError) as exc:
+            raise ProofError("signature does not match the document") from exc
+        _verified.put(seen, b"1")
     return proof

@@ -44,17 +44,19 @@ message too). Pure: no I/O and no clock; ``now`` is an argument and DID document
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 from nacl.signing import VerifyKey
 
-from connector import jsonbound
 from connector.identity import did as dids
 from connector.identity import proof
 from connector.identity.claims import ClaimError, Claims, Kind, from_subject, to_subject
@@ -244,14 +246,61 @@ def issue(
     return proof.sign(credential, signer.key, verification_method=signer.key_id, created=utc_text(now))
 
 
+#: Credentials verified lately (by the exact JSON text of the credential and of its issuer's DID document):
+#: a holder shows the same ones in every handshake, so only their validity period is checked again.
+VERIFIED_MEMO_ENTRIES = 1024
+_verified: OrderedDict[bytes, VerifiedCredential] = OrderedDict()
+
+
 def verify_credential(document: Any, issuer_document: Mapping[str, Any], *, now: datetime) -> VerifiedCredential:
     """Check a credential of one of the :class:`Kind` s against its issuer's DID document, at *now*.
 
     These kinds must carry ``validUntil`` (optional in VC 2.0): a claim without an end could never leave a
     verifier's cache. Raises :class:`CredentialError` naming the failed check. Does not decide whether the
     issuer is to be believed (``connector.identity.trust``) or whether the credential was revoked (its
-    :attr:`status` entries are for ``connector.identity.status_list``).
+    :attr:`status` entries are for ``connector.identity.status_list``). A credential verified lately against
+    the same issuer document has only its validity period checked again.
     """
+    key = _memo_key(document, issuer_document)
+    found = _verified.get(key) if key is not None else None
+    if found is not None and key is not None:
+        _verified.move_to_end(key)
+        _check_period(found.id, found.valid_from, found.valid_until, now)
+        return found
+    verified = _verify_credential(document, issuer_document, now=now)
+    if key is not None:
+        _verified[key] = verified
+        while len(_verified) > VERIFIED_MEMO_ENTRIES:
+            _verified.popitem(last=False)
+    return verified
+
+
+def forget_verified() -> None:
+    """Empty the memos of verified credentials and proofs (``connector.identity.proof``): the next check of
+    every credential is a full one."""
+    _verified.clear()
+    proof.forget_memos()
+
+
+def _memo_key(document: Any, issuer_document: Mapping[str, Any]) -> bytes | None:
+    try:
+        text = msgspec.json.encode(document)
+        issuer_text = msgspec.json.encode(issuer_document)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if len(text) > MAX_CREDENTIAL_BYTES:
+        return None
+    return hashlib.sha256(text).digest() + hashlib.sha256(issuer_text).digest()
+
+
+def _check_period(credential_id: str, valid_from: datetime, valid_until: datetime | None, now: datetime) -> None:
+    if now < valid_from:
+        raise CredentialError(Check.NOT_YET_VALID, f"credential {credential_id} is valid from {utc_text(valid_from)}")
+    if valid_until is not None and now > valid_until:
+        raise CredentialError(Check.EXPIRED, f"credential {credential_id} expired at {utc_text(valid_until)}")
+
+
+def _verify_credential(document: Any, issuer_document: Mapping[str, Any], *, now: datetime) -> VerifiedCredential:
     envelope = verify_envelope(
         document, issuer_document, now=now, types=_KINDS, contexts=(VC_CONTEXT, TDS_CONTEXT),
         max_bytes=MAX_CREDENTIAL_BYTES, require_valid_until=True,
@@ -310,10 +359,7 @@ def verify_envelope(
         if valid_until < valid_from:
             raise CredentialError(Check.MALFORMED, "validUntil is before validFrom")
     _verify_proof(document, issuer_document, did=issuer, relationship="assertionMethod", key_check=Check.ISSUER_KEY)
-    if now < valid_from:
-        raise CredentialError(Check.NOT_YET_VALID, f"credential {credential_id} is valid from {utc_text(valid_from)}")
-    if valid_until is not None and now > valid_until:
-        raise CredentialError(Check.EXPIRED, f"credential {credential_id} expired at {utc_text(valid_until)}")
+    _check_period(credential_id, valid_from, valid_until, now)
     return Envelope(
         id=credential_id, type=found[0], issuer=issuer, subject=subject, valid_from=valid_from,
         valid_until=valid_until, status=_status_entries(document.get("credentialStatus")),
@@ -354,10 +400,10 @@ def present(
 def presentation_issuers(presentation: Any) -> frozenset[str]:
     """The issuers named in a presentation, whose DID documents :func:`verify_presentation` will want.
 
-    Only the size of the presentation is checked here (:class:`PresentationError`); the caller resolves the
-    ones it may trust.
+    Only how many credentials it holds is checked here (:class:`PresentationError`; the rest, bounds included,
+    by :func:`verify_presentation`); the caller resolves the ones it may trust.
     """
-    credentials = _presentation_shape(presentation)
+    credentials = _presentation_shape(presentation, bounds=False)
     found = set()
     for credential in credentials:
         try:
@@ -412,9 +458,12 @@ def verify_presentation(
     return PresentationResult(holder=holder, accepted=tuple(accepted), refused=tuple(refused))
 
 
-def _presentation_shape(presentation: Any) -> list[Any]:
+def _presentation_shape(presentation: Any, *, bounds: bool = True) -> list[Any]:
     try:
-        _check_bounds(presentation, max_bytes=MAX_PRESENTATION_BYTES, long_text=frozenset())
+        if bounds:
+            _check_bounds(presentation, max_bytes=MAX_PRESENTATION_BYTES, long_text=frozenset())
+        elif not isinstance(presentation, dict):
+            raise CredentialError(Check.MALFORMED, "not a JSON object")
         credentials = presentation.get("verifiableCredential", [])
         if isinstance(credentials, dict):
             credentials = [credentials]
@@ -502,35 +551,44 @@ def _check_bounds(value: Any, *, max_bytes: int, long_text: frozenset[str]) -> N
     """Refuse what is not a JSON object of bounded depth, string lengths and size (measured as JSON text)."""
     if not isinstance(value, dict):
         raise CredentialError(Check.MALFORMED, "not a JSON object")
-    try:
-        jsonbound.check_depth(value, MAX_DEPTH)
-    except jsonbound.TooDeep as exc:
-        raise CredentialError(Check.TOO_LARGE, str(exc)) from None
-    size = 0
-    stack: list[tuple[str | None, Any]] = [(None, value)]
-    while stack:
-        key, item = stack.pop()
-        if isinstance(item, dict):
-            size += 2 + len(item)
-            for name, child in item.items():
-                if not isinstance(name, str) or len(name) > 256:
-                    raise CredentialError(Check.MALFORMED, "a property name is not a short string")
-                size += len(name) + 3
-                stack.append((name, child))
-        elif isinstance(item, list):
-            size += 2 + len(item)
-            stack.extend((key, child) for child in item)
-        elif isinstance(item, str):
-            if len(item) > MAX_TEXT and key not in long_text:
+    _Bounds(max_bytes, long_text).walk(value, None, 1)
+
+
+class _Bounds:
+    """One walk of a document checking its depth (:data:`MAX_DEPTH`), property names, string lengths
+    (:data:`MAX_TEXT`, except properties named in *long_text*) and size as JSON text (scalars counted as 24)."""
+
+    def __init__(self, max_bytes: int, long_text: frozenset[str]) -> None:
+        self.max_bytes = max_bytes
+        self.long_text = long_text
+        self.size = 0
+
+    def walk(self, item: Any, key: str | None, depth: int) -> None:
+        kind = type(item)
+        if kind is str:
+            if len(item) > MAX_TEXT and key not in self.long_text:
                 raise CredentialError(Check.TOO_LARGE, f"{key or 'a string'} is {len(item)} characters long "
                                                        f"(at most {MAX_TEXT})")
-            size += len(item) + 2
+            self.size += len(item) + 2
+        elif kind is dict or kind is list:
+            if depth > MAX_DEPTH:
+                raise CredentialError(Check.TOO_LARGE, f"JSON nested deeper than {MAX_DEPTH} levels")
+            self.size += 2 + len(item)
+            if kind is dict:
+                for name, child in item.items():
+                    if type(name) is not str or len(name) > 256:
+                        raise CredentialError(Check.MALFORMED, "a property name is not a short string")
+                    self.size += len(name) + 3
+                    self.walk(child, name, depth + 1)
+            else:
+                for child in item:
+                    self.walk(child, key, depth + 1)
         elif item is None or isinstance(item, bool | int | float):
-            size += 24
+            self.size += 24
         else:
             raise CredentialError(Check.MALFORMED, f"not JSON: a {type(item).__name__}")
-        if size > max_bytes:
-            raise CredentialError(Check.TOO_LARGE, f"the document is larger than {max_bytes} bytes")
+        if self.size > self.max_bytes:
+            raise CredentialError(Check.TOO_LARGE, f"the document is larger than {self.max_bytes} bytes")
 
 
 def _check_context(value: Any, required: Sequence[str]) -> None:

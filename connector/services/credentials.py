@@ -16,17 +16,30 @@ A **holder** keeps the credentials about itself. One it imports or is delivered 
 participant (before anything else, so junk costs nothing), signed by its issuer's key (the issuer's DID
 resolved), valid now, not revoked; a delivered one must come in a request signed by its issuer. A delivered
 credential is kept at once, as if imported (bounded: :data:`MAX_HELD` in all, :data:`MAX_HELD_PER_ISSUER`
-from one issuer; ``tds credential remove`` drops one).
+from one issuer; ``tds credential remove`` drops one), unless its issuer is one the holder does not trust, the
+holder did not ask it for one of that kind (``tds credential request``), and it already holds
+:data:`MAX_HELD_UNTRUSTED` such credentials: then it is *offered*, kept aside, never presented, until the
+holder's operator accepts it (held then, beyond that bound: the bound is against strangers, not the operator's
+choices) or declines it. So strangers with fresh keys cannot hide a legitimate issuer's delivery, and the
+issuer's answer says that the credential waits for the holder's acceptance. Offers are bounded
+(:data:`MAX_OFFERED`, the oldest dropped first: :data:`MAX_OFFERED_PER_ISSUER` of one issuer, every did:web of
+one host counting as one, and :data:`MAX_OFFERED_KEYS` of did:key issuers, who cost nothing to make and so push
+out only each other's offers).
 
-A **verifier** learns a peer's claims in the handshake (``connector.services.federation``). After the
-self-descriptions, the caller sends a fresh challenge of its own to ``…/tds/credentials/challenge``; the peer
-answers with its presentation for that challenge and the caller's DID, and with a challenge for the caller,
-which the caller answers with its own presentation at ``…/tds/credentials/presentation``. So each side learns
-the other's claims, and every presentation is bound to one verifier (``domain``: its DID), one single-use
-challenge and a short time (``credentials.presentation_max_age_s``): it cannot be replayed to another node or
-later. The presentation's holder must be the peer that signed the request. A peer that does not know these
-routes (404) is handshaken with as before, without claims; nodes that hold no credentials and trust no
-issuer skip the exchange.
+A **verifier** learns a peer's claims in the handshake (``connector.services.federation``), which carries
+them both ways in one signed request and its answer. The caller sends, beside its self-description, a fresh
+challenge of its own (:meth:`CredentialService.opening`); the peer answers with its presentation for that
+challenge and the caller's DID, and with a challenge for the caller (:meth:`CredentialService.on_handshake`).
+The caller answers that challenge with its own presentation at ``…/tds/credentials/presentation`` — once:
+every answer hands the caller a fresh challenge, kept for its next handshake with that peer
+(:data:`CHALLENGE_LIFETIME`), where its presentation then travels in the handshake request itself (the
+server-provided nonce of OAuth DPoP, RFC 9449 §8, works the same way). So each side learns the other's
+claims, and every presentation is bound to one verifier (``domain``: its DID), one single-use challenge that
+verifier issued, and a short time (``credentials.presentation_max_age_s``): it cannot be replayed to another
+node or later. The presentation's holder must be the peer that signed the request. A challenge that is no
+longer open (the peer restarted, or it expired) costs one more request, as on first contact; a peer that
+answers with its self-description alone is handshaken with as before, without claims; nodes that hold no
+credentials and trust no issuer send no challenge.
 
 Verifying resolves only trusted issuers (a peer cannot make the node fetch DID documents from hosts of its
 choosing) and fetches the status lists of the credentials that may count, through the guarded outbound
@@ -58,7 +71,7 @@ import msgspec
 
 from connector import jsonbound
 from connector.config import ISSUER_DID_RE, MAX_TRUSTED_ISSUERS, CredentialsSection, TrustEntry
-from connector.errors import BadRequest, Conflict, NotFound, PeerError, TdsError, TooManyRequests
+from connector.errors import BadRequest, Conflict, NotFound, PeerError, TdsError
 from connector.identity import did as dids
 from connector.identity import status_list, trust, vc
 from connector.identity.claims import KIND_NAMES, NAME_OF_KIND, ClaimError, Claims, Kind, from_subject
@@ -71,8 +84,10 @@ from connector.services.ports import CredentialClient, Resolver
 from connector.store.credentials import (
     CredentialRepository,
     CredentialRequest,
+    DeliveryBounds,
     HeldCredential,
     IssuedCredential,
+    OfferedCredential,
 )
 from connector.store.credentials import TrustedIssuer as TrustRow
 
@@ -88,13 +103,24 @@ MAX_HELD_PER_ISSUER = 8
 #: credentials about anyone, and must not fill the holder's store (nor its presentations, which show the
 #: credentials of trusted issuers first).
 MAX_HELD_UNTRUSTED = 16
+#: Beyond those, credentials offered to a participant (waiting for its operator), of one issuer (every did:web
+#: of one host counts as one), and of did:key issuers (at most this share of the offers).
+MAX_OFFERED = 64
+MAX_OFFERED_PER_ISSUER = 8
+MAX_OFFERED_KEYS = 16
+#: Requests a participant sent to issuers that are remembered (the oldest forgotten first): their delivery is
+#: accepted.
+MAX_ASKED = 64
 #: Requests from holders waiting for this participant's decision, and from one holder.
 MAX_PENDING = 1000
 MAX_PENDING_PER_REQUESTER = 5
 #: Challenges handed out and not yet answered (node-wide), and to one peer of one participant (a new one
-#: pushes that peer's oldest out).
+#: pushes the oldest out: a peer whose challenge went must show its presentation with one more request).
 MAX_CHALLENGES = 10_000
 MAX_CHALLENGES_PER_PEER = 4
+#: How long a challenge handed to a peer stays open: until the peer's next handshake, in which it presents
+#: (how old the presentation itself may be is ``credentials.presentation_max_age_s``).
+CHALLENGE_LIFETIME = timedelta(hours=1)
 #: Peers whose claims are kept (node-wide; the least recently used go first).
 MAX_KNOWN_PEERS = 10_000
 #: Status lists kept (node-wide), and fetched for one presentation (the others' status stays unknown).
@@ -110,7 +136,6 @@ STATUS_PATH = "credentials/status"
 #: The peer routes, under a participant's DSP base.
 DELIVERY_PATH = "/tds/credentials"
 REQUESTS_PATH = "/tds/credentials/requests"
-CHALLENGE_PATH = "/tds/credentials/challenge"
 PRESENTATION_PATH = "/tds/credentials/presentation"
 
 KindName = Literal["membership", "legal-entity", "region", "certification"]
@@ -152,6 +177,36 @@ def claims_from(kind: str, given: Mapping[str, Any]) -> Claims:
         raise BadRequest(f"{kind}: {exc}", path="claims") from exc
 
 
+def issuer_origin(did: str) -> str:
+    """Who stands behind the issuer *did*, for the bound on its offers: a did:key is its own, and every did:web
+    of one host is one (whoever serves the host can make as many of them as it likes, on any port)."""
+    if did.startswith("did:web:"):
+        return "did:web:" + did.split(":")[2].lower().split("%3a")[0]
+    return did
+
+
+def delivery_answer(kept: HeldCredential | OfferedCredential) -> dict[str, Any]:
+    """What the holder's node answers the issuer that delivered a credential: held, or offered."""
+    if isinstance(kept, OfferedCredential):
+        return {"id": kept.id, "state": "offered", "kept": False,
+                "message": "offered to the holder: it waits for its operator's acceptance (the holder does not "
+                           "trust this issuer, did not ask it for this credential and holds as many credentials "
+                           "of issuers it does not trust as it keeps unasked)"}
+    return {"id": kept.id, "state": "held", "kept": True}
+
+
+def request_answer(issuer: ParticipantRuntime, request: CredentialRequest) -> dict[str, Any]:
+    """What the issuer's node answers a holder's request: its id and state, and the issuer's DID (under which
+    the holder remembers the request, so that the credential delivered for it is held)."""
+    return {"id": request.id, "state": request.state, "issuer": issuer.did}
+
+
+def _delivery_bounds() -> DeliveryBounds:
+    return DeliveryBounds(held=MAX_HELD, held_per_issuer=MAX_HELD_PER_ISSUER, held_untrusted=MAX_HELD_UNTRUSTED,
+                          offered=MAX_OFFERED, offered_per_issuer=MAX_OFFERED_PER_ISSUER,
+                          offered_keys=MAX_OFFERED_KEYS)
+
+
 def claims_summary(claims: PeerClaims) -> dict[str, Any]:
     """A peer's claims as the management API and the peer routes show them: what counts, and what not and why."""
     counted: list[dict[str, Any]] = []
@@ -170,13 +225,33 @@ def claims_summary(claims: PeerClaims) -> dict[str, Any]:
     }
 
 
-class _ChallengeIn(msgspec.Struct, frozen=True):
-    challenge: Challenge
+class _HandshakeIn(msgspec.Struct, frozen=True):
+    """The credentials in a handshake request, beside the caller's self-description."""
+
+    challenge: Challenge | None = None
+    presentation: dict[str, Any] | None = None
 
 
-class _ChallengeAnswer(msgspec.Struct, frozen=True):
-    challenge: Challenge
-    presentation: dict[str, Any]
+class _HandshakeOut(msgspec.Struct, frozen=True, rename="camel"):
+    """The credentials in a handshake's answer, beside the peer's self-description."""
+
+    challenge: Challenge | None = None
+    presentation: dict[str, Any] | None = None
+    presentation_result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What a participant adds to a handshake it starts (:meth:`CredentialService.opening`)."""
+
+    #: The fields for the handshake request.
+    fields: dict[str, Any]
+    #: The challenge it hands the peer, which the peer's presentation must answer.
+    challenge: str
+    #: The DID the presentation in *fields* was made for (None: none is in it).
+    shown_to: str | None
+    #: Whether it holds credentials to show.
+    holds: bool
 
 
 class _PresentationIn(msgspec.Struct, frozen=True):
@@ -208,6 +283,15 @@ class _Unreadable(Exception):
 class _Challenge:
     participant_id: str
     peer: str
+    expires_at: datetime
+
+
+@dataclass
+class _Handed:
+    """A challenge a peer handed a participant, for the participant's presentation in its next handshake."""
+
+    peer: str
+    challenge: str
     expires_at: datetime
 
 
@@ -253,6 +337,8 @@ class CredentialService:
         self.max_age = timedelta(seconds=self.settings.presentation_max_age_s)
         self._challenges: OrderedDict[str, _Challenge] = OrderedDict()
         self._per_peer: dict[tuple[str, str], deque[str]] = {}
+        self._handed: OrderedDict[tuple[str, str], _Handed] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[bytes]] = {}
         self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()
         self._lists: OrderedDict[str, tuple[StatusList, datetime]] = OrderedDict()
         self._trust: dict[str, TrustList] = {}
@@ -266,6 +352,8 @@ class CredentialService:
             del self._known[peer]
         for value in [v for v, c in self._challenges.items() if c.participant_id == participant_id]:
             self._drop_challenge(value)
+        for key in [k for k in self._handed if k[0] == participant_id]:
+            del self._handed[key]
         for key in [k for k in self._published if k[0] == participant_id]:
             del self._published[key]
         self._trust.pop(participant_id, None)
@@ -331,9 +419,11 @@ class CredentialService:
             raise PeerError(f"credential {credential_id} is issued but was not delivered to {record.holder}: "
                             f"{exc.message}") from exc
         now = utc_text(self.clock())
-        await self.repo.set_delivery(participant.id, credential_id, delivered_at=now, error="")
-        log.info("credential delivered", participant=participant.name, credential=credential_id, holder=record.holder)
-        return msgspec.structs.replace(record, delivered_at=now, delivery_error="")
+        kept_as = _delivered_as(answer.body)
+        await self.repo.set_delivery(participant.id, credential_id, delivered_at=now, error="", delivered_as=kept_as)
+        log.info("credential delivered", participant=participant.name, credential=credential_id, holder=record.holder,
+                 kept_as=kept_as)
+        return msgspec.structs.replace(record, delivered_at=now, delivery_error="", delivered_as=kept_as)
 
     async def revoke(self, participant: ParticipantRuntime, credential_id: str) -> IssuedCredential:
         """Set the credential's bit, then re-sign and publish its status list."""
@@ -367,7 +457,8 @@ class CredentialService:
             return document
 
     async def receive_request(self, participant: ParticipantRuntime, caller: str, body: Any) -> CredentialRequest:
-        """A holder (*caller*, who signed the request) asks for a credential about itself; it waits as pending."""
+        """A holder (*caller*, who signed the request) asks for a credential about itself; it waits as pending.
+        The answer to the holder: :func:`request_answer`."""
         asked = _read(body, _RequestIn, "credential request")
         claims = claims_from(asked.kind, asked.claims)
         if len(caller) > vc.MAX_DID or not ISSUER_DID_RE.match(caller):
@@ -423,9 +514,19 @@ class CredentialService:
     async def import_credential(self, participant: ParticipantRuntime, document: Any, *,
                                 source: str = "imported", issuer: str | None = None) -> HeldCredential:
         """Check a credential about this participant and keep it; a :class:`BadRequest` naming the check that
-        failed otherwise (wrong-holder, signature, expired, not-yet-valid, revoked, …).
+        failed otherwise (wrong-holder, signature, expired, not-yet-valid, revoked, …). The operator's own
+        choice: not bound by :data:`MAX_HELD_UNTRUSTED` (deliveries are: :meth:`receive_credential`).
 
         *issuer*: the DID that signed the request delivering it, which must be the credential's issuer."""
+        record = await self._checked(participant, document, source=source, issuer=issuer)
+        await self.repo.add_held(participant.id, record, most=MAX_HELD, most_per_issuer=MAX_HELD_PER_ISSUER)
+        log.info("credential kept", participant=participant.name, credential=record.id, kind=record.kind,
+                 issuer=record.issuer, source=source)
+        return record
+
+    async def _checked(self, participant: ParticipantRuntime, document: Any, *, source: str,
+                       issuer: str | None) -> HeldCredential:
+        """The credential *document* as it would be held, once checked (see :meth:`import_credential`)."""
         subject = document.get("credentialSubject") if isinstance(document, dict) else None
         if not isinstance(subject, dict) or subject.get("id") != participant.did:
             raise _refused(Check.WRONG_HOLDER, f"the credential is not about this participant ({participant.did})")
@@ -455,30 +556,62 @@ class CredentialService:
             if status.state is status_list.StatusState.UNKNOWN:
                 log.info("credential kept with its status unknown", participant=participant.name,
                          credential=verified.id, reason=status.reason)
-        if named not in (await self.trust_of(participant.id)).issuers:
-            untrusted = await self._untrusted_held(participant)
-            if len(untrusted) >= MAX_HELD_UNTRUSTED:
-                raise Conflict(f"this participant already holds {MAX_HELD_UNTRUSTED} credentials of issuers it does "
-                               f"not trust; trust {named} first (tds trust add) or remove one")
-        record = HeldCredential(id=verified.id, kind=NAME_OF_KIND[verified.kind], issuer=named,
-                                valid_until=utc_text(verified.valid_until), source=source, received_at=utc_text(now),
-                                document=document)
-        await self.repo.add_held(participant.id, record, most=MAX_HELD, most_per_issuer=MAX_HELD_PER_ISSUER)
-        log.info("credential kept", participant=participant.name, credential=verified.id, kind=record.kind,
-                 issuer=named, source=source)
-        return record
+        return HeldCredential(id=verified.id, kind=NAME_OF_KIND[verified.kind], issuer=named,
+                              valid_until=utc_text(verified.valid_until), source=source, received_at=utc_text(now),
+                              document=document)
 
-    async def receive_credential(self, participant: ParticipantRuntime, caller: str, body: Any) -> HeldCredential:
-        """A credential delivered by its issuer (*caller*, who signed the request): checked and kept at once."""
+    async def receive_credential(self, participant: ParticipantRuntime, caller: str, body: Any
+                                 ) -> HeldCredential | OfferedCredential:
+        """A credential delivered by its issuer (*caller*, who signed the request): checked, then held at once,
+        or offered (see the module's theory of operation); :func:`delivery_answer` is the issuer's answer."""
         delivered = _read(body, _DeliveryIn, "credential delivery")
-        return await self.import_credential(participant, delivered.credential, source="delivered", issuer=caller)
+        record = await self._checked(participant, delivered.credential, source="delivered", issuer=caller)
+        trusted = (await self.trust_of(participant.id)).issuers
+        kept = await self.repo.keep_delivered(participant.id, record, origin=issuer_origin(record.issuer),
+                                              trusted=trusted, bounds=_delivery_bounds(), now=record.received_at)
+        if kept == "offered":
+            log.info("credential offered", participant=participant.name, credential=record.id, kind=record.kind,
+                     issuer=record.issuer)
+            return OfferedCredential(id=record.id, kind=record.kind, issuer=record.issuer,
+                                     origin=issuer_origin(record.issuer), valid_until=record.valid_until,
+                                     received_at=record.received_at, document=record.document)
+        log.info("credential kept", participant=participant.name, credential=record.id, kind=record.kind,
+                 issuer=record.issuer, source=record.source)
+        return record
 
     async def held(self, participant: ParticipantRuntime) -> list[HeldCredential]:
         return await self.repo.held(participant.id)
 
-    async def _untrusted_held(self, participant: ParticipantRuntime) -> list[HeldCredential]:
-        trusted = (await self.trust_of(participant.id)).issuers
-        return [c for c in await self.repo.held(participant.id) if c.issuer not in trusted]
+    async def offered(self, participant: ParticipantRuntime) -> list[OfferedCredential]:
+        """The credentials offered to *participant*, waiting for its operator, newest first (never presented)."""
+        return await self.repo.offered(participant.id)
+
+    async def offered_one(self, participant: ParticipantRuntime, credential_id: str) -> OfferedCredential:
+        found = await self.repo.offered_one(participant.id, credential_id)
+        if found is None:
+            raise NotFound("this participant has no such offered credential")
+        return found
+
+    async def accept_offered(self, participant: ParticipantRuntime, credential_id: str) -> HeldCredential:
+        """Hold an offered credential, checked again (it may have expired or been revoked meanwhile). The
+        operator's choice: held even beyond :data:`MAX_HELD_UNTRUSTED` (not beyond :data:`MAX_HELD` or
+        :data:`MAX_HELD_PER_ISSUER`: a 409 asks to remove one first)."""
+        offer = await self.offered_one(participant, credential_id)
+        try:
+            record = await self._checked(participant, offer.document, source="delivered", issuer=offer.issuer)
+        except BadRequest as exc:
+            raise BadRequest(f"{exc.message} (decline it: tds credential decline)", path=exc.path) from None
+        if not await self.repo.accept_offered(participant.id, record, most=MAX_HELD,
+                                              most_per_issuer=MAX_HELD_PER_ISSUER):
+            raise NotFound("this participant has no such offered credential")
+        log.info("offered credential accepted", participant=participant.name, credential=record.id,
+                 kind=record.kind, issuer=record.issuer)
+        return record
+
+    async def decline_offered(self, participant: ParticipantRuntime, credential_id: str) -> None:
+        if not await self.repo.decline_offered(participant.id, credential_id):
+            raise NotFound("this participant has no such offered credential")
+        log.info("offered credential declined", participant=participant.name, credential=credential_id)
 
     async def holds_any(self, participant: ParticipantRuntime) -> bool:
         """Whether *participant* holds a credential it would present now (one not expired): a local read."""
@@ -498,7 +631,10 @@ class CredentialService:
     async def request_credential(self, participant: ParticipantRuntime, issuer: str, kind: str,
                                  claims: Claims) -> dict[str, Any]:
         """Ask *issuer* (a DID or URL) for a credential of *kind* about this participant, over a signed request;
-        the issuer's operator sees it pending. Returns the issuer's request id and state."""
+        the issuer's operator sees it pending. Returns the issuer's request id and state.
+
+        The request is remembered under the issuer's DID (*issuer* if it is one, else the DID the issuer's node
+        answers with): the credential that issuer delivers of that kind is held, never only offered."""
         dsp = await self.dsp_base_of(issuer)
         answer = await self.client.request("POST", f"{dsp}{REQUESTS_PATH}", signer=participant.signer,
                                            json_body={"kind": kind, "claims": msgspec.to_builtins(claims)})
@@ -508,6 +644,10 @@ class CredentialService:
         request_id = body.get("id") if isinstance(body, dict) else None
         if not isinstance(request_id, str) or len(request_id) > 200:
             raise PeerError(f"{dsp} answered the request without an id")
+        issuer_did = issuer.strip() if issuer.strip().startswith("did:") else body.get("issuer")
+        if isinstance(issuer_did, str) and len(issuer_did) <= vc.MAX_DID and ISSUER_DID_RE.match(issuer_did):
+            await self.repo.add_asked(participant.id, issuer=issuer_did, request_id=request_id, kind=kind,
+                                      now=utc_text(self.clock()), most=MAX_ASKED)
         log.info("credential requested from an issuer", participant=participant.name, issuer=issuer, kind=kind,
                  request=request_id)
         return {"id": request_id, "state": str(body.get("state", "pending"))[:40], "issuer": dsp}
@@ -517,13 +657,20 @@ class CredentialService:
         """This participant's presentation for the verifier *domain* answering *challenge*: its credentials
         that are valid now (at most ``vc.MAX_CREDENTIALS``), those of issuers it trusts first, newest first:
         credentials a stranger delivered never push out those of the issuers it chose."""
+        return self._present(participant, await self._presentable(participant), domain=domain, challenge=challenge)
+
+    async def _presentable(self, participant: ParticipantRuntime) -> list[dict[str, Any]]:
+        """The credentials *participant* shows (see :meth:`presentation_for`), in order."""
         now = utc_text(self.clock())
         trusted = (await self.trust_of(participant.id)).issuers
         valid = [c for c in await self.repo.held(participant.id) if c.valid_until > now]
         shown = [c.document for c in sorted(valid, key=lambda c: c.issuer not in trusted)]  # stable: newest first
+        return shown[:vc.MAX_CREDENTIALS]
+
+    def _present(self, participant: ParticipantRuntime, shown: list[dict[str, Any]], *, domain: str,
+                 challenge: str) -> dict[str, Any]:
         try:
-            return vc.present(shown[:vc.MAX_CREDENTIALS], holder=participant.signer, domain=domain,
-                              challenge=challenge, now=self.clock())
+            return vc.present(shown, holder=participant.signer, domain=domain, challenge=challenge, now=self.clock())
         except ValueError as exc:  # a verifier DID or challenge out of bounds
             raise BadRequest(f"no presentation for {domain[:80]!r}: {exc}") from exc
 
@@ -541,11 +688,10 @@ class CredentialService:
         mine = self._per_peer.get((participant_id, peer))
         if mine is not None and len(mine) >= MAX_CHALLENGES_PER_PEER:
             self._drop_challenge(mine[0])
-        if len(self._challenges) >= MAX_CHALLENGES:
-            raise TooManyRequests("too many presentations are awaited; try again later",
-                                  retry_after=int(self.max_age.total_seconds()) + 1)
+        while len(self._challenges) >= MAX_CHALLENGES:
+            self._drop_challenge(next(iter(self._challenges)))
         value = self.new_challenge()
-        self._challenges[value] = _Challenge(participant_id, peer, now + self.max_age)
+        self._challenges[value] = _Challenge(participant_id, peer, now + CHALLENGE_LIFETIME)
         self._per_peer.setdefault((participant_id, peer), deque()).append(value)
         return value
 
@@ -570,61 +716,120 @@ class CredentialService:
         if self.clock() > found.expires_at:
             raise PresentationError(Check.TOO_OLD, f"the challenge expired at {utc_text(found.expires_at)}")
 
-    async def on_challenge(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
-        """``POST …/tds/credentials/challenge`` from *caller*: this participant's presentation answering the
-        caller's challenge, and a challenge for the caller's own presentation."""
-        asked = _read(body, _ChallengeIn, "challenge")
-        presentation = await self.presentation_for(participant, domain=caller, challenge=asked.challenge)
-        return {"challenge": self.challenge(participant.id, caller), "domain": participant.did,
-                "presentation": presentation}
-
     async def on_presentation(self, participant: ParticipantRuntime, caller: str, body: Any) -> dict[str, Any]:
         """``POST …/tds/credentials/presentation`` from *caller*: its presentation, answering the challenge this
-        participant handed it. Answers with what counts; a presentation refused as a whole is a 400 naming
-        the check (and the caller then has no claims here)."""
+        participant handed it in a handshake's answer. Answers with what counts and a challenge for the caller's
+        next presentation; a presentation refused as a whole is a 400 naming the check (and the caller then has
+        no claims here)."""
         given = _read(body, _PresentationIn, "presentation")
         try:
-            self._take_challenge(participant.id, caller, given.challenge)
-            claims = await self.verify(participant.id, participant.did, caller, given.presentation,
-                                       challenge=given.challenge)
+            claims = await self._take_presentation(participant, caller, given.presentation, given.challenge)
+        except PresentationError as exc:
+            raise BadRequest(f"presentation refused: {exc}", path="presentation") from None
+        return {**claims_summary(claims), "nextChallenge": self.challenge(participant.id, caller)}
+
+    async def _take_presentation(self, participant: ParticipantRuntime, caller: str, presentation: Any,
+                                 challenge: str) -> PeerClaims:
+        """Use up *challenge* (handed to *caller*), verify *caller*'s presentation answering it and count it; a
+        refusal is remembered as the caller's claims here, logged and raised."""
+        try:
+            self._take_challenge(participant.id, caller, challenge)
+            return await self.verify(participant.id, participant.did, caller, presentation, challenge=challenge)
         except PresentationError as exc:
             self._remember_refusal(participant.id, caller, exc)
             log.info("presentation refused", participant=participant.name, peer=caller, reason=str(exc))
-            raise BadRequest(f"presentation refused: {exc}", path="presentation") from None
-        return claims_summary(claims)
+            raise
 
-    async def exchange(self, participant: ParticipantRuntime, peer: str, dsp_base: str) -> PeerClaims | None:
-        """After a handshake with *peer* (its verified DID) at *dsp_base*: learn its claims and show ours.
+    # ---------------------------------------------------------------------------------------------------
+    # In the handshake (``connector.services.federation``)
 
-        Skipped (None) when this participant holds no credentials and trusts no issuer, or when the peer does
-        not know the exchange (404). The peer's presentation must answer our challenge, for our DID; ours
-        answers the peer's challenge, for the peer's DID."""
-        trusted = await self.trust_of(participant.id)
-        if not trusted.issuers and not await self.repo.held(participant.id):
+    async def opening(self, participant: ParticipantRuntime, dsp_base: str) -> Opening | None:
+        """What this participant adds to its handshake with the peer at *dsp_base*: a fresh challenge for the
+        peer's presentation and, when the peer handed it a challenge before (in an earlier handshake's answer),
+        its own presentation answering that one. None when it holds nothing and trusts no one."""
+        shown = await self._presentable(participant)
+        if not shown and not (await self.trust_of(participant.id)).issuers:
             return None
         ours = self.new_challenge()
-        answer = await self.client.request("POST", f"{dsp_base}{CHALLENGE_PATH}", json_body={"challenge": ours},
-                                           signer=participant.signer)
-        if answer.status == 404:
+        fields: dict[str, Any] = {"challenge": ours}
+        handed = self._handed.pop((participant.id, dsp_base), None)
+        shown_to = None
+        if handed is not None and shown and self.clock() < handed.expires_at:
+            fields["presentation"] = self._present(participant, shown, domain=handed.peer, challenge=handed.challenge)
+            shown_to = handed.peer
+        return Opening(fields, ours, shown_to, bool(shown))
+
+    async def on_handshake(self, participant: ParticipantRuntime, caller: str, fields: Mapping[str, Any]
+                           ) -> dict[str, Any]:
+        """The credentials in a handshake from *caller* (its verified DID) and this participant's answer: what its
+        presentation counts for here (``presentationResult``), this participant's presentation answering the
+        caller's challenge (if it holds credentials), and a challenge for the caller's next presentation."""
+        asked = _read(dict(fields), _HandshakeIn, "handshake")
+        answer: dict[str, Any] = {}
+        if asked.presentation is not None:
+            try:
+                challenge = _challenge_of(asked.presentation)
+                claims = await self._take_presentation(participant, caller, asked.presentation, challenge)
+                answer["presentationResult"] = claims_summary(claims)
+            except PresentationError as exc:
+                answer["presentationResult"] = {"refused": f"presentation refused: {exc}"}
+        if asked.challenge is not None:
+            shown = await self._presentable(participant)
+            if shown:
+                answer["presentation"] = self._present(participant, shown, domain=caller, challenge=asked.challenge)
+        answer["challenge"] = self.challenge(participant.id, caller)
+        return answer
+
+    async def closing(self, participant: ParticipantRuntime, peer: str, dsp_base: str, opening: Opening,
+                      answer: Mapping[str, Any] | None) -> PeerClaims | None:
+        """After the handshake that carried *opening* to *peer* (its verified DID) at *dsp_base*: count the
+        presentation in the peer's *answer* (None: the peer answered with its self-description alone) and, if
+        ours was not taken in the handshake, show it now, answering the challenge the peer handed us (one more
+        request; the peer's next challenge is kept for the next handshake, so later ones need none)."""
+        if answer is None:
             log.info("peer exchanges no credentials", participant=participant.name, peer=peer)
             return None
-        if answer.status != 200:
-            raise PeerError(f"{dsp_base} refused the credential exchange with {answer.status}: "
-                            f"{_reason(answer.body)}")
-        theirs = _read(answer.json(), _ChallengeAnswer, "the peer's answer")
-        try:
-            claims: PeerClaims | None = await self.verify(participant.id, participant.did, peer, theirs.presentation,
-                                                          challenge=ours)
-        except PresentationError as exc:
-            claims = self._remember_refusal(participant.id, peer, exc)
-            log.info("peer's presentation refused", participant=participant.name, peer=peer, reason=str(exc))
-        presentation = await self.presentation_for(participant, domain=peer, challenge=theirs.challenge)
-        shown = await self.client.request("POST", f"{dsp_base}{PRESENTATION_PATH}", signer=participant.signer,
-                                          json_body={"challenge": theirs.challenge, "presentation": presentation})
-        if shown.status != 200:
-            log.warning("peer refused this participant's presentation", participant=participant.name, peer=peer,
-                        status=shown.status, reason=_reason(shown.body))
+        out = _read(dict(answer), _HandshakeOut, "the peer's handshake answer")
+        claims: PeerClaims | None = None
+        if out.presentation is not None:
+            try:
+                claims = await self.verify(participant.id, participant.did, peer, out.presentation,
+                                           challenge=opening.challenge)
+            except PresentationError as exc:
+                claims = self._remember_refusal(participant.id, peer, exc)
+                log.info("peer's presentation refused", participant=participant.name, peer=peer, reason=str(exc))
+        else:
+            self._known.pop((participant.id, peer), None)  # it shows nothing now
+        if out.challenge is None:
+            return claims
+        result = out.presentation_result or {}
+        if opening.shown_to == peer and "refused" not in result:
+            self._hand(participant.id, dsp_base, peer, out.challenge)
+            return claims
+        if opening.shown_to is not None:
+            log.info("peer did not take this participant's presentation in the handshake", peer=peer,
+                     participant=participant.name, reason=str(result.get("refused", "no answer"))[:300])
+        shown = await self._presentable(participant)
+        if shown:
+            presentation = self._present(participant, shown, domain=peer, challenge=out.challenge)
+            reply = await self.client.request("POST", f"{dsp_base}{PRESENTATION_PATH}", signer=participant.signer,
+                                              json_body={"challenge": out.challenge, "presentation": presentation})
+            if reply.status != 200:
+                log.warning("peer refused this participant's presentation", participant=participant.name,
+                            peer=peer, status=reply.status, reason=_reason(reply.body))
+                return claims
+            later = reply.json().get("nextChallenge") if isinstance(reply.json(), dict) else None
+            if isinstance(later, str) and 16 <= len(later) <= vc.MAX_CHALLENGE:
+                self._hand(participant.id, dsp_base, peer, later)
         return claims
+
+    def _hand(self, participant_id: str, dsp_base: str, peer: str, challenge: str) -> None:
+        """Keep the challenge *peer* handed *participant_id*, for its presentation in the next handshake."""
+        key = (participant_id, dsp_base)
+        self._handed[key] = _Handed(peer, challenge, self.clock() + CHALLENGE_LIFETIME)
+        self._handed.move_to_end(key)
+        while len(self._handed) > MAX_KNOWN_PEERS:
+            self._handed.popitem(last=False)
 
     async def verify(self, participant_id: str, verifier: str, holder: str, presentation: Any, *,
                      challenge: str) -> PeerClaims:
@@ -738,13 +943,9 @@ class CredentialService:
 
     async def _fetch(self, url: str, trusted: TrustList, now: datetime) -> StatusList | str:
         """The status list at *url*, verified; or why it could not be had (a string)."""
-        limit = self.settings.status_fetch_timeout_s
         try:
             try:
-                async with asyncio.timeout(limit):
-                    body = await self._get_bounded(url, limit)
-            except TimeoutError:
-                raise _Unreadable(f"no answer within {limit:g} s") from None
+                body = await asyncio.shield(self._fetching(url))
             except TdsError as exc:
                 raise _Unreadable(exc.message) from None
             try:
@@ -765,6 +966,30 @@ class CredentialService:
             reason = getattr(exc, "message", str(exc))
         log.info("status list not read", url=url, reason=reason)
         return reason
+
+    def _fetching(self, url: str) -> asyncio.Future[bytes]:
+        """The fetch of the status list at *url* under way, or a new one: verifiers counting claims at the same
+        time (many peers' handshakes, one issuer) share one request per list."""
+        found = self._in_flight.get(url)
+        if found is None:
+            found = asyncio.ensure_future(self._get_timed(url))
+            self._in_flight[url] = found
+
+            def done(task: asyncio.Future[bytes]) -> None:
+                self._in_flight.pop(url, None)
+                if not task.cancelled():
+                    task.exception()  # retrieved here too, should every caller have gone
+
+            found.add_done_callback(done)
+        return found
+
+    async def _get_timed(self, url: str) -> bytes:
+        limit = self.settings.status_fetch_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await self._get_bounded(url, limit)
+        except TimeoutError:
+            raise _Unreadable(f"no answer within {limit:g} s") from None
 
     async def _get_bounded(self, url: str, limit_s: float) -> bytes:
         async with self.client.stream(url, read_timeout_s=limit_s) as answer:
@@ -866,6 +1091,16 @@ def _refused(check: Check, detail: str) -> BadRequest:
     return BadRequest(f"{check}: {detail}", path="credential")
 
 
+def _delivered_as(body: bytes) -> str | None:
+    """How the holder's node says it kept a delivered credential: held or offered (None: it does not say)."""
+    try:
+        data = jsonbound.loads(body)
+    except ValueError:
+        return None
+    state = data.get("state") if isinstance(data, dict) else None
+    return state if state in ("held", "offered") else None
+
+
 def _reason(body: bytes) -> str:
     """What a peer's error answer says, shortly."""
     try:
@@ -879,3 +1114,13 @@ def _reason(body: bytes) -> str:
         if message:
             return str(message)[:500]
     return repr(body[:200])
+
+
+def _challenge_of(presentation: Mapping[str, Any]) -> str:
+    """The challenge a presentation's proof answers; :class:`PresentationError` if it names none that could be
+    one of ours."""
+    signed = presentation.get("proof")
+    challenge = signed.get("challenge") if isinstance(signed, dict) else None
+    if not isinstance(challenge, str) or not 16 <= len(challenge) <= vc.MAX_CHALLENGE:
+        raise PresentationError(Check.CHALLENGE, "the presentation answers no challenge")
+    return challenge

@@ -5,17 +5,19 @@ node root URL through the version document, from a DSP base URL directly, or fro
 its DID document), sends a signed handshake with our own self-description, and verifies the peer's
 answer: the proof must verify against the key in the peer's DID document, the credential must be valid
 now, and the DSP endpoint it names must be the one we called (so a node cannot pass off another's
-identity). Verified peers are stored per participant. After a verified handshake, *exchange* (the
-credentials service) may show each side the other's credentials; whatever happens there, the handshake
-stands (a peer that exchanges none is verified as before). ``peer_catalog`` reads a peer's catalog, all its
-pages, as one of our participants sees it.
+identity). Verified peers are stored per participant. The same request and answer carry each side's
+credentials (*credentials*, ``CredentialService``: challenges and presentations; the request body is then
+``{"selfDescription": …, "challenge": …, "presentation": …}`` and so is the answer); whatever happens to
+them, the handshake stands (a peer that shows none is verified as before), and a bare self-description is
+answered with a bare self-description. ``peer_catalog`` reads a peer's catalog, all its pages, as one of our
+participants sees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from connector.errors import BadRequest, PeerError, TdsError, Unauthorized
@@ -28,9 +30,12 @@ from connector.store.repository import Peer
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
+    from connector.services.credentials import Opening
     from connector.store.repository import Repository
 
 DSP_SUFFIX = "/api/dsp/2025-1"
+#: The handshake route, under a participant's DSP base.
+HANDSHAKE_PATH = "/tds/handshake"
 #: Most pages of a peer's catalog read for one query.
 MAX_CATALOG_PAGES = 50
 log = get_logger(component="federation")
@@ -40,23 +45,31 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-#: After a verified handshake: (our participant, the peer's verified DID, its DSP base) -> anything.
-Exchange = Callable[["ParticipantRuntime", str, str], Awaitable[Any]]
+class Credentials(Protocol):
+    """The credentials a handshake carries both ways (``connector.services.credentials.CredentialService``)."""
+
+    async def opening(self, participant: ParticipantRuntime, dsp_base: str) -> Opening | None: ...
+
+    async def on_handshake(self, participant: ParticipantRuntime, caller: str, fields: Mapping[str, Any]
+                           ) -> dict[str, Any]: ...
+
+    async def closing(self, participant: ParticipantRuntime, peer: str, dsp_base: str, opening: Opening,
+                      answer: Mapping[str, Any] | None) -> Any: ...
 
 
 class FederationService:
-    """Finds peers' endpoints and exchanges verified self-descriptions; verified peers go to *peers*; after
-    each verified handshake it calls *exchange*, if given (presentations of credentials, both ways)."""
+    """Finds peers' endpoints and exchanges verified self-descriptions; verified peers go to *peers*; each
+    handshake carries credentials both ways through *credentials*, if set."""
 
     def __init__(
         self, client: PeerFetcher, resolver: Resolver, peers: Repository, *,
-        clock: Callable[[], datetime] = _utc_now, exchange: Exchange | None = None,
+        clock: Callable[[], datetime] = _utc_now, credentials: Credentials | None = None,
     ) -> None:
         self.client = client
         self.resolver = resolver
         self.peers = peers
         self.clock = clock
-        self.exchange = exchange
+        self.credentials = credentials
 
     async def check_self_description(self, document: Any) -> credentials.Subject:
         """Verify a self-description against its issuer's DID document (resolved now)."""
@@ -106,14 +119,18 @@ class FederationService:
         """Handshake with *peer* over a signed request; return its verified subject and DSP base."""
         dsp_base = await self.dsp_base_of(peer)
         now = self.clock()
-        response = await self.client.request(
-            "POST", f"{dsp_base}/tds/handshake", json_body=participant.self_description(now),
-            signer=participant.signer,
-        )
+        own = participant.self_description(now)
+        opening = await self.credentials.opening(participant, dsp_base) if self.credentials is not None else None
+        body = {"selfDescription": own, **opening.fields} if opening is not None else own
+        response = await self.client.request("POST", f"{dsp_base}{HANDSHAKE_PATH}", json_body=body,
+                                             signer=participant.signer)
         if response.status != 200:
             raise PeerError(f"{dsp_base} refused the handshake with {response.status}: {response.body[:300]!r}")
+        answer = response.json()
+        wrapped = isinstance(answer, dict) and isinstance(answer.get("selfDescription"), dict)
+        document = answer["selfDescription"] if wrapped else answer
         try:
-            subject = await self.check_self_description(response.json())
+            subject = await self.check_self_description(document)
         except credentials.SelfDescriptionError as exc:
             raise PeerError(f"{dsp_base} answered with a self-description that does not verify: {exc}") from exc
         if subject.dsp_endpoint.rstrip("/") != dsp_base:
@@ -123,12 +140,13 @@ class FederationService:
             )
         if peer.startswith("did:") and subject.id != peer:
             raise PeerError(f"{dsp_base} answered as {subject.id}, not {peer}")
-        await self._remember(participant, subject, response.json(), now)
+        await self._remember(participant, subject, document, now)
         log.info("peer verified", participant=participant.name, peer=subject.id, legal_name=subject.legal_name,
                  region=subject.region)
-        if self.exchange is not None:
+        if opening is not None and self.credentials is not None:
             try:
-                await self.exchange(participant, subject.id, dsp_base)
+                await self.credentials.closing(participant, subject.id, dsp_base, opening,
+                                               answer if wrapped else None)
             except TdsError as exc:
                 log.warning("credentials not exchanged", participant=participant.name, peer=subject.id,
                             reason=exc.message)
@@ -162,8 +180,15 @@ class FederationService:
         return catalog
 
     async def accept_handshake(
-        self, participant: ParticipantRuntime, caller_did: str, document: Any
+        self, participant: ParticipantRuntime, caller_did: str, body: Any
     ) -> dict[str, Any]:
+        """A handshake from *caller_did* (the request's signer): its self-description verified and recorded,
+        answered with ours; the credentials beside it, if any, answered beside ours."""
+        fields = None
+        document = body
+        if isinstance(body, dict) and "selfDescription" in body:
+            fields = {k: v for k, v in body.items() if k != "selfDescription"}
+            document = body["selfDescription"]
         try:
             subject = await self.check_self_description(document)
         except credentials.SelfDescriptionError as exc:
@@ -173,7 +198,13 @@ class FederationService:
         now = self.clock()
         await self._remember(participant, subject, document, now)
         log.info("handshake accepted", participant=participant.name, peer=subject.id)
-        return participant.self_description(now)
+        own = participant.self_description(now)
+        if fields is None:
+            return own
+        answer: dict[str, Any] = {"selfDescription": own}
+        if self.credentials is not None:
+            answer.update(await self.credentials.on_handshake(participant, caller_did, fields))
+        return answer
 
     async def _remember(
         self, participant: ParticipantRuntime, subject: credentials.Subject, document: dict[str, Any],

@@ -5,7 +5,9 @@ Per participant (every query is scoped by ``participant_id``; one hosted partici
 - as an issuer: the credentials it issued, each with its place in one of its status lists (list id and
   index), and the lists' bits (the ``encodedList`` of Bitstring Status List v1.0, kept encoded); a revocation
   sets the credential's bit and marks it revoked in one transaction;
-- as a holder: the credentials it holds (imported by its operator or delivered by their issuer);
+- as a holder: the credentials it holds (imported by its operator or delivered by their issuer), those
+  offered to it (delivered by issuers it does not trust beyond what it keeps unasked: never presented, until
+  its operator accepts or declines them), and the requests it sent to issuers (their delivery is accepted);
 - as an issuer again: the requests holders sent it, pending until its operator approves or rejects them;
 - as a verifier: the issuers it trusts, for which kinds of claim (and data spaces).
 """
@@ -13,7 +15,9 @@ Per participant (every query is scoped by ``participant_id``; one hosted partici
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgspec
 import sqlite_utils
@@ -40,6 +44,9 @@ class IssuedCredential(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: str | None = None
     delivered_at: str | None = None
     delivery_error: str = ""
+    #: How the holder's node kept the last delivery: held, or offered (waiting for its operator); None: not
+    #: delivered, or the holder's node did not say.
+    delivered_as: str | None = None
 
 
 class HeldCredential(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +59,35 @@ class HeldCredential(msgspec.Struct, frozen=True, kw_only=True):
     source: str
     received_at: str
     document: dict[str, Any]
+
+
+class OfferedCredential(msgspec.Struct, frozen=True, kw_only=True):
+    """A credential about this participant delivered by an issuer it does not trust, beyond those it holds
+    unasked: checked as a held one is, never presented, until its operator accepts (then held) or declines it."""
+
+    id: str
+    kind: str
+    issuer: str
+    #: Who counts as one issuer for the bound per issuer: a did:key, or every did:web of one host.
+    origin: str
+    valid_until: str
+    received_at: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeliveryBounds:
+    """What a participant keeps of delivered credentials: *held* in all and *held_per_issuer* of one issuer;
+    of those, *held_untrusted* unasked by issuers it does not trust. Beyond those, *offered* wait for its operator,
+    *offered_per_issuer* of one issuer (``OfferedCredential.origin``) and *offered_keys* of did:key issuers (who
+    cost nothing to make: they push out only each other's offers)."""
+
+    held: int
+    held_per_issuer: int
+    held_untrusted: int
+    offered: int
+    offered_per_issuer: int
+    offered_keys: int
 
 
 class CredentialRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +148,76 @@ def _one(db: sqlite_utils.Database, kind: type[Any], sql: str, params: list[Any]
     return _record(kind, rows[0]) if rows else None
 
 
+def _hold(db: sqlite_utils.Database, participant_id: str, credential: HeldCredential, *, most: int,
+          most_per_issuer: int) -> None:
+    """Keep *credential* (replacing the one with its id, of the same issuer); Conflict beyond *most* held, or
+    *most_per_issuer* from its issuer, or if a credential with its id is held from another issuer (an issuer
+    chooses its credentials' ids: another's must not replace one). It is no longer offered."""
+    found = db.execute("SELECT issuer FROM held_credentials WHERE participant_id = ? AND id = ?",
+                       [participant_id, credential.id]).fetchone()
+    if found is not None and found[0] != credential.issuer:
+        raise Conflict(f"this participant holds a credential {credential.id[:200]} of another issuer ({found[0]}); "
+                       "remove that one first")
+    if found is None:
+        total, same_issuer = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(issuer = ?), 0) FROM held_credentials WHERE participant_id = ?",
+            [credential.issuer, participant_id]).fetchone()
+        if total >= most:
+            raise Conflict(f"this participant already holds {most} credentials; remove one first")
+        if same_issuer >= most_per_issuer:
+            raise Conflict(f"this participant already holds {most_per_issuer} credentials of "
+                           f"{credential.issuer}; remove one first")
+    _insert(db, "held_credentials", _row(credential, participant_id), replace=True)
+    db.execute("DELETE FROM offered_credentials WHERE participant_id = ? AND id = ? AND issuer = ?",
+               [participant_id, credential.id, credential.issuer])
+
+
+def _answer_ask(db: sqlite_utils.Database, participant_id: str, credential: HeldCredential) -> bool:
+    """Whether the participant asked *credential*'s issuer for one of its kind and still waits for it (the
+    oldest such request is then answered by it)."""
+    found = db.execute("SELECT seq FROM asked_credentials WHERE participant_id = ? AND issuer = ? AND kind = ? AND "
+                       "credential_id IS NULL ORDER BY seq LIMIT 1",
+                       [participant_id, credential.issuer, credential.kind]).fetchone()
+    if found is None:
+        return False
+    db.execute("UPDATE asked_credentials SET credential_id = ? WHERE seq = ?", [credential.id, found[0]])
+    return True
+
+
+_KEY = "substr(issuer, 1, 8) = 'did:key:'"
+
+
+def _drop_offered(db: sqlite_utils.Database, where: str, params: list[Any], keep: int) -> None:
+    """Drop the offered credentials matching *where* but the newest *keep*."""
+    db.execute(f"DELETE FROM offered_credentials WHERE seq IN (SELECT seq FROM offered_credentials WHERE {where} "
+               "ORDER BY seq DESC LIMIT -1 OFFSET ?)", [*params, max(keep, 0)])
+
+
+def _offer(db: sqlite_utils.Database, participant_id: str, credential: OfferedCredential, bounds: DeliveryBounds,
+           now: str) -> None:
+    """Offer *credential*; the expired offers, then the oldest of its issuer beyond its bound, then the oldest of
+    its side (did:key issuers, or the others) beyond that side's share make room. Offered again, it keeps its
+    place; Conflict if a credential with its id is offered by another issuer."""
+    found = db.execute("SELECT issuer FROM offered_credentials WHERE participant_id = ? AND id = ?",
+                       [participant_id, credential.id]).fetchone()
+    if found is not None:
+        if found[0] != credential.issuer:
+            raise Conflict(f"a credential {credential.id[:200]} of another issuer is offered to this participant")
+        db.execute("UPDATE offered_credentials SET kind = ?, valid_until = ?, document = ? WHERE participant_id = ? "
+                   "AND id = ?", [credential.kind, credential.valid_until,
+                                  msgspec.json.encode(credential.document).decode(), participant_id, credential.id])
+        return
+    db.execute("DELETE FROM offered_credentials WHERE participant_id = ? AND valid_until < ?", [participant_id, now])
+    _drop_offered(db, "participant_id = ? AND origin = ?", [participant_id, credential.origin],
+                  bounds.offered_per_issuer - 1)
+    if credential.issuer.startswith("did:key:"):
+        _drop_offered(db, f"participant_id = ? AND {_KEY}", [participant_id], bounds.offered_keys - 1)
+    else:
+        _drop_offered(db, f"participant_id = ? AND NOT {_KEY}", [participant_id],
+                      bounds.offered - bounds.offered_keys - 1)
+    _insert(db, "offered_credentials", _row(credential, participant_id))
+
+
 class CredentialRepository:
     """Issued and held credentials, holders' requests, status lists and trusted issuers, per participant."""
 
@@ -162,10 +268,11 @@ class CredentialRepository:
             [participant_id, credential_id]))
 
     async def set_delivery(self, participant_id: str, credential_id: str, *, delivered_at: str | None,
-                           error: str) -> None:
+                           error: str, delivered_as: str | None = None) -> None:
         await self.store.write(lambda db: db.execute(
-            "UPDATE issued_credentials SET delivered_at = COALESCE(?, delivered_at), delivery_error = ? "
-            "WHERE participant_id = ? AND id = ?", [delivered_at, error[:1000], participant_id, credential_id]))
+            "UPDATE issued_credentials SET delivered_at = COALESCE(?, delivered_at), delivery_error = ?, "
+            "delivered_as = CASE WHEN ? IS NULL THEN delivered_as ELSE ? END WHERE participant_id = ? AND id = ?",
+            [delivered_at, error[:1000], delivered_at, delivered_as, participant_id, credential_id]))
 
     async def revoke(self, participant_id: str, credential_id: str, now: str) -> IssuedCredential | None:
         """Set the credential's bit in its status list and mark it revoked, in one durable transaction (once:
@@ -198,25 +305,85 @@ class CredentialRepository:
 
     async def add_held(self, participant_id: str, credential: HeldCredential, *, most: int,
                        most_per_issuer: int) -> None:
-        """Keep *credential* (replacing one with its id); Conflict beyond *most* held, or *most_per_issuer* from
-        its issuer."""
-        row = _row(credential, participant_id)
+        """Keep *credential* (replacing one with its id, of the same issuer); Conflict beyond *most* held, or
+        *most_per_issuer* from its issuer. Answers a request the participant sent its issuer for one of its kind."""
 
         def insert(db: sqlite_utils.Database) -> None:
-            exists = db.execute("SELECT 1 FROM held_credentials WHERE participant_id = ? AND id = ?",
-                                [participant_id, credential.id]).fetchone()
-            if exists is None:
-                total, same_issuer = db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(issuer = ?), 0) FROM held_credentials WHERE participant_id = ?",
-                    [credential.issuer, participant_id]).fetchone()
-                if total >= most:
-                    raise Conflict(f"this participant already holds {most} credentials; remove one first")
-                if same_issuer >= most_per_issuer:
-                    raise Conflict(f"this participant already holds {most_per_issuer} credentials of "
-                                   f"{credential.issuer}; remove one first")
-            _insert(db, "held_credentials", row, replace=True)
+            _hold(db, participant_id, credential, most=most, most_per_issuer=most_per_issuer)
+            _answer_ask(db, participant_id, credential)
 
         await self.store.write(insert, durable=True)
+
+    async def keep_delivered(self, participant_id: str, credential: HeldCredential, *, origin: str,
+                             trusted: Collection[str], bounds: DeliveryBounds, now: str) -> Literal["held", "offered"]:
+        """Keep a credential its issuer delivered, in one transaction: held if the participant holds it already,
+        trusts its issuer (*trusted*), asked that issuer for one of its kind, or holds fewer than
+        ``bounds.held_untrusted`` of issuers it does not trust; offered otherwise (see :func:`_offer`)."""
+
+        def keep(db: sqlite_utils.Database) -> Literal["held", "offered"]:
+            held_already = db.execute("SELECT 1 FROM held_credentials WHERE participant_id = ? AND id = ?",
+                                      [participant_id, credential.id]).fetchone() is not None
+            asked = not held_already and _answer_ask(db, participant_id, credential)
+            if not held_already and not asked and credential.issuer not in trusted:
+                issuers = [r[0] for r in db.execute("SELECT issuer FROM held_credentials WHERE participant_id = ?",
+                                                    [participant_id])]
+                if sum(i not in trusted for i in issuers) >= bounds.held_untrusted:
+                    offered = OfferedCredential(id=credential.id, kind=credential.kind, issuer=credential.issuer,
+                                                origin=origin, valid_until=credential.valid_until,
+                                                received_at=credential.received_at, document=credential.document)
+                    _offer(db, participant_id, offered, bounds, now)
+                    return "offered"
+            _hold(db, participant_id, credential, most=bounds.held, most_per_issuer=bounds.held_per_issuer)
+            return "held"
+
+        return await self.store.write(keep, durable=True)
+
+    async def offered(self, participant_id: str) -> list[OfferedCredential]:
+        """The credentials offered to the participant, newest first."""
+
+        def query(db: sqlite_utils.Database) -> list[OfferedCredential]:
+            rows = db.query("SELECT id, kind, issuer, origin, valid_until, received_at, document FROM "
+                            "offered_credentials WHERE participant_id = ? ORDER BY seq DESC", [participant_id])
+            return [_record(OfferedCredential, r) for r in rows]
+
+        return await self.store.read(query)
+
+    async def offered_one(self, participant_id: str, credential_id: str) -> OfferedCredential | None:
+        return await self.store.read(lambda db: _one(
+            db, OfferedCredential, "SELECT id, kind, issuer, origin, valid_until, received_at, document FROM "
+            "offered_credentials WHERE participant_id = ? AND id = ?", [participant_id, credential_id]))
+
+    async def accept_offered(self, participant_id: str, credential: HeldCredential, *, most: int,
+                             most_per_issuer: int) -> bool:
+        """Hold an offered credential and stop offering it, in one transaction (the operator's choice: not bound
+        by the credentials held of issuers the participant does not trust); False if it is no longer offered."""
+
+        def accept(db: sqlite_utils.Database) -> bool:
+            if db.execute("SELECT 1 FROM offered_credentials WHERE participant_id = ? AND id = ? AND issuer = ?",
+                          [participant_id, credential.id, credential.issuer]).fetchone() is None:
+                return False
+            _hold(db, participant_id, credential, most=most, most_per_issuer=most_per_issuer)
+            return True
+
+        return await self.store.write(accept, durable=True)
+
+    async def decline_offered(self, participant_id: str, credential_id: str) -> bool:
+        return await self.store.write(lambda db: bool(db.execute(
+            "DELETE FROM offered_credentials WHERE participant_id = ? AND id = ?",
+            [participant_id, credential_id]).rowcount))
+
+    async def add_asked(self, participant_id: str, *, issuer: str, request_id: str, kind: str, now: str,
+                        most: int) -> None:
+        """Remember a request the participant sent *issuer* (its DID) for a credential of *kind*: its delivery is
+        accepted. At most *most* are remembered (the oldest forgotten first)."""
+
+        def insert(db: sqlite_utils.Database) -> None:
+            _insert(db, "asked_credentials", {"participant_id": participant_id, "issuer": issuer,
+                                              "request_id": request_id, "kind": kind, "asked_at": now})
+            db.execute("DELETE FROM asked_credentials WHERE seq IN (SELECT seq FROM asked_credentials WHERE "
+                       "participant_id = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)", [participant_id, most])
+
+        await self.store.write(insert)
 
     async def held(self, participant_id: str) -> list[HeldCredential]:
         """The participant's credentials, newest first."""

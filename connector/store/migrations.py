@@ -422,4 +422,33 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (participant_id, provider_did)
         ) WITHOUT ROWID""",
     ],
+    # 10: credentials offered to a holder (delivered by issuers it does not trust beyond what it keeps unasked),
+    #     waiting for its operator to accept or decline them, in arrival order; the requests a holder sent to
+    #     issuers (their delivery is accepted); how an issuer's delivery was kept (held or offered)
+    [
+        """CREATE TABLE offered_credentials (
+            seq INTEGER PRIMARY KEY,
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            valid_until TEXT NOT NULL,
+            document TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX offered_credentials_id ON offered_credentials(participant_id, id)",
+        "CREATE INDEX offered_credentials_origin ON offered_credentials(participant_id, origin)",
+        """CREATE TABLE asked_credentials (
+            seq INTEGER PRIMARY KEY,
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            issuer TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            asked_at TEXT NOT NULL,
+            credential_id TEXT
+        )""",
+        "CREATE INDEX asked_credentials_issuer ON asked_credentials(participant_id, issuer, kind)",
+        "ALTER TABLE issued_credentials ADD COLUMN delivered_as TEXT",
+    ],
 ]

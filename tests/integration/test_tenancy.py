@@ -20,6 +20,7 @@ from connector.client import ClientError
 from connector.http import management
 from connector.net import signing
 from connector.protocol import messages as m
+from connector.services import credentials as credentials_service
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 PREFIX = management.PREFIX
@@ -142,7 +143,8 @@ async def _listings(node, token, table) -> dict[str, object]:
 ID_SOURCES = {"/usage": "/agreements"}
 
 
-async def test_isolation_probes_over_every_management_route(nodes):
+async def test_isolation_probes_over_every_management_route(nodes, monkeypatch):
+    monkeypatch.setattr(credentials_service, "MAX_HELD_UNTRUSTED", 1)  # ext's second delivery waits: offered
     host = await nodes.start("acme")
     alpha, bravo = await nodes.host(host, "alpha"), await nodes.host(host, "bravo")
     ext = await nodes.start("ext")
@@ -154,10 +156,11 @@ async def test_isolation_probes_over_every_management_route(nodes):
     await bravo.client.transfer(transfer["id"], wait_s=10)
     await bravo.client.verify_peer(ext.public_url)
     await bravo.client.create_token("bravo-app")
-    # bravo issues a credential, holds one, has a holder's request waiting and trusts an issuer
+    # bravo issues a credential, holds one, is offered one, has a holder's request waiting and trusts an issuer
     await bravo.client.issue_credential(ext.participant.did, "membership", {"dataSpace": "urn:tds:space:bravo"})
-    held = await ext.client.issue_credential(bravo.participant.did, "region", {"region": "CN-GD"})
-    await ext.client.deliver_credential(held["id"])
+    for _ in range(2):
+        held = await ext.client.issue_credential(bravo.participant.did, "region", {"region": "CN-GD"})
+        await ext.client.deliver_credential(held["id"])
     await ext.client.ask_credential(bravo.public_url, "region", {"region": "CN-GD"})
     await bravo.client.trust_issuer(ext.participant.did, ["region"])
     table = management.routes(host.node)

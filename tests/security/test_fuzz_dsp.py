@@ -68,7 +68,6 @@ EXAMPLES_BY_ROUTE: dict[str, str | None] = {
     "POST tds/revocations": "revocation",
     "POST tds/credentials": "credential",
     "POST tds/credentials/requests": "credential request",
-    "POST tds/credentials/challenge": "challenge",
     "POST tds/credentials/presentation": "presentation",
     "POST tds/gossip": "gossip digest",
 }
@@ -340,12 +339,14 @@ async def test_fuzzing_the_dsp_routes_with_signed_requests_finds_no_server_error
     for target, peer in ((provider, consumer), (consumer, provider)):
         answered = "c" * 43  # a challenge the target never handed out
         extension_bases = {
-            "POST tds/handshake": peer.participant.self_description(datetime.now(UTC)),
+            "POST tds/handshake": {  # with credentials beside it, as a node holding some sends it
+                "selfDescription": peer.participant.self_description(datetime.now(UTC)), "challenge": "p" * 43,
+                "presentation": vc.present([], holder=peer.participant.signer, domain=target.participant.did,
+                                           challenge=answered, now=datetime.now(UTC))},
             "POST tds/usage-receipts": {"agreementId": agreement, "entries": [], "heads": []},
             "POST tds/revocations": {"agreementId": agreement, "reason": "fuzz"},
             "POST tds/credentials": {"credential": credentials[target.participant.did]},
             "POST tds/credentials/requests": {"kind": "region", "claims": {"region": "CN-GD"}},
-            "POST tds/credentials/challenge": {"challenge": "p" * 43},
             "POST tds/gossip": target.node.directory.view(target.participant.id).digest(),
             "POST tds/credentials/presentation": {"challenge": answered, "presentation": vc.present(
                 [], holder=peer.participant.signer, domain=target.participant.did, challenge=answered,

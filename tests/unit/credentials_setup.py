@@ -15,13 +15,15 @@ from connector.errors import NotFound, PeerError, TdsError
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.services.credentials import (
-    CHALLENGE_PATH,
     DELIVERY_PATH,
     PRESENTATION_PATH,
     REQUESTS_PATH,
     STATUS_PATH,
     CredentialService,
+    delivery_answer,
+    request_answer,
 )
+from connector.services.federation import HANDSHAKE_PATH
 from connector.store.credentials import CredentialRepository
 from connector.store.db import Store
 from connector.store.repository import Participant, SqliteRepository
@@ -87,13 +89,14 @@ class Network:
                     raise NotFound(f"no route {sent.method} {path}")
                 route = path[len("/api/dsp/2025-1"):]
                 if route == DELIVERY_PATH:
-                    held = await service.receive_credential(p, sent.caller, sent.body)
-                    return Reply(200, {"id": held.id, "kept": True})
+                    kept = await service.receive_credential(p, sent.caller, sent.body)
+                    return Reply(200, delivery_answer(kept))
                 if route == REQUESTS_PATH:
                     request = await service.receive_request(p, sent.caller, sent.body)
-                    return Reply(201, {"id": request.id, "state": request.state})
-                if route == CHALLENGE_PATH:
-                    return Reply(200, await service.on_challenge(p, sent.caller, sent.body))
+                    return Reply(201, request_answer(p, request))
+                if route == HANDSHAKE_PATH:  # the credentials beside the self-descriptions (not verified here)
+                    fields = {k: v for k, v in sent.body.items() if k != "selfDescription"}
+                    return Reply(200, {"selfDescription": {}, **await service.on_handshake(p, sent.caller, fields)})
                 if route == PRESENTATION_PATH:
                     return Reply(200, await service.on_presentation(p, sent.caller, sent.body))
                 raise NotFound(f"no route {path}")
@@ -101,3 +104,16 @@ class Network:
                 return Reply(exc.status, {"error": exc.code, "message": exc.message})
 
         return answer
+
+
+async def exchange(service: CredentialService, participant: ParticipantRuntime, peer: str, dsp_base: str) -> Any:
+    """The credentials of a handshake *participant* starts with *peer* (its DID) at *dsp_base*, carried as
+    ``FederationService.verify_peer`` carries them: the peer's claims, or None."""
+    opening = await service.opening(participant, dsp_base)
+    if opening is None:
+        return None
+    reply = await service.client.request("POST", f"{dsp_base}{HANDSHAKE_PATH}", signer=participant.signer,
+                                         json_body={"selfDescription": {}, **opening.fields})
+    if reply.status != 200:
+        raise PeerError(f"{dsp_base} refused the handshake with {reply.status}")
+    return await service.closing(participant, peer, dsp_base, opening, reply.json())

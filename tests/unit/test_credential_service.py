@@ -10,15 +10,27 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from credentials_setup import SPACE, START, Network, runtime
+from credentials_setup import SPACE, START, Network, exchange, runtime
 
 from connector.config import CredentialsSection, TrustEntry
 from connector.errors import BadRequest, Conflict, NotFound, PeerError, TooManyRequests
+from connector.identity import did as dids
 from connector.identity import status_list, vc
 from connector.identity.claims import Membership, Region
 from connector.identity.credentials import utc_text
+from connector.identity.keys import ParticipantKeys
+from connector.participant import ParticipantRuntime
 from connector.services import credentials as service_module
-from connector.services.credentials import MAX_HELD_PER_ISSUER, MAX_HELD_UNTRUSTED, MAX_PENDING_PER_REQUESTER
+from connector.services.credentials import (
+    MAX_HELD_PER_ISSUER,
+    MAX_HELD_UNTRUSTED,
+    MAX_OFFERED,
+    MAX_OFFERED_KEYS,
+    MAX_OFFERED_PER_ISSUER,
+    MAX_PENDING_PER_REQUESTER,
+)
+from connector.store.credentials import HeldCredential, OfferedCredential
+from connector.store.repository import Participant
 from connector.testing import Reply
 
 MEMBER = Membership(data_space=SPACE)
@@ -262,13 +274,141 @@ async def test_strangers_with_fresh_keys_neither_fill_the_store_nor_crowd_out_a_
         document = next(junk)
         await holder.receive_credential(acme, document["issuer"], {"credential": document})
     document = next(junk)
-    with pytest.raises(Conflict, match="issuers it does not trust"):
-        await holder.receive_credential(acme, document["issuer"], {"credential": document})
+    kept = await holder.receive_credential(acme, document["issuer"], {"credential": document})
+    assert isinstance(kept, OfferedCredential)  # beyond the bound: offered to the operator, not held
+    assert len(await holder.held(acme)) == MAX_HELD_UNTRUSTED + 1
     await member(world)  # the trusted issuer still delivers
     _, shown = await present(world)
     issuers = [c["issuer"] for c in shown["verifiableCredential"]]
     assert issuers[:2] == [alliance.did, alliance.did]  # newest junk after, never before, the chosen issuer's
     assert real.id in [c["id"] for c in shown["verifiableCredential"]]
+    assert document["id"] not in [c["id"] for c in shown["verifiableCredential"]]
+
+
+def fresh_key(net, n: int) -> ParticipantRuntime:
+    """A stranger behind a did:key made on the spot (it costs nothing to make)."""
+    keys = ParticipantKeys.generate()
+    did = dids.did_key_for(bytes(keys.verify_key))
+    record = Participant(id=f"key{n}", name=f"key{n}", did=did, legal_name="Stranger", region="CN-GD",
+                         created_at="2026-01-01T00:00:00Z")
+    stranger = ParticipantRuntime(record, keys, f"https://key{n}.example")
+    net.resolver.documents[did] = stranger.did_document()
+    return stranger
+
+
+async def junk(world, stranger: ParticipantRuntime) -> HeldCredential | OfferedCredential:
+    """*stranger* delivers acme a credential it signed itself, about acme."""
+    _, _, (acme, holder), _ = world
+    return await holder.receive_credential(acme, stranger.did, {"credential": _signed(world, issuer=stranger)})
+
+
+async def test_a_flood_from_fresh_keys_does_not_hide_a_legitimate_issuers_delivery(world):
+    net, (alliance, issuer), (acme, holder), _ = world  # acme does not trust the alliance (it need not)
+    for n in range(MAX_HELD_UNTRUSTED):
+        assert isinstance(await junk(world, fresh_key(net, n)), HeldCredential)
+    record = await member(world)
+    assert record.delivered_as == "offered"  # the issuer learns that it waits for acme's acceptance
+    assert (await issuer.issued_one(alliance, record.id)).delivered_as == "offered"
+    for n in range(MAX_OFFERED + 10):  # more fresh keys than there are offers kept
+        assert isinstance(await junk(world, fresh_key(net, 100 + n)), OfferedCredential)
+    offered = await holder.offered(acme)
+    assert record.id in [o.id for o in offered]  # did:key offers push out only each other
+    assert len(offered) == MAX_OFFERED_KEYS + 1
+    net.clock.advance(1)
+    accepted = await holder.accept_offered(acme, record.id)
+    assert (accepted.id, accepted.issuer, accepted.source) == (record.id, alliance.did, "delivered")
+    assert record.id not in [o.id for o in await holder.offered(acme)]
+    assert len(await holder.held(acme)) == MAX_HELD_UNTRUSTED + 1  # the operator's choice, beyond the bound
+    _, shown = await present(world)
+    assert shown["verifiableCredential"][0]["id"] == record.id
+
+
+async def test_offered_credentials_are_never_presented(world, monkeypatch):
+    monkeypatch.setattr(service_module, "MAX_HELD_UNTRUSTED", 0)  # every unasked delivery of an untrusted issuer
+    _, _, (acme, holder), _ = world
+    record = await member(world)
+    assert record.delivered_as == "offered"
+    assert [o.id for o in await holder.offered(acme)] == [record.id]
+    assert await holder.held(acme) == [] and await holder.holds_any(acme) is False
+    _, shown = await present(world)
+    assert shown.get("verifiableCredential", []) == []
+    await holder.accept_offered(acme, record.id)
+    _, shown = await present(world)
+    assert [c["id"] for c in shown["verifiableCredential"]] == [record.id]
+
+
+async def test_the_offered_list_stays_bounded_per_issuer_and_in_all(world, monkeypatch):
+    monkeypatch.setattr(service_module, "MAX_HELD_UNTRUSTED", 0)
+    net, _, (acme, holder), _ = world
+    one_host = [runtime(f"mask{n}", "evil.example") for n in range(MAX_OFFERED_PER_ISSUER + 3)]
+    hosts = [runtime(f"web{n}", f"web{n}.example") for n in range(MAX_OFFERED)]
+    for stranger in [*one_host, *hosts]:
+        net.resolver.documents[stranger.did] = stranger.did_document()
+    sent = [(await junk(world, s)).id for s in one_host]  # every did:web of one host is one issuer
+    assert [o.id for o in await holder.offered(acme)] == sent[::-1][:MAX_OFFERED_PER_ISSUER]  # newest first
+    key = fresh_key(net, 0)
+    mine = [(await junk(world, key)).id for _ in range(MAX_OFFERED_PER_ISSUER + 1)]
+    assert [o.id for o in await holder.offered(acme) if o.issuer == key.did] == mine[::-1][:MAX_OFFERED_PER_ISSUER]
+    keys = [fresh_key(net, n) for n in range(1, MAX_OFFERED_KEYS // MAX_OFFERED_PER_ISSUER + 1)]
+    by_keys = [*mine, *[(await junk(world, k)).id for k in keys for _ in range(MAX_OFFERED_PER_ISSUER)]]
+    by_hosts = [(await junk(world, s)).id for s in hosts]
+    offered = await holder.offered(acme)
+    assert len(offered) == MAX_OFFERED  # the oldest dropped first, on each side
+    assert [o.id for o in offered if o.issuer.startswith("did:key:")] == by_keys[::-1][:MAX_OFFERED_KEYS]
+    assert [o.id for o in offered if o.issuer.startswith("did:web:")] == by_hosts[::-1][:MAX_OFFERED - MAX_OFFERED_KEYS]
+
+
+async def test_a_credential_the_holder_asked_for_is_held_when_delivered(world, monkeypatch):
+    monkeypatch.setattr(service_module, "MAX_HELD_UNTRUSTED", 0)
+    _, (alliance, issuer), (acme, holder), _ = world
+    await holder.request_credential(acme, alliance.base_url, "region", Region("CN-GD"))  # by URL: its node names it
+    [pending] = await issuer.requests(alliance)
+    record = await issuer.approve(alliance, pending.id)
+    assert record.delivered_as == "held"
+    assert [h.id for h in await holder.held(acme)] == [record.id] and await holder.offered(acme) == []
+    again = await member(world, Region("CN-GD"))  # the request was answered: this one is unasked
+    other = await member(world)  # acme asked for a region, not a membership
+    assert (again.delivered_as, other.delivered_as) == ("offered", "offered")
+
+
+async def test_the_operator_accepts_or_declines_an_offer_and_learns_why_not(world, monkeypatch):
+    monkeypatch.setattr(service_module, "MAX_HELD_UNTRUSTED", 0)
+    net, (alliance, issuer), (acme, holder), _ = world
+    kept, declined, revoked, full = [await member(world) for _ in range(4)]
+    for call in (holder.accept_offered(acme, "urn:uuid:nothing"), holder.decline_offered(acme, "urn:uuid:nothing"),
+                 holder.offered_one(acme, "urn:uuid:nothing")):
+        with pytest.raises(NotFound, match="no such offered credential"):
+            await call
+    await holder.decline_offered(acme, declined.id)
+    with pytest.raises(NotFound):
+        await holder.accept_offered(acme, declined.id)
+    await issuer.revoke(alliance, revoked.id)
+    net.clock.advance(61)  # acme's copy of the status list is due
+    with pytest.raises(BadRequest) as caught:
+        await holder.accept_offered(acme, revoked.id)
+    assert caught.value.message.startswith("status-entry: ") and "decline it" in caught.value.message
+    assert (await holder.accept_offered(acme, kept.id)).id == kept.id
+    with pytest.raises(NotFound):
+        await holder.accept_offered(acme, kept.id)  # held now
+    for _ in range(MAX_HELD_PER_ISSUER - 1):  # the operator imports: not bound by the issuers acme trusts
+        await holder.import_credential(acme, _signed(world))
+    with pytest.raises(Conflict, match=f"already holds {MAX_HELD_PER_ISSUER} credentials of {alliance.did}"):
+        await holder.accept_offered(acme, full.id)
+    assert full.id in [o.id for o in await holder.offered(acme)]  # still offered: remove one, then accept
+    await holder.remove_held(acme, kept.id)
+    await holder.accept_offered(acme, full.id)
+    assert {o.id for o in await holder.offered(acme)} == {revoked.id}
+
+
+async def test_a_stranger_cannot_replace_a_held_credential_by_reusing_its_id(world):
+    net, (alliance, _), (acme, holder), _ = world
+    real = await member(world)  # its id is shown to every verifier acme presents to
+    stranger = fresh_key(net, 0)
+    forged = vc.issue(MEMBER, holder=acme.did, signer=stranger.signer, credential_id=real.id, now=START,
+                      valid_until=START + timedelta(days=30))
+    with pytest.raises(Conflict, match="of another issuer"):
+        await holder.receive_credential(acme, stranger.did, {"credential": forged})
+    assert [(h.id, h.issuer) for h in await holder.held(acme)] == [(real.id, alliance.did)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -279,31 +419,87 @@ async def test_the_exchange_shows_each_side_the_others_claims(world):
     net, (alliance, issuer), (acme, holder), (buyer, verifier) = world
     record = await member(world)
     await issuer.issue(alliance, buyer.did, Region("CN-GD"))  # not delivered: the buyer holds nothing
-    claims = await verifier.exchange(buyer, acme.did, acme.dsp_base)  # the buyer handshook with acme
+    claims = await exchange(verifier, buyer, acme.did, acme.dsp_base)  # the buyer handshook with acme
     assert claims is not None and claims.holder == acme.did
     assert [(m.value, m.issuer, m.credential_id) for m in claims.memberships] == [(MEMBER, alliance.did, record.id)]
     assert claims.until == START + timedelta(minutes=5)  # the status list's answer holds this long (its ttl)
     assert await verifier.claims_of(buyer.id, acme.did) is claims
-    # acme learnt the buyer's claims too (none), from the buyer's presentation to it
-    mine = await holder.claims_of(acme.id, buyer.did)
-    assert mine is not None and mine.memberships == () and mine.not_counted == ()
+    assert await holder.claims_of(acme.id, buyer.did) is None  # the buyer holds nothing, and showed nothing
+    assert len(net.client.requests("POST", f"{acme.dsp_base}/tds/handshake")) == 1
+    assert net.client.requests("POST", f"{acme.dsp_base}/tds/credentials/presentation") == []
     # the status list was fetched without a signature (by acme, as it kept the credential, then by the buyer)
     fetches = net.client.requests("GET", f"{alliance.base_url}/credentials/status/1")
     assert len(fetches) == 2 and {f.caller for f in fetches} == {None}
 
 
+async def test_the_holders_presentation_travels_in_the_handshake_once_it_was_handed_a_challenge(world):
+    net, (alliance, _), (acme, holder), (buyer, verifier) = world
+    await member(world)
+    shown = f"{buyer.dsp_base}/tds/credentials/presentation"
+    assert await exchange(holder, acme, buyer.did, buyer.dsp_base) is None  # the buyer holds nothing to show
+    assert len(net.client.requests("POST", shown)) == 1  # first contact: acme answers the challenge handed it
+    assert [m.issuer for m in (await verifier.claims_of(buyer.id, acme.did)).memberships] == [alliance.did]
+    for _ in range(3):  # later: in the handshake itself, answering the challenge the previous answer handed over
+        net.clock.advance(60)
+        await exchange(holder, acme, buyer.did, buyer.dsp_base)
+        assert len(net.client.requests("POST", shown)) == 1
+        claims = await verifier.claims_of(buyer.id, acme.did)
+        assert [m.issuer for m in claims.memberships] == [alliance.did] and claims.not_counted == ()
+    # the last handshake, replayed as it was sent, is refused: its challenge is used up
+    last = net.client.requests("POST", f"{buyer.dsp_base}/tds/handshake")[-1]
+    fields = {k: v for k, v in last.body.items() if k != "selfDescription"}
+    answer = await verifier.on_handshake(buyer, acme.did, fields)
+    assert answer["presentationResult"]["refused"].startswith("presentation refused: challenge: the challenge is "
+                                                              "unknown or was answered already")
+
+
+async def test_a_challenge_no_longer_open_costs_one_more_request_not_the_claims(world):
+    net, (alliance, _), (acme, holder), (buyer, verifier) = world
+    await member(world)
+    shown = f"{buyer.dsp_base}/tds/credentials/presentation"
+    await exchange(holder, acme, buyer.did, buyer.dsp_base)
+    verifier.forget(buyer.id)  # as after the buyer's node restarted: the challenge it handed acme is gone
+    net.clock.advance(60)
+    await exchange(holder, acme, buyer.did, buyer.dsp_base)
+    assert len(net.client.requests("POST", shown)) == 2
+    assert [m.issuer for m in (await verifier.claims_of(buyer.id, acme.did)).memberships] == [alliance.did]
+    net.clock.advance(service_module.CHALLENGE_LIFETIME.total_seconds() + 1)  # the next one expired unused
+    await exchange(holder, acme, buyer.did, buyer.dsp_base)
+    assert len(net.client.requests("POST", shown)) == 3
+    assert [m.issuer for m in (await verifier.claims_of(buyer.id, acme.did)).memberships] == [alliance.did]
+
+
+async def test_a_presentation_in_a_handshake_is_bound_to_the_challenge_handed_to_that_caller(world):
+    _, _, (acme, holder), (buyer, verifier) = world
+    await member(world)
+    seller = runtime("seller", "seller.example")
+    handed = verifier.challenge(buyer.id, seller.did)  # handed to the seller, answered by acme
+    made = await holder.presentation_for(acme, domain=buyer.did, challenge=handed)
+    answer = await verifier.on_handshake(buyer, acme.did, {"presentation": made})
+    assert answer["presentationResult"]["refused"].startswith("presentation refused: challenge: the challenge was "
+                                                              "handed to another peer")
+    made["proof"].pop("challenge")
+    answer = await verifier.on_handshake(buyer, acme.did, {"presentation": made})
+    assert answer["presentationResult"]["refused"] == ("presentation refused: challenge: the presentation answers "
+                                                       "no challenge")
+    assert "presentation" not in answer  # the buyer holds nothing; and acme asked for nothing
+    with pytest.raises(BadRequest):
+        await verifier.on_handshake(buyer, acme.did, {"challenge": "short"})
+
+
 async def test_a_participant_that_holds_nothing_and_trusts_no_one_skips_the_exchange(world):
     net, _, (acme, holder), (buyer, _) = world
-    assert await holder.exchange(acme, buyer.did, buyer.dsp_base) is None
+    assert await exchange(holder, acme, buyer.did, buyer.dsp_base) is None
     assert net.client.sent == []
 
 
-async def test_a_peer_that_does_not_know_the_exchange_is_left_without_claims(world):
+async def test_a_peer_that_answers_with_its_self_description_alone_is_left_without_claims(world):
     net, _, _, (buyer, verifier) = world
     old = runtime("old", "old.example")
-    net.client.answer("POST", f"{old.dsp_base}/tds/credentials/challenge", {"message": "no such route"}, status=404)
-    assert await verifier.exchange(buyer, old.did, old.dsp_base) is None
+    opening = await verifier.opening(buyer, old.dsp_base)
+    assert await verifier.closing(buyer, old.did, old.dsp_base, opening, None) is None
     assert await verifier.claims_of(buyer.id, old.did) is None
+    assert net.client.sent == []
 
 
 async def test_an_untrusted_issuer_is_shown_not_counted_and_never_resolved(world):
@@ -313,7 +509,7 @@ async def test_an_untrusted_issuer_is_shown_not_counted_and_never_resolved(world
     net.resolver.documents[stranger.did] = stranger.did_document()
     await holder.import_credential(acme, document)
     net.resolver.asked.clear()
-    claims = await verifier.exchange(buyer, acme.did, acme.dsp_base)
+    claims = await exchange(verifier, buyer, acme.did, acme.dsp_base)
     assert claims.memberships == ()
     assert [(n.credential_id, n.reason) for n in claims.not_counted] == [
         (document["id"], f"shown, not counted: the issuer {stranger.did} is not trusted")]
@@ -323,7 +519,7 @@ async def test_an_untrusted_issuer_is_shown_not_counted_and_never_resolved(world
 async def test_an_issuer_trusted_for_another_kind_is_not_believed_for_this_one(world):
     _, (alliance, _), (acme, _), (buyer, verifier) = world
     await member(world, Region("CN-GD"))
-    claims = await verifier.exchange(buyer, acme.did, acme.dsp_base)
+    claims = await exchange(verifier, buyer, acme.did, acme.dsp_base)
     assert claims.region is None
     assert claims.not_counted[0].reason == (f"shown, not counted: the issuer {alliance.did} is not trusted for "
                                             "TdsRegionCredential")
@@ -400,9 +596,12 @@ async def test_challenges_are_bounded_per_peer_and_in_all(world, monkeypatch):
     message = await refused_presentation(world, {"challenge": first, "presentation": presentation})
     assert message.startswith("presentation refused: challenge: the challenge is unknown")  # pushed out
     monkeypatch.setattr(service_module, "MAX_CHALLENGES", len(rest) + 1)
-    verifier.challenge(buyer.id, "did:web:other.example")
-    with pytest.raises(TooManyRequests):
-        verifier.challenge(buyer.id, "did:web:third.example")
+    other = verifier.challenge(buyer.id, "did:web:other.example")
+    verifier.challenge(buyer.id, "did:web:third.example")  # the node-wide bound pushes the oldest out
+    _, presentation = await present(world, challenge=rest[0])
+    message = await refused_presentation(world, {"challenge": rest[0], "presentation": presentation})
+    assert message.startswith("presentation refused: challenge: the challenge is unknown")
+    assert other in verifier._challenges
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -412,7 +611,7 @@ async def test_challenges_are_bounded_per_peer_and_in_all(world, monkeypatch):
 async def test_claims_are_kept_until_the_status_list_is_due_then_a_revocation_counts(world):
     net, (alliance, issuer), (acme, _), (buyer, verifier) = world
     record = await member(world)
-    await verifier.exchange(buyer, acme.did, acme.dsp_base)
+    await exchange(verifier, buyer, acme.did, acme.dsp_base)
     fetched = len(net.client.requests("GET", f"{alliance.base_url}/credentials/status/1"))
     await issuer.revoke(alliance, record.id)
     net.clock.advance(59)
@@ -425,10 +624,40 @@ async def test_claims_are_kept_until_the_status_list_is_due_then_a_revocation_co
     assert len(net.client.requests("GET", f"{alliance.base_url}/credentials/status/1")) == fetched + 1
 
 
+async def test_verifiers_counting_claims_at_the_same_time_share_one_fetch_of_a_status_list(world):
+    net, (alliance, issuer), (acme, _), (buyer, verifier) = world
+    await member(world)
+    await exchange(verifier, buyer, acme.did, acme.dsp_base)
+    url = f"{alliance.base_url}/credentials/status/1"
+    before = len(net.client.requests("GET", url))
+    gate, asked = asyncio.Event(), asyncio.Event()
+    fetching, asks = verifier._fetching, []
+
+    def ask(at):  # every count asks for the list before the first answer comes
+        asks.append(at)
+        if len(asks) == 3:
+            asked.set()
+        return fetching(at)
+
+    async def slow(sent):
+        await gate.wait()
+        return Reply(200, await issuer.status_list_document(alliance, 1))
+
+    verifier._fetching = ask
+    net.client.route(url, slow)
+    net.clock.advance(60)  # the list in hand is due: every count fetches it again
+    counting = [asyncio.create_task(verifier.claims_of(buyer.id, acme.did)) for _ in range(3)]
+    await asked.wait()
+    gate.set()
+    for claims in await asyncio.gather(*counting):
+        assert [m.issuer for m in claims.memberships] == [alliance.did]
+    assert len(net.client.requests("GET", url)) == before + 1
+
+
 async def test_a_claim_stops_counting_when_its_credential_expires(world):
     net, _, (acme, _), (buyer, verifier) = world
     await member(world, valid_until=START + timedelta(seconds=40))
-    claims = await verifier.exchange(buyer, acme.did, acme.dsp_base)
+    claims = await exchange(verifier, buyer, acme.did, acme.dsp_base)
     assert claims.until == START + timedelta(seconds=40)
     net.clock.advance(41)
     later = await verifier.claims_of(buyer.id, acme.did)
@@ -446,7 +675,7 @@ async def test_removing_an_issuer_from_the_trust_list_stops_its_claims_counting(
     with pytest.raises(NotFound):
         await verifier.remove_trust(buyer, alliance.did)
     await verifier.add_trust(buyer, alliance.did, ["membership"], [SPACE])
-    assert (await verifier.exchange(buyer, acme.did, acme.dsp_base)).memberships
+    assert (await exchange(verifier, buyer, acme.did, acme.dsp_base)).memberships
     await verifier.remove_trust(buyer, alliance.did)
     claims = await verifier.claims_of(buyer.id, acme.did)
     assert claims.memberships == () and "is not trusted" in claims.not_counted[0].reason
@@ -488,7 +717,7 @@ async def test_a_status_list_that_cannot_be_read_leaves_the_claim_uncounted_with
         net.client.route(url, hang)
     else:
         _unreadable(net, url, answer)
-    claims = await verifier.exchange(buyer, acme.did, acme.dsp_base)
+    claims = await exchange(verifier, buyer, acme.did, acme.dsp_base)
     assert claims.memberships == ()
     [why] = claims.not_counted
     assert why.reason.startswith(f"status unknown: the status list {url} could not be read: "), why.reason
@@ -502,7 +731,7 @@ async def test_a_status_list_signed_by_someone_else_is_not_believed(world):
     forged = status_list.issue_status_list(status_list.Bitstring(), url=url, signer=buyer.signer, now=START,
                                            valid_until=START + timedelta(hours=1))
     net.client.answer("GET", url, forged)
-    claims = await verifier.exchange(buyer, acme.did, acme.dsp_base)
+    claims = await exchange(verifier, buyer, acme.did, acme.dsp_base)
     assert claims.memberships == ()
     assert f"the list is issued by '{buyer.did}', not a trusted issuer" in claims.not_counted[0].reason
 
@@ -530,9 +759,9 @@ async def test_hosted_participants_never_reach_each_others_credentials(net):
     await service.add_trust(hub, "did:web:alliance.example:participants:alliance", ["region"])
     assert await service.trusted(sme) == []
     # each participant keeps the claims shown to it, not to another
-    await service.add_trust(sme, hub.did, ["membership"])
-    await service.exchange(hub, sme.did, sme.dsp_base)
-    assert (await service.claims_of(sme.id, hub.did)) is not None
-    assert await service.claims_of(hub.id, hub.did) is None
-    service.forget(sme.id)
-    assert await service.claims_of(sme.id, hub.did) is None
+    await service.add_trust(hub, hub.did, ["membership"])
+    await exchange(service, sme, hub.did, hub.dsp_base)
+    assert (await service.claims_of(hub.id, sme.did)).memberships
+    assert await service.claims_of(sme.id, sme.did) is None
+    service.forget(hub.id)
+    assert await service.claims_of(hub.id, sme.did) is None

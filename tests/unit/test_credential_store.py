@@ -12,6 +12,7 @@ from connector.store.credentials import (
     LIST_SIZE,
     CredentialRepository,
     CredentialRequest,
+    DeliveryBounds,
     HeldCredential,
     IssuedCredential,
     TrustedIssuer,
@@ -87,6 +88,70 @@ async def test_held_credentials_are_bounded_in_all_and_per_issuer(repos):
     assert {c.id for c in await repo.held("acme")} == {"urn:uuid:a", "urn:uuid:b", "urn:uuid:c"}
     assert await repo.remove_held("sme", "urn:uuid:b") is False
     assert await repo.remove_held("acme", "urn:uuid:b") is True
+
+
+#: Nothing held unasked of untrusted issuers (every such delivery is offered); 5 offers, 2 of one issuer and 2
+#: of did:key issuers.
+OFFER_ALL = DeliveryBounds(held=9, held_per_issuer=9, held_untrusted=0, offered=5, offered_per_issuer=2,
+                           offered_keys=2)
+
+
+async def deliver(repo, credential_id: str, issuer: str, *, participant: str = "acme", trusted=(), now: str = NOW,
+                  bounds: DeliveryBounds = OFFER_ALL) -> str:
+    origin = issuer if issuer.startswith("did:key:") else ":".join(issuer.split(":")[:3])
+    return await repo.keep_delivered(participant, held(credential_id, issuer), origin=origin, trusted=trusted,
+                                     bounds=bounds, now=now)
+
+
+async def offered_ids(repo, participant: str = "acme") -> list[str]:
+    return [o.id.removeprefix("urn:uuid:") for o in await repo.offered(participant)]
+
+
+async def test_offers_make_room_oldest_first_of_their_issuer_then_of_their_side(repos):
+    repo, _ = repos
+    for i in range(3):
+        assert await deliver(repo, f"urn:uuid:a{i}", f"did:web:a.example:p{i}") == "offered"
+    assert await offered_ids(repo) == ["a2", "a1"]  # one host, one issuer: its own oldest went
+    await deliver(repo, "urn:uuid:b0", "did:web:b.example")
+    await deliver(repo, "urn:uuid:b1", "did:web:b.example")
+    assert await offered_ids(repo) == ["b1", "b0", "a2"]  # did:web offers: 5 - 2
+    for i in range(4):
+        await deliver(repo, f"urn:uuid:k{i}", f"did:key:z{i}")
+    assert await offered_ids(repo) == ["k3", "k2", "b1", "b0", "a2"]  # did:key offers push out only each other
+    assert await deliver(repo, "urn:uuid:a2", "did:web:a.example:p2") == "offered"  # again: keeps its place
+    assert await offered_ids(repo) == ["k3", "k2", "b1", "b0", "a2"]
+    with pytest.raises(Conflict, match="of another issuer"):
+        await deliver(repo, "urn:uuid:b0", "did:web:c.example")
+    assert await repo.offered("sme") == [] and await repo.offered_one("sme", "urn:uuid:b0") is None
+    assert await repo.decline_offered("sme", "urn:uuid:b0") is False
+    assert await repo.accept_offered("sme", held("urn:uuid:b0", "did:web:b.example"), most=9,
+                                     most_per_issuer=9) is False
+    assert await repo.decline_offered("acme", "urn:uuid:b0") is True
+    assert await repo.accept_offered("acme", held("urn:uuid:b1", "did:web:b.example"), most=9, most_per_issuer=9)
+    assert await repo.accept_offered("acme", held("urn:uuid:b1", "did:web:b.example"), most=9,
+                                     most_per_issuer=9) is False
+    assert [h.id for h in await repo.held("acme")] == ["urn:uuid:b1"]
+    await deliver(repo, "urn:uuid:late", "did:web:d.example", now="2028-01-01T00:00:00Z")  # the others expired
+    assert await offered_ids(repo) == ["late"]
+
+
+async def test_a_delivery_is_held_if_trusted_asked_for_held_already_or_within_the_bound(repos):
+    repo, _ = repos
+    bound_one = DeliveryBounds(held=9, held_per_issuer=9, held_untrusted=1, offered=5, offered_per_issuer=2,
+                               offered_keys=2)
+    assert await deliver(repo, "urn:uuid:t", "did:web:trusted.example", trusted={"did:web:trusted.example"}) == "held"
+    for i in range(3):
+        await repo.add_asked("acme", issuer="did:web:x.example", request_id=f"r{i}", kind="membership", now=NOW,
+                             most=2)
+    assert [await deliver(repo, f"urn:uuid:x{i}", "did:web:x.example") for i in range(3)] == [
+        "held", "held", "offered"]  # two requests remembered: each answered once
+    await repo.add_asked("sme", issuer="did:web:y.example", request_id="r", kind="membership", now=NOW, most=2)
+    assert await deliver(repo, "urn:uuid:y", "did:web:y.example") == "offered"  # the sme asked, not acme
+    assert await deliver(repo, "urn:uuid:x0", "did:web:x.example") == "held"  # a held one, delivered again
+    assert await deliver(repo, "urn:uuid:s", "did:web:s.example", participant="sme", bounds=bound_one) == "held"
+    assert await deliver(repo, "urn:uuid:s2", "did:web:s.example", participant="sme", bounds=bound_one) == "offered"
+    with pytest.raises(Conflict, match="of another issuer"):  # an issuer cannot replace another's by its id
+        await deliver(repo, "urn:uuid:t", "did:web:x.example")
 
 
 async def test_pending_requests_are_bounded_and_decided_once(repos):

@@ -12,6 +12,7 @@ import pytest
 from connector.errors import BadRequest, PeerError, Unauthorized
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
+from connector.services.credentials import Opening
 from connector.services.federation import FederationService
 from connector.store.repository import Participant, Peer
 from connector.testing import FederationPeerClient, FederationResolver
@@ -161,23 +162,66 @@ async def test_a_self_description_that_does_not_verify_is_refused(client, book, 
     assert book.saved == []
 
 
+class Credentials:
+    """Records what the handshake carried for the credentials service; fails in *closing* if told to."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def opening(self, participant, dsp_base):
+        self.calls.append(("opening", participant.id, dsp_base))
+        return Opening({"challenge": "c" * 43}, "c" * 43, None, True)
+
+    async def on_handshake(self, participant, caller, fields):
+        self.calls.append(("on_handshake", participant.id, caller, fields))
+        return {"challenge": "n" * 43}
+
+    async def closing(self, participant, peer, dsp_base, opening, answer):
+        self.calls.append(("closing", participant.id, peer, dsp_base, answer))
+        if self.fails:
+            raise PeerError("the peer refused the presentation with 500")
+
+
 @pytest.mark.parametrize("fails", [False, True])
-async def test_after_a_verified_handshake_credentials_are_exchanged_and_a_failure_there_leaves_it_verified(
+async def test_a_handshake_carries_credentials_both_ways_and_a_failure_there_leaves_it_verified(
         client, book, acme, parts, fails):
     serve_version_document(client, parts)
-    serve_handshake(client, parts, parts.self_description(NOW))
-    exchanged = []
-
-    async def exchange(participant, peer, dsp_base):
-        exchanged.append((participant.id, peer, dsp_base, len(book.saved)))
-        if fails:
-            raise PeerError("the peer refused the credential exchange with 500")
-
+    answer = {"selfDescription": parts.self_description(NOW), "challenge": "n" * 43}
+    serve_handshake(client, parts, answer)
+    carried = Credentials(fails)
     service = FederationService(client, FederationResolver(parts.did_document()), book,  # type: ignore[arg-type]
-                                clock=lambda: NOW, exchange=exchange)
+                                clock=lambda: NOW, credentials=carried)
     subject, dsp_base = await service.verify_peer(acme, parts.base_url)
-    assert subject.id == parts.did and dsp_base == parts.dsp_base
-    assert exchanged == [("acme", parts.did, parts.dsp_base, 1)]  # after the peer was kept
+    assert subject.id == parts.did and dsp_base == parts.dsp_base and len(book.saved) == 1
+    sent = [c for c in client.calls if c[1].endswith("/tds/handshake")]
+    assert [c[2] for c in sent] == [{"selfDescription": acme.self_description(NOW), "challenge": "c" * 43}]
+    assert carried.calls == [("opening", "acme", parts.dsp_base), ("closing", "acme", parts.did, parts.dsp_base,
+                                                                   answer)]
+
+
+async def test_a_peer_answering_with_its_self_description_alone_has_shown_no_credentials(client, book, acme, parts):
+    serve_handshake(client, parts, parts.self_description(NOW))
+    carried = Credentials()
+    service = FederationService(client, FederationResolver(parts.did_document()), book,  # type: ignore[arg-type]
+                                clock=lambda: NOW, credentials=carried)
+    await service.verify_peer(acme, parts.dsp_base)
+    assert carried.calls[-1] == ("closing", "acme", parts.did, parts.dsp_base, None)
+
+
+async def test_an_accepted_handshake_with_credentials_is_answered_with_ours_beside_our_self_description(
+        client, book, acme, parts):
+    carried = Credentials()
+    service = FederationService(client, FederationResolver(parts.did_document()), book,  # type: ignore[arg-type]
+                                clock=lambda: NOW, credentials=carried)
+    body = {"selfDescription": parts.self_description(NOW), "challenge": "c" * 43}
+    answer = await service.accept_handshake(acme, parts.did, body)
+    assert answer == {"selfDescription": acme.self_description(NOW), "challenge": "n" * 43}
+    assert carried.calls == [("on_handshake", "acme", parts.did, {"challenge": "c" * 43})]
+    assert await service.accept_handshake(acme, parts.did, parts.self_description(NOW)) == acme.self_description(NOW)
+    with pytest.raises(Unauthorized):  # credentials beside another DID's self-description go nowhere
+        await service.accept_handshake(acme, "did:web:someone.example", body)
+    assert len(carried.calls) == 1
 
 
 async def test_a_refused_handshake_is_a_peer_error(client, book, acme, parts):

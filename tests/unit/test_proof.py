@@ -83,3 +83,26 @@ def test_custom_proof_property_round_trip():
                         proof_property="https://w3id.org/tds/v1#proof")
     assert "proof" not in signed
     proof.verify(signed, lambda vm: key.verify_key, proof_property="https://w3id.org/tds/v1#proof")
+
+
+def test_a_large_documents_memoised_digest_and_verification_never_pass_a_changed_document(monkeypatch):
+    key = SigningKey.generate()
+    document = {"id": "urn:uuid:large", "rows": [{"n": i, "text": "x" * 40} for i in range(40)]}
+    signed = proof.sign(document, key, verification_method="did:key:z#k", created="2026-01-01T00:00:00Z")
+    for _ in range(2):  # the second time from the memos
+        proof.verify(signed, lambda vm: key.verify_key)
+    for change in ({"n": 0, "text": "y" * 40}, {"text": "x" * 40, "n": 0}, {"n": 0.5, "text": "x" * 40}):
+        changed = copy.deepcopy(signed)
+        changed["rows"][0] = change
+        if change == {"text": "x" * 40, "n": 0}:  # the same object, its keys in another order: same canonical form
+            proof.verify(changed, lambda vm: key.verify_key)
+            continue
+        with pytest.raises(proof.ProofError, match="does not match"):
+            proof.verify(changed, lambda vm: key.verify_key)
+    with pytest.raises(proof.ProofError, match="does not match"):  # another key, the same document and signature
+        proof.verify(signed, lambda vm: SigningKey.generate().verify_key)
+    monkeypatch.setattr(proof, "_digests", proof._Memo(2))
+    for i in range(5):
+        proof.sign({**document, "id": f"urn:uuid:{i}"}, key, verification_method="did:key:z#k",
+                   created="2026-01-01T00:00:00Z")
+    assert len(proof._digests.entries) == 2
