@@ -6,8 +6,8 @@
 - Every ``deploy/nodes/*.toml`` boots on loopback through ``deploy/entrypoint.sh`` itself, with certificates
   from ``deploy/certs.sh``: only host, ports and public URL are rewritten to loopback values, and the
   ``/certs`` paths to the folder the test made.
-- The Dockerfile runs as a non-root user, has a health check, and installs only from the repository and
-  package registries.
+- The Dockerfile, ``.dockerignore`` and the compose file's build and ports are checked statically in
+  ``tests/unit/test_container_image.py``.
 """
 
 from __future__ import annotations
@@ -231,42 +231,3 @@ async def test_entrypoint_refuses_a_first_start_that_did_not_finish(certs, tmp_p
         await entry.stop()
     assert "did not finish" in entry.output()
 
-
-# -- (c) the Dockerfile --------------------------------------------------------------------------------
-
-def dockerfile() -> list[tuple[str, str]]:
-    """(instruction, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
-
-
-def test_dockerfile_runs_as_a_non_root_user_with_a_health_check():
-    instructions = dockerfile()
-    [base] = [args for op, args in instructions if op == "FROM"]
-    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base)
-    users = [args for op, args in instructions if op == "USER"]
-    assert users and users[-1] not in ("root", "0")
-    [check] = [args for op, args in instructions if op == "HEALTHCHECK"]
-    assert "/app/deploy/healthcheck.py" in check
-    assert "/healthz" in (DEPLOY / "healthcheck.py").read_text()
-    [entry] = [args for op, args in instructions if op == "ENTRYPOINT"]
-    assert json.loads(entry) == ["/app/deploy/entrypoint.sh"]
-    assert os.access(DEPLOY / "entrypoint.sh", os.X_OK) and os.access(DEPLOY / "certs.sh", os.X_OK)
-
-
-def test_dockerfile_installs_only_from_the_repository_and_package_registries():
-    instructions = dockerfile()
-    assert not [args for op, args in instructions if op == "ADD"]  # ADD can fetch URLs; COPY cannot
-    for op, args in instructions:
-        if op == "COPY":
-            for source in args.split()[:-1]:
-                assert not source.startswith("--") and (ROOT / source).exists(), source
-        if op == "RUN":
-            assert not re.search(r"\b(curl|wget)\b|https?://|git\+", args), args
-            for command in re.split(r"&&|;", args):
-                words = command.split()
-                if "pip" in words and "install" in words:
-                    assert [w for w in words[words.index("install") + 1:] if not w.startswith("-")] == ["."]
-                if "apt-get" in words and "install" in words:
-                    assert all(re.fullmatch(r"[a-z0-9.+-]+", w) for w in words[words.index("install") + 1:])
