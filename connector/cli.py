@@ -21,9 +21,26 @@ from connector.errors import ConfigError, TdsError
 T = TypeVar("T")
 
 
-def _fail(message: str) -> None:
+#: Exit codes, the same for every command (``tds --help``).
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(code)
+
+
+def exit_code_of(status: int) -> int:
+    """The exit code for a management API answer with HTTP *status* that ended a command: the node could not
+    be reached (0: no answer) → 3; it refused the request as the state stands (409: a revoked agreement, a
+    step the state does not allow …; 429: over the rate) or failed (5xx) → 1; anything else is a request to
+    correct (400 bad input, 401 token, 403 admin only, 404 no such thing) → 2. (A policy's deny is an answer,
+    not an error: the commands that get one exit 1 themselves.)"""
+    if status == 0:
+        return EXIT_UNREACHABLE
+    if status in (409, 429) or status >= 500:
+        return EXIT_REFUSED
+    return EXIT_USAGE
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -31,7 +48,10 @@ def _run(coro: Awaitable[T]) -> T:
 
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except (ClientError, TdsError) as exc:
+    except ClientError as exc:
+        _fail(str(exc), exit_code_of(exc.status))
+        raise  # unreachable
+    except TdsError as exc:
         _fail(str(exc))
         raise  # unreachable
 
@@ -64,7 +84,16 @@ def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.group()
 @click.version_option(package_name="tds-connector")
 def main() -> None:
-    """TDS Connector: a trusted data space node (DSP 2025-1, ODRL usage control)."""
+    """TDS Connector: a trusted data space node (DSP 2025-1, ODRL usage control).
+
+    \b
+    Exit codes (every command):
+      0  done (a use permitted, a check that would permit)
+      1  refused or failed: a use denied, an agreement revoked or not in force, a step the state does not
+         allow (409), over the rate (429), the node failed (5xx); and what a command's own help names
+      2  usage error: a wrong option or input, an unknown id, a token without the right (400/401/403/404)
+      3  the node's management API cannot be reached
+    """
 
 
 @main.command()
@@ -147,6 +176,8 @@ def serve(data_dir: Path) -> None:
         asyncio.run(serve_node(data_dir))
     except ConfigError as exc:
         _fail(exc.message)
+    except TdsError as exc:  # the node cannot start as things stand: a database it cannot run on, for one
+        _fail(exc.message, EXIT_REFUSED)
     except OSError as exc:
         _fail(f"cannot start: {exc}")
 
@@ -154,10 +185,12 @@ def serve(data_dir: Path) -> None:
 @main.command()
 @click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar="TDS_DIR")
 def info(data_dir: Path) -> None:
-    """Print the node's DIDs, endpoints and key fingerprints (from its data folder)."""
-    from connector.bootstrap import keys_dir, node_key, participant_did
+    """Print the node's DIDs, endpoints, key fingerprints and database schema (from its data folder)."""
+    from connector.bootstrap import DB_FILE, keys_dir, node_key, participant_did
     from connector.config import load_config
     from connector.identity.keys import load_keys
+    from connector.store.db import check_schema_version, schema_version_of
+    from connector.store.migrations import MIGRATIONS
 
     try:
         config = load_config(data_dir)
@@ -166,6 +199,21 @@ def info(data_dir: Path) -> None:
     except (ConfigError, OSError, ValueError) as exc:
         _fail(str(exc))
         return
+    found: int | None = None
+    schema_problem: str | None = None
+    try:
+        found = schema_version_of(data_dir / DB_FILE)
+        if found is not None:
+            check_schema_version(found, data_dir / DB_FILE)
+    except TdsError as exc:
+        schema_problem = exc.message
+    known = len(MIGRATIONS)
+    if schema_problem:
+        schema = "cannot be read" if found is None else f"{found} (this software knows up to {known})"
+    elif found is None:
+        schema = "no database yet"
+    else:
+        schema = f"{found} (current)" if found == known else f"{found} (migrated to {known} when the node starts)"
     did = participant_did(config, keys, name, config.participant.did_method)
     base = f"{config.public_url}/participants/{name}"
     fp = keys.fingerprints()
@@ -180,10 +228,13 @@ def info(data_dir: Path) -> None:
         ("Ed25519 key", fp["ed25519"]),
         ("X25519 key", fp["x25519"]),
         ("dev mode", "on" if config.node.dev_mode else "off"),
+        ("database schema", schema),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key.ljust(width)}  {value}")
+    if schema_problem:
+        _fail(schema_problem, EXIT_REFUSED)
 
 
 @main.group()
@@ -329,25 +380,43 @@ def participant_remove(name: str, yes: bool, data_dir: Path | None, node_url: st
 
 @main.group()
 def token() -> None:
-    """This participant's management tokens, one per application."""
+    """This participant's management tokens, one per application; or, with --scope metrics, the node's
+    metrics tokens (for a Prometheus scraper; needs the admin token: DIR/admin.token or --token)."""
+
+
+#: ``--scope participant``: the participant's own tokens; ``--scope metrics``: tokens that read only ``/metrics``.
+SCOPE = click.option("--scope", type=click.Choice(["participant", "metrics"]), default="participant",
+                     show_default=True, help="metrics: a token that reads the node's /metrics and nothing else "
+                                             "(made with the admin token).")
 
 
 @token.command("create")
 @click.argument("application")
+@SCOPE
 @node_options
-def token_create(application: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def token_create(application: str, scope: str, data_dir: Path | None, node_url: str | None,
+                 token: str | None) -> None:
     """Create a token for APPLICATION; it is printed once and only its hash is kept."""
-    created = _call(data_dir, node_url, token, lambda c: c.create_token(application))
-    click.echo(f"token {created['id']} for {created['application']}:")
+    if scope == "metrics":
+        created = _call(data_dir, node_url, token, lambda c: c.create_metrics_token(application), admin=True)
+        click.echo(f"metrics token {created['id']} for {created['application']} (reads /metrics on the "
+                   "management listener, nothing else):")
+    else:
+        created = _call(data_dir, node_url, token, lambda c: c.create_token(application))
+        click.echo(f"token {created['id']} for {created['application']}:")
     click.echo(created["token"])
 
 
 @token.command("list")
 @click.option("--json", "as_json", is_flag=True)
+@SCOPE
 @node_options
-def token_list(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """List this participant's tokens (ids and applications, never the values)."""
-    rows = _call(data_dir, node_url, token, lambda c: c.tokens())
+def token_list(as_json: bool, scope: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """List this participant's tokens, or the node's metrics tokens (ids and applications, never the values)."""
+    if scope == "metrics":
+        rows = _call(data_dir, node_url, token, lambda c: c.metrics_tokens(), admin=True)
+    else:
+        rows = _call(data_dir, node_url, token, lambda c: c.tokens())
     if as_json:
         _print_json(rows)
         return
@@ -358,10 +427,14 @@ def token_list(as_json: bool, data_dir: Path | None, node_url: str | None, token
 
 @token.command("revoke")
 @click.argument("token_id", metavar="ID")
+@SCOPE
 @node_options
-def token_revoke(token_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def token_revoke(token_id: str, scope: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Revoke token ID at once."""
-    _call(data_dir, node_url, token, lambda c: c.revoke_token(token_id))
+    if scope == "metrics":
+        _call(data_dir, node_url, token, lambda c: c.revoke_metrics_token(token_id), admin=True)
+    else:
+        _call(data_dir, node_url, token, lambda c: c.revoke_token(token_id))
     click.echo(f"token {token_id} revoked")
 
 
@@ -606,22 +679,54 @@ def negotiate(peer_ref: str, offer_id: str | None, timeout: float, data_dir: Pat
         sys.exit(1)
 
 
+AGREEMENT_STATES = ("AGREED", "VERIFIED", "FINALIZED", "REVOKED")
+
+
 @main.command()
+@click.option("--state", "states", multiple=True, type=click.Choice(AGREEMENT_STATES, case_sensitive=False),
+              help="Only agreements in this state (repeat for several). Default: every agreement.")
 @click.option("--json", "as_json", is_flag=True)
 @node_options
-def agreements(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """List this participant's finalized agreements."""
-    rows = _call(data_dir, node_url, token, lambda c: c.agreements())
+def agreements(states: tuple[str, ...], as_json: bool, data_dir: Path | None, node_url: str | None,
+               token: str | None) -> None:
+    """List this participant's agreements with their state: FINALIZED ones are in force; REVOKED ones show the
+    provider's reason and when; any whose data was deleted here says when and why."""
+    wanted = sorted({s.upper() for s in states})
+    rows = _call(data_dir, node_url, token, lambda c: c.agreements(wanted or None))
     if as_json:
         _print_json(rows)
         return
     if not rows:
-        click.echo("no agreements yet")
+        click.echo(f"no agreements in state {' or '.join(wanted)}" if wanted else "no agreements yet")
     for row in rows:
         signed = sum(1 for k in ("providerProof", "consumerProof") if row.get(k))
         label = "dual-signed" if signed == 2 else f"{signed} signature(s)"
-        click.echo(f"{row['id']}  {row['role']:8}  {row['assetId']}  {label}  "
+        click.echo(f"{row['id']}  {row['role']:8}  {row['assetId']}  {row['state']}  {label}  "
                    f"provider {row['providerDid']}  consumer {row['consumerDid']}")
+        if row["state"] == "REVOKED":
+            click.echo(f"  {_revoked_line(row.get('revocation'))}")
+        if row.get("dataDeleted"):
+            click.echo(f"  {_deleted_line(row['dataDeleted'])}")
+
+
+#: What a revocation's status adds (provider: the consumer's answer; consumer: whether the data is gone yet).
+REVOCATION_STATUS = {
+    "pending": "; the consumer's node has not yet confirmed (retried until it does)",
+    "acknowledged": "; the consumer's node confirmed, with a signed deletion receipt",
+    "acknowledged-without-valid-receipt": "; the consumer's node answered without a valid deletion receipt",
+    "received": "; use blocked, its data being deleted",
+}
+
+
+def _revoked_line(revocation: dict[str, Any] | None) -> str:
+    if not revocation:
+        return "revoked by the provider (no reason recorded)"
+    return (f"revoked by the provider at {revocation['revokedAt']}: {revocation['reason'] or 'no reason given'}"
+            + REVOCATION_STATUS.get(revocation.get("status", ""), ""))
+
+
+def _deleted_line(deleted: dict[str, Any]) -> str:
+    return f"data deleted here at {deleted['at']} ({deleted['reason']})"
 
 
 @main.group()
@@ -696,31 +801,67 @@ def agreement_verify(agreement_id: str | None, file_path: Path | None, data_dir:
 
 @main.command("use")
 @click.argument("agreement_id", metavar="AGREEMENT")
-@click.option("--use-id", required=True, help="Your id for this use: a retry with the same id is not counted again.")
+@click.option("--use-id", help="Your id for this use (required unless --check): a retry with the same id is not "
+                               "counted again.")
 @click.option("--action", default="use", show_default=True)
 @click.option("--purpose", default="")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the data here (default: decide only).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the data here. Without -o the use is counted and logged all the same, but no data is "
+                   "written (for data your application holds by other means).")
+@click.option("--check", is_flag=True,
+              help="Only ask: what a use would be decided now. Nothing is counted, logged or written; no --use-id, "
+                   "no -o.")
 @node_options
-def use_command(agreement_id: str, use_id: str, action: str, purpose: str, output: Path | None,
+def use_command(agreement_id: str, use_id: str | None, action: str, purpose: str, output: Path | None, check: bool,
                 data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """Use received data through the usage API: decided, counted and logged first. Exits 1 on a deny."""
+    """Use received data through the usage API: decided by the agreement's policy, counted and logged before
+    any byte is released.
+
+    \b
+      tds use AGREEMENT --use-id ID --purpose P -o FILE   a counted use; the data is written to FILE
+      tds use AGREEMENT --use-id ID --purpose P           a counted use without delivery (the API's
+                                                          "deliver": false): it takes one of the allowed uses
+      tds use AGREEMENT --check --purpose P               a check that does not count (the API's
+                                                          "dryRun": true): the decision a use would get now
+
+    Exits 0 on a permit, 1 on a deny or a refusal (revoked, not in force, no data to write, the log does not
+    verify), 2 on a usage error, 3 if the node cannot be reached."""
+    if check:
+        if use_id is not None or output is not None:
+            _fail("--check only asks and counts nothing: leave out --use-id and -o")
+        result = _call(data_dir, node_url, token, lambda c: c.check_use(agreement_id, action=action,
+                                                                         purpose=purpose))
+        _print_check(result)
+        if result.get("decision") != "permit":
+            sys.exit(EXIT_REFUSED)
+        return
+    if use_id is None:
+        _fail("give --use-id ID (your id for this use), or --check to ask without using")
+        return
     if output is None:
         result = _call(data_dir, node_url, token, lambda c: c.use(agreement_id, use_id, action=action,
                                                                    purpose=purpose))
         _print_decision(result)
         if result.get("decision") != "permit":
-            sys.exit(1)
+            sys.exit(EXIT_REFUSED)
+        click.echo("  counted without delivery: no data written (give -o FILE to receive it)")
         return
 
     import aiohttp
 
     from connector.client import ClientError
 
+    tmp = output.with_name(output.name + ".part")
+    try:
+        fh = tmp.open("wb")  # before the use is asked for: an unwritable path costs no use
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc} (nothing was used)")
+        return
+
     async def fetch(client: Any) -> int | dict[str, Any]:
         size = 0
-        tmp = output.with_name(output.name + ".part")
         try:
-            with tmp.open("wb") as fh:
+            with fh:
                 async for chunk in client.use_data(agreement_id, use_id, action=action, purpose=purpose):
                     fh.write(chunk)
                     size += len(chunk)
@@ -730,21 +871,25 @@ def use_command(agreement_id: str, use_id: str, action: str, purpose: str, outpu
                 return exc.body  # a deny: a decision with its reasons, not an error
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # Cut off (the node found damaged data mid-stream, or the connection broke) or not writable:
+            # Cut off (the node found damaged data mid-stream, or the connection broke) or the disk failed:
             # nothing half-released is left behind.
             tmp.unlink(missing_ok=True)
             _fail(f"the data was not written to {output}: {type(exc).__name__}: {exc} (after {size} bytes; "
-                  "the use may have been counted: see tds usage show)")
+                  "the use may have been counted: see tds usage show)", EXIT_REFUSED)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         tmp.replace(output)
         return size
 
-    result = _call(data_dir, node_url, token, fetch)
+    try:
+        result = _call(data_dir, node_url, token, fetch)
+    finally:
+        fh.close()
+        tmp.unlink(missing_ok=True)  # gone already once the data is in place
     if isinstance(result, dict):
         _print_decision(result)
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)
     click.echo(f"permit: {result} bytes written to {output}")
 
 
@@ -753,6 +898,21 @@ def _print_decision(result: dict[str, Any]) -> None:
                (" (a retry: not counted again)" if result.get("repeated") else ""))
     for reason in result.get("reasons", []):
         click.echo(f"  {reason}")
+
+
+def _print_check(result: dict[str, Any]) -> None:
+    """A dry run's answer: the decision a use would get now, and what would be left."""
+    verdict = "would be permitted" if result.get("decision") == "permit" else "would be denied"
+    click.echo(f"{result.get('decision')}: a use now {verdict} (a check: nothing counted or logged)")
+    for reason in result.get("reasons", []):
+        click.echo(f"  {reason}")
+    allowance = result.get("allowance") or {}
+    if "usesLeft" in allowance:
+        click.echo(f"  {allowance['usesLeft']} of {allowance['usesAllowed']} uses left now")
+    if "secondsLeft" in allowance:
+        click.echo(f"  {allowance['secondsLeft'] // 86400} days left (until {allowance['useUntil']})")
+    if result.get("decision") == "permit" and result.get("dataHeld") is False:
+        click.echo("  no data held here: a use with -o would be refused until the data is transferred")
 
 
 @main.group()
@@ -774,6 +934,13 @@ def usage_show(agreement_id: str, as_json: bool, data_dir: Path | None, node_url
     allowance = summary["allowance"]
     click.echo(f"agreement {agreement_id} ({summary['target']}): {summary['uses']} use(s)"
                + (f", first {summary['firstUse']}" if summary.get("firstUse") else ""))
+    state = summary.get("state", "FINALIZED")
+    if state == "REVOKED":
+        click.echo(f"  {_revoked_line(summary.get('revocation'))}: no uses left")
+    elif state != "FINALIZED":
+        click.echo(f"  {state}: not in force, no uses left")
+    if summary.get("dataDeleted"):
+        click.echo(f"  {_deleted_line(summary['dataDeleted'])}")
     if "usesLeft" in allowance:
         click.echo(f"  {allowance['usesLeft']} of {allowance['usesAllowed']} uses left")
     if "secondsLeft" in allowance:

@@ -13,6 +13,9 @@ import aiohttp
 from connector.bootstrap import read_token
 from connector.config import load_config
 
+#: Where the management API's routes start on its listener.
+PREFIX = "/api/management/v1"
+
 
 class ClientError(Exception):
     """The management API refused a call or could not be reached."""
@@ -27,7 +30,8 @@ class ClientError(Exception):
 
 class ManagementClient:
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
+        #: The listener's URL; the API's own prefix, if given with it (copied from `tds info`), is not repeated.
+        self.base_url = base_url.rstrip("/").removesuffix(PREFIX)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -54,16 +58,27 @@ class ManagementClient:
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        url = f"{self.base_url}/api/management/v1{path}"
+        url = f"{self.base_url}{PREFIX}{path}"
         try:
             async with self._session.request(method, url, json=body) as resp:
                 raw = await resp.read()
-                data = json.loads(raw) if raw else None
+                try:
+                    data = json.loads(raw) if raw else None
+                except ValueError:  # not the node's API answering (another server on that port, a proxy's page)
+                    data = None
                 if resp.status >= 400:
                     data = data if isinstance(data, dict) else {}
-                    message = data.get("message") or "; ".join(data.get("reasons", [])) or resp.reason
+                    message = data.get("message") or "; ".join(data.get("reasons", []))
+                    if not message or (resp.status == 404 and message == resp.reason):
+                        # No reason of the node's own: the URL is not (a route of) its management API.
+                        message = (f"{resp.status} {resp.reason} from {url}: not a route of a TDS node's management "
+                                   f"API (is {self.base_url} the node's management URL? `tds info --dir DIR` prints "
+                                   "it)")
                     raise ClientError(resp.status, str(message), data.get("path"), body=data)
                 return data
+        except TimeoutError as exc:  # aiohttp's time limits are TimeoutErrors, some also connection errors
+            raise ClientError(0, f"no answer from the node's management API within {self._timeout.total:g} s "
+                                 f"({method} {url}); the node may still be working on the request") from exc
         except aiohttp.ClientConnectionError as exc:
             raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
 
@@ -95,6 +110,32 @@ class ManagementClient:
 
     async def revoke_token(self, token_id: str) -> None:
         await self._call("DELETE", f"/tokens/{token_id}")
+
+    # the node's metrics (admin token for the tokens; admin or metrics token to read them)
+
+    async def create_metrics_token(self, application: str) -> dict[str, Any]:
+        """A token that reads the node's ``/metrics`` and nothing else (its value shown once)."""
+        return await self._call("POST", "/metrics/tokens", {"application": application})  # type: ignore[no-any-return]
+
+    async def metrics_tokens(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/metrics/tokens")  # type: ignore[no-any-return]
+
+    async def revoke_metrics_token(self, token_id: str) -> None:
+        await self._call("DELETE", f"/metrics/tokens/{token_id}")
+
+    async def metrics(self) -> str:
+        """The node's Prometheus metrics (text exposition format)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        try:
+            async with self._session.get(f"{self.base_url}/metrics") as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    data = json.loads(text) if text.startswith("{") else {}
+                    raise ClientError(resp.status, str(data.get("message") or resp.reason))
+                return text
+        except aiohttp.ClientConnectionError as exc:
+            raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
 
     async def participant(self) -> dict[str, Any]:
         return await self._call("GET", "/participant")  # type: ignore[no-any-return]
@@ -178,15 +219,26 @@ class ManagementClient:
             "POST", f"/negotiations/{negotiation_id}/terminate", {"reason": reason}
         )
 
-    async def agreements(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/agreements")  # type: ignore[no-any-return]
+    async def agreements(self, states: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every agreement with its state (revoked ones with the reason and when), or those in *states*."""
+        query = f"?{urlencode({'state': ','.join(states)})}" if states else ""
+        return await self._call("GET", f"/agreements{query}")  # type: ignore[no-any-return]
 
     async def use(self, agreement_id: str, use_id: str, *, action: str = "use", purpose: str = "",
                   deliver: bool = False) -> dict[str, Any]:
-        """Decide, count and log one use (``deliver=False``: no data returned). A deny comes back as a dict
-        with ``decision: deny`` and the reasons, not as an error."""
+        """Decide, count and log one use (``deliver=False``: a counted use without delivery, no data
+        returned). A deny comes back as a dict with ``decision: deny`` and the reasons, not as an error."""
         body = {"agreementId": agreement_id, "useId": use_id, "action": action, "purpose": purpose,
                 "deliver": deliver}
+        return await self._decision(body)
+
+    async def check_use(self, agreement_id: str, *, action: str = "use", purpose: str = "") -> dict[str, Any]:
+        """A dry run: what a use would be decided now (``dryRun``), nothing counted or logged. A deny comes back
+        as a dict with ``decision: deny`` and the reasons, not as an error."""
+        return await self._decision({"agreementId": agreement_id, "action": action, "purpose": purpose,
+                                     "dryRun": True})
+
+    async def _decision(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             return await self._call("POST", "/usage", body)  # type: ignore[no-any-return]
         except ClientError as exc:
@@ -201,7 +253,11 @@ class ManagementClient:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         body = {"agreementId": agreement_id, "useId": use_id, "action": action, "purpose": purpose,
                 "deliver": True}
-        async with self._session.post(f"{self.base_url}/api/management/v1/usage", json=body) as resp:
+        try:
+            answer = await self._session.post(f"{self.base_url}/api/management/v1/usage", json=body)
+        except aiohttp.ClientConnectorError as exc:  # nothing was sent: the node is not there
+            raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
+        async with answer as resp:
             if resp.status != 200 or resp.content_type == "application/json":
                 data = json.loads(await resp.read() or b"{}")
                 raise ClientError(resp.status, "; ".join(data.get("reasons", [])) or str(data.get("message")),

@@ -14,15 +14,19 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from connector.errors import ConfigError, validation_error_path
+from connector.errors import ConfigError, pattern_rule, validation_error_path
 from connector.identity.claims import KIND_NAMES
 from connector.protocol.export_control import ExportRule
 
 CONFIG_FILE = "tds.toml"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-REGION_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})*$")
+#: A participant's name (it is part of its URLs, DID and folders).
+NAME_RULE = "1-63 lowercase letters (a-z), digits or '-', starting with a letter or digit"
+NAME_RE = re.compile(pattern_rule(r"^[a-z0-9][a-z0-9-]{0,62}$", NAME_RULE))
+REGION_RULE = "an ISO 3166 code in capitals such as CN or CN-GD"
+REGION_RE = re.compile(pattern_rule(r"^[A-Z]{2}(-[A-Z0-9]{1,3})*$", REGION_RULE))
 #: A DID an issuer can be named by in the trust list (did:web or did:key; no fragment, query or white space).
-ISSUER_DID_RE = re.compile(r"^did:(web|key):[^\s#?/]{1,500}$")
+ISSUER_DID_RE = re.compile(pattern_rule(r"^did:(web|key):[^\s#?/]{1,500}$",
+                                        "a did:web or did:key DID without '#', '?', '/' or white space"))
 #: Issuers in the ``[[trust]]`` list, and data spaces named for one issuer.
 MAX_TRUSTED_ISSUERS = 256
 MAX_TRUSTED_SPACES = 64
@@ -59,7 +63,8 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # file must not be readable by others). Without them the node serves plain http, e.g. behind a proxy.
     tls_cert: str | None = None
     tls_key: str | None = None
-    #: PEM file of the CAs trusted for outbound HTTPS instead of the system store (a private CA).
+    #: PEM file of the CAs trusted for HTTPS to peers, alone: not the system store beside them (a closed data
+    #: space's private CA). Assets' HTTP backends, the provider's own systems, are checked against the system store.
     tls_ca: str | None = None
     # Transfers: how long a transfer token lives; how often a chunk that
     # fails verification is fetched again before the transfer is terminated; how long a pull may go
@@ -75,6 +80,10 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     transfer_chunk_retries: int = 3
     transfer_stall_timeout_s: float = 60.0
     transfer_start_timeout_s: float = 300.0
+    # Readiness (``/readyz``): not ready while the data folder's disk has less free space than this many bytes,
+    # or than this share of the disk (0 turns either check off).
+    min_free_disk_bytes: int = 1024**3
+    min_free_disk_percent: float = 0.0
 
 
 class DspSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -241,6 +250,10 @@ def _check(config: Config) -> None:
                          ("dsp.unknown_peer_retention_s", dsp.unknown_peer_retention_s)):
         if not value > 0:
             raise ConfigError(f"{field} must be greater than 0", path=field)
+    if not node.min_free_disk_bytes >= 0:
+        raise ConfigError("node.min_free_disk_bytes must be 0 or more", path="node.min_free_disk_bytes")
+    if not 0 <= node.min_free_disk_percent <= 100:
+        raise ConfigError("node.min_free_disk_percent must be from 0 to 100", path="node.min_free_disk_percent")
     if (node.tls_cert is None) != (node.tls_key is None):
         missing = "node.tls_key" if node.tls_key is None else "node.tls_cert"
         raise ConfigError("node.tls_cert and node.tls_key go together: give both or neither", path=missing)
@@ -255,13 +268,13 @@ def _check(config: Config) -> None:
             raise ConfigError(f"node.trusted_networks[{i}]: {exc}", path=f"node.trusted_networks[{i}]") from exc
     if not NAME_RE.match(part.name):
         raise ConfigError(
-            "participant.name must be 1-63 lowercase letters, digits or '-'", path="participant.name"
+            f"participant.name must be {NAME_RULE}", path="participant.name"
         )
     if not part.legal_name.strip():
         raise ConfigError("participant.legal_name must not be empty", path="participant.legal_name")
     if not REGION_RE.match(part.region):
         raise ConfigError(
-            "participant.region must be an ISO 3166 code such as CN or CN-GD", path="participant.region"
+            f"participant.region must be {REGION_RULE}", path="participant.region"
         )
     for i, rule in enumerate(config.export_control):
         if not REGION_RE.match(rule.region):

@@ -350,9 +350,10 @@ class DrillContext:
         return str(final["agreement"]["@id"])
 
     async def metric(self, listener: str) -> dict[str, float]:
-        """``tds_http_requests_total`` of *listener* by status, from the node's ``/metrics`` (empty if it
-        shows none)."""
-        answer = await self.request("GET", f"{self.target.public_url}/metrics")
+        """``tds_http_requests_total`` of *listener* by status, from the node's ``/metrics`` on its management
+        listener, read with the admin token (empty if it shows none)."""
+        answer = await self.request("GET", f"{self.target.management_url}/metrics",
+                                    headers={"Authorization": f"Bearer {self.target.admin_token}"})
         counts: dict[str, float] = {}
         for line in answer.body.decode(errors="replace").splitlines():
             if line.startswith("tds_http_requests_total{") and f'listener="{listener}"' in line:

@@ -19,6 +19,7 @@ from aiohttp import web
 from connector import filemodes
 from connector.bootstrap import DB_FILE
 from connector.config import Config, DiscoverySection, load_config
+from connector.errors import SchemaVersionError, StorageError
 from connector.http import credentials as credential_routes
 from connector.http import dataplane, dsp, management, openapi, public
 from connector.http import directory as directory_routes
@@ -28,7 +29,7 @@ from connector.http.server import Runner
 from connector.http.tls import client_context, server_context
 from connector.identity.resolver import DidResolver
 from connector.logging import get_logger
-from connector.metrics import Metrics
+from connector.metrics import LoopLag, Metrics, software_version
 from connector.net.client import PeerClient
 from connector.net.guard import PUBLIC, Listener, OutboundPolicy
 from connector.participant import ParticipantRuntime
@@ -40,6 +41,7 @@ from connector.services.credentials import CredentialService
 from connector.services.directory import Directory
 from connector.services.federation import FederationService
 from connector.services.gossip import Gossip
+from connector.services.health import Health
 from connector.services.negotiation import NegotiationService
 from connector.services.participants import ParticipantRegistry
 from connector.services.publishing import Publishing
@@ -49,6 +51,7 @@ from connector.services.tokens import TokenService
 from connector.services.transfer import Movers, TransferService
 from connector.services.usage import UsageService, held_claims_of
 from connector.services.vault import Vault, vault_key
+from connector.store import stats
 from connector.store.catalog_cache import CatalogCache, Provider
 from connector.store.credentials import CredentialRepository
 from connector.store.db import Store
@@ -72,7 +75,7 @@ class Node:
         self.data_dir = data_dir
         self.config = config or load_config(data_dir)
         self.metrics = Metrics()
-        self.store = Store(data_dir / DB_FILE)
+        self.store = Store(data_dir / DB_FILE, commit_seconds=self.metrics.commit_took)
         self.repo = SqliteRepository(self.store)
         self.contracts = ContractRepository(self.store)
         self.transfers_repo = TransferRepository(self.store)
@@ -84,6 +87,7 @@ class Node:
             max_redirects=node_cfg.outbound_max_redirects,
             max_response_bytes=node_cfg.outbound_max_response_bytes,
             ssl_context=client_context(node_cfg.tls_ca),
+            failed=self.metrics.peer_failed,
         )
         #: The hosted participants; a removal deletes its own files and vault besides its keys and rows.
         self.participants = ParticipantRegistry(
@@ -122,7 +126,8 @@ class Node:
             self.usage_log, self.config.usage, participant_by_id=self.participant_by_id,
             destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
             logged=lambda participant_id, agreement_id: self.receipts.notify(participant_id, agreement_id),
-            own_claims=held_claims_of(self.credentials.held, self.credentials.trust_of))
+            own_claims=held_claims_of(self.credentials.held, self.credentials.trust_of),
+            decided=self.metrics.decided)
         self.receipts = ReceiptService(
             self.usage_log, self.contracts, self.usage, self.client, self.resolver,
             participant_by_id=self.participant_by_id, peer_facts=self.catalog.peer_facts,
@@ -141,7 +146,8 @@ class Node:
             encrypt_transfers=node_cfg.encrypt_transfers, conformance_caller=self.conformance_caller,
             delivery_timeout_s=node_cfg.delivery_timeout_s, start_timeout_s=node_cfg.transfer_start_timeout_s,
             stall_timeout_s=node_cfg.transfer_stall_timeout_s, token_ttl_s=node_cfg.transfer_token_ttl_s,
-            chunk_retries=node_cfg.transfer_chunk_retries, vault_quota_bytes=node_cfg.vault_quota_bytes)
+            chunk_retries=node_cfg.transfer_chunk_retries, vault_quota_bytes=node_cfg.vault_quota_bytes,
+            moved=self.metrics.moved)
         self.tokens = TokenService(self.repo, self.management_limit)
         #: The peer directory (per participant: whom it knows of) and the gossip that keeps it.
         self.directory = Directory(
@@ -171,6 +177,15 @@ class Node:
             self.conformance_callers = self.conformance.callers
         # What a participant's removal undoes besides its rows and folders, in this order.
         self.participants.on_leaving(self._forget_participant)
+        #: ``starting``, ``running`` or ``stopping`` (``/readyz`` is ready only while running).
+        self.phase = "starting"
+        self._keys_loaded = False
+        #: ``/readyz``: started, store writable, keys loaded, disk space above the threshold.
+        self.health = Health(data_dir, phase=lambda: self.phase, store_problem=self.store.check_writable,
+                             keys_loaded=lambda: self._keys_loaded, min_free_bytes=node_cfg.min_free_disk_bytes,
+                             min_free_percent=node_cfg.min_free_disk_percent)
+        #: The event loop's scheduling delay, measured while the node runs.
+        self.loop_lag = LoopLag(self.metrics.event_loop_lag.observe)
         self._runners: list[web.AppRunner] = []
         self.public_port: int | None = None
         self.management_port: int | None = None
@@ -219,11 +234,11 @@ class Node:
         auth = PeerAuth(participant_named, self.resolver, self.repo, self.admission, self.config.public_url,
                         self.metrics.signature_failures, self.config.conformance)
         app = web.Application(
-            middlewares=[error_middleware("public", self.metrics.requests_total), signed_request_middleware(auth)],
+            middlewares=[error_middleware("public", self.metrics), signed_request_middleware(auth)],
             client_max_size=self.config.node.max_request_bytes,
         )
         app.add_routes(public.routes(public.PublicSite(
-            participant_named, self.participants.first, self.metrics.render, self.federation, self.receipts)))
+            participant_named, self.participants.first, self.health.ready, self.federation, self.receipts)))
         app.add_routes(dsp.routes(dsp.DspSite(
             participant_named, self.catalog, self.contracts, self.negotiations, self.transfers, self.transfers_repo,
             self.conformance_caller, self.config.public_url)))
@@ -237,7 +252,7 @@ class Node:
 
     def management_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[error_middleware("management", self.metrics.requests_total),
+            middlewares=[error_middleware("management", self.metrics),
                          management.token_middleware(self.tokens)],
             client_max_size=self.config.node.max_request_bytes,
         )
@@ -257,7 +272,12 @@ class Node:
 
         app.add_routes([web.get(f"{management.PREFIX}/openapi.json", openapi_json),
                         web.get(f"{management.PREFIX}/docs", docs)])
+        app.add_routes(management.metrics_routes(self.tokens, self.scrape_metrics))
         return app
+
+    async def scrape_metrics(self) -> tuple[bytes, str]:
+        """The node's metrics, with its processes and receipt anomalies counted in the store now."""
+        return await self.metrics.scrape(lambda: stats.counts(self.store))
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -271,9 +291,20 @@ class Node:
         if loosened:
             log.warning("data folder was readable by other local users; modes narrowed to 0600/0700",
                         count=len(loosened), paths=loosened[:20])
-        await self.store.open()
+        self.phase = "starting"
         try:
+            await self.store.open()
+        except StorageError as exc:
+            # One line an operator's log search finds (the CLI prints the message as well); nothing is open yet.
+            log.error("cannot open the database", path=str(self.store.path), error=exc.message,
+                      **({"schema": exc.found, "known_schema": exc.known, "version": software_version()}
+                         if isinstance(exc, SchemaVersionError) else {}))
+            raise
+        self.metrics.built(software_version(), self.store.schema_version)
+        try:
+            self.loop_lag.start()
             await self.participants.load()
+            self._keys_loaded = True
             await legacy_files.move_into_own_roots(list(self.participants), self.contracts,
                                                    self.transfers.confinement, self.data_dir / addresses.FILES)
             await self.vault.seal_unsealed(list(self.participants), self.contracts.agreement_ids)
@@ -295,13 +326,14 @@ class Node:
             self.search.start(self.crawl_interval_s)
             await self.directory.load()
             self.gossip.start()
+            self.phase = "running"
         except BaseException:
             # A start that fails half-way (a port in use, a bad key) leaves nothing open behind it.
             self.started_at = time.time()
             await self.stop()
             raise
         log.info(
-            "node started",
+            "node started", version=software_version(), schema=self.store.schema_version,
             public=f"{'https' if tls else 'http'}://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
             management=f"http://{cfg.management_host}:{self.management_port}",
             participants=[p.did for p in self.participants], dev_mode=cfg.dev_mode,
@@ -329,6 +361,7 @@ class Node:
         if self.started_at is None:
             return
         self.started_at = None
+        self.phase = "stopping"
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -340,7 +373,9 @@ class Node:
         await self.usage.close()
         await self.admission.close()
         await self.client.close()
+        await self.loop_lag.close()
         await self.store.close()
+        self._keys_loaded = False
         log.info("node stopped")
 
     @property

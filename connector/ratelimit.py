@@ -58,11 +58,11 @@ def retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds)) if math.isfinite(seconds) else 3600
 
 
-def check_rate(limiter: RateLimiter, key: str, what: str, now: float) -> None:
+def check_rate(limiter: RateLimiter, key: str, what: str, now: float, *, limit: str = "other") -> None:
     """Take one request from *key*'s bucket at *now* (monotonic seconds) or raise 429 saying when to come
-    back."""
+    back; *limit* names the budget in the node's metrics."""
     wait = limiter.take(key, now)
     if wait > 0:
         seconds = retry_after(wait)
         raise TooManyRequests(f"too many {what}: at most {limiter.rate:g} per second (bursts of "
-                              f"{limiter.burst}); retry after {seconds} s", retry_after=seconds)
+                              f"{limiter.burst}); retry after {seconds} s", retry_after=seconds, limit=limit)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
-from connector.http.auth import FailureCounter, PeerAuth, authenticate_signed
+from connector.http.auth import CALLER_DID, FailureCounter, PeerAuth, authenticate_signed
 from connector.http.middleware import read_json
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
@@ -102,11 +102,12 @@ def routes(site: DataPlaneSite) -> list[web.RouteDef]:
         key, task = (record.participant_id, record.id), asyncio.current_task()
         assert task is not None
         site.transfers.serving(key, task)
+        sink = sender.CountedSink(response, site.transfers.moved)
         try:
             if manifest is not None:
-                await sender.stream_sealed(path, manifest, offset // manifest.chunk_size, seal_key, record.id, response)
+                await sender.stream_sealed(path, manifest, offset // manifest.chunk_size, seal_key, record.id, sink)
             else:
-                await sender.stream_file(path, offset, size, response)
+                await sender.stream_file(path, offset, size, sink)
             await response.write_eof()
         except ConnectionError as exc:
             # The consumer went away (it resumes with a Range request): not an error of this node.
@@ -140,6 +141,7 @@ async def _token_holder(site: DataPlaneSite, request: web.Request, *, role: Role
     if not ok:
         site.signature_failures.inc()
         raise Unauthorized("the token is not valid for this transfer, caller, time or state")
+    request[CALLER_DID] = caller  # verified: the access log names it
     return participant, record
 
 

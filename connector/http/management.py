@@ -3,9 +3,11 @@
 Listens on its own port (127.0.0.1 by default). Every route needs ``Authorization: Bearer <token>``; the
 token decides the participant, never the request body. A participant's resource that does not exist for
 the token's participant is 404, whether or not another participant has one by that id. The node's admin
-token reaches only the admin routes (``Route.admin``: hosting participants); it reads no participant's
-data (404 on those routes), and a participant's token on an admin route is 403. Request bodies are
-msgspec structs that forbid unknown fields, so a typo is a 400 naming the field.
+token reaches only the admin routes (``Route.admin``: hosting participants, metrics tokens); it reads no
+participant's data (404 on those routes), and a participant's token on an admin route is 403. The node's
+Prometheus metrics are at ``/metrics`` on this listener (:func:`metrics_routes`), for the admin token and
+metrics tokens only. Request bodies are msgspec structs that forbid unknown fields, so a typo is a 400
+naming the field.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from aiohttp import web
 
 from connector import jsonbound
 from connector.config import NAME_RE, REGION_RE
-from connector.errors import BadRequest, Forbidden, NotFound, StorageError, validation_error_path
+from connector.errors import BadRequest, Forbidden, NotFound, StorageError, pattern_rule, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
 from connector.http.middleware import query_int
 from connector.identity.credentials import Subject
 from connector.logging import get_logger
 from connector.protocol import agreements
+from connector.protocol.agreement_lifecycle import AgreementState
 from connector.protocol.negotiation import Role
 from connector.protocol.negotiation import State as NegotiationState
 from connector.protocol.transfer import State as TransferState
@@ -71,7 +74,8 @@ E = TypeVar("E", bound=enum.Enum)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+ID_PATTERN = pattern_rule("^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$",
+                          "1-128 letters, digits, '.', '_', '~' or '-', starting with a letter or digit")
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 DataClass = Literal["general", "important", "core", "personal"]
 
@@ -123,7 +127,9 @@ class ParticipantIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, ren
     industry: Annotated[str, msgspec.Meta(max_length=200)] = ""
     contact: Annotated[str, msgspec.Meta(max_length=500)] = ""
     #: A did:web the participant already controls; it must publish the DID document the node serves.
-    did: Annotated[str, msgspec.Meta(pattern="^did:web:[A-Za-z0-9.%:_~-]+$", max_length=512)] | None = None
+    did: Annotated[str, msgspec.Meta(pattern=pattern_rule(
+        "^did:web:[A-Za-z0-9.%:_~-]+$", "a did:web DID: did:web: then letters, digits, '.', '%', ':', '_', '~' or '-'"),
+        max_length=512)] | None = None
 
 
 class ParticipantAdded(msgspec.Struct, frozen=True, rename="camel"):
@@ -159,7 +165,8 @@ class ParticipantRemoved(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    application: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    application: Annotated[str, msgspec.Meta(pattern=pattern_rule(
+        "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"))]
 
 
 TokenCreated = NewToken
@@ -256,6 +263,22 @@ class ManagementSite:
     search: SearchService | None = None
     #: The peer directory and its gossip (routes in ``connector.http.directory``).
     gossip: Gossip | None = None
+
+
+def metrics_routes(tokens: TokenService, scrape: Callable[[], Awaitable[tuple[bytes, str]]]) -> list[web.RouteDef]:
+    """``GET /metrics``: the node's Prometheus metrics, for the admin token or a metrics token (401 without a
+    token; 403 for a participant's token: the metrics are the whole node's)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        token = await authenticate_token(tokens, request)
+        request[TOKEN] = token
+        if not (token.admin or token.metrics_only):
+            raise Forbidden("the node's metrics need the node's admin token or a metrics token "
+                            "(tds token create --scope metrics)")
+        body, content_type = await scrape()
+        return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+    return [web.get("/metrics", metrics)]
 
 
 def token_middleware(tokens: TokenService) -> Any:
@@ -358,21 +381,65 @@ class EvidenceOut(msgspec.Struct, frozen=True):
 
 
 class UseIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="camel"):
+    """A use of received data, or (``dryRun``) the question what a use would be decided now."""
+
     agreement_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    use_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    #: The application's own id for this use (required for a use; a dry run takes none).
+    use_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
     action: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "use"
     purpose: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    #: False: decide, count and log only (the data is not returned).
-    deliver: bool = True
+    #: A use only. True (the default): the data comes back. False: a counted use without delivery (the
+    #: application has the data by other means): decided, counted and logged all the same, no data returned.
+    deliver: bool | msgspec.UnsetType = msgspec.UNSET
+    #: True: a check that does not count: the same decision a use would get now, but nothing is counted,
+    #: logged or released (no useId, no deliver).
+    dry_run: bool = False
 
 
-class UseOut(msgspec.Struct, frozen=True, rename="camel"):
+class UseOut(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     decision: str
     reasons: list[str]
+    #: The use's entry in the usage log (0 and "" for a dry run: nothing is logged).
     seq: int
     entry_hash: str
     repeated: bool
     effects: list[str]
+    #: A dry run's answer: what a use would be decided now; nothing was counted or logged.
+    dry_run: bool = False
+    #: Dry run: the permitted uses so far, what is left of the allowance now (before a use), and whether the
+    #: vault holds the data (a use with delivery needs it; without, it is refused with 409).
+    uses: int | None = None
+    allowance: dict[str, Any] | None = None
+    data_held: bool | None = None
+
+
+class RevocationOut(msgspec.Struct, frozen=True, rename="camel"):
+    reason: str
+    revoked_at: str
+    #: Provider: ``pending`` (the consumer has not yet confirmed) or ``acknowledged`` (a deletion receipt);
+    #: consumer: ``received`` (use blocked) or ``applied`` (and its data deleted).
+    status: str
+
+
+class DeletionOut(msgspec.Struct, frozen=True):
+    at: str
+    #: On schedule (a deletion duty of the agreement's policy) or after the provider's revocation.
+    reason: str
+
+
+class AgreementOut(AgreementRecord, frozen=True, kw_only=True):
+    """An agreement with its state and, where there is one, its revocation (reason and when) and the last
+    deletion of its data on this node."""
+
+    revocation: RevocationOut | None = None
+    data_deleted: DeletionOut | None = None
+
+
+def agreement_out(record: AgreementRecord, ended: dict[str, Any]) -> dict[str, Any]:
+    """*record* as the management API shows it, with what :meth:`UsageService.endings` says of it."""
+    return camel(AgreementOut(**msgspec.structs.asdict(record),
+                              revocation=msgspec.convert(ended.get("revocation"), RevocationOut | None),
+                              data_deleted=msgspec.convert(ended.get("dataDeleted"), DeletionOut | None)))
 
 
 class UsageLogOut(msgspec.Struct, frozen=True, rename="camel"):
@@ -404,7 +471,7 @@ def routes(site: ManagementSite) -> list[Route]:
     def admin_only(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             if not request[TOKEN].admin:
-                raise Forbidden("only the node's admin token may manage participants")
+                raise Forbidden("only the node's admin token may manage participants and metrics tokens")
             return await handler(request)
 
         return checked
@@ -443,6 +510,20 @@ def routes(site: ManagementSite) -> list[Route]:
 
     async def revoke_token(request: web.Request) -> web.Response:
         await site.tokens.revoke(participant(request), request.match_info["id"])
+        return web.Response(status=204)
+
+    # the node's metrics tokens (admin) -------------------------------------------------------------
+
+    async def create_metrics_token(request: web.Request) -> web.Response:
+        body = decode_body(await request.read(), TokenIn)
+        created = await site.tokens.create_metrics_token(body.application)
+        return web.json_response(msgspec.to_builtins(created), status=201)
+
+    async def list_metrics_tokens(_: web.Request) -> web.Response:
+        return web.json_response([camel(t) for t in await site.tokens.metrics_tokens()])
+
+    async def revoke_metrics_token(request: web.Request) -> web.Response:
+        await site.tokens.revoke_metrics_token(request.match_info["id"])
         return web.Response(status=204)
 
     async def get_participant(request: web.Request) -> web.Response:
@@ -573,8 +654,11 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(camel(record))
 
     async def list_agreements(request: web.Request) -> web.Response:
-        rows = await site.negotiations.agreements(participant(request))
-        return web.json_response([camel(r) for r in rows])
+        states = _states(request, AgreementState)
+        p = participant(request)
+        rows = await site.negotiations.agreements(p, states)
+        ended = await site.usage.endings(p) if rows else {}
+        return web.json_response([agreement_out(r, ended.get(r.id, {})) for r in rows])
 
     async def agreement_evidence(request: web.Request) -> web.Response:
         found = await site.negotiations.agreement(participant(request), request.match_info["id"])
@@ -583,14 +667,39 @@ def routes(site: ManagementSite) -> list[Route]:
 
     # usage of received data --------------------------------------------------------------------------
 
+    async def check_use(p: ParticipantRuntime, body: UseIn) -> web.Response:
+        """A dry run: the decision a use would get now, with the same status (200 permit, 403 deny, 404, 409);
+        nothing counted, logged or released."""
+        if body.use_id is not msgspec.UNSET:
+            raise BadRequest("a dry run is not a use and takes no useId: nothing is counted or logged, so there "
+                             "is no use to name (leave out dryRun to use the data)", path="$.useId")
+        if body.deliver is not msgspec.UNSET:
+            raise BadRequest("a dry run releases no data: leave out deliver (or dryRun, to use the data)",
+                             path="$.deliver")
+        outcome = await site.usage.check(p, agreement_id=body.agreement_id, action=body.action,
+                                         purpose=body.purpose)
+        # Only after the check: an agreement not this participant's is a 404 before the vault is looked at.
+        held = site.vault.payload(p, body.agreement_id) is not None
+        result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=0, entry_hash="", repeated=False,
+                        effects=outcome.effects, dry_run=True, uses=outcome.uses, allowance=outcome.allowance,
+                        data_held=held)
+        return web.json_response(msgspec.to_builtins(result), status=200 if outcome.permitted else 403)
+
     async def use(request: web.Request) -> web.StreamResponse:
         body = decode_body(await request.read(), UseIn)
         p = participant(request)
-        payload = site.vault.payload(p, body.agreement_id) if body.deliver else None
-        if body.deliver and payload is None:
+        if body.dry_run:
+            return await check_use(p, body)
+        if body.use_id is msgspec.UNSET:
+            raise BadRequest("useId is required: the application's own id for this use (a check that does not "
+                             'count takes none: "dryRun": true)', path="$.useId")
+        use_id, deliver = body.use_id, body.deliver is not False
+        payload = site.vault.payload(p, body.agreement_id) if deliver else None
+        if deliver and payload is None:
             from connector.errors import Conflict
 
-            raise Conflict("no data has been received for this agreement (nothing was counted)")
+            # Why: the agreement may not be used (404, or 409 naming a revocation), or its data is gone.
+            raise Conflict(await site.usage.no_data_reason(p, body.agreement_id))
         # The data is sealed at rest: open it (key, header, first and last chunk) before the use is counted,
         # so that a damaged or cut file is an error (503, nothing counted) rather than a use.
         reader = None
@@ -599,7 +708,7 @@ def routes(site: ManagementSite) -> list[Route]:
         try:
             outcome = await site.usage.use(p, application=request[TOKEN].application,
                                            agreement_id=body.agreement_id, action=body.action, purpose=body.purpose,
-                                           use_id=body.use_id)
+                                           use_id=use_id)
             result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=outcome.entry.seq,
                             entry_hash=outcome.entry.hash, repeated=outcome.repeated, effects=outcome.effects)
             if not outcome.permitted or reader is None or payload is None:
@@ -646,8 +755,9 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(await site.receipts.report(participant(request), request.match_info["id"]))
 
     async def get_agreement(request: web.Request) -> web.Response:
-        found = await site.negotiations.agreement(participant(request), request.match_info["id"])
-        return web.json_response(camel(found))
+        p = participant(request)
+        found = await site.negotiations.agreement(p, request.match_info["id"])
+        return web.json_response(agreement_out(found, (await site.usage.endings(p, found.id)).get(found.id, {})))
 
     # transfers -----------------------------------------------------------------------------------
 
@@ -707,6 +817,16 @@ def routes(site: ManagementSite) -> list[Route]:
         R("GET", "/tokens", list_tokens, "This participant's tokens (never their values)", tag="tokens",
           response=list[TokenInfo]),
         R("DELETE", "/tokens/{id}", revoke_token, "Revoke a token", tag="tokens", status=204),
+        R("POST", "/metrics/tokens", admin_only(create_metrics_token),
+          "Create a metrics token for a scraper: it reads the node's /metrics and nothing else (admin; shown once)",
+          tag="admin", body=TokenIn, response=TokenCreated, status=201, admin=True,
+          example={"application": "prometheus"},
+          answers={409: f"the node already holds {MAX_TOKENS} active metrics tokens"}),
+        R("GET", "/metrics/tokens", admin_only(list_metrics_tokens),
+          "The node's metrics tokens (admin; never their values)", tag="admin", response=list[TokenInfo],
+          admin=True),
+        R("DELETE", "/metrics/tokens/{id}", admin_only(revoke_metrics_token), "Revoke a metrics token (admin)",
+          tag="admin", status=204, admin=True, answers={404: "no such metrics token"}),
         R("GET", "/participant", get_participant, "The token's participant: DID, endpoints, key fingerprints",
           tag="participant", response=ParticipantOut),
         R("POST", "/peers/verify", verify_peer, "Handshake with a peer and verify its signed self-description",
@@ -740,15 +860,21 @@ def routes(site: ManagementSite) -> list[Route]:
         R("POST", "/negotiations/{id}/accept", accept_negotiation, "Accept the provider's offer (consumer)",
           tag="negotiations", response=NegotiationRecord,
           answers={409: "the negotiation is not OFFERED, or this participant is not its consumer"}),
-        R("GET", "/agreements", list_agreements, "Finalized agreements", tag="agreements",
-          response=list[AgreementRecord]),
-        R("GET", "/agreements/{id}", get_agreement, "One agreement", tag="agreements", response=AgreementRecord),
+        R("GET", "/agreements", list_agreements,
+          "Every agreement of this participant's with its state, newest first; a revoked one with the reason and "
+          "when, and the last deletion of its data here", tag="agreements", response=list[AgreementOut],
+          query={"state": states_query(AgreementState)}),
+        R("GET", "/agreements/{id}", get_agreement, "One agreement, with its revocation and data deletion",
+          tag="agreements", response=AgreementOut),
         R("POST", "/usage", use, "Use received data: decided by the agreement's policy, counted and logged "
-          "before any byte is released; a deny (403) carries the reasons", tag="usage", body=UseIn,
+          "before any byte is released; a deny (403) carries the reasons. \"deliver\": false is a counted use "
+          "without delivery; \"dryRun\": true is a check that does not count (same decision and status, nothing "
+          "counted, logged or released; no useId)", tag="usage", body=UseIn,
           response=UseOut, example={"agreementId": "urn:uuid:…", "useId": "report-2026-11-23-1",
                                     "action": "use", "purpose": "R&D"},
           answers={403: "denied by the policy (a UseOut with the reasons)", 404: "no such agreement",
-                   409: "the agreement is not FINALIZED, or no data was received (nothing counted)"},
+                   409: "the agreement is revoked (the message names the reason and when) or not FINALIZED, its "
+                        "usage log does not verify, or it has no data here to deliver (nothing counted)"},
           data_headers={"X-TDS-Decision": "permit", "X-TDS-Log-Seq": "the use's entry in the usage log",
                         "X-TDS-Log-Hash": "that entry's hash"}),
         R("GET", "/usage/{id}", usage_summary, "Uses of an agreement's data, allowance left, latest decisions",

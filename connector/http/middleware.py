@@ -1,21 +1,27 @@
-"""The one place where errors become HTTP responses, plus request bounds and metrics.
+"""The one place where errors become HTTP responses, plus request bounds, metrics and the access log.
 
 A :class:`~connector.errors.TdsError` becomes its status with a JSON body. Under a DSP base the body is
 the DSP error type of that protocol area (``CatalogError``, ``ContractNegotiationError``,
 ``TransferError``); elsewhere ``{"error", "message", "path"}``. Anything unexpected is logged with its
 traceback and answered 500 without details.
+
+Every request answered gets one access log line (``"event": "request"``, level info): listener, method,
+route template (``/participants/{name}/data/{pid}``, never the path as sent), status, duration, and who
+asked: the verified peer DID or the management token's application. Never a header, query, token or body.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from connector.errors import BadRequest, PayloadTooLarge, TdsError, TooManyRequests
+from connector.http.auth import CALLER_DID, TOKEN
 from connector.logging import get_logger
 from connector.protocol import contexts
 
@@ -29,6 +35,31 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PIDS = web.RequestKey("tds_pids", dict)
 _PID_FIELDS = {"negotiations": ("providerPid", "consumerPid"), "transfers": ("providerPid", "consumerPid")}
 log = get_logger(component="http")
+access_log = get_logger(component="access")
+#: The route of a request that matched none (404, 405), in the access log.
+NO_ROUTE = "(no route)"
+
+
+class RequestMetrics(Protocol):
+    def answered(self, listener: str, status: int, seconds: float, limit: str | None = None) -> None: ...
+
+
+def route_of(request: web.Request) -> str:
+    """The template of the route *request* matched (``/participants/{name}/did.json``), never its path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else NO_ROUTE
+
+
+def access_line(listener: str, request: web.Request, status: int, seconds: float) -> None:
+    fields: dict[str, Any] = {"listener": listener, "method": request.method, "route": route_of(request),
+                              "status": status, "ms": round(seconds * 1000, 1)}
+    peer = request.get(CALLER_DID)
+    if peer:
+        fields["peer"] = peer
+    token = request.get(TOKEN)
+    if token is not None:
+        fields["application"] = token.application
+    access_log.info("request", **fields)
 
 
 def error_body(request: web.Request, exc: TdsError) -> dict[str, Any]:
@@ -55,10 +86,15 @@ def error_body(request: web.Request, exc: TdsError) -> dict[str, Any]:
     return body
 
 
-def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
+def error_middleware(listener: str, metrics: RequestMetrics | None = None) -> Any:
+    """The outermost middleware of *listener*: errors rendered, then the request counted in *metrics* and
+    logged (see the module docstring)."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 500
+        limit: str | None = None
+        started = time.perf_counter()
         try:
             response = await handler(request)
             status = response.status
@@ -70,7 +106,9 @@ def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
             else:
                 log.info("request refused", method=request.method, path=request.path, status=status,
                          reason=exc.message)
-            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+            headers = None
+            if isinstance(exc, TooManyRequests):
+                headers, limit = {"Retry-After": str(exc.retry_after)}, exc.limit
             return web.json_response(error_body(request, exc), status=status, headers=headers)
         except web.HTTPRequestEntityTooLarge as exc:
             status = 413
@@ -92,8 +130,10 @@ def error_middleware(listener: str, requests_total: Any | None = None) -> Any:
             err = TdsError("internal error")
             return web.json_response(error_body(request, err), status=500)
         finally:
-            if requests_total is not None:
-                requests_total.labels(listener=listener, status=str(status)).inc()
+            seconds = time.perf_counter() - started
+            if metrics is not None:
+                metrics.answered(listener, status, seconds, limit)
+            access_line(listener, request, status, seconds)
 
     return middleware
 

@@ -26,7 +26,7 @@ from connector.store.repository import Peer, TokenInfo
 
 REF = "#/components/schemas/{name}"
 CAMELISED = {t.__name__ for t in (Asset, PolicyRecord, ContractDefinition, NegotiationRecord, NegotiationEvent,
-                                  AgreementRecord, Peer, TokenInfo)} | {"NegotiationOut"}
+                                  AgreementRecord, Peer, TokenInfo)} | {"NegotiationOut", "AgreementOut"}
 ERROR = {
     "type": "object",
     "properties": {

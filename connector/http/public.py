@@ -4,12 +4,13 @@ Per participant, under ``/participants/NAME/``: the DID document, the DSP versio
 self-description, and the DSP base ``…/api/dsp/2025-1`` (every request there is signed; see
 ``connector.http.auth``). The node root serves ``/.well-known/dspace-version`` for the first participant,
 also at ``/api/dsp/.well-known/dspace-version``; the node's JSON-LD context at ``/contexts/tds/v1``; plus
-``/healthz`` and ``/metrics`` for operators.
+``/healthz`` (the process answers) and ``/readyz`` (the node can serve: ``connector.services.health``) for
+load balancers. The node's metrics are not here but on the management listener.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from connector.protocol import contexts
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
     from connector.services.federation import FederationService
+    from connector.services.health import Readiness
     from connector.services.receipts import ReceiptService
 
 JSONLD = "application/json"
@@ -36,8 +38,8 @@ class PublicSite:
     participant_named: Callable[[str], ParticipantRuntime | None]
     #: The participant the node root's version document names (None: the node hosts none yet).
     first_participant: Callable[[], ParticipantRuntime | None]
-    #: The operators' metrics, rendered: (body, content type).
-    render_metrics: Callable[[], tuple[bytes, str]]
+    #: Whether the node can serve now (``/readyz``).
+    readiness: Callable[[], Awaitable[Readiness]]
     federation: FederationService
     receipts: ReceiptService
 
@@ -58,11 +60,21 @@ def routes(site: PublicSite) -> list[web.RouteDef]:
                             headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=86400"})
 
     async def healthz(_: web.Request) -> web.Response:
+        """Alive: the process answers (a load balancer's liveness probe)."""
         return web.json_response({"status": "ok"})
 
-    async def metrics(_: web.Request) -> web.Response:
-        body, content_type = site.render_metrics()
-        return web.Response(body=body, headers={"Content-Type": content_type})
+    async def readyz(_: web.Request) -> web.Response:
+        """Ready: 200, or 503 with the checks that fail (README "Monitoring")."""
+        found = await site.readiness()
+        return web.json_response(found.body(), status=200 if found.ready else 503,
+                                 headers={"Cache-Control": "no-store"})
+
+    async def not_the_management_api(_: web.Request) -> web.Response:
+        """``/api/management/…`` asked of the public listener: a client given the wrong port (the listeners are
+        separate, and the management one is usually bound to 127.0.0.1 only). Its port is not named here: what
+        the operator's API listens on is not the peers' business."""
+        raise NotFound("this is the node's public (DSP) port, not its management API, which listens on a port of "
+                       "its own (node.management_port in tds.toml; `tds info --dir DIR` prints its URL)")
 
     async def root_version(_: web.Request) -> web.Response:
         first = site.first_participant()
@@ -110,11 +122,12 @@ def routes(site: PublicSite) -> list[web.RouteDef]:
         web.post("/participants/{name}/api/dsp/2025-1/tds/revocations", revocations),
         web.get("/healthz", healthz),
         web.get(contexts.TDS_PATH, tds_context),
-        web.get("/metrics", metrics),
+        web.get("/readyz", readyz),
         web.get("/.well-known/dspace-version", root_version),
         web.get("/api/dsp/.well-known/dspace-version", root_version),
         web.get("/participants/{name}/.well-known/dspace-version", version),
         web.get("/participants/{name}/did.json", did_json),
         web.get("/participants/{name}/.well-known/tds/self-description", self_description),
         web.post("/participants/{name}/api/dsp/2025-1/tds/handshake", handshake),
+        web.route("*", "/api/management{rest:(/.*)?}", not_the_management_api),
     ]

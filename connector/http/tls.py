@@ -33,12 +33,16 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
 
 
 def client_context(ca: str | None) -> ssl.SSLContext | None:
-    """The context for outbound HTTPS: the given CA file instead of the system store, or None (the default)."""
+    """The context for outbound HTTPS: the CAs in *ca* alone, or None (the system store, the default).
+
+    Only those CAs, not the system store beside them: a closed data space names its own CA so that a peer is
+    one its operators certified, and a certificate any public CA would issue for the peer's host name must not
+    pass as one."""
     if ca is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     try:
-        context.load_verify_locations(cafile=ca)
+        # With a CA file given, the default context loads no system certificates (ssl.create_default_context).
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"node.tls_ca: cannot load {Path(ca).name}: {exc}", path="node.tls_ca") from exc
     return context

@@ -26,6 +26,8 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
+from connector.errors import pattern_rule, readable_validation
+
 
 class Kind(enum.StrEnum):
     """The kinds of credential, valued by their VC ``type``."""
@@ -107,10 +109,13 @@ def check_region(code: str) -> None:
 # The claims of each kind
 
 #: A line of text: not empty, bounded, and no control characters (they have no place in a name).
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=pattern_rule(
+    r"^[^\x00-\x1f\x7f]+$", "text without control characters"))]
 #: An identifier: no white space.
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^\S+$")]
-Token = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=pattern_rule(
+    r"^\S+$", "text without white space"))]
+Token = Annotated[str, msgspec.Meta(pattern=pattern_rule(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", "1-32 letters, digits, '.', '_' or '-', starting with a letter or digit"))]
 
 
 class Membership(msgspec.Struct, frozen=True, rename="camel"):
@@ -197,4 +202,4 @@ def from_subject(kind: Kind, subject: dict[str, object]) -> Claims:
     try:
         return msgspec.convert({k: v for k, v in subject.items() if k not in ("id", "type")}, CLAIM_TYPES[kind])
     except msgspec.ValidationError as exc:
-        raise ClaimError(str(exc)) from exc
+        raise ClaimError(readable_validation(str(exc))) from exc

@@ -4,7 +4,8 @@ One :class:`PeerClient` per node. It resolves host names through :class:`Guarded
 applies the outbound guard (``connector.net.guard``) to every resolved address, so a name that
 points at a private address is refused at connect time. Redirects are followed by hand (GET only, at
 most ``max_redirects``, each hop checked again); responses are read up to a byte limit; every call has a
-total time limit. Errors become :class:`~connector.errors.PeerError` / ``OutboundRefused``.
+total time limit. Errors become :class:`~connector.errors.PeerError` / ``OutboundRefused``; each is also
+told to the node's metrics by kind (:func:`failure_kind`), as are peers' 429 and 5xx answers.
 
 The node's own listeners (see ``connector.net.guard``) are guarded on three layers: the URL before
 the request (IP literals and ``localhost`` names, which aiohttp never hands to a resolver), every resolved
@@ -183,6 +184,32 @@ class PeerResponse:
             raise PeerError(f"{self.url} answered {self.status} with a body that is not JSON") from exc
 
 
+def failure_kind(exc: BaseException) -> str:
+    """What kind of failure a transport error is, as the node's ``tds_peer_errors_total`` names it."""
+    if isinstance(exc, OutboundRefused):
+        return "refused-by-guard"
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        return "tls"
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timeout"
+    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
+        return "connect"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
+                        ConnectionError)):
+        return "disconnected"
+    return "other"
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception in words: its type, and its message if it has one (``TimeoutError()`` has none)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _no_count(_: str) -> None:
+    """Failures are not counted (a client without metrics)."""
+
+
 class PeerClient:
     def __init__(
         self,
@@ -192,9 +219,15 @@ class PeerClient:
         max_redirects: int = 3,
         max_response_bytes: int = 4 * 1024 * 1024,
         ssl_context: ssl.SSLContext | None = None,
+        failed: Callable[[str], None] = _no_count,
     ) -> None:
         self.policy = policy
-        #: Trust for outbound HTTPS (``node.tls_ca``); None: the system store.
+        #: Told the kind of every failed request to a peer (``timeout``, ``connect``, ``tls``,
+        #: ``disconnected``, ``refused-by-guard``, ``too-large``, ``redirects``, ``rate-limited``,
+        #: ``server-error``, ``other``).
+        self.failed = failed
+        #: Trust for HTTPS to peers (``node.tls_ca``: its CAs alone); None: the system store. An asset's HTTP
+        #: backend is the provider's own system, not a peer: it is always checked against the system store.
         self.ssl_context = ssl_context
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_redirects = max_redirects
@@ -210,7 +243,7 @@ class PeerClient:
     def _new_session(self, *, backend: bool) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             resolver=GuardedResolver(self.policy, self.own, backend=backend), limit=100,
-            ssl=self.ssl_context if self.ssl_context is not None else True,
+            ssl=self.ssl_context if self.ssl_context is not None and not backend else True,
             # Cached answers would skip the resolver's checks, which depend on the request (see above).
             use_dns_cache=False, socket_factory=_socket_factory(self.own, backend=backend),
         )
@@ -271,17 +304,20 @@ class PeerClient:
                 send_headers = signing.sign_request(
                     method, url, body, key=signer.key, key_id=signer.key_id, now=time.time(), headers=send_headers
                 )
-            with self._guarded(method, url, parts):
+            limit = f"did not answer within {self.timeout.total:g} s (node.outbound_timeout_s)"
+            with self._guarded(method, url, parts, limit=limit):
                 async with self.session.request(
                     method, url, data=body, headers=send_headers, allow_redirects=False
                 ) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and method == "GET" and "Location" in resp.headers:
                         hops += 1
                         if hops > self.max_redirects:
+                            self.failed("redirects")
                             raise PeerError(f"{url}: more than {self.max_redirects} redirects")
                         url = urljoin(url, resp.headers["Location"])
                         continue
                     data = await self._read_bounded(resp, url)
+                    self._answered(resp.status)
                     return PeerResponse(resp.status, dict(resp.headers), data, url)
 
     @contextlib.asynccontextmanager
@@ -301,9 +337,10 @@ class PeerClient:
         stall = read_timeout_s or self.timeout.total
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
         session = self.backend_session if backend else self.session
-        with self._guarded("GET", url, parts):
+        with self._guarded("GET", url, parts, limit=f"sent nothing for {stall:g} s (the stall limit)"):
             async with session.get(url, headers=send_headers, allow_redirects=False, timeout=timeout,
                                    read_bufsize=STREAM_BUFFER) as resp:
+                self._answered(resp.status)
                 yield resp
 
     async def upload(
@@ -325,43 +362,62 @@ class PeerClient:
         send_headers["Content-Length"] = str(length)
         stall = read_timeout_s or self.timeout.total
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
-        with self._guarded("POST", url, parts):
+        with self._guarded("POST", url, parts, limit=f"took and sent nothing for {stall:g} s (the stall limit)"):
             async with self.session.post(url, data=body, headers=send_headers, allow_redirects=False,
                                          timeout=timeout) as resp:
                 data = await self._read_bounded(resp, url)
+                self._answered(resp.status)
                 return PeerResponse(resp.status, dict(resp.headers), data, url)
 
     @contextlib.contextmanager
-    def _guarded(self, method: str, url: str, parts: SplitResult) -> Iterator[None]:
+    def _guarded(self, method: str, url: str, parts: SplitResult, *, limit: str) -> Iterator[None]:
         """Around one request: tell the resolver's guard what it connects for (plain http, the node's own
-        origin), and turn transport errors into :class:`PeerError` (a refusal by the guard stays itself)."""
+        origin), and turn transport errors into :class:`PeerError` (a refusal by the guard stays itself). A time
+        limit that ran out is said as such, in the words of *limit* (what the peer did not do for how long, and
+        which setting says so): a ``TimeoutError`` has no message of its own."""
         token = _plain_http.set(parts.scheme == "http")
         own = _own_origin.set(self.policy.is_own_origin(parts))
         try:
             yield
-        except OutboundRefused:
+        except OutboundRefused as exc:
+            self.failed(failure_kind(exc))
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # aiohttp wraps resolver and socket errors; surface the guard's refusal as itself.
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, _SocketRefused):
+                self.failed("refused-by-guard")
                 raise cause.refusal from None
             if isinstance(cause, OutboundRefused):
+                self.failed("refused-by-guard")
                 raise cause from None
-            raise PeerError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
+            kind = failure_kind(exc)
+            self.failed(kind)
+            if kind == "timeout":
+                raise PeerError(f"{method} {url}: the peer {limit}") from exc
+            raise PeerError(f"{method} {url} failed: {describe_error(exc)}") from exc
         finally:
             _own_origin.reset(own)
             _plain_http.reset(token)
 
+    def _answered(self, status: int) -> None:
+        """A peer's answer: its refusals for load (429) and its own failures (5xx) are counted."""
+        if status == 429:
+            self.failed("rate-limited")
+        elif status >= 500:
+            self.failed("server-error")
+
     async def _read_bounded(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
         length = resp.content_length
         if length is not None and length > self.max_response_bytes:
+            self.failed("too-large")
             raise PeerError(f"{url}: response of {length} bytes exceeds {self.max_response_bytes}")
         chunks: list[bytes] = []
         total = 0
         async for chunk in resp.content.iter_chunked(65536):
             total += len(chunk)
             if total > self.max_response_bytes:
+                self.failed("too-large")
                 raise PeerError(f"{url}: response exceeds {self.max_response_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)

@@ -147,7 +147,7 @@ class Admission:
     def check_request(self, participant_id: str | None, caller: str) -> None:
         """Take one DSP request from the verified *caller*'s budget, or raise 429."""
         if self.is_known(participant_id, caller):
-            check_rate(self.known_limit, caller, "DSP requests from this peer", self.monotonic())
+            check_rate(self.known_limit, caller, "DSP requests from this peer", self.monotonic(), limit="dsp-peer")
         else:
             self.check_unknown()
 
@@ -155,7 +155,7 @@ class Admission:
         """Take one request from the budget all unknown peers share, or raise 429."""
         check_rate(self.unknown_limit, UNKNOWN,
                    "DSP requests from peers without an agreement here (all such peers share this budget)",
-                   self.monotonic())
+                   self.monotonic(), limit="dsp-unknown-peers")
 
     def admit_negotiation(self, participant_id: str, negotiation_id: str, caller: str) -> None:
         """Hold a place for a negotiation *caller* opens, or raise 429 when unknown peers hold them all.
@@ -170,7 +170,7 @@ class Admission:
             seconds = retry_after(self.stuck_after_s)
             raise TooManyRequests(
                 f"too many negotiations opened by peers without an agreement here: at most {limit} at once "
-                f"on this node; retry after {seconds} s", retry_after=seconds)
+                f"on this node; retry after {seconds} s", retry_after=seconds, limit="dsp-open-negotiations")
         self._open[(participant_id, negotiation_id)] = caller
         self._purge_soon()
 

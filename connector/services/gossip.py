@@ -193,7 +193,8 @@ class Gossip:
 
     async def on_message(self, participant: ParticipantRuntime, caller: str, body: bytes) -> dict[str, Any]:
         """``POST …/tds/gossip`` from *caller* (its signature verified): a digest or items."""
-        check_rate(self.peer_limit, f"{participant.id} {caller}", "gossip messages", self.monotonic())
+        check_rate(self.peer_limit, f"{participant.id} {caller}", "gossip messages", self.monotonic(),
+                   limit="gossip")
         if len(body) > self.limits.max_message_bytes:
             self.directory.refused(core.Refusal.OVERSIZED)
             raise PayloadTooLarge(f"a gossip message is at most {self.limits.max_message_bytes} bytes")

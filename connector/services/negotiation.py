@@ -41,7 +41,7 @@ agreements, and reads a consumer's target by that id or by the asset id itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -646,9 +646,11 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     async def history(self, participant: ParticipantRuntime, negotiation_id: str) -> list[NegotiationEvent]:
         return await self.contracts.events(participant.id, negotiation_id)
 
-    async def agreements(self, participant: ParticipantRuntime) -> list[AgreementRecord]:
-        """The participant's agreements in force (FINALIZED)."""
-        return await self.contracts.agreements(participant.id)
+    async def agreements(self, participant: ParticipantRuntime, states: Collection[AgreementState] | None = None
+                         ) -> list[AgreementRecord]:
+        """The participant's agreements in any of *states* (None: every agreement, whatever its state), newest
+        first."""
+        return await self.contracts.agreements(participant.id, state=states or None)
 
     async def agreement(self, participant: ParticipantRuntime, agreement_id: str) -> AgreementRecord:
         """One of the participant's agreements, whatever its state; 404 when it has none by that id."""

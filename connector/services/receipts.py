@@ -510,11 +510,19 @@ class ReceiptService:
             proof.verify(body, proof.key_resolver(document))
         except proof.ProofError as exc:
             raise Unauthorized(f"the revocation's proof does not verify: {exc}") from exc
-        reason = str(body.get("reason", ""))[:1000]
+        # The provider's words, shown to the consumer's operator: bounded, and no control characters (a reason
+        # printed on a terminal must not steer it).
+        reason = "".join(c if c.isprintable() else " " for c in str(body.get("reason", ""))[:1000])
         revoked = next_state(agreement.state, AgreementEvent.REVOCATION_RECEIVED)  # allowed in every state
-        # Blocked first (no use is permitted from here on, and no transfer may bring more), then deleted.
-        await self.repo.write(lambda db: store.set_agreement_state(db, participant.id, agreement.id, revoked),
-                              durable=True)
+        received_at = now_text(self.clock())
+
+        def block(db: sqlite_utils.Database) -> None:
+            store.set_agreement_state(db, participant.id, agreement.id, revoked)
+            store.received_revocation(db, participant.id, agreement.id, reason, received_at)
+
+        # Blocked first (no use is permitted from here on, and no transfer may bring more), with the reason on
+        # record, then deleted.
+        await self.repo.write(block, durable=True)
         deleted = await self.destroy_data(participant, agreement.id)
         now = self.clock()
         usage = self.usage

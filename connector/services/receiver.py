@@ -301,6 +301,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
         if not await job:
             raise _BadChunk(pending_index, "did not match its digest")
         progress.received += pending_length
+        service.moved("received", pending_length)
         if progress.received - checkpoint >= CHECKPOINT_BYTES:
             out.flush()
             await service.repository.set_received(participant.id, record.id, progress.received)
@@ -343,6 +344,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
                 with contextlib.suppress(Exception):
                     if await pending:
                         progress.received += pending_length
+                        service.moved("received", pending_length)
             out.flush()
             if progress.received != checkpoint:
                 await service.repository.set_received(participant.id, record.id, progress.received)
@@ -427,7 +429,8 @@ class Inbox:
             raise Conflict("send the manifest (PUT …/manifest) before the payload")
         lock = self._receiving.setdefault(key, asyncio.Lock())
         if lock.locked():
-            raise TooManyRequests("a push of this transfer is already being received", retry_after=1)
+            raise TooManyRequests("a push of this transfer is already being received", retry_after=1,
+                                  limit="push-in-progress")
         try:
             async with lock:
                 task = asyncio.current_task()

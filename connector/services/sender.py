@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +44,18 @@ class Sink(Protocol):
     """Where a served payload goes (an HTTP response being streamed)."""
 
     async def write(self, data: bytes) -> None: ...
+
+
+class CountedSink:
+    """*sink*, with each piece written told to *moved* as sent (the node's bytes-moved metric)."""
+
+    def __init__(self, sink: Sink, moved: Callable[[str, int], None]) -> None:
+        self.sink = sink
+        self.moved = moved
+
+    async def write(self, data: bytes) -> None:
+        await self.sink.write(data)
+        self.moved("sent", len(data))
 
 
 async def source_file(source: dict[str, Any]) -> tuple[Path, str | None]:
@@ -106,6 +118,13 @@ async def _chunks(path: Path, manifest: manifests.Manifest, first: int, key: byt
         os.close(fd)
 
 
+async def _counted(pieces: AsyncIterator[bytes], moved: Callable[[str, int], None]) -> AsyncIterator[bytes]:
+    """*pieces*, each told to *moved* as sent once the upload asks for the next one."""
+    async for piece in pieces:
+        yield piece
+        moved("sent", len(piece))
+
+
 async def push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
     """Provider: send the payload of a STARTED push transfer to the consumer's receiving endpoint."""
     try:
@@ -155,7 +174,8 @@ async def _push(service: TransferService, participant: ParticipantRuntime, trans
                 detail = (f"the consumer holds {offset} of {manifest.size} bytes; pushing the rest" if offset else
                           f"pushing {manifest.size} bytes to {endpoint}" + (", sealed end to end" if seal_key else ""))
                 await service.repository.add_event(participant.id, record.id, service.timestamp(), "push", detail)
-                body = _chunks(path, manifest, offset // manifest.chunk_size, seal_key, record.id)
+                body = _counted(_chunks(path, manifest, offset // manifest.chunk_size, seal_key, record.id),
+                                service.moved)
                 answer = await service.client.upload(f"{endpoint}?offset={offset}", body,
                                                   wire_length(manifest, offset, seal_key is not None),
                                                   signer=participant.signer, headers=headers, read_timeout_s=stall)

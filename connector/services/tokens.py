@@ -2,8 +2,9 @@
 
 A token is shown once, when it is made; the store keeps only its hash. A token belongs to one participant
 and one application (the usage log records which application used data), or it is the node's admin
-token, which reaches only the admin routes. Each token's participant has a budget of management requests
-(``node.management_rate_per_s``); the admin token has its own.
+token, which reaches only the admin routes, or a metrics token the admin made for a scraper (Prometheus),
+which reads the node's ``/metrics`` and nothing else. Each token's participant has a budget of management
+requests (``node.management_rate_per_s``); the admin token and each metrics token have their own.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ class TokenService:
         found = await self.repo.find_token(value)
         if found is None:
             raise Unauthorized("unknown or revoked token")
-        key = found.participant_id if found.participant_id is not None else f"admin:{found.id}"
-        check_rate(self.limit, key, "management requests for this participant", self.monotonic())
+        key = found.participant_id if found.participant_id is not None else f"node:{found.id}"
+        check_rate(self.limit, key, "management requests for this participant", self.monotonic(),
+                   limit="management")
         return found
 
     async def create(self, participant: ParticipantRuntime, application: str) -> NewToken:
@@ -68,6 +70,23 @@ class TokenService:
         value, created = new_token(), self.timestamp()
         token_id = await self.repo.add_token(value, participant.id, application, admin=False, now=created)
         return NewToken(id=token_id, application=application, created_at=created, token=value)
+
+    async def create_metrics_token(self, application: str) -> NewToken:
+        """A new metrics token for *application* (a scraper); 409 once the node holds :data:`MAX_TOKENS`."""
+        active = [t for t in await self.repo.metrics_tokens() if t.revoked_at is None]
+        if len(active) >= MAX_TOKENS:
+            raise Conflict(f"this node already has {MAX_TOKENS} active metrics tokens; revoke one first")
+        value, created = new_token(), self.timestamp()
+        token_id = await self.repo.add_token(value, None, application, admin=False, now=created)
+        return NewToken(id=token_id, application=application, created_at=created, token=value)
+
+    async def metrics_tokens(self) -> list[TokenInfo]:
+        """The node's metrics tokens, revoked ones too, newest first; never their values."""
+        return await self.repo.metrics_tokens()
+
+    async def revoke_metrics_token(self, token_id: str) -> None:
+        if not await self.repo.revoke_metrics_token(token_id, self.timestamp()):
+            raise NotFound("no such metrics token")
 
     async def of(self, participant: ParticipantRuntime) -> list[TokenInfo]:
         """The participant's tokens, revoked ones too, newest first; never their values."""

@@ -214,9 +214,13 @@ class TransferService(ProcessShell[TransferRecord]):
         chunk_retries: int,
         vault_quota_bytes: int,
         clock: Callable[[], float] = time.time,
+        moved: Callable[[str, int], None] = lambda _direction, _n: None,
     ) -> None:
         super().__init__(client, clock=clock)
         self.repository = repository
+        #: Told of payload bytes moved: ``("sent", n)`` as a provider streams or pushes them, ``("received",
+        #: n)`` as a consumer stores verified chunks.
+        self.moved = moved
         self.contracts = contracts
         self.client = client
         self.vault = vault

@@ -17,6 +17,9 @@ committed with an fsync before the caller gets the answer, and before any byte o
   is not counted again, but each re-delivery is a log entry of its own (kind ``redelivery``) and so a
   receipt. Anything else under a used id is a 409 naming the conflict;
 - a crash before the commit leaves no trace, after it one counted, logged use;
+- a dry run (``"dryRun": true``, :meth:`UsageService.check`) is the same checks and the same decision with
+  the same counts, but on a reader's snapshot (query-only): it counts, logs, schedules and sends nothing, and
+  takes no use id. ``"deliver": false`` is not a dry run: a use counted and logged without the data;
 - concurrent uses share one commit (group commit), and each chain head touched by a commit group is
   signed once, inside that group's transaction (``Store.batch_hooks``).
 
@@ -81,6 +84,33 @@ class UseOutcome:
     @property
     def permitted(self) -> bool:
         return self.decision == "permit"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What a use would be decided now (a dry run): nothing counted, logged or scheduled."""
+
+    decision: str
+    reasons: list[str]
+    #: What a permitted use would carry out (count, log, delete at …).
+    effects: list[str]
+    #: Permitted uses so far.
+    uses: int
+    #: What is left of the count and time limits now, before the use (:func:`allowance`).
+    allowance: dict[str, Any]
+
+    @property
+    def permitted(self) -> bool:
+        return self.decision == "permit"
+
+
+def revoked_text(revocation: dict[str, Any] | None) -> str:
+    """Why a revoked agreement's data may not be used, with the provider's reason and when (as recorded)."""
+    if revocation is None:
+        return "the provider revoked this agreement: its data may no longer be used"
+    reason = revocation.get("reason") or "none given"
+    return (f"the provider revoked this agreement at {revocation.get('revokedAt')} (reason: {reason}): its data "
+            "may no longer be used")
 
 
 def now_text(moment: datetime) -> str:
@@ -155,16 +185,17 @@ class UsageService:
     participant (its keys sign the chain heads); *destroy_data* deletes an agreement's data in the vault
     (a deletion duty); *logged* is told of new log entries of an agreement (the receipts to send); *clock*
     is the time of a use and of a signed head; *own_claims* the participant's own verified claims, read for
-    a policy that names them."""
+    a policy that names them; *decided* is told the outcome of every use answered (``permit``, ``deny``)."""
 
     def __init__(
         self, repo: UsageRepository, config: UsageSection, *,
         participant_by_id: Callable[[str], ParticipantRuntime | None],
         destroy_data: Callable[[ParticipantRuntime, str], Awaitable[Deletion]],
         logged: Callable[[str, str], None] = _nothing_to_send, clock: Callable[[], datetime] = _utc_now,
-        own_claims: OwnClaims = no_own_claims,
+        own_claims: OwnClaims = no_own_claims, decided: Callable[[str], None] = lambda _decision: None,
     ) -> None:
         self.repo = repo
+        self.decided = decided
         self.own_claims = own_claims
         #: Whether an agreement's policy names a verified operand, per (participant, agreement).
         self._asks_claims: dict[tuple[str, str], bool] = {}
@@ -215,7 +246,60 @@ class UsageService:
             log.info("use re-delivered" if outcome.repeated else "use decided", participant=participant.name,
                      agreement=agreement_id, action=action, purpose=purpose, application=application,
                      decision=outcome.decision, seq=outcome.entry.seq)
+        self.decided(outcome.decision)
         return outcome
+
+    async def check(
+        self, participant: ParticipantRuntime, *, agreement_id: str, action: str, purpose: str,
+        now: datetime | None = None,
+    ) -> CheckOutcome:
+        """A dry run: what a use of the agreement's data for *action* and *purpose* would be decided now.
+
+        The same checks as :meth:`use` (the agreement in force, revocation, the log's head against its signed
+        head and the provider's acknowledgement: the same 404 and 409) and the same policy decision with the
+        same counts, time window, purpose, claims and export rules; but it runs on a reader's snapshot, which
+        is query-only, so it counts nothing, logs nothing, schedules no duty and sends no receipt. A use
+        decided a moment later may be decided otherwise (another use may take the last one first)."""
+        claims = await self.own_claims(participant) if await self._asks_for_claims(participant, agreement_id) \
+            else None
+        # Captured before the snapshot begins, so that the snapshot holds every entry it names (see _head_problem).
+        committed = self._committed.get((participant.id, agreement_id), 0)
+        at = now or self.clock()
+
+        def decide(db: sqlite_utils.Database) -> CheckOutcome:
+            agreement = self._agreement(db, participant, agreement_id)
+            _, counts = self._chain_state(db, participant, agreement.id, reader=committed)
+            planned = plan_use(self._policy(participant.id, agreement), _state(counts),
+                               self._request(participant, agreement, action, purpose, claims), at)
+            permitted = planned.decision.permitted
+            return CheckOutcome("permit" if permitted else "deny", list(planned.decision.reasons),
+                                [_effect_text(e) for e in planned.effects] if permitted else [], counts[0],
+                                allowance(agreement.agreement, counts[0], counts[1], at))
+
+        outcome = await self.repo.snapshot(decide)
+        log.debug("use checked (dry run)", participant=participant.name, agreement=agreement_id, action=action,
+                  purpose=purpose, decision=outcome.decision)
+        return outcome
+
+    async def endings(self, participant: ParticipantRuntime, agreement_id: str | None = None
+                      ) -> dict[str, dict[str, Any]]:
+        """Per agreement of the participant's (or the one named), its revocation and its data's deletion, where
+        there is one (``connector.store.usage.endings``)."""
+        return await self.repo.read(lambda db: store.endings(db, participant.id, agreement_id))
+
+    async def no_data_reason(self, participant: ParticipantRuntime, agreement_id: str) -> str:
+        """Why no data of the agreement can be released, when the vault holds none: the same 404 or 409 as a
+        use for an agreement that may not be used (revoked, not in force); otherwise what became of the data."""
+
+        def query(db: sqlite_utils.Database) -> str:
+            self._agreement(db, participant, agreement_id)
+            deleted = store.endings(db, participant.id, agreement_id).get(agreement_id, {}).get("dataDeleted")
+            if deleted is not None:
+                return (f"the data of this agreement was deleted here at {deleted['at']} ({deleted['reason']}) "
+                        "and has not been received again (nothing was counted)")
+            return "no data has been received for this agreement (nothing was counted)"
+
+        return await self.repo.snapshot(query)
 
     async def _asks_for_claims(self, participant: ParticipantRuntime, agreement_id: str) -> bool:
         key = (participant.id, agreement_id)
@@ -237,7 +321,7 @@ class UsageService:
         if agreement is None or agreement.role != Role.CONSUMER:
             raise NotFound("no such agreement (as consumer)")
         if agreement.state == AgreementState.REVOKED:
-            raise Conflict("the provider revoked this agreement: its data may no longer be used")
+            raise Conflict(revoked_text(store.revocation(db, participant.id, agreement_id)))
         if agreement.state not in IN_FORCE:
             raise Conflict(f"the agreement is {agreement.state}, not FINALIZED")
         return agreement
@@ -333,12 +417,13 @@ class UsageService:
                              decision="permit" if permitted else "deny", reasons=reasons)
         return UseOutcome(entry.decision, reasons, entry, repeated=True)
 
-    def _chain_state(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
-                     ) -> tuple[ledger.Entry | None, tuple[int, str | None]]:
+    def _chain_state(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str,
+                     *, reader: int | None = None) -> tuple[ledger.Entry | None, tuple[int, str | None]]:
         """The chain's last entry and the counts after it, once the head is shown to be the one the node
-        signed and no shorter than what the provider acknowledged; otherwise 409 (uses are blocked)."""
+        signed and no shorter than what the provider acknowledged; otherwise 409 (uses are blocked).
+        *reader*: see :meth:`_head_problem`."""
         head = store.last_entry(db, participant.id, agreement_id)
-        problem = self._head_problem(db, participant, agreement_id, head)
+        problem = self._head_problem(db, participant, agreement_id, head, reader=reader)
         if problem is not None:
             log.error("usage log does not verify: uses blocked", participant=participant.name,
                       agreement=agreement_id, problem=problem)
@@ -351,15 +436,20 @@ class UsageService:
         return head, ledger.running_counts(store.chain(db, participant.id, agreement_id))
 
     def _head_problem(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str,
-                      head: ledger.Entry | None) -> str | None:
+                      head: ledger.Entry | None, *, reader: int | None = None) -> str | None:
         """What is wrong with a chain's last entry *head*, or None: it must hash right, be covered by the last
-        signed head (signed by this participant) and reach at least as far as the provider acknowledged."""
+        signed head (signed by this participant) and reach at least as far as the provider acknowledged.
+
+        *reader*: checked on a reader's snapshot (a dry run), not on the writer thread; the value is the
+        highest entry known committed before the snapshot began (a later commit is not in the snapshot, and
+        so no sign of removed entries). A reader sees only committed entries, so no entry of an open commit
+        group, and it leaves the writer's cache of good heads alone."""
         pid = participant.id
         acked = store.acked_seq(db, pid, agreement_id)
         if acked > (head.seq if head else 0):
             return (f"the provider acknowledged entries up to #{acked} but the log ends at "
                     f"#{head.seq if head else 0}: entries were removed")
-        committed = self._committed.get((pid, agreement_id), 0)
+        committed = self._committed.get((pid, agreement_id), 0) if reader is None else reader
         if committed > (head.seq if head else 0):
             return (f"entry #{committed} was logged here but the log ends at #{head.seq if head else 0}: entries "
                     "were removed")
@@ -367,7 +457,7 @@ class UsageService:
             return None
         if head.agreement != agreement_id or ledger.entry_hash(head) != head.hash:
             return f"entry #{head.seq} was changed"
-        if self._touched.get((pid, agreement_id)) == (head.seq, head.hash):
+        if reader is None and self._touched.get((pid, agreement_id)) == (head.seq, head.hash):
             return None  # appended by this commit group: its head is signed at the group's end
         signed = store.last_signed_head(db, pid, agreement_id)
         if signed is None or signed[0] != head.seq:
@@ -377,7 +467,8 @@ class UsageService:
         if self._good_heads.get(key) != signed[1]:
             if not head_verifier(participant.did_document())(document):
                 return f"the signed head of entry #{head.seq} does not verify"
-            self._good_heads[key] = signed[1]
+            if reader is None:
+                self._good_heads[key] = signed[1]
         if document.get("hash") != head.hash or document.get("agreement") != agreement_id:
             return f"entry #{head.seq} does not match its signed head"
         return None
@@ -502,20 +593,28 @@ class UsageService:
 
     async def summary(self, participant: ParticipantRuntime, agreement_id: str, *, latest: int = 20,
                       now: datetime | None = None) -> dict[str, Any]:
-        def query(db: sqlite_utils.Database) -> tuple[AgreementRecord | None, list[ledger.Entry]]:
-            return store.agreement(db, participant.id, agreement_id), store.chain(db, participant.id, agreement_id)
+        def query(db: sqlite_utils.Database) -> tuple[AgreementRecord | None, list[ledger.Entry],
+                                                      dict[str, Any]]:
+            return (store.agreement(db, participant.id, agreement_id), store.chain(db, participant.id, agreement_id),
+                    store.endings(db, participant.id, agreement_id).get(agreement_id, {}))
 
-        agreement, chain = await self.repo.read(query)
+        agreement, chain, ended = await self.repo.snapshot(query)
         if agreement is None or agreement.role != Role.CONSUMER:
             raise NotFound("no such agreement (as consumer)")
         use_count, first_use = ledger.running_counts(chain)
         rows = [msgspec.to_builtins(e) for e in reversed(chain[-latest:])] if latest > 0 else []
+        left = allowance(agreement.agreement, use_count, first_use, now or self.clock())
+        if agreement.state not in IN_FORCE:  # revoked, or not yet in force: no use is left, whatever the policy
+            left.update({k: 0 for k in ("usesLeft", "secondsLeft") if k in left})
         return {
             "agreementId": agreement_id,
             "target": agreement.asset_id,
+            "state": str(agreement.state),  # only a FINALIZED agreement may be used
+            "revocation": ended.get("revocation"),
+            "dataDeleted": ended.get("dataDeleted"),
             "uses": use_count,
             "firstUse": first_use,
-            "allowance": allowance(agreement.agreement, use_count, first_use, now or self.clock()),
+            "allowance": left,
             "latest": [{k: r[k] for k in ("seq", "at", "kind", "action", "purpose", "application", "decision",
                                           "reasons", "use_id") if k in r}
                        for r in rows],

@@ -418,10 +418,10 @@ class CredentialRepository:
                 "AND state = 'pending'", [request.requester, participant_id]).fetchone()
             if total >= most_pending:
                 raise TooManyRequests(f"{most_pending} requests are waiting for a decision; try again later",
-                                      retry_after=3600)
+                                      retry_after=3600, limit="credential-requests")
             if mine >= most_per_requester:
                 raise TooManyRequests(f"{most_per_requester} of your requests are waiting for a decision",
-                                      retry_after=3600)
+                                      retry_after=3600, limit="credential-requests")
             try:
                 _insert(db, "credential_requests", row)
             except sqlite3.IntegrityError as exc:

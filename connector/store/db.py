@@ -19,6 +19,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from connector import filemodes
-from connector.errors import StorageError
+from connector.errors import SchemaVersionError, StorageError
 from connector.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
@@ -51,10 +52,42 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
-def migrate(db: sqlite_utils.Database) -> int:
-    """Apply the migrations the database has not seen yet; return the schema version."""
+#: A schema version above this is no release's (each release adds a handful of migrations): the file is
+#: damaged or not a TDS Connector database, rather than one written by a later release.
+MAX_SCHEMA_VERSION = 10_000
+
+
+def check_schema_version(found: int, where: object = "the database") -> None:
+    """Refuse a database whose schema version (``PRAGMA user_version``) this software cannot run on.
+
+    Newer than the newest migration here: a later release wrote it, and running on it could misread or damage
+    what that release keeps (SQLite has no notion of "forward compatible"); the operator is told which release
+    to install. Negative or absurdly high: no release wrote that number at all.
+    """
+    known = len(MIGRATIONS)
+    if 0 <= found <= known:
+        return
+    if found < 0 or found > MAX_SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} has schema version {found}, which no release of this software writes (schema versions "
+            f"run from 0 to {known} in this one): the file is damaged or not a TDS Connector database; restore it "
+            "from a backup. Nothing was changed.", found=found, known=known)
+    raise SchemaVersionError(
+        f"{where} has schema version {found}, but the newest schema this software knows is {known}: a later "
+        f"release wrote it. Install a release that knows schema {found} or newer (or restore a backup made with "
+        "this release). Nothing was changed.", found=found, known=known)
+
+
+def migrate(db: sqlite_utils.Database, where: object = "the database", *, upto: int | None = None) -> int:
+    """Apply the migrations the database has not seen yet (those up to schema *upto* only, if given: how the
+    upgrade tests build a database as an earlier release left it); return the schema version.
+
+    Raises :class:`~connector.errors.SchemaVersionError` (before changing anything) for a schema version this
+    software does not know, and :class:`~connector.errors.StorageError` for a migration that fails (rolled back:
+    the database stays at the version before it)."""
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    for number, statements in enumerate(MIGRATIONS, start=1):
+    check_schema_version(version, where)
+    for number, statements in enumerate(MIGRATIONS[:upto], start=1):
         if number <= version:
             continue
         db.execute("BEGIN IMMEDIATE")
@@ -63,18 +96,45 @@ def migrate(db: sqlite_utils.Database) -> int:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {number}")
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"{where}: schema migration {number} failed ({exc}); the database stays at "
+                                   f"schema {version}") from exc
             raise
         version = number
     return version
 
 
+def schema_version_of(path: Path) -> int | None:
+    """The schema version of the database at *path*, read through a read-only connection (nothing in the database
+    changes, and no database is created); None if there is no file. Raises :class:`~connector.errors.StorageError`
+    if the file is not an SQLite database."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path} cannot be read as a database: {exc}") from exc
+
+
 class Store:
     """The node's database. Use :meth:`write` for changes and :meth:`read` for queries."""
 
-    def __init__(self, path: Path, *, readers: int = 4) -> None:
+    def __init__(self, path: Path, *, readers: int = 4,
+                 commit_seconds: Callable[[float, bool], None] | None = None) -> None:
         self.path = path
+        #: Told how long each committed batch took (seconds, from BEGIN to COMMIT) and whether it was durable;
+        #: called on the writer thread.
+        self.commit_seconds = commit_seconds
+        #: The schema version (migrations applied), once the store is open.
+        self.schema_version = 0
+        #: Why the last batch failed to commit, until one commits again (None: the last one committed).
+        self.commit_failure: str | None = None
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="tds-store-read")
@@ -90,12 +150,21 @@ class Store:
     def open_sync(self) -> None:
         """Create or migrate the database and start the writer thread."""
         filemodes.make_dir(self.path.parent)
+        # Read before anything is written (not even the journal mode): a database of a later release, or a file
+        # that is none, is refused as it is.
+        found = schema_version_of(self.path)
+        if found is not None:
+            check_schema_version(found, self.path)
         db = _connect(self.path)
         # -wal and -shm left by an earlier run keep whatever mode they had then.
         for companion in (self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
             with contextlib.suppress(FileNotFoundError):
                 companion.chmod(filemodes.PRIVATE_FILE)
-        migrate(db)
+        try:
+            self.schema_version = migrate(db, self.path)
+        except BaseException:
+            db.conn.close()
+            raise
         self._writer = threading.Thread(target=self._run_writer, args=(db,), name="tds-store-writer", daemon=True)
         self._writer.start()
 
@@ -112,6 +181,19 @@ class Store:
             for db in self._read_connections:
                 db.conn.close()
             self._read_connections.clear()
+
+    async def check_writable(self, timeout_s: float = 5.0) -> str | None:
+        """None if a write commits now; otherwise why not (the writer is not running, a commit fails, or the
+        write lock is not had within *timeout_s*). The write changes nothing."""
+        if self._writer is None or not self._writer.is_alive():
+            return "the store's writer is not running"
+        try:
+            await asyncio.wait_for(self.write(_no_change), timeout_s)
+        except TimeoutError:
+            return f"a write did not commit within {timeout_s:g} s"
+        except StorageError as exc:
+            return exc.message
+        return None
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -149,9 +231,11 @@ class Store:
     def _commit_batch(self, db: sqlite_utils.Database, batch: list[Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         durable = any(job[3] for job in batch)
+        took: float | None = None
         try:
             if durable:
                 db.execute("PRAGMA synchronous = FULL")
+            started = time.perf_counter()
             db.execute("BEGIN IMMEDIATE")
             for fn, _, _, _ in batch:
                 db.execute("SAVEPOINT job")
@@ -169,14 +253,20 @@ class Store:
             db.execute("COMMIT")
             self.commits += 1
             self.jobs += len(batch)
+            took = time.perf_counter() - started
+            self.commit_failure = None
         except Exception as exc:
             if db.conn.in_transaction:
                 db.execute("ROLLBACK")
             error = StorageError(f"commit failed: {exc}")
+            self.commit_failure = error.message
             outcomes = [(False, error)] * len(batch)
         finally:
             if durable:
                 db.execute("PRAGMA synchronous = NORMAL")
+        if took is not None and self.commit_seconds is not None:
+            with contextlib.suppress(Exception):  # a metric must never fail a commit that happened
+                self.commit_seconds(took, durable)
         # One wake-up per event loop for the whole batch, not one per job.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, loop, future, _), (ok, value) in zip(batch, outcomes, strict=True):
@@ -206,6 +296,10 @@ class Store:
             return fn(db)
         finally:
             db.conn.close()
+
+
+def _no_change(_: sqlite_utils.Database) -> None:
+    """A write job that writes nothing (:meth:`Store.check_writable`)."""
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import msgspec
@@ -59,6 +60,11 @@ class Token(msgspec.Struct, frozen=True):
     application: str
     admin: bool
     id: str = ""
+
+    @property
+    def metrics_only(self) -> bool:
+        """A metrics token: it names no participant and is not the admin token, and reads only ``/metrics``."""
+        return self.participant_id is None and not self.admin
 
 
 class TokenInfo(msgspec.Struct, frozen=True):
@@ -162,6 +168,26 @@ class SqliteRepository:
             return [TokenInfo(**row) for row in rows]
 
         return await self.store.read(query)
+
+    async def metrics_tokens(self) -> list[TokenInfo]:
+        """The node's metrics tokens (revoked ones too, newest first); never the values."""
+
+        def query(db: sqlite_utils.Database) -> list[TokenInfo]:
+            rows = db.query("SELECT id, application, created_at, revoked_at FROM tokens WHERE participant_id IS NULL "
+                            "AND admin = 0 ORDER BY created_at DESC, id")
+            return [TokenInfo(**row) for row in rows]
+
+        return await self.store.read(query)
+
+    async def revoke_metrics_token(self, token_id: str, now: str) -> bool:
+        """Revoke one of the node's metrics tokens; False if there is no such (unrevoked) one."""
+
+        def revoke(db: sqlite_utils.Database) -> bool:
+            cursor = db.execute("UPDATE tokens SET revoked_at = ? WHERE participant_id IS NULL AND id = ? "
+                                "AND admin = 0 AND revoked_at IS NULL", [now, token_id])
+            return bool(cursor.rowcount)
+
+        return await self.store.write(revoke)
 
     async def revoke_token(self, participant_id: str, token_id: str, now: str) -> bool:
         """Revoke one of the participant's tokens; False if it has no such (unrevoked) token."""
@@ -448,14 +474,20 @@ class ContractRepository:
 
     # agreements
 
-    async def agreements(self, participant_id: str, *, state: AgreementState | None = AgreementState.FINALIZED
+    async def agreements(self, participant_id: str, *,
+                         state: AgreementState | Collection[AgreementState] | None = AgreementState.FINALIZED
                          ) -> list[AgreementRecord]:
+        """The participant's agreements in *state* (one state, any of several, or None: every state), newest
+        first."""
+        wanted = [state] if isinstance(state, AgreementState) else sorted(state or ())
+
         def query(db: sqlite_utils.Database) -> list[AgreementRecord]:
             sql = "SELECT * FROM agreements WHERE participant_id = ?"
             params: list[Any] = [participant_id]
-            if state:
-                sql += " AND state = ?"
-                params.append(state.value)
+            if wanted:
+                values = [s.value for s in wanted]
+                sql += f" AND state IN {_in(values)}"
+                params.extend(values)
             return [from_row(AgreementRecord, r) for r in db.query(sql + " ORDER BY created_at DESC", params)]
 
         return await self.store.read(query)

@@ -266,6 +266,39 @@ def applied_revocation(db: sqlite_utils.Database, participant_id: str, agreement
                     [participant_id, agreement_id, reason, at, receipt])
 
 
+def received_revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str, reason: str, at: str
+                        ) -> None:
+    """The consumer's record of a revocation as it arrives, before the data is deleted, so that its reason is
+    shown from the moment use is blocked (:func:`applied_revocation` completes it with the deletion receipt)."""
+    db.conn.execute("INSERT OR IGNORE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, "
+                    "status) VALUES (?, ?, 'consumer', ?, ?, 'received')", [participant_id, agreement_id, reason, at])
+
+
+def endings(db: sqlite_utils.Database, participant_id: str, agreement_id: str | None = None
+            ) -> dict[str, dict[str, Any]]:
+    """How the participant's agreements (or the one *agreement_id*) were revoked or lost their data: per
+    agreement id, ``revocation`` (reason, revokedAt, status) and ``dataDeleted`` (at, reason: the last deletion
+    on this node, on schedule or after a revocation), each only where there is one. Two indexed reads, not
+    the usage log (which may be long)."""
+    only, params = ("", [participant_id]) if agreement_id is None else (" AND agreement_id = ?",
+                                                                         [participant_id, agreement_id])
+    out: dict[str, dict[str, Any]] = {}
+    for aid, reason, at, status in db.conn.execute(
+            f"SELECT agreement_id, reason, revoked_at, status FROM revocations WHERE participant_id = ?{only}",
+            params):
+        out.setdefault(aid, {})["revocation"] = {"reason": reason, "revokedAt": at, "status": status}
+        if status == "applied":  # the consumer deleted the data as it applied the revocation
+            out[aid]["dataDeleted"] = {"at": at, "reason": "after the provider's revocation"}
+    for aid, at in db.conn.execute(
+            "SELECT agreement_id, done_at FROM scheduled_duties WHERE participant_id = ? AND kind = 'delete' "
+            f"AND done_at IS NOT NULL{only}", params):
+        earlier = out.get(aid, {}).get("dataDeleted")
+        if earlier is None or str(at) > str(earlier["at"]):
+            out.setdefault(aid, {})["dataDeleted"] = {"at": at, "reason": "on schedule (a deletion duty of the "
+                                                                         "agreement's policy)"}
+    return out
+
+
 def revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
     """The agreement's revocation: reason, revokedAt, status and the deletion receipt (decoded, or None)."""
     row = db.conn.execute("SELECT reason, revoked_at, status, receipt FROM revocations WHERE participant_id = ? "
@@ -307,6 +340,19 @@ class UsageRepository:
 
     async def read(self, job: Callable[[sqlite_utils.Database], T]) -> T:
         return await self.store.read(job)
+
+    async def snapshot(self, job: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run *job* on a reader in one read transaction: every query it makes sees the same committed state
+        (a plain :meth:`read` sees each query's own). Readers are query-only: the job cannot write."""
+
+        def in_transaction(db: sqlite_utils.Database) -> T:
+            db.conn.execute("BEGIN")
+            try:
+                return job(db)
+            finally:
+                db.conn.execute("ROLLBACK")
+
+        return await self.store.read(in_transaction)
 
     def before_commit(self, hook: Callable[[sqlite_utils.Database], None]) -> None:
         """Run *hook* on the writer thread at the end of every commit group, before its COMMIT."""

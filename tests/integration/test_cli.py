@@ -167,10 +167,28 @@ def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path):
     assert all(token not in json.dumps(e) for e in logs)
 
 
-def test_commands_on_a_stopped_node_say_so(tmp_path):
+@pytest.mark.parametrize("command", [["peers"], ["agreements"], ["use", "urn:uuid:a", "--check"],
+                                     ["use", "urn:uuid:a", "--use-id", "u1"], ["usage", "show", "urn:uuid:a"]])
+def test_commands_on_a_stopped_node_say_so_with_exit_code_3(tmp_path, command):
     data, _ = _init(tmp_path)
-    result = CliRunner().invoke(main, ["peers", "--dir", str(data)])
-    assert result.exit_code == 2 and "cannot reach" in result.output
+    result = CliRunner().invoke(main, [*command, "--dir", str(data)])
+    assert result.exit_code == 3 and "cannot reach" in result.output, result.output
+
+
+def test_use_with_o_on_a_stopped_node_says_so_with_exit_code_3(tmp_path):
+    data, _ = _init(tmp_path)
+    out = tmp_path / "data.csv"
+    result = CliRunner().invoke(main, ["use", "urn:uuid:a", "--use-id", "u1", "-o", str(out), "--dir", str(data)])
+    assert result.exit_code == 3 and "cannot reach" in result.output, result.output
+    assert not out.exists() and not out.with_name("data.csv.part").exists()
+
+
+@pytest.mark.parametrize(("status", "code"), [(0, 3), (409, 1), (429, 1), (500, 1), (502, 1), (503, 1), (400, 2),
+                                              (401, 2), (403, 2), (404, 2), (413, 2)])
+def test_an_answer_of_the_node_maps_to_one_exit_code(status, code):
+    from connector.cli import exit_code_of
+
+    assert exit_code_of(status) == code
 
 
 async def test_demo_runs_and_every_step_behaves():

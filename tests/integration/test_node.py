@@ -248,7 +248,11 @@ async def test_health_and_metrics(nodes):
     a = await nodes.start("acme")
     status, body = await _get(f"{a.public_url}/healthz")
     assert status == 200 and body == {"status": "ok"}
-    async with aiohttp.ClientSession() as s, s.get(f"{a.public_url}/metrics") as r:
+    status, body = await _get(f"{a.public_url}/readyz")
+    assert status == 200 and body["status"] == "ready", body
+    assert (await _get(f"{a.public_url}/metrics"))[0] == 404  # the metrics are on the management listener
+    headers = {"Authorization": f"Bearer {a.admin_token}"}
+    async with aiohttp.ClientSession() as s, s.get(f"{a.node.management_url}/metrics", headers=headers) as r:
         text = await r.text()
     assert r.status == 200 and "tds_http_requests_total" in text and "tds_participants 1.0" in text
 

@@ -64,3 +64,42 @@ async def test_unknown_ca_file_is_a_config_error(nodes, tmp_path):
     with pytest.raises(ConfigError) as info:
         await nodes.start("acme", tls_ca=str(tmp_path / "missing.pem"))
     assert info.value.path == "node.tls_ca"
+
+
+async def test_tls_ca_alone_is_trusted_for_peers_and_the_system_store_for_backends(tmp_path, monkeypatch):
+    # node.tls_ca names the data space's CA: a peer whose certificate a CA of the system store issued is refused,
+    # while an asset's HTTP backend (the provider's own system, not a peer) is checked against the system store.
+    import aiohttp.connector
+    from aiohttp import web
+
+    from connector.errors import PeerError
+    from connector.http.tls import client_context
+    from connector.net.client import PeerClient
+    from connector.net.guard import OutboundPolicy
+    from connector.testing import free_port
+
+    space, public = trustme.CA(), trustme.CA()
+    space.cert_pem.write_to_path(str(tmp_path / "space.pem"))
+    system_store = ssl.create_default_context(cafile=None, cadata=public.cert_pem.bytes().decode())
+    monkeypatch.setattr(aiohttp.connector, "_SSL_CONTEXT_VERIFIED", system_store)  # what `ssl=True` trusts
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    public.issue_cert("127.0.0.1").configure_cert(served)
+    async def data(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/data", data)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=served).start()
+    client = PeerClient(OutboundPolicy.build(True, []), timeout_s=5,
+                        ssl_context=client_context(str(tmp_path / "space.pem")))
+    try:
+        with pytest.raises(PeerError, match="certificate verify failed"):
+            await client.request("GET", f"https://127.0.0.1:{port}/data")
+        async with client.stream(f"https://127.0.0.1:{port}/data", backend=True) as answer:
+            assert answer.status == 200 and await answer.text() == "ok"
+    finally:
+        await client.close()
+        await runner.cleanup()

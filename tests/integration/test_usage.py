@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from connector.services.usage import check_log
-from connector.testing import ProcessNode
+from connector.testing import ProcessNode, eventually
 from usage_policies import templates
 
 
@@ -154,3 +154,60 @@ async def test_kill_9_around_the_commit(nodes, tmp_path, crash_at):
         assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
     finally:
         await consumer.stop()
+
+
+async def test_use_check_counts_nothing_and_a_use_without_o_is_counted(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_between(provider, consumer.client, provider.public_url)
+    code, out = await tds(consumer, "use", agreement, "--check", "--purpose", "R&D")
+    assert code == 0 and out.startswith("permit: a use now would be permitted") and "3 of 3 uses left" in out, out
+    assert "no data held here" in out  # none was transferred
+    code, out = await tds(consumer, "use", agreement, "--check", "--purpose", "sales")
+    assert code == 1 and out.startswith("deny: a use now would be denied") and "purpose" in out, out
+    code, out = await tds(consumer, "use", agreement, "--check", "--use-id", "x", "--purpose", "R&D")
+    assert code == 2 and "--check only asks" in out, out
+    code, out = await tds(consumer, "use", agreement, "--purpose", "R&D")
+    assert code == 2 and "--use-id" in out, out
+    assert (await consumer.client.usage(agreement))["uses"] == 0
+    code, out = await tds(consumer, "use", agreement, "--use-id", "cli-1", "--purpose", "R&D")
+    assert code == 0 and "counted without delivery" in out, out
+    code, out = await tds(consumer, "use", agreement, "--check", "--purpose", "R&D")
+    assert code == 0 and "2 of 3 uses left" in out, out
+    assert (await consumer.client.usage(agreement))["uses"] == 1
+
+
+async def test_a_revocation_is_plain_in_every_command(nodes, tmp_path):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await agreement_between(provider, consumer.client, provider.public_url)
+    assert (await consumer.client.use(agreement, "u1", purpose="R&D"))["decision"] == "permit"
+    code, out = await tds(provider, "agreement", "revoke", agreement, "--reason", "contract ended")
+    assert code == 0, out
+
+    async def revoked():
+        [row], [theirs] = await consumer.client.agreements(), await provider.client.agreements()
+        return row.get("dataDeleted") and theirs["revocation"]["status"] == "acknowledged"
+
+    await eventually(revoked)
+    code, out = await tds(consumer, "agreements")
+    assert code == 0 and "REVOKED" in out and "revoked by the provider at " in out and "contract ended" in out, out
+    assert "data deleted here at " in out
+    code, out = await tds(consumer, "agreements", "--state", "revoked")
+    assert code == 0 and agreement in out, out
+    code, out = await tds(consumer, "agreements", "--state", "FINALIZED")
+    assert code == 0 and out.strip() == "no agreements in state FINALIZED", out
+    code, out = await tds(consumer, "agreements", "--state", "gone")
+    assert code == 2 and "Invalid value for '--state'" in out, out
+    code, out = await tds(provider, "agreements")
+    assert code == 0 and "REVOKED" in out and "contract ended" in out and "confirmed" in out, out
+    code, out = await tds(consumer, "usage", "show", agreement)
+    assert code == 0 and "revoked by the provider at " in out and "contract ended: no uses left" in out, out
+    assert "0 of 3 uses left" in out
+    target = tmp_path / "data.csv"
+    code, out = await tds(consumer, "use", agreement, "--use-id", "u2", "--purpose", "R&D", "-o", str(target))
+    assert code == 1 and "revoked this agreement at " in out and "contract ended" in out, out
+    assert not target.exists() and not target.with_name("data.csv.part").exists()
+    code, out = await tds(consumer, "use", agreement, "--check", "--purpose", "R&D")
+    assert code == 1 and "revoked" in out, out
+    code, out = await tds(consumer, "use", agreement, "--use-id", "u3", "--purpose", "R&D", "-o",
+                          str(tmp_path / "no" / "such" / "folder.csv"))
+    assert code == 2 and "cannot write" in out and "nothing was used" in out, out

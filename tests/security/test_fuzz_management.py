@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,13 +174,10 @@ async def test_fuzzing_the_management_api_finds_no_server_error_and_no_undocumen
     peers = [other.public_url, str(host.participant.base_url), f"http://127.0.0.1:{free_port()}", "not a url",
              "did:web:127.0.0.1%3A1", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"]
 
-    started = time.monotonic()
     report = await asyncio.to_thread(Fuzzer(doc, host.node.management_url, identities, peers, protected).run)
-    seconds = time.monotonic() - started
 
     assert report.failures == [], f"{len(report.failures)} failures, the first:\n\n" + "\n\n".join(
         report.failures[:5])
     assert report.requests > 5000 and {200, 201, 204, 400, 401, 403, 404, 405, 409} <= set(report.statuses), (
         report.statuses)
-    assert seconds < 60, f"the fuzz took {seconds:.0f} s ({report.requests} requests)"
     assert (await host.client.participant())["name"] == "acme"  # the fuzzer's own token survived

@@ -33,7 +33,7 @@ def test_each_enum_is_documented_with_its_wire_values_under_a_readable_name(sche
 
 
 @pytest.mark.parametrize(("record", "state"), [
-    ("NegotiationRecord", "NegotiationState"), ("TransferOut", "TransferState"), ("AgreementRecord", "AgreementState"),
+    ("NegotiationRecord", "NegotiationState"), ("TransferOut", "TransferState"), ("AgreementOut", "AgreementState"),
 ])
 def test_a_records_state_and_role_refer_to_their_enums(schemas, record, state):
     properties = schemas[record]["properties"]
@@ -45,3 +45,15 @@ def test_no_reference_names_a_module(schemas):
     text = json.dumps(schemas)
     assert '"$ref": "#/components/schemas/' in text
     assert '"$ref": "#/components/schemas/connector.' not in text
+
+
+def test_an_agreement_is_documented_with_its_revocation_and_data_deletion(schemas):
+    properties = schemas["AgreementOut"]["properties"]
+    assert {"revocation", "dataDeleted", "state", "assetId"} <= set(properties)
+    assert set(schemas["RevocationOut"]["properties"]) == {"reason", "revokedAt", "status"}
+
+
+def test_a_use_documents_the_dry_run_and_that_a_use_id_is_not_always_required(schemas):
+    use = schemas["UseIn"]
+    assert {"dryRun", "deliver", "useId"} <= set(use["properties"])
+    assert use["required"] == ["agreementId"] and use["additionalProperties"] is False

@@ -166,3 +166,27 @@ async def test_a_revocation_with_a_bad_proof_is_refused(setup: Setup):
     (_, _, signed), = [s for s in setup.peer.sent if s[1].endswith("/tds/revocations")]
     with pytest.raises(Exception, match="does not verify"):
         await setup.receipts.on_revocation(setup.consumer, setup.provider.did, {**signed, "reason": "changed"})
+
+
+async def test_the_consumer_records_the_revocations_reason_as_it_blocks_use(setup: Setup):
+    """The reason is on record from the moment use is blocked, before the data is deleted; a reason with
+    control characters is kept without them (it is printed on operators' terminals)."""
+    from connector.store import usage as store
+
+    await setup.receipts.revoke(setup.provider, AGREEMENT, "contract ended\x1b[2J\x07 early")
+    for task in list(setup.receipts._tasks):
+        await task
+    (_, _, signed), = [s for s in setup.peer.sent if s[1].endswith("/tds/revocations")]
+    seen = []
+
+    async def deleting(participant, agreement_id):
+        seen.append(await setup.repo.read(lambda db: store.revocation(db, participant.id, agreement_id)))
+        return await setup.vault(participant, agreement_id)
+
+    await setup.sql("DELETE FROM revocations WHERE participant_id = 'parts'")
+    setup.receipts.destroy_data = deleting
+    await setup.receipts.on_revocation(setup.consumer, setup.provider.did, signed)
+    assert seen[0]["status"] == "received" and seen[0]["reason"] == "contract ended [2J  early"
+    ended = await setup.usage.endings(setup.consumer)
+    assert ended[AGREEMENT]["revocation"]["status"] == "applied"
+    assert ended[AGREEMENT]["dataDeleted"]["reason"] == "after the provider's revocation"

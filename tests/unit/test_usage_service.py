@@ -257,3 +257,184 @@ async def test_own_claims_are_the_held_credentials_by_issuers_the_participant_tr
     assert claims.region is not None and (claims.region.value, claims.region.issuer) == (REGION, registry.did)
     later = held_claims_of(held, trust_of, clock=lambda: NOW + timedelta(days=31))  # both ran out
     assert (await later(setup.consumer)).region is None
+
+
+# -- a dry run: the same decision, nothing counted, logged or scheduled ----------------------------------
+
+def _window_closed(made: Setup) -> None:
+    made.clock.advance(31 * 86400)
+
+
+@pytest.mark.parametrize(("terms", "before", "purpose", "then", "decision"), [
+    (templates.max_uses(ASSET, 3), 0, "R&D", None, "permit"),
+    (templates.max_uses(ASSET, 3), 3, "R&D", None, "deny"),
+    (templates.max_uses(ASSET, 3), 0, "marketing", None, "deny"),
+    (templates.for_duration(ASSET, "P30D"), 1, "R&D", _window_closed, "deny"),
+    (templates.no_export_outside(ASSET, "CN"), 0, "R&D", None, "deny"),
+], ids=["permit", "count", "purpose", "time-window", "export"])
+async def test_a_dry_run_answers_what_the_use_that_follows_is_decided_and_changes_nothing(
+        tmp_path, terms, before, purpose, then, decision):
+    made = await open_setup(tmp_path, policy(terms))
+    try:
+        for i in range(before):
+            assert (await made.use(f"u{i}")).permitted
+        if then is not None:
+            then(made)
+        notified, state = list(made.notified), await made.dump()
+        checked = await made.check(purpose=purpose)
+        assert await made.dump() == state and made.notified == notified
+        used = await made.use("next", purpose=purpose)
+        assert (checked.decision, checked.reasons) == (used.decision, used.reasons) and used.decision == decision
+        assert checked.uses == before
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_a_dry_run_says_what_is_left_and_what_a_use_would_carry_out(tmp_path):
+    made = await open_setup(tmp_path, policy(templates.max_uses(ASSET, 3),
+                                             templates.use_and_delete_after(ASSET, "P7D")))
+    try:
+        await made.use("u1")
+        checked = await made.check()
+        assert checked.permitted and checked.uses == 1
+        assert checked.allowance["usesLeft"] == 2 and checked.allowance["usesAllowed"] == 3
+        assert any(e.startswith("delete at ") for e in checked.effects)
+        due = await made.repo.duties_due()
+        assert len(due) == 1  # the one the use scheduled; the dry run scheduled none of its own
+        await made.check()
+        assert await made.repo.duties_due() == due
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_many_dry_runs_never_take_a_use(setup: Setup):
+    checks = await asyncio.gather(*(setup.check() for _ in range(50)))
+    assert all(c.permitted and c.uses == 0 for c in checks)
+    entries, heads, _ = await setup.usage.log_of(setup.consumer, AGREEMENT)
+    assert entries == [] and heads == [] and setup.notified == []
+    assert [(await setup.use(f"u{i}")).decision for i in range(4)] == ["permit", "permit", "permit", "deny"]
+
+
+async def test_dry_runs_beside_concurrent_uses_see_a_consistent_log(setup: Setup):
+    await setup.add_agreement(policy(templates.max_uses(ASSET, 1000)), agreement_id="urn:uuid:busy")
+    uses = [setup.use(f"c{i}", agreement_id="urn:uuid:busy") for i in range(60)]
+    checks = [setup.check(agreement_id="urn:uuid:busy") for _ in range(60)]
+    results = await asyncio.gather(*uses, *checks)
+    assert all(r.permitted for r in results)
+    assert await setup.usage.check_heads() == {}
+
+
+@pytest.mark.parametrize("between", ["last_entry", "last_signed_head"])
+async def test_a_use_committed_in_the_middle_of_a_dry_run_does_not_make_the_log_look_cut_short(
+        setup: Setup, monkeypatch, between):
+    """A dry run reads one snapshot and the entries known committed before it: a use that commits while it
+    reads (here: forced right before the read named) is simply not in its view."""
+    import threading
+
+    from connector.services import usage as service
+
+    await setup.use("u1")
+    loop, original, done = asyncio.get_running_loop(), getattr(service.store, between), []
+
+    def read_then_use(db, *args):
+        if not done and threading.current_thread().name.startswith("tds-store-read"):
+            done.append(asyncio.run_coroutine_threadsafe(setup.use("u2"), loop).result(timeout=10))
+        return original(db, *args)
+
+    monkeypatch.setattr(service.store, between, read_then_use)
+    checked = await setup.check()
+    assert done and done[0].entry.seq == 2  # the use committed while the dry run read
+    assert checked.permitted and checked.uses == 1  # the dry run's snapshot: before it
+
+
+@pytest.mark.parametrize(("who", "agreement_id"), [("provider", AGREEMENT), ("consumer", "urn:uuid:nothing")])
+async def test_a_dry_run_of_an_agreement_not_the_consumers_is_not_found(setup: Setup, who, agreement_id):
+    with pytest.raises(NotFound):
+        await setup.check(agreement_id=agreement_id, participant=setup.participants["acme" if who == "provider"
+                                                                                    else "parts"])
+
+
+async def test_a_dry_run_of_a_revoked_agreement_is_refused_with_the_reason_and_when(setup: Setup):
+    await setup.receipts.revoke(setup.provider, AGREEMENT, "contract ended")
+    for task in list(setup.receipts._tasks):
+        await task
+    with pytest.raises(Conflict, match=r"revoked this agreement at 2026-03-01T09:00:00\.000000Z \(reason: "
+                                       r"contract ended\)") as checked:
+        await setup.check()
+    with pytest.raises(Conflict) as used:
+        await setup.use("u1")
+    assert checked.value.message == used.value.message
+
+
+async def test_a_dry_run_of_an_agreement_not_yet_in_force_is_refused(tmp_path):
+    from connector.protocol.agreement_lifecycle import AgreementState
+
+    made = await open_setup(tmp_path)
+    try:
+        await made.add_agreement(policy(), agreement_id="urn:uuid:verified", state=AgreementState.VERIFIED)
+        with pytest.raises(Conflict, match="VERIFIED, not FINALIZED"):
+            await made.check(agreement_id="urn:uuid:verified")
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_a_dry_run_on_a_log_that_does_not_verify_is_refused_like_a_use(setup: Setup):
+    await setup.use("u1")
+    await setup.sql("UPDATE usage_log SET entry = replace(entry, '\"uses\":1', '\"uses\":0')")
+    with pytest.raises(Conflict, match="does not verify"):
+        await setup.check()
+
+
+# -- how an agreement ended, as the summary and the listing show it ---------------------------------------
+
+async def test_the_summary_of_a_revoked_agreement_says_so_with_the_reason_and_no_use_left(setup: Setup):
+    await setup.use("u1")
+    await setup.receipts.revoke(setup.provider, AGREEMENT, "contract ended")
+    for task in list(setup.receipts._tasks):
+        await task
+    summary = await setup.usage.summary(setup.consumer, AGREEMENT)
+    assert summary["state"] == "REVOKED" and summary["uses"] == 1
+    assert summary["revocation"]["reason"] == "contract ended" and summary["revocation"]["status"] == "applied"
+    assert summary["allowance"]["usesLeft"] == 0 and summary["allowance"]["usesAllowed"] == 3
+    assert summary["dataDeleted"]["reason"] == "after the provider's revocation"
+
+
+async def test_the_summary_of_an_agreement_in_force_has_no_ending(setup: Setup):
+    await setup.use("u1")
+    summary = await setup.usage.summary(setup.consumer, AGREEMENT)
+    assert (summary["state"], summary["revocation"], summary["dataDeleted"]) == ("FINALIZED", None, None)
+    assert summary["allowance"]["usesLeft"] == 2
+
+
+async def test_a_deletion_on_schedule_is_an_ending_of_the_data_not_of_the_agreement(tmp_path):
+    made = await open_setup(tmp_path, policy(templates.use_and_delete_after(ASSET, "PT1S")))
+    try:
+        await made.use("u1")
+        assert await made.usage.endings(made.consumer) == {}
+        await made.usage.carry_out("parts", AGREEMENT, "delete")
+        ended = await made.usage.endings(made.consumer)
+        assert ended[AGREEMENT]["dataDeleted"] == {"at": "2026-03-01T09:00:00.000000Z",
+                                                   "reason": "on schedule (a deletion duty of the agreement's "
+                                                             "policy)"}
+        assert "revocation" not in ended[AGREEMENT]
+        assert (await made.usage.summary(made.consumer, AGREEMENT))["state"] == "FINALIZED"
+        assert "was deleted here at 2026-03-01T09:00:00.000000Z" in await made.usage.no_data_reason(made.consumer,
+                                                                                                    AGREEMENT)
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_why_no_data_names_the_revocation_first(setup: Setup):
+    assert await setup.usage.no_data_reason(setup.consumer, AGREEMENT) == \
+        "no data has been received for this agreement (nothing was counted)"
+    await setup.receipts.revoke(setup.provider, AGREEMENT, "contract ended")
+    for task in list(setup.receipts._tasks):
+        await task
+    with pytest.raises(Conflict, match=r"revoked this agreement at .* contract ended"):
+        await setup.usage.no_data_reason(setup.consumer, AGREEMENT)
+    with pytest.raises(NotFound):
+        await setup.usage.no_data_reason(setup.provider, AGREEMENT)

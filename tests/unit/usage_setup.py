@@ -136,6 +136,16 @@ class Setup:
         return await self.usage.use(self.consumer, application=application, agreement_id=agreement_id,
                                     action=action, purpose=purpose, use_id=use_id)
 
+    async def check(self, *, purpose: str = "R&D", action: str = "use", agreement_id: str = AGREEMENT,
+                    participant: ParticipantRuntime | None = None) -> Any:
+        """A dry run of a use (``UsageService.check``), by the consumer unless *participant* is given."""
+        return await self.usage.check(participant or self.consumer, agreement_id=agreement_id, action=action,
+                                      purpose=purpose)
+
+    async def dump(self) -> list[str]:
+        """The whole database as SQL (to show that nothing changed)."""
+        return await self.store.read(lambda db: list(db.conn.iterdump()))
+
     async def sql(self, statement: str, *params: Any) -> None:
         """Change the database behind the services' back (what an attacker with the file could do)."""
         await self.store.write(lambda db: db.conn.execute(statement, params))
