@@ -121,6 +121,10 @@ class Metrics:
         self.gossip_sent_bytes = Counter(
             "tds_gossip_sent_bytes", "Bytes of gossip messages this node sent", registry=registry
         )
+        self.directory_evicted = Counter(
+            "tds_directory_evicted", "Peer directory entries learned by gossip let go to make room for newcomers "
+            "in a full directory", registry=registry,
+        )
         self.crawl_events = Counter(
             "tds_catalog_crawl_events", "Catalog crawls of known peers, and what they failed or left out",
             ["event"], registry=registry,

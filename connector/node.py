@@ -154,7 +154,8 @@ class Node:
             DirectoryRepository(self.store), self.resolver, self.client, settings=self.config.discovery,
             participants=lambda: list(self.participants), verify_peer=self.federation.verify_peer,
             claims_of=self.credentials.claims_of,
-            refused=lambda reason: self.metrics.gossip_refused.labels(reason).inc())
+            refused=lambda reason: self.metrics.gossip_refused.labels(reason).inc(),
+            evicted=self.metrics.directory_evicted.inc)
         self.gossip = Gossip(self.directory, self.client, participants=lambda: list(self.participants),
                              interval_s=self.gossip_interval_s, sent_bytes=self.metrics.gossip_sent_bytes.inc)
         #: Federated search: each participant's cache of the offers its known peers show it, crawled as itself.

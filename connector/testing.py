@@ -26,6 +26,7 @@ from connector.config import (
     CONFIG_FILE,
     ConformanceSection,
     CredentialsSection,
+    DiscoverySection,
     DspSection,
     parse_config,
     render_config,
@@ -414,15 +415,18 @@ def dsp_validator() -> DspValidator:
 
 class ProcessNode:
     """A node run as ``python -m connector serve --dir DIR`` in its own process (so that it can be killed
-    with SIGKILL, restarted on the same ports, and its peak memory read from ``/proc``)."""
+    with SIGKILL, restarted on the same ports, and its peak memory read from ``/proc``). *discovery* replaces
+    its ``[discovery]`` section; *node_settings* override ``[node]`` fields."""
 
-    def __init__(self, root: Path, name: str, **node_settings: Any) -> None:
+    def __init__(self, root: Path, name: str, *, discovery: DiscoverySection | None = None,
+                 **node_settings: Any) -> None:
         self.data_dir = root / name
         result = init_node(self.data_dir, name=name, legal_name=f"{name.title()} Co.", port=free_port(),
                            management_port=free_port(), region="CN-GD", dev_mode=True)
         config = result.config
-        if node_settings:
-            config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings))
+        if node_settings or discovery is not None:
+            config = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **node_settings),
+                                             discovery=discovery or config.discovery)
             write_secret_text(self.data_dir / CONFIG_FILE, render_config(config))
         self.config = config
         self.token = result.token

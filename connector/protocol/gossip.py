@@ -17,23 +17,38 @@ replicated database maintenance", 1987) in two requests:
    the items asked for (:meth:`View.items_for`).
 
 Whatever arrives goes through :func:`screen` (shape, size, time) and the signature check of the shell, then
-:meth:`View.consider` decides: newer than what is held replaces it, older is *stale* and never replaces a
-newer item (issuance dates compared; a replayed old self-description cannot roll one back), beyond the
-view's size it is *over limit*. An item expires when it is not refreshed within ``item_ttl_s`` of its
-issuance (a departed participant disappears); a subject re-issues its own item well before that.
+:meth:`View.consider` decides (:meth:`View.admit`: the same for the items of a message, holding those taken):
+newer than what is held replaces it, older is *stale* and never replaces a newer item (issuance dates
+compared; a replayed old self-description cannot roll one back), beyond the view's size it is *over limit*,
+unless the shell first lets go of entries least worth keeping (:func:`evictions`). An item expires when it is
+not refreshed within ``item_ttl_s`` of its issuance (a departed participant disappears); a subject re-issues
+its own item well before that.
+
+Cost: a view keeps each bucket's fingerprint and entries up to date as items come and go, so a digest is
+written once per change and an answer is its buckets' entries as kept; a plan sets aside the entries alike on
+both sides a whole column at a time (C-level dict and set operations), and compares one by one only those that
+differ. While two views are far apart an exchange still reads up to ``max_entries_per_message`` entries a
+side: that is what the protocol sends.
 
 Pure: no I/O and no clock; the caller passes ``now``.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
-import functools
 import hashlib
+import heapq
+import itertools
+import operator
+import re
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
 
 from connector.identity import credentials, proof
 
@@ -42,6 +57,8 @@ BUCKETS = 64
 DIGEST_TYPE = "tds:GossipDigest"
 ENTRIES_TYPE = "tds:GossipEntries"
 ITEMS_TYPE = "tds:GossipItems"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 #: How far in the future an item's ``validFrom`` may lie (clocks of different nodes disagree a little).
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -69,7 +86,7 @@ class Limits:
     #: Items in one message (each way).
     max_items_per_message: int = 256
     #: ``[DID, validFrom, digest]`` entries in one answer to a digest.
-    max_entries_per_message: int = 4096
+    max_entries_per_message: int = 512
     #: Bytes of one message, whatever it carries.
     max_message_bytes: int = 1024 * 1024
     #: Items in one view.
@@ -78,7 +95,7 @@ class Limits:
     item_ttl_s: float = 3600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One subject's own signed self-description, as checked by :func:`screen` (not yet its signature)."""
 
@@ -90,23 +107,28 @@ class Item:
     size: int
     document: Mapping[str, Any] = field(repr=False, compare=False)
     bucket: int = -1
+    # Worked out once (an item is compared and listed in every exchange that reads its bucket):
+    #: ``validFrom`` as :func:`credentials.utc_text` writes it, and in microseconds since 1970 (to sort by).
+    issued_text: str = field(init=False, repr=False, compare=False)
+    issued_us: int = field(init=False, repr=False, compare=False)
+    #: The first 64 bits of the digest: what the item adds to its bucket's fingerprint.
+    fingerprint: int = field(init=False, repr=False, compare=False)
+    #: ``[DID, validFrom, digest]``, as an answer to a digest lists the item.
+    entry: tuple[str, str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.bucket < 0:
             object.__setattr__(self, "bucket", bucket_of(self.did))
+        issued_text = credentials.utc_text(self.issued)
+        object.__setattr__(self, "issued_text", issued_text)
+        object.__setattr__(self, "issued_us", (self.issued - _EPOCH) // _MICROSECOND)
+        object.__setattr__(self, "fingerprint", int(self.digest[:16], 16))
+        object.__setattr__(self, "entry", (self.did, issued_text, self.digest))
 
     @property
     def version(self) -> tuple[datetime, str]:
         """Newer is greater: issuance first, the digest breaks a tie so that every view picks the same."""
         return self.issued, self.digest
-
-    @functools.cached_property
-    def issued_text(self) -> str:
-        return credentials.utc_text(self.issued)
-
-    @functools.cached_property
-    def fingerprint(self) -> int:
-        return int(self.digest[:16], 16)
 
 
 @dataclass(frozen=True)
@@ -167,41 +189,58 @@ def verify(item: Item, did_document: Mapping[str, Any], *, now: datetime) -> cre
     return credentials.verify(dict(item.document), dict(did_document), now=now)
 
 
+#: A digest's bucket fingerprints, joined: 16 hex digits each.
+_FINGERPRINTS = re.compile(f"[0-9a-fA-F]{{{16 * BUCKETS}}}")
+_FINGERPRINT_SLICES = [slice(i, i + 16) for i in range(0, 16 * BUCKETS, 16)]
+_DID = operator.itemgetter(0)
+_ISSUED = operator.attrgetter("issued_us")
+_SIZE = operator.attrgetter("size")
+#: What an answer to a digest holds, checked in one pass (wire JSON: arrays of strings, bucket numbers).
+_Entries = list[tuple[Annotated[str, msgspec.Meta(max_length=512)], str, str]]
+_Covered = list[Annotated[int, msgspec.Meta(ge=0, lt=BUCKETS)]]
+
+
 @dataclass
 class View:
-    """One participant's gossip state: the items it holds, by DID, with each bucket's fingerprint kept up
-    to date as items come and go. *own* are the DIDs hosted here, whose items only this node issues."""
+    """One participant's gossip state: the items it holds, by DID, with each bucket's fingerprint and
+    ``[DID, validFrom, digest]`` entries kept up to date as items come and go (so that an exchange reads only
+    the buckets that differ). *own* are the DIDs hosted here, whose items only this node issues."""
 
     limits: Limits
     own: frozenset[str] = frozenset()
     items: dict[str, Item] = field(default_factory=dict)
     _buckets: list[int] = field(default_factory=lambda: [0] * BUCKETS)
-    #: The DIDs of each bucket (so that an exchange reads only the buckets that differ).
-    _members: list[set[str]] = field(default_factory=lambda: [set() for _ in range(BUCKETS)])
+    #: The entries of each bucket, by DID; and all of them, by DID.
+    _members: list[dict[str, tuple[str, str, str]]] = field(default_factory=lambda: [{} for _ in range(BUCKETS)])
+    _entries: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: The bucket fingerprints as a digest writes them (written again after a change).
+    _written: list[str] | None = None
 
     def __post_init__(self) -> None:
         for item in list(self.items.values()):
             self._buckets[item.bucket] ^= item.fingerprint
-            self._members[item.bucket].add(item.did)
+            self._members[item.bucket][item.did] = self._entries[item.did] = item.entry
 
     # -- keeping items ---------------------------------------------------------------------------------
 
     def put(self, item: Item) -> None:
         """Hold *item* (replacing what is held for its DID), whatever its version: use :meth:`consider`
         first for items from elsewhere."""
-        old = self.items.get(item.did)
-        b = item.bucket
+        did, b = item.did, item.bucket
+        old = self.items.get(did)
         if old is not None:
             self._buckets[b] ^= old.fingerprint
-        self.items[item.did] = item
+        self.items[did] = item
         self._buckets[b] ^= item.fingerprint
-        self._members[b].add(item.did)
+        self._members[b][did] = self._entries[did] = item.entry
+        self._written = None
 
     def remove(self, did: str) -> Item | None:
         old = self.items.pop(did, None)
         if old is not None:
             self._buckets[old.bucket] ^= old.fingerprint
-            self._members[old.bucket].discard(did)
+            del self._members[old.bucket][did], self._entries[did]
+            self._written = None
         return old
 
     def expire(self, now: datetime) -> list[str]:
@@ -210,6 +249,39 @@ class View:
         for did in gone:
             self.remove(did)
         return gone
+
+    def admit(self, items: Iterable[Item]) -> tuple[list[Item], list[Refusal]]:
+        """:meth:`consider`, then :meth:`put` what is to be held, for each of *items* in turn (their signatures
+        checked by the caller): the items taken, and a refusal for each one refused (an item already held, or
+        of a DID hosted here, is neither)."""
+        taken: list[Item] = []
+        refused: list[Refusal] = []
+        held, own, room = self.items, self.own, self.limits.max_entries
+        buckets, members, entries = self._buckets, self._members, self._entries
+        for item in items:
+            did = item.did
+            if did in own:
+                continue
+            old = held.get(did)
+            b = item.bucket
+            if old is None:
+                if len(held) >= room:
+                    refused.append(Refusal.OVER_LIMIT)
+                    continue
+            elif item.issued != old.issued or item.digest != old.digest:
+                if (item.issued, item.digest) < (old.issued, old.digest):
+                    refused.append(Refusal.STALE)
+                    continue
+                buckets[b] ^= old.fingerprint
+            else:
+                continue
+            held[did] = item
+            buckets[b] ^= item.fingerprint
+            members[b][did] = entries[did] = item.entry
+            taken.append(item)
+        if taken:
+            self._written = None
+        return taken, refused
 
     def consider(self, item: Item, *, own_ok: bool = False) -> Refusal | bool | None:
         """Whether *item* should be held: True (newer, or new and there is room), False (the same item
@@ -225,37 +297,44 @@ class View:
 
     # -- the exchange ------------------------------------------------------------------------------------
 
+    def _fingerprints(self) -> list[str]:
+        if self._written is None:
+            text = struct.pack(f">{BUCKETS}Q", *self._buckets).hex()
+            self._written = list(map(text.__getitem__, _FINGERPRINT_SLICES))
+        return self._written
+
     def digest(self) -> dict[str, Any]:
         """Step 1 (initiator): the fingerprint of each bucket."""
-        return {"@type": DIGEST_TYPE, "buckets": [f"{b:016x}" for b in self._buckets]}
+        return {"@type": DIGEST_TYPE, "buckets": list(self._fingerprints())}
 
     def differing(self, digest: Any) -> list[int]:
         """The buckets whose fingerprint in *digest* differs from ours; :class:`GossipError` if malformed."""
         buckets = digest.get("buckets") if isinstance(digest, dict) else None
         if not isinstance(buckets, list) or len(buckets) != BUCKETS:
             raise GossipError(f"a digest names exactly {BUCKETS} bucket fingerprints")
-        theirs: list[int] = []
-        for value in buckets:
-            if not isinstance(value, str) or len(value) != 16:
-                raise GossipError("a bucket fingerprint is 16 hex digits")
-            try:
-                theirs.append(int(value, 16))
-            except ValueError as exc:
-                raise GossipError("a bucket fingerprint is 16 hex digits") from exc
-        return [i for i in range(BUCKETS) if theirs[i] != self._buckets[i]]
+        if set(map(type, buckets)) != {str} or set(map(len, buckets)) != {16}:
+            raise GossipError("a bucket fingerprint is 16 hex digits")
+        text = "".join(buckets)
+        if not _FINGERPRINTS.fullmatch(text):
+            raise GossipError("a bucket fingerprint is 16 hex digits")
+        ours = self._fingerprints()
+        if buckets == ours:
+            return []
+        theirs = map(text.lower().__getitem__, _FINGERPRINT_SLICES)
+        return list(itertools.compress(range(BUCKETS), map(operator.ne, theirs, ours)))
 
     def entries_for(self, digest: Any) -> dict[str, Any]:
         """Step 2 (responder): ``[DID, validFrom, digest]`` of our items in the buckets that differ from
         *digest*'s (at most ``max_entries_per_message``; the rest in a later round)."""
         wanted = self.differing(digest)
-        entries: list[list[str]] = []
+        entries: list[tuple[str, str, str]] = []
         covered: list[int] = []
         for b in wanted:
             members = self._members[b]
             if entries and len(entries) + len(members) > self.limits.max_entries_per_message:
                 break  # whole buckets only: the rest in a later round
             covered.append(b)
-            entries += [[did, self.items[did].issued_text, self.items[did].digest] for did in members]
+            entries += members.values()
         return {"@type": ENTRIES_TYPE, "buckets": covered, "entries": entries[: self.limits.max_entries_per_message]}
 
     def plan(self, answer: Any, *, hidden: Iterable[str] = ()) -> tuple[list[Item], list[str], int]:
@@ -264,59 +343,45 @@ class View:
         entries were over the limit of one message (not read)."""
         if not isinstance(answer, dict) or not isinstance(answer.get("entries"), list):
             raise GossipError("an answer to a digest lists entries")
-        raw_buckets = answer.get("buckets")
-        if not isinstance(raw_buckets, list) or not all(isinstance(b, int) and 0 <= b < BUCKETS
-                                                        for b in raw_buckets):
-            raise GossipError("an answer to a digest names the buckets it covers")
+        try:
+            covered = set(msgspec.convert(answer.get("buckets"), _Covered))
+        except msgspec.ValidationError as exc:
+            raise GossipError("an answer to a digest names the buckets it covers") from exc
         entries = answer["entries"]
         over = max(0, len(entries) - self.limits.max_entries_per_message)
-        theirs: dict[str, tuple[str, str]] = {}
-        for entry in entries[: self.limits.max_entries_per_message]:
-            if type(entry) is not list or len(entry) != 3:
-                raise GossipError("an entry is [DID, validFrom, digest]")
-            did, issued, digest = entry
-            if type(did) is not str or type(issued) is not str or type(digest) is not str or len(did) > 512:
-                raise GossipError("an entry is [DID, validFrom, digest]")
-            theirs[did] = (issued, digest)
-        covered = set(raw_buckets)
-        hide = set(hidden)
-        send: list[Item] = []
-        for did in (d for b in covered for d in self._members[b]):
-            item = self.items[did]
-            if did in hide:
-                continue
-            there = theirs.get(did)
-            if there is None or _newer(item, there):
-                send.append(item)
-        want: list[str] = []
-        for did, (issued, digest) in theirs.items():
-            held = self.items.get(did)
-            if did in self.own:
-                continue
-            if held is None or _older(held, issued, digest):
-                want.append(did)
-        send.sort(key=lambda i: i.issued, reverse=True)  # the freshest first: what a cut-off leaves out waits
-        return self.bounded(send), want[: self.limits.max_items_per_message], over
+        theirs = _entries_by_did(entries[: self.limits.max_entries_per_message])
+        # Entries alike on both sides are set aside a whole column at a time; only those that differ are compared
+        # one by one (what is newer), and there are few of them once views are close.
+        alike = list(map(operator.eq, map(self._entries.get, theirs), theirs.values()))
+        differ = set(self._entries) if len(covered) == BUCKETS else set().union(*(self._members[b] for b in covered))
+        differ.difference_update(itertools.compress(theirs, alike))
+        differ.difference_update(hidden)
+        missing_there = differ.difference(theirs)
+        send = list(map(self.items.__getitem__, missing_there))
+        send += [self.items[d] for d in differ.difference(missing_there) if _newer(self.items[d], theirs[d][1:])]
+        fresh = set(itertools.compress(theirs, map(operator.not_, alike)))
+        fresh.difference_update(self.own)
+        missing_here = fresh.difference(self.items)
+        wanted = missing_here.union(d for d in fresh.difference(missing_here) if _older(self.items[d], *theirs[d][1:]))
+        want = list(itertools.islice(filter(wanted.__contains__, theirs), self.limits.max_items_per_message))
+        send.sort(key=_ISSUED, reverse=True)  # the freshest first: what a cut-off leaves out waits
+        return self.bounded(send), want, over
 
     def bounded(self, items: list[Item]) -> list[Item]:
         """The first of *items* that fit one message (count and bytes)."""
-        out: list[Item] = []
-        size = 0
-        for item in items:
-            if len(out) >= self.limits.max_items_per_message or size + item.size > self.limits.max_message_bytes // 2:
-                break
-            out.append(item)
-            size += item.size
-        return out
+        first = items[: self.limits.max_items_per_message]
+        return first[: bisect.bisect_right(list(itertools.accumulate(map(_SIZE, first))),
+                                           self.limits.max_message_bytes // 2)]
 
     def items_for(self, wanted: Any, *, hidden: Iterable[str] = ()) -> list[Item]:
         """Step 3 (responder): the items asked for that we hold (not *hidden* ones), bounded."""
-        if not isinstance(wanted, list) or not all(isinstance(d, str) for d in wanted):
+        if not isinstance(wanted, list) or not set(map(type, wanted)) <= {str}:
             raise GossipError("want lists DIDs")
+        asked = wanted[: self.limits.max_items_per_message]
         hide = set(hidden)
-        found = [self.items[d] for d in wanted[: self.limits.max_items_per_message]
-                 if d in self.items and d not in hide]
-        return self.bounded(found)
+        if hide:
+            asked = list(itertools.filterfalse(hide.__contains__, asked))
+        return self.bounded([i for i in map(self.items.get, asked) if i is not None])
 
 
 def _key(issued: str, digest: str) -> tuple[str, str] | None:
@@ -330,6 +395,16 @@ def _key(issued: str, digest: str) -> tuple[str, str] | None:
     return issued, digest
 
 
+def _entries_by_did(entries: list[Any]) -> dict[str, tuple[str, str, str]]:
+    """A peer's entries by DID (a DID listed twice: its last entry), each ``[DID, validFrom, digest]`` of
+    strings; :class:`GossipError` if one is not."""
+    try:
+        rows = msgspec.convert(entries, _Entries)
+    except msgspec.ValidationError as exc:
+        raise GossipError("an entry is [DID, validFrom, digest]") from exc
+    return dict(zip(map(_DID, rows), rows, strict=True))
+
+
 def _newer(item: Item, there: tuple[str, str]) -> bool:
     key = _key(*there)
     return key is None or (item.issued_text, item.digest) > key
@@ -338,6 +413,30 @@ def _newer(item: Item, there: tuple[str, str]) -> bool:
 def _older(held: Item, issued_text: str, digest: str) -> bool:
     key = _key(issued_text, digest)
     return key is not None and (held.issued_text, held.digest) < key
+
+
+def evictions(standing: Iterable[tuple[str, str, str]], count: int) -> list[str]:
+    """The DIDs a full view lets go to make room for *count* newcomers, least worth keeping first.
+
+    *standing* is ``(DID, learned from, last seen)`` of each entry that may go: the caller leaves out those it
+    verified itself (by handshake, or bootstrap peers) and its own. The source that brought the most entries
+    loses one first, so that a peer flooding the directory with made-up identities crowds out mostly its own;
+    of a source's entries, the one seen longest ago (then the smallest DID, so that every run picks the same).
+    """
+    by_source: dict[str, list[tuple[str, str]]] = {}
+    for did, source, last_seen in standing:
+        by_source.setdefault(source, []).append((last_seen, did))
+    queue = [(-len(entries), source) for source, entries in by_source.items()]
+    heapq.heapify(queue)
+    for entries in by_source.values():
+        entries.sort(reverse=True)  # the one seen longest ago last, for pop()
+    out: list[str] = []
+    while queue and len(out) < count:
+        negative, source = heapq.heappop(queue)
+        out.append(by_source[source].pop()[1])
+        if negative < -1:
+            heapq.heappush(queue, (negative + 1, source))
+    return out
 
 
 def items_message(items: Iterable[Item], want: Iterable[str] = ()) -> dict[str, Any]:

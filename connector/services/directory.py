@@ -5,8 +5,12 @@ document, resolved through the node's resolver), what it says (DID, DSP endpoint
 industry: self-asserted), who it was learned from, when it was last seen and when it expires. Entries come
 from bootstrap peers (``[discovery] bootstrap``), from ``tds peer add`` (a handshake, like ``tds peer
 verify``) and from gossip (``connector.services.gossip``); they go when they expire (not re-issued by their
-subject within ``item_ttl_s``). What decides whether an item is taken is the pure core
-``connector.protocol.gossip``; this module keeps its views, checks signatures and persists.
+subject within ``item_ttl_s``), or when the directory is full and a newcomer needs the room: then the entries
+learned by gossip go, those of the source that brought the most first, seen longest ago first
+(:func:`connector.protocol.gossip.evictions`); entries verified here (by handshake, bootstrap peers) never
+go for a newcomer, and keep that standing when a newer self-description of theirs comes by gossip. What
+decides whether an item is taken is the pure core ``connector.protocol.gossip``; this module keeps its views,
+checks signatures and persists.
 
 ``Directory.known(participant_id)`` is the list the catalog crawler reads: every participant the given one
 knows of, itself and the node's other participants excluded.
@@ -41,6 +45,8 @@ log = get_logger(component="directory")
 #: ``learned_from`` of entries verified directly (a handshake, or the subject's own gossip), of bootstrap peers.
 HANDSHAKE = "handshake"
 BOOTSTRAP = "bootstrap"
+#: Entries verified here: never let go to make room for a newcomer.
+VERIFIED_HERE = frozenset({HANDSHAKE, BOOTSTRAP})
 #: Signature checks run at once for one message.
 VERIFY_CONCURRENCY = 8
 DSP_SUFFIX = "/api/dsp/2025-1"
@@ -78,7 +84,7 @@ class Directory:
         self, repo: DirectoryRepository, resolver: Resolver, client: PeerFetcher, *, settings: DiscoverySection,
         participants: Callable[[], Iterable[ParticipantRuntime]], verify_peer: VerifyPeer,
         claims_of: ClaimsOf | None = None, refused: Callable[[str], None] | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        evicted: Callable[[int], None] | None = None, clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.repo = repo
         self.resolver = resolver
@@ -89,6 +95,8 @@ class Directory:
         self.verify_peer = verify_peer
         self.claims_of = claims_of
         self.refused = refused or (lambda reason: None)
+        #: Told how many entries a full directory let go to make room for newcomers.
+        self.evicted = evicted or (lambda count: None)
         self.clock = clock
         self._views: dict[str, core.View] = {}
         self._entries: dict[str, dict[str, DirectoryEntry]] = {}
@@ -216,13 +224,17 @@ class Directory:
     async def admit(self, participant: ParticipantRuntime, documents: list[Any], *, learned_from: str,
                     over_limit: int = 0) -> Admitted:
         """Screen, verify and keep the self-descriptions of one message, each on its own: a bad one never
-        hides the good ones beside it. *over_limit*: items of the message beyond its bound (not read)."""
+        hides the good ones beside it. *over_limit*: items of the message beyond its bound (not read). When
+        the directory is full, a newcomer takes the place of the entry least worth keeping, if any may go."""
         now = self.clock()
         view = self.view(participant.id)
+        held = self._entries[participant.id]
         refused: Counter[str] = Counter()
         if over_limit:
             refused[core.Refusal.OVER_LIMIT] += over_limit
         candidates: dict[str, core.Item] = {}
+        confirmed: list[str] = []
+        may_evict: bool | None = None
         for document in documents:
             screened = core.screen(document, now=now, limits=self.limits)
             item = screened.item
@@ -230,10 +242,16 @@ class Directory:
                 refused[str(screened.refusal)] += 1
                 continue
             verdict = view.consider(item)
+            if verdict is core.Refusal.OVER_LIMIT:
+                if may_evict is None:
+                    may_evict = any(e.learned_from not in VERIFIED_HERE for e in held.values())
+                verdict = True if may_evict else verdict
             if isinstance(verdict, core.Refusal):
                 refused[verdict] += 1
             elif verdict and (item.did not in candidates or candidates[item.did].version < item.version):
                 candidates[item.did] = item
+            elif verdict is False and item.did in held and self._source(learned_from, item) in VERIFIED_HERE:
+                confirmed.append(item.did)  # the same item, now from its subject or a bootstrap peer
         gate = asyncio.Semaphore(VERIFY_CONCURRENCY)
 
         async def checked(item: core.Item) -> tuple[core.Item, credentials.Subject | None]:
@@ -241,23 +259,36 @@ class Directory:
                 return item, await self._verify(item, now)
 
         results = await asyncio.gather(*(checked(i) for i in candidates.values()))
-        accepted: list[DirectoryEntry] = []
-        stamp = credentials.utc_text(now)
+        subjects: dict[str, credentials.Subject] = {}
         for item, subject in results:
             if subject is None:
                 refused[core.Refusal.BAD_SIGNATURE] += 1
-                continue
-            verdict = view.consider(item)  # again: another message may have brought a newer one meanwhile
-            if verdict is not True:
-                if isinstance(verdict, core.Refusal):
-                    refused[verdict] += 1
-                continue
-            view.put(item)
-            source = HANDSHAKE if learned_from == item.did else learned_from
-            entry = self._entry_of(item, subject, source, stamp)
-            self._entries[participant.id][item.did] = entry
+            else:
+                subjects[item.did] = subject
+        # Decided without awaiting from here on: another message may have changed the view meanwhile.
+        verified = [i for i in candidates.values() if i.did in subjects]
+        gone = self._make_room(participant.id, view, [i.did for i in verified if i.did not in view.items])
+        taken, refusals = view.admit(verified)
+        refused.update(refusals)
+        accepted: list[DirectoryEntry] = []
+        stamp = credentials.utc_text(now)
+        for item in taken:
+            source = self._source(learned_from, item)
+            before = held.get(item.did)
+            if before is not None and before.learned_from in VERIFIED_HERE and source not in VERIFIED_HERE:
+                source = before.learned_from  # verified here once: it stays so
+            entry = self._entry_of(item, subjects[item.did], source, stamp)
+            held[item.did] = entry
             accepted.append(entry)
-        await self.repo.save(participant.id, accepted)
+        changed = list(accepted)
+        for did in confirmed:
+            known = held.get(did)
+            if known is not None and known.learned_from not in VERIFIED_HERE:
+                held[did] = msgspec.structs.replace(known, learned_from=self._source(learned_from, known),
+                                                    last_seen=stamp)
+                changed.append(held[did])
+        await self.repo.save(participant.id, changed)
+        await self.repo.remove(participant.id, gone)
         for reason, count in refused.items():
             for _ in range(count):
                 self.refused(str(reason))
@@ -265,6 +296,29 @@ class Directory:
             log.info("gossip items refused", participant=participant.name, source=learned_from,
                      refused=dict(refused))
         return Admitted([e.did for e in accepted], {str(k): v for k, v in refused.items()})
+
+    @staticmethod
+    def _source(learned_from: str, item: core.Item | DirectoryEntry) -> str:
+        """Where an item came from, as its entry says: a subject sending its own item is verified directly."""
+        return HANDSHAKE if learned_from == item.did else learned_from
+
+    def _make_room(self, participant_id: str, view: core.View, newcomers: list[str]) -> list[str]:
+        """Let go of as many entries learned by gossip as *newcomers* need room in a full directory (the least
+        worth keeping: :func:`core.evictions`); return their DIDs."""
+        need = len(view.items) + len(set(newcomers)) - self.limits.max_entries
+        if need <= 0:
+            return []
+        held = self._entries[participant_id]
+        coming = set(newcomers)
+        gone = core.evictions(((e.did, e.learned_from, e.last_seen) for e in held.values()
+                               if e.learned_from not in VERIFIED_HERE and e.did not in coming), need)
+        for did in gone:
+            view.remove(did)
+            del held[did]
+        if gone:
+            self.evicted(len(gone))
+            log.info("directory full: entries let go for newcomers", participant=participant_id, count=len(gone))
+        return gone
 
     async def _verify(self, item: core.Item, now: datetime) -> credentials.Subject | None:
         try:

@@ -95,3 +95,29 @@ async def test_peer_add_verifies_and_lists_and_an_undiscoverable_node_stays_out(
     await b_client.verify_peer(a.config.public_url)
     assert not await _has(b, did_of(a))
     assert not await _has(c, did_of(a))
+
+
+OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
+
+
+async def publish(client: ManagementClient, name: str) -> None:
+    asset = f"{name}-readings"
+    await client.add_asset({"id": asset, "title": f"{name.title()} press readings", "dataClass": "general",
+                            "description": "Hourly readings of one press line", "keywords": ["presses"]})
+    await client.add_policy(f"{asset}-open", OPEN)
+    await client.add_contract_definition(f"{asset}-cd", access_policy_id=f"{asset}-open",
+                                         contract_policy_id=f"{asset}-open", assets=[asset])
+
+
+async def test_a_newcomer_that_knows_one_peer_finds_every_members_offer_by_search(space):
+    a, a_client = await space.start("alpha", crawl_interval_s=0.5)
+    b, b_client = await space.start("bravo", bootstrap=[a.config.public_url], crawl_interval_s=0.5)
+    await publish(a_client, "alpha")
+    await publish(b_client, "bravo")
+    _, c_client = await space.start("charlie", bootstrap=[b.config.public_url], crawl_interval_s=0.5)
+
+    async def finds_both():
+        page = await c_client.search("press readings")
+        return {o["providerDid"] for o in page["offers"]} == {did_of(a), did_of(b)}
+
+    await eventually(finds_both, 20, what="charlie's search listing alpha's and bravo's offers")

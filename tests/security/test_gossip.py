@@ -59,12 +59,17 @@ class Setup:
         self.me = runtime("host")
         self.resolver = FederationResolver(self.me.did_document())
         self.refused: Counter[str] = Counter()
+        self.evicted = 0
         self.directory = Directory(
             DirectoryRepository(store), self.resolver, client or OneAnswer(b"{}"), settings=settings,
             participants=lambda: [self.me], verify_peer=self._no_handshake, refused=lambda r: self.refused.update([r]),
+            evicted=self._evicted,
             clock=self.clock.utc)
         self.gossip = Gossip(self.directory, client or OneAnswer(b"{}"), participants=lambda: [self.me],
                              monotonic=self.clock.monotonic)
+
+    def _evicted(self, count: int) -> None:
+        self.evicted += count
 
     async def _no_handshake(self, participant: Any, peer: str) -> Any:
         raise PeerError("no handshakes here")
@@ -178,6 +183,43 @@ async def test_many_real_items_fill_the_directory_only_to_its_bound(make):
     view = s.directory.view(s.me.id)
     listed = view.entries_for({"buckets": ["f" * 16] * core.BUCKETS})["entries"]
     assert len(listed) <= view.limits.max_entries_per_message
+
+
+async def test_a_flooded_directory_lets_the_floods_entries_go_so_that_a_genuine_newcomer_gets_in(make):
+    s = make(max_entries=20, max_items_per_message=30, peer_burst=50)
+    friend = s.member("friend")
+    await s.send([s.signed(friend)], caller=friend.did)  # its own item, from itself: verified here
+    flood = [s.signed(s.member(f"fake{i}")) for i in range(40)]
+    first = await s.send(flood[:25], caller="did:web:flood.example")
+    assert first["accepted"] == 19 and first["refused"] == {"over-limit": 6}  # nothing that may go yet
+    s.clock.advance(60)
+    honest = s.member("honest")
+    answer = await s.send([s.signed(honest)], caller="did:web:relay.example")
+    assert answer["accepted"] == 1 and s.evicted == 1  # one of the flood's entries made room
+    s.clock.advance(60)
+    second = await s.send(flood[25:], caller="did:web:flood.example")
+    assert second["accepted"] == 15 and s.evicted == 16  # the flood crowds out only its own entries
+    s.clock.advance(60)
+    newcomer = s.member("newcomer")
+    assert (await s.send([s.signed(newcomer)], caller="did:web:relay.example"))["accepted"] == 1
+    known = s.known()
+    assert len(known) == 20 and {friend.did, honest.did, newcomer.did} <= known
+    assert s.evicted == 17 and s.refused == Counter({"over-limit": 6})
+    # the entry verified here keeps that standing when a newer item of it comes by gossip
+    s.clock.advance(60)
+    assert (await s.send([s.signed(friend)], caller="did:web:relay.example"))["accepted"] == 1
+    [entry] = [e for e in s.directory.known(s.me.id) if e.did == friend.did]
+    assert entry.learned_from == "handshake"
+
+
+async def test_a_directory_full_of_entries_verified_here_still_refuses_newcomers(make):
+    s = make(max_entries=3)
+    for name in ("a", "b", "c"):
+        p = s.member(name)
+        await s.send([s.signed(p)], caller=p.did)
+    answer = await s.send([s.signed(s.member("late"))])
+    assert answer["accepted"] == 0 and answer["refused"] == {"over-limit": 1}
+    assert s.evicted == 0 and len(s.known()) == 3
 
 
 async def test_one_peer_may_send_only_so_many_messages(make):

@@ -88,6 +88,31 @@ def test_a_full_view_refuses_new_dids_but_takes_updates():
     assert view.consider(item_of(PEOPLE[0])) is True
 
 
+def test_admit_holds_what_consider_takes_one_item_after_the_other():
+    view = core.View(core.Limits(max_entries=3), own=frozenset({PEOPLE[4].did}))
+    old, new = item_of(PEOPLE[0], NOW - timedelta(minutes=5)), item_of(PEOPLE[0])
+    taken, refused = view.admit([old, new, old, item_of(PEOPLE[1]), item_of(PEOPLE[4]), new, item_of(PEOPLE[2]),
+                                 item_of(PEOPLE[3])])
+    assert taken == [old, new, item_of(PEOPLE[1]), item_of(PEOPLE[2])]
+    assert refused == [core.Refusal.STALE, core.Refusal.OVER_LIMIT]
+    assert view.items[PEOPLE[0].did] == new and len(view.items) == 3
+    twin = core.View(core.Limits(max_entries=3))
+    for item in (new, item_of(PEOPLE[1]), item_of(PEOPLE[2])):
+        twin.put(item)
+    assert view.digest() == twin.digest()
+
+
+def test_evictions_take_from_the_source_that_brought_the_most_the_longest_unseen_first():
+    standing = [("did:web:a1", "did:web:flood", "2026-06-01T08:00:01Z"),
+                ("did:web:a2", "did:web:flood", "2026-06-01T08:00:00Z"),
+                ("did:web:a3", "did:web:flood", "2026-06-01T08:00:02Z"),
+                ("did:web:b1", "did:web:relay", "2026-06-01T07:00:00Z"),
+                ("did:web:b2", "did:web:relay", "2026-06-01T07:30:00Z")]
+    assert core.evictions(standing, 2) == ["did:web:a2", "did:web:a1"]
+    assert core.evictions(standing, 9) == ["did:web:a2", "did:web:a1", "did:web:b1", "did:web:a3", "did:web:b2"]
+    assert core.evictions([], 3) == []
+
+
 def test_items_of_dids_hosted_here_are_not_taken_from_elsewhere():
     view = core.View(LIMITS, own=frozenset({PEOPLE[0].did}))
     assert view.consider(item_of(PEOPLE[0])) is False
