@@ -81,10 +81,21 @@ def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: the result as one JSON document on stdout, and nothing else there (errors stay on stderr, with
+    the same exit codes)."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as one JSON document on stdout (errors stay on stderr).")(fn)
+
+
 @click.group()
 @click.version_option(package_name="tds-connector")
 def main() -> None:
     """TDS Connector: a trusted data space node (DSP 2025-1, ODRL usage control).
+
+    The commands that print a result (all but backup and restore) take --json: one JSON document on stdout,
+    nothing else there (progress and errors go to stderr). `tds catalog` prints JSON whenever stdout is not a
+    terminal.
 
     \b
     Exit codes (every command):
@@ -112,9 +123,10 @@ def main() -> None:
 @click.option("--did-method", type=click.Choice(["web", "key"]), default="web", show_default=True)
 @click.option("--dev", is_flag=True, help="Dev mode: allow plain http and loopback peers.")
 @click.option("--trusted-network", "trusted", multiple=True, help="CIDR the node may call although private.")
+@json_option
 def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name: str | None, port: int,
          management_port: int | None, host: str, public_url: str | None, region: str, industry: str, contact: str,
-         did_method: str, dev: bool, trusted: tuple[str, ...]) -> None:
+         did_method: str, dev: bool, trusted: tuple[str, ...], as_json: bool) -> None:
     """Create a node: config, keys (mode 0600) and a first management token."""
     from click.core import ParameterSource
 
@@ -124,7 +136,7 @@ def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name:
     filemodes.restrict_umask()  # the node's folder is its own alone (files 0600, folders 0700)
     ctx = click.get_current_context()
     if config_file is not None:
-        given = [f"--{p.replace('_', '-')}" for p in ctx.params if p not in ("data_dir", "config_file")
+        given = [f"--{p.replace('_', '-')}" for p in ctx.params if p not in ("data_dir", "config_file", "as_json")
                  and ctx.get_parameter_source(p) is ParameterSource.COMMANDLINE]
         if given:
             _fail(f"--config takes every setting from the file; leave out {', '.join(given)}")
@@ -147,6 +159,11 @@ def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name:
             hint = " (pass --dev for a local node, or --public-url https://...)" if "https" in exc.message else ""
             _fail(exc.message + hint)
             return
+    if as_json:
+        _print_json({"dataDir": str(data_dir), "participant": name, "did": result.did,
+                     "publicUrl": result.config.public_url, "tokenFile": str(data_dir / TOKEN_FILE),
+                     "adminTokenFile": str(data_dir / ADMIN_TOKEN_FILE)})
+        return
     click.echo(f"Created node in {data_dir}")
     click.echo(f"  participant  {name}  {result.did}")
     click.echo(f"  public URL   {result.config.public_url}")
@@ -184,7 +201,8 @@ def serve(data_dir: Path) -> None:
 
 @main.command()
 @click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar="TDS_DIR")
-def info(data_dir: Path) -> None:
+@json_option
+def info(data_dir: Path, as_json: bool) -> None:
     """Print the node's DIDs, endpoints, key fingerprints and database schema (from its data folder)."""
     from connector.bootstrap import DB_FILE, keys_dir, node_key, participant_did
     from connector.config import load_config
@@ -230,11 +248,178 @@ def info(data_dir: Path) -> None:
         ("dev mode", "on" if config.node.dev_mode else "off"),
         ("database schema", schema),
     ]
+    if as_json:
+        _print_json({
+            "participant": name, "legalName": config.participant.legal_name, "region": config.participant.region,
+            "did": did, "dspEndpoint": f"{base}/api/dsp/2025-1",
+            "versionDocument": f"{base}/.well-known/dspace-version",
+            "selfDescription": f"{base}/.well-known/tds/self-description",
+            "didDocument": f"{base}/did.json" if did.startswith("did:web:") else None,
+            "managementApi": dict(rows)["management API"], "fingerprints": fp, "devMode": config.node.dev_mode,
+            "databaseSchema": {"version": found, "known": known, "problem": schema_problem}})
+        if schema_problem:
+            _fail(schema_problem, EXIT_REFUSED)
+        return
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key.ljust(width)}  {value}")
     if schema_problem:
         _fail(schema_problem, EXIT_REFUSED)
+
+
+def _passphrase(env_name: str | None, *, confirm: bool) -> str:
+    """From the environment variable named *env_name*, else asked for (never an argument: a command line is
+    visible to other local users and kept in shell histories)."""
+    import os
+
+    if env_name:
+        value = os.environ.get(env_name)
+        if not value:
+            _fail(f"the environment variable {env_name} (--passphrase-env) is not set or empty")
+        return str(value)
+    return str(click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True))
+
+
+def _on_sigterm_exit() -> None:
+    """SIGTERM ends the command through its clean-up (a half-written file is removed), not in the middle."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+@main.group(invoke_without_command=True)
+@click.option("--dir", "data_dir", type=click.Path(path_type=Path), envvar="TDS_DIR",
+              help="The node's data folder (the node may be running).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="The backup file to write.")
+@click.option("--passphrase-env", metavar="NAME", help="Read the passphrase from environment variable NAME "
+              "(default: ask for it).")
+@click.option("--to-public-key", "public_key", metavar="KEY",
+              help="Encrypt to this X25519 public key instead (z6LS… as `tds backup keygen` prints it, base64, or a "
+                   "file holding one): this machine cannot read its own backups.")
+@click.pass_context
+def backup(ctx: click.Context, data_dir: Path | None, output: Path | None, passphrase_env: str | None,
+           public_key: str | None) -> None:
+    """Back up a node's data folder into one encrypted file: tds backup --dir DIR -o FILE.
+
+    A consistent copy while the node runs: the database through SQLite's backup API, then keys, config,
+    tokens, files/ and the vault to match it. Written to FILE.part and renamed to FILE when complete (an
+    earlier FILE stays until then). Exit 1 if the backup cannot be made. README: "Backups and restores".
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from connector import archive
+    from connector import backup as backups
+
+    if data_dir is None or output is None:
+        _fail("give --dir DIR (the node's data folder) and -o FILE (the backup to write)")
+        return
+    if public_key is not None and passphrase_env is not None:
+        _fail("give --to-public-key or --passphrase-env, not both")
+    _on_sigterm_exit()
+    from connector import filemodes
+
+    filemodes.restrict_umask()
+    try:
+        if public_key is not None:
+            header, key = archive.recipient_header(backups.public_key_from(public_key))
+        else:
+            secret = _passphrase(passphrase_env, confirm=True)
+            archive.check_passphrase(secret)
+            header, key = archive.passphrase_header(secret)
+        result = backups.make_backup(data_dir, output, header, key)
+    except TdsError as exc:
+        _fail(exc.message, EXIT_REFUSED)
+        return
+    mib = result.bytes / 2**20
+    rate = f" ({mib / result.seconds:.0f} MiB/s)" if result.seconds >= 1 else ""
+    click.echo(f"backup written to {result.path}: {result.files} files, {mib:.1f} MiB, {result.seconds:.1f} s{rate}")
+    click.echo(f"  encrypted {'to ' + str(header.public_key) if header.recipient else 'with the passphrase'}")
+    for name, did in result.participants:
+        click.echo(f"  participant {name}  {did}")
+    for folder in result.deleted:
+        click.echo(f"  {folder}: the agreement's data was deleted while the backup ran (restored as deleted)")
+    for item in result.skipped:
+        click.echo(f"  left out: {item}")
+    for item in result.outside:
+        click.echo(f"  not in the backup (back it up yourself): {item}")
+
+
+@backup.command("keygen")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The private key file to write (mode 0600); the public key goes to FILE.pub.")
+def backup_keygen(output: Path) -> None:
+    """Make a key pair for backups that this machine can write but not read.
+
+    Keep FILE (the private key) away from the node, e.g. offline; give FILE.pub or the printed key to
+    `tds backup --to-public-key`, and FILE to `tds restore --private-key`.
+    """
+    from connector import backup as backups
+    from connector import filemodes
+
+    filemodes.restrict_umask()
+    try:
+        public = backups.keygen(output)
+    except TdsError as exc:
+        _fail(exc.message, EXIT_REFUSED)
+        return
+    click.echo(f"private key written to {output} (mode 0600): keep it away from the node")
+    click.echo(f"public key {public} (also in {output}.pub)")
+
+
+@main.command()
+@click.argument("archive_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="The folder to restore into: new, or empty.")
+@click.option("--passphrase-env", metavar="NAME", help="Read the passphrase from environment variable NAME "
+              "(default: ask for it).")
+@click.option("--private-key", "private_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The key file of a backup made --to-public-key (from `tds backup keygen`).")
+@click.option("--max-bytes", type=click.IntRange(0), help="Refuse a backup holding more than this "
+              "(default: the free space of the folder's disk, less 1 GiB).")
+@click.option("--max-files", type=click.IntRange(1), default=1_000_000, show_default=True,
+              help="Refuse a backup holding more files and folders than this.")
+def restore(archive_file: Path, data_dir: Path, passphrase_env: str | None, private_key: Path | None,
+            max_bytes: int | None, max_files: int) -> None:
+    """Restore a backup into a new folder, for a node then started there: tds restore FILE --dir DIR.
+
+    A wrong passphrase or key, a damaged or cut-short file, or an entry that would leave DIR or is not a
+    plain file or folder stops the restore with exit 1, and nothing it wrote is left.
+    """
+    from connector import backup as backups
+    from connector import filemodes
+    from connector.archive import Header
+    from connector.errors import BackupError
+
+    _on_sigterm_exit()
+    filemodes.restrict_umask()
+
+    def key_of(header: Header) -> bytes:
+        if private_key is not None:
+            return header.key_from_private_key(backups.private_key_from(private_key))
+        if header.recipient is not None:
+            raise BackupError(f"this backup is encrypted to the public key {header.public_key}: give --private-key "
+                              "FILE (the key file made by `tds backup keygen`)")
+        return header.key_from_passphrase(_passphrase(passphrase_env, confirm=False))
+
+    try:
+        result = backups.restore(archive_file, data_dir, key_of, max_bytes=max_bytes, max_entries=max_files)
+    except TdsError as exc:
+        _fail(exc.message, EXIT_REFUSED)
+        return
+    about = result.about
+    click.echo(f"restored the backup of {about.get('created')} into {data_dir}: {result.files} files, "
+               f"{result.bytes / 2**20:.1f} MiB, {result.seconds:.1f} s")
+    for p in about.get("participants") or []:
+        click.echo(f"  participant {p.get('name')}  {p.get('did')}")
+    if result.relocated:
+        click.echo(f"  {result.relocated} assets' file paths moved from {about.get('dataDir')} to {data_dir}")
+    for folder in result.deleted:
+        click.echo(f"  {folder}: deleted while the backup ran (restored as deleted)")
+    for named in result.missing:
+        click.echo(f"  tds.toml names {named}, which is not here: copy it over (it is not in a backup)")
+    click.echo(f"  uses logged after {about.get('created')} are not in it: the providers' receipts show them, and "
+               "an agreement whose provider acknowledged more than its log holds refuses further uses")
+    click.echo(f"start the node there: tds serve --dir {data_dir}")
 
 
 @main.group()
@@ -244,8 +429,9 @@ def peer() -> None:
 
 @peer.command("verify")
 @click.argument("peer_ref", metavar="PEER")
+@json_option
 @node_options
-def peer_verify(peer_ref: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def peer_verify(peer_ref: str, as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Handshake with PEER (a node URL or a did:web) and verify its signed self-description."""
 
     async def go() -> dict[str, Any]:
@@ -254,9 +440,12 @@ def peer_verify(peer_ref: str, data_dir: Path | None, node_url: str | None, toke
 
     result = _run(go())
     p = result["peer"]
+    shown = _call(data_dir, node_url, token, lambda c: c.peer_claims(p["id"]))
+    if as_json:
+        _print_json({**result, "claims": shown})
+        return
     click.echo(f"verified {p['legalName']} ({p['region']}, self-asserted) {p['id']}")
     click.echo(f"  DSP endpoint {result['dspEndpoint']}")
-    shown = _call(data_dir, node_url, token, lambda c: c.peer_claims(p["id"]))
     for claims in shown:  # the credentials it presented in the handshake, if any
         for line in claims_lines(claims):
             click.echo(line)
@@ -264,10 +453,14 @@ def peer_verify(peer_ref: str, data_dir: Path | None, node_url: str | None, toke
 
 @peer.command("add")
 @click.argument("peer_ref", metavar="PEER")
+@json_option
 @node_options
-def peer_add(peer_ref: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def peer_add(peer_ref: str, as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Verify PEER (a node URL or a did:web) by handshake and add it to the directory; gossip does the rest."""
     entry = _call(data_dir, node_url, token, lambda c: c.add_peer(peer_ref))
+    if as_json:
+        _print_json(entry)
+        return
     click.echo(f"added {entry['legalName']} ({entry['region']}, self-asserted) {entry['did']}")
     click.echo(f"  DSP endpoint {entry['dspEndpoint']}")
 
@@ -337,12 +530,16 @@ def participant() -> None:
 @click.option("--industry", default="", help="Industry named in the self-description.")
 @click.option("--contact", default="", help="Contact named in the self-description.")
 @click.option("--did", help="A did:web the participant controls (default: a did:web under this node).")
+@json_option
 @node_options
 def participant_add(name: str, legal_name: str, region: str, industry: str, contact: str, did: str | None,
-                    data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+                    as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Host participant NAME on the running node: own DID, keys, endpoints and a first token."""
     added = _call(data_dir, node_url, token, lambda c: c.add_participant(
         name, legal_name=legal_name, region=region, industry=industry, contact=contact, did=did), admin=True)
+    if as_json:
+        _print_json(added)
+        return
     click.echo(f"participant {added['name']} added: {added['did']}")
     click.echo(f"  DSP endpoint  {added['dspEndpoint']}")
     click.echo(f"  DID document  {added['didDocument']}")
@@ -361,21 +558,80 @@ def participant_list(as_json: bool, data_dir: Path | None, node_url: str | None,
         _print_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['name']}  {row['did']}  {row['legalName']}  {row['region']}")
+        state = f"  suspended since {row['suspendedAt']}" if row.get("state") == "suspended" else ""
+        click.echo(f"{row['name']}  {row['did']}  {row['legalName']}  {row['region']}{state}")
+
+
+@participant.command("suspend")
+@click.argument("name")
+@click.option("--reason", default="", help="Why (shown to the participant's own tokens, never to peers).")
+@json_option
+@node_options
+def participant_suspend(name: str, reason: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                        token: str | None) -> None:
+    """Suspend participant NAME: its DSP endpoints answer 403, its tokens are refused, its negotiations,
+    transfers and receipts stop. Nothing is deleted; `tds participant resume NAME` serves it again."""
+    done = _call(data_dir, node_url, token, lambda c: c.suspend_participant(name, reason), admin=True)
+    _done(done, f"participant {done['name']} suspended ({done['did']})", as_json)
+
+
+@participant.command("resume")
+@click.argument("name")
+@json_option
+@node_options
+def participant_resume(name: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                       token: str | None) -> None:
+    """Serve a suspended participant NAME again; its processes resume where they stopped."""
+    done = _call(data_dir, node_url, token, lambda c: c.resume_participant(name), admin=True)
+    _done(done, f"participant {done['name']} resumed ({done['did']})", as_json)
 
 
 @participant.command("remove")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
 @node_options
-def participant_remove(name: str, yes: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def participant_remove(name: str, yes: bool, as_json: bool, data_dir: Path | None, node_url: str | None,
+                       token: str | None) -> None:
     """Stop hosting participant NAME and delete all it has on the node: tokens, catalog, negotiations,
     agreements, transfers, usage log, keys, files/NAME/ and its vault. Irreversible."""
     if not yes:
-        click.confirm(f"Delete participant {name} and everything it has on this node?", abort=True)
+        click.confirm(f"Delete participant {name} and everything it has on this node?", abort=True, err=as_json)
     removed = _call(data_dir, node_url, token, lambda c: c.remove_participant(name), admin=True)
+    if as_json:
+        _print_json(removed)
+        return
     click.echo(f"participant {removed['name']} removed ({removed['did']}): {removed['removedRows']} rows, "
                f"folders {', '.join(removed['removedFolders']) or 'none'}")
+
+
+@main.group()
+def keys() -> None:
+    """A participant's signing and key-agreement keys."""
+
+
+@keys.command("rotate")
+@click.option("--participant", "name", help="A hosted participant's keys (needs the node's admin token: "
+              "DIR/admin.token or --token); default: the token's own participant.")
+@json_option
+@node_options
+def keys_rotate(name: str | None, as_json: bool, data_dir: Path | None, node_url: str | None,
+                token: str | None) -> None:
+    """Replace the participant's Ed25519 signing key and X25519 key-agreement key with new ones, on the running
+    node (which switches at once). The DID document lists the new keys as current and keeps the old public keys,
+    so that agreements, manifests and receipts signed before still verify; the vault's data keys are re-wrapped
+    under the new key. Peers fetch the new DID document at the next request signed with the new key."""
+    done = _call(data_dir, node_url, token, lambda c: c.rotate_keys(name), admin=name is not None)
+    if as_json:
+        _print_json(done)
+        return
+    click.echo(f"keys of {done['name']} rotated ({done['did']})")
+    click.echo(f"  signing key        {done['signingKey']}  ({done['fingerprints']['ed25519']})")
+    click.echo(f"  key-agreement key  {done['agreementKey']}  ({done['fingerprints']['x25519']})")
+    click.echo(f"  kept for verifying {', '.join(done['retiredKeys'])}")
+    if done["unopenedDataKeys"]:
+        click.echo(f"  {done['unopenedDataKeys']} vault data keys opened under none of its keys; "
+                   f"old key-agreement keys kept: {', '.join(done['oldKeyAgreementKeysKept'])}")
 
 
 @main.group()
@@ -393,16 +649,22 @@ SCOPE = click.option("--scope", type=click.Choice(["participant", "metrics"]), d
 @token.command("create")
 @click.argument("application")
 @SCOPE
+@json_option
 @node_options
-def token_create(application: str, scope: str, data_dir: Path | None, node_url: str | None,
+def token_create(application: str, scope: str, as_json: bool, data_dir: Path | None, node_url: str | None,
                  token: str | None) -> None:
     """Create a token for APPLICATION; it is printed once and only its hash is kept."""
     if scope == "metrics":
         created = _call(data_dir, node_url, token, lambda c: c.create_metrics_token(application), admin=True)
+    else:
+        created = _call(data_dir, node_url, token, lambda c: c.create_token(application))
+    if as_json:
+        _print_json(created)
+        return
+    if scope == "metrics":
         click.echo(f"metrics token {created['id']} for {created['application']} (reads /metrics on the "
                    "management listener, nothing else):")
     else:
-        created = _call(data_dir, node_url, token, lambda c: c.create_token(application))
         click.echo(f"token {created['id']} for {created['application']}:")
     click.echo(created["token"])
 
@@ -428,18 +690,28 @@ def token_list(as_json: bool, scope: str, data_dir: Path | None, node_url: str |
 @token.command("revoke")
 @click.argument("token_id", metavar="ID")
 @SCOPE
+@json_option
 @node_options
-def token_revoke(token_id: str, scope: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def token_revoke(token_id: str, scope: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                 token: str | None) -> None:
     """Revoke token ID at once."""
     if scope == "metrics":
         _call(data_dir, node_url, token, lambda c: c.revoke_metrics_token(token_id), admin=True)
     else:
         _call(data_dir, node_url, token, lambda c: c.revoke_token(token_id))
-    click.echo(f"token {token_id} revoked")
+    _done({"id": token_id, "revoked": True}, f"token {token_id} revoked", as_json)
 
 
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _done(result: dict[str, Any], line: str, as_json: bool) -> None:
+    """What a command that changes something prints: *result* as JSON, else the readable *line*."""
+    if as_json:
+        _print_json(result)
+    else:
+        click.echo(line)
 
 
 @main.group()
@@ -458,10 +730,11 @@ def asset() -> None:
 @click.option("--file", "file_path", type=click.Path(path_type=Path),
               help="Where the bytes are (a local file under the node's data roots).")
 @click.option("--url", help="Or: the provider's own HTTP backend to fetch the bytes from (snapshotted now).")
+@json_option
 @node_options
 def asset_add(asset_id: str, title: str, description: str, content_type: str, data_class: str,
-              keywords: tuple[str, ...], file_path: Path | None, url: str | None, data_dir: Path | None,
-              node_url: str | None, token: str | None) -> None:
+              keywords: tuple[str, ...], file_path: Path | None, url: str | None, as_json: bool,
+              data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Register an asset."""
     body: dict[str, Any] = {"id": asset_id, "title": title, "description": description, "contentType": content_type,
                             "dataClass": data_class, "keywords": list(keywords)}
@@ -471,8 +744,8 @@ def asset_add(asset_id: str, title: str, description: str, content_type: str, da
         body["dataAddress"] = {"type": "File", "path": str(file_path.resolve())}
     if url is not None:
         body["dataAddress"] = {"type": "HttpData", "url": url}
-    _call(data_dir, node_url, token, lambda c: c.add_asset(body))
-    click.echo(f"asset {asset_id} added")
+    added = _call(data_dir, node_url, token, lambda c: c.add_asset(body))
+    _done(added, f"asset {asset_id} added", as_json)
 
 
 @main.group()
@@ -500,11 +773,12 @@ def policy() -> None:
 @click.option("--consumer", "consumers", multiple=True, help="Only this participant DID (repeatable).")
 @click.option("--log-uses", is_flag=True, help="Duty: log each use.")
 @click.option("--inform", is_flag=True, help="Duty: inform the provider of each use.")
+@json_option
 @node_options
 def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...], max_uses: int | None,
                for_duration: str | None, regions: tuple[str, ...], verified_regions: tuple[str, ...],
                spaces: tuple[str, ...], no_export_outside: str | None,
-               consumers: tuple[str, ...], log_uses: bool, inform: bool, data_dir: Path | None,
+               consumers: tuple[str, ...], log_uses: bool, inform: bool, as_json: bool, data_dir: Path | None,
                node_url: str | None, token: str | None) -> None:
     """Add a policy. Without --file and without template options: allow use."""
     if file_path is not None:
@@ -516,8 +790,8 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
     else:
         body = policy_from_options(purposes, max_uses, for_duration, regions, no_export_outside, consumers,
                                    log_uses, inform, verified_regions=verified_regions, spaces=spaces)
-    _call(data_dir, node_url, token, lambda c: c.add_policy(policy_id, body))
-    click.echo(f"policy {policy_id} added")
+    added = _call(data_dir, node_url, token, lambda c: c.add_policy(policy_id, body))
+    _done(added, f"policy {policy_id} added", as_json)
 
 
 def policy_from_options(purposes: tuple[str, ...], max_uses: int | None, for_duration: str | None,
@@ -565,38 +839,144 @@ def offer() -> None:
 @click.option("--access", "access_policy", required=True, help="Policy deciding who sees the offer.")
 @click.option("--contract", "contract_policy", required=True, help="Usage policy agreed for the data.")
 @click.option("--asset", "assets", multiple=True, required=True, help="Asset id (repeatable).")
+@json_option
 @node_options
-def offer_add(offer_id: str, access_policy: str, contract_policy: str, assets: tuple[str, ...],
+def offer_add(offer_id: str, access_policy: str, contract_policy: str, assets: tuple[str, ...], as_json: bool,
               data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Offer assets under an access policy and a contract policy."""
-    _call(data_dir, node_url, token, lambda c: c.add_contract_definition(
+    added = _call(data_dir, node_url, token, lambda c: c.add_contract_definition(
         offer_id, access_policy_id=access_policy, contract_policy_id=contract_policy, assets=list(assets)))
-    click.echo(f"offer {offer_id} added for {', '.join(assets)}")
+    _done(added, f"offer {offer_id} added for {', '.join(assets)}", as_json)
+
+
+def _entry_commands(group: click.Group, collection: str, noun: str, line: Callable[[dict[str, Any]], str],
+                    deleting: str) -> None:
+    """``list`` and ``delete ID`` in *group*, for the management API's *collection* of catalog entries."""
+    plural = "policies" if noun == "policy" else f"{noun}s"
+
+    @group.command("list", help=f"List this participant's {plural}.")
+    @json_option
+    @node_options
+    def list_command(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+        rows = _call(data_dir, node_url, token, lambda c: c.entries(collection))
+        if as_json:
+            _print_json(rows)
+            return
+        if not rows:
+            click.echo(f"no {plural} yet")
+        for row in rows:
+            click.echo(line(row))
+
+    @group.command("delete", help=f"Delete {noun} ID. {deleting} Exits 1 if it is refused (409), 2 if there "
+                                  f"is no such {noun}.")
+    @click.argument("entry_id", metavar="ID")
+    @json_option
+    @node_options
+    def delete_command(entry_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                       token: str | None) -> None:
+        _call(data_dir, node_url, token, lambda c: c.delete_entry(collection, entry_id))
+        _done({"id": entry_id, "deleted": True}, f"{noun} {entry_id} deleted", as_json)
+
+
+def _asset_line(row: dict[str, Any]) -> str:
+    """id, data class, content type, where the bytes are (their kind, not the path or URL) and the title."""
+    address = row.get("dataAddress") or {}
+    if not address:
+        data = "no data"
+    elif address.get("origin"):
+        data = "HttpData snapshot"
+    else:
+        data = str(address.get("type", "data"))
+    title = f"  \"{row['title']}\"" if row.get("title") else ""
+    return f"{row['id']}  {row['dataClass']:9}  {row['contentType']}  {data}{title}"
+
+
+def _rules_text(policy: dict[str, Any]) -> str:
+    """A policy's rules in one line: ``permission use if purpose eq R&D; duty …``."""
+    rules = []
+    for kind in ("permission", "prohibition", "obligation"):
+        for rule in _items(policy.get(kind)):
+            text = f"{kind} {_text(rule.get('action'))}"
+            constraints = _constraints_text(rule)
+            rules.append(text + (f" if {constraints}" if constraints else ""))
+    return "; ".join(rules) or "no rules"
+
+
+_entry_commands(asset, "assets", "asset", _asset_line,
+                "Refused while an offer lists it, or an agreement (not revoked) or a negotiation not yet agreed "
+                "needs its data: the refusal names them.")
+_entry_commands(policy, "policies", "policy", lambda row: f"{row['id']}  {_rules_text(row['policy'])}",
+                "Refused while an offer names it (the refusal names them); agreements keep their own copy of the "
+                "terms.")
+_entry_commands(offer, "contract-definitions", "offer",
+                lambda row: f"{row['id']}  access {row['accessPolicyId']}  contract {row['contractPolicyId']}  "
+                            f"assets {', '.join(row['assets'])}",
+                "Peers no longer see it; agreements made under it keep their own copy of its terms.")
 
 
 @main.command()
 @click.argument("peer_ref", metavar="PEER")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the catalog as JSON (also the default when stdout is not a terminal).")
 @node_options
 def catalog(peer_ref: str, as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """Show PEER's catalog (what it offers to this participant)."""
+    """Show PEER's catalog (what it offers to this participant): on a terminal, one line per dataset, offer and
+    permission; piped or with --json, the catalog as JSON (DSP's compacted JSON-LD)."""
     result = _call(data_dir, node_url, token, lambda c: c.catalog(peer_ref))
-    if as_json:
+    if as_json or not sys.stdout.isatty():
         _print_json(result)
         return
-    click.echo(f"catalog of {result.get('participantId')}")
-    datasets = result.get("dataset", [])
+    for line in catalog_lines(result):
+        click.echo(line)
+
+
+def catalog_lines(result: dict[str, Any]) -> list[str]:
+    """A peer's catalog as readable lines: each dataset, its offers and their permissions."""
+    lines = [f"catalog of {_text(result.get('participantId'))}"]
+    datasets = _items(result.get("dataset"))
     if not datasets:
-        click.echo("  (nothing offered to you)")
+        lines.append("  (nothing offered to you)")
     for dataset in datasets:
-        title = dataset.get("dct:title", "")
-        click.echo(f"  dataset {dataset['@id']}  {title}")
-        for offer_ in dataset.get("hasPolicy", []):
-            click.echo(f"    offer {offer_['@id']}")
-            for rule in offer_.get("permission", []):
-                constraints = ", ".join(f"{c.get('leftOperand')} {c.get('operator')} {c.get('rightOperand')}"
-                                        for c in rule.get("constraint", []) if "leftOperand" in c)
-                click.echo(f"      permission {rule.get('action')}" + (f" if {constraints}" if constraints else ""))
+        title = _text(dataset.get("dct:title", ""))
+        lines.append(f"  dataset {_text(dataset.get('@id'))}  {title}")
+        for offer_ in _items(dataset.get("hasPolicy")):
+            lines.append(f"    offer {_text(offer_.get('@id'))}")
+            for rule in _items(offer_.get("permission")):
+                constraints = _constraints_text(rule)
+                lines.append(f"      permission {_text(rule.get('action'))}"
+                             + (f" if {constraints}" if constraints else ""))
+    return lines
+
+
+def _items(value: Any) -> list[Any]:
+    """A JSON-LD property's values as a list (compacted JSON-LD writes a single value without the list)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _text(value: Any) -> str:
+    """A JSON-LD value in words: a string as it is, a value or node object by its ``@value`` or ``@id``, a list
+    joined with commas, anything else as compact JSON (never a Python repr)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        for key in ("@value", "@id"):
+            if key in value:
+                return _text(value[key])
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _constraints_text(rule: dict[str, Any]) -> str:
+    """A rule's constraints as ``purpose isAnyOf [R&D, QA], count lteq 3`` (those with a left operand)."""
+
+    def right(value: Any) -> str:
+        return f"[{_text(value)}]" if isinstance(value, list) else _text(value)
+
+    return ", ".join(f"{_text(c.get('leftOperand'))} {_text(c.get('operator'))} {right(c.get('rightOperand'))}"
+                     for c in _items(rule.get("constraint")) if isinstance(c, dict) and "leftOperand" in c)
 
 
 def _age(seconds: float) -> str:
@@ -654,11 +1034,13 @@ def search(words: tuple[str, ...], region: str, provider: str, data_class: str, 
 @click.argument("peer_ref", metavar="[PEER]")
 @click.argument("offer_id", required=False)
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for a final state.")
+@json_option
 @node_options
-def negotiate(peer_ref: str, offer_id: str | None, timeout: float, data_dir: Path | None, node_url: str | None,
-              token: str | None) -> None:
+def negotiate(peer_ref: str, offer_id: str | None, timeout: float, as_json: bool, data_dir: Path | None,
+              node_url: str | None, token: str | None) -> None:
     """Negotiate OFFER_ID with PEER; wait for the final state and print it with the reason. With the offer id
-    alone (from `tds search`), the peer is the offer's provider in the catalog cache."""
+    alone (from `tds search`), the peer is the offer's provider in the catalog cache. Exits 1 unless the
+    negotiation ends FINALIZED (--json: the negotiation, with agreementId, is printed all the same)."""
     peer: str | None = peer_ref
     if offer_id is None:
         peer, offer_id = None, peer_ref
@@ -668,6 +1050,13 @@ def negotiate(peer_ref: str, offer_id: str | None, timeout: float, data_dir: Pat
         return await client.negotiation(started["id"], wait_s=timeout)  # type: ignore[no-any-return]
 
     final = _call(data_dir, node_url, token, go)
+    if as_json:
+        agreed = final.get("agreement") if final["state"] == "FINALIZED" else None
+        _print_json({"negotiationId": final["id"], "state": final["state"], "reason": final.get("reason", ""),
+                     "agreementId": (agreed or {}).get("@id"), "negotiation": final})
+        if final["state"] != "FINALIZED":
+            sys.exit(EXIT_REFUSED)
+        return
     click.echo(f"negotiation {final['id']}: {final['state']}")
     if final.get("reason"):
         click.echo(f"  reason: {final['reason']}")
@@ -753,21 +1142,24 @@ def agreement_export(agreement_id: str, output: Path | None, data_dir: Path | No
 @agreement.command("revoke")
 @click.argument("agreement_id", metavar="ID")
 @click.option("--reason", required=True)
+@json_option
 @node_options
-def agreement_revoke(agreement_id: str, reason: str, data_dir: Path | None, node_url: str | None,
+def agreement_revoke(agreement_id: str, reason: str, as_json: bool, data_dir: Path | None, node_url: str | None,
                      token: str | None) -> None:
     """Revoke an agreement (provider): the consumer's node blocks use and deletes the data."""
     result = _call(data_dir, node_url, token, lambda c: c.revoke(agreement_id, reason))
-    click.echo(f"agreement {result['agreementId']}: {result['state']} ({reason}); the consumer is being told")
+    _done(result, f"agreement {result['agreementId']}: {result['state']} ({reason}); the consumer is being told",
+          as_json)
 
 
 @agreement.command("verify")
 @click.argument("agreement_id", metavar="ID", required=False)
 @click.option("--file", "file_path", type=click.Path(exists=True, path_type=Path),
               help="An evidence file (from `tds agreement export`); checked without any network.")
+@json_option
 @node_options
-def agreement_verify(agreement_id: str | None, file_path: Path | None, data_dir: Path | None, node_url: str | None,
-                     token: str | None) -> None:
+def agreement_verify(agreement_id: str | None, file_path: Path | None, as_json: bool, data_dir: Path | None,
+                     node_url: str | None, token: str | None) -> None:
     """Check an agreement's proofs offline and print who signed what. Exits 1 if a proof is invalid."""
     from connector.protocol import agreements as evidence_check
 
@@ -788,12 +1180,21 @@ def agreement_verify(agreement_id: str | None, file_path: Path | None, data_dir:
         _fail(str(exc))
         return
     agreement_ = evidence["agreement"]
+    valid = sum(r.status == "valid" for r in results)
+    if as_json:
+        _print_json({"agreementId": agreement_.get("@id"), "target": agreement_.get("target"),
+                     "timestamp": agreement_.get("timestamp"),
+                     "parties": [{"role": r.role, "did": r.did, "status": r.status, "detail": r.detail}
+                                 for r in results],
+                     "dualSigned": valid == 2, "valid": not any(r.status == "invalid" for r in results)})
+        if any(r.status == "invalid" for r in results):
+            sys.exit(1)
+        return
     click.echo(f"agreement {agreement_.get('@id')} for {agreement_.get('target')}, timestamp "
                f"{agreement_.get('timestamp')}")
     for r in results:
         mark = {"valid": "signed", "invalid": "INVALID", "missing": "not signed"}[r.status]
         click.echo(f"  {r.role:8} {r.did}: {mark}" + (f" ({r.detail})" if r.detail else ""))
-    valid = sum(r.status == "valid" for r in results)
     click.echo("  dual-signed" if valid == 2 else f"  {valid} of 2 parties signed")
     if any(r.status == "invalid" for r in results):
         sys.exit(1)
@@ -811,9 +1212,10 @@ def agreement_verify(agreement_id: str | None, file_path: Path | None, data_dir:
 @click.option("--check", is_flag=True,
               help="Only ask: what a use would be decided now. Nothing is counted, logged or written; no --use-id, "
                    "no -o.")
+@json_option
 @node_options
 def use_command(agreement_id: str, use_id: str | None, action: str, purpose: str, output: Path | None, check: bool,
-                data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+                as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Use received data through the usage API: decided by the agreement's policy, counted and logged before
     any byte is released.
 
@@ -825,13 +1227,17 @@ def use_command(agreement_id: str, use_id: str | None, action: str, purpose: str
                                                           "dryRun": true): the decision a use would get now
 
     Exits 0 on a permit, 1 on a deny or a refusal (revoked, not in force, no data to write, the log does not
-    verify), 2 on a usage error, 3 if the node cannot be reached."""
+    verify), 2 on a usage error, 3 if the node cannot be reached. With --json, a permit or a deny is printed as
+    one JSON document: decision, reasons, the log entry, uses left and the bytes written."""
     if check:
         if use_id is not None or output is not None:
             _fail("--check only asks and counts nothing: leave out --use-id and -o")
         result = _call(data_dir, node_url, token, lambda c: c.check_use(agreement_id, action=action,
                                                                          purpose=purpose))
-        _print_check(result)
+        if as_json:
+            _print_json(_use_json(agreement_id, None, result, result.get("allowance")))
+        else:
+            _print_check(result)
         if result.get("decision") != "permit":
             sys.exit(EXIT_REFUSED)
         return
@@ -841,6 +1247,12 @@ def use_command(agreement_id: str, use_id: str | None, action: str, purpose: str
     if output is None:
         result = _call(data_dir, node_url, token, lambda c: c.use(agreement_id, use_id, action=action,
                                                                    purpose=purpose))
+        if as_json:
+            _print_json(_use_json(agreement_id, use_id, result, _allowance_now(data_dir, node_url, token,
+                                                                                 agreement_id)))
+            if result.get("decision") != "permit":
+                sys.exit(EXIT_REFUSED)
+            return
         _print_decision(result)
         if result.get("decision") != "permit":
             sys.exit(EXIT_REFUSED)
@@ -858,11 +1270,14 @@ def use_command(agreement_id: str, use_id: str | None, action: str, purpose: str
         _fail(f"cannot write {output}: {exc.strerror or exc} (nothing was used)")
         return
 
+    released: dict[str, str] = {}  # the permit's X-TDS-… headers: its log entry
+
     async def fetch(client: Any) -> int | dict[str, Any]:
         size = 0
         try:
             with fh:
-                async for chunk in client.use_data(agreement_id, use_id, action=action, purpose=purpose):
+                async for chunk in client.use_data(agreement_id, use_id, action=action, purpose=purpose,
+                                                   decision=released):
                     fh.write(chunk)
                     size += len(chunk)
         except ClientError as exc:
@@ -887,10 +1302,48 @@ def use_command(agreement_id: str, use_id: str | None, action: str, purpose: str
     finally:
         fh.close()
         tmp.unlink(missing_ok=True)  # gone already once the data is in place
+    if as_json:
+        allowance = _allowance_now(data_dir, node_url, token, agreement_id)
+        if isinstance(result, dict):
+            _print_json(_use_json(agreement_id, use_id, result, allowance))
+            sys.exit(EXIT_REFUSED)
+        seq = released.get("x-tds-log-seq", "")
+        answer = {"decision": released.get("x-tds-decision", "permit"), "seq": int(seq) if seq.isdigit() else None,
+                  "entryHash": released.get("x-tds-log-hash")}
+        _print_json(_use_json(agreement_id, use_id, answer, allowance, output=output, size=result))
+        return
     if isinstance(result, dict):
         _print_decision(result)
         sys.exit(EXIT_REFUSED)
     click.echo(f"permit: {result} bytes written to {output}")
+
+
+def _allowance_now(data_dir: Path | None, node_url: str | None, token: str | None,
+                   agreement_id: str) -> dict[str, Any] | None:
+    """What is left of the agreement's allowance now (None if the node does not say: the use is done all the
+    same)."""
+    from connector.client import ClientError
+
+    async def read(client: Any) -> dict[str, Any] | None:
+        try:
+            return (await client.usage(agreement_id)).get("allowance")  # type: ignore[no-any-return]
+        except ClientError:
+            return None
+
+    return _call(data_dir, node_url, token, read)
+
+
+def _use_json(agreement_id: str, use_id: str | None, answer: dict[str, Any], allowance: dict[str, Any] | None, *,
+              output: Path | None = None, size: int | None = None) -> dict[str, Any]:
+    """``tds use --json``: the decision with its reasons, the use's log entry (none for a check), what is left
+    of the allowance and what was written."""
+    allowance = allowance or {}
+    return {"agreementId": agreement_id, "useId": use_id, "check": bool(answer.get("dryRun")),
+            "decision": answer.get("decision"), "reasons": answer.get("reasons", []),
+            "seq": answer.get("seq") or None, "entryHash": answer.get("entryHash") or None,
+            "repeated": answer.get("repeated"), "effects": answer.get("effects", []),
+            "usesLeft": allowance.get("usesLeft"), "allowance": allowance, "dataHeld": answer.get("dataHeld"),
+            "output": str(output) if output is not None else None, "bytesWritten": size}
 
 
 def _print_decision(result: dict[str, Any]) -> None:
@@ -990,21 +1443,39 @@ def log_group() -> None:
 
 @log_group.command("verify")
 @click.argument("agreement_id", metavar="AGREEMENT")
+@json_option
 @node_options
-def log_verify(agreement_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def log_verify(agreement_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+               token: str | None) -> None:
     """Check the agreement's usage log: the hash chain with its use counts, every signed head, and that it
-    holds what the provider acknowledged (a log cut short is named). Names the first bad entry."""
+    holds what the provider acknowledged (a log cut short is named). Names the first bad entry; exits 1 then."""
     from connector.services.usage import check_log
     from usage_policies import ledger
 
     data = _call(data_dir, node_url, token, lambda c: c.usage_log(agreement_id))
     ack = data.get("acknowledgement")
     problem = check_log(data["entries"], data["heads"], data["didDocument"], ack, data.get("providerDidDocument"))
+    n = len(data["entries"])
+    if as_json:
+        summary: dict[str, Any] = {
+            "agreementId": agreement_id, "intact": problem is None, "entries": n, "signedHeads": len(data["heads"]),
+            "head": data["entries"][-1]["hash"] if n else None, "acknowledgedSeq": ack["seq"] if ack else None,
+            "permittedUses": None,
+            "broken": None if problem is None else {"seq": problem.seq, "index": problem.index,
+                                                    "problem": problem.problem}}
+        if problem is None:
+            import msgspec
+
+            summary["permittedUses"] = ledger.running_counts(
+                [msgspec.convert(e, ledger.Entry) for e in data["entries"]])[0]
+        _print_json(summary)
+        if problem is not None:
+            sys.exit(1)
+        return
     if problem is not None:
         click.echo(f"usage log of {agreement_id}: BROKEN at entry #{problem.seq} (position {problem.index}): "
                    f"{problem.problem}")
         sys.exit(1)
-    n = len(data["entries"])
     last = data["entries"][-1]["hash"] if n else "-"
     import msgspec
 
@@ -1040,12 +1511,13 @@ def negotiation_show(negotiation_id: str, as_json: bool, data_dir: Path | None, 
 @negotiation.command("terminate")
 @click.argument("negotiation_id", metavar="ID")
 @click.option("--reason", required=True)
+@json_option
 @node_options
-def negotiation_terminate(negotiation_id: str, reason: str, data_dir: Path | None, node_url: str | None,
-                          token: str | None) -> None:
+def negotiation_terminate(negotiation_id: str, reason: str, as_json: bool, data_dir: Path | None,
+                          node_url: str | None, token: str | None) -> None:
     """Terminate a negotiation, telling the peer why."""
     record = _call(data_dir, node_url, token, lambda c: c.terminate_negotiation(negotiation_id, reason))
-    click.echo(f"negotiation {record['id']}: {record['state']}")
+    _done(record, f"negotiation {record['id']}: {record['state']}", as_json)
 
 
 def manifest_lines(bundle: dict[str, Any]) -> list[str]:
@@ -1064,43 +1536,112 @@ def manifest_lines(bundle: dict[str, Any]) -> list[str]:
     ]
 
 
+def manifest_json(bundle: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`manifest_lines` says, as JSON (raises ManifestError if the bundle does not verify)."""
+    from connector.payload import manifest as manifests
+
+    manifest, envelope, binding = manifests.read_bundle(bundle)
+    return {"verified": True, "digest": manifests.digest(manifest), "size": manifest.size,
+            "contentType": manifest.content_type, "chunks": len(manifest.chunks), "chunkSize": manifest.chunk_size,
+            "algorithm": manifest.algorithm, "root": manifest.root, "provider": binding.provider,
+            "cryptosuite": envelope["proof"]["cryptosuite"], "signedAt": envelope["proof"]["created"],
+            "agreementId": binding.agreement_id, "consumer": binding.consumer,
+            "providerPid": binding.provider_pid, "consumerPid": binding.consumer_pid}
+
+
+#: ``tds transfer``: a line on stderr after this many seconds without progress, and again each as many more.
+QUIET_NOTE_S = 15.0
+#: History events of a transfer that ``tds transfer`` tells as they come: a failed attempt and its next step.
+TOLD_EVENTS = ("error", "retry", "resume")
+
+
 @main.command()
 @click.argument("peer_ref", metavar="PEER")
 @click.argument("agreement_id")
-@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the transfer to end.")
+@click.option("--timeout", default=600.0, show_default=True,
+              help="Stop waiting once the transfer has shown no progress (no new state, byte or event) for this "
+                   "many seconds; it goes on in the node (tds transfers show ID). The node ends a transfer itself "
+                   "when no data arrives for its transfer_stall_timeout_s (60 s by default), or when the provider "
+                   "does not start it within transfer_start_timeout_s (300 s).")
 @click.option("--push", is_flag=True, help="Have the provider send the data to this node (HttpData-PUSH) instead "
               "of this node fetching it.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome as one JSON document on stdout: the transfer's id, state and reason, where the "
+                   "data was saved and the verified manifest (the lines about its progress stay on stderr).")
 @node_options
-def transfer(peer_ref: str, agreement_id: str, timeout: float, push: bool, data_dir: Path | None,
+def transfer(peer_ref: str, agreement_id: str, timeout: float, push: bool, as_json: bool, data_dir: Path | None,
              node_url: str | None, token: str | None) -> None:
-    """Get the data of AGREEMENT_ID from PEER with a progress bar (pulled, or pushed with --push); print the
-    verified manifest."""
+    """Get the data of AGREEMENT_ID from PEER (pulled, or pushed with --push) and print the verified manifest.
+
+    While it runs, stderr shows a progress bar (on a terminal) and a line for each state the transfer
+    enters, for each attempt that failed (its reason and what the node does next: a dropped stream is
+    resumed, data that could not be stored is fetched again after a pause) and for every 15 s without
+    progress. Exit 0 once COMPLETED; 1 if it ends TERMINATED (the reason is printed) or --timeout passes
+    without progress."""
     import time
 
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     async def go(client: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         record = await client.start_transfer(agreement_id, peer_ref, push=push)
-        until = time.monotonic() + timeout
         columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-        with Progress(*columns, transient=True) as bar:
+        console = Console(stderr=True)
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+
+            def say(line: str) -> None:  # above the bar; the reasons are text, never markup
+                bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
             task = bar.add_task("waiting for the provider", total=None)
-            while time.monotonic() < until:
+            say(f"transfer {record['id']}: {record['state']}")
+            state, received, told = record["state"], record.get("received"), 0
+            quiet_since = noted = time.monotonic()
+            while record["state"] not in ("COMPLETED", "TERMINATED"):
                 record = await client.transfer(record["id"], wait_s=0.25)  # returns early once final
+                history = record.get("history", [])
+                now = time.monotonic()
+                if (record["state"], record.get("received")) != (state, received) or len(history) != told:
+                    quiet_since = noted = now
+                if record["state"] != state and record["state"] not in ("COMPLETED", "TERMINATED"):
+                    say(f"transfer {record['id']}: {record['state']}"
+                        + (f" ({record['reason']})" if record.get("reason") else ""))
+                for event in history[told:]:
+                    if event["kind"] in TOLD_EVENTS:
+                        say(f"  {event['kind']}: {event['detail']}")
+                state, received, told = record["state"], record.get("received"), len(history)
                 if record.get("size") is not None:
                     bar.update(task, description="receiving, verified", total=record["size"],
                                completed=record["received"])
-                if record["state"] in ("COMPLETED", "TERMINATED"):
+                if now - noted >= QUIET_NOTE_S and record["state"] not in ("COMPLETED", "TERMINATED"):
+                    noted = now
+                    size = f" {record['received']} of {record['size']} bytes," if record.get("size") is not None else ""
+                    say(f"  no progress for {now - quiet_since:.0f} s ({record['state']},{size} waiting"
+                        f"{' for the provider' if record['state'] == 'REQUESTED' else ''})")
+                if now - quiet_since >= timeout:
                     break
         bundle = await client.transfer_bundle(record["id"]) if record["state"] == "COMPLETED" else None
         return record, bundle
 
     final, bundle = _call(data_dir, node_url, token, go)
+    if as_json:
+        done = final["state"] == "COMPLETED" and bundle is not None
+        _print_json({"transferId": final["id"], "state": final["state"], "reason": final.get("reason", ""),
+                     "agreementId": final.get("agreementId", agreement_id),
+                     "timedOut": final["state"] not in ("COMPLETED", "TERMINATED"),
+                     "savedPath": final.get("vaultPath") if done else None,
+                     "manifest": manifest_json(bundle) if done and bundle is not None else None,
+                     "transfer": final})
+        if not done:
+            sys.exit(EXIT_REFUSED)
+        return
     click.echo(f"transfer {final['id']}: {final['state']}")
     if final.get("reason"):
         click.echo(f"  reason: {final['reason']}")
+    if final["state"] not in ("COMPLETED", "TERMINATED"):
+        click.echo(f"  no progress for {timeout:g} s (--timeout); it goes on in the node: "
+                   f"tds transfers show {final['id']}")
     if final["state"] != "COMPLETED" or bundle is None:
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)
     click.echo(f"  saved to {final['vaultPath']} (in the node's data folder)")
     for line in manifest_lines(bundle):
         click.echo(line)
@@ -1151,11 +1692,12 @@ def _transfer_action(action: str, summary: str) -> None:
     @transfers.command(action, help=summary)
     @click.argument("transfer_id", metavar="ID")
     @click.option("--reason", default="", help="Told to the peer.")
+    @json_option
     @node_options
-    def command(transfer_id: str, reason: str, data_dir: Path | None, node_url: str | None,
+    def command(transfer_id: str, reason: str, as_json: bool, data_dir: Path | None, node_url: str | None,
                 token: str | None) -> None:
         record = _call(data_dir, node_url, token, lambda c: c.transfer_action(transfer_id, action, reason))
-        click.echo(f"transfer {record['id']}: {record['state']}")
+        _done(record, f"transfer {record['id']}: {record['state']}", as_json)
 
 
 _transfer_action("suspend", "Suspend a transfer, telling the peer why.")
@@ -1173,7 +1715,8 @@ def manifest() -> None:
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False, path_type=Path), envvar="TDS_DIR",
               help="The node's data folder: needed when FILE is a file of its vault (sealed at rest).")
-def manifest_verify(file_path: Path, bundle_path: Path, data_dir: Path | None) -> None:
+@json_option
+def manifest_verify(file_path: Path, bundle_path: Path, data_dir: Path | None, as_json: bool) -> None:
     """Check FILE against BUNDLE (the .bundle.json saved beside it): the provider's signature over the
     manifest, then every chunk. Needs no network (the bundle holds the provider's DID document).
 
@@ -1212,6 +1755,9 @@ def manifest_verify(file_path: Path, bundle_path: Path, data_dir: Path | None) -
                   f"shorter than the manifest's {parsed.size} bytes)")
     except (TdsError, OSError, ValueError) as exc:
         _fail(f"{file_path} cannot be read: {getattr(exc, 'message', None) or exc}")
+    if as_json:
+        _print_json({"file": str(file_path), "matches": True, "manifest": manifest_json(bundle)})
+        return
     for line in lines:
         click.echo(line)
     click.echo(f"OK: {file_path} matches the manifest chunk by chunk")
@@ -1369,11 +1915,13 @@ def credential() -> None:
 @click.option("--valid-until", help="Last day of validity, YYYY-MM-DD (default: node setting, one year).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the credential to this file for the holder to import, instead of delivering it.")
+@json_option
 @node_options
 def credential_issue(holder: str, kind: str, space: str | None, role: str | None, region: str | None,
                      legal_name: str | None, credit_code: str | None, lei: str | None, level: str | None,
                      software_name: str | None, software_version: str | None, valid_until: str | None,
-                     output: Path | None, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+                     output: Path | None, as_json: bool, data_dir: Path | None, node_url: str | None,
+                     token: str | None) -> None:
     """Issue a credential about HOLDER_DID, signed by this participant, and deliver it to the holder's node
     (or write it with -o FILE)."""
     claims = claims_of_options(kind, {"space": space, "role": role, "region": region, "legal_name": legal_name,
@@ -1394,6 +1942,14 @@ def credential_issue(holder: str, kind: str, space: str | None, role: str | None
         return issued, None
 
     issued, not_delivered = _call(data_dir, node_url, token, go)
+    if as_json:
+        if output is not None:
+            _write_document(output, issued["document"])
+        _print_json({**issued, "delivered": output is None and not_delivered is None, "deliveryError": not_delivered,
+                     "writtenTo": str(output) if output is not None else None})
+        if not_delivered is not None:
+            sys.exit(1)
+        return
     click.echo(f"credential {issued['id']} issued: {kind} of {holder}, valid until {issued['validUntil']}")
     click.echo(f"  revocable at {issued['statusListCredential']} (index {issued['statusIndex']})")
     if output is not None:
@@ -1417,8 +1973,10 @@ def _delivered_line(issued: dict[str, Any]) -> str:
 
 @credential.command("import")
 @click.argument("file_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
 @node_options
-def credential_import(file_path: Path, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def credential_import(file_path: Path, as_json: bool, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
     """Import a credential about this participant from FILE (checked: holder, issuer's signature, validity,
     revocation)."""
     try:
@@ -1429,25 +1987,26 @@ def credential_import(file_path: Path, data_dir: Path | None, node_url: str | No
     if not isinstance(document, dict):
         _fail(f"{file_path} is not a JSON credential (not an object)")
     held = _call(data_dir, node_url, token, lambda c: c.import_credential(document))
-    click.echo(f"credential {held['id']} imported: {held['kind']} from {held['issuer']}, "
-               f"valid until {held['validUntil']}")
+    _done(held, f"credential {held['id']} imported: {held['kind']} from {held['issuer']}, "
+                f"valid until {held['validUntil']}", as_json)
 
 
 @credential.command("request")
 @click.argument("issuer", metavar="ISSUER_URL_OR_DID")
 @claim_options
+@json_option
 @node_options
 def credential_request(issuer: str, kind: str, space: str | None, role: str | None, region: str | None,
                        legal_name: str | None, credit_code: str | None, lei: str | None, level: str | None,
-                       software_name: str | None, software_version: str | None, data_dir: Path | None,
-                       node_url: str | None, token: str | None) -> None:
+                       software_name: str | None, software_version: str | None, as_json: bool,
+                       data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Ask ISSUER for a credential about this participant; its operator approves or rejects it."""
     claims = claims_of_options(kind, {"space": space, "role": role, "region": region, "legal_name": legal_name,
                                       "credit_code": credit_code, "lei": lei, "level": level,
                                       "software_name": software_name, "software_version": software_version})
     sent = _call(data_dir, node_url, token, lambda c: c.ask_credential(issuer, kind, claims))
-    click.echo(f"request {sent['id']} sent to {sent['issuer']}: {sent['state']} (the issuer decides; an approved "
-               "credential is delivered to this node)")
+    _done(sent, f"request {sent['id']} sent to {sent['issuer']}: {sent['state']} (the issuer decides; an approved "
+                "credential is delivered to this node)", as_json)
 
 
 @credential.command("pending")
@@ -1472,12 +2031,18 @@ def credential_pending(show_all: bool, as_json: bool, data_dir: Path | None, nod
 @credential.command("approve")
 @click.argument("request_id", metavar="ID")
 @click.option("--valid-until", help="Last day of validity, YYYY-MM-DD (default: node setting, one year).")
+@json_option
 @node_options
-def credential_approve(request_id: str, valid_until: str | None, data_dir: Path | None, node_url: str | None,
-                       token: str | None) -> None:
+def credential_approve(request_id: str, valid_until: str | None, as_json: bool, data_dir: Path | None,
+                       node_url: str | None, token: str | None) -> None:
     """Approve request ID: issue the credential it asks for and deliver it to the holder."""
     issued = _call(data_dir, node_url, token,
                    lambda c: c.approve_credential_request(request_id, valid_until=valid_until))
+    if as_json:
+        _print_json(issued)
+        if issued.get("deliveryError"):
+            sys.exit(1)
+        return
     click.echo(f"request {request_id} approved: credential {issued['id']} ({issued['kind']} of {issued['holder']})")
     if issued.get("deliveryError"):
         click.echo(f"  NOT delivered: {issued['deliveryError']}")
@@ -1489,22 +2054,25 @@ def credential_approve(request_id: str, valid_until: str | None, data_dir: Path 
 @credential.command("reject")
 @click.argument("request_id", metavar="ID")
 @click.option("--reason", default="", help="Kept with the request.")
+@json_option
 @node_options
-def credential_reject(request_id: str, reason: str, data_dir: Path | None, node_url: str | None,
+def credential_reject(request_id: str, reason: str, as_json: bool, data_dir: Path | None, node_url: str | None,
                       token: str | None) -> None:
     """Reject request ID."""
-    _call(data_dir, node_url, token, lambda c: c.reject_credential_request(request_id, reason))
-    click.echo(f"request {request_id} rejected")
+    rejected = _call(data_dir, node_url, token, lambda c: c.reject_credential_request(request_id, reason))
+    _done(rejected, f"request {request_id} rejected", as_json)
 
 
 @credential.command("revoke")
 @click.argument("credential_id", metavar="ID")
+@json_option
 @node_options
-def credential_revoke(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def credential_revoke(credential_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
     """Revoke a credential this participant issued: its bit is set in the published status list."""
     revoked = _call(data_dir, node_url, token, lambda c: c.revoke_credential(credential_id))
-    click.echo(f"credential {revoked['id']} revoked at {revoked['revokedAt']}; "
-               f"{revoked['statusListCredential']} says so (index {revoked['statusIndex']})")
+    _done(revoked, f"credential {revoked['id']} revoked at {revoked['revokedAt']}; "
+                   f"{revoked['statusListCredential']} says so (index {revoked['statusIndex']})", as_json)
 
 
 @credential.command("list")
@@ -1557,22 +2125,26 @@ def credential_offered(as_json: bool, data_dir: Path | None, node_url: str | Non
 
 @credential.command("accept")
 @click.argument("credential_id", metavar="ID")
+@json_option
 @node_options
-def credential_accept(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def credential_accept(credential_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
     """Accept offered credential ID: checked again, then held and presented (even beyond the credentials held of
     issuers this participant does not trust: accepting is the operator's choice)."""
     held = _call(data_dir, node_url, token, lambda c: c.accept_credential(credential_id))
-    click.echo(f"credential {held['id']} accepted: {held['kind']} from {held['issuer']}, held until "
-               f"{held['validUntil']}")
+    _done(held, f"credential {held['id']} accepted: {held['kind']} from {held['issuer']}, held until "
+                f"{held['validUntil']}", as_json)
 
 
 @credential.command("decline")
 @click.argument("credential_id", metavar="ID")
+@json_option
 @node_options
-def credential_decline(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def credential_decline(credential_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                       token: str | None) -> None:
     """Decline offered credential ID: it is dropped."""
     _call(data_dir, node_url, token, lambda c: c.decline_credential(credential_id))
-    click.echo(f"credential {credential_id} declined")
+    _done({"id": credential_id, "declined": True}, f"credential {credential_id} declined", as_json)
 
 
 @credential.command("export")
@@ -1605,8 +2177,10 @@ def credential_export(credential_id: str, output: Path | None, data_dir: Path | 
 
 @credential.command("remove")
 @click.argument("credential_id", metavar="ID")
+@json_option
 @node_options
-def credential_remove(credential_id: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def credential_remove(credential_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
     """Stop holding (and presenting) a credential."""
 
     async def go(client: Any) -> None:
@@ -1621,7 +2195,7 @@ def credential_remove(credential_id: str, data_dir: Path | None, node_url: str |
             raise
 
     _call(data_dir, node_url, token, go)
-    click.echo(f"credential {credential_id} removed")
+    _done({"id": credential_id, "removed": True}, f"credential {credential_id} removed", as_json)
 
 
 @main.group()
@@ -1633,9 +2207,10 @@ def trust() -> None:
 @click.argument("issuer", metavar="ISSUER_DID")
 @click.option("--claims", required=True, help="Comma-separated: membership, legal-entity, region, certification.")
 @click.option("--space", "spaces", multiple=True, help="Memberships only of this data space (repeatable).")
+@json_option
 @node_options
-def trust_add(issuer: str, claims: str, spaces: tuple[str, ...], data_dir: Path | None, node_url: str | None,
-              token: str | None) -> None:
+def trust_add(issuer: str, claims: str, spaces: tuple[str, ...], as_json: bool, data_dir: Path | None,
+              node_url: str | None, token: str | None) -> None:
     """Trust ISSUER_DID for the claims named (replacing what it was trusted for)."""
     kinds = [k.strip() for k in claims.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KIND_CHOICE.choices]
@@ -1644,7 +2219,7 @@ def trust_add(issuer: str, claims: str, spaces: tuple[str, ...], data_dir: Path 
               "certification)")
     added = _call(data_dir, node_url, token, lambda c: c.trust_issuer(issuer, kinds, list(spaces) or None))
     where = f" (memberships of {', '.join(added['spaces'])})" if added.get("spaces") else ""
-    click.echo(f"trusting {added['issuer']} for {', '.join(added['claims'])}{where}")
+    _done(added, f"trusting {added['issuer']} for {', '.join(added['claims'])}{where}", as_json)
 
 
 @trust.command("list")
@@ -1665,11 +2240,12 @@ def trust_list(as_json: bool, data_dir: Path | None, node_url: str | None, token
 
 @trust.command("remove")
 @click.argument("issuer", metavar="ISSUER_DID")
+@json_option
 @node_options
-def trust_remove(issuer: str, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+def trust_remove(issuer: str, as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
     """Stop trusting ISSUER_DID (claims already counted are counted again without it)."""
     _call(data_dir, node_url, token, lambda c: c.distrust_issuer(issuer))
-    click.echo(f"{issuer} is no longer trusted")
+    _done({"issuer": issuer, "trusted": False}, f"{issuer} is no longer trusted", as_json)
 
 
 def claims_lines(claims: dict[str, Any]) -> list[str]:

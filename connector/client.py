@@ -100,6 +100,20 @@ class ManagementClient:
         """Stop hosting participant *name* and delete all it has on the node (irreversible)."""
         return await self._call("DELETE", f"/participants/{name}")  # type: ignore[no-any-return]
 
+    async def suspend_participant(self, name: str, reason: str = "") -> dict[str, Any]:
+        """Suspend participant *name* (admin): not served, its tokens refused, nothing deleted."""
+        return await self._call("POST", f"/participants/{name}/suspend",  # type: ignore[no-any-return]
+                                {"reason": reason})
+
+    async def resume_participant(self, name: str) -> dict[str, Any]:
+        """Serve a suspended participant again (admin)."""
+        return await self._call("POST", f"/participants/{name}/resume")  # type: ignore[no-any-return]
+
+    async def rotate_keys(self, participant: str | None = None) -> dict[str, Any]:
+        """Rotate the keys of *participant* (admin token), or of the token's own participant."""
+        path = f"/participants/{participant}/keys/rotate" if participant else "/keys/rotate"
+        return await self._call("POST", path)  # type: ignore[no-any-return]
+
     # the participant's own tokens
 
     async def create_token(self, application: str) -> dict[str, Any]:
@@ -174,7 +188,8 @@ class ManagementClient:
         return await self._call("GET", f"/{kind}")  # type: ignore[no-any-return]
 
     async def delete_entry(self, kind: str, entry_id: str) -> None:
-        await self._call("DELETE", f"/{kind}/{entry_id}")
+        """Delete an entry of *kind*; 409 (naming them) while something still needs it."""
+        await self._call("DELETE", f"/{kind}/{_segment(entry_id)}")
 
     # peers' catalogs, negotiations, agreements
 
@@ -247,8 +262,10 @@ class ManagementClient:
             raise
 
     async def use_data(self, agreement_id: str, use_id: str, *, action: str = "use", purpose: str = "",
-                       chunk_size: int = 1 << 20) -> Any:
-        """Yield the data of a permitted use in chunks; raise :class:`ClientError` (403) on a deny."""
+                       chunk_size: int = 1 << 20, decision: dict[str, str] | None = None) -> Any:
+        """Yield the data of a permitted use in chunks; raise :class:`ClientError` (403) on a deny. *decision*, if
+        given, receives the answer's ``X-TDS-…`` headers (the use's log entry; names in lower case) before the
+        first chunk."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         body = {"agreementId": agreement_id, "useId": use_id, "action": action, "purpose": purpose,
@@ -262,6 +279,8 @@ class ManagementClient:
                 data = json.loads(await resp.read() or b"{}")
                 raise ClientError(resp.status, "; ".join(data.get("reasons", [])) or str(data.get("message")),
                                   data.get("path"), body=data)
+            if decision is not None:
+                decision.update({k.lower(): v for k, v in resp.headers.items() if k.lower().startswith("x-tds-")})
             async for chunk in resp.content.iter_chunked(chunk_size):
                 yield chunk
 

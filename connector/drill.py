@@ -578,7 +578,8 @@ async def receipt_binding(ctx: DrillContext) -> Outcome:
         log = await ctx.c.client.usage_log(ctx.agreement)
     body = {"@type": RECEIPTS_TYPE, "agreementId": other, "entries": log["entries"], "heads": log["heads"]}
     url = f"{ctx.p.dsp_base}/tds/usage-receipts"
-    answer = await ctx.signed(keys.signing, dids.signing_key_id(ctx.c.did), "POST", url, body)
+    key_id = dids.signing_key_id(ctx.c.did) if ctx.c.did.startswith("did:key:") else f"{ctx.c.did}#{keys.signing_id}"
+    answer = await ctx.signed(keys.signing, key_id, "POST", url, body)
     if answer.status == 409:
         return refused(f"{len(log['entries'])} entries of one agreement posted under another: 409")
     data = answer.json() or {}

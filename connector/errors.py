@@ -125,6 +125,13 @@ class SchemaVersionError(StorageError):
         self.known = known
 
 
+class BackupError(TdsError):
+    """A backup cannot be made or restored as things stand (the message says why: a wrong passphrase or key, a
+    damaged or hostile archive, a folder that is not empty, a data folder that changed under the backup)."""
+
+    code = "backup"
+
+
 #: The regular expressions fields are checked against, each with the rule it stands for in words.
 _PATTERN_RULES: dict[str, str] = {}
 

@@ -3,14 +3,19 @@
 Redaction works on every field of every line, nested values included: a field named like a credential is
 replaced whole, and credentials inside text (a bearer token, an ``Authorization`` header, an RFC 9421
 signature, ``token=…``, the node's own 43-character tokens) are replaced in place. Library log records
-(aiohttp, asyncio) go through the same processors."""
+(aiohttp, asyncio), warnings, exceptions no one caught (in a thread, in the main thread, in a ``__del__``) and,
+with :func:`handle_loop_exceptions`, whatever the event loop's tasks and callbacks let through go through the
+same processors: nothing reaches stderr as plain text."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
+from types import TracebackType
 from typing import Any
 
 
@@ -139,6 +144,51 @@ class _LibraryLogs(logging.Handler):
 _library_logs = _LibraryLogs()
 
 
+def _uncaught(kind: str, exc_type: type[BaseException], exc: BaseException | None,
+              tb: TracebackType | None, **fields: Any) -> None:
+    """One JSON line, with the traceback, for an exception no code caught."""
+    error = f"{exc_type.__name__}: {str(exc)[:300]}" if exc is not None else exc_type.__name__
+    structlog.get_logger("tds").error(kind, error=error, exc_info=(exc_type, exc, tb), **fields)
+
+
+def _thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    _uncaught("thread failed", args.exc_type, args.exc_value, args.exc_traceback,
+              thread=args.thread.name if args.thread is not None else None)
+
+
+def _unraisable(unraisable: Any) -> None:  # sys.UnraisableHookArgs
+    # An exception in a __del__ or a finaliser, ignored by Python: said once, as JSON.
+    _uncaught("exception ignored", unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback,
+              where=(unraisable.err_msg or "")[:200] or None, object=repr(unraisable.object)[:200])
+
+
+def _main_exception(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    _uncaught("uncaught exception", exc_type, exc, tb)
+
+
+def loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler (:func:`handle_loop_exceptions`): what a task or a callback let through
+    (a task's exception that was never retrieved, a callback that raised) as one JSON line with its traceback,
+    instead of asyncio's default multi-line text."""
+    exc = context.get("exception")
+    fields = {name: repr(context[name])[:300] for name in ("task", "future", "handle") if name in context}
+    message = str(context.get("message") or "unhandled exception in the event loop")[:500]
+    if isinstance(exc, BaseException):
+        _uncaught(message, type(exc), exc, exc.__traceback__, logger="asyncio", **fields)
+    else:
+        structlog.get_logger("tds").error(message, logger="asyncio", **fields)
+
+
+def handle_loop_exceptions(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Log what the event loop (*loop*, or the running one) catches as JSON (:func:`loop_exception`)."""
+    (loop or asyncio.get_running_loop()).set_exception_handler(loop_exception)
+
+
 def configure(level: str = "info", *, json: bool = True) -> None:
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
@@ -160,6 +210,12 @@ def configure(level: str = "info", *, json: bool = True) -> None:
     root = logging.getLogger()
     if _library_logs not in root.handlers:
         root.addHandler(_library_logs)
+    # Warnings (a deprecation, an unclosed resource) go to the "py.warnings" logger, so through the handler above;
+    # exceptions no code caught, in a thread, in the main thread or in a __del__, become JSON lines too.
+    logging.captureWarnings(True)
+    threading.excepthook = _thread_exception
+    sys.unraisablehook = _unraisable
+    sys.excepthook = _main_exception
 
 
 def get_logger(**bindings: Any) -> Any:

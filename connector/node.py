@@ -28,7 +28,7 @@ from connector.http.middleware import error_middleware
 from connector.http.server import Runner
 from connector.http.tls import client_context, server_context
 from connector.identity.resolver import DidResolver
-from connector.logging import get_logger
+from connector.logging import get_logger, handle_loop_exceptions
 from connector.metrics import LoopLag, Metrics, software_version
 from connector.net.client import PeerClient
 from connector.net.guard import PUBLIC, Listener, OutboundPolicy
@@ -50,7 +50,7 @@ from connector.services.search import SearchService, provider_of
 from connector.services.tokens import TokenService
 from connector.services.transfer import Movers, TransferService
 from connector.services.usage import UsageService, held_claims_of
-from connector.services.vault import Vault, vault_key
+from connector.services.vault import Vault, vault_keys
 from connector.store import stats
 from connector.store.catalog_cache import CatalogCache, Provider
 from connector.store.credentials import CredentialRepository
@@ -122,8 +122,9 @@ class Node:
             negotiation_timeout_s=node_cfg.negotiation_timeout_s)
         self.usage_log = UsageRepository(self.store)
         # The vault and the receipts are built below: reached through the node when first used.
+        # Served or suspended: deletions on schedule are owed to providers, also while a participant is suspended.
         self.usage = UsageService(
-            self.usage_log, self.config.usage, participant_by_id=self.participant_by_id,
+            self.usage_log, self.config.usage, participant_by_id=self.participants.hosted_by_id,
             destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
             logged=lambda participant_id, agreement_id: self.receipts.notify(participant_id, agreement_id),
             own_claims=held_claims_of(self.credentials.held, self.credentials.trust_of),
@@ -134,7 +135,7 @@ class Node:
             destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
             receipts_overdue_s=node_cfg.receipts_overdue_s)
         #: Received data, sealed at rest: each agreement's under its own key (stopping transfers before deleting).
-        self.vault = Vault(data_dir, key_of=vault_key,
+        self.vault = Vault(data_dir, key_of=vault_keys,
                            stop_receiving=lambda p, agreement, why: self.transfers.stop_receiving(p, agreement, why))
         self.transfers = TransferService(
             self.transfers_repo, self.contracts, self.client, self.vault,
@@ -178,6 +179,11 @@ class Node:
             self.conformance_callers = self.conformance.callers
         # What a participant's removal undoes besides its rows and folders, in this order.
         self.participants.on_leaving(self._forget_participant)
+        # A suspension stops a participant's work in progress; resuming takes it up again.
+        self.participants.on_suspending(self._pause_participant)
+        self.participants.on_resumed(self._resume_participant)
+        self.participants.on_rotated(self._keys_rotated)
+        self.participants.rewrap_with(self.vault.rewrap)
         #: ``starting``, ``running`` or ``stopping`` (``/readyz`` is ready only while running).
         self.phase = "starting"
         self._keys_loaded = False
@@ -228,10 +234,25 @@ class Node:
         self.directory.forget(participant.id)
         await self.transfers.stop_all(participant.id)
 
+    async def _pause_participant(self, participant: ParticipantRuntime) -> None:
+        self.directory.reissue_own(participant.did)  # its own entry is no longer handed out by gossip
+        self.negotiations.forget(participant.id)
+        self.receipts.forget(participant.id)
+        await self.transfers.stop_all(participant.id)  # its bytes stop moving; the transfers' states stay
+
+    async def _resume_participant(self, participant: ParticipantRuntime) -> None:
+        await self.negotiations.resume_participant(participant.id)
+        await self.transfers.resume_participant(participant.id)
+        await self.receipts.resume(participant.id)
+
+    async def _keys_rotated(self, participant: ParticipantRuntime) -> None:
+        self.directory.reissue_own(participant.did)
+
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def public_app(self) -> web.Application:
-        participant_named = self.participants.by_name  # the live registry: participants added later are served
+        # The live registry: participants added later are served; a suspended one is answered 403.
+        participant_named = self.participants.serving
         auth = PeerAuth(participant_named, self.resolver, self.repo, self.admission, self.config.public_url,
                         self.metrics.signature_failures, self.config.conformance)
         app = web.Application(
@@ -239,7 +260,8 @@ class Node:
             client_max_size=self.config.node.max_request_bytes,
         )
         app.add_routes(public.routes(public.PublicSite(
-            participant_named, self.participants.first, self.health.ready, self.federation, self.receipts)))
+            participant_named, self.participants.first, self.health.ready, self.federation, self.receipts,
+            document_named=self.participants.hosted)))
         app.add_routes(dsp.routes(dsp.DspSite(
             participant_named, self.catalog, self.contracts, self.negotiations, self.transfers, self.transfers_repo,
             self.conformance_caller, self.config.public_url)))
@@ -389,6 +411,7 @@ async def serve(data_dir: Path) -> None:
     node = Node(data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    handle_loop_exceptions(loop)  # what a background task lets through is a JSON line too
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()

@@ -52,11 +52,24 @@ class ParticipantRuntime:
 
     @property
     def key_id(self) -> str:
-        return dids.signing_key_id(self.did)
+        """The DID URL of the current signing key (``#key-1`` until the first rotation, then ``#key-3`` …)."""
+        return self._key_id(self.keys)
+
+    def _key_id(self, keys: ParticipantKeys) -> str:
+        return dids.signing_key_id(self.did) if self.did.startswith("did:key:") else f"{self.did}#{keys.signing_id}"
 
     @property
     def signer(self) -> Signer:
-        return Signer(self.keys.signing, self.key_id)
+        """The current signing key with its id, read together (a rotation replaces ``keys`` as a whole)."""
+        keys = self.keys
+        return Signer(keys.signing, self._key_id(keys))
+
+    def rotated(self, keys: ParticipantKeys) -> None:
+        """Switch to *keys* (one assignment: whoever reads ``keys`` or ``signer`` gets the old or the new keys,
+        never a mix); the self-description is signed anew with them on its next use."""
+        self.keys = keys
+        self._self_description = None
+        self._sd_issued = None
 
     def did_document(self) -> dict[str, Any]:
         if self.did.startswith("did:key:"):
@@ -66,11 +79,15 @@ class ParticipantRuntime:
              "serviceEndpoint": f"{self.base_url}/.well-known/dspace-version"},
             {"id": f"{self.did}#catalog", "type": "CatalogService", "serviceEndpoint": f"{self.dsp_base}/catalog"},
         ]
+        keys = self.keys
         return dids.did_document(
             self.did,
-            signing_multikey=self.keys.signing_multikey,
-            agreement_multikey=self.keys.agreement_multikey,
+            signing_multikey=keys.signing_multikey,
+            agreement_multikey=keys.agreement_multikey,
             services=services,
+            signing_fragment=keys.signing_id,
+            agreement_fragment=keys.agreement_id,
+            retired=keys.retired,
         )
 
     def version_document(self) -> dict[str, Any]:
@@ -88,11 +105,11 @@ class ParticipantRuntime:
         }
 
     def subject(self) -> credentials.Subject:
-        r = self.record
+        r, keys = self.record, self.keys
         return credentials.Subject(
             id=r.did, legal_name=r.legal_name, region=r.region, industry=r.industry, contact=r.contact,
             dsp_endpoint=self.dsp_base, dsp_version="2025-1",
-            signing_key=self.keys.signing_multikey, agreement_key=self.keys.agreement_multikey,
+            signing_key=keys.signing_multikey, agreement_key=keys.agreement_multikey,
         )
 
     def self_description(self, now: datetime) -> dict[str, Any]:
@@ -103,6 +120,7 @@ class ParticipantRuntime:
             or now - self._sd_issued > credentials.VALIDITY / 2
             or now < self._sd_issued
         ):
-            self._self_description = credentials.issue(self.subject(), self.keys.signing, now=now)
+            signer = self.signer
+            self._self_description = credentials.issue(self.subject(), signer.key, now=now, key_id=signer.key_id)
             self._sd_issued = now
         return self._self_description

@@ -434,6 +434,21 @@ class ProcessNode:
         self.client = ManagementClient(f"http://127.0.0.1:{config.node.management_port}", result.token)
         self.process: Any = None
 
+    @classmethod
+    def existing(cls, data_dir: Path) -> ProcessNode:
+        """A node process for a data folder that already holds a node (a restored backup, for one)."""
+        from connector.bootstrap import read_token
+        from connector.config import load_config
+
+        node = cls.__new__(cls)
+        node.data_dir = data_dir
+        node.config = load_config(data_dir)
+        node.token = read_token(data_dir)
+        node.did = ""
+        node.client = ManagementClient(f"http://127.0.0.1:{node.config.node.management_port}", node.token)
+        node.process = None
+        return node
+
     @property
     def public_url(self) -> str:
         return self.config.public_url
@@ -801,7 +816,7 @@ class FederationResolver:
         self.documents = {document["id"]: document for document in documents}
         self.asked: list[str] = []
 
-    async def resolve(self, did: str) -> dict[str, Any]:
+    async def resolve(self, did: str, *, key_id: str | None = None) -> dict[str, Any]:
         from connector.errors import PeerError
 
         self.asked.append(did)
@@ -882,3 +897,52 @@ class NegotiationPeer(InMemoryPeer):
 
         return m.encode(m.ContractNegotiation(providerPid=record.provider_pid or "",
                                               consumerPid=record.consumer_pid or "", state=record.state))
+
+
+class FullDisk:
+    """The vault's disk as full, for tests. Once :meth:`install`-ed (with pytest's ``monkeypatch``), a partial file
+    a transfer writes takes at most *room* bytes after its header; the next write fails with *error* (``ENOSPC``
+    unless told otherwise) the way the kernel's would, through the vault's real writer, until :attr:`full` is set
+    False (space freed). Counts the failed writes, and notes for each opening of a partial file whether it was
+    there already (a file discarded after a failure is not)."""
+
+    def __init__(self, room: int = 0, error: int = errno.ENOSPC) -> None:
+        self.room, self.error = room, error
+        self.full = True
+        self.failures = 0
+        #: For each opening of a partial file, in order: whether the file existed.
+        self.opened: list[bool] = []
+
+    def install(self, monkeypatch: Any) -> FullDisk:
+        from connector.services import vault
+
+        original = vault.open_partial
+
+        def open_partial(path: Path, *args: Any, **kwargs: Any) -> Any:
+            self.opened.append(path.exists())
+            writer = original(path, *args, **kwargs)
+            writer._fh = _FillingFile(writer._fh, self)
+            return writer
+
+        monkeypatch.setattr(vault, "open_partial", open_partial)
+        return self
+
+
+class _FillingFile:
+    """A file on a :class:`FullDisk`: writes past its room fail while the disk is full."""
+
+    def __init__(self, fh: Any, disk: FullDisk) -> None:
+        self._fh, self._disk, self._written = fh, disk, 0
+
+    def write(self, data: Any) -> int:
+        import os
+
+        disk = self._disk
+        if disk.full and self._written + len(data) > disk.room:
+            disk.failures += 1
+            raise OSError(disk.error, os.strerror(disk.error))
+        self._written += len(data)
+        return int(self._fh.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)

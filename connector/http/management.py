@@ -151,6 +151,41 @@ class ParticipantSummary(msgspec.Struct, frozen=True, rename="camel"):
     industry: str
     dsp_endpoint: str
     created_at: str
+    #: ``active``, or ``suspended`` (not served, its tokens refused; nothing deleted).
+    state: str = "active"
+    suspended_at: str | None = None
+    suspended_reason: str = ""
+
+
+class SuspendIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    #: Why (shown to the participant's own tokens, never to peers).
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class ParticipantState(msgspec.Struct, frozen=True, rename="camel"):
+    name: str
+    did: str
+    state: str
+    suspended_at: str | None = None
+    reason: str = ""
+
+
+class KeysRotated(msgspec.Struct, frozen=True, rename="camel"):
+    """A participant's keys after a rotation."""
+
+    name: str
+    did: str
+    #: The DID URL of the new signing key (authentication, assertionMethod).
+    signing_key: str
+    #: The DID URL of the new X25519 key-agreement key.
+    agreement_key: str
+    #: Keys used before, still listed in the DID document so that what they signed keeps verifying.
+    retired_keys: list[str]
+    fingerprints: dict[str, str]
+    #: Vault data keys that opened under none of the participant's keys (0 when all were re-wrapped).
+    unopened_data_keys: int
+    #: Old key-agreement keys still kept (until every data key under them is re-wrapped): normally none.
+    old_key_agreement_keys_kept: list[str]
 
 
 class ParticipantRemoved(msgspec.Struct, frozen=True, rename="camel"):
@@ -315,6 +350,19 @@ class Route(NamedTuple):
     data_headers: dict[str, str] = {}
 
 
+#: Catalog entries: what deleting one says, and its refusals (each names what still needs the entry, in the
+#: message and under "references").
+DELETING: dict[str, tuple[str, dict[int, str]]] = {
+    "assets": (" (refused while an offer lists it, or an agreement not revoked or a negotiation not yet agreed "
+               "needs its data)", {409: "offers list the asset, or agreements not revoked or negotiations not yet "
+                                        "agreed need its data"}),
+    "policies": (" (refused while an offer names it; agreements keep their own copy of the terms)",
+                 {409: "offers name the policy"}),
+    "contract-definitions": (": peers no longer see it; agreements made under it keep their own copy of its terms",
+                             {}),
+}
+
+
 class Query(NamedTuple):
     """A query parameter: what it means, and its JSON Schema (what the handler accepts)."""
 
@@ -465,6 +513,8 @@ def routes(site: ManagementSite) -> list[Route]:
         token = request[TOKEN]
         found = site.participants.by_id(token.participant_id) if token.participant_id else None
         if found is None:
+            if token.participant_id:
+                site.participants.refuse_suspended(token.participant_id)  # 403 with the operator's reason
             raise NotFound("this token is not bound to a participant")
         return found
 
@@ -479,7 +529,9 @@ def routes(site: ManagementSite) -> list[Route]:
     def summary(p: ParticipantRuntime) -> ParticipantSummary:
         r = p.record
         return ParticipantSummary(name=p.name, did=p.did, legal_name=r.legal_name, region=r.region,
-                                  industry=r.industry, dsp_endpoint=p.dsp_base, created_at=r.created_at)
+                                  industry=r.industry, dsp_endpoint=p.dsp_base, created_at=r.created_at,
+                                  state="suspended" if r.suspended_at else "active", suspended_at=r.suspended_at,
+                                  suspended_reason=r.suspended_reason)
 
     async def add_participant(request: web.Request) -> web.Response:
         body = decode_body(await request.read(), ParticipantIn)
@@ -492,7 +544,25 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(msgspec.to_builtins(out), status=201)
 
     async def list_participants(_: web.Request) -> web.Response:
-        return web.json_response([msgspec.to_builtins(summary(p)) for p in site.participants])
+        return web.json_response([msgspec.to_builtins(summary(p)) for p in site.participants.all_hosted()])
+
+    async def suspend_participant(request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = decode_body(raw, SuspendIn) if raw else SuspendIn()
+        done = await site.participants.suspend(request.match_info["id"], body.reason)
+        return web.json_response(msgspec.to_builtins(msgspec.convert(done, ParticipantState)))
+
+    async def resume_participant(request: web.Request) -> web.Response:
+        done = await site.participants.resume(request.match_info["id"])
+        return web.json_response(msgspec.to_builtins(msgspec.convert(done, ParticipantState)))
+
+    async def rotate_keys_of(request: web.Request) -> web.Response:
+        rotated = await site.participants.rotate(request.match_info["id"])
+        return web.json_response(msgspec.to_builtins(msgspec.convert(rotated, KeysRotated)))
+
+    async def rotate_own_keys(request: web.Request) -> web.Response:
+        rotated = await site.participants.rotate(participant(request).name)
+        return web.json_response(msgspec.to_builtins(msgspec.convert(rotated, KeysRotated)))
 
     async def remove_participant(request: web.Request) -> web.Response:
         removed = await site.participants.remove(request.match_info["id"])
@@ -607,7 +677,8 @@ def routes(site: ManagementSite) -> list[Route]:
                   example=example, answers={409: f"a {noun} with this id already exists"}),
             Route("GET", f"/{path}", list_all, f"List {path.replace('-', ' ')}", tag=path, response=list[kind]),
             Route("GET", f"/{path}/{{id}}", get_one, f"One {noun}", tag=path, response=kind),
-            Route("DELETE", f"/{path}/{{id}}", delete_one, f"Delete a {noun}", tag=path, status=204),
+            Route("DELETE", f"/{path}/{{id}}", delete_one, f"Delete a {noun}{DELETING[path][0]}", tag=path,
+                  status=204, answers={404: f"no such {noun}", **DELETING[path][1]}),
         ]
 
     # a peer's catalog ----------------------------------------------------------------------------
@@ -811,6 +882,26 @@ def routes(site: ManagementSite) -> list[Route]:
           "agreements, transfers, usage log, keys, files and vault (admin; irreversible)", tag="admin",
           response=ParticipantRemoved, admin=True,
           answers={404: "no such participant", 409: "the node's own participant cannot be removed"}),
+        R("POST", "/participants/{id}/suspend", admin_only(suspend_participant),
+          "Suspend a participant: its DSP endpoints and self-description answer 403 (its DID document stays), its "
+          "tokens are refused, its negotiations, transfers and receipts stop; nothing is deleted (admin)",
+          tag="admin", body=SuspendIn, body_required=False, response=ParticipantState, admin=True,
+          example={"reason": "contract with the host ended"},
+          answers={404: "no such participant",
+                   409: "already suspended, or the node's own participant (which cannot be suspended)"}),
+        R("POST", "/participants/{id}/resume", admin_only(resume_participant),
+          "Serve a suspended participant again; its processes resume where they stopped (admin)", tag="admin",
+          response=ParticipantState, admin=True,
+          answers={404: "no such participant", 409: "the participant is not suspended"}),
+        R("POST", "/participants/{id}/keys/rotate", admin_only(rotate_keys_of),
+          "Rotate a participant's signing and key-agreement keys: new keys are current at once, the old public "
+          "keys stay in its DID document, the vault's data keys are re-wrapped (admin)", tag="admin",
+          response=KeysRotated, admin=True,
+          answers={404: "no such participant", 409: "the participant uses a did:key (its key is its DID)"}),
+        R("POST", "/keys/rotate", rotate_own_keys,
+          "Rotate this participant's signing and key-agreement keys (see the admin route of the same name)",
+          tag="participant", response=KeysRotated,
+          answers={409: "the participant uses a did:key (its key is its DID)"}),
         R("POST", "/tokens", create_token, "Create a management token for an application (shown once)",
           tag="tokens", body=TokenIn, response=TokenCreated, status=201, example={"application": "erp-sync"},
           answers={409: f"this participant already holds {MAX_TOKENS} active tokens"}),

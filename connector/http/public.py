@@ -42,6 +42,9 @@ class PublicSite:
     readiness: Callable[[], Awaitable[Readiness]]
     federation: FederationService
     receipts: ReceiptService
+    #: Whose DID document is served: also a suspended participant's, so that what it signed keeps verifying
+    #: (None: the same as *participant_named*).
+    document_named: Callable[[str], ParticipantRuntime | None] | None = None
 
 
 def routes(site: PublicSite) -> list[web.RouteDef]:
@@ -86,7 +89,9 @@ def routes(site: PublicSite) -> list[web.RouteDef]:
         return web.json_response(participant(request).version_document())
 
     async def did_json(request: web.Request) -> web.Response:
-        p = participant(request)
+        p = (site.document_named or site.participant_named)(request.match_info["name"])
+        if p is None:
+            raise NotFound("no such participant")
         if not p.did.startswith("did:web:"):
             raise NotFound("this participant uses did:key; its DID document is derived from the DID")
         return web.json_response(p.did_document(), content_type="application/did+json")

@@ -63,8 +63,9 @@ def _parse_time(value: Any, field: str) -> datetime:
     return moment
 
 
-def issue(subject: Subject, key: SigningKey, *, now: datetime) -> dict[str, Any]:
-    """Build and sign the self-description of *subject*, valid for 30 days from *now*."""
+def issue(subject: Subject, key: SigningKey, *, now: datetime, key_id: str | None = None) -> dict[str, Any]:
+    """Build and sign the self-description of *subject*, valid for 30 days from *now*, with *key* (whose DID URL
+    is *key_id*: the subject's first key unless given)."""
     credential = {
         "@context": [VC_CONTEXT, TDS_CONTEXT],
         "id": f"{subject.id}#self-description",
@@ -74,7 +75,8 @@ def issue(subject: Subject, key: SigningKey, *, now: datetime) -> dict[str, Any]
         "validUntil": utc_text(now + VALIDITY),
         "credentialSubject": msgspec.to_builtins(subject),
     }
-    return proof.sign(credential, key, verification_method=dids.signing_key_id(subject.id), created=utc_text(now))
+    return proof.sign(credential, key, verification_method=key_id or dids.signing_key_id(subject.id),
+                      created=utc_text(now))
 
 
 def verification_method(credential: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ Pure: encoding, decoding and DID-document building only; resolution over the net
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -30,6 +32,21 @@ AGREEMENT_KEY_ID = "key-2"
 
 class DidError(ValueError):
     """A DID or DID URL that is malformed or of an unsupported method."""
+
+
+@dataclass(frozen=True)
+class RetiredKey:
+    """A key a participant used before a rotation: still listed in its DID document, so that what it signed
+    (agreements, manifests, receipts) keeps verifying, but no longer current.
+
+    *kind* is ``ed25519`` (kept under ``assertionMethod``, dropped from ``authentication``: it can no longer
+    authenticate a request or a presentation) or ``x25519`` (kept as a verification method only, dropped from
+    ``keyAgreement``: nobody encrypts to it any more). *retired* is when it stopped being current."""
+
+    id: str
+    kind: str
+    multikey: str
+    retired: str = ""
 
 
 def did_web_for(public_url: str, participant: str) -> str:
@@ -100,10 +117,16 @@ def did_document(
     signing_multikey: str,
     agreement_multikey: str | None = None,
     services: list[dict[str, Any]] | None = None,
+    signing_fragment: str = SIGNING_KEY_ID,
+    agreement_fragment: str = AGREEMENT_KEY_ID,
+    retired: Sequence[RetiredKey] = (),
 ) -> dict[str, Any]:
     """A DID document with a Multikey verification method for signing (authentication + assertion)
-    and, if given, an X25519 key for key agreement."""
-    signing_id = signing_key_id(did)
+    and, if given, an X25519 key for key agreement.
+
+    After key rotations the current keys have later fragments (``#key-3``, ``#key-4`` …) and the *retired* ones
+    stay listed (see :class:`RetiredKey`): current keys first, each relationship's current key first."""
+    signing_id = signing_key_id(did) if did.startswith("did:key:") else f"{did}#{signing_fragment}"
     methods: list[dict[str, Any]] = [
         {"id": signing_id, "type": "Multikey", "controller": did, "publicKeyMultibase": signing_multikey}
     ]
@@ -117,11 +140,16 @@ def did_document(
         "assertionMethod": [signing_id],
     }
     if agreement_multikey is not None:
-        agreement_id = f"{did}#{AGREEMENT_KEY_ID}"
+        agreement_id = f"{did}#{agreement_fragment}"
         methods.append(
             {"id": agreement_id, "type": "Multikey", "controller": did, "publicKeyMultibase": agreement_multikey}
         )
         doc["keyAgreement"] = [agreement_id]
+    for old in retired:
+        old_id = f"{did}#{old.id}"
+        methods.append({"id": old_id, "type": "Multikey", "controller": did, "publicKeyMultibase": old.multikey})
+        if old.kind == "ed25519":
+            doc["assertionMethod"].append(old_id)
     if services:
         doc["service"] = services
     return doc

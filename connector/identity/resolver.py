@@ -1,4 +1,11 @@
-"""DID resolution with a cache: ``did:key`` offline, ``did:web`` over HTTP(S) through the outbound guard."""
+"""DID resolution with a cache: ``did:key`` offline, ``did:web`` over HTTP(S) through the outbound guard.
+
+A peer that rotated its keys signs with a key id its cached DID document does not list yet. Asked for a
+document that must hold a given key (:meth:`DidResolver.resolve` with ``key_id``), the resolver fetches the
+document again before its cache entry expires, at most once per ``refresh_interval_s`` for each DID (the
+DIDs so refreshed are remembered in a bounded table): a rotated peer is trusted again at its next signed
+request, and a stream of made-up key ids costs at most one fetch per interval.
+"""
 
 from __future__ import annotations
 
@@ -24,19 +31,38 @@ class DidResolver:
         ttl_s: float = 300.0,
         max_entries: int = 10_000,
         local: LocalLookup | None = None,
+        refresh_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._dev_mode = dev_mode
         self._ttl = ttl_s
         self._max = max_entries
         self._local = local
+        self._refresh_interval = refresh_interval_s
+        self._clock = clock
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        #: When each DID's document was last fetched again for a key it did not list (bounded like the cache).
+        self._refreshed: OrderedDict[str, float] = OrderedDict()
 
     def forget(self, did: str) -> None:
         self._cache.pop(did, None)
 
-    async def resolve(self, did: str) -> dict[str, Any]:
-        """The DID document of *did*; raises ``DidError`` (malformed) or ``PeerError`` (unreachable)."""
+    def _may_refresh(self, did: str, now: float) -> bool:
+        last = self._refreshed.get(did)
+        if last is not None and now - last < self._refresh_interval:
+            return False
+        self._refreshed[did] = now
+        self._refreshed.move_to_end(did)
+        while len(self._refreshed) > self._max:
+            self._refreshed.popitem(last=False)
+        return True
+
+    async def resolve(self, did: str, *, key_id: str | None = None) -> dict[str, Any]:
+        """The DID document of *did*; raises ``DidError`` (malformed) or ``PeerError`` (unreachable).
+
+        With *key_id* (a DID URL of *did*), a cached document that does not list that key is fetched again
+        (rate-limited per DID, see the module docstring): the key may be one the DID's controller rotated to."""
         if len(did) > 512:
             raise dids.DidError("DID is longer than 512 characters")
         if did.startswith("did:key:"):
@@ -46,8 +72,9 @@ class DidResolver:
         if self._local is not None and (doc := self._local(did)) is not None:
             return doc
         hit = self._cache.get(did)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
+        now = self._clock()
+        if hit is not None and hit[0] > now and (
+                key_id is None or lists_key(hit[1], key_id) or not self._may_refresh(did, now)):
             self._cache.move_to_end(did)
             return hit[1]
         url = dids.did_web_url(did, dev_mode=self._dev_mode)
@@ -67,9 +94,27 @@ class DidResolver:
         """
         try:
             did, _ = dids.split_did_url(key_id)
-            document = await self.resolve(did)
+            document = await self.resolve(did, key_id=key_id)
             return VerifyKey(dids.verification_key(document, key_id, relationship))
         except dids.DidError as exc:
             raise Unauthorized(f"cannot use key {key_id!r}: {exc}") from exc
         except PeerError as exc:
             raise Unauthorized(f"cannot resolve the DID of key {key_id!r}: {exc.message}") from exc
+
+
+def lists_key(document: dict[str, Any], key_id: str) -> bool:
+    """Whether *document* has a verification method with the id *key_id* (absolute or relative)."""
+    did = document.get("id")
+    methods = document.get("verificationMethod")
+    if not isinstance(did, str) or not isinstance(methods, list):
+        return False
+    return any(isinstance(m, dict) and isinstance(m.get("id"), str)
+               and (m["id"] == key_id or did + m["id"] == key_id) for m in methods)
+
+
+def proof_key_id(document: Any, proof_property: str = "proof") -> str | None:
+    """The ``verificationMethod`` a signed document's proof names, if it has one (to resolve its signer's DID
+    document with the key it needs: :meth:`DidResolver.resolve`)."""
+    found = document.get(proof_property) if isinstance(document, dict) else None
+    method = found.get("verificationMethod") if isinstance(found, dict) else None
+    return method if isinstance(method, str) and len(method) <= 1024 else None

@@ -76,6 +76,7 @@ from connector.identity import did as dids
 from connector.identity import status_list, trust, vc
 from connector.identity.claims import KIND_NAMES, NAME_OF_KIND, ClaimError, Claims, Kind, from_subject
 from connector.identity.credentials import utc_text
+from connector.identity.resolver import proof_key_id
 from connector.identity.status_list import Bitstring, Status, StatusList
 from connector.identity.trust import NotCounted, PeerClaims, TrustedIssuer, TrustList
 from connector.identity.vc import Check, CredentialError, PresentationError, PresentationResult, VerifiedCredential
@@ -537,7 +538,7 @@ class CredentialService:
         if issuer is not None and named != issuer:
             raise _refused(Check.ISSUER_KEY, f"the credential was issued by {named}, not by {issuer}, who sent it")
         try:
-            issuer_document = await self.resolver.resolve(named)
+            issuer_document = await self.resolver.resolve(named, key_id=proof_key_id(document))
         except dids.DidError as exc:
             raise _refused(Check.ISSUER_KEY, f"{named}: {exc}") from None
         except TdsError as exc:
@@ -843,7 +844,7 @@ class CredentialService:
         trusted = await self.trust_of(participant_id)
         named_issuers = vc.presentation_issuers(presentation)
         try:
-            holder_document = await self.resolver.resolve(holder)
+            holder_document = await self.resolver.resolve(holder, key_id=proof_key_id(presentation))
         except (TdsError, dids.DidError) as exc:
             raise PresentationError(Check.HOLDER_KEY, f"the DID document of {holder} could not be read: "
                                                       f"{getattr(exc, 'message', exc)}") from None
@@ -956,7 +957,7 @@ class CredentialService:
             issuer = issuer.get("id") if isinstance(issuer, dict) else issuer
             if not isinstance(issuer, str) or issuer not in trusted.issuers:
                 raise _Unreadable(f"the list is issued by {str(issuer)[:200]!r}, not a trusted issuer")
-            issuer_document = await self.resolver.resolve(issuer)
+            issuer_document = await self.resolver.resolve(issuer, key_id=proof_key_id(document))
             return status_list.verify_status_list(document, issuer_document, url=url, now=now)
         except _Unreadable as exc:
             reason = str(exc)

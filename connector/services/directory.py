@@ -30,6 +30,7 @@ from connector.config import DiscoverySection
 from connector.errors import TdsError
 from connector.identity import credentials
 from connector.identity import did as dids
+from connector.identity.resolver import proof_key_id
 from connector.logging import get_logger
 from connector.protocol import gossip as core
 from connector.services.ports import PeerFetcher, Resolver
@@ -141,6 +142,10 @@ class Directory:
         self._views.pop(participant_id, None)
         self._entries.pop(participant_id, None)
 
+    def reissue_own(self, did: str) -> None:
+        """A hosted participant's keys changed: its own item is issued anew (with the new keys) when next sent."""
+        self._own.pop(did, None)
+
     def refresh_own(self, now: datetime) -> None:
         """Put each discoverable hosted participant's own item into every view, re-issued when a quarter of
         ``item_ttl_s`` has passed (so that it never expires while its node runs); hidden ones leave."""
@@ -152,7 +157,8 @@ class Directory:
                 continue
             item = self._own.get(p.did)
             if item is None or now - item.issued >= refresh or now < item.issued:
-                document = credentials.issue(p.subject(), p.keys.signing, now=now)
+                signer = p.signer
+                document = credentials.issue(p.subject(), signer.key, now=now, key_id=signer.key_id)
                 screened = core.screen(document, now=now, limits=self.limits)
                 if screened.item is not None:
                     self._own[p.did] = screened.item
@@ -322,7 +328,8 @@ class Directory:
 
     async def _verify(self, item: core.Item, now: datetime) -> credentials.Subject | None:
         try:
-            subject = core.verify(item, await self.resolver.resolve(item.did), now=now)
+            subject = core.verify(item, await self.resolver.resolve(item.did, key_id=proof_key_id(item.document)),
+                                  now=now)
         except (credentials.SelfDescriptionError, dids.DidError, TdsError) as exc:
             log.info("gossip item does not verify", did=item.did[:200], reason=str(exc)[:300])
             return None

@@ -78,7 +78,8 @@ class FederationService:
         method = credentials.verification_method(document)
         try:
             did, _ = dids.split_did_url(method)
-            issuer_document = await self.resolver.resolve(did)
+            # With the key it names: signed by a key the cached document may not list yet (a rotation).
+            issuer_document = await self.resolver.resolve(did, key_id=method)
         except dids.DidError as exc:
             raise credentials.SelfDescriptionError(str(exc)) from exc
         return credentials.verify(document, issuer_document, now=self.clock())

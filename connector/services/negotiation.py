@@ -458,15 +458,17 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             return None, {}
         try:
             did = agreements.signer_did(proof)
-            document = await self._resolver.resolve(did)
+            # With the key the proof names: a peer that rotated its keys since we cached its document signs
+            # with a key it did not list then.
+            document = await self._resolver.resolve(did, key_id=str(proof["verificationMethod"]))
             agreements.verify(agreement, proof, document, party=party)
         except (agreements.AgreementProofError, TdsError, ValueError) as exc:
             raise NegotiationError(f"the agreement proof does not verify: {exc}", record) from exc
         return proof, {party: document}
 
     def _sign(self, participant: ParticipantRuntime, agreement: dict[str, Any]) -> dict[str, Any]:
-        return agreements.sign(agreement, participant.keys.signing, key_id=participant.key_id,
-                               created=self._now_text())
+        signer = participant.signer
+        return agreements.sign(agreement, signer.key, key_id=signer.key_id, created=self._now_text())
 
     async def _agreement_after(
         self, participant: ParticipantRuntime, record: NegotiationRecord, event: AgreementEvent

@@ -6,6 +6,17 @@ participant added here is served at once and a removed one is unknown everywhere
 else a removal must undo (open negotiations, transfers, receipts, admission places) is not the
 registry's business: the services that hold such state register a *leaving* hook, called in order
 before the participant's rows and folders are deleted.
+
+A suspended participant (:meth:`ParticipantRegistry.suspend`) leaves the lookups the same way, so that every
+service finds it no more, but nothing of it is deleted: *suspending* hooks stop its work in progress, and
+*resumed* hooks take it up again (:meth:`ParticipantRegistry.resume`). Only its DID document is still
+served (:meth:`ParticipantRegistry.local_did_document`, :meth:`ParticipantRegistry.hosted`), so that what it
+signed keeps verifying. The public routes use :meth:`ParticipantRegistry.serving`, which answers 403 for it.
+
+A key rotation (:meth:`ParticipantRegistry.rotate`) replaces a participant's keys in one step
+(:meth:`ParticipantRuntime.rotated`), then has the vault's data keys re-wrapped under the new key and, once
+none is left under the old one, destroys the old X25519 private key (also at start, after a rotation that
+was killed before it got there).
 """
 
 from __future__ import annotations
@@ -17,10 +28,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from connector import filemodes
 from connector.bootstrap import keys_dir, new_participant_keys, new_token, node_key, participant_did
 from connector.config import Config
-from connector.errors import ConfigError, Conflict, NotFound
+from connector.errors import ConfigError, Conflict, Forbidden, NotFound
+from connector.identity import keys as keyfiles
 from connector.identity.keys import ParticipantKeys, load_keys
 from connector.logging import get_logger
 from connector.participant import ParticipantRuntime
@@ -31,6 +45,12 @@ log = get_logger(component="participants")
 
 #: Called with a participant that is being removed, after it stopped being served and before its rows go.
 Leaving = Callable[[ParticipantRuntime], Awaitable[None]]
+#: Called with a participant that was suspended, resumed, or whose keys were replaced.
+Changed = Callable[[ParticipantRuntime], Awaitable[None]]
+#: Re-wraps a participant's vault data keys under its current key; returns how many could not be opened.
+Rewrapping = Callable[[ParticipantRuntime], Awaitable[int]]
+#: A suspension's reason, as much as is kept.
+MAX_REASON = 500
 
 
 class ParticipantRegistry:
@@ -49,8 +69,14 @@ class ParticipantRegistry:
         self._by_name: dict[str, ParticipantRuntime] = {}
         self._by_id: dict[str, ParticipantRuntime] = {}
         self._by_did: dict[str, ParticipantRuntime] = {}
+        #: Suspended participants by name: hosted, not served.
+        self._suspended: dict[str, ParticipantRuntime] = {}
         self._changing = asyncio.Lock()
         self._leaving: list[Leaving] = []
+        self._suspending: list[Changed] = []
+        self._resumed: list[Changed] = []
+        self._rotated: list[Changed] = []
+        self._rewrap: Rewrapping | None = None
 
     # -- lookups -----------------------------------------------------------------------------------------
 
@@ -73,13 +99,73 @@ class ParticipantRegistry:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    def hosted(self, name: str) -> ParticipantRuntime | None:
+        """A participant hosted here, served or suspended."""
+        return self._by_name.get(name) or self._suspended.get(name)
+
+    def _hosted_here(self, name: str, *, not_own: str | None = None) -> ParticipantRuntime:
+        """The participant *name* hosted here (404 if none); with *not_own* (what would be done to it), a 409
+        if it is the node's own participant."""
+        runtime = self.hosted(name)
+        if runtime is None:
+            raise NotFound(f"no participant {name!r} is hosted here")
+        if not_own is not None and (name == self.config.participant.name or runtime is self.first()):
+            raise Conflict(f"{name!r} is the node's own participant and cannot be {not_own}", path="name")
+        return runtime
+
+    def hosted_by_id(self, participant_id: str) -> ParticipantRuntime | None:
+        """By id, served or suspended (for duties owed to others that go on during a suspension)."""
+        found = self._by_id.get(participant_id)
+        if found is None:
+            found = next((p for p in self._suspended.values() if p.id == participant_id), None)
+        return found
+
+    def all_hosted(self) -> list[ParticipantRuntime]:
+        """Every participant hosted here, served or suspended, in the order they were loaded or added."""
+        return sorted([*self._by_name.values(), *self._suspended.values()],
+                      key=lambda p: (p.record.created_at, p.name))
+
+    def is_suspended(self, name: str) -> bool:
+        return name in self._suspended
+
+    def serving(self, name: str) -> ParticipantRuntime | None:
+        """The participant *name* if it is served; None if no such participant is hosted; 403 if it is suspended
+        (a peer learns that it is, not why: the reason is the operator's and the participant's)."""
+        if name in self._suspended:
+            raise Forbidden(f"participant {name!r} is suspended on this node")
+        return self._by_name.get(name)
+
+    def refuse_suspended(self, participant_id: str) -> None:
+        """403 for the management token of a suspended participant, with the operator's reason."""
+        found = next((p for p in self._suspended.values() if p.id == participant_id), None)
+        if found is not None:
+            reason = found.record.suspended_reason
+            raise Forbidden(f"participant {found.name!r} is suspended on this node"
+                            + (f": {reason}" if reason else "") + "; its tokens are refused until it is resumed")
+
     def local_did_document(self, did: str) -> dict[str, object] | None:
-        """A hosted participant's DID document, answered without a network round trip."""
-        found = self._by_did.get(did)
+        """A hosted participant's DID document (also a suspended one's), answered without a network round trip."""
+        found = self._by_did.get(did) or next((p for p in self._suspended.values() if p.did == did), None)
         return found.did_document() if found is not None else None
 
     def on_leaving(self, hook: Leaving) -> None:
         self._leaving.append(hook)
+
+    def on_suspending(self, hook: Changed) -> None:
+        """*hook* stops a participant's work in progress when it is suspended (after it left the lookups)."""
+        self._suspending.append(hook)
+
+    def on_resumed(self, hook: Changed) -> None:
+        """*hook* takes a resumed participant's work up again (after it is served again)."""
+        self._resumed.append(hook)
+
+    def on_rotated(self, hook: Changed) -> None:
+        """*hook* learns that a participant's keys were replaced (after the switch)."""
+        self._rotated.append(hook)
+
+    def rewrap_with(self, rewrap: Rewrapping) -> None:
+        """How the vault's data keys of a participant are re-wrapped after a key rotation."""
+        self._rewrap = rewrap
 
     # -- changes -----------------------------------------------------------------------------------------
 
@@ -87,6 +173,9 @@ class ParticipantRegistry:
         runtime = ParticipantRuntime(record, keys, self.config.public_url)
         # Its own files folder: the only place in the data folder its assets may name (services.addresses).
         filemodes.make_dir(addresses.confinement(self.data_dir, record.name, {}).own)
+        if record.suspended_at is not None:
+            self._suspended[record.name] = runtime
+            return runtime
         self._by_name[record.name] = runtime
         self._by_id[record.id] = runtime
         self._by_did[record.did] = runtime
@@ -104,7 +193,10 @@ class ParticipantRegistry:
             raise ConfigError(f"node key: {exc}") from exc
         for record in records:
             try:
-                keys = load_keys(keys_dir(self.data_dir, record.name), sealing_key)
+                folder = keys_dir(self.data_dir, record.name)
+                if sealing_key is not None:
+                    await asyncio.to_thread(keyfiles.recover, folder, sealing_key)  # a rotation killed midway
+                keys = load_keys(folder, sealing_key)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"keys of participant {record.name!r}: {exc}") from exc
             if record.did.startswith("did:web:") and not record.brought_did:
@@ -116,6 +208,8 @@ class ParticipantRegistry:
                         path="node.public_url",
                     )
             self._serve(record, keys)
+        for runtime in self.all_hosted():  # a rotation killed before its data keys were all re-wrapped
+            await self.settle_keys(runtime)
 
     async def add(
         self, name: str, *, legal_name: str, region: str, industry: str = "", contact: str = "",
@@ -124,7 +218,7 @@ class ParticipantRegistry:
         """Host a new participant: keys sealed with the node key, its DID (a did:web under this node unless
         it brings one), a first management token (returned once). Served at once, without a restart."""
         async with self._changing:
-            if name in self._by_name or await self.repo.participant_by_name(name) is not None:
+            if self.hosted(name) is not None or await self.repo.participant_by_name(name) is not None:
                 raise Conflict(f"participant {name!r} already exists", path="name")
             if keys_dir(self.data_dir, name).exists():
                 raise Conflict(f"keys for {name!r} already exist in the data folder", path="name")
@@ -156,14 +250,11 @@ class ParticipantRegistry:
         participant (the one ``tds init`` made) cannot be removed. Irreversible: the participant's DID
         document, endpoints and tokens are gone at once. Returns what was removed."""
         async with self._changing:
-            runtime = self._by_name.get(name)
-            if runtime is None:
-                raise NotFound(f"no participant {name!r} is hosted here")
-            if name == self.config.participant.name or runtime is self.first():
-                raise Conflict(f"{name!r} is the node's own participant and cannot be removed", path="name")
+            runtime = self._hosted_here(name, not_own="removed")
             # Unhosted first: from here on its endpoints answer 404, and no timer or delivery of its
             # processes finds it any more.
-            del self._by_name[name]
+            self._suspended.pop(name, None)
+            self._by_name.pop(name, None)
             self._by_id.pop(runtime.id, None)
             self._by_did.pop(runtime.did, None)
             self._counted(len(self._by_name))
@@ -180,3 +271,97 @@ class ParticipantRegistry:
                 await asyncio.to_thread(shutil.rmtree, folder, True)
         log.info("participant removed", participant=name, did=runtime.did, rows=rows, folders=removed)
         return {"name": name, "did": runtime.did, "removedRows": rows, "removedFolders": removed}
+
+    async def settle_keys(self, runtime: ParticipantRuntime) -> int:
+        """After a rotation (or at start, after one that was killed midway): re-wrap the participant's vault data
+        keys under its current key; if none is left under an old one, destroy the old X25519 private keys.
+        Returns how many data keys opened under none of its keys (those keep the old keys alive)."""
+        if not runtime.keys.retired_agreement:
+            return 0
+        unopened = await self._rewrap(runtime) if self._rewrap is not None else 0
+        if unopened:
+            log.warning("data keys that open under none of the participant's keys; old keys kept",
+                        participant=runtime.name, count=unopened)
+            return unopened
+        keys = runtime.keys
+        folder = keys_dir(self.data_dir, runtime.name)
+        runtime.rotated(await asyncio.to_thread(keyfiles.destroy_retired, folder, keys))
+        log.info("old key-agreement keys destroyed", participant=runtime.name,
+                 keys=[key_id for key_id, _ in keys.retired_agreement])
+        return 0
+
+    async def rotate(self, name: str) -> dict[str, object]:
+        """Replace participant *name*'s signing and key-agreement keys with new ones.
+
+        Its DID document lists the new keys as current at once and keeps the old public keys (what they signed
+        keeps verifying); self-descriptions and every signature from now on use the new key; the vault's data
+        keys are re-wrapped under the new key-agreement key. A did:key cannot be rotated: the key is the DID."""
+        async with self._changing:
+            runtime = self._hosted_here(name)
+            if runtime.did.startswith("did:key:"):
+                raise Conflict(f"{name!r} uses a did:key, which is its key: a new key would be a new DID",
+                               path="name")
+            sealing_key = node_key(self.data_dir, create=True)
+            assert sealing_key is not None
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            old = runtime.keys
+            folder = keys_dir(self.data_dir, name)
+            try:
+                keys = await asyncio.to_thread(keyfiles.rotate_keys, folder, sealing_key, now=now)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"keys of participant {name!r} could not be rotated: {exc}") from exc
+            # The running node switches in one step: from here on every signature uses the new key.
+            runtime.rotated(keys)
+            log.info("participant keys rotated", participant=name, did=runtime.did,
+                     signing=runtime.key_id, retired=[old.signing_id, old.agreement_id])
+            for hook in self._rotated:
+                await hook(runtime)
+            unopened = await self.settle_keys(runtime)
+        current = runtime.keys
+        return {"name": name, "did": runtime.did, "signingKey": runtime.key_id,
+                "agreementKey": f"{runtime.did}#{current.agreement_id}",
+                "retiredKeys": [f"{runtime.did}#{r.id}" for r in current.retired],
+                "fingerprints": current.fingerprints(), "unopenedDataKeys": unopened,
+                "oldKeyAgreementKeysKept": [f"{runtime.did}#{key_id}" for key_id, _ in current.retired_agreement]}
+
+    async def suspend(self, name: str, reason: str = "") -> dict[str, object]:
+        """Stop serving participant *name* without deleting anything: its public endpoints answer 403 (its DID
+        document stays), its tokens are refused (403), its processes' retries, deadlines, transfers and receipts
+        stop. Survives a restart. The node's own participant cannot be suspended."""
+        reason = "".join(c if c.isprintable() else " " for c in reason)[:MAX_REASON].strip()
+        async with self._changing:
+            runtime = self._hosted_here(name, not_own="suspended")
+            if name in self._suspended:
+                raise Conflict(f"participant {name!r} is already suspended", path="name")
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            await self.repo.set_suspended(runtime.id, now, reason)
+            runtime.record = msgspec.structs.replace(runtime.record, suspended_at=now, suspended_reason=reason)
+            del self._by_name[name]
+            self._by_id.pop(runtime.id, None)
+            self._by_did.pop(runtime.did, None)
+            self._suspended[name] = runtime
+            self._counted(len(self._by_name))
+            for hook in self._suspending:
+                await hook(runtime)
+        log.info("participant suspended", participant=name, did=runtime.did)
+        return {"name": name, "did": runtime.did, "state": "suspended", "suspendedAt": now, "reason": reason}
+
+    async def resume(self, name: str) -> dict[str, object]:
+        """Serve a suspended participant again and take its work up where it stopped."""
+        async with self._changing:
+            runtime = self._suspended.get(name)
+            if runtime is None:
+                if name in self._by_name:
+                    raise Conflict(f"participant {name!r} is not suspended", path="name")
+                raise NotFound(f"no participant {name!r} is hosted here")
+            await self.repo.set_suspended(runtime.id, None)
+            runtime.record = msgspec.structs.replace(runtime.record, suspended_at=None, suspended_reason="")
+            del self._suspended[name]
+            self._by_name[name] = runtime
+            self._by_id[runtime.id] = runtime
+            self._by_did[runtime.did] = runtime
+            self._counted(len(self._by_name))
+            for hook in self._resumed:
+                await hook(runtime)
+        log.info("participant resumed", participant=name, did=runtime.did)
+        return {"name": name, "did": runtime.did, "state": "active"}

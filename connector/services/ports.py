@@ -90,9 +90,10 @@ class CredentialClient(PeerRequester, Protocol):
 
 
 class Resolver(Protocol):
-    """DID resolution: the DID document of *did*."""
+    """DID resolution: the DID document of *did* (with *key_id*: one that lists that key, if the DID's
+    controller publishes it, fetched again when a cached one does not)."""
 
-    async def resolve(self, did: str) -> dict[str, Any]: ...
+    async def resolve(self, did: str, *, key_id: str | None = None) -> dict[str, Any]: ...
 
 
 class DataClient(OutboundClient, Protocol):

@@ -78,6 +78,19 @@ def peer_reason(body: bytes) -> str:
 
 log = get_logger(component="process")
 Key = tuple[str, str]
+
+
+def log_failure(task: asyncio.Task[Any]) -> None:
+    """A background task's done-callback: an exception it ended with is logged (a JSON line with its traceback)
+    at once, instead of asyncio's "exception was never retrieved" whenever the task happens to be collected."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task failed", task=task.get_name(), error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                  exc_info=exc)
+
+
 R = TypeVar("R", bound="_Process")
 
 #: Marks a pending message that opens a process: its acknowledgement carries the peer's pid, and a refusal
@@ -289,7 +302,12 @@ class ProcessShell(Generic[R]):
     async def resume(self) -> int:
         """After a (re)start: re-deliver pending messages, take our own moves, re-arm deadlines."""
         self._start_timer()
-        records = await self._unfinished()
+        return await self.resume_participant(None)
+
+    async def resume_participant(self, participant_id: str | None) -> int:
+        """Re-deliver pending messages, take our own moves and re-arm deadlines of one participant's processes
+        (all participants' with None): after a start, or when a suspended participant is served again."""
+        records = [r for r in await self._unfinished() if participant_id is None or r.participant_id == participant_id]
         for record in records:
             participant = self._participant((record.participant_id, record.id))
             if participant is None:
@@ -326,7 +344,12 @@ class ProcessShell(Generic[R]):
                     return
                 await self._on_deadline(participant, record, now)
         except Exception:
+            # Not forgotten: the step is taken again after a pause (a full disk that fails a commit now, for
+            # one, may have room again then), so that a retry or deadline still happens.
             log.exception("timer step failed", process=type(self).__name__, id=key[1])
+            if key not in self._due:
+                self._due[key] = self._clock() + RETRY_MAX_S
+                self._wake.set()
 
     def forget(self, participant_id: str) -> None:
         """A participant is no longer hosted: no retry or deadline of its processes is due any more (its
@@ -345,9 +368,11 @@ class ProcessShell(Generic[R]):
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_failure)
 
     def _start_timer(self) -> None:
         self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        self._timer.add_done_callback(log_failure)
 
     async def _close(self, *others: asyncio.Task[Any]) -> None:
         if self._timer is not None:

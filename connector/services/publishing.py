@@ -27,6 +27,16 @@ from connector.store.repository import ContractRepository
 Entry = TypeVar("Entry", Asset, PolicyRecord, ContractDefinition)
 #: Computes and stores the manifest of an asset's current bytes (``TransferService.manifest_for``).
 ManifestFor = Callable[[ParticipantRuntime, Asset, Path], Awaitable[object]]
+#: What the management API and the CLI call each kind of entry (a contract definition is an offer there).
+NOUNS: dict[type[Any], str] = {Asset: "asset", PolicyRecord: "policy", ContractDefinition: "offer"}
+#: How many ids of what still needs an entry a refusal names.
+NAMED = 10
+
+
+def _some(ids: list[str]) -> str:
+    """``a, b, c`` — or the first NAMED of them and how many more."""
+    more = f" and {len(ids) - NAMED} more" if len(ids) > NAMED else ""
+    return ", ".join(ids[:NAMED]) + more
 
 
 class Publishing:
@@ -53,7 +63,23 @@ class Publishing:
         return found
 
     async def delete(self, participant: ParticipantRuntime, kind: type[Entry], entry_id: str) -> bool:
-        return await self.contracts.delete_entry(participant.id, kind, entry_id)
+        """Delete a catalog entry; False when there is none. 409 naming what still needs it: the offers that
+        name a policy; the offers, agreements (not revoked) and starting negotiations of an asset. An offer
+        goes at once: peers no longer see it, and the agreements made under it keep their own copy of its
+        terms."""
+        references = await self.contracts.delete_unreferenced(participant.id, kind, entry_id, did=participant.did)
+        if references is None:
+            return False
+        if references:
+            named = "; ".join(f"{what} {_some(ids)}" for what, ids in references.items())
+            steps = {"offers": "delete those offers",
+                     "agreements": "revoke those agreements (their transfers read the asset's data)",
+                     "negotiations": "let those negotiations end"}
+            first = " and ".join(steps[what] for what in references)
+            err = Conflict(f"{NOUNS[kind]} {entry_id!r} is still in use by {named}: first {first}")
+            err.details = {"references": references}  # type: ignore[attr-defined]
+            raise err
+        return True
 
     async def add_asset(self, participant: ParticipantRuntime, asset: Asset) -> Asset:
         """Publish *asset*; its data address is checked (and an ``HttpData`` one fetched) first. 409 when an

@@ -50,6 +50,7 @@ import sqlite_utils
 
 from connector.errors import BadRequest, Conflict, NotFound, PeerError, Unauthorized
 from connector.identity import proof
+from connector.identity.resolver import proof_key_id
 from connector.logging import get_logger
 from connector.protocol.agreement_lifecycle import AgreementEvent, AgreementStateError, next_state
 from connector.protocol.negotiation import Role
@@ -131,14 +132,17 @@ class ReceiptService:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def resume(self) -> None:
-        """On start: send what providers have not acknowledged; re-deliver pending revocations."""
+    async def resume(self, only: str | None = None) -> None:
+        """On start (or for participant *only*, served again after a suspension): send what providers have not
+        acknowledged; re-deliver pending revocations."""
 
         behind, pending = await self.repo.read(lambda db: (store.unacknowledged(db), store.pending_revocations(db)))
         for participant_id, agreement_id in behind:
-            self.notify(participant_id, agreement_id)
+            if only is None or participant_id == only:
+                self.notify(participant_id, agreement_id)
         for participant_id, agreement_id in pending:
-            self._spawn(self._deliver_revocation(participant_id, agreement_id))
+            if only is None or participant_id == only:
+                self._spawn(self._deliver_revocation(participant_id, agreement_id))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -249,7 +253,7 @@ class ReceiptService:
                         agreement=agreement.id, seq=seq)
             return None
         try:
-            document = await self.resolver.resolve(agreement.provider_did)
+            document = await self.resolver.resolve(agreement.provider_did, key_id=proof_key_id(ack))
             proof.verify(ack, proof.key_resolver(document))
         except (PeerError, proof.ProofError) as exc:
             log.warning("the provider's receipt acknowledgement does not verify; not kept", agreement=agreement.id,
@@ -346,7 +350,8 @@ class ReceiptService:
         at = now_text(self.clock())
         document = {"@type": ACK_TYPE, "agreement": agreement_id, "seq": seq, "hash": entry.hash,
                     "signer": participant.did, "at": at}
-        return proof.sign(document, participant.keys.signing, verification_method=participant.key_id, created=at)
+        signer = participant.signer
+        return proof.sign(document, signer.key, verification_method=signer.key_id, created=at)
 
     async def _check_allowance(self, participant: ParticipantRuntime, agreement: AgreementRecord) -> None:
         """Judge every received use against the agreement's policy, from the receipts alone; flag (once each)
@@ -462,8 +467,8 @@ class ReceiptService:
         assert revocation is not None  # written before its delivery starts
         document = {"@type": REVOCATION_TYPE, "agreementId": agreement_id, "reason": revocation["reason"],
                     "revokedAt": revocation["revokedAt"], "revokedBy": participant.did}
-        signed = proof.sign(document, participant.keys.signing, verification_method=participant.key_id,
-                            created=revocation["revokedAt"])
+        signer = participant.signer
+        signed = proof.sign(document, signer.key, verification_method=signer.key_id, created=revocation["revokedAt"])
         url = f"{negotiation.counterparty_address}/tds/revocations"
         attempt = 0
         while True:

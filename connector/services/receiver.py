@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,7 @@ from connector.services.transfer import (
     _property,
     _replace,
 )
+from connector.services.vault import DataKeyError, VaultWriteError
 from connector.store.records import TransferRecord
 
 if TYPE_CHECKING:
@@ -79,15 +80,48 @@ async def pull(service: TransferService, participant: ParticipantRuntime, transf
         await _pull(service, participant, transfer_id)
     except (asyncio.CancelledError, _Stopped):
         return
-    except (MoveFailed, StorageError, OutboundRefused) as exc:  # StorageError: the vault cannot take it (e.g. its
-        # key is not ours); OutboundRefused: the provider's data address leads where the guard refuses to go.
+    except (MoveFailed, StorageError, OutboundRefused) as exc:  # StorageError: the vault cannot take it for good
+        # (its key is not ours); OutboundRefused: the provider's data address leads where the guard refuses to go.
         log.warning("pull failed", id=transfer_id, reason=str(exc))
-        await service.do(participant, transfer_id, "terminate", str(exc)[:900], expected_state=State.STARTED)
-        record = await service.repository.get(participant.id, transfer_id)
-        if record is not None:
-            service.vault.discard_partial(participant, record.agreement_id, record.id)
+        await _give_up(service, participant, transfer_id, str(exc))
     except Exception:
         log.exception("pull stopped", id=transfer_id)
+
+
+async def _give_up(service: TransferService, participant: ParticipantRuntime, transfer_id: str,
+                   reason: str) -> None:
+    """Terminate a STARTED transfer with *reason* and remove what it wrote. If even that cannot be committed now
+    (the database's disk is full too), the partial file still goes, and the stall limit's timer tries again."""
+    try:
+        await service.do(participant, transfer_id, "terminate", reason[:900], expected_state=State.STARTED)
+    except StorageError as exc:
+        log.error("transfer not terminated", id=transfer_id, reason=reason[:300], error=exc.message)
+    record = await service.repository.get(participant.id, transfer_id)
+    if record is not None:
+        await asyncio.to_thread(service.vault.discard_partial, participant, record.agreement_id, record.id)
+
+
+class _Pause:
+    """The pauses between a move's attempts: growing (:func:`backoff`), counted again from the first whenever
+    the transfer made progress since the last failure, and none once the next attempt would start after the
+    stall limit (``transfer_stall_timeout_s`` from the last progress)."""
+
+    def __init__(self, service: TransferService, key: Key) -> None:
+        self.service, self.key = service, key
+        self.attempt = 0
+        self.since: float | None = None
+        self.delay: float | None = None
+
+    def next(self) -> float | None:
+        """The pause before the next attempt (also kept as :attr:`delay`), or None: the stall limit is reached,
+        give up."""
+        since = self.service.progressed_at(self.key)
+        if since != self.since:
+            self.since, self.attempt = since, 0
+        self.attempt += 1
+        delay = backoff(self.attempt)
+        self.delay = delay if self.service.now() + delay <= since + self.service.stall_timeout else None
+        return self.delay
 
 
 async def _pull(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
@@ -108,49 +142,114 @@ async def _pull(service: TransferService, participant: ParticipantRuntime, trans
         if scheme != SEALING_SCHEME:
             raise MoveFailed(f"the provider seals with {str(scheme)[:100]!r}; this node reads {SEALING_SCHEME}")
         seal_key = push_key(participant, record, ephemeral)
-        if record.manifest is None:  # first time only (a resumed pull keeps the same key)
-            await service.repository.add_event(participant.id, record.id, service.timestamp(), "sealed", SEALED_DETAIL)
-    if record.manifest is None:
-        record = await _fetch_manifest(service, participant, record, address, headers)
-    assert record.manifest is not None
-    manifest = manifests.decode(record.manifest)
+    key = (participant.id, record.id)
     target = service.vault.partial_path(participant, record.agreement_id, record.id)
-    await asyncio.to_thread(filemodes.make_dir, target.parent)
     retries = service.chunk_retries
     failures: dict[int, int] = {}
-    deadline = service.now() + service.stall_timeout
-    attempt = 0
+    pause = _Pause(service, key)
     progress = _Progress(record.received)
-    if progress.received:
-        await service.repository.add_event(participant.id, record.id, service.timestamp(), "resume",
-                                            f"resuming the pull at byte {progress.received} of {manifest.size}")
-    while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
+    noted = {"sealed": record.manifest is not None, "resume": False}
+    while True:  # one attempt per turn, until the payload is in the vault or the transfer is given up
+        before = service.progressed_at(key)
         try:
-            await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress,
-                               seal_key)
-            deadline = service.now() + service.stall_timeout
-            attempt = 0
+            if record.manifest is None:
+                if seal_key is not None and not noted["sealed"]:  # once (a resumed pull keeps the same key)
+                    await service.repository.add_event(participant.id, record.id, service.timestamp(), "sealed",
+                                                       SEALED_DETAIL)
+                    noted["sealed"] = True
+                record = await _fetch_manifest(service, participant, record, address, headers)
+                progress.received = 0
+            assert record.manifest is not None
+            manifest = manifests.decode(record.manifest)
+            if progress.received and not noted["resume"]:
+                await service.repository.add_event(participant.id, record.id, service.timestamp(), "resume",
+                                                   f"resuming the pull at byte {progress.received} of {manifest.size}")
+                noted["resume"] = True
+            current = await service.repository.get(participant.id, record.id)
+            if current is None or current.state != State.STARTED:
+                raise _Stopped
+            if not current.vault_path:  # not placed yet (only its completion may be left)
+                while progress.received < manifest.size or (manifest.size == 0 and not target.exists()):
+                    await _stream_once(service, participant, record, manifest, endpoint, headers, target, progress,
+                                       seal_key)
+            await _finish(service, participant, record, manifest, target)
+            return
         except _BadChunk as exc:
             failures[exc.index] = failures.get(exc.index, 0) + 1
             if failures[exc.index] > retries:
                 raise MoveFailed(f"chunk {exc.index} failed verification {failures[exc.index]} times "
                                  f"({exc.why}); giving up") from None
-            await service.repository.add_event(participant.id, record.id, service.timestamp(), "retry",
-                                                f"chunk {exc.index} {exc.why}; fetching it again")
-        except OutboundRefused:
-            raise  # final: the pull is terminated with the guard's reason
+            await _note(service, record, "retry", f"chunk {exc.index} {exc.why}; fetching it again")
+        except (OutboundRefused, DataKeyError):
+            raise  # final: the pull is terminated with the reason
+        except StorageError as exc:  # this node could not store what arrived (vault or database): not the
+            # provider's doing. The attempt ends, its partial file goes (the space is freed), and it starts again.
+            why = await _not_stored(service, participant, record, exc, before, pause.next)
+            progress.received = 0
+            delay = pause.delay
+            if delay is None:
+                raise MoveFailed(service.stall_reason(record, 0, why)) from None
+            await asyncio.sleep(delay)
         except (PeerError, OSError, ConnectionError) as exc:
-            attempt += 1
-            delay = backoff(attempt)
-            if service.now() + delay > deadline:
+            delay = pause.next()
+            if delay is None:
                 raise MoveFailed(f"the provider's data endpoint failed for "
                                  f"{service.stall_timeout:.0f} s: {exc}") from None
             log.info("pull interrupted; resuming", id=record.id, at=progress.received, error=str(exc)[:200])
-            await service.repository.add_event(participant.id, record.id, service.timestamp(), "resume",
-                                                f"stream interrupted ({str(exc)[:200]}); resuming at byte "
-                                                f"{progress.received} in {delay:.1f} s")
+            await _note(service, record, "resume", f"stream interrupted ({str(exc)[:200]}); resuming at byte "
+                                                   f"{progress.received} in {delay:.1f} s")
             await asyncio.sleep(delay)
-    await _finish(service, participant, record, manifest, target)
+
+
+async def _note(service: TransferService, record: TransferRecord, kind: str, detail: str) -> None:
+    """Add an event to the transfer's history; one the database cannot take now (its disk is full) is logged
+    instead, and the pull goes on."""
+    try:
+        await service.repository.add_event(record.participant_id, record.id, service.timestamp(), kind, detail)
+    except StorageError as exc:
+        log.warning("transfer event not recorded", id=record.id, kind=kind, detail=detail[:300], error=exc.message)
+
+
+def _storage_failure(exc: BaseException, folder: Path, database: str = "the database") -> StorageError:
+    """*exc*, a failure to store received data, as a :class:`StorageError` whose message names the error and
+    where (the agreement's *folder*, or the *database*), never the data."""
+    if isinstance(exc, StorageError):
+        return exc if isinstance(exc, VaultWriteError) else StorageError(f"writing in {database} failed: {exc.message}")
+    if isinstance(exc, OSError):
+        return VaultWriteError(exc, folder)
+    return StorageError(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _database(service: TransferService) -> str:
+    """The node's database file as a reason names it (relative to the data folder)."""
+    path = service.repository.store.path
+    return f"the database {path.relative_to(service.data_dir) if path.is_relative_to(service.data_dir) else path}"
+
+
+async def _not_stored(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                      exc: BaseException, progressed_before: float, pause: Callable[[], float | None] | None = None,
+                      *, then: str = "") -> str:
+    """An attempt (begun when the transfer had last progressed at *progressed_before*) could not store what it
+    received: remove the transfer's partial file (the space it took is freed; the next attempt starts at byte
+    0), tell the service (what the attempt wrote was no progress; the stall limit names the cause), then ask
+    *pause* for the pause before the next attempt and note why and what next in the history and the log.
+    Returns the reason. What cannot be noted in the database (its disk is full too) is logged, and the
+    attempts go on."""
+    folder = service.vault.agreement_dir(participant, record.agreement_id)
+    why = f"could not store the received data: {_storage_failure(exc, folder, _database(service)).message}"
+    await asyncio.to_thread(service.vault.discard_partial, participant, record.agreement_id, record.id)
+    key = (participant.id, record.id)
+    service.attempt_failed(key, why, progressed_before)
+    delay = pause() if pause is not None else None
+    step = then or ("giving up" if delay is None else f"trying again in {delay:.1f} s")
+    log.warning("transfer attempt failed", id=record.id, reason=why, next=step)
+    try:
+        await service.repository.set_received(participant.id, record.id, 0)
+        await service.repository.add_event(participant.id, record.id, service.timestamp(), "error",
+                                           f"{why}; the partial file was removed; {step}")
+    except StorageError as failed:
+        log.warning("transfer attempt failure not recorded", id=record.id, error=failed.message)
+    return why
 
 
 async def _not_receivable(service: TransferService, participant: ParticipantRuntime, record: TransferRecord
@@ -212,8 +311,8 @@ async def _accept_manifest(service: TransferService, participant: ParticipantRun
         updated = await service.commit(current, updated, "manifest",
                                        f"manifest of {manifest.size} bytes in {len(manifest.chunks)} chunks "
                                        f"({manifest.algorithm}), envelope signed by {record.counterparty_did}")
-    partial = service.vault.partial_path(participant, updated.agreement_id, updated.id)
-    await asyncio.to_thread(partial.unlink, missing_ok=True)
+    service.progressed((participant.id, record.id))
+    await asyncio.to_thread(service.vault.discard_partial, participant, updated.agreement_id, updated.id)
     return updated
 
 
@@ -302,6 +401,7 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             raise _BadChunk(pending_index, "did not match its digest")
         progress.received += pending_length
         service.moved("received", pending_length)
+        service.progressed((participant.id, record.id))
         if progress.received - checkpoint >= CHECKPOINT_BYTES:
             out.flush()
             await service.repository.set_received(participant.id, record.id, progress.received)
@@ -338,6 +438,11 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             fetched += want
             turn ^= 1
         await settle()
+    except BaseException as exc:
+        failed = exc
+        raise
+    else:
+        failed = None
     finally:
         async def keep() -> None:
             if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
@@ -349,7 +454,14 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             if progress.received != checkpoint:
                 await service.repository.set_received(participant.id, record.id, progress.received)
 
-        await _uninterrupted(keep())
+        try:
+            await _uninterrupted(keep())
+        except (StorageError, OSError) as exc:
+            if failed is None:
+                raise
+            # What ended the stream is what counts (a full disk that failed a write fails the save too); the
+            # resume point stays where it was last saved, and the file is cut back to it on the next attempt.
+            log.info("resume point not saved", id=record.id, at=progress.received, error=str(exc)[:200])
 
 
 async def _uninterrupted(step: Coroutine[Any, Any, None]) -> None:
@@ -465,6 +577,7 @@ class Inbox:
             raise BadRequest("Content-Length does not match the rest of the payload from this offset")
         target = service.vault.partial_path(participant, record.agreement_id, record.id)
         progress = _Progress(record.received)
+        before = service.progressed_at(key)
         try:
             await asyncio.to_thread(filemodes.make_dir, target.parent)
             with await _open_writer(service, participant, record, manifest, target, progress) as out:
@@ -472,6 +585,8 @@ class Inbox:
                     return Received(progress.received,
                                     resend=f"this transfer resumes at byte {progress.received}")
                 await _receive(service, participant, record, manifest, content, out, progress, seal_key)
+            if progress.received >= manifest.size:  # all here: placed now, so that a failure to is answered
+                await _place(service, participant, record, manifest, target)
         except _BadChunk as exc:
             counts = self._failures.setdefault(key, {})
             counts[exc.index] = counts.get(exc.index, 0) + 1
@@ -488,16 +603,20 @@ class Inbox:
             # The provider went away mid-body: what was verified is kept; it resumes from there.
             log.info("push interrupted", id=record.id, at=progress.received, error=str(exc)[:200])
             return Received(progress.received, resend="the body ended early")
-        except StorageError as exc:  # the vault refuses this data for good (its folder's key is not ours)
+        except DataKeyError as exc:  # the vault refuses this data for good (its folder's key is not ours)
             reason = f"the data cannot be stored here: {exc}"
             await service.do(participant, record.id, "terminate", reason[:900], expected_state=State.STARTED)
             service.vault.discard_partial(participant, record.agreement_id, record.id)
             raise Conflict(reason) from None
-        except OSError as exc:  # our own storage failed: not the provider's fault, and not a resend loop
-            log.error("push not stored", id=record.id, error=str(exc)[:200])
-            await service.repository.add_event(participant.id, record.id, service.timestamp(), "error",
-                                                f"the vault could not store the data: {str(exc)[:200]}")
-            raise StorageError(f"the consumer could not store the data ({exc.strerror or exc})") from None
+        except (StorageError, OSError) as exc:  # this node could not store it (a full disk, an I/O error, the
+            # database): not the provider's fault. The partial file goes (its space is freed) and the provider,
+            # answered 503, sends again from byte 0 after a pause, within its stall limit and ours.
+            self._failures.pop(key, None)
+            await _not_stored(service, participant, record, exc, before,
+                              then="the provider is asked to send it again from byte 0")
+            failure = _storage_failure(exc, target.parent)  # the peer is told the error, not where
+            what = failure.what if isinstance(failure, VaultWriteError) else failure.message
+            raise StorageError(f"the consumer could not store the data ({what}); it resumes at byte 0") from None
         self._failures.pop(key, None)
         complete = progress.received >= manifest.size
         if complete:
@@ -517,25 +636,48 @@ def push_key(participant: ParticipantRuntime, record: TransferRecord, ephemeral:
 
 
 async def finish_push(service: TransferService, participant: ParticipantRuntime, transfer_id: str) -> None:
-    """Consumer: every pushed chunk is verified and written; place the file and complete the transfer."""
+    """Consumer: every pushed chunk is verified and written; place the file (if the inbox has not) and complete
+    the transfer."""
     record = await service.repository.get(participant.id, transfer_id)
     if record is None or record.manifest is None or record.state != State.STARTED:
         return
     target = service.vault.partial_path(participant, record.agreement_id, record.id)
-    if await asyncio.to_thread(target.exists):
-        await _finish(service, participant, record, manifests.decode(record.manifest), target)
+    if record.vault_path or await asyncio.to_thread(target.exists):
+        try:
+            await _finish(service, participant, record, manifests.decode(record.manifest), target)
+        except DataKeyError:
+            raise
+        except (StorageError, OSError) as exc:  # the stall limit ends it if it stays so
+            await _not_stored(service, participant, record, exc, service.progressed_at((participant.id, record.id)),
+                              then="the provider has sent it all: the stall limit ends the transfer")
+
+
+async def _place(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
+                 manifest: manifests.Manifest, target: Path) -> TransferRecord | None:
+    """Every chunk verified: move the file into place beside its bundle and note where (the transfer stays
+    STARTED until its completion is sent). The transfer as placed, or None if it moved on meanwhile. A failure
+    to write raises :class:`~connector.services.vault.VaultWriteError` (or the store's error)."""
+    async with service.lock((participant.id, record.id)):
+        current = await service.repository.get(participant.id, record.id)
+        if current is None or current.state != State.STARTED or current.pending is not None:
+            return None
+        if current.vault_path:
+            return current
+        final = await asyncio.to_thread(service.vault.keep, target, record.asset_id or record.id,
+                                        current.envelope or {})
+        relative = str(final.relative_to(service.data_dir))
+        log.info("payload verified", id=record.id, bytes=manifest.size, chunks=len(manifest.chunks), path=relative)
+        placed = _replace(current, received=manifest.size, vault_path=relative)
+        return await service.commit(current, placed, "")
 
 
 async def _finish(service: TransferService, participant: ParticipantRuntime, record: TransferRecord,
                   manifest: manifests.Manifest, target: Path) -> None:
-    """Every chunk verified: move the file into place beside its bundle, then complete the transfer."""
+    """Every chunk verified: place the file (unless it is already), then complete the transfer."""
+    if await _place(service, participant, record, manifest, target) is None:
+        return
     async with service.lock((participant.id, record.id)):
         current = await service.repository.get(participant.id, record.id)
-        if current is None or current.state != State.STARTED or current.pending is not None:
+        if current is None or current.state != State.STARTED or current.pending is not None or not current.vault_path:
             return
-        final = await asyncio.to_thread(service.vault.keep, target, record.asset_id or record.id,
-                                        current.envelope or {})
-        relative = str(final.relative_to(service.data_dir))
-        current = _replace(current, received=manifest.size, vault_path=relative)
-        log.info("payload verified", id=record.id, bytes=manifest.size, chunks=len(manifest.chunks), path=relative)
         await service._send(participant, current, Kind.COMPLETION)

@@ -62,6 +62,7 @@ from connector.services.process_shell import (
     Key,
     ProcessShell,
     ProcessType,
+    log_failure,
     message_reason,
     new_pid,
     now_text,
@@ -247,8 +248,13 @@ class TransferService(ProcessShell[TransferRecord]):
         self._movers: dict[Key, asyncio.Task[None]] = {}
         #: Provider: the data responses being streamed per transfer (cut off when it leaves STARTED).
         self._streams: dict[Key, set[asyncio.Task[Any]]] = {}
-        #: Consumer: the bytes of each received push at its last deadline check (progress or a stall).
-        self._push_seen: dict[Key, int] = {}
+        #: Consumer: when each STARTED transfer last made progress (a verified chunk stored, its manifest
+        #: accepted, the start), by the service's clock, and its resume point at the last deadline check: the
+        #: stall limit counts from there, whatever keeps it from progressing.
+        self._progressed: dict[Key, float] = {}
+        self._seen_received: dict[Key, int] = {}
+        #: Consumer: why the last attempt to store a transfer's data failed, until it progresses again.
+        self._failed: dict[Key, str] = {}
         #: Conformance mode: names the node's next step for a transfer ("start", "suspend", "complete",
         #: "terminate", "pull", "wait"), or None for the default.
         self.script: Script | None = None
@@ -281,23 +287,29 @@ class TransferService(ProcessShell[TransferRecord]):
         self._movers.clear()
 
     async def commit(self, old: TransferRecord, new: TransferRecord, event: str, detail: str = "") -> TransferRecord:
-        # The consumer's deadlines: a requested transfer must be started, and a started push must make
-        # progress (see _on_due); either is terminated with the reason when its deadline passes.
+        # The consumer's deadlines: a requested transfer must be started, and a started one (pulled or pushed)
+        # must make progress (see _on_deadline); either is terminated with the reason when its deadline passes.
         consumer = new.role == Role.CONSUMER and new.pending is None
         waiting = consumer and new.state == State.REQUESTED
-        receiving = consumer and new.state == State.STARTED and new.format == PUSH
+        receiving = consumer and new.state == State.STARTED
+        key = (new.participant_id, new.id)
+        restarted = False
         if not (waiting or receiving):
             new = _replace(new, expires_at=None)
-            self._push_seen.pop((new.participant_id, new.id), None)
         elif new.expires_at is None or old.state != new.state:
             limit = self.start_timeout if waiting else self.stall_timeout
             new = _replace(new, expires_at=self._clock() + limit)
+            restarted = receiving
         new = _replace(new, updated_at=self.timestamp())
         # The resume point moves on its own while bytes arrive (set_received): only a commit that changes
         # it writes it, so a state change committed meanwhile cannot move it back.
         if not await self.repository.update(new, expected_state=old.state, event=event, detail=detail,
                                                      keep_received=new.received == old.received):
             raise TransferError("the transfer changed concurrently; retry", old, status=409)
+        if not receiving or restarted:  # (re)started: the stall limit counts from now
+            self._forget_progress(key)
+            if restarted:
+                self._progressed[key], self._seen_received[key] = self._clock(), new.received
         if old.state != new.state:
             log.info("transfer state", participant=new.participant_id, id=new.id, role=new.role, old=old.state,
                      new=new.state, reason=new.reason or None)
@@ -306,6 +318,38 @@ class TransferService(ProcessShell[TransferRecord]):
         self._notify(new)
         return new
 
+    # -- progress of the data a consumer receives (the stall limit) ---------------------------------
+
+    def progressed(self, key: Key) -> None:
+        """Transfer *key* made progress now (a verified chunk stored, its manifest accepted)."""
+        self._progressed[key] = self._clock()
+        self._failed.pop(key, None)
+
+    def progressed_at(self, key: Key) -> float:
+        """When transfer *key* last made progress; now if that is not known (since a restart, the stall limit
+        counts from the restart)."""
+        return self._progressed.setdefault(key, self._clock())
+
+    def attempt_failed(self, key: Key, why: str, progressed_before: float) -> None:
+        """An attempt to store transfer *key*'s data failed with *why* (a reason the stall limit names) and its
+        partial file was discarded: what it wrote was no progress after all, and the stall limit counts from
+        *progressed_before* (:meth:`progressed_at` when the attempt began) again. A disk with room for a few
+        chunks at a time thus cannot keep a transfer going for ever."""
+        self._failed[key] = why
+        self._progressed[key] = progressed_before
+
+    def stall_reason(self, record: TransferRecord, received: int, failed: str | None) -> str:
+        """Why a transfer that made no progress for the stall limit ends: the provider sent nothing, or what kept
+        its data from being stored here (*failed*), with how much of it is here (*received* bytes)."""
+        got = "not even the manifest" if record.size is None else f"{received} of {record.size} bytes received"
+        if failed:
+            return f"no data could be stored for {self.stall_timeout:g} s ({got}): {failed}"[:900]
+        return f"{record.counterparty_did} sent no data for {self.stall_timeout:g} s ({got})"
+
+    def _forget_progress(self, key: Key) -> None:
+        for seen in (self._progressed, self._seen_received, self._failed):
+            seen.pop(key, None)
+
     # -- the timer: delivery retries, and the consumer's wait for a start ----------------------------
 
     def _participant(self, key: Key) -> ParticipantRuntime | None:
@@ -313,19 +357,28 @@ class TransferService(ProcessShell[TransferRecord]):
 
     async def _on_deadline(self, participant: ParticipantRuntime, record: TransferRecord, now: float) -> None:
         key = (record.participant_id, record.id)
-        if record.state == State.STARTED:  # a push we receive: did it make progress?
-            if key in self._streams or self._push_seen.get(key) != record.received:
-                # Look again a stall period from now (kept in memory: the row is not rewritten while the
-                # receiving side advances its resume point).
-                self._push_seen[key] = record.received
-                self._due[key] = now + self.stall_timeout
+        if record.state == State.STARTED:  # data we receive, pulled or pushed: did it make progress?
+            seen = self._seen_received.get(key)
+            if key not in self._progressed or seen is None or record.received > seen:
+                # The resume point passed its highest so far since the last look (or this is the first look
+                # since a restart). A resume point set back, by an attempt that could not store its data, is no
+                # progress, nor is its climbing back.
+                self._progressed[key], self._seen_received[key] = now, max(seen or 0, record.received)
+            due = self._progressed[key] + self.stall_timeout
+            mover = self._movers.get(key)
+            if (mover is not None and not mover.done()) or key in self._streams:
+                # A pull or a pushed body being received gives up by itself at the stall limit, with the
+                # precise reason (the provider's error, the disk's); this is the backstop should it hang.
+                due += self.stall_timeout
+            if now < due:
+                # Look again then (kept in memory: the row is not rewritten while the receiving side advances
+                # its resume point).
+                self._due[key] = due
                 self._wake.set()
                 return
-            self._push_seen.pop(key, None)
-            got = ("not even the manifest" if record.size is None else
-                   f"{record.received} of {record.size} bytes received")
-            await self._send(participant, record, Kind.TERMINATION,
-                             f"{record.counterparty_did} sent no data for {self.stall_timeout:g} s ({got})")
+            failed = self._failed.get(key)  # its partial file was discarded: nothing of it is here
+            why = self.stall_reason(record, 0 if failed else record.received, failed)
+            await self._send(participant, record, Kind.TERMINATION, why)
             return
         timeout = self.start_timeout
         await self._send(participant, record, Kind.TERMINATION,
@@ -608,7 +661,8 @@ class TransferService(ProcessShell[TransferRecord]):
         binding = manifests.Binding(agreement_id=agreement.id, provider_pid=record.id,
                                     consumer_pid=record.consumer_pid or "", provider=participant.did,
                                     consumer=record.counterparty_did)
-        envelope = manifests.sign_envelope(manifest, binding, participant.keys.signing, key_id=participant.key_id,
+        signer = participant.signer
+        envelope = manifests.sign_envelope(manifest, binding, signer.key, key_id=signer.key_id,
                                            created=self.timestamp())
         source: dict[str, Any] = {"path": str(path), "version": version}
         if asset.data_class in SEALED_CLASSES or self._encrypt_transfers:
@@ -729,6 +783,7 @@ class TransferService(ProcessShell[TransferRecord]):
         task = asyncio.get_running_loop().create_task(mover(self, participant, record.id))
         self._movers[key] = task
         task.add_done_callback(lambda t, k=key: self._movers.pop(k, None) if self._movers.get(k) is t else None)
+        task.add_done_callback(log_failure)
 
     def serving(self, key: Key, task: asyncio.Task[Any]) -> None:
         """Note a data response being streamed for the transfer *key* (the caller forgets it when done)."""
@@ -785,6 +840,8 @@ class TransferService(ProcessShell[TransferRecord]):
         if running:  # let them finish unwinding (closing files) before their folders go
             await asyncio.wait(running, timeout=10)
         self.forget(participant_id)
+        for key in [k for k in self._progressed if k[0] == participant_id]:
+            self._forget_progress(key)
 
     # -- operator actions ----------------------------------------------------------------------------
 

@@ -502,8 +502,8 @@ class UsageService:
             if participant is None or entry is None:
                 continue
             document = ledger.head_document(entry, signer=participant.did, at=at)
-            signed = proof.sign(document, participant.keys.signing, verification_method=participant.key_id,
-                                created=at)
+            signer = participant.signer  # key and id read together (a rotation may switch them meanwhile)
+            signed = proof.sign(document, signer.key, verification_method=signer.key_id, created=at)
             text = msgspec.json.encode(signed).decode()
             store.save_head(db, participant_id, agreement_id, entry.seq, text)
             # Signed here a moment ago: good (if this commit fails, the text simply will not match).

@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -60,6 +61,41 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 log = get_logger(component="vault")
 
 
+class VaultWriteError(StorageError):
+    """The vault could not write received data: the disk or its quota is full, an I/O error, a read-only file
+    system, a permission. The message names the error and the agreement's folder (relative to the data folder),
+    never the data. Not the peer's fault, and not for good: a transfer that meets it discards its partial file
+    and tries again (:mod:`connector.services.receiver`)."""
+
+    def __init__(self, error: OSError, folder: Path) -> None:
+        self.errno = error.errno
+        name = errno.errorcode.get(error.errno or 0, "")
+        #: The error alone, e.g. "No space left on device (ENOSPC)" (what a peer may be told).
+        self.what = (error.strerror or str(error) or type(error).__name__) + (f" ({name})" if name else "")
+        super().__init__(f"writing in {shown_folder(folder)} failed: {self.what}")
+
+
+class DataKeyError(StorageError):
+    """An agreement's data key does not open with the participant's vault key: its data cannot be stored or
+    read here, and trying again does not change that."""
+
+
+def shown_folder(folder: Path) -> str:
+    """An agreement's folder as a log line or reason names it: ``vault/PARTICIPANT/AGREEMENT`` (relative to the
+    data folder, so that no absolute path of the node travels to a peer); any other folder as it is."""
+    parts = folder.parts
+    return "/".join(parts[-3:]) if len(parts) >= 3 and parts[-3] == "vault" else str(folder)
+
+
+@contextlib.contextmanager
+def _writing(folder: Path) -> Iterator[None]:
+    """Translate a failed write under *folder* into :class:`VaultWriteError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise VaultWriteError(exc, folder) from exc
+
+
 def safe_name(text: str) -> str:
     """A file or folder name from a peer-chosen id (agreement, asset, transfer): only ``[A-Za-z0-9._-]``,
     never starting with a dot (no ``..``, and no clash with the vault's own hidden files such as ``.key``)."""
@@ -67,9 +103,25 @@ def safe_name(text: str) -> str:
     return "_" + name[1:] if name.startswith(".") else name
 
 
+#: A vault key, or several: the current one first (it wraps new data keys), then those of X25519 keys a key
+#: rotation retired, which still open the data keys not yet re-wrapped (:func:`rewrap`).
+VaultKeys = bytes | Sequence[bytes]
+
+
+def _all(keys: VaultKeys) -> Sequence[bytes]:
+    return (keys,) if isinstance(keys, bytes) else keys
+
+
 def vault_key(participant: ParticipantRuntime) -> bytes:
     """The participant's vault key (derived from its X25519 private key; never stored)."""
     return vaultfile.vault_key(bytes(participant.keys.agreement), participant.id)
+
+
+def vault_keys(participant: ParticipantRuntime) -> tuple[bytes, ...]:
+    """The participant's vault key, then those of the old X25519 keys it still keeps after a key rotation."""
+    keys = participant.keys  # read once: a rotation replaces it as a whole
+    return (vaultfile.vault_key(bytes(keys.agreement), participant.id),
+            *(vaultfile.vault_key(bytes(old), participant.id) for _, old in keys.retired_agreement))
 
 
 class Vault:
@@ -81,7 +133,7 @@ class Vault:
     touch the file system block (callers on the event loop run them in a thread) unless they are ``async``.
     """
 
-    def __init__(self, data_dir: Path, *, key_of: Callable[[ParticipantRuntime], bytes],
+    def __init__(self, data_dir: Path, *, key_of: Callable[[ParticipantRuntime], VaultKeys],
                  stop_receiving: Callable[[ParticipantRuntime, str, str], Awaitable[int]]) -> None:
         self.root = data_dir / "vault"
         self._key_of = key_of
@@ -121,25 +173,39 @@ class Vault:
                received: int) -> VaultWriter:
         """The partial file *partial* of a transfer, open to continue at plaintext byte *received* (see
         :func:`open_partial`). The caller closes it."""
-        return open_partial(partial, self._key_of(participant), agreement_id, chunk_size=chunk_size,
-                            received=received)
+        with _writing(partial.parent):
+            return open_partial(partial, self._key_of(participant), agreement_id, chunk_size=chunk_size,
+                                received=received)
 
     def keep(self, partial: Path, name: str, bundle: dict[str, Any]) -> Path:
         """Place a complete partial file under *name* (made safe) in its agreement's folder, with its bundle
         (manifest, signed envelope, the provider's DID document) written beside it first. Returns the path."""
         final = partial.parent / safe_name(name)
         tmp_bundle = partial.with_suffix(".bundle")
-        filemodes.write_private(tmp_bundle, json.dumps(bundle, indent=1).encode())
-        os.replace(tmp_bundle, partial.parent / f"{final.name}.bundle.json")
-        place(partial, final)
+        try:
+            with _writing(partial.parent):
+                filemodes.write_private(tmp_bundle, json.dumps(bundle, indent=1).encode())
+                os.replace(tmp_bundle, partial.parent / f"{final.name}.bundle.json")
+                place(partial, final)
+        except VaultWriteError:
+            with contextlib.suppress(OSError):
+                tmp_bundle.unlink(missing_ok=True)
+                if not final.exists():  # a bundle of no file (beside an earlier file of this name it stays)
+                    (partial.parent / f"{final.name}.bundle.json").unlink(missing_ok=True)
+            raise
         return final
 
     def discard_partial(self, participant: ParticipantRuntime, agreement_id: str, transfer_id: str) -> None:
         """Remove a transfer's partial file, and the agreement's data key if nothing else uses it (done at once,
-        so that a terminated transfer has left nothing by the time anyone sees it TERMINATED)."""
+        so that a terminated transfer has left nothing by the time anyone sees it TERMINATED, and so that a
+        failed write frees the space the file took). A file that cannot be removed is logged, not raised."""
         partial = self.partial_path(participant, agreement_id, transfer_id)
-        partial.unlink(missing_ok=True)
-        forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
+        try:
+            partial.unlink(missing_ok=True)
+            forget_unused_key(partial.parent)  # a pull that failed before anything was kept leaves nothing
+        except OSError as exc:
+            log.error("partial file not removed", folder=shown_folder(partial.parent),
+                      error=exc.strerror or type(exc).__name__)
 
     def reader(self, participant: ParticipantRuntime, path: Path, agreement_id: str) -> VaultReader:
         """A vault file of the participant's, opened and its first and last chunks checked (see
@@ -162,6 +228,15 @@ class Vault:
             log.info("data key destroyed", participant=participant.name, agreement=agreement_id,
                      bytes_removed=deletion.bytes_removed)
         return deletion
+
+    async def rewrap(self, participant: ParticipantRuntime) -> int:
+        """After a key rotation: wrap the participant's data keys under its current vault key (:func:`rewrap`);
+        returns how many opened under none of its keys."""
+        done = await asyncio.to_thread(rewrap, self.participant_dir(participant.name), vault_keys(participant))
+        if done.rewrapped or done.unopened:
+            log.info("data keys re-wrapped", participant=participant.name, rewrapped=done.rewrapped,
+                     unopened=done.unopened)
+        return done.unopened
 
     async def seal_unsealed(self, participants: Iterable[ParticipantRuntime],
                             agreement_ids: Callable[[str], Awaitable[Iterable[str]]]) -> None:
@@ -199,8 +274,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read_key(folder: Path, vault_key: bytes, agreement_id: str | None = None) -> bytes | None:
-    """The agreement's data key, or None if it has none (never written, or destroyed).
+def read_key(folder: Path, vault_key: VaultKeys, agreement_id: str | None = None) -> bytes | None:
+    """The agreement's data key, or None if it has none (never written, or destroyed). With several vault keys,
+    the first one under which it opens.
 
     Without *agreement_id*, the id recorded beside the wrapped key is used (unwrapping still checks that
     the key was wrapped for it); raises :class:`StorageError` if the key does not open.
@@ -216,9 +292,21 @@ def read_key(folder: Path, vault_key: bytes, agreement_id: str | None = None) ->
         if not isinstance(record, dict) or record.get("format") != _KEY_FORMAT:
             raise ValueError("not a wrapped data key")
         label = str(record["agreement"]) if agreement_id is None else agreement_id
-        return sealing.unwrap(vault_key, base64.b64decode(record["wrapped"], validate=True), label)
-    except (ValueError, KeyError, TypeError, sealing.SealError) as exc:
-        raise StorageError(f"the agreement's data key does not open: {exc}") from exc
+        wrapped = base64.b64decode(record["wrapped"], validate=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataKeyError(f"the agreement's data key does not open: {exc}") from exc
+    return _unwrap_any(_all(vault_key), wrapped, label)[1]
+
+
+def _unwrap_any(keys: Sequence[bytes], wrapped: bytes, label: str) -> tuple[int, bytes]:
+    """The data key and the index of the first vault key it opens under."""
+    error: Exception = DataKeyError("no vault key")
+    for index, key in enumerate(keys):
+        try:
+            return index, sealing.unwrap(key, wrapped, label)
+        except sealing.SealError as exc:
+            error = exc
+    raise DataKeyError(f"the agreement's data key does not open: {error}")
 
 
 def key_agreement_id(folder: Path) -> str | None:
@@ -232,35 +320,85 @@ def key_agreement_id(folder: Path) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _ensure_key(folder: Path, vault_key: bytes, agreement_id: str) -> bytes:
+def _ensure_key(folder: Path, vault_key: VaultKeys, agreement_id: str) -> bytes:
     """The agreement's data key, created (written durably, mode 0600) if it has none yet. Caller holds the lock."""
     found = read_key(folder, vault_key, agreement_id)
     if found is not None:
         return found
     filemodes.make_dir(folder)
     key = sealing.new_data_key()
+    _write_key(folder, _all(vault_key)[0], key, agreement_id)
+    return key
+
+
+def _write_key(folder: Path, vault_key: bytes, key: bytes, agreement_id: str) -> None:
+    """Write the data key *key* wrapped under *vault_key* as the folder's ``.key``: beside it first, synced, then
+    renamed over it, so that a crash leaves the old wrap or the new one, never neither."""
     record = {"format": _KEY_FORMAT, "agreement": agreement_id,
               "wrapped": base64.b64encode(sealing.wrap(vault_key, key, agreement_id)).decode()}
     tmp = folder / f"{KEY_FILE}.tmp"
     fd = filemodes.open_private(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
-        os.write(fd, json.dumps(record).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, folder / KEY_FILE)
+        try:
+            os.write(fd, json.dumps(record).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, folder / KEY_FILE)
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk must not leave a stray file that keeps the folder
+            tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(folder)
-    return key
+
+
+@dataclass(frozen=True)
+class Rewrap:
+    """What :func:`rewrap` did: data keys moved under the current vault key, and those it could not open."""
+
+    rewrapped: int
+    unopened: int
+
+
+def rewrap(participant_folder: Path, keys: Sequence[bytes]) -> Rewrap:
+    """After a key rotation: every data key of the participant that opens under an older vault key (``keys[1:]``)
+    is wrapped under the current one (``keys[0]``), one agreement folder at a time, each written beside the old
+    wrap and renamed over it (see :func:`_write_key`). Killed midway, it leaves each key under the old vault key
+    or the new one, both of which open it; run again (at the next start), it finishes. A key that opens under
+    none is left as it was and counted."""
+    done = unopened = 0
+    for folder in sorted(participant_folder.iterdir()) if participant_folder.is_dir() else ():
+        with _folder_lock:  # no data key is created, dropped or destroyed meanwhile
+            path = folder / KEY_FILE
+            if not folder.is_dir() or not path.is_file():
+                continue
+            try:
+                with open(path, "rb") as f:
+                    record = json.loads(f.read(_MAX_KEY_FILE + 1))
+                label = str(record["agreement"])
+                index, key = _unwrap_any(keys, base64.b64decode(record["wrapped"], validate=True), label)
+            except (ValueError, KeyError, TypeError, DataKeyError):
+                unopened += 1
+                continue
+            if index == 0:
+                continue
+            with _writing(folder):
+                _write_key(folder, keys[0], key, label)
+            done += 1
+    return Rewrap(done, unopened)
 
 
 # -- writing ----------------------------------------------------------------------------------------------
 
 
 class VaultWriter:
-    """A partial vault file being written, one verified plaintext chunk after the other."""
+    """A partial vault file being written, one verified plaintext chunk after the other. A failed write, flush
+    or close raises :class:`VaultWriteError` (naming the file's folder)."""
 
-    def __init__(self, fh: IO[bytes], header: vaultfile.Header, key: bytes, next_index: int) -> None:
+    def __init__(self, fh: IO[bytes], header: vaultfile.Header, key: bytes, next_index: int,
+                 folder: Path = Path()) -> None:
         self._fh, self.header, self._key, self.next_index = fh, header, key, next_index
+        self.folder = folder
         self.closed = False
 
     @property
@@ -272,16 +410,20 @@ class VaultWriter:
         """Seal and append chunk *index* (chunks come in order; every one but the last is full-size)."""
         if index != self.next_index or self.closed:
             raise StorageError(f"vault file: chunk {index} written out of order (expected {self.next_index})")
-        self._fh.write(vaultfile.seal(self._key, self.header, index, bytes(plaintext), last=last))
+        sealed = vaultfile.seal(self._key, self.header, index, bytes(plaintext), last=last)
+        with _writing(self.folder):
+            self._fh.write(sealed)
         self.next_index += 1
         if last:
             self.closed = True
 
     def flush(self) -> None:
-        self._fh.flush()
+        with _writing(self.folder):
+            self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        with _writing(self.folder):  # the file is closed even when its last flush fails
+            self._fh.close()
 
     def __enter__(self) -> VaultWriter:
         return self
@@ -290,7 +432,7 @@ class VaultWriter:
         self.close()
 
 
-def open_partial(path: Path, vault_key: bytes, agreement_id: str, *, chunk_size: int,
+def open_partial(path: Path, vault_key: VaultKeys, agreement_id: str, *, chunk_size: int,
                  received: int) -> VaultWriter:
     """Open the partial vault file *path* to continue at plaintext byte *received* (a chunk boundary).
 
@@ -299,30 +441,32 @@ def open_partial(path: Path, vault_key: bytes, agreement_id: str, *, chunk_size:
     point was never confirmed. The writer's :attr:`~VaultWriter.received` is where to continue: lower than
     *received* only if the file lost its tail (or was lost entirely) since.
     """
-    with _folder_lock:
+    with _writing(path.parent), _folder_lock:  # a full disk, a read-only file system: VaultWriteError
         data_key = _ensure_key(path.parent, vault_key, agreement_id)
         # Opened (or created, 0600) without truncating: an existing partial file is resumed below.
         fh = os.fdopen(filemodes.open_private(path, os.O_RDWR), "r+b")  # closed by the writer
     try:
-        header: vaultfile.Header | None = None
-        with contextlib.suppress(vaultfile.VaultFileError):
-            header = vaultfile.parse_header(fh.read(vaultfile.HEADER_SIZE))
-        index = 0
-        if header is not None and header.chunk_size == chunk_size:
-            size = os.fstat(fh.fileno()).st_size
-            index = min(received // chunk_size, vaultfile.whole_chunks(header, size))
-            index = _last_good(fh, header, vaultfile.file_key(data_key, header), index)
-        if header is None or index == 0:  # starting over: a fresh file id, so a fresh file key
-            header = vaultfile.Header(chunk_size, os.urandom(vaultfile.FILE_ID_SIZE))
-            fh.seek(0)
-            fh.truncate(0)
-            fh.write(header.encode())
-        at = vaultfile.physical_offset(header, index * chunk_size)
-        fh.truncate(at)
-        fh.seek(at)
-        return VaultWriter(fh, header, vaultfile.file_key(data_key, header), index)
+        with _writing(path.parent):
+            header: vaultfile.Header | None = None
+            with contextlib.suppress(vaultfile.VaultFileError):
+                header = vaultfile.parse_header(fh.read(vaultfile.HEADER_SIZE))
+            index = 0
+            if header is not None and header.chunk_size == chunk_size:
+                size = os.fstat(fh.fileno()).st_size
+                index = min(received // chunk_size, vaultfile.whole_chunks(header, size))
+                index = _last_good(fh, header, vaultfile.file_key(data_key, header), index)
+            if header is None or index == 0:  # starting over: a fresh file id, so a fresh file key
+                header = vaultfile.Header(chunk_size, os.urandom(vaultfile.FILE_ID_SIZE))
+                fh.seek(0)
+                fh.truncate(0)
+                fh.write(header.encode())
+            at = vaultfile.physical_offset(header, index * chunk_size)
+            fh.truncate(at)
+            fh.seek(at)
+            return VaultWriter(fh, header, vaultfile.file_key(data_key, header), index, path.parent)
     except BaseException:
-        fh.close()
+        with contextlib.suppress(OSError):  # its own failing flush must not hide why the file was not opened
+            fh.close()
         raise
 
 
@@ -369,7 +513,7 @@ def unsealed_files(participant_folder: Path) -> list[Path]:
     return found
 
 
-def seal_in_place(path: Path, vault_key: bytes, agreement_id: str, chunk_size: int = 1024 * 1024) -> int:
+def seal_in_place(path: Path, vault_key: VaultKeys, agreement_id: str, chunk_size: int = 1024 * 1024) -> int:
     """Seal a plaintext received file under its agreement's data key, keeping its name: written beside it,
     made durable, then renamed over it (a crash leaves the plaintext, sealed again at the next start).
     Returns the plaintext's size."""
@@ -430,7 +574,7 @@ class VaultReader:
         self.close()
 
 
-def open_reader(path: Path, vault_key: bytes, agreement_id: str | None = None) -> VaultReader:
+def open_reader(path: Path, vault_key: VaultKeys, agreement_id: str | None = None) -> VaultReader:
     """Open a vault file with its agreement's key (beside it), checking its first and last chunks at once:
     a wrong key, a damaged header or a file cut short fails here, before anything is released."""
     data_key = read_key(path.parent, vault_key, agreement_id)
@@ -499,13 +643,15 @@ def destroy(folder: Path, agreement_id: str) -> Deletion:
 # -- offline: tools and tests with the data folder, no running node ------------------------------------------
 
 
-def offline_vault_key(data_dir: Path, participant_name: str) -> bytes:
-    """A participant's vault key from a node's data folder (its node key unseals the participant's keys)."""
+def offline_vault_key(data_dir: Path, participant_name: str) -> tuple[bytes, ...]:
+    """A participant's vault keys from a node's data folder (its node key unseals the participant's keys): the
+    current one, then those of old X25519 keys still kept after a key rotation."""
     from connector.bootstrap import keys_dir, node_key
     from connector.identity.keys import load_keys
 
     keys = load_keys(keys_dir(data_dir, participant_name), node_key(data_dir))
-    return vaultfile.vault_key(bytes(keys.agreement), participant_name)
+    return (vaultfile.vault_key(bytes(keys.agreement), participant_name),
+            *(vaultfile.vault_key(bytes(old), participant_name) for _, old in keys.retired_agreement))
 
 
 def offline_reader(data_dir: Path, path: Path) -> VaultReader:

@@ -451,4 +451,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX asked_credentials_issuer ON asked_credentials(participant_id, issuer, kind)",
         "ALTER TABLE issued_credentials ADD COLUMN delivered_as TEXT",
     ],
+    # 11: a hosted participant suspended by the node's operator (not served, its tokens refused, nothing deleted)
+    [
+        "ALTER TABLE participants ADD COLUMN suspended_at TEXT",
+        "ALTER TABLE participants ADD COLUMN suspended_reason TEXT NOT NULL DEFAULT ''",
+    ],
 ]

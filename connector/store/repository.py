@@ -20,6 +20,7 @@ import msgspec
 import sqlite_utils
 
 from connector.errors import Conflict
+from connector.protocol import ids
 from connector.protocol.agreement_lifecycle import EVER_IN_FORCE, NEVER_IN_FORCE, AgreementState
 from connector.protocol.negotiation import Role
 from connector.protocol.negotiation import State as NegotiationState
@@ -49,6 +50,9 @@ class Participant(msgspec.Struct, frozen=True):
     created_at: str = ""
     #: True when the participant brought its own DID instead of a did:web under the node.
     brought_did: bool = False
+    #: When the node's operator suspended it (None: it is served), and why.
+    suspended_at: str | None = None
+    suspended_reason: str = ""
 
 
 def _participant(row: dict[str, Any]) -> Participant:
@@ -131,6 +135,15 @@ class SqliteRepository:
             return _participant(rows[0]) if rows else None
 
         return await self.store.read(query)
+
+    async def set_suspended(self, participant_id: str, at: str | None, reason: str = "") -> None:
+        """Mark a participant suspended since *at* with *reason*, or (``at=None``) served again; durable."""
+
+        def update(db: sqlite_utils.Database) -> None:
+            db.execute("UPDATE participants SET suspended_at = ?, suspended_reason = ? WHERE id = ?",
+                       [at, reason if at is not None else "", participant_id])
+
+        await self.store.write(update, durable=True)
 
     async def delete_participant(self, participant_id: str) -> int:
         """Delete a participant's rows from every table with a ``participant_id`` column, then the participant
@@ -287,6 +300,44 @@ def _in(values: list[str]) -> str:
 
 _CATALOG_NOUNS = {"assets": "asset", "policies": "policy", "contract_definitions": "contract definition"}
 
+#: What still needs a catalog entry: kind of referrer ("offers", "agreements", "negotiations") -> their ids.
+EntryReferences = dict[str, list[str]]
+#: Negotiation states before the provider signs (from AGREED on, the agreement row names the asset).
+_BEFORE_AGREEMENT = sorted(s.value for s in (NegotiationState.REQUESTED, NegotiationState.OFFERED,
+                                             NegotiationState.ACCEPTED))
+
+
+def _references(db: sqlite_utils.Database, participant_id: str, kind: type[Any], entry_id: str,
+                did: str) -> EntryReferences:
+    """What of *participant_id*'s still needs entry *entry_id* (see :meth:`ContractRepository.delete_unreferenced`)."""
+    found: EntryReferences = {}
+    if kind is ContractDefinition:
+        return found
+    offers = [from_row(ContractDefinition, r) for r in db.query(
+        "SELECT * FROM contract_definitions WHERE participant_id = ? ORDER BY id", [participant_id])]
+    if kind is PolicyRecord:
+        found["offers"] = [d.id for d in offers if entry_id in (d.access_policy_id, d.contract_policy_id)]
+    else:
+        found["offers"] = [d.id for d in offers if entry_id in d.assets]
+        found["agreements"] = [r["id"] for r in db.query(
+            "SELECT id, asset_id, provider_did FROM agreements WHERE participant_id = ? AND role = ? AND state != ? "
+            "ORDER BY created_at, id", [participant_id, Role.PROVIDER.value, AgreementState.REVOKED.value])
+            if ids.local_asset_id(r["provider_did"], r["asset_id"]) == entry_id]
+        found["negotiations"] = [r["id"] for r in db.query(
+            f"SELECT id, asset_id FROM negotiations WHERE participant_id = ? AND role = ? AND state IN "
+            f"{_in(_BEFORE_AGREEMENT)} ORDER BY id", [participant_id, Role.PROVIDER.value, *_BEFORE_AGREEMENT])
+            if ids.local_asset_id(did, r["asset_id"]) == entry_id]
+    return {k: v for k, v in found.items() if v}
+
+
+def _require_parts(db: sqlite_utils.Database, participant_id: str, offer: ContractDefinition) -> None:
+    """409 if a policy or an asset *offer* names is gone: deleted since the caller looked."""
+    for table, noun, wanted in (("policies", "policy", {offer.access_policy_id, offer.contract_policy_id}),
+                                ("assets", "asset", set(offer.assets))):
+        have = {r["id"] for r in db.query(f"SELECT id FROM {table} WHERE participant_id = ?", [participant_id])}
+        for missing in sorted(wanted - have):
+            raise Conflict(f"{noun} {missing!r} was deleted while the offer was being added")
+
 
 def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
     verb = "INSERT OR REPLACE" if replace else "INSERT"
@@ -307,6 +358,8 @@ class ContractRepository:
         row = to_row(record, participant_id=participant_id)
 
         def insert(db: sqlite_utils.Database) -> None:
+            if isinstance(record, ContractDefinition):  # checked by the caller; again here, with the write
+                _require_parts(db, participant_id, record)
             try:
                 _insert(db, table, row)
             except sqlite3.IntegrityError as exc:
@@ -343,6 +396,29 @@ class ContractRepository:
         def delete(db: sqlite_utils.Database) -> bool:
             cursor = db.execute(f"DELETE FROM {table} WHERE participant_id = ? AND id = ?", [participant_id, entry_id])
             return bool(cursor.rowcount)
+
+        return await self.store.write(delete)
+
+    async def delete_unreferenced(self, participant_id: str, kind: type[Any], entry_id: str, *, did: str
+                                  ) -> EntryReferences | None:
+        """Delete the entry unless something still needs it; what does, and whether it exists, are read in the
+        same write, so no offer can start naming it in between. None: no such entry. Empty references: it
+        was deleted. Otherwise nothing was deleted.
+
+        A policy is needed by the offers naming it; an asset by the offers listing it, by this participant's
+        agreements as provider that are not revoked (their transfers read its data), and by its negotiations as
+        provider that have no agreement yet (*did*, the participant's DID, reads the dataset ids they name). An
+        offer is needed by nothing: the agreements made under it hold their own copy of its terms."""
+        table = _CATALOG_TABLES[kind]
+
+        def delete(db: sqlite_utils.Database) -> EntryReferences | None:
+            if not list(db.query(f"SELECT 1 FROM {table} WHERE participant_id = ? AND id = ?",
+                                 [participant_id, entry_id])):
+                return None
+            found = _references(db, participant_id, kind, entry_id, did)
+            if not found:
+                db.execute(f"DELETE FROM {table} WHERE participant_id = ? AND id = ?", [participant_id, entry_id])
+            return found
 
         return await self.store.write(delete)
 

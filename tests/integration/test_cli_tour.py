@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
+from connector.cli import catalog_lines
 from connector.testing import vault_plaintext
 
 
@@ -33,10 +35,13 @@ async def test_publish_browse_negotiate(nodes):
     assert code == 0, out
     code, out = await tds(provider, "offer", "add", "qi", "--access", "open", "--contract", "rnd", "--asset", "qi-2026")
     assert code == 0 and "offer qi added" in out
-    code, out = await tds(consumer, "catalog", provider.public_url)
+    code, out = await tds(consumer, "catalog", provider.public_url)  # piped: the catalog as JSON
     qi = f"urn:tds:asset:{provider.participant.did}:qi-2026"  # the dataset's absolute id
-    assert code == 0 and f"dataset {qi}  Quality inspection" in out and "odrl:purpose eq R&D" in out
-    offer_id = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("offer "))
+    assert code == 0, out
+    shown = catalog_lines(json.loads(out))  # what a terminal shows
+    assert f"  dataset {qi}  Quality inspection" in shown
+    assert "      permission use if odrl:purpose eq R&D, odrl:count lteq 3" in shown
+    offer_id = next(line.split()[1] for line in shown if line.strip().startswith("offer "))
     code, out = await tds(consumer, "negotiate", provider.public_url, offer_id)
     assert code == 0, out
     assert ": FINALIZED" in out and f"for {qi}" in out

@@ -312,14 +312,17 @@ async def test_a_push_repeated_after_every_byte_arrived_changes_nothing(nodes):
     consumer.node.transfers.script = lambda r: "wait" if r.state == "STARTED" else None  # do not complete yet
     started = await consumer.client.start_transfer(agreement_id, push=True)
     deadline = time.monotonic() + 10
-    while (record := await consumer.client.transfer(started["id"], wait_s=0.05))["received"] != size:
+    # Every byte here: the inbox has placed the file (its completion waits for the script).
+    while not (record := await consumer.client.transfer(started["id"], wait_s=0.05)).get("vaultPath"):
         assert time.monotonic() < deadline, record
+    assert record["received"] == size
     stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
     part = consumer.node.vault.partial_path(consumer.participant, stored.agreement_id, stored.id)
-    before = part.read_bytes()
+    placed = consumer.data_dir / stored.vault_path
+    before = placed.read_bytes()
     [theirs] = await provider.client.transfers()
     await sender._push(provider.node.transfers, provider.participant, theirs["id"])  # e.g. an answer was lost
-    assert part.read_bytes() == before
+    assert placed.read_bytes() == before and not part.exists()
     assert (await consumer.client.transfer(started["id"]))["received"] == size
     consumer.node.transfers.script = None
     consumer.node.transfers.react_soon(consumer.participant, started["id"])

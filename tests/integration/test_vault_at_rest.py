@@ -270,7 +270,7 @@ def test_deleting_one_agreements_data_never_touches_anothers(tmp_path):
 
 async def test_a_pull_the_vault_cannot_take_ends_with_the_reason(nodes, monkeypatch):
     def refused(*args, **kwargs):
-        raise StorageError("the agreement's data key does not open: the data key belongs to something else")
+        raise vault.DataKeyError("the agreement's data key does not open: the data key belongs to something else")
 
     monkeypatch.setattr(vault, "open_partial", refused)
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")

@@ -9,6 +9,9 @@ to flow — the catalog (the offer is not shown), the negotiation (terminated) a
 
 from __future__ import annotations
 
+import msgspec
+
+from connector.store.records import Asset
 from connector.testing import RunningNode, eventually
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
@@ -112,9 +115,11 @@ async def test_a_self_asserted_region_is_refused_core_data_at_transfer_start(nod
     started = await attacker.client.negotiate(provider.public_url, dataset["hasPolicy"][0]["@id"])
     agreed = await attacker.client.negotiation(started["id"], wait_s=15)
     assert agreed["state"] == "FINALIZED", agreed
-    # ... then the provider's operator classes it core: the transfer start checks export control again.
-    await provider.client.delete_entry("assets", "line-7")
-    await _publish(provider, "core")
+    # ... then the provider classes it core: the transfer start checks export control again. (The asset's row is
+    # rewritten here: an asset an agreement needs cannot be deleted and added again.)
+    contracts, acme = provider.node.contracts, provider.participant.id
+    line_7 = await contracts.entry(acme, Asset, "line-7")
+    await contracts.replace_asset(acme, msgspec.structs.replace(line_7, data_class="core"))
     record = await attacker.client.start_transfer(agreed["agreement"]["@id"])
     final = await attacker.client.transfer(record["id"], wait_s=15)
     assert final["state"] == "TERMINATED"

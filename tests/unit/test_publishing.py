@@ -1,6 +1,7 @@
 """Publishing catalog entries on a real database file, without a node or sockets: a policy must be valid
 ODRL, a contract definition may name only what exists, an asset's file must be the participant's own, an
-HttpData asset is fetched into a snapshot, and each version of the bytes gets its manifest."""
+HttpData asset is fetched into a snapshot, each version of the bytes gets its manifest, and an entry that
+an offer, an agreement in force or a starting negotiation still needs is not deleted."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import pytest
 from connector.errors import BadRequest, Conflict, NotFound
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
+from connector.protocol.agreement_lifecycle import AgreementState
+from connector.protocol.negotiation import Role
+from connector.protocol.negotiation import State as NegotiationState
 from connector.services import addresses
 from connector.services.publishing import Publishing
 from connector.store.db import Store
-from connector.store.records import Asset, ContractDefinition, PolicyRecord
+from connector.store.records import AgreementRecord, Asset, ContractDefinition, NegotiationRecord, PolicyRecord
 from connector.store.repository import ContractRepository, Participant, SqliteRepository
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
@@ -167,3 +171,75 @@ async def test_a_definition_may_name_only_policies_and_assets_that_exist(setup):
         await setup.service.add_definition(setup.acme, definition("rnd", ["qi"]))
     assert await setup.service.delete(setup.acme, ContractDefinition, "cd")
     assert not await setup.service.delete(setup.acme, ContractDefinition, "cd")
+
+
+async def test_a_policy_an_offer_names_is_kept_and_the_refusal_names_the_offer(setup):
+    for policy_id in ("open", "rnd", "spare"):
+        await setup.service.add_policy(setup.acme, policy_id, OPEN, NOW)
+    await setup.service.add_asset(setup.acme, Asset(id="qi"))
+    await setup.service.add_definition(setup.acme, ContractDefinition(
+        id="cd", access_policy_id="open", contract_policy_id="rnd", assets=["qi"]))
+    for policy_id in ("open", "rnd"):
+        with pytest.raises(Conflict) as refused:
+            await setup.service.delete(setup.acme, PolicyRecord, policy_id)
+        assert refused.value.message == f"policy '{policy_id}' is still in use by offers cd: first delete those offers"
+        assert refused.value.details == {"references": {"offers": ["cd"]}}
+    assert await setup.service.delete(setup.acme, PolicyRecord, "spare")
+    assert [p.id for p in await setup.service.entries(setup.acme, PolicyRecord)] == ["open", "rnd"]
+    assert await setup.service.delete(setup.acme, ContractDefinition, "cd")  # an offer: needed by nothing
+    assert await setup.service.delete(setup.acme, PolicyRecord, "rnd")
+    assert await setup.service.delete(setup.acme, Asset, "qi")
+
+
+def _agreement(agreement_id: str, asset_id: str, *, role: Role = Role.PROVIDER,
+               state: AgreementState = AgreementState.FINALIZED) -> AgreementRecord:
+    return AgreementRecord(id=agreement_id, negotiation_id=f"n-{agreement_id}", role=role,
+                           provider_did="did:web:acme.example", consumer_did="did:web:parts.example",
+                           asset_id=asset_id, agreement={"@id": agreement_id}, state=state, created_at=NOW)
+
+
+async def test_an_asset_is_kept_while_an_offer_an_agreement_in_force_or_a_starting_negotiation_needs_it(setup):
+    for asset_id in ("qi", "old"):
+        await setup.service.add_asset(setup.acme, Asset(id=asset_id))
+    await setup.service.add_policy(setup.acme, "rnd", OPEN, NOW)
+    await setup.service.add_definition(setup.acme, ContractDefinition(
+        id="cd", access_policy_id="rnd", contract_policy_id="rnd", assets=["qi"]))
+    dataset = "urn:tds:asset:did:web:acme.example:"  # agreements and requests name the dataset by its absolute id
+    await setup.contracts.add_agreement(setup.acme.id, _agreement("a-1", dataset + "qi"))
+    await setup.contracts.create_negotiation(NegotiationRecord(
+        participant_id=setup.acme.id, id="n-1", role=Role.PROVIDER, state=NegotiationState.REQUESTED,
+        counterparty_did="did:web:parts.example", asset_id=dataset + "qi"), "message-in")
+    # What does not need "old": a revoked agreement, one where acme is the consumer, an ended negotiation.
+    await setup.contracts.add_agreement(setup.acme.id, _agreement("a-2", dataset + "old",
+                                                                  state=AgreementState.REVOKED))
+    await setup.contracts.add_agreement(setup.acme.id, _agreement("a-3", "old", role=Role.CONSUMER))
+    await setup.contracts.create_negotiation(NegotiationRecord(
+        participant_id=setup.acme.id, id="n-2", role=Role.PROVIDER, state=NegotiationState.TERMINATED,
+        counterparty_did="did:web:parts.example", asset_id=dataset + "old"), "message-in")
+
+    with pytest.raises(Conflict) as refused:
+        await setup.service.delete(setup.acme, Asset, "qi")
+    assert refused.value.details == {"references": {"offers": ["cd"], "agreements": ["a-1"], "negotiations": ["n-1"]}}
+    assert refused.value.message == (
+        "asset 'qi' is still in use by offers cd; agreements a-1; negotiations n-1: first delete those offers and "
+        "revoke those agreements (their transfers read the asset's data) and let those negotiations end")
+    assert await setup.service.entry(setup.acme, Asset, "qi") is not None
+    assert await setup.service.delete(setup.acme, Asset, "old")
+
+
+async def test_another_participants_entries_are_not_found_and_stay(setup):
+    await setup.service.add_policy(setup.acme, "rnd", OPEN, NOW)
+    await setup.service.add_asset(setup.acme, Asset(id="qi"))
+    await setup.service.add_definition(setup.acme, ContractDefinition(
+        id="cd", access_policy_id="rnd", contract_policy_id="rnd", assets=["qi"]))
+    for kind, entry_id in ((PolicyRecord, "rnd"), (Asset, "qi"), (ContractDefinition, "cd")):
+        assert not await setup.service.delete(setup.sme, kind, entry_id)  # the API's 404
+        assert await setup.service.entry(setup.acme, kind, entry_id) is not None
+
+
+async def test_an_offer_naming_what_was_deleted_meanwhile_is_refused_in_the_write(setup):
+    await setup.service.add_policy(setup.acme, "rnd", OPEN, NOW)
+    offer = ContractDefinition(id="cd", access_policy_id="rnd", contract_policy_id="rnd", assets=["qi"])
+    with pytest.raises(Conflict, match=r"^asset 'qi' was deleted while the offer was being added"):
+        await setup.contracts.add_entry(setup.acme.id, offer)  # past the service's check, as in a race
+    assert await setup.service.entries(setup.acme, ContractDefinition) == []

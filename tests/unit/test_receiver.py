@@ -6,6 +6,7 @@ and end the transfer with the reason."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from dataplane_setup import (
     transfer_key,
 )
 
-from connector.errors import BadRequest, Conflict, PeerError
+from connector.errors import BadRequest, Conflict, PeerError, StorageError
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.services import receiver
@@ -44,7 +45,7 @@ from connector.services.transfer import (
 )
 from connector.services.vault import is_vault_file
 from connector.store.records import TransferRecord
-from connector.testing import Reply, Sent, StreamedBody
+from connector.testing import FullDisk, Reply, Sent, StreamedBody
 
 
 class DataEndpoint:
@@ -401,3 +402,141 @@ async def test_the_same_offer_again_is_answered_as_before_and_another_one_is_a_c
         await inbox.offer(setup.parts, record, {"manifest": manifests.encode(other),
                                                 "envelope": setup.envelope(other)}, "")
     assert (await setup.record(setup.parts, CONSUMER_PID)).manifest == manifests.encode(manifest)
+
+
+# -- a full disk (or any failed write) ---------------------------------------------------------------------
+
+ROOM = 2 * (CHUNK + sealing.TAG_SIZE)  # two chunks fit in the partial file, the third does not
+FOLDER = "vault/parts/urn_uuid_agreement-1"
+
+
+@pytest.mark.parametrize(("error", "what"), [
+    (errno.ENOSPC, "No space left on device (ENOSPC)"),
+    (errno.EDQUOT, "Disk quota exceeded (EDQUOT)"),
+    (errno.EIO, "Input/output error (EIO)"),
+    (errno.EROFS, "Read-only file system (EROFS)"),
+    (errno.EACCES, "Permission denied (EACCES)"),
+])
+async def test_a_failed_write_ends_the_pull_attempt_frees_the_partial_file_and_the_pull_completes_once_it_can(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch, error: int, what: str) -> None:
+    disk = FullDisk(room=ROOM, error=error).install(monkeypatch)
+    pauses: list[int] = []
+
+    def pause(attempt: int) -> float:
+        pauses.append(attempt)
+        if attempt == 2:
+            disk.full = False  # the space is freed during the second pause
+        return 0.0
+
+    monkeypatch.setattr(receiver, "backoff", pause)
+    data = payload()
+    record = await pulled(setup, DataEndpoint(setup, data))
+
+    assert record.state == "COMPLETED" and vault_plaintext(setup, record) == data
+    assert disk.failures == 2 and pauses == [1, 2]
+    assert disk.opened == [False, False, False]  # each attempt found the last one's partial file gone
+    errors = [detail for kind, detail in await setup.events(setup.parts, CONSUMER_PID) if kind == "error"]
+    assert errors == [f"could not store the received data: writing in {FOLDER} failed: {what}; the partial file "
+                      f"was removed; trying again in 0.0 s"] * 2
+    assert setup.client.messages("TransferTerminationMessage") == []
+    assert not any(chunk in "".join(errors).encode() for chunk in chunks_of(data))  # the reason, not the data
+
+
+async def test_a_sealed_pull_survives_a_full_disk_the_same_way(setup: Setup, monkeypatch: pytest.MonkeyPatch,
+                                                               retries: list[int]) -> None:
+    disk = FullDisk(room=ROOM).install(monkeypatch)
+    monkeypatch.setattr(receiver, "backoff", lambda attempt: setattr(disk, "full", attempt < 3) or 0.0)
+    data = payload()
+    key, ephemeral = transfer_key(setup.parts)
+    record = await pulled(setup, DataEndpoint(setup, data, seal_key=key), *sealed_properties(ephemeral))
+    assert record.state == "COMPLETED" and vault_plaintext(setup, record) == data
+    assert disk.failures == 3 and disk.opened == [False] * 4
+
+
+async def test_a_disk_full_for_the_stall_timeout_ends_the_pull_with_the_reason_and_leaves_nothing(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    FullDisk(room=ROOM).install(monkeypatch)
+
+    def pause(attempt: int) -> float:
+        setup.clock.advance(STALL_S * 0.4)  # each failed attempt takes a while
+        return 0.0
+
+    monkeypatch.setattr(receiver, "backoff", pause)
+    record = await pulled(setup, DataEndpoint(setup, payload()))
+    await refused(setup, record, f"no data could be stored for {STALL_S:g} s (0 of {SIZE} bytes received): could "
+                                 f"not store the received data: writing in {FOLDER} failed: No space left on device "
+                                 "(ENOSPC)")
+    assert not (setup.data_dir / FOLDER).exists()  # nor the agreement's data key, since nothing was kept
+
+
+async def test_a_database_that_cannot_commit_the_resume_point_ends_the_attempt_the_same_way(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch, retries: list[int]) -> None:
+    original = setup.transfers.set_received
+    failing = {"left": 1}
+
+    async def set_received(participant_id: str, transfer_id: str, received: int) -> None:
+        if received and failing["left"]:
+            failing["left"] -= 1
+            raise StorageError("commit failed: database or disk is full")
+        await original(participant_id, transfer_id, received)
+
+    monkeypatch.setattr(setup.transfers, "set_received", set_received)
+    monkeypatch.setattr(receiver, "CHECKPOINT_BYTES", CHUNK)  # the resume point is committed after each chunk
+    data = payload()
+    record = await pulled(setup, DataEndpoint(setup, data))
+    assert record.state == "COMPLETED" and vault_plaintext(setup, record) == data
+    assert ("error", "could not store the received data: writing in the database tds.db failed: commit failed: "
+                     "database or disk is full; the partial file was removed; trying again in 0.0 s") in (
+        await setup.events(setup.parts, CONSUMER_PID))
+    assert [s.headers.get("Range") for s in streams(setup)] == [None, None]  # from byte 0 again
+
+
+async def test_a_full_disk_while_receiving_a_push_frees_the_partial_file_and_asks_for_it_again(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = FullDisk(room=ROOM).install(monkeypatch)
+    data = payload()
+    inbox, record = await offered(setup, data)
+    with pytest.raises(StorageError) as refused_push:
+        await inbox.receive(setup.parts, record, 0, SIZE, body(data))  # type: ignore[arg-type]
+    assert refused_push.value.status == 503
+    assert refused_push.value.message == ("the consumer could not store the data (No space left on device (ENOSPC)); "
+                                          "it resumes at byte 0")
+    assert not setup.service.vault.partial_path(setup.parts, AGREEMENT, CONSUMER_PID).exists()
+    record = await setup.record(setup.parts, CONSUMER_PID)
+    assert (record.state, record.received) == ("STARTED", 0)
+    assert ("error", f"could not store the received data: writing in {FOLDER} failed: No space left on device "
+                     "(ENOSPC); the partial file was removed; the provider is asked to send it again from byte 0") in (
+        await setup.events(setup.parts, CONSUMER_PID))
+
+    disk.full = False  # space freed: the provider's next attempt, from byte 0, goes through
+    answer = await inbox.receive(setup.parts, record, 0, SIZE, body(data))  # type: ignore[arg-type]
+    assert answer == receiver.Received(SIZE, complete=True)
+    done = await setup.service.wait(setup.parts.id, CONSUMER_PID, timeout_s=5)
+    assert done is not None and done.state == "COMPLETED" and vault_plaintext(setup, done) == data
+
+
+async def test_a_push_whose_file_cannot_be_placed_is_asked_for_again(setup: Setup,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.services import vault
+
+    original = vault.place
+    failing = {"left": 1}
+
+    def place(partial: Path, final: Path) -> None:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        original(partial, final)
+
+    monkeypatch.setattr(vault, "place", place)
+    data = payload()
+    inbox, record = await offered(setup, data)
+    with pytest.raises(StorageError, match=r"Input/output error \(EIO\)"):
+        await inbox.receive(setup.parts, record, 0, SIZE, body(data))  # type: ignore[arg-type]
+    folder = setup.data_dir / FOLDER
+    assert not folder.exists() or [p.name for p in folder.iterdir()] == [".key"]  # nothing half-placed
+    answer = await inbox.receive(setup.parts, await setup.record(setup.parts, CONSUMER_PID), 0, SIZE,
+                                 body(data))  # type: ignore[arg-type]
+    assert answer.complete
+    done = await setup.service.wait(setup.parts.id, CONSUMER_PID, timeout_s=5)
+    assert done is not None and done.state == "COMPLETED" and vault_plaintext(setup, done) == data

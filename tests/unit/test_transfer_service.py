@@ -271,9 +271,8 @@ async def test_a_push_that_sends_nothing_for_the_stall_timeout_is_terminated_wit
     await setup.agreement()
     record = await setup.started(await setup.requested(PUSH), None)
     assert record.state == "STARTED"
-    for _ in range(2):  # the first deadline notes the progress so far; the next finds none since
-        setup.clock.advance(STALL_S + 1)
-        await setup.service.run_due()
+    setup.clock.advance(STALL_S + 1)  # no progress since the start
+    await setup.service.run_due()
     final = await setup.record(setup.parts, record.id)
     assert final.state == "TERMINATED"
     assert final.reason == f"{setup.acme.did} sent no data for {STALL_S:g} s (not even the manifest)"
@@ -283,13 +282,77 @@ async def test_a_push_that_sends_nothing_for_the_stall_timeout_is_terminated_wit
 async def test_a_push_that_makes_progress_is_not_terminated_at_the_stall_deadline(setup: Setup) -> None:
     await setup.agreement()
     record = await setup.started(await setup.requested(PUSH), None)
-    setup.clock.advance(STALL_S + 1)
-    await setup.service.run_due()
+    setup.clock.advance(STALL_S / 2)
     await setup.transfers.set_received(setup.parts.id, record.id, 4096)  # bytes arrived meanwhile
-    setup.clock.advance(STALL_S + 1)
+    setup.clock.advance(STALL_S / 2 + 1)
     await setup.service.run_due()
     assert (await setup.record(setup.parts, record.id)).state == "STARTED"
     assert setup.client.messages("TransferTerminationMessage") == []
+
+
+async def held_pull(setup: Setup) -> TransferRecord:
+    """parts' pull, STARTED, whose bytes no mover brings (as if it had died or hung)."""
+    await setup.agreement()
+    setup.service.script = lambda r: "wait" if r.state == "STARTED" else None
+    address = {"@type": "DataAddress", "endpointType": ENDPOINT_TYPE, "endpoint": "https://acme.example/data/x",
+               "endpointProperties": [{"@type": "EndpointProperty", "name": "authorization", "value": "t"}]}
+    record = await setup.started(await setup.requested(), address)
+    assert record.state == "STARTED"
+    return record
+
+
+async def test_a_pull_that_stores_nothing_for_the_stall_timeout_is_terminated_whatever_the_cause(
+        setup: Setup) -> None:
+    record = await held_pull(setup)
+    setup.clock.advance(STALL_S - 1)
+    assert await setup.service.run_due() == 0
+    setup.clock.advance(2)
+    await setup.service.run_due()
+    final = await setup.record(setup.parts, record.id)
+    assert (final.state, final.reason) == ("TERMINATED", f"{setup.acme.did} sent no data for {STALL_S:g} s "
+                                                         "(not even the manifest)")
+    assert len(setup.client.messages("TransferTerminationMessage")) == 1
+
+
+async def test_the_stall_limit_names_the_last_failure_to_store_and_does_not_count_what_was_discarded(
+        setup: Setup) -> None:
+    record = await held_pull(setup)
+    key = (setup.parts.id, record.id)
+    began = setup.service.progressed_at(key)
+    setup.clock.advance(STALL_S / 2)
+    setup.service.progressed(key)  # chunks stored ...
+    setup.service.attempt_failed(key, "could not store the received data: writing in vault/x failed: No space "
+                                      "left on device (ENOSPC)", began)  # ... then discarded: no progress after all
+    setup.clock.advance(STALL_S / 2 + 1)
+    await setup.service.run_due()
+    final = await setup.record(setup.parts, record.id)
+    assert final.state == "TERMINATED"
+    assert final.reason == (f"no data could be stored for {STALL_S:g} s (not even the manifest): could not store "
+                            "the received data: writing in vault/x failed: No space left on device (ENOSPC)")
+
+
+async def test_a_stall_deadline_that_cannot_be_committed_is_tried_again_once_it_can(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.errors import StorageError
+    from connector.services.process_shell import RETRY_MAX_S
+
+    record = await held_pull(setup)
+    original = setup.transfers.update
+    full = {"disk": True}
+
+    async def update(*args: Any, **kwargs: Any) -> bool:
+        if full["disk"]:
+            raise StorageError("commit failed: database or disk is full")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(setup.transfers, "update", update)
+    setup.clock.advance(STALL_S + 1)
+    await setup.service.run_due()  # the termination fails to commit: logged, and not forgotten
+    assert (await setup.record(setup.parts, record.id)).state == "STARTED"
+    full["disk"] = False
+    setup.clock.advance(RETRY_MAX_S)
+    assert await setup.service.run_due() == 1
+    assert (await setup.record(setup.parts, record.id)).state == "TERMINATED"
 
 
 async def test_a_transfer_the_provider_never_starts_is_terminated_at_the_start_deadline(setup: Setup) -> None:

@@ -183,3 +183,50 @@ async def test_files_from_before_encryption_at_rest_are_sealed_under_their_agree
     assert plaintext(the_vault, alice, known / "data.csv", "urn:uuid:a1") == b"plain rows"
     assert (stray / "data.csv").read_bytes() == b"plain rows"  # of no known agreement: left as it was
     assert (known / "data.csv.bundle.json").read_text() == "{}"
+
+
+_FILE_LIMIT_SCRIPT = """
+import os, resource, signal, sys
+from pathlib import Path
+from connector.services.vault import VaultWriteError, open_partial
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the kernel then fails the write with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+try:
+    with open_partial(Path(sys.argv[1]) / "vault" / "p" / "a" / ".t.part", os.urandom(32), "a", chunk_size=4096,
+                      received=0) as out:
+        for index in range(100):
+            out.write(index, os.urandom(4096), last=False)
+            out.flush()
+except VaultWriteError as exc:
+    print(exc.message)
+"""
+
+
+def test_a_write_the_kernel_refuses_is_a_vault_write_error_naming_the_error_and_the_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # A file-size limit (RLIMIT_FSIZE) in a child process: the kernel's own refusal, as on a full disk.
+    done = subprocess.run([sys.executable, "-c", _FILE_LIMIT_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "writing in vault/p/a failed: File too large (EFBIG)\n"
+
+
+def test_a_partial_file_that_cannot_be_removed_is_logged_not_raised(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    parts = runtime("parts")
+    store = Vault(tmp_path, key_of=vault.vault_key, stop_receiving=Stops())
+    partial = store.partial_path(parts, "agreement-1", "transfer-1")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"x")
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    store.discard_partial(parts, "agreement-1", "transfer-1")  # no exception
+    assert partial.exists()

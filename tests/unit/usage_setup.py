@@ -103,7 +103,7 @@ class UsageResolver:
     def __init__(self, host: Setup) -> None:
         self.host = host
 
-    async def resolve(self, did: str) -> dict[str, Any]:
+    async def resolve(self, did: str, *, key_id: str | None = None) -> dict[str, Any]:
         for participant in self.host.participants.values():
             if participant.did == did:
                 return participant.did_document()
