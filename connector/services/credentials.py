@@ -359,6 +359,7 @@ class CredentialService:
             del self._published[key]
         self._trust.pop(participant_id, None)
         self._publishing.pop(participant_id, None)
+        self.repo.forget(participant_id)
 
     # ---------------------------------------------------------------------------------------------------
     # Issuer

@@ -223,6 +223,19 @@ class CredentialRepository:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: Each participant's held credentials as last read (a holder presents them in every handshake), and
+        #: a count of the writes to them, so that a read racing a write is not kept.
+        self._held: dict[str, list[HeldCredential]] = {}
+        self._held_writes: dict[str, int] = {}
+
+    def _held_changed(self, participant_id: str) -> None:
+        self._held_writes[participant_id] = self._held_writes.get(participant_id, 0) + 1
+        self._held.pop(participant_id, None)
+
+    def forget(self, participant_id: str) -> None:
+        """Drop what is kept in memory of a participant that leaves the node."""
+        self._held.pop(participant_id, None)
+        self._held_writes.pop(participant_id, None)
 
     # -- issued credentials and their status lists ---------------------------------------------------------
 
@@ -312,7 +325,10 @@ class CredentialRepository:
             _hold(db, participant_id, credential, most=most, most_per_issuer=most_per_issuer)
             _answer_ask(db, participant_id, credential)
 
-        await self.store.write(insert, durable=True)
+        try:
+            await self.store.write(insert, durable=True)
+        finally:
+            self._held_changed(participant_id)
 
     async def keep_delivered(self, participant_id: str, credential: HeldCredential, *, origin: str,
                              trusted: Collection[str], bounds: DeliveryBounds, now: str) -> Literal["held", "offered"]:
@@ -336,7 +352,10 @@ class CredentialRepository:
             _hold(db, participant_id, credential, most=bounds.held, most_per_issuer=bounds.held_per_issuer)
             return "held"
 
-        return await self.store.write(keep, durable=True)
+        try:
+            return await self.store.write(keep, durable=True)
+        finally:
+            self._held_changed(participant_id)
 
     async def offered(self, participant_id: str) -> list[OfferedCredential]:
         """The credentials offered to the participant, newest first."""
@@ -365,7 +384,10 @@ class CredentialRepository:
             _hold(db, participant_id, credential, most=most, most_per_issuer=most_per_issuer)
             return True
 
-        return await self.store.write(accept, durable=True)
+        try:
+            return await self.store.write(accept, durable=True)
+        finally:
+            self._held_changed(participant_id)
 
     async def decline_offered(self, participant_id: str, credential_id: str) -> bool:
         return await self.store.write(lambda db: bool(db.execute(
@@ -386,14 +408,21 @@ class CredentialRepository:
         await self.store.write(insert)
 
     async def held(self, participant_id: str) -> list[HeldCredential]:
-        """The participant's credentials, newest first."""
+        """The participant's credentials, newest first (kept in memory until one of them changes here)."""
+        cached = self._held.get(participant_id)
+        if cached is not None:
+            return list(cached)
 
         def query(db: sqlite_utils.Database) -> list[HeldCredential]:
             rows = db.query("SELECT * FROM held_credentials WHERE participant_id = ? ORDER BY received_at DESC, id",
                             [participant_id])
             return [_record(HeldCredential, r) for r in rows]
 
-        return await self.store.read(query)
+        writes = self._held_writes.get(participant_id, 0)
+        found = await self.store.read(query)
+        if self._held_writes.get(participant_id, 0) == writes:
+            self._held[participant_id] = found
+        return list(found)
 
     async def held_one(self, participant_id: str, credential_id: str) -> HeldCredential | None:
         return await self.store.read(lambda db: _one(
@@ -401,9 +430,12 @@ class CredentialRepository:
             [participant_id, credential_id]))
 
     async def remove_held(self, participant_id: str, credential_id: str) -> bool:
-        return await self.store.write(lambda db: bool(db.execute(
-            "DELETE FROM held_credentials WHERE participant_id = ? AND id = ?",
-            [participant_id, credential_id]).rowcount))
+        try:
+            return await self.store.write(lambda db: bool(db.execute(
+                "DELETE FROM held_credentials WHERE participant_id = ? AND id = ?",
+                [participant_id, credential_id]).rowcount))
+        finally:
+            self._held_changed(participant_id)
 
     # -- holders' requests (issuer side) -------------------------------------------------------------------
 

@@ -202,3 +202,34 @@ async def test_a_participant_that_leaves_takes_all_its_credential_rows_with_it(r
     assert await repo.issued("acme") == [] and await repo.held("acme") == [] and await repo.trusted("acme") == []
     assert await repo.status_list("acme", 1) is None
     assert [c.id for c in await repo.held("sme")] == ["urn:uuid:h"]
+
+
+async def test_held_credentials_read_from_memory_follow_every_change_and_a_read_racing_a_write_is_not_kept(repos):
+    repo, _ = repos
+    await repo.add_held("acme", held("urn:uuid:h1"), most=64, most_per_issuer=8)
+    assert [c.id for c in await repo.held("acme")] == ["urn:uuid:h1"]
+    reads = []
+    read = repo.store.read
+
+    async def counted(fn):
+        reads.append(fn)
+        return await read(fn)
+
+    repo.store.read = counted
+    assert [c.id for c in await repo.held("acme")] == ["urn:uuid:h1"] and reads == []  # from memory
+    await repo.add_held("acme", held("urn:uuid:h2"), most=64, most_per_issuer=8)
+    assert {c.id for c in await repo.held("acme")} == {"urn:uuid:h1", "urn:uuid:h2"} and len(reads) == 1
+    assert await repo.remove_held("acme", "urn:uuid:h1")
+    assert [c.id for c in await repo.held("acme")] == ["urn:uuid:h2"]
+    assert await repo.held("sme") == []  # each participant's own
+
+    async def racing(fn):  # a write lands while the read is under way: what the read found is not kept
+        found = await read(fn)
+        await repo.add_held("acme", held("urn:uuid:h3"), most=64, most_per_issuer=8)
+        return found
+
+    repo.forget("acme")  # nothing in memory: the next read goes to the store
+    repo.store.read = racing
+    assert [c.id for c in await repo.held("acme")] == ["urn:uuid:h2"]
+    repo.store.read = read
+    assert {c.id for c in await repo.held("acme")} == {"urn:uuid:h2", "urn:uuid:h3"}
