@@ -36,6 +36,32 @@ wait_healthy() {
     done
 }
 
+refuse() {
+    # A node that cannot start says why once (docker compose logs NAME) and then waits, unhealthy, for the
+    # operator to fix the mount and restart it: no restart loop that repeats the message.
+    echo "entrypoint: $*" >&2
+    trap 'exit 1' TERM INT
+    while :; do sleep 3600 & wait $!; done  # ok-sleep: idles until stopped
+}
+
+[ -f "$config" ] || refuse "no node config at $config: mount the node's deploy/nodes/NAME.toml there"
+missing="$(python - "$config" <<'EOF'
+import os, sys, tomllib
+try:
+    with open(sys.argv[1], "rb") as f:
+        node = tomllib.load(f).get("node", {})
+except (OSError, tomllib.TOMLDecodeError) as exc:
+    print(f"the node config {sys.argv[1]} cannot be read: {exc}")
+    sys.exit()
+for key in ("tls_cert", "tls_key", "tls_ca"):
+    path = node.get(key)
+    if path and not os.access(path, os.R_OK):
+        print(f"node.{key} {path} (from {sys.argv[1]}) is missing or unreadable: is the certs volume mounted?")
+        break
+EOF
+)"
+[ -z "$missing" ] || refuse "$missing"
+
 if [ ! -f "$dir/tds.toml" ]; then
     tds init --dir "$dir" --config "$config"
     if [ -f "$hosted" ] && grep -q '^[^#]' "$hosted"; then

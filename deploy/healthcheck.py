@@ -17,7 +17,11 @@ from connector.config import load_config
 
 
 def main() -> int:
-    node = load_config(Path(os.environ.get("TDS_DIR", "/data"))).node
+    try:
+        node = load_config(Path(os.environ.get("TDS_DIR", "/data"))).node
+    except Exception as exc:  # a probe: any failure is "unhealthy", with its reason
+        print(f"healthcheck: no node to check: {exc}", file=sys.stderr)
+        return 1
     host = "127.0.0.1" if node.host in ("0.0.0.0", "", "::") else node.host
     scheme = "https" if node.tls_cert else "http"
     context = ssl._create_unverified_context() if node.tls_cert else None

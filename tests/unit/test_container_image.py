@@ -227,3 +227,13 @@ def test_each_node_publishes_its_public_port_on_loopback_by_default():
         host_ports.append(int(host_port))
     assert len(set(host_ports)) == len(host_ports)
     assert "ports" not in compose()["services"]["certs"]
+
+
+# -- make image, make test-docker ------------------------------------------------------------------------
+
+def test_the_compose_project_is_named_and_test_docker_always_cleans_up():
+    script = (DEPLOY / "test-docker.sh").read_text()
+    assert os.access(DEPLOY / "test-docker.sh", os.X_OK)
+    assert "COMPOSE_PROJECT_NAME" in script and "COMPOSE_PROJECT_NAME=tds" in (ROOT / "Makefile").read_text()
+    assert "trap cleanup EXIT" in script and "down -v" in script and '"$docker_local" stop' in script
+    assert "test-docker" not in (ROOT / ".ci" / "run").read_text()
