@@ -28,7 +28,7 @@ class Scripted:
         return {"id": TRANSFER, "state": "REQUESTED", "received": 0}
 
     async def transfer(self, transfer_id: str, *, wait_s: float | None = None) -> dict[str, Any]:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # a poll: the event loop runs in between
         return self.views.pop(0) if len(self.views) > 1 else self.views[0]
 
 

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent('''
         watched.add_done_callback(log_failure)
         forgotten = loop.create_task(fail("a forgotten background task failed"))
         loop.call_soon(lambda: 1 / 0)
-        await asyncio.sleep(0.05)
+        await asyncio.wait([watched, forgotten])  # both ended (their exceptions not retrieved)
         del watched, forgotten
         gc.collect()
         worker = threading.Thread(target=lambda: [][1], name="worker")
