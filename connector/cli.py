@@ -70,11 +70,14 @@ def _client(data_dir: Path | None, node: str | None, token: str | None, *, admin
         raise
     if node:
         client.base_url = node.rstrip("/")
+    if token:  # an explicit token always wins over the folder's: it says which participant or application acts
+        client = ManagementClient(client.base_url, token)
     return client
 
 
 def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--token", envvar="TDS_TOKEN", help="Management token (default: DIR/management.token).")(fn)
+    fn = click.option("--token", envvar="TDS_TOKEN",
+                      help="Management token; given, it wins over DIR's (default: DIR/management.token).")(fn)
     fn = click.option("--node", "node_url", envvar="TDS_NODE", help="Management API URL of a running node.")(fn)
     fn = click.option("--dir", "data_dir", type=click.Path(path_type=Path), envvar="TDS_DIR",
                       help="The node's data folder.")(fn)

@@ -235,3 +235,16 @@ def test_every_other_command_takes_json():
     lacking = {name for name, command in commands(main) if "--json" not in
                {opt for param in command.params for opt in getattr(param, "opts", [])}}
     assert lacking == WITHOUT_JSON
+
+
+async def test_an_explicit_token_acts_as_its_participant_even_with_the_hosts_folder(nodes):
+    host = await nodes.start("acme")
+    sme = await nodes.host(host, "sme-one")
+    await host.client.add_asset({"id": "qi"})
+    await sme.client.add_asset({"id": "sme-data"})
+    folder = str(host.data_dir)
+    for token, expected in ((None, ["qi"]), (sme.token, ["sme-data"])):
+        args = ["asset", "list", "--json", "--dir", folder, *(["--token", token] if token else [])]
+        result = await invoke(*args)
+        assert result.exit_code == 0, result.stderr
+        assert [a["id"] for a in json.loads(result.stdout)] == expected
