@@ -290,7 +290,8 @@ def _outside(data_dir: Path, config_text: bytes) -> list[str]:
         config = parse_config(config_text.decode("utf-8"))
     except (ConfigError, UnicodeDecodeError) as exc:
         raise BackupError(f"{data_dir / CONFIG_FILE} is not a valid config: {exc}") from exc
-    named = [p for p in (config.node.tls_cert, config.node.tls_key, config.node.tls_ca) if p]
+    named = [p for p in (config.node.tls_cert, config.node.tls_key, config.node.tls_ca,
+                         config.node.management_tls_cert, config.node.management_tls_key) if p]
     named += [p for folders in config.data_roots.values() for p in folders]
     return named
 
@@ -589,7 +590,8 @@ def _extract(frames: _Frames, target: Path, about: dict[str, Any], limit: int, m
             result.relocated = snapshots.relocate_file_assets(target / DB_FILE, old, target.resolve())
         except StorageError as exc:
             raise BackupError(f"the backup's database cannot be opened: {exc.message}") from exc
-    for named in [p for p in (parsed.node.tls_cert, parsed.node.tls_key, parsed.node.tls_ca) if p] + [
+    for named in [p for p in (parsed.node.tls_cert, parsed.node.tls_key, parsed.node.tls_ca,
+                              parsed.node.management_tls_cert, parsed.node.management_tls_key) if p] + [
             p for folders in parsed.data_roots.values() for p in folders]:
         where = Path(named) if Path(named).is_absolute() else target / named
         if not where.exists():

@@ -56,26 +56,43 @@ def _run(coro: Awaitable[T]) -> T:
         raise  # unreachable
 
 
-def _client(data_dir: Path | None, node: str | None, token: str | None, *, admin: bool = False) -> Any:
-    from connector.client import ManagementClient
+#: Where ``--ca`` (``TDS_CA``) is kept for :func:`_client` (``click.Context.meta``, shared by the whole command).
+_CA = "tds.ca"
 
-    if node and token:
-        return ManagementClient(node, token)
-    if data_dir is None:
-        _fail("give --dir DIR (a node's data folder) or both --node URL and --token TOKEN")
+
+def _remember_ca(ctx: click.Context, _: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta[_CA] = str(value)
+
+
+def _client(data_dir: Path | None, node: str | None, token: str | None, *, admin: bool = False) -> Any:
+    from connector.client import ManagementClient, same_listener
+
+    context = click.get_current_context(silent=True)
+    ca: str | None = context.meta.get(_CA) if context is not None else None
     try:
-        client = ManagementClient.for_data_dir(data_dir, admin=admin)  # type: ignore[arg-type]
+        if node and token:
+            return ManagementClient(node, token, ca=ca)
+        if data_dir is None:
+            _fail("give --dir DIR (a node's data folder) or both --node URL and --token TOKEN")
+        client = ManagementClient.for_data_dir(data_dir, admin=admin, ca=ca)  # type: ignore[arg-type]
     except ConfigError as exc:
         _fail(str(exc))
         raise
-    if node:
-        client.base_url = node.rstrip("/")
+    if node and not same_listener(node, client.base_url):
+        # The folder's token would be sent to another node: say which one this folder's is, and both ways out.
+        _fail(f"--node {node} is not this folder's node (its management API is {client.base_url}); give --token "
+              "for that node, or drop --dir")
     if token:  # an explicit token always wins over the folder's: it says which participant or application acts
-        client = ManagementClient(client.base_url, token)
+        client = client.with_token(token)
     return client
 
 
 def node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="TDS_CA",
+                      expose_value=False, callback=_remember_ca,
+                      help="PEM CA bundle to check the management API's HTTPS certificate with (default: the "
+                           "system store; with --dir alone, the certificate the folder's config names).")(fn)
     fn = click.option("--token", envvar="TDS_TOKEN",
                       help="Management token; given, it wins over DIR's (default: DIR/management.token).")(fn)
     fn = click.option("--node", "node_url", envvar="TDS_NODE", help="Management API URL of a running node.")(fn)
@@ -208,7 +225,7 @@ def serve(data_dir: Path) -> None:
 def info(data_dir: Path, as_json: bool) -> None:
     """Print the node's DIDs, endpoints, key fingerprints and database schema (from its data folder)."""
     from connector.bootstrap import DB_FILE, keys_dir, node_key, participant_did
-    from connector.config import load_config
+    from connector.config import load_config, management_url_of
     from connector.identity.keys import load_keys
     from connector.store.db import check_schema_version, schema_version_of
     from connector.store.migrations import MIGRATIONS
@@ -245,7 +262,7 @@ def info(data_dir: Path, as_json: bool) -> None:
         ("version document", f"{base}/.well-known/dspace-version"),
         ("self-description", f"{base}/.well-known/tds/self-description"),
         ("DID document", f"{base}/did.json" if did.startswith("did:web:") else "(did:key: derived from the DID)"),
-        ("management API", f"http://{config.node.management_host}:{config.node.management_port}/api/management/v1"),
+        ("management API", f"{management_url_of(config)}/api/management/v1"),
         ("Ed25519 key", fp["ed25519"]),
         ("X25519 key", fp["x25519"]),
         ("dev mode", "on" if config.node.dev_mode else "off"),
@@ -519,6 +536,52 @@ def _call(data_dir: Path | None, node_url: str | None, token: str | None, fn: Ca
             return await fn(client)
 
     return _run(go())
+
+
+@main.command()
+@json_option
+@node_options
+def whoami(as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Who the token acts as on the node: its participant's name, DID, DSP endpoint, DID document, key
+    fingerprints and the token's application; or that it is the node's admin token (no participant). A first
+    check of a remote node: `tds whoami --node https://HOST:8182 --token T --ca ca.pem`."""
+    from connector.client import ClientError
+
+    async def go() -> tuple[str, dict[str, Any] | None]:
+        async with _client(data_dir, node_url, token) as client:
+            try:
+                return client.base_url, await client.participant()
+            except ClientError as exc:
+                if exc.status != 404:
+                    raise
+                # No participant: the admin token, if an admin route takes it (else the answer stands).
+                try:
+                    await client.participants()
+                except ClientError:
+                    raise exc from None
+                return client.base_url, None
+
+    url, me = _run(go())
+    if as_json:
+        _print_json({"managementApi": url, "admin": me is None, "participant": me})
+        return
+    if me is None:
+        click.echo(f"the node's admin token (no participant) at {url}")
+        return
+    rows = [
+        ("participant", f"{me['name']} ({me['legalName']}, {me['region']})"),
+        ("DID", me["did"]),
+        ("DSP endpoint", me["dspEndpoint"]),
+        ("DID document", me["didDocument"] or "(did:key: derived from the DID)"),
+        *((f"{kind} key", fingerprint) for kind, fingerprint in
+          (("Ed25519", me["fingerprints"].get("ed25519")), ("X25519", me["fingerprints"].get("x25519")))
+          if fingerprint),
+        ("application", me["application"]),
+        ("management API", url),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
 
 
 @main.group()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
 from connector.bootstrap import read_token
-from connector.config import load_config
+from connector.config import is_loopback_host, load_config, management_url_of
+from connector.errors import ConfigError
 
 #: Where the management API's routes start on its listener.
 PREFIX = "/api/management/v1"
@@ -28,21 +30,113 @@ class ClientError(Exception):
         self.body = body
 
 
+#: Where the TLS library's reason goes in the message about a certificate that failed the check.
+_REASON = "\x00reason\x00"
+
+
+def ca_context(ca: str | Path) -> ssl.SSLContext:
+    """A client context trusting the CAs in the PEM file *ca* alone (a private CA's certificate, say)."""
+    try:
+        # With a CA file given, the default context loads no system certificates (ssl.create_default_context).
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"the CA file {ca}: cannot load it as PEM certificates: {exc}", path="ca") from exc
+
+
+def pinned_context(cert: str | Path, field: str) -> ssl.SSLContext:
+    """A client context that trusts exactly the first certificate of the PEM chain *cert*, whatever name it
+    carries: a client on the node's own machine checks that the listener presents the certificate the node's
+    config names (its name may not be the loopback address connected to, its CA not in the system store). Only
+    that certificate passes (it is the sole trust anchor, and one that is no CA issues no other), within its
+    validity period."""
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    try:
+        text = Path(cert).read_text(encoding="ascii")
+        first = text[text.index(begin):text.index(end) + len(end)]
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=first)
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot read {Path(cert).name}: {exc.strerror}", path=field) from exc
+    except (ValueError, ssl.SSLError) as exc:  # no PEM certificate in it (or not ASCII)
+        raise ConfigError(f"{field}: {Path(cert).name} holds no PEM certificate", path=field) from exc
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the server's own certificate as the trust anchor
+    return context
+
+
+def same_listener(url: str, other: str) -> bool:
+    """Whether two management URLs name the same listener: scheme, host and port (loopback names and
+    addresses taken as one; the API's prefix and a trailing slash ignored)."""
+
+    def key(u: str) -> tuple[str, str, int | None]:
+        parts = urlsplit(u.strip())
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+        except ValueError:  # a port that is not a number: a URL no listener has
+            return (u, "", None)
+        host = (parts.hostname or "").lower()
+        return parts.scheme.lower(), "loopback" if is_loopback_host(host) else host, port
+
+    return key(url) == key(other)
+
+
 class ManagementClient:
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0, ca: str | Path | None = None) -> None:
+        """A client on the management listener at *base_url* acting with *token*. Over https the listener's
+        certificate is checked against the CAs in the PEM file *ca* alone, or the system store without it."""
         #: The listener's URL; the API's own prefix, if given with it (copied from `tds info`), is not repeated.
         self.base_url = base_url.rstrip("/").removesuffix(PREFIX)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        #: How the listener's certificate is checked (True: the system store), and what a certificate that fails
+        #: the check is, for the error.
+        self._ssl: ssl.SSLContext | bool = ca_context(ca) if ca is not None else True
+        trusted = f"the CAs in {ca}" if ca is not None else "the system's CAs"
+        self._untrusted = (f"a certificate not trusted by {trusted}{_REASON}: give the CA certificate that issued "
+                           "it (tds … --ca FILE, or TDS_CA)")
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path, *, admin: bool = False) -> ManagementClient:
-        """A client for the node in *data_dir* with its first participant's token, or the admin token."""
+    def for_data_dir(cls, data_dir: Path, *, admin: bool = False, ca: str | Path | None = None) -> ManagementClient:
+        """A client for the node in *data_dir* with its first participant's token, or the admin token. When its
+        management listener serves HTTPS, it must present the certificate the folder's config names (or, with
+        *ca*, one those CAs issued for the listener's address)."""
         config = load_config(data_dir)
-        host = config.node.management_host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return cls(f"http://{host}:{config.node.management_port}", read_token(data_dir, admin=admin))
+        client = cls(management_url_of(config, to_connect=True), read_token(data_dir, admin=admin), ca=ca)
+        files = config.management_tls_files
+        if files is not None and ca is None:
+            field = "node.management_tls_cert" if config.node.management_tls_cert else "node.tls_cert"
+            client._ssl = pinned_context(files[0], field)
+            client._untrusted = (f"a certificate other than the one {field} names{_REASON} (renewed since the node "
+                                 "started? restart it; or give the CA that issued it: tds … --ca FILE)")
+        return client
+
+    def with_token(self, token: str) -> ManagementClient:
+        """A client on the same listener, its certificate checked the same way, acting with *token*."""
+        other = ManagementClient(self.base_url, token, timeout_s=self._timeout.total or 30.0)
+        other._ssl, other._untrusted = self._ssl, self._untrusted
+        return other
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers,
+                                                  connector=aiohttp.TCPConnector(ssl=self._ssl))
+        return self._session
+
+    def _unreachable(self, exc: aiohttp.ClientConnectionError) -> ClientError:
+        """What a connection that failed says, in one line: a certificate not trusted names the way out."""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            error = exc.certificate_error
+            reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or str(error)
+            return ClientError(0, f"the node's management API at {self.base_url} presented "
+                                  + self._untrusted.replace(_REASON, f" ({reason})" if reason else ""))
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return ClientError(0, f"cannot open HTTPS to the node's management API at {self.base_url} "
+                                  f"({getattr(exc, 'strerror', None) or exc}); if it serves plain http, give an "
+                                  "http:// URL")
+        if isinstance(exc, aiohttp.ServerDisconnectedError) and self.base_url.startswith("http://"):
+            return ClientError(0, f"cannot reach the node's management API at {self.base_url}: the connection was "
+                                  "closed without an answer; if it serves HTTPS, give an https:// URL")
+        return ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}")
 
     async def __aenter__(self) -> ManagementClient:
         return self
@@ -56,11 +150,9 @@ class ManagementClient:
             self._session = None
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         url = f"{self.base_url}{PREFIX}{path}"
         try:
-            async with self._session.request(method, url, json=body) as resp:
+            async with self._open().request(method, url, json=body) as resp:
                 raw = await resp.read()
                 try:
                     data = json.loads(raw) if raw else None
@@ -80,7 +172,7 @@ class ManagementClient:
             raise ClientError(0, f"no answer from the node's management API within {self._timeout.total:g} s "
                                  f"({method} {url}); the node may still be working on the request") from exc
         except aiohttp.ClientConnectionError as exc:
-            raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
 
     # hosting (admin token)
 
@@ -139,17 +231,15 @@ class ManagementClient:
 
     async def metrics(self) -> str:
         """The node's Prometheus metrics (text exposition format)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         try:
-            async with self._session.get(f"{self.base_url}/metrics") as resp:
+            async with self._open().get(f"{self.base_url}/metrics") as resp:
                 text = await resp.text()
                 if resp.status >= 400:
                     data = json.loads(text) if text.startswith("{") else {}
                     raise ClientError(resp.status, str(data.get("message") or resp.reason))
                 return text
         except aiohttp.ClientConnectionError as exc:
-            raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
 
     async def participant(self) -> dict[str, Any]:
         return await self._call("GET", "/participant")  # type: ignore[no-any-return]
@@ -266,14 +356,12 @@ class ManagementClient:
         """Yield the data of a permitted use in chunks; raise :class:`ClientError` (403) on a deny. *decision*, if
         given, receives the answer's ``X-TDS-…`` headers (the use's log entry; names in lower case) before the
         first chunk."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         body = {"agreementId": agreement_id, "useId": use_id, "action": action, "purpose": purpose,
                 "deliver": True}
         try:
-            answer = await self._session.post(f"{self.base_url}/api/management/v1/usage", json=body)
+            answer = await self._open().post(f"{self.base_url}/api/management/v1/usage", json=body)
         except aiohttp.ClientConnectorError as exc:  # nothing was sent: the node is not there
-            raise ClientError(0, f"cannot reach the node's management API at {self.base_url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         async with answer as resp:
             if resp.status != 200 or resp.content_type == "application/json":
                 data = json.loads(await resp.read() or b"{}")

@@ -63,6 +63,13 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # file must not be readable by others). Without them the node serves plain http, e.g. behind a proxy.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: HTTPS on the management listener: "off" (plain http, for 127.0.0.1 or behind a proxy) or "node" (the
+    #: public listener's tls_cert / tls_key). management_tls_cert / management_tls_key (both or neither), when
+    #: given, are used instead, whatever management_tls says. Binding management_host to anything but loopback
+    #: needs one of them unless dev_mode is true: tokens must not cross a network in clear.
+    management_tls: Literal["off", "node"] = "off"
+    management_tls_cert: str | None = None
+    management_tls_key: str | None = None
     #: PEM file of the CAs trusted for HTTPS to peers, alone: not the system store beside them (a closed data
     #: space's private CA). Assets' HTTP backends, the provider's own systems, are checked against the system store.
     tls_ca: str | None = None
@@ -222,6 +229,38 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def public_url(self) -> str:
         return self.node.public_url.rstrip("/")
 
+    @property
+    def management_tls_files(self) -> tuple[str, str] | None:
+        """The certificate chain and key the management listener serves HTTPS with, or None (plain http)."""
+        node = self.node
+        if node.management_tls_cert and node.management_tls_key:
+            return node.management_tls_cert, node.management_tls_key
+        if node.management_tls == "node" and node.tls_cert and node.tls_key:
+            return node.tls_cert, node.tls_key
+        return None
+
+
+def management_url_of(config: Config, port: int | None = None, *, to_connect: bool = False) -> str:
+    """The management listener's URL (https when it serves TLS) on *port* (default: the configured one). With
+    *to_connect*, a wildcard bind address (``0.0.0.0``, ``::``, empty) becomes the loopback one, for a client on
+    the same machine."""
+    host = config.node.management_host
+    if to_connect:
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.management_tls_files is not None else "http"
+    return f"{scheme}://{host}:{config.node.management_port if port is None else port}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``; an empty host means every interface."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 def _check(config: Config) -> None:
     node, part = config.node, config.participant
@@ -257,10 +296,16 @@ def _check(config: Config) -> None:
     if (node.tls_cert is None) != (node.tls_key is None):
         missing = "node.tls_key" if node.tls_key is None else "node.tls_cert"
         raise ConfigError("node.tls_cert and node.tls_key go together: give both or neither", path=missing)
+    if (node.management_tls_cert is None) != (node.management_tls_key is None):
+        missing = "node.management_tls_key" if node.management_tls_key is None else "node.management_tls_cert"
+        raise ConfigError("node.management_tls_cert and node.management_tls_key go together: give both or neither",
+                          path=missing)
     for field, path in (("node.tls_cert", node.tls_cert), ("node.tls_key", node.tls_key),
-                        ("node.tls_ca", node.tls_ca)):
+                        ("node.tls_ca", node.tls_ca), ("node.management_tls_cert", node.management_tls_cert),
+                        ("node.management_tls_key", node.management_tls_key)):
         if path is not None and not path.strip():
             raise ConfigError(f"{field} must be a file path (leave it out for none)", path=field)
+    _check_management_listener(config)
     for i, net in enumerate(node.trusted_networks):
         try:
             ipaddress.ip_network(net, strict=False)
@@ -313,6 +358,19 @@ def _check(config: Config) -> None:
                               path="conformance.authorization")
         if not config.conformance.agent_id.strip():
             raise ConfigError("conformance.agent_id must not be empty", path="conformance.agent_id")
+
+
+def _check_management_listener(config: Config) -> None:
+    node = config.node
+    if node.management_tls == "node" and node.management_tls_cert is None and not (node.tls_cert and node.tls_key):
+        raise ConfigError('node.management_tls = "node" serves the public listener\'s certificate: give '
+                          "node.tls_cert and node.tls_key (or node.management_tls_cert and node.management_tls_key)",
+                          path="node.management_tls")
+    if config.management_tls_files is None and not is_loopback_host(node.management_host) and not node.dev_mode:
+        # Management tokens (the admin token among them) would cross the network in clear.
+        raise ConfigError(f"node.management_host {node.management_host!r} is not a loopback address: the management "
+                          'API needs HTTPS there (node.management_tls = "node", or node.management_tls_cert and '
+                          "node.management_tls_key), or node.dev_mode = true", path="node.management_host")
 
 
 def _check_credentials(config: Config) -> None:
@@ -433,6 +491,8 @@ def render_config(config: Config) -> str:
         for key, v in msgspec.structs.asdict(getattr(config, section)).items():
             if v is None:  # optional and unset: TOML has no null
                 continue
+            if section == "node" and key == "management_tls" and v == "off":
+                continue  # the default, as for the other TLS settings: `tds init` writes none
             lines.append(f"{key} = {value(v)}")
         lines.append("")
     if config.data_roots:

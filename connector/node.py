@@ -18,7 +18,7 @@ from aiohttp import web
 
 from connector import filemodes
 from connector.bootstrap import DB_FILE
-from connector.config import Config, DiscoverySection, load_config
+from connector.config import Config, DiscoverySection, load_config, management_url_of
 from connector.errors import SchemaVersionError, StorageError
 from connector.http import credentials as credential_routes
 from connector.http import dataplane, dsp, management, openapi, public
@@ -26,7 +26,7 @@ from connector.http import directory as directory_routes
 from connector.http.auth import PeerAuth, signed_request_middleware
 from connector.http.middleware import error_middleware
 from connector.http.server import Runner
-from connector.http.tls import client_context, server_context
+from connector.http.tls import client_context, management_server_context, server_context
 from connector.identity.resolver import DidResolver
 from connector.logging import get_logger, handle_loop_exceptions
 from connector.metrics import LoopLag, Metrics, software_version
@@ -307,6 +307,7 @@ class Node:
         cfg = self.config.node
         # Before anything is opened: a bad certificate or key fails the start cleanly.
         tls = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
+        management_tls = management_server_context(self.config)
         # What the node writes is its own alone, whatever umask it was started with; a folder made before
         # that (or copied without its modes) is narrowed first, before the keys are read.
         filemodes.restrict_umask()
@@ -336,7 +337,7 @@ class Node:
             await self.admission.load()
             self.public_port = await self._serve("public", self.public_app(), cfg.host, cfg.port, tls)
             self.management_port = await self._serve("management", self.management_app(), cfg.management_host,
-                                                     cfg.management_port)
+                                                     cfg.management_port, management_tls)
             # Before anything goes out: no callback or data address may lead back into these (but the
             # public one, for peer calls).
             self.client.listening_on(Listener(PUBLIC, cfg.host, self.public_port),
@@ -358,7 +359,7 @@ class Node:
         log.info(
             "node started", version=software_version(), schema=self.store.schema_version,
             public=f"{'https' if tls else 'http'}://{cfg.host}:{self.public_port}", public_url=self.config.public_url,
-            management=f"http://{cfg.management_host}:{self.management_port}",
+            management=self.management_url,
             participants=[p.did for p in self.participants], dev_mode=cfg.dev_mode,
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -403,7 +404,8 @@ class Node:
 
     @property
     def management_url(self) -> str:
-        return f"http://{self.config.node.management_host}:{self.management_port}"
+        """The management listener's URL: https when ``node.management_tls`` is on."""
+        return management_url_of(self.config, self.management_port)
 
 
 async def serve(data_dir: Path) -> None:

@@ -109,6 +109,8 @@ class RunningNode:
     token: str
     data_dir: Path
     admin_token: str = ""
+    #: The CA file the management listener's certificate is checked with, when it serves HTTPS.
+    management_ca: str | None = None
 
     @property
     def participant(self) -> Any:
@@ -196,11 +198,12 @@ class NodeFactory:
                     trusted_networks: tuple[str, ...] = (), did_method: str = "web",
                     conformance: ConformanceSection | None = None, https: bool = False,
                     dsp: DspSection | None = None, credentials: CredentialsSection | None = None,
-                    **node_settings: Any) -> RunningNode:
+                    management_ca: str | None = None, **node_settings: Any) -> RunningNode:
         """Initialise and start a node; *node_settings* override ``[node]`` config fields, *dsp* and
         *credentials* replace the ``[dsp]`` and ``[credentials]`` sections and *conformance* adds a
         ``[conformance]`` section (all written to its config file and read back). With *https* the public URL
-        is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and ``tls_key`` too)."""
+        is ``https://127.0.0.1:PORT`` (give ``tls_cert`` and ``tls_key`` too). *management_ca* is the CA file
+        the clients check the management listener's certificate with (``management_tls`` on)."""
         data_dir = self.root / name
         for attempt in range(3):
             # A port picked free can be taken by another process before the node binds it: start afresh.
@@ -228,14 +231,14 @@ class NodeFactory:
                     raise
                 await node.stop()
                 shutil.rmtree(data_dir)
-        running = RunningNode(node, ManagementClient(node.management_url, result.token), result.token, data_dir,
-                              result.admin_token)
+        running = RunningNode(node, ManagementClient(node.management_url, result.token, ca=management_ca),
+                              result.token, data_dir, result.admin_token, management_ca)
         self.nodes.append(running)
         return running
 
     def client(self, running: RunningNode, token: str) -> ManagementClient:
         """A management client on *running* with *token* (closed by :meth:`close`)."""
-        client = ManagementClient(running.node.management_url, token)
+        client = ManagementClient(running.node.management_url, token, ca=running.management_ca)
         self._clients.append(client)
         return client
 

@@ -4,7 +4,8 @@ Each node has its own address in 10.77.0.0/24 (a range this test makes and owns)
 certificate from a CA made here, trusts only that CA outbound, and has the /24 in ``trusted_networks``.
 Their participants' did:web resolve over https across the namespaces; a negotiation succeeds only if
 each side verified the other's signatures. The test process reaches the nodes' management APIs through
-an address on the test's own bridge. Everything created is removed in a ``finally``.
+an address on the test's own bridge, over HTTPS too (``management_tls = "node"``: off loopback, a management
+listener in plain http is refused outside dev mode). Everything created is removed in a ``finally``.
 
 Needs root and ``ip netns``; skipped otherwise, with the reason. The run is negotiation + transfer (the
 data crosses the namespaces over https, verified chunk by chunk) + use through the usage API.
@@ -123,7 +124,7 @@ class NsNode:
 
     @property
     def management_url(self) -> str:
-        return f"http://{self.ns.address}:{MANAGEMENT_PORT}"
+        return f"https://{self.ns.address}:{MANAGEMENT_PORT}"
 
 
 def make_node(ns: Namespace, root: Path, ca: object, name: str, region: str) -> NsNode:
@@ -132,7 +133,7 @@ def make_node(ns: Namespace, root: Path, ca: object, name: str, region: str) -> 
                        management_port=MANAGEMENT_PORT, host=ns.address, public_url=f"https://{ns.address}:{PUBLIC_PORT}",
                        region=region, dev_mode=False, trusted_networks=(str(SUBNET),))
     tls = write_tls(ca, root / f"tls-{name}", ns.address)
-    node = msgspec.structs.replace(result.config.node, management_host=ns.address, **tls)
+    node = msgspec.structs.replace(result.config.node, management_host=ns.address, management_tls="node", **tls)
     text = render_config(msgspec.structs.replace(result.config, node=node))
     parse_config(text)
     write_secret_text(data_dir / CONFIG_FILE, text)
@@ -216,7 +217,7 @@ async def test_three_nodes_in_three_namespaces_over_https(namespaces, tmp_path):
                 "--dir", str(node.data_dir), stdout=log, stderr=subprocess.STDOUT)
             log.close()
         await asyncio.gather(*(wait_healthy(node, context) for node in nodes))
-        ent, sme_c, partner_c = (ManagementClient(n.management_url, n.token) for n in nodes)
+        ent, sme_c, partner_c = (ManagementClient(n.management_url, n.token, ca=tmp_path / "ca.pem") for n in nodes)
         clients += [ent, sme_c, partner_c]
 
         # DID documents over https from another host, and each peer's signed self-description verified.

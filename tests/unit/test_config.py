@@ -155,3 +155,72 @@ def test_trust_list_errors_name_the_field(change, field):
         parse_config((GOOD + TRUST).replace(*change))
     assert info.value.path == field, str(info.value)
     assert "\n" not in str(info.value)
+
+
+def _node(text: str, settings: str) -> str:
+    return text.replace("port = 8181", f"port = 8181\n{settings}")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "10.1.2.3", "::", "tds.example.com"])
+def test_management_listener_off_loopback_needs_tls(host):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_node(GOOD, f'management_host = "{host}"'))
+    assert info.value.path == "node.management_host"
+    assert "management_tls" in str(info.value) and "dev_mode" in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.1.1", "::1", "localhost"])
+def test_management_listener_on_loopback_may_be_plain_http(host):
+    assert parse_config(_node(GOOD, f'management_host = "{host}"')).management_tls_files is None
+
+
+def test_management_listener_off_loopback_in_plain_http_is_allowed_in_dev_mode():
+    config = parse_config(_node(DEV, 'management_host = "0.0.0.0"'))
+    assert config.node.management_host == "0.0.0.0" and config.management_tls_files is None
+
+
+def test_management_tls_node_serves_the_public_certificate():
+    config = parse_config(_node(GOOD, 'management_host = "0.0.0.0"\nmanagement_tls = "node"\n'
+                                      'tls_cert = "/c.pem"\ntls_key = "/k.pem"'))
+    assert config.management_tls_files == ("/c.pem", "/k.pem")
+    assert parse_config(render_config(config)) == config
+    assert 'management_tls = "node"' in render_config(config)
+
+
+def test_management_tls_node_needs_the_public_certificate():
+    with pytest.raises(ConfigError) as info:
+        parse_config(_node(GOOD, 'management_tls = "node"'))
+    assert info.value.path == "node.management_tls" and "node.tls_cert" in str(info.value)
+
+
+def test_own_management_certificate_is_used_before_the_public_one():
+    config = parse_config(_node(GOOD, 'management_host = "0.0.0.0"\ntls_cert = "/c.pem"\ntls_key = "/k.pem"\n'
+                                      'management_tls_cert = "/mc.pem"\nmanagement_tls_key = "/mk.pem"'))
+    assert config.management_tls_files == ("/mc.pem", "/mk.pem")
+    assert parse_config(render_config(config)) == config
+
+
+@pytest.mark.parametrize(("given", "missing"), [("management_tls_cert", "node.management_tls_key"),
+                                                ("management_tls_key", "node.management_tls_cert")])
+def test_management_tls_cert_and_key_go_together(given, missing):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_node(GOOD, f'{given} = "/etc/tds/x.pem"'))
+    assert info.value.path == missing
+
+
+def test_management_tls_value_is_checked():
+    with pytest.raises(ConfigError) as info:
+        parse_config(_node(GOOD, 'management_tls = "on"'))
+    assert info.value.path == "node.management_tls"
+
+
+def test_management_url_says_https_when_the_listener_serves_tls():
+    from connector.config import management_url_of
+
+    plain = parse_config(_node(DEV, 'management_host = "0.0.0.0"'))
+    assert management_url_of(plain, 9000) == "http://0.0.0.0:9000"
+    assert management_url_of(plain, to_connect=True) == "http://127.0.0.1:8182"
+    own = parse_config(_node(GOOD, 'management_host = "::"\nmanagement_tls_cert = "/mc.pem"\n'
+                                   'management_tls_key = "/mk.pem"'))
+    assert management_url_of(own, 9000) == "https://[::]:9000"
+    assert management_url_of(own, to_connect=True) == "https://[::1]:8182"
