@@ -854,45 +854,16 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
             _fail(f"{file_path} is not JSON: {exc}")
             return
     else:
-        body = policy_from_options(purposes, max_uses, for_duration, regions, no_export_outside, consumers,
-                                   log_uses, inform, verified_regions=verified_regions, spaces=spaces)
+        from usage_policies.templates import policy_from_options
+
+        try:
+            body = policy_from_options(purposes, max_uses, for_duration, regions, no_export_outside, consumers,
+                                       log_uses, inform, verified_regions=verified_regions, spaces=spaces)
+        except ValueError as exc:
+            _fail(str(exc))
+            return
     added = _call(data_dir, node_url, token, lambda c: c.add_policy(policy_id, body))
     _done(added, f"policy {policy_id} added", as_json)
-
-
-def policy_from_options(purposes: tuple[str, ...], max_uses: int | None, for_duration: str | None,
-                        regions: tuple[str, ...], no_export_outside: str | None, consumers: tuple[str, ...],
-                        log_uses: bool, inform: bool, *, verified_regions: tuple[str, ...] = (),
-                        spaces: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Combine the templates named by the options into one policy (without a target: the offer sets it)."""
-    from usage_policies import templates as t
-
-    target = "urn:tds:target"
-    parts = [t.allow(target)]
-    if purposes:
-        parts.append(t.purpose(target, list(purposes)))
-    if max_uses is not None:
-        parts.append(t.max_uses(target, max_uses))
-    if for_duration:
-        parts.append(t.for_duration(target, for_duration))
-    if regions:
-        parts.append(t.region(target, list(regions)))
-    if verified_regions:
-        parts.append(t.verified_region(target, list(verified_regions)))
-    if spaces:
-        parts.append(t.member_of(target, list(spaces)))
-    if no_export_outside:
-        parts.append(t.no_export_outside(target, no_export_outside))
-    if consumers:
-        parts.append(t.restrict_to(target, list(consumers)))
-    if log_uses:
-        parts.append(t.log_each_use(target))
-    if inform:
-        parts.append(t.inform_on_use(target))
-    combined = t.combine(*parts)
-    combined.pop("target", None)
-    combined.pop("@id", None)
-    return combined
 
 
 @main.group()

@@ -293,3 +293,46 @@ def combine(*offers: JsonObject, uid: str | None = None, assigner: str | None = 
         assigner=assigner or next((o["assigner"] for o in offers if "assigner" in o), None),
         conflict=conflict,
     )
+
+
+
+#: The placeholder target of a policy built from options: the offer that names the policy sets the real one.
+OPTIONS_TARGET = "urn:tds:target"
+
+
+def policy_from_options(
+    purposes: Sequence[str] = (), uses: int | None = None, duration: str | None = None,
+    regions: Sequence[str] = (), export_region: str | None = None, consumers: Sequence[str] = (),
+    log_uses: bool = False, inform: bool = False, *, verified_regions: Sequence[str] = (),
+    spaces: Sequence[str] = (),
+) -> JsonObject:
+    """The templates the options name (those of ``tds policy add`` and of the console's policy form) combined
+    into one policy without a target or ``@id`` (the offer sets the target; publishing gives the id): at most
+    *uses* uses, within *duration* (ISO 8601) of the first, no export outside *export_region*. No option: allow
+    use. ``ValueError`` names a bad value (a malformed duration, fewer than one use)."""
+    target = OPTIONS_TARGET
+    parts = [allow(target)]
+    if purposes:
+        parts.append(purpose(target, list(purposes)))
+    if uses is not None:
+        parts.append(max_uses(target, uses))
+    if duration:
+        parts.append(for_duration(target, duration))
+    if regions:
+        parts.append(region(target, list(regions)))
+    if verified_regions:
+        parts.append(verified_region(target, list(verified_regions)))
+    if spaces:
+        parts.append(member_of(target, list(spaces)))
+    if export_region:
+        parts.append(no_export_outside(target, export_region))
+    if consumers:
+        parts.append(restrict_to(target, list(consumers)))
+    if log_uses:
+        parts.append(log_each_use(target))
+    if inform:
+        parts.append(inform_on_use(target))
+    combined = combine(*parts)
+    combined.pop("target", None)
+    combined.pop("@id", None)
+    return combined

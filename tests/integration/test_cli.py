@@ -135,6 +135,16 @@ def test_unreadable_json_files_are_one_line_errors(tmp_path):
         assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--for-duration", "30 days"], "not an xsd:duration: '30 days'"),
+    (["--max-uses", "0"], "max_uses needs n >= 1"),
+])
+def test_a_bad_template_option_is_a_one_line_error(tmp_path, options, message):
+    data, _ = _init(tmp_path)
+    result = CliRunner().invoke(main, ["policy", "add", "p", *options, "--dir", str(data)])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {message}", result.output
+
+
 def _wait_for(url: str, proc: subprocess.Popen, deadline_s: float = 20.0) -> dict:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:

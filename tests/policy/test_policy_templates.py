@@ -111,3 +111,25 @@ def test_during_excludes_its_end():
 def test_builders_reject_nonsense(build):
     with pytest.raises(ValueError):
         build()
+
+
+def test_policy_from_options_without_options_allows_use():
+    assert t.policy_from_options() == {"@type": "Offer", "permission": [{"action": "use"}]}
+
+
+def test_policy_from_options_combines_the_templates_it_names():
+    policy = t.policy_from_options(["R&D"], 2, "P30D", export_region="CN", log_uses=True, inform=True)
+    assert "target" not in policy and "@id" not in policy  # the offer sets the target, publishing the id
+    offer = {**policy, "target": A, "@id": "urn:uuid:options"}
+    assert decide(offer, purpose="R&D", use_count=1, export_destination="CN") is Outcome.PERMIT
+    assert decide(offer, purpose="ads", use_count=1, export_destination="CN") is Outcome.DENY
+    assert decide(offer, purpose="R&D", use_count=3, export_destination="CN") is Outcome.DENY
+    assert decide(offer, purpose="R&D", use_count=1, export_destination="US") is Outcome.DENY
+    [permission] = policy["permission"]
+    assert {d["action"] for d in permission["duty"]} == {"odrl:acceptTracking", "odrl:inform"}
+
+
+@pytest.mark.parametrize("options", [{"uses": 0}, {"duration": "thirty days"}])
+def test_policy_from_options_names_a_bad_value(options):
+    with pytest.raises(ValueError):
+        t.policy_from_options(**options)
