@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean image test-docker
+.PHONY: demo test lint typecheck pytest bench clean image test-docker browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,21 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/tds demo
 
-test: $(VENV)/.installed-test
+# The web console's tests (tests/console) drive Debian's chromium; `make test` installs it when it is missing
+# (root and apt-get; nothing runs when it is there). When it cannot, it says why in one line and those tests
+# fail with the same reason. TDS_SKIP_BROWSER=1 skips them on purpose (a machine without a browser).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ "$$TDS_SKIP_BROWSER" = 1 ] || [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make test: $(CHROMIUM) is missing and cannot be installed here (apt-get install chromium needs root and apt-get): the console browser tests will fail (TDS_SKIP_BROWSER=1 skips them)" >&2; \
+	  exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || echo "make test: apt-get could not install chromium (reason above): the console browser tests will fail (TDS_SKIP_BROWSER=1 skips them)" >&2
+
+test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache

@@ -20,8 +20,8 @@ from connector import filemodes
 from connector.bootstrap import DB_FILE
 from connector.config import Config, DiscoverySection, load_config, management_url_of
 from connector.errors import SchemaVersionError, StorageError
+from connector.http import console, dataplane, dsp, management, openapi, public
 from connector.http import credentials as credential_routes
-from connector.http import dataplane, dsp, management, openapi, public
 from connector.http import directory as directory_routes
 from connector.http.auth import PeerAuth, signed_request_middleware
 from connector.http.middleware import error_middleware
@@ -296,6 +296,7 @@ class Node:
         app.add_routes([web.get(f"{management.PREFIX}/openapi.json", openapi_json),
                         web.get(f"{management.PREFIX}/docs", docs)])
         app.add_routes(management.metrics_routes(self.tokens, self.scrape_metrics))
+        app.add_routes(console.routes(table, self.tokens, self.participants))
         return app
 
     async def scrape_metrics(self) -> tuple[bytes, str]:

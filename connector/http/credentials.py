@@ -28,6 +28,7 @@ from aiohttp import web
 from connector.config import ISSUER_DID_RE
 from connector.errors import BadRequest, NotFound
 from connector.http.auth import CALLER_DID
+from connector.http.calls import body_of, path_param
 from connector.http.management import Query, ReasonIn, Route, decode_body
 from connector.http.middleware import read_json
 from connector.identity.claims import Claims
@@ -300,34 +301,34 @@ def management_routes(credentials_of: Callable[[], CredentialService | None],
         return out([_held_out(r, at) for r in await using().held(participant(request))])
 
     async def issue(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), CredentialIn)
+        body = decode_body(await body_of(request), CredentialIn)
         record = await using().issue(participant(request), body.holder, body.claims(),
                                          valid_until=_valid_until(body.valid_until))
         return out(_issued_out(record, now(), document=True), 201)
 
     async def get_issued(request: web.Request) -> web.Response:
-        record = await using().issued_one(participant(request), request.match_info["id"])
+        record = await using().issued_one(participant(request), path_param(request, "id"))
         return out(_issued_out(record, now(), document=True))
 
     async def deliver(request: web.Request) -> web.Response:
-        record = await using().deliver(participant(request), request.match_info["id"])
+        record = await using().deliver(participant(request), path_param(request, "id"))
         return out(_issued_out(record, now()))
 
     async def revoke(request: web.Request) -> web.Response:
-        record = await using().revoke(participant(request), request.match_info["id"])
+        record = await using().revoke(participant(request), path_param(request, "id"))
         return out(_issued_out(record, now()))
 
     async def import_held(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), ImportIn)
+        body = decode_body(await body_of(request), ImportIn)
         record = await using().import_credential(participant(request), body.credential)
         return out(_held_out(record, now()), 201)
 
     async def get_held(request: web.Request) -> web.Response:
-        record = await using().held_one(participant(request), request.match_info["id"])
+        record = await using().held_one(participant(request), path_param(request, "id"))
         return out(_held_out(record, now(), document=True))
 
     async def remove_held(request: web.Request) -> web.Response:
-        await using().remove_held(participant(request), request.match_info["id"])
+        await using().remove_held(participant(request), path_param(request, "id"))
         return web.Response(status=204)
 
     async def list_offered(request: web.Request) -> web.Response:
@@ -335,15 +336,15 @@ def management_routes(credentials_of: Callable[[], CredentialService | None],
         return out([_offered_out(r, at) for r in await using().offered(participant(request))])
 
     async def get_offered(request: web.Request) -> web.Response:
-        record = await using().offered_one(participant(request), request.match_info["id"])
+        record = await using().offered_one(participant(request), path_param(request, "id"))
         return out(_offered_out(record, now(), document=True))
 
     async def accept_offered(request: web.Request) -> web.Response:
-        record = await using().accept_offered(participant(request), request.match_info["id"])
+        record = await using().accept_offered(participant(request), path_param(request, "id"))
         return out(_held_out(record, now()))
 
     async def decline_offered(request: web.Request) -> web.Response:
-        await using().decline_offered(participant(request), request.match_info["id"])
+        await using().decline_offered(participant(request), path_param(request, "id"))
         return web.Response(status=204)
 
     async def list_requests(request: web.Request) -> web.Response:
@@ -354,20 +355,20 @@ def management_routes(credentials_of: Callable[[], CredentialService | None],
         return out([_request_out(r) for r in rows])
 
     async def approve(request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await body_of(request)
         body = decode_body(raw, ApproveIn) if raw else ApproveIn()
-        record = await using().approve(participant(request), request.match_info["id"],
+        record = await using().approve(participant(request), path_param(request, "id"),
                                            valid_until=_valid_until(body.valid_until))
         return out(_issued_out(record, now(), document=True))
 
     async def reject(request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await body_of(request)
         body = decode_body(raw, ReasonIn) if raw else ReasonIn()
-        record = await using().reject(participant(request), request.match_info["id"], body.reason)
+        record = await using().reject(participant(request), path_param(request, "id"), body.reason)
         return out(_request_out(record))
 
     async def ask(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), AskIn)
+        body = decode_body(await body_of(request), AskIn)
         answer = await using().request_credential(participant(request), body.peer, body.kind, body.claims())
         return out(RequestedOut(**answer), 201)
 
@@ -376,13 +377,13 @@ def management_routes(credentials_of: Callable[[], CredentialService | None],
         return out([msgspec.convert({"id": r["issuer"], **r}, TrustOut) for r in rows])
 
     async def add_trust(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), TrustIn)
+        body = decode_body(await body_of(request), TrustIn)
         row = await using().add_trust(participant(request), body.issuer, body.claims, body.spaces)
         return out(TrustOut(id=row.issuer, issuer=row.issuer, claims=row.kinds, spaces=row.spaces, source="own",
                             added_at=row.added_at), 201)
 
     async def remove_trust(request: web.Request) -> web.Response:
-        await using().remove_trust(participant(request), request.match_info["id"])
+        await using().remove_trust(participant(request), path_param(request, "id"))
         return web.Response(status=204)
 
     async def peer_claims(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from connector.errors import NotFound
 from connector.http.auth import BODY, CALLER_DID
+from connector.http.calls import body_of
 from connector.http.management import Route, decode_body
 from connector.services.gossip import GOSSIP_PATH
 
@@ -73,7 +74,7 @@ def management_routes(gossip_of: Callable[[], Gossip | None],
         return found
 
     async def add_peer(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), AddPeerIn)
+        body = decode_body(await body_of(request), AddPeerIn)
         p = participant(request)
         entry = await using().add(p, body.peer)
         rows = [r for r in await using().directory.listing(p) if r["did"] == entry.did]

@@ -27,6 +27,7 @@ from connector import jsonbound
 from connector.config import NAME_RE, REGION_RE
 from connector.errors import BadRequest, Forbidden, NotFound, StorageError, pattern_rule, validation_error_path
 from connector.http.auth import TOKEN, authenticate_token
+from connector.http.calls import body_of, path_param
 from connector.http.middleware import query_int
 from connector.identity.credentials import Subject
 from connector.logging import get_logger
@@ -534,7 +535,7 @@ def routes(site: ManagementSite) -> list[Route]:
                                   suspended_reason=r.suspended_reason)
 
     async def add_participant(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), ParticipantIn)
+        body = decode_body(await body_of(request), ParticipantIn)
         if not body.legal_name.strip():
             raise BadRequest("legalName must not be blank", path="$.legalName")
         p, token = await site.participants.add(body.name, legal_name=body.legal_name.strip(), region=body.region,
@@ -547,17 +548,17 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response([msgspec.to_builtins(summary(p)) for p in site.participants.all_hosted()])
 
     async def suspend_participant(request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await body_of(request)
         body = decode_body(raw, SuspendIn) if raw else SuspendIn()
-        done = await site.participants.suspend(request.match_info["id"], body.reason)
+        done = await site.participants.suspend(path_param(request, "id"), body.reason)
         return web.json_response(msgspec.to_builtins(msgspec.convert(done, ParticipantState)))
 
     async def resume_participant(request: web.Request) -> web.Response:
-        done = await site.participants.resume(request.match_info["id"])
+        done = await site.participants.resume(path_param(request, "id"))
         return web.json_response(msgspec.to_builtins(msgspec.convert(done, ParticipantState)))
 
     async def rotate_keys_of(request: web.Request) -> web.Response:
-        rotated = await site.participants.rotate(request.match_info["id"])
+        rotated = await site.participants.rotate(path_param(request, "id"))
         return web.json_response(msgspec.to_builtins(msgspec.convert(rotated, KeysRotated)))
 
     async def rotate_own_keys(request: web.Request) -> web.Response:
@@ -565,13 +566,13 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(msgspec.to_builtins(msgspec.convert(rotated, KeysRotated)))
 
     async def remove_participant(request: web.Request) -> web.Response:
-        removed = await site.participants.remove(request.match_info["id"])
+        removed = await site.participants.remove(path_param(request, "id"))
         return web.json_response(msgspec.to_builtins(msgspec.convert(removed, ParticipantRemoved)))
 
     # the participant's own management tokens ------------------------------------------------------
 
     async def create_token(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), TokenIn)
+        body = decode_body(await body_of(request), TokenIn)
         created = await site.tokens.create(participant(request), body.application)
         return web.json_response(msgspec.to_builtins(created), status=201)
 
@@ -579,13 +580,13 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response([camel(t) for t in await site.tokens.of(participant(request))])
 
     async def revoke_token(request: web.Request) -> web.Response:
-        await site.tokens.revoke(participant(request), request.match_info["id"])
+        await site.tokens.revoke(participant(request), path_param(request, "id"))
         return web.Response(status=204)
 
     # the node's metrics tokens (admin) -------------------------------------------------------------
 
     async def create_metrics_token(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), TokenIn)
+        body = decode_body(await body_of(request), TokenIn)
         created = await site.tokens.create_metrics_token(body.application)
         return web.json_response(msgspec.to_builtins(created), status=201)
 
@@ -593,7 +594,7 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response([camel(t) for t in await site.tokens.metrics_tokens()])
 
     async def revoke_metrics_token(request: web.Request) -> web.Response:
-        await site.tokens.revoke_metrics_token(request.match_info["id"])
+        await site.tokens.revoke_metrics_token(path_param(request, "id"))
         return web.Response(status=204)
 
     async def get_participant(request: web.Request) -> web.Response:
@@ -613,7 +614,7 @@ def routes(site: ManagementSite) -> list[Route]:
         })
 
     async def verify_peer(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), VerifyPeerRequest)
+        body = decode_body(await body_of(request), VerifyPeerRequest)
         subject, dsp_base = await site.federation.verify_peer(participant(request), body.peer)
         return web.json_response({"verified": True, "dspEndpoint": dsp_base, "peer": msgspec.to_builtins(subject)})
 
@@ -629,7 +630,7 @@ def routes(site: ManagementSite) -> list[Route]:
     # catalog entries ------------------------------------------------------------------------------
 
     async def add_asset(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), AssetIn)
+        body = decode_body(await body_of(request), AssetIn)
         record = Asset(id=body.id, title=body.title, description=body.description, content_type=body.content_type,
                        data_class=body.data_class, keywords=list(body.keywords), data_address=body.data_address,
                        created_at=now())
@@ -638,16 +639,16 @@ def routes(site: ManagementSite) -> list[Route]:
 
     async def refresh_asset(request: web.Request) -> web.Response:
         """Fetch an HttpData asset again from its backend; changed bytes become a new version."""
-        asset, changed = await site.publishing.refresh_asset(participant(request), request.match_info["id"])
+        asset, changed = await site.publishing.refresh_asset(participant(request), path_param(request, "id"))
         return web.json_response({**camel(asset), "changed": changed})
 
     async def add_policy(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), PolicyIn)
+        body = decode_body(await body_of(request), PolicyIn)
         record = await site.publishing.add_policy(participant(request), body.id, body.policy, now())
         return web.json_response(camel(record), status=201)
 
     async def add_definition(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), ContractDefinitionIn)
+        body = decode_body(await body_of(request), ContractDefinitionIn)
         record = ContractDefinition(id=body.id, access_policy_id=body.access_policy_id,
                                     contract_policy_id=body.contract_policy_id, assets=list(body.assets),
                                     created_at=now())
@@ -662,13 +663,13 @@ def routes(site: ManagementSite) -> list[Route]:
             return web.json_response([camel(r) for r in rows])
 
         async def get_one(request: web.Request) -> web.Response:
-            found = await site.publishing.entry(participant(request), kind, request.match_info["id"])
+            found = await site.publishing.entry(participant(request), kind, path_param(request, "id"))
             if found is None:
                 raise NotFound(f"no such {noun}")
             return web.json_response(camel(found))
 
         async def delete_one(request: web.Request) -> web.Response:
-            if not await site.publishing.delete(participant(request), kind, request.match_info["id"]):
+            if not await site.publishing.delete(participant(request), kind, path_param(request, "id")):
                 raise NotFound(f"no such {noun}")
             return web.Response(status=204)
 
@@ -684,14 +685,14 @@ def routes(site: ManagementSite) -> list[Route]:
     # a peer's catalog ----------------------------------------------------------------------------
 
     async def query_catalog(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), CatalogQuery)
+        body = decode_body(await body_of(request), CatalogQuery)
         catalog = await site.federation.peer_catalog(participant(request), body.peer)
         return web.json_response(catalog)
 
     # negotiations --------------------------------------------------------------------------------
 
     async def start_negotiation(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), NegotiationStart)
+        body = decode_body(await body_of(request), NegotiationStart)
         p = participant(request)
         peer = body.peer
         if not peer.strip():
@@ -716,12 +717,12 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(body)
 
     async def terminate_negotiation(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), TerminateIn)
-        record = await site.negotiations.terminate(participant(request), request.match_info["id"], body.reason)
+        body = decode_body(await body_of(request), TerminateIn)
+        record = await site.negotiations.terminate(participant(request), path_param(request, "id"), body.reason)
         return web.json_response(camel(record))
 
     async def accept_negotiation(request: web.Request) -> web.Response:
-        record = await site.negotiations.accept(participant(request), request.match_info["id"])
+        record = await site.negotiations.accept(participant(request), path_param(request, "id"))
         return web.json_response(camel(record))
 
     async def list_agreements(request: web.Request) -> web.Response:
@@ -732,7 +733,7 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response([agreement_out(r, ended.get(r.id, {})) for r in rows])
 
     async def agreement_evidence(request: web.Request) -> web.Response:
-        found = await site.negotiations.agreement(participant(request), request.match_info["id"])
+        found = await site.negotiations.agreement(participant(request), path_param(request, "id"))
         return web.json_response(agreements.bundle(found.agreement, found.provider_proof, found.consumer_proof,
                                                    found.did_documents))
 
@@ -757,7 +758,7 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(msgspec.to_builtins(result), status=200 if outcome.permitted else 403)
 
     async def use(request: web.Request) -> web.StreamResponse:
-        body = decode_body(await request.read(), UseIn)
+        body = decode_body(await body_of(request), UseIn)
         p = participant(request)
         if body.dry_run:
             return await check_use(p, body)
@@ -806,11 +807,11 @@ def routes(site: ManagementSite) -> list[Route]:
                 reader.close()
 
     async def usage_summary(request: web.Request) -> web.Response:
-        return web.json_response(await site.usage.summary(participant(request), request.match_info["id"]))
+        return web.json_response(await site.usage.summary(participant(request), path_param(request, "id")))
 
     async def usage_log(request: web.Request) -> web.Response:
         p = participant(request)
-        agreement = await site.negotiations.agreement(p, request.match_info["id"])
+        agreement = await site.negotiations.agreement(p, path_param(request, "id"))
         entries, heads, ack = await site.usage.log_of(p, agreement.id)
         provider_document = agreement.did_documents.get(agreement.provider_did)
         out = UsageLogOut(entries=[msgspec.to_builtins(e) for e in entries], heads=heads,
@@ -818,16 +819,16 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(msgspec.to_builtins(out))
 
     async def revoke_agreement(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), TerminateIn)
-        return web.json_response(await site.receipts.revoke(participant(request), request.match_info["id"],
+        body = decode_body(await body_of(request), TerminateIn)
+        return web.json_response(await site.receipts.revoke(participant(request), path_param(request, "id"),
                                                             body.reason))
 
     async def usage_report(request: web.Request) -> web.Response:
-        return web.json_response(await site.receipts.report(participant(request), request.match_info["id"]))
+        return web.json_response(await site.receipts.report(participant(request), path_param(request, "id")))
 
     async def get_agreement(request: web.Request) -> web.Response:
         p = participant(request)
-        found = await site.negotiations.agreement(p, request.match_info["id"])
+        found = await site.negotiations.agreement(p, path_param(request, "id"))
         return web.json_response(agreement_out(found, (await site.usage.endings(p, found.id)).get(found.id, {})))
 
     # transfers -----------------------------------------------------------------------------------
@@ -836,7 +837,7 @@ def routes(site: ManagementSite) -> list[Route]:
         return camel(record, drop=TRANSFER_HIDDEN)
 
     async def start_transfer(request: web.Request) -> web.Response:
-        body = decode_body(await request.read(), TransferStart)
+        body = decode_body(await body_of(request), TransferStart)
         record = await site.transfers.start(participant(request), body.agreement_id, body.peer, push=body.push)
         return web.json_response(transfer_out(record), status=201)
 
@@ -855,13 +856,13 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(body)
 
     async def transfer_bundle(request: web.Request) -> web.Response:
-        return web.json_response(await site.transfers.bundle(participant(request), request.match_info["id"]))
+        return web.json_response(await site.transfers.bundle(participant(request), path_param(request, "id")))
 
     def transfer_action(step: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            raw = await request.read()
+            raw = await body_of(request)
             body = decode_body(raw, ReasonIn) if raw else ReasonIn()
-            record = await site.transfers.act(participant(request), request.match_info["id"], step, body.reason)
+            record = await site.transfers.act(participant(request), path_param(request, "id"), step, body.reason)
             return web.json_response(transfer_out(record))
 
         return handler
@@ -1030,8 +1031,8 @@ async def _current_or_final(shell: ProcessShell[R], p: ParticipantRuntime, reque
     """The process named in the path: as it is now, or (``?wait=``) once final or the wait is over."""
     seconds = _wait_seconds(request)
     if seconds is not None:
-        return await shell.wait(p.id, request.match_info["id"], seconds)
-    return await shell.load((p.id, request.match_info["id"]))
+        return await shell.wait(p.id, path_param(request, "id"), seconds)
+    return await shell.load((p.id, path_param(request, "id")))
 
 
 def _limit(request: web.Request) -> int:
