@@ -156,6 +156,8 @@ class ParticipantSummary(msgspec.Struct, frozen=True, rename="camel"):
     state: str = "active"
     suspended_at: str | None = None
     suspended_reason: str = ""
+    #: Listing only: bytes the participant holds in the vault (what ``node.vault_quota_bytes`` bounds).
+    vault_bytes: int | None = None
 
 
 class SuspendIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -545,7 +547,10 @@ def routes(site: ManagementSite) -> list[Route]:
         return web.json_response(msgspec.to_builtins(out), status=201)
 
     async def list_participants(_: web.Request) -> web.Response:
-        return web.json_response([msgspec.to_builtins(summary(p)) for p in site.participants.all_hosted()])
+        hosted = list(site.participants.all_hosted())
+        held = await asyncio.to_thread(lambda: [site.vault.usage(p) for p in hosted])
+        return web.json_response([msgspec.to_builtins(msgspec.structs.replace(summary(p), vault_bytes=used))
+                                  for p, used in zip(hosted, held, strict=True)])
 
     async def suspend_participant(request: web.Request) -> web.Response:
         raw = await body_of(request)

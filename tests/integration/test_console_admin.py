@@ -193,3 +193,21 @@ async def test_the_pages_are_in_both_languages(nodes, path):
             "Authorization": f"Bearer {token}", "Accept-Language": "zh-CN"}) as r:
         page = await r.text()
     assert r.status == 200 and ("托管的参与方" in page if path == "/console/admin" else "管理令牌" in page)
+
+
+async def test_the_admin_sees_how_much_of_its_vault_quota_each_participant_uses(nodes):
+    host = await nodes.start("acme", vault_quota_bytes=1_000_000)
+    sme = await nodes.host(host, "sme-one")
+    held = host.node.vault.participant_dir("sme-one")
+    held.mkdir(parents=True, exist_ok=True)
+    (held / "received.bin").write_bytes(b"x" * 250_000)
+    listed = {p["name"]: p for p in await nodes.client(host, host.admin_token).participants()}
+    assert listed["sme-one"]["vaultBytes"] == 250_000 and listed["acme"]["vaultBytes"] == 0
+    status, page, _ = await console(host, host.admin_token, "GET", "/console/admin")
+    assert status == 200
+    row = page[page.index('data-participant="sme-one"'):]
+    assert 'data-vault="250000"' in row[:row.index("</tr>")]
+    assert '<meter min="0" max="1000000" value="250000"' in page
+    # A participant learns nothing of the others' use: the listing is the admin's.
+    status, _, _ = await console(host, sme.token, "GET", "/console/admin")
+    assert status == 403

@@ -39,12 +39,12 @@ i18n.add({
     "admin.quota.rate_value": ("{rate} per second (bursts of {burst})", "每秒 {rate} 次（突发上限 {burst} 次）"),
     "admin.quota.request": ("Largest request or upload", "最大请求或上传"),
     "admin.quota.help": ("Set in the node's tds.toml ([node] vault_quota_bytes, management_rate_per_s, "
-                         "management_burst, max_request_bytes). How much of the vault each participant uses is "
-                         "not reported through the management API: a pull that would pass the quota is refused "
-                         "with 413.",
+                         "management_burst, max_request_bytes). A pull that would pass a participant's vault "
+                         "quota is refused with 413.",
                          "在节点的 tds.toml 中设置（[node] vault_quota_bytes、management_rate_per_s、"
-                         "management_burst、max_request_bytes）。各参与方已用的保险库空间不通过管理 API 报告："
-                         "超出配额的拉取会以 413 被拒绝。"),
+                         "management_burst、max_request_bytes）。超出参与方保险库配额的拉取会以 413 被拒绝。"),
+    "admin.col.vault": ("Vault used", "保险库已用"),
+    "admin.vault_used": ("{used} of {quota}", "{used} / {quota}"),
     "admin.counts": ("{active} active, {suspended} suspended", "{active} 个正常，{suspended} 个已暂停"),
     "admin.col.name": ("Name", "名称"),
     "admin.col.legal_name": ("Legal name", "法定名称"),
@@ -151,6 +151,11 @@ def routes(console: Console) -> list[web.RouteDef]:
         metrics_tokens = await ctx.api.get("/metrics/tokens")
         first = console.participants.first()
         suspended = sum(1 for p in participants if p.get("state") == "suspended")
+        quota = console.participants.config.node.vault_quota_bytes
+        for p in participants:
+            used = p.get("vaultBytes") or 0
+            p["vault"] = {"used": used, "quota": quota, "text": ctx.t("admin.vault_used", used=human_bytes(used),
+                                                                       quota=human_bytes(quota))}
         return ctx.render("admin.html", participants=participants, own=first.name if first else "",
                           quotas=quotas(), active=len(participants) - suspended, suspended=suspended,
                           metrics_tokens=metrics_tokens, max_reason=MAX_REASON)
