@@ -140,6 +140,25 @@ async def test_an_upload_over_the_size_limit_is_a_413_page(nodes):
     assert status == 200 and "at most 64.0 KiB" in page
 
 
+async def test_uploads_together_are_bounded_by_the_vault_quota(nodes):
+    """A hosted participant cannot fill the host's disk with uploads: together they count against its quota."""
+    provider = await nodes.start("acme", vault_quota_bytes=150_000)
+    status, _, _ = await console(provider, provider.token, "POST", "/console/publishing/assets",
+                                 upload({"id": "one"}, os.urandom(100_000)))
+    assert status == 303
+    status, page, _ = await console(provider, provider.token, "POST", "/console/publishing/assets",
+                                    upload({"id": "two"}, os.urandom(100_000)))
+    assert status == 413 and "Uploads together may hold at most" in page
+    assert [a["id"] for a in await provider.client.entries("assets")] == ["one"]
+    assert len(uploaded_files(provider)) == 1
+    # Deleting the asset deletes its uploaded file, and frees the room it took.
+    status, _, _ = await console(provider, provider.token, "POST", "/console/publishing/assets/one/delete", {})
+    assert status == 303 and uploaded_files(provider) == []
+    status, _, _ = await console(provider, provider.token, "POST", "/console/publishing/assets",
+                                 upload({"id": "two"}, os.urandom(100_000)))
+    assert status == 303
+
+
 async def test_a_path_must_lie_in_the_participants_data_roots(nodes):
     provider = await nodes.start("acme")
     for path in ("/etc/passwd", "../tds.toml", "../../acme/tds.toml"):
@@ -204,3 +223,23 @@ async def test_deleting_what_an_offer_names_is_refused_naming_the_offer(nodes):
 ])
 def test_upload_names_are_plain_names(raw, expected):
     assert publishing.upload_name(raw) == expected
+
+
+def test_an_uploaded_file_another_asset_still_names_is_kept(tmp_path):
+    own = tmp_path / "files" / "acme"
+    folder = own / publishing.UPLOADS / "ab12"
+    folder.mkdir(parents=True)
+    (folder / "data.csv").write_text("x")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("y")
+
+    def asset(path) -> dict:
+        return {"dataAddress": {"type": "File", "path": str(path)}}
+
+    publishing.remove_upload(own, asset(folder / "data.csv"), [asset(folder / "data.csv")])
+    assert (folder / "data.csv").exists()          # another asset names it
+    publishing.remove_upload(own, asset(outside), [])
+    assert outside.exists()                         # not an upload: never touched
+    publishing.remove_upload(own, {"dataAddress": {"type": "HttpData"}}, [])
+    publishing.remove_upload(own, asset(folder / "data.csv"), [asset(outside)])
+    assert not folder.exists()

@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from connector import filemodes
-from connector.errors import BadRequest, Conflict, TdsError
+from connector.errors import BadRequest, Conflict, PayloadTooLarge, TdsError
 from connector.http.console import i18n
 from connector.http.console.api import segment
 from connector.http.console.transfers import human_bytes
@@ -113,6 +113,9 @@ i18n.add({
     "publishing.asset.id_missing": ("Give the asset an id.", "请填写资产编号。"),
     "publishing.asset.no_data": ("Upload a file or give the path of one.", "请上传文件或填写文件路径。"),
     "publishing.asset.both": ("Upload a file or give a path, not both.", "上传文件和填写路径只能选一种。"),
+    "publishing.asset.over_quota": ("Uploads together may hold at most {quota} (node.vault_quota_bytes): delete "
+                                    "assets this participant no longer offers first.",
+                                    "上传文件合计最多 {quota}（node.vault_quota_bytes）：请先删除不再提供的资产。"),
     "publishing.asset.bad_name": ("The file name must be a plain name, without folders or '..': {name}",
                                   "文件名必须是单纯的名称，不能包含文件夹或“..”：{name}"),
     "publishing.asset.bad_class": ("Choose one of the data classes.", "请选择一个数据分级。"),
@@ -174,6 +177,28 @@ def _all(form: Mapping[str, Any], name: str) -> list[str]:
 def split_list(text: str) -> list[str]:
     """The values of a list field: separated by commas (either width), semicolons or lines."""
     return [part.strip() for part in _LIST_SPLIT.split(text) if part.strip()]
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files below *folder* (0 when there is none)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _file_of(asset: Mapping[str, Any]) -> Path | None:
+    address = asset.get("dataAddress")
+    path = address.get("path") if isinstance(address, dict) else None
+    return Path(path).resolve() if isinstance(path, str) else None
+
+
+def remove_upload(own: Path, asset: Mapping[str, Any], others: list[Mapping[str, Any]]) -> None:
+    """Delete the folder of *asset*'s file if the console uploaded it (``own/uploads/<random>/<name>``) and
+    none of *others* (the assets left) names a file in it."""
+    path = _file_of(asset)
+    if path is None or path.parent.parent != (own / UPLOADS).resolve():
+        return
+    if any((found := _file_of(other)) is not None and found.is_relative_to(path.parent) for other in others):
+        return
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def upload_name(raw: str) -> str | None:
@@ -309,9 +334,15 @@ def routes(console: Console) -> list[web.RouteDef]:
                 log.warning("console upload refused: its file name names a folder")
                 raise BadRequest(ctx.t("publishing.asset.bad_name", name=upload.filename[:200]), path="file")
             me = await ctx.api.get("/participant")  # a suspended participant: refused here, nothing written
-            saved, size = await save_upload(upload, own_root(str(me["name"])), name)
+            own = own_root(str(me["name"]))
+            before = await asyncio.to_thread(folder_bytes, own / UPLOADS)
+            saved, size = await save_upload(upload, own, name)
         finally:
             upload.file.close()
+        quota = console.participants.config.node.vault_quota_bytes
+        if before + size > quota:  # fair use: uploads together count against the participant's vault quota
+            await asyncio.to_thread(shutil.rmtree, saved.parent, True)
+            raise PayloadTooLarge(ctx.t("publishing.asset.over_quota", quota=human_bytes(quota)))
         try:
             await ctx.api.post("/assets", {**body, "dataAddress": {"type": "File", "path": str(saved)}})
         except BaseException:
@@ -381,6 +412,7 @@ def routes(console: Console) -> list[web.RouteDef]:
         kind, entry_id = ctx.request.match_info["kind"], ctx.request.match_info["id"]
         if kind not in KINDS:
             raise BadRequest(ctx.t("publishing.no_kind"))
+        asset = await ctx.api.get(f"/assets/{segment(entry_id)}") if kind == "assets" else None
         try:
             await ctx.api.delete(f"/{KINDS[kind]}/{segment(entry_id)}")
         except Conflict as exc:
@@ -390,6 +422,10 @@ def routes(console: Console) -> list[web.RouteDef]:
             return ctx.render("publishing_refused.html", status=409, message=exc.message,
                               references={str(k): [str(i) for i in v] for k, v in references.items()
                                           if isinstance(v, list)})
+        if asset is not None:  # an uploaded file goes with its asset (no agreement needs it any more) ...
+            me = await ctx.api.get("/participant")
+            others = await ctx.api.get("/assets")  # ... unless another asset names the same file
+            await asyncio.to_thread(remove_upload, own_root(str(me["name"])), asset, others)
         return ctx.redirect(f"{BASE}/publishing", ok=ctx.t("publishing.deleted", id=entry_id))
 
     return [
