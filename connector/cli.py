@@ -1835,11 +1835,13 @@ def drill(data_dir: Path | None, node_url: str | None, token: str | None, report
     if only and set(only) - {a.name for a in CATALOGUE}:
         _fail(f"no such attack: {', '.join(sorted(set(only) - {a.name for a in CATALOGUE}))} "
               f"(known: {', '.join(a.name for a in CATALOGUE)})")
+    context = click.get_current_context(silent=True)
+    ca: str | None = context.meta.get(_CA) if context is not None else None
     try:
         if data_dir is not None:
-            target = Target.from_dir(data_dir, node_url=node_url, token=token)
+            target = Target.from_dir(data_dir, node_url=node_url, token=token, ca=ca)
         elif node_url and token:
-            target = Target(node_url.rstrip("/"), token)
+            target = Target(node_url.rstrip("/"), token, ca=ca, explicit_url=True)
         else:
             _fail("give --dir DIR (the node's data folder) or both --node URL and --token ADMIN_TOKEN")
             return

@@ -110,11 +110,16 @@ class ManagementClient:
                                  "started? restart it; or give the CA that issued it: tds … --ca FILE)")
         return client
 
-    def with_token(self, token: str) -> ManagementClient:
+    def with_token(self, token: str, *, timeout_s: float | None = None) -> ManagementClient:
         """A client on the same listener, its certificate checked the same way, acting with *token*."""
-        other = ManagementClient(self.base_url, token, timeout_s=self._timeout.total or 30.0)
+        other = ManagementClient(self.base_url, token, timeout_s=timeout_s or self._timeout.total or 30.0)
         other._ssl, other._untrusted = self._ssl, self._untrusted
         return other
+
+    @property
+    def ssl(self) -> ssl.SSLContext | bool:
+        """How this client checks the listener's certificate (for a raw request to the same listener)."""
+        return self._ssl
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:

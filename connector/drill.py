@@ -47,6 +47,7 @@ from yarl import URL
 
 from connector.client import ClientError, ManagementClient
 from connector.config import Config, DspSection
+from connector.errors import ConfigError
 from connector.identity import did as dids
 from connector.net import signing
 from connector.protocol import contracts
@@ -119,6 +120,11 @@ class Target:
     public_url: str = ""
     data_dir: Path | None = None
     config: Config | None = None
+    #: PEM CAs that issued the management listener's certificate (``--ca``); without, the system store, or with
+    #: the folder alone the certificate its config names.
+    ca: str | None = None
+    #: The management URL was given (``--node``), not read from the folder.
+    explicit_url: bool = False
 
     @property
     def trusted_networks(self) -> list[str]:
@@ -129,21 +135,23 @@ class Target:
         return self.config.dsp if self.config is not None else DspSection()
 
     @classmethod
-    def from_dir(cls, data_dir: Path, *, node_url: str | None = None, token: str | None = None) -> Target:
+    def from_dir(cls, data_dir: Path, *, node_url: str | None = None, token: str | None = None,
+                 ca: str | None = None) -> Target:
         from connector.bootstrap import read_token
-        from connector.config import load_config
+        from connector.config import load_config, management_url_of
 
         data_dir = data_dir.resolve()  # the node resolves the paths the drill registers from its own folder
         config = load_config(data_dir)
-        host = config.node.management_host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-        management = node_url or f"http://{_bracket(host)}:{config.node.management_port}"
+        management = node_url or management_url_of(config, to_connect=True)
         return cls(management.rstrip("/"), token or read_token(data_dir, admin=True), config.public_url, data_dir,
-                   config)
+                   config, ca=ca, explicit_url=node_url is not None)
 
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    def admin_client(self) -> ManagementClient:
+        """A client of the management listener with the admin token, its certificate checked as the CLI's are."""
+        if self.data_dir is not None and not self.explicit_url:
+            return ManagementClient.for_data_dir(self.data_dir, admin=True, ca=self.ca).with_token(
+                self.admin_token, timeout_s=90)
+        return ManagementClient(self.management_url, self.admin_token, timeout_s=90, ca=self.ca)
 
 
 def check_target(url: str, trusted_networks: list[str]) -> None:
@@ -304,8 +312,10 @@ class DrillContext:
     async def request(self, method: str, url: str | URL, *, body: bytes | None = None,
                       headers: dict[str, str] | None = None) -> Answer:
         target = url if isinstance(url, URL) else URL(url, encoded=True)
-        async with self.session.request(method, target, data=body, headers=headers or {},
-                                        allow_redirects=False) as resp:
+        # The management listener's certificate is checked as the admin client checks it.
+        tls = self.admin.ssl if str(target).startswith(self.target.management_url) else None
+        async with self.session.request(method, target, data=body, headers=headers or {}, allow_redirects=False,
+                                        **({"ssl": tls} if tls is not None else {})) as resp:
             return Answer(resp.status, dict(resp.headers), await resp.read())
 
     async def management(self, token: str, method: str, path: str, body: Any = None) -> Answer:
@@ -930,7 +940,7 @@ async def _host(ctx: DrillContext, name: str, legal_name: str, region: str) -> P
                     "files and vault)", remove)
     added = await ctx.admin.add_participant(name, legal_name=legal_name, region=region,
                                             industry="security drill")
-    client = ManagementClient(ctx.target.management_url, added["token"], timeout_s=90)
+    client = ctx.admin.with_token(added["token"], timeout_s=90)
     ctx.clients.append(client)
     return Party(name, added["token"], added["did"], added["dspEndpoint"], client)
 
@@ -950,7 +960,10 @@ async def run_drill(options: DrillOptions) -> DrillResult:
     for url in (target.management_url, target.public_url):
         if url:  # a public URL learnt from the node itself is checked once it is known, below
             await asyncio.to_thread(check_target, url, target.trusted_networks)
-    admin = ManagementClient(target.management_url, target.admin_token, timeout_s=90)
+    try:
+        admin = target.admin_client()
+    except ConfigError as exc:
+        raise DrillRefused(exc.message) from exc
     try:
         originals = await admin.participants()
         if not target.public_url:
@@ -966,7 +979,10 @@ async def run_drill(options: DrillOptions) -> DrillResult:
         raise
     from connector.http.tls import client_context
 
-    ssl_context = client_context(target.config.node.tls_ca) if target.config is not None else None
+    # The public listener's certificate: as the node checks its peers' (node.tls_ca); without the folder, against
+    # --ca as well (a data space's own CA issues both listeners' certificates).
+    ssl_context = (client_context(target.config.node.tls_ca) if target.config is not None
+                   else client_context(target.ca))
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90),
                                     connector=aiohttp.TCPConnector(limit=60, ssl=ssl_context or True))
     ctx = DrillContext(target, admin, session, options.cleanup, allow_tamper=options.allow_tamper)

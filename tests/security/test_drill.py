@@ -36,7 +36,7 @@ def attack_lines(output: str) -> list[tuple[str, str]]:
 
 async def drill_leftovers(node) -> dict[str, list[str]]:
     """Anything named drill-… still on the node: participants, folders, database rows."""
-    admin = node.client.__class__(node.node.management_url, node.admin_token)
+    admin = node.client.with_token(node.admin_token)  # the node's listener, its certificate checked as its client's
     try:
         participants = [p["name"] for p in await admin.participants() if p["name"].startswith("drill-")]
     finally:
@@ -130,3 +130,23 @@ def test_the_drill_refuses_a_node_outside_loopback_and_trusted_networks(tmp_path
     assert result.exit_code == 2
     assert "192.0.2.10" in result.output and "neither loopback nor in the node's trusted_networks" in result.output
     assert not (tmp_path / "r.json").exists()
+
+
+async def test_the_drill_reaches_a_management_listener_that_serves_https(nodes, tmp_path):
+    """With --dir alone it checks the certificate the folder's config names; with --node, the CA given (for both
+    listeners: it has no folder to read the public one's from)."""
+    import trustme
+
+    from connector.testing import write_tls
+
+    tls = write_tls(trustme.CA(), tmp_path / "tls", "127.0.0.1")
+    node = await nodes.start("acme", dev_mode=False, trusted_networks=("127.0.0.0/8",), https=True,
+                             management_tls="node", management_ca=tls["tls_ca"], **tls)
+    assert node.node.management_url.startswith("https://")
+    result = await drill("--dir", str(node.data_dir), "--report", str(tmp_path / "r.json"), "--attack", "bad-input")
+    assert result.exit_code == 0, result.output
+    assert attack_lines(result.output) == [("refused", "bad-input")]
+    result = await drill("--node", node.node.management_url, "--token", node.admin_token, "--ca", tls["tls_ca"],
+                         "--report", str(tmp_path / "r2.json"), "--attack", "bad-input")
+    assert attack_lines(result.output) == [("refused", "bad-input")], result.output
+    assert await drill_leftovers(node) == {"participants": [], "folders": [], "rows": []}
