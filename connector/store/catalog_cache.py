@@ -132,6 +132,11 @@ def _drop(db: sqlite_utils.Database, participant_id: str, where: str, params: li
                           [participant_id, *params]).rowcount)
 
 
+def _hosted(db: sqlite_utils.Database, participant_id: str) -> bool:
+    """Whether *participant_id* is still hosted: one removed while its crawl ran leaves nothing to record."""
+    return db.execute("SELECT 1 FROM participants WHERE id = ?", [participant_id]).fetchone() is not None
+
+
 def replace_rows(db: sqlite_utils.Database, participant_id: str, provider: Provider, entries: list[OfferEntry],
                  fetched_at: float) -> None:
     """Replace *provider*'s rows of *participant_id* by *entries* (run inside one transaction)."""
@@ -241,6 +246,8 @@ class CatalogCache:
         """*provider*'s offers as *participant_id* saw them now: its old rows go, in the same transaction."""
 
         def write(db: sqlite_utils.Database) -> None:
+            if not _hosted(db, participant_id):
+                return
             replace_rows(db, participant_id, provider, entries, fetched_at)
             db.execute("INSERT OR REPLACE INTO catalog_crawls (participant_id, provider_did, dsp_endpoint, "
                        "crawled_at, fetched_at, offers, skipped, failures, error) VALUES (?, ?, ?, ?, ?, ?, ?, 0, '')",
@@ -253,6 +260,8 @@ class CatalogCache:
         """A crawl of *provider* failed: counted, with why; the offers seen before stay (their age tells)."""
 
         def write(db: sqlite_utils.Database) -> None:
+            if not _hosted(db, participant_id):
+                return
             db.execute(
                 "INSERT INTO catalog_crawls (participant_id, provider_did, dsp_endpoint, crawled_at, failures, error) "
                 "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (participant_id, provider_did) DO UPDATE SET "

@@ -150,3 +150,11 @@ async def test_search_answers_as_a_full_scan_does(cache, query):
     indexed, scanned = await cache.store.read(both)
     assert indexed.total == scanned.total
     assert sorted(o.offer_id for o in indexed.offers) == sorted(o.offer_id for o in scanned.offers)
+
+
+async def test_a_crawl_of_a_participant_removed_meanwhile_records_nothing(cache):
+    """The crawler may finish a participant's crawl after the participant was removed: nothing to record, and
+    no error that would stop the crawler (or the node stopping it)."""
+    await cache.replace("gone", PARTS, [entry(PARTS, "x", "X")], fetched_at=1.0)
+    await cache.failed("gone", PARTS, "refused with 401", at=2.0)
+    assert await cache.crawls("gone") == []
