@@ -54,8 +54,13 @@ image: $(BIN)/python
 test-docker: $(VENV)/.installed
 	COMPOSE_PROJECT_NAME=tds deploy/test-docker.sh
 
-bench: $(VENV)/.installed
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+$(VENV)/.installed-bench: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(VENV)/.installed $@
+
+# Every benchmark (each within its 2 minutes), then benchmarks/REPORT.md and the chart benchmarks/report.png.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -796,12 +796,20 @@ def asset() -> None:
 @click.option("--file", "file_path", type=click.Path(path_type=Path),
               help="Where the bytes are (a local file under the node's data roots).")
 @click.option("--url", help="Or: the provider's own HTTP backend to fetch the bytes from (snapshotted now).")
+@click.option("--sandbox", is_flag=True,
+              help="Offer the --file CSV for computation only: it is imported into the data sandbox's read-only "
+                   "table, consumers send aggregate queries (tds query), and its data is never transferred.")
+@click.option("--bounds", "bounds", multiple=True, metavar="COLUMN=LOW:HIGH",
+              help="With --sandbox: the bounds of a numeric column (repeatable), e.g. defect_rate=0:1; values are "
+                   "clipped to them, and sums and averages under a privacy budget need them.")
+@click.option("--columns", help="With --sandbox: the columns a query may reference, comma-separated (default: all).")
 @json_option
 @node_options
 def asset_add(asset_id: str, title: str, description: str, content_type: str, data_class: str,
-              keywords: tuple[str, ...], file_path: Path | None, url: str | None, as_json: bool,
-              data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """Register an asset."""
+              keywords: tuple[str, ...], file_path: Path | None, url: str | None, sandbox: bool,
+              bounds: tuple[str, ...], columns: str | None, as_json: bool, data_dir: Path | None,
+              node_url: str | None, token: str | None) -> None:
+    """Register an asset (with --sandbox: a CSV offered for computation only)."""
     body: dict[str, Any] = {"id": asset_id, "title": title, "description": description, "contentType": content_type,
                             "dataClass": data_class, "keywords": list(keywords)}
     if file_path is not None and url is not None:
@@ -810,8 +818,37 @@ def asset_add(asset_id: str, title: str, description: str, content_type: str, da
         body["dataAddress"] = {"type": "File", "path": str(file_path.resolve())}
     if url is not None:
         body["dataAddress"] = {"type": "HttpData", "url": url}
+    if sandbox:
+        if file_path is None:
+            _fail("--sandbox takes the CSV as --file")
+        body.update(sandbox=True, sandboxBounds=_bounds(bounds))
+        if columns is not None:
+            body["sandboxColumns"] = [c.strip() for c in columns.split(",") if c.strip()]
+    elif bounds or columns is not None:
+        _fail("--bounds and --columns describe a sandbox asset: add --sandbox")
     added = _call(data_dir, node_url, token, lambda c: c.add_asset(body))
+    if sandbox and not as_json:
+        schema = (added.get("sandbox") or {}).get("schema") or {}
+        shown = ", ".join(f"{c['name']} ({c['type']})" for c in schema.get("columns", []))
+        click.echo(f"asset {asset_id} added for computation only: about {schema.get('rows_rounded')} rows; "
+                   f"columns {shown}")
+        return
     _done(added, f"asset {asset_id} added", as_json)
+
+
+def _bounds(items: tuple[str, ...]) -> dict[str, list[float]]:
+    """``--bounds COLUMN=LOW:HIGH`` options as the API's ``sandboxBounds``."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        name, _, span = item.partition("=")
+        low, _, high = span.partition(":")
+        try:
+            out[name.strip()] = [float(low), float(high)]
+        except ValueError:
+            _fail(f"--bounds {item!r}: give COLUMN=LOW:HIGH with two numbers, e.g. defect_rate=0:1")
+        if not name.strip():
+            _fail(f"--bounds {item!r}: name the column (COLUMN=LOW:HIGH)")
+    return out
 
 
 @main.group()
@@ -839,15 +876,58 @@ def policy() -> None:
 @click.option("--consumer", "consumers", multiple=True, help="Only this participant DID (repeatable).")
 @click.option("--log-uses", is_flag=True, help="Duty: log each use.")
 @click.option("--inform", is_flag=True, help="Duty: inform the provider of each use.")
+@click.option("--sandbox", is_flag=True,
+              help="Computation only (the data sandbox): the consumer sends aggregate queries (tds query) and gets "
+                   "results for groups of at least --min-group-size records, never the data. Free-form queries "
+                   "need a privacy budget (--epsilon-per-query and --epsilon-total); without one, only the "
+                   "--query-template queries run.")
+@click.option("--query-columns", metavar="A,B", help="With --sandbox: the columns a query may reference, "
+                                                     "comma-separated (default: all the asset offers).")
+@click.option("--aggregates", metavar="F,G", help="With --sandbox: the aggregates a query may use, comma-separated, "
+                                                  "of count, sum, avg, min, max, stddev (default: all).")
+@click.option("--min-group-size", type=int, metavar="K",
+              help="With --sandbox: results only for groups of at least K records (default 10).")
+@click.option("--epsilon-per-query", type=float, metavar="E",
+              help="With --sandbox: the differential-privacy budget each query spends (noise added to results).")
+@click.option("--epsilon-total", type=float, metavar="E",
+              help="With --sandbox: the differential-privacy budget of the whole agreement.")
+@click.option("--max-queries", type=int, metavar="N", help="With --sandbox: at most N queries.")
+@click.option("--query-template", "query_templates", multiple=True, type=click.Path(exists=True, path_type=Path),
+              metavar="FILE.json", help='With --sandbox: a query the consumer may run by its id (repeatable): '
+                                        '{"id", "sql" with :named parameters, "parameters": {name: "integer" | '
+                                        '"real" | "text"}}.')
 @json_option
 @node_options
 def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...], max_uses: int | None,
                for_duration: str | None, regions: tuple[str, ...], verified_regions: tuple[str, ...],
                spaces: tuple[str, ...], no_export_outside: str | None,
-               consumers: tuple[str, ...], log_uses: bool, inform: bool, as_json: bool, data_dir: Path | None,
-               node_url: str | None, token: str | None) -> None:
-    """Add a policy. Without --file and without template options: allow use."""
-    if file_path is not None:
+               consumers: tuple[str, ...], log_uses: bool, inform: bool, sandbox: bool, query_columns: str | None,
+               aggregates: str | None, min_group_size: int | None, epsilon_per_query: float | None,
+               epsilon_total: float | None, max_queries: int | None, query_templates: tuple[Path, ...],
+               as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Add a policy. Without --file and without template options: allow use. With --sandbox: computation only."""
+    sandbox_options = {"--query-columns": query_columns, "--aggregates": aggregates,
+                       "--min-group-size": min_group_size, "--epsilon-per-query": epsilon_per_query,
+                       "--epsilon-total": epsilon_total, "--max-queries": max_queries,
+                       "--query-template": query_templates or None}
+    use_options = {"--purpose": purposes, "--max-uses": max_uses, "--for-duration": for_duration,
+                   "--region": regions, "--verified-region": verified_regions, "--member-of": spaces,
+                   "--no-export-outside": no_export_outside, "--consumer": consumers, "--log-uses": log_uses,
+                   "--inform": inform}
+    if sandbox:
+        given = [name for name, value in use_options.items() if value]
+        if file_path is not None:
+            _fail("give --file or --sandbox (with its options), not both")
+        if given:
+            _fail(f"--sandbox makes a computation-only policy: leave out {', '.join(given)}"
+                  + (" (for queries: --max-queries)" if max_uses is not None else ""))
+        body = _sandbox_policy(query_columns, aggregates, min_group_size, epsilon_per_query, epsilon_total,
+                               max_queries, query_templates)
+    elif any(value is not None for value in sandbox_options.values()):
+        named = ", ".join(name for name, value in sandbox_options.items() if value is not None)
+        _fail(f"{named} describe a computation-only policy: add --sandbox")
+        return
+    elif file_path is not None:
         try:
             body = jsonbound.loads(file_path.read_text())
         except ValueError as exc:
@@ -864,6 +944,66 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
             return
     added = _call(data_dir, node_url, token, lambda c: c.add_policy(policy_id, body))
     _done(added, f"policy {policy_id} added", as_json)
+
+
+#: The builder's words for the values, as ``tds policy add --sandbox`` names them.
+_SANDBOX_WORDS = (("epsilon_per_query", "--epsilon-per-query"), ("epsilon_total", "--epsilon-total"),
+                  ("min_group_size", "--min-group-size"), ("max_queries", "--max-queries"),
+                  ("give templates", "give --query-template FILE.json"), ("columns must", "--query-columns must"),
+                  ("aggregates must", "--aggregates must"),
+                  ("epsilon must be", "--epsilon-per-query and --epsilon-total must each be"))
+
+
+def _sandbox_policy(columns: str | None, aggregates: str | None, min_group_size: int | None,
+                    epsilon_per_query: float | None, epsilon_total: float | None, max_queries: int | None,
+                    template_files: tuple[Path, ...]) -> dict[str, Any]:
+    """The policy ``tds policy add --sandbox`` builds (``usage_policies.templates.sandbox``), or one readable line
+    naming what is wrong, in the options' words."""
+    from usage_policies.templates import sandbox_from_options
+
+    templates: list[tuple[Path, Any]] = []
+    for path in template_files:
+        try:
+            template = jsonbound.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            _fail(f"--query-template {path}: not a JSON file ({exc})")
+        if not isinstance(template, dict):
+            _fail(f'--query-template {path}: a query template is a JSON object {{"id", "sql", "parameters"}}')
+        templates.append((path, template))
+    ids = [template.get("id") for _, template in templates]
+    repeated = next((ident for n, ident in enumerate(ids) if ident in ids[:n]), None)
+    if repeated is not None:
+        _fail(f"--query-template: two templates have the id {repeated!r}; each needs an id of its own")
+    if columns is not None and not _names(columns):
+        _fail("--query-columns names no column: give the columns a query may reference, e.g. region,defect_rate")
+
+    def build(chosen: list[dict[str, Any]]) -> dict[str, Any]:
+        return sandbox_from_options(
+            columns=_names(columns), aggregates=_names(aggregates),
+            min_group_size=10 if min_group_size is None else min_group_size, epsilon_per_query=epsilon_per_query,
+            epsilon_total=epsilon_total, templates=chosen, max_queries=max_queries)
+
+    try:
+        return build([template for _, template in templates])
+    except ValueError as exc:
+        message = str(exc)
+    if message.startswith("a query template"):  # which file: the one that fails on its own
+        for path, template in templates:
+            try:
+                build([template])
+            except ValueError as alone:
+                if str(alone).startswith("a query template"):
+                    message = f"--query-template {path}: {alone}"
+                    break
+    for word, option in _SANDBOX_WORDS:
+        message = message.replace(word, option)
+    _fail(message)
+    raise AssertionError  # unreachable
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None: not given)."""
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
 @main.group()
@@ -1403,6 +1543,83 @@ def _print_check(result: dict[str, Any]) -> None:
         click.echo(f"  {allowance['secondsLeft'] // 86400} days left (until {allowance['useUntil']})")
     if result.get("decision") == "permit" and result.get("dataHeld") is False:
         click.echo("  no data held here: a use with -o would be refused until the data is transferred")
+
+
+@main.command("query")
+@click.argument("agreement_id", metavar="AGREEMENT")
+@click.argument("sql", required=False, default="")
+@click.option("--template", "template_id", help="Run one of the agreement's query templates instead of SQL.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A template's parameter (repeatable); the provider reads it as the type the template declares.")
+@json_option
+@node_options
+def query_command(agreement_id: str, sql: str, template_id: str | None, params: tuple[str, ...], as_json: bool,
+                  data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Ask the provider of AGREEMENT an aggregate query of its data sandbox: the query runs next to the data,
+    which never leaves the provider, and only aggregates come back, signed by the provider (checked here).
+
+    \b
+      tds query AGREEMENT "SELECT region, avg(defect_rate) FROM data GROUP BY region"
+      tds query AGREEMENT --template by-plant --param plant=7
+
+    Prints the result as a table, how many groups were suppressed (fewer records than the agreement's minimum
+    group size) and the privacy budget the query spent. Exits 0 with a result, 1 when the provider refuses the
+    query (the rule is named: the agreement's terms, its policy, the privacy budget, a revocation) or its result
+    does not verify, 2 on a usage error (a wrong option, no such agreement), 3 if the node cannot be reached."""
+    from connector.client import ClientError
+
+    parameters: dict[str, str] = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            _fail(f"--param {item!r}: give NAME=VALUE")
+        parameters[name.strip()] = value
+    if not sql.strip() and template_id is None:
+        _fail("give the SQL, or --template ID")
+    if sql.strip() and template_id is not None:
+        _fail("give the SQL or --template ID, not both")
+
+    async def go(client: Any) -> dict[str, Any]:
+        try:
+            return await client.query(agreement_id, sql, template_id=template_id,  # type: ignore[no-any-return]
+                                      parameters=parameters or None)
+        except ClientError as exc:
+            rule = exc.body.get("rule") if isinstance(exc.body, dict) else None
+            if rule is None:
+                raise
+            return {"refused": exc.message, "rule": rule}
+
+    answer = _call(data_dir, node_url, token, go)
+    if "refused" in answer:
+        named = f" (rule {answer['rule']})" if answer.get("rule") else ""
+        _fail(f"{answer['refused']}{named}", EXIT_REFUSED)
+    if as_json:
+        _print_json(answer)
+        return
+    result = answer["result"]
+    _print_rows(result["columns"], result["rows"])
+    suppressed = result.get("suppressedGroups") or 0
+    budget = answer.get("budget") or {}
+    spent = f"epsilon spent {result.get('epsilonSpent'):g}" if result.get("noise") else "no noise (a query template)"
+    if budget.get("epsilonTotal") is not None and budget.get("epsilonUsed") is not None:
+        spent += f" ({budget['epsilonUsed']:g} of {budget['epsilonTotal']:g} used)"
+    click.echo(f"{len(result['rows'])} group(s); {suppressed} suppressed (too few records); {spent}")
+    click.echo(f"signed by {answer['document']['provider']}: verified; query {answer['queryId']}")
+
+
+def _print_rows(columns: list[str], rows: list[list[Any]]) -> None:
+    """A result as a plain table (numbers with six significant digits)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return "" if value is None else str(value)
+
+    shown = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in shown)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in shown:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 @main.group()

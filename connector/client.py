@@ -395,6 +395,21 @@ class ManagementClient:
     async def agreement(self, agreement_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/agreements/{agreement_id}")  # type: ignore[no-any-return]
 
+    # the data sandbox
+
+    async def query(self, agreement_id: str, query: str = "", *, template_id: str | None = None,
+                    parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Ask the provider of *agreement_id* an aggregate query of its data sandbox (free-form SQL, or one of the
+        agreement's templates with its parameters): ``{"queryId", "result", "document", "budget"}``, the result as
+        the provider signed it, its signature verified by this node. A refusal is a :class:`ClientError` whose
+        ``body`` names the ``rule``."""
+        body: dict[str, Any] = {"agreementId": agreement_id, "query": query}
+        if template_id is not None:
+            body["templateId"] = template_id
+        if parameters:
+            body["parameters"] = parameters
+        return await self._call("POST", "/queries", body)  # type: ignore[no-any-return]
+
     # transfers
 
     async def start_transfer(self, agreement_id: str, peer: str | None = None, *, push: bool = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from importlib import metadata
@@ -37,6 +38,7 @@ _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+@functools.cache  # reading the package metadata takes milliseconds; the version does not change while running
 def software_version() -> str:
     """The installed package's version (``unknown`` when run from a tree that was never installed)."""
     try:

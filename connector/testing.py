@@ -614,8 +614,9 @@ class Reply:
 
 
 class StreamedBody:
-    """A body read as a stream, as the services read ``aiohttp.StreamReader`` (``readany``, ``read``,
-    ``iter_chunked``), over pieces given up front; an exception among them is raised when it is reached."""
+    """A body read as a stream, as the services read ``aiohttp.StreamReader`` (``readany``, ``readchunk``,
+    ``read``, ``iter_chunked``), over pieces given up front; an exception among them is raised when it is
+    reached."""
 
     def __init__(self, pieces: Iterable[bytes | BaseException]) -> None:
         self._pieces: deque[bytes | BaseException] = deque(pieces)
@@ -629,6 +630,16 @@ class StreamedBody:
             if piece:
                 return bytes(piece)
         return b""
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        """The next piece and False; an empty piece among them is ``(b"", True)``, where an HTTP chunk of a
+        chunked body ended; ``(b"", False)`` at the end."""
+        if self._pieces:
+            piece = self._pieces.popleft()
+            if isinstance(piece, BaseException):
+                raise piece
+            return (bytes(piece), False) if piece else (b"", True)
+        return b"", False
 
     async def read(self, n: int = -1) -> bytes:
         """Up to *n* bytes (all that is left if *n* < 0)."""

@@ -1,10 +1,12 @@
 """usage_policies: an ODRL 2.2 policy engine (pure: no I/O, no clock).
 
 ``parse_policy`` reads ODRL JSON-LD, ``evaluate(policy, request, world, now)`` decides a request with
-reasons and a FORCE compliance report, ``plan_use`` adds the effects of the duties of a permitted use,
-``to_dsp`` writes a policy for the Dataspace Protocol, ``templates`` builds the common policies, and
-``check_history(policy, events, now)`` judges a history of performed actions (the usage log's entries,
-via ``events_from_log``) against a policy.
+reasons and a FORCE compliance report, ``decide(policy, request, world, now)`` gives the same outcome,
+reasons and duties without building the report (``compile(policy)`` once, then ``decide`` per request;
+``evaluate`` on the same compiled policy when the report is wanted), ``plan_use`` adds the effects of
+the duties of a permitted use, ``to_dsp`` writes a policy for the Dataspace Protocol, ``templates`` builds
+the common policies, and ``check_history(policy, events, now)`` judges a history of performed actions (the
+usage log's entries, via ``events_from_log``) against a policy.
 
 Duties. The world tells the engine what became of a duty (``World.duty_states``, or
 ``UsageState.duty_states`` for ``plan_use``: fulfilled, violated) under one of three names, looked up in
@@ -27,12 +29,24 @@ from __future__ import annotations
 from usage_policies import templates
 from usage_policies.enforce import UsageState, UseDecision, plan_use
 from usage_policies.errors import NotRepresentableError, PolicyError, PolicySyntaxError
-from usage_policies.evaluate import Decision, Outcome, Request, World, duties_by_path, evaluate
+from usage_policies.evaluate import (
+    CompiledPolicy,
+    Decision,
+    Outcome,
+    Request,
+    Verdict,
+    World,
+    compile,
+    decide,
+    duties_by_path,
+    evaluate,
+)
 from usage_policies.jsonld import parse_policy, to_dsp
 from usage_policies.model import duty_key
 from usage_policies.monitor import Event, MonitoringResult, Violation, check_history, events_from_log
 
 __all__ = [
+    "CompiledPolicy",
     "Decision",
     "Event",
     "MonitoringResult",
@@ -43,9 +57,12 @@ __all__ = [
     "Request",
     "UsageState",
     "UseDecision",
+    "Verdict",
     "Violation",
     "World",
     "check_history",
+    "compile",
+    "decide",
     "duties_by_path",
     "duty_key",
     "evaluate",

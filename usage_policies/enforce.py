@@ -36,7 +36,9 @@ from usage_policies.evaluate import (
     Decision,
     Outcome,
     Request,
+    Verdict,
     World,
+    decide,
     evaluate,
     expand_action,
 )
@@ -92,7 +94,9 @@ Effect: TypeAlias = IncrementCounter | AppendLog | InformProvider | DeleteAt | M
 
 
 class UseDecision(msgspec.Struct, frozen=True, kw_only=True):
-    decision: Decision
+    #: With its report (a :class:`Decision`), or without it (a :class:`Verdict`: ``plan_use(…, report=False)``);
+    #: both have ``outcome``, ``reasons``, ``duties`` and ``permitted``.
+    decision: Decision | Verdict
     effects: tuple[Effect, ...] = ()
 
     @property
@@ -143,11 +147,15 @@ def plan_use(
     usage_state: UsageState,
     attempted_use: Request,
     now: datetime,
+    *,
+    report: bool = True,
 ) -> UseDecision:
     """Decide one use and list the effects to carry out (none on a deny).
 
     The counters in *attempted_use* are replaced by those of *usage_state*, and the world's duty states
-    are those of the usage state, so the caller keeps one source of truth.
+    are those of the usage state, so the caller keeps one source of truth. With ``report=False`` the use is
+    decided first (:func:`usage_policies.evaluate.decide`): the same outcome, reasons, duties and effects,
+    without the compliance report, which costs most of a decision.
     """
     policy = agreement_policy.policy if isinstance(agreement_policy, CompiledPolicy) else agreement_policy
     request = msgspec.structs.replace(
@@ -157,7 +165,9 @@ def plan_use(
     world = usage_state.world
     if usage_state.duty_states:
         world = msgspec.structs.replace(world, duty_states={**world.duty_states, **usage_state.duty_states})
-    decision = evaluate(agreement_policy, request, world, now)
+    decision: Decision | Verdict = (
+        evaluate(agreement_policy, request, world, now) if report else decide(agreement_policy, request, world, now)
+    )
     if decision.outcome is not Outcome.PERMIT:
         return UseDecision(decision=decision)
     first_use = usage_state.first_use or now
@@ -186,7 +196,8 @@ def plan_use(
         else:
             problems.append(f"duty {action!r} cannot be carried out by this node")
     if problems:
-        reasons = [*decision.reasons, *problems]
-        denied = Decision(outcome=Outcome.DENY, reasons=reasons, report=decision.report)
-        return UseDecision(decision=denied)
+        if isinstance(decision, Decision):
+            return UseDecision(decision=Decision(outcome=Outcome.DENY, reasons=[*decision.reasons, *problems],
+                                                 report=decision.report))
+        return UseDecision(decision=Verdict(outcome=Outcome.DENY, reasons=(*decision.reasons, *problems)))
     return UseDecision(decision=decision, effects=tuple(effects))

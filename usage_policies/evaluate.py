@@ -4,6 +4,13 @@ Pure: the evaluation time ``now`` and the state of the world are arguments; noth
 clock, a file or the network. A policy is compiled once (right operands parsed, operands and operators
 looked up) and the compiled form is memoised, so repeated decisions cost only the comparisons.
 
+Decide first: ``compile(policy).decide(request, world, now)`` (or ``decide(policy, …)``) gives the same
+outcome, reasons and duties as ``evaluate`` without building the report. Every constraint and premise is
+compiled twice from one reading: to a function that builds its report and to a bare test, true exactly when
+that report would say satisfied. A rule's tests stop at the first that fails; a permit's reasons and duties
+are prepared at compile time; a deny because no permission applies explains only the parts that fail, by
+the same report functions, so its reasons are ``evaluate``'s own.
+
 Rule activation (FORCE compliance-report model, the ODRL Formal Semantics draft's vocabulary):
 
 * A rule's *premises* are its target, assignee and action (when it has them; a rule without them
@@ -48,7 +55,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -187,10 +194,37 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return self.outcome is Outcome.PERMIT
 
 
+class Verdict(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What :func:`decide` answers: a :class:`Decision` without its report.
+
+    ``outcome``, ``reasons`` and ``duties`` are those :func:`evaluate` gives for the same input; the report
+    is built only when asked for, by :func:`evaluate` on the same compiled policy.
+    """
+
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    duties: tuple[Duty, ...] = ()
+
+    @property
+    def permitted(self) -> bool:
+        return self.outcome is Outcome.PERMIT
+
+
 # --- Compilation ---------------------------------------------------------------------------------------
 
 Check = Callable[[Request, World, datetime], ConstraintReport]
 Premise = Callable[[Request, World, datetime], PremiseReport]
+#: The decision of a check or a premise without its report: True exactly when the report says satisfied.
+Test = Callable[[Request, World, datetime], bool]
+
+
+class _Part(NamedTuple):
+    """A constraint compiled twice from one reading: its report, and its bare decision (with the tests
+    whose conjunction it is: its children for ``and``, itself otherwise) for :func:`decide`."""
+
+    check: Check
+    test: Test
+    conjuncts: tuple[Test, ...]
 
 
 def expand_action(name: str) -> str:
@@ -204,13 +238,37 @@ def expand_action(name: str) -> str:
 
 # What a resolver may raise for a request it cannot read (the constraint is then not satisfied).
 _RESOLVER_ERRORS = (TypeError, ValueError, LookupError)
+# What a comparison may raise for values that do not compare: a type mismatch, or a decimal NaN from the
+# request (``decimal.InvalidOperation`` is an ArithmeticError). The constraint is then not satisfied.
+_COMPARE_ERRORS = (TypeError, ValueError, ArithmeticError)
+_FAST_ERRORS = (*_RESOLVER_ERRORS, ArithmeticError)
 
 
-def _fail(uid: str | None, left_operand: str, operator: str, reason: str) -> Check:
+def _never(request: Request, world: World, now: datetime) -> bool:
+    return False
+
+
+def _fail(uid: str | None, left_operand: str, operator: str, reason: str) -> _Part:
     report = ConstraintReport(
         constraint=uid, satisfaction=UNSATISFIED, left_operand=left_operand, operator=operator, reason=reason
     )
-    return lambda request, world, now: report
+    return _Part(lambda request, world, now: report, _never, (_never,))
+
+
+def _always(request: Request, world: World, now: datetime) -> bool:
+    return True
+
+
+def _term(uid: str | None, left_operand: str, operator: str, operand: _ops.LeftOperand,
+          right: tuple[object, ...]) -> _Part:
+    """A constraint on a term operand (``LeftOperand.term``): the term is applied where the use happens (the
+    data sandbox's query terms), so at decision time the constraint holds, with where it is applied as the
+    reason. Its right operand has been read like any other."""
+    report = ConstraintReport(
+        constraint=uid, satisfaction=SATISFIED, left_operand=left_operand, operator=operator,
+        right_value=right[0] if len(right) == 1 else right, reason=f"{operand.label} is a term {operand.term}",
+    )
+    return _Part(lambda request, world, now: report, _always, (_always,))
 
 
 def _coerce_term(term: Literal | Ref, data_type: str | None, kind: ValueKind) -> object:
@@ -221,7 +279,7 @@ def _coerce_term(term: Literal | Ref, data_type: str | None, kind: ValueKind) ->
     return coerce(term.value, term.datatype or data_type, kind)
 
 
-def _compile_atomic(c: Constraint) -> Check:
+def _compile_atomic(c: Constraint) -> _Part:
     operand = _ops.get_operand(c.left_operand)
     operator = _ops.get_operator(c.operator)
     uid, lo, op_iri = c.uid, c.left_operand, c.operator
@@ -232,6 +290,8 @@ def _compile_atomic(c: Constraint) -> Check:
         right = tuple(_coerce_term(t, c.data_type, kind) for t in c.right_operand)
     except ValueError as exc:
         return _fail(uid, lo, op_iri, f"right operand of {_short(lo)} is unreadable: {exc}")
+    if operand is not None and operand.term:
+        return _term(uid, lo, op_iri, operand, right)
     if operand is None:
         operand_def = _ops.context_operand(lo)
         label = _short(lo)
@@ -256,7 +316,7 @@ def _compile_atomic(c: Constraint) -> Check:
             try:
                 left = resolve(request, world, now)
                 ok = type(left) is r_type and compare_fast(left, r0)
-            except _RESOLVER_ERRORS:
+            except _FAST_ERRORS:
                 return check(request, world, now)
             if type(left) is not r_type:
                 return check(request, world, now)
@@ -305,7 +365,7 @@ def _compile_atomic(c: Constraint) -> Check:
             )
         try:
             ok = apply(left, rhs, operand_def, world)
-        except (TypeError, ValueError) as exc:
+        except _COMPARE_ERRORS as exc:
             return ConstraintReport(
                 constraint=uid, satisfaction=UNSATISFIED, left_operand=lo, operator=op_iri,
                 left_value=left, right_value=rhs_shown,
@@ -328,7 +388,67 @@ def _compile_atomic(c: Constraint) -> Check:
             reason=f"{label} is {show(left)}, policy requires {wording}{show(rhs_shown)}",
         )
 
-    return check_fast if fast is not None else check
+    def test(request: Request, world: World, now: datetime) -> bool:
+        return check(request, world, now).satisfaction is SATISFIED
+
+    if fast is None:
+        return _Part(check, test, (test,))
+    quick = _fast_test(resolve, *fast, test)
+    return _Part(check_fast, quick, (quick,))
+
+
+def _fast_test(resolve: _ops.OperandResolver, compare: _Compare, r0: object, general: Test) -> Test:
+    """``check_fast`` without its report: the same comparison for a value of the right operand's own type,
+    and the general path's answer for anything else. The built-in resolvers that only read the request or
+    ``now`` are read directly, without a call."""
+    r_type = type(r0)
+    if resolve is _ops.evaluation_time:
+
+        def test_now(request: Request, world: World, now: datetime) -> bool:
+            if type(now) is r_type:
+                try:
+                    return compare(now, r0)
+                except _FAST_ERRORS:
+                    pass
+            return general(request, world, now)
+
+        return test_now
+    if resolve is _ops.attempted_uses:
+
+        def test_count(request: Request, world: World, now: datetime) -> bool:
+            left = request.use_count + 1
+            if type(left) is r_type:
+                try:
+                    return compare(left, r0)
+                except _FAST_ERRORS:
+                    pass
+            return general(request, world, now)
+
+        return test_count
+    if isinstance(resolve, _ops.RequestField):
+        read = resolve.read
+
+        def test_field(request: Request, world: World, now: datetime) -> bool:
+            left = read(request)
+            if type(left) is r_type:
+                try:
+                    return compare(left, r0)
+                except _FAST_ERRORS:
+                    pass
+            return general(request, world, now)
+
+        return test_field
+
+    def test_resolved(request: Request, world: World, now: datetime) -> bool:
+        try:
+            left = resolve(request, world, now)
+            if type(left) is r_type:
+                return compare(left, r0)
+        except _FAST_ERRORS:
+            pass
+        return general(request, world, now)
+
+    return test_resolved
 
 
 _Compare = Callable[[Any, Any], bool]
@@ -357,8 +477,9 @@ def _fast_comparison(
 _BUILTIN_OPERATORS = {iri: _ops.get_operator(iri) for iri in (*_EQUALITY, *_ORDER)}
 
 
-def _compile_logical(c: LogicalConstraint) -> Check:
-    children = tuple(compile_constraint(ch) for ch in c.constraints)
+def _compile_logical(c: LogicalConstraint) -> _Part:
+    parts = tuple(_compile(ch) for ch in c.constraints)
+    children = tuple(p.check for p in parts)
     uid, operand = c.uid, c.operand
     # How many satisfied children make the whole satisfied: and/andSequence all, or some, xone one.
     is_or, is_xone, size = operand is LogicalOperand.OR, operand is LogicalOperand.XONE, len(children)
@@ -378,7 +499,42 @@ def _compile_logical(c: LogicalConstraint) -> Check:
             children=reports, reason=None if ok else _logical_reason(operand, reports, n),
         )
 
-    return check
+    # The bare decisions may stop at the first child that settles them (nothing is reported).
+    tests = tuple(p.test for p in parts)
+    if is_or:
+
+        def test_or(request: Request, world: World, now: datetime) -> bool:
+            for t in tests:  # noqa: SIM110 (a plain loop: no generator object on every decision)
+                if t(request, world, now):
+                    return True
+            return False
+
+        return _Part(check, test_or, (test_or,))
+    if is_xone:
+
+        def test_xone(request: Request, world: World, now: datetime) -> bool:
+            held = 0
+            for t in tests:
+                if t(request, world, now):
+                    held += 1
+                    if held > 1:
+                        return False
+            return held == 1
+
+        return _Part(check, test_xone, (test_xone,))
+    # and, andSequence: the conjunction of the children's conjuncts, which a rule takes in as its own.
+    conjuncts = tuple(t for p in parts for t in p.conjuncts)
+    return _Part(check, _all(conjuncts), conjuncts)
+
+
+def _all(tests: tuple[Test, ...]) -> Test:
+    def test_all(request: Request, world: World, now: datetime) -> bool:
+        for t in tests:  # noqa: SIM110 (a plain loop: no generator object on every decision)
+            if not t(request, world, now):
+                return False
+        return True
+
+    return test_all
 
 
 def _logical_reason(operand: LogicalOperand, reports: tuple[ConstraintReport, ...], n: int) -> str:
@@ -391,11 +547,21 @@ def _logical_reason(operand: LogicalOperand, reports: tuple[ConstraintReport, ..
     return "; ".join(failing[:3]) + ("; …" if len(failing) > 3 else "")
 
 
-def compile_constraint(c: AnyConstraint) -> Check:
-    """A function from (request, world, now) to the constraint's report."""
+def _compile(c: AnyConstraint) -> _Part:
     if isinstance(c, LogicalConstraint):
         return _compile_logical(c)
     return _compile_atomic(c)
+
+
+def compile_constraint(c: AnyConstraint) -> Check:
+    """A function from (request, world, now) to the constraint's report."""
+    return _compile(c).check
+
+
+def compile_test(c: AnyConstraint) -> Test:
+    """A function from (request, world, now) to whether the constraint is satisfied: the report of
+    :func:`compile_constraint` says satisfied exactly when it returns True (it builds no report)."""
+    return _compile(c).test
 
 
 def _short(iri: str) -> str:
@@ -407,7 +573,7 @@ def _short(iri: str) -> str:
 
 def _compile_membership(
     kind: PremiseKind, expected: str | PartyCollection | AssetCollection, field: str
-) -> Premise:
+) -> tuple[Premise, Test]:
     """The target or party premise. A collection admits a member of it (the collection itself, or
     ``odrl:partOf`` its ``uid`` or ``source``) that also meets *all* its refinements: ODRL 2.2 IM §2.5.5 and
     §2.5.6, "the refinement property applies to the characteristics of each member of the collection"."""
@@ -447,19 +613,46 @@ def _compile_membership(
             reason=f"{noun} {actual!r} is in {name!r} but does not meet its refinement: {unmet}",
         )
 
-    return premise
+    if single is None or refinement:
+        return premise, _satisfied(premise)
+
+    def test(request: Request, world: World, now: datetime) -> bool:
+        # The premise above for one IRI and no refinement: the IRI itself, or a member of it.
+        actual: str | None = get_actual(request)
+        if actual is None:
+            return False
+        return actual == single or single in world.part_of.get(actual, ())
+
+    return premise, test
 
 
-def _compile_action(action: Action) -> Premise:
+def _satisfied(explain: Callable[[Request, World, datetime], PremiseReport | ConstraintReport]) -> Test:
+    def test(request: Request, world: World, now: datetime) -> bool:
+        return explain(request, world, now).satisfaction is SATISFIED
+
+    return test
+
+
+# How many requested action names a compiled action premise remembers the answer for.
+_ACTION_MEMO = 64
+
+
+def _compile_action(action: Action) -> tuple[Premise, Test]:
     name = action.name
     refinement = tuple(compile_constraint(r) for r in action.refinement)
     matches: dict[str, bool] = {}
+
+    def covers(requested: str) -> bool:
+        ok = action_matches(name, expand_action(requested))
+        if len(matches) < _ACTION_MEMO:  # bounded: the requested name comes from the caller
+            matches[requested] = ok
+        return ok
 
     def premise(request: Request, world: World, now: datetime) -> PremiseReport:
         requested = request.action
         ok = matches.get(requested)
         if ok is None:
-            ok = matches[requested] = action_matches(name, expand_action(requested))
+            ok = covers(requested)
         if not ok:
             return PremiseReport(
                 kind=PremiseKind.ACTION, satisfaction=UNSATISFIED, expected=name, actual=requested,
@@ -478,7 +671,15 @@ def _compile_action(action: Action) -> Premise:
             refinements=refined, reason=f"refinement of {_short(name)!r} not met: {reasons}",
         )
 
-    return premise
+    if refinement:
+        return premise, _satisfied(premise)
+
+    def test(request: Request, world: World, now: datetime) -> bool:
+        requested = request.action
+        ok = matches.get(requested)
+        return covers(requested) if ok is None else ok
+
+    return premise, test
 
 
 # Duties whose action only makes sense before the use (see the module docstring).
@@ -516,24 +717,59 @@ def _compile_duty(duty: Duty, path: str) -> _CompiledDuty:
     return _CompiledDuty(duty=duty, path=path, key=duty_key(duty), timing=duty_timing(duty))
 
 
-def _duty_report(compiled: _CompiledDuty, world: World, can_block: bool = True) -> DutyReport:
-    duty, timing = compiled.duty, compiled.timing
-    state = _UNKNOWN_DUTY
+def _duty_state(compiled: _CompiledDuty, world: World) -> DutyState:
     states = world.duty_states
     if states:  # the world names a duty by its uid, its path or its content key (see World)
-        for ref in (duty.uid, compiled.path, compiled.key):
+        for ref in (compiled.duty.uid, compiled.path, compiled.key):
             if ref is not None and ref in states:
-                state = states[ref]
-                break
-    reason = None
-    if not can_block:  # a remedy or a policy obligation: reported, never a condition of a permission
-        pass
-    elif state.deontic is DeonticState.VIOLATED:
-        reason = f"duty {_short(duty.action.name)!r} has been violated"
-    elif timing is DutyTiming.BEFORE_USE and state.deontic is not DeonticState.FULFILLED:
-        reason = f"duty {_short(duty.action.name)!r} must be fulfilled before use"
-    return DutyReport(rule=duty.uid, action=duty.action.name, timing=timing, state=state,
-                      blocking=reason is not None, reason=reason, path=compiled.path, key=compiled.key)
+                return states[ref]
+    return _UNKNOWN_DUTY
+
+
+def _blocking(compiled: _CompiledDuty, world: World) -> str | None:
+    """Why the duty keeps its permission from applying, or None when it does not."""
+    state = _duty_state(compiled, world)
+    if state.deontic is DeonticState.VIOLATED:
+        return f"duty {_short(compiled.duty.action.name)!r} has been violated"
+    if compiled.timing is DutyTiming.BEFORE_USE and state.deontic is not DeonticState.FULFILLED:
+        return f"duty {_short(compiled.duty.action.name)!r} must be fulfilled before use"
+    return None
+
+
+def _duty_report(compiled: _CompiledDuty, world: World, can_block: bool = True) -> DutyReport:
+    duty = compiled.duty
+    # A remedy or a policy obligation (can_block False) is reported, never a condition of a permission.
+    reason = _blocking(compiled, world) if can_block else None
+    return DutyReport(rule=duty.uid, action=duty.action.name, timing=compiled.timing,
+                      state=_duty_state(compiled, world), blocking=reason is not None, reason=reason,
+                      path=compiled.path, key=compiled.key)
+
+
+Explain = Callable[[Request, World, datetime], PremiseReport | ConstraintReport]
+Decide = Callable[[Request, World, datetime], Verdict]
+#: -1 when a rule applies, else the index in its ``parts`` of the first premise or constraint that does not
+#: hold, or ``len(parts)`` when they all hold and a duty blocks it.
+Unmet = Callable[[Request, World, datetime], int]
+
+
+def _unmet(conjuncts: tuple[Test, ...], owners: tuple[int, ...], duties: tuple[_CompiledDuty, ...]) -> Unmet:
+    """Whether a rule applies, stopping at the first test that says no. ``owners[i]`` is the part that
+    ``conjuncts[i]`` belongs to.
+
+    The failing test's place is found after the loop, by ``tuple.index``, so that the loop counts
+    nothing: a test object appears once, except the constants ``_never`` (whose first place is then the
+    first to fail anyway) and ``_always`` (which never fails)."""
+    blocked = owners[-1] + 1 if owners else 0
+
+    def unmet(request: Request, world: World, now: datetime) -> int:
+        for t in conjuncts:
+            if not t(request, world, now):
+                return owners[conjuncts.index(t)]
+        if duties and any(_blocking(duty, world) is not None for duty in duties):
+            return blocked
+        return -1
+
+    return unmet
 
 
 class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
@@ -545,25 +781,39 @@ class _CompiledRule(msgspec.Struct, frozen=True, kw_only=True):
     constraints: tuple[Check, ...]
     duties: tuple[_CompiledDuty, ...]
     due_after: tuple[Duty, ...]  # the duties a permit by this rule carries (with or after the use)
+    # For decide(): each premise and constraint as (bare decision, report), in the report's order; the
+    # tests whose conjunction they are, each with the part it belongs to (an ``and`` of a rule's constraints
+    # brings its children in as its own); and which of them is the first that does not hold (see _unmet).
+    parts: tuple[tuple[Test, Explain], ...] = ()
+    conjuncts: tuple[Test, ...] = ()
+    owners: tuple[int, ...] = ()
+    unmet: Unmet = _unmet((), (), ())
 
 
 class CompiledPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """A policy compiled once (:func:`compile`) for :func:`decide` and :func:`evaluate`."""
+
     policy: Policy
     rules: tuple[_CompiledRule, ...]
     has_permissions: bool
     generation: int
     obligations: tuple[_CompiledDuty, ...] = ()  # with the policy-level parties and target (§2.7.1)
+    obligation_duties: tuple[Duty, ...] = ()  # the duties of ``obligations``, carried by every permit
+    #: ``decide(request, world, now) -> Verdict``: :func:`decide` for this policy, without looking it up.
+    decide: Decide
 
 
 def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) -> _CompiledRule:
     rule = rule_with_policy_defaults(policy, rule)
-    premises: list[Premise] = []
+    compiled_premises: list[tuple[Premise, Test]] = []
     if rule.target is not None:
-        premises.append(_compile_membership(PremiseKind.TARGET, rule.target, "target"))
+        compiled_premises.append(_compile_membership(PremiseKind.TARGET, rule.target, "target"))
     if rule.assignee is not None:
-        premises.append(_compile_membership(PremiseKind.PARTY, rule.assignee, "party"))
+        compiled_premises.append(_compile_membership(PremiseKind.PARTY, rule.assignee, "party"))
     if rule.action is not None:
-        premises.append(_compile_action(rule.action))
+        compiled_premises.append(_compile_action(rule.action))
+    premises = tuple(premise for premise, _ in compiled_premises)
+    constraints = tuple(_compile(c) for c in rule.constraints)
     is_permission = isinstance(rule, Permission)
     kind = RuleKind.PERMISSION if is_permission else RuleKind.PROHIBITION
     noun = "permission" if is_permission else "prohibition"
@@ -572,6 +822,12 @@ def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) ->
     where = f"permission[{index}].duty" if is_permission else f"prohibition[{index}].remedy"
     compiled = tuple(_compile_duty(d, f"{where}[{j}]") for j, d in enumerate(duties))
     due_after = tuple(d.duty for d in compiled if d.timing is DutyTiming.WITH_OR_AFTER_USE)
+    parts: tuple[tuple[Test, Explain], ...] = (
+        *((test, premise) for premise, test in compiled_premises),
+        *((c.test, c.check) for c in constraints),
+    )
+    owned = [(test, i) for i, (_, test) in enumerate(compiled_premises)]
+    owned += [(t, len(compiled_premises) + k) for k, c in enumerate(constraints) for t in c.conjuncts]
     return _CompiledRule(
         kind=kind,
         rule=rule,
@@ -580,10 +836,15 @@ def _compile_rule(policy: Policy, rule: Permission | Prohibition, index: int) ->
             f"{label} allows this",
             *(f"duty {_short(d.action.name)!r} is due with or after the use" for d in due_after),
         ),
-        premises=tuple(premises),
-        constraints=tuple(compile_constraint(c) for c in rule.constraints),
+        premises=premises,
+        constraints=tuple(c.check for c in constraints),
         duties=compiled,
         due_after=due_after if is_permission else (),
+        parts=parts,
+        conjuncts=tuple(t for t, _ in owned),
+        owners=tuple(i for _, i in owned),
+        # Only a permission's duties can keep it from applying (a prohibition's remedies never do).
+        unmet=_unmet(tuple(t for t, _ in owned), tuple(i for _, i in owned), compiled if is_permission else ()),
     )
 
 
@@ -609,9 +870,12 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         _compile_duty(rule_with_policy_defaults(policy, d), f"obligation[{k}]")
         for k, d in enumerate(policy.obligations)
     )
+    obligation_duties = tuple(d.duty for d in obligations)
+    generation = _ops.generation()
     return CompiledPolicy(
-        policy=policy, rules=tuple(rules), has_permissions=bool(policy.permissions),
-        generation=_ops.generation(), obligations=obligations,
+        policy=policy, rules=tuple(rules), has_permissions=bool(policy.permissions), generation=generation,
+        obligations=obligations, obligation_duties=obligation_duties,
+        decide=_decider(policy, tuple(rules), obligation_duties, generation),
     )
 
 
@@ -621,7 +885,9 @@ _CACHE_SIZE = 512
 
 def _compiled(policy: Policy | CompiledPolicy) -> CompiledPolicy:
     if isinstance(policy, CompiledPolicy):
-        return policy if policy.generation == _ops.generation() else compile_policy(policy.policy)
+        if policy.generation == _ops.generation():
+            return policy
+        policy = policy.policy  # compiled before a registry changed: compiled again (and memoised)
     hit = _CACHE.get(id(policy))
     if hit is not None and hit.policy is policy and hit.generation == _ops.generation():
         return hit
@@ -694,36 +960,158 @@ def evaluate(policy: Policy | CompiledPolicy, request: Request, world: World, no
     for i, rule in enumerate(rules):
         if reports[i].activation is ACTIVE:
             (permits if rule.kind is PERMISSION else prohibits).append(i)
-    if prohibits and permits:
-        # ODRL 2.2 vocabulary, odrl:conflict: "If no strategy is specified, the default is invalid."
-        strategy = pol.conflict or ConflictStrategy.INVALID
-        both = f"{rules[permits[0]].label} and {rules[prohibits[0]].label} both apply"
-        if strategy is ConflictStrategy.PERM:
-            outcome, reasons = Outcome.PERMIT, [f"{both}; conflict strategy 'perm' lets the permission win"]
-        elif strategy is ConflictStrategy.PROHIBIT:
-            outcome, reasons = Outcome.DENY, [f"{both}; conflict strategy 'prohibit': the prohibition wins"]
-        else:
-            outcome, reasons = Outcome.DENY, [f"{both}; conflict strategy 'invalid': the policy is void"]
-    elif prohibits:
-        outcome = Outcome.DENY
-        reasons = [f"{rules[i].label} forbids this" for i in prohibits]
-    elif permits:
-        outcome = Outcome.PERMIT
-        reasons = list(rules[permits[0]].permit_reasons)
-    elif compiled.has_permissions:
+    concluded = _conclude(rules, pol.conflict, permits, prohibits)
+    if concluded is None and compiled.has_permissions:
         outcome = Outcome.DENY
         reasons = [
             _why_inactive(rules[i].label, r) for i, r in enumerate(reports) if r.kind is RuleKind.PERMISSION
         ]
     else:
-        outcome = Outcome.NOT_APPLICABLE
-        reasons = ["no rule of the policy applies to this request"]
+        outcome, reasons = concluded or _NONE_APPLIES
+    duties = _duties_due(rules, permits, compiled.obligation_duties) if outcome is Outcome.PERMIT else ()
+    return Decision(outcome=outcome, reasons=list(reasons), report=report, duties=duties)
+
+
+_NONE_APPLIES = (Outcome.NOT_APPLICABLE, ["no rule of the policy applies to this request"])
+
+
+def _conclude(
+    rules: tuple[_CompiledRule, ...], conflict: ConflictStrategy | None, permits: list[int], prohibits: list[int]
+) -> tuple[Outcome, list[str]] | None:
+    """The outcome and reasons that follow from which permissions and prohibitions are active, or None when
+    none is: a deny when the policy has permissions (closed world: the reasons say what each permission
+    lacks; the caller tells), else not applicable (``_NONE_APPLIES``)."""
+    if prohibits and permits:
+        # ODRL 2.2 vocabulary, odrl:conflict: "If no strategy is specified, the default is invalid."
+        strategy = conflict or ConflictStrategy.INVALID
+        both = f"{rules[permits[0]].label} and {rules[prohibits[0]].label} both apply"
+        if strategy is ConflictStrategy.PERM:
+            return Outcome.PERMIT, [f"{both}; conflict strategy 'perm' lets the permission win"]
+        if strategy is ConflictStrategy.PROHIBIT:
+            return Outcome.DENY, [f"{both}; conflict strategy 'prohibit': the prohibition wins"]
+        return Outcome.DENY, [f"{both}; conflict strategy 'invalid': the policy is void"]
+    if prohibits:
+        return Outcome.DENY, [f"{rules[i].label} forbids this" for i in prohibits]
+    if permits:
+        return Outcome.PERMIT, list(rules[permits[0]].permit_reasons)
+    return None
+
+
+def _duties_due(rules: tuple[_CompiledRule, ...], permits: list[int], obligations: tuple[Duty, ...]
+                ) -> tuple[Duty, ...]:
+    """The duties a permit carries: those due with or after the use of every active permission, then the
+    policy's obligations."""
     duties: tuple[Duty, ...] = ()
-    if outcome is Outcome.PERMIT:
-        for i in permits:
-            duties += rules[i].due_after
-        duties += tuple(d.duty for d in compiled.obligations)
-    return Decision(outcome=outcome, reasons=reasons, report=report, duties=duties)
+    for i in permits:
+        duties += rules[i].due_after
+    return duties + obligations
+
+
+# --- Deciding first ------------------------------------------------------------------------------------
+
+
+def compile(policy: Policy | CompiledPolicy) -> CompiledPolicy:
+    """*policy* compiled once for :func:`decide` and :func:`evaluate`: right operands read, operands and
+    operators looked up, every constraint turned into closures. Memoised (the same policy object gives the
+    same compiled policy); compiled again when an operand or operator is registered afterwards."""
+    return _compiled(policy)
+
+
+def decide(policy: Policy | CompiledPolicy, request: Request, world: World, now: datetime) -> Verdict:
+    """Decide *request* as :func:`evaluate` does, building no report: the same outcome, reasons and duties.
+
+    Premises, constraints and duties are decided as bare booleans, stopping at the first that settles a
+    rule; a permit's reasons and duties are the rule's own, prepared when the policy was compiled. Only a
+    deny because no permission applies needs more: its reasons say what each permission lacks, so the
+    premises and constraints that do not hold are explained again, by the very functions that build
+    :func:`evaluate`'s report. For the report itself, call :func:`evaluate` on the same compiled policy.
+
+    ``compile(policy).decide(request, world, now)`` is the same without the look-up of the compiled policy.
+    Never raises where :func:`evaluate` answers. (Where it raises, for a registered resolver or operator
+    that raises an error other than TypeError, ValueError or LookupError, this may answer instead, having
+    decided without the constraint that raises.)
+    """
+    if now.tzinfo is None:  # as for literals: a date-time without an offset is UTC
+        now = now.replace(tzinfo=UTC)
+    return _compiled(policy).decide(request, world, now)
+
+
+_GENERATION = _ops.GENERATION
+
+
+def _decider(policy: Policy, rules: tuple[_CompiledRule, ...], obligations: tuple[Duty, ...], generation: int
+             ) -> Decide:
+    """:func:`decide` for one compiled policy, as a closure over its rules."""
+    # The verdict when permission i (rules[i]: the permissions come first) is the only active rule.
+    alone = tuple(
+        Verdict(outcome=Outcome.PERMIT, reasons=r.permit_reasons, duties=(*r.due_after, *obligations))
+        for r in rules if r.kind is PERMISSION
+    )
+    conflict = policy.conflict
+
+    def again(request: Request, world: World, now: datetime) -> Verdict:
+        # A naive now, or a policy compiled before a registry changed: decide() reads the one and
+        # compiles the other again.
+        return decide(policy, request, world, now)
+
+    if len(rules) == 1 and rules[0].kind is PERMISSION:  # the usual usage policy: one permission
+        rule = rules[0]
+        tests, owners, duties, permit = rule.conjuncts, rule.owners, rule.duties, alone[0]
+
+        def decide_one(request: Request, world: World, now: datetime) -> Verdict:
+            if now.tzinfo is None or _GENERATION[0] != generation:
+                return again(request, world, now)
+            for t in tests:  # rule.unmet() written out: one call less
+                if not t(request, world, now):
+                    first = owners[tests.index(t)]
+                    return Verdict(outcome=Outcome.DENY, reasons=(_why_not(rule, request, world, now, first),))
+            if duties and any(_blocking(duty, world) is not None for duty in duties):
+                return Verdict(outcome=Outcome.DENY, reasons=(_why_not(rule, request, world, now, len(rule.parts)),))
+            return permit
+
+        return decide_one
+
+    def decide_any(request: Request, world: World, now: datetime) -> Verdict:
+        if now.tzinfo is None or _GENERATION[0] != generation:
+            return again(request, world, now)
+        permits: list[int] = []
+        prohibits: list[int] = []
+        unmet = [rule.unmet(request, world, now) for rule in rules]
+        for i, rule in enumerate(rules):
+            if unmet[i] < 0:
+                (permits if rule.kind is PERMISSION else prohibits).append(i)
+        if not prohibits and len(permits) == 1:
+            return alone[permits[0]]
+        concluded = _conclude(rules, conflict, permits, prohibits)
+        if concluded is None and alone:  # no rule applies, and the policy has permissions: closed world
+            reasons = tuple(_why_not(rules[i], request, world, now, unmet[i]) for i in range(len(alone)))
+            return Verdict(outcome=Outcome.DENY, reasons=reasons)
+        outcome, why = concluded or _NONE_APPLIES
+        duties = _duties_due(rules, permits, obligations) if outcome is Outcome.PERMIT else ()
+        return Verdict(outcome=outcome, reasons=tuple(why), duties=duties)
+
+    return decide_any
+
+
+def _why_not(rule: _CompiledRule, request: Request, world: World, now: datetime, first: int) -> str:
+    """:func:`_why_inactive` of an inactive permission whose first unmet part is *first* (see
+    :data:`Unmet`), built from the reports of only the parts that do not hold."""
+    reasons = []
+    parts = rule.parts
+    if first < len(parts):
+        report = parts[first][1](request, world, now)
+        if report.satisfaction is UNSATISFIED and report.reason:
+            reasons.append(report.reason)
+        for test, explain in parts[first + 1:]:
+            if not test(request, world, now):
+                report = explain(request, world, now)
+                if report.satisfaction is UNSATISFIED and report.reason:
+                    reasons.append(report.reason)
+    for duty in rule.duties:
+        reason = _blocking(duty, world)
+        if reason is not None:
+            reasons.append(reason)
+    return f"{rule.label} does not apply: " + "; ".join(reasons)
 
 
 __all__ = [
@@ -734,8 +1122,13 @@ __all__ = [
     "DutyState",
     "Outcome",
     "Request",
+    "Verdict",
     "World",
+    "compile",
+    "compile_constraint",
     "compile_policy",
+    "compile_test",
+    "decide",
     "duties_by_path",
     "duty_timing",
     "evaluate",

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-import rfc8785
+
+from usage_policies.jcs import canonical
 
 GENESIS = "0" * 64
 HEAD_TYPE = "https://w3id.org/tds/v1#UsageLogHead"
@@ -68,7 +69,7 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def entry_hash(entry: Entry) -> str:
-    return hashlib.sha256(bytes(rfc8785.dumps(entry.body()))).hexdigest()
+    return hashlib.sha256(canonical(entry.body())).hexdigest()
 
 
 def running_counts(chain: Sequence[Entry]) -> tuple[int, str | None]:

@@ -42,12 +42,21 @@ member states, and more edges from ``World.region_parents``. ``eq`` compares cod
 ``isPartOf``, ``isA``, ``isAnyOf``, ``isNoneOf`` and ``hasPart`` follow the hierarchy; ``isA`` holds only
 strictly below the right operand (``DE isA EU``, not ``EU isA EU``: a class is not an instance of itself),
 and only for an operand with a hierarchy (regions, purposes with ``World.concept_parents``).
+
+Terms. Some operands state a term that is applied where the use happens rather than a condition of the
+decision: the data sandbox's (``connector.protocol.sandbox``) ``tds:queryColumns``, ``tds:queryAggregates``,
+``tds:minGroupSize``, ``tds:epsilonPerQuery``, ``tds:epsilonTotal`` and ``tds:queryTemplates``
+(:data:`SANDBOX_OPERANDS`), on a permission whose action is ``odrl:aggregate``. They are registered with a
+``term`` (where the term is applied): their right operands are read and checked like any other, and a
+decision counts their constraints satisfied, with that as the reason. The number of queries is the usual
+``odrl:count``, decided as usual.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -66,12 +75,53 @@ LEGAL_ENTITY_ID = TDS + "legalEntityId"
 CERTIFICATION_LEVEL = TDS + "certificationLevel"
 #: The operands whose values come from credentials by trusted issuers (see the module's table).
 VERIFIED_OPERANDS = frozenset({VERIFIED_REGION, MEMBER_OF, LEGAL_ENTITY_ID, CERTIFICATION_LEVEL})
+QUERY_COLUMNS = TDS + "queryColumns"
+QUERY_AGGREGATES = TDS + "queryAggregates"
+MIN_GROUP_SIZE = TDS + "minGroupSize"
+EPSILON_PER_QUERY = TDS + "epsilonPerQuery"
+EPSILON_TOTAL = TDS + "epsilonTotal"
+QUERY_TEMPLATES = TDS + "queryTemplates"
+#: The data sandbox's terms (see "Terms" in the module's docstring).
+SANDBOX_OPERANDS = frozenset({QUERY_COLUMNS, QUERY_AGGREGATES, MIN_GROUP_SIZE, EPSILON_PER_QUERY, EPSILON_TOTAL,
+                              QUERY_TEMPLATES})
 
 
 class OperandResolver(Protocol):
     """Returns the current value of a left operand, or None when the request does not tell."""
 
     def __call__(self, request: Request, world: World, now: datetime, /) -> object | None: ...
+
+
+class RequestField:
+    """A resolver that returns one attribute of the request as it is: ``RequestField("purpose")``.
+
+    The value is the same as any resolver's; a compiled policy recognises it and reads the attribute
+    directly (``operator.attrgetter``) instead of calling a resolver on every decision.
+    """
+
+    __slots__ = ("name", "read")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.read: Callable[[Request], object | None] = attrgetter(name)
+
+    def __call__(self, request: Request, world: World, now: datetime, /) -> object | None:
+        return self.read(request)
+
+    def __repr__(self) -> str:
+        return f"RequestField({self.name!r})"
+
+
+def evaluation_time(request: Request, world: World, now: datetime, /) -> datetime:
+    """The resolver of ``odrl:dateTime``: the evaluation time. A compiled policy recognises it (by identity)
+    and compares ``now`` without calling it."""
+    return now
+
+
+def attempted_uses(request: Request, world: World, now: datetime, /) -> int:
+    """The resolver of ``odrl:count``: the uses made so far plus the one attempted. A compiled policy
+    recognises it (by identity) and computes it without calling it."""
+    return request.use_count + 1
 
 
 Within = Callable[[object, object, "World"], bool]
@@ -90,10 +140,14 @@ class LeftOperand(msgspec.Struct, frozen=True, kw_only=True):
     missing: str = ""  # the reason when the request has no value ("<label> is not given" if empty)
     each: bool = False  # the value is a set the party holds each of: eq/neq/ordered ask about any one
     rank: Rank | None = None  # an order for lt/lteq/gt/gteq over values that have none of their own
+    term: str = ""  # a term applied where the use happens (how, in words): its constraints hold at decision time
 
 
 _OPERANDS: dict[str, LeftOperand] = {}
-_generation = [0]
+#: Bumped on every change of either registry, so compiled policies know when to recompile (one item, read
+#: in place by :func:`usage_policies.evaluate.decide`).
+GENERATION = [0]
+_generation = GENERATION
 
 
 def generation() -> int:
@@ -111,10 +165,11 @@ def register_operand(
     missing: str = "",
     each: bool = False,
     rank: Rank | None = None,
+    term: str = "",
 ) -> LeftOperand:
     """Register (or replace) the resolver of left operand *iri*. Policies compiled before keep theirs."""
     operand = LeftOperand(iri=iri, resolve=resolver, kind=kind, label=label or _short(iri), within=within,
-                          missing=missing, each=each, rank=rank)
+                          missing=missing, each=each, rank=rank, term=term)
     _OPERANDS[iri] = operand
     _generation[0] += 1
     return operand
@@ -226,24 +281,30 @@ def _verified(values: tuple[str, ...]) -> tuple[str, ...] | None:
     return values or None
 
 
+def _no_value(request: Request, world: World, now: datetime, /) -> None:
+    """The resolver of a term operand: a term has no value in a request (it is applied, not decided)."""
+    return None
+
+
 def _install_builtins() -> None:
     reg = register_operand
-    reg(ODRL + "dateTime", lambda r, w, now: now, kind=ValueKind.DATETIME, label="date-time")
+    field = RequestField
+    reg(ODRL + "dateTime", evaluation_time, kind=ValueKind.DATETIME, label="date-time")
     reg(ODRL + "elapsedTime", _elapsed, kind=ValueKind.DURATION, label="elapsed time")
-    reg(ODRL + "count", lambda r, w, now: r.use_count + 1, kind=ValueKind.INTEGER, label="use count")
-    reg(ODRL + "purpose", lambda r, w, now: r.purpose, kind=ValueKind.IRI, label="purpose",
+    reg(ODRL + "count", attempted_uses, kind=ValueKind.INTEGER, label="use count")
+    reg(ODRL + "purpose", field("purpose"), kind=ValueKind.IRI, label="purpose",
         within=concept_within)
-    reg(ODRL + "spatial", lambda r, w, now: r.region, kind=ValueKind.REGION, label="region",
+    reg(ODRL + "spatial", field("region"), kind=ValueKind.REGION, label="region",
         within=region_within)
-    reg(ODRL + "recipient", lambda r, w, now: r.recipient, kind=ValueKind.IRI, label="recipient")
-    reg(ODRL + "systemDevice", lambda r, w, now: r.connector, kind=ValueKind.IRI, label="connector")
-    reg(ODRL + "event", lambda r, w, now: r.event, kind=ValueKind.IRI, label="event")
-    reg(ODRL + "payAmount", lambda r, w, now: r.pay_amount, kind=ValueKind.DECIMAL, label="pay amount")
-    reg(ODRL + "percentage", lambda r, w, now: r.percentage, kind=ValueKind.DECIMAL, label="percentage")
+    reg(ODRL + "recipient", field("recipient"), kind=ValueKind.IRI, label="recipient")
+    reg(ODRL + "systemDevice", field("connector"), kind=ValueKind.IRI, label="connector")
+    reg(ODRL + "event", field("event"), kind=ValueKind.IRI, label="event")
+    reg(ODRL + "payAmount", field("pay_amount"), kind=ValueKind.DECIMAL, label="pay amount")
+    reg(ODRL + "percentage", field("percentage"), kind=ValueKind.DECIMAL, label="percentage")
     reg(DATA_CLASS, _data_class, kind=ValueKind.DATA_CLASS, label="data class")
     reg(EXPORT_DESTINATION, _export_destination, kind=ValueKind.REGION, label="export destination",
         within=region_within, missing="the export destination is not known: no verified region of the recipient")
-    reg(VERIFIED_REGION, lambda r, w, now: r.verified_region, kind=ValueKind.REGION, label="verified region",
+    reg(VERIFIED_REGION, field("verified_region"), kind=ValueKind.REGION, label="verified region",
         within=region_within, missing="no verified region: no credential from an issuer trusted for regions")
     reg(MEMBER_OF, lambda r, w, now: _verified(r.member_of), kind=ValueKind.IRI, label="verified membership",
         each=True, missing="no verified membership: no membership credential from an issuer trusted for it")
@@ -252,6 +313,17 @@ def _install_builtins() -> None:
     reg(CERTIFICATION_LEVEL, lambda r, w, now: _verified(r.certification_levels), label="verified certification level",
         each=True, rank=certification_rank,
         missing="no verified certification: no credential from an issuer trusted for certifications")
+    # The data sandbox's terms: applied to each query by the provider's sandbox, not decided here.
+    applied = "the provider's data sandbox applies to each query"
+    for iri, kind, label in (
+        (QUERY_COLUMNS, ValueKind.STRING, "query columns"),
+        (QUERY_AGGREGATES, ValueKind.STRING, "query aggregates"),
+        (MIN_GROUP_SIZE, ValueKind.INTEGER, "minimum group size"),
+        (EPSILON_PER_QUERY, ValueKind.DECIMAL, "privacy budget per query"),
+        (EPSILON_TOTAL, ValueKind.DECIMAL, "total privacy budget"),
+        (QUERY_TEMPLATES, ValueKind.STRING, "query templates"),
+    ):
+        reg(iri, _no_value, kind=kind, label=label, term=applied)
 
 
 _install_builtins()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -30,6 +30,16 @@ TDS_DATA_CLASS = "https://w3id.org/tds/v1#dataClass"
 TDS_EXPORT_DESTINATION = "https://w3id.org/tds/v1#exportDestination"
 TDS_VERIFIED_REGION = "https://w3id.org/tds/v1#verifiedRegion"
 TDS_MEMBER_OF = "https://w3id.org/tds/v1#memberOf"
+TDS_QUERY_COLUMNS = "https://w3id.org/tds/v1#queryColumns"
+TDS_QUERY_AGGREGATES = "https://w3id.org/tds/v1#queryAggregates"
+TDS_MIN_GROUP_SIZE = "https://w3id.org/tds/v1#minGroupSize"
+TDS_EPSILON_PER_QUERY = "https://w3id.org/tds/v1#epsilonPerQuery"
+TDS_EPSILON_TOTAL = "https://w3id.org/tds/v1#epsilonTotal"
+TDS_QUERY_TEMPLATES = "https://w3id.org/tds/v1#queryTemplates"
+#: The aggregates a sandbox query may compute (``connector.protocol.sandbox.AGGREGATES``).
+SANDBOX_AGGREGATES = ("count", "sum", "avg", "min", "max", "stddev")
+#: The types of a query template's parameters.
+PARAMETER_TYPES = ("integer", "real", "text")
 
 
 def _uid(body: JsonObject) -> str:
@@ -232,6 +242,111 @@ def price_per_use(
                         "unit": currency}],
     }
     return offer(target, permissions=[_permission(duties=[duty])], assigner=assigner)
+
+
+def sandbox(
+    target: str,
+    *,
+    columns: Sequence[str] | None = None,
+    aggregates: Sequence[str] | None = None,
+    min_group_size: int = 10,
+    epsilon_per_query: float | Decimal | None = None,
+    epsilon_total: float | Decimal | None = None,
+    templates: Sequence[Mapping[str, Any]] = (),
+    max_queries: int | None = None,
+    assigner: str | None = None,
+) -> JsonObject:
+    """Computation only ("available but invisible"): aggregate queries (``odrl:aggregate``) that run in the
+    provider's data sandbox, whose results leave it only for groups of at least *min_group_size* records.
+
+    *columns* and *aggregates* (of :data:`SANDBOX_AGGREGATES`) narrow what a query may use (None: all the
+    asset offers). With a differential-privacy budget (*epsilon_per_query* and *epsilon_total*, both or
+    neither) every result carries Laplace noise and any aggregate query may be asked; without one, only the
+    *templates* run: mappings ``{"id", "sql", "parameters": {name: "integer" | "real" | "text"}}``, each
+    carried in the policy as its JSON text (a constraint on ``tds:queryTemplates``, so that it survives the
+    policy's normalisation). *max_queries* bounds the number of queries (``odrl:count``)."""
+    constraints: list[JsonObject] = []
+    if columns is not None:
+        names = list(columns)
+        if not all(isinstance(c, str) and c for c in names):
+            raise ValueError("columns must be non-empty names")
+        constraints.append(constraint(TDS_QUERY_COLUMNS, "isAnyOf", names))
+    if aggregates is not None:
+        chosen = [a.lower() for a in aggregates]
+        unknown = [a for a in chosen if a not in SANDBOX_AGGREGATES]
+        if unknown or not chosen:
+            raise ValueError(f"aggregates must be some of {', '.join(SANDBOX_AGGREGATES)}")
+        constraints.append(constraint(TDS_QUERY_AGGREGATES, "isAnyOf", chosen))
+    if isinstance(min_group_size, bool) or not isinstance(min_group_size, int) or min_group_size < 1:
+        raise ValueError("min_group_size must be a whole number of at least 1")
+    constraints.append(constraint(TDS_MIN_GROUP_SIZE, "gteq", {"@value": str(min_group_size),
+                                                                "@type": XSD_INTEGER}))
+    if (epsilon_per_query is None) != (epsilon_total is None):
+        raise ValueError("a privacy budget needs both epsilon_per_query and epsilon_total")
+    if epsilon_per_query is not None and epsilon_total is not None:
+        per_query, total = _epsilon(epsilon_per_query), _epsilon(epsilon_total)
+        if total < per_query:
+            raise ValueError("epsilon_total must be at least epsilon_per_query")
+        constraints.append(constraint(TDS_EPSILON_PER_QUERY, "lteq", _decimal(per_query)))
+        constraints.append(constraint(TDS_EPSILON_TOTAL, "lteq", _decimal(total)))
+    elif not templates:
+        raise ValueError("without a privacy budget (epsilon_per_query, epsilon_total) only query templates run: "
+                         "give templates")
+    if templates:
+        constraints.append(constraint(TDS_QUERY_TEMPLATES, "isAnyOf", [_template_text(t) for t in templates]))
+        ids = [t["id"] for t in templates]
+        if len(set(ids)) != len(ids):
+            raise ValueError("template ids must be unique")
+    if max_queries is not None:
+        if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+            raise ValueError("max_queries must be a whole number of at least 1")
+        constraints.append(constraint("odrl:count", "lteq", {"@value": str(max_queries), "@type": XSD_INTEGER}))
+    return offer(target, permissions=[_permission(constraints, action="odrl:aggregate")], assigner=assigner)
+
+
+def sandbox_from_options(
+    *, columns: Sequence[str] | None = None, aggregates: Sequence[str] | None = None, min_group_size: int = 10,
+    epsilon_per_query: float | Decimal | None = None, epsilon_total: float | Decimal | None = None,
+    templates: Sequence[Mapping[str, Any]] = (), max_queries: int | None = None,
+) -> JsonObject:
+    """:func:`sandbox` without a target or ``@id``, as :func:`policy_from_options` (the offer sets the target;
+    publishing gives the id): the policy of ``tds policy add --sandbox``. ``ValueError`` names a bad value or
+    combination (a privacy budget without both epsilons, no budget and no templates, a malformed template …)."""
+    built = sandbox(OPTIONS_TARGET, columns=columns, aggregates=aggregates, min_group_size=min_group_size,
+                    epsilon_per_query=epsilon_per_query, epsilon_total=epsilon_total, templates=templates,
+                    max_queries=max_queries)
+    built.pop("target", None)
+    built.pop("@id", None)
+    return built
+
+
+def _epsilon(value: float | Decimal) -> Decimal:
+    if isinstance(value, bool):
+        raise ValueError("epsilon must be a number")
+    number = Decimal(str(value))
+    if not number.is_finite() or number <= 0:
+        raise ValueError("epsilon must be a positive number")
+    return number
+
+
+def _decimal(value: Decimal) -> JsonObject:
+    return {"@value": format(value.normalize(), "f"), "@type": XSD_DECIMAL}
+
+
+def _template_text(template: Mapping[str, Any]) -> str:
+    """A query template as the JSON text the policy carries (keys sorted, no spaces)."""
+    extra = set(template) - {"id", "sql", "parameters"}
+    if extra:
+        raise ValueError(f"a query template has an id, its sql and parameters, not {', '.join(sorted(extra))}")
+    ident, sql, parameters = template.get("id"), template.get("sql"), template.get("parameters", {})
+    if not isinstance(ident, str) or not ident or not isinstance(sql, str) or not sql.strip():
+        raise ValueError("a query template needs an id and its sql")
+    if not isinstance(parameters, Mapping) or not all(
+        isinstance(k, str) and k and v in PARAMETER_TYPES for k, v in parameters.items()
+    ):
+        raise ValueError(f"a query template's parameters map names to one of {', '.join(PARAMETER_TYPES)}")
+    body = {"id": ident, "sql": sql, "parameters": dict(parameters)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def data_class_defaults(

@@ -293,6 +293,12 @@ def _kind_name(value: object) -> str:
 
 def show(value: object) -> str:
     """A value as a human reads it in a reason."""
+    # The usual values first, by their exact type: isinstance against the structs below is slow.
+    kind = type(value)
+    if kind is str:
+        return repr(value)
+    if kind is int or kind is Decimal:
+        return str(value)
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, DataClass):

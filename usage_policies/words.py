@@ -25,6 +25,7 @@ MAX_SENTENCES = 200
 MAX_CHARS = 200
 MAX_DEPTH = 6
 _MAX_VALUES = 50  # values shown of one right operand
+_MAX_TEMPLATE_CHARS = 20_000  # a query template's JSON text read for its id (longer: shown cut, as written)
 _PREFIXED = re.compile(r"\S*:\S")  # a sentence that begins with a compact IRI keeps its case (idsc:READ)
 
 _RDF_VALUE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#value"
@@ -80,6 +81,15 @@ _T: dict[str, tuple[str, str]] = {
     "certified": ("Only for participants a trusted issuer certifies at level {v} or higher",
                   "仅限受信任签发方认证为 {v} 级或以上的参与方"),
     "data_class": ("Only for data of class {v}", "仅限 {v} 级数据"),
+    "query_columns": ("Queries may use only the columns {v}", "查询只能使用以下列：{v}"),
+    "query_aggregates": ("Queries may compute only {v}", "查询只能计算：{v}"),
+    "min_group": ("Results only for groups of at least {v} records: smaller groups are left out",
+                  "仅返回至少包含 {v} 条记录的分组，更小的分组不予返回"),
+    "epsilon_query": ("Each query's results carry random noise (differential privacy, ε at most {v} per query)",
+                      "每次查询的结果都加入随机噪声（差分隐私，每次查询 ε 不超过 {v}）"),
+    "epsilon_total": ("All queries together spend a privacy budget of at most ε {v}",
+                      "全部查询合计的隐私预算 ε 不超过 {v}"),
+    "query_templates": ("The provider's query templates: {v}", "提供方的查询模板：{v}"),
     "condition": ("Condition: {cond}", "条件：{cond}"),
     "all_of": ("All of these: {items}", "须全部满足：{items}"),
     "any_of": ("At least one of these: {items}", "须至少满足其一：{items}"),
@@ -147,6 +157,12 @@ _OPERANDS: dict[str, tuple[str, str]] = {
     "memberOf": ("the verified membership", "经验证的成员资格"),
     "legalEntityId": ("the verified legal entity id", "经验证的法人标识"),
     "certificationLevel": ("the verified certification level", "经验证的认证等级"),
+    "queryColumns": ("the columns a query uses", "查询使用的列"),
+    "queryAggregates": ("the aggregates a query computes", "查询计算的聚合"),
+    "minGroupSize": ("the smallest group in a result", "结果中最小分组的记录数"),
+    "epsilonPerQuery": ("the privacy budget of a query", "单次查询的隐私预算"),
+    "epsilonTotal": ("the privacy budget of all queries", "全部查询的隐私预算"),
+    "queryTemplates": ("the query", "查询"),
     "delayPeriod": ("the delay", "延迟时间"), "deliveryChannel": ("the delivery channel", "交付渠道"),
     "fileFormat": ("the file format", "文件格式"), "industry": ("the industry", "行业"),
     "language": ("the language", "语言"), "media": ("the medium", "媒介"),
@@ -439,7 +455,38 @@ class _Writer:
             return self.t("certified", v=v)
         if name == "dataClass" and op in ("eq", "isAnyOf"):
             return self.t("data_class", v=v)
+        return self.sandbox_term(name, op, right, v)
+
+    def sandbox_term(self, name: str, op: str, right: Any, v: str) -> str | None:
+        """The data sandbox's terms (``tds:queryColumns`` …, on an ``aggregate`` permission)."""
+        if name == "queryColumns" and op in ("eq", "isAnyOf", "isPartOf"):
+            return self.t("query_columns", v=v)
+        if name == "queryAggregates" and op in ("eq", "isAnyOf", "isPartOf"):
+            return self.t("query_aggregates", v=v)
+        if name == "minGroupSize" and op in ("eq", "gteq"):
+            return self.t("min_group", v=v)
+        if name == "epsilonPerQuery" and op in ("eq", "lteq", "term-lteq"):
+            return self.t("epsilon_query", v=v)
+        if name == "epsilonTotal" and op in ("eq", "lteq", "term-lteq"):
+            return self.t("epsilon_total", v=v)
+        if name == "queryTemplates" and op in ("eq", "isAnyOf"):
+            return self.t("query_templates", v=self.template_ids(right))
         return None
+
+    def template_ids(self, right: Any) -> str:
+        """The ids of query templates carried as JSON texts (``{"id": …, "sql": …}``); anything else as written."""
+        shown = []
+        for item in _items(right, _MAX_VALUES):
+            ident = None
+            if isinstance(item, str) and len(item) <= _MAX_TEMPLATE_CHARS:
+                try:
+                    parsed = json.loads(item)
+                except (RecursionError, ValueError):
+                    parsed = None
+                if isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
+                    ident = parsed["id"]
+            shown.append(ident if ident is not None else self.value(item))
+        return ("、" if self.zh else ", ").join(shown)
 
     # -- rules ---------------------------------------------------------------------------------------------
     def actions(self, rule: dict[str, Any], default: Any) -> tuple[list[str], list[Any]]:

@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import re
 import time
@@ -47,6 +49,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER_DID = web.RequestKey("tds_caller_did", str)
 BODY = web.RequestKey("tds_body", bytes)
 TOKEN = web.RequestKey("tds_token", Token)
+#: The request's Signature-Input as read once (by the fair-use gate, before authentication reads it again).
+SIGNATURE_INPUT = web.RequestKey("tds_signature_input", signing.SignatureInput)
+#: Settled once the request's nonce is committed (True), or found stored by another process (False).
+NONCE_STORED = web.RequestKey("tds_nonce_stored", asyncio.Future)
 DSP_PATH = re.compile(r"^/participants/(?P<name>[a-z0-9-]+)/api/dsp/")
 log = get_logger(component="auth")
 
@@ -56,7 +62,8 @@ class KeyResolver(Protocol):
 
 
 class NonceRepository(Protocol):
-    async def remember_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
+    async def claim_nonce(self, key_id: str, nonce: str, expires_at: int, now: int
+                          ) -> asyncio.Future[bool] | None: ...
 
 
 class Gate(Protocol):
@@ -100,21 +107,46 @@ def signed_request_middleware(auth: PeerAuth) -> Any:
             stranger = claimed is not None and not auth.admission.is_known(participant_id, claimed)
             if stranger:
                 auth.admission.check_unknown()
-            caller = await authenticate_peer(auth, request)
-            if not stranger:
-                auth.admission.check_request(participant_id, caller)
+            try:
+                caller = await authenticate_peer(auth, request, deferred=True)
+                if not stranger:
+                    auth.admission.check_request(participant_id, caller)
+                response = await handler(request)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the refusal is the answer; still, not before the nonce
+                    await _nonce_stored(auth, request)
+                raise
+            await _nonce_stored(auth, request)
+            return response
         return await handler(request)
 
     return middleware
+
+
+async def _nonce_stored(auth: PeerAuth, request: web.Request) -> None:
+    """Wait until the request's nonce is committed: no answer leaves before it (see :func:`authenticate_signed`)."""
+    stored = request.get(NONCE_STORED)
+    if stored is not None and not await stored:
+        auth.signature_failures.inc()
+        raise Unauthorized("signature nonce was already used (replayed request)")
 
 
 def _claimed_caller(request: web.Request) -> str | None:
     """The DID a request's signature names, not yet verified (None: unsigned or unreadable, which
     authentication then refuses or hands to conformance mode)."""
     try:
-        return signing.read_signature_input(request.headers).key_id.partition("#")[0]
+        sig = _signature_input(request)
     except Unauthorized:
         return None
+    return sig.key_id.partition("#")[0]
+
+
+def _signature_input(request: web.Request) -> signing.SignatureInput:
+    """The request's Signature-Input, read (and checked) once per request."""
+    sig = request.get(SIGNATURE_INPUT)
+    if sig is None:
+        sig = request[SIGNATURE_INPUT] = signing.read_signature_input(request.headers)
+    return sig
 
 
 def _is_public_dsp_path(path: str) -> bool:
@@ -122,34 +154,43 @@ def _is_public_dsp_path(path: str) -> bool:
     return path.endswith("/.well-known/dspace-version")
 
 
-async def authenticate_peer(auth: PeerAuth, request: web.Request) -> str:
+async def authenticate_peer(auth: PeerAuth, request: web.Request, *, deferred: bool = False) -> str:
     conformance = auth.conformance
     if conformance is not None and "Signature-Input" not in request.headers:
         return await _authenticate_static(request, conformance.authorization, conformance.agent_id)
-    return await authenticate_signed(auth, request)
+    return await authenticate_signed(auth, request, deferred=deferred)
 
 
-async def authenticate_signed(auth: PeerAuth, request: web.Request, *, streamed: bool = False) -> str:
+async def authenticate_signed(auth: PeerAuth, request: web.Request, *, streamed: bool = False,
+                              deferred: bool = False) -> str:
     """Verify the request's RFC 9421 signature (never the conformance shortcut); return the caller's DID.
 
     Also used by the data plane, whose requests carry a transfer token in ``Authorization`` besides.
     *streamed*: the body is left unread for the handler to stream, and is not digested (the data plane
     checks such a body chunk by chunk against a signed manifest instead).
+
+    The nonce is claimed here, so that a replay is refused at once, and committed by the store's next commit.
+    *deferred*: the request goes on meanwhile (whatever it writes commits with the nonce or after it), and the
+    caller awaits :func:`_nonce_stored` before it answers; otherwise this returns once the nonce is committed.
     """
     now = auth.clock()
-    sig = signing.read_signature_input(request.headers)
+    sig = _signature_input(request)
     signing.check_times(sig, now)
     body = b"" if streamed else await request.read()
     key = await auth.resolver.verification_key(sig.key_id, "authentication")
     target_uri = auth.public_url + request.raw_path
     try:
-        signing.verify_request(request.method, target_uri, request.headers, body, public_key=key, now=now)
+        signing.verify_request(request.method, target_uri, request.headers, body, public_key=key, now=now, sig=sig)
     except Unauthorized:
         auth.signature_failures.inc()
         raise
-    if not await auth.nonces.remember_nonce(sig.key_id, sig.nonce, sig.expires + signing.CLOCK_SKEW, int(now)):
+    stored = await auth.nonces.claim_nonce(sig.key_id, sig.nonce, sig.expires + signing.CLOCK_SKEW, int(now))
+    if stored is None:
         auth.signature_failures.inc()
         raise Unauthorized("signature nonce was already used (replayed request)")
+    request[NONCE_STORED] = stored
+    if not deferred:
+        await _nonce_stored(auth, request)
     caller = sig.key_id.partition("#")[0]
     request[CALLER_DID] = caller
     if not streamed:

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from connector.services.process_shell import ProcessShell
     from connector.services.publishing import Publishing
     from connector.services.receipts import ReceiptService
+    from connector.services.sandbox import SandboxService
     from connector.services.search import SearchService
     from connector.services.tokens import TokenService
     from connector.services.transfer import TransferService
@@ -79,6 +80,7 @@ ID_PATTERN = pattern_rule("^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$",
                           "1-128 letters, digits, '.', '_', '~' or '-', starting with a letter or digit")
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 DataClass = Literal["general", "important", "core", "personal"]
+ColumnName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
 class VerifyPeerRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -93,6 +95,15 @@ class AssetIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="c
     data_class: DataClass = "general"
     keywords: Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=50)] = []
     data_address: dict[str, Any] = {}
+    #: Offered for computation only (the data sandbox): a File asset's CSV is imported once into a read-only table
+    #: that aggregate queries under an agreement run against; its data is never transferred.
+    sandbox: bool = False
+    #: Sandbox only: bounds the provider declares for numeric columns, ``{"defect_rate": [0, 1]}`` (values are
+    #: clipped to them; sums and averages under a privacy budget need them).
+    sandbox_bounds: Annotated[dict[ColumnName, Annotated[list[float], msgspec.Meta(min_length=2, max_length=2)]],
+                              msgspec.Meta(max_length=200)] = {}
+    #: Sandbox only: the columns a query may reference (default: all).
+    sandbox_columns: Annotated[list[ColumnName], msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class PolicyIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -301,6 +312,8 @@ class ManagementSite:
     search: SearchService | None = None
     #: The peer directory and its gossip (routes in ``connector.http.directory``).
     gossip: Gossip | None = None
+    #: The data sandbox: queries to a provider's sandbox (routes in ``connector.http.sandbox``).
+    sandbox: SandboxService | None = None
 
 
 def metrics_routes(tokens: TokenService, scrape: Callable[[], Awaitable[tuple[bytes, str]]]) -> list[web.RouteDef]:
@@ -510,6 +523,7 @@ class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
 def routes(site: ManagementSite) -> list[Route]:
     from connector.http import credentials  # its routes are described with this module's Route
     from connector.http import directory as directory_routes
+    from connector.http import sandbox as sandbox_routes
     from connector.http import search as search_routes
 
     def participant(request: web.Request) -> ParticipantRuntime:
@@ -639,7 +653,16 @@ def routes(site: ManagementSite) -> list[Route]:
         record = Asset(id=body.id, title=body.title, description=body.description, content_type=body.content_type,
                        data_class=body.data_class, keywords=list(body.keywords), data_address=body.data_address,
                        created_at=now())
-        record = await site.publishing.add_asset(participant(request), record)
+        spec = None
+        if body.sandbox:
+            from connector.services.sandbox import SandboxImport
+
+            spec = SandboxImport(bounds={k: (v[0], v[1]) for k, v in body.sandbox_bounds.items()},
+                                 columns=body.sandbox_columns)
+        elif body.sandbox_bounds or body.sandbox_columns is not None:
+            raise BadRequest('sandboxBounds and sandboxColumns describe an asset offered for computation only: add '
+                             '"sandbox": true', path="$.sandbox")
+        record = await site.publishing.add_asset(participant(request), record, sandbox=spec)
         return web.json_response(camel(record), status=201)
 
     async def refresh_asset(request: web.Request) -> web.Response:
@@ -1013,6 +1036,7 @@ def routes(site: ManagementSite) -> list[Route]:
         *credentials.management_routes(lambda: site.credentials, participant),
         *directory_routes.management_routes(lambda: site.gossip, participant),
         *search_routes.management_routes(lambda: site.search, participant),
+        *sandbox_routes.management_routes(lambda: site.sandbox, participant),
     ]
 
 

@@ -107,8 +107,11 @@ def error_middleware(listener: str, metrics: RequestMetrics | None = None) -> An
                 log.info("request refused", method=request.method, path=request.path, status=status,
                          reason=exc.message)
             headers = None
+            retry_after = getattr(exc, "retry_after", None)  # a 429, or a 503 of a node too busy now
+            if isinstance(retry_after, int):
+                headers = {"Retry-After": str(retry_after)}
             if isinstance(exc, TooManyRequests):
-                headers, limit = {"Retry-After": str(exc.retry_after)}, exc.limit
+                limit = exc.limit
             return web.json_response(error_body(request, exc), status=status, headers=headers)
         except web.HTTPRequestEntityTooLarge as exc:
             status = 413

@@ -13,6 +13,7 @@ peer. Everything that reaches the application is still rendered by the error mid
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from aiohttp.http_exceptions import (
     LineTooLong,
 )
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo
 
 from connector.logging import get_logger
 
@@ -118,3 +120,55 @@ class Runner(web.AppRunner):
         return _Server(plain.request_handler, request_factory=plain.request_factory,
                        handler_cancellation=plain.handler_cancellation, loop=asyncio.get_running_loop(),
                        listener=self._listener, requests_total=self._requests_total, **plain._kwargs)
+
+
+class LazyRoutes(web.AbstractResource):
+    """Every path under *prefix* (and *prefix* itself), routed by the routes *build* returns, built on the first
+    request there: what they need is not imported to start the listener. A request they match is handled as if
+    they had been the listener's own routes (the application's middlewares, ``match_info``); one they do not match
+    is answered 404, or 405 with the methods they allow.
+
+    Register it with ``app.router.register_resource(LazyRoutes(...))``."""
+
+    def __init__(self, prefix: str, build: Callable[[], Sequence[web.RouteDef]]) -> None:
+        super().__init__()
+        self._prefix = prefix.rstrip("/")
+        self._build = build
+        self._router: web.UrlDispatcher | None = None
+
+    @property
+    def canonical(self) -> str:
+        return self._prefix
+
+    def url_for(self, **kwargs: str) -> Any:
+        raise NotImplementedError("the routes under a LazyRoutes prefix have no URLs to build")
+
+    def add_prefix(self, prefix: str) -> None:
+        self._prefix = prefix + self._prefix
+
+    def get_info(self) -> Any:
+        return {"prefix": self._prefix}
+
+    def raw_match(self, path: str) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
+        path = request.rel_url.path_safe
+        if path != self._prefix and not path.startswith(self._prefix + "/"):
+            return None, set()
+        if self._router is None:
+            router = web.UrlDispatcher()
+            router.add_routes(self._build())
+            router.freeze()
+            self._router = router
+        match = await self._router.resolve(request)
+        if isinstance(match, MatchInfoError):
+            refused = match.http_exception
+            return None, set(refused.allowed_methods) if isinstance(refused, web.HTTPMethodNotAllowed) else set()
+        return match, set()

@@ -41,7 +41,8 @@ class ProofError(Exception):
 
 
 def canonical(value: Any) -> bytes:
-    """RFC 8785 canonical JSON bytes."""
+    """RFC 8785 canonical JSON bytes, from the ``rfc8785`` package itself: what is signed is never another
+    encoder's output (``usage_policies.jcs`` serves hashes only)."""
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:

@@ -22,14 +22,16 @@ read.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.bindings import crypto_scalarmult
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey
 from nacl.secret import SecretBox
 from nacl.utils import random
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 #: The one end-to-end scheme, as announced in a transfer's data address or push offer.
 SCHEME = "x25519-hkdf-sha256+aes256gcm"
@@ -51,27 +53,50 @@ def _aad(context: str, index: int) -> bytes:
     return context.encode() + b"\0" + struct.pack(">Q", index)
 
 
+# ``cryptography`` (OpenSSL: AES-GCM, HKDF) is imported on first use, by the functions below: a node answers its
+# first requests without it (about 7 MiB and some milliseconds of every start), and its first transfer or vault
+# access imports it once.
+
+
+def aead(key: bytes) -> AESGCM:
+    """AES-256-GCM under *key*."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def aead_open(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes) -> bytes | None:
+    """The plaintext of *sealed* under *key*, or None if it does not open (wrong key or data, tampered)."""
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        return aead(key).decrypt(nonce, sealed, aad)
+    except InvalidTag:
+        return None
+
+
+def hkdf_sha256(secret: bytes, *, salt: bytes | None, info: bytes, length: int = KEY_SIZE) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of *secret*."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return bytes(HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret))
+
+
 def seal_chunk(key: bytes, context: str, index: int, plaintext: bytes | memoryview) -> bytes:
     """Ciphertext of chunk *index* (the plaintext plus a 16-byte tag)."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # on first use: node start stays quick
-
-    return AESGCM(key).encrypt(_nonce(index), plaintext, _aad(context, index))
+    return aead(key).encrypt(_nonce(index), plaintext, _aad(context, index))
 
 
 def open_chunk(key: bytes, context: str, index: int, sealed: bytes | memoryview) -> bytes:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    try:
-        return AESGCM(key).decrypt(_nonce(index), sealed, _aad(context, index))
-    except InvalidTag as exc:
-        raise SealError(f"chunk {index} does not open (wrong key, wrong position, or tampered)") from exc
+    opened = aead_open(key, _nonce(index), sealed, _aad(context, index))
+    if opened is None:
+        raise SealError(f"chunk {index} does not open (wrong key, wrong position, or tampered)")
+    return opened
 
 
 def _derive(shared: bytes, transfer_id: str, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=transfer_id.encode(),
-                info=INFO + ephemeral_public + recipient_public)
-    return bytes(hkdf.derive(shared))
+    return hkdf_sha256(shared, salt=transfer_id.encode(), info=INFO + ephemeral_public + recipient_public)
 
 
 def sender_key(recipient_public: bytes, transfer_id: str) -> tuple[bytes, bytes]:

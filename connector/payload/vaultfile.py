@@ -29,11 +29,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from connector.payload import sealing
 
 MAGIC = b"TDSVAULT"
@@ -91,16 +86,12 @@ def vault_key(agreement_private_key: bytes, participant_id: str) -> bytes:
 
     The X25519 key is itself sealed on disk by the node key; the vault key is never stored.
     """
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=sealing.KEY_SIZE, salt=None,
-                info=_VAULT_INFO + participant_id.encode())
-    return bytes(hkdf.derive(agreement_private_key))
+    return sealing.hkdf_sha256(agreement_private_key, salt=None, info=_VAULT_INFO + participant_id.encode())
 
 
 def file_key(data_key: bytes, header: Header) -> bytes:
     """The key that seals one file's chunks: unique per file, because its random id is the salt."""
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=sealing.KEY_SIZE, salt=header.file_id,
-                info=_FILE_INFO + header.encode())
-    return bytes(hkdf.derive(data_key))
+    return sealing.hkdf_sha256(data_key, salt=header.file_id, info=_FILE_INFO + header.encode())
 
 
 def _nonce(index: int) -> bytes:
@@ -111,20 +102,20 @@ def _aad(header: Header, index: int, last: bool) -> bytes:
     return header.encode() + struct.pack(">Q?", index, last)
 
 
-def seal(key: bytes, header: Header, index: int, plaintext: bytes, *, last: bool) -> bytes:
+def seal(key: bytes, header: Header, index: int, plaintext: bytes | memoryview, *, last: bool) -> bytes:
     """Chunk *index* of the file, sealed under its file key (the plaintext plus a 16-byte tag)."""
     if len(plaintext) > header.chunk_size or (not last and len(plaintext) != header.chunk_size):
         raise VaultFileError(f"chunk {index}: only the last chunk may be shorter than {header.chunk_size} bytes")
-    return AESGCM(key).encrypt(_nonce(index), plaintext, _aad(header, index, last))
+    return sealing.aead(key).encrypt(_nonce(index), plaintext, _aad(header, index, last))
 
 
 def open_chunk(key: bytes, header: Header, index: int, sealed: bytes, *, last: bool) -> bytes:
     """The plaintext of chunk *index*; :class:`~connector.payload.sealing.SealError` if it does not open
     as that chunk (wrong key, moved, cut, tampered, or not the last chunk when it should be)."""
-    try:
-        return AESGCM(key).decrypt(_nonce(index), sealed, _aad(header, index, last))
-    except InvalidTag as exc:
-        raise sealing.SealError(f"chunk {index} does not open (wrong key, wrong position, cut, or tampered)") from exc
+    opened = sealing.aead_open(key, _nonce(index), sealed, _aad(header, index, last))
+    if opened is None:
+        raise sealing.SealError(f"chunk {index} does not open (wrong key, wrong position, cut, or tampered)")
+    return opened
 
 
 def physical_offset(header: Header, plaintext_offset: int) -> int:

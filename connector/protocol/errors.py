@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from connector.errors import LocalProtocolError, RemoteProtocolError
+from connector.errors import LocalProtocolError, PeerError, RemoteProtocolError, TdsError
 
-__all__ = ["AgreementStateError", "InvalidTransition", "LocalProtocolError", "MessageError", "RemoteProtocolError"]
+__all__ = ["AgreementStateError", "InvalidTransition", "LocalProtocolError", "MessageError", "QueryRefused",
+           "RemoteProtocolError", "ResultError"]
 
 
 class AgreementStateError(LocalProtocolError):
@@ -17,3 +18,21 @@ class InvalidTransition(RemoteProtocolError):
 
 class MessageError(RemoteProtocolError):
     """A message that is missing a field, has a wrong one, or is of the wrong type."""
+
+
+class QueryRefused(TdsError):
+    """A data sandbox query that the agreement's terms do not allow (``connector.protocol.sandbox``). ``rule`` is
+    a short code of what it broke ("function", "column", "dp-required" …); the message says it in words."""
+
+    status = 422
+    code = "query-refused"
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class ResultError(PeerError):
+    """A signed sandbox result whose provider's proof or result hash does not verify."""
+
+    code = "result-unverified"

@@ -21,6 +21,7 @@ from connector.protocol.decisions import CatalogOffer
 from connector.protocol.export_control import ExportRule
 from connector.protocol.messages import CONTEXT
 from connector.protocol.policy import PeerFacts, decide_access
+from connector.services.sandbox import QUERY_PATH
 from connector.store.records import Asset, ContractDefinition
 from connector.store.repository import CatalogSnapshot
 
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
 
 TDS = contexts.TDS_NS
 FORMATS = ("HttpData-PULL",)
+#: The one distribution of a dataset offered for computation only: queries to the provider's data sandbox (an
+#: absolute IRI: ``dct:format`` is read as one).
+SANDBOX_FORMAT = TDS + "SandboxQuery"
+#: What a sandbox dataset says of itself in its ``tds:sandbox``.
+COMPUTATION_ONLY = ("computation only: the rows never leave the provider; aggregate queries under an agreement run "
+                    "in its data sandbox, and only results over groups large enough (and noisy, under a privacy "
+                    "budget) come back")
 
 
 @dataclass(frozen=True)
@@ -86,12 +94,9 @@ class CatalogService:
     async def peer_facts(self, participant: ParticipantRuntime, did: str) -> PeerFacts:
         """What *participant* knows of the peer *did*: its self-description's claims (self-asserted) and the
         claims of its credentials that count (verified)."""
-        facts = PeerFacts(did)
-        for peer in await self.peers.peers(participant.id):
-            if peer.did == did:
-                facts = PeerFacts(did, self_asserted_region=peer.region, self_asserted_legal_name=peer.legal_name,
-                                  self_described=True)
-                break
+        peer = await self.peers.peer(participant.id, did)
+        facts = PeerFacts(did) if peer is None else PeerFacts(
+            did, self_asserted_region=peer.region, self_asserted_legal_name=peer.legal_name, self_described=True)
         return facts.with_claims(await self.claims_of(participant.id, did))
 
     async def offers_for(self, participant: ParticipantRuntime, peer: PeerFacts) -> list[Offered]:
@@ -104,11 +109,12 @@ class CatalogService:
 
     def dataset(self, participant: ParticipantRuntime, asset: Asset, offers: list[Offered]) -> dict[str, Any]:
         service_id = f"{participant.did}#dsp"
+        formats = (SANDBOX_FORMAT,) if asset.sandbox is not None else FORMATS
         dataset: dict[str, Any] = {
             "@id": self.dataset_id(participant, asset.id),
             "@type": "Dataset",
             "hasPolicy": [contracts.catalog_offer(o.policy, o.offer_id) for o in offers],
-            "distribution": [{"@type": "Distribution", "format": f, "accessService": service_id} for f in FORMATS],
+            "distribution": [{"@type": "Distribution", "format": f, "accessService": service_id} for f in formats],
         }
         if asset.title:
             dataset["dct:title"] = asset.title
@@ -118,6 +124,8 @@ class CatalogService:
             dataset["dcat:keyword"] = asset.keywords
         dataset["dcat:mediaType"] = asset.content_type
         dataset[TDS + "dataClass"] = asset.data_class
+        if asset.sandbox is not None:
+            dataset[TDS + "sandbox"] = sandbox_description(asset.sandbox, participant.dsp_base)
         return dataset
 
     async def catalog(
@@ -151,6 +159,22 @@ class CatalogService:
         if not offers:
             return None
         return {"@context": list(CONTEXT), **self.dataset(participant, offers[0].asset, offers)}
+
+
+def sandbox_description(kept: dict[str, Any], dsp_base: str) -> dict[str, Any]:
+    """``tds:sandbox`` of a dataset offered for computation only: what it is for, where queries go, and its table's
+    schema (columns with their types and declared bounds, the row count rounded to two significant digits, the
+    columns a query may reference). A JSON literal (``@type: @json``): a JSON-LD processor keeps it as it is."""
+    found = kept.get("schema")
+    schema: dict[str, Any] = found if isinstance(found, dict) else {}
+    columns = [{k: v for k, v in c.items() if v is not None} for c in schema.get("columns", []) if isinstance(c, dict)]
+    return {"@type": "@json", "@value": {
+        "use": COMPUTATION_ONLY,
+        "queryEndpoint": f"{dsp_base}{QUERY_PATH}",
+        "columns": columns,
+        "rowsRounded": schema.get("rows_rounded"),
+        "queryable": schema.get("queryable", []),
+    }}
 
 
 def catalog_offer(snapshot: CatalogSnapshot, definition_id: str, asset_id: str) -> CatalogOffer | None:

@@ -28,8 +28,15 @@ consumer decrypts, verifies, then seals again for the vault.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
 from connector.payload import manifest as manifests
 from connector.payload import sealing
+
+T = TypeVar("T")
 
 SEALED_DETAIL = ("end-to-end encrypted: X25519 key agreement, HKDF-SHA256, AES-256-GCM per chunk; decrypted and "
                  "verified here")
@@ -45,3 +52,23 @@ def wire_length(manifest: manifests.Manifest, offset: int, sealed: bool) -> int:
     if sealed:
         length += sealing.TAG_SIZE * (len(manifest.chunks) - offset // manifest.chunk_size)
     return length
+
+
+class Lane:
+    """One worker thread of a stream's own, off the event loop: what is given to it runs in the order given, one
+    job after the other (chunks are read, sealed, opened, verified and written in order), so that the event
+    loop can hand it the next chunk before the last one is done instead of waiting for each in turn.
+
+    :meth:`close` lets the jobs already given finish, then runs *then* (closing the file they use), on the
+    lane's thread: a file is never closed under a job still reading or writing it."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    def run(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, job, *args)
+
+    def close(self, then: Callable[[], object] | None = None) -> None:
+        if then is not None:
+            self._pool.submit(then)
+        self._pool.shutdown(wait=False)

@@ -1,9 +1,13 @@
 """Contract negotiation, both roles: the shell around ``connector.protocol.negotiation``.
 
 Every step is: check the move against the state table → commit the new state, its history event and the
-message that follows from it (the *pending* message) in one transaction → then deliver the message.
-Nothing polls: a committed state schedules the node's next move at once (``_react``); a timer wakes only
-when a retry or a deadline is due.
+message that follows from it (the *pending* message) in one transaction, fsynced → then deliver the message.
+A peer's message and the node's own answering move (the agreement to a request, the verification of an
+agreement, the finalization of a verification) are one step: both moves and both history lines go into one
+commit before the peer is answered, and the answering message leaves after the answer. So each message costs
+each side one durable commit; what the node only notes for itself (a message acknowledged, a retry planned)
+is committed without an fsync. Nothing polls: a committed state schedules the node's next move at once
+(``_react``, when it was not taken with the message); a timer wakes only when a retry or a deadline is due.
 
 Crash safety and silent peers:
 - a pending message is retried with exponential backoff and jitter until the peer acknowledges it or
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +76,7 @@ from connector.services.process_shell import (
 from connector.services.process_shell import message_reason as _termination_reason
 from connector.services.process_shell import peer_reason as _peer_reason
 from connector.store.records import AgreementRecord, NegotiationEvent, NegotiationRecord
-from connector.store.repository import AgreementChange
+from connector.store.repository import AgreementChange, Event
 
 if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
@@ -98,6 +103,16 @@ STEPS: dict[str, Kind] = {
 }
 
 Script = Callable[[NegotiationRecord], "str | None"]
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One of the node's own moves, worked out and not yet stored: the negotiation with the move's message
+    pending, the agreement's row as the move leaves it (None: unchanged), and the line for the history."""
+
+    record: NegotiationRecord
+    agreement: AgreementChange | None
+    detail: str
 
 
 class NegotiationError(InvalidTransition):
@@ -200,28 +215,49 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
 
     async def commit(
         self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "", *,
-        agreement: AgreementChange | None = None,
+        agreement: AgreementChange | None = None, events: Sequence[Event] = (), via: State | None = None,
+        durable: bool = False,
     ) -> NegotiationRecord:
-        """Store *new* in place of *old* (still in *old*'s state), with *agreement*'s row if the move changes it
-        (and the stored agreement is still as it was read); raise 409 if either moved on meanwhile."""
-        if new.pending is None and new.state not in TERMINAL:
-            new = _replace(new, expires_at=self._clock() + self.negotiation_timeout)
-        elif new.state in TERMINAL:
-            new = _replace(new, expires_at=None)
-        new = _replace(new, updated_at=self._now_text())
+        """Store *new* in place of *old* (still in *old*'s state) with its history (*event* if given, then
+        *events*), and *agreement*'s row if the move changes it (and the stored agreement is still as it was
+        read); raise 409 if either moved on meanwhile. *via*: the state a peer's message led to, when the
+        node's own move from there is committed with it.
+
+        *durable*: fsynced before this returns. Every commit that something leaving the node follows is: one
+        with a message pending (sent after it), and one of a peer's message (answered after it). The shell's
+        bookkeeping (a delivery acknowledged, a retry planned) need not be: losing it to a power cut means only
+        that a message is delivered once more, which the peer's state table or its view of the process settles."""
+        new = self._stamped(new)
         if not await self.contracts.update_negotiation(
-            new, expected_state=old.state, event=event, detail=detail, agreement=agreement
+            new, expected_state=old.state, event=event, detail=detail, events=events, agreement=agreement,
+            durable=durable,
         ):
             raise NegotiationError("the negotiation or its agreement changed concurrently; retry", old, status=409)
-        if old.state != new.state:
-            log.info("negotiation state", participant=new.participant_id, id=new.id, role=new.role,
-                     old=old.state, new=new.state, reason=new.reason or None)
+        self._committed(old.state, new, agreement, via=via)
+        return new
+
+    def _stamped(self, record: NegotiationRecord) -> NegotiationRecord:
+        """*record* as it is stored: when it lapses if nothing happens, and when it changed."""
+        if record.pending is None and record.state not in TERMINAL:
+            record = _replace(record, expires_at=self._clock() + self.negotiation_timeout)
+        elif record.state in TERMINAL:
+            record = _replace(record, expires_at=None)
+        return _replace(record, updated_at=self._now_text())
+
+    def _committed(self, old: State | None, new: NegotiationRecord, agreement: AgreementChange | None, *,
+                   via: State | None = None) -> None:
+        """After a commit: log the change of state (*via* the state a peer's message led to, when the node's own
+        move from there went with it), tell the admission hooks, wake the timer and the waiters."""
+        before = old if old is not None else via
+        if before is not None and before != new.state:
+            log.info("negotiation state", participant=new.participant_id, id=new.id, role=new.role, old=before,
+                     via=via if old is not None and via not in (old, new.state) else None, new=new.state,
+                     reason=new.reason or None)
         if agreement is not None and agreement.record.state in EVER_IN_FORCE:
             self._learn(new.participant_id, new.counterparty_did)
         if new.state in TERMINAL:
             self._ended(new.participant_id, new.id)
         self._notify(new)
-        return new
 
     # -- the timer: retries and deadlines ------------------------------------------------------------
 
@@ -277,11 +313,11 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             next_attempt_at=now, deliver_by=now + self.delivery_timeout,
             created_at=self._now_text(), updated_at=self._now_text(),
         )
-        await self.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (opening)")
+        await self.contracts.create_negotiation(record, "message-out", "ContractRequestMessage (opening)",
+                                                durable=True)
         async with self.lock((participant.id, pid)):
-            current = await self.contracts.negotiation(participant.id, pid) or record
-            # The record as this delivery left it (the node's next move may already be under way).
-            return await self._deliver(participant, current)
+            # Nothing else has seen the negotiation yet (the timer learns of it from this first delivery).
+            return await self._deliver(participant, record)
 
     async def _find_offer(
         self, participant: ParticipantRuntime, dsp: str, offer_id: str
@@ -361,15 +397,21 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         # Strangers share a bounded number of open negotiations (connector.services.admission).
         self._admit(participant.id, pid, caller)
         try:
-            await self.contracts.create_negotiation(record, "message-in", f"{kind.value} (opening) from {caller}")
+            # The node's answer to the opening (an agreement, say) is committed with it, then sent after the 201.
+            move = await self._own_move(participant, record, None, fresh=True)
+            stored = self._stamped(record if move is None else move.record)
+            await self.contracts.create_negotiation(
+                stored, "message-in", f"{kind.value} (opening) from {caller}",
+                events=[("message-out", move.detail)] if move is not None else (),
+                agreement=move.agreement if move is not None else None, durable=True)
         except BaseException:
             self._ended(participant.id, pid)
             raise
         crash_point("provider-after-storing-request" if role is Role.PROVIDER else "consumer-after-storing-offer")
         log.info("negotiation opened", participant=participant.name, id=pid, role=role, peer=caller,
-                 offer=offer_id)
-        self._schedule(record)
-        self._spawn(self._react(participant, record))
+                 offer=offer_id, state=stored.state)
+        self._committed(None, stored, move.agreement if move is not None else None)
+        self._after_receipt(participant, stored, moved=move is not None)
         return record
 
     async def on_message(
@@ -429,11 +471,19 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                 agreement_change = await self._agreement_after(participant, record, AgreementEvent.FINALIZED)
             elif kind is Kind.TERMINATION:
                 updated = _replace(updated, reason=_termination_reason(message, "the peer"))
-            updated = await self.commit(record, updated, "message-in", detail, agreement=agreement_change)
+            # The node's own move from here (a verification, say) is committed with the message, then sent after
+            # the answer: one commit (and one fsync) per step on each side.
+            move = await self._own_move(participant, updated, agreement_change)
+            stored = await self.commit(
+                record, updated if move is None else move.record, "message-in", detail,
+                agreement=agreement_change if move is None else move.agreement,
+                events=[("message-out", move.detail)] if move is not None else (),
+                via=next_state if move is not None else None, durable=True)
             if kind is Kind.VERIFICATION:
                 crash_point("provider-after-receiving-verification")
-        self._spawn(self._react(participant, updated))
-        return updated
+        self._after_receipt(participant, stored, moved=move is not None)
+        # The answer acknowledges the peer's message: the state it led to (the node's move follows it).
+        return stored if move is None else _replace(stored, state=next_state)
 
     def _is_party(self, record: NegotiationRecord, caller: str) -> bool:
         return record.counterparty_did == caller or self._conformance_caller(caller)
@@ -471,11 +521,16 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         return agreements.sign(agreement, signer.key, key_id=signer.key_id, created=self._now_text())
 
     async def _agreement_after(
-        self, participant: ParticipantRuntime, record: NegotiationRecord, event: AgreementEvent
+        self, participant: ParticipantRuntime, record: NegotiationRecord, event: AgreementEvent,
+        pending: AgreementChange | None = None,
     ) -> AgreementChange:
         """The agreement's row moved by *event* (``connector.protocol.agreement_lifecycle``), with the state it
         was read in; *record* is the negotiation before the move, whose state names where an agreement without
-        a stored row stands."""
+        a stored row stands. *pending*: the row as the same commit already changes it (the peer's message the
+        move answers), in place of the stored one."""
+        if pending is not None:
+            return AgreementChange(msgspec.structs.replace(
+                pending.record, state=next_agreement_state(pending.record.state, event)), read_in=pending.read_in)
         current = await self.contracts.agreement(participant.id, _agreement_id(record))
         if current is None:
             return AgreementChange(_agreement_row(record, next_agreement_state(record.state, event)), read_in=None)
@@ -506,6 +561,34 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
             return "verify"
         return None
 
+    async def _own_move(self, participant: ParticipantRuntime, record: NegotiationRecord,
+                        agreement: AgreementChange | None, *, fresh: bool = False) -> _Move | None:
+        """The node's default move from *record*, a peer's message applied but not yet stored (with *agreement*,
+        the agreement's row as that message changes it), to be committed with the message; None if the move is
+        not the node's, or not now. *fresh*: the message opened the negotiation.
+
+        Not with a script (conformance mode): its moves are taken after the answer, as the compatibility kit
+        reads the state a message led to before the node moves on. A move that fails is not taken here either:
+        the message is stored alone and ``_react`` tries the move again after the answer."""
+        if self.script is not None or record.state in TERMINAL:
+            return None
+        step = self._default_step(record)
+        if step is None:
+            return None
+        try:
+            return await self._move(participant, record, step, agreement=agreement, fresh=fresh)
+        except Exception:
+            log.exception("negotiation step failed", id=record.id)
+            return None
+
+    def _after_receipt(self, participant: ParticipantRuntime, record: NegotiationRecord, *, moved: bool) -> None:
+        """After a peer's message was stored (and before it is answered): send the message of the node's move
+        committed with it once the answer is out, or look for a move to take."""
+        if moved:
+            self._deliver_soon((record.participant_id, record.id))
+        elif self.script is not None or self._default_step(record) is not None:
+            self._spawn(self._react(participant, record))
+
     async def _do(self, participant: ParticipantRuntime, negotiation_id: str, step: str, reason: str = "",
                   *, expected_state: State | None = None) -> None:
         """Take *step*, unless the negotiation moved on since the step was chosen for *expected_state*."""
@@ -516,24 +599,23 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                 return
             if expected_state is not None and record.state != expected_state:
                 return
-            if step == "decide":
-                outcome = await self._provider_decision(participant, record)
-                step, reason = outcome.move.value, outcome.reason
-                if outcome.offer is not None:
-                    record = _replace(record, offer=outcome.offer)
-            await self._send(participant, record, STEPS[step], reason)
+            move = await self._move(participant, record, step, reason)
+            updated = await self.commit(record, move.record, "message-out", move.detail, agreement=move.agreement,
+                                        durable=True)
+            await self._deliver(participant, updated)
 
-    async def _provider_decision(self, participant: ParticipantRuntime, record: NegotiationRecord) -> decisions.Outcome:
+    async def _provider_decision(self, participant: ParticipantRuntime, record: NegotiationRecord,
+                                 peer: PeerFacts, *, fresh: bool = False) -> decisions.Outcome:
         """Agree, counter-offer or terminate (with the reason): gather the facts, then ask
-        ``decisions.decide_request``."""
+        ``decisions.decide_request``. *peer*: what is known of the consumer; *fresh*: the request opened the
+        negotiation (no counter-offer yet)."""
         asset_id = ids.local_asset_id(participant.did, record.asset_id)
         request = decisions.ContractRequest.of(record.offer_id, asset_id, record.offer,
                                                shown_as=lambda asset: self._dataset_id(participant, asset))
-        snapshot = await self.contracts.catalog(participant.id)
-        events = await self.contracts.events(participant.id, record.id)
+        snapshot = await self.contracts.offer_parts(participant.id, request.definition_id, request.target)
+        events = [] if fresh else await self.contracts.events(participant.id, record.id)
         facts = decisions.ProviderFacts(
-            peer=await self._peer_facts(participant, record.counterparty_did),
-            holder_region=participant.record.region, export_rules=tuple(self._export_rules),
+            peer=peer, holder_region=participant.record.region, export_rules=tuple(self._export_rules),
             countered=any(e.kind == "message-out" and e.detail.startswith(Kind.OFFER.value) for e in events))
         offer = catalog_offer(snapshot, request.definition_id, request.target)
         return decisions.decide_request(request, offer, facts, datetime.fromtimestamp(self._clock(), UTC))
@@ -541,45 +623,69 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     async def _send(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind,
                     reason: str = "") -> NegotiationRecord:
         """Commit our move with its message pending, then deliver it. Call with the negotiation's lock."""
+        move = await self._move_of_kind(participant, record, kind, reason)
+        updated = await self.commit(record, move.record, "message-out", move.detail, agreement=move.agreement,
+                                    durable=True)
+        return await self._deliver(participant, updated)
+
+    async def _move(self, participant: ParticipantRuntime, record: NegotiationRecord, step: str, reason: str = "",
+                    *, agreement: AgreementChange | None = None, fresh: bool = False) -> _Move:
+        """The move *step* (a provider's "decide" settles on agree, counter-offer or terminate first)."""
+        peer: PeerFacts | None = None
+        if step == "decide":
+            peer = await self._peer_facts(participant, record.counterparty_did)
+            outcome = await self._provider_decision(participant, record, peer, fresh=fresh)
+            step, reason = outcome.move.value, outcome.reason
+            if outcome.offer is not None:
+                record = _replace(record, offer=outcome.offer)
+        return await self._move_of_kind(participant, record, STEPS[step], reason, agreement=agreement, peer=peer)
+
+    async def _move_of_kind(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind,
+                            reason: str = "", *, agreement: AgreementChange | None = None,
+                            peer: PeerFacts | None = None) -> _Move:
+        """Our move sending *kind* from *record*: the record with the message pending, the agreement's row as
+        the move leaves it, and the history line. *agreement*: the row as the peer's message this move answers
+        changes it in the same commit (None: as stored); *peer*: what is known of the peer, if asked already."""
         next_state = table_send(record.state, kind, record.role)
         updated = _replace(record, state=next_state)
-        agreement_change: AgreementChange | None = None
+        agreement_change = agreement
         proof: dict[str, Any] | None = None
         if kind is Kind.AGREEMENT:
             target = self._dataset_id(participant, ids.local_asset_id(participant.did, record.asset_id))
-            agreement = contracts.agreement(
+            terms = contracts.agreement(
                 record.offer, agreement_id=new_pid(), target=target, assigner=participant.did,
                 assignee=record.counterparty_did, timestamp=self._now_text(),
             )
-            proof = self._sign(participant, agreement)
-            updated = _replace(updated, agreement=agreement)
+            proof = self._sign(participant, terms)
+            updated = _replace(updated, agreement=terms)
             agreement_change = AgreementChange(_agreement_row(
                 updated, next_agreement_state(None, AgreementEvent.SIGNED), provider_proof=proof,
                 did_documents={participant.did: participant.did_document()}), read_in=None)
         elif kind is Kind.VERIFICATION and record.agreement is not None:
-            current = await self.contracts.agreement(participant.id, _agreement_id(record))
+            current = agreement.record if agreement is not None else await self.contracts.agreement(
+                participant.id, _agreement_id(record))
             proof = current.consumer_proof if current is not None else self._sign(participant, record.agreement)
-            agreement_change = await self._agreement_after(participant, record, AgreementEvent.VERIFIED)
+            agreement_change = await self._agreement_after(participant, record, AgreementEvent.VERIFIED, agreement)
         elif kind is Kind.FINALIZED and record.agreement is not None:
-            agreement_change = await self._agreement_after(participant, record, AgreementEvent.FINALIZED)
+            agreement_change = await self._agreement_after(participant, record, AgreementEvent.FINALIZED, agreement)
         elif kind is Kind.TERMINATION:
             updated = _replace(updated, reason=reason or "terminated by the operator")
         # The proof's fields are defined by the node's own JSON-LD context, named only to a peer that exchanged
         # self-descriptions with this participant (a TDS node has it); another DSP connector may load no context
         # but the DSP ones (the compatibility kit does so) and gets the message as before, the proof an extension.
-        readable = proof is not None and (await self._peer_facts(participant, record.counterparty_did)).self_described
+        if proof is not None and peer is None:
+            peer = await self._peer_facts(participant, record.counterparty_did)
+        readable = proof is not None and peer is not None and peer.self_described
         message = self._message(updated, kind, reason, proof, extended=readable)
         now = self._clock()
         updated = _replace(updated, pending={"kind": kind.name, "url": self._url(updated, kind),
                                              "body": m.encode(message)},
                            attempts=0, next_attempt_at=now, deliver_by=now + self.delivery_timeout)
-        updated = await self.commit(record, updated, "message-out",
-                                     kind.value + (f": {reason}" if reason else ""), agreement=agreement_change)
-        return await self._deliver(participant, updated)
+        return _Move(updated, agreement_change, kind.value + (f": {reason}" if reason else ""))
 
     def _delivered(self, participant: ParticipantRuntime, record: NegotiationRecord, kind: Kind) -> None:
         # A delivered termination leaves nothing to do; any other message may be followed by our next move.
-        if kind is not Kind.TERMINATION:
+        if kind is not Kind.TERMINATION and (self.script is not None or self._default_step(record) is not None):
             self._spawn(self._react(participant, record))
 
     def _message(self, record: NegotiationRecord, kind: Kind, reason: str,

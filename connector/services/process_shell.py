@@ -172,6 +172,8 @@ class ProcessShell(Generic[R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._due: dict[Key, float] = {}
         self._wake = asyncio.Event()
+        #: When the timer wakes next by itself (its sleep's deadline; infinity: only when woken).
+        self._wakes_at = float("inf")
         self._timer: asyncio.Task[None] | None = None
 
     # what a subclass provides
@@ -351,6 +353,13 @@ class ProcessShell(Generic[R]):
                 self._due[key] = self._clock() + RETRY_MAX_S
                 self._wake.set()
 
+    def _deliver_soon(self, key: Key) -> None:
+        """Deliver the pending message just committed for *key* from a task of its own, once the caller has
+        answered the peer whose message it follows (that peer holds its own lock on the process until it has
+        the answer). The timer need not also look at it: the attempt's outcome schedules what comes next."""
+        self._due.pop(key, None)
+        self._spawn(self._on_due(key))
+
     def forget(self, participant_id: str) -> None:
         """A participant is no longer hosted: no retry or deadline of its processes is due any more (its
         processes are being deleted; the timer would find no participant for them anyway)."""
@@ -417,10 +426,13 @@ class ProcessShell(Generic[R]):
         key = (record.participant_id, record.id)
         due = record.next_attempt_at if record.pending is not None else record.expires_at
         if due is None:
-            self._due.pop(key, None)
+            self._due.pop(key, None)  # the timer may still wake for it: it then finds nothing due
         else:
             self._due[key] = due
-        self._wake.set()
+            # Only if sooner than the timer wakes anyway (most moves push a deadline out), or if the clock has
+            # passed that time already (a clock that jumps).
+            if due < self._wakes_at or self._clock() >= self._wakes_at:
+                self._wake.set()
 
     def _take_due(self, now: float) -> list[Key]:
         """The processes whose retry or deadline has come by *now* (no longer scheduled)."""
@@ -443,6 +455,7 @@ class ProcessShell(Generic[R]):
                 self._spawn(self._on_due(key))
             self._wake.clear()
             timeout = max(0.0, min(self._due.values()) - now) if self._due else None
+            self._wakes_at = float("inf") if timeout is None else now + timeout
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that arrives as the
             # event is set (which happens as processes end while the node stops), and the timer then never ends.
             with contextlib.suppress(TimeoutError):

@@ -5,7 +5,9 @@ written: a policy must be valid ODRL, a contract definition may name only polici
 and an asset's data must lie where its participant may keep files (:mod:`connector.services.addresses`).
 An ``HttpData`` asset is fetched once into a snapshot under the participant's own files (and again on
 refresh); each version of an asset's bytes gets its manifest when it is published, not when a peer first
-asks for it.
+asks for it. A ``File`` asset offered for computation only (the data sandbox) is imported once into its
+read-only table instead (``connector.services.sandbox.import_table``); its bytes get no manifest, since they
+never leave, and deleting the asset deletes the table.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from connector.errors import BadRequest, Conflict, NotFound
 from connector.participant import ParticipantRuntime
 from connector.protocol.policy import PolicySyntaxError, check_policy
 from connector.services import addresses, backends
+from connector.services import sandbox as sandboxes
 from connector.services.ports import BackendReader
 from connector.store.records import Asset, ContractDefinition, PolicyRecord
 from connector.store.repository import ContractRepository
@@ -47,13 +50,17 @@ class Publishing:
     def __init__(
         self, contracts: ContractRepository, client: BackendReader, *,
         confinement: Callable[[ParticipantRuntime], addresses.Confinement], manifest_for: ManifestFor,
-        snapshot_limit: int,
+        snapshot_limit: int, sandbox_max_rows: int = sandboxes.MAX_TABLE_ROWS,
+        table_removed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.contracts = contracts
+        #: Called once a sandbox asset's table is deleted (the node's sandbox workers end their spare).
+        self.table_removed = table_removed
         self.client = client
         self.confinement = confinement
         self.manifest_for = manifest_for
         self.snapshot_limit = snapshot_limit
+        self.sandbox_max_rows = sandbox_max_rows
 
     async def entries(self, participant: ParticipantRuntime, kind: type[Entry]) -> list[Entry]:
         return await self.contracts.entries(participant.id, kind)
@@ -67,6 +74,7 @@ class Publishing:
         name a policy; the offers, agreements (not revoked) and starting negotiations of an asset. An offer
         goes at once: peers no longer see it, and the agreements made under it keep their own copy of its
         terms."""
+        asset = await self.contracts.entry(participant.id, Asset, entry_id) if kind is Asset else None
         references = await self.contracts.delete_unreferenced(participant.id, kind, entry_id, did=participant.did)
         if references is None:
             return False
@@ -79,11 +87,19 @@ class Publishing:
             err = Conflict(f"{NOUNS[kind]} {entry_id!r} is still in use by {named}: first {first}")
             err.details = {"references": references}  # type: ignore[attr-defined]
             raise err
+        if asset is not None and asset.sandbox is not None:
+            sandboxes.remove_table(sandboxes.table_path(self.confinement(participant).own, asset))
+            if self.table_removed is not None:
+                await self.table_removed()
         return True
 
-    async def add_asset(self, participant: ParticipantRuntime, asset: Asset) -> Asset:
+    async def add_asset(self, participant: ParticipantRuntime, asset: Asset, *,
+                        sandbox: sandboxes.SandboxImport | None = None) -> Asset:
         """Publish *asset*; its data address is checked (and an ``HttpData`` one fetched) first. 409 when an
-        asset with its id exists."""
+        asset with its id exists. With *sandbox*: offered for computation only, its CSV imported into the data
+        sandbox's table now (a ``File`` asset only)."""
+        if sandbox is not None:
+            return await self._add_sandboxed(participant, asset, sandbox)
         path = None
         if asset.data_address:
             if backends.is_http(asset.data_address):
@@ -96,6 +112,24 @@ class Publishing:
         await self.contracts.add_entry(participant.id, asset)
         if path is not None:
             await self.manifest_for(participant, asset, path)
+        return asset
+
+    async def _add_sandboxed(self, participant: ParticipantRuntime, asset: Asset, spec: sandboxes.SandboxImport
+                             ) -> Asset:
+        if str(asset.data_address.get("type", "")).lower() != "file":
+            raise BadRequest("an asset offered for computation only (sandbox) is a File: a CSV under this "
+                             "participant's data roots", path="dataAddress.type")
+        where = self.confinement(participant)
+        path = addresses.resolve(asset.data_address, where)
+        if await self.contracts.entry(participant.id, Asset, asset.id) is not None:
+            raise Conflict(f"asset {asset.id!r} already exists", path="id")
+        kept = await sandboxes.import_table(where.own, asset.id, path, spec, max_rows=self.sandbox_max_rows)
+        asset = msgspec.structs.replace(asset, sandbox=kept)
+        try:
+            await self.contracts.add_entry(participant.id, asset)
+        except BaseException:
+            sandboxes.remove_table(sandboxes.table_path(where.own, asset))
+            raise
         return asset
 
     async def refresh_asset(self, participant: ParticipantRuntime, asset_id: str) -> tuple[Asset, bool]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.agreement_lifecycle import IN_FORCE
 from connector.protocol.transfer import Kind, State
-from connector.services.dataplane import SEALED_DETAIL, MoveFailed, wire_length
+from connector.services.dataplane import SEALED_DETAIL, Lane, MoveFailed, wire_length
 from connector.services.process_shell import Key, backoff
 from connector.services.transfer import (
     EPHEMERAL_PROPERTY,
@@ -68,6 +69,8 @@ log = get_logger(component="dataplane")
 
 #: Commit the resume point at least every this many bytes.
 CHECKPOINT_BYTES = 16 * 1024 * 1024
+#: Bytes of chunks received and handed to the worker but not yet written, at most (two chunks at least).
+IN_FLIGHT_BYTES = 4 * 1024 * 1024
 
 
 class _Stopped(Exception):
@@ -368,76 +371,103 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
     """Read the payload from the resume point on off *content* (a pulled response or a pushed request),
     verifying every chunk, sealing it for the vault and writing it to *out*, and advancing *progress*.
 
-    A pipeline of two: while a worker thread verifies chunk *n* and writes it (only if it verifies), the
-    event loop receives chunk *n+1* into the other of two reusable buffers (memory: two chunks).
+    A pipeline: the event loop takes the pieces of each chunk off *content* as they arrived (no copy) and hands
+    them to the stream's own worker thread (:class:`Lane`), which takes the chunks in order, puts each together
+    in its one reusable buffer, verifies it and writes it only if it verifies; once one fails, it writes none
+    after it. Two chunks are with the worker at most, or more up to :data:`IN_FLIGHT_BYTES` (memory). The resume
+    point advances over the chunks the worker has written, in order, and never past one that failed.
     """
-    loop = asyncio.get_running_loop()
     last = max(len(manifest.chunks), 1) - 1
     stall = service.stall_timeout
     tag = sealing.TAG_SIZE if seal_key is not None else 0
-    buffers = [memoryview(bytearray(manifest.chunk_size + tag)), memoryview(bytearray(manifest.chunk_size + tag))]
+    depth = max(2, IN_FLIGHT_BYTES // manifest.chunk_size)
+    joined: memoryview | None = None  # the worker's: where a chunk's pieces are put together (made on first use)
     half = manifest.size // 2
     checkpoint = progress.received
-    pending: asyncio.Future[bool] | None = None
-    pending_index = pending_length = 0
+    #: Chunks given to the worker and not yet counted, in order: (its verdict, index, plaintext length).
+    pending: deque[tuple[asyncio.Future[bool], int, int]] = deque()
+    refused = False  # a chunk failed on the worker: it writes no later one (read and written on the worker only)
+    context = record.provider_pid or ""
 
-    def check_and_write(chunk: memoryview, index: int) -> bool:
+    def join(pieces: list[memoryview]) -> memoryview:
+        nonlocal joined
+        if joined is None:
+            joined = memoryview(bytearray(manifest.chunk_size + tag))
+        at = 0
+        for piece in pieces:
+            joined[at:at + len(piece)] = piece
+            at += len(piece)
+        return joined[:at]
+
+    def check_and_write(pieces: list[memoryview], index: int) -> bool:
+        nonlocal refused
+        if refused:
+            return False
+        refused = True  # until this chunk is written: a failure below leaves every later chunk unwritten
+        chunk = pieces[0] if len(pieces) == 1 else join(pieces)
         if seal_key is not None:  # decrypt, then verify the plaintext against the manifest, then store
             try:
-                chunk = memoryview(sealing.open_chunk(seal_key, record.provider_pid or "", index, chunk))
+                chunk = memoryview(sealing.open_chunk(seal_key, context, index, chunk))
             except sealing.SealError:
                 return False
         if not manifests.chunk_ok(manifest, index, chunk):
             return False
         out.write(index, chunk, last=index == last)  # sealed for the vault, on this same worker thread
+        refused = False
         return True
 
-    async def settle() -> None:
-        nonlocal pending, checkpoint
-        if pending is None:
-            return
-        job, pending = pending, None
-        if not await job:
-            raise _BadChunk(pending_index, "did not match its digest")
-        progress.received += pending_length
-        service.moved("received", pending_length)
-        service.progressed((participant.id, record.id))
-        if progress.received - checkpoint >= CHECKPOINT_BYTES:
-            out.flush()
-            await service.repository.set_received(participant.id, record.id, progress.received)
-            checkpoint = progress.received
-            if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
-                crash_point("consumer-mid-receive")
+    async def settle(*, wait: bool = True) -> None:
+        """Count the oldest chunk given to the worker once it is written (waiting for it unless *wait* is
+        False), then every later one already done."""
+        nonlocal checkpoint
+        while pending and (wait or pending[0][0].done()):
+            wait = False
+            job, index, length = pending[0]
+            ok = await asyncio.shield(job)  # a cancellation stops the stream, not the job: keep() waits for it
+            pending.popleft()
+            if not ok:
+                raise _BadChunk(index, "did not match its digest")
+            progress.received += length
+            service.moved("received", length)
+            service.progressed((participant.id, record.id))
+            if progress.received - checkpoint >= CHECKPOINT_BYTES:
+                await service.repository.set_received(participant.id, record.id, progress.received)
+                checkpoint = progress.received
+                if checkpoint - CHECKPOINT_BYTES < half <= checkpoint:
+                    crash_point("consumer-mid-receive")
 
+    lane = Lane("tds-receive")
     try:
-        fetched, turn = progress.received, 0
-        spare = memoryview(b"")  # received beyond the chunk being filled (readany hands over whole pieces)
+        fetched = progress.received
+        spare = memoryview(b"")  # received beyond the chunk being filled (pieces come as the socket gave them)
         while fetched < manifest.size:
             index = fetched // manifest.chunk_size
             want = manifest.chunk_length(index)
             wire = want + tag
-            view = buffers[turn]
+            if len(pending) >= depth:
+                await settle()  # the oldest chunk's pieces go once it is written
+            pieces: list[memoryview] = []
             filled = 0
             try:
                 async with asyncio.timeout(stall):  # a peer trickling bytes must not hold the transfer forever
                     while filled < wire:
-                        data = spare if spare else memoryview(await content.readany())
+                        data = spare if spare else memoryview(await _piece(content))
                         if not data:
-                            await settle()
+                            while pending:
+                                await settle()
                             raise _BadChunk(index, "the stream ended early") if filled else _Dropped(
                                 "the stream ended early")
                         take = min(len(data), wire - filled)
-                        view[filled:filled + take] = data[:take]
+                        pieces.append(data[:take])
                         spare = data[take:]
                         filled += take
             except TimeoutError:
                 raise _Dropped(f"chunk {index} did not arrive within {stall:g} s") from None
-            await settle()  # the other buffer is free again once its chunk is written
-            pending = loop.run_in_executor(None, check_and_write, view[:wire], index)
-            pending_index, pending_length = index, want
+            pending.append((lane.run(check_and_write, pieces, index), index, want))
             fetched += want
-            turn ^= 1
-        await settle()
+            await settle(wait=False)
+        while pending:
+            await settle()
     except BaseException as exc:
         failed = exc
         raise
@@ -445,12 +475,18 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
         failed = None
     finally:
         async def keep() -> None:
-            if pending is not None:  # a chunk still being checked when the stream failed: keep it if good
+            # Chunks still with the worker when the stream failed: each written one counts, in order, up to the
+            # first that was not (the worker writes none after it).
+            counting = True
+            while pending:
+                job, _, length = pending.popleft()
                 with contextlib.suppress(Exception):
-                    if await pending:
-                        progress.received += pending_length
-                        service.moved("received", pending_length)
-            out.flush()
+                    if await job and counting:
+                        progress.received += length
+                        service.moved("received", length)
+                        continue
+                counting = False
+            lane.close()
             if progress.received != checkpoint:
                 await service.repository.set_received(participant.id, record.id, progress.received)
 
@@ -462,6 +498,14 @@ async def _receive(service: TransferService, participant: ParticipantRuntime, re
             # What ended the stream is what counts (a full disk that failed a write fails the save too); the
             # resume point stays where it was last saved, and the file is cut back to it on the next attempt.
             log.info("resume point not saved", id=record.id, at=progress.received, error=str(exc)[:200])
+
+
+async def _piece(content: StreamReader) -> bytes:
+    """The next piece of a body as it arrived (not joined with others: no copy), or b"" at its end."""
+    while True:
+        data, end_of_http_chunk = await content.readchunk()
+        if data or not end_of_http_chunk:  # (b"", True) only marks where a chunk of a chunked body ended
+            return data
 
 
 async def _uninterrupted(step: Coroutine[Any, Any, None]) -> None:

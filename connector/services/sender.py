@@ -1,9 +1,11 @@
 """The provider's side of the data plane: the file of a started transfer, read in chunks off the event
 loop, streamed to a consumer who pulls it, or pushed to the consumer's inbox.
 
-Serving a pull (the route is :mod:`connector.http.dataplane`): the file is streamed from disk in 1 MiB
-pieces from the requested offset, or chunk by chunk, each sealed, for a sealed transfer; the file must still
-be the version the manifest was made of (:func:`source_file`).
+Serving a pull (the route is :mod:`connector.http.dataplane`): the file is sent from the requested offset by
+the kernel's sendfile on a plain connection, else in 1 MiB pieces read off the event loop, or chunk by chunk,
+each sealed, for a sealed transfer; the file must still be the version the manifest was made of
+(:func:`source_file`). Pieces and chunks are read (and sealed) on the stream's own worker thread, the next ones
+while the last is sent (:func:`_read_ahead`).
 
 Pushing (:func:`push`): the manifest and envelope go first (``PUT …/inbox/:consumerPid/manifest``), and the
 consumer answers its resume point; then the (sealed) chunks from there (``POST …?offset=N``), streamed. A 422
@@ -15,10 +17,12 @@ With every byte stored the push is noted as done; the consumer's completion mess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from connector.errors import OutboundRefused, PeerError
 from connector.faults import crash_point
@@ -26,7 +30,7 @@ from connector.logging import get_logger
 from connector.payload import manifest as manifests
 from connector.payload import sealing
 from connector.protocol.transfer import State
-from connector.services.dataplane import MoveFailed, wire_length
+from connector.services.dataplane import Lane, MoveFailed, wire_length
 from connector.services.ports import PeerAnswer
 from connector.services.process_shell import backoff, peer_reason
 from connector.services.transfer import SEALING_SCHEME, TransferService, _replace
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
 log = get_logger(component="dataplane")
 
 PIECE = 1024 * 1024
+#: Bytes handed to sendfile at once (counted as sent in between).
+SEGMENT = 64 * 1024 * 1024
+#: Pieces read (and sealed) ahead of the one being sent.
+READ_AHEAD = 2
 
 
 class Sink(Protocol):
@@ -46,12 +54,19 @@ class Sink(Protocol):
     async def write(self, data: bytes) -> None: ...
 
 
-class CountedSink:
-    """*sink*, with each piece written told to *moved* as sent (the node's bytes-moved metric)."""
+#: Sends *count* bytes of an open file from *offset* straight onto the connection (``loop.sendfile``).
+SendFile = Callable[[IO[bytes], int, int], Awaitable[object]]
 
-    def __init__(self, sink: Sink, moved: Callable[[str, int], None]) -> None:
+
+class CountedSink:
+    """*sink*, with each piece written told to *moved* as sent (the node's bytes-moved metric). With *send_file*
+    (a plain connection's ``loop.sendfile``), a plain file goes by the kernel's sendfile instead: from the page
+    cache onto the socket, never copied through the process."""
+
+    def __init__(self, sink: Sink, moved: Callable[[str, int], None], send_file: SendFile | None = None) -> None:
         self.sink = sink
         self.moved = moved
+        self.send_file = send_file
 
     async def write(self, data: bytes) -> None:
         await self.sink.write(data)
@@ -73,49 +88,90 @@ async def source_file(source: dict[str, Any]) -> tuple[Path, str | None]:
 
 
 async def stream_file(path: Path, offset: int, size: int, response: Sink) -> None:
-    """Send *path* from *offset* to *size* in pieces read off the event loop (constant memory)."""
-    loop = asyncio.get_running_loop()
+    """Send *path* from *offset* to *size*: by sendfile when *response* offers it, else in pieces read off the
+    event loop (constant memory)."""
+    if isinstance(response, CountedSink) and response.send_file is not None:
+        await _send_file(path, offset, size, response, response.send_file)
+        return
     half = size // 2
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        position = offset
-        while position < size:
-            piece = await loop.run_in_executor(None, os.pread, fd, min(PIECE, size - position), position)
+    position = offset
+    pieces = _read_ahead(path, range(offset, size, PIECE), lambda fd, at: os.pread(fd, min(PIECE, size - at), at))
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
             if not piece:
                 break
             await response.write(piece)
             if position < half <= position + len(piece):
                 crash_point("provider-mid-stream")
             position += len(piece)
-    finally:
-        os.close(fd)
+
+
+async def _send_file(path: Path, offset: int, size: int, sink: CountedSink, send_file: SendFile) -> None:
+    """*path* from *offset* to *size* by *send_file*, :data:`SEGMENT` bytes at a time (each counted as sent)."""
+    half = size // 2
+    with await asyncio.to_thread(open, path, "rb") as file:
+        position = offset
+        while position < size:
+            count = min(SEGMENT, size - position)
+            await send_file(file, position, count)
+            sink.moved("sent", count)
+            if position < half <= position + count:
+                crash_point("provider-mid-stream")
+            position += count
 
 
 async def stream_sealed(path: Path, manifest: manifests.Manifest, first: int, key: bytes, context: str,
                         response: Sink) -> None:
     """Send chunks *first*… of *path*, each sealed (end-to-end encryption), read and sealed off the loop."""
-    async for piece in _chunks(path, manifest, first, key, context, crash_at=None):
-        await response.write(piece)
+    chunks = _chunks(path, manifest, first, key, context, crash_at=None)
+    async with contextlib.aclosing(chunks):
+        async for piece in chunks:
+            await response.write(piece)
 
 
 async def _chunks(path: Path, manifest: manifests.Manifest, first: int, key: bytes | None, context: str,
-                  crash_at: str | None = "provider-mid-push") -> AsyncIterator[bytes]:
+                  crash_at: str | None = "provider-mid-push") -> AsyncGenerator[bytes, None]:
     """Chunks *first*… of *path*, sealed when *key* is given, each read (and sealed) off the event loop."""
-    loop = asyncio.get_running_loop()
-    fd = os.open(path, os.O_RDONLY)
 
-    def read(index: int) -> bytes:
+    def read(fd: int, index: int) -> bytes:
         plain = os.pread(fd, manifest.chunk_length(index), index * manifest.chunk_size)
         return sealing.seal_chunk(key, context, index, plain) if key is not None else plain
 
     half = len(manifest.chunks) // 2
-    try:
-        for index in range(first, len(manifest.chunks)):
-            yield await loop.run_in_executor(None, read, index)
+    index = first
+    pieces = _read_ahead(path, range(first, len(manifest.chunks)), read)
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
+            yield piece
             if index == half and crash_at is not None:
                 crash_point(crash_at)
+            index += 1
+
+
+async def _read_ahead(path: Path, steps: Iterable[int],
+                      read: Callable[[int, int], bytes]) -> AsyncGenerator[bytes, None]:
+    """``read(fd, step)`` for each of *steps* in order, on the stream's own worker thread, up to
+    :data:`READ_AHEAD` of them ahead of the piece being sent: reading (and sealing) the next pieces overlaps
+    sending this one. The file is opened for the stream and closed on the worker once its last read is done."""
+    fd = os.open(path, os.O_RDONLY)
+    lane = Lane("tds-send")
+    ahead: deque[asyncio.Future[bytes]] = deque()
+    try:
+        for step in steps:
+            ahead.append(lane.run(read, fd, step))
+            if len(ahead) > READ_AHEAD:
+                yield await ahead.popleft()
+        while ahead:
+            yield await ahead.popleft()
     finally:
-        os.close(fd)
+        for job in ahead:  # not sent (the stream ended early): its error, if any, is not this stream's concern
+            job.add_done_callback(_quietly)
+        lane.close(lambda: os.close(fd))
+
+
+def _quietly(job: asyncio.Future[bytes]) -> None:
+    if not job.cancelled():
+        job.exception()
 
 
 async def _counted(pieces: AsyncIterator[bytes], moved: Callable[[str, int], None]) -> AsyncIterator[bytes]:

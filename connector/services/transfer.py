@@ -8,8 +8,9 @@ re-delivers what was pending, takes the moves that were its own and resumes its 
 verified chunk. A refused re-delivery is reconciled through the peer's view (``GET …/transfers/:pid``).
 
 Decisions the node takes on its own:
-- as provider, on a request: the agreement must be FINALIZED, ours, and with the caller as consumer
-  (otherwise 400 with a ``TransferError``); the agreement's policy must permit the use now (policy
+- as provider, on a request: the agreement must be FINALIZED, ours, and with the caller as consumer, and its
+  asset not one offered for computation only (the data sandbox, ``connector.services.sandbox``), pulled or
+  pushed (otherwise 400 with a ``TransferError`` naming why); the agreement's policy must permit the use now (policy
   engine, ``decide_transfer``: dates, regions, export rules and parties must hold now, while purpose and
   use counts are left to the consumer's usage control; a refusal terminates the process with the
   engine's reasons); the asset's data address must
@@ -132,6 +133,12 @@ class TransferError(InvalidTransition):
 
 class Refusal(Exception):
     """The provider will not start this transfer (the reason goes to the consumer)."""
+
+
+def sandbox_refusal(dataset: str) -> str:
+    """Why a dataset offered for computation only is not transferred (pulled or pushed)."""
+    return (f"{dataset} is offered for computation only (the data sandbox): its data never leaves the provider; "
+            "send aggregate queries under the agreement instead (tds query AGREEMENT \"SQL\")")
 
 
 def token_hash(token: str) -> str:
@@ -501,6 +508,9 @@ class TransferService(ProcessShell[TransferRecord]):
             raise TransferError(f"no agreement {message.agreementId!r} with you")
         if agreement.state not in IN_FORCE:
             raise TransferError(f"agreement {message.agreementId!r} is {agreement.state}, not FINALIZED")
+        sandboxed = await self._sandboxed(participant, agreement.asset_id)
+        if sandboxed:
+            raise TransferError(sandboxed)
         try:
             self._client.check_target(message.callbackAddress)
         except OutboundRefused as exc:
@@ -519,6 +529,11 @@ class TransferService(ProcessShell[TransferRecord]):
         log.info("transfer requested", participant=participant.name, id=pid, peer=caller, agreement=agreement.id)
         self._spawn(self._react(participant, record))
         return record
+
+    async def _sandboxed(self, participant: ParticipantRuntime, dataset: str) -> str:
+        """Why the data of *dataset* is not transferred, if it is offered for computation only; else ''."""
+        asset = await self.contracts.entry(participant.id, Asset, ids.local_asset_id(participant.did, dataset))
+        return sandbox_refusal(dataset) if asset is not None and asset.sandbox is not None else ""
 
     async def on_message(self, participant: ParticipantRuntime, local_pid: str, kind: Kind, message: Any,
                          caller: str) -> TransferRecord:
@@ -647,6 +662,8 @@ class TransferService(ProcessShell[TransferRecord]):
             raise Refusal(refused)
         if asset is None or not asset.data_address:
             raise Refusal(f"asset {agreement.asset_id} has no data address on the provider")
+        if asset.sandbox is not None:
+            raise Refusal(sandbox_refusal(agreement.asset_id))
         try:
             path = addresses.resolve(asset.data_address, self.confinement(participant))
             manifest, version = await self.manifest_for(participant, asset, path)

@@ -1,12 +1,31 @@
 """Usage enforcement on the consumer's node: every use of received data is decided, counted and logged.
 
 A use (``POST /api/management/v1/usage``) names the agreement, the action, the purpose and a use id the
-application makes up; the application itself is the management token's. The whole decision runs as one
-job on the store's writer thread: read the chain's head, let the policy engine decide with the counts it
-carries (``usage_policies.plan_use``), append the log entry (permit and deny alike) — one transaction,
-committed with an fsync before the caller gets the answer, and before any byte of data is released. So:
+application makes up; the application itself is the management token's. Uses are logged in commit groups
+(group commit): the uses that arrive while a group commits form the next, and one transaction, committed
+with an fsync, appends the whole group's entries (permit and deny alike) and signs each chain head it
+touched once. Every caller is answered only after the commit that holds its entry returned, and before
+any byte of data is released.
 
-- counts are exact under any concurrency (the writer serialises the read-decide-write);
+Where the decision is made:
+
+- in the event loop, without a thread hop, for a chain the loop knows: its agreement (in force, held as
+  consumer), its policy, and its last entry once every use queued before is appended. The policy engine
+  decides with the counts that entry carries (``usage_policies.plan_use``) and the entry is chained and
+  hashed there. The group's transaction then reads, in one query per chain, whether the store is still
+  as the loop saw it — the agreement in force, the chain's last entry the one the first of these uses
+  follows and covered by the head signed here, no more acknowledged by the provider, none of their use
+  ids logged already — and only then appends them;
+- in the group's transaction (as one job of the store's writer, each use in a savepoint) for anything
+  else: the first uses of a chain after the node starts, a use id used before (a retry), and every use
+  of a chain whose check found it changed (a revocation, a duty logged, a use id logged before, the log
+  edited behind the node's back) — decided again on what the store holds, which is then what the loop
+  knows of the chain. So the loop's view is a prediction the store confirms, never a second truth.
+
+So:
+
+- counts are exact under any concurrency (one event loop decides a chain's uses in order, each on the
+  last; the transaction decides the others in order after them);
 - counts are not kept beside the log but in it: each entry carries the permitted uses so far, and the
   head they are read from must match its signed head and the provider's signed acknowledgement, so a
   count cannot be reset, nor the log cut short, without the decision refusing (409) and ``tds log verify``
@@ -16,12 +35,14 @@ committed with an fsync before the caller gets the answer, and before any byte o
   the data again at most ``usage.redeliveries`` times within ``usage.redelivery_window_s`` of the use; it
   is not counted again, but each re-delivery is a log entry of its own (kind ``redelivery``) and so a
   receipt. Anything else under a used id is a 409 naming the conflict;
-- a crash before the commit leaves no trace, after it one counted, logged use;
+- a crash before the commit leaves no trace of the group, after it every use of the group counted and
+  logged, its chain head signed; a commit that fails answers each use of the group with the error and
+  the loop forgets what it knew of its chains (the uses queued since are decided in their transaction);
 - a dry run (``"dryRun": true``, :meth:`UsageService.check`) is the same checks and the same decision with
   the same counts, but on a reader's snapshot (query-only): it counts, logs, schedules and sends nothing, and
   takes no use id. ``"deliver": false`` is not a dry run: a use counted and logged without the data;
-- concurrent uses share one commit (group commit), and each chain head touched by a commit group is
-  signed once, inside that group's transaction (``Store.batch_hooks``).
+- each chain head touched by a commit group is signed once, inside that group's transaction
+  (``Store.batch_hooks``; duties logged by other jobs of the same commit are signed there too).
 
 A policy that names what credentials verify (``tds:verifiedRegion``, ``tds:memberOf``, ``tds:legalEntityId``,
 ``tds:certificationLevel``, ``tds:exportDestination``) is evaluated on each use against the participant's own
@@ -34,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import sqlite_utils
 
-from connector.errors import Conflict, NotFound
+from connector.errors import Conflict, NotFound, StorageError
 from connector.faults import crash_point
 from connector.identity import proof
 from connector.logging import get_logger
@@ -84,6 +106,64 @@ class UseOutcome:
     @property
     def permitted(self) -> bool:
         return self.decision == "permit"
+
+
+Key = tuple[str, str]  # (participant id, agreement id): one chain
+
+#: Use ids remembered as logged lately (see UsageService._recent).
+RECENT_USE_IDS = 65536
+
+_IN_FORCE = frozenset(str(state) for state in IN_FORCE)
+
+
+@dataclass(eq=False)
+class _Use:
+    """A use waiting for the commit group that logs it."""
+
+    participant: ParticipantRuntime
+    agreement_id: str
+    application: str
+    action: str
+    purpose: str
+    use_id: str
+    now: datetime
+    claims: PeerClaims | None
+    future: asyncio.Future[UseOutcome]
+    #: Decided in its group's transaction (counted in UsageService._in_transaction), not in the event loop.
+    in_transaction: bool = False
+    #: Decided in the event loop: the entry to append, its text, and the text of the entry it follows (None: the
+    #: first of its chain); what a permit carries out, and the deletion deadline it sets.
+    entry: ledger.Entry | None = None
+    text: str = ""
+    after: str | None = None
+    effects: list[str] = field(default_factory=list)
+    delete_at: float | None = None
+    #: Set by the group's job: what the use is answered with.
+    outcome: UseOutcome | None = None
+    error: Exception | None = None
+
+
+@dataclass(eq=False)
+class _Chain:
+    """A chain as the event loop knows it: its agreement (in force, held as consumer) and policy, and its last
+    entry once every use queued so far is appended (each commit group checks this against the store)."""
+
+    agreement: AgreementRecord
+    policy: CompiledPolicy
+    head: ledger.Entry | None
+    text: str | None
+    #: Use ids of the uses decided here and not yet committed.
+    queued: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _ChainEnd:
+    """A chain as a commit group's transaction leaves it: its last entry and that entry's text, and its
+    agreement where the event loop may decide the next uses (None: in the transaction)."""
+
+    agreement: AgreementRecord | None
+    head: ledger.Entry | None
+    text: str | None
 
 
 @dataclass(frozen=True)
@@ -218,29 +298,54 @@ class UsageService:
         #: runs means entries were removed, even before the provider acknowledged them. Raised only after
         #: a commit returned, so a rolled-back group never makes it run ahead of the log.
         self._committed: dict[tuple[str, str], int] = {}
+        #: The chains whose next uses the event loop decides itself (see _decide_now).
+        self._chains: dict[Key, _Chain] = {}
+        #: Per chain, how many uses queued or committing are decided in their group's transaction: while any
+        #: is, the chain's head is not known before that transaction, and so neither are the next uses decided
+        #: in the event loop.
+        self._in_transaction: dict[Key, int] = {}
+        #: (participant id, agreement id, use id) logged lately, oldest first (bounded): a use under one of them
+        #: is most likely a retry, decided in the transaction straight away. (Any other use id logged before is
+        #: found by the group's check, which has the chain's uses decided again.)
+        self._recent: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        #: The uses waiting for the next commit group, per chain in order; the group committing now.
+        self._open: dict[Key, list[_Use]] = {}
+        self._flight: asyncio.Future[dict[Key, _ChainEnd]] | None = None
+        self._flush_soon = False
 
-    # -- the decision, in one writer-thread job ------------------------------------------------------
+    # -- the decision: in the event loop where it can be, logged by a commit group ------------------------
 
     async def use(
         self, participant: ParticipantRuntime, *, application: str, agreement_id: str, action: str, purpose: str,
         use_id: str, now: datetime | None = None,
     ) -> UseOutcome:
-        # The agreement is read inside the same transaction as the decision: a revocation committed a moment
-        # earlier is seen, and no thread hop is spent on a separate read. Its policy never changes, so whether
-        # it names verified claims is read once, before.
-        claims = await self.own_claims(participant) if await self._asks_for_claims(participant, agreement_id) \
-            else None
-        outcome = await self.repo.write(
-            lambda db: self._decide(db, participant, self._agreement(db, participant, agreement_id), application,
-                                    action, purpose, use_id, now or self.clock(), claims),
-            durable=True,
-        )
+        key = (participant.id, agreement_id)
+        # The agreement's policy never changes, so whether it names verified claims is read once, before.
+        asks = self._asks_claims.get(key)
+        if asks is None:
+            asks = await self._asks_for_claims(participant, agreement_id)
+        claims = await self.own_claims(participant) if asks else None
+        loop = asyncio.get_running_loop()
+        pending = _Use(participant, agreement_id, application, action, purpose, use_id, now or self.clock(), claims,
+                       loop.create_future())
+        chain = self._chains.get(key)
+        if chain is None or key in self._in_transaction or not self._decide_now(chain, pending):
+            self._in_transaction[key] = self._in_transaction.get(key, 0) + 1
+            pending.in_transaction = True
+        queued = self._open.get(key)
+        if queued is None:
+            self._open[key] = [pending]
+        else:
+            queued.append(pending)
+        if self._flight is None and not self._flush_soon:
+            self._flush_soon = True
+            loop.call_soon(self._flush)
+        outcome = await pending.future
         crash_point("usage-after-commit")
         if self._deadlines_changed:
             self._deadlines_changed = False
             self._wake.set()
         if outcome.appended:
-            key = (participant.id, agreement_id)
             self._committed[key] = max(self._committed.get(key, 0), outcome.entry.seq)
             self.logged(participant.id, agreement_id)
             log.info("use re-delivered" if outcome.repeated else "use decided", participant=participant.name,
@@ -248,6 +353,180 @@ class UsageService:
                      decision=outcome.decision, seq=outcome.entry.seq)
         self.decided(outcome.decision)
         return outcome
+
+    def _decide_now(self, chain: _Chain, pending: _Use) -> bool:
+        """Decide *pending* on the chain as the event loop knows it (every use queued before it appended), or
+        return False: a use id used before is a retry, decided in the transaction against what is logged
+        under it."""
+        use_id = pending.use_id
+        if use_id in chain.queued or (pending.participant.id, pending.agreement_id, use_id) in self._recent:
+            return False
+        head = chain.head
+        counts = (head.uses or 0, head.first_use) if head is not None else (0, None)
+        planned = plan_use(chain.policy, _state(counts),
+                           self._request(pending.participant, chain.agreement, pending.action, pending.purpose,
+                                         pending.claims), pending.now)
+        permitted = planned.decision.permitted
+        effects = [_effect_text(e) for e in planned.effects] if permitted else []
+        entry = ledger.append(head, agreement=pending.agreement_id, kind="use", use_id=use_id,
+                              at=now_text(pending.now), action=pending.action, purpose=pending.purpose,
+                              application=pending.application, decision="permit" if permitted else "deny",
+                              reasons=list(planned.decision.reasons), effects=effects)
+        deletes = [e.time.timestamp() for e in planned.effects if isinstance(e, DeleteAt)] if permitted else []
+        pending.entry, pending.text, pending.after = entry, store.encode(entry), chain.text
+        pending.effects, pending.delete_at = effects, min(deletes) if deletes else None
+        chain.head, chain.text = entry, pending.text
+        chain.queued.add(use_id)
+        return True
+
+    def _flush(self) -> None:
+        """Hand the uses queued to the store as one commit group (one at a time: the uses that arrive while a
+        group commits form the next)."""
+        self._flush_soon = False
+        if self._flight is not None or not self._open:
+            return
+        group, self._open = self._open, {}
+        try:
+            self._flight = self.repo.submit(lambda db: self._log_group(db, group), durable=True)
+        except Exception as exc:  # the store is closed
+            self._group_failed(group, exc)
+            return
+        self._flight.add_done_callback(lambda done: self._committed_group(group, done))
+
+    def _committed_group(self, group: dict[Key, list[_Use]], done: asyncio.Future[dict[Key, _ChainEnd]]) -> None:
+        self._flight = None
+        try:
+            if done.cancelled():
+                self._group_failed(group, StorageError("the use was not logged"))
+            elif (exc := done.exception()) is not None:
+                self._group_failed(group, exc if isinstance(exc, Exception) else StorageError("the use was not "
+                                                                                             "logged"))
+            else:
+                self._group_logged(group, done.result())
+        finally:
+            if self._open:
+                self._flush()
+
+    def _log_group(self, db: sqlite_utils.Database, group: dict[Key, list[_Use]]) -> dict[Key, _ChainEnd]:
+        """The commit group's job (writer thread): append each chain's uses decided in the event loop, once one
+        query shows the chain, its agreement and its signed head as they were when they were decided;
+        decide the others here, in the transaction (a retry; a chain the event loop does not know yet; a
+        chain that changed meanwhile: a revocation, a duty logged, a use id found used, the log tampered
+        with). Returns, per chain where anything was decided here, the chain as this transaction leaves it."""
+        ends: dict[Key, _ChainEnd] = {}
+        for key, uses in group.items():
+            participant = uses[0].participant
+            # Decided in the event loop: a prefix of the chain's uses (see UsageService.use).
+            first_here = next((i for i, u in enumerate(uses) if u.in_transaction), len(uses))
+            decided, rest = uses[:first_here], uses[first_here:]
+            if decided and not self._still_holds(db, key, decided):
+                decided, rest = [], uses  # decided again, here
+            if decided:
+                store.append_entries(db, *key, [(u.entry, u.text) for u in decided if u.entry is not None])
+                deletes = [u.delete_at for u in decided if u.delete_at is not None]
+                if deletes:  # the earliest deadline wins; it survives restarts in the store
+                    store.schedule_duty(db, *key, "delete", min(deletes))
+                    self._deadlines_changed = True
+                last = decided[-1].entry
+                assert last is not None
+                self._touched[key] = (last.seq, last.hash)
+                for u in decided:
+                    assert u.entry is not None
+                    u.outcome = UseOutcome(u.entry.decision, list(u.entry.reasons), u.entry, effects=u.effects)
+            for u in rest:
+                db.execute("SAVEPOINT use")
+                try:
+                    u.outcome = self._decide(db, participant, self._agreement(db, participant, u.agreement_id),
+                                             u.application, u.action, u.purpose, u.use_id, u.now, u.claims)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO use")
+                    u.error = exc
+                db.execute("RELEASE use")
+            if rest:
+                ends[key] = self._chain_end(db, participant, key[1])
+        crash_point("usage-before-commit")
+        return ends
+
+    def _still_holds(self, db: sqlite_utils.Database, key: Key, decided: list[_Use]) -> bool:
+        """Whether the store is as the event loop saw it when it decided *decided* (a chain's uses, in order):
+        the agreement still in force, the chain's last entry the one the first use follows and covered by the
+        head signed here, no more acknowledged than that, and no use id among them logged already."""
+        first = decided[0].entry
+        assert first is not None
+        after = first.seq - 1
+        found = store.chain_check(db, *key, [u.use_id for u in decided])
+        if found.state not in _IN_FORCE or found.used or found.acked > after or found.last != decided[0].after:
+            return False
+        if after == 0:
+            return found.head_seq is None
+        return found.head_seq == after and found.head is not None and found.head == self._good_heads.get(key)
+
+    def _chain_end(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
+                   ) -> _ChainEnd:
+        """The chain as this transaction leaves it; its agreement only where the event loop may decide the next
+        uses itself (in force, the head checked, the counts carried by the head)."""
+        agreement = store.agreement(db, participant.id, agreement_id)
+        last = store.last_entry_text(db, participant.id, agreement_id)
+        head, text = last if last is not None else (None, None)
+        if agreement is None or agreement.role != Role.CONSUMER or agreement.state not in IN_FORCE or \
+                (head is not None and head.uses is None) or \
+                self._head_problem(db, participant, agreement_id, head) is not None:
+            return _ChainEnd(None, head, text)
+        return _ChainEnd(agreement, head, text)
+
+    def _group_logged(self, group: dict[Key, list[_Use]], ends: dict[Key, _ChainEnd]) -> None:
+        """A commit group is durable: answer its uses; take up what its transaction says of each chain."""
+        for key, uses in group.items():
+            self._settled(key, uses)
+            chain = self._chains.get(key)
+            for u in uses:
+                if chain is not None:
+                    chain.queued.discard(u.use_id)
+                if u.outcome is not None:
+                    self._recent[(*key, u.use_id)] = None
+            while len(self._recent) > RECENT_USE_IDS:
+                self._recent.popitem(last=False)
+            end = ends.get(key)
+            if end is not None:
+                self._take_up(key, end)
+            for u in uses:
+                if u.future.done():
+                    continue
+                if u.outcome is not None:
+                    u.future.set_result(u.outcome)
+                else:
+                    u.future.set_exception(u.error or StorageError("the use was not logged"))
+
+    def _group_failed(self, group: dict[Key, list[_Use]], exc: Exception) -> None:
+        """A commit group did not commit: nothing of it is logged; its uses are answered with the error, and the
+        event loop forgets what it knew of its chains (the uses queued since follow entries that are not
+        there)."""
+        for key, uses in group.items():
+            self._settled(key, uses)
+            self._take_up(key, None)
+            for u in uses:
+                if not u.future.done():
+                    u.future.set_exception(exc)
+
+    def _settled(self, key: Key, uses: list[_Use]) -> None:
+        left = self._in_transaction.get(key, 0) - sum(u.in_transaction for u in uses)
+        if left > 0:
+            self._in_transaction[key] = left
+        else:
+            self._in_transaction.pop(key, None)
+
+    def _take_up(self, key: Key, end: _ChainEnd | None) -> None:
+        """What the event loop knows of chain *key* is *end* (None: nothing); uses queued on what it knew
+        before are decided in their transaction instead."""
+        before = [u for u in self._open.get(key, ()) if not u.in_transaction]
+        for u in before:
+            u.in_transaction, u.entry = True, None
+        if before:
+            self._in_transaction[key] = self._in_transaction.get(key, 0) + len(before)
+        if end is None or end.agreement is None or key in self._in_transaction:
+            self._chains.pop(key, None)
+            return
+        self._chains[key] = _Chain(end.agreement, self._policy(key[0], end.agreement), end.head, end.text)
 
     async def check(
         self, participant: ParticipantRuntime, *, agreement_id: str, action: str, purpose: str,
@@ -356,7 +635,6 @@ class UsageService:
                 # The earliest deadline wins; it survives restarts in the store.
                 store.schedule_duty(db, pid, agreement.id, "delete", effect.time.timestamp())
                 self._deadlines_changed = True
-        crash_point("usage-before-commit")
         return UseOutcome(entry.decision, list(entry.reasons), entry, effects=effects)
 
     def _request(self, participant: ParticipantRuntime, agreement: AgreementRecord, action: str,
@@ -490,6 +768,17 @@ class UsageService:
         return self._append(db, participant_id, agreement_id, store.last_entry(db, participant_id, agreement_id),
                             None, kind=kind, at=now_text(at), reasons=[detail])
 
+    def append_own_use(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str,
+                       fields: Callable[[ledger.Entry | None, tuple[int, str | None]], dict[str, Any]]
+                       ) -> ledger.Entry:
+        """Log a use decided on this node of data it keeps itself (a data sandbox query, on the provider's node)
+        in the participant's own chain for the agreement; call inside a writer job. The chain's last entry is
+        checked as a use's is (409 naming the problem when it does not verify); *fields* gets it and the counts
+        after it (permitted uses, the first one's time) and returns the new entry's fields. The chain's head is
+        signed at the end of the commit group."""
+        head, counts = self._chain_state(db, participant, agreement_id)
+        return self._append(db, participant.id, agreement_id, head, counts, **fields(head, counts))
+
     def _sign_heads(self, db: sqlite_utils.Database) -> None:
         """Commit-group hook: one signed head per chain this commit group touched."""
         if not self._touched:
@@ -540,6 +829,13 @@ class UsageService:
         return problems
 
     async def close(self) -> None:
+        # Every use queued is answered, each once its group committed.
+        while self._flight is not None or self._open:
+            if self._flight is None:
+                self._flush()
+            if self._flight is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._flight)
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,7 +16,8 @@ vault key and bound to the agreement id. The vault key is derived from the parti
 :func:`safe_name`.
 
 Writing (a receiving data plane): :func:`open_partial` opens or resumes a partial file, the receiver hands
-it verified plaintext chunks in order (:meth:`VaultWriter.write`), then :func:`place` moves it under its
+it verified plaintext chunks in order (:meth:`VaultWriter.write`: sealed, written unbuffered, the write-back of
+what was written begun every few MiB), then :func:`place` makes it durable (fsync) and moves it under its
 final name. Reading: :func:`open_reader`, then :meth:`VaultReader.chunk` (or :func:`stream` into an HTTP
 response). Deleting: :func:`destroy` unlinks the key first and makes that durable, then removes the
 bytes; from the moment the key is gone, whatever is left on disk can no longer be read.
@@ -52,6 +53,12 @@ if TYPE_CHECKING:
     from connector.participant import ParticipantRuntime
 
 KEY_FILE = ".key"
+#: The most a received chunk is written at once. Larger writes (a whole 1 MiB chunk) took the kernel three to
+#: four times as long per byte on the development machine's file system (ext4, Linux 6.18), measured.
+WRITE_SIZE = 256 * 1024
+#: Every this many bytes written, their write-back to disk is begun (:func:`_write_back`), so that it runs while
+#: the transfer goes on and the fsync that ends the transfer waits for the last few MiB only, not the whole file.
+WRITEBACK_BYTES = 8 * 1024 * 1024
 _KEY_FORMAT = "tds-vault-data-key-v1"
 #: A wrapped key file is tiny; anything bigger is not one (bounds what is read).
 _MAX_KEY_FILE = 4096
@@ -391,6 +398,14 @@ def rewrap(participant_folder: Path, keys: Sequence[bytes]) -> Rewrap:
 # -- writing ----------------------------------------------------------------------------------------------
 
 
+def _write_back(fd: int, offset: int, length: int) -> None:
+    """Have the kernel begin writing this range of the file to disk now, without waiting for it (and let go of
+    what of it is on disk already: received data is not read back while it arrives). Durability still comes
+    from the fsync when the file is placed; this only leaves that fsync less to wait for."""
+    if hasattr(os, "posix_fadvise"):  # Linux: DONTNEED starts the write-back of the range's dirty pages
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
 class VaultWriter:
     """A partial vault file being written, one verified plaintext chunk after the other. A failed write, flush
     or close raises :class:`VaultWriteError` (naming the file's folder)."""
@@ -400,6 +415,8 @@ class VaultWriter:
         self._fh, self.header, self._key, self.next_index = fh, header, key, next_index
         self.folder = folder
         self.closed = False
+        #: Where the file ends (the next chunk goes there), and up to where its write-back was begun.
+        self._end = self._handed = vaultfile.physical_offset(header, next_index * header.chunk_size)
 
     @property
     def received(self) -> int:
@@ -410,9 +427,14 @@ class VaultWriter:
         """Seal and append chunk *index* (chunks come in order; every one but the last is full-size)."""
         if index != self.next_index or self.closed:
             raise StorageError(f"vault file: chunk {index} written out of order (expected {self.next_index})")
-        sealed = vaultfile.seal(self._key, self.header, index, bytes(plaintext), last=last)
+        sealed = memoryview(vaultfile.seal(self._key, self.header, index, plaintext, last=last))
+        self._end += len(sealed)
         with _writing(self.folder):
-            self._fh.write(sealed)
+            while sealed:  # unbuffered: straight to the file system (a short write writes the rest next)
+                sealed = sealed[self._fh.write(sealed[:WRITE_SIZE]):]
+            if self._end - self._handed >= WRITEBACK_BYTES:
+                _write_back(self._fh.fileno(), self._handed, self._end - self._handed)
+                self._handed = self._end
         self.next_index += 1
         if last:
             self.closed = True
@@ -443,8 +465,9 @@ def open_partial(path: Path, vault_key: VaultKeys, agreement_id: str, *, chunk_s
     """
     with _writing(path.parent), _folder_lock:  # a full disk, a read-only file system: VaultWriteError
         data_key = _ensure_key(path.parent, vault_key, agreement_id)
-        # Opened (or created, 0600) without truncating: an existing partial file is resumed below.
-        fh = os.fdopen(filemodes.open_private(path, os.O_RDWR), "r+b")  # closed by the writer
+        # Opened (or created, 0600) without truncating: an existing partial file is resumed below. Unbuffered:
+        # every chunk is one write, and nothing waits in the process for a flush.
+        fh = os.fdopen(filemodes.open_private(path, os.O_RDWR), "r+b", buffering=0)  # closed by the writer
     try:
         with _writing(path.parent):
             header: vaultfile.Header | None = None

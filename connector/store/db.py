@@ -2,13 +2,14 @@
 
 - Every write runs as a job on the single writer thread. The writer drains the jobs that are waiting,
   runs each inside its own SAVEPOINT (one job's failure rolls back only that job) and commits them all
-  with one COMMIT, so concurrent writers share one commit. The event loop never blocks on SQLite.
+  with one COMMIT, so concurrent writers share one commit. The event loop never waits for a write.
 - Durability: in WAL mode every commit that returned survives a crash of the node's process
   (``synchronous=NORMAL``). A job that must also survive a power loss or an OS crash (the usage log, for
   instance) asks for ``durable=True``; its whole batch is then committed with ``synchronous=FULL``, i.e.
   fsynced before the job's caller continues.
 - Reads run on a small thread pool; each thread has its own read connection (WAL lets them read while
-  the writer writes).
+  the writer writes). A lookup of a few rows by an index runs on the event loop's own read connection
+  (:meth:`Store.lookup`): it takes less time than the hop to a reader thread.
 - One database for all participants of the node; every business table carries ``participant_id``.
 """
 
@@ -146,6 +147,10 @@ class Store:
         #: Run on the writer thread at the end of every batch, inside its transaction, before COMMIT (the
         #: usage log signs its chain heads there: once per commit group).
         self.batch_hooks: list[Callable[[sqlite_utils.Database], None]] = []
+        #: Whether the writer's connection commits with ``synchronous=FULL`` now (writer thread only).
+        self._synchronous_full = False
+        #: Jobs submitted with ``hold=True`` that wait for the next job (event loop thread only).
+        self._held: list[Job] = []
 
     def open_sync(self) -> None:
         """Create or migrate the database and start the writer thread."""
@@ -173,6 +178,7 @@ class Store:
 
     async def close(self) -> None:
         if self._writer is not None:
+            self._release_held()
             self._queue.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -202,12 +208,33 @@ class Store:
 
         ``durable=True``: committed with an fsync (survives a power loss, not only a process crash).
         """
+        return await self.submit(fn, durable=durable)
+
+    def submit(self, fn: Callable[[sqlite_utils.Database], T], *, durable: bool = False,
+               hold: bool = False) -> asyncio.Future[T]:
+        """:meth:`write` for a caller that waits by a callback rather than a task: queue *fn* and return the
+        future (of the running loop) that is settled once it is committed, or failed.
+
+        *hold*: the job waits for the next one queued, at most until the running task next yields, and goes
+        with it: one wake-up of the writer and one commit for both (a request's nonce and the state change the
+        request makes, say). Jobs keep their order either way."""
         if self._writer is None:
             raise StorageError("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if hold:
+            if not self._held:
+                loop.call_soon(self._release_held)
+            self._held.append((fn, loop, future, durable))
+            return future
+        self._release_held()
         self._queue.put((fn, loop, future, durable))
-        return await future
+        return future
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for job in held:
+            self._queue.put(job)
 
     def _run_writer(self, db: sqlite_utils.Database) -> None:
         stop = False
@@ -233,8 +260,9 @@ class Store:
         durable = any(job[3] for job in batch)
         took: float | None = None
         try:
-            if durable:
-                db.execute("PRAGMA synchronous = FULL")
+            if durable != self._synchronous_full:  # set only when it changes (the usage log commits back to back)
+                db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
             started = time.perf_counter()
             db.execute("BEGIN IMMEDIATE")
             for fn, _, _, _ in batch:
@@ -261,9 +289,6 @@ class Store:
             error = StorageError(f"commit failed: {exc}")
             self.commit_failure = error.message
             outcomes = [(False, error)] * len(batch)
-        finally:
-            if durable:
-                db.execute("PRAGMA synchronous = NORMAL")
         if took is not None and self.commit_seconds is not None:
             with contextlib.suppress(Exception):  # a metric must never fail a commit that happened
                 self.commit_seconds(took, durable)
@@ -288,6 +313,12 @@ class Store:
     async def read(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    async def lookup(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run *fn*, a read of a few rows by an index (tens of microseconds), on the calling thread's own read
+        connection: the hop to a reader thread and back would cost it ten times over. Anything that may scan
+        goes through :meth:`read`. WAL readers never wait for the writer."""
+        return fn(self._reader())
 
     def read_sync(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """For command-line tools that run before or without the node (e.g. ``tds init``)."""

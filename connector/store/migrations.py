@@ -456,4 +456,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE participants ADD COLUMN suspended_at TEXT",
         "ALTER TABLE participants ADD COLUMN suspended_reason TEXT NOT NULL DEFAULT ''",
     ],
+    # 12: an asset offered for computation only (the data sandbox): its read-only table's file and schema (JSON)
+    [
+        "ALTER TABLE assets ADD COLUMN sandbox TEXT",
+    ],
 ]

@@ -29,6 +29,9 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True):
     keywords: list[str] = []
     data_address: dict[str, Any] = {}
     created_at: str = ""
+    #: Offered for computation only (the data sandbox): ``{"table": file name, "schema": TableSchema}``, the
+    #: read-only table imported from the data address's CSV (``connector.services.sandbox``); None otherwise.
+    sandbox: dict[str, Any] | None = None
 
 
 class PolicyRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,7 +136,7 @@ class TransferRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 JSON_COLUMNS = frozenset({
     "keywords", "data_address", "policy", "assets", "offer", "requested", "agreement", "pending", "provider_proof",
-    "consumer_proof", "did_documents", "manifest", "envelope",
+    "consumer_proof", "did_documents", "manifest", "envelope", "sandbox",
 })
 
 
@@ -153,7 +156,7 @@ def from_row(kind: type[T], row: dict[str, Any]) -> T:
     Every field is checked against its type: a state or role no enum knows, say, raises
     :class:`StorageError` naming the table's record, the row and the field, rather than handing on a value
     the state tables cannot read."""
-    names = {f.name for f in msgspec.structs.fields(kind)}
+    names = kind.__struct_fields__  # (``msgspec.structs.fields`` evaluates the annotations on every call)
     data = {}
     for key, value in row.items():
         if key not in names:

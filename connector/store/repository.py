@@ -10,10 +10,11 @@ the transfer processes and manifests. Every query that touches business data is 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -89,8 +90,15 @@ class Peer(msgspec.Struct, frozen=True):
     verified_at: str
 
 
+#: One line of a process's history: (kind, detail).
+Event = tuple[str, str]
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+_PEER_FIELDS = "did, legal_name, region, industry, dsp_endpoint, verified_at"
 
 
 class Repository(Protocol):
@@ -101,14 +109,19 @@ class Repository(Protocol):
                         now: str) -> str: ...
     async def find_token(self, token: str) -> Token | None: ...
     async def remember_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
+    async def claim_nonce(self, key_id: str, nonce: str, expires_at: int, now: int
+                          ) -> asyncio.Future[bool] | None: ...
     async def save_peer(self, participant_id: str, peer: Peer, self_description: dict[str, Any]) -> None: ...
     async def peers(self, participant_id: str) -> list[Peer]: ...
+    async def peer(self, participant_id: str, did: str) -> Peer | None: ...
 
 
 class SqliteRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._nonce_inserts = 0
+        #: Nonces claimed (:meth:`claim_nonce`) whose rows are not committed yet.
+        self._claimed: set[tuple[str, str]] = set()
 
     # participants
 
@@ -216,23 +229,39 @@ class SqliteRepository:
         digest = token_hash(token)
 
         def query(db: sqlite_utils.Database) -> Token | None:
-            rows = list(
-                db.query(
-                    "SELECT id, participant_id, application, admin FROM tokens WHERE hash = ? AND revoked_at IS NULL",
-                    [digest],
-                )
-            )
-            if not rows:
-                return None
-            row = rows[0]
-            return Token(row["participant_id"], row["application"], bool(row["admin"]), row["id"])
+            row = db.conn.execute(
+                "SELECT id, participant_id, application, admin FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+                [digest]).fetchone()
+            return None if row is None else Token(row[1], row[2], bool(row[3]), row[0])
 
-        return await self.store.read(query)
+        return await self.store.lookup(query)  # one row by its primary key, on every management request
 
     # RFC 9421 nonce cache: persisted so that a restart does not reopen the validity window
 
     async def remember_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> bool:
         """Record a nonce; False if it was seen before (a replay)."""
+        return await self.store.write(self._nonce_insert(key_id, nonce, expires_at, now))
+
+    async def claim_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> asyncio.Future[bool] | None:
+        """Claim a nonce for one request: None if it was seen before (a replay: committed, or claimed by a request
+        still in flight). Otherwise it is claimed at once and its row queued for the next commit; the future says
+        when that committed (True; False only if another process stored the same nonce meanwhile).
+
+        What the request itself writes is queued after the nonce, so it never becomes durable without it; the
+        caller answers only once the future is done. Meanwhile the request goes on instead of waiting for a
+        commit of its own."""
+        claim = (key_id, nonce)
+        if claim in self._claimed or await self.store.lookup(
+                lambda db: _row(db, "SELECT 1 AS seen FROM seen_nonces WHERE key_id = ? AND nonce = ?",
+                                [key_id, nonce]) is not None):
+            return None
+        self._claimed.add(claim)
+        future = self.store.submit(self._nonce_insert(key_id, nonce, expires_at, now), hold=True)
+        future.add_done_callback(lambda _: self._claimed.discard(claim))
+        return future
+
+    def _nonce_insert(self, key_id: str, nonce: str, expires_at: int, now: int) -> Callable[[sqlite_utils.Database],
+                                                                                             bool]:
         self._nonce_inserts += 1
         purge = self._nonce_inserts % 256 == 0
 
@@ -248,7 +277,7 @@ class SqliteRepository:
                 return False
             return True
 
-        return await self.store.write(insert)
+        return insert
 
     # peers whose self-description this participant verified
 
@@ -260,11 +289,20 @@ class SqliteRepository:
 
     async def peers(self, participant_id: str) -> list[Peer]:
         def query(db: sqlite_utils.Database) -> list[Peer]:
-            fields = "did, legal_name, region, industry, dsp_endpoint, verified_at"
-            sql = f"SELECT {fields} FROM peers WHERE participant_id = ? ORDER BY did"
+            sql = f"SELECT {_PEER_FIELDS} FROM peers WHERE participant_id = ? ORDER BY did"
             return [Peer(**row) for row in db.query(sql, [participant_id])]
 
         return await self.store.read(query)
+
+    async def peer(self, participant_id: str, did: str) -> Peer | None:
+        """The peer *did* if this participant verified its self-description (a lookup by key)."""
+
+        def query(db: sqlite_utils.Database) -> Peer | None:
+            row = _row(db, f"SELECT {_PEER_FIELDS} FROM peers WHERE participant_id = ? AND did = ?",
+                       [participant_id, did])
+            return Peer(**row) if row is not None else None
+
+        return await self.store.lookup(query)
 
 
 class AgreementChange(msgspec.Struct, frozen=True):
@@ -337,6 +375,17 @@ def _require_parts(db: sqlite_utils.Database, participant_id: str, offer: Contra
         have = {r["id"] for r in db.query(f"SELECT id FROM {table} WHERE participant_id = ?", [participant_id])}
         for missing in sorted(wanted - have):
             raise Conflict(f"{noun} {missing!r} was deleted while the offer was being added")
+
+
+def _row(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
+    """The first row *sql* selects, as a dict (None if none): a lookup by key, without ``Database.query``'s
+    generator and column de-duplication."""
+    cursor = db.conn.execute(sql, params)
+    try:
+        found = cursor.fetchone()
+        return None if found is None else dict(zip([c[0] for c in cursor.description], found, strict=True))
+    finally:
+        cursor.close()  # ends the statement, and with it the read's hold on the WAL (checkpoints wait for it)
 
 
 def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
@@ -437,28 +486,66 @@ class ContractRepository:
 
         return await self.store.read(query)
 
+    async def offer_parts(self, participant_id: str, definition_id: str, asset_id: str) -> CatalogSnapshot:
+        """What a request for *asset_id* under the contract definition *definition_id* is decided on: the
+        definition, its two policies and the asset, those that exist (lookups by key, not the whole catalog)."""
+
+        def query(db: sqlite_utils.Database) -> CatalogSnapshot:
+            def one(kind: type[Any], entry_id: str) -> Any | None:
+                row = _row(db, f"SELECT * FROM {_CATALOG_TABLES[kind]} WHERE participant_id = ? AND id = ?",
+                           [participant_id, entry_id])
+                return from_row(kind, row) if row is not None else None
+
+            definition = one(ContractDefinition, definition_id)
+            policies = {} if definition is None else {
+                p.id: p for p in (one(PolicyRecord, i) for i in (definition.access_policy_id,
+                                                                 definition.contract_policy_id)) if p is not None}
+            asset = one(Asset, asset_id)
+            return CatalogSnapshot({asset.id: asset} if asset is not None else {}, policies,
+                                   [definition] if definition is not None else [])
+
+        return await self.store.lookup(query)
+
     # negotiations
 
-    async def create_negotiation(self, record: NegotiationRecord, event: str, detail: str = "") -> None:
+    async def create_negotiation(
+        self, record: NegotiationRecord, event: str = "", detail: str = "", *, events: Sequence[Event] = (),
+        agreement: AgreementChange | None = None, durable: bool = False,
+    ) -> None:
+        """Store a new negotiation with its history (*event* with *detail* if given, then *events*) and, if its
+        first move made one, *agreement*'s row, in one transaction; *durable*: fsynced (see ``Store.write``)."""
         row = to_row(record)
+        history = [(event, detail)] if event else []
+        history += events
+        agreement_row = (to_row(agreement.record, participant_id=record.participant_id) if agreement is not None
+                         else None)
 
         def insert(db: sqlite_utils.Database) -> None:
+            if agreement is not None and _agreement_state(db, record.participant_id,
+                                                          agreement.record.id) != agreement.read_in:
+                raise Conflict("the negotiation's agreement changed concurrently; retry")
             _insert(db, "negotiations", row)
-            _event(db, record.participant_id, record.id, record.updated_at, event, detail)
+            for kind, text in history:
+                _event(db, record.participant_id, record.id, record.updated_at, kind, text)
+            if agreement_row is not None:
+                _insert(db, "agreements", agreement_row, replace=True)
 
-        await self.store.write(insert)
+        await self.store.write(insert, durable=durable)
 
     async def update_negotiation(
         self, record: NegotiationRecord, *, expected_state: NegotiationState, event: str, detail: str = "",
-        agreement: AgreementChange | None = None,
+        events: Sequence[Event] = (), agreement: AgreementChange | None = None, durable: bool = False,
     ) -> bool:
-        """Commit *record* if the stored state is still *expected_state*, and with it *agreement*'s row if the
-        stored agreement is still in the state it was read in (compare and set on both); False, with nothing
-        written, if either moved on meanwhile.
+        """Commit *record* if the stored state is still *expected_state*, and with it its history (*event* with
+        *detail* if given, then *events*) and *agreement*'s row if the stored agreement is still in the state it
+        was read in (compare and set on both); False, with nothing written, if either moved on meanwhile.
+        *durable*: fsynced before this returns (see ``Store.write``).
 
-        Both checks and both writes are one job of the single writer, inside its ``BEGIN IMMEDIATE``
+        Both checks and all writes are one job of the single writer, inside its ``BEGIN IMMEDIATE``
         transaction: no other write can come between a check and its write."""
         row = to_row(record)
+        history = [(event, detail)] if event else []
+        history += events
         agreement_row = (to_row(agreement.record, participant_id=record.participant_id) if agreement is not None
                          else None)
 
@@ -474,13 +561,13 @@ class ContractRepository:
             )
             if not cursor.rowcount:
                 return False
-            if event:
-                _event(db, record.participant_id, record.id, record.updated_at, event, detail)
+            for kind, text in history:
+                _event(db, record.participant_id, record.id, record.updated_at, kind, text)
             if agreement_row is not None:
                 _insert(db, "agreements", agreement_row, replace=True)
             return True
 
-        return await self.store.write(update)
+        return await self.store.write(update, durable=durable)
 
     async def set_provider_pid(self, participant_id: str, negotiation_id: str, provider_pid: str) -> None:
         """Record the provider's pid learnt from its 201 answer (unless a later message already did)."""
@@ -493,11 +580,11 @@ class ContractRepository:
 
     async def negotiation(self, participant_id: str, negotiation_id: str) -> NegotiationRecord | None:
         def query(db: sqlite_utils.Database) -> NegotiationRecord | None:
-            rows = list(db.query("SELECT * FROM negotiations WHERE participant_id = ? AND id = ?",
-                                 [participant_id, negotiation_id]))
-            return from_row(NegotiationRecord, rows[0]) if rows else None
+            row = _row(db, "SELECT * FROM negotiations WHERE participant_id = ? AND id = ?",
+                       [participant_id, negotiation_id])
+            return from_row(NegotiationRecord, row) if row is not None else None
 
-        return await self.store.read(query)
+        return await self.store.lookup(query)
 
     async def negotiations(
         self, participant_id: str, *, states: list[NegotiationState] | None = None, limit: int = 100,
@@ -522,12 +609,14 @@ class ContractRepository:
         column, value = ("consumer_pid", consumer_pid) if consumer_pid is not None else ("provider_pid", provider_pid)
 
         def query(db: sqlite_utils.Database) -> NegotiationRecord | None:
-            rows = list(db.query(
-                f"SELECT * FROM negotiations WHERE participant_id = ? AND {column} = ? AND role = ? "
-                "AND counterparty_did = ?", [participant_id, value, role, counterparty]))
-            return from_row(NegotiationRecord, rows[0]) if rows else None
+            # By the pid's index: without statistics SQLite would rather walk the participant's primary key range,
+            # every negotiation the participant ever had.
+            row = _row(db, f"SELECT * FROM negotiations INDEXED BY negotiations_{column} WHERE participant_id = ? "
+                           f"AND {column} = ? AND role = ? AND counterparty_did = ?",
+                       [participant_id, value, role, counterparty])
+            return from_row(NegotiationRecord, row) if row is not None else None
 
-        return await self.store.read(query)
+        return await self.store.lookup(query)
 
     async def all_active_negotiations(self) -> list[NegotiationRecord]:
         """Every negotiation of every participant that is not over, or whose last message is still to be
@@ -579,11 +668,11 @@ class ContractRepository:
 
     async def agreement(self, participant_id: str, agreement_id: str) -> AgreementRecord | None:
         def query(db: sqlite_utils.Database) -> AgreementRecord | None:
-            rows = list(db.query("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
-                                 [participant_id, agreement_id]))
-            return from_row(AgreementRecord, rows[0]) if rows else None
+            row = _row(db, "SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
+                       [participant_id, agreement_id])
+            return from_row(AgreementRecord, row) if row is not None else None
 
-        return await self.store.read(query)
+        return await self.store.lookup(query)
 
     # admission of peers (connector.services.admission)
 

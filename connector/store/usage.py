@@ -4,10 +4,11 @@
 Two kinds of call:
 
 - module functions that take the writer's (or a reader's) ``db`` and run inside a job of the caller's, so
-  that a read-decide-append stays one transaction (a use is decided and logged in one writer job). They
-  use plain ``sqlite3`` (``db.conn``): the usage decision is the node's hottest path;
+  that a check-then-append stays one transaction (a commit group of uses is checked and logged in one
+  writer job: :func:`chain_check`, :func:`append_entries`). They use plain ``sqlite3`` (``db.conn``): the
+  usage log is the node's hottest path;
 - :class:`UsageRepository`, which runs such jobs (:meth:`~UsageRepository.write`,
-  :meth:`~UsageRepository.read`) and the queries that stand on their own.
+  :meth:`~UsageRepository.submit`, :meth:`~UsageRepository.read`) and the queries that stand on their own.
 
 Tables: the consumer's hash-chained ``usage_log`` with its signed ``usage_heads``, its
 ``scheduled_duties`` and its ``receipt_cursors`` (how far the provider acknowledged); the provider's
@@ -17,13 +18,15 @@ Every query is scoped by ``participant_id``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import sqlite_utils
 
 from connector.protocol.agreement_lifecycle import AgreementState
+from connector.protocol.negotiation import Role
 from connector.store.db import Store
 from connector.store.records import AgreementRecord, from_row
 from usage_policies import ledger
@@ -64,6 +67,56 @@ def last_entry(db: sqlite_utils.Database, participant_id: str, agreement_id: str
     row = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
                           "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
     return _ENTRY.decode(row[0]) if row else None
+
+
+def last_entry_text(db: sqlite_utils.Database, participant_id: str, agreement_id: str
+                    ) -> tuple[ledger.Entry, str] | None:
+    """The chain's last entry with its text as stored."""
+    row = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
+    return (_ENTRY.decode(row[0]), str(row[0])) if row else None
+
+
+class ChainCheck(NamedTuple):
+    """What one query reads of a chain before a commit group appends to it (:func:`chain_check`)."""
+
+    #: The agreement's state, if the participant holds it as consumer (None: it does not).
+    state: str | None
+    #: The text of the chain's last entry (None: no entry).
+    last: str | None
+    #: The sequence number and text of its last signed head (None: none).
+    head_seq: int | None
+    head: str | None
+    #: How far the provider acknowledged the chain.
+    acked: int
+    #: Whether an entry is logged under one of the use ids asked about.
+    used: bool
+
+
+def chain_check(db: sqlite_utils.Database, participant_id: str, agreement_id: str, use_ids: list[str]
+                ) -> ChainCheck:
+    """The agreement's state, the chain's last entry and last signed head, the provider's acknowledgement and
+    whether any of *use_ids* is logged: one statement (a commit group asks it once per chain it appends to)."""
+    key = [participant_id, agreement_id]
+    row = db.conn.execute(
+        "SELECT (SELECT state FROM agreements WHERE participant_id = ?1 AND id = ?2 AND role = ?3), "
+        "(SELECT entry FROM usage_log WHERE participant_id = ?1 AND agreement_id = ?2 ORDER BY seq DESC LIMIT 1), "
+        "(SELECT seq FROM usage_heads WHERE participant_id = ?1 AND agreement_id = ?2 ORDER BY seq DESC LIMIT 1), "
+        "(SELECT head FROM usage_heads WHERE participant_id = ?1 AND agreement_id = ?2 ORDER BY seq DESC LIMIT 1), "
+        "(SELECT acked_seq FROM receipt_cursors WHERE participant_id = ?1 AND agreement_id = ?2), "
+        "EXISTS (SELECT 1 FROM usage_log WHERE participant_id = ?1 AND agreement_id = ?2 AND use_id != '' "
+        "AND use_id IN (SELECT value FROM json_each(?4)))",
+        [*key, Role.CONSUMER.value, encode(use_ids)]).fetchone()
+    return ChainCheck(row[0], row[1], row[2], row[3], int(row[4] or 0), bool(row[5]))
+
+
+def append_entries(db: sqlite_utils.Database, participant_id: str, agreement_id: str,
+                   entries: list[tuple[ledger.Entry, str]]) -> None:
+    """Append *entries* (each with its text, ``encode(entry)``), in order."""
+    db.conn.executemany(
+        "INSERT INTO usage_log (participant_id, agreement_id, seq, use_id, at, kind, entry) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(participant_id, agreement_id, e.seq, e.use_id, e.at, e.kind, text) for e, text in entries])
 
 
 def chain(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> list[ledger.Entry]:
@@ -337,6 +390,10 @@ class UsageRepository:
     async def write(self, job: Callable[[sqlite_utils.Database], T], *, durable: bool = False) -> T:
         """Run *job* on the writer thread in a transaction; ``durable``: committed with an fsync."""
         return await self.store.write(job, durable=durable)
+
+    def submit(self, job: Callable[[sqlite_utils.Database], T], *, durable: bool = False) -> asyncio.Future[T]:
+        """:meth:`write`, waited for by a callback: the future settled once *job* is committed (or failed)."""
+        return self.store.submit(job, durable=durable)
 
     async def read(self, job: Callable[[sqlite_utils.Database], T]) -> T:
         return await self.store.read(job)

@@ -145,6 +145,55 @@ def test_a_bad_template_option_is_a_one_line_error(tmp_path, options, message):
     assert result.exit_code == 2 and result.output.strip() == f"error: {message}", result.output
 
 
+BY_PLANT = {"id": "by-plant", "sql": "SELECT region, count(*) FROM data WHERE plant_id = :plant GROUP BY region",
+            "parameters": {"plant": "integer"}}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--sandbox"], "without a privacy budget (--epsilon-per-query, --epsilon-total) only query templates run: "
+                    "give --query-template FILE.json"),
+    (["--sandbox", "--epsilon-total", "1"], "a privacy budget needs both --epsilon-per-query and --epsilon-total"),
+    (["--sandbox", "--epsilon-per-query", "2", "--epsilon-total", "1"],
+     "--epsilon-total must be at least --epsilon-per-query"),
+    (["--sandbox", "--epsilon-per-query", "0", "--epsilon-total", "1"],
+     "--epsilon-per-query and --epsilon-total must each be a positive number"),
+    (["--sandbox", "--epsilon-per-query", "1", "--epsilon-total", "2", "--aggregates", "median"],
+     "--aggregates must be some of count, sum, avg, min, max, stddev"),
+    (["--sandbox", "--query-template", "{good}", "--query-columns", " , "], "--query-columns names no column"),
+    (["--sandbox", "--query-template", "{good}", "--min-group-size", "0"],
+     "--min-group-size must be a whole number of at least 1"),
+    (["--sandbox", "--query-template", "{good}", "--max-queries", "0"],
+     "--max-queries must be a whole number of at least 1"),
+    (["--sandbox", "--query-template", "{good}", "--query-template", "{good}"],
+     "--query-template: two templates have the id 'by-plant'"),
+    (["--sandbox", "--query-template", "{good}", "--query-template", "{no_sql}"],
+     "--query-template {no_sql}: a query template needs an id and its sql"),
+    (["--sandbox", "--query-template", "{bad_type}"],
+     "--query-template {bad_type}: a query template's parameters map names to one of"),
+    (["--sandbox", "--query-template", "{a_list}"], "--query-template {a_list}: a query template is a JSON object"),
+    (["--sandbox", "--query-template", "{not_json}"], "--query-template {not_json}: not a JSON file"),
+    (["--sandbox", "--query-template", "{good}", "--max-uses", "3", "--purpose", "research"],
+     "--sandbox makes a computation-only policy: leave out --purpose, --max-uses (for queries: --max-queries)"),
+    (["--sandbox", "--query-template", "{good}", "--file", "{good}"], "give --file or --sandbox"),
+    (["--epsilon-total", "3", "--max-queries", "2"],
+     "--epsilon-total, --max-queries describe a computation-only policy: add --sandbox"),
+])
+def test_a_bad_sandbox_policy_is_a_one_line_error(tmp_path, options, message):
+    """What ``templates.sandbox`` refuses, in the options' words, before the node is asked (it is not running)."""
+    data, _ = _init(tmp_path)
+    files = {"good": json.dumps(BY_PLANT), "no_sql": json.dumps({"id": "other"}),
+             "bad_type": json.dumps({**BY_PLANT, "parameters": {"plant": "date"}}), "a_list": "[]",
+             "not_json": "{"}
+    for name, text in files.items():
+        (tmp_path / f"{name}.json").write_text(text)
+    names = {name: str(tmp_path / f"{name}.json") for name in files}
+    result = CliRunner().invoke(main, ["policy", "add", "p", *(o.format(**names) for o in options),
+                                       "--dir", str(data)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {message.format(**names)}"), result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
 def _wait_for(url: str, proc: subprocess.Popen, deadline_s: float = 20.0) -> dict:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:

@@ -211,3 +211,43 @@ async def test_a_revocation_is_plain_in_every_command(nodes, tmp_path):
     code, out = await tds(consumer, "use", agreement, "--use-id", "u3", "--purpose", "R&D", "-o",
                           str(tmp_path / "no" / "such" / "folder.csv"))
     assert code == 2 and "cannot write" in out and "nothing was used" in out, out
+
+
+async def test_kill_9_under_concurrent_uses_loses_no_answered_use_and_leaves_no_gap(nodes, tmp_path):
+    provider = await nodes.start("acme")
+    consumer = ProcessNode(tmp_path, "parts")
+    await consumer.start()
+    try:
+        agreement = await agreement_between(provider, consumer.client, provider.public_url, uses=150)
+        answered: list[dict] = []
+        enough = asyncio.Event()
+
+        async def application(worker: int) -> None:
+            for i in range(20):
+                try:
+                    result = await consumer.client.use(agreement, f"w{worker}-{i}", purpose="R&D")
+                except Exception:  # the connection dies with the process
+                    return
+                answered.append(result | {"useId": f"w{worker}-{i}"})
+                if len(answered) >= 60:
+                    enough.set()
+
+        workers = [asyncio.ensure_future(application(w)) for w in range(16)]
+        await asyncio.wait_for(enough.wait(), 60)
+        await consumer.kill()  # while uses are being decided and committed
+        await asyncio.gather(*workers)
+        await consumer.start()
+        log = await consumer.client.usage_log(agreement)
+        entries = {e["use_id"]: e for e in log["entries"]}
+        # Every use answered before the kill is in the log, as it was answered.
+        assert all((entries[a["useId"]]["seq"], entries[a["useId"]]["hash"], entries[a["useId"]]["decision"]) ==
+                   (a["seq"], a["entryHash"], a["decision"]) for a in answered)
+        assert [e["seq"] for e in log["entries"]] == list(range(1, len(log["entries"]) + 1))
+        assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
+        permits = sum(e["decision"] == "permit" for e in log["entries"])
+        assert (await consumer.client.usage(agreement))["uses"] == permits <= 150
+        # And the node goes on deciding on that log.
+        after = await consumer.client.use(agreement, "after-restart", purpose="R&D")
+        assert after["seq"] == len(log["entries"]) + 1
+    finally:
+        await consumer.stop()

@@ -35,6 +35,11 @@ ALL = {
     **{f"data_class_defaults[{c}]": t.data_class_defaults(A, c, purposes="R&D")
        for c in ("general", "important", "core", "personal")},
     "combine": t.combine(t.restrict_to(A, "did:web:b"), t.purpose(A, "R&D"), t.max_uses(A, 2)),
+    "sandbox": t.sandbox(A, columns=["region", "salary"], aggregates=["count", "sum"], min_group_size=20,
+                         epsilon_per_query=0.5, epsilon_total=5, max_queries=3,
+                         templates=[{"id": "t", "sql": "SELECT count(*) FROM data WHERE age > :a",
+                                     "parameters": {"a": "integer"}}]),
+    "sandbox[templates only]": t.sandbox(A, templates=[{"id": "t", "sql": "SELECT count(*) FROM data"}]),
 }
 
 
@@ -90,6 +95,12 @@ def decide(offer: dict, world: World | None = None, **request) -> Outcome:
         ("combine", {"purpose": "R&D", "use_count": 1}, Outcome.PERMIT),
         ("combine", {"purpose": "R&D", "use_count": 2}, Outcome.DENY),
         ("combine", {"purpose": "R&D", "party": "did:web:z"}, Outcome.DENY),
+        # the sandbox's terms are applied to each query by the provider's sandbox: they hold at decision time
+        ("sandbox", {"action": "odrl:aggregate"}, Outcome.PERMIT),
+        ("sandbox", {"action": "aggregate", "use_count": 2}, Outcome.PERMIT),
+        ("sandbox", {"action": "aggregate", "use_count": 3}, Outcome.DENY),
+        ("sandbox", {"action": "use"}, Outcome.DENY),  # computation only: no other use
+        ("sandbox[templates only]", {"action": "odrl:aggregate"}, Outcome.PERMIT),
     ],
 )
 def test_template_means_what_it_says(name, request_fields, outcome):
@@ -106,7 +117,8 @@ def test_during_excludes_its_end():
     [lambda: t.max_uses(A, 0), lambda: t.for_duration(A, "30 days"), lambda: t.price_per_use(A, "-1", EURO),
      lambda: t.data_class_defaults(A, "secret"), lambda: t.data_class_defaults(A, "personal"),
      lambda: t.combine(t.allow(A), t.allow("urn:other")), lambda: t.purpose(A, []), lambda: t.member_of(A, []),
-     lambda: t.verified_region(A, [])],
+     lambda: t.verified_region(A, []), lambda: t.sandbox(A), lambda: t.sandbox(A, epsilon_total=1),
+     lambda: t.sandbox(A, aggregates=["median"], templates=[{"id": "t", "sql": "SELECT 1"}])],
 )
 def test_builders_reject_nonsense(build):
     with pytest.raises(ValueError):
@@ -133,3 +145,38 @@ def test_policy_from_options_combines_the_templates_it_names():
 def test_policy_from_options_names_a_bad_value(options):
     with pytest.raises(ValueError):
         t.policy_from_options(**options)
+
+
+def test_sandbox_terms_are_reported_as_terms_not_decided():
+    decision = evaluate(parse_policy(ALL["sandbox"]), Request(party="did:web:b", action="odrl:aggregate", target=A),
+                        World(), NOW)
+    terms = [c for c in decision.report.rules[0].constraints if "tds/v1#" in (c.left_operand or "")]
+    assert len(terms) == 6 and all(c.satisfied for c in terms)
+    assert all("data sandbox applies to each query" in (c.reason or "") for c in terms)
+
+
+def test_a_sandbox_term_with_an_unreadable_right_operand_is_still_a_syntax_error():
+    from usage_policies.errors import PolicySyntaxError
+
+    bad = {"@type": "Offer", "permission": [{"action": "odrl:aggregate", "constraint": [
+        {"leftOperand": "https://w3id.org/tds/v1#minGroupSize", "operator": "gteq",
+         "rightOperand": {"@value": "ten", "@type": "http://www.w3.org/2001/XMLSchema#integer"}}]}]}
+    with pytest.raises(PolicySyntaxError):
+        parse_policy(bad)
+
+
+def test_sandbox_from_options_is_the_sandbox_template_without_a_target():
+    """What ``tds policy add --sandbox`` stores: the offer of an asset sets the target, publishing gives the id."""
+    options = {"columns": ["region"], "aggregates": ["count"], "min_group_size": 5, "max_queries": 4,
+               "templates": [{"id": "t", "sql": "SELECT count(*) FROM data"}]}
+    built = t.sandbox_from_options(**options)
+    assert "target" not in built and "@id" not in built
+    full = t.sandbox(A, **options)
+    assert built == {k: v for k, v in full.items() if k not in ("target", "@id")}
+
+
+@pytest.mark.parametrize("options", [{}, {"epsilon_total": 1}, {"epsilon_per_query": 2, "epsilon_total": 1},
+                                     {"min_group_size": 0, "epsilon_per_query": 1, "epsilon_total": 1}])
+def test_sandbox_from_options_names_a_bad_combination(options):
+    with pytest.raises(ValueError):
+        t.sandbox_from_options(**options)

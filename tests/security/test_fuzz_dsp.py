@@ -70,6 +70,7 @@ EXAMPLES_BY_ROUTE: dict[str, str | None] = {
     "POST tds/credentials/requests": "credential request",
     "POST tds/credentials/presentation": "presentation",
     "POST tds/gossip": "gossip digest",
+    "POST tds/sandbox/queries": "sandbox query",
 }
 ERROR_TYPES = {"catalog": "CatalogError", "negotiations": "ContractNegotiationError", "transfers": "TransferError"}
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
@@ -348,6 +349,8 @@ async def test_fuzzing_the_dsp_routes_with_signed_requests_finds_no_server_error
             "POST tds/credentials": {"credential": credentials[target.participant.did]},
             "POST tds/credentials/requests": {"kind": "region", "claims": {"region": "CN-GD"}},
             "POST tds/gossip": target.node.directory.view(target.participant.id).digest(),
+            "POST tds/sandbox/queries": {"agreementId": agreement, "query": "SELECT count(*) FROM data",
+                                         "parameters": {}},
             "POST tds/credentials/presentation": {"challenge": answered, "presentation": vc.present(
                 [], holder=peer.participant.signer, domain=target.participant.did, challenge=answered,
                 now=datetime.now(UTC))},

@@ -73,6 +73,9 @@ class PeerBook:
     async def peers(self, participant_id: str) -> list[Peer]:
         return self.by_participant.get(participant_id, [])
 
+    async def peer(self, participant_id: str, did: str) -> Peer | None:
+        return next((p for p in self.by_participant.get(participant_id, []) if p.did == did), None)
+
 
 def peer(did: str, region: str, legal_name: str = "Peer Ltd") -> Peer:
     return Peer(did, legal_name, region, "manufacturing", f"https://{did}/dsp", "2026-01-01T00:00:00Z")

@@ -3,6 +3,7 @@ the nonce store, admission and the transfers: requests are built in memory — n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -46,11 +47,13 @@ class AuthNonces:
     def __init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
 
-    async def remember_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> bool:
+    async def claim_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> asyncio.Future[bool] | None:
         if (key_id, nonce) in self.seen:
-            return False
+            return None
         self.seen.add((key_id, nonce))
-        return True
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        stored.set_result(True)
+        return stored
 
 
 class AuthGate:

@@ -20,6 +20,7 @@ from connector.participant import ParticipantRuntime
 from connector.protocol import contracts
 from connector.protocol import messages as m
 from connector.protocol.agreement_lifecycle import AgreementState
+from connector.protocol.negotiation import Kind
 from connector.protocol.policy import PeerFacts
 from connector.services.catalog import visible_offers
 from connector.services.negotiation import NegotiationService
@@ -276,6 +277,99 @@ async def test_every_state_is_stored_before_the_message_that_follows_from_it_lea
         ("ContractAgreementVerificationMessage", "VERIFIED", "VERIFICATION", True),
         ("ContractNegotiationEventMessage", "FINALIZED", "FINALIZED", True),
     ]
+
+
+def record_commits(side: Side, into: list[tuple[list[str], bool]]) -> None:
+    """Note each commit of *side*'s negotiations: the kinds of the history lines it adds, and whether it is durable."""
+    create, update = side.contracts.create_negotiation, side.contracts.update_negotiation
+
+    def note(event: str, kw: dict[str, Any]) -> None:
+        kinds = ([event] if event else []) + [kind for kind, _ in kw.get("events", ())]
+        into.append((kinds, kw.get("durable", False)))
+
+    async def created(record: NegotiationRecord, event: str = "", detail: str = "", **kw: Any) -> None:
+        note(event, kw)
+        await create(record, event, detail, **kw)
+
+    async def updated(record: NegotiationRecord, **kw: Any) -> bool:
+        note(kw.get("event", ""), kw)
+        return await update(record, **kw)
+
+    side.contracts.create_negotiation = created  # type: ignore[method-assign]
+    side.contracts.update_negotiation = updated  # type: ignore[method-assign]
+
+
+async def test_each_message_is_stored_with_the_answering_move_in_one_durable_commit(pair, clock):
+    provider, consumer = pair
+    commits: dict[str, list[tuple[list[str], bool]]] = {"provider": [], "consumer": []}
+    record_commits(provider, commits["provider"])
+    record_commits(consumer, commits["consumer"])
+    terms, offer_id = await offered(provider, consumer, clock)
+
+    opened = await request(provider.participant, consumer, terms, offer_id)
+    final = await consumer.service.wait(consumer.participant.id, opened.id, timeout_s=5)
+    assert final is not None and final.state == "FINALIZED"
+
+    async def settled() -> bool:
+        return (await provider.record(final.provider_pid or "")).pending is None
+
+    await eventually(settled)
+    # One fsynced commit per message handled, holding the move that answers it; the note that a message was
+    # acknowledged (nothing leaves after it) is not fsynced.
+    assert commits["consumer"] == [
+        (["message-out"], True),  # REQUESTED, the request pending
+        ([], False),  # the request acknowledged
+        (["message-in", "message-out"], True),  # the agreement received: VERIFIED, the verification pending
+        ([], False),  # the verification acknowledged
+        (["message-in"], True),  # FINALIZED
+    ]
+    assert commits["provider"] == [
+        (["message-in", "message-out"], True),  # the request received: AGREED, the agreement pending
+        ([], False),
+        (["message-in", "message-out"], True),  # the verification received: FINALIZED, the event pending
+        ([], False),
+    ]
+    history = await provider.service.history(provider.participant, final.provider_pid or "")
+    assert [(e.kind, e.detail.split(" ")[0].rstrip(":")) for e in history] == [
+        ("message-in", "ContractRequestMessage"), ("message-out", "ContractAgreementMessage"),
+        ("message-in", "ContractAgreementVerificationMessage"),
+        ("message-out", "ContractNegotiationEventMessage:FINALIZED")]
+
+
+async def test_the_answer_to_an_opening_names_the_state_it_led_to_while_the_agreement_is_stored_with_it(pair, clock):
+    provider, consumer = pair
+    terms, offer_id = await offered(provider, consumer, clock)
+    message = m.ContractRequestMessage(consumerPid="urn:uuid:c-1",
+                                       offer=contracts.message_offer(terms, offer_id, ASSET),
+                                       callbackAddress=consumer.participant.dsp_base)
+
+    answered = await provider.service.on_initial(provider.participant, Kind.REQUEST, message, consumer.participant.did)
+
+    assert answered.state == "REQUESTED"  # what the 201 says: the request arrived
+    stored = await provider.record(answered.id)
+    assert stored.state == "AGREED" and (stored.pending or {}).get("kind") == "AGREEMENT"
+    assert await provider.contracts.agreement(provider.participant.id, str((stored.agreement or {})["@id"]))
+
+
+async def test_a_move_that_fails_with_the_message_is_taken_after_the_answer(pair, clock, monkeypatch):
+    provider, consumer = pair
+    terms, offer_id = await offered(provider, consumer, clock)
+    decide = provider.service._provider_decision
+    calls: list[str] = []
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append("decide")
+        if len(calls) == 1:
+            raise RuntimeError("the catalog could not be read")
+        return await decide(*args, **kwargs)
+
+    monkeypatch.setattr(provider.service, "_provider_decision", fails_once)
+    opened = await request(provider.participant, consumer, terms, offer_id)
+    final = await consumer.service.wait(consumer.participant.id, opened.id, timeout_s=5)
+
+    assert final is not None and final.state == "FINALIZED" and calls == ["decide", "decide"]
+    history = await provider.service.history(provider.participant, final.provider_pid or "")
+    assert [e.kind for e in history][:2] == ["message-in", "message-out"]  # stored alone, then the move
 
 
 async def test_a_finalization_that_arrives_after_the_revocation_leaves_the_consumers_agreement_revoked(pair, clock):

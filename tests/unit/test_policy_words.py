@@ -49,6 +49,13 @@ TEMPLATE_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]] = {
                             "Within 2 weeks of the first use", "首次使用后 2周 内"),
     "constraint": (lambda: T.offer(TARGET, permissions=[{"action": "use", "constraint": [
         T.constraint("odrl:count", "lt", "5")]}]), "Fewer than 5 uses", "使用少于 5 次"),
+    "sandbox": (lambda: T.sandbox(TARGET, min_group_size=20, epsilon_per_query=0.5, epsilon_total=5),
+                "Results only for groups of at least 20 records: smaller groups are left out",
+                "仅返回至少包含 20 条记录的分组，更小的分组不予返回"),
+    "sandbox_from_options": (lambda: T.sandbox_from_options(min_group_size=20, epsilon_per_query=0.5,
+                                                            epsilon_total=5),
+                             "Results only for groups of at least 20 records: smaller groups are left out",
+                             "仅返回至少包含 20 条记录的分组，更小的分组不予返回"),
 }
 
 
@@ -111,6 +118,34 @@ def test_durations_in_words(text: str, en: str, zh: str) -> None:
 @pytest.mark.parametrize("text", ["P", "PT", "P1DT", "30 days", "", "P-1D"])
 def test_not_a_duration(text: str) -> None:
     assert duration_words(text, "en") is None
+
+
+def test_every_sandbox_term_is_said_in_both_languages() -> None:
+    policy = T.sandbox(TARGET, columns=["region", "salary"], aggregates=["count", "avg"], min_group_size=10,
+                       epsilon_per_query=0.5, epsilon_total=5, max_queries=100, templates=[
+                           {"id": "by-region", "sql": "SELECT region, count(*) FROM data GROUP BY region"}])
+    en, zh = describe(policy, "en"), describe(policy, "zh")
+    assert en == [
+        "Aggregate is allowed",
+        "Queries may use only the columns region, salary",
+        "Queries may compute only count, avg",
+        "Results only for groups of at least 10 records: smaller groups are left out",
+        "Each query's results carry random noise (differential privacy, ε at most 0.5 per query)",
+        "All queries together spend a privacy budget of at most ε 5",
+        "The provider's query templates: by-region",
+        "At most 100 uses",
+    ]
+    assert zh[1:3] == ["查询只能使用以下列：region、salary", "查询只能计算：count、avg"]
+    assert zh[6] == "提供方的查询模板：by-region" and len(zh) == len(en)
+
+
+def test_a_sandbox_term_with_an_unusual_operator_gets_a_generic_sentence() -> None:
+    policy = {"permission": [{"action": "odrl:aggregate", "constraint": [
+        {"leftOperand": "tds:minGroupSize", "operator": "lt", "rightOperand": 3},
+        {"leftOperand": "tds:queryTemplates", "operator": "isAnyOf", "rightOperand": ["{not json", 7]}]}]}
+    en = describe(policy, "en")
+    assert "Condition: the smallest group in a result is less than 3" in en
+    assert "The provider's query templates: {not json, 7" in en
 
 
 def test_prefixed_and_expanded_spellings_read_alike() -> None:

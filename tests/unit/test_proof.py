@@ -106,3 +106,19 @@ def test_a_large_documents_memoised_digest_and_verification_never_pass_a_changed
         proof.sign({**document, "id": f"urn:uuid:{i}"}, key, verification_method="did:key:z#k",
                    created="2026-01-01T00:00:00Z")
     assert len(proof._digests.entries) == 2
+
+
+def test_multibase_is_written_as_the_base58_package_writes_it():
+    import random
+
+    import base58
+
+    from connector.identity.multikey import decode_multibase, encode_multibase
+
+    rng = random.Random(58)
+    for length in [*range(0, 70), 64, 64, 34, 34]:
+        for zeros in (0, 1, 3):
+            data = b"\0" * zeros + rng.randbytes(length)
+            assert encode_multibase(data) == "z" + base58.b58encode(data).decode()
+            assert decode_multibase(encode_multibase(data)) == data
+    assert encode_multibase(b"\xff" * 64) == "z" + base58.b58encode(b"\xff" * 64).decode()

@@ -6,6 +6,7 @@ and end the transfer with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from dataplane_setup import (
 
 from connector.errors import BadRequest, Conflict, PeerError, StorageError
 from connector.payload import manifest as manifests
-from connector.payload import sealing
+from connector.payload import sealing, vaultfile
 from connector.services import receiver
 from connector.services.transfer import (
     ENDPOINT_TYPE,
@@ -402,6 +403,105 @@ async def test_the_same_offer_again_is_answered_as_before_and_another_one_is_a_c
         await inbox.offer(setup.parts, record, {"manifest": manifests.encode(other),
                                                 "envelope": setup.envelope(other)}, "")
     assert (await setup.record(setup.parts, CONSUMER_PID)).manifest == manifests.encode(manifest)
+
+
+# -- the receiving pipeline (chunks with the worker while the next ones arrive) ------------------------------
+
+
+def partial_chunks(setup: Setup) -> int:
+    """How many sealed chunks parts' partial file holds (its length says)."""
+    size = setup.service.vault.partial_path(setup.parts, AGREEMENT, CONSUMER_PID).stat().st_size
+    assert (size - vaultfile.HEADER_SIZE) % (CHUNK + sealing.TAG_SIZE) == 0
+    return (size - vaultfile.HEADER_SIZE) // (CHUNK + sealing.TAG_SIZE)
+
+
+async def test_no_chunk_after_one_that_fails_is_written_though_it_was_received_already(setup: Setup) -> None:
+    # The whole body is at hand: every chunk is received and handed on before the first is verified.
+    data = payload()
+    inbox, record = await offered(setup, data)
+    tampered = bytearray(data)
+    tampered[CHUNK + 5] ^= 1
+    answer = await inbox.receive(setup.parts, record, 0, SIZE, body(bytes(tampered)))  # type: ignore[arg-type]
+    assert answer == receiver.Received(CHUNK, resend="chunk 1 did not match its digest")
+    assert (await setup.record(setup.parts, CONSUMER_PID)).received == CHUNK
+    assert partial_chunks(setup) == 1  # chunk 0 alone: neither the bad chunk nor the good ones after it
+
+
+async def test_a_body_sent_in_http_chunks_is_received_whole(setup: Setup) -> None:
+    data = payload()
+    inbox, record = await offered(setup, data)
+    pieces: list[bytes | BaseException] = []
+    for at in range(0, SIZE, 1000):
+        pieces += [data[at:at + 1000], b""]  # b"": where an HTTP chunk of a chunked body ended, not its end
+    answer = await inbox.receive(setup.parts, record, 0, SIZE, StreamedBody(pieces))  # type: ignore[arg-type]
+    assert answer == receiver.Received(SIZE, complete=True)
+    done = await setup.service.wait(setup.parts.id, CONSUMER_PID, timeout_s=5)
+    assert done is not None and done.state == "COMPLETED" and vault_plaintext(setup, done) == data
+
+
+class Stalling(StreamedBody):
+    """A body whose sender stops after the pieces given (the connection stays open, nothing more comes)."""
+
+    def __init__(self, pieces: list[bytes | BaseException]) -> None:
+        super().__init__(pieces)
+        self.stalled = asyncio.Event()
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        piece = await super().readchunk()
+        if piece[0]:
+            return piece
+        self.stalled.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_receipt_cut_short_keeps_every_chunk_written_and_its_resume_point(setup: Setup) -> None:
+    # Cancelled (a suspension, the node stopping) with chunks still with the worker: they are written, or not,
+    # before the partial file is closed, and the resume point saved says exactly what it holds.
+    data = payload()
+    inbox, record = await offered(setup, data)
+    stalling = Stalling([data[at:at + 1000] for at in range(0, 2 * CHUNK + 100, 1000)])
+    task = asyncio.create_task(inbox.receive(setup.parts, record, 0, SIZE, stalling))  # type: ignore[arg-type]
+    await stalling.stalled.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await setup.record(setup.parts, CONSUMER_PID)).received == 2 * CHUNK
+    assert partial_chunks(setup) == 2
+    answer = await inbox.receive(setup.parts, await setup.record(setup.parts, CONSUMER_PID), 2 * CHUNK,
+                                 SIZE - 2 * CHUNK, body(data[2 * CHUNK:]))  # type: ignore[arg-type]
+    assert answer == receiver.Received(SIZE, complete=True)
+    done = await setup.service.wait(setup.parts.id, CONSUMER_PID, timeout_s=5)
+    assert done is not None and vault_plaintext(setup, done) == data
+
+
+async def test_a_receipt_cancelled_while_a_chunk_is_being_written_waits_for_it_and_counts_it(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from connector.services import vault
+
+    writing, go_on = threading.Event(), threading.Event()
+    original = vault.VaultWriter.write
+
+    def write(self: vault.VaultWriter, index: int, plaintext: Any, *, last: bool) -> None:
+        if index == 1:
+            writing.set()
+            go_on.wait(10)
+        original(self, index, plaintext, last=last)
+
+    monkeypatch.setattr(vault.VaultWriter, "write", write)
+    data = payload()
+    inbox, record = await offered(setup, data)
+    task = asyncio.create_task(inbox.receive(setup.parts, record, 0, SIZE, body(data)))  # type: ignore[arg-type]
+    assert await asyncio.to_thread(writing.wait, 10)
+    task.cancel()  # while the receipt waits for chunk 1 to be written
+    asyncio.get_running_loop().call_soon(go_on.set)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await setup.record(setup.parts, CONSUMER_PID)).received == SIZE  # every chunk handed on was written
+    partial = setup.service.vault.partial_path(setup.parts, AGREEMENT, CONSUMER_PID)
+    assert partial.stat().st_size == vaultfile.sealed_size(CHUNK, SIZE)
 
 
 # -- a full disk (or any failed write) ---------------------------------------------------------------------

@@ -67,3 +67,22 @@ def test_any_label_round_trips_and_stays_bound(label):
     assert sealing.unwrap(vault, wrapped, label) == data
     with pytest.raises(sealing.SealError):
         sealing.unwrap(vault, wrapped, label + "x")
+
+
+def test_the_chunk_cipher_and_key_derivation_are_cryptographys_aes_gcm_and_hkdf_sha256():
+    # cryptography is imported on first use here: the same primitives, the same bytes as before.
+    import os
+    import struct
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key, plain = os.urandom(32), os.urandom(5000)
+    nonce, aad = bytes(4) + struct.pack(">Q", 7), b"urn:uuid:t\0" + struct.pack(">Q", 7)
+    sealed = AESGCM(key).encrypt(nonce, plain, aad)
+    assert sealing.seal_chunk(key, "urn:uuid:t", 7, memoryview(plain)) == sealed
+    assert sealing.open_chunk(key, "urn:uuid:t", 7, sealed) == plain
+    assert sealing.aead_open(key, nonce, sealed[:-1] + bytes([sealed[-1] ^ 1]), aad) is None
+    expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"salt", info=b"info").derive(b"secret")
+    assert sealing.hkdf_sha256(b"secret", salt=b"salt", info=b"info") == expected

@@ -156,6 +156,45 @@ async def test_a_sealed_stream_is_each_chunk_sealed_for_its_place(tmp_path: Path
         sealing.open_chunk(key, PROVIDER_PID, 1, out.pieces[1])
 
 
+def open_files(path: Path) -> int:
+    """How many of this process's file descriptors are open on *path*."""
+    import os
+
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+async def test_a_stream_the_consumer_leaves_closes_its_file_once_the_reads_ahead_are_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sealed: bool) -> None:
+    import asyncio
+    import time
+
+    monkeypatch.setattr(sender, "PIECE", 1000)
+    data = payload()
+    path = tmp_path / "readings.bin"
+    path.write_bytes(data)
+
+    class Leaving(Collected):
+        async def write(self, data: bytes) -> None:
+            await super().write(data)
+            raise ConnectionResetError("the consumer went away")
+
+    out = Leaving()
+    with pytest.raises(ConnectionResetError):
+        if sealed:
+            await sender.stream_sealed(path, manifest_of(data), 0, sealing.new_data_key(), PROVIDER_PID, out)
+        else:
+            await sender.stream_file(path, 0, SIZE, out)
+    assert len(out.pieces) == 1
+    deadline = time.monotonic() + 10
+    while True:  # closed on the stream's worker thread, after its last read
+        if not open_files(path) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)  # ok-sleep: polling for the worker thread, with a deadline
+    assert open_files(path) == 0
+
+
 async def test_the_source_file_is_sent_only_as_the_version_the_manifest_was_made_of(setup: Setup) -> None:
     source = setup.source(b"t,value\n1,20.5\n")
     assert await sender.source_file(source) == (setup.data_dir / "files" / "readings.bin", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -74,3 +75,95 @@ async def test_nonce_cache_survives_reopen(tmp_path):
 async def test_readers_cannot_write(store):
     with pytest.raises(sqlite3.OperationalError):
         await store.read(lambda db: db.execute("DELETE FROM participants"))
+
+
+async def test_a_claimed_nonce_is_refused_while_its_row_is_in_flight_and_after_it_is_committed(tmp_path):
+    path = tmp_path / "c.db"
+    s = Store(path)
+    await s.open()
+    repo = SqliteRepository(s)
+    try:
+        stored = await repo.claim_nonce("did:x#k", "abc", 2_000_000_000, 1_000)
+        assert stored is not None and not stored.done()  # claimed at once; its row goes with the next commit
+        assert await repo.claim_nonce("did:x#k", "abc", 2_000_000_000, 1_000) is None  # a replay in flight
+        assert await stored is True
+        assert await repo.claim_nonce("did:x#k", "abc", 2_000_000_000, 1_000) is None  # a replay, committed
+        assert await SqliteRepository(s).claim_nonce("did:x#k", "abc", 2_000_000_000, 1_000) is None
+        other = await repo.claim_nonce("did:y#k", "abc", 2_000_000_000, 1_000)
+        assert other is not None and await other
+    finally:
+        await s.close()
+    s2 = Store(path)
+    await s2.open()
+    try:  # persisted: a restart does not reopen the window
+        assert await SqliteRepository(s2).claim_nonce("did:x#k", "abc", 2_000_000_000, 1_001) is None
+    finally:
+        await s2.close()
+
+
+async def test_a_write_queued_after_a_claim_commits_with_the_nonce_or_after_it(store):
+    repo = SqliteRepository(store)
+    await repo.add_participant(Participant("p", "p", "did:web:x", "P", "CN", created_at="t"))
+    stored = await repo.claim_nonce("did:x#k", "n-1", 2_000_000_000, 1_000)
+    assert stored is not None
+    nonce_there = await store.write(lambda db: db.execute(
+        "SELECT count(*) FROM seen_nonces WHERE nonce = 'n-1'").fetchone()[0], durable=True)
+    assert nonce_there == 1  # the write saw the nonce's row: committed before it, or earlier in its transaction
+    assert stored.done() and stored.result() is True
+
+
+async def test_a_held_job_commits_without_another_write(store):
+    held = store.submit(lambda db: db.execute("INSERT INTO seen_nonces VALUES ('k', 'held', 1)"), hold=True)
+    await asyncio.wait_for(held, 5)
+    assert await store.lookup(lambda db: db.execute(
+        "SELECT count(*) FROM seen_nonces WHERE nonce = 'held'").fetchone()[0]) == 1
+
+
+async def test_a_lookup_reads_on_the_calling_thread_what_was_committed(store):
+    await store.write(lambda db: db.execute("INSERT INTO seen_nonces VALUES ('k', 'seen', 1)"))
+    thread, count = await store.lookup(lambda db: (threading.get_ident(), db.execute(
+        "SELECT count(*) FROM seen_nonces WHERE nonce = 'seen'").fetchone()[0]))
+    assert count == 1 and thread == threading.get_ident()
+    with pytest.raises(sqlite3.OperationalError):  # a read connection
+        await store.lookup(lambda db: db.execute("DELETE FROM seen_nonces"))
+
+
+@pytest.mark.parametrize("pid", ["consumer_pid", "provider_pid"])
+async def test_a_reopened_negotiation_is_found_through_its_pids_index(store, pid):
+    from connector.protocol.negotiation import Role, State
+    from connector.store.records import NegotiationRecord
+    from connector.store.repository import ContractRepository
+
+    await SqliteRepository(store).add_participant(Participant("p", "p", "did:web:x", "P", "CN", created_at="t"))
+    contracts = ContractRepository(store)
+    for i in range(3):
+        await contracts.create_negotiation(NegotiationRecord(
+            participant_id="p", id=f"n-{i}", role=Role.PROVIDER, state=State.REQUESTED, counterparty_did="did:web:c",
+            **{pid: f"peer-{i}"}, created_at="t", updated_at="t"), "message-in")
+    statements: list[str] = []
+    await store.lookup(lambda db: db.conn.set_trace_callback(statements.append))
+    try:
+        found = await contracts.negotiation_by_pid("p", Role.PROVIDER, "did:web:c", **{pid: "peer-1"})
+    finally:
+        await store.lookup(lambda db: db.conn.set_trace_callback(None))
+    assert found is not None and found.id == "n-1"
+    [query] = [s for s in statements if s.startswith("SELECT")]
+    plan = await store.lookup(lambda db: db.execute(f"EXPLAIN QUERY PLAN {query}").fetchall())
+    # By the pid's index, not by walking every negotiation the participant ever had.
+    assert any(f"USING INDEX negotiations_{pid}" in str(row) for row in plan), plan
+
+
+def test_the_store_loads_sqlite_utils_without_numpy_or_pandas_and_leaves_them_importable():
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("numpy") is None:
+        pytest.skip("numpy is not installed here: nothing to keep out")
+    script = ("import sys, connector.store.db, sqlite_utils.db as d\n"
+              "print('numpy' in sys.modules, d.np is None, d.pd is None)\n"
+              "import numpy\n"
+              "print(numpy.zeros(1).size)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.split("\n")[:2] == ["False True True", "1"]

@@ -10,7 +10,7 @@ import pytest
 from usage_setup import AGREEMENT, ASSET, Setup, open_setup, policy
 
 from connector.config import UsageSection
-from connector.errors import Conflict, NotFound
+from connector.errors import Conflict, NotFound, StorageError
 from connector.services.usage import check_log
 from usage_policies import templates
 
@@ -438,3 +438,181 @@ async def test_why_no_data_names_the_revocation_first(setup: Setup):
         await setup.usage.no_data_reason(setup.consumer, AGREEMENT)
     with pytest.raises(NotFound):
         await setup.usage.no_data_reason(setup.provider, AGREEMENT)
+
+
+# -- commit groups: uses decided in the event loop, confirmed by the store ---------------------------------
+
+async def _log(setup: Setup, agreement_id: str = AGREEMENT):
+    from msgspec import to_builtins
+
+    entries, heads, _ = await setup.usage.log_of(setup.consumer, agreement_id)
+    assert check_log(to_builtins(entries), heads, setup.consumer.did_document()) is None
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))  # no gap
+    return entries, heads
+
+
+class HeldCommit:
+    """A commit-group hook that holds the next commit on the writer thread until released, then lets it commit
+    or fails it (as a disk that is gone would)."""
+
+    def __init__(self, store, *, fail: bool) -> None:
+        import threading
+
+        self.store, self.fail = store, fail
+        self.reached, self.release = threading.Event(), threading.Event()
+        store.batch_hooks.append(self)
+
+    def __call__(self, db) -> None:
+        if self.reached.is_set():
+            return
+        self.reached.set()
+        assert self.release.wait(20)
+        if self.fail:
+            raise OSError("the disk is gone")
+
+    async def held(self) -> None:
+        assert await asyncio.to_thread(self.reached.wait, 20)
+
+    def done(self) -> None:
+        self.store.batch_hooks.remove(self)
+        self.release.set()
+
+
+async def _queued(setup: Setup, count: int) -> None:
+    """Wait until *count* uses wait for the next commit group (each is queued before its first await)."""
+    for _ in range(1000):
+        if sum(len(uses) for uses in setup.usage._open.values()) >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{count} uses were not queued")
+
+
+async def test_many_concurrent_uses_of_one_agreement_permit_exactly_its_max_uses(setup: Setup):
+    await setup.add_agreement(policy(templates.max_uses(ASSET, 50)), agreement_id="urn:uuid:fifty")
+    # The first uses of a chain are decided in their transaction, however many arrive together ...
+    first = await asyncio.gather(*(setup.use(f"v{i}", agreement_id="urn:uuid:fifty") for i in range(30)))
+    commits = setup.store.commits
+    # ... and from then on in the event loop, each wave in one commit group.
+    waves = [await asyncio.gather(*(setup.use(f"w{wave}-{i}", agreement_id="urn:uuid:fifty") for i in range(40)))
+             for wave in range(3)]
+    assert setup.store.commits - commits == 3
+    outcomes = [*first, *(o for wave in waves for o in wave)]
+    assert sum(o.permitted for o in outcomes) == 50
+    assert sorted(o.entry.uses for o in outcomes if o.permitted) == list(range(1, 51))  # each counted once
+    entries, heads = await _log(setup, "urn:uuid:fifty")
+    assert len(entries) == 150 and entries[-1].uses == 50
+    assert {(e.use_id, e.seq, e.hash) for e in entries} == {(o.entry.use_id, o.entry.seq, o.entry.hash)
+                                                             for o in outcomes}
+    assert heads[-1]["seq"] == 150 and len(heads) < 40  # one signed head per commit group
+    assert (await setup.usage.summary(setup.consumer, "urn:uuid:fifty"))["uses"] == 50
+
+
+async def test_concurrent_uses_under_one_use_id_count_once_and_redeliver_at_most_the_bound(setup: Setup):
+    setup.usage.config = UsageSection(redeliveries=3)
+    await setup.use("first")  # the event loop knows the chain from here on
+    results = await asyncio.gather(*(setup.use("same") for _ in range(10)), return_exceptions=True)
+    outcomes = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert [o.entry.kind for o in outcomes] == ["use", "redelivery", "redelivery", "redelivery"]
+    assert all(isinstance(r, Conflict) and r.details == {"conflict": ["redeliveries"]}  # type: ignore[attr-defined]
+               for r in refused) and len(refused) == 6
+    entries, _ = await _log(setup)
+    assert entries[-1].uses == 2 and len(entries) == 5
+
+
+async def test_uses_queued_behind_a_commit_are_chained_on_it_and_confirmed(setup: Setup):
+    await setup.add_agreement(policy(templates.max_uses(ASSET, 100)), agreement_id="urn:uuid:busy")
+    await setup.use("warm", agreement_id="urn:uuid:busy")
+    held = HeldCommit(setup.store, fail=False)
+    first = [asyncio.ensure_future(setup.use(f"a{i}", agreement_id="urn:uuid:busy")) for i in range(20)]
+    await held.held()  # the first group commits now ...
+    second = [asyncio.ensure_future(setup.use(f"b{i}", agreement_id="urn:uuid:busy")) for i in range(20)]
+    await _queued(setup, 20)  # ... and the next waits behind it, decided on its entries
+    held.done()
+    outcomes = await asyncio.gather(*first, *second)
+    assert [o.entry.seq for o in outcomes] == list(range(2, 42)) and [o.entry.uses for o in outcomes] == \
+        list(range(2, 42))
+    entries, _ = await _log(setup, "urn:uuid:busy")
+    assert [e.hash for e in entries[1:]] == [o.entry.hash for o in outcomes]
+
+
+async def test_a_failed_commit_answers_its_uses_with_the_error_and_leaves_no_gap(setup: Setup):
+    await setup.add_agreement(policy(templates.max_uses(ASSET, 100)), agreement_id="urn:uuid:busy")
+    warm = await setup.use("warm", agreement_id="urn:uuid:busy")
+    held = HeldCommit(setup.store, fail=True)
+    lost = [asyncio.ensure_future(setup.use(f"a{i}", agreement_id="urn:uuid:busy")) for i in range(20)]
+    await held.held()
+    # Decided on the entries of the group that is about to fail: they must not follow them into the log.
+    after = [asyncio.ensure_future(setup.use(f"b{i}", agreement_id="urn:uuid:busy")) for i in range(20)]
+    await _queued(setup, 20)
+    held.done()
+    failed = await asyncio.gather(*lost, return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in failed), failed
+    answered = await asyncio.gather(*after)
+    assert [o.entry.seq for o in answered] == list(range(2, 22)) and answered[-1].entry.uses == 21
+    assert all(o.entry.prev == p.entry.hash for p, o in zip([warm, *answered], answered, strict=False))
+    entries, _ = await _log(setup, "urn:uuid:busy")
+    assert [(e.use_id, e.hash) for e in entries] == [(o.entry.use_id, o.entry.hash) for o in [warm, *answered]]
+    # Nothing of the failed group was logged: its use ids are fresh uses.
+    again = await setup.use("a0", agreement_id="urn:uuid:busy")
+    assert again.permitted and not again.repeated and again.entry.seq == 22
+
+
+async def test_a_revocation_committed_while_uses_wait_refuses_them_all(setup: Setup):
+    from connector.protocol.agreement_lifecycle import AgreementState
+    from connector.store import usage as store
+
+    await setup.use("warm")
+    held = HeldCommit(setup.store, fail=False)
+    first = asyncio.ensure_future(setup.use("u1"))
+    await held.held()
+    waiting = [asyncio.ensure_future(setup.use(f"w{i}")) for i in range(5)]
+    await _queued(setup, 5)  # decided in the event loop on an agreement in force ...
+    revoked = asyncio.ensure_future(setup.repo.write(  # ... and revoked before their commit
+        lambda db: store.set_agreement_state(db, "parts", AGREEMENT, AgreementState.REVOKED)))
+    held.done()
+    assert (await first).permitted
+    await revoked
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, Conflict) and "revoked" in r.message for r in results), results
+    entries, _ = await _log(setup)
+    assert [e.use_id for e in entries] == ["warm", "u1"]
+
+
+async def test_a_duty_logged_behind_the_event_loop_is_chained_on_by_the_next_uses(tmp_path):
+    made = await open_setup(tmp_path, policy(templates.max_uses(ASSET, 10),
+                                             templates.use_and_delete_after(ASSET, "P1D")))
+    try:
+        await made.use("u1")
+        await made.usage.carry_out("parts", AGREEMENT, "delete")  # appended by a job of its own
+        outcomes = await asyncio.gather(*(made.use(f"n{i}") for i in range(5)))
+        assert [o.entry.seq for o in outcomes] == [3, 4, 5, 6, 7]
+        assert [o.entry.uses for o in outcomes] == [2, 3, 4, 5, 6]
+        entries, _ = await _log(made)
+        assert [e.kind for e in entries] == ["use", "delete", "use", "use", "use", "use", "use"]
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_a_use_id_logged_before_the_node_started_is_a_retry_not_a_new_use(tmp_path):
+    made = await open_setup(tmp_path)
+    try:
+        await made.use("u1")
+        await made.use("u2")
+        from connector.config import UsageSection as Section
+        from connector.services.usage import UsageService
+
+        # A new service on the same store: it remembers no use id, the store does.
+        made.usage = UsageService(made.repo, Section(), participant_by_id=made.usage.participant_by_id,
+                                  destroy_data=made.vault, clock=made.clock)
+        await made.use("u3")  # the chain is known to the event loop from here on
+        retried = await asyncio.gather(made.use("u4"), made.use("u1"), made.use("u5"))
+        assert [(o.entry.kind, o.entry.use_id, o.entry.uses) for o in retried] == [
+            ("use", "u4", 3), ("redelivery", "u1", 3), ("use", "u5", 3)]
+        assert [o.permitted for o in retried] == [False, True, False]  # max 3 uses: u3 took the last one
+        entries, _ = await _log(made)
+        assert len(entries) == 6
+    finally:
+        await made.usage.close()
+        await made.store.close()

@@ -3,6 +3,7 @@ deleting (transfers stopped, key first, then the bytes) — real sealing, no nod
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,19 @@ def test_a_partial_file_that_cannot_be_removed_is_logged_not_raised(tmp_path: Pa
     monkeypatch.setattr(Path, "unlink", refuse)
     store.discard_partial(parts, "agreement-1", "transfer-1")  # no exception
     assert partial.exists()
+
+
+def test_a_partial_file_written_past_the_write_back_mark_reads_back_whole(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The write-back begun along the way (every WRITEBACK_BYTES) lets go of nothing that was written.
+    monkeypatch.setattr(vault, "WRITEBACK_BYTES", 3 * CHUNK)
+    alice = runtime("alice")
+    the_vault = Vault(tmp_path, key_of=vault.vault_key, stop_receiving=Stops())
+    partial = the_vault.partial_path(alice, "urn:uuid:a1", "t1")
+    data = os.urandom(10 * CHUNK + 5)
+    chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+    with the_vault.writer(alice, "urn:uuid:a1", partial, chunk_size=CHUNK, received=0) as out:
+        for index, chunk in enumerate(chunks):
+            out.write(index, memoryview(chunk), last=index == len(chunks) - 1)
+    final = the_vault.keep(partial, "data.bin", {})
+    assert plaintext(the_vault, alice, final, "urn:uuid:a1") == data

@@ -1,0 +1,31 @@
+"""The data sandbox's reads of the provider's own usage chain (``usage_log``): what a query needs to know, inside
+the writer job that logs it (``connector.services.sandbox``).
+
+A sandbox query is logged on the provider's node, in the provider's own chain for the agreement, as a use
+(``kind`` ``use``, ``action`` ``aggregate``). A permitted query under a differential-privacy budget carries the
+budget it spends as one of its effects, ``epsilon <value>`` (the value as Python's ``repr`` writes a float,
+which reads back exactly). The budget spent so far is the sum of those: kept in the signed chain, not beside it,
+so it cannot be reset without breaking a hash or a signature.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+#: How a permitted query's entry names the budget it spent (``EPSILON_EFFECT + repr(epsilon)``).
+EPSILON_EFFECT = "epsilon "
+
+
+def epsilon_effect(epsilon: float) -> str:
+    """The effect that records *epsilon* spent."""
+    return f"{EPSILON_EFFECT}{epsilon!r}"
+
+
+def epsilon_spent(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> float:
+    """The privacy budget the agreement's permitted queries have spent, from the participant's own chain."""
+    row = db.conn.execute(
+        "SELECT COALESCE(SUM(CAST(substr(e.value, ?) AS REAL)), 0) FROM usage_log AS l, "
+        "json_each(l.entry, '$.effects') AS e WHERE l.participant_id = ? AND l.agreement_id = ? AND l.kind = 'use' "
+        "AND json_extract(l.entry, '$.decision') = 'permit' AND e.value LIKE ?",
+        [len(EPSILON_EFFECT) + 1, participant_id, agreement_id, EPSILON_EFFECT + "%"]).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0
