@@ -9,7 +9,6 @@ import os
 import signal
 import stat
 import sys
-import time
 from pathlib import Path
 
 from connector.bootstrap import init_node
@@ -92,13 +91,13 @@ def sparse(path: Path, size: int) -> None:
 
 
 async def wait_for_size(path: Path, size: int, process, deadline_s: float = 30.0) -> None:
-    until = time.monotonic() + deadline_s
-    while time.monotonic() < until:
+    async def grown() -> bool:
         if size_of(path) >= size:
-            return
+            return True
         assert process.returncode is None, "the backup finished before it could be interrupted"
-        await asyncio.sleep(0.005)  # ok-sleep: polling another process's file with a deadline
-    raise AssertionError(f"{path} did not reach {size} bytes within {deadline_s} s")
+        return False
+
+    await eventually(grown, deadline_s, every_s=0.005, what=f"{path} reaching {size} bytes")
 
 
 async def started(data_dir: Path) -> ProcessNode:

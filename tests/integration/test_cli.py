@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import stat
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.testing import free_port
+from connector.testing import eventually, free_port
 
 TDS = [sys.executable, "-m", "connector"]
 
@@ -195,15 +195,20 @@ def test_a_bad_sandbox_policy_is_a_one_line_error(tmp_path, options, message):
 
 
 def _wait_for(url: str, proc: subprocess.Popen, deadline_s: float = 20.0) -> dict:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "node exited"
+    """The JSON *url* answers once the node process *proc* listens (it must not exit meanwhile)."""
+
+    def get() -> dict | None:
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return json.loads(resp.read())
         except OSError:
-            time.sleep(0.05)  # ok-sleep: polling a subprocess's port with a deadline
-    raise AssertionError(f"{url} did not answer within {deadline_s}s")
+            return None
+
+    async def answered() -> dict | None:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "node exited"
+        return await asyncio.to_thread(get)
+
+    return asyncio.run(eventually(answered, deadline_s, what=f"an answer from {url}"))
 
 
 def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path):

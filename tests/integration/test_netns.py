@@ -32,7 +32,7 @@ from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
 from connector.config import CONFIG_FILE, parse_config, render_config
 from connector.protocol import ids
-from connector.testing import write_tls
+from connector.testing import eventually, write_tls
 from usage_policies import templates
 
 SUBNET = ipaddress.ip_network("10.77.0.0/24")
@@ -141,23 +141,20 @@ def make_node(ns: Namespace, root: Path, ca: object, name: str, region: str) -> 
 
 
 async def wait_healthy(node: NsNode, context: ssl.SSLContext, deadline_s: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
     async with aiohttp.ClientSession() as session:
-        while True:
+
+        async def healthy() -> bool:
             assert node.proc is not None
             if node.proc.returncode is not None:
                 log = (node.data_dir / "node.log").read_text()[-2000:]
                 raise AssertionError(f"node in {node.ns.name} exited with {node.proc.returncode}:\n{log}")
             try:
                 async with session.get(f"{node.public_url}/healthz", ssl=context) as resp:
-                    if resp.status == 200:
-                        return
+                    return resp.status == 200
             except aiohttp.ClientError:
-                pass
-            if loop.time() > end:
-                raise AssertionError(f"node in {node.ns.name} did not answer within {deadline_s} s")
-            await asyncio.sleep(0.05)  # ok-sleep: polling a subprocess's port with a deadline
+                return False
+
+        await eventually(healthy, deadline_s, what=f"the node in {node.ns.name} answering")
 
 
 async def stop(node: NsNode) -> None:
