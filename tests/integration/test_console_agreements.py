@@ -12,15 +12,14 @@ import sqlite3
 
 import aiohttp
 from click.testing import CliRunner
+from console_pages import agree, page
 
 from connector.bootstrap import DB_FILE
 from connector.cli import main
 from connector.http.console.api import segment
 from connector.protocol import agreements as evidence_check
 from connector.testing import eventually
-from usage_policies import templates
 
-OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 TITLE = "<script>alert(1)</script> Quality inspection"
 
 
@@ -28,31 +27,9 @@ async def agreement_between(nodes, *, uses: int = 5):
     """acme publishes an asset whose title holds markup under a purpose + max-uses policy; parts agrees to it
     and has crawled acme's catalog (so it knows the title)."""
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
-    await provider.client.add_asset({"id": "qi", "title": TITLE})
-    await provider.client.add_policy("open", OPEN)
-    await provider.client.add_policy("rnd", templates.combine(templates.purpose("qi", "R&D"),
-                                                              templates.max_uses("qi", uses)))
-    await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="rnd",
-                                                  assets=["qi"])
-    catalog = await consumer.client.catalog(provider.public_url)
-    offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
-    started = await consumer.client.negotiate(provider.public_url, offer)
-    final = await consumer.client.negotiation(started["id"], wait_s=15)
-    assert final["state"] == "FINALIZED", final
-    theirs = await provider.client.negotiation(final["providerPid"], wait_s=15)
-    assert theirs["state"] == "FINALIZED", theirs
+    agreement = await agree(provider, consumer, title=TITLE, uses=uses)
     await consumer.client.crawl()
-    return provider, consumer, str(final["agreement"]["@id"])
-
-
-async def page(node, token: str, path: str, form: dict | None = None) -> tuple[int, str, dict]:
-    """GET (or POST *form* to) a console path with ``Authorization: Bearer``, in English (the nodes' region
-    is CN, whose default is Chinese); redirects are not followed."""
-    method = "GET" if form is None else "POST"
-    headers = {"Authorization": f"Bearer {token}", "Accept-Language": "en"}
-    async with aiohttp.ClientSession() as s, s.request(method, f"{node.management_url}{path}", data=form,
-                                                        headers=headers, allow_redirects=False) as r:
-        return r.status, await r.text(), dict(r.headers)
+    return provider, consumer, agreement
 
 
 def flash_error(text: str) -> str:

@@ -10,41 +10,18 @@ import re
 import time
 
 import aiohttp
+from console_pages import agree, page
 
 from connector.http.console.api import segment
 from connector.net import signing
 from connector.testing import eventually
-from usage_policies import templates
 
-OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 TITLE = "<img src=x onerror=alert(1)> Quality inspection"
 
 
 async def agreement_between(provider, consumer, *, uses: int = 5) -> str:
     """*provider* offers an asset for R&D, at most *uses* times; *consumer* agrees to it."""
-    await provider.client.add_asset({"id": "qi", "title": TITLE})
-    await provider.client.add_policy("open", OPEN)
-    await provider.client.add_policy("rnd", templates.combine(templates.purpose("qi", "R&D"),
-                                                              templates.max_uses("qi", uses)))
-    await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="rnd",
-                                                  assets=["qi"])
-    catalog = await consumer.client.catalog(provider.public_url)
-    offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
-    started = await consumer.client.negotiate(provider.public_url, offer)
-    final = await consumer.client.negotiation(started["id"], wait_s=15)
-    assert final["state"] == "FINALIZED", final
-    theirs = await provider.client.negotiation(final["providerPid"], wait_s=15)
-    assert theirs["state"] == "FINALIZED", theirs
-    return str(final["agreement"]["@id"])
-
-
-async def page(node, token: str, path: str, form: dict | None = None) -> tuple[int, str, dict]:
-    """GET (or POST *form* to) a console path with ``Authorization: Bearer``, in English; no redirects followed."""
-    method = "GET" if form is None else "POST"
-    headers = {"Authorization": f"Bearer {token}", "Accept-Language": "en"}
-    async with aiohttp.ClientSession() as s, s.request(method, f"{node.management_url}{path}", data=form,
-                                                        headers=headers, allow_redirects=False) as r:
-        return r.status, await r.text(), dict(r.headers)
+    return await agree(provider, consumer, title=TITLE, uses=uses)
 
 
 def section(text: str, element_id: str) -> str:
