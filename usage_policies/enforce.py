@@ -11,14 +11,15 @@ effect                     from
 :class:`InformProvider`    a duty ``odrl:inform`` (the ``informedParty``, else the assigner)
 :class:`DeleteAt`          a duty ``odrl:delete``; the time is the duty's ``dateTime`` bound, or
                            first use + its ``elapsedTime`` bound, or ``now`` (delete after this use)
-:class:`Meter`             a duty ``odrl:compensate`` with a ``payAmount`` (constraint or refinement)
+:class:`Meter`             a duty ``odrl:compensate`` priced per use or per query (a price per
+                           gigabyte or per period is billed by its period's statement instead)
 =========================  ===========================================================================
 
 Duty semantics are those of :mod:`usage_policies.evaluate`: a duty due *before* use is a pre-condition
 checked there (the use is denied until the usage state reports it fulfilled); a duty due *with or after*
 use becomes one of the effects above. A with-or-after duty this node cannot carry out (an action not in
-the table, or ``compensate`` without an amount) turns the permit into a deny with a reason: the node
-must not accept a use whose duties it would silently drop.
+the table, or a ``compensate`` whose price cannot be read, such as one without an amount) turns the permit
+into a deny with a reason: the node must not accept a use whose duties it would silently drop.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from usage_policies.evaluate import (
     expand_action,
 )
 from usage_policies.model import ODRL, Constraint, Duty, Literal, Policy, iter_constraints
+from usage_policies.pricing import Basis, PricingError, read_term
 from usage_policies.report import DutyState
 from usage_policies.values import Day, Duration, ValueKind, coerce, parse_duration
 
@@ -127,14 +129,10 @@ def _delete_time(duty: Duty, first_use: datetime, now: datetime) -> datetime:
     return now
 
 
-def _amount(duty: Duty) -> tuple[Decimal, str | None] | None:
+def _amount_unit(duty: Duty) -> str | None:
     for c in (*iter_constraints(duty.constraints), *iter_constraints(duty.action.refinement)):
-        if c.left_operand == ODRL + "payAmount" and c.operator == ODRL + "eq" and c.right_operand:
-            term = c.right_operand[0]
-            if isinstance(term, Literal):
-                value = coerce(term.value, term.datatype or c.data_type, ValueKind.DECIMAL)
-                if isinstance(value, int | Decimal):
-                    return Decimal(value), c.unit
+        if c.left_operand == ODRL + "payAmount":
+            return c.unit
     return None
 
 
@@ -187,11 +185,15 @@ def plan_use(
             effects.append(DeleteAt(target=_party(duty.target) or target,
                                     time=_delete_time(duty, first_use, now)))
         elif action == ODRL + "compensate":
-            amount = _amount(duty)
-            if amount is None:
-                problems.append("duty 'compensate' states no payAmount, so it cannot be metered")
-            else:
-                effects.append(Meter(amount=amount[0], unit=amount[1],
+            try:
+                term = read_term(duty)
+            except PricingError as exc:
+                problems.append(str(exc).removeprefix("the duty: "))
+                continue
+            # Per transferred gigabyte or per period, a price is met by its statement (usage_policies.pricing),
+            # not by each use.
+            if term.basis in (Basis.USE, Basis.QUERY):
+                effects.append(Meter(amount=term.unit_price, unit=_amount_unit(duty),
                                      party=duty.compensated_party or provider))
         else:
             problems.append(f"duty {action!r} cannot be carried out by this node")

@@ -97,9 +97,12 @@ for _term, _definition in _PROFILE.items():
         DSP_TERMS[_term] = _iri
 _DSP_SHORT = {iri: term for term, iri in DSP_TERMS.items()}
 
-# Project operands may be written bare too (``dataClass``), as the ODRL ones are.
+# Project operands may be written bare too (``dataClass``), as the ODRL ones are. The node's context defines
+# them as terms, so a JSON-LD processor compacting with it writes them bare (a price's terms included: read as
+# odrl: names they would silently drop the price's basis, period, rounding and tiers).
 PROJECT_TERMS = {name: TDS + name for name in (
-    "dataClass", "exportDestination", "verifiedRegion", "memberOf", "legalEntityId", "certificationLevel")}
+    "dataClass", "exportDestination", "verifiedRegion", "memberOf", "legalEntityId", "certificationLevel",
+    "meteredPer", "billingPeriod", "rounding", "priceTiers")}
 
 _KEY_ALIASES = {
     "uid": "@id", "type": "@type", "@id": "@id", "@type": "@type", "timestamp": DSPACE + "timestamp",
@@ -624,7 +627,9 @@ def constraint_to_json(c: AnyConstraint) -> JsonObject:
     if c.data_type is not None:
         out["dataType"] = c.data_type
     if c.unit is not None:
-        out["unit"] = c.unit
+        # The DSP context defines no "unit" term, so a JSON-LD processor drops a bare "unit" (and with it a
+        # price's currency); the compact IRI survives expansion and compaction (ODRL 2.2 vocabulary, unit).
+        out["odrl:unit"] = c.unit
     if c.status is not None:
         out["status"] = _term_out(c.status)
     return out

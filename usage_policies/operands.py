@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from usage_policies.model import ODRL, TDS
+from usage_policies.pricing import BILLING_PERIOD, METERED_PER, PRICE_TIERS, ROUNDING
 from usage_policies.values import DataClass, Elapsed, ValueKind, compare, parse_data_class, show, values_equal
 
 if TYPE_CHECKING:
@@ -324,6 +325,15 @@ def _install_builtins() -> None:
         (QUERY_TEMPLATES, ValueKind.STRING, "query templates"),
     ):
         reg(iri, _no_value, kind=kind, label=label, term=applied)
+    # A price's terms (usage_policies.pricing), on a compensate duty: applied by its statements.
+    settled = "the agreement's statements apply to each period"
+    for iri, kind, label in (
+        (METERED_PER, ValueKind.IRI, "what the price is paid for"),
+        (BILLING_PERIOD, ValueKind.STRING, "billing period"),
+        (ROUNDING, ValueKind.STRING, "rounding of a statement"),
+        (PRICE_TIERS, ValueKind.STRING, "price tiers"),
+    ):
+        reg(iri, _no_value, kind=kind, label=label, term=settled)
 
 
 _install_builtins()

@@ -232,16 +232,58 @@ def inform_on_use(
 def price_per_use(
     target: str, amount: Decimal | str, currency: str, *, assigner: str | None = None
 ) -> JsonObject:
-    """Each use costs *amount* in *currency* (an IRI, e.g. ``http://dbpedia.org/resource/Euro``)."""
-    value = Decimal(amount)
-    if not value.is_finite() or value < 0:
-        raise ValueError("price must be a non-negative number")
-    duty = {
-        "action": "odrl:compensate",
-        "constraint": [{**constraint("odrl:payAmount", "eq", {"@value": str(value), "@type": XSD_DECIMAL}),
-                        "unit": currency}],
-    }
-    return offer(target, permissions=[_permission(duties=[duty])], assigner=assigner)
+    """Each use costs *amount* in *currency* (a code such as ``CNY``, or an IRI such as
+    ``http://dbpedia.org/resource/Euro``), post-paid: settled by the period's statement."""
+    return offer(target, permissions=[_permission(duties=[price_duty(amount, currency)])], assigner=assigner)
+
+
+def price_duty(
+    amount: Decimal | str,
+    currency: str,
+    *,
+    per: str = "use",
+    period: str = "P1M",
+    rounding: str = "0.01 half-up",
+    tiers: Sequence[str] = (),
+    prepaid: bool = False,
+) -> JsonObject:
+    """A price as an ODRL ``compensate`` duty (``usage_policies.pricing`` reads it back): *amount* in *currency*
+    per *per* (``use``, ``query``, ``gigabyte`` or ``period``), billed by *period* (``P1M``, ``P1W``, ``P1D``),
+    each statement line rounded by *rounding*, with graduated *tiers* (``"1000:2.00"``: from the 1,001st unit
+    on, each costs 2.00). *prepaid*: due before use (a precondition, ``event lt policyUsage``) instead of settled
+    by the period's statement."""
+    from usage_policies import pricing
+
+    try:
+        value = pricing.parse_decimal(amount if isinstance(amount, Decimal) else str(amount), "the price")
+        basis = pricing.Basis(per)
+        pricing.parse_rounding(rounding)
+        parsed = [pricing.parse_tier(t) for t in tiers]
+    except (pricing.PricingError, ValueError) as exc:
+        raise ValueError(str(exc) if isinstance(exc, pricing.PricingError) else
+                         f"a price is per {', '.join(b.value for b in pricing.Basis)}, not {per!r}") from exc
+    if period not in pricing.PERIODS:
+        raise ValueError(f"the billing period must be one of {', '.join(pricing.PERIODS)}, not {period!r}")
+    if not currency or not isinstance(currency, str):
+        raise ValueError("a price needs a currency (e.g. CNY)")
+    try:
+        pricing.currency_code(currency)
+    except pricing.PricingError as exc:
+        raise ValueError(f"{exc} (a currency is a code such as CNY, or an IRI ending in one)") from exc
+    if len(parsed) > pricing.MAX_TIERS or len({t.start for t in parsed}) != len(parsed) or \
+            any(t.start == 0 for t in parsed):
+        raise ValueError(f"price tiers start at distinct quantities above 0 (at most {pricing.MAX_TIERS})")
+    constraints: list[JsonObject] = [
+        {**constraint("odrl:payAmount", "eq", {"@value": format(value, "f"), "@type": XSD_DECIMAL}), "unit": currency},
+        constraint(pricing.METERED_PER, "eq", {"@id": "https://w3id.org/tds/v1#" + basis.value}),
+        constraint(pricing.BILLING_PERIOD, "eq", period),
+        constraint(pricing.ROUNDING, "eq", rounding),
+    ]
+    if parsed:
+        constraints.append(constraint(pricing.PRICE_TIERS, "isAnyOf", [pricing.tier_text(t) for t in parsed]))
+    if prepaid:
+        constraints.append(constraint("odrl:event", "lt", {"@id": "odrl:policyUsage"}))
+    return {"action": "odrl:compensate", "constraint": constraints}
 
 
 def sandbox(
@@ -307,14 +349,17 @@ def sandbox(
 def sandbox_from_options(
     *, columns: Sequence[str] | None = None, aggregates: Sequence[str] | None = None, min_group_size: int = 10,
     epsilon_per_query: float | Decimal | None = None, epsilon_total: float | Decimal | None = None,
-    templates: Sequence[Mapping[str, Any]] = (), max_queries: int | None = None,
+    templates: Sequence[Mapping[str, Any]] = (), max_queries: int | None = None, price: JsonObject | None = None,
 ) -> JsonObject:
     """:func:`sandbox` without a target or ``@id``, as :func:`policy_from_options` (the offer sets the target;
-    publishing gives the id): the policy of ``tds policy add --sandbox``. ``ValueError`` names a bad value or
-    combination (a privacy budget without both epsilons, no budget and no templates, a malformed template …)."""
+    publishing gives the id): the policy of ``tds policy add --sandbox``, with *price* (a :func:`price_duty`,
+    typically per query) as a duty of its queries. ``ValueError`` names a bad value or combination (a privacy
+    budget without both epsilons, no budget and no templates, a malformed template …)."""
     built = sandbox(OPTIONS_TARGET, columns=columns, aggregates=aggregates, min_group_size=min_group_size,
                     epsilon_per_query=epsilon_per_query, epsilon_total=epsilon_total, templates=templates,
                     max_queries=max_queries)
+    if price is not None:
+        built["permission"][0]["duty"] = [price]
     built.pop("target", None)
     built.pop("@id", None)
     return built
@@ -419,14 +464,17 @@ def policy_from_options(
     purposes: Sequence[str] = (), uses: int | None = None, duration: str | None = None,
     regions: Sequence[str] = (), export_region: str | None = None, consumers: Sequence[str] = (),
     log_uses: bool = False, inform: bool = False, *, verified_regions: Sequence[str] = (),
-    spaces: Sequence[str] = (),
+    spaces: Sequence[str] = (), price: JsonObject | None = None,
 ) -> JsonObject:
     """The templates the options name (those of ``tds policy add`` and of the console's policy form) combined
     into one policy without a target or ``@id`` (the offer sets the target; publishing gives the id): at most
-    *uses* uses, within *duration* (ISO 8601) of the first, no export outside *export_region*. No option: allow
-    use. ``ValueError`` names a bad value (a malformed duration, fewer than one use)."""
+    *uses* uses, within *duration* (ISO 8601) of the first, no export outside *export_region*, and *price* (a
+    :func:`price_duty`) as a duty of the use. No option: allow use. ``ValueError`` names a bad value (a malformed
+    duration, fewer than one use)."""
     target = OPTIONS_TARGET
     parts = [allow(target)]
+    if price is not None:
+        parts.append(offer(target, permissions=[_permission(duties=[price])]))
     if purposes:
         parts.append(purpose(target, list(purposes)))
     if uses is not None:

@@ -104,6 +104,13 @@ _T: dict[str, tuple[str, str]] = {
     "delete_after": ("The data is deleted {v} after the first use", "首次使用 {v} 后删除数据"),
     "delete_by": ("The data is deleted by {v}", "须在 {v} 前删除数据"),
     "pay": ("Pay {amount} {unit} per use", "每次使用支付 {amount} {unit}"),
+    "pay_query": ("Pay {amount} {unit} per query answered", "每次查询支付 {amount} {unit}"),
+    "pay_gigabyte": ("Pay {amount} {unit} per GB transferred", "每传输 1 GB 支付 {amount} {unit}"),
+    "pay_period": ("Subscription: pay {amount} {unit} per {period}", "订阅：每{period}支付 {amount} {unit}"),
+    "settled": ("{s}, settled {period}", "{s}，{period}结算"),
+    "rounded": ("{s} (rounded to {quantum}, {mode})", "{s}（精确到 {quantum}，{mode}）"),
+    "tier": ("After {start} {units}, each further {unit_one} costs {price} {currency}",
+             "超过 {start}{units}后，{each} {price} {currency}"),
     "pay_before": ("Pay {amount} {unit} before use", "使用前支付 {amount} {unit}"),
     "pay_amount": ("Pay {amount} {unit}", "支付 {amount} {unit}"),
     "pay_to": ("Payment goes to {v}", "款项支付给 {v}"),
@@ -152,6 +159,8 @@ _OPERANDS: dict[str, tuple[str, str]] = {
     "spatial": ("the region", "区域"), "recipient": ("the recipient", "接收方"),
     "systemDevice": ("the connector", "连接器"), "event": ("the event", "事件"),
     "payAmount": ("the amount to pay", "支付金额"), "percentage": ("the percentage", "百分比"),
+    "meteredPer": ("what the price is paid for", "计价单位"), "billingPeriod": ("the billing period", "结算周期"),
+    "rounding": ("the rounding", "舍入规则"), "priceTiers": ("a price tier", "阶梯价格"),
     "dataClass": ("the data class", "数据级别"), "exportDestination": ("the export destination", "出境目的地"),
     "verifiedRegion": ("the verified region", "经验证的区域"),
     "memberOf": ("the verified membership", "经验证的成员资格"),
@@ -188,6 +197,21 @@ _OPERATORS: dict[str, tuple[str, str]] = {
 }
 
 _EVENTS: dict[str, tuple[str, str]] = {"policyUsage": ("the use", "使用")}
+
+# A price's terms (usage_policies.pricing): billing periods, rounding modes, and what each basis counts.
+_PERIODS: dict[str, tuple[str, str, str]] = {  # period → (settled how often, one period in English, in Chinese)
+    "P1M": ("monthly", "month", "月"), "P1W": ("weekly", "week", "周"), "P1D": ("daily", "day", "日")}
+_PERIOD_ZH = {"P1M": "按月", "P1W": "按周", "P1D": "按日"}
+_ROUNDING: dict[str, tuple[str, str]] = {
+    "half-up": ("half up", "四舍五入"), "half-even": ("half to even", "四舍六入五成双"),
+    "up": ("away from zero", "远离零舍入"), "down": ("toward zero", "向零舍入"),
+    "ceiling": ("up", "向上舍入"), "floor": ("down", "向下舍入")}
+# basis → (one, many, Chinese count unit, Chinese "each …")
+_BASES: dict[str, tuple[str, str, str, str]] = {
+    "use": ("use", "uses", " 次使用", "每次使用"), "query": ("query", "queries", " 次查询", "每次查询"),
+    "gigabyte": ("GB", "GB", " GB ", "每 GB"), "period": ("period", "periods", " 个周期", "每个周期")}
+_PRICE_TERMS = frozenset({"meteredPer", "billingPeriod", "rounding", "priceTiers"})
+_DECIMAL_TEXT = re.compile(r"^[0-9]{1,15}(\.[0-9]{1,12})?$")
 
 _LOGICAL = {"and": "all_of", "or": "any_of", "xone": "one_of", "andSequence": "in_order"}
 _POSITIVE = frozenset({"eq", "isAnyOf", "isPartOf", "isA"})  # "within": the value must be (inside) one of these
@@ -577,6 +601,7 @@ class _Writer:
         rest: list[Any] = []
         bounds: dict[str, tuple[str, Any]] = {}
         amount: tuple[Any, Any] | None = None
+        pricing: dict[str, dict[str, Any]] = {}  # the price's terms, by bare name (compensate only)
         for c in [*constraints, *refinements]:
             if not isinstance(c, dict) or self.logical(c) is not None:
                 rest.append(c)
@@ -590,6 +615,8 @@ class _Writer:
                 bounds[name] = (op, right)
             elif name == "payAmount" and op == "eq" and amount is None:
                 amount = (right, _get(c, "unit"))
+            elif name in _PRICE_TERMS and op in ("eq", "isAnyOf") and name not in pricing:
+                pricing[name] = c
             else:
                 rest.append(c)
         raw = _items(_get(duty, "action"))
@@ -600,6 +627,8 @@ class _Writer:
                 item = item.get("rdf:value", item.get(_RDF_VALUE, _get(item, "value")))
             kind = _bare(_ident(item) or "")
         before = before or kind in ("obtainConsent", "reviewPolicy")
+        if kind != "compensate" or amount is None:  # a price's terms on something that is not a price: as written
+            rest.extend(pricing.values())
         out: list[str] = []
         if kind == "acceptTracking" and not before:
             party = _get(duty, "trackingParty")
@@ -617,8 +646,10 @@ class _Writer:
             bounds = {}
         elif kind == "compensate" and amount is not None:
             fields = {"amount": self.value(amount[0]), "unit": self.unit(amount[1]) if amount[1] is not None else ""}
-            key = "pay_before" if before else "pay_amount" if obligation else "pay"
-            out.append(self.t(key, **fields).replace("  ", " "))
+            if before:  # pre-paid: a precondition of use, not settled by statements (its terms do not apply)
+                out.append(self.t("pay_before", **fields).replace("  ", " "))
+            else:
+                out.extend(self.price(fields, pricing, rest, obligation=obligation))
             party = _get(duty, "compensatedParty")
             if party is not None:
                 out.append(self.t("pay_to", v=self.party(party)))
@@ -641,6 +672,54 @@ class _Writer:
             rest.append({"leftOperand": name, "operator": op, "rightOperand": right})
         if rest:
             out.append(self.t("duty_when", cond="; ".join(self.condition(c) for c in rest)))
+        return out
+
+    def price(self, fields: dict[str, str], terms: dict[str, dict[str, Any]], rest: list[Any], *,
+              obligation: bool) -> list[str]:
+        """A post-paid price (``usage_policies.pricing``): what it is paid for, how often statements settle it and
+        how they round, then its tiers. A term it cannot read goes to *rest* (said as written); the defaults are
+        those the statements apply (per use, monthly, to 0.01 half up)."""
+
+        def term(name: str) -> str | None:
+            c = terms.get(name)
+            value = _ident(_get(c, "rightOperand")) if c is not None else None
+            return _bare(value) if value is not None else None
+
+        basis, period, rounding = term("meteredPer"), term("billingPeriod"), term("rounding")
+        if basis is not None and basis not in _BASES:  # paid for something unknown: the amount, the term as written
+            rest.extend(terms.values())
+            return [self.t("pay_amount", **fields).replace("  ", " ")]
+        if period is not None and period not in _PERIODS:  # not said as settled in any period of ours
+            rest.append(terms["billingPeriod"])
+            period = "?"
+        parts = rounding.split() if rounding is not None else ["0.01", "half-up"]
+        if len(parts) != 2 or parts[1] not in _ROUNDING or not _DECIMAL_TEXT.match(parts[0]):
+            rest.append(terms["rounding"])
+            parts = []
+        period = period or "P1M"
+        settled, one_en, one_zh = _PERIODS.get(period, ("", "period", "个周期"))
+        if basis is None and obligation and not terms:
+            return [self.t("pay_amount", **fields).replace("  ", " ")]  # a payment the policy owes, as written
+        basis = basis or "use"
+        if basis == "period":
+            text = self.t("pay_period", period=one_zh if self.zh else one_en, **fields)
+        else:
+            text = self.t({"use": "pay", "query": "pay_query", "gigabyte": "pay_gigabyte"}[basis], **fields)
+            if settled:
+                text = self.t("settled", s=text, period=_PERIOD_ZH[period] if self.zh else settled)
+        if parts:
+            mode = _ROUNDING[parts[1]][1 if self.zh else 0]
+            text = self.t("rounded", s=text, quantum=parts[0], mode=mode)
+        out = [text.replace("  ", " ")]
+        tiers = terms.get("priceTiers")
+        for item in _items(_get(tiers, "rightOperand"), _MAX_VALUES) if tiers is not None else []:
+            start, _, price = (_ident(item) or "").partition(":")
+            if not (_DECIMAL_TEXT.match(start) and _DECIMAL_TEXT.match(price)):
+                rest.append({"leftOperand": "priceTiers", "operator": "eq", "rightOperand": item})
+                continue
+            one, many, count_zh, each_zh = _BASES[basis]
+            out.append(self.t("tier", start=start, units=count_zh if self.zh else many, unit_one=one,
+                              each=each_zh, price=price, currency=fields["unit"]).replace("  ", " "))
         return out
 
     def policy(self, policy: Any) -> list[str]:

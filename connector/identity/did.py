@@ -180,7 +180,8 @@ def verification_key(document: dict[str, Any], key_id: str, relationship: str) -
     allowed = document.get(relationship, [])
     if not isinstance(allowed, list):
         raise DidError(f"DID document {relationship} is not a list")
-    refs = {_absolute(did, r) if isinstance(r, str) else _absolute(did, str(r.get("id", ""))) for r in allowed}
+    refs = {_absolute(did, r) if isinstance(r, str) else _absolute(did, str(r.get("id", "")))
+            for r in allowed if isinstance(r, str | dict)}
     if key_id not in refs:
         raise DidError(f"key {key_id!r} is not listed for {relationship}")
     methods = document.get("verificationMethod", [])

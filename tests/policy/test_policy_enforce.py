@@ -84,6 +84,42 @@ def test_price_per_use_meters_the_amount():
     assert Meter(amount=Decimal("0.25"), unit="http://dbpedia.org/resource/Euro", party=PROVIDER) in effects
 
 
+def priced(duty: dict) -> dict:
+    return {"@id": "urn:p", "@type": "Offer", "target": A, "permission": [{"action": "use", "duty": [duty]}]}
+
+
+@pytest.mark.parametrize("per", ["use", "query"])
+def test_a_price_per_use_or_per_query_meters_each_use(per):
+    effects = plan(priced(t.price_duty("0.25", "CNY", per=per))).effects
+    assert [e for e in effects if isinstance(e, Meter)] == [Meter(amount=Decimal("0.25"), unit="CNY", party=PROVIDER)]
+
+
+@pytest.mark.parametrize("per", ["gigabyte", "period"])
+def test_a_price_per_gigabyte_or_per_period_is_left_to_the_statement(per):
+    result = plan(priced(t.price_duty("10", "CNY", per=per)))
+    assert result.permitted and not [e for e in result.effects if isinstance(e, Meter)]
+
+
+def test_a_price_meters_its_compensated_party():
+    duty = {**t.price_duty("1", "CNY"), "odrl:compensatedParty": "did:web:collector"}
+    assert [e.party for e in plan(priced(duty)).effects if isinstance(e, Meter)] == ["did:web:collector"]
+
+
+@pytest.mark.parametrize(("duty", "reason"), [
+    ({"action": "odrl:compensate"}, "duty 'compensate' states no payAmount, so it cannot be metered"),
+    ({"action": "odrl:compensate", "constraint": [
+        {"leftOperand": "odrl:payAmount", "operator": "gt", "rightOperand": "1", "unit": "CNY"}]},
+     "payAmount is stated with 'eq', not 'gt'"),
+    ({"action": "odrl:compensate", "constraint": [
+        {"leftOperand": "odrl:payAmount", "operator": "eq", "rightOperand": "1"}]},
+     "a price names no currency (the payAmount constraint's unit)"),
+])
+def test_a_price_that_cannot_be_metered_refuses_the_use_with_the_reason(duty, reason):
+    result = plan(priced(duty))
+    assert not result.permitted and result.effects == ()
+    assert result.decision.reasons[-1] == reason
+
+
 def test_a_duty_the_node_cannot_carry_out_refuses_the_use():
     offer = {"@id": "urn:p", "@type": "Offer", "target": A,
              "permission": [{"action": "use", "duty": [{"action": "odrl:watermark"}]}]}

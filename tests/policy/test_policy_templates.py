@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from dsp_schema import dsp_errors
@@ -180,3 +182,80 @@ def test_sandbox_from_options_is_the_sandbox_template_without_a_target():
 def test_sandbox_from_options_names_a_bad_combination(options):
     with pytest.raises(ValueError):
         t.sandbox_from_options(**options)
+
+
+# -- prices --------------------------------------------------------------------------------------------------------
+
+PRICES = {
+    "per use": t.price_duty("0.50", "CNY"),
+    "per query": t.price_duty("2", "CNY", per="query", rounding="1 half-even"),
+    "per gigabyte, tiered": t.price_duty("10.00", EURO, per="gigabyte", tiers=["100:8.00", "1000:5.00"]),
+    "per week": t.price_duty("99.90", "CNY", per="period", period="P1W", rounding="0.1 up"),
+    "per day, pre-paid": t.price_duty("5", "CNY", per="period", period="P1D", prepaid=True),
+}
+
+
+def priced(duty: dict) -> dict:
+    return t.offer(A, permissions=[{"action": "use", "duty": [duty]}])
+
+
+def price_of(policy: dict):
+    from usage_policies import pricing
+
+    return pricing.price_terms(parse_policy(policy))
+
+
+@pytest.mark.parametrize("name", PRICES)
+def test_a_price_is_a_dsp_valid_offer(name):
+    assert dsp_errors(priced(PRICES[name])) == []
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("per use", ("use", "0.50", "CNY", (), "P1M", "0.01 half-up", False)),
+    ("per query", ("query", "2", "CNY", (), "P1M", "1 half-even", False)),
+    ("per gigabyte, tiered", ("gigabyte", "10.00", "Euro", ("100:8.00", "1000:5.00"), "P1M", "0.01 half-up", False)),
+    ("per week", ("period", "99.90", "CNY", (), "P1W", "0.1 up", False)),
+    ("per day, pre-paid", ("period", "5", "CNY", (), "P1D", "0.01 half-up", True)),
+])
+def test_a_price_reads_back_as_written(name, expected):
+    from usage_policies import pricing
+
+    [term] = price_of(priced(PRICES[name]))
+    assert (term.basis.value, pricing.amount_text(term.unit_price), term.currency,
+            tuple(map(pricing.tier_text, term.tiers)), term.period, str(term.rounding), term.prepaid) == expected
+
+
+@pytest.mark.parametrize("name", PRICES)
+def test_a_price_survives_the_dsp_form(name):
+    policy = parse_policy(priced(PRICES[name]))
+    assert price_of(to_dsp(policy)) == price_of(priced(PRICES[name]))
+
+
+def test_the_price_per_use_template_is_a_post_paid_price_per_use():
+    from usage_policies import pricing
+
+    [term] = price_of(t.price_per_use(A, "1.50", EURO))
+    assert (term.basis, term.unit_price, term.currency, term.prepaid) == (pricing.Basis.USE, Decimal("1.50"), "Euro",
+                                                                         False)
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"amount": "-1"}, "plain non-negative decimal"),
+    ({"amount": "1e3"}, "plain non-negative decimal"),
+    ({"amount": "NaN"}, "plain non-negative decimal"),
+    ({"amount": "1.5000000000001"}, "plain non-negative decimal"),
+    ({"per": "hour"}, "a price is per use, query, gigabyte, period, not 'hour'"),
+    ({"period": "P1Y"}, "the billing period must be one of P1M, P1W, P1D, not 'P1Y'"),
+    ({"rounding": "0.05 half-up"}, "the rounding quantum must be 1, 0.1"),
+    ({"rounding": "0.01 nearest"}, "rounding must be '<quantum> <mode>'"),
+    ({"tiers": ["1000"]}, "a price tier is '<from>:<unit price>'"),
+    ({"tiers": ["0:1"]}, "price tiers start at distinct quantities above 0"),
+    ({"tiers": ["5:1", "5:2"]}, "price tiers start at distinct quantities above 0"),
+    ({"tiers": [f"{i}:1" for i in range(1, 18)]}, "at most 16"),
+    ({"currency": ""}, "a price needs a currency"),
+    ({"currency": "=cmd|' /C calc'!A0"}, "a currency is a code such as CNY"),
+])
+def test_a_price_with_a_bad_value_is_refused_with_a_readable_reason(kwargs, reason):
+    arguments = {"amount": "1", "currency": "CNY", **kwargs}
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        t.price_duty(arguments.pop("amount"), arguments.pop("currency"), **arguments)

@@ -39,14 +39,21 @@ TEMPLATE_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]] = {
     "log_each_use": (lambda: T.log_each_use(TARGET), "Each use is logged", "每次使用都会被记录"),
     "inform_on_use": (lambda: T.inform_on_use(TARGET), "The provider is informed of each use",
                       "每次使用都会通知提供方"),
-    "price_per_use": (lambda: T.price_per_use(TARGET, "2.50", "CNY"), "Pay 2.50 CNY per use", "每次使用支付 2.50 CNY"),
+    "price_per_use": (lambda: T.price_per_use(TARGET, "2.50", "CNY"),
+                      "Pay 2.50 CNY per use, settled monthly (rounded to 0.01, half up)",
+                      "每次使用支付 2.50 CNY，按月结算（精确到 0.01，四舍五入）"),
+    "price_duty": (lambda: T.offer(TARGET, permissions=[{"action": "use", "duty": [T.price_duty("2.50", "CNY")]}]),
+                   "Pay 2.50 CNY per use, settled monthly (rounded to 0.01, half up)",
+                   "每次使用支付 2.50 CNY，按月结算（精确到 0.01，四舍五入）"),
     "data_class_defaults": (lambda: T.data_class_defaults(TARGET, "core"), "Sell is not allowed", "禁止出售"),
     "combine": (lambda: T.combine(T.purpose(TARGET, "R&D"), T.max_uses(TARGET, 10), T.log_each_use(TARGET)),
                 "At most 10 uses", "最多使用 10 次"),
     "offer": (lambda: T.offer(TARGET, prohibitions=[{"action": "odrl:distribute"}]), "Distribute is not allowed",
               "禁止分发"),
-    "policy_from_options": (lambda: T.policy_from_options(["R&D"], uses=3, duration="P2W", log_uses=True),
-                            "Within 2 weeks of the first use", "首次使用后 2周 内"),
+    "policy_from_options": (lambda: T.policy_from_options(["R&D"], uses=3, duration="P2W", log_uses=True,
+                                                          price=T.price_duty("2.50", "CNY", period="P1W")),
+                            "Pay 2.50 CNY per use, settled weekly (rounded to 0.01, half up)",
+                            "每次使用支付 2.50 CNY，按周结算（精确到 0.01，四舍五入）"),
     "constraint": (lambda: T.offer(TARGET, permissions=[{"action": "use", "constraint": [
         T.constraint("odrl:count", "lt", "5")]}]), "Fewer than 5 uses", "使用少于 5 次"),
     "sandbox": (lambda: T.sandbox(TARGET, min_group_size=20, epsilon_per_query=0.5, epsilon_total=5),
@@ -229,3 +236,81 @@ def test_a_policy_of_exactly_the_bound_loses_nothing() -> None:
     sentences = describe({"permission": [{"action": "use", "constraint": constraints}]}, "en")
     assert len(sentences) == MAX_SENTENCES
     assert sentences[-1] == f"At most {MAX_SENTENCES - 2} uses"
+
+
+def _priced(**options: Any) -> dict[str, Any]:
+    amount, currency = options.pop("amount", "2.50"), options.pop("currency", "CNY")
+    return T.offer(TARGET, permissions=[{"action": "use", "duty": [T.price_duty(amount, currency, **options)]}])
+
+
+# price_duty's options → (the price's sentences in English, in Chinese), after "Use is allowed"
+PRICE_CASES: list[tuple[dict[str, Any], list[str], list[str]]] = [
+    ({"per": "query"}, ["Pay 2.50 CNY per query answered, settled monthly (rounded to 0.01, half up)"],
+     ["每次查询支付 2.50 CNY，按月结算（精确到 0.01，四舍五入）"]),
+    ({"amount": "0.80", "per": "gigabyte", "period": "P1D", "rounding": "1 half-even"},
+     ["Pay 0.80 CNY per GB transferred, settled daily (rounded to 1, half to even)"],
+     ["每传输 1 GB 支付 0.80 CNY，按日结算（精确到 1，四舍六入五成双）"]),
+    ({"amount": "100", "per": "period"}, ["Subscription: pay 100 CNY per month (rounded to 0.01, half up)"],
+     ["订阅：每月支付 100 CNY（精确到 0.01，四舍五入）"]),
+    ({"tiers": ["1000:2.00", "5000:1.50"]},
+     ["Pay 2.50 CNY per use, settled monthly (rounded to 0.01, half up)",
+      "After 1000 uses, each further use costs 2.00 CNY", "After 5000 uses, each further use costs 1.50 CNY"],
+     ["每次使用支付 2.50 CNY，按月结算（精确到 0.01，四舍五入）", "超过 1000 次使用后，每次使用 2.00 CNY",
+      "超过 5000 次使用后，每次使用 1.50 CNY"]),
+    ({"per": "gigabyte", "tiers": ["10:1"], "rounding": "0.1 floor"},
+     ["Pay 2.50 CNY per GB transferred, settled monthly (rounded to 0.1, down)",
+      "After 10 GB, each further GB costs 1 CNY"],
+     ["每传输 1 GB 支付 2.50 CNY，按月结算（精确到 0.1，向下舍入）", "超过 10 GB 后，每 GB 1 CNY"]),
+    ({"prepaid": True}, ["Pay 2.50 CNY before use"], ["使用前支付 2.50 CNY"]),
+    ({"currency": "http://dbpedia.org/resource/Euro", "period": "P1W"},
+     ["Pay 2.50 Euro per use, settled weekly (rounded to 0.01, half up)"],
+     ["每次使用支付 2.50 Euro，按周结算（精确到 0.01，四舍五入）"]),
+]
+
+
+@pytest.mark.parametrize(("options", "en", "zh"), PRICE_CASES, ids=[str(c[0]) for c in PRICE_CASES])
+def test_a_price_in_both_languages(options: dict[str, Any], en: list[str], zh: list[str]) -> None:
+    policy = _priced(**options)
+    assert describe(policy, "en") == ["Use is allowed", *en]
+    assert describe(policy, "zh") == ["允许使用", *zh]
+
+
+def test_a_price_as_a_peers_catalog_compacts_it_reads_alike() -> None:
+    compacted = {"permission": [{"action": "odrl:use", "duty": [{"action": "odrl:compensate", "constraint": [
+        {"leftOperand": "odrl:payAmount", "operator": "odrl:eq", "rightOperand": {"@value": "2.50"}, "unit": "CNY"},
+        {"leftOperand": "tds:meteredPer", "operator": "odrl:eq", "rightOperand": {"@id": "tds:use"}},
+        {"leftOperand": "tds:billingPeriod", "operator": "odrl:eq", "rightOperand": "P1M"},
+        {"leftOperand": "tds:rounding", "operator": "odrl:eq", "rightOperand": "0.01 half-up"}]}]}]}
+    assert describe(compacted, "en") == describe(_priced(), "en")
+
+
+def test_a_price_without_its_terms_is_said_with_the_terms_statements_apply() -> None:
+    policy = {"permission": [{"action": "use", "duty": [{"action": "compensate", "constraint": [
+        {"leftOperand": "payAmount", "operator": "eq", "rightOperand": "3", "unit": "EUR"}]}]}]}
+    assert describe(policy, "en")[1] == "Pay 3 EUR per use, settled monthly (rounded to 0.01, half up)"
+
+
+@pytest.mark.parametrize(("term", "en"), [
+    ({"leftOperand": "tds:meteredPer", "operator": "eq", "rightOperand": "tds:banana"},
+     ["Pay 3 EUR", "This duty applies when what the price is paid for is tds:banana"]),
+    ({"leftOperand": "tds:billingPeriod", "operator": "eq", "rightOperand": "P3M"},
+     ["Pay 3 EUR per use (rounded to 0.01, half up)", "This duty applies when the billing period is P3M"]),
+    ({"leftOperand": "tds:rounding", "operator": "eq", "rightOperand": "0.01 sideways"},
+     ["Pay 3 EUR per use, settled monthly", "This duty applies when the rounding is 0.01 sideways"]),
+    ({"leftOperand": "tds:priceTiers", "operator": "isAnyOf", "rightOperand": ["1000"]},
+     ["Pay 3 EUR per use, settled monthly (rounded to 0.01, half up)",
+      "This duty applies when a price tier is 1000"]),
+])
+def test_a_price_term_that_cannot_be_read_is_said_as_written_and_not_assumed(term: dict[str, Any],
+                                                                              en: list[str]) -> None:
+    policy = {"permission": [{"action": "use", "duty": [{"action": "compensate", "constraint": [
+        {"leftOperand": "payAmount", "operator": "eq", "rightOperand": "3", "unit": "EUR"}, term]}]}]}
+    assert describe(policy, "en")[1:] == en
+    assert len(describe(policy, "zh")) == len(en) + 1
+
+
+def test_price_terms_on_another_duty_are_said_as_written() -> None:
+    policy = {"permission": [{"action": "use", "duty": [{"action": "inform", "constraint": [
+        {"leftOperand": "tds:billingPeriod", "operator": "eq", "rightOperand": "P1M"}]}]}]}
+    assert describe(policy, "en")[1:] == ["The provider is informed of each use",
+                                          "This duty applies when the billing period is P1M"]

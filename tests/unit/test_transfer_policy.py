@@ -56,3 +56,47 @@ def test_the_export_destination_is_the_verified_region(peer, permitted, reason):
 @pytest.mark.parametrize(("peer", "permitted"), [(PEER, True), (SELF_ASSERTED, False)])
 def test_verified_claims_are_checked_again_at_transfer_time(peer, permitted):
     assert decide_transfer(templates.verified_region("qi", "CN"), peer, target="qi", now=NOW).permitted is permitted
+
+
+# -- prices: a post-paid price is met by the period's statement, never at transfer time ----------------------------
+
+PRICES = [templates.price_duty("0.50", "CNY"), templates.price_duty("2", "CNY", per="query"),
+          templates.price_duty("10", "CNY", per="gigabyte", tiers=["100:8"]),
+          templates.price_duty("99", "CNY", per="period", period="P1W")]
+
+
+def priced(duty: dict) -> dict:
+    return {"@id": "urn:p", "@type": "Agreement", "target": "qi", "assigner": "did:web:acme.example",
+            "assignee": PEER.did, "permission": [{"action": "use", "duty": [duty]}]}
+
+
+@pytest.mark.parametrize("duty", PRICES, ids=lambda d: d["constraint"][1]["rightOperand"]["@id"])
+def test_a_post_paid_price_lets_the_transfer_go(duty):
+    decision = decide_transfer(priced(duty), PEER, target="qi", now=NOW)
+    assert decision.permitted, decision.reasons
+
+
+@pytest.mark.parametrize("duty", PRICES, ids=lambda d: d["constraint"][1]["rightOperand"]["@id"])
+def test_the_transfer_view_keeps_the_price_as_agreed(duty):
+    from usage_policies import parse_policy, pricing
+
+    view = transfer_view(priced(duty))
+    assert view["permission"][0]["duty"] == [duty]
+    assert pricing.price_terms(parse_policy(view)) == pricing.price_terms(parse_policy(priced(duty)))
+
+
+@pytest.mark.parametrize("duty", PRICES, ids=lambda d: d["constraint"][1]["rightOperand"]["@id"])
+def test_a_negotiations_normalisation_keeps_the_price(duty):
+    from connector.protocol import contracts
+    from usage_policies import parse_policy, pricing
+
+    normalised = contracts.read_policy(priced(duty), "agreement")
+    assert pricing.price_terms(parse_policy(normalised)) == pricing.price_terms(parse_policy(priced(duty)))
+
+
+def test_another_price_is_other_terms_in_a_negotiation():
+    from connector.protocol import contracts
+
+    ours = contracts.read_policy(priced(templates.price_duty("0.50", "CNY")), "offer")
+    cheaper = contracts.read_policy(priced(templates.price_duty("0.05", "CNY")), "request")
+    assert not contracts.same_terms(ours, cheaper)
