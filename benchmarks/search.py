@@ -26,11 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import sqlite_utils  # noqa: E402
-
 from connector.protocol.catalog_entries import OfferEntry, policy_features  # noqa: E402
 from connector.store.catalog_cache import Provider, SearchQuery, scan_rows, search_rows  # noqa: E402
-from connector.store.db import migrate  # noqa: E402
+from connector.store.db import Database, migrate  # noqa: E402
 
 PROVIDERS = 200
 OFFERS_PER_PROVIDER = 250
@@ -58,7 +56,7 @@ QUERIES = [
 ]
 
 
-def build(db: sqlite_utils.Database, rng: random.Random) -> int:
+def build(db: Database, rng: random.Random) -> int:
     db.execute("INSERT INTO participants (id, name, did, legal_name, region, created_at) "
                "VALUES ('acme', 'acme', 'did:web:acme.example', 'Acme', 'CN-GD', '2026-06-01T00:00:00Z')")
     from connector.store.catalog_cache import replace_rows
@@ -97,7 +95,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         conn = sqlite3.connect(Path(folder) / "cache.db", isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
-        db = sqlite_utils.Database(conn)
+        db = Database(conn)
         migrate(db)
         started = time.perf_counter()
         offers = build(db, rng)

@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 
 import click
 
-from connector import jsonbound
+from connector import jsonbound, launcher
 from connector.errors import ConfigError, TdsError
 
 T = TypeVar("T")
 
 
 #: Exit codes, the same for every command (``tds --help``).
-EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = launcher.EXIT_REFUSED, launcher.EXIT_USAGE, launcher.EXIT_UNREACHABLE
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -193,30 +193,10 @@ def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name:
 
 
 @main.command()
-@click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar="TDS_DIR")
+@click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar=launcher.DIR_VARIABLE)
 def serve(data_dir: Path) -> None:
     """Run the node until SIGTERM or Ctrl+C."""
-    from connector import filemodes
-    from connector.config import load_config
-    from connector.logging import configure
-
-    filemodes.restrict_umask()  # before anything is opened: nothing the node writes is open to other users
-    try:
-        config = load_config(data_dir)
-    except ConfigError as exc:
-        _fail(exc.message)
-        return
-    configure(config.node.log_level)
-    from connector.node import serve as serve_node
-
-    try:
-        asyncio.run(serve_node(data_dir))
-    except ConfigError as exc:
-        _fail(exc.message)
-    except TdsError as exc:  # the node cannot start as things stand: a database it cannot run on, for one
-        _fail(exc.message, EXIT_REFUSED)
-    except OSError as exc:
-        _fail(f"cannot start: {exc}")
+    launcher.serve(data_dir)  # also how `tds serve --dir DIR` starts without the rest of the command line
 
 
 @main.command()
@@ -625,7 +605,8 @@ def participant_list(as_json: bool, data_dir: Path | None, node_url: str | None,
         return
     for row in rows:
         state = f"  suspended since {row['suspendedAt']}" if row.get("state") == "suspended" else ""
-        click.echo(f"{row['name']}  {row['did']}  {row['legalName']}  {row['region']}{state}")
+        share = f"  platform share {row['platformShare']}%" if row.get("platformShare") else ""
+        click.echo(f"{row['name']}  {row['did']}  {row['legalName']}  {row['region']}{share}{state}")
 
 
 @participant.command("suspend")
@@ -669,6 +650,29 @@ def participant_remove(name: str, yes: bool, as_json: bool, data_dir: Path | Non
         return
     click.echo(f"participant {removed['name']} removed ({removed['did']}): {removed['removedRows']} rows, "
                f"folders {', '.join(removed['removedFolders']) or 'none'}")
+
+
+@participant.command("share")
+@click.argument("name")
+@click.argument("percent")
+@json_option
+@node_options
+def participant_share(name: str, percent: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
+    """Set the platform's share (PERCENT, 0 to 100, e.g. 10 or 2.5) of what hosted participant NAME earns as a
+    provider: its statements from now on show the split, and `tds statements --host-report` sums it."""
+    from decimal import Decimal
+
+    from usage_policies.pricing import PricingError, parse_decimal
+
+    try:
+        if parse_decimal(percent.removesuffix("%"), "PERCENT") > Decimal(100):
+            raise PricingError("PERCENT must lie between 0 and 100")
+    except PricingError as exc:
+        _fail(str(exc))
+    done = _call(data_dir, node_url, token, lambda c: c.set_platform_share(name, percent.removesuffix("%")),
+                 admin=True)
+    _done(done, f"participant {done['name']}: platform share {done['platformShare']}%", as_json)
 
 
 @main.group()
@@ -851,6 +855,83 @@ def _bounds(items: tuple[str, ...]) -> dict[str, list[float]]:
     return out
 
 
+#: ``tds policy add``'s price options: option → what the price is paid for (``usage_policies.pricing.Basis``).
+PRICE_BASES = {"--price-per-use": "use", "--price-per-query": "query", "--price-per-gb": "gigabyte",
+               "--price-per-period": "period"}
+
+
+def price_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a price (``usage_policies.templates.price_duty``), passed on as keyword arguments."""
+    options = [
+        click.option("--price-per-use", metavar="AMOUNT",
+                     help="Price of each permitted use, e.g. 2.50 (with --currency)."),
+        click.option("--price-per-query", metavar="AMOUNT",
+                     help="With --sandbox: price of each query the data sandbox answers."),
+        click.option("--price-per-gb", metavar="AMOUNT", help="Price of each GB (10^9 bytes) transferred."),
+        click.option("--price-per-period", metavar="AMOUNT",
+                     help="A subscription: price of each billing period begun."),
+        click.option("--currency", metavar="CODE", help="The price's currency, e.g. CNY (required with a price)."),
+        click.option("--tier", "tiers", multiple=True, metavar="FROM:PRICE",
+                     help="Graduated price within one statement (repeatable): 1000:2.00 makes each unit after "
+                          "the 1,000th cost 2.00."),
+        click.option("--rounding", metavar="'QUANTUM MODE'",
+                     help="How each statement line is rounded, e.g. '0.01 half-up' (the default); modes half-up, "
+                          "half-even, up, down, ceiling, floor."),
+        click.option("--billing-period", type=click.Choice(["P1M", "P1W", "P1D"]),
+                     help="How often statements settle the price: months (P1M, the default), ISO weeks, days (UTC)."),
+        click.option("--prepaid", is_flag=True,
+                     help="Due before use: every use is denied until the payment is reported (instead of being "
+                          "settled afterwards by the period's statement)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def price_duty_of(*, sandbox: bool, price_per_use: str | None, price_per_query: str | None,
+                  price_per_gb: str | None, price_per_period: str | None, currency: str | None,
+                  tiers: tuple[str, ...], rounding: str | None, billing_period: str | None,
+                  prepaid: bool) -> dict[str, Any] | None:
+    """The ``compensate`` duty ``tds policy add``'s price options make (None: no price), or one readable line
+    naming the option that is wrong (exit 2)."""
+    from usage_policies.templates import price_duty
+
+    amounts = {"--price-per-use": price_per_use, "--price-per-query": price_per_query,
+               "--price-per-gb": price_per_gb, "--price-per-period": price_per_period}
+    given = {name: amount for name, amount in amounts.items() if amount is not None}
+    terms = {"--currency": currency, "--tier": tiers or None, "--rounding": rounding,
+             "--billing-period": billing_period, "--prepaid": prepaid or None}
+    if not given:
+        named = [name for name, value in terms.items() if value is not None]
+        if named:
+            _fail(f"{', '.join(named)} {'describe' if len(named) > 1 else 'describes'} a price: add "
+                  "--price-per-use, --price-per-query, --price-per-gb or --price-per-period AMOUNT")
+        return None
+    if len(given) > 1:
+        _fail(f"give one price per policy, not {' and '.join(given)}")
+    [(option, amount)] = given.items()
+    if not currency or not currency.strip() or len(currency) > 64 or any(c.isspace() for c in currency):
+        _fail(f"{option} needs --currency CODE (e.g. CNY)" if not currency else
+              f"--currency must be a code such as CNY, not {currency!r}")
+    if option == "--price-per-query" and not sandbox:
+        _fail("--price-per-query prices the queries of the data sandbox: add --sandbox (and its options)")
+    if prepaid and (tiers or rounding or billing_period):
+        named = [name for name in ("--tier", "--rounding", "--billing-period") if terms[name] is not None]
+        _fail(f"{', '.join(named)} {'shape' if len(named) > 1 else 'shapes'} the statements that settle a "
+              "post-paid price; a --prepaid price is due before use: leave them out")
+    try:
+        return price_duty(amount, str(currency), per=PRICE_BASES[option], period=billing_period or "P1M",
+                          rounding=rounding or "0.01 half-up", tiers=tiers, prepaid=prepaid)
+    except ValueError as exc:
+        message = str(exc)
+    for word, name in (("the price must", f"{option} must"), ("rounding must", "--rounding must"),
+                       ("the rounding quantum", "--rounding's quantum"), ("a price tier", "--tier: a price tier"),
+                       ("a tier's", "--tier: a tier's"), ("price tiers start", "--tier: price tiers start")):
+        message = message.replace(word, name)
+    _fail(message)
+    raise AssertionError  # unreachable
+
+
 @main.group()
 def policy() -> None:
     """Policies (ODRL): from a JSON-LD file or built from the common templates."""
@@ -896,6 +977,7 @@ def policy() -> None:
               metavar="FILE.json", help='With --sandbox: a query the consumer may run by its id (repeatable): '
                                         '{"id", "sql" with :named parameters, "parameters": {name: "integer" | '
                                         '"real" | "text"}}.')
+@price_options
 @json_option
 @node_options
 def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...], max_uses: int | None,
@@ -904,8 +986,15 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
                consumers: tuple[str, ...], log_uses: bool, inform: bool, sandbox: bool, query_columns: str | None,
                aggregates: str | None, min_group_size: int | None, epsilon_per_query: float | None,
                epsilon_total: float | None, max_queries: int | None, query_templates: tuple[Path, ...],
-               as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None) -> None:
-    """Add a policy. Without --file and without template options: allow use. With --sandbox: computation only."""
+               as_json: bool, data_dir: Path | None, node_url: str | None, token: str | None,
+               **price_given: Any) -> None:
+    """Add a policy. Without --file and without template options: allow use. With --sandbox: computation only.
+    With a price (--price-per-use 2.50 --currency CNY, …): the consumer pays for each use, query, GB or billing
+    period; post-paid, settled by a statement each billing period (tds statements), or --prepaid (due before
+    use)."""
+    price = price_duty_of(sandbox=sandbox, **price_given)
+    if price is not None and file_path is not None:
+        _fail("a price is added to a policy built from options; with --file, write the compensate duty in the file")
     sandbox_options = {"--query-columns": query_columns, "--aggregates": aggregates,
                        "--min-group-size": min_group_size, "--epsilon-per-query": epsilon_per_query,
                        "--epsilon-total": epsilon_total, "--max-queries": max_queries,
@@ -922,7 +1011,7 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
             _fail(f"--sandbox makes a computation-only policy: leave out {', '.join(given)}"
                   + (" (for queries: --max-queries)" if max_uses is not None else ""))
         body = _sandbox_policy(query_columns, aggregates, min_group_size, epsilon_per_query, epsilon_total,
-                               max_queries, query_templates)
+                               max_queries, query_templates, price)
     elif any(value is not None for value in sandbox_options.values()):
         named = ", ".join(name for name, value in sandbox_options.items() if value is not None)
         _fail(f"{named} describe a computation-only policy: add --sandbox")
@@ -938,7 +1027,8 @@ def policy_add(policy_id: str, file_path: Path | None, purposes: tuple[str, ...]
 
         try:
             body = policy_from_options(purposes, max_uses, for_duration, regions, no_export_outside, consumers,
-                                       log_uses, inform, verified_regions=verified_regions, spaces=spaces)
+                                       log_uses, inform, verified_regions=verified_regions, spaces=spaces,
+                                       price=price)
         except ValueError as exc:
             _fail(str(exc))
             return
@@ -956,7 +1046,7 @@ _SANDBOX_WORDS = (("epsilon_per_query", "--epsilon-per-query"), ("epsilon_total"
 
 def _sandbox_policy(columns: str | None, aggregates: str | None, min_group_size: int | None,
                     epsilon_per_query: float | None, epsilon_total: float | None, max_queries: int | None,
-                    template_files: tuple[Path, ...]) -> dict[str, Any]:
+                    template_files: tuple[Path, ...], price: dict[str, Any] | None = None) -> dict[str, Any]:
     """The policy ``tds policy add --sandbox`` builds (``usage_policies.templates.sandbox``), or one readable line
     naming what is wrong, in the options' words."""
     from usage_policies.templates import sandbox_from_options
@@ -981,7 +1071,7 @@ def _sandbox_policy(columns: str | None, aggregates: str | None, min_group_size:
         return sandbox_from_options(
             columns=_names(columns), aggregates=_names(aggregates),
             min_group_size=10 if min_group_size is None else min_group_size, epsilon_per_query=epsilon_per_query,
-            epsilon_total=epsilon_total, templates=chosen, max_queries=max_queries)
+            epsilon_total=epsilon_total, templates=chosen, max_queries=max_queries, price=price)
 
     try:
         return build([template for _, template in templates])
@@ -1076,6 +1166,7 @@ def _rules_text(policy: dict[str, Any]) -> str:
             text = f"{kind} {_text(rule.get('action'))}"
             constraints = _constraints_text(rule)
             rules.append(text + (f" if {constraints}" if constraints else ""))
+            rules += _price_words(rule) if kind == "permission" else []
     return "; ".join(rules) or "no rules"
 
 
@@ -1122,7 +1213,19 @@ def catalog_lines(result: dict[str, Any]) -> list[str]:
                 constraints = _constraints_text(rule)
                 lines.append(f"      permission {_text(rule.get('action'))}"
                              + (f" if {constraints}" if constraints else ""))
+                lines += [f"        price: {sentence}" for sentence in _price_words(rule)]
     return lines
+
+
+def _price_words(rule: dict[str, Any]) -> list[str]:
+    """The prices (``compensate`` duties) of a permission in plain words (``usage_policies.words``)."""
+    from usage_policies.words import describe
+
+    out: list[str] = []
+    for duty in _items(rule.get("duty")):
+        if isinstance(duty, dict) and _text(duty.get("action")).rsplit("/", 1)[-1].rsplit(":", 1)[-1] == "compensate":
+            out += describe({"permission": [{"action": "use", "duty": [duty]}]}, "en")[1:]
+    return out
 
 
 def _items(value: Any) -> list[Any]:
@@ -1563,7 +1666,8 @@ def query_command(agreement_id: str, sql: str, template_id: str | None, params: 
       tds query AGREEMENT --template by-plant --param plant=7
 
     Prints the result as a table, how many groups were suppressed (fewer records than the agreement's minimum
-    group size) and the privacy budget the query spent. Exits 0 with a result, 1 when the provider refuses the
+    group size; under a privacy budget a group leaves on its noisy count, and the number left out is not told)
+    and the privacy budget the query spent. Exits 0 with a result, 1 when the provider refuses the
     query (the rule is named: the agreement's terms, its policy, the privacy budget, a revocation) or its result
     does not verify, 2 on a usage error (a wrong option, no such agreement), 3 if the node cannot be reached."""
     from connector.client import ClientError
@@ -1598,12 +1702,16 @@ def query_command(agreement_id: str, sql: str, template_id: str | None, params: 
         return
     result = answer["result"]
     _print_rows(result["columns"], result["rows"])
-    suppressed = result.get("suppressedGroups") or 0
+    suppressed = result.get("suppressedGroups")
+    left_out = (f"{suppressed} suppressed (too few records)" if isinstance(suppressed, int)
+                else "groups whose noisy count is under the minimum left out, uncounted")
     budget = answer.get("budget") or {}
     spent = f"epsilon spent {result.get('epsilonSpent'):g}" if result.get("noise") else "no noise (a query template)"
+    if result.get("noise") and result.get("thresholdEpsilon"):
+        spent += f", {result['thresholdEpsilon']:g} of it on a count of each group's rows"
     if budget.get("epsilonTotal") is not None and budget.get("epsilonUsed") is not None:
         spent += f" ({budget['epsilonUsed']:g} of {budget['epsilonTotal']:g} used)"
-    click.echo(f"{len(result['rows'])} group(s); {suppressed} suppressed (too few records); {spent}")
+    click.echo(f"{len(result['rows'])} group(s); {left_out}; {spent}")
     click.echo(f"signed by {answer['document']['provider']}: verified; query {answer['queryId']}")
 
 
@@ -1702,7 +1810,8 @@ def log_group() -> None:
 def log_verify(agreement_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
                token: str | None) -> None:
     """Check the agreement's usage log: the hash chain with its use counts, every signed head, and that it
-    holds what the provider acknowledged (a log cut short is named). Names the first bad entry; exits 1 then."""
+    holds what the provider acknowledged (a log cut short is named). Names the first bad entry; exits 1 then.
+    On the provider's node the log is its own record of the sandbox queries it ran (acknowledged by no one)."""
     from connector.services.usage import check_log
     from usage_policies import ledger
 
@@ -1714,6 +1823,7 @@ def log_verify(agreement_id: str, as_json: bool, data_dir: Path | None, node_url
         summary: dict[str, Any] = {
             "agreementId": agreement_id, "intact": problem is None, "entries": n, "signedHeads": len(data["heads"]),
             "head": data["entries"][-1]["hash"] if n else None, "acknowledgedSeq": ack["seq"] if ack else None,
+            "role": data.get("role"),
             "permittedUses": None,
             "broken": None if problem is None else {"seq": problem.seq, "index": problem.index,
                                                     "problem": problem.problem}}
@@ -1734,9 +1844,311 @@ def log_verify(agreement_id: str, as_json: bool, data_dir: Path | None, node_url
     import msgspec
 
     uses, _ = ledger.running_counts([msgspec.convert(e, ledger.Entry) for e in data["entries"]])
-    acked = f"; the provider acknowledged up to #{ack['seq']}" if ack else "; not yet acknowledged by the provider"
     click.echo(f"usage log of {agreement_id}: {n} entries, {uses} permitted use(s), chain intact, "
-               f"{len(data['heads'])} signed head(s){acked}; head {last}")
+               f"{len(data['heads'])} signed head(s); {_acknowledgement_note(data.get('role'), ack)}; head {last}")
+
+
+def _acknowledgement_note(role: str | None, ack: dict[str, Any] | None) -> str:
+    """What ``tds log verify`` says of the provider's acknowledgement. The consumer's chain of its uses is
+    acknowledged by the provider as receipts come in; on the provider's node the chain is the provider's own
+    record of the sandbox queries it ran for the consumer, which no one acknowledges."""
+    if role == "provider":
+        return "the provider's own record of the queries it ran (no acknowledgement is due)"
+    return f"the provider acknowledged up to #{ack['seq']}" if ack else "not yet acknowledged by the provider"
+
+
+#: The longest reason a dispute gives (as the management API takes it).
+MAX_DISPUTE_REASON = 1000
+#: What a statement's quantity of each basis is counted in.
+_BASIS_UNITS = {"use": ("use", "uses"), "query": ("query", "queries"), "gigabyte": ("GB", "GB"),
+                "period": ("period", "periods")}
+
+
+def _period_option(period: str | None) -> str | None:
+    """``--period`` checked offline: a label such as 2026-11, 2026-W48 or 2026-11-30."""
+    from usage_policies.pricing import PricingError, parse_period_label
+
+    if period is not None:
+        try:
+            parse_period_label(period)
+        except PricingError as exc:
+            _fail(f"--period: {exc}")
+    return period
+
+
+def _until_option(until: str | None) -> str | None:
+    """``--until``: ``now`` or an ISO 8601 date-time with its time zone (checked before the node is asked)."""
+    from datetime import datetime
+
+    if until is None or until == "now":
+        return until
+    try:
+        moment = datetime.fromisoformat(until.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        _fail(f"--until must be 'now' or an ISO 8601 date-time with its time zone (2026-11-30T00:00:00Z), "
+              f"not {until!r}")
+    return until
+
+
+def quantities_text(quantities: dict[str, Any]) -> str:
+    """``12 uses, 3 queries, 1.5 GB``: a statement's quantities in words."""
+    parts = []
+    for basis, quantity in quantities.items():
+        one, many = _BASIS_UNITS.get(basis, (basis, basis))
+        parts.append(f"{quantity} {one if str(quantity) == '1' else many}")
+    return ", ".join(parts) or "nothing metered"
+
+
+def amounts_text(amounts: dict[str, Any] | None) -> str:
+    """``27.00 CNY, 5.00 EUR`` (``0`` for none)."""
+    return ", ".join(f"{amount} {currency}" for currency, amount in sorted((amounts or {}).items())) or "0"
+
+
+def statement_line(row: dict[str, Any]) -> str:
+    """One statement in a line: id, period, role, state, total, quantities and agreement."""
+    period = (row.get("period") or {}).get("label", "")
+    return (f"{row['id']}  {period}  {row.get('role', ''):8}  {row.get('state', ''):9}  "
+            f"{row.get('total')} {row.get('currency', '')}  ({quantities_text(row.get('quantities') or {})})  "
+            f"agreement {row.get('agreement')}")
+
+
+def statement_lines(found: dict[str, Any]) -> list[str]:
+    """One statement in full (``tds statement show``): parties, period, receipts, lines, total, share, answer."""
+    document = found.get("document") or {}
+    period = found.get("period") or {}
+    rows: list[tuple[str, str]] = [
+        ("agreement", str(found.get("agreement"))),
+        ("counterparty", str(found.get("counterparty"))),
+        ("period", f"{period.get('label')} ({period.get('start')} to {period.get('end')})"),
+        ("state", str(found.get("state"))),
+        ("issued", str(found.get("issued"))),
+    ]
+    receipts = document.get("receipts")
+    if isinstance(receipts, dict):
+        rows.append(("receipts", f"{receipts.get('first')} to {receipts.get('last')} ({receipts.get('uses')} "
+                                 f"permitted uses; last entry {str(receipts.get('head'))[:24]}…)"))
+    elif document:
+        rows.append(("receipts", "none in the period"))
+    if document.get("previous"):
+        rows.append(("previous", str(document["previous"])))
+    if document.get("supersedes"):
+        rows.append(("replaces", f"{document['supersedes']} (disputed)"))
+    for line in found.get("lines") or []:
+        one, many = _BASIS_UNITS.get(str(line.get("basis")), (line.get("basis"), line.get("basis")))
+        tiers = f" (tiers {', '.join(line['tiers'])})" if line.get("tiers") else ""
+        rows.append(("line", f"{line.get('quantity')} {one if line.get('quantity') == '1' else many} at "
+                             f"{line.get('unitPrice')} {line.get('currency')}{tiers} = {line.get('amount')} "
+                             f"{line.get('currency')}"))
+    rows.append(("total", f"{found.get('total')} {found.get('currency', '')}"))
+    share = found.get("share")
+    if isinstance(share, dict):
+        currency = found.get("currency", "")
+        rows.append(("platform share", f"{share.get('percent')}% to {share.get('platform')}: "
+                                       f"{share.get('platformAmount')} {currency}; the provider's "
+                                       f"{share.get('providerAmount')} {currency}"))
+    answer = found.get("answer")
+    if isinstance(answer, dict) and "problems" in answer:
+        rows.append(("answer", f"disputed {answer.get('disputed', '')}; the consumer's own total "
+                               f"{answer.get('consumerTotal')}"))
+        for problem in answer.get("problems") or []:
+            contested = f" (contests {', '.join(map(str, problem['contested'][:10]))}" \
+                        f"{' …' if len(problem['contested']) > 10 else ''})" if problem.get("contested") else ""
+            rows.append(("problem", f"{problem.get('rule')}: {problem.get('detail')}{contested}"))
+    elif isinstance(answer, dict):
+        rows.append(("answer", f"accepted {answer.get('accepted', '')}"))
+    if found.get("reason") and not (isinstance(answer, dict) and "problems" in answer):  # else: the problems
+        rows.append(("reason", str(found["reason"])))
+    width = max(len(key) for key, _ in rows)
+    return [f"statement {found.get('id')} ({found.get('role')})",
+            *(f"  {key.ljust(width)}  {value}" for key, value in rows)]
+
+
+@main.command()
+@click.option("--agreement", "agreement_id", metavar="ID", help="Only this agreement's statements.")
+@click.option("--period", metavar="LABEL", help="Only this billing period: 2026-11 (month), 2026-W48 (week) or "
+                                                "2026-11-30 (day).")
+@click.option("--role", type=click.Choice(["provider", "consumer"]), help="Only those issued (provider) or "
+                                                                          "received (consumer).")
+@click.option("--host-report", is_flag=True,
+              help="Instead: what each hosted participant earned and owes by its accepted statements, and the "
+                   "platform's share (needs the node's admin token: DIR/admin.token or --token).")
+@json_option
+@node_options
+def statements(agreement_id: str | None, period: str | None, role: str | None, host_report: bool, as_json: bool,
+               data_dir: Path | None, node_url: str | None, token: str | None) -> None:
+    """Settlement statements of this participant's post-paid prices, newest first: id, period, role, state,
+    total, quantities and agreement."""
+    period = _period_option(period)
+    if host_report:
+        if agreement_id or role:
+            _fail("--host-report sums every hosted participant's statements: leave out --agreement and --role")
+        report = _call(data_dir, node_url, token, lambda c: c.statements_report(period), admin=True)
+        if as_json:
+            _print_json(report)
+            return
+        click.echo(f"statements of {period or 'every period'}")
+        for row in report.get("participants") or []:
+            click.echo(f"  {row['name']}  earned {amounts_text(row.get('earned'))}  platform share "
+                       f"{amounts_text(row.get('platformShare'))}  owes {amounts_text(row.get('owes'))}  "
+                       f"({row.get('statements', 0)} statement{'' if row.get('statements') == 1 else 's'})")
+        click.echo(f"  platform total {amounts_text(report.get('platform'))}")
+        return
+    rows = _call(data_dir, node_url, token, lambda c: c.statements(agreement=agreement_id, period=period, role=role))
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no statements yet (a provider issues them: tds statement issue --agreement ID)")
+    for row in rows:
+        click.echo(statement_line(row))
+
+
+@main.group()
+def statement() -> None:
+    """One settlement statement: issue it (provider), show, accept or dispute it (consumer), export and verify it."""
+
+
+@statement.command("issue")
+@click.option("--agreement", "agreement_id", metavar="ID", required=True)
+@click.option("--until", metavar="now|ISO",
+              help="Close the stretch early: now, or an ISO 8601 time (default: the end of the current billing "
+                   "period, which must have passed).")
+@json_option
+@node_options
+def statement_issue(agreement_id: str, until: str | None, as_json: bool, data_dir: Path | None,
+                    node_url: str | None, token: str | None) -> None:
+    """Issue the next statement of an agreement this participant provides, signed, and send it to the consumer.
+    Exits 1 if the stretch is already settled or its statement awaits an answer."""
+    from connector.client import ClientError
+
+    until = _until_option(until)
+
+    async def issue(client: Any) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await client.issue_statement(agreement_id, until=until)
+        except ClientError as exc:
+            if exc.path != "$.until":
+                raise
+            # The API's field is this command's --until option: say so in its words.
+            hint = 'give until ("now" or a time)'
+            message = (exc.message.replace(hint, "give --until now (or a time)") if hint in exc.message
+                       else f"{exc.message} (--until)")
+            raise ClientError(exc.status, message, body=exc.body) from None
+        return result
+
+    found = _call(data_dir, node_url, token, issue)
+    period = found.get("period") or {}
+    _done(found, f"statement {found['id']} for agreement {found['agreement']}, {period.get('label')} "
+                 f"({period.get('start')} to {period.get('end')}): {found.get('total')} {found.get('currency', '')} "
+                 f"for {quantities_text(found.get('quantities') or {})}; {found.get('state')}", as_json)
+
+
+@statement.command("show")
+@click.argument("statement_id", metavar="ID")
+@json_option
+@node_options
+def statement_show(statement_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                   token: str | None) -> None:
+    """Show a statement: period, receipts, lines, total, platform share, and the consumer's answer."""
+    found = _call(data_dir, node_url, token, lambda c: c.statement(statement_id))
+    if as_json:
+        _print_json(found)
+        return
+    for line in statement_lines(found):
+        click.echo(line)
+
+
+@statement.command("accept")
+@click.argument("statement_id", metavar="ID")
+@json_option
+@node_options
+def statement_accept(statement_id: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                     token: str | None) -> None:
+    """Accept (countersign) a statement this participant received. Exits 1 if it is no longer open."""
+    found = _call(data_dir, node_url, token, lambda c: c.accept_statement(statement_id))
+    _done(found, f"statement {found['id']}: {found['state']} ({found.get('total')} {found.get('currency', '')})",
+          as_json)
+
+
+@statement.command("dispute")
+@click.argument("statement_id", metavar="ID")
+@click.option("--reason", required=True, help=f"Why (at most {MAX_DISPUTE_REASON} characters; the provider sees it).")
+@json_option
+@node_options
+def statement_dispute(statement_id: str, reason: str, as_json: bool, data_dir: Path | None, node_url: str | None,
+                      token: str | None) -> None:
+    """Dispute a statement this participant received, saying why. Exits 1 if it is no longer open."""
+    if not reason.strip() or len(reason) > MAX_DISPUTE_REASON:
+        _fail(f"--reason must hold 1 to {MAX_DISPUTE_REASON} characters")
+    found = _call(data_dir, node_url, token, lambda c: c.dispute_statement(statement_id, reason))
+    _done(found, f"statement {found['id']}: {found['state']} ({reason})", as_json)
+
+
+@statement.command("export")
+@click.argument("statement_id", metavar="ID")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True,
+              help="json: the signed statement, its signed answer and both parties' DID documents (what "
+                   "`tds statement verify` checks); csv: its lines, for accounting.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (default: stdout).")
+@node_options
+def statement_export(statement_id: str, fmt: str, output: Path | None, data_dir: Path | None,
+                     node_url: str | None, token: str | None) -> None:
+    """Write a statement as signed JSON (default) or as CSV."""
+    if fmt == "csv":
+        text = _call(data_dir, node_url, token, lambda c: c.export_statement_csv(statement_id)).rstrip("\n")
+    else:
+        text = json.dumps(_call(data_dir, node_url, token, lambda c: c.export_statement(statement_id)), indent=2,
+                          ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+        return
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}", EXIT_REFUSED)
+    click.echo(f"statement {statement_id} written to {output} ({fmt})")
+
+
+@statement.command("verify")
+@click.argument("file_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def statement_verify(file_path: Path, as_json: bool) -> None:
+    """Check an exported statement offline (no node, no network): the provider's signature, the consumer's
+    answer bound to this exact statement, and the arithmetic of its lines. Exits 1 naming what is wrong."""
+    from connector.protocol import statements as statements_core
+
+    try:
+        document = jsonbound.loads(file_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        _fail(f"{file_path} is not a JSON file: {exc}")
+        return
+    if not isinstance(document, dict):
+        _fail(f"{file_path}: not a usage statement or an exported statement", EXIT_REFUSED)
+        return
+    try:
+        verified = statements_core.verify_bundle(document)
+    except statements_core.StatementError as exc:
+        _fail(f"{file_path}: {exc}", EXIT_REFUSED)
+        return
+    inner = document.get("statement") if isinstance(document.get("statement"), dict) else document
+    currency = str(inner.get("currency", ""))
+    if as_json:
+        _print_json({"statement": verified.statement, "agreement": verified.agreement, "total": verified.total,
+                     "currency": currency, "answer": verified.answer, "problems": list(verified.notes),
+                     "verified": True})
+        return
+    click.echo(f"statement {verified.statement}")
+    click.echo(f"  agreement  {verified.agreement}")
+    click.echo(f"  total      {verified.total} {currency}")
+    answer = {"accepted": "accepted by the consumer", "disputed": "disputed by the consumer",
+              "none": "not answered yet"}[verified.answer]
+    click.echo(f"  answer     {answer}")
+    for note in verified.notes:
+        click.echo(f"    {note}")
+    click.echo("  signatures verified")
 
 
 @main.group()

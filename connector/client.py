@@ -154,11 +154,14 @@ class ManagementClient:
             await self._session.close()
             self._session = None
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    async def _call(self, method: str, path: str, body: Any = None, *, text: bool = False) -> Any:
+        """The route's JSON answer (*text*: its body as text, e.g. CSV); a refusal raises :class:`ClientError`."""
         url = f"{self.base_url}{PREFIX}{path}"
         try:
             async with self._open().request(method, url, json=body) as resp:
                 raw = await resp.read()
+                if text and resp.status < 400:
+                    return raw.decode("utf-8", errors="replace")
                 try:
                     data = json.loads(raw) if raw else None
                 except ValueError:  # not the node's API answering (another server on that port, a proxy's page)
@@ -437,6 +440,59 @@ class ManagementClient:
         return await self._call(  # type: ignore[no-any-return]
             "POST", f"/transfers/{transfer_id}/{action}", {"reason": reason}
         )
+
+    # settlement statements (post-paid prices, ``connector.protocol.statements``)
+
+    async def statements(self, *, agreement: str | None = None, period: str | None = None,
+                         role: str | None = None) -> list[dict[str, Any]]:
+        """This participant's statements (as provider and as consumer), newest first; narrowed to one
+        *agreement*, one *period* label (``2026-11``) or one *role* (provider, consumer)."""
+        params = {k: v for k, v in (("agreement", agreement), ("period", period), ("role", role)) if v}
+        query = f"?{urlencode(params)}" if params else ""
+        return (await self._call("GET", f"/statements{query}"))["statements"]  # type: ignore[no-any-return]
+
+    async def issue_statement(self, agreement_id: str, *, until: str | None = None) -> dict[str, Any]:
+        """Close the agreement's open stretch (as its provider) and send the consumer the signed statement:
+        *until* ``"now"`` or an ISO 8601 time; None: the current billing period, once it has ended."""
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", "/statements", {"agreement": agreement_id, "until": until})
+
+    async def statement(self, statement_id: str) -> dict[str, Any]:
+        """One statement: its summary, the signed ``document`` and the signed ``answer`` (or None)."""
+        return await self._call("GET", f"/statements/{_segment(statement_id)}")  # type: ignore[no-any-return]
+
+    async def accept_statement(self, statement_id: str) -> dict[str, Any]:
+        """Countersign a received statement (as its consumer)."""
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/statements/{_segment(statement_id)}/accept")
+
+    async def dispute_statement(self, statement_id: str, reason: str) -> dict[str, Any]:
+        """Dispute a received statement (as its consumer), giving the *reason*."""
+        return await self._call(  # type: ignore[no-any-return]
+            "POST", f"/statements/{_segment(statement_id)}/dispute", {"reason": reason})
+
+    async def export_statement(self, statement_id: str) -> dict[str, Any]:
+        """The statement, its answer and both parties' DID documents: what ``tds statement verify`` checks
+        offline."""
+        return await self._call(  # type: ignore[no-any-return]
+            "GET", f"/statements/{_segment(statement_id)}/export?format=json")
+
+    async def export_statement_csv(self, statement_id: str) -> str:
+        """The statement's lines as CSV, for accounting."""
+        return await self._call(  # type: ignore[no-any-return]
+            "GET", f"/statements/{_segment(statement_id)}/export?format=csv", text=True)
+
+    async def statements_report(self, period: str | None = None) -> dict[str, Any]:
+        """(admin token) What each hosted participant earned and owes, and the platform's share, over the
+        statements of *period* (all periods without it)."""
+        query = f"?{urlencode({'period': period})}" if period else ""
+        return await self._call("GET", f"/statements/report{query}")  # type: ignore[no-any-return]
+
+    async def set_platform_share(self, name: str, percent: str) -> dict[str, Any]:
+        """(admin token) The platform's share, in percent, of what hosted participant *name* earns as a
+        provider, shown on its statements from now on."""
+        return await self._call(  # type: ignore[no-any-return]
+            "PUT", f"/participants/{_segment(name)}/platform-share", {"percent": percent})
 
     # credentials: issued, held, holders' requests, the trust list, peers' claims
 

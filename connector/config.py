@@ -123,6 +123,16 @@ class UsageSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     redelivery_window_s: float = 300.0
 
 
+class SettlementSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``[settlement]``: statements of the post-paid prices of agreements (``connector.services.settlement``)."""
+
+    #: Issue each agreement's statement by itself once its billing period has ended (and *grace_s* has passed).
+    auto: bool = True
+    #: Seconds after a period's end before its statement is issued: receipts of uses made just before the end,
+    #: still on their way, arrive first.
+    grace_s: float = 3600.0
+
+
 class CredentialsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``[credentials]``: memberships and verified attributes (``connector.services.credentials``)."""
 
@@ -224,6 +234,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: ``[[trust]]``: issuers every hosted participant believes (each may add its own: ``tds trust add``).
     trust: list[TrustEntry] = []
     discovery: DiscoverySection = DiscoverySection()
+    settlement: SettlementSection = SettlementSection()
 
     @property
     def public_url(self) -> str:
@@ -345,6 +356,8 @@ def _check(config: Config) -> None:
                          ("discovery.crawl_concurrency", disc.crawl_concurrency)):
         if not value > 0:
             raise ConfigError(f"{field} must be greater than 0", path=field)
+    if not 0 <= config.settlement.grace_s <= 31 * 86400:
+        raise ConfigError("settlement.grace_s must be from 0 to 2678400 seconds (31 days)", path="settlement.grace_s")
     if config.usage.redeliveries < 0:
         raise ConfigError("usage.redeliveries must be 0 or more", path="usage.redeliveries")
     if not config.usage.redelivery_window_s >= 0:
@@ -480,12 +493,14 @@ def render_config(config: Config) -> str:
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines: list[str] = []
-    for section in ("node", "participant", "dsp", "usage", "conformance", "credentials", "discovery"):
+    for section in ("node", "participant", "dsp", "usage", "conformance", "credentials", "discovery", "settlement"):
         if getattr(config, section) is None:
             continue
         if section == "credentials" and config.credentials == CredentialsSection():
             continue  # all defaults: `tds init` writes no section for it
         if section == "discovery" and config.discovery == DiscoverySection():
+            continue
+        if section == "settlement" and config.settlement == SettlementSection():
             continue
         lines.append(f"[{section}]")
         for key, v in msgspec.structs.asdict(getattr(config, section)).items():

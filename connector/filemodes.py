@@ -77,13 +77,16 @@ def open_private(path: Path, flags: int) -> int:
     return fd
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write *data* as the whole content of *path* (mode 0600)."""
+def write_private(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write *data* as the whole content of *path* (mode 0600); *durable*: synced to the disk before returning
+    (for a file then renamed into place: a power loss leaves the old file or the whole new one)."""
     fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

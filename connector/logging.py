@@ -10,6 +10,7 @@ same processors: nothing reaches stderr as plain text."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import sys
@@ -71,18 +72,34 @@ _SECRET_TEXT = (
 #: token characters): text with none of them is returned as it is, without running each pattern (most fields
 #: of most lines: a route, a DID, a status, a timestamp).
 _MAYBE_SECRET = re.compile(r"(?i)authorization|bearer|basic|[=\"']|://|[A-Za-z0-9_-]{43}")
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_-]{43}")
 #: How deep nested values are searched; anything deeper is replaced whole.
 _MAX_DEPTH = 8
 
 
+@functools.lru_cache(maxsize=4096)  # the same few field names on every line
 def _secret_key(key: object) -> bool:
     name = str(key).lower()
     return any(s in name for s in _SECRET_KEYS)
 
 
+def _maybe_secret(text: str) -> bool:
+    """Whether ``_MAYBE_SECRET`` is found in *text*. ASCII text (nearly every field) is searched for the marks
+    one by one, without the pattern, whose case-blind alternatives and 43-character run are tried at every
+    position (several times the cost, on every field of every line); other text goes through the pattern."""
+    if not text.isascii():
+        return _MAYBE_SECRET.search(text) is not None
+    if "=" in text or '"' in text or "'" in text or "://" in text:
+        return True
+    lower = text.lower()
+    if "authorization" in lower or "bearer" in lower or "basic" in lower:
+        return True
+    return len(text) >= 43 and _TOKEN_RUN.search(text) is not None
+
+
 def redact_text(text: str) -> str:
     """*text* with every credential found in it replaced by ``[redacted]``."""
-    if not _MAYBE_SECRET.search(text):
+    if not _maybe_secret(text):
         return text
     for pattern, replacement in _SECRET_TEXT:
         text = pattern.sub(replacement, text)
@@ -189,7 +206,12 @@ def handle_loop_exceptions(loop: asyncio.AbstractEventLoop | None = None) -> Non
     (loop or asyncio.get_running_loop()).set_exception_handler(loop_exception)
 
 
+#: Raised by every :func:`configure`: a logger of :func:`get_logger` assembled before is assembled again.
+_configured = 0
+
+
 def configure(level: str = "info", *, json: bool = True) -> None:
+    global _configured
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -204,6 +226,7 @@ def configure(level: str = "info", *, json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=False,
     )
+    _configured += 1  # after: a logger assembled meanwhile (another thread) is assembled again on its next line
     # Libraries log through the stdlib (aiohttp's server and access loggers, asyncio): without a handler,
     # Python prints their warnings and tracebacks as plain text on stderr.
     _library_logs.setLevel(getattr(logging, level.upper()))
@@ -218,5 +241,24 @@ def configure(level: str = "info", *, json: bool = True) -> None:
     sys.excepthook = _main_exception
 
 
+class _Logger:
+    """structlog's logger with *bindings*, assembled once per :func:`configure` (structlog's own lazy proxy, with
+    loggers not cached so that a new configuration applies to them, assembles one on every call). Processors
+    still run on every line, so ``structlog.testing.capture_logs`` sees them; a new level applies at once."""
+
+    __slots__ = ("_bindings", "_bound", "_configured")
+
+    def __init__(self, bindings: dict[str, Any]) -> None:
+        self._bindings = bindings
+        self._bound: Any = None
+        self._configured = -1
+
+    def __getattr__(self, name: str) -> Any:
+        if self._configured != _configured:
+            self._bound = structlog.get_logger("tds", **self._bindings).bind()
+            self._configured = _configured
+        return getattr(self._bound, name)
+
+
 def get_logger(**bindings: Any) -> Any:
-    return structlog.get_logger("tds", **bindings)
+    return _Logger(bindings)

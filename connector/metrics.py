@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -22,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+import connector
 from connector.logging import get_logger
 from connector.protocol.negotiation import Role
 from connector.protocol.negotiation import State as NegotiationState
@@ -38,13 +37,10 @@ _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-@functools.cache  # reading the package metadata takes milliseconds; the version does not change while running
 def software_version() -> str:
-    """The installed package's version (``unknown`` when run from a tree that was never installed)."""
-    try:
-        return metadata.version("tds-connector")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    """The release this node runs (``connector.__version__``, the installed package's version: read without the
+    package metadata, whose lookup took some 8 ms of every start)."""
+    return connector.__version__
 
 
 class _StoreFigures(Collector):
@@ -133,6 +129,9 @@ class Metrics:
         )
         self._store = _StoreFigures()
         registry.register(self._store)
+        #: The series of every request, by (listener, status), looked up once (``labels`` locks and builds a key).
+        self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._decided: dict[str, Counter] = {}
         # Series an alert reads are there at 0 before the first event.
         for direction in ("sent", "received"):
             self.bytes_moved.labels(direction=direction)
@@ -145,8 +144,13 @@ class Metrics:
 
     def answered(self, listener: str, status: int, seconds: float, limit: str | None = None) -> None:
         """A request answered on *listener*; *limit* names the budget of a 429."""
-        self.requests_total.labels(listener=listener, status=str(status)).inc()
-        self.request_seconds.labels(listener=listener).observe(seconds)
+        series = self._answered.get((listener, status))
+        if series is None:  # a few listeners times the statuses the node answers with
+            series = self._answered[(listener, status)] = (
+                self.requests_total.labels(listener=listener, status=str(status)),
+                self.request_seconds.labels(listener=listener))
+        series[0].inc()
+        series[1].observe(seconds)
         if limit is not None:
             self.rate_limited.labels(listener=listener, limit=limit).inc()
 
@@ -155,7 +159,10 @@ class Metrics:
         self.bytes_moved.labels(direction=direction).inc(n)
 
     def decided(self, decision: str) -> None:
-        self.usage_decisions.labels(decision=decision).inc()
+        series = self._decided.get(decision)
+        if series is None:
+            series = self._decided[decision] = self.usage_decisions.labels(decision=decision)
+        series.inc()
 
     def peer_failed(self, kind: str) -> None:
         self.peer_errors.labels(kind=kind).inc()

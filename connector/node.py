@@ -8,11 +8,13 @@ code: the hosted participants are :mod:`connector.services.participants`, receiv
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import ssl
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -20,13 +22,10 @@ from connector import filemodes
 from connector.bootstrap import DB_FILE
 from connector.config import Config, DiscoverySection, load_config, management_url_of
 from connector.errors import SchemaVersionError, StorageError
-from connector.http import credentials as credential_routes
-from connector.http import dataplane, dsp, management, openapi, public
-from connector.http import directory as directory_routes
-from connector.http import sandbox as sandbox_routes
+from connector.http import public
 from connector.http.auth import PeerAuth, signed_request_middleware
 from connector.http.middleware import error_middleware
-from connector.http.server import LazyRoutes, Runner
+from connector.http.server import LazyRoutes, Runner, lazy_middleware
 from connector.http.tls import client_context, management_server_context, server_context
 from connector.identity.resolver import DidResolver
 from connector.logging import get_logger, handle_loop_exceptions
@@ -38,36 +37,46 @@ from connector.ratelimit import RateLimiter
 from connector.services import addresses, legacy_files, receiver, sender
 from connector.services.admission import Admission
 from connector.services.catalog import CatalogService
-from connector.services.credentials import CredentialService
 from connector.services.directory import Directory
 from connector.services.federation import FederationService
 from connector.services.gossip import Gossip
 from connector.services.health import Health
 from connector.services.negotiation import NegotiationService
 from connector.services.participants import ParticipantRegistry
-from connector.services.publishing import Publishing
 from connector.services.receipts import ReceiptService
-from connector.services.sandbox import SandboxService
 from connector.services.search import SearchService, provider_of
+from connector.services.settlement import SettlementService
 from connector.services.tokens import TokenService
 from connector.services.transfer import Movers, TransferService
 from connector.services.usage import UsageService, held_claims_of
 from connector.services.vault import Vault, vault_keys
 from connector.store import stats
 from connector.store.catalog_cache import CatalogCache, Provider
-from connector.store.credentials import CredentialRepository
 from connector.store.db import Store
 from connector.store.directory import DirectoryRepository
 from connector.store.repository import ContractRepository, SqliteRepository, TransferRepository
+from connector.store.sandbox import offers_tables
+from connector.store.statements import StatementRepository
 from connector.store.usage import UsageRepository
 
 if TYPE_CHECKING:
+    from aiohttp.typedefs import Middleware
 
     from connector.conformance import ConformanceMode
+    from connector.http.management import Route
+    from connector.services.credentials import CredentialService, Opening
+    from connector.services.publishing import Publishing
+    from connector.services.sandbox import SandboxService
 
 log = get_logger(component="node")
 #: Where the web console is served on the management listener (``connector.http.console.view.BASE``).
 CONSOLE_PREFIX = "/console"
+#: Where the hosted participants' own routes are served on the public listener.
+PARTICIPANTS_PREFIX = "/participants"
+#: Where the management API is served on the management listener (``connector.http.management.PREFIX``), and its
+#: metrics.
+MANAGEMENT_PREFIX = "/api/management/v1"
+METRICS_PATH = "/metrics"
 #: Seconds between crawls of the peers' catalogs in dev mode when ``[discovery]`` leaves it at its default.
 DEV_CRAWL_INTERVAL_S = 5.0
 #: Seconds between gossip rounds in dev mode when ``[discovery]`` leaves it at its default.
@@ -107,19 +116,16 @@ class Node:
             stuck_after_s=min(node_cfg.delivery_timeout_s, node_cfg.negotiation_timeout_s),
             static_caller=self.conformance_caller)
         self.resolver = DidResolver(self.client, dev_mode=node_cfg.dev_mode, local=self.participants.local_did_document)
-        # Handshakes carry presentations of credentials both ways (the credentials service, built just below).
-        self.federation = FederationService(self.client, self.resolver, self.repo)
-        #: Memberships and verified attributes: issued, held, presented, verified against the trust list.
-        self.credentials = CredentialService(
-            CredentialRepository(self.store), self.client, self.resolver, dsp_base_of=self.federation.dsp_base_of,
-            settings=self.config.credentials, trust=self.config.trust)
-        self.federation.credentials = self.credentials
-        self.catalog = CatalogService(self.contracts, self.repo, self.config.export_control,
-                                      claims_of=self.credentials.claims_of)
+        # Handshakes carry presentations of credentials both ways (the credentials service, built when first used).
+        self.federation = FederationService(self.client, self.resolver, self.repo,
+                                            credentials=_CredentialsWhenUsed(lambda: self.credentials))
+        self.catalog = CatalogService(
+            self.contracts, self.repo, self.config.export_control,
+            claims_of=lambda participant_id, did: self.credentials.claims_of(participant_id, did))
         self.negotiations = NegotiationService(
             self.contracts, self.client, participant_by_id=self.participant_by_id, resolver=self.resolver,
             dsp_base_of=self.federation.dsp_base_of, verify_peer=self.federation.verify_peer,
-            admit=self.admission.admit_negotiation, ended=self.admission.ended, learn=self.admission.learn,
+            admit=self.admission.admit_negotiation, ended=self.admission.ended, learn=self._agreement_in_force,
             peer_facts=self.catalog.peer_facts, dataset_id=self.catalog.dataset_id,
             export_rules=self.config.export_control,
             conformance_caller=self.conformance_caller, delivery_timeout_s=node_cfg.delivery_timeout_s,
@@ -131,7 +137,7 @@ class Node:
             self.usage_log, self.config.usage, participant_by_id=self.participants.hosted_by_id,
             destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
             logged=lambda participant_id, agreement_id: self.receipts.notify(participant_id, agreement_id),
-            own_claims=held_claims_of(self.credentials.held, self.credentials.trust_of),
+            own_claims=held_claims_of(lambda p: self.credentials.held(p), lambda p: self.credentials.trust_of(p)),
             decided=self.metrics.decided)
         self.receipts = ReceiptService(
             self.usage_log, self.contracts, self.usage, self.client, self.resolver,
@@ -146,23 +152,26 @@ class Node:
             Movers(push=sender.push, pull=receiver.pull, finish_push=receiver.finish_push),
             participant_by_id=self.participant_by_id,
             resolver=self.resolver, dsp_base_of=self.federation.dsp_base_of, peer_facts=self.catalog.peer_facts,
-            verify_peer=self.federation.verify_peer, holds_credentials=self.credentials.holds_any,
+            verify_peer=self.federation.verify_peer, holds_credentials=lambda p: self.credentials.holds_any(p),
             data_dir=data_dir, data_roots=self.config.data_roots, export_rules=self.config.export_control,
             encrypt_transfers=node_cfg.encrypt_transfers, conformance_caller=self.conformance_caller,
             delivery_timeout_s=node_cfg.delivery_timeout_s, start_timeout_s=node_cfg.transfer_start_timeout_s,
             stall_timeout_s=node_cfg.transfer_stall_timeout_s, token_ttl_s=node_cfg.transfer_token_ttl_s,
             chunk_retries=node_cfg.transfer_chunk_retries, vault_quota_bytes=node_cfg.vault_quota_bytes,
             moved=self.metrics.moved)
-        #: The data sandbox: queries of this node's sandboxed tables (as provider) and of peers' (as consumer).
-        self.sandbox = SandboxService(
-            self.contracts, self.usage, self.usage_log, self.client, self.resolver, peer_facts=self.catalog.peer_facts,
-            own_folder=lambda p: self.transfers.confinement(p).own, export_rules=self.config.export_control)
-        self.tokens = TokenService(self.repo, self.management_limit)
+        #: Statements of agreements' post-paid prices: issued (provider), checked and answered (consumer).
+        self.settlement = SettlementService(
+            StatementRepository(self.store), self.contracts, self.client, self.resolver,
+            participant_by_id=self.participant_by_id, host=self.participants.first,
+            hosted=self.participants.all_hosted, settings=self.config.settlement)
+        # A token is taken from memory only while its participant is served (see TokenService).
+        self.tokens = TokenService(self.repo, self.management_limit,
+                                   served=lambda participant_id: self.participants.by_id(participant_id) is not None)
         #: The peer directory (per participant: whom it knows of) and the gossip that keeps it.
         self.directory = Directory(
             DirectoryRepository(self.store), self.resolver, self.client, settings=self.config.discovery,
             participants=lambda: list(self.participants), verify_peer=self.federation.verify_peer,
-            claims_of=self.credentials.claims_of,
+            claims_of=lambda participant_id, did: self.credentials.claims_of(participant_id, did),
             refused=lambda reason: self.metrics.gossip_refused.labels(reason).inc(),
             evicted=self.metrics.directory_evicted.inc)
         self.gossip = Gossip(self.directory, self.client, participants=lambda: list(self.participants),
@@ -171,10 +180,6 @@ class Node:
         self.search = SearchService(
             CatalogCache(self.store), self.federation.peer_catalog, self._known_providers, self.config.discovery,
             participants=lambda: list(self.participants), counted=self.metrics.crawl_counted)
-        self.publishing = Publishing(self.contracts, self.client, confinement=self.transfers.confinement,
-                                     manifest_for=self.transfers.manifest_for,
-                                     snapshot_limit=node_cfg.max_snapshot_bytes,
-                                     table_removed=self.sandbox.workers.drop_spare)
         #: Conformance mode only: callers accepted by a static Authorization header instead of a signature.
         self.conformance_callers: frozenset[str] = frozenset()
         # Conformance mode (a test fixture for the DSP compatibility kit): only with a [conformance] section.
@@ -203,9 +208,44 @@ class Node:
         #: The event loop's scheduling delay, measured while the node runs.
         self.loop_lag = LoopLag(self.metrics.event_loop_lag.observe)
         self._runners: list[web.AppRunner] = []
+        self._table: list[Route] | None = None
         self.public_port: int | None = None
         self.management_port: int | None = None
         self.started_at: float | None = None
+
+    @functools.cached_property
+    def credentials(self) -> CredentialService:
+        """Memberships and verified attributes: issued, held, presented, verified against the trust list. Built when
+        first used (a handshake, a peer's claims asked for, the management API)."""
+        from connector.services.credentials import CredentialService
+        from connector.store.credentials import CredentialRepository
+
+        return CredentialService(
+            CredentialRepository(self.store), self.client, self.resolver, dsp_base_of=self.federation.dsp_base_of,
+            settings=self.config.credentials, trust=self.config.trust)
+
+    @functools.cached_property
+    def sandbox(self) -> SandboxService:
+        """The data sandbox: queries of this node's sandboxed tables (as provider) and of peers' (as consumer).
+        Built when first used (a query, a sandbox table published, a node that offers one starting)."""
+        from connector.services.sandbox import SandboxService
+
+        return SandboxService(
+            self.contracts, self.usage, self.usage_log, self.client, self.resolver, peer_facts=self.catalog.peer_facts,
+            own_folder=lambda p: self.transfers.confinement(p).own, export_rules=self.config.export_control)
+
+    @functools.cached_property
+    def publishing(self) -> Publishing:
+        """Assets, policies and offers published (the management API's; built on its first request)."""
+        from connector.services.publishing import Publishing
+
+        return Publishing(self.contracts, self.client, confinement=self.transfers.confinement,
+                          manifest_for=self.transfers.manifest_for, snapshot_limit=self.config.node.max_snapshot_bytes,
+                          tables_changed=lambda: self.sandbox.tables_changed())
+
+    def _built(self, service: str) -> bool:
+        """Whether *service*, one built when first used (a ``cached_property``), has been."""
+        return service in self.__dict__
 
     async def _known_providers(self, participant: ParticipantRuntime) -> list[Provider]:
         """The participants *participant* knows, whose catalogs the crawler reads: those in its peer directory
@@ -233,26 +273,37 @@ class Node:
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers
 
+    def _agreement_in_force(self, participant_id: str, counterparty: str) -> None:
+        """An agreement reached FINALIZED: its counterparty is a known peer, and its statements fall due."""
+        self.admission.learn(participant_id, counterparty)
+        self.settlement.wake()
+
     async def _forget_participant(self, participant: ParticipantRuntime) -> None:
+        self.tokens.forget_participant(participant.id)
         self.resolver.forget(participant.did)
-        self.credentials.forget(participant.id)
+        if self._built("credentials"):
+            self.credentials.forget(participant.id)
         self.admission.forget(participant.id)  # its places go back to strangers; added again, it knows no one
         self.negotiations.forget(participant.id)
         self.receipts.forget(participant.id)
+        self.settlement.forget(participant.id)
         self.search.forget(participant.id)
         self.directory.forget(participant.id)
         await self.transfers.stop_all(participant.id)
 
     async def _pause_participant(self, participant: ParticipantRuntime) -> None:
+        self.tokens.forget_participant(participant.id)
         self.directory.reissue_own(participant.did)  # its own entry is no longer handed out by gossip
         self.negotiations.forget(participant.id)
         self.receipts.forget(participant.id)
+        self.settlement.forget(participant.id)
         await self.transfers.stop_all(participant.id)  # its bytes stop moving; the transfers' states stay
 
     async def _resume_participant(self, participant: ParticipantRuntime) -> None:
         await self.negotiations.resume_participant(participant.id)
         await self.transfers.resume_participant(participant.id)
         await self.receipts.resume(participant.id)
+        await self.settlement.resume(participant.id)
 
     async def _keys_rotated(self, participant: ParticipantRuntime) -> None:
         self.directory.reissue_own(participant.did)
@@ -274,52 +325,93 @@ class Node:
         app.add_routes(public.routes(public.PublicSite(
             participant_named, self.participants.first, self.health.ready, self.federation, self.receipts,
             document_named=self.participants.hosted)))
-        app.add_routes(dsp.routes(dsp.DspSite(
-            participant_named, self.catalog, self.contracts, self.negotiations, self.transfers, self.transfers_repo,
-            self.conformance_caller, self.config.public_url)))
-        app.add_routes(credential_routes.peer_routes(participant_named, self.credentials))
-        app.add_routes(directory_routes.peer_routes(participant_named, self.gossip))
-        app.add_routes(sandbox_routes.peer_routes(participant_named, self.sandbox))
-        app.add_routes(dataplane.routes(dataplane.DataPlaneSite(
-            participant_named, auth, self.transfers_repo, self.transfers, self.metrics.signature_failures)))
+        # The participants' DSP, credential, gossip, sandbox and data-plane routes are built on the first request
+        # under /participants that the routes above do not answer (their modules are not loaded to start).
+        app.router.register_resource(
+            LazyRoutes(PARTICIPANTS_PREFIX, lambda: self._peer_routes(participant_named, auth)))
         if self.conformance is not None:
             app.add_routes(self.conformance.routes())
         return app
 
+    def _peer_routes(self, participant_named: Callable[[str], ParticipantRuntime | None],
+                     auth: PeerAuth) -> list[web.RouteDef]:
+        from connector.http import credentials as credential_routes
+        from connector.http import dataplane, dsp
+        from connector.http import directory as directory_routes
+        from connector.http import sandbox as sandbox_routes
+        from connector.http import statements as statement_routes
+
+        return [
+            *dsp.routes(dsp.DspSite(
+                participant_named, self.catalog, self.contracts, self.negotiations, self.transfers, self.transfers_repo,
+                self.conformance_caller, self.config.public_url)),
+            *credential_routes.peer_routes(participant_named, self.credentials),
+            *directory_routes.peer_routes(participant_named, self.gossip),
+            *sandbox_routes.peer_routes(participant_named, self.sandbox),
+            *statement_routes.peer_routes(participant_named, self.settlement),
+            *dataplane.routes(dataplane.DataPlaneSite(
+                participant_named, auth, self.transfers_repo, self.transfers, self.metrics.signature_failures)),
+        ]
+
     def management_app(self) -> web.Application:
         app = web.Application(
             middlewares=[error_middleware("management", self.metrics),
-                         management.token_middleware(self.tokens)],
+                         lazy_middleware(self._token_middleware)],
             client_max_size=self.config.node.max_request_bytes,
         )
-        table = management.routes(management.ManagementSite(
-            self.participants, self.tokens, self.federation, self.publishing, self.negotiations, self.transfers,
-            self.usage, self.receipts, self.vault, self.credentials, self.search, gossip=self.gossip,
-            sandbox=self.sandbox))
-        app.add_routes([web.route(r.method, management.PREFIX + r.path, r.handler) for r in table])
+        # The API's routes (and its OpenAPI document) and the web console are built on the first request under
+        # their prefixes: their tables, modules, pages and texts are not loaded to start.
+        app.router.register_resource(LazyRoutes(MANAGEMENT_PREFIX, self._management_routes))
+        app.router.register_resource(LazyRoutes(METRICS_PATH, self._metrics_routes))
+        app.router.register_resource(LazyRoutes(CONSOLE_PREFIX, self._console_routes))
+        return app
+
+    def _token_middleware(self) -> Middleware:
+        from connector.http import management
+
+        middleware: Middleware = management.token_middleware(self.tokens)
+        return middleware
+
+    def _metrics_routes(self) -> list[web.RouteDef]:
+        from connector.http import management
+
+        return management.metrics_routes(self.tokens, self.scrape_metrics)
+
+    def _management_table(self) -> list[Route]:
+        """The management API's routes (one table for the API, its OpenAPI document and the console)."""
+        from connector.http import management
+
+        assert management.PREFIX == MANAGEMENT_PREFIX, "the management API moved: MANAGEMENT_PREFIX must follow it"
+        if self._table is None:
+            self._table = management.routes(management.ManagementSite(
+                self.participants, self.tokens, self.federation, self.publishing, self.negotiations, self.transfers,
+                self.usage, self.receipts, self.vault, self.credentials, self.search, gossip=self.gossip,
+                sandbox=self.sandbox, settlement=self.settlement))
+        return self._table
+
+    def _management_routes(self) -> list[web.RouteDef]:
+        from connector.http import management, openapi
+
+        table = self._management_table()
         spec: dict[str, object] = {}
 
         async def openapi_json(_: web.Request) -> web.Response:
-            if not spec:  # built on first request: start-up stays fast
+            if not spec:  # built on its first request
                 spec.update(openapi.document(table, max_request_bytes=self.config.node.max_request_bytes))
             return web.json_response(spec)
 
         async def docs(_: web.Request) -> web.Response:
             return web.Response(text=openapi.DOCS_HTML, content_type="text/html")
 
-        app.add_routes([web.get(f"{management.PREFIX}/openapi.json", openapi_json),
-                        web.get(f"{management.PREFIX}/docs", docs)])
-        app.add_routes(management.metrics_routes(self.tokens, self.scrape_metrics))
-        # The web console is built on its first request (its pages, templates and texts are not loaded to start).
-        app.router.register_resource(LazyRoutes(CONSOLE_PREFIX, lambda: self._console_routes(table)))
-        return app
+        return [*(web.route(r.method, management.PREFIX + r.path, r.handler) for r in table),
+                web.get(f"{management.PREFIX}/openapi.json", openapi_json), web.get(f"{management.PREFIX}/docs", docs)]
 
-    def _console_routes(self, table: list[management.Route]) -> list[web.RouteDef]:
+    def _console_routes(self) -> list[web.RouteDef]:
         from connector.http import console
         from connector.http.console.view import BASE
 
         assert BASE == CONSOLE_PREFIX, "the console moved: CONSOLE_PREFIX must follow it"
-        return console.routes(table, self.tokens, self.participants)
+        return console.routes(self._management_table(), self.tokens, self.participants)
 
     async def scrape_metrics(self) -> tuple[bytes, str]:
         """The node's metrics, with its processes and receipt anomalies counted in the store now."""
@@ -370,9 +462,12 @@ class Node:
             await self.receipts.resume()
             await self.usage.start()
             await self.transfers.resume()
+            await self.settlement.start()
             self.search.start(self.crawl_interval_s)
             await self.directory.load()
             self.gossip.start()
+            if await self.store.read(offers_tables):
+                await self.sandbox.tables_changed()  # spare workers ready before the first query
             self.phase = "running"
         except BaseException:
             # A start that fails half-way (a port in use, a bad key) leaves nothing open behind it.
@@ -412,10 +507,12 @@ class Node:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
-        await self.sandbox.close()
+        if self._built("sandbox"):
+            await self.sandbox.close()
         await self.negotiations.close()
         await self.transfers.close()
         await self.receipts.close()
+        await self.settlement.close()
         await self.search.close()
         await self.gossip.close()
         await self.usage.close()
@@ -430,6 +527,25 @@ class Node:
     def management_url(self) -> str:
         """The management listener's URL: https when ``node.management_tls`` is on."""
         return management_url_of(self.config, self.management_port)
+
+
+class _CredentialsWhenUsed:
+    """What handshakes need of the credentials service (:class:`connector.services.federation.Credentials`), taken
+    from *service* when a handshake first needs it: the node starts without the credential machinery."""
+
+    def __init__(self, service: Callable[[], CredentialService]) -> None:
+        self._service = service
+
+    async def opening(self, participant: ParticipantRuntime, dsp_base: str) -> Opening | None:
+        return await self._service().opening(participant, dsp_base)
+
+    async def on_handshake(self, participant: ParticipantRuntime, caller: str, fields: Mapping[str, Any]
+                           ) -> dict[str, Any]:
+        return await self._service().on_handshake(participant, caller, fields)
+
+    async def closing(self, participant: ParticipantRuntime, peer: str, dsp_base: str, opening: Opening,
+                      answer: Mapping[str, Any] | None) -> Any:
+        return await self._service().closing(participant, peer, dsp_base, opening, answer)
 
 
 #: glibc's malloc, for the node's process: freed heap memory up to this much is kept for reuse instead of being
@@ -460,8 +576,8 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_trim_threshold, KEEP_FREED)) and bool(mallopt(m_mmap_threshold, HEAP_BLOCKS))
 
 
-async def serve(data_dir: Path) -> None:
-    """Run a node until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(data_dir: Path, *, started: Callable[[], None] | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut down gracefully; *started* is called once it listens."""
     node = Node(data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -470,6 +586,8 @@ async def serve(data_dir: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
     await node.start()
     keep_freed_memory()
+    if started is not None:
+        started()
     try:
         await stop.wait()
         log.info("shutting down")

@@ -77,8 +77,9 @@ async def main() -> None:
             for region, rate in answer["result"]["rows"]:
                 print(f"  {region:6} average defect rate {rate:.3f}")
             result = answer["result"]
-            print(f"{result['suppressedGroups']} group suppressed; epsilon spent {result['epsilonSpent']}; "
-                  f"signed by {answer['document']['provider']} (verified)")
+            # Under the budget a group leaves on its noisy count, and how many stayed in is not told.
+            print(f"groups that left: {', '.join(row[0] for row in result['rows'])}; "
+                  f"epsilon spent {result['epsilonSpent']}; signed by {answer['document']['provider']} (verified)")
 
             # The budget: two more queries fit, the fourth is refused with the reason.
             for n in (2, 3, 4):

@@ -18,7 +18,7 @@ import math
 import mimetypes
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from connector.services.receipts import ReceiptService
     from connector.services.sandbox import SandboxService
     from connector.services.search import SearchService
+    from connector.services.settlement import SettlementService
     from connector.services.tokens import TokenService
     from connector.services.transfer import TransferService
     from connector.services.usage import UsageService
@@ -169,6 +170,8 @@ class ParticipantSummary(msgspec.Struct, frozen=True, rename="camel"):
     suspended_reason: str = ""
     #: Listing only: bytes the participant holds in the vault (what ``node.vault_quota_bytes`` bounds).
     vault_bytes: int | None = None
+    #: The host's share, in percent, of what the participant earns as a provider (None: none).
+    platform_share: str | None = None
 
 
 class SuspendIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -292,6 +295,37 @@ def decode_body(raw: bytes, kind: type[S]) -> S:
         raise BadRequest(f"{path}: {message}" if path else message, path=f"$.{path}" if path else "$") from exc
 
 
+class FlatBody(Generic[S]):
+    """:func:`decode_body` into *kind*, a struct whose fields are all strings or booleans, for a route called often.
+
+    msgspec reads such a body straight into the struct, with the same checks, lengths, unknown fields and a
+    nested value (which no field takes) included. Whatever it does not take as it is goes through
+    :func:`decode_body`, so that the answer is the same, only sooner: an error (named as there), a byte order mark,
+    and any backslash escape (``\\ud800``, a lone surrogate, is refused there)."""
+
+    def __init__(self, kind: type[S]) -> None:
+        info = msgspec.inspect.type_info(kind)
+        for field in info.fields if isinstance(info, msgspec.inspect.StructType) else ():
+            if not isinstance(field.type, (msgspec.inspect.StrType, msgspec.inspect.BoolType)):
+                raise TypeError(f"{kind.__name__}.{field.name} is neither a string nor a boolean")
+        self.kind = kind
+        self._decoder = msgspec.json.Decoder(kind)
+
+    def __call__(self, raw: bytes) -> S:
+        if raw and b"\\" not in raw:
+            try:
+                return self._decoder.decode(raw)
+            except msgspec.DecodeError:
+                pass  # decode_body says what is wrong, in its own words
+        return decode_body(raw, self.kind)
+
+
+def json_struct(value: msgspec.Struct, status: int = 200) -> web.Response:
+    """*value* as a JSON answer (what ``web.json_response(msgspec.to_builtins(value))`` answers, encoded once)."""
+    return web.Response(body=msgspec.json.encode(value), status=status, content_type="application/json",
+                        charset="utf-8")
+
+
 @dataclass(frozen=True)
 class ManagementSite:
     """What the management routes call: the services, never a store."""
@@ -314,6 +348,8 @@ class ManagementSite:
     gossip: Gossip | None = None
     #: The data sandbox: queries to a provider's sandbox (routes in ``connector.http.sandbox``).
     sandbox: SandboxService | None = None
+    #: Statements of agreements' post-paid prices (routes in ``connector.http.statements``).
+    settlement: SettlementService | None = None
 
 
 def metrics_routes(tokens: TokenService, scrape: Callable[[], Awaitable[tuple[bytes, str]]]) -> list[web.RouteDef]:
@@ -364,6 +400,8 @@ class Route(NamedTuple):
     body_required: bool = True
     #: The success answer may be the data itself instead of JSON: the headers that come with it.
     data_headers: dict[str, str] = {}
+    #: Other media types the success answer may come as, as text (``text/csv``).
+    media: tuple[str, ...] = ()
 
 
 #: Catalog entries: what deleting one says, and its refusals (each names what still needs the entry, in the
@@ -460,6 +498,10 @@ class UseIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename="cam
     dry_run: bool = False
 
 
+#: The body of ``POST /usage``, the route applications call on every use of data.
+USE_BODY = FlatBody(UseIn)
+
+
 class UseOut(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     decision: str
     reasons: list[str]
@@ -514,6 +556,9 @@ class UsageLogOut(msgspec.Struct, frozen=True, rename="camel"):
     acknowledgement: dict[str, Any] | None = None
     #: The provider's DID document as agreed, to check the acknowledgement with.
     provider_did_document: dict[str, Any] | None = None
+    #: This participant's role in the agreement: "consumer" (its chain of uses, which the provider acknowledges)
+    #: or "provider" (its own chain of the sandbox queries it ran for the consumer, acknowledged by no one).
+    role: str | None = None
 
 
 class NegotiationOut(NegotiationRecord, frozen=True, kw_only=True):
@@ -525,6 +570,7 @@ def routes(site: ManagementSite) -> list[Route]:
     from connector.http import directory as directory_routes
     from connector.http import sandbox as sandbox_routes
     from connector.http import search as search_routes
+    from connector.http import statements as statement_routes
 
     def participant(request: web.Request) -> ParticipantRuntime:
         token = request[TOKEN]
@@ -548,7 +594,7 @@ def routes(site: ManagementSite) -> list[Route]:
         return ParticipantSummary(name=p.name, did=p.did, legal_name=r.legal_name, region=r.region,
                                   industry=r.industry, dsp_endpoint=p.dsp_base, created_at=r.created_at,
                                   state="suspended" if r.suspended_at else "active", suspended_at=r.suspended_at,
-                                  suspended_reason=r.suspended_reason)
+                                  suspended_reason=r.suspended_reason, platform_share=r.platform_share)
 
     async def add_participant(request: web.Request) -> web.Response:
         body = decode_body(await body_of(request), ParticipantIn)
@@ -783,10 +829,10 @@ def routes(site: ManagementSite) -> list[Route]:
         result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=0, entry_hash="", repeated=False,
                         effects=outcome.effects, dry_run=True, uses=outcome.uses, allowance=outcome.allowance,
                         data_held=held)
-        return web.json_response(msgspec.to_builtins(result), status=200 if outcome.permitted else 403)
+        return json_struct(result, status=200 if outcome.permitted else 403)
 
     async def use(request: web.Request) -> web.StreamResponse:
-        body = decode_body(await body_of(request), UseIn)
+        body = USE_BODY(await body_of(request))
         p = participant(request)
         if body.dry_run:
             return await check_use(p, body)
@@ -812,7 +858,7 @@ def routes(site: ManagementSite) -> list[Route]:
             result = UseOut(decision=outcome.decision, reasons=outcome.reasons, seq=outcome.entry.seq,
                             entry_hash=outcome.entry.hash, repeated=outcome.repeated, effects=outcome.effects)
             if not outcome.permitted or reader is None or payload is None:
-                return web.json_response(msgspec.to_builtins(result), status=200 if outcome.permitted else 403)
+                return json_struct(result, status=200 if outcome.permitted else 403)
             headers = {"X-TDS-Decision": "permit", "X-TDS-Log-Seq": str(outcome.entry.seq),
                        "X-TDS-Log-Hash": outcome.entry.hash,
                        "Content-Type": mimetypes.guess_type(payload.name)[0] or "application/octet-stream",
@@ -843,7 +889,8 @@ def routes(site: ManagementSite) -> list[Route]:
         entries, heads, ack = await site.usage.log_of(p, agreement.id)
         provider_document = agreement.did_documents.get(agreement.provider_did)
         out = UsageLogOut(entries=[msgspec.to_builtins(e) for e in entries], heads=heads,
-                          did_document=p.did_document(), acknowledgement=ack, provider_did_document=provider_document)
+                          did_document=p.did_document(), acknowledgement=ack, provider_did_document=provider_document,
+                          role=str(agreement.role))
         return web.json_response(msgspec.to_builtins(out))
 
     async def revoke_agreement(request: web.Request) -> web.Response:
@@ -1037,6 +1084,7 @@ def routes(site: ManagementSite) -> list[Route]:
         *directory_routes.management_routes(lambda: site.gossip, participant),
         *search_routes.management_routes(lambda: site.search, participant),
         *sandbox_routes.management_routes(lambda: site.sandbox, participant),
+        *statement_routes.management_routes(lambda: site.settlement, participant, site.participants),
     ]
 
 

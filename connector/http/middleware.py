@@ -12,6 +12,7 @@ asked: the verified peer DID or the management token's application. Never a head
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -51,6 +52,8 @@ def route_of(request: web.Request) -> str:
 
 
 def access_line(listener: str, request: web.Request, status: int, seconds: float) -> None:
+    if not access_log.is_enabled_for(logging.INFO):  # the node logs warnings only: nothing to put together
+        return
     fields: dict[str, Any] = {"listener": listener, "method": request.method, "route": route_of(request),
                               "status": status, "ms": round(seconds * 1000, 1)}
     peer = request.get(CALLER_DID)

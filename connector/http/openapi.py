@@ -144,6 +144,8 @@ def _responses(route: Route, by_type: dict[Any, Any], max_request_bytes: int | N
             body["headers"] = {name: {"description": text,
                                       "schema": {"type": "integer" if name.endswith("-Seq") else "string"}}
                                for name, text in route.data_headers.items()}
+        for media in route.media:
+            body["content"][media] = {"schema": {"type": "string"}}
         out[str(route.status)] = body
     out["400"] = {"description": "invalid request (names the field or parameter)", **error}
     out["401"] = {"description": "missing, unknown or revoked token", **error}

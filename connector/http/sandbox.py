@@ -58,14 +58,17 @@ class QueryMessage(msgspec.Struct, frozen=True):
 
 
 class ResultOut(msgspec.Struct, frozen=True):
-    """What left the sandbox: the columns and rows of the groups of at least k records (noisy under a privacy
-    budget), how many groups were suppressed, and the budget this query spent."""
+    """What left the sandbox: the columns and rows of the groups of at least k records (under a privacy budget:
+    whose noisy count reached k, and noisy), how many groups were suppressed (null under a privacy budget: that
+    number is exact), the budget this query spent and, of it, what a noisy count of each group's rows took when
+    no output of the query counted them (``thresholdEpsilon``)."""
 
     columns: list[str]
     rows: list[list[Any]]
-    suppressedGroups: int
+    suppressedGroups: int | None
     epsilonSpent: float
     noise: bool
+    thresholdEpsilon: float = 0.0
 
 
 class QueryOut(msgspec.Struct, frozen=True):
@@ -107,7 +110,8 @@ def management_routes(sandbox_of: Callable[[], SandboxService | None],
     return [
         Route("POST", "/queries", ask,
               "Ask the provider of an agreement an aggregate query of its data sandbox (consumer): the result comes "
-              "back signed by the provider and is verified before it is returned; nothing is kept here",
+              "back signed by the provider and is verified before it is returned; the signed result is kept (the "
+              "evidence when a statement bills the query)",
               tag="sandbox", body=QueryIn, response=QueryOut,
               example={"agreementId": "urn:uuid:e8dc8655-44c2-46ef-b701-4cffdc2faa44",
                        "query": "SELECT region, avg(defect_rate) FROM data GROUP BY region"},

@@ -25,6 +25,7 @@ from aiohttp.http_exceptions import (
     InvalidURLError,
     LineTooLong,
 )
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo
 
@@ -126,7 +127,8 @@ class LazyRoutes(web.AbstractResource):
     """Every path under *prefix* (and *prefix* itself), routed by the routes *build* returns, built on the first
     request there: what they need is not imported to start the listener. A request they match is handled as if
     they had been the listener's own routes (the application's middlewares, ``match_info``); one they do not match
-    is answered 404, or 405 with the methods they allow.
+    is answered 404, or 405 with the methods they allow. Once built, they are listed with the listener's own
+    (``app.router.routes()``); before, none is.
 
     Register it with ``app.router.register_resource(LazyRoutes(...))``."""
 
@@ -153,10 +155,10 @@ class LazyRoutes(web.AbstractResource):
         return False
 
     def __len__(self) -> int:
-        return 0
+        return 0 if self._router is None else len(self._router.routes())
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(())
+        return iter(()) if self._router is None else iter(self._router.routes())
 
     async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
         path = request.rel_url.path_safe
@@ -172,3 +174,17 @@ class LazyRoutes(web.AbstractResource):
             refused = match.http_exception
             return None, set(refused.allowed_methods) if isinstance(refused, web.HTTPMethodNotAllowed) else set()
         return match, set()
+
+
+def lazy_middleware(build: Callable[[], Middleware]) -> Middleware:
+    """The middleware *build* returns, built on the listener's first request: what it needs is not imported to start
+    the listener (as :class:`LazyRoutes` for routes)."""
+    built: list[Middleware] = []
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not built:
+            built.append(build())
+        return await built[0](request, handler)
+
+    return middleware

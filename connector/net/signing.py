@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import http_sf
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -178,6 +177,8 @@ def _parse_dictionary(raw: str, header: str) -> dict[str, Any]:
     plain = _plain_dictionary(raw)
     if plain is not None:
         return plain
+    import http_sf  # the general parser, loaded when a header first needs it
+
     try:
         return cast(dict[str, Any], http_sf.parse(raw.encode(), tltype="dictionary"))
     except Exception as exc:  # the parser raises plain ValueError/KeyError on malformed input

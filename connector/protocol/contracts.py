@@ -15,7 +15,8 @@ import rfc8785
 
 from connector.protocol import ids
 from connector.protocol.errors import MessageError
-from usage_policies import NotRepresentableError, PolicySyntaxError, parse_policy, to_dsp
+from connector.protocol.policy import parsed_policy
+from usage_policies import NotRepresentableError, PolicySyntaxError, to_dsp
 from usage_policies.model import PolicyType
 
 _IDENTITY_KEYS = frozenset(
@@ -27,12 +28,13 @@ RULE_KEYS = ("permission", "prohibition", "obligation")
 def read_policy(policy: Any, field: str) -> dict[str, Any]:
     """Normalise an ODRL policy object through the engine; raise MessageError listing every problem.
 
-    A stored ``Set`` is carried as an ``Offer`` (DSP carries only offers and agreements).
+    A stored ``Set`` is carried as an ``Offer`` (DSP carries only offers and agreements). The engine's reading
+    is memoised (``connector.protocol.policy.parsed_policy``); the result is a new object every time.
     """
     if not isinstance(policy, dict):
         raise MessageError(f"{field} must be an ODRL policy object", path=field)
     try:
-        parsed = parse_policy(policy)
+        parsed = parsed_policy(policy)
         if parsed.type is PolicyType.SET:
             parsed = msgspec.structs.replace(parsed, type=PolicyType.OFFER)
         return to_dsp(parsed)
@@ -46,8 +48,20 @@ def terms(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 def same_terms(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two normalised policies state the same rules (RFC 8785 canonical comparison)."""
-    return bytes(rfc8785.dumps(terms(a))) == bytes(rfc8785.dumps(terms(b)))
+    """Whether two normalised policies state the same rules (RFC 8785 canonical comparison).
+
+    Terms whose JSON texts with sorted keys are equal have equal canonical forms, which is the common case (a
+    request for the offered terms, an agreement on them) and is told without canonicalising either; anything
+    else is compared canonically (``1`` and ``1.0``, for one, are the same number there). A text holding
+    ``null`` always is, since ``msgspec`` also writes a NaN so (which RFC 8785 refuses)."""
+    ta, tb = terms(a), terms(b)
+    try:
+        text = msgspec.json.encode(ta, order="sorted")
+        if b"null" not in text and text == msgspec.json.encode(tb, order="sorted"):
+            return True
+    except (TypeError, ValueError):
+        pass
+    return bytes(rfc8785.dumps(ta)) == bytes(rfc8785.dumps(tb))
 
 
 def catalog_offer(policy: dict[str, Any], offer_id: str) -> dict[str, Any]:

@@ -7,8 +7,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from connector.protocol.export_control import RecipientRegion
 from usage_policies import Decision, PolicySyntaxError, Request, World, evaluate, parse_policy
+from usage_policies.model import Policy
+from usage_policies.operands import generation as operands_generation
 
 if TYPE_CHECKING:
     from connector.identity.trust import PeerClaims
@@ -86,12 +90,45 @@ class PeerFacts:
         )
 
 
+#: How many policies :func:`parsed_policy` keeps (all of them are dropped when it is full), and the longest JSON
+#: text it keeps one for (a request may carry a policy of any size up to the body limit; the memo stays small).
+PARSED_ENTRIES = 256
+PARSED_MAX_BYTES = 8192
+_parsed: dict[tuple[int, bytes], Policy] = {}
+
+
+def parsed_policy(policy: Any) -> Policy:
+    """``parse_policy(policy)``, memoised by the policy's JSON text and the generation of the operand registry
+    (which the parser reads): a contract definition's access and contract policies and the offer a consumer
+    asks for are read again on every request and catalog page, and returning the same policy object lets the
+    engine reuse its compiled form too (``usage_policies.evaluate`` memoises that by object).
+
+    On a miss the JSON text itself is parsed, so that one text always reads as one policy. A policy that does
+    not encode as JSON, whose text holds ``null`` (which is also how ``msgspec`` writes a NaN), or whose text is
+    longer than :data:`PARSED_MAX_BYTES` is parsed as it is, unmemoised. Raises :class:`PolicySyntaxError` as
+    ``parse_policy`` does; a refusal is not memoised."""
+    try:
+        text = msgspec.json.encode(policy)
+    except (TypeError, ValueError):
+        return parse_policy(policy)
+    if len(text) > PARSED_MAX_BYTES or b"null" in text:
+        return parse_policy(policy)
+    key = (operands_generation(), text)
+    found = _parsed.get(key)
+    if found is None:
+        found = parse_policy(msgspec.json.decode(text))
+        if len(_parsed) >= PARSED_ENTRIES:
+            _parsed.clear()  # simple and safe under threads; a policy read again is parsed once more
+        _parsed[key] = found
+    return found
+
+
 def decide_access(
     policy: dict[str, Any], peer: PeerFacts, *, target: str | None, now: datetime, action: str = "use",
     data_class: str | None = None, export_destination: str | None = None,
 ) -> Decision:
     """Evaluate an access or contract policy for *peer* acting on *target* now."""
-    parsed = parse_policy(policy)
+    parsed = parsed_policy(policy)
     request = peer.request(action=action, target=target, data_class=data_class,
                            export_destination=export_destination)
     # tds:exportDestination of the recipient: its verified region only.
@@ -157,4 +194,4 @@ def check_policy(policy: dict[str, Any]) -> None:
 
 
 __all__ = ["Decision", "PeerFacts", "PolicySyntaxError", "check_policy", "decide_access", "decide_transfer",
-           "transfer_view"]
+           "parsed_policy", "transfer_view"]

@@ -12,8 +12,10 @@ aggregate SQL; the provider's node runs it next to the data and answers with agg
    adds each group's row count as the hidden last column ``__n`` and, under differential privacy, clips the
    values a sum or an average reads to the bounds the provider declared for the column.
 3. The engine (``connector.services.sandbox_engine``) runs the checked statement, read-only, in a child process.
-4. :func:`apply_privacy` drops the groups of fewer than ``min_group_size`` rows (k), removes ``__n`` and, under
-   differential privacy, adds Laplace noise to each aggregate.
+4. :func:`apply_privacy` removes ``__n`` and drops the groups too small to leave: without differential privacy
+   those of fewer than ``min_group_size`` rows (k); under it, those whose *noisy* count falls short of k (or of a
+   higher threshold when the noise is wide), the noise being the query's own (see :func:`apply_privacy`); and,
+   under differential privacy, adds Laplace noise to each aggregate.
 5. :func:`result_document` is what the provider signs (``eddsa-jcs-2022``, :func:`sign_result`), binding the
    result to the agreement and the query; :func:`verify_result` checks it on the consumer's side.
 
@@ -50,6 +52,7 @@ from usage_policies.templates import SANDBOX_AGGREGATES
 __all__ = [
     "AGGREGATES",
     "SQL_FUNCTIONS",
+    "THRESHOLD_DELTA",
     "CheckedQuery",
     "Column",
     "Output",
@@ -62,10 +65,12 @@ __all__ = [
     "apply_privacy",
     "check_query",
     "laplace_noise",
+    "noisy_threshold",
     "result_document",
     "result_hash",
     "sign_result",
     "terms_of",
+    "threshold_source",
     "verify_result",
 ]
 
@@ -77,6 +82,10 @@ DP_AGGREGATES = frozenset({"count", "sum", "avg"})
 TABLE = "data"
 #: The hidden last column of every checked statement: the number of rows of the group.
 GROUP_SIZE_COLUMN = "__n"
+#: Under differential privacy, the probability with which a group of one row may leave at all: the threshold a
+#: group's noisy count must reach is raised above k when the noise is too wide for k alone to keep single rows
+#: out (:func:`noisy_threshold`).
+THRESHOLD_DELTA = 1e-6
 #: Function names the statements :func:`check_query` builds may call (for the engine's SQLite authorizer).
 SQL_FUNCTIONS = frozenset({
     "count", "sum", "avg", "min", "max", "total", "sqrt", "abs", "round", "lower", "upper", "length", "substr",
@@ -432,13 +441,19 @@ class Output(msgspec.Struct, frozen=True, kw_only=True):
 
 class CheckedQuery(msgspec.Struct, frozen=True, kw_only=True):
     """A query that passed :func:`check_query`: the statement to run (built by sqlglot, never the consumer's
-    text; its last column is ``__n``), its bound parameters, what each output is, and the budget it spends."""
+    text; its last column is ``__n``), its bound parameters, what each output is, and the budget it spends.
+
+    Under differential privacy, ``threshold_output`` is the output whose noisy count decides whether a group
+    leaves (:func:`threshold_source`), or None when no output counts rows: then a noisy count of ``__n`` of its
+    own decides, drawn with ``threshold_epsilon``, a share of ``epsilon`` (the outputs share the rest)."""
 
     sql: str
     parameters: dict[str, Any]
     outputs: list[Output]
     epsilon: float
     template_id: str | None = None
+    threshold_output: int | None = None
+    threshold_epsilon: float = 0.0
 
 
 def check_query(sql: str, parameters: Mapping[str, Any], terms: SandboxTerms, schema: TableSchema, *,
@@ -456,14 +471,17 @@ def check_query(sql: str, parameters: Mapping[str, Any], terms: SandboxTerms, sc
 
 
 class Result(msgspec.Struct, frozen=True, kw_only=True):
-    """What leaves the sandbox: the outputs of the groups of at least k rows, noisy under differential
-    privacy; how many groups were left out; the budget the query spent."""
+    """What leaves the sandbox: the outputs of the groups large enough to leave (noisy under differential
+    privacy); how many groups were left out (None under differential privacy: that number is exact, and would
+    tell whether a small group, a single row even, is there); the budget the query spent, and the part of it a
+    noisy count of each group's rows of its own took (``threshold_epsilon``, 0 when an output's count served)."""
 
     columns: list[str]
     rows: list[list[Any]]
-    suppressed_groups: int
+    suppressed_groups: int | None
     epsilon_spent: float
     noise: bool
+    threshold_epsilon: float = 0.0
 
 
 def laplace_noise(scale: float, rng: random.Random) -> float:
@@ -498,16 +516,23 @@ def _number_or_zero(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def _release(output: Output, values: Sequence[Any], rng: random.Random) -> Any:
+#: A noisy count and the scale of its noise.
+_Count = tuple[float, float]
+
+
+def _release(output: Output, values: Sequence[Any], rng: random.Random) -> tuple[Any, _Count | None]:
+    """The value *output* releases for one group, and the noisy count drawn for it (a count's own value, an
+    average's count of its column's values; None for the others), with the scale of that count's noise."""
     if output.sensitivity is None:
-        return _json_value(values[0])
+        return _json_value(values[0]), None
     epsilon = output.epsilon
     if output.kind == "count":
-        noisy = _number_or_zero(values[0]) + laplace_noise(output.sensitivity / epsilon, rng)
-        return max(0, round(noisy))
+        scale = output.sensitivity / epsilon
+        noisy = _number_or_zero(values[0]) + laplace_noise(scale, rng)
+        return max(0, round(noisy)), (noisy, scale)
     if output.kind == "sum":
         scale = output.sensitivity / epsilon
-        return _snap(_number_or_zero(values[0]) + laplace_noise(scale, rng), scale)
+        return _snap(_number_or_zero(values[0]) + laplace_noise(scale, rng), scale), None
     # avg: a noisy sum over a noisy count, each with half the output's share
     half = epsilon / 2
     total = _number_or_zero(values[0]) + laplace_noise(output.sensitivity / half, rng)
@@ -515,33 +540,90 @@ def _release(output: Output, values: Sequence[Any], rng: random.Random) -> Any:
     average = total / max(count, 1.0)
     if output.bounds is not None:
         average = min(max(average, output.bounds[0]), output.bounds[1])
-    return _snap(average, output.sensitivity / half / max(count, 1.0))
+    return _snap(average, output.sensitivity / half / max(count, 1.0)), (count, 1 / half)
+
+
+def threshold_source(outputs: Sequence[Output]) -> int | None:
+    """Under differential privacy, the output whose noisy count decides whether a group leaves
+    (:func:`apply_privacy`): the first ``count(*)`` (the group's own size), else the first other count (of a
+    column's values or distinct values: never more than the group's rows, so the rule only gets stricter), else
+    the first average's count (the same, drawn with half the average's share: wider noise, so last). None: no
+    output counts rows, and the query needs a noisy count of its own."""
+    noisy = [(index, output) for index, output in enumerate(outputs) if output.sensitivity is not None]
+    for kind, of_rows in (("count", True), ("count", False), ("avg", False)):
+        for index, output in noisy:
+            if output.kind == kind and (output.column is None or not of_rows):
+                return index
+    return None
+
+
+def noisy_threshold(k: int, scale: float, delta: float = THRESHOLD_DELTA) -> float:
+    """The least noisy count (its noise of *scale*) with which a group leaves under differential privacy: k,
+    or ``1 + scale · ln(1 / (2·delta))`` when that is more. A group of one row has the noisy count
+    ``1 + Laplace(scale)`` (at most: a column's count may be 0), which reaches ``1 + t`` with probability
+    ``exp(-t / scale) / 2``: at this threshold, *delta* at most."""
+    return max(float(k), 1.0 + scale * math.log(1 / (2 * delta)))
 
 
 def apply_privacy(checked: CheckedQuery, rows: Sequence[Sequence[Any]], terms: SandboxTerms,
                   rng: random.Random) -> Result:
-    """The result that may leave: groups with fewer than ``terms.min_group_size`` rows (``__n``) dropped and
-    counted, ``__n`` removed, Laplace noise (scale = sensitivity / the output's share of epsilon) added to each
-    aggregate under differential privacy. Use ``random.SystemRandom()`` in production; a seeded
-    ``random.Random`` only in tests."""
+    """The result that may leave: ``__n`` removed, the groups too small to leave dropped and, under
+    differential privacy, Laplace noise (scale = sensitivity / the output's share of epsilon) added to each
+    aggregate. Use ``random.SystemRandom()`` in production; a seeded ``random.Random`` only in tests.
+
+    Which groups leave. Without differential privacy (the provider's own templates alone run) the rule is
+    exact: a group of fewer than ``terms.min_group_size`` (k) rows is dropped, and the result says how many
+    were. Under differential privacy an exact rule would undo the noise: whether a group is there would tell
+    its exact size near k (a group of k rows shows, the same less one row does not), and a tracker pair of
+    queries would tell one row by it. So the decision reads a *noisy* count of the group, compared with k:
+
+    - the noise is the query's own, never a draw beside its budget: the noisy count of an output that counts
+      rows (:func:`threshold_source`: a ``count(*)``, else another count, else an average's count). Deciding
+      on a value the mechanism has drawn is post-processing, which differential privacy allows for free;
+    - a query without such an output (sums alone) spends a share of its epsilon on a noisy count of ``__n``
+      of its own: one share, as if it asked ``count(*)`` as well without seeing it (``check_query`` splits
+      epsilon evenly over the outputs and this count, so the query spends no more than its epsilon), and the
+      result says so (:attr:`Result.threshold_epsilon`);
+    - the noisy count must reach k, or more when the noise is wide (:func:`noisy_threshold`): a group of one
+      row, whose key alone would tell that the row is there (``GROUP BY`` a unique column), leaves with
+      probability :data:`THRESHOLD_DELTA` at most, so the whole answer is (epsilon, delta)-differentially
+      private. A group of exactly k rows leaves about half the time (when k is the threshold), one far above
+      it nearly always;
+    - how many groups were dropped is not told (``suppressed_groups`` is None): that number is exact, and
+      would tell whether a small group is there at all."""
     width = sum(o.width for o in checked.outputs) + 1
+    private = checked.epsilon > 0
+    if private and checked.threshold_output is None and checked.threshold_epsilon <= 0:
+        raise ValueError("the checked query has no noisy count to decide which groups leave")
     kept: list[list[Any]] = []
     suppressed = 0
     for row in rows:
         if len(row) != width:
             raise ValueError(f"a row has {len(row)} values, the checked query makes {width}")
         n = row[-1]
-        if not isinstance(n, int) or isinstance(n, bool) or n < terms.min_group_size:
+        if not isinstance(n, int) or isinstance(n, bool) or (not private and n < terms.min_group_size):
             suppressed += 1
             continue
         values: list[Any] = []
+        counted: _Count | None = None
         at = 0
-        for output in checked.outputs:
-            values.append(_release(output, row[at:at + output.width], rng))
+        for index, output in enumerate(checked.outputs):
+            value, count = _release(output, row[at:at + output.width], rng)
+            values.append(value)
+            if index == checked.threshold_output:
+                counted = count
             at += output.width
+        if private:
+            if counted is None:
+                scale = 1 / checked.threshold_epsilon
+                counted = (n + laplace_noise(scale, rng), scale)
+            if counted[0] < noisy_threshold(terms.min_group_size, counted[1]):
+                suppressed += 1
+                continue
         kept.append(values)
-    return Result(columns=[o.name for o in checked.outputs], rows=kept, suppressed_groups=suppressed,
-                  epsilon_spent=checked.epsilon, noise=checked.epsilon > 0)
+    return Result(columns=[o.name for o in checked.outputs], rows=kept,
+                  suppressed_groups=None if private else suppressed, epsilon_spent=checked.epsilon,
+                  noise=private, threshold_epsilon=checked.threshold_epsilon if private else 0.0)
 
 
 # --- The signed result ----------------------------------------------------------------------------------
@@ -570,6 +652,7 @@ def result_document(*, agreement_id: str, provider: str, consumer: str, query: s
         "rows": [list(r) for r in result.rows],
         "suppressedGroups": result.suppressed_groups,
         "epsilonSpent": result.epsilon_spent,
+        "thresholdEpsilon": result.threshold_epsilon,
         "noise": result.noise,
         "resultHash": result_hash(result.columns, result.rows),
         "issuedAt": issued_at,

@@ -42,6 +42,7 @@ from connector.protocol.sandbox import (
     QueryTemplate,
     SandboxTerms,
     TableSchema,
+    threshold_source,
 )
 
 _DIALECT = Dialect.get_or_raise("sqlite")
@@ -280,6 +281,8 @@ class _Checker:
     def __init__(self, terms: SandboxTerms, schema: TableSchema, template: QueryTemplate | None) -> None:
         self.private = terms.private
         self.epsilon = float(terms.epsilon_per_query) if terms.private and terms.epsilon_per_query else 0.0
+        self.threshold_output: int | None = None
+        self.threshold_epsilon = 0.0
         self.aggregates = {a.lower() for a in terms.aggregates}
         queryable = {q.lower() for q in schema.queryable}
         if terms.columns is not None:
@@ -609,7 +612,16 @@ class _Checker:
             raise _refuse("raw-rows", "a query computes at least one aggregate (count, sum, avg …): raw rows never "
                                       "leave the sandbox")
         noisy = [o for o, _, _ in drafts if o.sensitivity is not None]
-        share = (self.epsilon / len(noisy)) if noisy else 0.0
+        shares = len(noisy)
+        if self.private and noisy:
+            # Which groups leave is decided on a noisy count (connector.protocol.sandbox.apply_privacy): an
+            # output's, or one of its own, which takes an equal share of epsilon beside the outputs'.
+            self.threshold_output = threshold_source([o for o, _, _ in drafts])
+            if self.threshold_output is None:
+                shares += 1
+        share = (self.epsilon / shares) if noisy else 0.0
+        if self.private and noisy and self.threshold_output is None:
+            self.threshold_epsilon = share
         outputs: list[Output] = []
         projections: list[exp.Expr] = []
         for output, parts, alias in drafts:
@@ -743,4 +755,5 @@ def check_query(sql: str, parameters: Mapping[str, Any], terms: SandboxTerms, sc
     checker = _Checker(terms, schema, template)
     built, outputs = checker.statement(statement)
     return CheckedQuery(sql=built.sql(dialect="sqlite"), parameters=bound, outputs=outputs, epsilon=checker.epsilon,
-                        template_id=template.id if template is not None else None)
+                        template_id=template.id if template is not None else None,
+                        threshold_output=checker.threshold_output, threshold_epsilon=checker.threshold_epsilon)

@@ -21,7 +21,6 @@ from connector.protocol.decisions import CatalogOffer
 from connector.protocol.export_control import ExportRule
 from connector.protocol.messages import CONTEXT
 from connector.protocol.policy import PeerFacts, decide_access
-from connector.services.sandbox import QUERY_PATH
 from connector.store.records import Asset, ContractDefinition
 from connector.store.repository import CatalogSnapshot
 
@@ -168,6 +167,8 @@ def sandbox_description(kept: dict[str, Any], dsp_base: str) -> dict[str, Any]:
     found = kept.get("schema")
     schema: dict[str, Any] = found if isinstance(found, dict) else {}
     columns = [{k: v for k, v in c.items() if v is not None} for c in schema.get("columns", []) if isinstance(c, dict)]
+    from connector.services.sandbox import QUERY_PATH  # the sandbox is loaded when a sandbox offer is first shown
+
     return {"@type": "@json", "@value": {
         "use": COMPUTATION_ONLY,
         "queryEndpoint": f"{dsp_base}{QUERY_PATH}",

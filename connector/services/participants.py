@@ -33,7 +33,7 @@ import msgspec
 from connector import filemodes
 from connector.bootstrap import keys_dir, new_participant_keys, new_token, node_key, participant_did
 from connector.config import Config
-from connector.errors import ConfigError, Conflict, Forbidden, NotFound
+from connector.errors import BadRequest, ConfigError, Conflict, Forbidden, NotFound
 from connector.identity import keys as keyfiles
 from connector.identity.keys import ParticipantKeys, load_keys
 from connector.logging import get_logger
@@ -365,3 +365,24 @@ class ParticipantRegistry:
                 await hook(runtime)
         log.info("participant resumed", participant=name, did=runtime.did)
         return {"name": name, "did": runtime.did, "state": "active"}
+
+    async def set_platform_share(self, name: str, percent: str) -> dict[str, object]:
+        """Set the host's share of what participant *name* earns as a provider under post-paid prices: a
+        percentage from 0 to 100, written plainly (``"10"``, ``"2.5"``); ``"0"`` takes it off. Statements issued
+        from now on show the split (``connector.services.settlement``); those issued before keep theirs. The
+        node's own participant is the host and pays none."""
+        from usage_policies.pricing import PricingError, amount_text, parse_decimal
+
+        try:
+            value = parse_decimal(percent, "percent")
+        except PricingError as exc:
+            raise BadRequest(str(exc), path="$.percent") from exc
+        if value > 100:
+            raise BadRequest(f"a platform share is a percentage from 0 to 100, not {percent}", path="$.percent")
+        async with self._changing:
+            runtime = self._hosted_here(name, not_own="charged a platform share")
+            text = amount_text(value.normalize()) if value else None
+            await self.repo.set_platform_share(runtime.id, text)
+            runtime.record = msgspec.structs.replace(runtime.record, platform_share=text)
+        log.info("platform share set", participant=name, percent=text or "0")
+        return {"name": name, "platformShare": text or "0"}

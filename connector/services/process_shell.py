@@ -11,6 +11,7 @@ import contextlib
 import random
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -167,7 +168,9 @@ class ProcessShell(Generic[R]):
         self._client = client
         self._clock = clock
         self._log = get_logger(component=self.process.name)
-        self._locks: dict[Key, asyncio.Lock] = {}
+        #: The lock of each process someone holds or awaits: an entry goes with the last of them, so the table
+        #: stays as small as the work in progress, however many processes the node has seen.
+        self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = weakref.WeakValueDictionary()
         self._waiters: dict[Key, list[asyncio.Future[R]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._due: dict[Key, float] = {}
@@ -368,9 +371,12 @@ class ProcessShell(Generic[R]):
         self._wake.set()
 
     def lock(self, key: Key) -> asyncio.Lock:
+        """The lock of process *key*: the same one for everyone who holds it or waits for it (take it with
+        ``async with``; it is dropped once no one does)."""
         lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
+            lock = asyncio.Lock()
+            self._locks[key] = lock
         return lock
 
     def _spawn(self, coro: Any) -> None:

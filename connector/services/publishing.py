@@ -51,11 +51,12 @@ class Publishing:
         self, contracts: ContractRepository, client: BackendReader, *,
         confinement: Callable[[ParticipantRuntime], addresses.Confinement], manifest_for: ManifestFor,
         snapshot_limit: int, sandbox_max_rows: int = sandboxes.MAX_TABLE_ROWS,
-        table_removed: Callable[[], Awaitable[None]] | None = None,
+        tables_changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.contracts = contracts
-        #: Called once a sandbox asset's table is deleted (the node's sandbox workers end their spare).
-        self.table_removed = table_removed
+        #: Called once a sandbox asset's table is published or deleted (the node's sandbox workers start their
+        #: spares, or end them with the last table).
+        self.tables_changed = tables_changed
         self.client = client
         self.confinement = confinement
         self.manifest_for = manifest_for
@@ -89,8 +90,8 @@ class Publishing:
             raise err
         if asset is not None and asset.sandbox is not None:
             sandboxes.remove_table(sandboxes.table_path(self.confinement(participant).own, asset))
-            if self.table_removed is not None:
-                await self.table_removed()
+            if self.tables_changed is not None:
+                await self.tables_changed()
         return True
 
     async def add_asset(self, participant: ParticipantRuntime, asset: Asset, *,
@@ -130,6 +131,8 @@ class Publishing:
         except BaseException:
             sandboxes.remove_table(sandboxes.table_path(where.own, asset))
             raise
+        if self.tables_changed is not None:
+            await self.tables_changed()
         return asset
 
     async def refresh_asset(self, participant: ParticipantRuntime, asset_id: str) -> tuple[Asset, bool]:

@@ -46,7 +46,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import sqlite_utils
 
 from connector.errors import BadRequest, Conflict, NotFound, PeerError, Unauthorized
 from connector.identity import proof
@@ -57,6 +56,7 @@ from connector.protocol.negotiation import Role
 from connector.services.ports import PeerRequester, Resolver
 from connector.services.usage import allowance, head_verifier, now_text
 from connector.store import usage as store
+from connector.store.db import Database
 from usage_policies import PolicyError, ledger
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ class ReceiptService:
         if negotiation is None:
             raise NotFound("no negotiation for the agreement")
 
-        def query(db: sqlite_utils.Database) -> tuple[int, list[str], list[str]]:
+        def query(db: Database) -> tuple[int, list[str], list[str]]:
             # A batch ends at a signed head: the last one within BATCH entries, or the first one after.
             acked = store.acked_seq(db, participant_id, agreement_id)
             heads = store.signed_heads(db, participant_id, agreement_id, after=acked)
@@ -291,7 +291,7 @@ class ReceiptService:
                 db, key, "mismatch", f"receipts of agreement {str(foreign)[:200]} were posted under {agreement.id}"))
             self._raise_anomaly(participant, agreement.id, answer)
 
-        def keep(db: sqlite_utils.Database) -> dict[str, Any]:
+        def keep(db: Database) -> dict[str, Any]:
             known = store.received_texts(db, key)
             last = max(known, default=0)
             start = msgspec.json.decode(known[last], type=ledger.Entry) if last else None
@@ -378,7 +378,7 @@ class ReceiptService:
         if not problems:
             return
 
-        def record(db: sqlite_utils.Database) -> None:
+        def record(db: Database) -> None:
             for detail in problems:
                 self._anomaly(db, key, "beyond-allowance", detail)
 
@@ -386,7 +386,7 @@ class ReceiptService:
         log.warning("usage beyond the agreement's allowance", participant=participant.name, agreement=agreement.id,
                     uses=len(problems))
 
-    def _anomaly(self, db: sqlite_utils.Database, key: tuple[str, str], kind: str, detail: str) -> dict[str, Any]:
+    def _anomaly(self, db: Database, key: tuple[str, str], kind: str, detail: str) -> dict[str, Any]:
         # Once per anomaly: a batch refused for the same reason and sent again adds nothing; and at most
         # MAX_ANOMALIES per agreement, so a peer cannot grow the table without bound by varying the details.
         store.add_anomaly(db, key, now_text(self.clock()), kind, detail, cap=MAX_ANOMALIES)
@@ -399,7 +399,7 @@ class ReceiptService:
             raise NotFound("no such agreement (as provider)")
         key = (participant.id, agreement_id)
 
-        def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]], list[dict[str, Any]],
+        def query(db: Database) -> tuple[list[ledger.Entry], list[dict[str, Any]], list[dict[str, Any]],
                                                       str | None, dict[str, Any] | None]:
             return (store.received_chain(db, key), store.received_heads(db, key), store.anomalies(db, key),
                     store.last_received_at(db, key), store.revocation(db, *key))
@@ -446,7 +446,7 @@ class ReceiptService:
             raise Conflict(f"only a FINALIZED agreement can be revoked (it is {agreement.state})") from exc
         at = now_text(self.clock())
 
-        def mark(db: sqlite_utils.Database) -> None:
+        def mark(db: Database) -> None:
             store.set_agreement_state(db, participant.id, agreement_id, revoked)
             store.add_revocation(db, participant.id, agreement_id, reason, at)
 
@@ -521,7 +521,7 @@ class ReceiptService:
         revoked = next_state(agreement.state, AgreementEvent.REVOCATION_RECEIVED)  # allowed in every state
         received_at = now_text(self.clock())
 
-        def block(db: sqlite_utils.Database) -> None:
+        def block(db: Database) -> None:
             store.set_agreement_state(db, participant.id, agreement.id, revoked)
             store.received_revocation(db, participant.id, agreement.id, reason, received_at)
 
@@ -532,7 +532,7 @@ class ReceiptService:
         now = self.clock()
         usage = self.usage
 
-        def apply(db: sqlite_utils.Database) -> dict[str, Any]:
+        def apply(db: Database) -> dict[str, Any]:
             earlier = store.revocation(db, participant.id, agreement.id)
             if earlier is not None and earlier["deletionReceipt"]:
                 return dict(earlier["deletionReceipt"])  # revoked before: the same receipt again

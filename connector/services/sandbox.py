@@ -19,9 +19,11 @@ The provider (:meth:`SandboxService.query`), on a consumer's signed request (DSP
    privacy budget is spent — the sum of what the chain's permitted queries spent must stay within
    ``epsilon_total`` — then the entry is appended and its chain head signed, durably, before anything runs
    (a deny is an entry too, and a 403 naming the rule "policy" or "budget");
-4. the checked statement runs in a worker process of its own (``sandbox_engine.Workers``: the spare one started
-   ahead of time); the result gets its small groups suppressed and its noise (``apply_privacy`` with
-   ``random.SystemRandom``) and is signed with the participant's key (``sign_result``).
+4. the checked statement runs in a worker process of its own (``sandbox_engine.Workers``: one of the spares
+   started ahead of time, from the moment a participant publishes a sandbox table or the node starts with one);
+   the result gets its small groups suppressed and its noise (``apply_privacy`` with ``random.SystemRandom``:
+   under a privacy budget, a group leaves on its *noisy* count) and is signed with the participant's key
+   (``sign_result``).
 
 Before step 3 the query is admitted to one of the node's workers (at most ``sandbox_engine.MAX_RUNNING`` run at
 once): one that finds no room within a short wait is refused with 503 and Retry-After (rule "busy"), having
@@ -34,13 +36,14 @@ that chain.
 
 The consumer (:meth:`SandboxService.ask`): sends the query to the agreement's provider as a signed request,
 checks the provider's signature on the result document against the provider's DID document
-(``verify_result``) and that the document is the answer to this query under this agreement, and keeps nothing
-but a log line naming the query's id.
+(``verify_result``) and that the document is the answer to this query under this agreement, and keeps the signed
+result under the provider's id for the query (``sandbox_results``: its evidence when a statement bills the query).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
@@ -53,7 +56,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import sqlite_utils
 
 from connector.errors import BadRequest, Conflict, NotFound, PeerError, TdsError
 from connector.identity import did as dids
@@ -67,6 +69,7 @@ from connector.protocol.negotiation import Role
 from connector.services import sandbox_engine
 from connector.services.usage import now_text
 from connector.store import sandbox as store
+from connector.store.db import Database
 from connector.store.records import AgreementRecord, Asset
 from usage_policies import PolicyError, UsageState, World, parse_policy, plan_use
 from usage_policies.evaluate import CompiledPolicy, compile_policy
@@ -100,6 +103,8 @@ EPSILON_SLACK = 1e-9
 #: How long one query may run: well within a consumer node's default wait for a peer's answer
 #: (``node.outbound_timeout_s``, 10 s), so that a result is not computed, counted and lost.
 QUERY_TIMEOUT_S = 5.0
+#: How many checked queries a node remembers (an application tends to ask the same few queries again and again).
+CHECKED_QUERIES = 256
 
 
 class Refusal(QueryRefused):
@@ -223,6 +228,28 @@ class SandboxService:
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self._compiled: dict[tuple[str, str], CompiledPolicy] = {}
+        self._checked: collections.OrderedDict[bytes, sb.CheckedQuery] = collections.OrderedDict()
+
+    @property
+    def limits(self) -> sandbox_engine.Limits:
+        """What each query's worker process may use (a spare waits with these set)."""
+        return sandbox_engine.Limits(self.timeout_s, sandbox_engine.MEMORY_BYTES)
+
+    async def tables_changed(self) -> None:
+        """Keep the spare worker processes in step with the node's sandbox tables: started, in the background,
+        while a participant offers one (so that its first query does not wait for an interpreter to start
+        either); ended once none is left (a node that offers no table runs no worker, however long it idles).
+        Called when the node starts and when a sandbox asset is published or deleted. The spares only save
+        time: a store that cannot say is logged, and the next query starts them."""
+        try:
+            offered = await self.contracts.store.read(store.offers_tables)
+        except TdsError as exc:
+            log.warning("cannot tell whether the node offers sandbox tables", error=exc.message)
+            return
+        if offered:
+            self.workers.prime(self.limits)
+        else:
+            await self.workers.drop_spares()
 
     async def close(self) -> None:
         """End the sandbox's worker processes (the node stops)."""
@@ -261,7 +288,7 @@ class SandboxService:
         terms = self._terms(agreement)
         described = [f"query {_digest(query)}"] + ([f"template {template_id}"] if template_id is not None else [])
         try:
-            checked = sb.check_query(query, parameters, terms, schema, template_id=template_id)
+            checked = self._check(query, parameters, terms, schema, template_id)
         except QueryRefused as exc:
             await self._log_refusal(participant, agreement, query_id, described, exc.rule, exc.message, now)
             raise Refusal(exc.rule, exc.message) from exc
@@ -278,7 +305,8 @@ class SandboxService:
             if decided.get("rule"):
                 raise Refusal(decided["rule"], decided["reason"], status=403)
             try:
-                rows = await slot.run_query(table, checked, timeout_s=self.timeout_s, max_rows=self.max_rows)
+                rows = await slot.run_query(table, checked, timeout_s=self.limits.time_s,
+                                            memory_bytes=self.limits.memory_bytes, max_rows=self.max_rows)
             except QueryRefused as exc:
                 await self._log_failure(participant, agreement, query_id, exc, now)
                 raise
@@ -320,6 +348,26 @@ class SandboxService:
                                    "permission)", status=403)
         return terms
 
+    def _check(self, query: str, parameters: Mapping[str, Any], terms: sb.SandboxTerms, schema: sb.TableSchema,
+               template_id: str | None) -> sb.CheckedQuery:
+        """:func:`~connector.protocol.sandbox.check_query`, remembered for the last :data:`CHECKED_QUERIES` queries
+        that passed it. The check is a function of its inputs alone (the query's text, its parameters with their
+        types, the template's id, the terms and the schema), so a query asked again under the same ones gets the
+        same statement without being parsed again; the key is a digest of all of them. A refusal is not
+        remembered: the query is checked again (and refused again) each time."""
+        # Each parameter by its type and repr, which tell 1 from 1.0 and True, and every float exactly.
+        given = [[name, type(value).__name__, repr(value)] for name, value in parameters.items()]
+        key = hashlib.blake2b(msgspec.json.encode([query, template_id, given, terms, schema])).digest()
+        checked = self._checked.get(key)
+        if checked is not None:
+            self._checked.move_to_end(key)
+            return checked
+        checked = sb.check_query(query, parameters, terms, schema, template_id=template_id)
+        self._checked[key] = checked
+        if len(self._checked) > CHECKED_QUERIES:
+            self._checked.popitem(last=False)
+        return checked
+
     def _policy(self, participant_id: str, agreement: AgreementRecord) -> CompiledPolicy:
         key = (participant_id, agreement.id)
         compiled = self._compiled.get(key)
@@ -342,7 +390,7 @@ class SandboxService:
         outcome: dict[str, Any] = {}
         base = {"kind": "use", "use_id": query_id, "at": now_text(now), "action": ACTION, "application": APPLICATION}
 
-        def fields(db: sqlite_utils.Database, counts: tuple[int, str | None]) -> dict[str, Any]:
+        def fields(db: Database, counts: tuple[int, str | None]) -> dict[str, Any]:
             planned = plan_use(compiled, UsageState(use_count=counts[0], first_use=_first_use(counts[1]), world=world),
                                request, now)
             if not planned.decision.permitted:
@@ -363,7 +411,7 @@ class SandboxService:
             return {**base, "decision": "permit", "reasons": [*described, *planned.decision.reasons],
                     "effects": effects}
 
-        def job(db: sqlite_utils.Database) -> Any:
+        def job(db: Database) -> Any:
             return self.usage.append_own_use(db, participant, agreement.id, lambda _head, counts: fields(db, counts))
 
         entry = await self.usage_log.write(job, durable=True)
@@ -430,12 +478,19 @@ class SandboxService:
         await self._verify(agreement, participant.did, document, query, template_id, parameters)
         named = answer.get("queryId")
         query_id = named if isinstance(named, str) else ""
+        if 0 < len(query_id) <= 200:
+            from connector.store.statements import keep_result
+
+            # Kept as the evidence of this query, under the provider's id for it: a statement that bills the query
+            # names that id, and the consumer's node checks it against what it keeps (connector.services.settlement).
+            text, at = msgspec.json.encode(document).decode(), now_text(self.clock())
+            await self.usage_log.write(lambda db: keep_result(db, participant.id, agreement.id, query_id, at, text))
         log.info("sandbox query answered by the provider", participant=participant.name, agreement=agreement.id,
                  query=query_id[:200])
         budget = answer.get("budget") if isinstance(answer.get("budget"), dict) else None
         result = {"columns": document["columns"], "rows": document["rows"],
                   "suppressedGroups": document.get("suppressedGroups"), "epsilonSpent": document.get("epsilonSpent"),
-                  "noise": document.get("noise")}
+                  "thresholdEpsilon": document.get("thresholdEpsilon", 0.0), "noise": document.get("noise")}
         return {"queryId": query_id, "result": result, "document": document, "budget": budget}
 
     async def _verify(self, agreement: AgreementRecord, consumer: str, document: dict[str, Any], query: str,
@@ -465,7 +520,7 @@ class SandboxService:
 
 def _result_json(result: sb.Result) -> dict[str, Any]:
     return {"columns": result.columns, "rows": result.rows, "suppressedGroups": result.suppressed_groups,
-            "epsilonSpent": result.epsilon_spent, "noise": result.noise}
+            "epsilonSpent": result.epsilon_spent, "thresholdEpsilon": result.threshold_epsilon, "noise": result.noise}
 
 
 def _provider_refusal(provider: str, status: int, answer: Mapping[str, Any], *, retry_after: str | None = None

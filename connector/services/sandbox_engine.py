@@ -12,8 +12,9 @@
   when the time is up. The worker locks itself down before it opens the table (resource limits, read-only
   immutable open, an authorizer, a progress handler; see :mod:`connector.sandbox_worker`), so a statement the
   checker should have refused still cannot read another table, write, attach, load code, or run for ever.
-- :class:`Workers` does the same for a node: still one process per query, but the next one started ahead of
-  time (a spare that has set its limits and waits on its stdin), and at most :data:`MAX_RUNNING` at once.
+- :class:`Workers` does the same for a node: still one process per query, but the next ones started ahead of
+  time (:data:`SPARES` spares that have set their limits and wait on their stdin, from the moment the node offers
+  a sandbox table), and at most :data:`MAX_RUNNING` at once.
 
 Refusals are :class:`SandboxError` (a :class:`~connector.protocol.errors.QueryRefused`: status 422 with a
 rule), never a traceback.
@@ -22,6 +23,7 @@ rule), never a traceback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import csv
 import functools
@@ -67,12 +69,18 @@ MAX_COLUMNS = 200
 MAX_CELL_CHARS = 10_000
 #: The default bound on a worker's answer, in bytes.
 MAX_OUTPUT_BYTES = 32 * MiB
+#: The default bound on a worker's address space, in bytes.
+MEMORY_BYTES = 256 * MiB
 #: At most this many queries run in worker processes at once on one node; further ones wait at most MAX_WAIT_S
 #: seconds, behind at most MAX_WAITING others, before they are refused (503, Retry-After). The wait is short
 #: beside a consumer's default wait for a provider's answer (10 s), which must also cover the query's own time.
 MAX_RUNNING = 4
 MAX_WAIT_S = 2.0
 MAX_WAITING = 32
+#: How many spare workers a node keeps waiting. Two: an interpreter takes some 20 ms to start (longer on a busy
+#: machine), about as long as a small query takes end to end, so the spare started when a query takes one is
+#: often still starting when the next query comes; the older one has had two queries' time.
+SPARES = 2
 #: How many times in a row a spare worker that exits while it waits is replaced at once.
 SPARE_RESTARTS = 3
 #: How much longer than the query's own time the parent waits before it kills the worker's process group: the
@@ -489,11 +497,17 @@ def _exit_error(returncode: int) -> SandboxError:
 
 
 async def _talk(worker: _Worker, request: bytes, *, timeout_s: float, max_output_bytes: int,
-                on_start: Callable[[int], None] | None = None) -> bytes:
+                on_start: Callable[[int], None] | None = None,
+                finish: Callable[[_Worker], None] | None = None) -> bytes:
     """Write *request* to *worker*'s stdin and return what it writes to its stdout (see :func:`exchange`); the
-    worker is finished (:func:`_finish`) whatever happens."""
+    worker is finished (:func:`_finish`) whatever happens. Without *finish*, before this returns. With it, an
+    answer read whole (up to the end of the worker's stdout, a JSON object's closing brace last) returns at once
+    and *finish* is handed the worker, to finish it at once in a task of its own: the worker closes its stdout
+    just before it exits, so its exit status could tell nothing more, and the answer need not wait for the
+    process to be torn down and reaped. Anything else waits for the exit, whose status may say why."""
     process = worker.process
     assert process.stdin is not None and process.stdout is not None
+    handed = False
     try:
         if on_start is not None:
             on_start(process.pid)
@@ -503,11 +517,16 @@ async def _talk(worker: _Worker, request: bytes, *, timeout_s: float, max_output
                 await process.stdin.drain()
             process.stdin.close()
             answer = await _read_bounded(process.stdout, max_output_bytes)
+            if finish is not None and answer.endswith(b"}"):
+                finish(worker)
+                handed = True
+                return answer
             returncode = await process.wait()
     except TimeoutError:
         raise SandboxError("time", f"the sandbox's worker gave no answer within {timeout_s:g} s") from None
     finally:
-        await _finish(worker)
+        if not handed:
+            await _finish(worker)
     if returncode != 0:
         log.warning("sandbox worker failed", returncode=returncode)
         raise _exit_error(returncode)
@@ -554,7 +573,7 @@ def _rows(raw: bytes) -> list[tuple[Any, ...]]:
 
 
 async def run_query(db_path: Path, checked: CheckedQuery, *, timeout_s: float = 10.0, max_rows: int = 10_000,
-                    memory_bytes: int = 256 * MiB, max_output_bytes: int = MAX_OUTPUT_BYTES,
+                    memory_bytes: int = MEMORY_BYTES, max_output_bytes: int = MAX_OUTPUT_BYTES,
                     on_start: Callable[[int], None] | None = None) -> list[tuple[Any, ...]]:
     """Run *checked* against the table file *db_path* in a worker process started for it
     (:mod:`connector.sandbox_worker`) and return its rows (JSON values: integers, reals, text, None). A node runs
@@ -589,41 +608,57 @@ class Slot:
         self._workers = workers
 
     async def run_query(self, db_path: Path, checked: CheckedQuery, *, timeout_s: float = 10.0,
-                        max_rows: int = 10_000, memory_bytes: int = 256 * MiB,
+                        max_rows: int = 10_000, memory_bytes: int = MEMORY_BYTES,
                         max_output_bytes: int = MAX_OUTPUT_BYTES,
                         on_start: Callable[[int], None] | None = None) -> list[tuple[Any, ...]]:
         """:func:`run_query`, in the node's spare worker when it has one with these limits."""
         limits = Limits(timeout_s, memory_bytes)
         request = _request(db_path, checked, max_rows=max_rows, limits=limits)
-        worker = await self._workers.take(limits)
-        return _rows(await _talk(worker, request, timeout_s=timeout_s + GRACE_S, max_output_bytes=max_output_bytes,
-                                 on_start=on_start))
+        workers = self._workers
+        worker = await workers.take(limits)
+        try:
+            return _rows(await _talk(worker, request, timeout_s=timeout_s + GRACE_S,
+                                     max_output_bytes=max_output_bytes, on_start=on_start, finish=workers.finish))
+        finally:
+            # The spare taken is replaced once the query is over: started while it runs, it would take the
+            # processor from the query's worker, and the event loop from the answer (another spare waits).
+            workers.prime(limits)
 
 
 class Workers:
     """The worker processes of one node: still one process per query, at most *max_running* of them at once,
-    and one spare started ahead of time so that a query does not wait for an interpreter to start.
+    and *spares* (:data:`SPARES`) started ahead of time so that a query does not wait for an interpreter to start.
 
-    - The spare is started by the first query (a node that has no sandbox table, or is never asked, runs no
-      worker at all), and again in the background each time a query takes it; it has set its limits and
-      waits on its stdin, having opened nothing (:mod:`connector.sandbox_worker`). One that exits while it waits is
-      replaced (up to :data:`SPARE_RESTARTS` times in a row, then the next query starts one again).
-      :meth:`drop_spare` ends it (the node's last sandbox table is gone), :meth:`close` too (the node stops).
+    - :meth:`prime` starts the spares in the background. The node calls it when a participant publishes a sandbox
+      table and when it starts with one (``SandboxService.tables_changed``: a node that offers no sandbox table
+      runs no worker at all); a query calls it too. Each query takes the oldest spare (the one surest to have
+      finished starting) and another is started in the background once the query is over (:meth:`take`); a
+      spare has set its limits and waits on its stdin, having opened nothing (:mod:`connector.sandbox_worker`).
+      Spares wait, they run no query: they take no slot. One that exits while it waits is replaced (up to
+      :data:`SPARE_RESTARTS` times in a row, then the next query starts them again). :meth:`drop_spares` ends
+      them (the node's last sandbox table is gone), :meth:`close` too (the node stops).
     - :meth:`slot` admits a query: while *max_running* run, it waits up to *max_wait_s* seconds behind at most
       *max_waiting* others, else it is refused with :class:`SandboxBusy` (503, Retry-After).
     """
 
     def __init__(self, *, max_running: int = MAX_RUNNING, max_wait_s: float = MAX_WAIT_S,
-                 max_waiting: int = MAX_WAITING, command: Callable[[Limits], list[str]] = worker_command) -> None:
+                 max_waiting: int = MAX_WAITING, spares: int = SPARES,
+                 command: Callable[[Limits], list[str]] = worker_command) -> None:
         self.max_running = max_running
         self.max_wait_s = max_wait_s
         self.max_waiting = max_waiting
+        self.spares = spares
         self._command = command
         self._slots = asyncio.Semaphore(max_running)
         self._waiting = 0
-        self._spare: _Worker | None = None
-        self._refill: asyncio.Task[None] | None = None
+        #: The spares waiting, oldest (the next query's) first.
+        self._spares: collections.deque[_Worker] = collections.deque()
+        #: Spares being started.
+        self._starting: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: How many queries found no spare, waiting or being started, and waited for a worker of their own to
+        #: start (a count to watch: more than the first query's say that queries come faster than spares start).
+        self.cold_starts = 0
         self._restarts = 0
         self._closed = False
 
@@ -660,19 +695,32 @@ class Workers:
             return await slot.run_query(db_path, checked, **options)
 
     async def take(self, limits: Limits) -> _Worker:
-        """A worker with *limits* for one query: the spare if it has them and still waits, else one started now;
-        either way the next spare starts in the background now (it has the query's own run to start in: one
-        started after the query's worker ends is often not ready for the next query)."""
-        if self._closed:
-            raise SandboxFailure("engine", "the node is stopping: no more queries run")
-        worker, self._spare = self._spare, None
-        if worker is not None and (worker.limits != limits or worker.process.returncode is not None):
-            self._later(_finish(worker))
-            worker = None
+        """A worker with *limits* for one query: the oldest spare that has them and still waits (spares with other
+        limits are ended), else the first spare being started once it has started (it began before this query
+        came), else one started now (counted in :attr:`cold_starts`). The spare taken is replaced once the query
+        is over (:meth:`Slot.run_query`), unless none is left: then spares start in the background at once (a
+        burst of queries)."""
+        worker: _Worker | None = None
+        while True:
+            if self._closed:
+                raise SandboxFailure("engine", "the node is stopping: no more queries run")
+            while worker is None and self._spares:
+                spare = self._spares.popleft()
+                if spare.limits == limits and spare.process.returncode is None:
+                    worker = spare
+                else:
+                    self._later(_finish(spare))
+            if worker is not None or not self._starting:
+                break
+            await asyncio.wait(set(self._starting), return_when=asyncio.FIRST_COMPLETED)
         if worker is not None:
             self._restarts = 0
-        self.prime(limits)
-        return worker if worker is not None else await _start(self._command(limits), limits)
+        if not self._spares:
+            self.prime(limits)
+        if worker is None:
+            self.cold_starts += 1
+            worker = await _start(self._command(limits), limits)
+        return worker
 
     @property
     def waiting(self) -> int:
@@ -680,21 +728,30 @@ class Workers:
         return self._waiting
 
     @property
+    def spare_pids(self) -> list[int]:
+        """The process ids of the spares waiting now, the next query's first."""
+        return [spare.process.pid for spare in self._spares]
+
+    @property
     def spare_pid(self) -> int | None:
-        """The spare's process id (None: no spare now)."""
-        return self._spare.process.pid if self._spare is not None else None
+        """The process id of the spare the next query takes (None: no spare now)."""
+        return self._spares[0].process.pid if self._spares else None
 
     async def ready(self) -> int | None:
-        """The spare's process id once a spare being started has started (None: none)."""
-        if self._refill is not None:
-            await asyncio.shield(self._refill)
+        """:attr:`spare_pid` once the spares being started have started."""
+        while self._starting:
+            await asyncio.wait(set(self._starting))
         return self.spare_pid
 
     def prime(self, limits: Limits) -> None:
-        """Start a spare with *limits* in the background, unless there is one or one is being started."""
-        if self._closed or self._spare is not None or self._refill is not None:
+        """Start spares with *limits* in the background until :attr:`spares` wait or are being started (none once
+        the workers are closed)."""
+        if self._closed:
             return
-        self._refill = asyncio.create_task(self._start_spare(limits))
+        for _ in range(self.spares - len(self._spares) - len(self._starting)):
+            task = asyncio.create_task(self._start_spare(limits))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
 
     async def _start_spare(self, limits: Limits) -> None:
         try:
@@ -702,43 +759,49 @@ class Workers:
         except SandboxError as exc:
             log.warning("sandbox spare worker not started", reason=exc.message)
             return
-        finally:
-            self._refill = None
-        if self._closed or self._spare is not None:
+        if self._closed or len(self._spares) >= self.spares:
             await _finish(worker)
             return
-        self._spare = worker
+        self._spares.append(worker)
         self._later(self._watch(worker))
 
     async def _watch(self, worker: _Worker) -> None:
-        """Replace the spare if it exits while it waits (a spare taken is its query's to finish)."""
+        """Replace a spare that exits while it waits (a spare taken is its query's to finish)."""
         returncode = await worker.process.wait()
-        if self._spare is not worker:
+        if worker not in self._spares:
             return
-        self._spare = None
+        self._spares.remove(worker)
         await _finish(worker)
         self._restarts += 1
         log.warning("sandbox spare worker exited while it waited", returncode=returncode, restarts=self._restarts)
         if self._restarts <= SPARE_RESTARTS and worker.limits is not None:
             self.prime(worker.limits)
 
-    def _later(self, work: Awaitable[None]) -> None:
+    def finish(self, worker: _Worker) -> None:
+        """Finish *worker* (:func:`_finish`: its process group killed, the process reaped, its folder removed) in
+        a task of its own, which :meth:`close` waits for."""
+        self._later(_finish(worker))
+
+    def _later(self, work: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def drop_spare(self) -> None:
-        """End the spare, if there is one (the next query starts one again)."""
-        if self._refill is not None:
-            await asyncio.shield(self._refill)
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            await _finish(spare)
+    async def drop_spares(self) -> None:
+        """End the spares, those being started too (the next query, or :meth:`prime`, starts them again). A
+        cancelled call leaves their ending to run on (:meth:`close` waits for it)."""
+        while self._starting:
+            await asyncio.wait(set(self._starting))
+        spares = list(self._spares)
+        self._spares.clear()
+        if spares:
+            await asyncio.wait({self._later(_finish(spare)) for spare in spares})
 
     async def close(self) -> None:
-        """Start no more workers and end the spare; running queries end with their own deadlines (or their
+        """Start no more workers and end the spares; running queries end with their own deadlines (or their
         cancellation), each killing its worker."""
         self._closed = True
-        await self.drop_spare()
+        await self.drop_spares()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -62,7 +62,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import sqlite_utils
 
 from connector.errors import Conflict, NotFound, StorageError
 from connector.faults import crash_point
@@ -72,6 +71,7 @@ from connector.protocol.agreement_lifecycle import IN_FORCE, AgreementState
 from connector.protocol.negotiation import Role
 from connector.protocol.policy import PeerFacts
 from connector.store import usage as store
+from connector.store.db import Database
 from usage_policies import PolicyError, Request, UsageState, ledger, parse_policy, plan_use
 from usage_policies.enforce import AppendLog, DeleteAt, InformProvider, Meter
 from usage_policies.evaluate import CompiledPolicy, compile_policy
@@ -82,6 +82,7 @@ from usage_policies.values import parse_duration
 if TYPE_CHECKING:
     from connector.config import UsageSection
     from connector.identity.trust import PeerClaims, TrustList
+    from connector.identity.vc import VerifiedCredential
     from connector.participant import ParticipantRuntime
     from connector.services.vault import Deletion
     from connector.store.credentials import HeldCredential
@@ -232,12 +233,13 @@ async def no_own_claims(participant: ParticipantRuntime) -> PeerClaims | None:
 def held_claims_of(held: Callable[[ParticipantRuntime], Awaitable[list[HeldCredential]]],
                    trust_of: Callable[[str], Awaitable[TrustList]],
                    clock: Callable[[], datetime] = _utc_now) -> OwnClaims:
-    """*own_claims* from the credentials a participant holds (*held*) and its trust list (*trust_of*)."""
-    from connector.identity import trust
-    from connector.identity.claims import KIND_NAMES, ClaimError, from_subject
-    from connector.identity.vc import VerifiedCredential
+    """*own_claims* from the credentials a participant holds (*held*) and its trust list (*trust_of*). The
+    credential machinery is loaded when a policy first asks for them."""
 
     def parsed(participant: ParticipantRuntime, row: HeldCredential) -> VerifiedCredential | None:
+        from connector.identity.claims import KIND_NAMES, ClaimError, from_subject
+        from connector.identity.vc import VerifiedCredential
+
         subject, kind = row.document.get("credentialSubject"), KIND_NAMES.get(row.kind)
         if not isinstance(subject, dict) or kind is None:
             return None
@@ -252,6 +254,8 @@ def held_claims_of(held: Callable[[ParticipantRuntime], Awaitable[list[HeldCrede
                                   start if start.tzinfo else start.replace(tzinfo=UTC), until)
 
     async def own_claims(participant: ParticipantRuntime) -> PeerClaims:
+        from connector.identity import trust
+
         found = [c for c in (parsed(participant, row) for row in await held(participant)) if c is not None]
         return trust.held_claims(participant.did, found, await trust_of(participant.id), clock())
 
@@ -407,7 +411,7 @@ class UsageService:
             if self._open:
                 self._flush()
 
-    def _log_group(self, db: sqlite_utils.Database, group: dict[Key, list[_Use]]) -> dict[Key, _ChainEnd]:
+    def _log_group(self, db: Database, group: dict[Key, list[_Use]]) -> dict[Key, _ChainEnd]:
         """The commit group's job (writer thread): append each chain's uses decided in the event loop, once one
         query shows the chain, its agreement and its signed head as they were when they were decided;
         decide the others here, in the transaction (a retry; a chain the event loop does not know yet; a
@@ -447,7 +451,7 @@ class UsageService:
         crash_point("usage-before-commit")
         return ends
 
-    def _still_holds(self, db: sqlite_utils.Database, key: Key, decided: list[_Use]) -> bool:
+    def _still_holds(self, db: Database, key: Key, decided: list[_Use]) -> bool:
         """Whether the store is as the event loop saw it when it decided *decided* (a chain's uses, in order):
         the agreement still in force, the chain's last entry the one the first use follows and covered by the
         head signed here, no more acknowledged than that, and no use id among them logged already."""
@@ -461,7 +465,7 @@ class UsageService:
             return found.head_seq is None
         return found.head_seq == after and found.head is not None and found.head == self._good_heads.get(key)
 
-    def _chain_end(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
+    def _chain_end(self, db: Database, participant: ParticipantRuntime, agreement_id: str
                    ) -> _ChainEnd:
         """The chain as this transaction leaves it; its agreement only where the event loop may decide the next
         uses itself (in force, the head checked, the counts carried by the head)."""
@@ -545,7 +549,7 @@ class UsageService:
         committed = self._committed.get((participant.id, agreement_id), 0)
         at = now or self.clock()
 
-        def decide(db: sqlite_utils.Database) -> CheckOutcome:
+        def decide(db: Database) -> CheckOutcome:
             agreement = self._agreement(db, participant, agreement_id)
             _, counts = self._chain_state(db, participant, agreement.id, reader=committed)
             planned = plan_use(self._policy(participant.id, agreement), _state(counts),
@@ -570,7 +574,7 @@ class UsageService:
         """Why no data of the agreement can be released, when the vault holds none: the same 404 or 409 as a
         use for an agreement that may not be used (revoked, not in force); otherwise what became of the data."""
 
-        def query(db: sqlite_utils.Database) -> str:
+        def query(db: Database) -> str:
             self._agreement(db, participant, agreement_id)
             deleted = store.endings(db, participant.id, agreement_id).get(agreement_id, {}).get("dataDeleted")
             if deleted is not None:
@@ -594,7 +598,7 @@ class UsageService:
             self._asks_claims[key] = asks
         return asks
 
-    def _agreement(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str
+    def _agreement(self, db: Database, participant: ParticipantRuntime, agreement_id: str
                    ) -> AgreementRecord:
         agreement = store.agreement(db, participant.id, agreement_id)
         if agreement is None or agreement.role != Role.CONSUMER:
@@ -613,7 +617,7 @@ class UsageService:
         return compiled
 
     def _decide(
-        self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement: AgreementRecord,
+        self, db: Database, participant: ParticipantRuntime, agreement: AgreementRecord,
         application: str, action: str, purpose: str, use_id: str, now: datetime, claims: PeerClaims | None = None,
     ) -> UseOutcome:
         pid = participant.id
@@ -647,7 +651,7 @@ class UsageService:
         return msgspec.structs.replace(asked, purpose=purpose or None)
 
     def _retry(
-        self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement: AgreementRecord,
+        self, db: Database, participant: ParticipantRuntime, agreement: AgreementRecord,
         head: ledger.Entry | None, earlier: list[ledger.Entry], application: str, action: str, purpose: str,
         now: datetime, claims: PeerClaims | None,
     ) -> UseOutcome:
@@ -695,7 +699,7 @@ class UsageService:
                              decision="permit" if permitted else "deny", reasons=reasons)
         return UseOutcome(entry.decision, reasons, entry, repeated=True)
 
-    def _chain_state(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str,
+    def _chain_state(self, db: Database, participant: ParticipantRuntime, agreement_id: str,
                      *, reader: int | None = None) -> tuple[ledger.Entry | None, tuple[int, str | None]]:
         """The chain's last entry and the counts after it, once the head is shown to be the one the node
         signed and no shorter than what the provider acknowledged; otherwise 409 (uses are blocked).
@@ -713,7 +717,7 @@ class UsageService:
             return head, (head.uses, head.first_use)
         return head, ledger.running_counts(store.chain(db, participant.id, agreement_id))
 
-    def _head_problem(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str,
+    def _head_problem(self, db: Database, participant: ParticipantRuntime, agreement_id: str,
                       head: ledger.Entry | None, *, reader: int | None = None) -> str | None:
         """What is wrong with a chain's last entry *head*, or None: it must hash right, be covered by the last
         signed head (signed by this participant) and reach at least as far as the provider acknowledged.
@@ -751,7 +755,7 @@ class UsageService:
             return f"entry #{head.seq} does not match its signed head"
         return None
 
-    def _append(self, db: sqlite_utils.Database, participant_id: str, agreement_id: str, head: ledger.Entry | None,
+    def _append(self, db: Database, participant_id: str, agreement_id: str, head: ledger.Entry | None,
                 counts: tuple[int, str | None] | None, **fields: Any) -> ledger.Entry:
         """Append to the chain whose last entry is *head* (as this transaction sees it: a rolled-back job
         leaves nothing to forget); *counts* are the counts after *head* (None: those it carries)."""
@@ -762,13 +766,13 @@ class UsageService:
         self._touched[(participant_id, agreement_id)] = (entry.seq, entry.hash)
         return entry
 
-    def append_duty(self, db: sqlite_utils.Database, participant_id: str, agreement_id: str, kind: str,
+    def append_duty(self, db: Database, participant_id: str, agreement_id: str, kind: str,
                     detail: str, at: datetime) -> ledger.Entry:
         """A duty carried out (deletion, notice …) as a log entry; call inside a writer job."""
         return self._append(db, participant_id, agreement_id, store.last_entry(db, participant_id, agreement_id),
                             None, kind=kind, at=now_text(at), reasons=[detail])
 
-    def append_own_use(self, db: sqlite_utils.Database, participant: ParticipantRuntime, agreement_id: str,
+    def append_own_use(self, db: Database, participant: ParticipantRuntime, agreement_id: str,
                        fields: Callable[[ledger.Entry | None, tuple[int, str | None]], dict[str, Any]]
                        ) -> ledger.Entry:
         """Log a use decided on this node of data it keeps itself (a data sandbox query, on the provider's node)
@@ -779,7 +783,7 @@ class UsageService:
         head, counts = self._chain_state(db, participant, agreement_id)
         return self._append(db, participant.id, agreement_id, head, counts, **fields(head, counts))
 
-    def _sign_heads(self, db: sqlite_utils.Database) -> None:
+    def _sign_heads(self, db: Database) -> None:
         """Commit-group hook: one signed head per chain this commit group touched."""
         if not self._touched:
             return
@@ -810,7 +814,7 @@ class UsageService:
         """Check the head of every usage log chain (hash, signed head, the provider's acknowledgement); log
         each one that does not verify (its uses are refused until resolved). Returns the problems."""
 
-        def query(db: sqlite_utils.Database) -> dict[tuple[str, str], str]:
+        def query(db: Database) -> dict[tuple[str, str], str]:
             problems = {}
             for participant_id, agreement_id in store.chains(db):
                 participant = self.participant_by_id(participant_id)
@@ -870,7 +874,7 @@ class UsageService:
         deleted = await self.destroy_data(participant, agreement_id)
         at = self.clock()
 
-        def record(db: sqlite_utils.Database) -> None:
+        def record(db: Database) -> None:
             self.append_duty(db, participant_id, agreement_id, "delete",
                              f"data deleted on schedule ({deleted.describe()})", at)
             store.duty_done(db, participant_id, agreement_id, kind, now_text(at))
@@ -889,7 +893,7 @@ class UsageService:
 
     async def summary(self, participant: ParticipantRuntime, agreement_id: str, *, latest: int = 20,
                       now: datetime | None = None) -> dict[str, Any]:
-        def query(db: sqlite_utils.Database) -> tuple[AgreementRecord | None, list[ledger.Entry],
+        def query(db: Database) -> tuple[AgreementRecord | None, list[ledger.Entry],
                                                       dict[str, Any]]:
             return (store.agreement(db, participant.id, agreement_id), store.chain(db, participant.id, agreement_id),
                     store.endings(db, participant.id, agreement_id).get(agreement_id, {}))

@@ -191,7 +191,8 @@ class Vault:
         tmp_bundle = partial.with_suffix(".bundle")
         try:
             with _writing(partial.parent):
-                filemodes.write_private(tmp_bundle, json.dumps(bundle, indent=1).encode())
+                # Synced before it is renamed, as the payload is; place() syncs the folder after both renames.
+                filemodes.write_private(tmp_bundle, json.dumps(bundle, indent=1).encode(), durable=True)
                 os.replace(tmp_bundle, partial.parent / f"{final.name}.bundle.json")
                 place(partial, final)
         except VaultWriteError:

@@ -16,10 +16,9 @@ import re
 from typing import Any
 
 import msgspec
-import sqlite_utils
 
 from connector.protocol.catalog_entries import OfferEntry
-from connector.store.db import Store
+from connector.store.db import Database, Store
 
 #: Most rows one search answers.
 MAX_PAGE = 200
@@ -123,7 +122,7 @@ def region_facets(region: str) -> list[str]:
     return ["region" + "x".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _drop(db: sqlite_utils.Database, participant_id: str, where: str, params: list[Any]) -> int:
+def _drop(db: Database, participant_id: str, where: str, params: list[Any]) -> int:
     rows = f"SELECT id FROM catalog_cache WHERE participant_id = ? AND {where}"
     db.execute(f"DELETE FROM catalog_cache_text WHERE rowid IN ({rows})", [participant_id, *params])
     db.execute(f"DELETE FROM catalog_cache_features WHERE participant_id = ? AND offer_row IN ({rows})",
@@ -132,12 +131,12 @@ def _drop(db: sqlite_utils.Database, participant_id: str, where: str, params: li
                           [participant_id, *params]).rowcount)
 
 
-def _hosted(db: sqlite_utils.Database, participant_id: str) -> bool:
+def _hosted(db: Database, participant_id: str) -> bool:
     """Whether *participant_id* is still hosted: one removed while its crawl ran leaves nothing to record."""
     return db.execute("SELECT 1 FROM participants WHERE id = ?", [participant_id]).fetchone() is not None
 
 
-def replace_rows(db: sqlite_utils.Database, participant_id: str, provider: Provider, entries: list[OfferEntry],
+def replace_rows(db: Database, participant_id: str, provider: Provider, entries: list[OfferEntry],
                  fetched_at: float) -> None:
     """Replace *provider*'s rows of *participant_id* by *entries* (run inside one transaction)."""
     _drop(db, participant_id, "provider_did = ?", [provider.did])
@@ -179,7 +178,7 @@ def _filters(participant_id: str, query: SearchQuery) -> tuple[list[str], list[A
     return where, params
 
 
-def search_rows(db: sqlite_utils.Database, participant_id: str, query: SearchQuery) -> SearchPage:
+def search_rows(db: Database, participant_id: str, query: SearchQuery) -> SearchPage:
     """The page of *participant_id*'s cached offers that match *query*: best keyword match first (BM25) when at
     most :data:`RANKED_UP_TO` match, else in cache order; with the number of all matches (up to
     :data:`COUNTED_UP_TO`)."""
@@ -205,7 +204,7 @@ def search_rows(db: sqlite_utils.Database, participant_id: str, query: SearchQue
                       more=counted > COUNTED_UP_TO)
 
 
-def scan_rows(db: sqlite_utils.Database, participant_id: str, query: SearchQuery) -> SearchPage:
+def scan_rows(db: Database, participant_id: str, query: SearchQuery) -> SearchPage:
     """The same answer as :func:`search_rows` without the indexes: every row read and matched in Python (the
     baseline the benchmark measures search against)."""
     words = [w.lower() for w in _WORD.findall(query.q)]
@@ -245,7 +244,7 @@ class CatalogCache:
                       fetched_at: float, skipped: int = 0) -> None:
         """*provider*'s offers as *participant_id* saw them now: its old rows go, in the same transaction."""
 
-        def write(db: sqlite_utils.Database) -> None:
+        def write(db: Database) -> None:
             if not _hosted(db, participant_id):
                 return
             replace_rows(db, participant_id, provider, entries, fetched_at)
@@ -259,7 +258,7 @@ class CatalogCache:
     async def failed(self, participant_id: str, provider: Provider, error: str, *, at: float) -> None:
         """A crawl of *provider* failed: counted, with why; the offers seen before stay (their age tells)."""
 
-        def write(db: sqlite_utils.Database) -> None:
+        def write(db: Database) -> None:
             if not _hosted(db, participant_id):
                 return
             db.execute(
@@ -274,7 +273,7 @@ class CatalogCache:
     async def keep_only(self, participant_id: str, provider_dids: set[str]) -> int:
         """Forget the offers and crawls of providers *participant_id* no longer knows; the rows dropped."""
 
-        def write(db: sqlite_utils.Database) -> int:
+        def write(db: Database) -> int:
             known = [r[0] for r in db.execute("SELECT provider_did FROM catalog_crawls WHERE participant_id = ?",
                                               [participant_id]).fetchall()]
             cached = [r[0] for r in db.execute("SELECT DISTINCT provider_did FROM catalog_cache "

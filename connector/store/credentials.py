@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-import sqlite_utils
 
 from connector.errors import Conflict, TooManyRequests
 from connector.identity.status_list import MIN_ENTRIES, Bitstring
-from connector.store.db import Store
+from connector.store.db import Database, Store
 
 #: Entries in one status list: the smallest the specification allows (§2.2), so a list is 16 KB of bits.
 LIST_SIZE = MIN_ENTRIES
@@ -138,17 +137,17 @@ def _record(kind: type[Any], row: dict[str, Any]) -> Any:
     return msgspec.convert(values, kind)
 
 
-def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
+def _insert(db: Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
     verb = "INSERT OR REPLACE" if replace else "INSERT"
     db.execute(f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
 
 
-def _one(db: sqlite_utils.Database, kind: type[Any], sql: str, params: list[Any]) -> Any | None:
+def _one(db: Database, kind: type[Any], sql: str, params: list[Any]) -> Any | None:
     rows = list(db.query(sql, params))
     return _record(kind, rows[0]) if rows else None
 
 
-def _hold(db: sqlite_utils.Database, participant_id: str, credential: HeldCredential, *, most: int,
+def _hold(db: Database, participant_id: str, credential: HeldCredential, *, most: int,
           most_per_issuer: int) -> None:
     """Keep *credential* (replacing the one with its id, of the same issuer); Conflict beyond *most* held, or
     *most_per_issuer* from its issuer, or if a credential with its id is held from another issuer (an issuer
@@ -172,7 +171,7 @@ def _hold(db: sqlite_utils.Database, participant_id: str, credential: HeldCreden
                [participant_id, credential.id, credential.issuer])
 
 
-def _answer_ask(db: sqlite_utils.Database, participant_id: str, credential: HeldCredential) -> bool:
+def _answer_ask(db: Database, participant_id: str, credential: HeldCredential) -> bool:
     """Whether the participant asked *credential*'s issuer for one of its kind and still waits for it (the
     oldest such request is then answered by it)."""
     found = db.execute("SELECT seq FROM asked_credentials WHERE participant_id = ? AND issuer = ? AND kind = ? AND "
@@ -187,13 +186,13 @@ def _answer_ask(db: sqlite_utils.Database, participant_id: str, credential: Held
 _KEY = "substr(issuer, 1, 8) = 'did:key:'"
 
 
-def _drop_offered(db: sqlite_utils.Database, where: str, params: list[Any], keep: int) -> None:
+def _drop_offered(db: Database, where: str, params: list[Any], keep: int) -> None:
     """Drop the offered credentials matching *where* but the newest *keep*."""
     db.execute(f"DELETE FROM offered_credentials WHERE seq IN (SELECT seq FROM offered_credentials WHERE {where} "
                "ORDER BY seq DESC LIMIT -1 OFFSET ?)", [*params, max(keep, 0)])
 
 
-def _offer(db: sqlite_utils.Database, participant_id: str, credential: OfferedCredential, bounds: DeliveryBounds,
+def _offer(db: Database, participant_id: str, credential: OfferedCredential, bounds: DeliveryBounds,
            now: str) -> None:
     """Offer *credential*; the expired offers, then the oldest of its issuer beyond its bound, then the oldest of
     its side (did:key issuers, or the others) beyond that side's share make room. Offered again, it keeps its
@@ -243,7 +242,7 @@ class CredentialRepository:
         """The next free place (list id, index) in the participant's revocation lists; a new list when the
         last one is full. A place is never handed out twice, even if the credential is then not stored."""
 
-        def allocate(db: sqlite_utils.Database) -> tuple[int, int]:
+        def allocate(db: Database) -> tuple[int, int]:
             found = db.execute("SELECT id, allocated FROM status_lists WHERE participant_id = ? AND purpose = "
                                "'revocation' AND allocated < size ORDER BY id LIMIT 1", [participant_id]).fetchone()
             if found is None:
@@ -268,7 +267,7 @@ class CredentialRepository:
     async def issued(self, participant_id: str, *, limit: int = 1000) -> list[IssuedCredential]:
         """The participant's issued credentials, newest first."""
 
-        def query(db: sqlite_utils.Database) -> list[IssuedCredential]:
+        def query(db: Database) -> list[IssuedCredential]:
             rows = db.query("SELECT * FROM issued_credentials WHERE participant_id = ? ORDER BY issued_at DESC, id "
                             "LIMIT ?", [participant_id, limit])
             return [_record(IssuedCredential, r) for r in rows]
@@ -291,7 +290,7 @@ class CredentialRepository:
         """Set the credential's bit in its status list and mark it revoked, in one durable transaction (once:
         revoking a revoked credential changes nothing); None if the participant issued no such credential."""
 
-        def revoke(db: sqlite_utils.Database) -> IssuedCredential | None:
+        def revoke(db: Database) -> IssuedCredential | None:
             found: IssuedCredential | None = _one(
                 db, IssuedCredential, "SELECT * FROM issued_credentials WHERE participant_id = ? AND id = ?",
                 [participant_id, credential_id])
@@ -321,7 +320,7 @@ class CredentialRepository:
         """Keep *credential* (replacing one with its id, of the same issuer); Conflict beyond *most* held, or
         *most_per_issuer* from its issuer. Answers a request the participant sent its issuer for one of its kind."""
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             _hold(db, participant_id, credential, most=most, most_per_issuer=most_per_issuer)
             _answer_ask(db, participant_id, credential)
 
@@ -336,7 +335,7 @@ class CredentialRepository:
         trusts its issuer (*trusted*), asked that issuer for one of its kind, or holds fewer than
         ``bounds.held_untrusted`` of issuers it does not trust; offered otherwise (see :func:`_offer`)."""
 
-        def keep(db: sqlite_utils.Database) -> Literal["held", "offered"]:
+        def keep(db: Database) -> Literal["held", "offered"]:
             held_already = db.execute("SELECT 1 FROM held_credentials WHERE participant_id = ? AND id = ?",
                                       [participant_id, credential.id]).fetchone() is not None
             asked = not held_already and _answer_ask(db, participant_id, credential)
@@ -360,7 +359,7 @@ class CredentialRepository:
     async def offered(self, participant_id: str) -> list[OfferedCredential]:
         """The credentials offered to the participant, newest first."""
 
-        def query(db: sqlite_utils.Database) -> list[OfferedCredential]:
+        def query(db: Database) -> list[OfferedCredential]:
             rows = db.query("SELECT id, kind, issuer, origin, valid_until, received_at, document FROM "
                             "offered_credentials WHERE participant_id = ? ORDER BY seq DESC", [participant_id])
             return [_record(OfferedCredential, r) for r in rows]
@@ -377,7 +376,7 @@ class CredentialRepository:
         """Hold an offered credential and stop offering it, in one transaction (the operator's choice: not bound
         by the credentials held of issuers the participant does not trust); False if it is no longer offered."""
 
-        def accept(db: sqlite_utils.Database) -> bool:
+        def accept(db: Database) -> bool:
             if db.execute("SELECT 1 FROM offered_credentials WHERE participant_id = ? AND id = ? AND issuer = ?",
                           [participant_id, credential.id, credential.issuer]).fetchone() is None:
                 return False
@@ -399,7 +398,7 @@ class CredentialRepository:
         """Remember a request the participant sent *issuer* (its DID) for a credential of *kind*: its delivery is
         accepted. At most *most* are remembered (the oldest forgotten first)."""
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             _insert(db, "asked_credentials", {"participant_id": participant_id, "issuer": issuer,
                                               "request_id": request_id, "kind": kind, "asked_at": now})
             db.execute("DELETE FROM asked_credentials WHERE seq IN (SELECT seq FROM asked_credentials WHERE "
@@ -413,7 +412,7 @@ class CredentialRepository:
         if cached is not None:
             return list(cached)
 
-        def query(db: sqlite_utils.Database) -> list[HeldCredential]:
+        def query(db: Database) -> list[HeldCredential]:
             rows = db.query("SELECT * FROM held_credentials WHERE participant_id = ? ORDER BY received_at DESC, id",
                             [participant_id])
             return [_record(HeldCredential, r) for r in rows]
@@ -444,7 +443,7 @@ class CredentialRepository:
         """Store a pending request; 429 beyond *most_pending* pending, or *most_per_requester* from one holder."""
         row = _row(request, participant_id)
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             total, mine = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(requester = ?), 0) FROM credential_requests WHERE participant_id = ? "
                 "AND state = 'pending'", [request.requester, participant_id]).fetchone()
@@ -463,7 +462,7 @@ class CredentialRepository:
 
     async def requests(self, participant_id: str, *, state: str | None = None, limit: int = 1000
                        ) -> list[CredentialRequest]:
-        def query(db: sqlite_utils.Database) -> list[CredentialRequest]:
+        def query(db: Database) -> list[CredentialRequest]:
             where, params = "participant_id = ?", [participant_id]
             if state is not None:
                 where += " AND state = ?"
@@ -490,7 +489,7 @@ class CredentialRepository:
     # -- trusted issuers (verifier side) -------------------------------------------------------------------
 
     async def trusted(self, participant_id: str) -> list[TrustedIssuer]:
-        def query(db: sqlite_utils.Database) -> list[TrustedIssuer]:
+        def query(db: Database) -> list[TrustedIssuer]:
             rows = db.query("SELECT issuer, kinds, spaces, added_at FROM trusted_issuers WHERE participant_id = ? "
                             "ORDER BY issuer", [participant_id])
             return [_record(TrustedIssuer, r) for r in rows]
@@ -501,7 +500,7 @@ class CredentialRepository:
         """Trust an issuer (replacing what it was trusted for); Conflict beyond *most* issuers."""
         row = _row(entry, participant_id)
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             exists = db.execute("SELECT 1 FROM trusted_issuers WHERE participant_id = ? AND issuer = ?",
                                 [participant_id, entry.issuer]).fetchone()
             count = db.execute("SELECT COUNT(*) FROM trusted_issuers WHERE participant_id = ?",

@@ -26,19 +26,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import sqlite_utils
+from sqlite_utils import Database
 
 from connector import filemodes
 from connector.errors import SchemaVersionError, StorageError
 from connector.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
-Job = tuple[Callable[[sqlite_utils.Database], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]
+Job = tuple[Callable[[Database], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]
 
 MAX_BATCH = 512
 
 
-def _connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
+def _connect(path: Path, *, readonly: bool = False) -> Database:
     if not readonly:
         # SQLite would make a new database 0644; its -wal and -shm files take the database's mode.
         filemodes.ensure_private_file(path)
@@ -50,7 +50,7 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
         conn.execute("PRAGMA synchronous = NORMAL")
     else:
         conn.execute("PRAGMA query_only = ON")
-    return sqlite_utils.Database(conn)
+    return Database(conn)
 
 
 #: A schema version above this is no release's (each release adds a handful of migrations): the file is
@@ -79,7 +79,7 @@ def check_schema_version(found: int, where: object = "the database") -> None:
         "this release). Nothing was changed.", found=found, known=known)
 
 
-def migrate(db: sqlite_utils.Database, where: object = "the database", *, upto: int | None = None) -> int:
+def migrate(db: Database, where: object = "the database", *, upto: int | None = None) -> int:
     """Apply the migrations the database has not seen yet (those up to schema *upto* only, if given: how the
     upgrade tests build a database as an earlier release left it); return the schema version.
 
@@ -140,13 +140,13 @@ class Store:
         self._writer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="tds-store-read")
         self._local = threading.local()
-        self._read_connections: list[sqlite_utils.Database] = []
+        self._read_connections: list[Database] = []
         self._lock = threading.Lock()
         self.commits = 0
         self.jobs = 0
         #: Run on the writer thread at the end of every batch, inside its transaction, before COMMIT (the
         #: usage log signs its chain heads there: once per commit group).
-        self.batch_hooks: list[Callable[[sqlite_utils.Database], None]] = []
+        self.batch_hooks: list[Callable[[Database], None]] = []
         #: Whether the writer's connection commits with ``synchronous=FULL`` now (writer thread only).
         self._synchronous_full = False
         #: Jobs submitted with ``hold=True`` that wait for the next job (event loop thread only).
@@ -203,14 +203,14 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[sqlite_utils.Database], T], *, durable: bool = False) -> T:
+    async def write(self, fn: Callable[[Database], T], *, durable: bool = False) -> T:
         """Run *fn* on the writer thread inside a transaction; return once it is committed.
 
         ``durable=True``: committed with an fsync (survives a power loss, not only a process crash).
         """
         return await self.submit(fn, durable=durable)
 
-    def submit(self, fn: Callable[[sqlite_utils.Database], T], *, durable: bool = False,
+    def submit(self, fn: Callable[[Database], T], *, durable: bool = False,
                hold: bool = False) -> asyncio.Future[T]:
         """:meth:`write` for a caller that waits by a callback rather than a task: queue *fn* and return the
         future (of the running loop) that is settled once it is committed, or failed.
@@ -236,7 +236,7 @@ class Store:
         for job in held:
             self._queue.put(job)
 
-    def _run_writer(self, db: sqlite_utils.Database) -> None:
+    def _run_writer(self, db: Database) -> None:
         stop = False
         while not stop:
             first = self._queue.get()
@@ -255,7 +255,7 @@ class Store:
             self._commit_batch(db, batch)
         db.conn.close()
 
-    def _commit_batch(self, db: sqlite_utils.Database, batch: list[Job]) -> None:
+    def _commit_batch(self, db: Database, batch: list[Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         durable = any(job[3] for job in batch)
         took: float | None = None
@@ -301,7 +301,7 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def _reader(self) -> sqlite_utils.Database:
+    def _reader(self) -> Database:
         db = getattr(self._local, "db", None)
         if db is None:
             db = _connect(self.path, readonly=True)
@@ -310,17 +310,17 @@ class Store:
                 self._read_connections.append(db)
         return db
 
-    async def read(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    async def read(self, fn: Callable[[Database], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
 
-    async def lookup(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    async def lookup(self, fn: Callable[[Database], T]) -> T:
         """Run *fn*, a read of a few rows by an index (tens of microseconds), on the calling thread's own read
         connection: the hop to a reader thread and back would cost it ten times over. Anything that may scan
         goes through :meth:`read`. WAL readers never wait for the writer."""
         return fn(self._reader())
 
-    def read_sync(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    def read_sync(self, fn: Callable[[Database], T]) -> T:
         """For command-line tools that run before or without the node (e.g. ``tds init``)."""
         db = _connect(self.path)
         try:
@@ -329,7 +329,7 @@ class Store:
             db.conn.close()
 
 
-def _no_change(_: sqlite_utils.Database) -> None:
+def _no_change(_: Database) -> None:
     """A write job that writes nothing (:meth:`Store.check_writable`)."""
 
 

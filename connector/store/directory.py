@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import sqlite_utils
 
-from connector.store.db import Store
+from connector.store.db import Database, Store
 
 
 class DirectoryEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +65,7 @@ class DirectoryRepository:
         sql = (f"INSERT OR REPLACE INTO directory ({', '.join(columns)}) "
                f"VALUES ({', '.join('?' for _ in columns)})")
 
-        def write(db: sqlite_utils.Database) -> None:
+        def write(db: Database) -> None:
             for row in rows:
                 db.execute(sql, [row[c] for c in columns])
 
@@ -81,7 +80,7 @@ class DirectoryRepository:
         if not dids:
             return
 
-        def write(db: sqlite_utils.Database) -> None:
+        def write(db: Database) -> None:
             for did in dids:
                 db.execute("DELETE FROM directory WHERE participant_id = ? AND did = ?", [participant_id, did])
 
@@ -92,7 +91,7 @@ class DirectoryRepository:
                                                      [participant_id]))
 
     async def entries(self, participant_id: str) -> list[DirectoryEntry]:
-        def query(db: sqlite_utils.Database) -> list[DirectoryEntry]:
+        def query(db: Database) -> list[DirectoryEntry]:
             rows = db.query("SELECT * FROM directory WHERE participant_id = ? ORDER BY did", [participant_id])
             return [_record(r) for r in rows]
 

@@ -460,4 +460,55 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE assets ADD COLUMN sandbox TEXT",
     ],
+    # 13: settlement: statements of agreements' post-paid prices, issued (provider) or received (consumer), each
+    #     stretch of an agreement settled once; the queries and transfers a statement billed (each billed once);
+    #     the consumer's signed sandbox results (the evidence of queries); a host's platform share per participant
+    [
+        """CREATE TABLE statements (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            id TEXT NOT NULL,
+            agreement_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            state TEXT NOT NULL,
+            period_label TEXT NOT NULL,
+            period_start TEXT NOT NULL,
+            period_end TEXT NOT NULL,
+            receipts_last INTEGER NOT NULL DEFAULT 0,
+            total TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            document TEXT NOT NULL,
+            answer TEXT,
+            reason TEXT NOT NULL DEFAULT '',
+            previous_id TEXT,
+            supersedes TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (participant_id, id)
+        )""",
+        "CREATE UNIQUE INDEX statements_stretch ON statements(participant_id, agreement_id, role, period_start) "
+        "WHERE state != 'disputed'",
+        "CREATE INDEX statements_agreement ON statements(participant_id, agreement_id, period_end)",
+        "CREATE INDEX statements_period ON statements(participant_id, period_start)",
+        "CREATE INDEX statements_delivery ON statements(next_attempt_at) WHERE next_attempt_at IS NOT NULL",
+        """CREATE TABLE statement_items (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            statement_id TEXT NOT NULL,
+            PRIMARY KEY (participant_id, agreement_id, kind, item_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX statement_items_statement ON statement_items(participant_id, statement_id)",
+        """CREATE TABLE sandbox_results (
+            participant_id TEXT NOT NULL REFERENCES participants(id),
+            agreement_id TEXT NOT NULL,
+            query_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            document TEXT NOT NULL,
+            PRIMARY KEY (participant_id, agreement_id, query_id)
+        )""",
+        "ALTER TABLE participants ADD COLUMN platform_share TEXT",
+    ],
 ]

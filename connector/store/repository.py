@@ -18,7 +18,6 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import msgspec
-import sqlite_utils
 
 from connector.errors import Conflict
 from connector.protocol import ids
@@ -26,7 +25,7 @@ from connector.protocol.agreement_lifecycle import EVER_IN_FORCE, NEVER_IN_FORCE
 from connector.protocol.negotiation import Role
 from connector.protocol.negotiation import State as NegotiationState
 from connector.protocol.transfer import State as TransferState
-from connector.store.db import Store
+from connector.store.db import Database, Store
 from connector.store.records import (
     AgreementRecord,
     Asset,
@@ -54,6 +53,9 @@ class Participant(msgspec.Struct, frozen=True):
     #: When the node's operator suspended it (None: it is served), and why.
     suspended_at: str | None = None
     suspended_reason: str = ""
+    #: The host's share (a percentage, written plainly: "10") of what the participant earns as a provider under
+    #: post-paid prices (None: none); set by the node's operator.
+    platform_share: str | None = None
 
 
 def _participant(row: dict[str, Any]) -> Participant:
@@ -108,6 +110,7 @@ class Repository(Protocol):
     async def add_token(self, token: str, participant_id: str | None, application: str, *, admin: bool,
                         now: str) -> str: ...
     async def find_token(self, token: str) -> Token | None: ...
+    async def find_token_hash(self, digest: str) -> Token | None: ...
     async def remember_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> bool: ...
     async def claim_nonce(self, key_id: str, nonce: str, expires_at: int, now: int
                           ) -> asyncio.Future[bool] | None: ...
@@ -129,7 +132,7 @@ class SqliteRepository:
         """Add a participant and, in the same transaction, its first management token (application "cli")."""
         row = msgspec.structs.asdict(participant)
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             add_participant_sync(db, row)
             if first_token is not None:
                 add_token_sync(db, first_token, participant.id, "cli", False, participant.created_at)
@@ -137,13 +140,13 @@ class SqliteRepository:
         await self.store.write(insert)
 
     async def participants(self) -> list[Participant]:
-        def query(db: sqlite_utils.Database) -> list[Participant]:
+        def query(db: Database) -> list[Participant]:
             return [_participant(row) for row in db.query("SELECT * FROM participants ORDER BY created_at, name")]
 
         return await self.store.read(query)
 
     async def participant_by_name(self, name: str) -> Participant | None:
-        def query(db: sqlite_utils.Database) -> Participant | None:
+        def query(db: Database) -> Participant | None:
             rows = list(db.query("SELECT * FROM participants WHERE name = ?", [name]))
             return _participant(rows[0]) if rows else None
 
@@ -152,9 +155,17 @@ class SqliteRepository:
     async def set_suspended(self, participant_id: str, at: str | None, reason: str = "") -> None:
         """Mark a participant suspended since *at* with *reason*, or (``at=None``) served again; durable."""
 
-        def update(db: sqlite_utils.Database) -> None:
+        def update(db: Database) -> None:
             db.execute("UPDATE participants SET suspended_at = ?, suspended_reason = ? WHERE id = ?",
                        [at, reason if at is not None else "", participant_id])
+
+        await self.store.write(update, durable=True)
+
+    async def set_platform_share(self, participant_id: str, percent: str | None) -> None:
+        """The host's share of what the participant earns as a provider (None: none); durable."""
+
+        def update(db: Database) -> None:
+            db.execute("UPDATE participants SET platform_share = ? WHERE id = ?", [percent, participant_id])
 
         await self.store.write(update, durable=True)
 
@@ -163,7 +174,7 @@ class SqliteRepository:
         itself, in one durable transaction; return how many rows went. The tables are read from the schema, so
         a table a later migration adds is included without a change here."""
 
-        def delete(db: sqlite_utils.Database) -> int:
+        def delete(db: Database) -> int:
             tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                                    "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()]
             removed = 0
@@ -188,7 +199,7 @@ class SqliteRepository:
     async def tokens(self, participant_id: str) -> list[TokenInfo]:
         """The participant's tokens (revoked ones too, newest first); never the values."""
 
-        def query(db: sqlite_utils.Database) -> list[TokenInfo]:
+        def query(db: Database) -> list[TokenInfo]:
             rows = db.query("SELECT id, application, created_at, revoked_at FROM tokens WHERE participant_id = ? "
                             "AND admin = 0 ORDER BY created_at DESC, id", [participant_id])
             return [TokenInfo(**row) for row in rows]
@@ -198,7 +209,7 @@ class SqliteRepository:
     async def metrics_tokens(self) -> list[TokenInfo]:
         """The node's metrics tokens (revoked ones too, newest first); never the values."""
 
-        def query(db: sqlite_utils.Database) -> list[TokenInfo]:
+        def query(db: Database) -> list[TokenInfo]:
             rows = db.query("SELECT id, application, created_at, revoked_at FROM tokens WHERE participant_id IS NULL "
                             "AND admin = 0 ORDER BY created_at DESC, id")
             return [TokenInfo(**row) for row in rows]
@@ -208,7 +219,7 @@ class SqliteRepository:
     async def revoke_metrics_token(self, token_id: str, now: str) -> bool:
         """Revoke one of the node's metrics tokens; False if there is no such (unrevoked) one."""
 
-        def revoke(db: sqlite_utils.Database) -> bool:
+        def revoke(db: Database) -> bool:
             cursor = db.execute("UPDATE tokens SET revoked_at = ? WHERE participant_id IS NULL AND id = ? "
                                 "AND admin = 0 AND revoked_at IS NULL", [now, token_id])
             return bool(cursor.rowcount)
@@ -218,7 +229,7 @@ class SqliteRepository:
     async def revoke_token(self, participant_id: str, token_id: str, now: str) -> bool:
         """Revoke one of the participant's tokens; False if it has no such (unrevoked) token."""
 
-        def revoke(db: sqlite_utils.Database) -> bool:
+        def revoke(db: Database) -> bool:
             cursor = db.execute("UPDATE tokens SET revoked_at = ? WHERE participant_id = ? AND id = ? AND admin = 0 "
                                 "AND revoked_at IS NULL", [now, participant_id, token_id])
             return bool(cursor.rowcount)
@@ -226,9 +237,12 @@ class SqliteRepository:
         return await self.store.write(revoke)
 
     async def find_token(self, token: str) -> Token | None:
-        digest = token_hash(token)
+        return await self.find_token_hash(token_hash(token))
 
-        def query(db: sqlite_utils.Database) -> Token | None:
+    async def find_token_hash(self, digest: str) -> Token | None:
+        """The live token whose hash (:func:`token_hash`) is *digest*."""
+
+        def query(db: Database) -> Token | None:
             row = db.conn.execute(
                 "SELECT id, participant_id, application, admin FROM tokens WHERE hash = ? AND revoked_at IS NULL",
                 [digest]).fetchone()
@@ -260,12 +274,12 @@ class SqliteRepository:
         future.add_done_callback(lambda _: self._claimed.discard(claim))
         return future
 
-    def _nonce_insert(self, key_id: str, nonce: str, expires_at: int, now: int) -> Callable[[sqlite_utils.Database],
+    def _nonce_insert(self, key_id: str, nonce: str, expires_at: int, now: int) -> Callable[[Database],
                                                                                              bool]:
         self._nonce_inserts += 1
         purge = self._nonce_inserts % 256 == 0
 
-        def insert(db: sqlite_utils.Database) -> bool:
+        def insert(db: Database) -> bool:
             if purge:
                 db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", [now])
             try:
@@ -288,7 +302,7 @@ class SqliteRepository:
         await self.store.write(lambda db: _insert(db, "peers", row, replace=True))
 
     async def peers(self, participant_id: str) -> list[Peer]:
-        def query(db: sqlite_utils.Database) -> list[Peer]:
+        def query(db: Database) -> list[Peer]:
             sql = f"SELECT {_PEER_FIELDS} FROM peers WHERE participant_id = ? ORDER BY did"
             return [Peer(**row) for row in db.query(sql, [participant_id])]
 
@@ -297,7 +311,7 @@ class SqliteRepository:
     async def peer(self, participant_id: str, did: str) -> Peer | None:
         """The peer *did* if this participant verified its self-description (a lookup by key)."""
 
-        def query(db: sqlite_utils.Database) -> Peer | None:
+        def query(db: Database) -> Peer | None:
             row = _row(db, f"SELECT {_PEER_FIELDS} FROM peers WHERE participant_id = ? AND did = ?",
                        [participant_id, did])
             return Peer(**row) if row is not None else None
@@ -345,7 +359,7 @@ _BEFORE_AGREEMENT = sorted(s.value for s in (NegotiationState.REQUESTED, Negotia
                                              NegotiationState.ACCEPTED))
 
 
-def _references(db: sqlite_utils.Database, participant_id: str, kind: type[Any], entry_id: str,
+def _references(db: Database, participant_id: str, kind: type[Any], entry_id: str,
                 did: str) -> EntryReferences:
     """What of *participant_id*'s still needs entry *entry_id* (see :meth:`ContractRepository.delete_unreferenced`)."""
     found: EntryReferences = {}
@@ -368,7 +382,7 @@ def _references(db: sqlite_utils.Database, participant_id: str, kind: type[Any],
     return {k: v for k, v in found.items() if v}
 
 
-def _require_parts(db: sqlite_utils.Database, participant_id: str, offer: ContractDefinition) -> None:
+def _require_parts(db: Database, participant_id: str, offer: ContractDefinition) -> None:
     """409 if a policy or an asset *offer* names is gone: deleted since the caller looked."""
     for table, noun, wanted in (("policies", "policy", {offer.access_policy_id, offer.contract_policy_id}),
                                 ("assets", "asset", set(offer.assets))):
@@ -377,7 +391,7 @@ def _require_parts(db: sqlite_utils.Database, participant_id: str, offer: Contra
             raise Conflict(f"{noun} {missing!r} was deleted while the offer was being added")
 
 
-def _row(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
+def _row(db: Database, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
     """The first row *sql* selects, as a dict (None if none): a lookup by key, without ``Database.query``'s
     generator and column de-duplication."""
     cursor = db.conn.execute(sql, params)
@@ -388,7 +402,7 @@ def _row(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> dict[str
         cursor.close()  # ends the statement, and with it the read's hold on the WAL (checkpoints wait for it)
 
 
-def _insert(db: sqlite_utils.Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
+def _insert(db: Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
     verb = "INSERT OR REPLACE" if replace else "INSERT"
     columns, marks = ", ".join(row), ", ".join("?" for _ in row)
     db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
@@ -406,7 +420,7 @@ class ContractRepository:
         table = _CATALOG_TABLES[type(record)]
         row = to_row(record, participant_id=participant_id)
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             if isinstance(record, ContractDefinition):  # checked by the caller; again here, with the write
                 _require_parts(db, participant_id, record)
             try:
@@ -423,7 +437,7 @@ class ContractRepository:
     async def entries(self, participant_id: str, kind: type[Any]) -> list[Any]:
         table = _CATALOG_TABLES[kind]
 
-        def query(db: sqlite_utils.Database) -> list[Any]:
+        def query(db: Database) -> list[Any]:
             rows = db.query(f"SELECT * FROM {table} WHERE participant_id = ? ORDER BY id", [participant_id])
             return [from_row(kind, row) for row in rows]
 
@@ -432,17 +446,17 @@ class ContractRepository:
     async def entry(self, participant_id: str, kind: type[Any], entry_id: str) -> Any | None:
         table = _CATALOG_TABLES[kind]
 
-        def query(db: sqlite_utils.Database) -> Any | None:
+        def query(db: Database) -> Any | None:
             rows = list(db.query(f"SELECT * FROM {table} WHERE participant_id = ? AND id = ?",
                                  [participant_id, entry_id]))
             return from_row(kind, rows[0]) if rows else None
 
-        return await self.store.read(query)
+        return await self.store.lookup(query)  # one row by its primary key (a sandbox query reads its asset)
 
     async def delete_entry(self, participant_id: str, kind: type[Any], entry_id: str) -> bool:
         table = _CATALOG_TABLES[kind]
 
-        def delete(db: sqlite_utils.Database) -> bool:
+        def delete(db: Database) -> bool:
             cursor = db.execute(f"DELETE FROM {table} WHERE participant_id = ? AND id = ?", [participant_id, entry_id])
             return bool(cursor.rowcount)
 
@@ -460,7 +474,7 @@ class ContractRepository:
         offer is needed by nothing: the agreements made under it hold their own copy of its terms."""
         table = _CATALOG_TABLES[kind]
 
-        def delete(db: sqlite_utils.Database) -> EntryReferences | None:
+        def delete(db: Database) -> EntryReferences | None:
             if not list(db.query(f"SELECT 1 FROM {table} WHERE participant_id = ? AND id = ?",
                                  [participant_id, entry_id])):
                 return None
@@ -474,7 +488,7 @@ class ContractRepository:
     async def catalog(self, participant_id: str) -> CatalogSnapshot:
         """Everything the catalog needs, in one read (three queries, none per asset)."""
 
-        def query(db: sqlite_utils.Database) -> CatalogSnapshot:
+        def query(db: Database) -> CatalogSnapshot:
             def load(kind: type[Any]) -> list[Any]:
                 table = _CATALOG_TABLES[kind]
                 return [from_row(kind, r) for r in db.query(
@@ -490,7 +504,7 @@ class ContractRepository:
         """What a request for *asset_id* under the contract definition *definition_id* is decided on: the
         definition, its two policies and the asset, those that exist (lookups by key, not the whole catalog)."""
 
-        def query(db: sqlite_utils.Database) -> CatalogSnapshot:
+        def query(db: Database) -> CatalogSnapshot:
             def one(kind: type[Any], entry_id: str) -> Any | None:
                 row = _row(db, f"SELECT * FROM {_CATALOG_TABLES[kind]} WHERE participant_id = ? AND id = ?",
                            [participant_id, entry_id])
@@ -520,7 +534,7 @@ class ContractRepository:
         agreement_row = (to_row(agreement.record, participant_id=record.participant_id) if agreement is not None
                          else None)
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             if agreement is not None and _agreement_state(db, record.participant_id,
                                                           agreement.record.id) != agreement.read_in:
                 raise Conflict("the negotiation's agreement changed concurrently; retry")
@@ -549,7 +563,7 @@ class ContractRepository:
         agreement_row = (to_row(agreement.record, participant_id=record.participant_id) if agreement is not None
                          else None)
 
-        def update(db: sqlite_utils.Database) -> bool:
+        def update(db: Database) -> bool:
             if agreement is not None and _agreement_state(db, record.participant_id,
                                                           agreement.record.id) != agreement.read_in:
                 return False
@@ -579,7 +593,7 @@ class ContractRepository:
         await self.store.write(lambda db: _event(db, participant_id, negotiation_id, at, kind, detail))
 
     async def negotiation(self, participant_id: str, negotiation_id: str) -> NegotiationRecord | None:
-        def query(db: sqlite_utils.Database) -> NegotiationRecord | None:
+        def query(db: Database) -> NegotiationRecord | None:
             row = _row(db, "SELECT * FROM negotiations WHERE participant_id = ? AND id = ?",
                        [participant_id, negotiation_id])
             return from_row(NegotiationRecord, row) if row is not None else None
@@ -590,7 +604,7 @@ class ContractRepository:
         self, participant_id: str, *, states: list[NegotiationState] | None = None, limit: int = 100,
         offset: int = 0,
     ) -> list[NegotiationRecord]:
-        def query(db: sqlite_utils.Database) -> list[NegotiationRecord]:
+        def query(db: Database) -> list[NegotiationRecord]:
             where, params = "participant_id = ?", [participant_id]
             if states:
                 where += f" AND state IN ({', '.join('?' for _ in states)})"
@@ -608,7 +622,7 @@ class ContractRepository:
         """A negotiation opened by the same peer with the same pid (to answer a re-delivered opening)."""
         column, value = ("consumer_pid", consumer_pid) if consumer_pid is not None else ("provider_pid", provider_pid)
 
-        def query(db: sqlite_utils.Database) -> NegotiationRecord | None:
+        def query(db: Database) -> NegotiationRecord | None:
             # By the pid's index: without statistics SQLite would rather walk the participant's primary key range,
             # every negotiation the participant ever had.
             row = _row(db, f"SELECT * FROM negotiations INDEXED BY negotiations_{column} WHERE participant_id = ? "
@@ -622,7 +636,7 @@ class ContractRepository:
         """Every negotiation of every participant that is not over, or whose last message is still to be
         delivered (for resuming after a restart)."""
 
-        def query(db: sqlite_utils.Database) -> list[NegotiationRecord]:
+        def query(db: Database) -> list[NegotiationRecord]:
             rows = db.query("SELECT * FROM negotiations WHERE state NOT IN ('FINALIZED', 'TERMINATED') "
                             "OR pending IS NOT NULL")
             return [from_row(NegotiationRecord, r) for r in rows]
@@ -630,7 +644,7 @@ class ContractRepository:
         return await self.store.read(query)
 
     async def events(self, participant_id: str, negotiation_id: str) -> list[NegotiationEvent]:
-        def query(db: sqlite_utils.Database) -> list[NegotiationEvent]:
+        def query(db: Database) -> list[NegotiationEvent]:
             rows = db.query("SELECT seq, at, kind, detail FROM negotiation_events WHERE participant_id = ? "
                             "AND negotiation_id = ? ORDER BY seq", [participant_id, negotiation_id])
             return [NegotiationEvent(**r) for r in rows]
@@ -646,7 +660,7 @@ class ContractRepository:
         first."""
         wanted = [state] if isinstance(state, AgreementState) else sorted(state or ())
 
-        def query(db: sqlite_utils.Database) -> list[AgreementRecord]:
+        def query(db: Database) -> list[AgreementRecord]:
             sql = "SELECT * FROM agreements WHERE participant_id = ?"
             params: list[Any] = [participant_id]
             if wanted:
@@ -667,7 +681,7 @@ class ContractRepository:
         await self.store.write(lambda db: _insert(db, "agreements", row, replace=True))
 
     async def agreement(self, participant_id: str, agreement_id: str) -> AgreementRecord | None:
-        def query(db: sqlite_utils.Database) -> AgreementRecord | None:
+        def query(db: Database) -> AgreementRecord | None:
             row = _row(db, "SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
                        [participant_id, agreement_id])
             return from_row(AgreementRecord, row) if row is not None else None
@@ -679,7 +693,7 @@ class ContractRepository:
     async def known_counterparties(self) -> list[tuple[str, str]]:
         """(participant id, counterparty DID) for every agreement that reached FINALIZED (REVOKED ones did)."""
 
-        def query(db: sqlite_utils.Database) -> list[tuple[str, str]]:
+        def query(db: Database) -> list[tuple[str, str]]:
             rows = db.execute(
                 "SELECT DISTINCT participant_id, CASE role WHEN 'provider' THEN consumer_did ELSE provider_did END "
                 f"FROM agreements WHERE state IN {_in(_EVER_IN_FORCE)}", _EVER_IN_FORCE).fetchall()
@@ -693,7 +707,7 @@ class ContractRepository:
         or REVOKED agreement with the participant). An agreement such a negotiation got as far as (AGREED or
         VERIFIED, never in force) goes with it. Returns how many went."""
 
-        def purge(db: sqlite_utils.Database) -> int:
+        def purge(db: Database) -> int:
             keys = db.execute(
                 "SELECT n.participant_id, n.id FROM negotiations n WHERE n.state = 'TERMINATED' "
                 "AND n.pending IS NULL AND n.updated_at < ? AND (n.role = 'provider' OR n.requested = '{}') "
@@ -722,7 +736,7 @@ class TransferRepository:
     async def create(self, record: TransferRecord, event: str, detail: str = "") -> None:
         row = to_row(record)
 
-        def insert(db: sqlite_utils.Database) -> None:
+        def insert(db: Database) -> None:
             _insert(db, "transfers", row)
             _transfer_event(db, record.participant_id, record.id, record.updated_at, event, detail)
 
@@ -737,7 +751,7 @@ class TransferRepository:
         row = to_row(record)
         skip = ("participant_id", "id", "received") if keep_received else ("participant_id", "id")
 
-        def update(db: sqlite_utils.Database) -> bool:
+        def update(db: Database) -> bool:
             columns = [k for k in row if k not in skip]
             cursor = db.execute(
                 f"UPDATE transfers SET {', '.join(f'{c} = ?' for c in columns)} "
@@ -764,7 +778,7 @@ class TransferRepository:
         await self.store.write(lambda db: _transfer_event(db, participant_id, transfer_id, at, kind, detail))
 
     async def get(self, participant_id: str, transfer_id: str) -> TransferRecord | None:
-        def query(db: sqlite_utils.Database) -> TransferRecord | None:
+        def query(db: Database) -> TransferRecord | None:
             rows = list(db.query("SELECT * FROM transfers WHERE participant_id = ? AND id = ?",
                                  [participant_id, transfer_id]))
             return from_row(TransferRecord, rows[0]) if rows else None
@@ -772,17 +786,21 @@ class TransferRepository:
         return await self.store.read(query)
 
     async def by_consumer_pid(self, participant_id: str, counterparty: str, consumer_pid: str) -> TransferRecord | None:
-        def query(db: sqlite_utils.Database) -> TransferRecord | None:
-            rows = list(db.query(
-                "SELECT * FROM transfers WHERE participant_id = ? AND consumer_pid = ? AND role = 'provider' "
-                "AND counterparty_did = ?", [participant_id, consumer_pid, counterparty]))
-            return from_row(TransferRecord, rows[0]) if rows else None
+        """The transfer the same peer requested with the same consumer pid (to answer a re-delivered request)."""
 
-        return await self.store.read(query)
+        def query(db: Database) -> TransferRecord | None:
+            # By the pid's index: without statistics SQLite would rather walk the participant's primary key range,
+            # every transfer the participant ever had.
+            row = _row(db, "SELECT * FROM transfers INDEXED BY transfers_consumer_pid WHERE participant_id = ? "
+                           "AND consumer_pid = ? AND role = 'provider' AND counterparty_did = ?",
+                       [participant_id, consumer_pid, counterparty])
+            return from_row(TransferRecord, row) if row is not None else None
+
+        return await self.store.lookup(query)
 
     async def find(self, participant_id: str, *, states: list[TransferState] | None = None, limit: int = 100,
                    offset: int = 0, agreement_id: str | None = None) -> list[TransferRecord]:
-        def query(db: sqlite_utils.Database) -> list[TransferRecord]:
+        def query(db: Database) -> list[TransferRecord]:
             where, params = "participant_id = ?", [participant_id]
             if states:
                 where += f" AND state IN ({', '.join('?' for _ in states)})"
@@ -800,7 +818,7 @@ class TransferRepository:
         """Every transfer of every participant that is not over, or whose last message is still to be
         delivered (for resuming after a restart)."""
 
-        def query(db: sqlite_utils.Database) -> list[TransferRecord]:
+        def query(db: Database) -> list[TransferRecord]:
             rows = db.query("SELECT * FROM transfers WHERE state NOT IN ('COMPLETED', 'TERMINATED') "
                             "OR pending IS NOT NULL")
             return [from_row(TransferRecord, r) for r in rows]
@@ -808,7 +826,7 @@ class TransferRepository:
         return await self.store.read(query)
 
     async def events(self, participant_id: str, transfer_id: str) -> list[NegotiationEvent]:
-        def query(db: sqlite_utils.Database) -> list[NegotiationEvent]:
+        def query(db: Database) -> list[NegotiationEvent]:
             rows = db.query("SELECT seq, at, kind, detail FROM transfer_events WHERE participant_id = ? "
                             "AND transfer_id = ? ORDER BY seq", [participant_id, transfer_id])
             return [NegotiationEvent(**r) for r in rows]
@@ -816,7 +834,7 @@ class TransferRepository:
         return await self.store.read(query)
 
     async def manifest(self, participant_id: str, asset_id: str, version: str) -> dict[str, Any] | None:
-        def query(db: sqlite_utils.Database) -> dict[str, Any] | None:
+        def query(db: Database) -> dict[str, Any] | None:
             rows = list(db.query("SELECT manifest FROM manifests WHERE participant_id = ? AND asset_id = ? "
                                  "AND version = ?", [participant_id, asset_id, version]))
             return msgspec.json.decode(rows[0]["manifest"]) if rows else None
@@ -830,14 +848,14 @@ class TransferRepository:
         await self.store.write(lambda db: _insert(db, "manifests", row, replace=True))
 
 
-def _agreement_state(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> str | None:
+def _agreement_state(db: Database, participant_id: str, agreement_id: str) -> str | None:
     """The stored state of an agreement (its wire value), or None if there is no such row."""
     found = db.execute("SELECT state FROM agreements WHERE participant_id = ? AND id = ?",
                        [participant_id, agreement_id]).fetchone()
     return None if found is None else str(found[0])
 
 
-def _transfer_event(db: sqlite_utils.Database, participant_id: str, transfer_id: str, at: str, kind: str,
+def _transfer_event(db: Database, participant_id: str, transfer_id: str, at: str, kind: str,
                     detail: str) -> None:
     db.execute(
         "INSERT INTO transfer_events (participant_id, transfer_id, seq, at, kind, detail) "
@@ -847,7 +865,7 @@ def _transfer_event(db: sqlite_utils.Database, participant_id: str, transfer_id:
     )
 
 
-def _event(db: sqlite_utils.Database, participant_id: str, negotiation_id: str, at: str, kind: str,
+def _event(db: Database, participant_id: str, negotiation_id: str, at: str, kind: str,
            detail: str) -> None:
     db.execute(
         "INSERT INTO negotiation_events (participant_id, negotiation_id, seq, at, kind, detail) "
@@ -857,12 +875,12 @@ def _event(db: sqlite_utils.Database, participant_id: str, negotiation_id: str, 
     )
 
 
-def add_participant_sync(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
+def add_participant_sync(db: Database, row: dict[str, Any]) -> None:
     _insert(db, "participants", row)
 
 
 def add_token_sync(
-    db: sqlite_utils.Database, token: str, participant_id: str | None, application: str, admin: bool, now: str
+    db: Database, token: str, participant_id: str | None, application: str, admin: bool, now: str
 ) -> str:
     token_id = "tok-" + secrets.token_hex(8)
     db.execute(

@@ -1,5 +1,5 @@
 """The data sandbox's reads of the provider's own usage chain (``usage_log``): what a query needs to know, inside
-the writer job that logs it (``connector.services.sandbox``).
+the writer job that logs it (``connector.services.sandbox``); and whether the node offers any sandbox table.
 
 A sandbox query is logged on the provider's node, in the provider's own chain for the agreement, as a use
 (``kind`` ``use``, ``action`` ``aggregate``). A permitted query under a differential-privacy budget carries the
@@ -10,7 +10,7 @@ so it cannot be reset without breaking a hash or a signature.
 
 from __future__ import annotations
 
-import sqlite_utils
+from connector.store.db import Database
 
 #: How a permitted query's entry names the budget it spent (``EPSILON_EFFECT + repr(epsilon)``).
 EPSILON_EFFECT = "epsilon "
@@ -21,7 +21,7 @@ def epsilon_effect(epsilon: float) -> str:
     return f"{EPSILON_EFFECT}{epsilon!r}"
 
 
-def epsilon_spent(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> float:
+def epsilon_spent(db: Database, participant_id: str, agreement_id: str) -> float:
     """The privacy budget the agreement's permitted queries have spent, from the participant's own chain."""
     row = db.conn.execute(
         "SELECT COALESCE(SUM(CAST(substr(e.value, ?) AS REAL)), 0) FROM usage_log AS l, "
@@ -29,3 +29,8 @@ def epsilon_spent(db: sqlite_utils.Database, participant_id: str, agreement_id: 
         "AND json_extract(l.entry, '$.decision') = 'permit' AND e.value LIKE ?",
         [len(EPSILON_EFFECT) + 1, participant_id, agreement_id, EPSILON_EFFECT + "%"]).fetchone()
     return float(row[0]) if row and row[0] is not None else 0.0
+
+
+def offers_tables(db: Database) -> bool:
+    """Whether any participant of the node offers an asset for computation only (it has a sandbox table)."""
+    return db.conn.execute("SELECT 1 FROM assets WHERE sandbox IS NOT NULL LIMIT 1").fetchone() is not None

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sqlite_utils
-
-from connector.store.db import Store
+from connector.store.db import Database, Store
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class StoreCounts:
     receipt_anomalies: dict[str, int] = field(default_factory=dict)
 
 
-def counts_sync(db: sqlite_utils.Database) -> StoreCounts:
+def counts_sync(db: Database) -> StoreCounts:
     def by_role_and_state(table: str) -> dict[tuple[str, str], int]:
         rows = db.execute(f"SELECT role, state, COUNT(*) FROM {table} GROUP BY role, state").fetchall()
         return {(str(role), str(state)): int(n) for role, state, n in rows}

@@ -23,11 +23,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
-import sqlite_utils
 
 from connector.protocol.agreement_lifecycle import AgreementState
 from connector.protocol.negotiation import Role
-from connector.store.db import Store
+from connector.store.db import Database, Store
 from connector.store.records import AgreementRecord, from_row
 from usage_policies import ledger
 
@@ -43,7 +42,7 @@ def encode(value: Any) -> str:
 
 # -- agreements, as the usage decision and a revocation see them -------------------------------------------
 
-def agreement(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> AgreementRecord | None:
+def agreement(db: Database, participant_id: str, agreement_id: str) -> AgreementRecord | None:
     cursor = db.conn.execute("SELECT * FROM agreements WHERE participant_id = ? AND id = ?",
                              [participant_id, agreement_id])
     row = cursor.fetchone()
@@ -54,7 +53,7 @@ def agreement(db: sqlite_utils.Database, participant_id: str, agreement_id: str)
     return record
 
 
-def set_agreement_state(db: sqlite_utils.Database, participant_id: str, agreement_id: str,
+def set_agreement_state(db: Database, participant_id: str, agreement_id: str,
                         state: AgreementState) -> None:
     """Store the agreement's new *state* (a move the caller checked with ``agreement_lifecycle.next_state``)."""
     db.conn.execute("UPDATE agreements SET state = ? WHERE participant_id = ? AND id = ?",
@@ -63,13 +62,13 @@ def set_agreement_state(db: sqlite_utils.Database, participant_id: str, agreemen
 
 # -- the consumer's usage log ---------------------------------------------------------------------------
 
-def last_entry(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> ledger.Entry | None:
+def last_entry(db: Database, participant_id: str, agreement_id: str) -> ledger.Entry | None:
     row = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
                           "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
     return _ENTRY.decode(row[0]) if row else None
 
 
-def last_entry_text(db: sqlite_utils.Database, participant_id: str, agreement_id: str
+def last_entry_text(db: Database, participant_id: str, agreement_id: str
                     ) -> tuple[ledger.Entry, str] | None:
     """The chain's last entry with its text as stored."""
     row = db.conn.execute("SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? "
@@ -93,7 +92,7 @@ class ChainCheck(NamedTuple):
     used: bool
 
 
-def chain_check(db: sqlite_utils.Database, participant_id: str, agreement_id: str, use_ids: list[str]
+def chain_check(db: Database, participant_id: str, agreement_id: str, use_ids: list[str]
                 ) -> ChainCheck:
     """The agreement's state, the chain's last entry and last signed head, the provider's acknowledgement and
     whether any of *use_ids* is logged: one statement (a commit group asks it once per chain it appends to)."""
@@ -110,7 +109,7 @@ def chain_check(db: sqlite_utils.Database, participant_id: str, agreement_id: st
     return ChainCheck(row[0], row[1], row[2], row[3], int(row[4] or 0), bool(row[5]))
 
 
-def append_entries(db: sqlite_utils.Database, participant_id: str, agreement_id: str,
+def append_entries(db: Database, participant_id: str, agreement_id: str,
                    entries: list[tuple[ledger.Entry, str]]) -> None:
     """Append *entries* (each with its text, ``encode(entry)``), in order."""
     db.conn.executemany(
@@ -119,13 +118,13 @@ def append_entries(db: sqlite_utils.Database, participant_id: str, agreement_id:
         [(participant_id, agreement_id, e.seq, e.use_id, e.at, e.kind, text) for e, text in entries])
 
 
-def chain(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> list[ledger.Entry]:
+def chain(db: Database, participant_id: str, agreement_id: str) -> list[ledger.Entry]:
     return [_ENTRY.decode(r[0]) for r in db.conn.execute(
         "SELECT entry FROM usage_log WHERE participant_id = ? AND agreement_id = ? ORDER BY seq",
         [participant_id, agreement_id])]
 
 
-def entries_of_use(db: sqlite_utils.Database, participant_id: str, agreement_id: str, use_id: str
+def entries_of_use(db: Database, participant_id: str, agreement_id: str, use_id: str
                    ) -> list[ledger.Entry]:
     """The entries logged under *use_id* (the use and its re-deliveries), in order."""
     return [_ENTRY.decode(r[0]) for r in db.conn.execute(
@@ -133,52 +132,52 @@ def entries_of_use(db: sqlite_utils.Database, participant_id: str, agreement_id:
         [participant_id, agreement_id, use_id])]
 
 
-def append_entry(db: sqlite_utils.Database, participant_id: str, agreement_id: str, entry: ledger.Entry) -> None:
+def append_entry(db: Database, participant_id: str, agreement_id: str, entry: ledger.Entry) -> None:
     db.conn.execute(
         "INSERT INTO usage_log (participant_id, agreement_id, seq, use_id, at, kind, entry) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [participant_id, agreement_id, entry.seq, entry.use_id, entry.at, entry.kind, encode(entry)])
 
 
-def last_seq(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> int:
+def last_seq(db: Database, participant_id: str, agreement_id: str) -> int:
     row = db.conn.execute("SELECT MAX(seq) FROM usage_log WHERE participant_id = ? AND agreement_id = ?",
                           [participant_id, agreement_id]).fetchone()
     return int(row[0]) if row and row[0] else 0
 
 
-def chains(db: sqlite_utils.Database) -> list[Key]:
+def chains(db: Database) -> list[Key]:
     """Every chain with entries or a receipt cursor (one acknowledged by a provider)."""
     return [(str(r[0]), str(r[1])) for r in db.conn.execute(
         "SELECT DISTINCT participant_id, agreement_id FROM usage_log UNION "
         "SELECT participant_id, agreement_id FROM receipt_cursors")]
 
 
-def last_signed_head(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> tuple[int, str] | None:
+def last_signed_head(db: Database, participant_id: str, agreement_id: str) -> tuple[int, str] | None:
     """The sequence number and text of the chain's last signed head."""
     row = db.conn.execute("SELECT seq, head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? "
                           "ORDER BY seq DESC LIMIT 1", [participant_id, agreement_id]).fetchone()
     return (int(row[0]), str(row[1])) if row else None
 
 
-def save_head(db: sqlite_utils.Database, participant_id: str, agreement_id: str, seq: int, text: str) -> None:
+def save_head(db: Database, participant_id: str, agreement_id: str, seq: int, text: str) -> None:
     db.conn.execute("INSERT OR REPLACE INTO usage_heads (participant_id, agreement_id, seq, head) VALUES (?, ?, ?, ?)",
                     [participant_id, agreement_id, seq, text])
 
 
-def head_at(db: sqlite_utils.Database, participant_id: str, agreement_id: str, seq: int) -> dict[str, Any] | None:
+def head_at(db: Database, participant_id: str, agreement_id: str, seq: int) -> dict[str, Any] | None:
     row = db.conn.execute("SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq = ?",
                           [participant_id, agreement_id, seq]).fetchone()
     return dict(msgspec.json.decode(row[0])) if row else None
 
 
-def signed_heads(db: sqlite_utils.Database, participant_id: str, agreement_id: str, *, after: int = 0) -> list[str]:
+def signed_heads(db: Database, participant_id: str, agreement_id: str, *, after: int = 0) -> list[str]:
     """The texts of the chain's signed heads after entry *after*, in order."""
     return [str(r[0]) for r in db.conn.execute(
         "SELECT head FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq > ? ORDER BY seq",
         [participant_id, agreement_id, after])]
 
 
-def entry_texts(db: sqlite_utils.Database, participant_id: str, agreement_id: str, after: int, through: int
+def entry_texts(db: Database, participant_id: str, agreement_id: str, after: int, through: int
                 ) -> list[str]:
     """The texts of the entries after *after* up to *through*, in order (what a receipt batch carries)."""
     return [str(r[0]) for r in db.conn.execute(
@@ -188,7 +187,7 @@ def entry_texts(db: sqlite_utils.Database, participant_id: str, agreement_id: st
 
 # duties on schedule
 
-def schedule_duty(db: sqlite_utils.Database, participant_id: str, agreement_id: str, kind: str, due_at: float
+def schedule_duty(db: Database, participant_id: str, agreement_id: str, kind: str, due_at: float
                   ) -> None:
     """Schedule a duty; the earliest deadline of one not yet done wins."""
     db.conn.execute(
@@ -197,12 +196,12 @@ def schedule_duty(db: sqlite_utils.Database, participant_id: str, agreement_id: 
         "WHERE done_at IS NULL", [participant_id, agreement_id, kind, due_at])
 
 
-def duty_done(db: sqlite_utils.Database, participant_id: str, agreement_id: str, kind: str, at: str) -> None:
+def duty_done(db: Database, participant_id: str, agreement_id: str, kind: str, at: str) -> None:
     db.conn.execute("UPDATE scheduled_duties SET done_at = ? WHERE participant_id = ? AND agreement_id = ? "
                     "AND kind = ?", [at, participant_id, agreement_id, kind])
 
 
-def duties_due(db: sqlite_utils.Database) -> list[tuple[str, str, str, float]]:
+def duties_due(db: Database) -> list[tuple[str, str, str, float]]:
     """Every duty not yet done, earliest first: (participant id, agreement id, kind, due at)."""
     return [(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in db.conn.execute(
         "SELECT participant_id, agreement_id, kind, due_at FROM scheduled_duties WHERE done_at IS NULL "
@@ -211,20 +210,20 @@ def duties_due(db: sqlite_utils.Database) -> list[tuple[str, str, str, float]]:
 
 # how far the provider acknowledged (the consumer's receipt cursor)
 
-def acked_seq(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> int:
+def acked_seq(db: Database, participant_id: str, agreement_id: str) -> int:
     row = db.conn.execute("SELECT acked_seq FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
                           [participant_id, agreement_id]).fetchone()
     return int(row[0]) if row and row[0] else 0
 
 
-def acknowledgement(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
+def acknowledgement(db: Database, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
     """The provider's signed acknowledgement kept with the cursor, if any."""
     row = db.conn.execute("SELECT ack FROM receipt_cursors WHERE participant_id = ? AND agreement_id = ?",
                           [participant_id, agreement_id]).fetchone()
     return dict(msgspec.json.decode(row[0])) if row and row[0] else None
 
 
-def set_cursor(db: sqlite_utils.Database, participant_id: str, agreement_id: str, acked: int, ack: str | None
+def set_cursor(db: Database, participant_id: str, agreement_id: str, acked: int, ack: str | None
                ) -> None:
     """Move the cursor to *acked*, clear the last error, keep *ack* (or the one kept before, if None)."""
     db.conn.execute(
@@ -234,14 +233,14 @@ def set_cursor(db: sqlite_utils.Database, participant_id: str, agreement_id: str
         [participant_id, agreement_id, acked, ack])
 
 
-def set_cursor_error(db: sqlite_utils.Database, participant_id: str, agreement_id: str, error: str) -> None:
+def set_cursor_error(db: Database, participant_id: str, agreement_id: str, error: str) -> None:
     db.conn.execute(
         "INSERT INTO receipt_cursors (participant_id, agreement_id, last_error) VALUES (?, ?, ?) "
         "ON CONFLICT (participant_id, agreement_id) DO UPDATE SET last_error = excluded.last_error",
         [participant_id, agreement_id, error])
 
 
-def unacknowledged(db: sqlite_utils.Database) -> list[Key]:
+def unacknowledged(db: Database) -> list[Key]:
     """Every chain with entries its provider has not acknowledged."""
     return [(str(r[0]), str(r[1])) for r in db.conn.execute(
         "SELECT l.participant_id, l.agreement_id FROM usage_log l "
@@ -251,45 +250,45 @@ def unacknowledged(db: sqlite_utils.Database) -> list[Key]:
 
 # -- the provider's received receipts ---------------------------------------------------------------------
 
-def received_texts(db: sqlite_utils.Database, key: Key) -> dict[int, str]:
+def received_texts(db: Database, key: Key) -> dict[int, str]:
     """The entries received for the agreement, by sequence number (as received)."""
     return {int(r[0]): str(r[1]) for r in db.conn.execute(
         "SELECT seq, entry FROM received_entries WHERE participant_id = ? AND agreement_id = ?", key)}
 
 
-def received_chain(db: sqlite_utils.Database, key: Key) -> list[ledger.Entry]:
+def received_chain(db: Database, key: Key) -> list[ledger.Entry]:
     return [_ENTRY.decode(r[0]) for r in db.conn.execute(
         "SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
 
 
-def received_entry(db: sqlite_utils.Database, key: Key, seq: int) -> ledger.Entry | None:
+def received_entry(db: Database, key: Key, seq: int) -> ledger.Entry | None:
     row = db.conn.execute("SELECT entry FROM received_entries WHERE participant_id = ? AND agreement_id = ? "
                           "AND seq = ?", [*key, seq]).fetchone()
     return _ENTRY.decode(row[0]) if row else None
 
 
-def add_received_entry(db: sqlite_utils.Database, key: Key, entry: ledger.Entry, received_at: str) -> None:
+def add_received_entry(db: Database, key: Key, entry: ledger.Entry, received_at: str) -> None:
     db.conn.execute("INSERT INTO received_entries (participant_id, agreement_id, seq, entry, received_at) "
                     "VALUES (?, ?, ?, ?, ?)", [*key, entry.seq, encode(entry), received_at])
 
 
-def put_received_head(db: sqlite_utils.Database, key: Key, seq: int, head: dict[str, Any]) -> None:
+def put_received_head(db: Database, key: Key, seq: int, head: dict[str, Any]) -> None:
     db.conn.execute("INSERT OR REPLACE INTO received_heads (participant_id, agreement_id, seq, head) "
                     "VALUES (?, ?, ?, ?)", [*key, seq, encode(head)])
 
 
-def received_heads(db: sqlite_utils.Database, key: Key) -> list[dict[str, Any]]:
+def received_heads(db: Database, key: Key) -> list[dict[str, Any]]:
     return [msgspec.json.decode(r[0]) for r in db.conn.execute(
         "SELECT head FROM received_heads WHERE participant_id = ? AND agreement_id = ? ORDER BY seq", key)]
 
 
-def last_received_at(db: sqlite_utils.Database, key: Key) -> str | None:
+def last_received_at(db: Database, key: Key) -> str | None:
     row = db.conn.execute("SELECT MAX(received_at) FROM received_entries WHERE participant_id = ? "
                           "AND agreement_id = ?", key).fetchone()
     return str(row[0]) if row and row[0] is not None else None
 
 
-def add_anomaly(db: sqlite_utils.Database, key: Key, at: str, kind: str, detail: str, *, cap: int) -> None:
+def add_anomaly(db: Database, key: Key, at: str, kind: str, detail: str, *, cap: int) -> None:
     """Record an anomaly once (the same kind and detail again adds nothing), and only while the agreement
     has fewer than *cap* (a peer cannot grow the table without bound by varying the details)."""
     db.conn.execute("INSERT OR IGNORE INTO receipt_anomalies (participant_id, agreement_id, at, kind, detail) "
@@ -297,7 +296,7 @@ def add_anomaly(db: sqlite_utils.Database, key: Key, at: str, kind: str, detail:
                     "AND agreement_id = ?) < ?", [*key, at, kind, detail, *key, cap])
 
 
-def anomalies(db: sqlite_utils.Database, key: Key) -> list[dict[str, Any]]:
+def anomalies(db: Database, key: Key) -> list[dict[str, Any]]:
     return [{"at": r[0], "kind": r[1], "detail": r[2]} for r in db.conn.execute(
         "SELECT at, kind, detail FROM receipt_anomalies WHERE participant_id = ? AND agreement_id = ? "
         "ORDER BY rowid", key)]
@@ -305,13 +304,13 @@ def anomalies(db: sqlite_utils.Database, key: Key) -> list[dict[str, Any]]:
 
 # -- revocations ------------------------------------------------------------------------------------------
 
-def add_revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str, reason: str, at: str) -> None:
+def add_revocation(db: Database, participant_id: str, agreement_id: str, reason: str, at: str) -> None:
     """The provider's revocation, pending delivery (a second one of the same agreement adds nothing)."""
     db.conn.execute("INSERT OR IGNORE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, "
                     "status) VALUES (?, ?, 'provider', ?, ?, 'pending')", [participant_id, agreement_id, reason, at])
 
 
-def applied_revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str, reason: str, at: str,
+def applied_revocation(db: Database, participant_id: str, agreement_id: str, reason: str, at: str,
                        receipt: str) -> None:
     """The consumer's record of a revocation it carried out, with its deletion receipt."""
     db.conn.execute("INSERT OR REPLACE INTO revocations (participant_id, agreement_id, role, reason, revoked_at, "
@@ -319,7 +318,7 @@ def applied_revocation(db: sqlite_utils.Database, participant_id: str, agreement
                     [participant_id, agreement_id, reason, at, receipt])
 
 
-def received_revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str, reason: str, at: str
+def received_revocation(db: Database, participant_id: str, agreement_id: str, reason: str, at: str
                         ) -> None:
     """The consumer's record of a revocation as it arrives, before the data is deleted, so that its reason is
     shown from the moment use is blocked (:func:`applied_revocation` completes it with the deletion receipt)."""
@@ -327,7 +326,7 @@ def received_revocation(db: sqlite_utils.Database, participant_id: str, agreemen
                     "status) VALUES (?, ?, 'consumer', ?, ?, 'received')", [participant_id, agreement_id, reason, at])
 
 
-def endings(db: sqlite_utils.Database, participant_id: str, agreement_id: str | None = None
+def endings(db: Database, participant_id: str, agreement_id: str | None = None
             ) -> dict[str, dict[str, Any]]:
     """How the participant's agreements (or the one *agreement_id*) were revoked or lost their data: per
     agreement id, ``revocation`` (reason, revokedAt, status) and ``dataDeleted`` (at, reason: the last deletion
@@ -352,7 +351,7 @@ def endings(db: sqlite_utils.Database, participant_id: str, agreement_id: str | 
     return out
 
 
-def revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
+def revocation(db: Database, participant_id: str, agreement_id: str) -> dict[str, Any] | None:
     """The agreement's revocation: reason, revokedAt, status and the deletion receipt (decoded, or None)."""
     row = db.conn.execute("SELECT reason, revoked_at, status, receipt FROM revocations WHERE participant_id = ? "
                           "AND agreement_id = ?", [participant_id, agreement_id]).fetchone()
@@ -362,18 +361,18 @@ def revocation(db: sqlite_utils.Database, participant_id: str, agreement_id: str
             "deletionReceipt": msgspec.json.decode(row[3]) if row[3] else None}
 
 
-def pending_revocations(db: sqlite_utils.Database) -> list[Key]:
+def pending_revocations(db: Database) -> list[Key]:
     """The provider's revocations not yet acknowledged by the consumer."""
     return [(str(r[0]), str(r[1])) for r in db.conn.execute(
         "SELECT participant_id, agreement_id FROM revocations WHERE role = 'provider' AND status = 'pending'")]
 
 
-def revocation_attempted(db: sqlite_utils.Database, participant_id: str, agreement_id: str) -> None:
+def revocation_attempted(db: Database, participant_id: str, agreement_id: str) -> None:
     db.conn.execute("UPDATE revocations SET attempts = attempts + 1 WHERE participant_id = ? AND agreement_id = ?",
                     [participant_id, agreement_id])
 
 
-def revocation_answered(db: sqlite_utils.Database, participant_id: str, agreement_id: str, status: str,
+def revocation_answered(db: Database, participant_id: str, agreement_id: str, status: str,
                         receipt: str | None) -> None:
     db.conn.execute("UPDATE revocations SET status = ?, receipt = ? WHERE participant_id = ? AND agreement_id = ?",
                     [status, receipt, participant_id, agreement_id])
@@ -387,22 +386,22 @@ class UsageRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def write(self, job: Callable[[sqlite_utils.Database], T], *, durable: bool = False) -> T:
+    async def write(self, job: Callable[[Database], T], *, durable: bool = False) -> T:
         """Run *job* on the writer thread in a transaction; ``durable``: committed with an fsync."""
         return await self.store.write(job, durable=durable)
 
-    def submit(self, job: Callable[[sqlite_utils.Database], T], *, durable: bool = False) -> asyncio.Future[T]:
+    def submit(self, job: Callable[[Database], T], *, durable: bool = False) -> asyncio.Future[T]:
         """:meth:`write`, waited for by a callback: the future settled once *job* is committed (or failed)."""
         return self.store.submit(job, durable=durable)
 
-    async def read(self, job: Callable[[sqlite_utils.Database], T]) -> T:
+    async def read(self, job: Callable[[Database], T]) -> T:
         return await self.store.read(job)
 
-    async def snapshot(self, job: Callable[[sqlite_utils.Database], T]) -> T:
+    async def snapshot(self, job: Callable[[Database], T]) -> T:
         """Run *job* on a reader in one read transaction: every query it makes sees the same committed state
         (a plain :meth:`read` sees each query's own). Readers are query-only: the job cannot write."""
 
-        def in_transaction(db: sqlite_utils.Database) -> T:
+        def in_transaction(db: Database) -> T:
             db.conn.execute("BEGIN")
             try:
                 return job(db)
@@ -411,7 +410,7 @@ class UsageRepository:
 
         return await self.store.read(in_transaction)
 
-    def before_commit(self, hook: Callable[[sqlite_utils.Database], None]) -> None:
+    def before_commit(self, hook: Callable[[Database], None]) -> None:
         """Run *hook* on the writer thread at the end of every commit group, before its COMMIT."""
         self.store.batch_hooks.append(hook)
 
@@ -419,7 +418,7 @@ class UsageRepository:
                      ) -> tuple[list[ledger.Entry], list[dict[str, Any]], dict[str, Any] | None]:
         """The chain, its signed heads and the provider's acknowledgement, from one snapshot."""
 
-        def query(db: sqlite_utils.Database) -> tuple[list[ledger.Entry], list[dict[str, Any]],
+        def query(db: Database) -> tuple[list[ledger.Entry], list[dict[str, Any]],
                                                       dict[str, Any] | None]:
             heads = [msgspec.json.decode(h) for h in signed_heads(db, participant_id, agreement_id)]
             return chain(db, participant_id, agreement_id), heads, acknowledgement(db, participant_id, agreement_id)

@@ -218,7 +218,8 @@ def test_the_readme_gives_the_exit_codes_tds_help_gives():
 
 #: Commands without --json: they print no result (serve, demo), print a JSON document already (the exports), or
 #: are not covered yet (backup, restore: `tds --help` says so).
-WITHOUT_JSON = {"serve", "demo", "agreement export", "credential export", "backup", "backup keygen", "restore"}
+WITHOUT_JSON = {"serve", "demo", "agreement export", "credential export", "statement export", "backup", "backup keygen",
+                "restore"}
 
 
 def test_every_other_command_takes_json():

@@ -18,7 +18,8 @@ EXPECTED = {
     "usage_app.py": ["morning-report (R&D): 26 bytes", "sales-deck (marketing): refused", "purpose is 'marketing'",
                      "night-report (R&D): refused", "uses counted: 2"],
     "sandbox_query.py": ["published for computation only: about 2000 rows", "transfer TERMINATED",
-                         "for computation only", "1 group suppressed; epsilon spent 1.0", "(verified)",
+                         "for computation only", "groups that left: east, north, south, west; epsilon spent 1.0",
+                         "(verified)",
                          "query 3: answered", "query 4: refused (budget)", "3 queries counted, intact"],
 }
 

@@ -138,7 +138,8 @@ async def test_a_group_by_answers_noisy_averages_with_small_groups_suppressed_an
     assert result["columns"] == ["region", "AVG(defect_rate)"] or result["columns"][0] == "region"
     by_region = {row[0]: row[1] for row in result["rows"]}
     assert set(by_region) == set(REGIONS)  # the rare region's 5 rows are a suppressed group
-    assert result["suppressedGroups"] == 1 and result["noise"] is True and result["epsilonSpent"] == 0.5
+    assert result["noise"] is True and result["epsilonSpent"] == 0.5 and result["thresholdEpsilon"] == 0
+    assert result["suppressedGroups"] is None  # under a budget, how many were left out is not told
     for region, value in by_region.items():
         assert abs(value - truth[region]) < 0.05, (region, value, truth[region])
     document = answer["document"]
@@ -240,6 +241,15 @@ async def test_the_providers_usage_chain_counts_each_query_and_verifies(nodes):
     assert check_log(edited["entries"], edited["heads"], edited["didDocument"]) is not None
 
 
+async def test_log_verify_on_the_providers_node_calls_the_chain_its_own_record_of_queries(nodes):
+    provider, consumer, agreement, _ = await sandbox_pair(nodes)
+    await consumer.client.query(agreement, "SELECT count(*) FROM data")
+    code, out = await tds(provider, "log", "verify", agreement)
+    assert code == 0 and "1 permitted use(s), chain intact" in out, out
+    assert "the provider's own record of the queries it ran (no acknowledgement is due)" in out, out
+    assert "not yet acknowledged" not in out, out
+
+
 async def test_the_cli_adds_a_sandbox_asset_and_prints_a_querys_table(nodes, tmp_path):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     text, _ = defects_csv()
@@ -258,7 +268,8 @@ async def test_the_cli_adds_a_sandbox_asset_and_prints_a_querys_table(nodes, tmp
     assert code == 0, out
     lines = out.splitlines()
     assert lines[0].split()[0] == "region" and {line.split()[0] for line in lines[1:5]} == set(REGIONS), out
-    assert "4 group(s); 1 suppressed (too few records); epsilon spent 1 (1 of 1 used)" in out, out
+    assert ("4 group(s); groups whose noisy count is under the minimum left out, uncounted; epsilon spent 1 "
+            "(1 of 1 used)") in out, out
     code, out = await tds(consumer, "query", agreement, "SELECT count(*) FROM data")
     assert code == 1 and "privacy budget is spent" in out and "(rule budget)" in out, out
     code, out = await tds(consumer, "query", agreement, "SELECT plant_id, count(*) FROM data GROUP BY plant_id")
@@ -338,23 +349,62 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-async def test_the_providers_spare_worker_starts_with_the_first_query_and_ends_with_the_node(nodes):
-    provider, consumer, agreement, _ = await sandbox_pair(nodes)
-    workers = provider.node.sandbox.workers
-    assert workers.spare_pid is None, "a node that was never asked runs no worker"
+async def _gone(pids: list[int]) -> None:
+    """Wait until none of *pids*, nor anything in their process groups, runs (polled, with a deadline)."""
+    async def ended() -> bool:
+        return not any(_alive(pid) or _group_alive(pid) for pid in pids)
+
+    await eventually(ended, 10, every_s=0.01, what="the end of the sandbox's worker processes")
+
+
+async def _publish_table(provider, rows: int = 50) -> None:
+    folder = provider.data_dir / "files" / provider.participant.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "defects.csv").write_text(defects_csv(rows)[0])
+    await provider.client.add_asset({"id": ASSET, "sandbox": True,
+                                     "dataAddress": {"type": "File", "path": "defects.csv"}})
+
+
+async def test_a_node_that_offers_no_sandbox_table_runs_no_worker(nodes):
+    _, consumer, agreement, _ = await sandbox_pair(nodes)
     await consumer.client.query(agreement, "SELECT count(*) FROM data")
-    spare = await workers.ready()
-    assert spare is not None and _alive(spare)
-    answer = await consumer.client.query(agreement, GROUP_BY)  # taken by this query, and a new spare started
+    workers = consumer.node.sandbox.workers  # it asks queries, it offers no table
+    assert await workers.ready() is None and workers.spare_pids == []
+    await nodes.restart(consumer)
+    assert await consumer.node.sandbox.workers.ready() is None
+
+
+async def test_the_providers_spares_start_when_a_table_is_published_and_end_with_the_node(nodes):
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    workers = provider.node.sandbox.workers
+    assert await workers.ready() is None and workers.spare_pids == []
+    await publish(provider, templates.sandbox(ASSET, epsilon_per_query=0.5, epsilon_total=10, min_group_size=10))
+    assert await workers.ready() is not None
+    primed = workers.spare_pids
+    assert len(primed) == 2 and all(_alive(pid) for pid in primed)
+    agreement = await negotiated(provider, consumer)
+    answer = await consumer.client.query(agreement, GROUP_BY)  # in the older spare; another takes its place
     assert len(answer["result"]["rows"]) == len(REGIONS)
-    spare = await workers.ready()
-    assert spare is not None and _alive(spare)
+    assert workers.cold_starts == 0, "the first query waited for a worker to start"
+    await workers.ready()
+    now = workers.spare_pids
+    assert len(now) == 2 and now[0] == primed[1] and primed[0] not in now
     await provider.node.stop()
-    deadline = time.monotonic() + 10
-    while _alive(spare) or _group_alive(spare):
-        assert time.monotonic() < deadline, "the spare outlived its node"
-        await asyncio.sleep(0.01)
-    assert workers.spare_pid is None
+    assert workers.spare_pids == []
+    await _gone([*primed, *now])
+
+
+async def test_a_node_that_starts_with_a_table_primes_its_spares_and_ends_them_with_its_last_table(nodes):
+    provider = await nodes.start("acme")
+    await _publish_table(provider)
+    await nodes.restart(provider)
+    workers = provider.node.sandbox.workers
+    assert await workers.ready() is not None
+    spares = workers.spare_pids
+    assert len(spares) == 2 and all(_alive(pid) for pid in spares)
+    await provider.client.delete_entry("assets", ASSET)
+    assert workers.spare_pids == []
+    await _gone(spares)
 
 
 async def test_a_provider_with_no_room_answers_503_with_retry_after_and_spends_nothing(nodes):

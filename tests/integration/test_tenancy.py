@@ -21,6 +21,8 @@ from connector.http import management
 from connector.net import signing
 from connector.protocol import messages as m
 from connector.services import credentials as credentials_service
+from connector.testing import eventually
+from usage_policies import templates
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 PREFIX = management.PREFIX
@@ -139,6 +141,29 @@ async def _listings(node, token, table) -> dict[str, object]:
     return out
 
 
+async def _statement_received(consumer, provider) -> None:
+    """A priced agreement of *provider*'s with *consumer*, and a statement of it that *consumer* received."""
+    price = templates.price_duty("2.50", "CNY")
+    await provider.client.add_asset({"id": "priced"})
+    await provider.client.add_policy("priced", {"@type": "Set", "permission": [{"action": "use", "duty": [price]}]})
+    await provider.client.add_contract_definition("priced-cd", access_policy_id="priced", contract_policy_id="priced",
+                                                  assets=["priced"])
+    catalog = await consumer.client.catalog(provider.public_url)
+    offer = next(d for d in catalog["dataset"] if d["@id"].endswith(":priced"))["hasPolicy"][0]["@id"]
+    started = await consumer.client.negotiate(provider.public_url, offer)
+    final = await consumer.client.negotiation(started["id"], wait_s=10)
+    assert final["state"] == "FINALIZED", final
+    status, statement, _ = await call(provider.node, provider.token, "POST", "/statements",
+                                      {"agreement": final["agreement"]["@id"], "until": "now"})
+    assert status == 201, statement
+
+    async def received() -> bool:
+        status, body, _ = await call(consumer.node, consumer.token, "GET", f"/statements/{statement['id']}")
+        return status == 200 and body["state"] == "received"
+
+    await eventually(received, what="the statement received")
+
+
 #: Routes whose ids are listed under another collection (usage is per agreement).
 ID_SOURCES = {"/usage": "/agreements"}
 
@@ -163,6 +188,7 @@ async def test_isolation_probes_over_every_management_route(nodes, monkeypatch):
         await ext.client.deliver_credential(held["id"])
     await ext.client.ask_credential(bravo.public_url, "region", {"region": "CN-GD"})
     await bravo.client.trust_issuer(ext.participant.did, ["region"])
+    await _statement_received(bravo, ext)  # bravo holds a statement of ext's
     table = management.routes(host.node)
     node = host.node
 

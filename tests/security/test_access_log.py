@@ -89,5 +89,13 @@ _PIECES = ["authorization", "Authorization: ", "Bearer ", "basic ", "token=", "s
 def test_text_the_fast_path_leaves_alone_holds_no_credential(text):
     """The log's redaction skips text with none of the marks a credential pattern needs (so that an access
     line costs little): such text must be text that no pattern would have changed."""
-    if not logging_module._MAYBE_SECRET.search(text):
+    if not logging_module._maybe_secret(text):
         assert all(pattern.sub(replacement, text) == text for pattern, replacement in logging_module._SECRET_TEXT)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from([*_PIECES, "AUTHORIZATION", "bEaReR", "BASIC", "\u017f", "\u212a", "\u0130"]),
+                          max_size=12).map("".join), st.text(max_size=80)))
+def test_the_fast_path_finds_what_its_pattern_finds(text):
+    """The marks are looked for one by one in ASCII text: exactly where the pattern would find one."""
+    assert logging_module._maybe_secret(text) is (logging_module._MAYBE_SECRET.search(text) is not None)

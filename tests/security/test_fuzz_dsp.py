@@ -37,6 +37,7 @@ from nacl.signing import SigningKey
 from connector.config import DspSection
 from connector.identity import did as dids
 from connector.net import signing
+from connector.protocol import statements
 from connector.testing import dsp_validator, free_port, shared_dir
 
 #: Requests hypothesis draws per route and node.
@@ -71,6 +72,8 @@ EXAMPLES_BY_ROUTE: dict[str, str | None] = {
     "POST tds/credentials/presentation": "presentation",
     "POST tds/gossip": "gossip digest",
     "POST tds/sandbox/queries": "sandbox query",
+    "POST tds/statements": "statement",
+    "POST tds/statements/answers": "statement answer",
 }
 ERROR_TYPES = {"catalog": "CatalogError", "negotiations": "ContractNegotiationError", "transfers": "TransferError"}
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
@@ -351,6 +354,18 @@ async def test_fuzzing_the_dsp_routes_with_signed_requests_finds_no_server_error
             "POST tds/gossip": target.node.directory.view(target.participant.id).digest(),
             "POST tds/sandbox/queries": {"agreementId": agreement, "query": "SELECT count(*) FROM data",
                                          "parameters": {}},
+            "POST tds/statements": {"@type": statements.STATEMENT_TYPE, "id": "urn:uuid:fuzz", "agreement": agreement,
+                                    "provider": peer.participant.did, "consumer": target.participant.did,
+                                    "period": {"label": "2026-11", "start": "2026-11-01T00:00:00Z",
+                                               "end": "2026-11-02T00:00:00Z"},
+                                    "receipts": {"first": 1, "last": 1, "head": "0" * 64, "uses": 1},
+                                    "queries": [], "transfers": [], "lines": [], "total": "0",
+                                    "proof": {"type": "DataIntegrityProof", "cryptosuite": "eddsa-jcs-2022",
+                                              "verificationMethod": peer.participant.key_id,
+                                              "proofValue": "z" + "1" * 86}},
+            "POST tds/statements/answers": {"@type": statements.ACCEPTANCE_TYPE, "statement": "urn:uuid:fuzz",
+                                            "agreement": agreement, "consumer": peer.participant.did,
+                                            "statementDigest": "sha-256:" + "0" * 64},
             "POST tds/credentials/presentation": {"challenge": answered, "presentation": vc.present(
                 [], holder=peer.participant.signer, domain=target.participant.did, challenge=answered,
                 now=datetime.now(UTC))},

@@ -25,6 +25,7 @@ import pytest
 
 from connector.protocol.sandbox import CheckedQuery, QueryTemplate, SandboxTerms, check_query
 from connector.services.sandbox_engine import (
+    SPARES,
     WORKER,
     Limits,
     SandboxBusy,
@@ -37,6 +38,7 @@ from connector.services.sandbox_engine import (
     worker_command,
 )
 from connector.services.sandbox_engine import Workers as SandboxWorkers
+from connector.testing import eventually
 
 REGIONS = ("north", "south", "east", "west", "centre")
 ROWS = 300
@@ -389,15 +391,26 @@ def _proc(pid: int, name: str) -> bytes:
 
 
 async def _spare(pool: SandboxWorkers, workers: Workers) -> int:
-    """The pool's spare once it has set its limits (polled, with a deadline); tracked to be gone at the end."""
+    """The spare the pool's next query takes, once every spare has set its limits (polled, with a deadline); all
+    of them tracked to be gone at the end."""
     pid = await pool.ready()
     assert pid is not None, "no spare was started"
-    workers.started(pid)
-    deadline = time.monotonic() + 10
-    while _limits_of(pid)["Max file size"][0] != "0":
-        assert time.monotonic() < deadline, "the spare did not set its limits"
-        await asyncio.sleep(0.01)
+    for spare in pool.spare_pids:
+        if spare not in workers.pids:
+            workers.started(spare)
+        deadline = time.monotonic() + 10
+        while _limits_of(spare)["Max file size"][0] != "0":
+            assert time.monotonic() < deadline, "the spare did not set its limits"
+            await asyncio.sleep(0.01)
     return pid
+
+
+async def _gone(pid: int) -> None:
+    """Wait until process *pid* has ended (a worker whose answer is in is ended in the background)."""
+    async def ended() -> bool:
+        return _state(pid) in (None, "Z", "X")
+
+    await eventually(ended, 10, every_s=0.01, what=f"the end of worker {pid}")
 
 
 async def _warm(pool: SandboxWorkers, db: Path, workers: Workers, **limits: Any) -> int:
@@ -466,17 +479,53 @@ sys.stdout.write(json.dumps({"outside": outside, "importable": importable, "isol
     assert seen == {"outside": [], "importable": [], "isolated": 1, "no_site": 1, "site": False}
 
 
-async def test_a_query_takes_the_spare_and_a_new_spare_is_started(table, pool, workers):
+async def test_primed_workers_wait_with_two_spares_before_any_query(table, pool, workers):
+    pool.prime(Limits(LIMITS["timeout_s"], LIMITS["memory_bytes"]))
+    first = await _spare(pool, workers)
+    assert len(pool.spare_pids) == SPARES == 2 and pool.spare_pids[0] == first
+    db, _ = table
+    ran: list[int] = []
+    await pool.run_query(db, hand_made("SELECT count(*) FROM data"), on_start=ran.append, **LIMITS)
+    assert ran == [first]
+
+
+async def test_a_query_takes_the_oldest_spare_and_another_is_started_once_it_is_over(table, pool, workers):
     db, schema = table
     spare = await _warm(pool, db, workers)
+    older, younger = pool.spare_pids
+    assert spare == older
     checked = check_query("SELECT region, count(*) AS n, sum(salary) AS total FROM data GROUP BY region", {},
                           SandboxTerms(epsilon_per_query=1.0, epsilon_total=10.0), schema)
     ran: list[int] = []
     rows = await pool.run_query(db, checked, on_start=ran.append, **LIMITS)
-    assert ran == [spare]
+    assert ran == [older]
     assert rows == await run_query(db, checked, on_start=workers.started, **LIMITS)
-    assert await _spare(pool, workers) not in (spare, None)
-    assert _state(spare) in (None, "Z", "X")
+    assert await _spare(pool, workers) == younger
+    assert len(pool.spare_pids) == 2 and older not in pool.spare_pids
+    await _gone(older)
+
+
+async def test_back_to_back_queries_never_start_a_worker_of_their_own(table, pool, workers):
+    db, _ = table
+    await _warm(pool, db, workers)
+    assert pool.cold_starts == 1  # the first query: nothing was primed
+    for _ in range(6):
+        await pool.run_query(db, hand_made("SELECT count(*) FROM data"), on_start=workers.started, **LIMITS)
+    assert pool.cold_starts == 1
+    await _spare(pool, workers)
+
+
+async def test_spares_take_no_slot(table, workers):
+    db, _ = table
+    pool = SandboxWorkers(max_running=1, max_wait_s=0.05)
+    try:
+        await _warm(pool, db, workers)
+        assert len(pool.spare_pids) == 2
+        async with pool.slot():  # the one slot is free although two spares wait
+            pass
+    finally:
+        await pool.close()
+    workers.assert_gone()
 
 
 async def test_a_spare_with_other_limits_is_not_used(table, pool, workers):
@@ -508,22 +557,27 @@ async def test_a_query_that_runs_for_ever_in_the_spare_is_interrupted(table, poo
         await pool.run_query(db, hand_made("SELECT count(*) FROM data a, data b, data c, data d, data e"),
                              timeout_s=1.0, memory_bytes=200 << 20, on_start=workers.started)
     assert stopped.value.rule == "time"
-    assert _state(spare) in (None, "Z", "X")
+    await _gone(spare)
 
 
 async def test_a_spare_that_dies_is_replaced(table, pool, workers):
     db, _ = table
     spare = await _warm(pool, db, workers)
+    other = pool.spare_pids[1]
     os.kill(spare, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pool.spare_pid in (spare, None):
-        assert time.monotonic() < deadline, "the spare was not replaced"
-        await asyncio.sleep(0.01)
-    replacement = await _spare(pool, workers)
-    ran: list[int] = []
-    assert await pool.run_query(db, hand_made("SELECT count(*) FROM data"), on_start=ran.append,
-                                **LIMITS) == [(ROWS,)]
-    assert ran == [replacement]
+
+    async def replaced() -> bool:
+        return spare not in pool.spare_pids and len(pool.spare_pids) == 2
+
+    await eventually(replaced, 10, every_s=0.01, what="the dead spare's replacement")
+    assert await _spare(pool, workers) == other
+    replacement = pool.spare_pids[1]
+    assert replacement != spare
+    for expected in (other, replacement):
+        ran: list[int] = []
+        assert await pool.run_query(db, hand_made("SELECT count(*) FROM data"), on_start=ran.append,
+                                    **LIMITS) == [(ROWS,)]
+        assert ran == [expected]
 
 
 async def test_closing_the_workers_ends_the_spare_and_refuses_further_queries(table, workers):
@@ -533,21 +587,26 @@ async def test_closing_the_workers_ends_the_spare_and_refuses_further_queries(ta
         spare = await _warm(pool, db, workers)
     finally:
         await pool.close()
-    assert pool.spare_pid is None
-    workers.assert_gone()  # the spare and its process group included
+    assert pool.spare_pids == []
+    workers.assert_gone()  # the spares and their process groups included
     with pytest.raises(SandboxFailure) as refused:
         await pool.run_query(db, hand_made("SELECT count(*) FROM data"), **LIMITS)
     assert refused.value.status == 503
     assert _state(spare) in (None, "Z", "X")
 
 
-async def test_a_dropped_spare_is_gone_and_the_next_query_starts_one_again(table, pool, workers):
+async def test_dropped_spares_are_gone_and_the_next_query_starts_them_again(table, pool, workers):
     db, _ = table
-    spare = await _warm(pool, db, workers)
-    await pool.drop_spare()
-    assert pool.spare_pid is None
+    await _warm(pool, db, workers)
+    spares = set(pool.spare_pids)
+    await pool.drop_spares()
+    assert pool.spare_pids == []
+    assert all(_state(pid) in (None, "Z", "X") for pid in spares)  # ended before drop_spares returned
+    for pid in workers.pids:
+        await _gone(pid)  # the first query's worker, ended in the background once its answer was in
     workers.assert_gone()
-    assert await _warm(pool, db, workers) != spare
+    await _warm(pool, db, workers)
+    assert len(pool.spare_pids) == 2 and not spares & set(pool.spare_pids)
 
 
 async def test_a_spare_whose_node_is_gone_exits_on_its_own(workers):

@@ -42,6 +42,10 @@ def test_good_config_round_trips():
         (('region = "CN-GD"', 'region = "CN-GD"\n[dsp]\nunknown_peer_rate_per_s = -1.0'),
          "dsp.unknown_peer_rate_per_s"),
         (('region = "CN-GD"', 'region = "CN-GD"\n[dsp]\nunknown_peers_open = 5'), "dsp.unknown_peers_open"),
+        (('region = "CN-GD"', 'region = "CN-GD"\n[settlement]\ngrace_s = -1.0'), "settlement.grace_s"),
+        (('region = "CN-GD"', 'region = "CN-GD"\n[settlement]\ngrace_s = nan'), "settlement.grace_s"),
+        (('region = "CN-GD"', 'region = "CN-GD"\n[settlement]\nauto = "yes"'), "settlement.auto"),
+        (('region = "CN-GD"', 'region = "CN-GD"\n[settlement]\ngrace = 60.0'), "settlement.grace"),
     ],
 )
 def test_errors_name_the_field(change, field):
@@ -51,6 +55,13 @@ def test_errors_name_the_field(change, field):
     assert info.value.path == field
     assert field.split("[")[0] in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_settlement_settings_round_trip_and_defaults_are_left_out():
+    config = parse_config(GOOD + "\n[settlement]\nauto = false\ngrace_s = 600.0\n")
+    assert config.settlement.auto is False and config.settlement.grace_s == 600.0
+    assert parse_config(render_config(config)) == config
+    assert "[settlement]" not in render_config(parse_config(GOOD))
 
 
 def test_http_public_url_needs_dev_mode():

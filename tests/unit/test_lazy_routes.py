@@ -5,12 +5,13 @@ elsewhere, and a path or method they do not have answered as the router answers 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from connector.http.server import LazyRoutes
+from connector.http.server import LazyRoutes, lazy_middleware
 
 SEEN = web.RequestKey("seen", bool)
 
@@ -74,3 +75,37 @@ async def test_a_path_they_do_not_have_is_404_and_a_method_they_do_not_allow_405
     assert refused.status == 405
     assert set(refused.headers["Allow"].split(",")) == {"GET", "HEAD"}
     assert (await client.post("/pages/first/notes")).status == 200
+
+
+async def test_once_built_they_are_listed_with_the_applications_routes(client: TestClient) -> None:
+    def listed() -> set[str]:
+        return {route.resource.canonical for route in client.app.router.routes() if route.resource is not None}
+
+    assert listed() == {"/other"}
+    assert (await client.get("/pages/first")).status == 200
+    assert listed() == {"/other", "/pages", "/pages/{name}", "/pages/{name}/notes"}
+
+
+async def test_a_lazy_middleware_is_built_on_the_first_request_only_and_runs_around_the_handlers() -> None:
+    built: list[int] = []
+
+    def build() -> Any:
+        built.append(1)
+
+        @web.middleware
+        async def mark(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+            request[SEEN] = True
+            return await handler(request)
+
+        return mark
+
+    async def seen(request: web.Request) -> web.Response:
+        return web.json_response(request.get(SEEN, False))
+
+    app = web.Application(middlewares=[lazy_middleware(build)])
+    app.add_routes([web.get("/seen", seen)])
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert built == []
+        for _ in range(3):
+            assert await (await client.get("/seen")).json() is True
+    assert built == [1]

@@ -1,6 +1,7 @@
 """Every line a node writes on stderr is JSON, tracebacks included: what a background task, a callback of
 the event loop, a thread or a finaliser lets through, a warning, an exception nobody caught in the main thread.
-Run in a subprocess, as a node runs, with the logging set up as ``tds serve`` sets it up."""
+Run in a subprocess, as a node runs, with the logging set up as ``tds serve`` sets it up. And a logger made once
+(at import) follows every configuration after it."""
 
 from __future__ import annotations
 
@@ -72,3 +73,28 @@ def test_what_background_tasks_threads_and_the_main_thread_let_through_is_logged
     assert callback and callback[0]["error"].startswith("ZeroDivisionError")
     warned = [e for e in logged if "a library warns" in e["event"]]
     assert warned and warned[0]["level"] == "warning" and warned[0]["logger"] == "py.warnings"
+
+
+def test_a_logger_made_before_logging_is_configured_again_follows_the_new_level(capsys) -> None:
+    from connector.logging import configure, get_logger
+
+    log = get_logger(component="test")
+    configure("warning")
+    log.info("not written at warning")
+    configure("info")
+    log.info("written at info", field="value")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["event"], line["component"], line["field"]) for line in lines] == [
+        ("written at info", "test", "value")]
+
+
+def test_a_logger_already_used_writes_through_processors_changed_in_place() -> None:
+    from structlog.testing import capture_logs
+
+    from connector.logging import get_logger
+
+    log = get_logger(component="test")
+    log.debug("before")
+    with capture_logs() as captured:
+        log.info("captured")
+    assert [(e["event"], e["component"]) for e in captured] == [("captured", "test")]

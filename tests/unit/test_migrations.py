@@ -18,7 +18,7 @@ from connector.protocol.agreement_lifecycle import AgreementState
 from connector.protocol.negotiation import Role
 from connector.protocol.negotiation import State as NegotiationState
 from connector.protocol.transfer import State as TransferState
-from connector.store.db import MAX_SCHEMA_VERSION, Store, migrate, schema_version_of
+from connector.store.db import MAX_SCHEMA_VERSION, Database, Store, migrate, schema_version_of
 from connector.store.migrations import MIGRATIONS
 from connector.store.records import JSON_COLUMNS, Asset, ContractDefinition, PolicyRecord
 from connector.store.repository import ContractRepository, Participant, SqliteRepository, TransferRepository
@@ -84,9 +84,7 @@ def _schema(path: Path) -> list[tuple[str, str, str]]:
 
 def _at_version(path: Path, version: int) -> dict[str, dict[str, Any]]:
     """A database as a release with schema *version* left it, holding one row in each of its tables."""
-    import sqlite_utils
-
-    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    db = Database(sqlite3.connect(path, isolation_level=None))
     try:
         assert migrate(db, upto=version) == version
         db.execute("PRAGMA foreign_keys = ON")
@@ -195,11 +193,9 @@ async def test_a_database_with_no_real_schema_version_is_refused_as_damaged(tmp_
 
 def test_migrate_refuses_too_and_changes_nothing(tmp_path):
     # The same check guards every path that migrates (``tds init`` and the tools use migrate() directly).
-    import sqlite_utils
-
     path = tmp_path / "tds.db"
     _with_user_version(path, LATEST + 1)
-    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    db = Database(sqlite3.connect(path, isolation_level=None))
     try:
         with pytest.raises(SchemaVersionError):
             migrate(db)
@@ -218,13 +214,11 @@ async def test_a_file_that_is_no_database_is_a_storage_error_not_a_traceback(tmp
 
 
 def test_a_failing_migration_names_itself_and_leaves_the_version_before_it(tmp_path, monkeypatch):
-    import sqlite_utils
-
     from connector.store import db as store_db
 
     path = tmp_path / "tds.db"
     monkeypatch.setattr(store_db, "MIGRATIONS", [*MIGRATIONS, ["CREATE TABLE participants (x)"]])
-    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    db = Database(sqlite3.connect(path, isolation_level=None))
     try:
         with pytest.raises(StorageError, match=f"schema migration {LATEST + 1} failed .*stays at schema {LATEST}"):
             migrate(db)

@@ -173,3 +173,11 @@ async def test_a_blocked_loop_shows_as_lag():
 ])
 def test_peer_failures_are_told_by_kind(exc, kind):
     assert failure_kind(exc) == kind
+
+
+def test_the_version_the_node_reports_is_the_installed_packages() -> None:
+    from importlib.metadata import version
+
+    from connector.metrics import software_version
+
+    assert software_version() == version("tds-connector")

@@ -362,6 +362,45 @@ async def test_wait_returns_the_process_as_it_is_when_the_time_is_up(shell: Shel
     assert await shell.wait(ACME.id, OURS, timeout_s=0.01) == record
 
 
+# -- the lock of each process -------------------------------------------------------------------------------
+
+
+async def test_the_locks_of_processes_that_are_over_are_not_kept(shell: Shell) -> None:
+    for i in range(200):
+        shell.add(started(shell.clock, id=f"urn:uuid:p{i}", pending=None, state="REQUESTED",
+                          expires_at=shell.clock() + 60))
+    shell.clock.advance(60)
+    assert await shell.run_due() == 200  # each deadline taken under its process's lock
+    assert len(shell.deadlines) == 200
+    assert len(shell._locks) == 0
+
+
+async def test_whoever_waits_for_a_process_lock_gets_the_one_held(shell: Shell) -> None:
+    key = (ACME.id, OURS)
+    order: list[str] = []
+    holding, trying, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with shell.lock(key):
+            holding.set()
+            await release.wait()
+            order.append("first")
+
+    async def second() -> None:
+        trying.set()  # and on to the lock without yielding: waiting for it once the test runs again
+        async with shell.lock(key):
+            order.append("second")
+
+    one = asyncio.ensure_future(first())
+    await holding.wait()
+    two = asyncio.ensure_future(second())
+    await trying.wait()
+    assert shell.lock(key).locked() and len(shell._locks) == 1
+    release.set()
+    await asyncio.gather(one, two)
+    assert order == ["first", "second"] and len(shell._locks) == 0
+
+
 # -- resuming after a restart ------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import random
 import statistics
 
@@ -67,12 +68,13 @@ def test_each_outputs_noise_has_the_scale_of_its_share():
         assert mad == pytest.approx(2.0, rel=0.06)
 
 
-def test_a_noisy_sum_has_the_scale_of_the_columns_bound_over_epsilon():
-    checked = _count_query("SELECT sum(age) FROM data")  # bounds 18..100: sensitivity 100, epsilon 1
+def test_a_noisy_sum_has_the_scale_of_the_columns_bound_over_its_share():
+    # bounds 18..100: sensitivity 100; epsilon 1, of which the sum gets half (the other half counts the group)
+    checked = _count_query("SELECT sum(age) FROM data")
     rng = random.Random(5)
     errors = [sb.apply_privacy(checked, [(4000, 80)], DP, rng).rows[0][0] - 4000 for _ in range(DRAWS)]
-    assert abs(statistics.fmean(errors)) < 8  # standard error 100·√2/√20000 = 1
-    assert statistics.fmean(abs(e) for e in errors) == pytest.approx(100.0, rel=0.04)
+    assert abs(statistics.fmean(errors)) < 16  # standard error 200·√2/√20000 = 2
+    assert statistics.fmean(abs(e) for e in errors) == pytest.approx(200.0, rel=0.04)
 
 
 def test_the_emitted_statement_clips_the_summed_values_to_the_declared_bounds():
@@ -93,18 +95,106 @@ def test_the_emitted_statement_clips_the_summed_values_to_the_declared_bounds():
 def test_a_noisy_average_stays_within_the_columns_bounds():
     checked = _count_query("SELECT avg(age) FROM data")
     rng = random.Random(3)
-    # ten rows at the upper bound: noise on the sum and on the count pushes the ratio past 100 often
-    values = [sb.apply_privacy(checked, [(1000, 10, 10)], DP, rng).rows[0][0] for _ in range(2000)]
+    # a hundred rows at the upper bound: noise on the sum and on the count pushes the ratio past 100 often
+    values = [sb.apply_privacy(checked, [(10_000, 100, 100)], DP, rng).rows[0][0] for _ in range(2000)]
     assert min(values) >= 18 and max(values) <= 100 and max(values) == 100
 
 
-def test_groups_smaller_than_k_are_dropped_and_counted_and_the_group_size_never_leaves():
+def test_under_a_budget_small_groups_are_dropped_and_neither_the_group_size_nor_their_number_leaves():
     checked = _count_query("SELECT region, count(*) FROM data GROUP BY region")
-    rows = [("north", 40, 40), ("south", 9, 9), ("east", 10, 10), ("west", 1, 1), ("void", 0, 0)]
+    rows = [("north", 400, 400), ("south", 9, 9), ("east", 3, 3), ("west", 1, 1), ("void", 0, 0)]
     result = sb.apply_privacy(checked, rows, DP, random.Random(0))
-    assert [r[0] for r in result.rows] == ["north", "east"] and result.suppressed_groups == 3
+    assert [r[0] for r in result.rows] == ["north"]
+    assert result.suppressed_groups is None  # exact, it would tell that small groups are there
     assert result.columns == ["region", "COUNT(*)"] and all(len(r) == 2 for r in result.rows)
     assert result.noise and result.epsilon_spent == 1.0
+
+
+# --- which groups leave: exact k without a budget, a noisy count under one ------------------------------
+
+#: k = 20 with epsilon 2 on one count: noise of scale 1/2, narrow enough that k itself is the threshold.
+NARROW = sb.SandboxTerms(epsilon_per_query=2.0, epsilon_total=100.0, min_group_size=20)
+SEEDS = range(400)
+
+
+def _left(terms: sb.SandboxTerms, n: int, seeds: range, sql: str = "SELECT region, count(*) FROM data GROUP BY "
+                                                                  "region") -> int:
+    """For how many of *seeds* a group of *n* rows leaves, the noise drawn from a generator seeded with each."""
+    checked = sb.check_query(sql, {}, terms, SCHEMA)
+    width = sum(o.width for o in checked.outputs) + 1
+    row = ("north", *[n] * (width - 1)) if checked.outputs[0].kind == "key" else (n,) * width
+    return sum(bool(sb.apply_privacy(checked, [row], terms, random.Random(seed)).rows) for seed in seeds)
+
+
+def test_without_a_budget_a_group_leaves_on_its_exact_size():
+    template = sb.QueryTemplate(id="t", sql="SELECT region, count(*) FROM data GROUP BY region")
+    terms = sb.SandboxTerms(templates=[template], min_group_size=20)
+    checked = sb.check_query("", {}, terms, SCHEMA, template_id="t")
+    for seed in range(20):
+        result = sb.apply_privacy(checked, [("north", 19, 19), ("south", 20, 20)], terms, random.Random(seed))
+        assert result.rows == [["south", 20]] and result.suppressed_groups == 1
+        assert not result.noise and result.threshold_epsilon == 0
+
+
+def test_under_a_budget_a_group_of_exactly_k_rows_sometimes_leaves_and_sometimes_not():
+    assert 150 < _left(NARROW, 20, SEEDS) < 250  # half the time: its noisy count is as likely above k as below
+
+
+def test_under_a_budget_a_group_far_above_k_leaves():
+    assert _left(NARROW, 40, SEEDS) == len(SEEDS)
+
+
+@pytest.mark.parametrize(("epsilon", "k"), [(2.0, 20), (1.0, 10), (0.1, 5)])
+def test_under_a_budget_a_group_of_one_row_almost_never_leaves(epsilon, k):
+    terms = sb.SandboxTerms(epsilon_per_query=epsilon, epsilon_total=100.0, min_group_size=k)
+    assert _left(terms, 1, range(10_000)) == 0  # at most THRESHOLD_DELTA each
+
+
+def test_when_the_noise_is_wide_the_threshold_rises_above_k():
+    # epsilon 0.1: noise of scale 10 on the count; k = 5 alone would let a one-row group out a third of the time
+    wide = sb.SandboxTerms(epsilon_per_query=0.1, epsilon_total=100.0, min_group_size=5)
+    assert sb.noisy_threshold(5, 10.0) == pytest.approx(1 + 10 * math.log(1 / (2 * sb.THRESHOLD_DELTA)))
+    assert _left(wide, 5, SEEDS) == 0  # k rows are far below it now
+    assert _left(wide, 400, SEEDS) == len(SEEDS)
+    assert sb.noisy_threshold(20, 0.5) == 20  # narrow noise: k itself
+
+
+def test_the_threshold_reads_the_released_counts_own_noise_and_draws_nothing_more():
+    checked = sb.check_query("SELECT region, count(*) AS n FROM data GROUP BY region", {}, NARROW, SCHEMA)
+    assert checked.threshold_output == 1 and checked.threshold_epsilon == 0 and checked.outputs[1].epsilon == 2.0
+    for seed in SEEDS:
+        rng = random.Random(seed)
+        result = sb.apply_privacy(checked, [("north", 20, 20)], NARROW, rng)
+        again = random.Random(seed)
+        noisy = 20 + sb.laplace_noise(0.5, again)  # the released count's one draw
+        assert bool(result.rows) == (noisy >= 20)
+        assert rng.random() == again.random()  # no draw beside it
+        if result.rows:
+            assert result.rows == [["north", round(noisy)]] and round(noisy) >= 20
+
+
+def test_a_query_that_releases_no_count_spends_a_share_of_its_epsilon_on_a_count_and_says_so():
+    checked = sb.check_query("SELECT region, sum(age) FROM data GROUP BY region", {}, NARROW, SCHEMA)
+    assert checked.threshold_output is None and checked.threshold_epsilon == 1.0  # one share of two
+    assert checked.outputs[1].epsilon == 1.0 and checked.epsilon == 2.0  # the query spends its epsilon, no more
+    result = sb.apply_privacy(checked, [("north", 5000, 100)], NARROW, random.Random(0))
+    assert result.threshold_epsilon == 1.0 and result.epsilon_spent == 2.0 and len(result.rows) == 1
+    document = sb.result_document(agreement_id="urn:uuid:a", provider="did:web:p.example", consumer="did:web:c.example",
+                                  query="q", parameters={}, result=result, issued_at="2026-03-01T10:00:00Z")
+    assert document["thresholdEpsilon"] == 1.0 and document["suppressedGroups"] is None
+    assert 150 < _left(NARROW, 20, SEEDS, "SELECT sum(age) FROM data") < 250
+
+
+@pytest.mark.parametrize(("sql", "source"), [
+    ("SELECT avg(age), count(age), count(*) FROM data", 2),
+    ("SELECT avg(age), count(DISTINCT age) FROM data", 1),
+    ("SELECT sum(age), avg(salary) FROM data", 1),
+    ("SELECT region, sum(age) FROM data GROUP BY region", None),
+])
+def test_the_count_that_decides_is_the_groups_own_size_first_then_a_columns_then_an_averages(sql, source):
+    checked = sb.check_query(sql, {}, DP, SCHEMA)
+    assert checked.threshold_output == source
+    assert (checked.threshold_epsilon == 0) == (source is not None)
 
 
 def test_without_a_budget_values_leave_exactly_and_big_integers_as_json_numbers():

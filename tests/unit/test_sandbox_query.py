@@ -5,6 +5,7 @@ The attacks (files, other tables, statements hidden after a ';' …) are in test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -272,7 +273,7 @@ def test_a_group_by_on_a_unique_column_passes_the_check_and_every_one_row_group_
     rows = table.run(checked)
     assert len(rows) == 90 and {r[-1] for r in rows} == {1}
     result = sb.apply_privacy(checked, rows, DP, random.Random(1))
-    assert result.rows == [] and result.suppressed_groups == 90 and result.epsilon_spent == 1.0
+    assert result.rows == [] and result.suppressed_groups is None and result.epsilon_spent == 1.0
 
 
 def test_checked_queries_are_plain_data():
@@ -282,3 +283,65 @@ def test_checked_queries_are_plain_data():
         "template_id": checked.template_id, "outputs": [],
     })))
     assert again.sql == checked.sql
+
+
+# --- the provider's memory of checked queries (connector.services.sandbox) ------------------------------
+
+
+@pytest.fixture
+def checks(monkeypatch) -> list[str]:
+    """The queries :func:`check_query` parses, as the provider's node asks it."""
+    parsed: list[str] = []
+    real = sb.check_query
+
+    def counted(sql: str, *args: Any, **kwargs: Any) -> sb.CheckedQuery:
+        parsed.append(sql)
+        return real(sql, *args, **kwargs)
+
+    monkeypatch.setattr(sb, "check_query", counted)
+    return parsed
+
+
+def _service():
+    from connector.services.sandbox import SandboxService
+
+    return SandboxService(None, None, None, None, None, peer_facts=None, own_folder=None)  # type: ignore[arg-type]
+
+
+def test_a_query_asked_again_under_the_same_terms_is_not_parsed_again(checks):
+    service = _service()
+    first = service._check("SELECT region, count(*) FROM data GROUP BY region", {}, DP, SCHEMA, None)
+    again = service._check("SELECT region, count(*) FROM data GROUP BY region", {}, DP, SCHEMA, None)
+    assert again is first and len(checks) == 1
+
+
+@pytest.mark.parametrize("changed", [
+    {"sql": "SELECT region, count(*) FROM data GROUP BY region "},
+    {"terms": sb.SandboxTerms(epsilon_per_query=0.5, epsilon_total=10.0, min_group_size=10)},
+    {"terms": sb.SandboxTerms(epsilon_per_query=1.0, epsilon_total=10.0, min_group_size=10, columns=["region"])},
+    {"schema": sb.TableSchema(columns=SCHEMA.columns, rows_rounded=100, queryable=["region"])},
+])
+def test_a_change_of_the_query_the_terms_or_the_schema_is_checked_anew(checks, changed):
+    service = _service()
+    asked: dict[str, Any] = {"sql": "SELECT region, count(*) FROM data GROUP BY region", "terms": DP, "schema": SCHEMA}
+    first = service._check(asked["sql"], {}, asked["terms"], asked["schema"], None)
+    asked.update(changed)
+    second = service._check(asked["sql"], {}, asked["terms"], asked["schema"], None)
+    assert len(checks) == 2 and second is not first
+
+
+def test_a_template_parameter_of_another_type_is_checked_anew(checks):
+    service = _service()
+    values = [2, 2.0, "2", True]
+    for value in values:
+        with contextlib.suppress(sb.QueryRefused):  # a bool is no real
+            service._check("", {"region": "north", "floor": value}, TEMPLATES, SCHEMA, "named")
+    assert len(checks) == len(values)
+
+
+def test_a_refused_query_is_checked_again_each_time(checks):
+    service = _service()
+    for _ in range(2):
+        with pytest.raises(sb.QueryRefused):
+            service._check("SELECT * FROM data", {}, DP, SCHEMA, None)
+    assert len(checks) == 2

@@ -152,7 +152,6 @@ async def test_a_reopened_negotiation_is_found_through_its_pids_index(store, pid
     # By the pid's index, not by walking every negotiation the participant ever had.
     assert any(f"USING INDEX negotiations_{pid}" in str(row) for row in plan), plan
 
-
 def test_the_store_loads_sqlite_utils_without_numpy_or_pandas_and_leaves_them_importable():
     import importlib.util
     import subprocess
@@ -167,3 +166,29 @@ def test_the_store_loads_sqlite_utils_without_numpy_or_pandas_and_leaves_them_im
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.split("\n")[:2] == ["False True True", "1"]
+
+
+async def test_a_re_requested_transfer_is_found_through_its_consumer_pid_index(store):
+    from connector.protocol.negotiation import Role
+    from connector.protocol.transfer import State
+    from connector.store.records import TransferRecord
+    from connector.store.repository import TransferRepository
+
+    await SqliteRepository(store).add_participant(Participant("p", "p", "did:web:x", "P", "CN", created_at="t"))
+    transfers = TransferRepository(store)
+    for i in range(3):
+        await transfers.create(TransferRecord(
+            participant_id="p", id=f"t-{i}", role=Role.PROVIDER, state=State.REQUESTED, counterparty_did="did:web:c",
+            agreement_id="a", provider_pid=f"t-{i}", consumer_pid=f"peer-{i}", created_at="t", updated_at="t"),
+            "message-in")
+    statements: list[str] = []
+    await store.lookup(lambda db: db.conn.set_trace_callback(statements.append))
+    try:
+        found = await transfers.by_consumer_pid("p", "did:web:c", "peer-1")
+    finally:
+        await store.lookup(lambda db: db.conn.set_trace_callback(None))
+    assert found is not None and found.id == "t-1"
+    [query] = [s for s in statements if s.startswith("SELECT")]
+    plan = await store.lookup(lambda db: db.execute(f"EXPLAIN QUERY PLAN {query}").fetchall())
+    # By the pid's index, not by walking every transfer the participant ever had.
+    assert any("USING INDEX transfers_consumer_pid" in str(row) for row in plan), plan

@@ -247,3 +247,26 @@ def test_a_partial_file_written_past_the_write_back_mark_reads_back_whole(tmp_pa
             out.write(index, memoryview(chunk), last=index == len(chunks) - 1)
     final = the_vault.keep(partial, "data.bin", {})
     assert plaintext(the_vault, alice, final, "urn:uuid:a1") == data
+
+
+def test_a_kept_files_bundle_is_synced_before_it_is_renamed_into_place_and_the_folder_after(
+        the_vault: Vault, alice: ParticipantRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A power loss after keep() returns must not leave the bundle (manifest, envelope) renamed but empty.
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        events.append(("rename", os.fspath(source)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    final = receive(the_vault, alice, "urn:uuid:a1", b"x" * 3000)
+    bundle = str(the_vault.partial_path(alice, "urn:uuid:a1", "t1").with_suffix(".bundle"))
+    synced, renamed = events.index(("fsync", bundle)), events.index(("rename", bundle))
+    assert synced < renamed < events.index(("fsync", str(final.parent)), renamed)
+    assert (final.parent / f"{final.name}.bundle.json").read_text() == '{\n "manifest": {\n  "size": 3000\n }\n}'

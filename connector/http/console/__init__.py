@@ -55,12 +55,13 @@ def routes(table: Sequence[Route], tokens: TokenService, participants: Participa
         negotiations,
         overview,
         publishing,
+        statements,
         transfers,
         usage,
     )
 
     console = Console(ManagementApi(table), tokens, participants)
-    pages = [overview, discover, negotiations, agreements, transfers, usage, publishing, admin]
+    pages = [overview, discover, negotiations, agreements, transfers, usage, statements, publishing, admin]
     for module in pages:
         console.nav.extend(module.NAV)
     table_out = [

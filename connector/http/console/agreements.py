@@ -112,6 +112,7 @@ i18n.add({
                                           "只有协议的使用方可以获取数据。"),
     "agreements.links": ("See also", "相关"),
     "agreements.usage_link": ("Usage of this agreement's data", "此协议数据的使用情况"),
+    "agreements.statements_link": ("Settlement statements of this agreement", "此协议的结算单"),
 })
 
 

@@ -139,6 +139,27 @@ i18n.add({
                                     "仅限这些参与方（DID，用逗号分隔）"),
     "publishing.policy.log_uses": ("Log each use", "记录每次使用"),
     "publishing.policy.inform": ("Inform this participant of each use", "每次使用时通知本参与方"),
+    "publishing.policy.price": ("Price (leave empty for none)", "价格（不收费则留空）"),
+    "publishing.policy.price_help": ("Post-paid: statements settle it each billing period (see Statements). "
+                                     "Pre-paid: every use is denied until the payment is reported.",
+                                     "后付费：每个结算周期由结算单结算（见“结算单”）。预付费：在付款被报告之前，"
+                                     "每次使用都会被拒绝。"),
+    "publishing.policy.amount": ("Amount (e.g. 2.50)", "金额（如 2.50）"),
+    "publishing.policy.currency": ("Currency (e.g. CNY)", "币种（如 CNY）"),
+    "publishing.policy.price_per": ("Paid for", "计价单位"),
+    "publishing.policy.per.use": ("each use", "每次使用"),
+    "publishing.policy.per.gigabyte": ("each GB transferred", "每传输 1 GB"),
+    "publishing.policy.per.period": ("each billing period (a subscription)", "每个结算周期（订阅）"),
+    "publishing.policy.billing_period": ("Billing period", "结算周期"),
+    "publishing.policy.period.P1M": ("monthly", "按月"),
+    "publishing.policy.period.P1W": ("weekly", "按周"),
+    "publishing.policy.period.P1D": ("daily", "按日"),
+    "publishing.policy.rounding": ("Rounding of each statement line (e.g. 0.01 half-up)",
+                                   "结算单每行金额的舍入（如 0.01 half-up）"),
+    "publishing.policy.tiers": ("Tiers FROM:PRICE, separated by commas (e.g. 1000:2.00)",
+                                "阶梯 FROM:PRICE，用逗号分隔（如 1000:2.00）"),
+    "publishing.policy.prepaid": ("Pre-paid: due before use", "预付费：使用前支付"),
+    "publishing.policy.bad_currency": ("A price needs its currency, a code such as CNY.", "价格需要币种，例如 CNY。"),
     "publishing.policy.preview": ("Preview", "预览"),
     "publishing.policy.save": ("Save", "保存"),
     "publishing.policy.preview_title": ("Preview", "预览"),
@@ -254,7 +275,39 @@ def policy_options(form: Mapping[str, Any], t: Callable[..., str]) -> dict[str, 
             "consumers": [c for part in split_list(_text(form, "consumers")) for c in part.split()],
             "log_uses": bool(_text(form, "log_uses")), "inform": bool(_text(form, "inform")),
             "verified_regions": split_list(_text(form, "verified_regions")),
-            "spaces": split_list(_text(form, "spaces"))}
+            "spaces": split_list(_text(form, "spaces")), "price": price_option(form, t)}
+
+
+#: The policy form's price fields (``usage_policies.templates.price_duty``).
+PRICE_FIELDS = ("price", "currency", "price_per", "billing_period", "rounding", "tiers", "prepaid")
+#: What the form's price may be paid for (a price per sandbox query is set with `tds policy add --sandbox`).
+PRICE_BASES = ("use", "gigabyte", "period")
+BILLING_PERIODS = ("P1M", "P1W", "P1D")
+
+
+def price_option(form: Mapping[str, Any], t: Callable[..., str]) -> dict[str, Any] | None:
+    """The price the form's price fields make (a ``compensate`` duty), None without an amount; BadRequest
+    naming a bad field."""
+    amount = _text(form, "price")
+    if not amount:
+        return None
+    currency = _text(form, "currency")
+    if not currency or len(currency) > 64 or any(c.isspace() for c in currency):
+        raise BadRequest(t("publishing.policy.bad_currency"), path="currency")
+    per, period = _text(form, "price_per") or "use", _text(form, "billing_period") or "P1M"
+    if per not in PRICE_BASES:
+        raise BadRequest(t("publishing.policy.bad", reason=f"a price here is per {', '.join(PRICE_BASES)}, not "
+                                                          f"{per!r}"), path="price_per")
+    if period not in BILLING_PERIODS:
+        raise BadRequest(t("publishing.policy.bad", reason=f"the billing period is one of "
+                                                          f"{', '.join(BILLING_PERIODS)}, not {period!r}"),
+                         path="billing_period")
+    try:
+        return templates.price_duty(amount, currency, per=per, period=period,
+                                    rounding=_text(form, "rounding") or "0.01 half-up",
+                                    tiers=split_list(_text(form, "tiers")), prepaid=bool(_text(form, "prepaid")))
+    except ValueError as exc:
+        raise BadRequest(t("publishing.policy.bad", reason=str(exc)), path="price") from exc
 
 
 def build_policy(form: Mapping[str, Any], t: Callable[..., str]) -> dict[str, Any]:
@@ -357,8 +410,9 @@ def routes(console: Console) -> list[web.RouteDef]:
                     preview: dict[str, Any] | None = None) -> web.Response:
         values = {k: _text(ctx.form, k) for k in ("id", "purposes", "max_uses", "for_duration", "regions",
                                                    "verified_regions", "spaces", "no_export_outside", "consumers",
-                                                   "log_uses", "inform")}
-        return ctx.render("publishing_policy.html", status=status, v=values, error=error,
+                                                   "log_uses", "inform", *PRICE_FIELDS)}
+        return ctx.render("publishing_policy.html", status=status, v=values, error=error, bases=PRICE_BASES,
+                          periods=BILLING_PERIODS,
                           preview=json.dumps(preview, indent=2, ensure_ascii=False) if preview is not None else "",
                           words=in_words(preview, ctx.lang) if preview is not None else [])
 
