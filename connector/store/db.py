@@ -314,6 +314,19 @@ class Store:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
 
+    async def snapshot(self, fn: Callable[[Database], T]) -> T:
+        """Run *fn* on a reader in one read transaction: every query it makes sees the same committed state
+        (a plain :meth:`read` sees each query's own). Readers are query-only: *fn* cannot write."""
+
+        def in_transaction(db: Database) -> T:
+            db.conn.execute("BEGIN")
+            try:
+                return fn(db)
+            finally:
+                db.conn.execute("ROLLBACK")
+
+        return await self.read(in_transaction)
+
     async def lookup(self, fn: Callable[[Database], T]) -> T:
         """Run *fn*, a read of a few rows by an index (tens of microseconds), on the calling thread's own read
         connection: the hop to a reader thread and back would cost it ten times over. Anything that may scan

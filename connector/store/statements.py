@@ -361,16 +361,8 @@ class StatementRepository:
         return await self.store.read(job)
 
     async def snapshot(self, job: Callable[[Database], T]) -> T:
-        """*job* on a reader in one read transaction (every query it makes sees the same committed state)."""
-
-        def in_transaction(db: Database) -> T:
-            db.conn.execute("BEGIN")
-            try:
-                return job(db)
-            finally:
-                db.conn.execute("ROLLBACK")
-
-        return await self.store.read(in_transaction)
+        """*job* on a reader in one read transaction (:meth:`Store.snapshot`)."""
+        return await self.store.snapshot(job)
 
     async def get(self, participant_id: str, statement_id: str) -> StatementRow | None:
         return await self.read(lambda db: get(db, participant_id, statement_id))

@@ -398,17 +398,8 @@ class UsageRepository:
         return await self.store.read(job)
 
     async def snapshot(self, job: Callable[[Database], T]) -> T:
-        """Run *job* on a reader in one read transaction: every query it makes sees the same committed state
-        (a plain :meth:`read` sees each query's own). Readers are query-only: the job cannot write."""
-
-        def in_transaction(db: Database) -> T:
-            db.conn.execute("BEGIN")
-            try:
-                return job(db)
-            finally:
-                db.conn.execute("ROLLBACK")
-
-        return await self.store.read(in_transaction)
+        """Run *job* on a reader in one read transaction (:meth:`Store.snapshot`)."""
+        return await self.store.snapshot(job)
 
     def before_commit(self, hook: Callable[[Database], None]) -> None:
         """Run *hook* on the writer thread at the end of every commit group, before its COMMIT."""

@@ -18,6 +18,13 @@ async def agree(provider, consumer, *, title: str, uses: int = 5) -> str:
                                                               templates.max_uses("qi", uses)))
     await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="rnd",
                                                   assets=["qi"])
+    agreement, _ = await agree_to_first_offer(provider, consumer)
+    return agreement
+
+
+async def agree_to_first_offer(provider, consumer) -> tuple[str, dict]:
+    """*consumer* negotiates the first offer of *provider*'s catalog until both sides are FINALIZED: the
+    agreement's id and the catalog as the consumer saw it."""
     catalog = await consumer.client.catalog(provider.public_url)
     offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
     started = await consumer.client.negotiate(provider.public_url, offer)
@@ -25,7 +32,7 @@ async def agree(provider, consumer, *, title: str, uses: int = 5) -> str:
     assert final["state"] == "FINALIZED", final
     theirs = await provider.client.negotiation(final["providerPid"], wait_s=15)
     assert theirs["state"] == "FINALIZED", theirs
-    return str(final["agreement"]["@id"])
+    return str(final["agreement"]["@id"]), catalog
 
 
 async def page(node, token: str, path: str, form: dict | None = None) -> tuple[int, str, dict]:

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from click.testing import CliRunner, Result
+from console_pages import agree_to_first_offer
 
 from connector.cli import catalog_lines, main
 from connector.testing import eventually
@@ -47,14 +48,8 @@ async def priced_agreement(nodes: Any, *price: str, provider: Any = None) -> tup
     await tds(provider, "policy", "add", "paid-rnd", "--purpose", "R&D", *(price or PRICE))
     await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="paid-rnd",
                                                   assets=["qi"])
-    catalog = await consumer.client.catalog(provider.public_url)
-    offer = catalog["dataset"][0]["hasPolicy"][0]["@id"]
-    started = await consumer.client.negotiate(provider.public_url, offer)
-    final = await consumer.client.negotiation(started["id"], wait_s=15)
-    assert final["state"] == "FINALIZED", final
-    theirs = await provider.client.negotiation(final["providerPid"], wait_s=15)
-    assert theirs["state"] == "FINALIZED", theirs
-    return provider, consumer, str(final["agreement"]["@id"]), catalog
+    agreement, catalog = await agree_to_first_offer(provider, consumer)
+    return provider, consumer, agreement, catalog
 
 
 async def used(provider: Any, consumer: Any, agreement: str, n: int) -> None:

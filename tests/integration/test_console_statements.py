@@ -10,7 +10,7 @@ import json
 import re
 
 import aiohttp
-from console_pages import page
+from console_pages import agree_to_first_offer, page
 
 from connector.http.console.api import segment
 from connector.testing import eventually
@@ -29,12 +29,7 @@ async def priced(nodes, *, uses: int = 3):
         ["R&D"], price=templates.price_duty("2.50", "CNY")))
     await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="paid",
                                                   assets=["qi"])
-    catalog = await consumer.client.catalog(provider.public_url)
-    started = await consumer.client.negotiate(provider.public_url, catalog["dataset"][0]["hasPolicy"][0]["@id"])
-    final = await consumer.client.negotiation(started["id"], wait_s=15)
-    assert final["state"] == "FINALIZED", final
-    assert (await provider.client.negotiation(final["providerPid"], wait_s=15))["state"] == "FINALIZED"
-    agreement = str(final["agreement"]["@id"])
+    agreement, _ = await agree_to_first_offer(provider, consumer)
     for i in range(uses):
         assert (await consumer.client.use(agreement, f"u{i}", purpose="R&D"))["decision"] == "permit"
 

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+from console_pages import agree_to_first_offer
 from test_sandbox import ASSET, GROUP_BY, negotiated, publish
 
 from connector.http.management import PREFIX
@@ -51,11 +52,8 @@ async def priced_agreement(provider: Any, consumer: Any, duty: dict[str, Any], *
     await provider.client.add_policy("priced", {"@type": "Set", "permission": [{"action": "use", "duty": [duty]}]})
     await provider.client.add_contract_definition("cd", access_policy_id="open", contract_policy_id="priced",
                                                   assets=["qi"])
-    offer = (await consumer.client.catalog(provider.public_url))["dataset"][0]["hasPolicy"][0]["@id"]
-    started = await consumer.client.negotiate(provider.public_url, offer)
-    final = await consumer.client.negotiation(started["id"], wait_s=15)
-    assert final["state"] == "FINALIZED", final
-    return str(final["agreement"]["@id"])
+    agreement, _ = await agree_to_first_offer(provider, consumer)
+    return agreement
 
 
 async def used(provider: Any, consumer: Any, agreement: str, uses: int) -> None:

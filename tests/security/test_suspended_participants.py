@@ -8,6 +8,7 @@ import time
 
 import aiohttp
 import pytest
+from refusals import refused
 
 from connector.client import ClientError
 from connector.net import signing
@@ -51,13 +52,6 @@ async def signed(node, method: str, url: str, body: dict | None = None) -> tuple
 async def public(url: str) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         return r.status, await r.json(content_type=None)
-
-
-async def refused(call, status: int) -> ClientError:
-    with pytest.raises(ClientError) as info:
-        await call
-    assert info.value.status == status, info.value.message
-    return info.value
 
 
 @pytest.fixture

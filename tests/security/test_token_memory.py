@@ -7,15 +7,7 @@ it is held), then changes it through the API and sends the very next request at 
 from __future__ import annotations
 
 import pytest
-
-from connector.client import ClientError
-
-
-async def refused(call, status: int) -> ClientError:
-    with pytest.raises(ClientError) as info:
-        await call
-    assert info.value.status == status, info.value.message
-    return info.value
+from refusals import refused
 
 
 @pytest.fixture
