@@ -21,6 +21,10 @@ EXPECTED = {
                          "for computation only", "groups that left: east, north, south, west; epsilon spent 1.0",
                          "(verified)",
                          "query 3: answered", "query 4: refused (budget)", "3 queries counted, intact"],
+    "settlement.py": ["negotiation FINALIZED", "3 receipts reached the provider", ": 7.50 CNY for 3 uses",
+                      "consumer's node: statement received", "consumer: statement accepted",
+                      "provider: statement accepted (7.50 CNY)",
+                      "verified offline: 7.50 CNY, answer accepted, signatures verified"],
 }
 
 
