@@ -3,8 +3,10 @@
 Admin: the participants the node hosts with their state and the node's fair-use quotas (the same for each
 hosted participant: ``node.vault_quota_bytes``, ``node.management_rate_per_s`` / ``management_burst``), hosting
 a new participant (its first token is shown once, on the answer to the form, and never again), suspending
-(with a reason its tokens are then refused with) and resuming one, and the node's metrics tokens. The admin
-token reads no participant's data: these pages call only the admin routes.
+(with a reason its tokens are then refused with) and resuming one, setting the host's platform share of what a
+hosted participant earns as a provider (with the host's report: what accepted statements come to, per participant
+and currency), and the node's metrics tokens. The admin token reads no participant's data: these pages call only
+the admin routes.
 
 Tokens (``/console/tokens``, a participant's token): the participant's management tokens, creating one for an
 application (its value shown once) and revoking one. Every read and action is a management route called with
@@ -17,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connector.errors import BadRequest
+from connector.errors import BadRequest, NotFound
 from connector.http.console import i18n
 from connector.http.console.api import segment
 from connector.http.console.transfers import human_bytes
@@ -27,6 +29,8 @@ NAV = (NavItem(f"{BASE}/admin", "nav.admin", "admin"), NavItem(f"{BASE}/tokens",
 
 #: The longest suspension reason (as ``SuspendIn`` takes it).
 MAX_REASON = 500
+#: The longest platform share the form sends (as ``PlatformShareIn`` takes it).
+MAX_PERCENT = 20
 
 i18n.add({
     "nav.tokens": ("Tokens", "令牌"),
@@ -87,6 +91,30 @@ i18n.add({
                          "请通过安全渠道把此令牌交给该参与方。它只显示这一次：本节点只保存其哈希值，无法再次显示。"
                          "参与方应创建自己的令牌（令牌页面）并撤销此令牌。"),
     "admin.back": ("Back to the participants", "返回参与方列表"),
+    "admin.col.share": ("Platform share", "平台分成"),
+    "admin.share.none": ("none", "无"),
+    "admin.share.percent": ("{percent}%", "{percent}%"),
+    "admin.share.label": ("Platform share of {name} (percent)", "{name} 的平台分成（百分比）"),
+    "admin.share.set": ("Set", "设置"),
+    "admin.share.help": ("The host's share of what a hosted participant earns as a provider under post-paid "
+                         "prices, from 0 to 100 (10, 2.5); 0 takes it off. Statements issued from now on show the "
+                         "split; those issued before keep theirs.",
+                         "主机从托管参与方作为提供方按后付费价格所得收入中抽取的分成，取值 0 至 100（如 10、2.5）；"
+                         "0 表示取消。此后开出的结算单会显示分成，之前开出的保持不变。"),
+    "admin.share.own": ("the host pays no platform share", "主机本身不支付平台分成"),
+    "admin.share.missing": ("Give a percentage from 0 to 100.", "请填写 0 至 100 的百分比。"),
+    "admin.share.done": ("Platform share of {name}: {percent}%.", "{name} 的平台分成：{percent}%。"),
+    "admin.share.removed": ("{name} pays no platform share now.", "{name} 现在不支付平台分成。"),
+    "admin.report": ("Host's report: accepted statements", "主机报表：已接受的结算单"),
+    "admin.report.help": ("Per hosted participant and currency: what it earned as a provider (net of the platform "
+                          "share), the platform's share of it, and what it owes as a consumer.",
+                          "按托管参与方和币种：作为提供方的收入（扣除平台分成后）、其中的平台分成，以及作为使用方的应付款。"),
+    "admin.report.earned": ("Earned", "收入"),
+    "admin.report.share": ("Platform share", "平台分成"),
+    "admin.report.owes": ("Owes", "应付"),
+    "admin.report.statements": ("Statements", "结算单"),
+    "admin.report.platform": ("Platform's shares in all", "平台分成合计"),
+    "admin.report.none": ("This node settles no statements.", "本节点不处理结算单。"),
     "admin.metrics": ("Metrics tokens", "监控令牌"),
     "admin.metrics.help": ("A metrics token reads the node's /metrics (Prometheus) and nothing else.",
                            "监控令牌只能读取节点的 /metrics（Prometheus），不能访问其他内容。"),
@@ -156,9 +184,14 @@ def routes(console: Console) -> list[web.RouteDef]:
             used = p.get("vaultBytes") or 0
             p["vault"] = {"used": used, "quota": quota, "text": ctx.t("admin.vault_used", used=human_bytes(used),
                                                                        quota=human_bytes(quota))}
+        try:
+            report = await ctx.api.get("/statements/report")
+        except NotFound:
+            report = None  # the node settles no statements
         return ctx.render("admin.html", participants=participants, own=first.name if first else "",
                           quotas=quotas(), active=len(participants) - suspended, suspended=suspended,
-                          metrics_tokens=metrics_tokens, max_reason=MAX_REASON)
+                          metrics_tokens=metrics_tokens, max_reason=MAX_REASON, max_percent=MAX_PERCENT,
+                          report=report)
 
     @console.page(audience="admin")
     async def add(ctx: Ctx) -> web.StreamResponse:
@@ -181,6 +214,19 @@ def routes(console: Console) -> list[web.RouteDef]:
         name = ctx.request.match_info["name"]
         done = await ctx.api.post(f"/participants/{segment(name)}/resume")
         return ctx.redirect(f"{BASE}/admin", ok=ctx.t("admin.resume.done", name=done.get("name", name)))
+
+    @console.page(audience="admin")
+    async def platform_share(ctx: Ctx) -> web.StreamResponse:
+        name = ctx.request.match_info["name"]
+        percent = _text(ctx, "percent")
+        if not percent:
+            raise BadRequest(ctx.t("admin.share.missing"), path="percent")
+        # The API checks the percentage and refuses the host itself (409): its reason is the page shown.
+        done = await ctx.api.put(f"/participants/{segment(name)}/platform-share", {"percent": percent})
+        shown, share = done.get("name", name), done.get("platformShare", percent)
+        text = (ctx.t("admin.share.removed", name=shown) if share == "0"
+                else ctx.t("admin.share.done", name=shown, percent=share))
+        return ctx.redirect(f"{BASE}/admin", ok=text)
 
     # the node's metrics tokens --------------------------------------------------------------------------------
 
@@ -225,6 +271,7 @@ def routes(console: Console) -> list[web.RouteDef]:
         web.post(f"{BASE}/admin/participants", add),
         web.post(f"{BASE}/admin/participants/{{name}}/suspend", suspend),
         web.post(f"{BASE}/admin/participants/{{name}}/resume", resume),
+        web.post(f"{BASE}/admin/participants/{{name}}/platform-share", platform_share),
         web.post(f"{BASE}/admin/metrics-tokens", create_metrics_token),
         web.post(f"{BASE}/admin/metrics-tokens/{{id}}/revoke", revoke_metrics_token),
         web.get(f"{BASE}/tokens", tokens),

@@ -71,6 +71,9 @@ class BoundApi:
     async def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return await self.call("POST", path, body=body)
 
+    async def put(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return await self.call("PUT", path, body=body)
+
     async def delete(self, path: str) -> Any:
         return await self.call("DELETE", path)
 
