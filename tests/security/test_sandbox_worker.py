@@ -398,10 +398,11 @@ async def _spare(pool: SandboxWorkers, workers: Workers) -> int:
     for spare in pool.spare_pids:
         if spare not in workers.pids:
             workers.started(spare)
-        deadline = time.monotonic() + 10
-        while _limits_of(spare)["Max file size"][0] != "0":
-            assert time.monotonic() < deadline, "the spare did not set its limits"
-            await asyncio.sleep(0.01)
+
+        async def limited(spare: int = spare) -> bool:
+            return bool(_limits_of(spare)["Max file size"][0] == "0")
+
+        await eventually(limited, 10, every_s=0.01, what=f"the limits of spare {spare}")
     return pid
 
 
