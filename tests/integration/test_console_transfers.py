@@ -7,13 +7,13 @@ import asyncio
 import html
 import json
 import os
-import time
 
 import aiohttp
 import pytest
 
 from connector.http.console import transfers as page
 from connector.http.console.api import segment
+from connector.testing import eventually
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 SIZE = 3 * 1024 * 1024 + 123  # four chunks of the default 1 MiB
@@ -69,12 +69,10 @@ async def start(consumer, agreement_id: str, mode: str = "pull") -> str:
 
 
 async def started_and_held(consumer, transfer_id: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if (await consumer.client.transfer(transfer_id))["state"] == "STARTED":
-            return
-        await asyncio.sleep(0.02)  # ok-sleep: polling the API with a deadline
-    raise AssertionError("the transfer did not start")
+    async def started() -> bool:
+        return bool((await consumer.client.transfer(transfer_id))["state"] == "STARTED")
+
+    await eventually(started, 20, every_s=0.02, what="the transfer's start")
 
 
 async def test_a_pull_started_from_the_form_completes_and_its_stream_ends_with_the_progress(nodes):

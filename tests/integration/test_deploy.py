@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from connector.config import parse_config
-from connector.testing import free_port
+from connector.testing import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -160,22 +160,23 @@ class Entrypoint:
 async def wait_serving(entry: Entrypoint, session: aiohttp.ClientSession, url: str, context: ssl.SSLContext,
                        server_hostname: str, deadline_s: float = 30.0) -> None:
     """Wait until the first start has finished and the node answers /healthz over HTTPS."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while True:
+
+    async def serving() -> bool:
         assert entry.proc is not None
         if entry.proc.returncode is not None:
             raise AssertionError(f"entrypoint exited with {entry.proc.returncode}:\n{entry.output()}")
-        if (entry.data / ".first-start-done").exists():
-            try:
-                async with session.get(f"{url}/healthz", ssl=context, server_hostname=server_hostname) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-        if loop.time() > end:
-            raise AssertionError(f"node did not serve within {deadline_s} s:\n{entry.output()}")
-        await asyncio.sleep(0.05)  # ok-sleep: polling a subprocess's port with a deadline
+        if not (entry.data / ".first-start-done").exists():
+            return False
+        try:
+            async with session.get(f"{url}/healthz", ssl=context, server_hostname=server_hostname) as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await eventually(serving, deadline_s, what="the node serving")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{entry.output()}") from None
 
 
 async def healthcheck(entry: Entrypoint) -> int:

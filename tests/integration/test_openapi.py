@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.http.management import PREFIX
-from connector.testing import free_port
+from connector.testing import eventually, free_port
 
 #: Operations that call a peer: fuzzing them would send the node to hosts off this machine (the stateful phase
 #: delivers the credentials it issued to the holders it made up).
@@ -92,14 +92,18 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as node:
         try:
             url = f"http://127.0.0.1:{mport}{PREFIX}/openapi.json"
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with urllib.request.urlopen(url, timeout=1):
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, "node did not start"
-                    time.sleep(0.05)  # ok-sleep: polling a subprocess's port with a deadline
+
+            async def answers() -> bool:
+                def probe() -> bool:
+                    try:
+                        with urllib.request.urlopen(url, timeout=1):
+                            return True
+                    except OSError:
+                        return False
+
+                return await asyncio.to_thread(probe)
+
+            asyncio.run(eventually(answers, 20, what="the node's management listener"))
             st = Path(sys.executable).with_name("st")
             run = subprocess.run(
                 [str(st), "run", url, "-H", f"Authorization: Bearer {token}",

@@ -11,7 +11,7 @@ import pytest
 from test_transfer import agreed, provider_view, vault_files
 
 from connector.net import signing
-from connector.testing import dsp_validator, vault_sha256
+from connector.testing import dsp_validator, eventually, vault_sha256
 
 
 def received_sha256(consumer, final):
@@ -287,10 +287,11 @@ async def test_the_provider_suspends_and_resumes_a_sealed_push(nodes, monkeypatc
     await asyncio.wait_for(sent_some.wait(), 10)
     stored = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
     part = consumer.node.vault.partial_path(consumer.participant, stored.agreement_id, stored.id)
-    deadline = time.monotonic() + 10
-    while not part.exists() or part.stat().st_size < 3 * 1024 * 1024:  # the consumer verified and stored some
-        assert time.monotonic() < deadline, "the consumer stored nothing"
-        await asyncio.sleep(0.02)  # ok-sleep: polling the consumer's partial file with a deadline
+
+    async def stored_some() -> bool:  # the consumer verified and stored some
+        return part.exists() and part.stat().st_size >= 3 * 1024 * 1024
+
+    await eventually(stored_some, 10, every_s=0.02, what="the consumer's partial file")
     [theirs] = await provider.client.transfers()
     assert (await provider.client.transfer_action(theirs["id"], "suspend", "maintenance"))["state"] == "SUSPENDED"
     go_on.set()

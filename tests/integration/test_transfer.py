@@ -13,7 +13,7 @@ import pytest
 
 from connector.net import signing
 from connector.payload import manifest as manifests
-from connector.testing import dsp_validator, vault_plaintext, vault_sha256, vouch_region
+from connector.testing import dsp_validator, eventually, vault_plaintext, vault_sha256, vouch_region
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
@@ -235,13 +235,13 @@ async def _held_transfer(nodes, size=100_000):
     agreement_id, _ = await agreed(provider, consumer, size=size)
     consumer.node.transfers.script = lambda r: "wait" if r.state == "STARTED" else None
     started = await consumer.client.start_transfer(agreement_id)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    async def held():
         record = await consumer.node.transfers_repo.get(consumer.participant.id, started["id"])
-        if record.state == "STARTED" and record.data_address and record.pending is None:
-            return provider, consumer, record
-        await asyncio.sleep(0.02)  # ok-sleep: polling the consumer's store with a deadline
-    raise AssertionError("the transfer did not start")
+        return record if record.state == "STARTED" and record.data_address and record.pending is None else None
+
+    record = await eventually(held, 20, every_s=0.02, what="the transfer's start")
+    return provider, consumer, record
 
 
 def _signed_get(participant, url, token):

@@ -626,10 +626,7 @@ async def test_a_spare_whose_node_is_gone_exits_on_its_own(workers):
     finally:
         process.kill()
         await process.wait()
-    deadline = time.monotonic() + 10
-    while _state(spare) not in (None, "Z", "X"):
-        assert time.monotonic() < deadline, "the spare outlived its node"
-        await asyncio.sleep(0.01)
+    await _gone(spare)  # the spare does not outlive its node
 
 
 async def test_queries_beyond_the_bound_wait_for_a_slot():
@@ -642,10 +639,11 @@ async def test_queries_beyond_the_bound_wait_for_a_slot():
 
     async with pool.slot():
         waiting = asyncio.create_task(second())
-        deadline = time.monotonic() + 10
-        while pool.waiting == 0:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+
+        async def queued() -> bool:
+            return pool.waiting > 0
+
+        await eventually(queued, 10, every_s=0.01, what="the second query waiting")
         assert not entered.is_set()
     await asyncio.wait_for(waiting, 10)
     assert entered.is_set() and pool.waiting == 0

@@ -32,7 +32,7 @@ from connector.services import receiver, sender
 from connector.services.dataplane import wire_length
 from connector.services.transfer import PUSH, SEALING_SCHEME, token_hash
 from connector.store.records import TransferRecord
-from connector.testing import Reply, Sent, StreamedBody
+from connector.testing import Reply, Sent, StreamedBody, eventually
 
 
 class Collected:
@@ -167,8 +167,6 @@ def open_files(path: Path) -> int:
 @pytest.mark.parametrize("sealed", [False, True])
 async def test_a_stream_the_consumer_leaves_closes_its_file_once_the_reads_ahead_are_done(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sealed: bool) -> None:
-    import asyncio
-    import time
 
     monkeypatch.setattr(sender, "PIECE", 1000)
     data = payload()
@@ -187,12 +185,11 @@ async def test_a_stream_the_consumer_leaves_closes_its_file_once_the_reads_ahead
         else:
             await sender.stream_file(path, 0, SIZE, out)
     assert len(out.pieces) == 1
-    deadline = time.monotonic() + 10
-    while True:  # closed on the stream's worker thread, after its last read
-        if not open_files(path) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.01)  # ok-sleep: polling for the worker thread, with a deadline
-    assert open_files(path) == 0
+
+    async def closed() -> bool:  # on the stream's worker thread, after its last read
+        return open_files(path) == 0
+
+    await eventually(closed, 10, every_s=0.01, what="the source file closed")
 
 
 async def test_the_source_file_is_sent_only_as_the_version_the_manifest_was_made_of(setup: Setup) -> None:
