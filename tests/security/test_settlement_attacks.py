@@ -199,3 +199,20 @@ async def test_a_hosted_tenant_cannot_reach_another_tenants_statement(nodes, met
     assert status == 200 and listed["statements"] == []
     status, kept = await api(consumer, "GET", f"/statements/{genuine['id']}")
     assert kept["state"] == "received"
+
+
+async def test_a_provider_flooding_statements_is_refused_beyond_the_bound_kept_per_agreement(nodes, monkeypatch):
+    from connector.services import settlement
+
+    monkeypatch.setattr(settlement, "MAX_KEPT", 3)
+    provider, consumer = await nodes.start("acme"), await nodes.start("parts")
+    agreement = await priced(provider, consumer)
+    for _ in range(3):  # each wrong (it bills no uses): disputed, and kept as evidence
+        status, body = await deliver(provider, consumer, signed(provider.participant.signer,
+                                                               await crafted(provider, consumer, agreement, after=3)))
+        assert status == 200 and body["state"] == "disputed", body
+    status, body = await deliver(provider, consumer, signed(provider.participant.signer,
+                                                           await crafted(provider, consumer, agreement, after=3)))
+    assert status == 409 and "keeps 3 statements" in body["message"], body
+    status, listed = await api(consumer, "GET", f"/statements?agreement={agreement}")
+    assert status == 200 and len(listed["statements"]) == 3
