@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean image test-docker browser
+.PHONY: demo test test-postgres lint typecheck pytest bench clean image test-docker browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(VENV)/.installed-test browser
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q
+
+# The same suite with every node's store on PostgreSQL (a schema per node, dropped afterwards).
+TDS_TEST_POSTGRES_DSN ?= postgresql://postgres@127.0.0.1:5432/test
+test-postgres: $(VENV)/.installed-test browser
+	TDS_STORE=$(TDS_TEST_POSTGRES_DSN) $(BIN)/pytest -q
 
 # The container image: wheels built on this machine (pip honours PIP_INDEX_URL), then the image from them.
 # TDS_BASE_IMAGE picks the base image (default tds-base:bookworm); README, "docker compose".

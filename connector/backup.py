@@ -121,6 +121,7 @@ def make_backup(data_dir: Path, out: Path, header: Header, key: bytes) -> Backup
     started = time.monotonic()
     if not (data_dir / CONFIG_FILE).is_file():
         raise BackupError(f"{data_dir} holds no node (no {CONFIG_FILE})")
+    _refuse_postgres(data_dir)
     if out.absolute().parent.resolve().is_relative_to(data_dir.resolve()):
         raise BackupError(f"write the backup outside the data folder {data_dir} (it would hold itself)")
     part = out.with_name(out.name + ".part")
@@ -129,6 +130,22 @@ def make_backup(data_dir: Path, out: Path, header: Header, key: bytes) -> Backup
     except OSError as exc:  # the output folder missing, not writable, a full disk …
         raise BackupError(f"the backup cannot be made: {exc.strerror or exc}"
                           f"{f' ({exc.filename})' if exc.filename else ''}") from exc
+
+
+def _refuse_postgres(data_dir: Path) -> None:
+    """A node on PostgreSQL keeps its data on the server: a backup of the folder alone would restore a node
+    without it. Its store is backed up by PostgreSQL's own means (pg_dump, base backups, a replica)."""
+    from connector.bootstrap import store_location
+    from connector.config import load_config
+    from connector.store.pg import PgLocation
+
+    try:
+        location = store_location(data_dir, load_config(data_dir))
+    except (ConfigError, StorageError):
+        return  # the backup names what is wrong with the folder
+    if isinstance(location, PgLocation):
+        raise BackupError(f"the node's store is PostgreSQL ({location.redacted()}): back it up with pg_dump "
+                          "(and the data folder's keys/ and vault/ with it); tds backup copies an SQLite node")
 
 
 def _make(data_dir: Path, out: Path, part: Path, header: Header, key: bytes, started: float) -> BackupResult:

@@ -19,10 +19,14 @@ from connector.errors import ConfigError
 from connector.identity import did as dids
 from connector.identity.keys import ParticipantKeys, load_node_key, save_keys
 from connector.protocol.export_control import ExportRule
-from connector.store.db import Store
+from connector.store import pg
+from connector.store.db import Location, Store
 from connector.store.repository import Participant, add_participant_sync, add_token_sync
 
 DB_FILE = "tds.db"
+#: The PostgreSQL store of every node whose configuration names none, each node in a schema of its own named after
+#: its data folder (how the test suite runs on PostgreSQL: ``make test-postgres``).
+STORE_ENV = "TDS_STORE"
 TOKEN_FILE = "management.token"
 #: The node's admin token: manages participants, reads no participant's data.
 ADMIN_TOKEN_FILE = "admin.token"
@@ -133,6 +137,20 @@ def _check_new(data_dir: Path) -> None:
         raise ConfigError(f"{data_dir} cannot be made the node's own folder (mode 0700): {exc}") from exc
 
 
+def store_location(data_dir: Path, config: Config) -> Location:
+    """Where the node in *data_dir* keeps its data: ``store`` in its configuration, else ``$TDS_STORE`` (a schema
+    per data folder, named after the URL's ``schema`` and the folder), else the SQLite file ``tds.db`` in it."""
+    import os
+
+    if config.store:
+        return pg.PgLocation.parse(config.store)
+    fallback = os.environ.get(STORE_ENV, "")
+    if fallback and pg.is_postgres_url(fallback):
+        prefix = pg.PgLocation.parse(fallback).schema
+        return pg.PgLocation.parse(fallback, schema=pg.schema_for_folder(str(data_dir.resolve()), prefix))
+    return data_dir / DB_FILE
+
+
 def _create(data_dir: Path, config: Config, text: str, name: str, did_method: str) -> InitResult:
     """Keys, database, tokens and config file of a new node."""
     region, industry, contact = config.participant.region, config.participant.industry, config.participant.contact
@@ -142,7 +160,7 @@ def _create(data_dir: Path, config: Config, text: str, name: str, did_method: st
     now = datetime.now(UTC).isoformat(timespec="seconds")
     record = Participant(id=name, name=name, did=did, legal_name=config.participant.legal_name, region=region,
                          industry=industry, contact=contact, created_at=now)
-    store = Store(data_dir / DB_FILE)
+    store = Store(store_location(data_dir, config))
 
     def setup(db: object) -> None:
         from connector.store.db import migrate

@@ -194,9 +194,15 @@ def init(data_dir: Path, config_file: Path | None, name: str | None, legal_name:
 
 @main.command()
 @click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar=launcher.DIR_VARIABLE)
-def serve(data_dir: Path) -> None:
-    """Run the node until SIGTERM or Ctrl+C."""
-    launcher.serve(data_dir)  # also how `tds serve --dir DIR` starts without the rest of the command line
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Public port instead of the configured one (another process of a node on PostgreSQL).")
+@click.option("--management-port", type=click.IntRange(0, 65535), default=None,
+              help="Management port instead of the configured one.")
+def serve(data_dir: Path, port: int | None, management_port: int | None) -> None:
+    """Run the node until SIGTERM or Ctrl+C. Several processes may serve one node whose store is PostgreSQL,
+    each on ports of its own behind one address (README, "Scale out")."""
+    # Also how `tds serve --dir DIR` starts without the rest of the command line.
+    launcher.serve(data_dir, port=port, management_port=management_port)
 
 
 @main.command()
@@ -204,7 +210,7 @@ def serve(data_dir: Path) -> None:
 @json_option
 def info(data_dir: Path, as_json: bool) -> None:
     """Print the node's DIDs, endpoints, key fingerprints and database schema (from its data folder)."""
-    from connector.bootstrap import DB_FILE, keys_dir, node_key, participant_did
+    from connector.bootstrap import keys_dir, node_key, participant_did, store_location
     from connector.config import load_config, management_url_of
     from connector.identity.keys import load_keys
     from connector.store.db import check_schema_version, schema_version_of
@@ -219,10 +225,11 @@ def info(data_dir: Path, as_json: bool) -> None:
         return
     found: int | None = None
     schema_problem: str | None = None
+    location = store_location(data_dir, config)
     try:
-        found = schema_version_of(data_dir / DB_FILE)
+        found = schema_version_of(location)
         if found is not None:
-            check_schema_version(found, data_dir / DB_FILE)
+            check_schema_version(found, location)
     except TdsError as exc:
         schema_problem = exc.message
     known = len(MIGRATIONS)
@@ -247,6 +254,7 @@ def info(data_dir: Path, as_json: bool) -> None:
         ("X25519 key", fp["x25519"]),
         ("dev mode", "on" if config.node.dev_mode else "off"),
         ("database schema", schema),
+        ("store", location.redacted() if not isinstance(location, Path) else str(location)),
     ]
     if as_json:
         _print_json({
@@ -256,7 +264,8 @@ def info(data_dir: Path, as_json: bool) -> None:
             "selfDescription": f"{base}/.well-known/tds/self-description",
             "didDocument": f"{base}/did.json" if did.startswith("did:web:") else None,
             "managementApi": dict(rows)["management API"], "fingerprints": fp, "devMode": config.node.dev_mode,
-            "databaseSchema": {"version": found, "known": known, "problem": schema_problem}})
+            "databaseSchema": {"version": found, "known": known, "problem": schema_problem},
+            "store": dict(rows)["store"]})
         if schema_problem:
             _fail(schema_problem, EXIT_REFUSED)
         return
@@ -420,6 +429,63 @@ def restore(archive_file: Path, data_dir: Path, passphrase_env: str | None, priv
     click.echo(f"  uses logged after {about.get('created')} are not in it: the providers' receipts show them, and "
                "an agreement whose provider acknowledged more than its log holds refuses further uses")
     click.echo(f"start the node there: tds serve --dir {data_dir}")
+
+
+@main.group("store")
+def store_group() -> None:
+    """The node's store: its SQLite file (the default) or PostgreSQL."""
+
+
+@store_group.command("migrate")
+@click.option("--dir", "data_dir", type=click.Path(path_type=Path), required=True, envvar="TDS_DIR",
+              help="The node's data folder (the node must be stopped).")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="The PostgreSQL store: postgresql://USER@HOST:PORT/DB[?schema=NAME] (a new or empty schema; "
+                   "default schema tds).")
+@json_option
+def store_migrate(data_dir: Path, url: str, as_json: bool) -> None:
+    """Move a stopped node's data from its SQLite file (DIR/tds.db) to PostgreSQL, check the copy (every table's
+    rows, every usage chain's head), then name the store at the top of DIR/tds.toml. DIR/tds.db is left as it
+    was: a copy of the data as it was moved.
+
+    \b
+    Exit codes (DIR is changed only on 0):
+      1  refused or failed: the node is running, the target schema holds a node's
+         data, tds.db is not at this release's schema, tds.toml names a store
+      2  a bad URL or data folder
+      3  the PostgreSQL server cannot be reached
+    """
+    from connector import filemodes
+    from connector.bootstrap import DB_FILE
+    from connector.config import CONFIG_FILE
+    from connector.store.move import BadStoreUrl, StoreUnreachable, move_to_postgres
+
+    _on_sigterm_exit()  # the copy is one transaction: ended here, it is rolled back and nothing is changed
+    filemodes.restrict_umask()  # SQLite's -wal, made while the file is read, is as private as the database
+    try:
+        result = move_to_postgres(data_dir / DB_FILE, data_dir / CONFIG_FILE, url)
+    except (BadStoreUrl, ConfigError) as exc:
+        _fail(exc.message, EXIT_USAGE)
+        return
+    except StoreUnreachable as exc:
+        _fail(exc.message, EXIT_UNREACHABLE)
+        return
+    except TdsError as exc:
+        _fail(exc.message, EXIT_REFUSED)
+        return
+    if as_json:
+        _print_json({"store": result.store, "tables": result.tables, "rows": sum(result.tables.values()),
+                     "chainHeadsVerified": result.chain_heads, "config": str(result.config_file),
+                     "configLine": result.config_line, "sqlite": str(result.database)})
+        return
+    width = max((len(t) for t in result.tables), default=0)
+    for table, count in result.tables.items():
+        click.echo(f"{table.ljust(width)}  {count}")
+    click.echo(f"{result.chain_heads} chain head{'' if result.chain_heads == 1 else 's'} verified")
+    click.echo(f"moved to {result.store}")
+    click.echo(f"wrote {result.config_line} at the top of {result.config_file}")
+    click.echo(f"{result.database} is left as it was: a copy of the data as moved (the node no longer writes it)")
+    click.echo(f"start the node: tds serve --dir {data_dir}")
 
 
 @main.group()

@@ -53,6 +53,9 @@ class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Usage receipts: a provider flags an agreement with no receipt for this long (after it was agreed, or
     # after the last receipt).
     receipts_overdue_s: float = 86400.0
+    # Several processes of one node on a PostgreSQL store: how long a process's heartbeat keeps it alive (it is
+    # renewed every third of that); the work of a process that died is taken over after at most about this long.
+    process_alive_s: float = 10.0
     # Fair use between the participants a node hosts (token buckets): management API requests per
     # participant (the admin token counts as one more), and DSP requests per calling peer.
     management_rate_per_s: float = 100.0
@@ -235,6 +238,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     trust: list[TrustEntry] = []
     discovery: DiscoverySection = DiscoverySection()
     settlement: SettlementSection = SettlementSection()
+    #: Where the node keeps its data: empty for the SQLite file ``tds.db`` in the data folder, or a PostgreSQL
+    #: URL (``postgresql://user@host:5432/db?schema=tds``; the schema defaults to ``tds``). Several node
+    #: processes may share one PostgreSQL store (and the data folder, for keys and the vault).
+    store: str = ""
 
     @property
     def public_url(self) -> str:
@@ -275,6 +282,9 @@ def is_loopback_host(host: str) -> bool:
 
 def _check(config: Config) -> None:
     node, part = config.node, config.participant
+    if config.store and not config.store.lower().startswith(("postgresql://", "postgres://")):
+        raise ConfigError("store must be empty (the SQLite file tds.db in the data folder) or a PostgreSQL URL "
+                          "(postgresql://user@host:5432/database)", path="store")
     url = urlsplit(node.public_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ConfigError("node.public_url must be an http(s) URL with a host", path="node.public_url")
@@ -290,7 +300,8 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{field} must be between 0 and 65535", path=field)
     for field, value in (("node.management_rate_per_s", node.management_rate_per_s),
                          ("node.management_burst", node.management_burst),
-                         ("node.dsp_rate_per_s", node.dsp_rate_per_s), ("node.dsp_burst", node.dsp_burst)):
+                         ("node.dsp_rate_per_s", node.dsp_rate_per_s), ("node.dsp_burst", node.dsp_burst),
+                         ("node.process_alive_s", node.process_alive_s)):
         if not value > 0:
             raise ConfigError(f"{field} must be greater than 0", path=field)
     dsp = config.dsp
@@ -492,7 +503,7 @@ def render_config(config: Config) -> str:
             return "[" + ", ".join(value(x) for x in v) + "]"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    lines: list[str] = []
+    lines: list[str] = [f"store = {value(config.store)}", ""] if config.store else []
     for section in ("node", "participant", "dsp", "usage", "conformance", "credentials", "discovery", "settlement"):
         if getattr(config, section) is None:
             continue

@@ -25,7 +25,6 @@ refuses to start when the public or the management URL resolves to anything else
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import os
@@ -531,8 +530,17 @@ async def _acknowledged(ctx: DrillContext) -> bool:
         await asyncio.sleep(0.2)  # ok-sleep: polling for the provider's acknowledgement with a deadline
 
 
+def _store(data_dir: Path) -> Any:
+    """The target node's store, opened from outside the node (SQLite file or PostgreSQL schema)."""
+    from connector.bootstrap import store_location
+    from connector.config import load_config
+    from connector.store.db import Store
+
+    return Store(store_location(data_dir, load_config(data_dir)))
+
+
 def _reset_counter(data_dir: Path, participant_id: str, agreement: str) -> bool:
-    with contextlib.closing(sqlite3.connect(data_dir / "tds.db", timeout=30)) as db:
+    def reset(db: Any) -> bool:
         try:
             cursor = db.execute("UPDATE usage_counters SET use_count = 0 WHERE participant_id = ? AND "
                                 "agreement_id = ?", [participant_id, agreement])
@@ -540,18 +548,22 @@ def _reset_counter(data_dir: Path, participant_id: str, agreement: str) -> bool:
             if "no such table" in str(exc):
                 return False  # the node keeps no counter apart from its signed log
             raise
-        db.commit()
-        return cursor.rowcount > 0
+        return bool(cursor.rowcount > 0)
+
+    return bool(_store(data_dir).read_sync(reset))
 
 
 def _truncate_log(data_dir: Path, participant_id: str, agreement: str, cut: int) -> int:
-    with contextlib.closing(sqlite3.connect(data_dir / "tds.db", timeout=30)) as db:
+    def truncate(db: Any) -> int:
         key = [participant_id, agreement, cut]
+        db.execute("BEGIN")
         deleted = db.execute("DELETE FROM usage_log WHERE participant_id = ? AND agreement_id = ? AND seq > ?",
                              key).rowcount
         db.execute("DELETE FROM usage_heads WHERE participant_id = ? AND agreement_id = ? AND seq > ?", key)
-        db.commit()
+        db.execute("COMMIT")
         return int(deleted)
+
+    return int(_store(data_dir).read_sync(truncate))
 
 
 async def _log_verify(ctx: DrillContext) -> tuple[int, str]:

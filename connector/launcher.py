@@ -43,9 +43,12 @@ def serve_dir(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> P
     return None
 
 
-def serve(data_dir: Path) -> None:
+def serve(data_dir: Path, *, port: int | None = None, management_port: int | None = None) -> None:
     """Run the node in *data_dir* until SIGTERM or Ctrl+C. A node that cannot start ends the command with one line
-    naming why (a bad config, a database this release cannot run on, a port in use) and exit code 2 or 1."""
+    naming why (a bad config, a database this release cannot run on, a port in use) and exit code 2 or 1.
+
+    *port*, *management_port*: instead of the configured ones (one of several processes of a node that share its
+    data folder and a PostgreSQL store, behind one address)."""
     from connector import filemodes
     from connector.config import load_config
     from connector.errors import ConfigError, TdsError
@@ -56,6 +59,19 @@ def serve(data_dir: Path) -> None:
         config = load_config(data_dir)
     except ConfigError as exc:
         fail(exc.message)
+    if port is not None or management_port is not None:
+        import msgspec
+
+        from connector.bootstrap import store_location
+        from connector.store.pg import PgLocation
+
+        if not isinstance(store_location(data_dir, config), PgLocation):
+            fail("--port and --management-port start one more process of a node, which needs a PostgreSQL store "
+                 "(store = \"postgresql://…\" in tds.toml): SQLite has one process")
+        node = msgspec.structs.replace(config.node, port=config.node.port if port is None else port,
+                                       management_port=(config.node.management_port if management_port is None
+                                                        else management_port))
+        config = msgspec.structs.replace(config, node=node)
     configure(config.node.log_level)
     # The start-up allocates many objects and frees few: the cyclic garbage collector would walk them all several
     # times while the modules load, finding next to nothing. It runs again once the node listens.
@@ -63,7 +79,7 @@ def serve(data_dir: Path) -> None:
     try:
         from connector.node import serve as serve_node
 
-        asyncio.run(serve_node(data_dir, started=gc.enable))
+        asyncio.run(serve_node(data_dir, started=gc.enable, config=config))
     except ConfigError as exc:
         fail(exc.message)
     except TdsError as exc:  # the node cannot start as things stand: a database it cannot run on, for one

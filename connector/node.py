@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from connector import filemodes
-from connector.bootstrap import DB_FILE
+from connector.bootstrap import store_location
 from connector.config import Config, DiscoverySection, load_config, management_url_of
 from connector.errors import SchemaVersionError, StorageError
 from connector.http import public
@@ -41,6 +41,7 @@ from connector.services.directory import Directory
 from connector.services.federation import FederationService
 from connector.services.gossip import Gossip
 from connector.services.health import Health
+from connector.services.leases import Leases
 from connector.services.negotiation import NegotiationService
 from connector.services.participants import ParticipantRegistry
 from connector.services.receipts import ReceiptService
@@ -88,7 +89,7 @@ class Node:
         self.data_dir = data_dir
         self.config = config or load_config(data_dir)
         self.metrics = Metrics()
-        self.store = Store(data_dir / DB_FILE, commit_seconds=self.metrics.commit_took)
+        self.store = Store(store_location(data_dir, self.config), commit_seconds=self.metrics.commit_took)
         self.repo = SqliteRepository(self.store)
         self.contracts = ContractRepository(self.store)
         self.transfers_repo = TransferRepository(self.store)
@@ -166,7 +167,9 @@ class Node:
             hosted=self.participants.all_hosted, settings=self.config.settlement)
         # A token is taken from memory only while its participant is served (see TokenService).
         self.tokens = TokenService(self.repo, self.management_limit,
-                                   served=lambda participant_id: self.participants.by_id(participant_id) is not None)
+                                   served=lambda participant_id: self.participants.by_id(participant_id) is not None,
+                                   # Another process of the node may revoke a token: none is kept in memory then.
+                                   cache_seconds=0.0 if self.store.postgres else None)
         #: The peer directory (per participant: whom it knows of) and the gossip that keeps it.
         self.directory = Directory(
             DirectoryRepository(self.store), self.resolver, self.client, settings=self.config.discovery,
@@ -198,6 +201,11 @@ class Node:
         self.participants.on_resumed(self._resume_participant)
         self.participants.on_rotated(self._keys_rotated)
         self.participants.rewrap_with(self.vault.rewrap)
+        #: Several processes of this node on one PostgreSQL store: heartbeats, and the take-over of a dead
+        #: process's negotiations and transfers (nothing runs on SQLite).
+        self.leases = Leases(self.store, adopters=[self.negotiations.adopt, self.transfers.adopt],
+                             followers=[self.participants.follow], processes=self._split_limits,
+                             alive_s=node_cfg.process_alive_s, heartbeat_s=node_cfg.process_alive_s / 3)
         #: ``starting``, ``running`` or ``stopping`` (``/readyz`` is ready only while running).
         self.phase = "starting"
         self._keys_loaded = False
@@ -304,6 +312,14 @@ class Node:
         await self.transfers.resume_participant(participant.id)
         await self.receipts.resume(participant.id)
         await self.settlement.resume(participant.id)
+
+    def _split_limits(self, processes: int) -> None:
+        """Each of *processes* live node processes allows its share of the configured fair-use rates."""
+        cfg = self.config.node
+        for limit, rate, burst in ((self.management_limit, cfg.management_rate_per_s, cfg.management_burst),
+                                   (self.dsp_limit, cfg.dsp_rate_per_s, cfg.dsp_burst)):
+            limit.rate = rate / processes
+            limit.burst = max(1, burst // processes)
 
     async def _keys_rotated(self, participant: ParticipantRuntime) -> None:
         self.directory.reissue_own(participant.did)
@@ -435,7 +451,7 @@ class Node:
             await self.store.open()
         except StorageError as exc:
             # One line an operator's log search finds (the CLI prints the message as well); nothing is open yet.
-            log.error("cannot open the database", path=str(self.store.path), error=exc.message,
+            log.error("cannot open the database", path=self.store.describe(), error=exc.message,
                       **({"schema": exc.found, "known_schema": exc.known, "version": software_version()}
                          if isinstance(exc, SchemaVersionError) else {}))
             raise
@@ -458,6 +474,7 @@ class Node:
             self.client.listening_on(Listener(PUBLIC, cfg.host, self.public_port),
                                      Listener("management", cfg.management_host, self.management_port))
             self.started_at = time.time()
+            await self.leases.register()
             await self.negotiations.resume()
             await self.receipts.resume()
             await self.usage.start()
@@ -466,6 +483,7 @@ class Node:
             self.search.start(self.crawl_interval_s)
             await self.directory.load()
             self.gossip.start()
+            self.leases.start()
             if await self.store.read(offers_tables):
                 await self.sandbox.tables_changed()  # spare workers ready before the first query
             self.phase = "running"
@@ -519,6 +537,7 @@ class Node:
         await self.admission.close()
         await self.client.close()
         await self.loop_lag.close()
+        await self.leases.stop()
         await self.store.close()
         self._keys_loaded = False
         log.info("node stopped")
@@ -576,9 +595,10 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_trim_threshold, KEEP_FREED)) and bool(mallopt(m_mmap_threshold, HEAP_BLOCKS))
 
 
-async def serve(data_dir: Path, *, started: Callable[[], None] | None = None) -> None:
-    """Run a node until SIGTERM or SIGINT, then shut down gracefully; *started* is called once it listens."""
-    node = Node(data_dir)
+async def serve(data_dir: Path, *, started: Callable[[], None] | None = None, config: Config | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut down gracefully; *started* is called once it listens.
+    *config*: instead of the data folder's own (its ports changed for one of several processes)."""
+    node = Node(data_dir, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handle_loop_exceptions(loop)  # what a background task lets through is a JSON line too

@@ -516,6 +516,172 @@ class ProcessNode:
                 await self.kill()
 
 
+# -- a load balancer in front of several processes of one node ---------------------------------------------
+
+#: Headers that belong to one connection (RFC 9110 §7.6.1): a proxy does not pass them on. Content-Length is
+#: passed on (the body goes on unchanged); Transfer-Encoding is the hop's own framing.
+_HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+                          "te", "trailer", "transfer-encoding", "upgrade"})
+
+
+class RoundRobinProxy:
+    """A reverse proxy on 127.0.0.1 in front of several processes of one node, as a load balancer is in a
+    deployment: each request goes to the next of :attr:`upstreams` (base URLs, ``http://127.0.0.1:PORT``) in turn,
+    as the client sent it (method, path and query, headers with ``Host``, body), and the answer comes back as the
+    upstream gave it (status, headers, body). Both bodies are streamed.
+
+    Nothing a signature covers is rewritten, ``Host`` included: the node's ``public_url`` is the proxy's URL, and a
+    request signed for it checks on whichever process takes it.
+
+    An upstream that refuses the connection, or drops it before it answers, is skipped and the request goes to the
+    next one (nginx's ``proxy_next_upstream error``): a process killed with SIGKILL loses no request, even one sent
+    on a kept-alive connection to it. A request body of up to :attr:`replay_bytes` is kept to be sent again; a
+    longer one is streamed, and moves on only if none of it was sent yet. No upstream answering: 502. An upstream
+    that dies while its answer streams drops the client's connection (a short body is never passed on as whole).
+
+    :attr:`counts` holds how many requests each upstream answered; :attr:`skipped`, how many it failed.
+    :attr:`upstreams` may change while the proxy runs (and may be empty).
+    """
+
+    def __init__(self, upstreams: Iterable[str] = (), *, replay_bytes: int = 1024 * 1024) -> None:
+        from collections import Counter
+
+        self.upstreams: list[str] = list(upstreams)
+        self.replay_bytes = replay_bytes
+        self.counts: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.url = ""
+        self._turn = 0
+        self._runner: Any = None
+        self._session: Any = None
+
+    async def start(self, port: int = 0) -> str:
+        """Listen on 127.0.0.1:*port* (0: a free one); returns the proxy's URL, ``http://127.0.0.1:PORT``."""
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            # No overall deadline (a stream or a long poll takes what it takes); a connection attempt is short.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            # Nothing added that the client did not send.
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+        )
+        # The low-level server: the request target is taken as sent (no routing, no normalising of the path).
+        self._runner = web.ServerRunner(web.Server(self._forward, auto_decompress=False, access_log=None))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _turn_order(self) -> list[str]:
+        """The upstreams in the order this request tries them: from the next one in turn, round the list once."""
+        upstreams = list(self.upstreams)
+        if not upstreams:
+            return []
+        first = self._turn % len(upstreams)
+        self._turn += 1
+        return upstreams[first:] + upstreams[:first]
+
+    async def _forward(self, request: Any) -> Any:
+        import aiohttp
+        from aiohttp import web
+        from yarl import URL
+
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS]
+        body = _ProxiedBody(request, self.replay_bytes)
+        await body.read_ahead()
+        failures: list[str] = []
+        for upstream in self._turn_order():
+            try:
+                answer = await self._session.request(
+                    request.method, URL(upstream.rstrip("/") + request.raw_path, encoded=True), headers=headers,
+                    data=body.data(), allow_redirects=False)
+            except aiohttp.ClientConnectionError as exc:
+                self.skipped[upstream] += 1
+                failures.append(f"{upstream}: {type(exc).__name__}: {exc}")
+                if body.sent_unkept:  # part of a long body went to a process that is gone: it cannot go again
+                    break
+                continue
+            self.counts[upstream] += 1
+            async with answer:
+                return await self._relay(request, answer)
+        reason = "; ".join(failures) or "no upstream is configured"
+        return web.Response(status=502, text=f"no upstream answered: {reason}\n")
+
+    @staticmethod
+    async def _relay(request: Any, answer: Any) -> Any:
+        import aiohttp
+        from aiohttp import web
+
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        for name, value in answer.headers.items():
+            if name.lower() not in _HOP_HEADERS:
+                response.headers.add(name, value)
+        await response.prepare(request)
+        try:
+            async for piece in answer.content.iter_any():
+                await response.write(piece)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            # The upstream died mid-answer: the client's connection is dropped, not ended as if the body were whole.
+            raise ConnectionResetError(f"the upstream's answer ended early: {exc}") from exc
+        await response.write_eof()
+        return response
+
+
+class _ProxiedBody:
+    """A request's body as the proxy passes it on: kept whole when it is short (sent again as often as needed),
+    else streamed once."""
+
+    def __init__(self, request: Any, keep: int) -> None:
+        self._request = request
+        self._keep = keep
+        self._head = b""
+        self._whole = True
+        #: Whether part of a body that is not kept has been handed to an upstream.
+        self.sent_unkept = False
+
+    async def read_ahead(self) -> None:
+        if not self._request.body_exists:
+            return
+        length = self._request.content_length
+        if length is not None and length > self._keep:  # known to be long: streamed from its first byte
+            self._whole = False
+            return
+        head = bytearray()
+        while len(head) <= self._keep:
+            piece = await self._request.content.readany()
+            if not piece:
+                break
+            head += piece
+        else:
+            self._whole = False
+        self._head = bytes(head)
+
+    def data(self) -> bytes | AsyncIterator[bytes] | None:
+        if not self._request.body_exists:
+            return None
+        if self._whole:
+            return self._head
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        self.sent_unkept = True
+        yield self._head
+        async for piece in self._request.content.iter_any():
+            yield piece
+
+
 # -- fakes for the layers below the services (socket-free tests) ------------------------------------------
 #
 # A service asks for what it uses of the layers below as a Protocol (connector.services.ports); these fakes
@@ -960,3 +1126,60 @@ class _FillingFile:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fh, name)
+
+
+class StoreConnection:
+    """A connection to a node's store from outside the node (a test that edits rows behind its back): SQLite's
+    file or the node's PostgreSQL schema, with SQLite's SQL either way (``execute``, ``commit``, ``close``)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from connector.bootstrap import store_location
+        from connector.config import load_config
+        from connector.store import pg
+
+        location = store_location(data_dir, load_config(data_dir))
+        self.postgres = isinstance(location, pg.PgLocation)
+        if isinstance(location, pg.PgLocation):
+            dialect = pg.Dialect()
+            self._db: Any = pg.open_database(location, dialect)
+            dialect.load(self._db.raw(), location.schema)
+        else:
+            import sqlite3
+
+            self._db = sqlite3.connect(location)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql, list(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self._db.executemany(sql, rows)
+
+    def tables_with_column(self, column: str) -> list[str]:
+        """The store's tables that have *column* (``participant_id``: every participant's rows)."""
+        from connector.store.repository import tables_with_column
+
+        return tables_with_column(self._db, column)
+
+    def commit(self) -> None:
+        if not self.postgres:  # PostgreSQL's connection commits each statement
+            self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StoreConnection:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        # As ``with sqlite3.connect(…)``: what the block wrote is committed unless it raised (PostgreSQL's
+        # connection has committed each statement already), and the connection is closed.
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            self.close()
+
+
+def store_connection(data_dir: Path) -> StoreConnection:
+    """:class:`StoreConnection` to the store of the node in *data_dir*."""
+    return StoreConnection(data_dir)

@@ -16,6 +16,14 @@ def json_logs_down_to_debug():
     configure("debug")
 
 
+@pytest.fixture(autouse=True)
+def sqlite_store(request, monkeypatch):
+    """``@pytest.mark.sqlite_store``: the test is about the SQLite store itself (its file, its backups, its
+    migrations from earlier releases), so its nodes keep SQLite even under ``make test-postgres``."""
+    if request.node.get_closest_marker("sqlite_store") is not None:
+        monkeypatch.delenv("TDS_STORE", raising=False)
+
+
 @pytest.fixture
 async def nodes(tmp_path):
     """Nodes on 127.0.0.1 in the test's folder, all stopped at the end; every DSP message they sent must
@@ -24,3 +32,34 @@ async def nodes(tmp_path):
     yield factory
     await factory.close()
     assert factory.invalid == [], "messages that do not validate against the DSP schemas"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_schemas_dropped():
+    """Under ``make test-postgres`` (``TDS_STORE`` set) every node keeps its data in a schema of its own on the
+    server, named after the run (a prefix of its own, so that runs side by side stay apart) and the node's
+    folder: the run's schemas are dropped when it ends."""
+    import os
+    import secrets
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from connector.store import pg
+
+    url = os.environ.get("TDS_STORE", "")
+    if not pg.is_postgres_url(url):
+        yield
+        return
+    import psycopg
+
+    prefix = f"t{os.getpid()}{secrets.token_hex(3)}"
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "schema"] + [("schema", prefix)]
+    os.environ["TDS_STORE"] = urlunsplit(parts._replace(query=urlencode(query)))
+    try:
+        yield
+    finally:
+        os.environ["TDS_STORE"] = url
+        with psycopg.connect(pg.PgLocation.parse(url).dsn, autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname ~ %s",
+                                        [f"^{prefix}_[0-9a-f]{{16}}$"]).fetchall():
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -211,6 +211,58 @@ class ParticipantRegistry:
         for runtime in self.all_hosted():  # a rotation killed before its data keys were all re-wrapped
             await self.settle_keys(runtime)
 
+    async def follow(self) -> int:
+        """Take up what another node process sharing the store changed: participants added (served here too),
+        removed (no longer served here), suspended or resumed (each with the same hooks as here), and their
+        other settings. Returns how many changed. (A key rotation elsewhere is taken up at the next start.)"""
+        changed = 0
+        async with self._changing:
+            records = {r.name: r for r in await self.repo.participants()}
+            sealing_key = None
+            for name, record in records.items():
+                runtime = self.hosted(name)
+                if runtime is None:
+                    if sealing_key is None:
+                        sealing_key = node_key(self.data_dir)
+                    try:
+                        keys = load_keys(keys_dir(self.data_dir, name), sealing_key)
+                    except (OSError, ValueError) as exc:
+                        log.warning("participant added elsewhere; its keys cannot be read yet", participant=name,
+                                    error=str(exc))
+                        continue
+                    self._serve(record, keys)
+                    changed += 1
+                    continue
+                was_suspended = name in self._suspended
+                runtime.record = record
+                if record.suspended_at is not None and not was_suspended:
+                    del self._by_name[name]
+                    self._by_id.pop(runtime.id, None)
+                    self._by_did.pop(runtime.did, None)
+                    self._suspended[name] = runtime
+                    for hook in self._suspending:
+                        await hook(runtime)
+                    changed += 1
+                elif record.suspended_at is None and was_suspended:
+                    del self._suspended[name]
+                    self._by_name[name] = runtime
+                    self._by_id[runtime.id] = runtime
+                    self._by_did[runtime.did] = runtime
+                    for hook in self._resumed:
+                        await hook(runtime)
+                    changed += 1
+            for runtime in [p for p in self.all_hosted() if p.name not in records]:
+                self._suspended.pop(runtime.name, None)
+                self._by_name.pop(runtime.name, None)
+                self._by_id.pop(runtime.id, None)
+                self._by_did.pop(runtime.did, None)
+                for leaving in self._leaving:
+                    await leaving(runtime)
+                changed += 1
+            if changed:
+                self._counted(len(self._by_name))
+        return changed
+
     async def add(
         self, name: str, *, legal_name: str, region: str, industry: str = "", contact: str = "",
         did: str | None = None,

@@ -21,7 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import msgspec
 
 from connector import jsonbound
-from connector.errors import OutboundRefused, PeerError
+from connector.errors import Conflict, OutboundRefused, PeerError
 from connector.faults import crash_point
 from connector.logging import get_logger
 from connector.protocol import messages as m
@@ -311,8 +311,14 @@ class ProcessShell(Generic[R]):
 
     async def resume_participant(self, participant_id: str | None) -> int:
         """Re-deliver pending messages, take our own moves and re-arm deadlines of one participant's processes
-        (all participants' with None): after a start, or when a suspended participant is served again."""
+        (all participants' with None): after a start, or when a suspended participant is served again.
+
+        When several node processes share the store, only the processes this one takes over (:meth:`_claim`: no
+        live process drives them) are resumed here; the others are their drivers' (:meth:`adopt`)."""
+        claimed = await self._claim(participant_id)
         records = [r for r in await self._unfinished() if participant_id is None or r.participant_id == participant_id]
+        if claimed is not None:
+            records = [r for r in records if (r.participant_id, r.id) in claimed]
         for record in records:
             participant = self._participant((record.participant_id, record.id))
             if participant is None:
@@ -324,16 +330,34 @@ class ProcessShell(Generic[R]):
             log.info("processes resumed", process=type(self).__name__, count=len(records))
         return len(records)
 
+    async def adopt(self) -> int:
+        """Resume the processes whose driver died (several node processes sharing the store; the leases service
+        calls this after each heartbeat). 0 when there are none, or one process has the store."""
+        return await self.resume_participant(None) if await self._drives_shared() else 0
+
+    async def _drives_shared(self) -> bool:
+        """Whether several node processes may share the store (processes have drivers)."""
+        return False
+
+    async def _claim(self, participant_id: str | None) -> set[Key] | None:
+        """Take over the unfinished processes (of *participant_id*, or all) that no live node process drives; their
+        keys. None when one process has the store (it drives them all)."""
+        return None
+
+    async def _driven_elsewhere(self, key: Key) -> bool:
+        """Whether another node process drives *key* now (it committed its last move, or took it over)."""
+        return False
+
     async def _on_due(self, key: Key) -> None:
         """The timer's step for one process: a pending message first (also the last one of a process that
-        is over), else its deadline."""
+        is over), else its deadline. Nothing if another node process drives it now (its own timer does)."""
         participant = self._participant(key)
         if participant is None:
             return
         try:
             async with self.lock(key):
                 record = await self.load(key)
-                if record is None:
+                if record is None or await self._driven_elsewhere(key):
                     return
                 now = self._clock()
                 if record.pending is not None:
@@ -348,10 +372,14 @@ class ProcessShell(Generic[R]):
                     self._schedule(record)
                     return
                 await self._on_deadline(participant, record, now)
-        except Exception:
+        except Exception as exc:
             # Not forgotten: the step is taken again after a pause (a full disk that fails a commit now, for
             # one, may have room again then), so that a retry or deadline still happens.
-            log.exception("timer step failed", process=type(self).__name__, id=key[1])
+            if isinstance(exc, Conflict):  # another move (of another node process, say) came first: no fault
+                log.info("timer step found the process moved meanwhile; taken again later",
+                         process=type(self).__name__, id=key[1], reason=exc.message)
+            else:
+                log.exception("timer step failed", process=type(self).__name__, id=key[1])
             if key not in self._due:
                 self._due[key] = self._clock() + RETRY_MAX_S
                 self._wake.set()

@@ -226,6 +226,8 @@ def _storage_failure(exc: BaseException, folder: Path, database: str = "the data
 def _database(service: TransferService) -> str:
     """The node's database file as a reason names it (relative to the data folder)."""
     path = service.repository.store.path
+    if not isinstance(path, Path):
+        return f"the store {service.repository.store.describe()}"
     return f"the database {path.relative_to(service.data_dir) if path.is_relative_to(service.data_dir) else path}"
 
 

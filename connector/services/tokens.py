@@ -56,8 +56,10 @@ class TokenService:
 
     def __init__(self, repo: SqliteRepository, limit: RateLimiter, *,
                  monotonic: Callable[[], float] = time.monotonic, timestamp: Callable[[], str] = _timestamp,
-                 served: Callable[[str], bool] = lambda _: True) -> None:
+                 served: Callable[[str], bool] = lambda _: True, cache_seconds: float | None = None) -> None:
         self.repo = repo
+        #: How long a token found in the store is taken from memory (0: never; another process may revoke it).
+        self.cache_seconds = CACHE_SECONDS if cache_seconds is None else cache_seconds
         self.limit = limit
         self.monotonic = monotonic
         self.timestamp = timestamp
@@ -94,7 +96,9 @@ class TokenService:
         self._cache.pop(digest, None)
         if found is None or (found.participant_id is not None and not self.served(found.participant_id)):
             return
-        self._cache[digest] = (found, now + CACHE_SECONDS)
+        if self.cache_seconds <= 0:
+            return
+        self._cache[digest] = (found, now + self.cache_seconds)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 

@@ -289,6 +289,18 @@ class TransferService(ProcessShell[TransferRecord]):
     async def _unfinished(self) -> list[TransferRecord]:
         return await self.repository.all_active()
 
+    async def _drives_shared(self) -> bool:
+        return self.repository.store.process_id is not None
+
+    async def _claim(self, participant_id: str | None) -> set[Key] | None:
+        if self.repository.store.process_id is None:
+            return None
+        return await self.repository.claim(participant_id)
+
+    async def _driven_elsewhere(self, key: Key) -> bool:
+        me = self.repository.store.process_id
+        return me is not None and (await self.repository.driver(*key)) not in (None, me)
+
     async def close(self) -> None:
         await self._close(*self._movers.values())
         self._movers.clear()

@@ -115,6 +115,12 @@ def fts_query(text: str, region: str = "") -> str:
     return f'{query} AND facets: "{region_facets(region)[-1]}"' if region else query
 
 
+def tsquery(text: str) -> str:
+    """:func:`fts_query` for PostgreSQL: every word, quoted, as a prefix (``'word':* & …``)."""
+    words = [w.lower() for w in _WORD.findall(text)[:20]]
+    return " & ".join(f"'{w}':*" for w in words)
+
+
 def region_facets(region: str) -> list[str]:
     """``CN-GD`` → ``regioncn regioncnxgd``: the region and its parents as single words (``x`` stands for the
     hyphen, which the tokenizer would split on)."""
@@ -183,8 +189,19 @@ def search_rows(db: Database, participant_id: str, query: SearchQuery) -> Search
     most :data:`RANKED_UP_TO` match, else in cache order; with the number of all matches (up to
     :data:`COUNTED_UP_TO`)."""
     where, params = _filters(participant_id, query)
-    words = fts_query(query.q, query.region)
-    if words:
+    postgres = getattr(db, "dialect_name", "") == "postgresql"
+    words = (tsquery(query.q) if postgres else fts_query(query.q, query.region))
+    rank = "t.rank"
+    if words and postgres:
+        # PostgreSQL: the same words as prefixes in a tsvector of the same columns; the region facet likewise.
+        source = "catalog_cache_text t JOIN catalog_cache c ON c.id = t.rowid"
+        where.insert(0, "t.document @@ to_tsquery('simple', ?)")
+        params.insert(0, words)
+        if query.region:
+            where.insert(1, "t.facet_words @@ to_tsquery('simple', ?)")
+            params.insert(1, f"'{region_facets(query.region)[-1]}'")
+        rank = f"ts_rank(t.document, to_tsquery('simple', '{words.replace(chr(39), chr(39) * 2)}')) DESC"
+    elif words:
         source = "catalog_cache_text t JOIN catalog_cache c ON c.id = t.rowid"
         where.insert(0, "catalog_cache_text MATCH ?")
         params.insert(0, words)
@@ -193,9 +210,9 @@ def search_rows(db: Database, participant_id: str, query: SearchQuery) -> Search
     else:
         source = "catalog_cache c"
     clause = " AND ".join(where)
-    counted = int(db.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {source} WHERE {clause} LIMIT ?)",
+    counted = int(db.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {source} WHERE {clause} LIMIT ?) AS matched",
                              [*params, COUNTED_UP_TO + 1]).fetchone()[0])
-    order = "t.rank, c.id" if words and counted <= RANKED_UP_TO else "c.id"
+    order = f"{rank}, c.id" if words and counted <= RANKED_UP_TO else "c.id"
     limit = max(1, min(query.limit, MAX_PAGE))
     cols = ", ".join(f"c.{c.strip()}" for c in _COLUMNS.split(","))
     rows = db.query(f"SELECT {cols} FROM {source} WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
@@ -265,7 +282,7 @@ class CatalogCache:
                 "INSERT INTO catalog_crawls (participant_id, provider_did, dsp_endpoint, crawled_at, failures, error) "
                 "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (participant_id, provider_did) DO UPDATE SET "
                 "dsp_endpoint = excluded.dsp_endpoint, crawled_at = excluded.crawled_at, "
-                "failures = failures + 1, error = excluded.error",
+                "failures = catalog_crawls.failures + 1, error = excluded.error",
                 [participant_id, provider.did, provider.dsp_endpoint, at, error[:1000]])
 
         await self.store.write(write)

@@ -159,7 +159,8 @@ def _hold(db: Database, participant_id: str, credential: HeldCredential, *, most
                        "remove that one first")
     if found is None:
         total, same_issuer = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(issuer = ?), 0) FROM held_credentials WHERE participant_id = ?",
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN issuer = ? THEN 1 ELSE 0 END), 0) FROM held_credentials "
+            "WHERE participant_id = ?",
             [credential.issuer, participant_id]).fetchone()
         if total >= most:
             raise Conflict(f"this participant already holds {most} credentials; remove one first")
@@ -283,7 +284,9 @@ class CredentialRepository:
                            error: str, delivered_as: str | None = None) -> None:
         await self.store.write(lambda db: db.execute(
             "UPDATE issued_credentials SET delivered_at = COALESCE(?, delivered_at), delivery_error = ?, "
-            "delivered_as = CASE WHEN ? IS NULL THEN delivered_as ELSE ? END WHERE participant_id = ? AND id = ?",
+            # CAST: a parameter compared with nothing has no type on PostgreSQL (SQLite needs none).
+            "delivered_as = CASE WHEN CAST(? AS TEXT) IS NULL THEN delivered_as ELSE ? END "
+            "WHERE participant_id = ? AND id = ?",
             [delivered_at, error[:1000], delivered_at, delivered_as, participant_id, credential_id]))
 
     async def revoke(self, participant_id: str, credential_id: str, now: str) -> IssuedCredential | None:
@@ -445,7 +448,8 @@ class CredentialRepository:
 
         def insert(db: Database) -> None:
             total, mine = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(requester = ?), 0) FROM credential_requests WHERE participant_id = ? "
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN requester = ? THEN 1 ELSE 0 END), 0) FROM credential_requests "
+                "WHERE participant_id = ? "
                 "AND state = 'pending'", [request.requester, participant_id]).fetchone()
             if total >= most_pending:
                 raise TooManyRequests(f"{most_pending} requests are waiting for a decision; try again later",

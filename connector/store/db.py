@@ -1,4 +1,5 @@
-"""SQLite storage: WAL, migrations in code, one writer thread with group commit, pooled readers.
+"""The node's store: SQLite (WAL, the default) or PostgreSQL; migrations in code, one writer thread with group
+commit, pooled readers.
 
 - Every write runs as a job on the single writer thread. The writer drains the jobs that are waiting,
   runs each inside its own SAVEPOINT (one job's failure rolls back only that job) and commits them all
@@ -11,6 +12,9 @@
   the writer writes). A lookup of a few rows by an index runs on the event loop's own read connection
   (:meth:`Store.lookup`): it takes less time than the hop to a reader thread.
 - One database for all participants of the node; every business table carries ``participant_id``.
+- PostgreSQL (:mod:`connector.store.pg`): the same SQL, translated; the same writer thread and readers, each
+  with a connection of its own. Several node processes may share the database: each write transaction first
+  takes the schema's advisory lock, so writes are serialised across processes as they are in one.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sqlite_utils import Database
 
 from connector import filemodes
 from connector.errors import SchemaVersionError, StorageError
+from connector.store import pg
 from connector.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
@@ -38,7 +43,13 @@ Job = tuple[Callable[[Database], Any], asyncio.AbstractEventLoop, "asyncio.Futur
 MAX_BATCH = 512
 
 
-def _connect(path: Path, *, readonly: bool = False) -> Database:
+#: Where a store is: an SQLite file, or a schema of a PostgreSQL database.
+Location = Path | pg.PgLocation
+
+
+def _connect(path: Location, *, readonly: bool = False, dialect: pg.Dialect | None = None) -> Database:
+    if isinstance(path, pg.PgLocation):
+        return pg.open_database(path, dialect or pg.Dialect(), readonly=readonly)  # type: ignore[return-value]
     if not readonly:
         # SQLite would make a new database 0644; its -wal and -shm files take the database's mode.
         filemodes.ensure_private_file(path)
@@ -86,6 +97,8 @@ def migrate(db: Database, where: object = "the database", *, upto: int | None = 
     Raises :class:`~connector.errors.SchemaVersionError` (before changing anything) for a schema version this
     software does not know, and :class:`~connector.errors.StorageError` for a migration that fails (rolled back:
     the database stays at the version before it)."""
+    if isinstance(db, pg.PgDatabase):
+        return _migrate_postgres(db, where, upto=upto)
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
     check_schema_version(version, where)
     for number, statements in enumerate(MIGRATIONS[:upto], start=1):
@@ -107,10 +120,55 @@ def migrate(db: Database, where: object = "the database", *, upto: int | None = 
     return version
 
 
-def schema_version_of(path: Path) -> int | None:
+def _migrate_postgres(db: pg.PgDatabase, where: object, *, upto: int | None) -> int:
+    """:func:`migrate` on PostgreSQL: under the schema's write lock (processes starting together migrate once),
+    each migration's DDL translated (:func:`connector.store.pg.translate_ddl`), each in its own transaction."""
+    import psycopg
+
+    raw = db.raw()
+    raw.execute("BEGIN")
+    try:
+        raw.execute("SELECT pg_advisory_xact_lock(%s)", [db.location.lock_key])
+        version = pg.prepare_schema(db)
+        check_schema_version(version, where)
+        stale = True  # the dialect's knowledge of the tables (read only when a statement needs it: it takes time)
+        for number, statements in enumerate(MIGRATIONS[:upto], start=1):
+            if number <= version:
+                continue
+            raw.execute("SAVEPOINT migration")
+            try:
+                for statement in statements:
+                    if statement.lstrip()[:6].upper() in ("CREATE", "ALTER ", "DROP T", "DROP I"):
+                        for translated in pg.translate_ddl(statement):
+                            raw.execute(translated)
+                        stale = True
+                    else:
+                        if stale:
+                            db.dialect.load(raw, db.location.schema)
+                            stale = False
+                        db.execute(statement)
+                raw.execute("UPDATE tds_schema SET version = %s", [number])
+                raw.execute("RELEASE migration")
+            except (psycopg.Error, sqlite3.Error) as exc:
+                raw.execute("ROLLBACK TO migration")
+                raise StorageError(f"{where}: schema migration {number} failed ({str(exc).strip()}); the database "
+                                   f"stays at schema {version}") from exc
+            version = number
+        raw.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+    db.dialect.load(raw, db.location.schema)
+    return version
+
+
+def schema_version_of(path: Location) -> int | None:
     """The schema version of the database at *path*, read through a read-only connection (nothing in the database
     changes, and no database is created); None if there is no file. Raises :class:`~connector.errors.StorageError`
     if the file is not an SQLite database."""
+    if isinstance(path, pg.PgLocation):
+        return _postgres_version_of(path)
     if not path.exists():
         return None
     try:
@@ -123,12 +181,33 @@ def schema_version_of(path: Path) -> int | None:
         raise StorageError(f"{path} cannot be read as a database: {exc}") from exc
 
 
+def _postgres_version_of(location: pg.PgLocation) -> int | None:
+    db = pg.open_database(location, pg.Dialect(), readonly=True)
+    try:
+        raw = db.raw()
+        found = raw.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s "
+                            "AND table_name = 'tds_schema'", [location.schema]).fetchone()
+        if found is None:
+            return None
+        row = raw.execute("SELECT version FROM tds_schema").fetchone()
+        return None if row is None else int(row[0])
+    finally:
+        db.close()
+
+
 class Store:
     """The node's database. Use :meth:`write` for changes and :meth:`read` for queries."""
 
-    def __init__(self, path: Path, *, readers: int = 4,
+    def __init__(self, path: Location, *, readers: int = 4,
                  commit_seconds: Callable[[float, bool], None] | None = None) -> None:
+        #: An SQLite file, or a :class:`~connector.store.pg.PgLocation`.
         self.path = path
+        self.postgres = isinstance(path, pg.PgLocation)
+        #: The translation of the store's SQL for PostgreSQL, shared by every connection of this store.
+        self._dialect = pg.Dialect()
+        #: This process's id among the node processes sharing the store (``connector.services.leases``); None
+        #: while one process has the store to itself (SQLite, always).
+        self.process_id: str | None = None
         #: Told how long each committed batch took (seconds, from BEGIN to COMMIT) and whether it was durable;
         #: called on the writer thread.
         self.commit_seconds = commit_seconds
@@ -152,8 +231,23 @@ class Store:
         #: Jobs submitted with ``hold=True`` that wait for the next job (event loop thread only).
         self._held: list[Job] = []
 
+    def describe(self) -> str:
+        """The store as messages name it: its file, or its PostgreSQL server and schema (no password)."""
+        return self.path.redacted() if isinstance(self.path, pg.PgLocation) else str(self.path)
+
     def open_sync(self) -> None:
         """Create or migrate the database and start the writer thread."""
+        if isinstance(self.path, pg.PgLocation):
+            db = _connect(self.path, dialect=self._dialect)
+            try:
+                self.schema_version = migrate(db, self.path.redacted())
+            except BaseException:
+                db.conn.close()
+                raise
+            self._writer = threading.Thread(target=self._run_writer, args=(db,), name="tds-store-writer",
+                                            daemon=True)
+            self._writer.start()
+            return
         filemodes.make_dir(self.path.parent)
         # Read before anything is written (not even the journal mode): a database of a later release, or a file
         # that is none, is refused as it is.
@@ -255,6 +349,11 @@ class Store:
             self._commit_batch(db, batch)
         db.conn.close()
 
+    def _begin(self, db: Database) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        if isinstance(self.path, pg.PgLocation):  # one writer at a time across the processes sharing it
+            db.execute("SELECT pg_advisory_xact_lock(?)", [self.path.lock_key])
+
     def _commit_batch(self, db: Database, batch: list[Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         durable = any(job[3] for job in batch)
@@ -264,24 +363,35 @@ class Store:
                 db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
                 self._synchronous_full = durable
             started = time.perf_counter()
-            db.execute("BEGIN IMMEDIATE")
-            for fn, _, _, _ in batch:
-                db.execute("SAVEPOINT job")
+            self._begin(db)
+            if len(batch) == 1:
+                # A job alone needs no savepoint: if it fails, its transaction is rolled back whole (two statements
+                # fewer per commit: two round trips on PostgreSQL).
                 try:
-                    result = fn(db)
+                    outcomes.append((True, batch[0][0](db)))
                 except BaseException as exc:
-                    db.execute("ROLLBACK TO job")
-                    db.execute("RELEASE job")
                     outcomes.append((False, exc))
-                else:
-                    db.execute("RELEASE job")
-                    outcomes.append((True, result))
+            else:
+                for fn, _, _, _ in batch:
+                    db.execute("SAVEPOINT job")
+                    try:
+                        result = fn(db)
+                    except BaseException as exc:
+                        db.execute("ROLLBACK TO job")
+                        db.execute("RELEASE job")
+                        outcomes.append((False, exc))
+                    else:
+                        db.execute("RELEASE job")
+                        outcomes.append((True, result))
+            if len(batch) == 1 and not outcomes[0][0]:
+                db.execute("ROLLBACK")
+                self._begin(db)  # the hooks still run, as after a job rolled back to its savepoint
             for hook in self.batch_hooks:
                 hook(db)
             db.execute("COMMIT")
             self.commits += 1
-            self.jobs += len(batch)
             took = time.perf_counter() - started
+            self.jobs += len(batch)
             self.commit_failure = None
         except Exception as exc:
             if db.conn.in_transaction:
@@ -304,7 +414,7 @@ class Store:
     def _reader(self) -> Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = _connect(self.path, readonly=True)
+            db = _connect(self.path, readonly=True, dialect=self._dialect)
             self._local.db = db
             with self._lock:
                 self._read_connections.append(db)
@@ -330,13 +440,20 @@ class Store:
     async def lookup(self, fn: Callable[[Database], T]) -> T:
         """Run *fn*, a read of a few rows by an index (tens of microseconds), on the calling thread's own read
         connection: the hop to a reader thread and back would cost it ten times over. Anything that may scan
-        goes through :meth:`read`. WAL readers never wait for the writer."""
+        goes through :meth:`read`. WAL readers never wait for the writer.
+
+        On PostgreSQL a lookup is a round trip to the server, which the event loop must not wait for: it goes
+        through :meth:`read`."""
+        if self.postgres:
+            return await self.read(fn)
         return fn(self._reader())
 
     def read_sync(self, fn: Callable[[Database], T]) -> T:
         """For command-line tools that run before or without the node (e.g. ``tds init``)."""
-        db = _connect(self.path)
+        db = _connect(self.path, dialect=self._dialect)
         try:
+            if isinstance(self.path, pg.PgLocation):
+                self._dialect.load(db.conn.raw(), self.path.schema)  # type: ignore[attr-defined]
             return fn(db)
         finally:
             db.conn.close()

@@ -511,4 +511,17 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "ALTER TABLE participants ADD COLUMN platform_share TEXT",
     ],
+    # 14: several node processes on one (PostgreSQL) store: each process's heartbeat, and which process drives each
+    #     negotiation's and transfer's retries, deadlines and own moves (NULL: one process drives them all)
+    [
+        """CREATE TABLE node_processes (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            alive_until REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "ALTER TABLE negotiations ADD COLUMN driver TEXT",
+        "ALTER TABLE transfers ADD COLUMN driver TEXT",
+    ],
 ]

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
@@ -175,14 +176,9 @@ class SqliteRepository:
         a table a later migration adds is included without a change here."""
 
         def delete(db: Database) -> int:
-            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                                   "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()]
             removed = 0
-            for table in tables:
-                columns = {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
-                if "participant_id" in columns:
-                    removed += db.execute(f'DELETE FROM "{table}" WHERE participant_id = ?',
-                                          [participant_id]).rowcount
+            for table in tables_with_column(db, "participant_id"):
+                removed += db.execute(f'DELETE FROM "{table}" WHERE participant_id = ?', [participant_id]).rowcount
             removed += db.execute("DELETE FROM participants WHERE id = ?", [participant_id]).rowcount
             return removed
 
@@ -282,14 +278,10 @@ class SqliteRepository:
         def insert(db: Database) -> bool:
             if purge:
                 db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", [now])
-            try:
-                db.execute(
-                    "INSERT INTO seen_nonces (key_id, nonce, expires_at) VALUES (?, ?, ?)",
-                    [key_id, nonce, expires_at],
-                )
-            except sqlite3.IntegrityError:
-                return False
-            return True
+            # A conflict is not an error (it would end a PostgreSQL transaction): the row count says.
+            return bool(db.execute(
+                "INSERT INTO seen_nonces (key_id, nonce, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key_id, nonce) DO NOTHING", [key_id, nonce, expires_at]).rowcount == 1)
 
         return insert
 
@@ -400,6 +392,26 @@ def _row(db: Database, sql: str, params: Sequence[Any]) -> dict[str, Any] | None
         return None if found is None else dict(zip([c[0] for c in cursor.description], found, strict=True))
     finally:
         cursor.close()  # ends the statement, and with it the read's hold on the WAL (checkpoints wait for it)
+
+
+def _drive(row: dict[str, Any], store: Store) -> None:
+    """Mark a negotiation's or transfer's row as driven by this process when several share the store: its retries,
+    deadlines and own moves are this process's until it dies (``connector.services.leases``)."""
+    if store.process_id is not None:
+        row["driver"] = store.process_id
+
+
+def tables_with_column(db: Database, column: str) -> list[str]:
+    """The store's tables that have *column*, read from the schema itself: SQLite's ``sqlite_master``, or on
+    PostgreSQL (which has none) the catalog of the store's schema."""
+    if getattr(db, "dialect_name", "") == "postgresql":
+        return [row[0] for row in db.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND column_name = ? ORDER BY table_name", [column]).fetchall()]
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                           "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()]
+    return [table for table in tables
+            if column in {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}]
 
 
 def _insert(db: Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
@@ -529,6 +541,7 @@ class ContractRepository:
         """Store a new negotiation with its history (*event* with *detail* if given, then *events*) and, if its
         first move made one, *agreement*'s row, in one transaction; *durable*: fsynced (see ``Store.write``)."""
         row = to_row(record)
+        _drive(row, self.store)
         history = [(event, detail)] if event else []
         history += events
         agreement_row = (to_row(agreement.record, participant_id=record.participant_id) if agreement is not None
@@ -558,6 +571,7 @@ class ContractRepository:
         Both checks and all writes are one job of the single writer, inside its ``BEGIN IMMEDIATE``
         transaction: no other write can come between a check and its write."""
         row = to_row(record)
+        _drive(row, self.store)
         history = [(event, detail)] if event else []
         history += events
         agreement_row = (to_row(agreement.record, participant_id=record.participant_id) if agreement is not None
@@ -632,13 +646,20 @@ class ContractRepository:
 
         return await self.store.lookup(query)
 
+    async def claim_negotiations(self, participant_id: str | None = None) -> set[tuple[str, str]]:
+        """Take over every unfinished negotiation no live process drives (:func:`claim_unfinished`); its keys."""
+        return await self.store.write(lambda db: claim_unfinished(db, "negotiations", _NEGOTIATIONS_ACTIVE,
+                                                                  self.store.process_id, participant_id))
+
+    async def driver(self, participant_id: str, negotiation_id: str) -> str | None:
+        return await self.store.lookup(lambda db: _driver(db, "negotiations", participant_id, negotiation_id))
+
     async def all_active_negotiations(self) -> list[NegotiationRecord]:
         """Every negotiation of every participant that is not over, or whose last message is still to be
         delivered (for resuming after a restart)."""
 
         def query(db: Database) -> list[NegotiationRecord]:
-            rows = db.query("SELECT * FROM negotiations WHERE state NOT IN ('FINALIZED', 'TERMINATED') "
-                            "OR pending IS NOT NULL")
+            rows = db.query(f"SELECT * FROM negotiations WHERE {_NEGOTIATIONS_ACTIVE}")
             return [from_row(NegotiationRecord, r) for r in rows]
 
         return await self.store.read(query)
@@ -735,6 +756,7 @@ class TransferRepository:
 
     async def create(self, record: TransferRecord, event: str, detail: str = "") -> None:
         row = to_row(record)
+        _drive(row, self.store)
 
         def insert(db: Database) -> None:
             _insert(db, "transfers", row)
@@ -749,6 +771,7 @@ class TransferRepository:
         *keep_received*: leave the stored resume point as it is (a data plane advances it on its own,
         :meth:`set_received`, and a state change read before that must not move it back)."""
         row = to_row(record)
+        _drive(row, self.store)
         skip = ("participant_id", "id", "received") if keep_received else ("participant_id", "id")
 
         def update(db: Database) -> bool:
@@ -814,13 +837,20 @@ class TransferRepository:
 
         return await self.store.read(query)
 
+    async def claim(self, participant_id: str | None = None) -> set[tuple[str, str]]:
+        """Take over every unfinished transfer no live process drives (:func:`claim_unfinished`); its keys."""
+        return await self.store.write(lambda db: claim_unfinished(db, "transfers", _TRANSFERS_ACTIVE,
+                                                                  self.store.process_id, participant_id))
+
+    async def driver(self, participant_id: str, transfer_id: str) -> str | None:
+        return await self.store.lookup(lambda db: _driver(db, "transfers", participant_id, transfer_id))
+
     async def all_active(self) -> list[TransferRecord]:
         """Every transfer of every participant that is not over, or whose last message is still to be
         delivered (for resuming after a restart)."""
 
         def query(db: Database) -> list[TransferRecord]:
-            rows = db.query("SELECT * FROM transfers WHERE state NOT IN ('COMPLETED', 'TERMINATED') "
-                            "OR pending IS NOT NULL")
+            rows = db.query(f"SELECT * FROM transfers WHERE {_TRANSFERS_ACTIVE}")
             return [from_row(TransferRecord, r) for r in rows]
 
         return await self.store.read(query)
@@ -853,6 +883,30 @@ def _agreement_state(db: Database, participant_id: str, agreement_id: str) -> st
     found = db.execute("SELECT state FROM agreements WHERE participant_id = ? AND id = ?",
                        [participant_id, agreement_id]).fetchone()
     return None if found is None else str(found[0])
+
+
+_NEGOTIATIONS_ACTIVE = "(state NOT IN ('FINALIZED', 'TERMINATED') OR pending IS NOT NULL)"
+_TRANSFERS_ACTIVE = "(state NOT IN ('COMPLETED', 'TERMINATED') OR pending IS NOT NULL)"
+
+
+def claim_unfinished(db: Database, table: str, active: str, me: str | None,
+                     participant_id: str | None) -> set[tuple[str, str]]:
+    """Make *me* the driver of every unfinished row of *table* (of *participant_id*, or all) that no live process
+    drives (no driver yet, or one whose heartbeat ran out); return the keys of the rows it took over. Runs on the
+    writer: the store's write lock makes each row go to one process."""
+    if me is None:
+        raise ValueError("claiming needs a process id")
+    scope, params = ("AND participant_id = ?", [participant_id]) if participant_id is not None else ("", [])
+    return {(str(r[0]), str(r[1])) for r in db.execute(
+        f"UPDATE {table} SET driver = ? WHERE {active} {scope} AND (driver IS NULL OR driver NOT IN "
+        "(SELECT id FROM node_processes WHERE alive_until >= ?)) RETURNING participant_id, id",
+        [me, *params, time.time()]).fetchall()}
+
+
+def _driver(db: Database, table: str, participant_id: str, row_id: str) -> str | None:
+    row = db.execute(f"SELECT driver FROM {table} WHERE participant_id = ? AND id = ?",
+                     [participant_id, row_id]).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def _transfer_event(db: Database, participant_id: str, transfer_id: str, at: str, kind: str,

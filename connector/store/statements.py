@@ -198,10 +198,11 @@ def receipt_range(db: Database, participant_id: str, agreement_id: str, *, after
     when there is no such entry (``connector.protocol.statements.receipt_range``, in SQL)."""
     row = db.conn.execute(
         "SELECT MIN(seq), MAX(seq), SUM(permitted) FROM ("
-        "SELECT seq, (json_extract(entry, '$.kind') = 'use' AND json_extract(entry, '$.decision') = 'permit') "
-        "AS permitted, ROW_NUMBER() OVER w AS n, MAX(json_extract(entry, '$.at') >= ?4) OVER w AS late "
+        "SELECT seq, CASE WHEN json_extract(entry, '$.kind') = 'use' AND json_extract(entry, '$.decision') = "
+        "'permit' THEN 1 ELSE 0 END AS permitted, ROW_NUMBER() OVER w AS n, "
+        "MAX(CASE WHEN json_extract(entry, '$.at') >= ?4 THEN 1 ELSE 0 END) OVER w AS late "
         "FROM received_entries WHERE participant_id = ?1 AND agreement_id = ?2 AND seq > ?3 "
-        "WINDOW w AS (ORDER BY seq ROWS UNBOUNDED PRECEDING)) WHERE seq - ?3 = n AND NOT late",
+        "WINDOW w AS (ORDER BY seq ROWS UNBOUNDED PRECEDING)) AS entries WHERE seq - ?3 = n AND late = 0",
         [participant_id, agreement_id, after, before]).fetchone()
     if row is None or row[0] is None:
         return None

@@ -97,6 +97,10 @@ def chain_check(db: Database, participant_id: str, agreement_id: str, use_ids: l
     """The agreement's state, the chain's last entry and last signed head, the provider's acknowledgement and
     whether any of *use_ids* is logged: one statement (a commit group asks it once per chain it appends to)."""
     key = [participant_id, agreement_id]
+    # The use ids as a list of values (not a JSON array read by json_each): each is then looked up in the use-id
+    # index whatever the planner knows of the table (PostgreSQL without statistics would read the whole chain).
+    ids = [i for i in dict.fromkeys(use_ids) if i] or [""]
+    marks = ", ".join(f"?{n}" for n in range(4, 4 + len(ids)))
     row = db.conn.execute(
         "SELECT (SELECT state FROM agreements WHERE participant_id = ?1 AND id = ?2 AND role = ?3), "
         "(SELECT entry FROM usage_log WHERE participant_id = ?1 AND agreement_id = ?2 ORDER BY seq DESC LIMIT 1), "
@@ -104,8 +108,8 @@ def chain_check(db: Database, participant_id: str, agreement_id: str, use_ids: l
         "(SELECT head FROM usage_heads WHERE participant_id = ?1 AND agreement_id = ?2 ORDER BY seq DESC LIMIT 1), "
         "(SELECT acked_seq FROM receipt_cursors WHERE participant_id = ?1 AND agreement_id = ?2), "
         "EXISTS (SELECT 1 FROM usage_log WHERE participant_id = ?1 AND agreement_id = ?2 AND use_id != '' "
-        "AND use_id IN (SELECT value FROM json_each(?4)))",
-        [*key, Role.CONSUMER.value, encode(use_ids)]).fetchone()
+        f"AND use_id IN ({marks}))",
+        [*key, Role.CONSUMER.value, *ids]).fetchone()
     return ChainCheck(row[0], row[1], row[2], row[3], int(row[4] or 0), bool(row[5]))
 
 
@@ -192,8 +196,9 @@ def schedule_duty(db: Database, participant_id: str, agreement_id: str, kind: st
     """Schedule a duty; the earliest deadline of one not yet done wins."""
     db.conn.execute(
         "INSERT INTO scheduled_duties (participant_id, agreement_id, kind, due_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (participant_id, agreement_id, kind) DO UPDATE SET due_at = MIN(due_at, excluded.due_at) "
-        "WHERE done_at IS NULL", [participant_id, agreement_id, kind, due_at])
+        "ON CONFLICT (participant_id, agreement_id, kind) DO UPDATE SET "
+        "due_at = MIN(scheduled_duties.due_at, excluded.due_at) WHERE scheduled_duties.done_at IS NULL",
+        [participant_id, agreement_id, kind, due_at])
 
 
 def duty_done(db: Database, participant_id: str, agreement_id: str, kind: str, at: str) -> None:
@@ -229,7 +234,7 @@ def set_cursor(db: Database, participant_id: str, agreement_id: str, acked: int,
     db.conn.execute(
         "INSERT INTO receipt_cursors (participant_id, agreement_id, acked_seq, last_error, ack) "
         "VALUES (?, ?, ?, '', ?) ON CONFLICT (participant_id, agreement_id) DO UPDATE SET "
-        "acked_seq = excluded.acked_seq, last_error = '', ack = COALESCE(excluded.ack, ack)",
+        "acked_seq = excluded.acked_seq, last_error = '', ack = COALESCE(excluded.ack, receipt_cursors.ack)",
         [participant_id, agreement_id, acked, ack])
 
 

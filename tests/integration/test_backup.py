@@ -11,11 +11,16 @@ import stat
 import sys
 from pathlib import Path
 
+import pytest
+
 from connector.bootstrap import init_node
 from connector.client import ManagementClient
 from connector.services.usage import check_log
 from connector.testing import ProcessNode, eventually
 
+#: A backup is of an SQLite store (`tds backup` refuses a node whose store is PostgreSQL: its server's own tools
+#: back that up).
+pytestmark = pytest.mark.sqlite_store
 PASSPHRASE = "correct horse battery staple"
 ENV = {"TDS_TEST_BACKUP_PASSPHRASE": PASSPHRASE}
 WITH_PASSPHRASE = ("--passphrase-env", "TDS_TEST_BACKUP_PASSPHRASE")

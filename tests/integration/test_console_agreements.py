@@ -8,17 +8,15 @@ import asyncio
 import html
 import json
 import re
-import sqlite3
 
 import aiohttp
 from click.testing import CliRunner
 from console_pages import agree, page
 
-from connector.bootstrap import DB_FILE
 from connector.cli import main
 from connector.http.console.api import segment
 from connector.protocol import agreements as evidence_check
-from connector.testing import eventually
+from connector.testing import eventually, store_connection
 
 TITLE = "<script>alert(1)</script> Quality inspection"
 
@@ -77,7 +75,7 @@ async def test_terms_in_words_and_both_proofs_checked_valid(nodes):
 
 async def test_a_changed_stored_term_shows_both_proofs_invalid_with_the_reason(nodes):
     _, consumer, agreement = await agreement_between(nodes)
-    with sqlite3.connect(consumer.data_dir / DB_FILE) as db:
+    with store_connection(consumer.data_dir) as db:
         db.execute("UPDATE agreements SET agreement = replace(agreement, '\"lteq\"', '\"lt\"')")
     status, text, _ = await page(consumer.node, consumer.token, f"/console/agreements/{segment(agreement)}")
     assert status == 200

@@ -194,6 +194,9 @@ async def agree(consumer: ManagementClient, provider_url: str, target: str) -> s
     return str(final["agreement"]["@id"])
 
 
+# Each node runs inside its own network namespace, where the host's loopback (and a PostgreSQL server on it) is
+# out of reach: these nodes keep their SQLite store under `make test-postgres` too.
+@pytest.mark.sqlite_store
 async def test_three_nodes_in_three_namespaces_over_https(namespaces, tmp_path):
     import trustme
 

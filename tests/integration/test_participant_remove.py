@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 
 import aiohttp
 import pytest
 
-from connector.bootstrap import DB_FILE
 from connector.client import ClientError
 from connector.net import signing
 from connector.protocol import messages as m
+from connector.testing import store_connection
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
@@ -43,14 +42,11 @@ async def pull(consumer, provider) -> str:
 
 def rows_of(data_dir, participant_id: str) -> dict[str, int]:
     """Rows per table that belong to *participant_id* (tables with a participant_id column)."""
-    with sqlite3.connect(data_dir / DB_FILE) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    with store_connection(data_dir) as db:
         counts = {}
-        for table in tables:
-            columns = {r[1] for r in db.execute(f'PRAGMA table_info("{table}")')}
-            if "participant_id" in columns:
-                n = db.execute(f'SELECT COUNT(*) FROM "{table}" WHERE participant_id = ?', [participant_id])
-                counts[table] = n.fetchone()[0]
+        for table in db.tables_with_column("participant_id"):
+            n = db.execute(f'SELECT COUNT(*) FROM "{table}" WHERE participant_id = ?', [participant_id])
+            counts[table] = n.fetchone()[0]
         counts["participants"] = db.execute("SELECT COUNT(*) FROM participants WHERE id = ?",
                                             [participant_id]).fetchone()[0]
     return {t: n for t, n in counts.items() if n}

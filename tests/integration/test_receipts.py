@@ -11,7 +11,7 @@ from test_usage import agreement_between
 
 from connector.client import ClientError
 from connector.net import signing
-from connector.testing import eventually
+from connector.testing import eventually, store_connection
 
 
 async def test_receipts_reach_the_provider(nodes):
@@ -170,10 +170,8 @@ async def test_deletion_on_schedule_survives_a_restart(nodes):
     result = await consumer.client.use(agreement, "u0")
     assert result["decision"] == "permit" and any(e.startswith("delete at") for e in result["effects"]), result
     await consumer.node.stop()  # down when the deadline passes
-    import sqlite3
-
     # The hour passes while the node is down: its stored deadline now lies behind it.
-    with sqlite3.connect(consumer.data_dir / "tds.db") as db:
+    with store_connection(consumer.data_dir) as db:
         moved = db.execute("UPDATE scheduled_duties SET due_at = due_at - 3601 WHERE agreement_id = ?",
                            [agreement]).rowcount
     assert moved == 1

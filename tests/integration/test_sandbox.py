@@ -8,7 +8,6 @@ import asyncio
 import copy
 import json
 import random
-import sqlite3
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from connector.protocol import sandbox as sb
 from connector.services.catalog import SANDBOX_FORMAT
 from connector.services.sandbox_engine import Workers
 from connector.services.usage import check_log
-from connector.testing import eventually
+from connector.testing import eventually, store_connection
 from usage_policies import templates
 
 TDS = "https://w3id.org/tds/v1#"
@@ -235,7 +234,7 @@ async def test_the_providers_usage_chain_counts_each_query_and_verifies(nodes):
     # The consumer's node keeps nothing of the queries: no usage log of its own for the agreement.
     assert (await consumer.client.usage_log(agreement))["entries"] == []
     # A chain edited behind the node's back is caught, and queries stop until it is resolved.
-    with sqlite3.connect(provider.data_dir / "tds.db") as db:
+    with store_connection(provider.data_dir) as db:
         db.execute("UPDATE usage_log SET entry = replace(entry, '\"deny\"', '\"permit\"') WHERE seq = 4")
     edited = await provider.client.usage_log(agreement)
     assert check_log(edited["entries"], edited["heads"], edited["didDocument"]) is not None

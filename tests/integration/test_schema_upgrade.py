@@ -19,6 +19,8 @@ from connector.testing import free_port
 
 TDS = [sys.executable, "-m", "connector"]
 LATEST = len(MIGRATIONS)
+#: The schema version is SQLite's ``PRAGMA user_version`` in tds.db, and nothing in the file may change.
+pytestmark = pytest.mark.sqlite_store
 
 
 def _node_with_schema(tmp_path: Path, version: int) -> tuple[Path, bytes]:

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 
 import aiohttp
 import pytest
 
-from connector.bootstrap import DB_FILE
 from connector.client import ClientError
 from connector.http import management
 from connector.net import signing
 from connector.protocol import messages as m
 from connector.services import credentials as credentials_service
-from connector.testing import eventually
+from connector.testing import eventually, store_connection
 from usage_policies import templates
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
@@ -102,6 +100,15 @@ async def test_the_admin_token_hosts_participants_but_reads_no_data(nodes):
     assert [p["name"] for p in await admin.participants()] == ["acme", "sme-one"]
 
 
+def stored_text(data_dir) -> str:
+    """Every row of every table in the node's store, as text (SQLite's file or the node's PostgreSQL schema)."""
+    with store_connection(data_dir) as db:
+        tables = ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                  if db.postgres else "SELECT name FROM sqlite_master WHERE type = 'table'")
+        return "\n".join(repr(row) for (table,) in db.execute(tables).fetchall()
+                         for row in db.execute(f'SELECT * FROM "{table}"').fetchall())
+
+
 async def test_a_participant_manages_its_own_tokens(nodes):
     host = await nodes.start("acme")
     sme = await nodes.host(host, "sme-one")
@@ -113,8 +120,8 @@ async def test_a_participant_manages_its_own_tokens(nodes):
     assert {t["application"] for t in listed} == {"cli", "erp-sync"}
     assert all("token" not in t and created["token"] not in json.dumps(t) for t in listed)
     assert created["id"] not in json.dumps(await host.client.tokens())
-    with sqlite3.connect(host.data_dir / DB_FILE) as db:
-        dump = "\n".join(db.iterdump())
+    dump = stored_text(host.data_dir)
+    assert "erp-sync" in dump  # the token's row was read
     assert created["token"] not in dump and sme.token not in dump  # stored hashed only
     await sme.client.revoke_token(created["id"])
     with pytest.raises(ClientError) as info:

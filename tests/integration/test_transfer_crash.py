@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 
 import pytest
 from test_transfer import agreed
 
-from connector.bootstrap import DB_FILE
 from connector.client import ClientError
 from connector.payload import manifest as manifests
-from connector.testing import ProcessNode, vault_chunks, vault_sha256
+from connector.testing import ProcessNode, store_connection, vault_chunks, vault_sha256
 
 MIB = 1024 * 1024
 pytestmark = pytest.mark.slow
@@ -41,7 +39,7 @@ def matches_its_manifest(data_dir, vault_path) -> bool:
 
 
 def stored_transfer(node: ProcessNode) -> tuple[str, str, int]:
-    with sqlite3.connect(node.data_dir / DB_FILE) as db:
+    with store_connection(node.data_dir) as db:
         return db.execute("SELECT id, state, received FROM transfers").fetchone()
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 
 import pytest
 
 from connector.services.usage import check_log
-from connector.testing import ProcessNode, eventually
+from connector.testing import ProcessNode, eventually, store_connection
 from usage_policies import templates
 
 
@@ -96,8 +95,9 @@ async def test_tampered_log_is_caught_by_log_verify(nodes, edit, seq):
         await consumer.client.use(agreement, f"u{i}", purpose="R&D")
     log = await consumer.client.usage_log(agreement)
     assert check_log(log["entries"], log["heads"], log["didDocument"]) is None
-    with sqlite3.connect(consumer.data_dir / "tds.db") as db:
-        db.executescript(edit)
+    with store_connection(consumer.data_dir) as db:
+        for statement in edit.split("; "):
+            db.execute(statement)
     code, out = await tds(consumer, "log", "verify", agreement)
     assert code == 1 and f"BROKEN at entry #{seq}" in out, out
 

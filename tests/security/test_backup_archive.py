@@ -16,6 +16,8 @@ from connector import archive, backup
 from connector.bootstrap import init_node
 from connector.errors import BackupError
 
+#: The backups are of nodes with an SQLite store (`tds backup` refuses a PostgreSQL one).
+pytestmark = pytest.mark.sqlite_store
 PASSPHRASE = "a passphrase for tests"
 #: The format is under test, not the work factor: the cheapest Argon2id the format accepts.
 CHEAP = {"opslimit": argon2id.OPSLIMIT_MIN, "memlimit": argon2id.MEMLIMIT_MIN}

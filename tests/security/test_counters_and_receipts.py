@@ -7,7 +7,6 @@ binds every entry to the agreement it is posted under.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 
 import msgspec
@@ -17,7 +16,7 @@ from attack_setup import agreement_with_data, post_signed, tds
 from connector.client import ClientError
 from connector.identity import proof
 from connector.services.usage import check_log
-from connector.testing import eventually
+from connector.testing import eventually, store_connection
 from usage_policies import ledger, templates
 
 MAX3 = templates.combine(templates.purpose("qi", "R&D"), templates.max_uses("qi", 3),
@@ -38,7 +37,7 @@ async def _used_up(provider, consumer):
 
 
 def _db(node):
-    return sqlite3.connect(node.data_dir / "tds.db")
+    return store_connection(node.data_dir)
 
 
 async def _blocked(consumer, agreement, use_id="next") -> str:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from connector.bootstrap import DB_FILE, init_node
+from connector.bootstrap import init_node
 from connector.cli import main
 from connector.drill import CATALOGUE, OUTCOMES, DrillOptions, Target, run_drill
+from connector.testing import store_connection
 
 pytestmark = pytest.mark.slow
 NAMES = [a.name for a in CATALOGUE]
@@ -43,11 +43,10 @@ async def drill_leftovers(node) -> dict[str, list[str]]:
         await admin.close()
     folders = [f"{root}/{p.name}" for root in ("files", "vault", "keys") if (node.data_dir / root).is_dir()
                for p in (node.data_dir / root).iterdir() if p.name.startswith("drill-")]
-    with sqlite3.connect(node.data_dir / DB_FILE) as db:
+    with store_connection(node.data_dir) as db:
         rows = [f"{table}: {n}" for table, n in (
             (t, db.execute(f'SELECT COUNT(*) FROM "{t}" WHERE participant_id LIKE ?', ["drill-%"]).fetchone()[0])
-            for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            if "participant_id" in {c[1] for c in db.execute(f'PRAGMA table_info("{t}")')}) if n]
+            for t in db.tables_with_column("participant_id")) if n]
     return {"participants": participants, "folders": folders, "rows": rows}
 
 

@@ -56,6 +56,7 @@ def open_up(root: Path) -> None:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
+@pytest.mark.sqlite_store  # the database file among them
 def test_init_into_an_existing_open_folder_leaves_nothing_readable(tmp_path, open_umask):
     folder = tmp_path / "acme"
     folder.mkdir(mode=0o755)
@@ -85,6 +86,7 @@ async def publish_file(provider, consumer, data: bytes) -> str:
     return str(final["agreement"]["@id"])
 
 
+@pytest.mark.sqlite_store  # the database file and its WAL among them
 async def test_a_node_writes_nothing_others_can_read_after_transfer_and_use(nodes, open_umask):
     provider, consumer = await nodes.start("acme"), await nodes.start("parts")
     # Starting narrowed the process's umask; put it back to 000, so that what the nodes write from here on
@@ -103,6 +105,7 @@ async def test_a_node_writes_nothing_others_can_read_after_transfer_and_use(node
     assert not_private(provider.data_dir) == []
 
 
+@pytest.mark.sqlite_store  # the database file among them
 async def test_a_node_started_on_an_open_data_folder_narrows_it_and_says_so(tmp_path, open_umask, capfd):
     folder = tmp_path / "acme"
     init_node(folder, name="acme", port=0, management_port=0, dev_mode=True)

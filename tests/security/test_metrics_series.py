@@ -5,7 +5,6 @@ Each figure is read the way Prometheus reads it: from ``/metrics`` on the manage
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 from attack_setup import CONTENT, agreement_with_data
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connector.client import ClientError
 from connector.metrics import software_version
 from connector.store.migrations import MIGRATIONS
-from connector.testing import eventually, free_port
+from connector.testing import eventually, free_port, store_connection
 
 OPEN = {"@type": "Set", "permission": [{"action": "use"}]}
 
@@ -95,7 +94,7 @@ async def test_a_peer_that_cannot_be_reached_is_counted_by_kind(nodes):
 async def test_receipt_anomalies_are_the_stores_own_count_and_survive_a_restart(nodes):
     node = await nodes.start("acme")
     participant_id = node.participant.id
-    with sqlite3.connect(node.data_dir / "tds.db") as db:
+    with store_connection(node.data_dir) as db:
         for detail in ("entry #2 arrived with another hash", "entry #5 arrived with another hash"):
             db.execute("INSERT INTO receipt_anomalies (participant_id, agreement_id, at, kind, detail) "
                        "VALUES (?, 'agr-1', '2026-01-01T00:00:00Z', 'fork', ?)", [participant_id, detail])

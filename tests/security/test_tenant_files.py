@@ -11,7 +11,7 @@ import pytest
 
 from connector.client import ClientError
 from connector.config import CONFIG_FILE, ConfigError, parse_config, render_config
-from connector.testing import eventually
+from connector.testing import eventually, store_connection
 
 SECRET = b"B's confidential supplier prices\n"
 
@@ -136,9 +136,7 @@ async def test_a_legacy_asset_naming_another_tenants_file_is_not_moved_and_not_s
                                            assets=["sneaky"])
     await host.node.stop()
     # A row written before confinement existed: tenant-a's asset names tenant-b's file.
-    import sqlite3
-
-    with sqlite3.connect(host.data_dir / "tds.db") as db:
+    with store_connection(host.data_dir) as db:
         db.execute("UPDATE assets SET data_address = ? WHERE participant_id = 'tenant-a' AND id = 'sneaky'",
                    [msgspec.json.encode({"type": "File", "path": str(secret)}).decode()])
     await nodes.restart(host)

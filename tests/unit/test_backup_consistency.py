@@ -17,6 +17,8 @@ from connector.bootstrap import init_node, new_participant_keys
 from connector.errors import BackupError
 from connector.store import snapshot
 
+#: The database copy is SQLite's snapshot of tds.db (`tds backup` refuses a PostgreSQL store).
+pytestmark = pytest.mark.sqlite_store
 PASSPHRASE = "a passphrase for tests"
 CHEAP = {"opslimit": argon2id.OPSLIMIT_MIN, "memlimit": argon2id.MEMLIMIT_MIN}
 FOLDER = "vault/acme/urn_uuid_a1"

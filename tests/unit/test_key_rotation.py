@@ -217,7 +217,7 @@ async def test_a_cached_document_is_fetched_again_for_a_key_it_does_not_list_at_
 
 
 async def test_a_start_after_a_rotation_killed_before_its_rewrap_finishes_it(tmp_path):
-    from connector.bootstrap import DB_FILE, init_node, keys_dir, node_key
+    from connector.bootstrap import init_node, keys_dir, node_key, store_location
     from connector.config import load_config
     from connector.services.participants import ParticipantRegistry
     from connector.store.db import Store
@@ -230,7 +230,7 @@ async def test_a_start_after_a_rotation_killed_before_its_rewrap_finishes_it(tmp
     root = data_dir / "vault" / "acme"
     plain = vault_with(root, vaultfile.vault_key(bytes(first.agreement), "acme"), ["urn:a1", "urn:a2"])
     rotate_keys(folder, sealing, now=NOW)  # the node was killed here: keys committed, data keys not re-wrapped
-    store = Store(data_dir / DB_FILE)
+    store = Store(store_location(data_dir, load_config(data_dir)))
     await store.open()
     try:
         registry = ParticipantRegistry(data_dir, load_config(data_dir), SqliteRepository(store),

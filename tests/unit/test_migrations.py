@@ -23,6 +23,8 @@ from connector.store.migrations import MIGRATIONS
 from connector.store.records import JSON_COLUMNS, Asset, ContractDefinition, PolicyRecord
 from connector.store.repository import ContractRepository, Participant, SqliteRepository, TransferRepository
 
+#: SQLite files as earlier releases left them.
+pytestmark = pytest.mark.sqlite_store
 LATEST = len(MIGRATIONS)
 TOKEN = "a-token-made-before-the-upgrade"
 POLICY = '{"@type": "Set", "permission": [{"action": "use"}]}'

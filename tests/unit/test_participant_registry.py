@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.bootstrap import DB_FILE, init_node, keys_dir
+from connector.bootstrap import DB_FILE, init_node, keys_dir, store_location
 from connector.config import load_config
 from connector.errors import ConfigError, Conflict, NotFound
 from connector.participant import ParticipantRuntime
@@ -39,7 +39,7 @@ class Setup:
 async def setup(tmp_path: Path):
     data_dir = tmp_path / "node"
     init_node(data_dir, name="acme", region="CN-GD", port=8181, dev_mode=True)
-    store = Store(data_dir / DB_FILE)
+    store = Store(store_location(data_dir, load_config(data_dir)))
     await store.open()
     yield Setup(data_dir, store)
     await store.close()
@@ -56,6 +56,7 @@ async def test_load_serves_the_participants_of_the_database(setup):
     assert setup.counts[-1] == 1 and len(setup.registry) == 1
 
 
+@pytest.mark.sqlite_store  # the database file removed
 async def test_load_refuses_an_empty_database(tmp_path):
     data_dir = tmp_path / "node"
     init_node(data_dir, name="acme", port=8181, dev_mode=True)
