@@ -10,8 +10,10 @@ for :data:`ALIVE_S` seconds. After each heartbeat it takes over (``claim``: one 
 process) the unfinished negotiations and transfers whose driver's heartbeat ran out or which have none, and
 resumes them as after a restart; so the work of a process that was killed is picked up within about
 :data:`ALIVE_S` + :data:`HEARTBEAT_S` seconds, and a process stopped gracefully hands its work on at once (its
-row goes with it). A process whose own heartbeat was found expired (it stalled) registers again; what was
-taken over meanwhile is no longer its own (its timers find another driver and stop).
+row goes with it). A process whose heartbeat ran out while it stalled renews it when it runs again; what was
+taken over meanwhile is no longer its own: its timers find another driver and do nothing, and its state changes
+are refused by the store's compare-and-set, but a pull it had in progress is not stopped (the data plane is not
+fenced by the driver), hence a heartbeat well above the longest pause a process may take.
 
 Also after each heartbeat:
 
@@ -55,14 +57,12 @@ class Leases:
 
     def __init__(self, store: Store, *, adopters: Sequence[Callable[[], Awaitable[int]]] = (),
                  followers: Sequence[Callable[[], Awaitable[object]]] = (),
-                 processes: Callable[[int], None] = lambda _: None,
-                 clock: Callable[[], float] = time.time, heartbeat_s: float = HEARTBEAT_S,
+                 processes: Callable[[int], None] = lambda _: None, heartbeat_s: float = HEARTBEAT_S,
                  alive_s: float = ALIVE_S) -> None:
         self.store = store
         self.adopters = list(adopters)
         self.followers = list(followers)
         self.processes = processes
-        self.clock = clock
         self.heartbeat_s = heartbeat_s
         self.alive_s = alive_s
         self.alive = 1
@@ -101,8 +101,11 @@ class Leases:
 
     def _beat(self, db: Database) -> int:
         """Renew this process's heartbeat (registering it again if it was given up), forget long-dead processes;
-        the number of live processes."""
-        now = self.clock()
+        the number of live processes. Times are the database server's: processes on machines whose clocks
+        differ still agree on who is alive."""
+        server = db.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0]
+        self.store.clock_offset = float(server) - time.time()
+        now = self.store.now()
         me = self.store.process_id
         renewed = db.execute("UPDATE node_processes SET alive_until = ? WHERE id = ?", [now + self.alive_s, me])
         if renewed.rowcount == 0:

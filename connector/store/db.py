@@ -208,6 +208,9 @@ class Store:
         #: This process's id among the node processes sharing the store (``connector.services.leases``); None
         #: while one process has the store to itself (SQLite, always).
         self.process_id: str | None = None
+        #: The database server's clock minus this machine's, in seconds, as last measured (the processes sharing a
+        #: store compare heartbeats by the server's clock, so that machines whose clocks differ agree).
+        self.clock_offset = 0.0
         #: Told how long each committed batch took (seconds, from BEGIN to COMMIT) and whether it was durable;
         #: called on the writer thread.
         self.commit_seconds = commit_seconds
@@ -230,6 +233,10 @@ class Store:
         self._synchronous_full = False
         #: Jobs submitted with ``hold=True`` that wait for the next job (event loop thread only).
         self._held: list[Job] = []
+
+    def now(self) -> float:
+        """POSIX time by the store's clock (this machine's, corrected by :attr:`clock_offset`)."""
+        return time.time() + self.clock_offset
 
     def describe(self) -> str:
         """The store as messages name it: its file, or its PostgreSQL server and schema (no password)."""

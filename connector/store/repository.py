@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
@@ -649,7 +648,8 @@ class ContractRepository:
     async def claim_negotiations(self, participant_id: str | None = None) -> set[tuple[str, str]]:
         """Take over every unfinished negotiation no live process drives (:func:`claim_unfinished`); its keys."""
         return await self.store.write(lambda db: claim_unfinished(db, "negotiations", _NEGOTIATIONS_ACTIVE,
-                                                                  self.store.process_id, participant_id))
+                                                                  self.store.process_id, participant_id,
+                                                                  self.store.now()))
 
     async def driver(self, participant_id: str, negotiation_id: str) -> str | None:
         return await self.store.lookup(lambda db: _driver(db, "negotiations", participant_id, negotiation_id))
@@ -840,7 +840,8 @@ class TransferRepository:
     async def claim(self, participant_id: str | None = None) -> set[tuple[str, str]]:
         """Take over every unfinished transfer no live process drives (:func:`claim_unfinished`); its keys."""
         return await self.store.write(lambda db: claim_unfinished(db, "transfers", _TRANSFERS_ACTIVE,
-                                                                  self.store.process_id, participant_id))
+                                                                  self.store.process_id, participant_id,
+                                                                  self.store.now()))
 
     async def driver(self, participant_id: str, transfer_id: str) -> str | None:
         return await self.store.lookup(lambda db: _driver(db, "transfers", participant_id, transfer_id))
@@ -890,7 +891,7 @@ _TRANSFERS_ACTIVE = "(state NOT IN ('COMPLETED', 'TERMINATED') OR pending IS NOT
 
 
 def claim_unfinished(db: Database, table: str, active: str, me: str | None,
-                     participant_id: str | None) -> set[tuple[str, str]]:
+                     participant_id: str | None, now: float) -> set[tuple[str, str]]:
     """Make *me* the driver of every unfinished row of *table* (of *participant_id*, or all) that no live process
     drives (no driver yet, or one whose heartbeat ran out); return the keys of the rows it took over. Runs on the
     writer: the store's write lock makes each row go to one process."""
@@ -900,7 +901,7 @@ def claim_unfinished(db: Database, table: str, active: str, me: str | None,
     return {(str(r[0]), str(r[1])) for r in db.execute(
         f"UPDATE {table} SET driver = ? WHERE {active} {scope} AND (driver IS NULL OR driver NOT IN "
         "(SELECT id FROM node_processes WHERE alive_until >= ?)) RETURNING participant_id, id",
-        [me, *params, time.time()]).fetchall()}
+        [me, *params, now]).fetchall()}
 
 
 def _driver(db: Database, table: str, participant_id: str, row_id: str) -> str | None:
