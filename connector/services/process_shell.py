@@ -316,6 +316,8 @@ class ProcessShell(Generic[R]):
         When several node processes share the store, only the processes this one takes over (:meth:`_claim`: no
         live process drives them) are resumed here; the others are their drivers' (:meth:`adopt`)."""
         claimed = await self._claim(participant_id)
+        if claimed is not None and not claimed:
+            return 0  # nothing taken over (after each heartbeat, usually): no need to read the unfinished ones
         records = [r for r in await self._unfinished() if participant_id is None or r.participant_id == participant_id]
         if claimed is not None:
             records = [r for r in records if (r.participant_id, r.id) in claimed]
