@@ -25,6 +25,27 @@ def sqlite_store(request, monkeypatch):
 
 
 @pytest.fixture
+def postgres_schema():
+    """A fresh schema on the PostgreSQL server the tests use (``TDS_TEST_POSTGRES_DSN``), as a store location;
+    dropped at the end. Skips, saying why, when no server answers there."""
+    import os
+    import uuid
+
+    from connector.store import pg
+
+    psycopg = pytest.importorskip("psycopg")
+    dsn = os.environ.get("TDS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        psycopg.connect(dsn, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {dsn}: {exc}")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield pg.PgLocation.parse(dsn, schema=schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
 async def nodes(tmp_path):
     """Nodes on 127.0.0.1 in the test's folder, all stopped at the end; every DSP message they sent must
     validate against the DSP 2025-1 schemas."""

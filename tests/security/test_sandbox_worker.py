@@ -115,7 +115,7 @@ class Workers:
             assert _state(pid) in (None, "Z", "X"), f"worker {pid} still runs"
             deadline = time.monotonic() + 10
             while _group(pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
+                time.sleep(0.01)  # ok-sleep: polling with a deadline (the fixture's teardown is synchronous)
             assert _group(pid) == [], f"worker {pid}'s process group still has members"
 
 
@@ -310,7 +310,7 @@ async def test_a_query_that_runs_for_ever_is_interrupted(table, workers):
 async def test_a_worker_that_does_not_answer_is_killed(workers):
     """The parent's own deadline, for a worker stuck where its progress handler never runs."""
     with pytest.raises(SandboxError) as stopped:
-        await exchange([sys.executable, "-c", "import time; time.sleep(600)"], b"", timeout_s=0.5,
+        await exchange([sys.executable, "-c", "import signal; signal.pause()"], b"", timeout_s=0.5,
                        max_output_bytes=1024, on_start=workers.started)
     assert stopped.value.rule == "time"
 
@@ -318,7 +318,7 @@ async def test_a_worker_that_does_not_answer_is_killed(workers):
 async def test_what_a_worker_leaves_running_in_its_group_is_killed(tmp_path, workers):
     pid_file = tmp_path / "straggler.pid"
     leave_behind = ("import subprocess, sys, time; "
-                    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
+                    "p = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'], "
                     "stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL); "
                     f"open({str(pid_file)!r}, 'w').write(str(p.pid))")
     await exchange([sys.executable, "-c", leave_behind], b"", timeout_s=30, max_output_bytes=1024,

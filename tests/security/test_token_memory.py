@@ -49,3 +49,39 @@ async def test_a_revoked_metrics_token_is_refused_on_the_very_next_scrape(nodes,
     assert "tds_http_requests" in await scraper.metrics()
     await admin.revoke_metrics_token(made["id"])
     await refused(scraper.metrics(), 401)
+
+
+async def test_on_a_shared_store_a_token_revoked_by_another_process_is_refused_on_the_next_request(
+        nodes, hosted, monkeypatch):
+    """Several processes of a node share a PostgreSQL store: a revocation made by one of them (here, written to the
+    store behind this process's back) must count here at once, so no token is held in memory there."""
+    import os
+    import secrets
+
+    psycopg = pytest.importorskip("psycopg")
+    from connector.store import pg
+    from connector.testing import store_connection
+
+    dsn = os.environ.get("TDS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        psycopg.connect(dsn, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {dsn}: {exc}")
+    prefix = f"tokmem{secrets.token_hex(4)}"
+    monkeypatch.setenv("TDS_STORE", f"{dsn}?schema={prefix}")
+    try:
+        shared = await nodes.start("beta")
+        assert shared.node.store.postgres and shared.node.store.process_id is not None
+        made = await shared.client.create_token("erp")
+        app = nodes.client(shared, made["token"])
+        assert (await app.participant())["name"] == "beta"
+        with store_connection(shared.data_dir) as db:  # what another process's revocation writes
+            assert db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?",
+                              ["2026-12-06T00:00:00Z", made["id"]]).rowcount == 1
+        await refused(app.participant(), 401)
+        await shared.node.stop()
+    finally:
+        with psycopg.connect(pg.PgLocation.parse(dsn).dsn, autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                                        [f"{prefix}\\_%"]).fetchall():
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -143,11 +143,11 @@ def test_a_benchmark_over_its_budget_is_stopped_with_what_it_started(tmp_path):
     bench = tmp_path / "slow.py"
     # The benchmark starts a process of its own (as a node would be), then overruns its budget.
     bench.write_text(
-        "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "import signal, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'])\n"
         f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
         "print('TARGET slow_rate: 1 ops/s; baseline 2 ops/s; ratio 0.5; goal >= 0.4x: met', flush=True)\n"
-        "time.sleep(600)\n"
+        "signal.pause()  # hangs: the budget must stop it\n"
     )
     run = report.run_benchmark(bench, budget_s=3)
     assert run.returncode is None and not run.ok

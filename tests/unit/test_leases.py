@@ -3,29 +3,15 @@ count of live processes, and the take-over called after each heartbeat."""
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 
 from connector.services.leases import Leases
-from connector.store import pg
 from connector.store.db import Store
-
-DSN = os.environ.get("TDS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
-def location():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {DSN}: {exc}")
-    schema = f"leases_{uuid.uuid4().hex[:12]}"
-    yield pg.PgLocation.parse(DSN, schema=schema)
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+def location(postgres_schema):
+    return postgres_schema
 
 
 async def test_processes_count_each_other_and_a_stopped_one_leaves(location):

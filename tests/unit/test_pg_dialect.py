@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import uuid
 
 import pytest
 
@@ -110,16 +109,8 @@ def test_each_folder_has_its_own_schema():
 
 
 @pytest.fixture
-def server():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        psycopg.connect(DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {DSN}: {exc}")
-    schema = f"dialect_{uuid.uuid4().hex[:12]}"
-    yield pg.PgLocation.parse(DSN, schema=schema)
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+def server(postgres_schema):
+    return postgres_schema
 
 
 SAME_ANSWERS = [
