@@ -19,8 +19,8 @@ from connector.errors import ConfigError
 from connector.identity import did as dids
 from connector.identity.keys import ParticipantKeys, load_node_key, save_keys
 from connector.protocol.export_control import ExportRule
-from connector.store import pg
 from connector.store.db import Location, Store
+from connector.store.location import PgLocation, is_postgres_url, schema_for_folder
 from connector.store.repository import Participant, add_participant_sync, add_token_sync
 
 DB_FILE = "tds.db"
@@ -143,11 +143,11 @@ def store_location(data_dir: Path, config: Config) -> Location:
     import os
 
     if config.store:
-        return pg.PgLocation.parse(config.store)
+        return PgLocation.parse(config.store)
     fallback = os.environ.get(STORE_ENV, "")
-    if fallback and pg.is_postgres_url(fallback):
-        prefix = pg.PgLocation.parse(fallback).schema
-        return pg.PgLocation.parse(fallback, schema=pg.schema_for_folder(str(data_dir.resolve()), prefix))
+    if fallback and is_postgres_url(fallback):
+        prefix = PgLocation.parse(fallback).schema
+        return PgLocation.parse(fallback, schema=schema_for_folder(str(data_dir.resolve()), prefix))
     return data_dir / DB_FILE
 
 

@@ -28,14 +28,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from connector import filemodes
 from connector.errors import SchemaVersionError, StorageError
-from connector.store import pg
+from connector.store.location import PgLocation
 from connector.store.migrations import MIGRATIONS
+from connector.store.sqlite import Database
+
+if TYPE_CHECKING:  # the driver and the SQL translation load only for a store on PostgreSQL
+    from connector.store import pg
 
 T = TypeVar("T")
 Job = tuple[Callable[[Database], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]
@@ -44,11 +46,13 @@ MAX_BATCH = 512
 
 
 #: Where a store is: an SQLite file, or a schema of a PostgreSQL database.
-Location = Path | pg.PgLocation
+Location = Path | PgLocation
 
 
 def _connect(path: Location, *, readonly: bool = False, dialect: pg.Dialect | None = None) -> Database:
-    if isinstance(path, pg.PgLocation):
+    if isinstance(path, PgLocation):
+        from connector.store import pg
+
         return pg.open_database(path, dialect or pg.Dialect(), readonly=readonly)  # type: ignore[return-value]
     if not readonly:
         # SQLite would make a new database 0644; its -wal and -shm files take the database's mode.
@@ -97,8 +101,8 @@ def migrate(db: Database, where: object = "the database", *, upto: int | None = 
     Raises :class:`~connector.errors.SchemaVersionError` (before changing anything) for a schema version this
     software does not know, and :class:`~connector.errors.StorageError` for a migration that fails (rolled back:
     the database stays at the version before it)."""
-    if isinstance(db, pg.PgDatabase):
-        return _migrate_postgres(db, where, upto=upto)
+    if getattr(db, "dialect_name", "") == "postgresql":
+        return _migrate_postgres(db, where, upto=upto)  # type: ignore[arg-type]
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
     check_schema_version(version, where)
     for number, statements in enumerate(MIGRATIONS[:upto], start=1):
@@ -124,6 +128,8 @@ def _migrate_postgres(db: pg.PgDatabase, where: object, *, upto: int | None) -> 
     """:func:`migrate` on PostgreSQL: under the schema's write lock (processes starting together migrate once),
     each migration's DDL translated (:func:`connector.store.pg.translate_ddl`), each in its own transaction."""
     import psycopg
+
+    from connector.store import pg
 
     raw = db.raw()
     raw.execute("BEGIN")
@@ -167,7 +173,7 @@ def schema_version_of(path: Location) -> int | None:
     """The schema version of the database at *path*, read through a read-only connection (nothing in the database
     changes, and no database is created); None if there is no file. Raises :class:`~connector.errors.StorageError`
     if the file is not an SQLite database."""
-    if isinstance(path, pg.PgLocation):
+    if isinstance(path, PgLocation):
         return _postgres_version_of(path)
     if not path.exists():
         return None
@@ -181,7 +187,9 @@ def schema_version_of(path: Location) -> int | None:
         raise StorageError(f"{path} cannot be read as a database: {exc}") from exc
 
 
-def _postgres_version_of(location: pg.PgLocation) -> int | None:
+def _postgres_version_of(location: PgLocation) -> int | None:
+    from connector.store import pg
+
     db = pg.open_database(location, pg.Dialect(), readonly=True)
     try:
         raw = db.raw()
@@ -202,9 +210,13 @@ class Store:
                  commit_seconds: Callable[[float, bool], None] | None = None) -> None:
         #: An SQLite file, or a :class:`~connector.store.pg.PgLocation`.
         self.path = path
-        self.postgres = isinstance(path, pg.PgLocation)
+        self.postgres = isinstance(path, PgLocation)
         #: The translation of the store's SQL for PostgreSQL, shared by every connection of this store.
-        self._dialect = pg.Dialect()
+        self._dialect: pg.Dialect | None = None
+        if self.postgres:
+            from connector.store import pg
+
+            self._dialect = pg.Dialect()
         #: This process's id among the node processes sharing the store (``connector.services.leases``); None
         #: while one process has the store to itself (SQLite, always).
         self.process_id: str | None = None
@@ -240,11 +252,11 @@ class Store:
 
     def describe(self) -> str:
         """The store as messages name it: its file, or its PostgreSQL server and schema (no password)."""
-        return self.path.redacted() if isinstance(self.path, pg.PgLocation) else str(self.path)
+        return self.path.redacted() if isinstance(self.path, PgLocation) else str(self.path)
 
     def open_sync(self) -> None:
         """Create or migrate the database and start the writer thread."""
-        if isinstance(self.path, pg.PgLocation):
+        if isinstance(self.path, PgLocation):
             db = _connect(self.path, dialect=self._dialect)
             try:
                 self.schema_version = migrate(db, self.path.redacted())
@@ -358,7 +370,7 @@ class Store:
 
     def _begin(self, db: Database) -> None:
         db.execute("BEGIN IMMEDIATE")
-        if isinstance(self.path, pg.PgLocation):  # one writer at a time across the processes sharing it
+        if isinstance(self.path, PgLocation):  # one writer at a time across the processes sharing it
             db.execute("SELECT pg_advisory_xact_lock(?)", [self.path.lock_key])
 
     def _commit_batch(self, db: Database, batch: list[Job]) -> None:
@@ -459,7 +471,7 @@ class Store:
         """For command-line tools that run before or without the node (e.g. ``tds init``)."""
         db = _connect(self.path, dialect=self._dialect)
         try:
-            if isinstance(self.path, pg.PgLocation):
+            if isinstance(self.path, PgLocation):
                 self._dialect.load(db.conn.raw(), self.path.schema)  # type: ignore[attr-defined]
             return fn(db)
         finally:

@@ -28,71 +28,18 @@ the network, the signatures and the policy decisions; each commits its own group
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from connector.errors import BadRequest, StorageError
+from connector.store.location import DEFAULT_SCHEMA, SCHEMES, PgLocation, is_postgres_url, schema_for_folder
 
-#: The URL schemes that name a PostgreSQL store.
-SCHEMES = ("postgresql", "postgres")
-
-#: The default schema of a store URL that names none (``?schema=NAME``).
-DEFAULT_SCHEMA = "tds"
-
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.split(":", 1)[0].lower() in SCHEMES and "://" in location
-
-
-@dataclass(frozen=True)
-class PgLocation:
-    """Where a PostgreSQL store is: the connection string (without the project's own ``schema`` parameter) and
-    the schema that holds the node's tables."""
-    dsn: str
-    schema: str
-
-    @classmethod
-    def parse(cls, url: str, *, schema: str | None = None) -> PgLocation:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in SCHEMES:
-            raise StorageError(f"store: {parts.scheme!r} is not a PostgreSQL URL (postgresql://…)")
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        named = [v for k, v in query if k == "schema"]
-        rest = [(k, v) for k, v in query if k != "schema"]
-        chosen = (schema or (named[-1] if named else DEFAULT_SCHEMA)).lower()
-        if not _IDENT.match(chosen):
-            raise StorageError(f"store: schema {chosen!r} must be a lower-case SQL name (letters, digits, _)")
-        dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
-        return cls(dsn=dsn, schema=chosen)
-
-    def redacted(self) -> str:
-        """The URL without its password, for logs and messages."""
-        parts = urlsplit(self.dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user, host = netloc.rsplit("@", 1)
-            netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
-        return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + f" (schema {self.schema})"
-
-    @property
-    def lock_key(self) -> int:
-        """The advisory lock that serialises write transactions on this schema (a signed 64-bit number)."""
-        digest = hashlib.blake2b(f"tds-store-writer:{self.schema}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)
-
-
-def schema_for_folder(folder: str, prefix: str = DEFAULT_SCHEMA) -> str:
-    """The schema of a node whose data folder is *folder* when its store comes from ``TDS_STORE``: one schema per
-    folder, so nodes sharing a server stay apart, named *prefix* (the URL's ``schema``) and the folder's hash."""
-    return f"{prefix[:40]}_" + hashlib.blake2b(folder.encode(), digest_size=8).hexdigest()
+__all__ = ["DEFAULT_SCHEMA", "SCHEMES", "Dialect", "PgDatabase", "PgLocation", "is_postgres_url", "open_database",
+           "prepare_schema", "schema_for_folder", "translate_ddl"]
 
 
 # -- translation -------------------------------------------------------------------------------------
@@ -419,8 +366,9 @@ def _configure_types(conn: Any) -> None:
 
 
 class PgDatabase:
-    """The part of ``sqlite_utils.Database`` (and of its ``sqlite3`` connection, :attr:`conn`) the store uses,
-    over one PostgreSQL connection in autocommit mode (the store issues ``BEGIN``/``COMMIT`` itself)."""
+    """What the store calls on a database (:class:`connector.store.sqlite.Database`, and of its ``sqlite3``
+    connection, :attr:`conn`), over one PostgreSQL connection in autocommit mode (the store issues
+    ``BEGIN``/``COMMIT`` itself)."""
 
     dialect_name = "postgresql"
 

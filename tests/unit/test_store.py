@@ -25,7 +25,8 @@ async def test_migrations_apply_once(store):
     version = await store.read(lambda db: db.execute("PRAGMA user_version").fetchone()[0])
     assert version == len(MIGRATIONS)
     assert store.read_sync(migrate) == len(MIGRATIONS)
-    tables = await store.read(lambda db: set(db.table_names()))
+    tables = await store.read(lambda db: {r[0] for r in db.execute("SELECT name FROM sqlite_master "
+                                                                  "WHERE type = 'table'")})
     assert {"participants", "tokens", "seen_nonces", "peers"} <= tables
 
 
@@ -152,20 +153,38 @@ async def test_a_reopened_negotiation_is_found_through_its_pids_index(store, pid
     # By the pid's index, not by walking every negotiation the participant ever had.
     assert any(f"USING INDEX negotiations_{pid}" in str(row) for row in plan), plan
 
-def test_the_store_loads_sqlite_utils_without_numpy_or_pandas_and_leaves_them_importable():
-    import importlib.util
+def test_the_node_loads_no_command_line_and_no_data_analysis_libraries():
+    """What ``tds serve`` imports is what every restart pays: not click (the command line), not numpy or pandas."""
     import subprocess
     import sys
 
-    if importlib.util.find_spec("numpy") is None:
-        pytest.skip("numpy is not installed here: nothing to keep out")
-    script = ("import sys, connector.store.db, sqlite_utils.db as d\n"
-              "print('numpy' in sys.modules, d.np is None, d.pd is None)\n"
-              "import numpy\n"
-              "print(numpy.zeros(1).size)\n")
+    script = ("import sys, connector.node\n"
+              "print(sorted(m for m in ('click', 'rich', 'numpy', 'pandas', 'connector.cli') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.split("\n")[:2] == ["False True True", "1"]
+    assert (done.returncode, done.stderr, done.stdout.strip()) == (0, "", "[]")
+
+
+def test_a_connection_runs_each_statement_as_given(tmp_path):
+    import sqlite3
+
+    from connector.store.sqlite import Database
+
+    db = Database(sqlite3.connect(tmp_path / "t.db", isolation_level=None))
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+    db.execute("BEGIN")
+    # A write whose rows are never read takes effect all the same, and nothing but it ran: no savepoint around it.
+    db.query("INSERT INTO t (name) VALUES (?) RETURNING id", ["a"])
+    assert db.conn.in_transaction
+    db.execute("COMMIT")
+    assert list(db.query("SELECT * FROM t")) == [{"id": 1, "name": "a"}]
+    assert list(db.query("SELECT * FROM t WHERE name = :n", {"n": "a"})) == [{"id": 1, "name": "a"}]
+    db.executemany("INSERT INTO t (name) VALUES (?)", [["b"], ["c"]])
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    # A column named twice by a join keeps both values.
+    assert list(db.query("SELECT x.id, y.id FROM t x JOIN t y ON y.id = x.id + 1 WHERE x.id = 1")) == [
+        {"id": 1, "id_2": 2}]
+    with pytest.raises(ValueError, match="execute"):
+        db.query("UPDATE t SET name = 'z' WHERE id = 99")
 
 
 async def test_a_re_requested_transfer_is_found_through_its_consumer_pid_index(store):
