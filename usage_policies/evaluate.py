@@ -9,7 +9,8 @@ outcome, reasons and duties as ``evaluate`` without building the report. Every c
 compiled twice from one reading: to a function that builds its report and to a bare test, true exactly when
 that report would say satisfied. A rule's tests stop at the first that fails; a permit's reasons and duties
 are prepared at compile time; a deny because no permission applies explains only the parts that fail, by
-the same report functions, so its reasons are ``evaluate``'s own.
+the same report functions, so its reasons are ``evaluate``'s own, and only when they are first read
+(:class:`Verdict`): the decision itself costs about what a permit costs.
 
 Rule activation (FORCE compliance-report model, the ODRL Formal Semantics draft's vocabulary):
 
@@ -194,20 +195,92 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return self.outcome is Outcome.PERMIT
 
 
-class Verdict(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class Verdict:
     """What :func:`decide` answers: a :class:`Decision` without its report.
 
     ``outcome``, ``reasons`` and ``duties`` are those :func:`evaluate` gives for the same input; the report
     is built only when asked for, by :func:`evaluate` on the same compiled policy.
+
+    A deny's reasons are built when ``reasons`` is first read, not when the request is decided: explaining
+    a deny (the reports of the parts that fail, both values shown, the rule's sentence) costs two to four
+    times what deciding it costs, and a caller that only asks whether the use is permitted should not pay
+    for it. Until they are read the verdict holds what explains it: the compiled rules (so a registry change
+    after the decision does not change them), the request, the world and ``now``. These are held, not
+    copied: ``Request`` and ``World`` are frozen, their mappings are read-only to the engine and the node
+    builds them for each decision, so a later read explains the decision made, whatever is decided
+    afterwards. (A caller that changes a dict it put in a world or a request must read the reasons first;
+    copying every mapping on every deny would cost more than the explanation saves.) Once read, the reasons
+    are kept and the request and world let go. Read-only; compared and hashed by outcome, reasons and duties.
     """
 
-    outcome: Outcome
-    reasons: tuple[str, ...]
-    duties: tuple[Duty, ...] = ()
+    __slots__ = ("_duties", "_outcome", "_reasons")
+
+    _outcome: Outcome
+    _duties: tuple[Duty, ...]
+    _reasons: tuple[str, ...]
+
+    def __init__(self, *, outcome: Outcome, reasons: tuple[str, ...], duties: tuple[Duty, ...] = ()) -> None:
+        self._outcome, self._reasons, self._duties = outcome, reasons, duties
+
+    @property
+    def outcome(self) -> Outcome:
+        return self._outcome
+
+    @property
+    def duties(self) -> tuple[Duty, ...]:
+        return self._duties
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self._reasons
 
     @property
     def permitted(self) -> bool:
-        return self.outcome is Outcome.PERMIT
+        return self._outcome is Outcome.PERMIT
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return (self._outcome, self.reasons, self._duties) == (other._outcome, other.reasons, other._duties)
+
+    def __hash__(self) -> int:
+        return hash((self._outcome, self.reasons, self._duties))
+
+    def __repr__(self) -> str:
+        return f"Verdict(outcome={self._outcome!r}, reasons={self.reasons!r}, duties={self._duties!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _verdict, (self._outcome, self.reasons, self._duties)
+
+
+def _verdict(outcome: Outcome, reasons: tuple[str, ...], duties: tuple[Duty, ...]) -> Verdict:
+    return Verdict(outcome=outcome, reasons=reasons, duties=duties)
+
+
+class _Unexplained(Verdict):
+    """A deny whose reasons ``explain(*args)`` builds when they are first read (see :class:`Verdict`).
+
+    Made by ``_unexplained(_Unexplained)`` and one store of ``_why = (explain, *args)``, without an
+    ``__init__``: the deny costs about what a permit costs. Its reasons slot stays empty until read."""
+
+    __slots__ = ("_why",)
+
+    _outcome = Outcome.DENY  # shadows the slot: nothing to store per deny
+    _duties = ()
+    _why: tuple[Any, ...] | None
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        why = self._why
+        if why is None:  # explained already (the reasons are stored before this is cleared)
+            return self._reasons
+        reasons: tuple[str, ...] = why[0](*why[1:])
+        self._reasons = reasons
+        self._why = None  # the request and world are no longer needed
+        return reasons
+
+
+_unexplained = object.__new__  # an _Unexplained without a call of __init__ (see its docstring)
 
 
 # --- Compilation ---------------------------------------------------------------------------------------
@@ -1024,12 +1097,13 @@ def decide(policy: Policy | CompiledPolicy, request: Request, world: World, now:
     rule; a permit's reasons and duties are the rule's own, prepared when the policy was compiled. Only a
     deny because no permission applies needs more: its reasons say what each permission lacks, so the
     premises and constraints that do not hold are explained again, by the very functions that build
-    :func:`evaluate`'s report. For the report itself, call :func:`evaluate` on the same compiled policy.
+    :func:`evaluate`'s report, when the verdict's ``reasons`` are first read (with the request, world and
+    ``now`` decided on). For the report itself, call :func:`evaluate` on the same compiled policy.
 
     ``compile(policy).decide(request, world, now)`` is the same without the look-up of the compiled policy.
     Never raises where :func:`evaluate` answers. (Where it raises, for a registered resolver or operator
     that raises an error other than TypeError, ValueError or LookupError, this may answer instead, having
-    decided without the constraint that raises.)
+    decided without the constraint that raises, and reading a deny's reasons may raise that error.)
     """
     if now.tzinfo is None:  # as for literals: a date-time without an offset is UTC
         now = now.replace(tzinfo=UTC)
@@ -1048,6 +1122,7 @@ def _decider(policy: Policy, rules: tuple[_CompiledRule, ...], obligations: tupl
         for r in rules if r.kind is PERMISSION
     )
     conflict = policy.conflict
+    permissions = rules[:len(alone)]
 
     def again(request: Request, world: World, now: datetime) -> Verdict:
         # A naive now, or a policy compiled before a registry changed: decide() reads the one and
@@ -1056,17 +1131,20 @@ def _decider(policy: Policy, rules: tuple[_CompiledRule, ...], obligations: tupl
 
     if len(rules) == 1 and rules[0].kind is PERMISSION:  # the usual usage policy: one permission
         rule = rules[0]
-        tests, owners, duties, permit = rule.conjuncts, rule.owners, rule.duties, alone[0]
+        tests, duties, permit = rule.conjuncts, rule.duties, alone[0]
 
         def decide_one(request: Request, world: World, now: datetime) -> Verdict:
             if now.tzinfo is None or _GENERATION[0] != generation:
                 return again(request, world, now)
             for t in tests:  # rule.unmet() written out: one call less
                 if not t(request, world, now):
-                    first = owners[tests.index(t)]
-                    return Verdict(outcome=Outcome.DENY, reasons=(_why_not(rule, request, world, now, first),))
+                    denied = _unexplained(_Unexplained)
+                    denied._why = (_why_test, rule, request, world, now, t)
+                    return denied
             if duties and any(_blocking(duty, world) is not None for duty in duties):
-                return Verdict(outcome=Outcome.DENY, reasons=(_why_not(rule, request, world, now, len(rule.parts)),))
+                denied = _unexplained(_Unexplained)
+                denied._why = (_why_one, rule, request, world, now, len(rule.parts))
+                return denied
             return permit
 
         return decide_one
@@ -1084,13 +1162,31 @@ def _decider(policy: Policy, rules: tuple[_CompiledRule, ...], obligations: tupl
             return alone[permits[0]]
         concluded = _conclude(rules, conflict, permits, prohibits)
         if concluded is None and alone:  # no rule applies, and the policy has permissions: closed world
-            reasons = tuple(_why_not(rules[i], request, world, now, unmet[i]) for i in range(len(alone)))
-            return Verdict(outcome=Outcome.DENY, reasons=reasons)
+            denied = _unexplained(_Unexplained)
+            denied._why = (_why_each, permissions, request, world, now, unmet)
+            return denied
         outcome, why = concluded or _NONE_APPLIES
         duties = _duties_due(rules, permits, obligations) if outcome is Outcome.PERMIT else ()
         return Verdict(outcome=outcome, reasons=tuple(why), duties=duties)
 
     return decide_any
+
+
+def _why_one(rule: _CompiledRule, request: Request, world: World, now: datetime, first: int) -> tuple[str]:
+    """The reasons of a deny by the only rule of a policy, a permission (see :func:`_why_not`)."""
+    return (_why_not(rule, request, world, now, first),)
+
+
+def _why_test(rule: _CompiledRule, request: Request, world: World, now: datetime, failed: Test) -> tuple[str]:
+    """:func:`_why_one` where the first test of the rule that fails is *failed* (one of ``rule.conjuncts``:
+    which part it belongs to is looked up only when the deny is explained)."""
+    return _why_one(rule, request, world, now, rule.owners[rule.conjuncts.index(failed)])
+
+
+def _why_each(permissions: tuple[_CompiledRule, ...], request: Request, world: World, now: datetime,
+              unmet: list[int]) -> tuple[str, ...]:
+    """The reasons of a deny because no permission applies: what each of them lacks (see :func:`_why_not`)."""
+    return tuple(_why_not(rule, request, world, now, unmet[i]) for i, rule in enumerate(permissions))
 
 
 def _why_not(rule: _CompiledRule, request: Request, world: World, now: datetime, first: int) -> str:

@@ -160,11 +160,13 @@ class Hints:
 
 
 def assert_same(policy: Policy, cases: list[Case]) -> Counter[Outcome]:
+    """Every case decided first, then each verdict's reasons read (a deny builds them only then): they must
+    explain that case, though the same worlds decided the cases after it."""
     compiled = compile(policy)
     seen: Counter[Outcome] = Counter()
-    for request, world, now in cases:
+    verdicts = [compiled.decide(request, world, now) for request, world, now in cases]
+    for (request, world, now), verdict in zip(cases, verdicts, strict=True):
         decision = evaluate(policy, request, world, now)
-        verdict = compiled.decide(request, world, now)
         assert (verdict.outcome, list(verdict.reasons), verdict.duties) == (
             decision.outcome, decision.reasons, decision.duties), (policy.uid, request, world, now)
         seen[verdict.outcome] += 1

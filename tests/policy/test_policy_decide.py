@@ -10,6 +10,7 @@ and ``plan_use(…, report=False)`` against ``plan_use`` with the report.
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -310,13 +311,19 @@ def cases(draw: st.DrawFn, policy_strategy: st.SearchStrategy[Policy]) -> tuple[
 
 
 def assert_same(policy: Policy | CompiledPolicy, request: Request, world: World, now: datetime) -> Verdict:
-    """``decide`` (both spellings) gives exactly what ``evaluate`` gives; returns the verdict."""
-    decision = evaluate(policy, request, world, now)
+    """``decide`` (both spellings) gives exactly what ``evaluate`` gives; returns the verdict.
+
+    The verdict's reasons are read last, after ``evaluate`` and the other spelling have decided the same
+    request: a deny builds them only then, and they must still be ``evaluate``'s."""
     compiled = compile(policy)
     verdict = compiled.decide(request, world, now)
-    assert decide(policy, request, world, now) == verdict
-    assert (verdict.outcome, list(verdict.reasons), verdict.duties) == (
-        decision.outcome, decision.reasons, decision.duties)
+    decision = evaluate(policy, request, world, now)
+    assert (verdict.outcome, verdict.permitted, verdict.duties) == (
+        decision.outcome, decision.permitted, decision.duties)
+    other = decide(policy, request, world, now)
+    assert list(verdict.reasons) == decision.reasons
+    assert verdict.reasons is verdict.reasons  # built once
+    assert other == verdict
     return verdict
 
 
@@ -371,6 +378,90 @@ def test_a_deny_names_every_unmet_constraint_in_the_reports_order():
     (reason,) = verdict.reasons
     assert reason.startswith("permission #1 does not apply: purpose is 'marketing'")
     assert "less than 2026-01-01T00:00:00Z" in reason and reason.endswith("use count is 11, policy requires at most 10")
+
+
+TIER = Policy(uid="urn:p:tier", permissions=(Permission(
+    action=Action(name=ODRL + "use"),
+    constraints=(Constraint(left_operand="urn:op:tier", operator=ODRL + "eq", right_operand=(_lit("gold"),)),),
+),))
+
+
+def test_a_deny_is_explained_only_when_its_reasons_are_read():
+    reads: list[Request] = []
+
+    def tier(request: Request, world: World, now: datetime) -> object:
+        reads.append(request)
+        return "silver"
+
+    ops.register_operand("urn:op:tier", tier, label="tier")
+    try:
+        verdict = compile(TIER).decide(Request(), World(), NOW)
+        assert verdict.outcome is Outcome.DENY and not verdict.permitted and verdict.duties == ()
+        decided = len(reads)
+        assert decided > 0
+        assert verdict.reasons == ("permission #1 does not apply: tier is 'silver', policy requires 'gold'",)
+        explained = len(reads)
+        assert explained > decided  # the tier was read again, to explain the deny
+        assert verdict.reasons == ("permission #1 does not apply: tier is 'silver', policy requires 'gold'",)
+        assert len(reads) == explained  # once explained, the reasons are kept
+    finally:
+        ops.unregister_operand("urn:op:tier")
+
+
+def test_reasons_read_later_explain_the_decision_made():
+    compiled = compile(USAGE)
+    world = World()
+    late = msgspec.structs.replace(USE, purpose="marketing")
+    permit = compiled.decide(USE, world, NOW)
+    deny = compiled.decide(late, world, NOW)
+    expected = evaluate(USAGE, late, world, NOW).reasons
+    # The same compiled policy and world decide other requests, at other times, before the reasons are read.
+    assert compiled.decide(msgspec.structs.replace(late, purpose="R&D"), world, NOW).permitted
+    assert not compiled.decide(msgspec.structs.replace(late, use_count=20), world, datetime(2027, 1, 1, tzinfo=UTC)
+                               ).permitted
+    assert list(deny.reasons) == expected
+    assert list(permit.reasons) == evaluate(USAGE, USE, world, NOW).reasons == [
+        "permission #1 allows this", "duty 'inform' is due with or after the use"]
+
+    # The world moves on (the duty is fulfilled): the earlier deny is still explained by the world it saw.
+    consent = Policy(uid="urn:p:consent", permissions=(
+        Permission(action=Action(name=ODRL + "use"), duties=(Duty(action=Action(name=ODRL + "obtainConsent")),)),
+        Permission(action=Action(name=ODRL + "print"), constraints=(
+            Constraint(left_operand=ODRL + "purpose", operator=ODRL + "eq", right_operand=(_lit("R&D"),)),)),
+    ))
+    before = compile(consent).decide(late, world, NOW)
+    expected = evaluate(consent, late, world, NOW).reasons
+    done = msgspec.structs.replace(
+        world, duty_states={"permission[0].duty[0]": DutyState(deontic=DeonticState.FULFILLED)})
+    assert compile(consent).decide(late, done, NOW).permitted
+    assert list(before.reasons) == expected and len(expected) == 2
+    assert "duty 'obtainConsent' must be fulfilled before use" in expected[0]
+
+    # An operand registered after the decision: the reasons are those of the policy as it was decided.
+    silver = Request(context={"urn:op:tier": "silver"})
+    unregistered = compile(TIER).decide(silver, world, NOW)
+    expected = evaluate(TIER, silver, world, NOW).reasons
+    ops.register_operand("urn:op:tier", lambda r, w, now: "gold", label="tier")
+    try:
+        assert compile(TIER).decide(silver, world, NOW).permitted
+        assert list(unregistered.reasons) == expected
+        assert expected == ["permission #1 does not apply: urn:op:tier is 'silver', policy requires 'gold'"]
+    finally:
+        ops.unregister_operand("urn:op:tier")
+
+
+def test_a_verdict_is_a_read_only_value():
+    deny = compile(USAGE).decide(msgspec.structs.replace(USE, purpose="marketing"), World(), NOW)
+    reasons = ("permission #1 does not apply: purpose is 'marketing', policy requires 'R&D'",)
+    told = Verdict(outcome=Outcome.DENY, reasons=reasons)
+    assert deny == told and hash(deny) == hash(told)
+    assert deny != Verdict(outcome=Outcome.DENY, reasons=())
+    assert repr(deny) == f"Verdict(outcome={Outcome.DENY!r}, reasons={reasons!r}, duties=())"
+    assert pickle.loads(pickle.dumps(deny)) == deny
+    with pytest.raises(AttributeError):
+        deny.outcome = Outcome.PERMIT  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        deny.reasons = ()  # type: ignore[misc]
 
 
 def test_a_blocking_duty_alone_denies_with_its_reason():
