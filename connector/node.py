@@ -46,7 +46,7 @@ from connector.services.negotiation import NegotiationService
 from connector.services.participants import ParticipantRegistry
 from connector.services.receipts import ReceiptService
 from connector.services.search import SearchService, provider_of
-from connector.services.settlement import SettlementService
+from connector.services.settlement import SettlementService, owes_statements
 from connector.services.tokens import TokenService
 from connector.services.transfer import Movers, TransferService
 from connector.services.usage import UsageService, held_claims_of
@@ -55,6 +55,7 @@ from connector.store import stats
 from connector.store.catalog_cache import CatalogCache, Provider
 from connector.store.db import Store
 from connector.store.directory import DirectoryRepository
+from connector.store.records import AgreementRecord
 from connector.store.repository import ContractRepository, SqliteRepository, TransferRepository
 from connector.store.sandbox import offers_tables
 from connector.store.statements import StatementRepository
@@ -281,10 +282,12 @@ class Node:
     def conformance_caller(self, caller: str) -> bool:
         return caller in self.conformance_callers
 
-    def _agreement_in_force(self, participant_id: str, counterparty: str) -> None:
-        """An agreement reached FINALIZED: its counterparty is a known peer, and its statements fall due."""
+    def _agreement_in_force(self, participant_id: str, counterparty: str, agreement: AgreementRecord) -> None:
+        """An agreement reached FINALIZED: its counterparty is a known peer, and, if it states a price the node
+        is paid, its statements fall due (the settlement looks again: a read of every such agreement)."""
         self.admission.learn(participant_id, counterparty)
-        self.settlement.wake()
+        if owes_statements(agreement):
+            self.settlement.wake()
 
     async def _forget_participant(self, participant: ParticipantRuntime) -> None:
         self.tokens.forget_participant(participant.id)

@@ -136,7 +136,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     peer's agreement proof is checked against; *dsp_base_of* and *verify_peer*, how a peer named by the
     operator is found and verified (``FederationService``); the admission hooks (*admit*: a stranger
     opens a negotiation, may raise; *ended*: a negotiation is over; *learn*: a peer became known through a
-    finalized agreement); the catalog's offer lookup (*peer_facts*: what is known of a peer, and the
+    finalized agreement, which it is given); the catalog's offer lookup (*peer_facts*: what is known of a peer, and the
     node's *export_rules*; *dataset_id*: the id under which a participant's catalog shows an asset, which its
     counter-offers and agreements name as their target); *conformance_caller*: whether a DID is the
     compatibility kit's (which may name other parties in an agreement); the two timeouts; and *clock*
@@ -156,7 +156,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         verify_peer: Callable[[ParticipantRuntime, str], Awaitable[tuple[Any, str]]],
         admit: Callable[[str, str, str], None],
         ended: Callable[[str, str], None],
-        learn: Callable[[str, str], None],
+        learn: Callable[[str, str, AgreementRecord], None],
         peer_facts: Callable[[ParticipantRuntime, str], Awaitable[PeerFacts]],
         dataset_id: Callable[[ParticipantRuntime, str], str] = lambda p, asset_id: ids.dataset_iri(p.did, asset_id),
         export_rules: Sequence[ExportRule] = (),
@@ -266,7 +266,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
                      via=via if old is not None and via not in (old, new.state) else None, new=new.state,
                      reason=new.reason or None)
         if agreement is not None and agreement.record.state in EVER_IN_FORCE:
-            self._learn(new.participant_id, new.counterparty_did)
+            self._learn(new.participant_id, new.counterparty_did, agreement.record)
         if new.state in TERMINAL:
             self._ended(new.participant_id, new.id)
         self._notify(new)

@@ -392,7 +392,7 @@ class SandboxService:
 
         def fields(db: Database, counts: tuple[int, str | None]) -> dict[str, Any]:
             planned = plan_use(compiled, UsageState(use_count=counts[0], first_use=_first_use(counts[1]), world=world),
-                               request, now)
+                               request, now, report=False)
             if not planned.decision.permitted:
                 reasons = list(planned.decision.reasons) or ["no permission of the agreement applies"]
                 outcome.update(rule="policy", reason="the agreement's policy does not permit this query now: "

@@ -11,7 +11,8 @@ Where the decision is made:
 
 - in the event loop, without a thread hop, for a chain the loop knows: its agreement (in force, held as
   consumer), its policy, and its last entry once every use queued before is appended. The policy engine
-  decides with the counts that entry carries (``usage_policies.plan_use``) and the entry is chained and
+  decides with the counts that entry carries (``usage_policies.plan_use``, deciding first: the outcome,
+  reasons and duties without the compliance report, which nothing here reads) and the entry is chained and
   hashed there. The group's transaction then reads, in one query per chain, whether the store is still
   as the loop saw it — the agreement in force, the chain's last entry the one the first of these uses
   follows and covered by the head signed here, no more acknowledged by the provider, none of their use
@@ -369,7 +370,7 @@ class UsageService:
         counts = (head.uses or 0, head.first_use) if head is not None else (0, None)
         planned = plan_use(chain.policy, _state(counts),
                            self._request(pending.participant, chain.agreement, pending.action, pending.purpose,
-                                         pending.claims), pending.now)
+                                         pending.claims), pending.now, report=False)
         permitted = planned.decision.permitted
         effects = [_effect_text(e) for e in planned.effects] if permitted else []
         entry = ledger.append(head, agreement=pending.agreement_id, kind="use", use_id=use_id,
@@ -553,7 +554,7 @@ class UsageService:
             agreement = self._agreement(db, participant, agreement_id)
             _, counts = self._chain_state(db, participant, agreement.id, reader=committed)
             planned = plan_use(self._policy(participant.id, agreement), _state(counts),
-                               self._request(participant, agreement, action, purpose, claims), at)
+                               self._request(participant, agreement, action, purpose, claims), at, report=False)
             permitted = planned.decision.permitted
             return CheckOutcome("permit" if permitted else "deny", list(planned.decision.reasons),
                                 [_effect_text(e) for e in planned.effects] if permitted else [], counts[0],
@@ -627,7 +628,7 @@ class UsageService:
             return self._retry(db, participant, agreement, head, earlier, application, action, purpose, now,
                                claims)
         planned = plan_use(self._policy(pid, agreement), _state(counts),
-                           self._request(participant, agreement, action, purpose, claims), now)
+                           self._request(participant, agreement, action, purpose, claims), now, report=False)
         permitted = planned.decision.permitted
         effects = [_effect_text(e) for e in planned.effects] if permitted else []
         entry = self._append(db, pid, agreement.id, head, counts, kind="use", use_id=use_id, at=now_text(now),
@@ -690,7 +691,7 @@ class UsageService:
         # so a window closed since refuses it.
         before = (original.uses - 1 if original.uses is not None else 0, original.first_use or original.at)
         planned = plan_use(self._policy(participant.id, agreement), _state(before),
-                           self._request(participant, agreement, action, purpose, claims), now)
+                           self._request(participant, agreement, action, purpose, claims), now, report=False)
         permitted = planned.decision.permitted
         reasons = [f"retry {len(again) + 1} of {cfg.redeliveries} of use #{original.seq} (counted once)",
                    *planned.decision.reasons]

@@ -49,6 +49,8 @@ class Hooks:
     admitted: list[tuple[str, str, str]] = field(default_factory=list)
     ended: list[tuple[str, str]] = field(default_factory=list)
     learned: list[tuple[str, str]] = field(default_factory=list)
+    #: The agreements that reached FINALIZED, as the hook was given them.
+    agreements: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -87,7 +89,8 @@ async def make_side(tmp_path: Path, name: str, clock: NegotiationClock, resolver
         repository, client, participant_by_id={participant.id: participant}.get, resolver=resolver,
         dsp_base_of=_unused, verify_peer=_unused,
         admit=lambda *a: hooks.admitted.append(a), ended=lambda *a: hooks.ended.append(a),
-        learn=lambda *a: hooks.learned.append(a), peer_facts=peer_facts,
+        learn=lambda pid, peer, agreement: (hooks.learned.append((pid, peer)), hooks.agreements.append(agreement)),
+        peer_facts=peer_facts,
         delivery_timeout_s=delivery_timeout_s, negotiation_timeout_s=600.0, clock=clock,
     )
     return Side(participant, store, repository, client, hooks, service)
@@ -394,6 +397,7 @@ async def test_a_finalization_that_arrives_after_the_revocation_leaves_the_consu
     [agreement] = await consumer.contracts.agreements(parts.id, state=None)
     assert agreement.state == AgreementState.REVOKED
     assert (parts.id, provider.participant.did) in consumer.hooks.learned  # it reached FINALIZED: a known peer
+    assert [a.id for a in consumer.hooks.agreements] == [agreement.id]  # and the hook was given the agreement
 
 
 async def test_a_revocation_committed_while_the_finalization_is_handled_is_not_overwritten(pair, clock,
