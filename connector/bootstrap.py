@@ -7,7 +7,6 @@ DIDs)."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,8 +31,7 @@ TOKEN_FILE = "management.token"
 ADMIN_TOKEN_FILE = "admin.token"
 
 
-@dataclass(frozen=True)
-class InitResult:
+class InitResult(msgspec.Struct, frozen=True):
     config: Config
     token: str
     did: str

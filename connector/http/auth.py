@@ -28,9 +28,9 @@ import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
 from aiohttp import web
 
 from connector.errors import Unauthorized
@@ -78,8 +78,7 @@ class FailureCounter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
 
 
-@dataclass(frozen=True)
-class PeerAuth:
+class PeerAuth(msgspec.Struct, frozen=True):
     """What authenticating a peer's request needs.
 
     *public_url* is this node's configured public URL: signatures are verified against the URI the peer
@@ -93,7 +92,7 @@ class PeerAuth:
     public_url: str
     signature_failures: FailureCounter
     conformance: ConformanceSection | None = None
-    clock: Callable[[], float] = field(default=time.time)
+    clock: Callable[[], float] = msgspec.field(default=time.time)
 
 
 def signed_request_middleware(auth: PeerAuth) -> Any:

@@ -11,10 +11,10 @@ load balancers. The node's metrics are not here but on the management listener.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import msgspec
 from aiohttp import web
 
 from connector.errors import NotFound
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 JSONLD = "application/json"
 
 
-@dataclass(frozen=True)
-class PublicSite:
+class PublicSite(msgspec.Struct, frozen=True):
     """What the public documents and the project's DSP extensions use."""
 
     participant_named: Callable[[str], ParticipantRuntime | None]

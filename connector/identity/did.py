@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
+
+import msgspec
 
 from connector.identity.multikey import ED25519_PUB, MultikeyError, decode_multikey
 
@@ -34,8 +35,7 @@ class DidError(ValueError):
     """A DID or DID URL that is malformed or of an unsupported method."""
 
 
-@dataclass(frozen=True)
-class RetiredKey:
+class RetiredKey(msgspec.Struct, frozen=True):
     """A key a participant used before a rotation: still listed in its DID document, so that what it signed
     (agreements, manifests, receipts) keeps verifying, but no longer current.
 

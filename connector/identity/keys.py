@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import msgspec
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey
 from nacl.secret import SecretBox
@@ -174,8 +175,7 @@ def retired_file(key_id: str) -> str:
     return f"retired-{key_id}.x25519.key"
 
 
-@dataclass(frozen=True)
-class _Ring:
+class _Ring(msgspec.Struct, frozen=True):
     """``keyring.json``: the current keys' ids and public keys, and the retired public keys (oldest first)."""
 
     signing_id: str
@@ -348,8 +348,7 @@ def destroy_retired(folder: Path, keys: ParticipantKeys) -> ParticipantKeys:
     return replace(keys, retired_agreement=())
 
 
-@dataclass(frozen=True)
-class Signer:
+class Signer(msgspec.Struct, frozen=True):
     """Who signs a request to a peer: a participant's key and its DID URL (the RFC 9421 ``keyid``)."""
 
     key: SigningKey

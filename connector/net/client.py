@@ -26,11 +26,11 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urljoin
 
 import aiohttp
+import msgspec
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -170,8 +170,7 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-@dataclass(frozen=True)
-class PeerResponse:
+class PeerResponse(msgspec.Struct, frozen=True):
     status: int
     headers: dict[str, str]
     body: bytes

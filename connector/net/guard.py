@@ -26,8 +26,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
+
+import msgspec
 
 from connector.errors import OutboundRefused
 
@@ -42,10 +43,9 @@ def origin(parts: SplitResult) -> str:
     return f"{parts.scheme}://[{host}]:{port}" if ":" in host else f"{parts.scheme}://{host}:{port}"
 
 
-@dataclass(frozen=True)
-class OutboundPolicy:
+class OutboundPolicy(msgspec.Struct, frozen=True):
     dev_mode: bool = False
-    trusted_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    trusted_networks: tuple[IPNetwork, ...] = msgspec.field(default_factory=tuple)
     #: The node's own public origin (see the module docstring), or None.
     own_origin: str | None = None
 
@@ -65,8 +65,7 @@ class OutboundPolicy:
 PUBLIC = "public"
 
 
-@dataclass(frozen=True)
-class Listener:
+class Listener(msgspec.Struct, frozen=True):
     """One of the node's own listening sockets: what it serves, the host it is bound to, its port."""
 
     name: str

@@ -31,9 +31,9 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
+import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -156,8 +156,7 @@ def sign_request(
     return out
 
 
-@dataclass(frozen=True)
-class SignatureInput:
+class SignatureInput(msgspec.Struct, frozen=True):
     """What a request's ``Signature-Input`` claims, before the signature is checked."""
 
     key_id: str

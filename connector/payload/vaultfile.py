@@ -27,7 +27,8 @@ detected too.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+import msgspec
 
 from connector.payload import sealing
 
@@ -48,8 +49,7 @@ class VaultFileError(ValueError):
     """Not a vault file, an unknown format version, or a file whose length cannot be one."""
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(msgspec.Struct, frozen=True):
     chunk_size: int
     file_id: bytes
 
@@ -131,8 +131,7 @@ def whole_chunks(header: Header, physical_size: int) -> int:
     return max(0, physical_size - HEADER_SIZE) // header.sealed_chunk_size
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(msgspec.Struct, frozen=True):
     """A complete vault file's shape, from its header and length alone."""
 
     header: Header

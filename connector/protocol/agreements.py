@@ -14,9 +14,9 @@ were checked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from nacl.signing import SigningKey
 
 from connector.identity import did as dids
@@ -62,8 +62,7 @@ def verify(agreement: dict[str, Any], proof: Any, did_document: dict[str, Any], 
     return key_id
 
 
-@dataclass(frozen=True)
-class SignatureCheck:
+class SignatureCheck(msgspec.Struct, frozen=True):
     role: str
     did: str
     status: str  # "valid", "invalid" or "missing"

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from connector.protocol import contracts, export_control, ids
 from connector.protocol.export_control import ExportRule
@@ -51,8 +52,7 @@ class Move(enum.Enum):
     REFUSE = "refuse"  # consumer: refuse the agreement message, with the reason; the state stays
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     """A decision: the move, the reason a peer's operator can read, and the terms the move carries."""
 
     move: Move
@@ -74,8 +74,7 @@ def _refuse(reason: str) -> Outcome:
 # -- the provider ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ContractRequest:
+class ContractRequest(msgspec.Struct, frozen=True):
     """What the consumer asks for: the offer id it named, the dataset (the provider's asset id), and the terms
     (a normalised offer). *dataset* is the id under which the provider's catalog shows that asset (an absolute
     IRI, ``connector.protocol.ids``), the target of a counter-offer; '' for *target* itself."""
@@ -99,8 +98,7 @@ class ContractRequest:
         return contracts.offer_parts(self.offer_id)[0]
 
 
-@dataclass(frozen=True)
-class CatalogOffer:
+class CatalogOffer(msgspec.Struct, frozen=True):
     """The contract definition a request names, as the provider's catalog holds it."""
 
     definition_id: str
@@ -112,8 +110,7 @@ class CatalogOffer:
     data_class: str | None
 
 
-@dataclass(frozen=True)
-class ProviderFacts:
+class ProviderFacts(msgspec.Struct, frozen=True):
     """What the provider knows when it decides: the requester, where the data is held, the node's export
     rules, and whether it has already counter-offered in this negotiation."""
 
@@ -156,8 +153,7 @@ def decide_request(
 # -- the consumer ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Expected:
+class Expected(msgspec.Struct, frozen=True):
     """What the consumer's agreement must state: the terms last offered (normalised), the dataset asked for
     ('' if not known; the provider's absolute id of it and the asset id itself are the same dataset), this
     participant as assignee and the provider as assigner. *any_parties*: the provider is the compatibility

@@ -15,7 +15,6 @@ in a refusal as *self-asserted* and never satisfies a rule. Data of a class no r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import msgspec
 
@@ -25,8 +24,7 @@ class ExportRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data_classes: list[str]
 
 
-@dataclass(frozen=True)
-class RecipientRegion:
+class RecipientRegion(msgspec.Struct, frozen=True):
     """What is known of a recipient's region: *verified* (with its *issuer*) from a credential by an issuer
     trusted for regions; *self_asserted* from its self-description, which is shown but never counted."""
 

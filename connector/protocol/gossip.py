@@ -77,8 +77,7 @@ class GossipError(ValueError):
     """A gossip message the peer should not have sent (its fault: answered 400)."""
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     """Bounds on what a view keeps and what one message carries."""
 
     #: Canonical bytes of one item.
@@ -131,8 +130,7 @@ class Item:
         return self.issued, self.digest
 
 
-@dataclass(frozen=True)
-class Screened:
+class Screened(msgspec.Struct, frozen=True):
     """What :func:`screen` made of one incoming item: the item, or the refusal and why."""
 
     item: Item | None
@@ -200,19 +198,19 @@ _Entries = list[tuple[Annotated[str, msgspec.Meta(max_length=512)], str, str]]
 _Covered = list[Annotated[int, msgspec.Meta(ge=0, lt=BUCKETS)]]
 
 
-@dataclass
-class View:
+class View(msgspec.Struct):
     """One participant's gossip state: the items it holds, by DID, with each bucket's fingerprint and
     ``[DID, validFrom, digest]`` entries kept up to date as items come and go (so that an exchange reads only
     the buckets that differ). *own* are the DIDs hosted here, whose items only this node issues."""
 
     limits: Limits
     own: frozenset[str] = frozenset()
-    items: dict[str, Item] = field(default_factory=dict)
-    _buckets: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+    items: dict[str, Item] = msgspec.field(default_factory=dict)
+    _buckets: list[int] = msgspec.field(default_factory=lambda: [0] * BUCKETS)
     #: The entries of each bucket, by DID; and all of them, by DID.
-    _members: list[dict[str, tuple[str, str, str]]] = field(default_factory=lambda: [{} for _ in range(BUCKETS)])
-    _entries: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    _members: list[dict[str, tuple[str, str, str]]] = msgspec.field(
+        default_factory=lambda: [{} for _ in range(BUCKETS)])
+    _entries: dict[str, tuple[str, str, str]] = msgspec.field(default_factory=dict)
     #: The bucket fingerprints as a digest writes them (written again after a change).
     _written: list[str] | None = None
 

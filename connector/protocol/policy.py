@@ -3,11 +3,11 @@ argument)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec.structs import replace
 
 from connector.protocol.export_control import RecipientRegion
 from usage_policies import Decision, PolicySyntaxError, Request, World, evaluate, parse_policy
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 ODRL = "http://www.w3.org/ns/odrl/2/"
 
 
-@dataclass(frozen=True)
-class PeerFacts:
+class PeerFacts(msgspec.Struct, frozen=True):
     """What this participant knows about a peer, in two kinds.
 
     *Self-asserted*: what the peer says of itself in its self-description. The description is signed by the

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import msgspec
 
 from connector.protocol.errors import InvalidTransition, LocalProtocolError
 
@@ -25,8 +26,7 @@ def _no_extra_rule(state: object, kind: object, sender: object) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class StateTable(Generic[S, K, R]):
+class StateTable(msgspec.Struct, Generic[S, K, R], frozen=True):
     #: What the process is called in an error ("negotiation", "transfer process").
     process: str
     #: Who may send each message (None: either party).

@@ -12,9 +12,10 @@ a hosted tenant cannot publish another tenant's bytes or the node's secrets.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import msgspec
 
 from connector.errors import BadRequest
 
@@ -22,8 +23,7 @@ from connector.errors import BadRequest
 FILES = "files"
 
 
-@dataclass(frozen=True)
-class Confinement:
+class Confinement(msgspec.Struct, frozen=True):
     """Where one participant's asset files may lie (see the module docstring)."""
 
     #: The participant's roots: its own ``files/NAME/`` first (relative paths start there), then the

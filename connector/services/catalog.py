@@ -12,9 +12,10 @@ definition, not per asset.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from connector.protocol import contexts, contracts, export_control, ids
 from connector.protocol.decisions import CatalogOffer
@@ -40,8 +41,7 @@ COMPUTATION_ONLY = ("computation only: the rows never leave the provider; aggreg
                     "budget) come back")
 
 
-@dataclass(frozen=True)
-class Offered:
+class Offered(msgspec.Struct, frozen=True):
     definition: ContractDefinition
     asset: Asset
     offer_id: str

@@ -14,9 +14,10 @@ import asyncio
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+import msgspec
 
 from connector.logging import get_logger
 
@@ -40,12 +41,11 @@ def disk_problem(usage: DiskUsage, min_free_bytes: int, min_free_percent: float)
     return None
 
 
-@dataclass(frozen=True)
-class Readiness:
+class Readiness(msgspec.Struct, frozen=True):
     #: check -> "ok", or what fails in words fit for anyone who asks
     checks: dict[str, str]
     #: check -> why it fails, in detail (for the log only)
-    details: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = msgspec.field(default_factory=dict)
 
     @property
     def ready(self) -> bool:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -105,8 +104,7 @@ STEPS: dict[str, Kind] = {
 Script = Callable[[NegotiationRecord], "str | None"]
 
 
-@dataclass(frozen=True)
-class _Move:
+class _Move(msgspec.Struct, frozen=True):
     """One of the node's own moves, worked out and not yet stored: the negotiation with the move's message
     pending, the agreement's row as the move leaves it (None: unchanged), and the line for the history."""
 

@@ -13,7 +13,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -99,8 +98,7 @@ R = TypeVar("R", bound="_Process")
 OPENING = "opening"
 
 
-@dataclass(frozen=True)
-class ProcessType:
+class ProcessType(msgspec.Struct, frozen=True):
     """What the shell needs of a process type's protocol module (``connector.protocol.negotiation`` or
     ``connector.protocol.transfer``) to deliver its messages."""
 

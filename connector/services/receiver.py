@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import ClientError, StreamReader
 
 from connector import filemodes
@@ -528,8 +528,7 @@ async def _uninterrupted(step: Coroutine[Any, Any, None]) -> None:
 # -- receiving a push -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Received:
+class Received(msgspec.Struct, frozen=True):
     """The inbox's answer to a pushed body: its resume point, whether every byte is here, and, when the
     provider must send again from ``received``, why."""
 

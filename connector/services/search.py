@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from connector.config import DiscoverySection
 from connector.errors import Conflict, NotFound, TdsError
@@ -48,14 +49,13 @@ def provider_of(entry: Any) -> Provider:
                     industry=getattr(entry, "industry", "") or "")
 
 
-@dataclass
-class CrawlReport:
+class CrawlReport(msgspec.Struct):
     """What one crawl of one participant did."""
 
     participant: str
     providers: int = 0
     offers: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = msgspec.field(default_factory=dict)
     skipped: int = 0
     over_bound: int = 0
     not_reached: int = 0
@@ -67,8 +67,7 @@ class CrawlReport:
                 "notReached": self.not_reached, "seconds": round(self.seconds, 3)}
 
 
-@dataclass
-class Counters:
+class Counters(msgspec.Struct):
     """Counted across crawls (exported as metrics by the node)."""
 
     crawls: int = 0

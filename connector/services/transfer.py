@@ -37,7 +37,6 @@ import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,8 +106,7 @@ Script = Callable[[TransferRecord], "str | None"]
 Mover = Callable[["TransferService", "ParticipantRuntime", str], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class Movers:
+class Movers(msgspec.Struct, frozen=True):
     """What moves the bytes once a transfer is STARTED, given to :class:`TransferService` by the node:
     the provider's push (``connector.services.sender.push``), the consumer's pull and the completion of a
     received push (``connector.services.receiver.pull``, ``…finish_push``). Passed in rather than imported:

@@ -58,7 +58,6 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -94,14 +93,13 @@ log = get_logger(component="usage")
 HEAD_PROOF = "proof"
 
 
-@dataclass(frozen=True)
-class UseOutcome:
+class UseOutcome(msgspec.Struct, frozen=True):
     decision: str
     reasons: list[str]
     entry: ledger.Entry
     #: A retry of a use id already decided (a re-delivery, or the same deny again).
     repeated: bool = False
-    effects: list[str] = field(default_factory=list)
+    effects: list[str] = msgspec.field(default_factory=list)
     #: Whether this call appended a log entry (a repeated deny does not).
     appended: bool = True
 
@@ -118,8 +116,7 @@ RECENT_USE_IDS = 65536
 _IN_FORCE = frozenset(str(state) for state in IN_FORCE)
 
 
-@dataclass(eq=False)
-class _Use:
+class _Use(msgspec.Struct, eq=False):
     """A use waiting for the commit group that logs it."""
 
     participant: ParticipantRuntime
@@ -138,15 +135,14 @@ class _Use:
     entry: ledger.Entry | None = None
     text: str = ""
     after: str | None = None
-    effects: list[str] = field(default_factory=list)
+    effects: list[str] = msgspec.field(default_factory=list)
     delete_at: float | None = None
     #: Set by the group's job: what the use is answered with.
     outcome: UseOutcome | None = None
     error: Exception | None = None
 
 
-@dataclass(eq=False)
-class _Chain:
+class _Chain(msgspec.Struct, eq=False):
     """A chain as the event loop knows it: its agreement (in force, held as consumer) and policy, and its last
     entry once every use queued so far is appended (each commit group checks this against the store)."""
 
@@ -155,11 +151,10 @@ class _Chain:
     head: ledger.Entry | None
     text: str | None
     #: Use ids of the uses decided here and not yet committed.
-    queued: set[str] = field(default_factory=set)
+    queued: set[str] = msgspec.field(default_factory=set)
 
 
-@dataclass(frozen=True)
-class _ChainEnd:
+class _ChainEnd(msgspec.Struct, frozen=True):
     """A chain as a commit group's transaction leaves it: its last entry and that entry's text, and its
     agreement where the event loop may decide the next uses (None: in the transaction)."""
 
@@ -168,8 +163,7 @@ class _ChainEnd:
     text: str | None
 
 
-@dataclass(frozen=True)
-class CheckOutcome:
+class CheckOutcome(msgspec.Struct, frozen=True):
     """What a use would be decided now (a dry run): nothing counted, logged or scheduled."""
 
     decision: str

@@ -38,9 +38,10 @@ import re
 import shutil
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
 
 from connector import filemodes
 from connector.errors import StorageError, TdsError
@@ -360,8 +361,7 @@ def _write_key(folder: Path, vault_key: bytes, key: bytes, agreement_id: str) ->
     _fsync_dir(folder)
 
 
-@dataclass(frozen=True)
-class Rewrap:
+class Rewrap(msgspec.Struct, frozen=True):
     """What :func:`rewrap` did: data keys moved under the current vault key, and those it could not open."""
 
     rewrapped: int
@@ -628,8 +628,7 @@ async def stream(reader: VaultReader, response: web.StreamResponse) -> None:
 # -- deleting ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Deletion:
+class Deletion(msgspec.Struct, frozen=True):
     bytes_removed: int
     key_destroyed: bool
 

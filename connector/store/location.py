@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
 
 from connector.errors import StorageError
 
@@ -23,8 +24,7 @@ def is_postgres_url(location: str) -> bool:
     return location.split(":", 1)[0].lower() in SCHEMES and "://" in location
 
 
-@dataclass(frozen=True)
-class PgLocation:
+class PgLocation(msgspec.Struct, frozen=True):
     """Where a PostgreSQL store is: the connection string (without the project's own ``schema`` parameter) and
     the schema that holds the node's tables."""
     dsn: str

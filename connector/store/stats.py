@@ -6,19 +6,18 @@ store's own and survive a restart; each is one grouped count over the whole node
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from connector.store.db import Database, Store
 
 
-@dataclass(frozen=True)
-class StoreCounts:
+class StoreCounts(msgspec.Struct, frozen=True):
     #: (role, state) -> negotiations
-    negotiations: dict[tuple[str, str], int] = field(default_factory=dict)
+    negotiations: dict[tuple[str, str], int] = msgspec.field(default_factory=dict)
     #: (role, state) -> transfer processes
-    transfers: dict[tuple[str, str], int] = field(default_factory=dict)
+    transfers: dict[tuple[str, str], int] = msgspec.field(default_factory=dict)
     #: kind -> receipt anomalies recorded (each once; see ``connector.services.receipts``)
-    receipt_anomalies: dict[str, int] = field(default_factory=dict)
+    receipt_anomalies: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def counts_sync(db: Database) -> StoreCounts:

@@ -3,11 +3,11 @@ request, the consumer on the agreement it is sent. Plain values in, an outcome o
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from connector.protocol import contracts
 from connector.protocol.decisions import (
