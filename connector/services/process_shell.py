@@ -375,7 +375,9 @@ class ProcessShell(Generic[R]):
         except Exception as exc:
             # Not forgotten: the step is taken again after a pause (a full disk that fails a commit now, for
             # one, may have room again then), so that a retry or deadline still happens.
-            if isinstance(exc, Conflict):  # another move (of another node process, say) came first: no fault
+            # Another move came first (a peer's message, another node process sharing the store): the store's
+            # compare-and-set refused this one (409), nothing of it was stored; no fault.
+            if isinstance(exc, Conflict) or getattr(exc, "status", None) == 409:
                 log.info("timer step found the process moved meanwhile; taken again later",
                          process=type(self).__name__, id=key[1], reason=exc.message)
             else:

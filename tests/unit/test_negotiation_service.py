@@ -253,6 +253,43 @@ async def test_an_unacknowledged_message_is_retried_with_backoff_then_the_negoti
     assert consumer.hooks.ended == [(parts.id, opened.id)]  # it no longer counts against the strangers' budget
 
 
+async def test_a_retry_that_finds_the_negotiation_moved_meanwhile_is_no_fault_and_is_taken_again(
+    tmp_path, clock, monkeypatch
+):
+    # Another move was committed between the timer's read and its write (by another node process sharing the
+    # store, say): the store refuses the write, and the timer logs that it looks again later, not an error.
+    from structlog.testing import capture_logs
+
+    from connector.services.process_shell import RETRY_MAX_S
+
+    acme, parts = runtime("acme"), runtime("parts")
+    consumer = await make_side(tmp_path, "parts", clock, FederationResolver(), parts, delivery_timeout_s=600.0)
+    consumer.client.down_status = 503
+    try:
+        opened = await request(acme, consumer, contracts.read_policy(OPEN, "offer"), "cd-1:sensor-data:v1")
+        update = consumer.contracts.update_negotiation
+
+        async def moved_meanwhile(*args: Any, **kwargs: Any) -> bool:
+            return False  # the compare-and-set found another state
+
+        monkeypatch.setattr(consumer.contracts, "update_negotiation", moved_meanwhile)
+        clock.now = opened.next_attempt_at
+        with capture_logs() as logs:
+            assert await consumer.service.run_due() == 1
+        monkeypatch.setattr(consumer.contracts, "update_negotiation", update)
+        levels = {(e["event"], e["log_level"]) for e in logs}
+        assert ("timer step found the process moved meanwhile; taken again later", "info") in levels
+        assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+        # Taken again after the pause: the retry goes out and the next one is planned.
+        clock.now += RETRY_MAX_S
+        assert await consumer.service.run_due() == 1
+        again = await consumer.record(opened.id)
+        assert again.attempts == opened.attempts + 1 and again.pending is not None
+    finally:
+        await consumer.service.close()
+        await consumer.store.close()
+
+
 async def test_every_state_is_stored_before_the_message_that_follows_from_it_leaves(pair, clock):
     provider, consumer = pair
     seen: list[tuple[str, str, str | None, bool]] = []
