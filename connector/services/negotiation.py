@@ -134,8 +134,8 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     peer's agreement proof is checked against; *dsp_base_of* and *verify_peer*, how a peer named by the
     operator is found and verified (``FederationService``); the admission hooks (*admit*: a stranger
     opens a negotiation, may raise; *ended*: a negotiation is over; *learn*: a peer became known through a
-    finalized agreement, which it is given); the catalog's offer lookup (*peer_facts*: what is known of a peer, and the
-    node's *export_rules*; *dataset_id*: the id under which a participant's catalog shows an asset, which its
+    finalized agreement, which it is given); the catalog's offer lookup (*peer_facts*: what is known of a peer,
+    and the node's *export_rules*; *dataset_id*: the id under which a participant's catalog shows an asset, which its
     counter-offers and agreements name as their target); *conformance_caller*: whether a DID is the
     compatibility kit's (which may name other parties in an agreement); the two timeouts; and *clock*
     (POSIX seconds)."""

@@ -303,11 +303,11 @@ def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-
 def owes_statements(agreement: AgreementRecord) -> bool:
     """Whether *agreement* may make statements fall due here: held as provider, with a price (a ``compensate``
     duty), as :func:`connector.store.statements.provider_agreements` selects them."""
     return agreement.role == Role.PROVIDER and b"compensate" in msgspec.json.encode(agreement.agreement)
+
 
 class SettlementService:
     """Statements, both roles (see the module docstring).

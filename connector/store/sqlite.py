@@ -35,7 +35,9 @@ class Database:
 
     def query(self, sql: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
         """The rows of *sql*, each a dict of column name to value. The statement runs at once (a write with
-        ``RETURNING`` takes effect whether or not its rows are read); the rows are read as they are iterated."""
+        ``RETURNING`` takes effect whether or not its rows are read); the rows are read as they are iterated. A
+        statement that returns no rows is a caller's mistake: it has run when the ValueError says so (nothing
+        undoes it here; the store's transaction does, if the job fails)."""
         cursor = self.conn.execute(sql, () if params is None else params)
         if cursor.description is None:
             raise ValueError("query() is for statements that return rows; use execute()")
