@@ -10,7 +10,7 @@ import pytest
 import usage_policies
 
 PACKAGE = Path(usage_policies.__file__).resolve().parent
-FORBIDDEN = {"asyncio", "aiohttp", "sqlite3", "sqlite_utils", "time", "socket", "rdflib", "requests",
+FORBIDDEN = {"asyncio", "aiohttp", "sqlite3", "time", "socket", "rdflib", "requests",
              "urllib", "http", "subprocess", "random", "threading"}
 
 

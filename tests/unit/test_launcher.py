@@ -14,9 +14,10 @@ from connector.bootstrap import init_node
 from connector.launcher import serve_dir
 
 #: What a node does not load to start: the rest of the command line, the routes and services built on their first
-#: request or use, and what only they need. (click is not among them: the store's sqlite-utils imports it.)
+#: request or use, what only they need, and on SQLite the PostgreSQL driver and SQL translation.
 NOT_LOADED_TO_START = (
-    "rich", "jinja2", "sqlglot", "http_sf", "importlib.metadata", "connector.cli",
+    "click", "rich", "jinja2", "sqlglot", "http_sf", "importlib.metadata", "connector.cli", "connector.store.pg",
+    "psycopg",
     "connector.http.console", "connector.http.openapi", "connector.http.management", "connector.http.dsp",
     "connector.http.credentials", "connector.http.sandbox", "connector.http.dataplane", "connector.services.sandbox",
     "connector.services.credentials", "connector.services.publishing", "connector.identity.vc",

@@ -153,17 +153,6 @@ async def test_a_reopened_negotiation_is_found_through_its_pids_index(store, pid
     # By the pid's index, not by walking every negotiation the participant ever had.
     assert any(f"USING INDEX negotiations_{pid}" in str(row) for row in plan), plan
 
-def test_the_node_loads_no_command_line_and_no_data_analysis_libraries():
-    """What ``tds serve`` imports is what every restart pays: not click (the command line), not numpy or pandas."""
-    import subprocess
-    import sys
-
-    script = ("import sys, connector.node\n"
-              "print(sorted(m for m in ('click', 'rich', 'numpy', 'pandas', 'connector.cli') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stderr, done.stdout.strip()) == (0, "", "[]")
-
-
 def test_a_connection_runs_each_statement_as_given(tmp_path):
     import sqlite3
 
