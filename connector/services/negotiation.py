@@ -208,17 +208,14 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
     async def _unfinished(self) -> list[NegotiationRecord]:
         return await self.contracts.all_active_negotiations()
 
-    async def _drives_shared(self) -> bool:
-        return self.contracts.store.process_id is not None
+    def _process_id(self) -> str | None:
+        return self.contracts.store.process_id
 
-    async def _claim(self, participant_id: str | None) -> set[Key] | None:
-        if self.contracts.store.process_id is None:
-            return None
+    async def _claim_undriven(self, participant_id: str | None) -> set[Key]:
         return await self.contracts.claim_negotiations(participant_id)
 
-    async def _driven_elsewhere(self, key: Key) -> bool:
-        me = self.contracts.store.process_id
-        return me is not None and (await self.contracts.driver(*key)) not in (None, me)
+    async def _driver(self, key: Key) -> str | None:
+        return await self.contracts.driver(*key)
 
     async def close(self) -> None:
         await self._close()

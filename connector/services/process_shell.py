@@ -335,18 +335,32 @@ class ProcessShell(Generic[R]):
         calls this after each heartbeat). 0 when there are none, or one process has the store."""
         return await self.resume_participant(None) if await self._drives_shared() else 0
 
+    def _process_id(self) -> str | None:
+        """This node process's id among those sharing the store; None while one process has the store (it drives
+        every process)."""
+        return None
+
+    async def _claim_undriven(self, participant_id: str | None) -> set[Key]:
+        """Take over, in the store, the unfinished processes (of *participant_id*, or all) that no live node
+        process drives; their keys. Asked only of a shared store."""
+        raise NotImplementedError
+
+    async def _driver(self, key: Key) -> str | None:
+        """The node process that drives *key* as the store says (None: none named). Asked only of a shared store."""
+        raise NotImplementedError
+
     async def _drives_shared(self) -> bool:
         """Whether several node processes may share the store (processes have drivers)."""
-        return False
+        return self._process_id() is not None
 
     async def _claim(self, participant_id: str | None) -> set[Key] | None:
-        """Take over the unfinished processes (of *participant_id*, or all) that no live node process drives; their
-        keys. None when one process has the store (it drives them all)."""
-        return None
+        """:meth:`_claim_undriven` on a shared store; None when one process has the store."""
+        return None if self._process_id() is None else await self._claim_undriven(participant_id)
 
     async def _driven_elsewhere(self, key: Key) -> bool:
         """Whether another node process drives *key* now (it committed its last move, or took it over)."""
-        return False
+        me = self._process_id()
+        return me is not None and (await self._driver(key)) not in (None, me)
 
     async def _on_due(self, key: Key) -> None:
         """The timer's step for one process: a pending message first (also the last one of a process that

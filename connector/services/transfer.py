@@ -287,17 +287,14 @@ class TransferService(ProcessShell[TransferRecord]):
     async def _unfinished(self) -> list[TransferRecord]:
         return await self.repository.all_active()
 
-    async def _drives_shared(self) -> bool:
-        return self.repository.store.process_id is not None
+    def _process_id(self) -> str | None:
+        return self.repository.store.process_id
 
-    async def _claim(self, participant_id: str | None) -> set[Key] | None:
-        if self.repository.store.process_id is None:
-            return None
+    async def _claim_undriven(self, participant_id: str | None) -> set[Key]:
         return await self.repository.claim(participant_id)
 
-    async def _driven_elsewhere(self, key: Key) -> bool:
-        me = self.repository.store.process_id
-        return me is not None and (await self.repository.driver(*key)) not in (None, me)
+    async def _driver(self, key: Key) -> str | None:
+        return await self.repository.driver(*key)
 
     async def close(self) -> None:
         await self._close(*self._movers.values())
