@@ -96,6 +96,33 @@ async def eventually(check: Callable[[], Awaitable[Any]], deadline_s: float = 15
         await asyncio.sleep(every_s)  # ok-sleep: polling with a deadline
 
 
+#: Where the tests make their PostgreSQL schemas when ``TDS_TEST_POSTGRES_DSN`` names no other server: the server
+#: on 127.0.0.1:5432 (trust authentication, database ``test``) that CI machines run.
+DEFAULT_TEST_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_test_dsn() -> str:
+    """The PostgreSQL database the tests use: ``TDS_TEST_POSTGRES_DSN``, else :data:`DEFAULT_TEST_POSTGRES_DSN`."""
+    import os
+
+    return os.environ.get("TDS_TEST_POSTGRES_DSN", DEFAULT_TEST_POSTGRES_DSN)
+
+
+def postgres_unreachable(dsn: str) -> str | None:
+    """Why the tests cannot use the PostgreSQL database *dsn* (the driver is missing, no server answers), for a
+    skip; None when a connection opens."""
+    try:
+        import psycopg
+    except ImportError:
+        return "the PostgreSQL driver (psycopg) is not installed"
+    try:
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        lines = str(exc).strip().splitlines()
+        return f"no PostgreSQL server at {dsn}: {lines[0] if lines else type(exc).__name__}"
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

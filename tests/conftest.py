@@ -25,20 +25,28 @@ def sqlite_store(request, monkeypatch):
 
 
 @pytest.fixture
-def postgres_schema():
-    """A fresh schema on the PostgreSQL server the tests use (``TDS_TEST_POSTGRES_DSN``), as a store location;
-    dropped at the end. Skips, saying why, when no server answers there."""
-    import os
+def postgres_dsn():
+    """The PostgreSQL database the tests use (``connector.testing.postgres_test_dsn``); skips, saying why, when
+    it cannot be used."""
+    from connector.testing import postgres_test_dsn, postgres_unreachable
+
+    dsn = postgres_test_dsn()
+    why = postgres_unreachable(dsn)
+    if why is not None:
+        pytest.skip(why)
+    return dsn
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn):
+    """A fresh schema in :func:`postgres_dsn`'s database, as a store location; dropped at the end."""
     import uuid
+
+    import psycopg
 
     from connector.store import pg
 
-    psycopg = pytest.importorskip("psycopg")
-    dsn = os.environ.get("TDS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        psycopg.connect(dsn, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {dsn}: {exc}")
+    dsn = postgres_dsn
     schema = f"test_{uuid.uuid4().hex[:12]}"
     yield pg.PgLocation.parse(dsn, schema=schema)
     with psycopg.connect(dsn, autocommit=True) as conn:

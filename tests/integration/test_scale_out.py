@@ -23,23 +23,27 @@ from connector.bootstrap import init_from_config
 from connector.client import ClientError, ManagementClient
 from connector.config import Config, NodeSection, ParticipantSection, render_config
 from connector.services.usage import check_log
-from connector.testing import RoundRobinProxy, eventually, free_port, vault_sha256
+from connector.testing import (
+    RoundRobinProxy,
+    eventually,
+    free_port,
+    postgres_test_dsn,
+    postgres_unreachable,
+    vault_sha256,
+)
 from usage_policies import templates
 
 #: The PostgreSQL database the nodes' schemas are made in (trust authentication on 127.0.0.1).
-POSTGRES = os.environ.get("TDS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES = postgres_test_dsn()
 MIB = 1024 * 1024
 #: Each test starts three node processes, and those killed are taken over once their lease runs out.
 pytestmark = pytest.mark.slow
 
 
 def postgres_or_skip() -> None:
-    psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL driver (psycopg) is not installed")
-    try:
-        with psycopg.connect(POSTGRES, connect_timeout=5):
-            pass
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES}: {str(exc).strip()[:200]}")
+    why = postgres_unreachable(POSTGRES)
+    if why is not None:
+        pytest.skip(why)
 
 
 def drop_schema(schema: str) -> None:

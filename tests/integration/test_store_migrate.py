@@ -19,10 +19,10 @@ from connector.config import CONFIG_FILE
 from connector.node import Node
 from connector.services.usage import check_log
 from connector.store.migrations import MIGRATIONS
-from connector.testing import free_port
+from connector.testing import free_port, postgres_test_dsn
 from usage_policies import templates
 
-SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+SERVER = postgres_test_dsn()
 
 
 @pytest.fixture(autouse=True)
@@ -32,14 +32,12 @@ def sqlite_nodes(monkeypatch):
 
 
 @pytest.fixture
-def postgres():
+def postgres(postgres_dsn):
     """A connection to the test server (the test is skipped if there is none) and a fresh schema name; the
     schema is dropped at the end."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {str(exc).strip().splitlines()[0]}")
+    import psycopg
+
+    conn = psycopg.connect(postgres_dsn, autocommit=True, connect_timeout=5)
     schema = f"tds_move_{uuid.uuid4().hex[:12]}"
     try:
         yield conn, schema

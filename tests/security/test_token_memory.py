@@ -52,21 +52,17 @@ async def test_a_revoked_metrics_token_is_refused_on_the_very_next_scrape(nodes,
 
 
 async def test_on_a_shared_store_a_token_revoked_by_another_process_is_refused_on_the_next_request(
-        nodes, hosted, monkeypatch):
+        nodes, hosted, monkeypatch, postgres_dsn):
     """Several processes of a node share a PostgreSQL store: a revocation made by one of them (here, written to the
     store behind this process's back) must count here at once, so no token is held in memory there."""
-    import os
     import secrets
 
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
+
     from connector.store import pg
     from connector.testing import store_connection
 
-    dsn = os.environ.get("TDS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        psycopg.connect(dsn, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {dsn}: {exc}")
+    dsn = postgres_dsn
     prefix = f"tokmem{secrets.token_hex(4)}"
     monkeypatch.setenv("TDS_STORE", f"{dsn}?schema={prefix}")
     try:

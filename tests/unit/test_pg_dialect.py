@@ -3,7 +3,6 @@ statements run on both databases with the same answers."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
 import pytest
@@ -11,8 +10,6 @@ import pytest
 from connector.store import pg
 from connector.store.db import Store
 from connector.store.migrations import MIGRATIONS
-
-DSN = os.environ.get("TDS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 TRANSLATIONS = [
     ("SELECT a FROM t WHERE b = ? AND c = ?", "SELECT a FROM t WHERE b = %s AND c = %s", None),
