@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +39,11 @@ import msgspec  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
 from connector.bootstrap import InitResult, init_node, write_secret_text  # noqa: E402
+from connector.client import ManagementClient  # noqa: E402
 from connector.config import CONFIG_FILE, Config, parse_config, render_config  # noqa: E402
 from connector.logging import configure  # noqa: E402
 from connector.node import Node  # noqa: E402
+from connector.store.records import NegotiationRecord  # noqa: E402
 from connector.testing import free_port  # noqa: E402
 
 ROUNDS = 5
@@ -132,6 +135,31 @@ class Floor:
         return await in_flight(self.hop, n)
 
 
+async def publish_open_offer(admin: ManagementClient) -> None:
+    """The provider's asset ``bench-data`` offered under an open policy (``use``, no constraint)."""
+    await admin.add_asset({"id": "bench-data"})
+    await admin.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
+    await admin.add_contract_definition("cd", access_policy_id="open", contract_policy_id="open",
+                                        assets=["bench-data"])
+
+
+async def negotiator(consumer: Node, dsp: str) -> Callable[[], Awaitable[NegotiationRecord | None]]:
+    """After the consumer's handshake with the provider at *dsp* and one read of its open offer: a function that
+    negotiates the offer once more and answers the consumer's record as it ended (None: not within 30 s)."""
+    participant = consumer.participants.first()
+    assert participant is not None
+    subject, _ = await consumer.federation.verify_peer(participant, dsp)
+    dataset = await consumer.client.request("GET", f"{dsp}/catalog/datasets/bench-data", signer=participant.signer)
+    offer_id = dataset.json()["hasPolicy"][0]["@id"]
+    offer, asset_id, _ = await consumer.negotiations._find_offer(participant, dsp, offer_id)
+
+    async def negotiate() -> NegotiationRecord | None:
+        record = await consumer.negotiations.request(participant, dsp, subject.id, offer, offer_id, asset_id)
+        return await consumer.negotiations.wait(participant.id, record.id, 30)
+
+    return negotiate
+
+
 async def in_flight(fn: object, n: int) -> float:
     """Run *fn* *n* times with :data:`CONCURRENT` in flight; return the rate per second."""
     sem = asyncio.Semaphore(CONCURRENT)
@@ -166,26 +194,13 @@ async def main() -> None:
             wait_http(f"http://127.0.0.1:{p_port}/healthz", provider_proc)
             wait_http(f"http://127.0.0.1:{floor_port}/hop", floor_proc)
             floor = Floor(session, f"http://127.0.0.1:{floor_port}/hop", floor_key)
-            from connector.client import ManagementClient
-
             async with ManagementClient.for_data_dir(root / "provider") as admin:
-                await admin.add_asset({"id": "bench-data"})
-                await admin.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
-                await admin.add_contract_definition("cd", access_policy_id="open", contract_policy_id="open",
-                                                    assets=["bench-data"])
-            participant = consumer.participants.first()
-            assert participant is not None
-            dsp = f"http://127.0.0.1:{p_port}/participants/provider/api/dsp/2025-1"
-            subject, _ = await consumer.federation.verify_peer(participant, dsp)
-            dataset = await consumer.client.request("GET", f"{dsp}/catalog/datasets/bench-data",
-                                                    signer=participant.signer)
-            offer_id = dataset.json()["hasPolicy"][0]["@id"]
-            offer, asset_id, _ = await consumer.negotiations._find_offer(participant, dsp, offer_id)
+                await publish_open_offer(admin)
+            once = await negotiator(consumer, f"http://127.0.0.1:{p_port}/participants/provider/api/dsp/2025-1")
 
             async def negotiate() -> float:
                 start = time.perf_counter()
-                record = await consumer.negotiations.request(participant, dsp, subject.id, offer, offer_id, asset_id)
-                final = await consumer.negotiations.wait(participant.id, record.id, 30)
+                final = await once()
                 assert final is not None and final.state == "FINALIZED", final
                 return time.perf_counter() - start
 

@@ -83,7 +83,7 @@ import aiohttp  # noqa: E402
 import psycopg  # noqa: E402
 
 # The helpers of benchmarks/negotiation.py and benchmarks/usage.py, so that the figures are measured alike.
-from negotiation import CONCURRENT, in_flight, unthrottled, wait_http  # noqa: E402
+from negotiation import CONCURRENT, in_flight, negotiator, publish_open_offer, unthrottled, wait_http  # noqa: E402
 from usage import HTTP_CLIENTS  # noqa: E402
 
 from connector.bootstrap import ADMIN_TOKEN_FILE, DB_FILE, STORE_ENV, init_from_config, init_node  # noqa: E402
@@ -408,23 +408,13 @@ async def prepare_negotiation(setup: Setup, consumer: Node) -> None:
     """The provider's asset and open offer, the consumer's handshake with it, and one negotiation of the offer
     (benchmarks/negotiation.py's)."""
     async with ManagementClient(f"http://127.0.0.1:{setup.ports[0][1]}", setup.token) as admin:
-        await admin.add_asset({"id": "bench-data"})
-        await admin.add_policy("open", {"@type": "Set", "permission": [{"action": "use"}]})
-        await admin.add_contract_definition("cd", access_policy_id="open", contract_policy_id="open",
-                                            assets=["bench-data"])
-    participant = consumer.participants.first()
-    assert participant is not None
-    subject, _ = await consumer.federation.verify_peer(participant, setup.dsp)
-    dataset = await consumer.client.request("GET", f"{setup.dsp}/catalog/datasets/bench-data",
-                                            signer=participant.signer)
-    offer_id = dataset.json()["hasPolicy"][0]["@id"]
-    offer, asset_id, _ = await consumer.negotiations._find_offer(participant, setup.dsp, offer_id)
+        await publish_open_offer(admin)
+    once = await negotiator(consumer, setup.dsp)
 
     async def negotiate() -> float:
         start = time.perf_counter()
-        record = await consumer.negotiations.request(participant, setup.dsp, subject.id, offer, offer_id, asset_id)
+        final = await once()
         setup.negotiated += 1
-        final = await consumer.negotiations.wait(participant.id, record.id, 30)
         if final is None or final.state != "FINALIZED":
             raise RuntimeError(f"{setup.label}: a negotiation ended {final and final.state}, not FINALIZED")
         return time.perf_counter() - start
