@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
@@ -419,11 +420,37 @@ def _insert(db: Database, table: str, row: dict[str, Any], *, replace: bool = Fa
     db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
 
 
+#: How many negotiations' rows :class:`ContractRepository` keeps (those committed longest ago go first).
+KEPT_NEGOTIATIONS = 4096
+
+
 class ContractRepository:
-    """Catalog entries, negotiations and agreements; every call is scoped to one participant."""
+    """Catalog entries, negotiations and agreements; every call is scoped to one participant.
+
+    On SQLite, where this process alone writes the store, a negotiation's row as this repository last committed
+    it is kept (up to :data:`KEPT_NEGOTIATIONS`, the least recently committed dropped first) and
+    :meth:`negotiation` reads it from there: every message of a negotiation reads it, and the read is the costlier
+    part of a lookup. Each read decodes the row afresh, as a read of the store does. A write whose outcome is not
+    the kept row (a refused compare-and-set, a failure, a change of a few columns, a purge) drops the key first.
+    Several processes share a PostgreSQL store: there nothing is kept."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._kept: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    def _keep(self, row: dict[str, Any]) -> None:
+        if self.store.postgres:
+            return
+        key = (row["participant_id"], row["id"])
+        self._kept[key] = row
+        self._kept.move_to_end(key)
+        while len(self._kept) > KEPT_NEGOTIATIONS:
+            self._kept.popitem(last=False)
+
+    def forget(self, participant_id: str) -> None:
+        """Drop the kept rows of a participant's negotiations (it is no longer hosted)."""
+        for key in [k for k in self._kept if k[0] == participant_id]:
+            del self._kept[key]
 
     # catalog entries (assets, policies, contract definitions)
 
@@ -557,6 +584,7 @@ class ContractRepository:
                 _insert(db, "agreements", agreement_row, replace=True)
 
         await self.store.write(insert, durable=durable)
+        self._keep(row)
 
     async def update_negotiation(
         self, record: NegotiationRecord, *, expected_state: NegotiationState, event: str, detail: str = "",
@@ -594,18 +622,31 @@ class ContractRepository:
                 _insert(db, "agreements", agreement_row, replace=True)
             return True
 
-        return await self.store.write(update, durable=durable)
+        key = (record.participant_id, record.id)
+        self._kept.pop(key, None)
+        if not await self.store.write(update, durable=durable):  # (a failure raises, nothing kept)
+            return False
+        self._keep(row)  # every column but the key was written: the stored row is this one
+        return True
 
     async def set_provider_pid(self, participant_id: str, negotiation_id: str, provider_pid: str) -> None:
         """Record the provider's pid learnt from its 201 answer (unless a later message already did)."""
-        await self.store.write(lambda db: db.execute(
-            "UPDATE negotiations SET provider_pid = ? WHERE participant_id = ? AND id = ? AND provider_pid IS NULL",
-            [provider_pid, participant_id, negotiation_id]))
+        self._kept.pop((participant_id, negotiation_id), None)
+        try:
+            await self.store.write(lambda db: db.execute(
+                "UPDATE negotiations SET provider_pid = ? WHERE participant_id = ? AND id = ? AND provider_pid IS NULL",
+                [provider_pid, participant_id, negotiation_id]))
+        finally:  # a row kept meanwhile was worked out before this change
+            self._kept.pop((participant_id, negotiation_id), None)
 
     async def add_event(self, participant_id: str, negotiation_id: str, at: str, kind: str, detail: str) -> None:
         await self.store.write(lambda db: _event(db, participant_id, negotiation_id, at, kind, detail))
 
     async def negotiation(self, participant_id: str, negotiation_id: str) -> NegotiationRecord | None:
+        kept = self._kept.get((participant_id, negotiation_id))
+        if kept is not None:
+            return from_row(NegotiationRecord, kept)
+
         def query(db: Database) -> NegotiationRecord | None:
             row = _row(db, "SELECT * FROM negotiations WHERE participant_id = ? AND id = ?",
                        [participant_id, negotiation_id])
@@ -745,7 +786,10 @@ class ContractRepository:
                 db.conn.executemany(sql, rows)
             return len(keys)
 
-        return await self.store.write(purge)
+        try:
+            return await self.store.write(purge)
+        finally:
+            self._kept.clear()
 
 
 class TransferRepository:

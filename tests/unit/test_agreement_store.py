@@ -4,6 +4,7 @@ negotiation's move writes its agreement only over the state it read it in. One s
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import msgspec
@@ -99,8 +100,9 @@ async def test_a_stored_state_and_role_read_back_as_their_members(contracts):
 async def test_a_stored_value_no_enum_knows_fails_loudly(contracts, column, value):
     negotiation_id = await ended_with(contracts, "did:web:partner", None)
     await contracts.store.write(lambda db: db.execute(f"UPDATE negotiations SET {column} = ?", [value]))
+    # Read from the store, as after a restart (the repository that committed the row reads back its own copy).
     with pytest.raises(StorageError) as raised:
-        await contracts.negotiation(ACME, negotiation_id)
+        await ContractRepository(contracts.store).negotiation(ACME, negotiation_id)
     assert repr(value) in raised.value.message and f"$.{column}" in raised.value.message
     assert repr(negotiation_id) in raised.value.message
 
@@ -183,3 +185,77 @@ async def test_a_new_agreement_is_not_written_over_a_stored_one(contracts):
 
     assert not await finalize(contracts, negotiation, opened)
     assert await stored_states(contracts) == (State.VERIFIED, AgreementState.REVOKED)
+
+
+# -- the negotiations' rows kept in memory (``ContractRepository``, SQLite: this process alone writes) ------------
+
+async def stored(contracts: ContractRepository, negotiation_id: str) -> NegotiationRecord | None:
+    """The negotiation as the store holds it (a repository that kept nothing reads it)."""
+    return await ContractRepository(contracts.store).negotiation(ACME, negotiation_id)
+
+
+async def test_a_negotiation_reads_back_as_committed_and_as_the_store_holds_it(contracts):
+    negotiation = await verified(contracts)
+    got = await contracts.negotiation(ACME, CONSUMER_PID)
+    assert got == negotiation == await stored(contracts, CONSUMER_PID)
+    moved = msgspec.structs.replace(negotiation, state=State.FINALIZED, reason="done", agreement={"@id": "x"})
+    assert await contracts.update_negotiation(moved, expected_state=State.VERIFIED, event="moved")
+    assert await contracts.negotiation(ACME, CONSUMER_PID) == moved == await stored(contracts, CONSUMER_PID)
+
+
+async def test_each_read_is_a_copy_of_its_own(contracts):
+    await verified(contracts)
+    first = await contracts.negotiation(ACME, CONSUMER_PID)
+    assert first is not None and first.agreement is not None
+    first.agreement["@id"] = "changed by a caller"
+    again = await contracts.negotiation(ACME, CONSUMER_PID)
+    assert again is not None and again.agreement == {"@id": AGREEMENT_ID}
+
+
+async def test_a_refused_move_leaves_the_stored_row_to_be_read(contracts):
+    negotiation = await verified(contracts)
+    # Another write moved the negotiation behind this repository's back.
+    await contracts.store.write(lambda db: db.execute("UPDATE negotiations SET state = 'TERMINATED', reason = 'x'"))
+    refused = msgspec.structs.replace(negotiation, state=State.FINALIZED)
+    assert not await contracts.update_negotiation(refused, expected_state=State.VERIFIED, event="moved")
+    got = await contracts.negotiation(ACME, CONSUMER_PID)
+    assert got is not None and (got.state, got.reason) == (State.TERMINATED, "x")
+
+
+async def test_a_failed_move_leaves_the_stored_row_to_be_read(contracts, monkeypatch):
+    negotiation = await verified(contracts)
+
+    def full_disk(*_: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr("connector.store.repository._event", full_disk)  # the history's insert, after the update
+    with pytest.raises(sqlite3.OperationalError):
+        await contracts.update_negotiation(msgspec.structs.replace(negotiation, state=State.FINALIZED),
+                                           expected_state=State.VERIFIED, event="moved")
+    assert await contracts.negotiation(ACME, CONSUMER_PID) == negotiation == await stored(contracts, CONSUMER_PID)
+
+
+async def test_a_provider_pid_learnt_later_is_read_back(contracts):
+    await verified(contracts)
+    await contracts.set_provider_pid(ACME, CONSUMER_PID, "urn:uuid:provider")
+    got = await contracts.negotiation(ACME, CONSUMER_PID)
+    assert got is not None and got.provider_pid == "urn:uuid:provider"
+
+
+async def test_a_purged_or_forgotten_negotiation_is_not_read_from_memory(contracts):
+    negotiation_id = await ended_with(contracts, "did:web:stranger", None)
+    assert await contracts.negotiation(ACME, negotiation_id) is not None
+    assert await contracts.purge_stranger_negotiations(CUTOFF) == 1
+    assert await contracts.negotiation(ACME, negotiation_id) is None
+    await verified(contracts)
+    await contracts.store.write(lambda db: db.execute("DELETE FROM negotiations"))  # as a participant's removal
+    contracts.forget(ACME)
+    assert await contracts.negotiation(ACME, CONSUMER_PID) is None
+
+
+async def test_at_most_the_bound_of_rows_is_kept(contracts, monkeypatch):
+    monkeypatch.setattr("connector.store.repository.KEPT_NEGOTIATIONS", 3)
+    for n in range(5):
+        await ended_with(contracts, f"did:web:peer-{n}", None)
+    assert [key[1] for key in contracts._kept] == ["n-did:web:peer-2", "n-did:web:peer-3", "n-did:web:peer-4"]
+    assert await contracts.negotiation(ACME, "n-did:web:peer-0") is not None  # read from the store
