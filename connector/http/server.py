@@ -13,6 +13,7 @@ peer. Everything that reaches the application is still rendered by the error mid
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from connector.logging import get_logger
 
@@ -130,13 +131,18 @@ class LazyRoutes(web.AbstractResource):
     is answered 404, or 405 with the methods they allow. Once built, they are listed with the listener's own
     (``app.router.routes()``); before, none is.
 
-    Register it with ``app.router.register_resource(LazyRoutes(...))``."""
+    Register it with ``app.router.register_resource(LazyRoutes(...))``.
+
+    A request is matched only against the routes of its path's shape (:class:`_Shapes`): aiohttp's own index goes
+    by the text before a path's first variable, which all routes under ``/participants/{name}/`` share, and
+    would try the pattern of each in turn."""
 
     def __init__(self, prefix: str, build: Callable[[], Sequence[web.RouteDef]]) -> None:
         super().__init__()
         self._prefix = prefix.rstrip("/")
         self._build = build
         self._router: web.UrlDispatcher | None = None
+        self._shapes: _Shapes | None = None
 
     @property
     def canonical(self) -> str:
@@ -164,16 +170,61 @@ class LazyRoutes(web.AbstractResource):
         path = request.rel_url.path_safe
         if path != self._prefix and not path.startswith(self._prefix + "/"):
             return None, set()
-        if self._router is None:
+        if self._shapes is None:
             router = web.UrlDispatcher()
             router.add_routes(self._build())
             router.freeze()
             self._router = router
-        match = await self._router.resolve(request)
-        if isinstance(match, MatchInfoError):
-            refused = match.http_exception
-            return None, set(refused.allowed_methods) if isinstance(refused, web.HTTPMethodNotAllowed) else set()
-        return match, set()
+            self._shapes = _Shapes(router.resources())
+        allowed: set[str] = set()
+        segments = path.split("/")
+        for literals, resource in self._shapes.candidates(len(segments)):
+            if all(segments[i] == text for i, text in literals):
+                match, methods = await resource.resolve(request)
+                if match is not None:
+                    return match, set()
+                allowed |= methods
+        return None, allowed
+
+
+#: A path variable without a pattern of its own (``{pid}``), as aiohttp compiles it: one segment, never a ``/``.
+_ONE_SEGMENT = re.compile(r"\(\?P<\w+>\[\^\{\}/\]\+\)")
+
+
+class _Shapes:
+    """*resources* (in their order) by the shape of the paths they can match: the number of ``/``-separated
+    segments, and the segments that are literal text. A route whose variables are all plain (``{pid}``) matches
+    only paths of its own segment count whose literal segments are its own; any other resource (a variable with
+    a pattern of its own, which may span segments; a prefix) is a candidate for every path."""
+
+    def __init__(self, resources: Sequence[web.AbstractResource]) -> None:
+        shaped: dict[int, list[tuple[int, tuple[tuple[int, str], ...], web.AbstractResource]]] = {}
+        anywhere: list[tuple[int, tuple[tuple[int, str], ...], web.AbstractResource]] = []
+        for order, resource in enumerate(resources):
+            template = self._template(resource)
+            if template is None:
+                anywhere.append((order, (), resource))
+                continue
+            parts = template.split("/")
+            literals = tuple((i, part) for i, part in enumerate(parts) if "{" not in part)
+            shaped.setdefault(len(parts), []).append((order, literals, resource))
+        self._anywhere = [(literals, resource) for _, literals, resource in anywhere]
+        self._by_length = {n: [(literals, resource) for _, literals, resource in sorted(entries + anywhere,
+                                                                                      key=lambda e: e[0])]
+                           for n, entries in shaped.items()}
+
+    @staticmethod
+    def _template(resource: web.AbstractResource) -> str | None:
+        """The path template of a plain or one-segment-per-variable resource; None for any other."""
+        if isinstance(resource, web.PlainResource):
+            return resource.canonical
+        if isinstance(resource, web.DynamicResource):
+            pattern = resource.get_info()["pattern"].pattern
+            return resource.canonical if "(?P<" not in _ONE_SEGMENT.sub("", pattern) else None
+        return None
+
+    def candidates(self, segments: int) -> list[tuple[tuple[tuple[int, str], ...], web.AbstractResource]]:
+        return self._by_length.get(segments, self._anywhere)
 
 
 def lazy_middleware(build: Callable[[], Middleware]) -> Middleware:

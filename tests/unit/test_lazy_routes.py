@@ -109,3 +109,54 @@ async def test_a_lazy_middleware_is_built_on_the_first_request_only_and_runs_aro
         for _ in range(3):
             assert await (await client.get("/seen")).json() is True
     assert built == [1]
+
+
+#: Routes of several shapes: plain variables, a variable with a pattern of its own that spans segments, a segment
+#: with text around a variable, and two routes that both match one path (the one added first answers).
+def _shaped_routes() -> list[web.RouteDef]:
+    def named(name: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response({"route": name, "match": dict(request.match_info)})
+
+        return handler
+
+    return [
+        web.get("/x/{name}/items", named("items")),
+        web.post("/x/{name}/items/{item}", named("item")),
+        web.get("/x/{name}/items/{item}", named("item-get")),
+        web.get("/x/{name}/files/{path:.+}", named("files")),
+        web.get("/x/{name}/report.{format}", named("report")),
+        web.get("/x/{name}/{kind}/latest", named("kind-latest")),
+        web.get("/x/{name}/items/latest", named("items-latest")),  # shadowed by kind-latest, added before it
+        web.get("/x/{name}/.well-known/version", named("version")),
+        web.get("/x/{name}/a%20b", named("quoted")),
+    ]
+
+
+PATHS = [
+    "/x/p/items", "/x/p/items/", "/x/p/items/7", "/x/p/items/latest", "/x/p/files/a", "/x/p/files/a/b/c",
+    "/x/p/files/", "/x/p/report.json", "/x/p/report.", "/x/p/things/latest", "/x/p/.well-known/version",
+    "/x/p/a%20b", "/x/p/a b", "/x/p", "/x", "/x/", "/x/p/items/7/8", "/x/%2F/items", "/x/p/ITEMS",
+]
+
+
+async def test_a_path_is_routed_as_aiohttp_routes_it_whatever_the_shape_of_the_routes() -> None:
+    """The shape index (``connector.http.server._Shapes``) only narrows which routes are tried: every path and
+    method gets the answer aiohttp's own router gives, the same route, status and ``Allow`` header."""
+    plain = web.Application()
+    plain.add_routes(_shaped_routes())
+    lazy = web.Application()
+    lazy.router.register_resource(LazyRoutes("/x", _shaped_routes))
+    async with TestClient(TestServer(plain, host="127.0.0.1")) as expected, \
+            TestClient(TestServer(lazy, host="127.0.0.1")) as got:
+        answers = 0
+        for path in PATHS:
+            for method in ("GET", "POST", "DELETE"):
+                want = await expected.request(method, path)
+                have = await got.request(method, path)
+                assert (have.status, have.headers.get("Allow")) == (want.status, want.headers.get("Allow")), \
+                    (method, path)
+                if want.status == 200:
+                    answers += 1
+                    assert await have.json() == await want.json(), (method, path)
+        assert answers >= 10  # the table exercises the matches, not only the refusals
