@@ -131,6 +131,9 @@ class Metrics:
         registry.register(self._store)
         #: The series of every request, by (listener, status), looked up once (``labels`` locks and builds a key).
         self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        #: The commit histogram's two series, labelled once (a commit's own figure is taken on every commit).
+        self._commits = {durable: self.store_commit_seconds.labels(durable=str(durable).lower())
+                         for durable in (False, True)}
         self._decided: dict[str, Counter] = {}
         # Series an alert reads are there at 0 before the first event.
         for direction in ("sent", "received"):
@@ -169,7 +172,7 @@ class Metrics:
 
     def commit_took(self, seconds: float, durable: bool) -> None:
         """Called on the store's writer thread (prometheus_client's metrics are thread-safe)."""
-        self.store_commit_seconds.labels(durable=str(durable).lower()).observe(seconds)
+        self._commits[durable].observe(seconds)
 
     def crawl_counted(self, event: str, n: int) -> None:
         """Count *n* crawl events (crawls, failures, offers_skipped, offers_over_bound)."""

@@ -49,9 +49,10 @@ def canonical(value: Any) -> bytes:
         raise ProofError(f"document cannot be canonicalized: {exc}") from exc
 
 
-#: Documents whose JSON text is at least this long have their canonical digest memoised (most proofs are
-#: over small documents, whose canonicalisation costs less than the lookup would save).
-MEMO_MIN_BYTES = 1024
+#: Documents whose JSON text is at least this long have their canonical digest memoised: an agreement (about 500
+#: bytes) is signed and verified by both sides, each from the same text. Below, canonicalisation costs about what
+#: the lookup saves.
+MEMO_MIN_BYTES = 256
 #: Entries kept in each memo (least recently used dropped first).
 MEMO_ENTRIES = 2048
 
