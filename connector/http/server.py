@@ -177,13 +177,11 @@ class LazyRoutes(web.AbstractResource):
             self._router = router
             self._shapes = _Shapes(router.resources())
         allowed: set[str] = set()
-        segments = path.split("/")
-        for literals, resource in self._shapes.candidates(len(segments)):
-            if all(segments[i] == text for i, text in literals):
-                match, methods = await resource.resolve(request)
-                if match is not None:
-                    return match, set()
-                allowed |= methods
+        for resource in self._shapes.candidates(path):
+            match, methods = await resource.resolve(request)
+            if match is not None:
+                return match, set()
+            allowed |= methods
         return None, allowed
 
 
@@ -192,26 +190,24 @@ _ONE_SEGMENT = re.compile(r"\(\?P<\w+>\[\^\{\}/\]\+\)")
 
 
 class _Shapes:
-    """*resources* (in their order) by the shape of the paths they can match: the number of ``/``-separated
-    segments, and the segments that are literal text. A route whose variables are all plain (``{pid}``) matches
-    only paths of its own segment count whose literal segments are its own; any other resource (a variable with
-    a pattern of its own, which may span segments; a prefix) is a candidate for every path."""
+    """*resources* (in their order) by the shape of the paths they can match, in a tree of path segments: a route
+    whose variables are all plain (``{pid}``) matches only paths with its own number of segments whose literal
+    segments are its own, so a path is matched only against the routes along its own branches (a segment's literal
+    branch and its variable branch). Any other resource (a variable with a pattern of its own, which may span
+    segments; a prefix) is a candidate for every path."""
 
     def __init__(self, resources: Sequence[web.AbstractResource]) -> None:
-        shaped: dict[int, list[tuple[int, tuple[tuple[int, str], ...], web.AbstractResource]]] = {}
-        anywhere: list[tuple[int, tuple[tuple[int, str], ...], web.AbstractResource]] = []
+        self._root = _Segment()
+        self._anywhere: list[tuple[int, web.AbstractResource]] = []
         for order, resource in enumerate(resources):
             template = self._template(resource)
             if template is None:
-                anywhere.append((order, (), resource))
+                self._anywhere.append((order, resource))
                 continue
-            parts = template.split("/")
-            literals = tuple((i, part) for i, part in enumerate(parts) if "{" not in part)
-            shaped.setdefault(len(parts), []).append((order, literals, resource))
-        self._anywhere = [(literals, resource) for _, literals, resource in anywhere]
-        self._by_length = {n: [(literals, resource) for _, literals, resource in sorted(entries + anywhere,
-                                                                                      key=lambda e: e[0])]
-                           for n, entries in shaped.items()}
+            node = self._root
+            for part in template.split("/"):
+                node = node.child("{" if "{" in part else part)
+            node.resources.append((order, resource))
 
     @staticmethod
     def _template(resource: web.AbstractResource) -> str | None:
@@ -223,8 +219,37 @@ class _Shapes:
             return resource.canonical if "(?P<" not in _ONE_SEGMENT.sub("", pattern) else None
         return None
 
-    def candidates(self, segments: int) -> list[tuple[tuple[tuple[int, str], ...], web.AbstractResource]]:
-        return self._by_length.get(segments, self._anywhere)
+    def candidates(self, path: str) -> list[web.AbstractResource]:
+        """The resources that may match *path*, in their order."""
+        found = list(self._anywhere)
+        nodes = [self._root]
+        for part in path.split("/"):
+            nodes = [n for node in nodes for n in (node.children.get(part), node.children.get("{")) if n is not None]
+            if not nodes:
+                break
+        else:
+            for node in nodes:
+                found += node.resources
+        if len(found) > 1:
+            found.sort(key=lambda entry: entry[0])
+        return [resource for _, resource in found]
+
+
+class _Segment:
+    """A node of :class:`_Shapes`' tree: the branch of each literal segment that follows, ``{`` for a variable's
+    branch, and the resources whose templates end here."""
+
+    __slots__ = ("children", "resources")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Segment] = {}
+        self.resources: list[tuple[int, web.AbstractResource]] = []
+
+    def child(self, part: str) -> _Segment:
+        node = self.children.get(part)
+        if node is None:
+            node = self.children[part] = _Segment()
+        return node
 
 
 def lazy_middleware(build: Callable[[], Middleware]) -> Middleware:
