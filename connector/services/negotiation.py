@@ -5,9 +5,12 @@ message that follows from it (the *pending* message) in one transaction, fsynced
 A peer's message and the node's own answering move (the agreement to a request, the verification of an
 agreement, the finalization of a verification) are one step: both moves and both history lines go into one
 commit before the peer is answered, and the answering message leaves after the answer. So each message costs
-each side one durable commit; what the node only notes for itself (a message acknowledged, a retry planned)
-is committed without an fsync. Nothing polls: a committed state schedules the node's next move at once
-(``_react``, when it was not taken with the message); a timer wakes only when a retry or a deadline is due.
+each side one durable commit; what the node only notes for itself (a retry planned) is committed without an
+fsync, and a message's acknowledgement (its first delivery answered) goes with the negotiation's next commit,
+usually the peer's answer to it, or is written with others waiting after half a second
+(``_acknowledged``; committed at once on PostgreSQL, where other node processes read the row). Nothing polls:
+a committed state schedules the node's next move at once (``_react``, when it was not taken with the
+message); a timer wakes only when a retry or a deadline is due.
 
 Crash safety and silent peers:
 - a pending message is retried with exponential backoff and jitter until the peer acknowledges it or
@@ -44,6 +47,7 @@ agreements, and reads a consumer's target by that id or by the asset id itself.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -102,6 +106,11 @@ STEPS: dict[str, Kind] = {
 }
 
 Script = Callable[[NegotiationRecord], "str | None"]
+
+#: How long a delivery's acknowledgement waits to be written with the negotiation's next commit (the peer's answer
+#: to the message, usually) before it is written on its own, with the others then waiting; and how many may wait.
+ACKNOWLEDGED_WAIT_S = 0.5
+ACKNOWLEDGED_AT_MOST = 1024
 
 
 class _Move(msgspec.Struct, frozen=True):
@@ -178,6 +187,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         self._conformance_caller = conformance_caller
         self.delivery_timeout = delivery_timeout_s
         self.negotiation_timeout = negotiation_timeout_s
+        self._write_acknowledged_at: asyncio.TimerHandle | None = None
         #: Conformance mode: a script that names the next step for a negotiation ("offer", "agree",
         #: "terminate", "accept", "counter-request", "verify", "finalize", "wait"), or None for the default.
         self.script: Script | None = None
@@ -219,6 +229,43 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
 
     async def close(self) -> None:
         await self._close()
+        if self._write_acknowledged_at is not None:
+            self._write_acknowledged_at.cancel()
+            self._write_acknowledged_at = None
+        await self._write_acknowledged()
+
+    async def _acknowledged(self, old: NegotiationRecord, new: NegotiationRecord, event: str,
+                            detail: str) -> NegotiationRecord:
+        """A first delivery's acknowledgement is not committed on its own: it goes with the negotiation's next
+        commit, or after :data:`ACKNOWLEDGED_WAIT_S` with the others waiting (``ContractRepository.acknowledge``).
+        Nothing leaves the node on it: it only spares the message another delivery. A retried delivery's is
+        committed at once, with its line in the history; so is every one on PostgreSQL."""
+        if event:
+            return await self.commit(old, new, event, detail)
+        stamped = self._stamped(new)
+        waiting = self.contracts.acknowledge(stamped)
+        if waiting is None:
+            return await self.commit(old, new, event, detail)
+        self._committed(old.state, stamped, None)
+        if waiting >= ACKNOWLEDGED_AT_MOST:
+            self._write_acknowledged_soon()
+        elif self._write_acknowledged_at is None:
+            self._write_acknowledged_at = asyncio.get_running_loop().call_later(
+                ACKNOWLEDGED_WAIT_S, self._write_acknowledged_soon)
+        return stamped
+
+    def _write_acknowledged_soon(self) -> None:
+        if self._write_acknowledged_at is not None:
+            self._write_acknowledged_at.cancel()
+            self._write_acknowledged_at = None
+        self._spawn(self._write_acknowledged())
+
+    async def _write_acknowledged(self) -> None:
+        try:
+            await self.contracts.write_acknowledged()
+        except Exception as exc:
+            log.warning("acknowledged deliveries not stored: their messages are delivered once more after a "
+                        "restart", error=str(exc))
 
     async def commit(
         self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "", *,

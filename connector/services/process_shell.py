@@ -205,6 +205,11 @@ class ProcessShell(Generic[R]):
         """The process's deadline (``expires_at``) passed and it has no message pending (with its lock)."""
         raise NotImplementedError
 
+    async def _acknowledged(self, old: R, new: R, event: str, detail: str) -> R:
+        """The peer acknowledged the pending message of *old*: store *new*, without it (*event*: the history's
+        line, if any). By default committed at once."""
+        return await self.commit(old, new, event, detail)
+
     def _delivered(self, participant: Any, record: R, kind: Enum) -> None:
         """The pending message *kind* was acknowledged (committed): by default, take the node's next move."""
         self._spawn(self._react(participant, record))
@@ -248,8 +253,8 @@ class ProcessShell(Generic[R]):
                 updated = _replace(updated, provider_pid=ack.providerPid)
             # A first-attempt delivery is already in the history as the message-out; a retried one is noted.
             event = "delivered" if record.attempts else ""
-            updated = await self.commit(record, updated, event,
-                                        f"{kind.value} acknowledged after {record.attempts + 1} attempts")
+            updated = await self._acknowledged(record, updated, event,
+                                               f"{kind.value} acknowledged after {record.attempts + 1} attempts")
             self._delivered(participant, updated, kind)
             return updated
         return await self._give_up(record, kind, url, error, retry=True)

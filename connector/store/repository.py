@@ -431,12 +431,14 @@ class ContractRepository:
     it is kept (up to :data:`KEPT_NEGOTIATIONS`, the least recently committed dropped first) and
     :meth:`negotiation` reads it from there: every message of a negotiation reads it, and the read is the costlier
     part of a lookup. Each read decodes the row afresh, as a read of the store does. A write whose outcome is not
-    the kept row (a refused compare-and-set, a failure, a change of a few columns, a purge) drops the key first.
-    Several processes share a PostgreSQL store: there nothing is kept."""
+    the kept row (a refused compare-and-set, a failure, a purge) drops the key first. Several processes share a
+    PostgreSQL store: there nothing is kept, and nothing waits (:meth:`acknowledge`)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._kept: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        #: Rows ahead of the store: a pending message's delivery acknowledged, not yet written (:meth:`acknowledge`).
+        self._acknowledged: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _keep(self, row: dict[str, Any]) -> None:
         if self.store.postgres:
@@ -449,8 +451,51 @@ class ContractRepository:
 
     def forget(self, participant_id: str) -> None:
         """Drop the kept rows of a participant's negotiations (it is no longer hosted)."""
-        for key in [k for k in self._kept if k[0] == participant_id]:
-            del self._kept[key]
+        for rows in (self._kept, self._acknowledged):
+            for key in [k for k in rows if k[0] == participant_id]:
+                del rows[key]
+
+    def acknowledge(self, record: NegotiationRecord) -> int | None:
+        """Take *record*, a negotiation whose pending message the peer acknowledged (the message cleared, nothing
+        else changed but the timestamps), as its row without committing it now: the negotiation's next commit
+        writes it with its own change (the peer's answer to that message, usually), or
+        :meth:`write_acknowledged` does (the caller says when). It is read back at once (:meth:`negotiation`).
+        Returns how many such rows wait now.
+
+        Until it is written the store holds the message as pending: lost to a crash, it is delivered once more
+        after the restart, which the peer's state table settles (as a message whose answer was lost). None on
+        PostgreSQL: the caller commits it itself (another process may read the row)."""
+        if self.store.postgres:
+            return None
+        row = to_row(record)
+        self._acknowledged[(record.participant_id, record.id)] = row
+        self._keep(row)
+        return len(self._acknowledged)
+
+    async def write_acknowledged(self) -> int:
+        """Commit every acknowledged delivery still waiting (:meth:`acknowledge`), in one write; how many rows were
+        written. A row whose negotiation moved on meanwhile (another state) is left as the store has it."""
+        rows, self._acknowledged = self._acknowledged, {}
+        if not rows:
+            return 0
+
+        def update(db: Database) -> int:
+            written = 0
+            for row in rows.values():
+                columns = [k for k in row if k not in ("participant_id", "id")]
+                written += db.execute(
+                    f"UPDATE negotiations SET {', '.join(f'{c} = ?' for c in columns)} "
+                    "WHERE participant_id = ? AND id = ? AND state = ?",
+                    [row[c] for c in columns] + [row["participant_id"], row["id"], row["state"]]).rowcount
+            return written
+
+        try:
+            return await self.store.write(update)
+        except Exception:
+            for key, row in rows.items():  # read again from the store: the message is delivered once more
+                if self._kept.get(key) is row:
+                    del self._kept[key]
+            raise
 
     # catalog entries (assets, policies, contract definitions)
 
@@ -624,26 +669,19 @@ class ContractRepository:
 
         key = (record.participant_id, record.id)
         self._kept.pop(key, None)
+        # An acknowledged delivery waiting to be written goes with this write (*record* was worked out from it).
+        self._acknowledged.pop(key, None)
         if not await self.store.write(update, durable=durable):  # (a failure raises, nothing kept)
             return False
         self._keep(row)  # every column but the key was written: the stored row is this one
         return True
 
-    async def set_provider_pid(self, participant_id: str, negotiation_id: str, provider_pid: str) -> None:
-        """Record the provider's pid learnt from its 201 answer (unless a later message already did)."""
-        self._kept.pop((participant_id, negotiation_id), None)
-        try:
-            await self.store.write(lambda db: db.execute(
-                "UPDATE negotiations SET provider_pid = ? WHERE participant_id = ? AND id = ? AND provider_pid IS NULL",
-                [provider_pid, participant_id, negotiation_id]))
-        finally:  # a row kept meanwhile was worked out before this change
-            self._kept.pop((participant_id, negotiation_id), None)
-
     async def add_event(self, participant_id: str, negotiation_id: str, at: str, kind: str, detail: str) -> None:
         await self.store.write(lambda db: _event(db, participant_id, negotiation_id, at, kind, detail))
 
     async def negotiation(self, participant_id: str, negotiation_id: str) -> NegotiationRecord | None:
-        kept = self._kept.get((participant_id, negotiation_id))
+        kept = self._acknowledged.get((participant_id, negotiation_id)) or self._kept.get((participant_id,
+                                                                                           negotiation_id))
         if kept is not None:
             return from_row(NegotiationRecord, kept)
 

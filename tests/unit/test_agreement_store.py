@@ -235,11 +235,47 @@ async def test_a_failed_move_leaves_the_stored_row_to_be_read(contracts, monkeyp
     assert await contracts.negotiation(ACME, CONSUMER_PID) == negotiation == await stored(contracts, CONSUMER_PID)
 
 
-async def test_a_provider_pid_learnt_later_is_read_back(contracts):
-    await verified(contracts)
-    await contracts.set_provider_pid(ACME, CONSUMER_PID, "urn:uuid:provider")
-    got = await contracts.negotiation(ACME, CONSUMER_PID)
-    assert got is not None and got.provider_pid == "urn:uuid:provider"
+async def delivered(contracts: ContractRepository) -> tuple[NegotiationRecord, NegotiationRecord]:
+    """Our consumer's negotiation with its verification pending, stored; and as its delivery leaves it."""
+    negotiation = msgspec.structs.replace(await verified(contracts), state=State.REQUESTED, id="n-pending",
+                                          pending={"kind": "VERIFICATION", "url": "https://p/x", "body": {}},
+                                          attempts=0, next_attempt_at=1.0, deliver_by=2.0)
+    await contracts.create_negotiation(negotiation, "made")
+    return negotiation, msgspec.structs.replace(negotiation, pending=None, next_attempt_at=None, deliver_by=None,
+                                                provider_pid="urn:uuid:provider", updated_at=CUTOFF)
+
+
+async def test_an_acknowledged_delivery_is_read_back_at_once_and_stored_when_written(contracts):
+    stored_before, acknowledged = await delivered(contracts)
+    assert contracts.acknowledge(acknowledged) == 1
+    assert await contracts.negotiation(ACME, acknowledged.id) == acknowledged
+    assert await stored(contracts, acknowledged.id) == stored_before  # not written yet: delivered again on a crash
+    assert await contracts.write_acknowledged() == 1
+    assert await stored(contracts, acknowledged.id) == acknowledged
+    assert await contracts.write_acknowledged() == 0
+
+
+async def test_an_acknowledged_delivery_goes_with_the_negotiations_next_commit(contracts):
+    _, acknowledged = await delivered(contracts)
+    contracts.acknowledge(acknowledged)
+    read = await contracts.negotiation(ACME, acknowledged.id)
+    assert read is not None
+    moved = msgspec.structs.replace(read, state=State.AGREED)
+    assert await contracts.update_negotiation(moved, expected_state=State.REQUESTED, event="moved")
+    assert await stored(contracts, acknowledged.id) == moved and moved.pending is None
+    assert moved.provider_pid == "urn:uuid:provider"
+    assert await contracts.write_acknowledged() == 0  # nothing left waiting
+
+
+async def test_an_acknowledged_delivery_of_a_negotiation_that_moved_on_is_not_written_over_it(contracts):
+    _, acknowledged = await delivered(contracts)
+    contracts.acknowledge(acknowledged)
+    # Moved behind this repository's back (as by another writer): the acknowledgement is for a state gone by.
+    await contracts.store.write(lambda db: db.execute("UPDATE negotiations SET state = 'TERMINATED', reason = 'x' "
+                                                      "WHERE id = ?", [acknowledged.id]))
+    assert await contracts.write_acknowledged() == 0
+    got = await stored(contracts, acknowledged.id)
+    assert got is not None and (got.state, got.reason, got.pending is not None) == (State.TERMINATED, "x", True)
 
 
 async def test_a_purged_or_forgotten_negotiation_is_not_read_from_memory(contracts):
@@ -247,10 +283,13 @@ async def test_a_purged_or_forgotten_negotiation_is_not_read_from_memory(contrac
     assert await contracts.negotiation(ACME, negotiation_id) is not None
     assert await contracts.purge_stranger_negotiations(CUTOFF) == 1
     assert await contracts.negotiation(ACME, negotiation_id) is None
-    await verified(contracts)
+    _, acknowledged = await delivered(contracts)
+    contracts.acknowledge(acknowledged)
     await contracts.store.write(lambda db: db.execute("DELETE FROM negotiations"))  # as a participant's removal
     contracts.forget(ACME)
     assert await contracts.negotiation(ACME, CONSUMER_PID) is None
+    assert await contracts.negotiation(ACME, acknowledged.id) is None
+    assert await contracts.write_acknowledged() == 0
 
 
 async def test_at_most_the_bound_of_rows_is_kept(contracts, monkeypatch):
