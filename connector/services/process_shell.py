@@ -175,6 +175,8 @@ class ProcessShell(Generic[R]):
         self._wake = asyncio.Event()
         #: When the timer wakes next by itself (its sleep's deadline; infinity: only when woken).
         self._wakes_at = float("inf")
+        #: Processes scheduled sooner than that during the running step (:meth:`_schedule`).
+        self._to_wake: list[Key] = []
         self._timer: asyncio.Task[None] | None = None
 
     # what a subclass provides
@@ -485,9 +487,21 @@ class ProcessShell(Generic[R]):
         else:
             self._due[key] = due
             # Only if sooner than the timer wakes anyway (most moves push a deadline out), or if the clock has
-            # passed that time already (a clock that jumps).
+            # passed that time already (a clock that jumps). Once the caller's step is over: a message committed
+            # to be delivered at once is taken off the timer by then (``_deliver_soon``).
             if due < self._wakes_at or self._clock() >= self._wakes_at:
+                if not self._to_wake:
+                    asyncio.get_running_loop().call_soon(self._wake_if_due)
+                self._to_wake.append(key)
+
+    def _wake_if_due(self) -> None:
+        keys, self._to_wake = self._to_wake, []
+        now = self._clock()
+        for key in keys:
+            due = self._due.get(key)
+            if due is not None and (due < self._wakes_at or now >= self._wakes_at):
                 self._wake.set()
+                return
 
     def _take_due(self, now: float) -> list[Key]:
         """The processes whose retry or deadline has come by *now* (no longer scheduled)."""
