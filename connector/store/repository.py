@@ -420,6 +420,16 @@ def _insert(db: Database, table: str, row: dict[str, Any], *, replace: bool = Fa
     db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
 
 
+def _update_in_state(db: Database, table: str, row: dict[str, Any], expected_state: str,
+                     skip: Collection[str] = ("participant_id", "id")) -> bool:
+    """Write *row* over the row of *table* with its key if that is still in *expected_state* (every column but the
+    key and *skip*); whether it was."""
+    columns = [k for k in row if k not in skip]
+    return bool(db.execute(
+        f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in columns)} WHERE participant_id = ? AND id = ? "
+        "AND state = ?", [row[c] for c in columns] + [row["participant_id"], row["id"], expected_state]).rowcount)
+
+
 #: How many negotiations' rows :class:`ContractRepository` keeps (those committed longest ago go first).
 KEPT_NEGOTIATIONS = 4096
 
@@ -480,14 +490,7 @@ class ContractRepository:
             return 0
 
         def update(db: Database) -> int:
-            written = 0
-            for row in rows.values():
-                columns = [k for k in row if k not in ("participant_id", "id")]
-                written += db.execute(
-                    f"UPDATE negotiations SET {', '.join(f'{c} = ?' for c in columns)} "
-                    "WHERE participant_id = ? AND id = ? AND state = ?",
-                    [row[c] for c in columns] + [row["participant_id"], row["id"], row["state"]]).rowcount
-            return written
+            return sum(_update_in_state(db, "negotiations", row, row["state"]) for row in rows.values())
 
         try:
             return await self.store.write(update)
@@ -653,13 +656,7 @@ class ContractRepository:
             if agreement is not None and _agreement_state(db, record.participant_id,
                                                           agreement.record.id) != agreement.read_in:
                 return False
-            columns = [k for k in row if k not in ("participant_id", "id")]
-            cursor = db.execute(
-                f"UPDATE negotiations SET {', '.join(f'{c} = ?' for c in columns)} "
-                "WHERE participant_id = ? AND id = ? AND state = ?",
-                [row[c] for c in columns] + [record.participant_id, record.id, expected_state],
-            )
-            if not cursor.rowcount:
+            if not _update_in_state(db, "negotiations", row, expected_state):
                 return False
             for kind, text in history:
                 _event(db, record.participant_id, record.id, record.updated_at, kind, text)
@@ -857,13 +854,7 @@ class TransferRepository:
         skip = ("participant_id", "id", "received") if keep_received else ("participant_id", "id")
 
         def update(db: Database) -> bool:
-            columns = [k for k in row if k not in skip]
-            cursor = db.execute(
-                f"UPDATE transfers SET {', '.join(f'{c} = ?' for c in columns)} "
-                "WHERE participant_id = ? AND id = ? AND state = ?",
-                [row[c] for c in columns] + [record.participant_id, record.id, expected_state],
-            )
-            if not cursor.rowcount:
+            if not _update_in_state(db, "transfers", row, expected_state, skip):
                 return False
             if event:
                 _transfer_event(db, record.participant_id, record.id, record.updated_at, event, detail)
