@@ -702,7 +702,7 @@ class ContractRepository:
                             "LIMIT ? OFFSET ?", [*params, limit, offset])
             return [from_row(NegotiationRecord, r) for r in rows]
 
-        return await self.store.read(query)
+        return self._as_acknowledged(await self.store.read(query))
 
     async def negotiation_by_pid(
         self, participant_id: str, role: Role, counterparty: str, *, consumer_pid: str | None = None,
@@ -719,7 +719,8 @@ class ContractRepository:
                        [participant_id, value, role, counterparty])
             return from_row(NegotiationRecord, row) if row is not None else None
 
-        return await self.store.lookup(query)
+        found = await self.store.lookup(query)
+        return None if found is None else self._as_acknowledged([found])[0]
 
     async def claim_negotiations(self, participant_id: str | None = None) -> set[tuple[str, str]]:
         """Take over every unfinished negotiation no live process drives (:func:`claim_unfinished`); its keys."""
@@ -738,7 +739,16 @@ class ContractRepository:
             rows = db.query(f"SELECT * FROM negotiations WHERE {_NEGOTIATIONS_ACTIVE}")
             return [from_row(NegotiationRecord, r) for r in rows]
 
-        return await self.store.read(query)
+        return self._as_acknowledged(await self.store.read(query))
+
+    def _as_acknowledged(self, records: list[NegotiationRecord]) -> list[NegotiationRecord]:
+        """*records* as read from the store, each with its delivery's acknowledgement if one waits to be written
+        (:meth:`acknowledge`)."""
+        if not self._acknowledged:
+            return records
+        waiting = self._acknowledged
+        return [r if (row := waiting.get((r.participant_id, r.id))) is None else from_row(NegotiationRecord, row)
+                for r in records]
 
     async def events(self, participant_id: str, negotiation_id: str) -> list[NegotiationEvent]:
         def query(db: Database) -> list[NegotiationEvent]:

@@ -238,6 +238,7 @@ async def test_a_failed_move_leaves_the_stored_row_to_be_read(contracts, monkeyp
 async def delivered(contracts: ContractRepository) -> tuple[NegotiationRecord, NegotiationRecord]:
     """Our consumer's negotiation with its verification pending, stored; and as its delivery leaves it."""
     negotiation = msgspec.structs.replace(await verified(contracts), state=State.REQUESTED, id="n-pending",
+                                          consumer_pid="n-pending",
                                           pending={"kind": "VERIFICATION", "url": "https://p/x", "body": {}},
                                           attempts=0, next_attempt_at=1.0, deliver_by=2.0)
     await contracts.create_negotiation(negotiation, "made")
@@ -250,6 +251,11 @@ async def test_an_acknowledged_delivery_is_read_back_at_once_and_stored_when_wri
     assert contracts.acknowledge(acknowledged) == 1
     assert await contracts.negotiation(ACME, acknowledged.id) == acknowledged
     assert await stored(contracts, acknowledged.id) == stored_before  # not written yet: delivered again on a crash
+    # Lists and the resumption after a suspension read it as acknowledged too.
+    assert acknowledged in await contracts.negotiations(ACME)
+    assert acknowledged in await contracts.all_active_negotiations()
+    assert await contracts.negotiation_by_pid(ACME, acknowledged.role, acknowledged.counterparty_did,
+                                              consumer_pid=acknowledged.consumer_pid) == acknowledged
     assert await contracts.write_acknowledged() == 1
     assert await stored(contracts, acknowledged.id) == acknowledged
     assert await contracts.write_acknowledged() == 0

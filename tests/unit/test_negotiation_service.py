@@ -387,15 +387,15 @@ async def test_an_acknowledgement_not_yet_written_is_written_when_the_service_cl
     provider_pid = final.provider_pid or ""
     unwritten = await ContractRepository(provider.store).negotiation(provider.participant.id, provider_pid)
     assert unwritten is not None and unwritten.pending is not None  # the FINALIZED event, delivered: not written yet
-    # Taken up again from the store (as when a suspended participant is served again), its message's retry comes
-    # due; the timer reads the negotiation as delivered and sends nothing.
+    # Taken up again (as when a suspended participant is served again), and later than its message's retry would
+    # come: it is read as delivered, and nothing is sent again.
     def finalizations() -> int:
         return len([s for s in provider.client.sent if s.method == "POST" and s.url.endswith("/events")])
 
     assert finalizations() == 1
-    assert await provider.service.resume_participant(provider.participant.id) >= 1
+    await provider.service.resume_participant(provider.participant.id)
     clock.now = (unwritten.next_attempt_at or clock()) + 60
-    assert await provider.service.run_due() >= 1
+    await provider.service.run_due()
     assert finalizations() == 1
     await provider.service.close()
     written = await ContractRepository(provider.store).negotiation(provider.participant.id, provider_pid)
