@@ -361,14 +361,16 @@ async def test_each_message_is_stored_with_the_answering_move_in_one_durable_com
         (["message-in", "message-out"], True),  # the request received: AGREED, the agreement pending
         (["message-in", "message-out"], True),  # the verification received: FINALIZED, the event pending
     ]
-    # The last message's acknowledgement, which no commit follows, is written on its own after a moment.
-    last = await provider.record(final.provider_pid or "")
-    assert last.pending is None
+    # The last message's acknowledgement, which no commit follows, is read at once (once the consumer's answer is
+    # in) and written on its own after a moment.
+    async def settled() -> bool:
+        return (await provider.record(final.provider_pid or "")).pending is None
 
     async def stored_settled() -> bool:
-        row = await ContractRepository(provider.store).negotiation(provider.participant.id, last.id)
+        row = await ContractRepository(provider.store).negotiation(provider.participant.id, final.provider_pid or "")
         return row is not None and row.pending is None
 
+    await eventually(settled)
     await eventually(stored_settled)
     history = await provider.service.history(provider.participant, final.provider_pid or "")
     assert [(e.kind, e.detail.split(" ")[0].rstrip(":")) for e in history] == [
