@@ -1,6 +1,8 @@
 """The agreements in SQLite: which lifecycle states (``connector.protocol.agreement_lifecycle``) the queries
 count as in force, as once in force and as never in force; states and roles read back as their enums; and a
-negotiation's move writes its agreement only over the state it read it in. One store file, no node."""
+negotiation's move writes its agreement only over the state it read it in. Also the negotiations' rows the
+repository keeps in memory, and the acknowledgements that wait to be written: each read is what the store holds
+or will hold. One store file, no node."""
 
 from __future__ import annotations
 
