@@ -200,6 +200,8 @@ async def test_a_negotiation_reads_back_as_committed_and_as_the_store_holds_it(c
     negotiation = await verified(contracts)
     got = await contracts.negotiation(ACME, CONSUMER_PID)
     assert got == negotiation == await stored(contracts, CONSUMER_PID)
+    # Kept per participant, as the store scopes it: another tenant asking for the same id finds nothing.
+    assert await contracts.negotiation("another-tenant", CONSUMER_PID) is None
     moved = msgspec.structs.replace(negotiation, state=State.FINALIZED, reason="done", agreement={"@id": "x"})
     assert await contracts.update_negotiation(moved, expected_state=State.VERIFIED, event="moved")
     assert await contracts.negotiation(ACME, CONSUMER_PID) == moved == await stored(contracts, CONSUMER_PID)
@@ -293,6 +295,7 @@ async def test_a_purged_or_forgotten_negotiation_is_not_read_from_memory(contrac
     assert await contracts.negotiation(ACME, negotiation_id) is None
     _, acknowledged = await delivered(contracts)
     contracts.acknowledge(acknowledged)
+    assert await contracts.negotiation("another-tenant", acknowledged.id) is None
     await contracts.store.write(lambda db: db.execute("DELETE FROM negotiations"))  # as a participant's removal
     contracts.forget(ACME)
     assert await contracts.negotiation(ACME, CONSUMER_PID) is None

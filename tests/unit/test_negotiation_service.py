@@ -404,6 +404,23 @@ async def test_an_acknowledgement_not_yet_written_is_written_when_the_service_cl
     assert written is not None and written.pending is None and written.state == "FINALIZED"
 
 
+async def test_no_more_acknowledgements_than_the_bound_wait_to_be_written(pair, clock, monkeypatch):
+    provider, consumer = pair
+    monkeypatch.setattr("connector.services.negotiation.ACKNOWLEDGED_WAIT_S", 3600.0)
+    monkeypatch.setattr("connector.services.negotiation.ACKNOWLEDGED_AT_MOST", 1)
+    terms, offer_id = await offered(provider, consumer, clock)
+    opened = await request(provider.participant, consumer, terms, offer_id)
+    final = await consumer.service.wait(consumer.participant.id, opened.id, timeout_s=5)
+    assert final is not None and final.state == "FINALIZED"
+
+    async def stored_settled() -> bool:
+        row = await ContractRepository(provider.store).negotiation(provider.participant.id, final.provider_pid or "")
+        return row is not None and row.pending is None
+
+    # Not the hour's wait: reaching the bound writes what waits at once.
+    await eventually(stored_settled)
+
+
 async def test_the_answer_to_an_opening_names_the_state_it_led_to_while_the_agreement_is_stored_with_it(pair, clock):
     provider, consumer = pair
     terms, offer_id = await offered(provider, consumer, clock)
