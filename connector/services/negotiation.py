@@ -188,6 +188,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         self.delivery_timeout = delivery_timeout_s
         self.negotiation_timeout = negotiation_timeout_s
         self._write_acknowledged_at: asyncio.TimerHandle | None = None
+        self._closing = False
         #: Conformance mode: a script that names the next step for a negotiation ("offer", "agree",
         #: "terminate", "accept", "counter-request", "verify", "finalize", "wait"), or None for the default.
         self.script: Script | None = None
@@ -228,6 +229,7 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         return await self.contracts.driver(*key)
 
     async def close(self) -> None:
+        self._closing = True
         await self._close()
         if self._write_acknowledged_at is not None:
             self._write_acknowledged_at.cancel()
@@ -249,10 +251,16 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         self._committed(old.state, stamped, None)
         if waiting >= ACKNOWLEDGED_AT_MOST:
             self._write_acknowledged_soon()
-        elif self._write_acknowledged_at is None:
+        else:
+            self._write_acknowledged_later()
+        return stamped
+
+    def _write_acknowledged_later(self) -> None:
+        """Write the acknowledged deliveries waiting after :data:`ACKNOWLEDGED_WAIT_S` (if any wait, and no write
+        is planned already)."""
+        if self._write_acknowledged_at is None and not self._closing and self.contracts.acknowledgements_waiting():
             self._write_acknowledged_at = asyncio.get_running_loop().call_later(
                 ACKNOWLEDGED_WAIT_S, self._write_acknowledged_soon)
-        return stamped
 
     def _write_acknowledged_soon(self) -> None:
         if self._write_acknowledged_at is not None:
@@ -264,8 +272,11 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         try:
             await self.contracts.write_acknowledged()
         except Exception as exc:
-            log.warning("acknowledged deliveries not stored: their messages are delivered once more after a "
-                        "restart", error=str(exc))
+            # They still wait, and are read as delivered: tried again after the wait (lost to a crash meanwhile, the
+            # messages are delivered once more after the restart).
+            log.warning("acknowledged deliveries not stored yet; trying again", error=str(exc),
+                        waiting=self.contracts.acknowledgements_waiting())
+            self._write_acknowledged_later()
 
     async def commit(
         self, old: NegotiationRecord, new: NegotiationRecord, event: str, detail: str = "", *,
@@ -282,10 +293,16 @@ class NegotiationService(ProcessShell[NegotiationRecord]):
         bookkeeping (a delivery acknowledged, a retry planned) need not be: losing it to a power cut means only
         that a message is delivered once more, which the peer's state table or its view of the process settles."""
         new = self._stamped(new)
-        if not await self.contracts.update_negotiation(
-            new, expected_state=old.state, event=event, detail=detail, events=events, agreement=agreement,
-            durable=durable,
-        ):
+        try:
+            written = await self.contracts.update_negotiation(
+                new, expected_state=old.state, event=event, detail=detail, events=events, agreement=agreement,
+                durable=durable,
+            )
+        except Exception:
+            self._write_acknowledged_later()  # an acknowledgement this commit was to take with it waits again
+            raise
+        if not written:
+            self._write_acknowledged_later()
             raise NegotiationError("the negotiation or its agreement changed concurrently; retry", old, status=409)
         self._committed(old.state, new, agreement, via=via)
         return new

@@ -449,9 +449,11 @@ class ContractRepository:
         self._kept: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         #: Rows ahead of the store: a pending message's delivery acknowledged, not yet written (:meth:`acknowledge`).
         self._acknowledged: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Participants no longer hosted (:meth:`forget`): nothing of theirs is kept from then on.
+        self._gone: set[str] = set()
 
     def _keep(self, row: dict[str, Any]) -> None:
-        if self.store.postgres:
+        if self.store.postgres or row["participant_id"] in self._gone:
             return
         key = (row["participant_id"], row["id"])
         self._kept[key] = row
@@ -460,7 +462,11 @@ class ContractRepository:
             self._kept.popitem(last=False)
 
     def forget(self, participant_id: str) -> None:
-        """Drop the kept rows of a participant's negotiations (it is no longer hosted)."""
+        """Drop the kept rows of a participant's negotiations (it is no longer hosted), and keep none of its rows
+        from now on: a step of its that was under way as it left (a commit landing, a delivery answered) would
+        otherwise put one back after its rows are deleted, for a participant added again under the same name to
+        read. Such a participant's negotiations are read from the store (until the node restarts)."""
+        self._gone.add(participant_id)
         for rows in (self._kept, self._acknowledged):
             for key in [k for k in rows if k[0] == participant_id]:
                 del rows[key]
@@ -474,31 +480,45 @@ class ContractRepository:
 
         Until it is written the store holds the message as pending: lost to a crash, it is delivered once more
         after the restart, which the peer's state table settles (as a message whose answer was lost). None on
-        PostgreSQL: the caller commits it itself (another process may read the row)."""
-        if self.store.postgres:
+        PostgreSQL, and for a participant no longer hosted: the caller commits it itself (another process may read
+        the row; the row may be gone)."""
+        if self.store.postgres or record.participant_id in self._gone:
             return None
         row = to_row(record)
         self._acknowledged[(record.participant_id, record.id)] = row
         self._keep(row)
         return len(self._acknowledged)
 
+    def acknowledgements_waiting(self) -> int:
+        """How many acknowledged deliveries wait to be written (:meth:`acknowledge`)."""
+        return len(self._acknowledged)
+
     async def write_acknowledged(self) -> int:
         """Commit every acknowledged delivery still waiting (:meth:`acknowledge`), in one write; how many rows were
-        written. A row whose negotiation moved on meanwhile (another state) is left as the store has it."""
-        rows, self._acknowledged = self._acknowledged, {}
+        written. A row whose negotiation moved on meanwhile (another state, or gone) is left as the store has it,
+        and no longer read from here. They wait, and are read from here, until the write is done: if it fails they
+        wait for the next (the caller says when)."""
+        rows = dict(self._acknowledged)
         if not rows:
             return 0
 
-        def update(db: Database) -> int:
-            return sum(_update_in_state(db, "negotiations", row, row["state"]) for row in rows.values())
+        def update(db: Database) -> set[tuple[str, str]]:
+            return {key for key, row in rows.items() if _update_in_state(db, "negotiations", row, row["state"])}
 
-        try:
-            return await self.store.write(update)
-        except Exception:
-            for key, row in rows.items():  # read again from the store: the message is delivered once more
-                if self._kept.get(key) is row:
-                    del self._kept[key]
-            raise
+        written = await self.store.write(update)
+        for key, row in rows.items():
+            # Unless the negotiation's next commit took it up meanwhile (queued after this write: see
+            # update_negotiation), or one came since.
+            if self._acknowledged.get(key) is row:
+                del self._acknowledged[key]
+            if key not in written and self._kept.get(key) is row:
+                del self._kept[key]
+        return len(written)
+
+    def _wait_again(self, key: tuple[str, str], row: dict[str, Any] | None) -> None:
+        """An acknowledgement taken up by a commit that did not happen waits again (unless another came since)."""
+        if row is not None and key[0] not in self._gone:
+            self._acknowledged.setdefault(key, row)
 
     # catalog entries (assets, policies, contract definitions)
 
@@ -666,9 +686,17 @@ class ContractRepository:
 
         key = (record.participant_id, record.id)
         self._kept.pop(key, None)
-        # An acknowledged delivery waiting to be written goes with this write (*record* was worked out from it).
-        self._acknowledged.pop(key, None)
-        if not await self.store.write(update, durable=durable):  # (a failure raises, nothing kept)
+        # An acknowledged delivery waiting to be written goes with this write (*record* was worked out from it). It
+        # is taken out before the write is queued, so that a later write of the waiting ones cannot follow this one
+        # and write the acknowledged row over it.
+        waiting = self._acknowledged.pop(key, None)
+        try:
+            written = await self.store.write(update, durable=durable)
+        except Exception:  # rolled back: nothing of it was written (a cancelled wait may still see it commit)
+            self._wait_again(key, waiting)
+            raise
+        if not written:
+            self._wait_again(key, waiting)
             return False
         self._keep(row)  # every column but the key was written: the stored row is this one
         return True

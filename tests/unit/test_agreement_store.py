@@ -6,6 +6,7 @@ or will hold. One store file, no node."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -301,6 +302,88 @@ async def test_a_purged_or_forgotten_negotiation_is_not_read_from_memory(contrac
     assert await contracts.negotiation(ACME, CONSUMER_PID) is None
     assert await contracts.negotiation(ACME, acknowledged.id) is None
     assert await contracts.write_acknowledged() == 0
+
+
+async def removed_and_added_again(contracts: ContractRepository) -> None:
+    """Acme's rows deleted (as ``ParticipantsService.remove`` does, after the leaving hooks ran), and acme hosted
+    again under the same name."""
+    repo = SqliteRepository(contracts.store)
+    await repo.delete_participant(ACME)
+    await repo.add_participant(Participant(ACME, ACME, "did:web:acme", "Acme", "CN", created_at=CUTOFF))
+
+
+async def test_a_delivery_acknowledged_as_its_participant_leaves_is_not_kept(contracts):
+    _, acknowledged = await delivered(contracts)
+    contracts.forget(ACME)  # the leaving hooks; the delivery was awaiting the peer's answer meanwhile
+    assert contracts.acknowledge(acknowledged) is None  # the caller commits it itself (and finds it gone)
+    await removed_and_added_again(contracts)
+    assert await contracts.negotiation(ACME, acknowledged.id) is None
+    assert await contracts.write_acknowledged() == 0
+
+
+async def test_a_move_that_lands_as_its_participant_leaves_is_not_kept(contracts):
+    negotiation = await verified(contracts)
+    moved = msgspec.structs.replace(negotiation, state=State.TERMINATED, reason="x")
+    # Its commit is queued, and the leaving hooks run before it lands.
+    landing = asyncio.ensure_future(contracts.update_negotiation(moved, expected_state=State.VERIFIED, event="x"))
+    await asyncio.sleep(0)
+    contracts.forget(ACME)
+    assert await landing
+    await removed_and_added_again(contracts)
+    assert await contracts.negotiation(ACME, CONSUMER_PID) is None
+
+
+async def test_an_acknowledgement_whose_negotiation_is_gone_is_dropped_when_written(contracts):
+    _, acknowledged = await delivered(contracts)
+    contracts.acknowledge(acknowledged)
+    await contracts.store.write(lambda db: db.execute("DELETE FROM negotiations WHERE id = ?", [acknowledged.id]))
+    assert await contracts.write_acknowledged() == 0
+    assert await contracts.negotiation(ACME, acknowledged.id) is None  # no longer read from memory
+
+
+def failing_writes(contracts: ContractRepository, monkeypatch: Any) -> None:
+    async def full_disk(*_: Any, **__: Any) -> Any:
+        raise StorageError("commit failed: database or disk is full")
+
+    monkeypatch.setattr(contracts.store, "write", full_disk)
+
+
+async def test_acknowledgements_whose_write_failed_wait_for_the_next(contracts, monkeypatch):
+    stored_before, acknowledged = await delivered(contracts)
+    contracts.acknowledge(acknowledged)
+    with monkeypatch.context() as patched:
+        failing_writes(contracts, patched)
+        with pytest.raises(StorageError):
+            await contracts.write_acknowledged()
+    # Still read as delivered (its message is not delivered again), and written by the next write.
+    assert await contracts.negotiation(ACME, acknowledged.id) == acknowledged
+    assert await stored(contracts, acknowledged.id) == stored_before
+    assert contracts.acknowledgements_waiting() == 1
+    assert await contracts.write_acknowledged() == 1
+    assert await stored(contracts, acknowledged.id) == acknowledged
+    assert contracts.acknowledgements_waiting() == 0
+
+
+async def test_an_acknowledgement_waits_again_when_the_commit_that_took_it_up_did_not_happen(contracts, monkeypatch):
+    _, acknowledged = await delivered(contracts)
+    contracts.acknowledge(acknowledged)
+    moved = msgspec.structs.replace(acknowledged, state=State.AGREED)
+    with monkeypatch.context() as patched:
+        failing_writes(contracts, patched)
+        with pytest.raises(StorageError):
+            await contracts.update_negotiation(moved, expected_state=State.REQUESTED, event="moved")
+    assert await contracts.negotiation(ACME, acknowledged.id) == acknowledged
+    assert contracts.acknowledgements_waiting() == 1
+    # Refused (the stored agreement moved on meanwhile): nothing written, and the acknowledgement waits again.
+    change = AgreementChange(record=AgreementRecord(
+        id=AGREEMENT_ID, negotiation_id=acknowledged.id, role=Role.CONSUMER, provider_did="did:web:provider",
+        consumer_did="did:web:acme", asset_id="asset", agreement={}, state=AgreementState.FINALIZED,
+        created_at=LONG_AGO), read_in=AgreementState.AGREED)
+    assert not await contracts.update_negotiation(moved, expected_state=State.REQUESTED, event="moved",
+                                                  agreement=change)
+    assert await contracts.negotiation(ACME, acknowledged.id) == acknowledged
+    assert await contracts.write_acknowledged() == 1
+    assert await stored(contracts, acknowledged.id) == acknowledged
 
 
 async def test_at_most_the_bound_of_rows_is_kept(contracts, monkeypatch):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from connector import testing
+from connector.errors import StorageError
 from connector.identity.keys import ParticipantKeys
 from connector.participant import ParticipantRuntime
 from connector.protocol import contracts
@@ -402,6 +403,37 @@ async def test_an_acknowledgement_not_yet_written_is_written_when_the_service_cl
     await provider.service.close()
     written = await ContractRepository(provider.store).negotiation(provider.participant.id, provider_pid)
     assert written is not None and written.pending is None and written.state == "FINALIZED"
+
+
+async def test_acknowledgements_whose_write_failed_are_written_later(pair, clock, monkeypatch):
+    provider, consumer = pair
+    monkeypatch.setattr("connector.services.negotiation.ACKNOWLEDGED_WAIT_S", 0.05)
+    provider.service.script = lambda record: "wait"  # the provider takes its time: no commit of the consumer follows
+    real_write, failed = consumer.store.write, []
+
+    async def full_disk_once(fn: Any, **kwargs: Any) -> Any:
+        if "write_acknowledged" in fn.__qualname__ and not failed:
+            failed.append(fn)
+            raise StorageError("commit failed: database or disk is full")
+        return await real_write(fn, **kwargs)
+
+    monkeypatch.setattr(consumer.store, "write", full_disk_once)
+    terms, offer_id = await offered(provider, consumer, clock)
+    opened = await request(provider.participant, consumer, terms, offer_id)
+    assert opened.pending is None  # delivered, acknowledged in memory
+
+    async def stored_delivered() -> bool:
+        row = await ContractRepository(consumer.store).negotiation(consumer.participant.id, opened.id)
+        return row is not None and row.pending is None
+
+    await eventually(stored_delivered)  # the write after the failed one
+    assert len(failed) == 1
+    read = await consumer.record(opened.id)
+    assert read is not None and read.pending is None and read.state == "REQUESTED"
+    # The operator can end it at once: it is not taken for a message still being delivered.
+    ended = await consumer.service.terminate(consumer.participant, opened.id, "no longer needed")
+    assert ended.state == "TERMINATED"
+    assert len([s for s in consumer.client.sent if s.method == "POST" and s.url.endswith("/request")]) == 1
 
 
 async def test_no_more_acknowledgements_than_the_bound_wait_to_be_written(pair, clock, monkeypatch):
