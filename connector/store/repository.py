@@ -255,19 +255,32 @@ class SqliteRepository:
     async def claim_nonce(self, key_id: str, nonce: str, expires_at: int, now: int) -> asyncio.Future[bool] | None:
         """Claim a nonce for one request: None if it was seen before (a replay: committed, or claimed by a request
         still in flight). Otherwise it is claimed at once and its row queued for the next commit; the future says
-        when that committed (True; False only if another process stored the same nonce meanwhile).
+        when that committed (True).
 
-        What the request itself writes is queued after the nonce, so it never becomes durable without it; the
-        caller answers only once the future is done. Meanwhile the request goes on instead of waiting for a
-        commit of its own."""
+        On SQLite, what the request itself writes is queued after the nonce, so it never becomes durable without
+        it; the caller answers only once the future is done. Meanwhile the request goes on instead of waiting for a
+        commit of its own. On PostgreSQL other processes share the store and claim in memories of their own: only
+        the committed row settles which copy of a request was first, so this returns once the row is committed
+        (None if another process committed it first), before the request has written anything."""
         claim = (key_id, nonce)
-        if claim in self._claimed or await self.store.lookup(
-                lambda db: _row(db, "SELECT 1 AS seen FROM seen_nonces WHERE key_id = ? AND nonce = ?",
-                                [key_id, nonce]) is not None):
+        if claim in self._claimed:
             return None
+        # Claimed before the lookup, which may wait (PostgreSQL): a copy arriving meanwhile is refused.
         self._claimed.add(claim)
-        future = self.store.submit(self._nonce_insert(key_id, nonce, expires_at, now), hold=True)
+        try:
+            seen = await self.store.lookup(
+                lambda db: _row(db, "SELECT 1 AS seen FROM seen_nonces WHERE key_id = ? AND nonce = ?",
+                                [key_id, nonce]) is not None)
+            if seen:
+                self._claimed.discard(claim)
+                return None
+            future = self.store.submit(self._nonce_insert(key_id, nonce, expires_at, now), hold=not self.store.postgres)
+        except BaseException:
+            self._claimed.discard(claim)
+            raise
         future.add_done_callback(lambda _: self._claimed.discard(claim))
+        if self.store.postgres and not await future:
+            return None
         return future
 
     def _nonce_insert(self, key_id: str, nonce: str, expires_at: int, now: int) -> Callable[[Database],
