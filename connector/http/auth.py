@@ -99,7 +99,7 @@ def signed_request_middleware(auth: PeerAuth) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         match = DSP_PATH.match(request.path)
-        if match and not _is_public_dsp_path(request.path):
+        if match and not _is_public_dsp_path(request.rel_url.raw_path):
             called = auth.participant_named(match["name"])
             participant_id = called.id if called is not None else None
             claimed = _claimed_caller(request)
@@ -148,9 +148,13 @@ def _signature_input(request: web.Request) -> signing.SignatureInput:
     return sig
 
 
-def _is_public_dsp_path(path: str) -> bool:
-    # Version documents are unauthenticated (DSP 2025-1 §4.3).
-    return path.endswith("/.well-known/dspace-version")
+#: A version document under a DSP base, which is unauthenticated (DSP 2025-1 §4.3): the whole path, as sent (a
+#: path that only ends so once decoded, ``…/datasets/x%2F.well-known%2Fdspace-version``, is routed elsewhere).
+_PUBLIC_DSP_PATH = re.compile(r"^/participants/[a-z0-9-]+/api/dsp/(2025-1/)?\.well-known/dspace-version$")
+
+
+def _is_public_dsp_path(raw_path: str) -> bool:
+    return _PUBLIC_DSP_PATH.match(raw_path) is not None
 
 
 async def authenticate_peer(auth: PeerAuth, request: web.Request, *, deferred: bool = False) -> str:

@@ -74,7 +74,10 @@ def did_web_url(did: str, *, dev_mode: bool) -> str:
     path = "/".join(unquote(s) for s in segments[1:])
     if ".." in path.split("/"):
         raise DidError(f"malformed did:web path: {did!r}")
-    hostname = urlsplit(f"//{host}").hostname or ""
+    try:
+        hostname = urlsplit(f"//{host}").hostname or ""
+    except ValueError as exc:  # brackets around what is no IPv6 address
+        raise DidError(f"malformed did:web host: {did!r}") from exc
     scheme = "http" if dev_mode and (hostname in LOOPBACK_HOSTS or host in LOOPBACK_HOSTS) else "https"
     suffix = f"/{path}/did.json" if path else "/.well-known/did.json"
     return f"{scheme}://{host}{suffix}"

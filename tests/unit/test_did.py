@@ -36,7 +36,7 @@ def test_did_web_url_uses_http_only_for_loopback_in_dev_mode(did, dev, url):
 
 @pytest.mark.parametrize(
     "bad", ["did:key:z6Mk", "did:web:", "did:web:a::b", "did:web:evil.com%2Fx", "did:web:a.com:..:x",
-            "did:web:user%40evil.com"]
+            "did:web:user%40evil.com", "did:web:%5B1.2.3.4%5D", "did:web:%5B%3A%3A%3A%5D"]
 )
 def test_malformed_did_web_is_refused(bad):
     with pytest.raises(dids.DidError):

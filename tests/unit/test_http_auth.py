@@ -203,6 +203,18 @@ async def test_the_version_document_needs_no_signature():
     assert response.status == 200
 
 
+@pytest.mark.parametrize("path", [
+    "/participants/acme/api/dsp/2025-1/catalog/datasets/x%2F.well-known%2Fdspace-version",
+    "/participants/acme/api/dsp/2025-1/negotiations/x%2F.well-known%2Fdspace-version",
+    "/participants/acme/api/dsp/2025-1/x/.well-known/dspace-version",
+])
+async def test_only_the_version_document_itself_is_public(path):
+    # Decoded, these end as the version document's path does; routed, they reach other handlers.
+    request = make_mocked_request("GET", path)
+    with pytest.raises(Unauthorized):
+        await signed_request_middleware(auth_for([]))(request, passed)
+
+
 # -- the data plane's token holder -----------------------------------------------------------------------
 
 TOKEN = "transfer-token"
