@@ -102,10 +102,7 @@ def signed_request_middleware(auth: PeerAuth) -> Any:
         if match and not _is_public_dsp_path(request.rel_url.raw_path):
             called = auth.participant_named(match["name"])
             participant_id = called.id if called is not None else None
-            claimed = _claimed_caller(request)
-            stranger = claimed is not None and not auth.admission.is_known(participant_id, claimed)
-            if stranger:
-                auth.admission.check_unknown()
+            stranger = charge_stranger(auth, request, participant_id)
             try:
                 caller = await authenticate_peer(auth, request, deferred=True)
                 if not stranger:
@@ -128,6 +125,17 @@ async def _nonce_stored(auth: PeerAuth, request: web.Request) -> None:
     if stored is not None and not await stored:
         auth.signature_failures.inc()
         raise Unauthorized("signature nonce was already used (replayed request)")
+
+
+def charge_stranger(auth: PeerAuth, request: web.Request, participant_id: str | None) -> bool:
+    """Charge a caller that participant *participant_id* does not know to the budget all unknown peers share (429
+    over it), before its DID is resolved: a fresh identity per request must not buy a fetch of a DID document
+    each. Whether the caller is such a stranger (as its signature claims, not verified yet)."""
+    claimed = _claimed_caller(request)
+    stranger = claimed is not None and not auth.admission.is_known(participant_id, claimed)
+    if stranger:
+        auth.admission.check_unknown()
+    return stranger
 
 
 def _claimed_caller(request: web.Request) -> str | None:

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 from aiohttp import web
 
 from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
-from connector.http.auth import CALLER_DID, FailureCounter, PeerAuth, authenticate_signed
+from connector.http.auth import CALLER_DID, FailureCounter, PeerAuth, authenticate_signed, charge_stranger
 from connector.http.middleware import read_json
 from connector.logging import get_logger
 from connector.payload import manifest as manifests
@@ -145,6 +145,9 @@ async def _token_holder(site: DataPlaneSite, request: web.Request, *, role: Role
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a data request needs the transfer's token (Authorization: Bearer)")
+    # A transfer's peer has an agreement with the participant, so it is known; anyone else shares the strangers'
+    # budget, as on the DSP base.
+    charge_stranger(site.auth, request, participant.id)
     caller = await authenticate_signed(site.auth, request, streamed=streamed)
     record = await site.transfers_repo.get(participant.id, request.match_info["pid"])
     if record is None or record.role != role or (push and record.format != PUSH):

@@ -236,9 +236,9 @@ def transfer(**changes: Any) -> TransferRecord:
     return TransferRecord(**{**fields, **changes})
 
 
-def data_site(record: TransferRecord) -> DataPlaneSite:
+def data_site(record: TransferRecord, events: list[str] | None = None, *, over_budget: bool = False) -> DataPlaneSite:
     acme = SimpleNamespace(id="acme")
-    auth = auth_for([])
+    auth = auth_for([] if events is None else events, over_budget=over_budget)
     return DataPlaneSite(participant_named={"acme": acme}.get, auth=auth,
                          transfers_repo=DataPlaneTransfers(record), transfers=None,
                          signature_failures=auth.signature_failures)
@@ -285,3 +285,27 @@ async def test_a_push_transfer_is_found_by_the_inbox():
     site = data_site(transfer(role=Role.CONSUMER, format=PUSH))
     _, record = await _token_holder(site, data_request(), role=Role.CONSUMER, push=True)
     assert record.format == PUSH
+
+
+STRANGER_KEY = SigningKey(b"\x09" * 32)
+STRANGER_KEY_ID = "did:web:stranger.example#key-1"
+
+
+async def test_a_stranger_on_the_data_plane_is_charged_before_its_did_is_resolved():
+    events: list[str] = []
+    site = data_site(transfer(), events)
+    with pytest.raises(Unauthorized):
+        await _token_holder(site, data_request(key=STRANGER_KEY, key_id=STRANGER_KEY_ID), role=Role.PROVIDER)
+    assert events == ["charge unknown", f"resolve {STRANGER_KEY_ID}"]
+
+
+async def test_strangers_over_their_budget_make_the_data_plane_resolve_nothing():
+    events: list[str] = []
+    site = data_site(transfer(), events, over_budget=True)
+    with pytest.raises(TooManyRequests):
+        await _token_holder(site, data_request(key=STRANGER_KEY, key_id=STRANGER_KEY_ID), role=Role.PROVIDER)
+    assert events == ["charge unknown"]
+    # The transfer's own peer is known: neither charged to the strangers' budget nor refused by it.
+    events.clear()
+    await _token_holder(site, data_request(), role=Role.PROVIDER)
+    assert events == [f"resolve {KEY_ID}"]
