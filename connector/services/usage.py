@@ -112,6 +112,8 @@ Key = tuple[str, str]  # (participant id, agreement id): one chain
 
 #: Use ids remembered as logged lately (see UsageService._recent).
 RECENT_USE_IDS = 65536
+#: A scheduled duty that failed (the vault or the store could not do it) is tried again this much later.
+DUTY_RETRY_S = 30.0
 
 _IN_FORCE = frozenset(str(state) for state in IN_FORCE)
 
@@ -846,15 +848,20 @@ class UsageService:
             self._wake.clear()
             due = await self.repo.duties_due()
             now = self.clock().timestamp()
+            failed = False
             for participant_id, agreement_id, kind, due_at in due:
                 if due_at > now:
                     break
                 try:
                     await self.carry_out(participant_id, agreement_id, kind)
                 except Exception:
-                    log.exception("scheduled duty failed", agreement=agreement_id, kind=kind)
-            pending = [d[3] for d in due if d[3] > now]
-            timeout = max(0.0, min(pending) - self.clock().timestamp()) if pending else None
+                    log.exception("scheduled duty failed; tried again later", agreement=agreement_id, kind=kind,
+                                  retry_in_s=DUTY_RETRY_S)
+                    failed = True
+            pending = [d[3] - self.clock().timestamp() for d in due if d[3] > now]
+            if failed:  # still due: not done
+                pending.append(DUTY_RETRY_S)
+            timeout = max(0.0, min(pending)) if pending else None
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation that arrives as the
             # event is set, and the scheduler then never ends when the node stops.
             with contextlib.suppress(TimeoutError):

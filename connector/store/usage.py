@@ -193,11 +193,13 @@ def entry_texts(db: Database, participant_id: str, agreement_id: str, after: int
 
 def schedule_duty(db: Database, participant_id: str, agreement_id: str, kind: str, due_at: float
                   ) -> None:
-    """Schedule a duty; the earliest deadline of one not yet done wins."""
+    """Schedule a duty; the earliest deadline of one not yet done wins. One done already is due again (a deletion
+    carried out, and the agreement's data received and used again since)."""
     db.conn.execute(
         "INSERT INTO scheduled_duties (participant_id, agreement_id, kind, due_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (participant_id, agreement_id, kind) DO UPDATE SET "
-        "due_at = MIN(scheduled_duties.due_at, excluded.due_at) WHERE scheduled_duties.done_at IS NULL",
+        "due_at = CASE WHEN scheduled_duties.done_at IS NULL THEN MIN(scheduled_duties.due_at, excluded.due_at) "
+        "ELSE excluded.due_at END, done_at = NULL",
         [participant_id, agreement_id, kind, due_at])
 
 

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from usage_setup import AGREEMENT, ASSET, Setup, open_setup, policy
 
+from connector import testing
 from connector.config import UsageSection
 from connector.errors import Conflict, NotFound, StorageError
 from connector.services.usage import check_log
@@ -160,6 +161,55 @@ async def test_a_deletion_deadline_is_carried_out_and_logged(tmp_path):
         assert entries[-1].kind == "delete" and "data key destroyed" in entries[-1].reasons[0]
         assert await made.repo.duties_due() == []
     finally:
+        await made.store.close()
+
+
+async def test_data_used_again_after_its_deletion_is_deleted_again(tmp_path):
+    made = await open_setup(tmp_path, policy(templates.max_uses(ASSET, 10),
+                                             templates.use_and_delete_after(ASSET, "P1D")))
+    try:
+        assert (await made.use("u1")).permitted
+        await made.usage.carry_out("parts", AGREEMENT, "delete")  # as its deadline would (or a revocation)
+        assert await made.repo.duties_due() == []
+        # The data received again (a new transfer under the agreement) and used: its deletion is due again.
+        made.clock.advance(60)
+        used = await made.use("u2")
+        assert used.permitted and any(e.startswith("delete at ") for e in used.effects)
+        due = await made.repo.duties_due()
+        assert [(d[0], d[1], d[2]) for d in due] == [("parts", AGREEMENT, "delete")]
+        await made.usage.carry_out("parts", AGREEMENT, "delete")
+        assert made.vault.destroyed == [("parts", AGREEMENT)] * 2
+        assert await made.repo.duties_due() == []
+    finally:
+        await made.usage.close()
+        await made.store.close()
+
+
+async def test_a_deletion_that_failed_is_tried_again(tmp_path, monkeypatch):
+    monkeypatch.setattr("connector.services.usage.DUTY_RETRY_S", 0.01)
+    made = await open_setup(tmp_path, policy(templates.max_uses(ASSET, 1),
+                                             templates.use_and_delete_after(ASSET, "PT1S")))
+    vault, failures = made.vault, []
+
+    async def failing_once(participant, agreement_id):
+        if not failures:
+            failures.append(agreement_id)
+            raise OSError("the vault's disk is gone")
+        return await vault(participant, agreement_id)
+
+    made.usage.destroy_data = failing_once
+    try:
+        assert (await made.use("u1")).permitted  # the last use the policy allows: no later use wakes anything
+        made.clock.advance(5)
+        await made.usage.start()
+
+        async def deleted() -> bool:
+            return vault.destroyed == [("parts", AGREEMENT)] and await made.repo.duties_due() == []
+
+        await testing.eventually(deleted, 5.0, every_s=0.01, what="the deletion tried again")
+        assert failures == [AGREEMENT]
+    finally:
+        await made.usage.close()
         await made.store.close()
 
 
