@@ -82,6 +82,11 @@ MAX_ANOMALIES = 1000
 _jitter = random.Random()
 
 
+def _is_seq(value: Any) -> bool:
+    """Whether *value* is an entry's sequence number as a peer's JSON may carry it (an int, not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _backoff(attempt: int) -> float:
     return float(min(RETRY_MAX_S, 0.2 * 2 ** max(0, attempt - 1)) * _jitter.uniform(0.8, 1.2))
 
@@ -225,19 +230,26 @@ class ReceiptService:
         url = f"{negotiation.counterparty_address}/tds/usage-receipts"
         response = await self.client.request("POST", url, json_body=body, signer=participant.signer)
         answer = response.json() if response.body[:1] == b"{" else {}
-        if response.status == 409 and isinstance(answer.get("expectedSeq"), int):
+        if not isinstance(answer, dict):
+            answer = {}
+        last_sent = body["entries"][-1]["seq"]
+        if response.status == 409 and _is_seq(answer.get("expectedSeq")):
             # The provider lacks entries before this batch: resend from where it is.
             new_acked = max(0, int(answer["expectedSeq"]) - 1)
         elif response.status != 200:
             raise PeerError(f"{url} answered {response.status}: {answer.get('message') or answer.get('reason')}")
         else:
-            new_acked = int(answer.get("acceptedThrough", acked))
+            new_acked = answer.get("acceptedThrough", acked)
+        # The cursor says how far the provider holds the log, which every later use is checked against: it never
+        # passes what was sent (a provider's word beyond that would block the uses and make the log look cut).
+        if not _is_seq(new_acked) or new_acked > last_sent:
+            raise PeerError(f"{url} answered that it holds the log through entry {str(new_acked)[:40]}, but it was "
+                            f"sent entries through #{last_sent}")
         ack = await self._checked_ack(answer.get("acknowledgement"), agreement, new_acked, body["entries"])
         ack_text = msgspec.json.encode(ack).decode() if ack is not None else None
         await self.repo.set_cursor(participant_id, agreement_id, new_acked, ack_text)
         if response.status == 409:
             return True
-        last_sent = body["entries"][-1]["seq"]
         return bool(new_acked >= last_sent and await self.repo.last_seq(participant_id, agreement_id) > new_acked)
 
     async def _checked_ack(self, ack: Any, agreement: AgreementRecord, seq: int, sent: list[dict[str, Any]]

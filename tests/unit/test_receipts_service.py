@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from usage_setup import AGREEMENT, Setup, open_setup, policy
+from usage_setup import AGREEMENT, PeerAnswer, Setup, open_setup, policy
 
 from connector.errors import Conflict, NotFound, PeerError
 from connector.services import receipts
@@ -50,6 +50,29 @@ async def test_a_refused_send_leaves_the_cursor_where_it_was(setup: Setup):
     setup.peer.refuse_with = None
     assert await setup.receipts._send_batch("parts", AGREEMENT) is False  # the same entry is sent again
     assert (await setup.receipts.report(setup.provider, AGREEMENT))["receivedEntries"] == 1
+
+
+@pytest.mark.parametrize(("status", "answer"), [
+    (200, {"acceptedThrough": 1000}),
+    (409, {"expectedSeq": 1001}),
+    (200, {"acceptedThrough": "all of them"}),
+    (200, {"acceptedThrough": True}),
+], ids=["accepted beyond", "expected beyond", "not a number", "a boolean"])
+async def test_a_provider_cannot_move_the_cursor_past_what_was_sent(setup: Setup, monkeypatch, status, answer):
+    """Attack: the provider answers that it holds more of the consumer's log than the consumer sent, so that every
+    later use is refused (the log would look cut short), without a revocation on record."""
+    await setup.use("u1")
+
+    async def overclaiming(method, url, **kwargs):
+        return PeerAnswer(status, msgspec.json.encode(answer), url)
+
+    monkeypatch.setattr(setup.peer, "request", overclaiming)
+    with pytest.raises(PeerError, match="sent entries through #1"):
+        await setup.receipts._send_batch("parts", AGREEMENT)
+    monkeypatch.undo()
+    assert (await setup.use("u2")).permitted  # nothing blocked
+    assert await setup.receipts._send_batch("parts", AGREEMENT) is False
+    assert (await setup.receipts.report(setup.provider, AGREEMENT))["receivedEntries"] == 2
 
 
 async def test_receipts_are_only_taken_from_the_agreements_consumer(setup: Setup):
