@@ -733,6 +733,9 @@ class UsageService:
             return (f"entry #{committed} was logged here but the log ends at #{head.seq if head else 0}: entries "
                     "were removed")
         if head is None:
+            signed = store.last_signed_head(db, pid, agreement_id)
+            if signed is not None:  # (a reader's snapshot holds every head signed before it, as every entry)
+                return f"entry #{signed[0]} was signed as the log's head but the log is empty: entries were removed"
             return None
         if head.agreement != agreement_id or ledger.entry_hash(head) != head.hash:
             return f"entry #{head.seq} was changed"

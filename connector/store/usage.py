@@ -150,9 +150,10 @@ def last_seq(db: Database, participant_id: str, agreement_id: str) -> int:
 
 
 def chains(db: Database) -> list[Key]:
-    """Every chain with entries or a receipt cursor (one acknowledged by a provider)."""
+    """Every chain with entries, a signed head or a receipt cursor (one acknowledged by a provider)."""
     return [(str(r[0]), str(r[1])) for r in db.conn.execute(
         "SELECT DISTINCT participant_id, agreement_id FROM usage_log UNION "
+        "SELECT DISTINCT participant_id, agreement_id FROM usage_heads UNION "
         "SELECT participant_id, agreement_id FROM receipt_cursors")]
 
 

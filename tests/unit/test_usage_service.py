@@ -133,6 +133,17 @@ async def test_a_log_cut_back_to_before_its_last_signed_head_blocks_uses(setup: 
         await setup.use("u3")
 
 
+async def test_a_log_emptied_behind_its_signed_heads_blocks_uses_after_a_restart_too(setup: Setup):
+    await setup.use("u1")
+    await setup.use("u2")
+    await setup.sql("DELETE FROM usage_log")
+    setup.usage._committed.clear()  # as after a restart: only the signed heads are left to tell
+    assert await setup.usage.check_heads() == {
+        ("parts", AGREEMENT): "entry #2 was signed as the log's head but the log is empty: entries were removed"}
+    with pytest.raises(Conflict, match="log is empty: entries were removed"):
+        await setup.use("u3")
+
+
 async def test_a_log_shorter_than_the_provider_acknowledged_blocks_uses(setup: Setup):
     await setup.use("u1")
     await setup.sql("INSERT INTO receipt_cursors (participant_id, agreement_id, acked_seq) VALUES (?, ?, 5)",
