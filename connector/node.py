@@ -297,6 +297,7 @@ class Node:
         self.admission.forget(participant.id)  # its places go back to strangers; added again, it knows no one
         self.negotiations.forget(participant.id)
         self.contracts.forget(participant.id)
+        self.usage.forget(participant.id)
         self.receipts.forget(participant.id)
         self.settlement.forget(participant.id)
         self.search.forget(participant.id)

@@ -832,6 +832,15 @@ class UsageService:
                       problem=problem)
         return problems
 
+    def forget(self, participant_id: str) -> None:
+        """The participant is no longer hosted (its rows are being deleted): drop what the event loop keeps of its
+        chains, so that memory follows the participants hosted now."""
+        for table in (self._asks_claims, self._compiled, self._committed, self._chains):
+            for key in [k for k in table if k[0] == participant_id]:
+                del table[key]
+        for used in [k for k in self._recent if k[0] == participant_id]:
+            del self._recent[used]
+
     async def close(self) -> None:
         # Every use queued is answered, each once its group committed.
         while self._flight is not None or self._open:

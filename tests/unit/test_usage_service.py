@@ -224,6 +224,17 @@ async def test_a_deletion_that_failed_is_tried_again(tmp_path, monkeypatch):
         await made.store.close()
 
 
+async def test_a_participant_that_left_leaves_nothing_of_its_chains_in_memory(setup: Setup):
+    await setup.use("u1")
+    kept = (setup.usage._asks_claims, setup.usage._compiled, setup.usage._committed, setup.usage._chains,
+            setup.usage._recent)
+    assert all(any(key[0] == "parts" for key in table) for table in kept)
+    setup.usage.forget("acme")  # another participant: nothing of parts goes
+    assert all(any(key[0] == "parts" for key in table) for table in kept)
+    setup.usage.forget("parts")
+    assert not any(key[0] == "parts" for table in kept for key in table)
+
+
 async def test_the_summary_counts_uses_and_what_is_left(setup: Setup):
     await setup.use("u1")
     await setup.use("u2")
