@@ -27,7 +27,7 @@ import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import Any
-from urllib.parse import SplitResult, urljoin
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import aiohttp
 import msgspec
@@ -291,7 +291,11 @@ class PeerClient:
         signer: Signer | None = None,
         headers: dict[str, str] | None = None,
     ) -> PeerResponse:
-        """Send one request; follow redirects for GET only; return the whole (bounded) response."""
+        """Send one request; follow redirects for GET only; return the whole (bounded) response.
+
+        A signed request is followed only to the same host (the same origin, or the host itself over https): its
+        signature is made anew for each URL, and a peer must not be able to point it at a third party, whose
+        answer would be taken for the peer's."""
         body = None if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
         hops = 0
         while True:
@@ -313,7 +317,11 @@ class PeerClient:
                         if hops > self.max_redirects:
                             self.failed("redirects")
                             raise PeerError(f"{url}: more than {self.max_redirects} redirects")
-                        url = urljoin(url, resp.headers["Location"])
+                        target = urljoin(url, resp.headers["Location"])
+                        if signer is not None and not _same_host(parts, urlsplit(target)):
+                            self.failed("redirects")
+                            raise PeerError(f"{url}: redirected a signed request to another host ({target[:200]})")
+                        url = target
                         continue
                     data = await self._read_bounded(resp, url)
                     self._answered(resp.status)
@@ -426,3 +434,11 @@ class PeerClient:
         if resp.status != 200:
             raise PeerError(f"GET {url} answered {resp.status}: {resp.body[:200]!r}")
         return resp.json()
+
+
+def _same_host(origin: SplitResult, target: SplitResult) -> bool:
+    """Whether a redirect from *origin* to *target* stays with the same server: the same scheme, host and port, or
+    the same host over https (an upgrade)."""
+    if (target.hostname or "").lower() != (origin.hostname or "").lower():
+        return False
+    return target.scheme == "https" or (target.scheme, default_port(target)) == (origin.scheme, default_port(origin))
