@@ -93,7 +93,8 @@ SQL_FUNCTIONS = frozenset({
 })
 #: Refusal rules (:class:`QueryRefused.rule`).
 RULES = ("size", "syntax", "not-select", "table", "subquery", "union", "join", "function", "column", "aggregate",
-         "raw-rows", "expression", "template", "parameter", "dp-required", "dp-aggregate", "dp-bounds", "terms")
+         "raw-rows", "expression", "template", "parameter", "dp-required", "dp-aggregate", "dp-bounds", "dp-expression",
+         "terms")
 
 #: Bounds on what a query may be: its text, its tokens, its nesting, its outputs.
 MAX_SQL_CHARS = 10_000

@@ -313,6 +313,8 @@ class _Checker:
             return exp.Paren(this=self.expr(node.this, clause, refs, in_aggregate))
         if kind in _BINARY_NODES:
             _only(node, {"this", "expression", "typed", "safe"})
+            if self.private:
+                self.total_under_privacy(node)
             left = _wrap(self.expr(node.this, clause, refs, in_aggregate))
             right = _wrap(self.expr(node.expression, clause, refs, in_aggregate))
             extra = {"typed": True, "safe": True} if kind in (exp.Div, exp.DPipe) else {}
@@ -349,11 +351,26 @@ class _Checker:
         if kind in _SCALAR_NODES:
             name, order = _SCALAR_NODES[kind]
             _only(node, set(order), "function")
-            args = [node.args[k] for k in order if node.args.get(k) is not None]
-            return _call(name, *(self.expr(a, clause, refs, in_aggregate) for a in args))
+            args = [self.expr(node.args[k], clause, refs, in_aggregate) for k in order if node.args.get(k) is not None]
+            if kind is exp.Abs and self.private:
+                # abs() of the least integer fails ("integer overflow"); of a real number it never does.
+                args = [exp.Cast(this=args[0], to=exp.DataType.build("REAL"))]
+            return _call(name, *args)
         if kind in _AGGREGATE_NODES:
             return self.aggregate(node, clause, refs, in_aggregate)
         return self.refused(node)
+
+    def total_under_privacy(self, node: exp.Expr) -> None:
+        """Under differential privacy no query may fail on some rows' values and not on others': whether it failed
+        would tell of one row what the noise hides (an error leaves without noise). So nothing that SQLite can
+        refuse for a value: no concatenation (a result over SQLite's length limit), no LIKE pattern read from the
+        table (one over the pattern length limit)."""
+        if type(node) is exp.DPipe:
+            raise _refuse("dp-expression", "under differential privacy || is not allowed: on long values it fails, "
+                                           "and the failure would tell of single rows")
+        if type(node) is exp.Like and type(node.expression) not in (exp.Literal, exp.Placeholder):
+            raise _refuse("dp-expression", "under differential privacy a LIKE pattern is a literal (or a template's "
+                                           f"parameter), not read from the table: {_shown(node)}")
 
     def refused(self, node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Subquery | exp.Select | exp.Exists):
@@ -564,6 +581,11 @@ class _Checker:
         for clause in ("limit", "offset"):
             node = statement.args.get(clause)
             if node is not None:
+                if self.private:
+                    # They apply before the small groups are dropped: a group too small to leave would still move
+                    # the groups that do, and so tell whether it is there.
+                    raise _refuse("dp-expression", f"under differential privacy {clause.upper()} is not allowed: it "
+                                                   "would apply to groups before the small ones are dropped")
                 _only(node, {"expression"})
                 count = self.count_value(node.expression, clause.upper())
                 built = built.limit(count, copy=False) if clause == "limit" else built.offset(count, copy=False)
@@ -688,7 +710,8 @@ class _Checker:
             raise _refuse("dp-bounds", f"{kind}({column.name}) under differential privacy needs bounds the "
                                        f"provider declares for {column.name}; it has none")
         sensitivity = max(abs(bounds[0]), abs(bounds[1]))
-        clipped = exp.Sum(this=_clip(column_node, bounds))
+        # total(), not sum(): a sum of integers past 2**63 fails ("integer overflow"), a total never does.
+        clipped = _call("total", _clip(column_node, bounds))
         if kind == "sum":
             return Output(name=name, kind="sum", column=column.name, sensitivity=sensitivity, bounds=bounds), [clipped]
         return (Output(name=name, kind="avg", column=column.name, sensitivity=sensitivity, bounds=bounds, width=2),

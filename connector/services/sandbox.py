@@ -16,8 +16,9 @@ The provider (:meth:`SandboxService.query`), on a consumer's signed request (DSP
    the node's export rules must let results of the asset's data class reach the consumer (403);
 3. in one writer job: the use is decided by the policy engine as action ``aggregate``, counted in the
    provider's own usage chain for the agreement (``odrl:count`` reads the queries so far), and the query's
-   privacy budget is spent — the sum of what the chain's permitted queries spent must stay within
-   ``epsilon_total`` — then the entry is appended and its chain head signed, durably, before anything runs
+   privacy budget is spent — the sum of what the permitted queries spent must stay within ``epsilon_total``:
+   those of every agreement the participant made with this consumer for this asset, so that negotiating again
+   buys no fresh budget — then the entry is appended and its chain head signed, durably, before anything runs
    (a deny is an entry too, and a 403 naming the rule "policy" or "budget");
 4. the checked statement runs in a worker process of its own (``sandbox_engine.Workers``: one of the spares
    started ahead of time, from the moment a participant publishes a sandbox table or the node starts with one);
@@ -400,7 +401,8 @@ class SandboxService:
                 return {**base, "decision": "deny", "reasons": [*described, *reasons]}
             effects = ["count"]
             if checked.epsilon > 0:
-                spent, total = store.epsilon_spent(db, participant.id, agreement.id), terms.epsilon_total or 0.0
+                spent = store.epsilon_spent(db, participant.id, agreement.consumer_did, agreement.asset_id)
+                total = terms.epsilon_total or 0.0
                 if spent + checked.epsilon > total + EPSILON_SLACK:
                     why = (f"the privacy budget is spent: epsilon {spent:g} of {total:g} used, and this query needs "
                            f"{checked.epsilon:g}")

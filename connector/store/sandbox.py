@@ -21,13 +21,17 @@ def epsilon_effect(epsilon: float) -> str:
     return f"{EPSILON_EFFECT}{epsilon!r}"
 
 
-def epsilon_spent(db: Database, participant_id: str, agreement_id: str) -> float:
-    """The privacy budget the agreement's permitted queries have spent, from the participant's own chain."""
+def epsilon_spent(db: Database, participant_id: str, consumer_did: str, asset_id: str) -> float:
+    """The privacy budget the permitted queries of *consumer_did* on *asset_id* have spent, from the participant's
+    own chains: under every agreement the participant made with that consumer for that asset, so that a fresh
+    agreement on the same offer is not a fresh budget over the same rows."""
     row = db.conn.execute(
         "SELECT COALESCE(SUM(CAST(substr(e.value, ?) AS REAL)), 0) FROM usage_log AS l, "
-        "json_each(l.entry, '$.effects') AS e WHERE l.participant_id = ? AND l.agreement_id = ? AND l.kind = 'use' "
-        "AND json_extract(l.entry, '$.decision') = 'permit' AND e.value LIKE ?",
-        [len(EPSILON_EFFECT) + 1, participant_id, agreement_id, EPSILON_EFFECT + "%"]).fetchone()
+        "json_each(l.entry, '$.effects') AS e WHERE l.participant_id = ? AND l.agreement_id IN ("
+        "SELECT id FROM agreements WHERE participant_id = ? AND role = 'provider' AND consumer_did = ? "
+        "AND asset_id = ?) AND l.kind = 'use' AND json_extract(l.entry, '$.decision') = 'permit' AND e.value LIKE ?",
+        [len(EPSILON_EFFECT) + 1, participant_id, participant_id, consumer_did, asset_id,
+         EPSILON_EFFECT + "%"]).fetchone()
     return float(row[0]) if row and row[0] is not None else 0.0
 
 

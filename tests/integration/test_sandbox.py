@@ -161,6 +161,18 @@ async def test_the_budget_runs_out_and_the_query_after_it_is_refused_with_the_re
     assert "privacy budget is spent" in error.message and "1.5 of 1.5" in error.message
 
 
+async def test_a_fresh_agreement_on_the_same_offer_is_no_fresh_budget(nodes):
+    """Attack: the consumer spends the budget, negotiates the same offer again and asks the same rows more."""
+    provider, consumer, agreement, _ = await sandbox_pair(nodes, epsilon_per_query=0.5, epsilon_total=1.0)
+    for _ in range(2):
+        await consumer.client.query(agreement, "SELECT count(*) FROM data")
+    again = await negotiated(provider, consumer)
+    assert again != agreement
+    error = await refused(consumer.client.query(again, "SELECT count(*) FROM data"))
+    assert error.status == 403 and error.body["rule"] == "budget", error.body
+    assert "1 of 1 used" in error.message
+
+
 async def test_at_most_max_queries_run(nodes):
     _, consumer, agreement, _ = await sandbox_pair(nodes, max_queries=2)
     for _ in range(2):

@@ -152,7 +152,15 @@ ATTACKS: dict[str, list[str]] = {
         "SELECT DISTINCT region, count(*) FROM data GROUP BY region",
         "SELECT count(*) FROM data WHERE id = x'00'",
         "SELECT count(*) FROM data WHERE region GLOB 'n*'",
+    ],
+    # Under a budget nothing may fail, or move what leaves, on single rows' values.
+    "dp-expression": [
         "SELECT count(*) FROM data LIMIT -1",
+        "SELECT region, count(*) FROM data GROUP BY region ORDER BY region LIMIT 1 OFFSET 1",
+        "SELECT iif(id = 7 AND salary < 5000, 0, 1), count(*) FROM data GROUP BY iif(id = 7 AND salary < 5000, 0, 1) "
+        "ORDER BY iif(id = 7 AND salary < 5000, 0, 1) LIMIT 1 OFFSET 1",
+        "SELECT count(*) FROM data WHERE length(region || region || region) > 10",
+        "SELECT count(*) FROM data WHERE region LIKE region",
     ],
     "size": [
         "SELECT count(*) FROM data WHERE " + "id = 1 OR " * 1000 + "id = 2",  # 10,040 characters

@@ -79,9 +79,10 @@ def test_a_noisy_sum_has_the_scale_of_the_columns_bound_over_its_share():
 
 def test_the_emitted_statement_clips_the_summed_values_to_the_declared_bounds():
     checked = _count_query("SELECT sum(salary), avg(age) FROM data")
-    assert ('SUM(CASE WHEN "salary" < 0 THEN 0 WHEN "salary" > 200000 THEN 200000 ELSE "salary" END)'
+    # total(), which never fails: a sum() of integers past 2**63 would, on the values of single rows.
+    assert ('TOTAL(CASE WHEN "salary" < 0 THEN 0 WHEN "salary" > 200000 THEN 200000 ELSE "salary" END)'
             in checked.sql)
-    assert 'SUM(CASE WHEN "age" < 18 THEN 18 WHEN "age" > 100 THEN 100 ELSE "age" END), COUNT("age")' in checked.sql
+    assert 'TOTAL(CASE WHEN "age" < 18 THEN 18 WHEN "age" > 100 THEN 100 ELSE "age" END), COUNT("age")' in checked.sql
     rows = [*people(20), (100, "north", 1e12, 500, "outlier"), (101, "north", -5e9, -3, "outlier")]
     table = Table(rows)
     try:
@@ -90,6 +91,19 @@ def test_the_emitted_statement_clips_the_summed_values_to_the_declared_bounds():
         table.close()
     assert total == sum(r[2] for r in people(20)) + 200_000 + 0  # the outliers count as the bounds
     assert age_sum == sum(r[3] for r in people(20)) + 100 + 18 and age_count == n == 22
+
+
+def test_under_a_budget_no_query_fails_on_the_value_of_one_row():
+    """Attack: a condition on one row makes the query fail (abs() of the least integer is an "integer overflow")
+    or not: the failure leaves without noise, one exact bit per query."""
+    checked = _count_query("SELECT count(*) FROM data WHERE abs(iif(id = 7, cast('-9223372036854775808' AS INTEGER), "
+                           "0)) >= 0")
+    table = Table(people(20))
+    try:
+        [(count, n)] = table.run(checked)
+    finally:
+        table.close()
+    assert count == n == 20
 
 
 def test_a_noisy_average_stays_within_the_columns_bounds():

@@ -144,7 +144,7 @@ def test_the_schema_opens_every_column_unless_it_names_some():
 ACCEPTED = [
     "SELECT count(*) FROM data",
     "select REGION, COUNT(*), sum(Salary), avg(age) from DATA where age between 20 and 60 group by region",
-    "SELECT region AS r, count(*) AS n FROM data WHERE lower(region) LIKE 'n%' GROUP BY region ORDER BY r DESC LIMIT 2",
+    "SELECT region AS r, count(*) AS n FROM data WHERE lower(region) LIKE 'n%' GROUP BY region ORDER BY r DESC",
     "SELECT count(DISTINCT region) AS regions FROM data WHERE salary > 1000.5 AND NOT (age IN (20, 30))",
     "SELECT CASE WHEN age < 40 THEN 'young' ELSE 'older' END AS band, count(*) FROM data "
     "GROUP BY CASE WHEN age < 40 THEN 'young' ELSE 'older' END",
