@@ -198,16 +198,17 @@ class _Shapes:
 
     def __init__(self, resources: Sequence[web.AbstractResource]) -> None:
         self._root = _Segment()
-        self._anywhere: list[tuple[int, web.AbstractResource]] = []
+        self._anywhere: list[tuple[tuple[int, int], web.AbstractResource]] = []
         for order, resource in enumerate(resources):
+            rank = (-len(_index_key(resource)), order)
             template = self._template(resource)
             if template is None:
-                self._anywhere.append((order, resource))
+                self._anywhere.append((rank, resource))
                 continue
             node = self._root
             for part in template.split("/"):
                 node = node.child("{" if "{" in part else part)
-            node.resources.append((order, resource))
+            node.resources.append((rank, resource))
 
     @staticmethod
     def _template(resource: web.AbstractResource) -> str | None:
@@ -220,7 +221,9 @@ class _Shapes:
         return None
 
     def candidates(self, path: str) -> list[web.AbstractResource]:
-        """The resources that may match *path*, in their order."""
+        """The resources that may match *path*, in the order aiohttp's router tries them: the longest literal text
+        before the first variable first (a specific route added after a general one still wins), then the order
+        they were added."""
         found = list(self._anywhere)
         nodes = [self._root]
         for part in path.split("/"):
@@ -235,6 +238,15 @@ class _Shapes:
         return [resource for _, resource in found]
 
 
+def _index_key(resource: web.AbstractResource) -> str:
+    """The literal text aiohttp's router indexes *resource* by (``UrlDispatcher._get_resource_index_key``): its path
+    up to the last ``/`` before its first variable; it tries longer ones first."""
+    key = resource.canonical
+    if "{" in key:
+        key = key.partition("{")[0].rpartition("/")[0]
+    return key.rstrip("/") or "/"
+
+
 class _Segment:
     """A node of :class:`_Shapes`' tree: the branch of each literal segment that follows, ``{`` for a variable's
     branch, and the resources whose templates end here."""
@@ -243,7 +255,7 @@ class _Segment:
 
     def __init__(self) -> None:
         self.children: dict[str, _Segment] = {}
-        self.resources: list[tuple[int, web.AbstractResource]] = []
+        self.resources: list[tuple[tuple[int, int], web.AbstractResource]] = []
 
     def child(self, part: str) -> _Segment:
         node = self.children.get(part)

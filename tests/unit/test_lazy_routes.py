@@ -130,6 +130,12 @@ def _shaped_routes() -> list[web.RouteDef]:
         web.get("/x/{name}/items/latest", named("items-latest")),  # shadowed by kind-latest, added before it
         web.get("/x/{name}/.well-known/version", named("version")),
         web.get("/x/{name}/a%20b", named("quoted")),
+        # A specific route added after a general one that also matches its paths: aiohttp tries the longer literal
+        # text before the first variable first, so the specific one answers.
+        web.get("/x/{kind}/b", named("kind-b")),
+        web.get("/x/y/b", named("y-b")),
+        web.get("/x/z/{tail:.*}", named("z-tail")),
+        web.get("/x/z/q/{id}", named("z-q")),
     ]
 
 
@@ -137,6 +143,7 @@ PATHS = [
     "/x/p/items", "/x/p/items/", "/x/p/items/7", "/x/p/items/latest", "/x/p/files/a", "/x/p/files/a/b/c",
     "/x/p/files/", "/x/p/report.json", "/x/p/report.", "/x/p/things/latest", "/x/p/.well-known/version",
     "/x/p/a%20b", "/x/p/a b", "/x/p", "/x", "/x/", "/x/p/items/7/8", "/x/%2F/items", "/x/p/ITEMS",
+    "/x/y/b", "/x/w/b", "/x/z/q/1", "/x/z/r/1", "/x/z/q",
 ]
 
 
