@@ -62,6 +62,10 @@ class TrustList:
             for did, entry in (issuers or {}).items()
         }
 
+    def fingerprint(self) -> int:
+        """Equal for lists that believe the same issuers for the same things (within one process)."""
+        return hash(frozenset(self._issuers.items()))
+
     @property
     def issuers(self) -> frozenset[str]:
         """The DIDs of the issuers trusted for anything (the only ones worth resolving)."""

@@ -311,6 +311,8 @@ class _Known:
 class _Published:
     document: dict[str, Any]
     resign_at: datetime
+    #: The list's bits it was signed from.
+    encoded: str = ""
 
 
 class CredentialService:
@@ -445,17 +447,22 @@ class CredentialService:
         async with lock:
             now = self.clock()
             published = self._published.get(key)
-            if published is not None and not fresh and now < published.resign_at:
+            shared = self.repo.store.postgres
+            if published is not None and not fresh and now < published.resign_at and not shared:
                 return published.document
             row = await self.repo.status_list(participant.id, list_id)
             if row is None:
                 raise NotFound("no such status list")
+            # On a store several processes share, another may have revoked meanwhile: the list as stored decides.
+            if published is not None and not fresh and now < published.resign_at and \
+                    published.encoded == row.encoded_list:
+                return published.document
             validity = timedelta(seconds=self.settings.status_list_validity_s)
             document = status_list.issue_status_list(
                 Bitstring.decode(row.encoded_list), url=self.status_list_url(participant, list_id),
                 signer=participant.signer, now=now, valid_until=now + validity, purpose=row.purpose,
                 ttl=STATUS_LIST_TTL)
-            self._published[key] = _Published(document, now + validity / 2)
+            self._published[key] = _Published(document, now + validity / 2, row.encoded_list)
             return document
 
     async def receive_request(self, participant: ParticipantRuntime, caller: str, body: Any) -> CredentialRequest:
@@ -872,7 +879,7 @@ class CredentialService:
         self._known.move_to_end(key)
         now = self.clock()
         stale = known.refresh_at is not None and now >= known.refresh_at
-        if not stale and known.trust_version == self._trust_versions.get(participant_id, 0):
+        if not stale and known.trust_version == await self._trust_version(participant_id):
             return known.claims
         ended = [c for c in known.result.accepted if c.valid_until < now]
         result = known.result
@@ -896,7 +903,7 @@ class CredentialService:
 
     async def _count(self, participant_id: str, holder: str, result: PresentationResult) -> PeerClaims:
         trusted = await self.trust_of(participant_id)
-        version = self._trust_versions.get(participant_id, 0)
+        version = trusted.fingerprint() if self.repo.store.postgres else self._trust_versions.get(participant_id, 0)
         now = self.clock()
         urls = sorted(trust.status_lists_to_fetch(result, trusted))
         lists, failures = await self._status_lists(urls[:MAX_LISTS_PER_PRESENTATION], trusted, now)
@@ -1017,7 +1024,8 @@ class CredentialService:
                     *await self.repo.trusted(participant_id)]:
             entries[row.issuer] = _merge(entries.get(row.issuer), row)
         found = TrustList(entries)
-        self._trust[participant_id] = found
+        if not self.repo.store.postgres:  # other processes sharing the store change it too: read it each time
+            self._trust[participant_id] = found
         return found
 
     async def trusted(self, participant: ParticipantRuntime) -> list[dict[str, Any]]:
@@ -1051,6 +1059,13 @@ class CredentialService:
             raise NotFound("this participant does not trust that issuer")
         self._trust_changed(participant.id)
         log.info("issuer no longer trusted", participant=participant.name, issuer=issuer)
+
+    async def _trust_version(self, participant_id: str) -> int:
+        """What claims counted under the participant's trust list as it is now were counted under: a count of its
+        changes here; on PostgreSQL, which other processes of the node change too, the list as stored."""
+        if self.repo.store.postgres:
+            return (await self.trust_of(participant_id)).fingerprint()
+        return self._trust_versions.get(participant_id, 0)
 
     def _trust_changed(self, participant_id: str) -> None:
         self._trust.pop(participant_id, None)

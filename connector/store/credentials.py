@@ -410,7 +410,8 @@ class CredentialRepository:
         await self.store.write(insert)
 
     async def held(self, participant_id: str) -> list[HeldCredential]:
-        """The participant's credentials, newest first (kept in memory until one of them changes here)."""
+        """The participant's credentials, newest first (kept in memory until one of them changes here; on SQLite,
+        which this process alone writes)."""
         cached = self._held.get(participant_id)
         if cached is not None:
             return list(cached)
@@ -422,7 +423,8 @@ class CredentialRepository:
 
         writes = self._held_writes.get(participant_id, 0)
         found = await self.store.read(query)
-        if self._held_writes.get(participant_id, 0) == writes:
+        # Not on PostgreSQL: other processes of the node share the store, and their writes do not reach this memory.
+        if self._held_writes.get(participant_id, 0) == writes and not self.store.postgres:
             self._held[participant_id] = found
         return list(found)
 
