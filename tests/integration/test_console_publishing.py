@@ -159,6 +159,15 @@ async def test_uploads_together_are_bounded_by_the_vault_quota(nodes):
     assert status == 303
 
 
+async def test_uploads_sent_at_once_are_bounded_by_the_vault_quota_too(nodes):
+    """Attack: send many uploads at once, so that each measures the uploads before the others are written."""
+    provider = await nodes.start("acme", vault_quota_bytes=150_000)
+    answers = await asyncio.gather(*(console(provider, provider.token, "POST", "/console/publishing/assets",
+                                             upload({"id": f"a{i}"}, os.urandom(100_000))) for i in range(8)))
+    assert sorted(status for status, _, _ in answers) == [303] + [413] * 7
+    assert sum(f.stat().st_size for f in uploaded_files(provider)) == 100_000
+
+
 async def test_a_path_must_lie_in_the_participants_data_roots(nodes):
     provider = await nodes.start("acme")
     for path in ("/etc/passwd", "../tds.toml", "../../acme/tds.toml"):

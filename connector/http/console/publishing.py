@@ -359,6 +359,9 @@ def routes(console: Console) -> list[web.RouteDef]:
         return ctx.render("publishing_asset.html", classes=DATA_CLASSES, limit=limit_text(),
                           root=f"files/{me['name']}/")
 
+    #: Per participant (by name), the lock its uploads take in turn (add_asset).
+    uploading: dict[str, asyncio.Lock] = {}
+
     @console.page()
     async def add_asset(ctx: Ctx) -> web.StreamResponse:
         form = ctx.form
@@ -388,14 +391,17 @@ def routes(console: Console) -> list[web.RouteDef]:
                 raise BadRequest(ctx.t("publishing.asset.bad_name", name=upload.filename[:200]), path="file")
             me = await ctx.api.get("/participant")  # a suspended participant: refused here, nothing written
             own = own_root(str(me["name"]))
-            before = await asyncio.to_thread(folder_bytes, own / UPLOADS)
-            saved, size = await save_upload(upload, own, name)
+            # One upload of a participant at a time from measuring to the quota's verdict: uploads sent at once
+            # would each measure the folder without the others and together pass the quota.
+            async with uploading.setdefault(str(me["name"]), asyncio.Lock()):
+                before = await asyncio.to_thread(folder_bytes, own / UPLOADS)
+                saved, size = await save_upload(upload, own, name)
+                quota = console.participants.config.node.vault_quota_bytes
+                if before + size > quota:  # fair use: uploads together count against the participant's vault quota
+                    await asyncio.to_thread(shutil.rmtree, saved.parent, True)
+                    raise PayloadTooLarge(ctx.t("publishing.asset.over_quota", quota=human_bytes(quota)))
         finally:
             upload.file.close()
-        quota = console.participants.config.node.vault_quota_bytes
-        if before + size > quota:  # fair use: uploads together count against the participant's vault quota
-            await asyncio.to_thread(shutil.rmtree, saved.parent, True)
-            raise PayloadTooLarge(ctx.t("publishing.asset.over_quota", quota=human_bytes(quota)))
         try:
             await ctx.api.post("/assets", {**body, "dataAddress": {"type": "File", "path": str(saved)}})
         except BaseException:
