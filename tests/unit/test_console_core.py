@@ -9,7 +9,14 @@ import pytest
 
 from connector.http import console
 from connector.http.console import i18n
-from connector.http.console.sessions import IDLE_S, LIFETIME_S, MAX_SESSIONS, Sessions, csrf_ok
+from connector.http.console.sessions import (
+    IDLE_S,
+    LIFETIME_S,
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_TOKEN,
+    Sessions,
+    csrf_ok,
+)
 from connector.http.console.view import safe_next
 
 TEMPLATES = Path(console.__file__).parent / "templates"
@@ -110,6 +117,34 @@ def test_sessions_are_bounded_least_recently_used_first():
     assert sessions.get(first) is not None      # used now: the next to go is another one
     sessions.open("one-more")
     assert len(sessions) == MAX_SESSIONS and sessions.get(first) is not None
+
+
+def test_one_token_holds_a_bounded_number_of_sessions_and_its_logins_evict_only_its_own():
+    """Attack: a tenant logs in with its own token again and again to push every other session (the host
+    admin's among them) out of the node's bounded table."""
+    clock = Clock()
+    sessions = Sessions(clock)
+    admin, _ = sessions.open("admin-token")
+    mine = []
+    for _ in range(MAX_SESSIONS_PER_TOKEN * 5):
+        clock.now += 0.001
+        mine.append(sessions.open("tenant-token")[0])
+    assert len(sessions) == MAX_SESSIONS_PER_TOKEN + 1 and sessions.get(admin) is not None
+    assert [sessions.get(m) is not None for m in mine[-MAX_SESSIONS_PER_TOKEN:]] == [True] * MAX_SESSIONS_PER_TOKEN
+    assert sessions.get(mine[0]) is None
+
+
+def test_a_full_table_evicts_from_the_token_holding_the_most_sessions(monkeypatch):
+    monkeypatch.setattr("connector.http.console.sessions.MAX_SESSIONS", 30)
+    clock = Clock()
+    sessions = Sessions(clock)
+    admin, _ = sessions.open("admin-token")
+    for i in range(29):  # the table filled by a tenant's many tokens, one holding more than the others
+        clock.now += 0.001
+        sessions.open("tenant-main" if i % 2 else f"tenant-{i}")
+    clock.now += 3600.0  # the admin's session is the least recently used of all
+    sessions.open("someone")
+    assert len(sessions) == 30 and sessions.get(admin) is not None
 
 
 def test_logout_closes_and_csrf_compares_exactly():

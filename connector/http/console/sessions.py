@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,8 +21,11 @@ from dataclasses import dataclass, field
 IDLE_S = 8 * 3600.0
 #: ... and this long after login, whatever happens.
 LIFETIME_S = 24 * 3600.0
-#: The most sessions the node keeps; the least recently used goes first.
+#: The most sessions the node keeps. Over it, the token that holds the most sessions gives up its least recently
+#: used one: a flood of logins with one token (or a few) evicts its own sessions, not others'.
 MAX_SESSIONS = 10_000
+#: The most sessions one token holds at once; a login beyond ends that token's least recently used session.
+MAX_SESSIONS_PER_TOKEN = 20
 
 
 @dataclass
@@ -47,9 +51,14 @@ class Sessions:
         """A new session for *token*: its id (for the cookie) and the session."""
         now = self._clock()
         self._expire(now)
-        if len(self._by_key) >= MAX_SESSIONS:
-            oldest = min(self._by_key, key=lambda k: self._by_key[k].seen)
-            del self._by_key[oldest]
+        own = [k for k, s in self._by_key.items() if s.token == token]
+        if len(own) >= MAX_SESSIONS_PER_TOKEN:
+            del self._by_key[min(own, key=lambda k: self._by_key[k].seen)]
+        elif len(self._by_key) >= MAX_SESSIONS:
+            held = Counter(s.token for s in self._by_key.values())
+            most = max(held.values())
+            del self._by_key[min((k for k, s in self._by_key.items() if held[s.token] == most),
+                                 key=lambda k: self._by_key[k].seen)]
         session_id = secrets.token_urlsafe(32)
         session = Session(token=token, csrf=secrets.token_urlsafe(32), created=now, seen=now)
         self._by_key[_key(session_id)] = session
