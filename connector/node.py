@@ -139,7 +139,8 @@ class Node:
             self.usage_log, self.config.usage, participant_by_id=self.participants.hosted_by_id,
             destroy_data=lambda p, agreement_id: self.vault.destroy_agreement_data(p, agreement_id),
             logged=lambda participant_id, agreement_id: self.receipts.notify(participant_id, agreement_id),
-            own_claims=held_claims_of(lambda p: self.credentials.held(p), lambda p: self.credentials.trust_of(p)),
+            own_claims=held_claims_of(lambda p: self.credentials.held(p), lambda p: self.credentials.trust_of(p),
+                                      statuses=lambda found, trusted: self.credentials.statuses(found, trusted)),
             decided=self.metrics.decided)
         self.receipts = ReceiptService(
             self.usage_log, self.contracts, self.usage, self.client, self.resolver,

@@ -181,16 +181,19 @@ def verified_claims(
     )
 
 
-def held_claims(holder: str, held: Iterable[VerifiedCredential], trust: TrustList, now: datetime) -> PeerClaims:
+def held_claims(holder: str, held: Iterable[VerifiedCredential], trust: TrustList, now: datetime,
+                status_of: Callable[[VerifiedCredential], Status] | None = None) -> PeerClaims:
     """What a participant's own credentials count for under its own trust list now, as
-    :func:`verified_claims` counts a peer's: by an issuer trusted for their kind, not disputed, and valid now.
+    :func:`verified_claims` counts a peer's: by an issuer trusted for their kind, not disputed, of valid status
+    and valid now.
 
-    *held* are the credentials it keeps, each checked when it came in (signature, validity, status); their
-    status is taken as valid until they run out, since a verifier asks the issuer's list in every handshake.
-    This is what the participant's own usage control evaluates a policy's verified operands against."""
+    *held* are the credentials it keeps, each checked when it came in (signature, validity, status). *status_of*
+    gives each one's status now, from its issuer's status list, as a verifier's handshake asks it (a credential
+    revoked since it came in must not go on counting for the holder's own usage control); None: valid until it
+    runs out. This is what the participant's own usage control evaluates a policy's verified operands against."""
     current = tuple(c for c in held if c.holder == holder and c.valid_from <= now < c.valid_until)
     return verified_claims(PresentationResult(holder, current, ()), trust,
-                           lambda credential: Status(StatusState.VALID, until=credential.valid_until))
+                           status_of or (lambda credential: Status(StatusState.VALID, until=credential.valid_until)))
 
 
 def _not_counted(credential: VerifiedCredential, reason: str) -> NotCounted:

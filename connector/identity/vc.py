@@ -362,7 +362,7 @@ def verify_envelope(
     _check_period(credential_id, valid_from, valid_until, now)
     return Envelope(
         id=credential_id, type=found[0], issuer=issuer, subject=subject, valid_from=valid_from,
-        valid_until=valid_until, status=_status_entries(document.get("credentialStatus")),
+        valid_until=valid_until, status=status_entries(document.get("credentialStatus")),
     )
 
 
@@ -629,7 +629,8 @@ def _time(value: Any, field: str) -> datetime:
     return moment
 
 
-def _status_entries(value: Any) -> tuple[StatusEntry, ...]:
+def status_entries(value: Any) -> tuple[StatusEntry, ...]:
+    """A credential's ``credentialStatus`` entries (none, one or a list of at most 4); CredentialError if not."""
     if value is None:
         return ()
     entries = value if isinstance(value, list) else [value]

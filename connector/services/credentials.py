@@ -891,6 +891,18 @@ class CredentialService:
                                         result.refused + refusals)
         return await self._count(participant_id, did, result)
 
+    async def statuses(self, credentials: list[VerifiedCredential], trusted: TrustList
+                       ) -> Callable[[VerifiedCredential], Status]:
+        """Each of *credentials*' status now, from its issuer's status list (cached as for peers' credentials): what
+        a participant's own usage control reads its held credentials' status from. A list that cannot be had
+        leaves the status unknown, so the credential does not count, as at a verifier."""
+        now = self.clock()
+        urls = sorted(trust.status_lists_to_fetch(PresentationResult("", tuple(credentials), ()), trusted))
+        lists, failures = await self._status_lists(urls[:MAX_LISTS_PER_PRESENTATION], trusted, now)
+        for url in urls[MAX_LISTS_PER_PRESENTATION:]:
+            failures[url] = f"more than {MAX_LISTS_PER_PRESENTATION} status lists"
+        return _status_of(lists, failures, now)
+
     def known_claims(self, participant_id: str) -> list[PeerClaims]:
         """The claims of every peer that presented to *participant_id*, as last counted."""
         return [k.claims for (pid, _), k in self._known.items() if pid == participant_id]

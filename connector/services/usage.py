@@ -81,6 +81,7 @@ from usage_policies.values import parse_duration
 
 if TYPE_CHECKING:
     from connector.config import UsageSection
+    from connector.identity.status_list import Status
     from connector.identity.trust import PeerClaims, TrustList
     from connector.identity.vc import VerifiedCredential
     from connector.participant import ParticipantRuntime
@@ -227,15 +228,20 @@ async def no_own_claims(participant: ParticipantRuntime) -> PeerClaims | None:
     return None
 
 
+#: Each held credential's status now, given the credentials and the trust list (``CredentialService.statuses``).
+Statuses = Callable[[list["VerifiedCredential"], "TrustList"], Awaitable[Callable[["VerifiedCredential"], "Status"]]]
+
+
 def held_claims_of(held: Callable[[ParticipantRuntime], Awaitable[list[HeldCredential]]],
                    trust_of: Callable[[str], Awaitable[TrustList]],
-                   clock: Callable[[], datetime] = _utc_now) -> OwnClaims:
-    """*own_claims* from the credentials a participant holds (*held*) and its trust list (*trust_of*). The
-    credential machinery is loaded when a policy first asks for them."""
+                   clock: Callable[[], datetime] = _utc_now, *, statuses: Statuses | None = None) -> OwnClaims:
+    """*own_claims* from the credentials a participant holds (*held*), its trust list (*trust_of*) and, with
+    *statuses*, each credential's status now on its issuer's list (one revoked since it came in counts no more;
+    without, valid until it runs out). The credential machinery is loaded when a policy first asks for them."""
 
     def parsed(participant: ParticipantRuntime, row: HeldCredential) -> VerifiedCredential | None:
         from connector.identity.claims import KIND_NAMES, ClaimError, from_subject
-        from connector.identity.vc import VerifiedCredential
+        from connector.identity.vc import CredentialError, VerifiedCredential, status_entries
 
         subject, kind = row.document.get("credentialSubject"), KIND_NAMES.get(row.kind)
         if not isinstance(subject, dict) or kind is None:
@@ -245,16 +251,19 @@ def held_claims_of(held: Callable[[ParticipantRuntime], Awaitable[list[HeldCrede
             until = datetime.fromisoformat(row.valid_until.replace("Z", "+00:00"))
             since = row.document.get("validFrom")
             start = datetime.fromisoformat(since.replace("Z", "+00:00")) if isinstance(since, str) else datetime.min
-        except (ClaimError, ValueError):
+            status = status_entries(row.document.get("credentialStatus"))
+        except (ClaimError, CredentialError, ValueError):
             return None
         return VerifiedCredential(row.id, kind, row.issuer, participant.did, claims,
-                                  start if start.tzinfo else start.replace(tzinfo=UTC), until)
+                                  start if start.tzinfo else start.replace(tzinfo=UTC), until, status)
 
     async def own_claims(participant: ParticipantRuntime) -> PeerClaims:
         from connector.identity import trust
 
         found = [c for c in (parsed(participant, row) for row in await held(participant)) if c is not None]
-        return trust.held_claims(participant.did, found, await trust_of(participant.id), clock())
+        trusted = await trust_of(participant.id)
+        status_of = await statuses(found, trusted) if statuses is not None and found else None
+        return trust.held_claims(participant.did, found, trusted, clock(), status_of)
 
     return own_claims
 

@@ -765,3 +765,22 @@ async def test_hosted_participants_never_reach_each_others_credentials(net):
     assert await service.claims_of(sme.id, sme.did) is None
     service.forget(hub.id)
     assert await service.claims_of(hub.id, sme.did) is None
+
+
+async def test_a_credential_revoked_by_its_issuer_no_longer_counts_for_its_holders_own_uses(net):
+    """The holder's usage control (a policy's tds:memberOf on each use) reads its held credentials' status as a
+    verifier does: once the issuer revokes a membership, the holder's own uses no longer count it."""
+    from connector.services.usage import held_claims_of
+
+    alliance, parts = runtime("alliance", "alliance.example"), runtime("parts", "parts.example")
+    trust = [TrustEntry(issuer=alliance.did, claims=["membership"])]
+    issuer = await net.node("issuer", alliance)
+    holder = await net.node("holder", parts, trust=trust)
+    issued = await issuer.issue(alliance, parts.did, Membership(SPACE, "member"))
+    await holder.import_credential(parts, issued.document)
+    own = held_claims_of(holder.held, holder.trust_of, net.clock.utc, statuses=holder.statuses)
+    assert [m.value.data_space for m in (await own(parts)).memberships] == [SPACE]
+    await issuer.revoke(alliance, issued.id)
+    net.clock.advance(3600)  # past the status list's cache
+    counted = await own(parts)
+    assert counted.memberships == () and any("revoked" in n.reason for n in counted.not_counted)
