@@ -314,7 +314,7 @@ class _Checker:
         if kind in _BINARY_NODES:
             _only(node, {"this", "expression", "typed", "safe"})
             if self.private:
-                self.total_under_privacy(node)
+                self.refuse_value_failures(node)
             left = _wrap(self.expr(node.this, clause, refs, in_aggregate))
             right = _wrap(self.expr(node.expression, clause, refs, in_aggregate))
             extra = {"typed": True, "safe": True} if kind in (exp.Div, exp.DPipe) else {}
@@ -360,7 +360,7 @@ class _Checker:
             return self.aggregate(node, clause, refs, in_aggregate)
         return self.refused(node)
 
-    def total_under_privacy(self, node: exp.Expr) -> None:
+    def refuse_value_failures(self, node: exp.Expr) -> None:
         """Under differential privacy no query may fail on some rows' values and not on others': whether it failed
         would tell of one row what the noise hides (an error leaves without noise). So nothing that SQLite can
         refuse for a value: no concatenation (a result over SQLite's length limit), no LIKE pattern read from the
