@@ -6,7 +6,6 @@ or will hold. One store file, no node."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from typing import Any
 
@@ -321,14 +320,18 @@ async def test_a_delivery_acknowledged_as_its_participant_leaves_is_not_kept(con
     assert await contracts.write_acknowledged() == 0
 
 
-async def test_a_move_that_lands_as_its_participant_leaves_is_not_kept(contracts):
+async def test_a_move_that_lands_as_its_participant_leaves_is_not_kept(contracts, monkeypatch):
     negotiation = await verified(contracts)
     moved = msgspec.structs.replace(negotiation, state=State.TERMINATED, reason="x")
-    # Its commit is queued, and the leaving hooks run before it lands.
-    landing = asyncio.ensure_future(contracts.update_negotiation(moved, expected_state=State.VERIFIED, event="x"))
-    await asyncio.sleep(0)
-    contracts.forget(ACME)
-    assert await landing
+
+    async def leaving_meanwhile(fn: Any, *, durable: bool = False) -> Any:
+        queued = contracts.store.submit(fn, durable=durable)
+        contracts.forget(ACME)  # the leaving hooks run while the commit is under way
+        return await queued
+
+    monkeypatch.setattr(contracts.store, "write", leaving_meanwhile)
+    assert await contracts.update_negotiation(moved, expected_state=State.VERIFIED, event="x")
+    monkeypatch.undo()
     await removed_and_added_again(contracts)
     assert await contracts.negotiation(ACME, CONSUMER_PID) is None
 
