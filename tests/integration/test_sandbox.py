@@ -139,8 +139,10 @@ async def test_a_group_by_answers_noisy_averages_with_small_groups_suppressed_an
     assert set(by_region) == set(REGIONS)  # the rare region's 5 rows are a suppressed group
     assert result["noise"] is True and result["epsilonSpent"] == 0.5 and result["thresholdEpsilon"] == 0
     assert result["suppressedGroups"] is None  # under a budget, how many were left out is not told
+    # Each average is a noisy sum (Laplace, scale 1 / 0.25 = 4) over about 499 rows: off by 0.05 once in about 500
+    # regions (the sum's noise past 25), by 0.1 once in some 270,000 (past 50).
     for region, value in by_region.items():
-        assert abs(value - truth[region]) < 0.05, (region, value, truth[region])
+        assert abs(value - truth[region]) < 0.1, (region, value, truth[region])
     document = answer["document"]
     assert document["rows"] == result["rows"] and document["consumer"] == consumer.participant.did
     sb.verify_result(document, provider.participant.did_document())
