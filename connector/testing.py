@@ -24,6 +24,7 @@ from connector.bootstrap import init_node, write_secret_text
 from connector.client import ManagementClient
 from connector.config import (
     CONFIG_FILE,
+    Config,
     ConformanceSection,
     CredentialsSection,
     DiscoverySection,
@@ -175,6 +176,21 @@ class HostedParticipant:
         return str(self.participant.base_url)
 
 
+def _drop_store(data_dir: Path, config: Config) -> None:
+    """Delete the store of the node in *data_dir* where its folder does not hold it: its schema on the PostgreSQL
+    server (``TDS_STORE``), which is named after the folder and would greet a node made afresh there with the
+    participants of the one before."""
+    from connector.bootstrap import store_location
+    from connector.store.pg import PgLocation
+
+    location = store_location(data_dir, config)
+    if isinstance(location, PgLocation):
+        import psycopg
+
+        with psycopg.connect(location.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{location.schema}" CASCADE')
+
+
 class NodeFactory:
     """Start nodes in the current event loop; :meth:`close` stops every one of them.
 
@@ -257,6 +273,7 @@ class NodeFactory:
                 if exc.errno != errno.EADDRINUSE or attempt == 2:
                     raise
                 await node.stop()
+                _drop_store(data_dir, config)
                 shutil.rmtree(data_dir)
         running = RunningNode(node, ManagementClient(node.management_url, result.token, ca=management_ca),
                               result.token, data_dir, result.admin_token, management_ca)

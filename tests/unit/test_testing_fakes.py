@@ -1,5 +1,6 @@
 """The fakes of ``connector.testing`` that the socket-free tests stand on: the clock moved by hand and the
-recording outbound client (what it keeps of a request, which answer wins, how a stream and an upload go)."""
+recording outbound client (what it keeps of a request, which answer wins, how a stream and an upload go). Also the
+node factory's fresh start after another process took a node's port."""
 
 from __future__ import annotations
 
@@ -133,3 +134,40 @@ async def test_a_streamed_body_reads_exactly_what_is_asked() -> None:
     assert await content.read(4) == b"0123"
     assert await content.read() == b"456789"
     assert await content.read() == b""
+
+
+async def test_a_node_made_afresh_after_its_port_was_taken_starts_on_an_empty_store(tmp_path, monkeypatch,
+                                                                                   postgres_dsn):
+    """NodeFactory starts a node afresh in the same folder when another process took its port first. On PostgreSQL
+    the store is a schema named after the folder, which outlives the folder: it is dropped with it."""
+    import errno
+    import secrets
+
+    import psycopg
+
+    from connector.node import Node
+    from connector.store import pg
+    from connector.testing import NodeFactory
+
+    prefix = f"taken{secrets.token_hex(4)}"
+    monkeypatch.setenv("TDS_STORE", f"{postgres_dsn}?schema={prefix}")
+    real_start, refused = Node.start, []
+
+    async def port_taken_once(self: Node) -> None:
+        if not refused:
+            refused.append(self)
+            raise OSError(errno.EADDRINUSE, "address already in use")
+        await real_start(self)
+
+    monkeypatch.setattr(Node, "start", port_taken_once)
+    factory = NodeFactory(tmp_path)
+    try:
+        started = await factory.start("parts")
+        assert refused and started.node.store.postgres
+        assert [p.name for p in started.node.participants.all_hosted()] == ["parts"]
+    finally:
+        await factory.close()
+        with psycopg.connect(pg.PgLocation.parse(postgres_dsn).dsn, autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                                        [f"{prefix}\\_%"]).fetchall():
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
