@@ -48,6 +48,7 @@ from connector.net.guard import (
     default_port,
     literal_address,
     local_name,
+    origin,
     surely_local,
     unmapped,
 )
@@ -436,9 +437,9 @@ class PeerClient:
         return resp.json()
 
 
-def _same_host(origin: SplitResult, target: SplitResult) -> bool:
-    """Whether a redirect from *origin* to *target* stays with the same server: the same scheme, host and port, or
-    the same host over https (an upgrade)."""
-    if (target.hostname or "").lower() != (origin.hostname or "").lower():
-        return False
-    return target.scheme == "https" or (target.scheme, default_port(target)) == (origin.scheme, default_port(origin))
+def _same_host(source: SplitResult, target: SplitResult) -> bool:
+    """Whether a redirect from *source* to *target* stays with the same server: the same origin, or the same host
+    over https (an upgrade)."""
+    if origin(target) == origin(source):
+        return True
+    return target.scheme == "https" and (target.hostname or "").lower() == (source.hostname or "").lower()

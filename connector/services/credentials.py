@@ -896,11 +896,15 @@ class CredentialService:
         """Each of *credentials*' status now, from its issuer's status list (cached as for peers' credentials): what
         a participant's own usage control reads its held credentials' status from. A list that cannot be had
         leaves the status unknown, so the credential does not count, as at a verifier."""
-        now = self.clock()
-        urls = sorted(trust.status_lists_to_fetch(PresentationResult("", tuple(credentials), ()), trusted))
+        return await self._statuses_for(PresentationResult("", tuple(credentials), ()), trusted, self.clock())
+
+    async def _statuses_for(self, result: PresentationResult, trusted: TrustList, now: datetime
+                         ) -> Callable[[VerifiedCredential], Status]:
+        """The status of each credential *result* accepted, from the status lists the ones that may count name."""
+        urls = sorted(trust.status_lists_to_fetch(result, trusted))
         lists, failures = await self._status_lists(urls[:MAX_LISTS_PER_PRESENTATION], trusted, now)
         for url in urls[MAX_LISTS_PER_PRESENTATION:]:
-            failures[url] = f"more than {MAX_LISTS_PER_PRESENTATION} status lists"
+            failures[url] = f"more than {MAX_LISTS_PER_PRESENTATION} status lists in one presentation"
         return _status_of(lists, failures, now)
 
     def known_claims(self, participant_id: str) -> list[PeerClaims]:
@@ -917,11 +921,7 @@ class CredentialService:
         trusted = await self.trust_of(participant_id)
         version = trusted.fingerprint() if self.repo.store.postgres else self._trust_versions.get(participant_id, 0)
         now = self.clock()
-        urls = sorted(trust.status_lists_to_fetch(result, trusted))
-        lists, failures = await self._status_lists(urls[:MAX_LISTS_PER_PRESENTATION], trusted, now)
-        for url in urls[MAX_LISTS_PER_PRESENTATION:]:
-            failures[url] = f"more than {MAX_LISTS_PER_PRESENTATION} status lists in one presentation"
-        claims = trust.verified_claims(result, trusted, _status_of(lists, failures, now))
+        claims = trust.verified_claims(result, trusted, await self._statuses_for(result, trusted, now))
         claims = dataclasses.replace(claims, not_counted=tuple(_untrusted(n, trusted) for n in claims.not_counted))
         refresh_at = None
         if result.accepted:
