@@ -54,6 +54,26 @@ def postgres_schema(postgres_dsn):
 
 
 @pytest.fixture
+def nodes_on_postgres(postgres_dsn, monkeypatch):
+    """Nodes initialised from here keep their stores on :func:`postgres_dsn`'s server (``TDS_STORE``), each in a
+    schema under a prefix of this test's own (yielded); those schemas are dropped at the end (stop the nodes
+    first)."""
+    import secrets
+
+    import psycopg
+
+    from connector.store import pg
+
+    prefix = f"n{secrets.token_hex(5)}"
+    monkeypatch.setenv("TDS_STORE", f"{postgres_dsn}?schema={prefix}")
+    yield prefix
+    with psycopg.connect(pg.PgLocation.parse(postgres_dsn).dsn, autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                                    [f"{prefix}\\_%"]).fetchall():
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
 async def nodes(tmp_path):
     """Nodes on 127.0.0.1 in the test's folder, all stopped at the end; every DSP message they sent must
     validate against the DSP 2025-1 schemas."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 import uuid
 from typing import Any
@@ -75,11 +74,8 @@ async def test_copies_sent_to_two_processes_sharing_a_store_are_won_by_one(postg
 async def provider(request, nodes, monkeypatch):
     """acme offering one asset under an open policy, its store on SQLite or on PostgreSQL; strangers may open as
     many negotiations as the copies."""
-    prefix = None
     if request.param == "postgresql":
-        dsn = request.getfixturevalue("postgres_dsn")
-        prefix = f"replay{secrets.token_hex(4)}"
-        monkeypatch.setenv("TDS_STORE", f"{dsn}?schema={prefix}")
+        request.getfixturevalue("nodes_on_postgres")
     else:
         monkeypatch.delenv("TDS_STORE", raising=False)
     side = await nodes.start("acme", dsp=DspSection(unknown_peer_rate_per_s=1000.0, unknown_peer_burst=1000,
@@ -89,17 +85,7 @@ async def provider(request, nodes, monkeypatch):
     await side.client.add_contract_definition("cd1", access_policy_id="open", contract_policy_id="open",
                                               assets=["qi"])
     yield side
-    await side.node.stop()
-    if prefix is not None:
-        import psycopg
-
-        from connector.store import pg
-
-        with psycopg.connect(pg.PgLocation.parse(request.getfixturevalue("postgres_dsn")).dsn,
-                             autocommit=True) as conn:
-            for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
-                                        [f"{prefix}\\_%"]).fetchall():
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    await side.node.stop()  # before its schema goes (nodes_on_postgres)
 
 
 async def test_copies_of_one_signed_contract_request_open_one_negotiation(provider):

@@ -52,32 +52,18 @@ async def test_a_revoked_metrics_token_is_refused_on_the_very_next_scrape(nodes,
 
 
 async def test_on_a_shared_store_a_token_revoked_by_another_process_is_refused_on_the_next_request(
-        nodes, hosted, monkeypatch, postgres_dsn):
+        nodes, hosted, nodes_on_postgres):
     """Several processes of a node share a PostgreSQL store: a revocation made by one of them (here, written to the
     store behind this process's back) must count here at once, so no token is held in memory there."""
-    import secrets
-
-    import psycopg
-
-    from connector.store import pg
     from connector.testing import store_connection
 
-    dsn = postgres_dsn
-    prefix = f"tokmem{secrets.token_hex(4)}"
-    monkeypatch.setenv("TDS_STORE", f"{dsn}?schema={prefix}")
-    try:
-        shared = await nodes.start("beta")
-        assert shared.node.store.postgres and shared.node.store.process_id is not None
-        made = await shared.client.create_token("erp")
-        app = nodes.client(shared, made["token"])
-        assert (await app.participant())["name"] == "beta"
-        with store_connection(shared.data_dir) as db:  # what another process's revocation writes
-            assert db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?",
-                              ["2026-12-06T00:00:00Z", made["id"]]).rowcount == 1
-        await refused(app.participant(), 401)
-        await shared.node.stop()
-    finally:
-        with psycopg.connect(pg.PgLocation.parse(dsn).dsn, autocommit=True) as conn:
-            for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
-                                        [f"{prefix}\\_%"]).fetchall():
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    shared = await nodes.start("beta")
+    assert shared.node.store.postgres and shared.node.store.process_id is not None
+    made = await shared.client.create_token("erp")
+    app = nodes.client(shared, made["token"])
+    assert (await app.participant())["name"] == "beta"
+    with store_connection(shared.data_dir) as db:  # what another process's revocation writes
+        assert db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?",
+                          ["2026-12-06T00:00:00Z", made["id"]]).rowcount == 1
+    await refused(app.participant(), 401)
+    await shared.node.stop()

@@ -137,20 +137,14 @@ async def test_a_streamed_body_reads_exactly_what_is_asked() -> None:
 
 
 async def test_a_node_made_afresh_after_its_port_was_taken_starts_on_an_empty_store(tmp_path, monkeypatch,
-                                                                                   postgres_dsn):
+                                                                                   nodes_on_postgres):
     """NodeFactory starts a node afresh in the same folder when another process took its port first. On PostgreSQL
     the store is a schema named after the folder, which outlives the folder: it is dropped with it."""
     import errno
-    import secrets
-
-    import psycopg
 
     from connector.node import Node
-    from connector.store import pg
     from connector.testing import NodeFactory
 
-    prefix = f"taken{secrets.token_hex(4)}"
-    monkeypatch.setenv("TDS_STORE", f"{postgres_dsn}?schema={prefix}")
     real_start, refused = Node.start, []
 
     async def port_taken_once(self: Node) -> None:
@@ -167,7 +161,3 @@ async def test_a_node_made_afresh_after_its_port_was_taken_starts_on_an_empty_st
         assert [p.name for p in started.node.participants.all_hosted()] == ["parts"]
     finally:
         await factory.close()
-        with psycopg.connect(pg.PgLocation.parse(postgres_dsn).dsn, autocommit=True) as conn:
-            for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
-                                        [f"{prefix}\\_%"]).fetchall():
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
